@@ -1,0 +1,42 @@
+"""offsync: keep registries working when the network does not.
+
+The protocol core (``encoding``, ``clock``, ``identity``, ``knowledge``, ``change``,
+``segment``, ``bundle``, ``receipt``, ``policies``, ``limits``, ``errors``) is sans-IO:
+it turns bytes into values and values into bytes and decides merges, and never touches
+a file, socket or database. ``Replica`` ties it to a store; transports, the HTTP server
+and the command line sit around that.
+"""
+
+from . import policies
+from .bundle import FORMAT_VERSION, Bundle, BundleHeader, open_bundle, read_header
+from .change import Change, ChangeId
+from .errors import OffsyncError
+from .identity import Identity, PublicIdentity
+from .knowledge import Knowledge
+from .limits import Limits
+from .receipt import Receipt
+from .replica import ApplyReport, Conflict, Quarantined, Replica
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "FORMAT_VERSION",
+    "ApplyReport",
+    "Bundle",
+    "BundleHeader",
+    "Change",
+    "ChangeId",
+    "Conflict",
+    "Identity",
+    "Knowledge",
+    "Limits",
+    "OffsyncError",
+    "PublicIdentity",
+    "Quarantined",
+    "Receipt",
+    "Replica",
+    "__version__",
+    "open_bundle",
+    "policies",
+    "read_header",
+]

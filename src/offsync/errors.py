@@ -1,0 +1,119 @@
+"""The one exception tree of offsync.
+
+Errors are split by whose fault they are: local misuse of the API, bad data from a peer,
+and failures of the machinery around the core (storage, transports)::
+
+    OffsyncError
+    ├── UsageError (ValueError)            the calling code misused the API
+    │   └── ImmutableRecordError           a plain write to a first-writer-wins record
+    ├── IdentityError
+    │   └── WrongPassphraseError           a key file that the passphrase does not open
+    ├── RemoteDataError                    input from elsewhere that must be refused
+    │   ├── BundleFormatError (ValueError) not a well-formed bundle, segment or change
+    │   ├── LimitExceededError             larger or deeper than a documented limit
+    │   ├── SignatureError                 a signature that does not verify
+    │   ├── UnknownSignerError             validly signed, but by a key we do not trust
+    │   ├── DecryptionError                encrypted for someone else, or tampered with
+    │   ├── ForkError                      two different changes under one change id
+    │   └── ScopeError                     a trusted signer writing outside its scope
+    ├── SequenceReuseError                 this site would reuse seqs it already used
+    ├── StorageError                       the store failed; nothing was changed
+    └── TransportError                     a transport could not deliver or fetch
+        └── RetryableTransportError        the other side is busy or gone; try again later
+
+Every refusal of remote data leaves the store exactly as it was.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BundleFormatError",
+    "DecryptionError",
+    "ForkError",
+    "IdentityError",
+    "ImmutableRecordError",
+    "LimitExceededError",
+    "OffsyncError",
+    "RemoteDataError",
+    "RetryableTransportError",
+    "ScopeError",
+    "SequenceReuseError",
+    "SignatureError",
+    "StorageError",
+    "TransportError",
+    "UnknownSignerError",
+    "UsageError",
+    "WrongPassphraseError",
+]
+
+
+class OffsyncError(Exception):
+    """Root of every error raised by offsync."""
+
+
+class UsageError(OffsyncError, ValueError):
+    """The calling code asked for something the API does not allow."""
+
+
+class ImmutableRecordError(UsageError):
+    """A plain put or delete on an existing first-writer-wins record; use ``resolve``."""
+
+
+class IdentityError(OffsyncError):
+    """A key file that cannot be read."""
+
+
+class WrongPassphraseError(IdentityError):
+    """The passphrase does not open this key file (or the file was altered)."""
+
+
+class RemoteDataError(OffsyncError):
+    """Data that came from elsewhere (a peer, a disk, a folder) and is refused."""
+
+
+class BundleFormatError(RemoteDataError, ValueError):
+    """Bytes that are not a well-formed bundle, segment or change."""
+
+
+class LimitExceededError(RemoteDataError):
+    """Input larger, longer or deeper than a documented limit (see ``offsync.limits``)."""
+
+
+class SignatureError(RemoteDataError):
+    """A signature that does not verify: forged, corrupted or spliced data."""
+
+
+class UnknownSignerError(RemoteDataError):
+    """A validly signed input from a key that the trust store does not know."""
+
+
+class DecryptionError(RemoteDataError):
+    """An encrypted bundle that this identity cannot open."""
+
+
+class ForkError(RemoteDataError):
+    """Two different changes claim the same change id (an origin restored from a backup)."""
+
+
+class ScopeError(RemoteDataError):
+    """A trusted signer wrote outside the collections or key prefixes it may write."""
+
+
+class SequenceReuseError(OffsyncError):
+    """Peers hold changes of this site that it no longer has: writing would fork."""
+
+
+class StorageError(OffsyncError):
+    """The store failed or is not an offsync store; the transaction was rolled back."""
+
+
+class TransportError(OffsyncError):
+    """A transport could not deliver or fetch."""
+
+
+class RetryableTransportError(TransportError):
+    """The other side is busy, down or unreachable; the same call may succeed later."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

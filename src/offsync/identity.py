@@ -1,0 +1,177 @@
+"""Site identities: an ed25519 signing key, and the X25519 key derived from it.
+
+The public ed25519 key (32 bytes) *is* the site's identity. Its X25519 key for
+receiving encrypted bundles is derived from the same seed (the birational map that
+libsodium provides), so a site has one public key to distribute and certify.
+Key files are the seed sealed with a key stretched from a passphrase by argon2id.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import nacl.exceptions
+import nacl.public
+import nacl.pwhash
+import nacl.secret
+import nacl.signing
+import nacl.utils
+
+from .encoding import packb, unpack_strict
+from .errors import IdentityError, RemoteDataError, SignatureError, WrongPassphraseError
+
+__all__ = ["Identity", "PublicIdentity", "verify_signature"]
+
+KEY_FILE_MAGIC = "offsync-identity"
+KEY_FILE_VERSION = 1
+
+
+def verify_signature(public_key: bytes, message: bytes, signature: bytes) -> None:
+    """Raise ``SignatureError`` unless ``signature`` is ``public_key``'s over ``message``."""
+    try:
+        nacl.signing.VerifyKey(public_key).verify(message, signature)
+    except (nacl.exceptions.BadSignatureError, nacl.exceptions.ValueError, TypeError) as exc:
+        raise SignatureError("signature does not verify") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class PublicIdentity:
+    """What others know of a site: its public key and a label."""
+
+    public_key: bytes
+    label: str = ""
+
+    def __post_init__(self) -> None:
+        if type(self.public_key) is not bytes or len(self.public_key) != 32:
+            raise ValueError("a public key is 32 bytes")
+
+    @property
+    def box_public_key(self) -> bytes:
+        """The X25519 key that bundles for this site are encrypted to."""
+        return bytes(nacl.signing.VerifyKey(self.public_key).to_curve25519_public_key())
+
+    @property
+    def short_id(self) -> str:
+        return self.public_key[:6].hex()
+
+
+class Identity:
+    """A site's secret keys. ``Identity.generate(label=...)`` makes a new one."""
+
+    __slots__ = ("_box_key", "_signing_key", "label")
+
+    def __init__(self, seed: bytes, label: str = "") -> None:
+        if type(seed) is not bytes or len(seed) != 32:
+            raise ValueError("an identity seed is 32 bytes")
+        self._signing_key = nacl.signing.SigningKey(seed)
+        self._box_key = self._signing_key.to_curve25519_private_key()
+        self.label = label
+
+    @classmethod
+    def generate(cls, label: str = "") -> Identity:
+        return cls(os.urandom(32), label)
+
+    @property
+    def public_key(self) -> bytes:
+        return bytes(self._signing_key.verify_key)
+
+    @property
+    def public(self) -> PublicIdentity:
+        return PublicIdentity(self.public_key, self.label)
+
+    @property
+    def short_id(self) -> str:
+        return self.public_key[:6].hex()
+
+    def sign(self, message: bytes) -> bytes:
+        return bytes(self._signing_key.sign(message).signature)
+
+    def unseal(self, ciphertext: bytes) -> bytes:
+        """Open a sealed box addressed to this identity (raises nacl's CryptoError)."""
+        return bytes(nacl.public.SealedBox(self._box_key).decrypt(ciphertext))
+
+    def __repr__(self) -> str:
+        return f"<Identity {self.label!r} {self.short_id}>"
+
+    # -- key files ---------------------------------------------------------------------
+
+    def to_bytes(
+        self,
+        passphrase: str | bytes,
+        *,
+        opslimit: int = nacl.pwhash.argon2id.OPSLIMIT_INTERACTIVE,
+        memlimit: int = nacl.pwhash.argon2id.MEMLIMIT_INTERACTIVE,
+    ) -> bytes:
+        """The identity as an encrypted key file (msgpack; see docs/spec.md)."""
+        pw = passphrase.encode() if isinstance(passphrase, str) else passphrase
+        salt = nacl.utils.random(nacl.pwhash.argon2id.SALTBYTES)
+        key = nacl.pwhash.argon2id.kdf(
+            nacl.secret.SecretBox.KEY_SIZE, pw, salt, opslimit=opslimit, memlimit=memlimit
+        )
+        sealed = bytes(nacl.secret.SecretBox(key).encrypt(bytes(self._signing_key)))
+        return packb(
+            {
+                "box": sealed,
+                "format": KEY_FILE_MAGIC,
+                "kdf": "argon2id",
+                "label": self.label,
+                "memlimit": memlimit,
+                "opslimit": opslimit,
+                "public_key": self.public_key,
+                "salt": salt,
+                "version": KEY_FILE_VERSION,
+            }
+        )
+
+    @classmethod
+    def from_bytes(cls, data: bytes, passphrase: str | bytes) -> Identity:
+        try:
+            doc = unpack_strict(data, "key file")
+        except RemoteDataError as exc:
+            raise IdentityError("not an offsync key file") from exc
+        if (
+            not isinstance(doc, dict)
+            or doc.get("format") != KEY_FILE_MAGIC
+            or doc.get("version") != KEY_FILE_VERSION
+            or doc.get("kdf") != "argon2id"
+        ):
+            raise IdentityError("not an offsync key file (or a newer version)")
+        try:
+            salt, sealed = doc["salt"], doc["box"]
+            opslimit, memlimit = int(doc["opslimit"]), int(doc["memlimit"])
+            label = str(doc.get("label", ""))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise IdentityError("key file is missing fields") from exc
+        if memlimit > 1 << 32 or opslimit > 64:
+            raise IdentityError("key file asks for an unreasonable key derivation cost")
+        pw = passphrase.encode() if isinstance(passphrase, str) else passphrase
+        try:
+            key = nacl.pwhash.argon2id.kdf(
+                nacl.secret.SecretBox.KEY_SIZE, pw, salt, opslimit=opslimit, memlimit=memlimit
+            )
+            seed = nacl.secret.SecretBox(key).decrypt(sealed)
+        except nacl.exceptions.CryptoError as exc:
+            raise WrongPassphraseError("wrong passphrase, or the key file was altered") from exc
+        except (TypeError, ValueError, nacl.exceptions.ValueError) as exc:
+            raise IdentityError("key file is damaged") from exc
+        ident = cls(bytes(seed), label)
+        if ident.public_key != doc.get("public_key"):
+            raise IdentityError("key file's public key does not match its secret key")
+        return ident
+
+    def save(self, path: str | os.PathLike[str], passphrase: str | bytes, **kdf: int) -> None:
+        """Write the encrypted key file atomically, readable by its owner only."""
+        target = Path(path)
+        tmp = target.with_name(target.name + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(self.to_bytes(passphrase, **kdf))
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], passphrase: str | bytes) -> Identity:
+        return cls.from_bytes(Path(path).read_bytes(), passphrase)

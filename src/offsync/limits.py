@@ -1,0 +1,51 @@
+"""Named limits on untrusted input.
+
+Every decoder of bytes that came from elsewhere checks its input against one of these
+before it allocates or recurses. The defaults are part of the spec (docs/spec.md,
+"Limits"); a replica may be opened with tighter or looser ones.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["DEFAULT_LIMITS", "Limits"]
+
+KiB = 1024
+MiB = 1024 * KiB
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    #: Whole bundle as it travels (framing + header + compressed body + signature).
+    max_bundle_bytes: int = 64 * MiB
+    #: The msgpack header of a bundle.
+    max_header_bytes: int = 4 * MiB
+    #: The decompressed body of a bundle; checked against the zstd frame's declared size
+    #: before anything is allocated.
+    max_body_bytes: int = 256 * MiB
+    #: zstd window size a decoder accepts (bounds decoder memory).
+    max_window_bytes: int = 8 * MiB
+    #: Segments in one bundle.
+    max_segments: int = 100_000
+    #: Changes in one segment.
+    max_segment_changes: int = 100_000
+    #: The encoded fields of one change.
+    max_fields_bytes: int = 1 * MiB
+    #: Causal parents listed by one change.
+    max_parents: int = 64
+    #: Collection name, in UTF-8 bytes.
+    max_collection_bytes: int = 64
+    #: Record key, in UTF-8 bytes.
+    max_key_bytes: int = 512
+    #: Origins named in one knowledge statement.
+    max_origins: int = 1_000_000
+    #: Intervals per origin in one knowledge statement.
+    max_intervals: int = 100_000
+    #: Receipts carried in one bundle header (the sender's and those it passes on).
+    max_receipts: int = 4096
+    #: How far (ms) an incoming HLC may lie ahead of this replica's wall clock.
+    max_clock_skew_ms: int = 24 * 3600 * 1000
+
+
+DEFAULT_LIMITS = Limits()

@@ -1,0 +1,668 @@
+"""A replica: one site's identity, store, merge policies and clock.
+
+This is the layer that ties the sans-IO core to a store. Every public method takes a
+lock, so one ``Replica`` may be shared by the threads of a server; every write to the
+store happens in one transaction, so a refused or failed bundle leaves it untouched.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import msgpack
+
+from .bundle import Bundle, build_bundle, open_bundle
+from .change import DELETE, PUT, Change, ChangeId, decode_changes
+from .clock import HybridClock, hlc_millis, wall_millis
+from .encoding import canonical_fields, decode_fields, packb
+from .errors import (
+    BundleFormatError,
+    ImmutableRecordError,
+    SequenceReuseError,
+    UsageError,
+)
+from .identity import Identity, PublicIdentity
+from .knowledge import Interval, Knowledge
+from .limits import DEFAULT_LIMITS, Limits
+from .policies import LastWriterWins, Policy
+from .receipt import Receipt
+from .segment import NO_PREVIOUS, Segment
+from .stores.base import RecordRow, SegmentRow, Store
+
+__all__ = ["APPLIED", "ApplyReport", "Conflict", "Quarantined", "Replica"]
+
+APPLIED = "applied"
+#: Own changes are sealed into segments of at most this many changes / encoded bytes.
+SEGMENT_MAX_CHANGES = 2000
+SEGMENT_MAX_BYTES = 256 * 1024
+#: Default upper bound for one packed bundle, compressed.
+DEFAULT_MAX_BUNDLE = 16 * 1024 * 1024
+
+
+@dataclass(slots=True)
+class ApplyReport:
+    """What applying one bundle did."""
+
+    bundle_id: bytes
+    sender: bytes
+    applied: int = 0  # changes newly applied
+    duplicates: int = 0  # changes already held
+    quarantined: int = 0  # changes held but not applied (see Replica.quarantined)
+    conflicts: list[tuple[str, str]] = field(default_factory=list)
+    receipts: int = 0  # receipts that told us something new
+
+
+@dataclass(frozen=True, slots=True)
+class Conflict:
+    """An open conflict: concurrent versions of one record that differ."""
+
+    collection: str
+    key: str
+    current: dict[str, Any] | None  # the provisional winner, what get() shows
+    versions: Mapping[ChangeId, dict[str, Any] | None]  # head -> version (None: deleted)
+
+
+class Quarantined(NamedTuple):
+    origin: bytes
+    first_seq: int
+    last_seq: int
+    reason: str
+
+
+class _Seg(NamedTuple):
+    first: int
+    last: int
+    hash: bytes
+    prev: bytes
+    status: str
+    size: int
+
+
+def _array_header(n: int) -> bytes:
+    if n < 16:
+        return bytes([0x90 | n])
+    if n < 1 << 16:
+        return b"\xdc" + n.to_bytes(2, "big")
+    return b"\xdd" + n.to_bytes(4, "big")
+
+
+def _pack_heads(heads: Sequence[ChangeId]) -> bytes:
+    return packb([[h.origin, h.seq] for h in heads])
+
+
+def _unpack_heads(data: bytes) -> tuple[ChangeId, ...]:
+    return tuple(ChangeId(o, s) for o, s in msgpack.unpackb(data))
+
+
+class Replica:
+    """One site's replica. Open with ``Replica.open(path, identity=..., policies=...)``."""
+
+    def __init__(
+        self,
+        store: Store,
+        identity: Identity,
+        policies: Mapping[str, Policy] | None = None,
+        *,
+        default_policy: Policy | None = None,
+        limits: Limits = DEFAULT_LIMITS,
+        wall: Callable[[], int] = wall_millis,
+    ) -> None:
+        self.store = store
+        self.identity = identity
+        self.policies = dict(policies or {})
+        self.default_policy = default_policy or LastWriterWins()
+        self.limits = limits
+        self._lock = threading.RLock()
+        owner = store.get_meta("identity")
+        if owner is None:
+            with store.transaction():
+                store.set_meta("identity", identity.public_key)
+        elif owner != identity.public_key:
+            raise UsageError("this store belongs to another identity")
+        self._seq = int(store.get_meta("seq") or b"0")  # highest own seq issued or held
+        self._sealed = int(store.get_meta("sealed") or b"0")  # highest own seq in a segment
+        self.clock = HybridClock(int(store.get_meta("hlc") or b"0"), wall)
+        self._index: dict[bytes, list[_Seg]] = {}
+        for origin, first, last, h, prev, status, size in store.segment_index():
+            self._index.setdefault(bytes(origin), []).append(
+                _Seg(first, last, bytes(h), bytes(prev), status, size)
+            )
+        self._knowledge: Knowledge | None = None
+        # The highest seq of this origin that any peer says it holds.
+        self._peer_claim = max(
+            (Knowledge.from_bytes(k, limits).max_seq(self.id) for _, _, k, _ in store.peers()),
+            default=0,
+        )
+
+    @classmethod
+    def open(
+        cls,
+        path: str,
+        *,
+        identity: Identity,
+        policies: Mapping[str, Policy] | None = None,
+        **options: Any,
+    ) -> Replica:
+        """Open (or create) a replica in an SQLite file; ``":memory:"`` for tests."""
+        from .stores.sqlite import SQLiteStore
+
+        return cls(SQLiteStore(path), identity, policies, **options)
+
+    def close(self) -> None:
+        with self._lock:
+            self.store.close()
+
+    def __enter__(self) -> Replica:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<Replica {self.identity.label!r} {self.identity.short_id} seq={self._seq}>"
+
+    @property
+    def id(self) -> bytes:
+        return self.identity.public_key
+
+    @property
+    def seq(self) -> int:
+        """The last seq this site has issued."""
+        return self._seq
+
+    def policy(self, collection: str) -> Policy:
+        return self.policies.get(collection, self.default_policy)
+
+    # -- reading -----------------------------------------------------------------------
+
+    def get(self, collection: str, key: str) -> dict[str, Any] | None:
+        with self._lock:
+            row = self.store.get_record(collection, key)
+        if row is None or row.fields is None:
+            return None
+        return decode_fields(row.fields)
+
+    def items(self, collection: str) -> Iterator[tuple[str, dict[str, Any]]]:
+        """Visible records of a collection in key order."""
+        with self._lock:
+            rows = [r for r in self.store.iter_records(collection) if r.fields is not None]
+        for r in rows:
+            assert r.fields is not None
+            yield r.key, decode_fields(r.fields)
+
+    def state_digest(self) -> bytes:
+        """BLAKE2b-256 of the visible state; equal exactly when the states are equal."""
+        h = hashlib.blake2b(b"offsync/state/v1\x00", digest_size=32)
+        with self._lock:
+            for row in self.store.iter_records():
+                if row.fields is not None:
+                    h.update(packb([row.collection, row.key, row.fields]))
+        return h.digest()
+
+    def conflicts(self) -> list[Conflict]:
+        with self._lock:
+            out = []
+            for collection, key in self.store.conflicted():
+                changes = self.store.changes_for(collection, key)
+                versions = self.policy(collection).versions(changes)
+                row = self.store.get_record(collection, key)
+                current = decode_fields(row.fields) if row and row.fields is not None else None
+                out.append(
+                    Conflict(
+                        collection,
+                        key,
+                        current,
+                        {
+                            h: (decode_fields(v) if v is not None else None)
+                            for h, v in versions.items()
+                        },
+                    )
+                )
+            return out
+
+    def knowledge(self) -> Knowledge:
+        with self._lock:
+            if self._knowledge is None:
+                held: dict[bytes, list[Interval]] = {
+                    o: [(s.first, s.last) for s in segs] for o, segs in self._index.items()
+                }
+                if self._seq > self._sealed:  # own changes not yet sealed
+                    held.setdefault(self.id, []).append((self._sealed + 1, self._seq))
+                self._knowledge = Knowledge(held)
+            return self._knowledge
+
+    def quarantined(self) -> list[Quarantined]:
+        with self._lock:
+            return [
+                Quarantined(o, s.first, s.last, s.status)
+                for o, segs in sorted(self._index.items())
+                for s in segs
+                if s.status != APPLIED
+            ]
+
+    def receipts(self) -> dict[bytes, Receipt]:
+        """The newest receipt heard from each peer (directly or passed on by relays)."""
+        with self._lock:
+            return {p: Receipt.decode(r, self.limits) for p, _, _, r in self.store.peers()}
+
+    def receipt(self) -> Receipt:
+        """A fresh signed statement of what this replica holds."""
+        with self._lock:
+            return Receipt.issue(self.identity, self.clock.now(), self.knowledge())
+
+    # -- local writes ------------------------------------------------------------------
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Group many writes into one transaction (much faster for bulk entry)."""
+        with self._lock:
+            seq, hlc = self._seq, self.clock.last
+            try:
+                with self.store.transaction():
+                    yield
+            except BaseException:
+                self._seq, self.clock.last = seq, hlc
+                self._knowledge = None
+                raise
+
+    def put(self, collection: str, key: str, fields: Mapping[str, Any]) -> ChangeId:
+        """Set ``fields`` of a record (other fields are kept)."""
+        return self._write(collection, key, fields, resolving=False)
+
+    def delete(self, collection: str, key: str) -> ChangeId | None:
+        """Delete a record (a tombstone); returns None if there was nothing to delete."""
+        with self._lock:
+            row = self.store.get_record(collection, key)
+            if row is None or row.fields is None:
+                return None
+            return self._write(collection, key, None, resolving=False)
+
+    def resolve(
+        self,
+        collection: str,
+        key: str,
+        fields: Mapping[str, Any] | None = None,
+        *,
+        choose: ChangeId | None = None,
+        delete: bool = False,
+    ) -> ChangeId:
+        """Settle a record: write ``fields``, or the version of head ``choose``, or delete.
+
+        The change written lists every current head as a parent, so it supersedes all
+        of them on every replica. Also the way to correct a first-writer-wins record.
+        """
+        if sum((fields is not None, choose is not None, delete)) != 1:
+            raise UsageError("resolve takes exactly one of fields, choose or delete")
+        with self._lock:
+            if choose is not None:
+                versions = self.policy(collection).versions(self.store.changes_for(collection, key))
+                if choose not in versions:
+                    raise UsageError(f"{choose!r} is not a head of {collection}/{key}")
+                chosen = versions[choose]
+                return self._write(
+                    collection,
+                    key,
+                    decode_fields(chosen) if chosen is not None else None,
+                    resolving=True,
+                )
+            return self._write(collection, key, None if delete else fields, resolving=True)
+
+    def _check_name(self, value: str, what: str, max_bytes: int) -> None:
+        if not isinstance(value, str) or not value:
+            raise UsageError(f"{what} must be a non-empty string")
+        if len(value.encode()) > max_bytes:
+            raise UsageError(f"{what} longer than {max_bytes} bytes")
+
+    def _write(
+        self, collection: str, key: str, fields: Mapping[str, Any] | None, *, resolving: bool
+    ) -> ChangeId:
+        self._check_name(collection, "collection", self.limits.max_collection_bytes)
+        self._check_name(key, "key", self.limits.max_key_bytes)
+        encoded = None
+        if fields is not None:
+            try:
+                encoded = canonical_fields(fields)
+            except TypeError as exc:
+                raise UsageError(str(exc)) from exc
+            if len(encoded) > self.limits.max_fields_bytes:
+                raise UsageError(f"fields encode to more than {self.limits.max_fields_bytes} bytes")
+        with self._lock:
+            self._check_can_write()
+            row = self.store.get_record(collection, key)
+            if (
+                not resolving
+                and self.policy(collection).immutable
+                and row is not None
+                and row.fields is not None
+            ):
+                raise ImmutableRecordError(
+                    f"{collection}/{key} is first-writer-wins and already recorded; use resolve()"
+                )
+            parents = _unpack_heads(row.heads) if row is not None else ()
+            seq, hlc_before = self._seq + 1, self.clock.last
+            change = Change(
+                self.id,
+                seq,
+                self.clock.now(),
+                collection,
+                key,
+                PUT if encoded is not None else DELETE,
+                encoded,
+                parents,
+            )
+            try:
+                with self.store.transaction():
+                    self.store.add_outbox([(seq, packb(change.to_wire()))])
+                    self._merge([change])
+                    self.store.set_meta("seq", str(seq).encode())
+                    self.store.set_meta("hlc", str(self.clock.last).encode())
+            except BaseException:
+                self.clock.last = hlc_before
+                raise
+            self._seq = seq
+            self._knowledge = None
+            return change.id
+
+    def _check_can_write(self) -> None:
+        """Refuse to issue seqs that peers say this origin already used."""
+        if self._peer_claim > self._seq:
+            raise SequenceReuseError(
+                f"peers hold changes of this site up to seq {self._peer_claim} but this replica "
+                f"is at seq {self._seq} (restored from a backup?): sync with a peer to get them "
+                "back before writing, or move this site to a new key"
+            )
+
+    # -- merging -----------------------------------------------------------------------
+
+    def _merge(self, changes: Sequence[Change]) -> list[tuple[str, str]]:
+        """Store changes and recompute the records they touch; returns new conflicts."""
+        if not changes:
+            return []
+        self.store.add_changes(changes)
+        groups: dict[tuple[str, str], list[Change]] = {}
+        for c in changes:
+            groups.setdefault((c.collection, c.key), []).append(c)
+        existing = self.store.existing(list(groups))
+        rows: list[RecordRow] = []
+        conflicts: list[tuple[str, str]] = []
+        for (collection, key), group in groups.items():
+            policy = self.policy(collection)
+            first = group[0]
+            if (
+                len(group) == 1
+                and not first.parents
+                and policy.single_change_is_identity
+                and (collection, key) not in existing
+            ):
+                rows.append(
+                    RecordRow(collection, key, first.fields, _pack_heads([first.id]), False)
+                )
+                continue
+            state = policy.merge(self.store.changes_for(collection, key))
+            rows.append(
+                RecordRow(collection, key, state.fields, _pack_heads(state.heads), state.conflict)
+            )
+            if state.conflict:
+                conflicts.append((collection, key))
+        self.store.put_records(rows)
+        return conflicts
+
+    # -- applying bundles --------------------------------------------------------------
+
+    def apply(self, data: bytes) -> ApplyReport:
+        """Verify and apply one bundle; all of it or, on any error, none of it."""
+        bundle = open_bundle(data, self.identity, self.limits)
+        with self._lock:
+            return self._apply_bundle(bundle)
+
+    def _find(self, origin: bytes, first: int) -> _Seg | None:
+        segs = self._index.get(origin, [])
+        i = bisect.bisect_left(segs, first, key=lambda s: s.first)
+        return segs[i] if i < len(segs) and segs[i].first == first else None
+
+    def _overlaps(self, origin: bytes, first: int, last: int) -> bool:
+        segs = self._index.get(origin, [])
+        i = bisect.bisect_right(segs, last, key=lambda s: s.first)
+        return i > 0 and segs[i - 1].last >= first
+
+    def _chain_problem(self, seg: Segment) -> str | None:
+        """Why this segment cannot be part of its origin's chain as we hold it, if so."""
+        if seg.first_seq == 1 and seg.prev_hash != NO_PREVIOUS:
+            return "fork: first segment names a predecessor"
+        if self._overlaps(seg.origin, seg.first_seq, seg.last_seq):
+            return "fork: overlaps a different segment of the same origin"
+        if seg.origin == self.id and seg.first_seq <= self._seq:
+            return "fork: reuses seqs this site has issued"
+        segs = self._index.get(seg.origin, [])
+        i = bisect.bisect_left(segs, seg.first_seq, key=lambda s: s.first)
+        if i > 0 and segs[i - 1].last == seg.first_seq - 1 and segs[i - 1].hash != seg.prev_hash:
+            return "fork: does not chain to the previous segment"
+        if i < len(segs) and segs[i].first == seg.last_seq + 1 and segs[i].prev != seg.hash:
+            return "fork: the next segment does not chain to it"
+        return None
+
+    def _admit(self, seg: Segment, changes: Sequence[Change]) -> str:
+        """APPLIED, or the reason the segment's changes are held back (quarantine)."""
+        horizon = self.clock.wall() + self.limits.max_clock_skew_ms
+        if any(hlc_millis(c.hlc) > horizon for c in changes):
+            return "clock: timestamp too far in the future"
+        return APPLIED
+
+    def _apply_bundle(self, bundle: Bundle) -> ApplyReport:
+        report = ApplyReport(bundle.id, bundle.header.sender)
+        rows: list[SegmentRow] = []
+        staged: dict[tuple[bytes, int], bytes] = {}
+        to_merge: list[Change] = []
+        max_hlc = 0
+        for seg in bundle.segments:
+            h = seg.hash
+            held = self._find(seg.origin, seg.first_seq)
+            if (held is not None and held.hash == h) or staged.get(
+                (seg.origin, seg.first_seq)
+            ) == h:
+                report.duplicates += seg.count
+                continue
+            seg.verify()
+            changes = decode_changes(seg.changes, seg.origin, seg.first_seq, self.limits)
+            if len(changes) != seg.count:
+                raise BundleFormatError(
+                    "segment holds a different number of changes than it claims"
+                )
+            if (seg.origin, seg.first_seq) in staged:
+                raise BundleFormatError("bundle carries two different segments at one position")
+            staged[(seg.origin, seg.first_seq)] = h
+            status = self._chain_problem(seg) or self._admit(seg, changes)
+            rows.append(
+                SegmentRow(
+                    seg.origin, seg.first_seq, seg.last_seq, h, seg.prev_hash, seg.encode(), status
+                )
+            )
+            if status == APPLIED:
+                to_merge.extend(changes)
+                report.applied += seg.count
+                max_hlc = max(max_hlc, max(c.hlc for c in changes))
+            else:
+                report.quarantined += seg.count
+        with self.store.transaction():
+            self.store.add_segments(rows)
+            report.conflicts = self._merge(to_merge)
+            own_max = max(
+                (r.last_seq for r in rows if r.origin == self.id and r.status == APPLIED), default=0
+            )
+            if own_max > self._seq:  # our own changes, lost in a restore, came back
+                self.store.set_meta("seq", str(own_max).encode())
+                self.store.set_meta("sealed", str(own_max).encode())
+            for receipt in bundle.header.receipts:
+                if receipt.replica != self.id:
+                    self.store.set_peer(
+                        receipt.replica,
+                        receipt.created,
+                        receipt.knowledge.to_bytes(),
+                        receipt.encode(),
+                    )
+                    report.receipts += 1
+            if max_hlc > self.clock.last:
+                self.store.set_meta("hlc", str(max_hlc).encode())
+        self.clock.observe(max_hlc)
+        if own_max > self._seq:
+            self._seq = self._sealed = own_max
+        for receipt in bundle.header.receipts:
+            self._peer_claim = max(self._peer_claim, receipt.knowledge.max_seq(self.id))
+        for r in rows:
+            self._index_add(r)
+        return report
+
+    def _index_add(self, r: SegmentRow) -> None:
+        segs = self._index.setdefault(r.origin, [])
+        bisect.insort(
+            segs, _Seg(r.first_seq, r.last_seq, r.hash, r.prev_hash, r.status, len(r.data))
+        )
+        self._knowledge = None
+
+    # -- packing bundles ---------------------------------------------------------------
+
+    def _seal(self) -> None:
+        """Seal own changes written since the last seal into signed segments."""
+        pending = self.store.outbox()
+        if not pending or self._peer_claim > self._sealed:
+            # Nothing to seal, or peers hold seqs of ours that we lost: sealing now would fork.
+            return
+        own = self._index.get(self.id, [])
+        prev = own[-1].hash if own else NO_PREVIOUS
+        rows: list[SegmentRow] = []
+        chunk: list[tuple[int, bytes]] = []
+        size = 0
+
+        def flush() -> None:
+            nonlocal prev, chunk, size
+            data = _array_header(len(chunk)) + b"".join(d for _, d in chunk)
+            seg = Segment.seal(self.identity, chunk[0][0], len(chunk), data, prev)
+            rows.append(
+                SegmentRow(
+                    seg.origin, seg.first_seq, seg.last_seq, seg.hash, prev, seg.encode(), APPLIED
+                )
+            )
+            prev, chunk, size = seg.hash, [], 0
+
+        for seq, data in pending:
+            if chunk and (
+                len(chunk) >= SEGMENT_MAX_CHANGES or size + len(data) > SEGMENT_MAX_BYTES
+            ):
+                flush()
+            chunk.append((seq, bytes(data)))
+            size += len(data)
+        flush()
+        with self.store.transaction():
+            self.store.add_segments(rows)
+            self.store.clear_outbox(pending[-1][0])
+            self.store.set_meta("sealed", str(pending[-1][0]).encode())
+        self._sealed = pending[-1][0]
+        for r in rows:
+            self._index_add(r)
+
+    def pack(
+        self,
+        since: Knowledge | None = None,
+        *,
+        max_bytes: int = DEFAULT_MAX_BUNDLE,
+        recipient: bytes | PublicIdentity | None = None,
+        always: bool = False,
+    ) -> list[bytes]:
+        """Bundles carrying everything this replica holds that ``since`` lacks.
+
+        ``since=None`` sends everything. Each bundle is at most ``max_bytes`` long. With
+        ``always``, one bundle is produced even when there is nothing to send, so that
+        this replica's receipt still travels.
+        """
+        return list(self.iter_pack(since, max_bytes=max_bytes, recipient=recipient, always=always))
+
+    def iter_pack(
+        self,
+        since: Knowledge | None = None,
+        *,
+        max_bytes: int = DEFAULT_MAX_BUNDLE,
+        recipient: bytes | PublicIdentity | None = None,
+        always: bool = False,
+    ) -> Iterator[bytes]:
+        """Like ``pack``, one bundle at a time, so a large backlog is never all in memory."""
+        if isinstance(recipient, PublicIdentity):
+            recipient = recipient.public_key
+        with self._lock:
+            self._seal()
+            missing = self.knowledge() - (since or Knowledge())
+            plan: list[tuple[bytes, _Seg]] = []
+            for origin, ivs in missing.intervals.items():
+                for seg in self._index.get(origin, []):
+                    if seg.status.startswith("fork") or not any(
+                        a <= seg.last and seg.first <= b for a, b in ivs
+                    ):
+                        continue
+                    plan.append((origin, seg))
+            forwarded = [
+                Receipt.decode(r, self.limits)
+                for p, _, _, r in self.store.peers()
+                if p != recipient
+            ][: self.limits.max_receipts - 1]
+        if not plan and not always:
+            return
+        ratio = 0.5
+        first_bundle = True
+        group: list[tuple[bytes, _Seg]] = []
+        raw = 0
+        for item in plan:
+            if group and (raw + item[1].size) * ratio + 4096 > max_bytes:
+                for bundle, measured in self._build(
+                    group, max_bytes, recipient, forwarded if first_bundle else []
+                ):
+                    first_bundle, ratio = False, measured
+                    yield bundle
+                group, raw = [], 0
+            group.append(item)
+            raw += item[1].size
+        if group or always:
+            for bundle, _ in self._build(
+                group, max_bytes, recipient, forwarded if first_bundle else []
+            ):
+                yield bundle
+
+    def _build(
+        self,
+        group: list[tuple[bytes, _Seg]],
+        max_bytes: int,
+        recipient: bytes | None,
+        forwarded: list[Receipt],
+    ) -> Iterator[tuple[bytes, float]]:
+        with self._lock:
+            data = self.store.segment_data([(o, s.first) for o, s in group])
+            ranges = Knowledge({})
+            carried: dict[bytes, list[Interval]] = {}
+            for o, s in group:
+                carried.setdefault(o, []).append((s.first, s.last))
+            ranges = Knowledge(carried)
+            now = self.clock.now()
+            own = Receipt.issue(self.identity, now, self.knowledge())
+        bundle = build_bundle(
+            self.identity,
+            data,
+            ranges=ranges,
+            receipts=[own, *forwarded],
+            created=now,
+            recipient=recipient,
+        )
+        raw = sum(len(d) for d in data) or 1
+        if len(bundle) <= max_bytes:
+            yield bundle, min(1.0, len(bundle) / raw * 1.1)
+        elif len(group) > 1:
+            half = len(group) // 2
+            yield from self._build(group[:half], max_bytes, recipient, forwarded)
+            yield from self._build(group[half:], max_bytes, recipient, [])
+        else:
+            raise UsageError(
+                f"max_bytes={max_bytes} is smaller than one segment's bundle ({len(bundle)} bytes)"
+            )

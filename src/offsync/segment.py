@@ -1,0 +1,148 @@
+"""Segments: runs of one origin's consecutive changes, signed by that origin.
+
+A segment is sealed once and never re-cut, so relays store and forward it byte for
+byte and every change stays verifiable end to end. Segments of one origin form a hash
+chain (each names its predecessor's hash), which is how a fork — the same seqs issued
+twice, say by a site restored from an old backup — becomes visible.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+
+from .errors import BundleFormatError, LimitExceededError
+from .identity import Identity, verify_signature
+from .limits import DEFAULT_LIMITS, Limits
+
+__all__ = ["NO_PREVIOUS", "Segment", "hash32"]
+
+SEGMENT_DOMAIN = b"offsync/segment/v1\x00"
+NO_PREVIOUS = bytes(32)
+MAX_SEQ = (1 << 63) - 1
+
+
+def hash32(data: bytes) -> bytes:
+    return hashlib.blake2b(data, digest_size=32).digest()
+
+
+def _signing_message(
+    origin: bytes, first: int, last: int, changes_hash: bytes, prev_hash: bytes
+) -> bytes:
+    return b"".join(
+        (
+            SEGMENT_DOMAIN,
+            origin,
+            first.to_bytes(8, "big"),
+            last.to_bytes(8, "big"),
+            changes_hash,
+            prev_hash,
+        )
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    origin: bytes
+    first_seq: int
+    last_seq: int
+    prev_hash: bytes
+    changes: bytes
+    signature: bytes
+
+    def __post_init__(self) -> None:
+        if len(self.origin) != 32 or len(self.prev_hash) != 32 or len(self.signature) != 64:
+            raise ValueError("segment origin and prev_hash are 32 bytes, signature 64")
+        if not 1 <= self.first_seq <= self.last_seq <= MAX_SEQ:
+            raise ValueError("segment seq range out of order")
+
+    @property
+    def count(self) -> int:
+        return self.last_seq - self.first_seq + 1
+
+    @property
+    def signing_message(self) -> bytes:
+        return _signing_message(
+            self.origin, self.first_seq, self.last_seq, hash32(self.changes), self.prev_hash
+        )
+
+    @property
+    def hash(self) -> bytes:
+        """Identifies the segment and is what the next segment of its origin chains to."""
+        return hash32(self.signing_message)
+
+    @classmethod
+    def seal(
+        cls, identity: Identity, first_seq: int, count: int, changes: bytes, prev_hash: bytes
+    ) -> Segment:
+        last = first_seq + count - 1
+        msg = _signing_message(identity.public_key, first_seq, last, hash32(changes), prev_hash)
+        return cls(identity.public_key, first_seq, last, prev_hash, changes, identity.sign(msg))
+
+    def verify(self) -> None:
+        """Raise ``SignatureError`` unless the origin signed exactly this segment."""
+        verify_signature(self.origin, self.signing_message, self.signature)
+
+    def to_wire(self) -> list[Any]:
+        return [
+            self.origin,
+            self.first_seq,
+            self.last_seq,
+            self.prev_hash,
+            self.changes,
+            self.signature,
+        ]
+
+    def encode(self) -> bytes:
+        return msgpack.packb(self.to_wire(), use_bin_type=True)  # type: ignore[no-any-return]
+
+    @classmethod
+    def decode(cls, data: bytes, limits: Limits = DEFAULT_LIMITS) -> Segment:
+        """Parse (not verify) one encoded segment."""
+        if len(data) > limits.max_body_bytes:
+            raise LimitExceededError("segment larger than the body limit")
+        try:
+            value = msgpack.unpackb(
+                data,
+                raw=False,
+                strict_map_key=True,
+                max_map_len=0,
+                max_array_len=6,
+                ext_hook=_no_ext,
+                timestamp=3,
+            )
+        except BundleFormatError:
+            raise
+        except Exception as exc:
+            raise BundleFormatError(f"segment is not valid msgpack ({type(exc).__name__})") from exc
+        if type(value) is not list or len(value) != 6:
+            raise BundleFormatError("a segment is an array of 6 items")
+        origin, first, last, prev, changes, sig = value
+        if not (
+            type(origin) is bytes
+            and len(origin) == 32
+            and type(prev) is bytes
+            and len(prev) == 32
+            and type(sig) is bytes
+            and len(sig) == 64
+            and type(changes) is bytes
+            and type(first) is int
+            and type(last) is int
+            and 1 <= first <= last <= MAX_SEQ
+        ):
+            raise BundleFormatError("segment fields have the wrong types or ranges")
+        if last - first + 1 > limits.max_segment_changes:
+            raise LimitExceededError(
+                f"segment carries more than {limits.max_segment_changes} changes"
+            )
+        segment = cls(origin, first, last, prev, changes, sig)
+        if segment.encode() != data:
+            raise BundleFormatError("segment is not canonically encoded")
+        return segment
+
+
+def _no_ext(code: int, data: bytes) -> Any:
+    raise BundleFormatError(f"msgpack extension type {code} is not allowed")

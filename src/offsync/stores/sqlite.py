@@ -1,0 +1,250 @@
+"""The embedded default store: one SQLite file in WAL mode."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import msgpack
+
+from ..change import Change, ChangeId
+from ..errors import StorageError
+from .base import RecordRow, SegmentRow, Store
+
+__all__ = ["SQLiteStore"]
+
+SCHEMA_VERSION = 1
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS segments (
+    origin BLOB NOT NULL, first_seq INTEGER NOT NULL, last_seq INTEGER NOT NULL,
+    hash BLOB NOT NULL, prev_hash BLOB NOT NULL, data BLOB NOT NULL, status TEXT NOT NULL,
+    PRIMARY KEY (origin, first_seq)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS outbox (seq INTEGER PRIMARY KEY, data BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS changes (
+    collection TEXT NOT NULL, key TEXT NOT NULL, origin BLOB NOT NULL, seq INTEGER NOT NULL,
+    hlc INTEGER NOT NULL, op INTEGER NOT NULL, fields BLOB, parents BLOB,
+    PRIMARY KEY (collection, key, origin, seq)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS records (
+    collection TEXT NOT NULL, key TEXT NOT NULL, fields BLOB, heads BLOB NOT NULL,
+    conflict INTEGER NOT NULL, PRIMARY KEY (collection, key)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS records_conflict ON records (conflict) WHERE conflict;
+CREATE TABLE IF NOT EXISTS peers (
+    peer BLOB PRIMARY KEY, created INTEGER NOT NULL, knowledge BLOB NOT NULL,
+    receipt BLOB NOT NULL) WITHOUT ROWID;
+"""
+
+
+def _pack_parents(parents: tuple[ChangeId, ...]) -> bytes | None:
+    if not parents:
+        return None
+    return msgpack.packb([[p.origin, p.seq] for p in parents])  # type: ignore[no-any-return]
+
+
+def _unpack_parents(data: bytes | None) -> tuple[ChangeId, ...]:
+    if not data:
+        return ()
+    return tuple(ChangeId(o, s) for o, s in msgpack.unpackb(data))
+
+
+class SQLiteStore(Store):
+    def __init__(self, path: str, *, synchronous: str = "NORMAL") -> None:
+        try:
+            self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute(f"PRAGMA synchronous={synchronous}")
+            self.db.execute("PRAGMA busy_timeout=30000")
+            self._depth = 0
+            with self.transaction():
+                for statement in SCHEMA.split(";"):
+                    if statement.strip():
+                        self.db.execute(statement)
+                version = self.get_meta("schema_version")
+                if version is None:
+                    self.set_meta("schema_version", str(SCHEMA_VERSION).encode())
+                elif int(version) != SCHEMA_VERSION:
+                    raise StorageError(
+                        f"{path}: store schema {int(version)}, this offsync uses {SCHEMA_VERSION}"
+                    )
+        except sqlite3.DatabaseError as exc:
+            raise StorageError(f"{path}: not a usable SQLite store ({exc})") from exc
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        if self._depth:
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+            return
+        self.db.execute("BEGIN IMMEDIATE")
+        self._depth = 1
+        try:
+            yield
+        except BaseException as exc:
+            self._depth = 0
+            self.db.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error):
+                raise StorageError(f"store failed, nothing was changed: {exc}") from exc
+            raise
+        else:
+            self._depth = 0
+            try:
+                self.db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self.db.execute("ROLLBACK")
+                raise StorageError(f"commit failed, nothing was changed: {exc}") from exc
+
+    def close(self) -> None:
+        self.db.close()
+
+    def _q(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
+        try:
+            return self.db.execute(sql, args).fetchall()
+        except sqlite3.Error as exc:
+            raise StorageError(str(exc)) from exc
+
+    def get_meta(self, name: str) -> bytes | None:
+        rows = self._q("SELECT value FROM meta WHERE name = ?", (name,))
+        return bytes(rows[0][0]) if rows else None
+
+    def set_meta(self, name: str, value: bytes) -> None:
+        self._q("INSERT OR REPLACE INTO meta (name, value) VALUES (?, ?)", (name, value))
+
+    def segment_index(self) -> list[tuple[bytes, int, int, bytes, bytes, str, int]]:
+        return self._q(
+            "SELECT origin, first_seq, last_seq, hash, prev_hash, status, length(data) FROM segments"
+            " ORDER BY origin, first_seq"
+        )
+
+    def add_segments(self, rows: Sequence[SegmentRow]) -> None:
+        self.db.executemany(
+            "INSERT INTO segments (origin, first_seq, last_seq, hash, prev_hash, data, status)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+
+    def segment_data(self, keys: Sequence[tuple[bytes, int]]) -> list[bytes]:
+        out = []
+        for origin, first in keys:
+            rows = self._q(
+                "SELECT data FROM segments WHERE origin = ? AND first_seq = ?", (origin, first)
+            )
+            if not rows:
+                raise StorageError("segment vanished from the store")
+            out.append(bytes(rows[0][0]))
+        return out
+
+    def set_segment_status(self, origin: bytes, first_seq: int, status: str) -> None:
+        self._q(
+            "UPDATE segments SET status = ? WHERE origin = ? AND first_seq = ?",
+            (status, origin, first_seq),
+        )
+
+    def add_outbox(self, rows: Sequence[tuple[int, bytes]]) -> None:
+        self.db.executemany("INSERT INTO outbox (seq, data) VALUES (?, ?)", rows)
+
+    def outbox(self) -> list[tuple[int, bytes]]:
+        return self._q("SELECT seq, data FROM outbox ORDER BY seq")
+
+    def clear_outbox(self, upto_seq: int) -> None:
+        self._q("DELETE FROM outbox WHERE seq <= ?", (upto_seq,))
+
+    def add_changes(self, changes: Sequence[Change]) -> None:
+        self.db.executemany(
+            "INSERT OR IGNORE INTO changes (collection, key, origin, seq, hlc, op, fields, parents)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    c.collection,
+                    c.key,
+                    c.origin,
+                    c.seq,
+                    c.hlc,
+                    c.op,
+                    c.fields,
+                    _pack_parents(c.parents),
+                )
+                for c in changes
+            ],
+        )
+
+    def changes_for(self, collection: str, key: str) -> list[Change]:
+        rows = self._q(
+            "SELECT origin, seq, hlc, op, fields, parents FROM changes"
+            " WHERE collection = ? AND key = ?",
+            (collection, key),
+        )
+        return [
+            Change(
+                bytes(o),
+                s,
+                h,
+                collection,
+                key,
+                op,
+                None if f is None else bytes(f),
+                _unpack_parents(p),
+            )
+            for o, s, h, op, f, p in rows
+        ]
+
+    def existing(self, keys: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
+        found: set[tuple[str, str]] = set()
+        for i in range(0, len(keys), 400):
+            chunk = keys[i : i + 400]
+            where = " OR ".join(["(collection = ? AND key = ?)"] * len(chunk))
+            args = [x for k in chunk for x in k]
+            found.update(
+                (c, k)
+                for c, k in self._q(f"SELECT collection, key FROM records WHERE {where}", args)
+            )
+        return found
+
+    def put_records(self, rows: Sequence[RecordRow]) -> None:
+        self.db.executemany(
+            "INSERT OR REPLACE INTO records (collection, key, fields, heads, conflict) VALUES (?, ?, ?, ?, ?)",
+            rows,
+        )
+
+    def get_record(self, collection: str, key: str) -> RecordRow | None:
+        rows = self._q(
+            "SELECT fields, heads, conflict FROM records WHERE collection = ? AND key = ?",
+            (collection, key),
+        )
+        if not rows:
+            return None
+        f, h, c = rows[0]
+        return RecordRow(collection, key, None if f is None else bytes(f), bytes(h), bool(c))
+
+    def iter_records(self, collection: str | None = None) -> Iterator[RecordRow]:
+        sql = "SELECT collection, key, fields, heads, conflict FROM records"
+        args: tuple[str, ...] = ()
+        if collection is not None:
+            sql += " WHERE collection = ?"
+            args = (collection,)
+        # TEXT compares with memcmp over UTF-8 under the default BINARY collation.
+        cur = self.db.execute(sql + " ORDER BY collection, key", args)
+        for c, k, f, h, x in cur:
+            yield RecordRow(c, k, None if f is None else bytes(f), bytes(h), bool(x))
+
+    def conflicted(self) -> list[tuple[str, str]]:
+        return self._q(
+            "SELECT collection, key FROM records WHERE conflict ORDER BY collection, key"
+        )
+
+    def set_peer(self, peer: bytes, created: int, knowledge: bytes, receipt: bytes) -> None:
+        self._q(
+            "INSERT INTO peers (peer, created, knowledge, receipt) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (peer) DO UPDATE SET created = excluded.created,"
+            " knowledge = excluded.knowledge, receipt = excluded.receipt"
+            " WHERE excluded.created > peers.created",
+            (peer, created, knowledge, receipt),
+        )
+
+    def peers(self) -> list[tuple[bytes, int, bytes, bytes]]:
+        return [(bytes(p), c, bytes(k), bytes(r)) for p, c, k, r in self._q("SELECT * FROM peers")]
