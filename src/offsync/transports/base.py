@@ -1,0 +1,87 @@
+"""The transport interface: how bundles move between a replica and one peer.
+
+A transport knows nothing about merges. ``offsync.sync(replica, transport)`` drives it
+through one round, in this order::
+
+    for item in transport.receive(replica.knowledge()):   # what the peer offers us
+        bytes   -> replica.apply(item), then transport.acknowledge(item)
+                   (on a RemoteDataError: transport.reject(item, reason); never applied)
+        Refused -> the transport could not hand over an item intact (a truncated or
+                   corrupted file, say); it goes into the round's report
+    theirs = transport.knowledge()                         # what the peer holds, if known
+    transport.send(replica.iter_pack(theirs | newest receipt of transport.peer,
+                                     max_bytes=transport.max_bundle_bytes,
+                                     recipient=transport.recipient, always=True))
+
+Rules every transport keeps (``offsync.testing.check_transport`` checks them):
+
+* ``send`` delivers whole bundles or raises ``TransportError``; a half-delivered bundle
+  is never handed to anyone as if whole. Sending the same bytes twice is harmless.
+* ``receive`` yields only bundles meant for this replica. An item stays available
+  (and may be yielded again in a later round) until it is acknowledged or rejected, so a
+  crash between apply and cleanup loses nothing: applying a bundle twice is a no-op.
+* ``knowledge`` may be ``None`` (a mailbox cannot ask); it may also include what is in
+  transit to the peer (bundles already sent but not yet picked up), so they are not
+  sent again. Knowledge is a lower bound: sending a little too much is safe, too little
+  is not, because the round falls back to what the peer's receipts said.
+* A transport is a context manager; ``close`` is idempotent.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from ..knowledge import Knowledge
+
+__all__ = ["DEFAULT_MAX_BUNDLE", "Refused", "Transport"]
+
+#: Default upper bound for one bundle a transport carries (compressed, as it travels).
+DEFAULT_MAX_BUNDLE = 16 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """An item that was not applied: where it came from and why, in words for a clerk."""
+
+    source: str  # a file name, a bundle id in hex, a URL
+    reason: str
+
+
+class Transport(ABC):
+    """One replica's path to one peer (or to a shared medium where peers leave mail)."""
+
+    #: The other side's public key, when known (HTTP learns it from ``knowledge``).
+    peer: bytes | None = None
+    #: Encrypt outgoing bundles to this key; ``None`` sends them readable by any relay.
+    recipient: bytes | None = None
+    #: Largest bundle to hand this transport (``offsync.sync`` packs to this size).
+    max_bundle_bytes: int = DEFAULT_MAX_BUNDLE
+
+    def knowledge(self) -> Knowledge | None:
+        """What the peer holds (or has in transit from us), or ``None`` if unknown."""
+        return None
+
+    @abstractmethod
+    def send(self, bundles: Iterable[bytes]) -> int:
+        """Deliver bundles to the peer; returns how many were delivered."""
+
+    @abstractmethod
+    def receive(self, knowledge: Knowledge) -> Iterator[bytes | Refused]:
+        """Bundles for this replica; ``knowledge`` is what it already holds."""
+
+    def acknowledge(self, bundle: bytes) -> None:  # noqa: B027 - optional hook
+        """``bundle`` was applied (or was a duplicate): it may be cleaned up."""
+
+    def reject(self, bundle: bytes, reason: str) -> None:  # noqa: B027 - optional hook
+        """``bundle`` was refused: set it aside so it is not offered again."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections or locks; idempotent."""
+
+    def __enter__(self) -> Transport:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
