@@ -13,6 +13,7 @@ compare states by hashing bytes.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any, NoReturn
 
 import msgpack
@@ -26,15 +27,29 @@ def _refuse_ext(code: int, data: bytes) -> NoReturn:
     raise BundleFormatError(f"msgpack extension type {code} is not allowed")
 
 
+def _refuse_timestamp() -> NoReturn:
+    # msgpack decodes ext type -1 (timestamp) itself and never calls ``ext_hook`` for it;
+    # with ``timestamp=3`` it becomes a datetime, which the hooks below refuse.
+    raise BundleFormatError("msgpack timestamps (extension type -1) are not allowed")
+
+
 def _sorted_pairs(pairs: list[tuple[Any, Any]]) -> dict[str, Any]:
     previous: str | None = None
-    for key, _ in pairs:
+    for key, value in pairs:
         if type(key) is not str:
             raise BundleFormatError("map keys must be strings")
         if previous is not None and key <= previous:
             raise BundleFormatError("map keys must be unique and sorted")
+        if type(value) is datetime:
+            _refuse_timestamp()
         previous = key
     return dict(pairs)
+
+
+def _checked_list(items: list[Any]) -> list[Any]:
+    if datetime in map(type, items):
+        _refuse_timestamp()
+    return items
 
 
 def packb(value: Any) -> bytes:
@@ -45,7 +60,7 @@ def packb(value: Any) -> bytes:
 def unpack_strict(data: bytes, what: str) -> Any:
     """Decode one msgpack value that must fill ``data`` exactly, refusing ext types."""
     try:
-        return msgpack.unpackb(
+        value = msgpack.unpackb(
             data,
             raw=False,
             use_list=True,
@@ -53,6 +68,7 @@ def unpack_strict(data: bytes, what: str) -> Any:
             ext_hook=_refuse_ext,
             timestamp=3,
             object_pairs_hook=_sorted_pairs,
+            list_hook=_checked_list,
         )
     except BundleFormatError:
         raise
@@ -60,6 +76,9 @@ def unpack_strict(data: bytes, what: str) -> Any:
         raise LimitExceededError(f"{what}: nested too deeply") from exc
     except Exception as exc:  # msgpack raises ValueError, FormatError, ExtraData, ...
         raise BundleFormatError(f"{what}: not valid msgpack ({type(exc).__name__})") from exc
+    if type(value) is datetime:
+        _refuse_timestamp()
+    return value
 
 
 def decode_fields(data: bytes) -> dict[str, Any]:

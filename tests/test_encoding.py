@@ -1,0 +1,209 @@
+"""Strict msgpack decoding of untrusted bytes and the canonical encoding of fields."""
+
+from __future__ import annotations
+
+import datetime
+import struct
+from typing import Any
+
+import msgpack
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from offsync.encoding import canonical_fields, decode_fields, packb, unpack_strict, validate_fields
+from offsync.errors import BundleFormatError, LimitExceededError, RemoteDataError
+
+LIMIT = 1 << 20
+
+
+def ext(code: int, data: bytes) -> bytes:
+    """An ext8 value of any type code, reserved negative ones included."""
+    return b"\xc7" + bytes([len(data)]) + code.to_bytes(1, "big", signed=True) + data
+
+
+# -- unpack_strict -------------------------------------------------------------------
+
+
+def test_unpack_strict_round_trips_plain_values() -> None:
+    value = {"a": [1, -2, 3.5, None, True], "b": b"\x00\xff", "c": {"d": "e"}}
+    assert unpack_strict(packb(value), "t") == value
+
+
+@pytest.mark.parametrize("code", [0, 1, 42, 127, -2, -128])
+def test_unpack_strict_refuses_ext_types(code: int) -> None:
+    with pytest.raises(BundleFormatError, match="extension type"):
+        unpack_strict(ext(code, b"abc"), "t")
+
+
+def test_unpack_strict_refuses_timestamps() -> None:
+    stamp = msgpack.packb(msgpack.Timestamp(1_700_000_000, 5))
+    assert stamp[0] in (0xD6, 0xD7, 0xC7)  # really an ext-encoded timestamp
+    for data in (
+        stamp,
+        msgpack.packb(msgpack.Timestamp(1, 0)),  # 32-bit form
+        msgpack.packb(msgpack.Timestamp(1 << 40, 0)),  # 96-bit form
+        packb([1, msgpack.Timestamp(0, 0)]),
+        packb({"x": msgpack.Timestamp(0, 0)}),
+        packb({"x": [[msgpack.Timestamp(0, 0)]]}),
+    ):
+        with pytest.raises(BundleFormatError, match="timestamp|not valid"):
+            unpack_strict(data, "t")
+
+
+def test_unpack_strict_refuses_unsorted_and_duplicate_keys() -> None:
+    unsorted = b"\x82" + packb("b") + packb(1) + packb("a") + packb(2)
+    duplicate = b"\x82" + packb("a") + packb(1) + packb("a") + packb(2)
+    for data in (unsorted, duplicate):
+        with pytest.raises(BundleFormatError, match="sorted"):
+            unpack_strict(data, "t")
+    # The same check applies at any depth.
+    deep = b"\x91" + b"\x81" + packb("x") + duplicate
+    with pytest.raises(BundleFormatError):
+        unpack_strict(deep, "t")
+
+
+def test_unpack_strict_refuses_non_string_keys() -> None:
+    for key in (1, b"a", None):
+        data = b"\x81" + packb(key) + packb(1)
+        with pytest.raises(BundleFormatError):
+            unpack_strict(data, "t")
+
+
+def test_unpack_strict_refuses_trailing_and_truncated_bytes() -> None:
+    good = packb({"a": [1, 2, 3]})
+    with pytest.raises(BundleFormatError):
+        unpack_strict(good + b"\x00", "t")
+    for cut in range(len(good)):
+        with pytest.raises(BundleFormatError):
+            unpack_strict(good[:cut], "t")
+
+
+def test_unpack_strict_refuses_deep_nesting() -> None:
+    data = b"\x91" * 100_000 + b"\xc0"
+    with pytest.raises((LimitExceededError, BundleFormatError)):
+        unpack_strict(data, "t")
+
+
+@given(st.binary(max_size=64))
+def test_unpack_strict_only_raises_offsync_errors(data: bytes) -> None:
+    try:
+        unpack_strict(data, "t")
+    except RemoteDataError:
+        pass
+
+
+# -- canonical fields --------------------------------------------------------------------
+
+
+def test_canonical_fields_sorts_keys_at_every_depth() -> None:
+    a = canonical_fields({"b": 1, "a": {"y": 2, "x": [{"q": 1, "p": 2}]}})
+    b = canonical_fields({"a": {"x": [{"p": 2, "q": 1}], "y": 2}, "b": 1})
+    assert a == b
+    assert a == packb({"a": {"x": [{"p": 2, "q": 1}], "y": 2}, "b": 1})
+    assert a.index(b"\xa1a") < a.index(b"\xa1b")
+
+
+def test_canonical_fields_is_shortest_form() -> None:
+    assert canonical_fields({"n": 1}) == b"\x81\xa1n\x01"
+    assert canonical_fields({"n": -1}) == b"\x81\xa1n\xff"
+    assert canonical_fields({"n": 300}) == b"\x81\xa1n\xcd\x01\x2c"
+    assert canonical_fields({"f": 1.5}) == b"\x81\xa1f\xcb" + struct.pack(">d", 1.5)
+    assert canonical_fields({"b": b"\x01"}) == b"\x81\xa1b\xc4\x01\x01"
+    assert canonical_fields({"t": (1, 2)}) == canonical_fields({"t": [1, 2]})
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"d": datetime.datetime(2020, 1, 1)},
+        {"s": {1, 2}},
+        {1: "x"},
+        {"m": {2: "x"}},
+        {"n": 1 << 64},
+        {"o": object()},
+    ],
+)
+def test_canonical_fields_refuses_values_it_cannot_hold(bad: dict[Any, Any]) -> None:
+    with pytest.raises(TypeError):
+        canonical_fields(bad)
+
+
+def test_canonical_fields_needs_a_mapping() -> None:
+    with pytest.raises(TypeError):
+        canonical_fields([("a", 1)])  # type: ignore[arg-type]
+
+
+json_like = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(1 << 63), (1 << 64) - 1)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=8)
+    | st.binary(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=4), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@given(st.dictionaries(st.text(max_size=6), json_like, max_size=5))
+def test_canonical_fields_round_trip_and_validate(fields: dict[str, Any]) -> None:
+    data = canonical_fields(fields)
+    validate_fields(data, LIMIT)
+    decoded = decode_fields(data)
+    assert decoded == fields
+    assert canonical_fields(decoded) == data
+    # Insertion order never changes the bytes.
+    assert canonical_fields(dict(reversed(list(fields.items())))) == data
+
+
+# -- validate_fields (untrusted field bytes) ----------------------------------------
+
+
+def test_validate_fields_accepts_canonical_bytes() -> None:
+    validate_fields(canonical_fields({"a": 1, "b": [1.0, "x", b"y", None]}), LIMIT)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"\x82\xa1b\x01\xa1a\x02",  # unsorted keys
+        b"\x82\xa1a\x01\xa1a\x02",  # duplicate keys
+        b"\x81\xa1a\xd0\x01",  # int8 for 1: not the shortest form
+        b"\x81\xa1a\xcd\x00\x01",  # uint16 for 1
+        b"\x81\xa1a\xca\x3f\xc0\x00\x00",  # float32 1.5 (canonical is float64)
+        b"\x81\xd9\x01a\x01",  # str8 for a one-byte name
+        b"\xde\x00\x01\xa1a\x01",  # map16 for one entry
+        b"\x81\xa1a\xdc\x00\x00",  # array16 for an empty array
+        b"\x81\xa1a\xd9\x01x",  # str8 for a one-byte value
+        b"\x81\xa1a\xc5\x00\x01x",  # bin16 for a one-byte value
+    ],
+)
+def test_validate_fields_refuses_non_canonical_bytes(data: bytes) -> None:
+    with pytest.raises(BundleFormatError):
+        validate_fields(data, LIMIT)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        packb([1, 2]),  # not a map
+        packb("a"),
+        packb(None),
+        b"\x81\xa1a" + msgpack.packb(msgpack.Timestamp(1, 0)),  # a timestamp value
+        b"\x81\xa1a" + ext(5, b"zz"),  # an ext value
+        b"\x81\x01\x01",  # integer key
+        canonical_fields({"a": 1}) + b"\x00",  # trailing bytes
+        b"",
+    ],
+)
+def test_validate_fields_refuses_other_shapes(data: bytes) -> None:
+    with pytest.raises(BundleFormatError):
+        validate_fields(data, LIMIT)
+
+
+def test_validate_fields_enforces_size_limit() -> None:
+    data = canonical_fields({"a": "x" * 100})
+    validate_fields(data, len(data))
+    with pytest.raises(LimitExceededError):
+        validate_fields(data, len(data) - 1)
