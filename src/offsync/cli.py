@@ -1,0 +1,1154 @@
+"""The ``offsync`` command: run a site from a shell, without writing Python.
+
+A *site directory* holds one site: ``site.json`` (label, public key, merge policies),
+``identity.key`` (the secret key, sealed with a passphrase) and ``replica.sqlite``.
+Commands find it with ``--site DIR`` (or ``OFFSYNC_SITE``; default: the current
+directory) and read the passphrase from ``--passphrase-file``, ``OFFSYNC_PASSPHRASE`` or
+a prompt.
+
+Exit codes (docs/operations.md, "Exit codes")::
+
+    0  done
+    1  failure of this machine (storage, an unexpected error)
+    2  usage: bad arguments, no site here, wrong passphrase, a refused local write
+    3  refused input: a bundle or file that is damaged, forged, out of scope
+    4  transport failure: the server, folder or disk could not be reached or written
+
+Every error message says what to do next. ``--json`` makes every command print one JSON
+document on stdout for scripts; progress bars and messages go to stderr.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import re
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
+
+try:
+    import click
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        SpinnerColumn,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+    from rich.table import Table
+except ImportError as _exc:  # pragma: no cover - exercised only without the extra
+    sys.stderr.write(f"offsync: the command needs its extra: pip install 'offsync[cli]' ({_exc})\n")
+    raise SystemExit(2) from None
+
+from . import Identity, Replica, policies
+from .bundle import open_bundle, read_header
+from .change import ChangeId, decode_changes
+from .clock import hlc_millis
+from .errors import (
+    IdentityError,
+    OffsyncError,
+    RemoteDataError,
+    StorageError,
+    TransportError,
+    UsageError,
+)
+from .knowledge import Knowledge
+
+__all__ = [
+    "EXIT_ERROR",
+    "EXIT_OK",
+    "EXIT_REFUSED",
+    "EXIT_TRANSPORT",
+    "EXIT_USAGE",
+    "Site",
+    "cli",
+    "main",
+]
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_REFUSED = 3
+EXIT_TRANSPORT = 4
+
+SITE_FILE = "site.json"
+KEY_FILE = "identity.key"
+STORE_FILE = "replica.sqlite"
+BUNDLE_SUFFIX = ".ofs"
+#: Set to 1 to seal key files with the cheapest argon2id parameters. For tests only:
+#: a key file made this way falls to a passphrase guesser quickly.
+FAST_KDF_ENV = "OFFSYNC_INSECURE_FAST_KDF"
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+# -- errors and exit codes -------------------------------------------------------------
+
+
+class CommandError(click.ClickException):
+    """An error with an exit code and a hint on what to do next."""
+
+    def __init__(self, message: str, code: int = EXIT_USAGE, hint: str = "") -> None:
+        super().__init__(message)
+        self.exit_code = code  # type: ignore[misc]
+        self.hint = hint
+
+    def show(self, file: Any = None) -> None:
+        err = Console(stderr=True, highlight=False, soft_wrap=True)
+        err.print(f"[bold red]error:[/] {escape(self.message)}")
+        if self.hint:
+            err.print(f"[yellow]next:[/] {self.hint}")
+
+
+def _classify(exc: OffsyncError) -> CommandError:
+    """Map the library's error tree to an exit code and a next step."""
+    from . import errors as e
+
+    msg = str(exc) or type(exc).__name__
+    if isinstance(exc, e.WrongPassphraseError):
+        return CommandError(
+            msg, EXIT_USAGE, "check OFFSYNC_PASSPHRASE or --passphrase-file for this site"
+        )
+    if isinstance(exc, (IdentityError, UsageError)):
+        return CommandError(msg, EXIT_USAGE, "see `offsync COMMAND --help`")
+    if isinstance(exc, e.SequenceReuseError):
+        return CommandError(
+            msg,
+            EXIT_USAGE,
+            "sync with a peer (`offsync sync` or `offsync apply`) to get this site's changes "
+            "back; see docs/operations.md, 'Restoring a site from backup'",
+        )
+    if isinstance(exc, e.DecryptionError):
+        return CommandError(
+            msg, EXIT_REFUSED, "apply it at the site it was sealed for, or forward it unopened"
+        )
+    if isinstance(exc, (e.UnknownSignerError, e.ScopeError)):
+        return CommandError(
+            msg, EXIT_REFUSED, "import the sender's certificate with `offsync trust import`"
+        )
+    if isinstance(exc, RemoteDataError):
+        return CommandError(
+            msg,
+            EXIT_REFUSED,
+            "the input is damaged or forged: fetch a fresh copy from the sender; "
+            "`offsync inspect FILE` shows what it claims to be",
+        )
+    if isinstance(exc, e.RetryableTransportError):
+        after = f" (the other side asks for {exc.retry_after:g} s)" if exc.retry_after else ""
+        return CommandError(
+            msg + after, EXIT_TRANSPORT, "try again later; nothing was lost or half-applied"
+        )
+    if isinstance(exc, TransportError):
+        return CommandError(
+            msg, EXIT_TRANSPORT, "check the address, folder or disk, then run the command again"
+        )
+    if isinstance(exc, StorageError):
+        return CommandError(
+            msg, EXIT_ERROR, "check the disk and the site directory; nothing was changed"
+        )
+    return CommandError(msg, EXIT_ERROR)
+
+
+class _Group(click.Group):
+    """A group that turns library errors into messages and exit codes."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except OffsyncError as exc:
+            raise _classify(exc) from exc
+        except OSError as exc:
+            if isinstance(exc, ConnectionError):
+                raise CommandError(str(exc), EXIT_TRANSPORT, "check the address") from exc
+            raise CommandError(
+                f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": "),
+                EXIT_ERROR,
+                "check the path and its permissions",
+            ) from exc
+
+
+# -- shared state ----------------------------------------------------------------------
+
+
+@dataclass
+class State:
+    site_dir: Path
+    passphrase_file: Path | None
+    json: bool = False
+    _replica: Replica | None = None
+    _identity: Identity | None = None
+    _site: Site | None = None
+    cleanups: list[Callable[[], None]] = field(default_factory=list)
+
+    @property
+    def site(self) -> Site:
+        if self._site is None:
+            self._site = Site.load(self.site_dir)
+        return self._site
+
+    def passphrase(self, *, confirm: bool = False) -> str:
+        return read_passphrase(self.passphrase_file, confirm=confirm)
+
+    def identity(self) -> Identity:
+        if self._identity is None:
+            self._identity = self.site.identity(self.passphrase())
+        return self._identity
+
+    def replica(self) -> Replica:
+        if self._replica is None:
+            self._replica = self.site.open(self.identity())
+            self.cleanups.append(self._replica.close)
+        return self._replica
+
+
+def read_passphrase(path: Path | None, *, confirm: bool = False) -> str:
+    if path is not None:
+        return path.read_text().rstrip("\r\n")
+    env = os.environ.get("OFFSYNC_PASSPHRASE")
+    if env is not None:
+        return env
+    if not sys.stdin.isatty():
+        raise CommandError(
+            "no passphrase given",
+            EXIT_USAGE,
+            "set OFFSYNC_PASSPHRASE or pass --passphrase-file FILE",
+        )
+    value: str = click.prompt("Passphrase", hide_input=True, confirmation_prompt=confirm)
+    return value
+
+
+# -- the site directory ----------------------------------------------------------------
+
+
+def _policy_of(name: str) -> policies.Policy:
+    try:
+        return policies.BUILTIN[name]()
+    except KeyError:
+        raise CommandError(
+            f"unknown policy {name!r}",
+            EXIT_USAGE,
+            f"use one of {', '.join(sorted(policies.BUILTIN))}",
+        ) from None
+
+
+@dataclass
+class Site:
+    """A site directory: configuration, sealed key file and SQLite store."""
+
+    path: Path
+    label: str
+    public_key: bytes
+    policies: dict[str, str]
+    default_policy: str = "lww"
+
+    @classmethod
+    def load(cls, path: Path) -> Site:
+        cfg = path / SITE_FILE
+        if not cfg.is_file():
+            raise CommandError(
+                f"{path} is not an offsync site (no {SITE_FILE})",
+                EXIT_USAGE,
+                "create one with `offsync init DIR`, or point --site / OFFSYNC_SITE at it",
+            )
+        try:
+            doc = json.loads(cfg.read_text())
+            return cls(
+                path,
+                str(doc["label"]),
+                bytes.fromhex(doc["public_key"]),
+                {str(k): str(v) for k, v in doc.get("policies", {}).items()},
+                str(doc.get("default_policy", "lww")),
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            raise CommandError(
+                f"{cfg} is damaged ({exc})", EXIT_ERROR, "restore it from a backup"
+            ) from exc
+
+    @classmethod
+    def create(
+        cls,
+        path: Path,
+        identity: Identity,
+        passphrase: str,
+        site_policies: dict[str, str],
+        default_policy: str = "lww",
+    ) -> Site:
+        for name in [*site_policies.values(), default_policy]:
+            _policy_of(name)
+        path.mkdir(parents=True, exist_ok=True)
+        if (path / SITE_FILE).exists() or (path / KEY_FILE).exists():
+            raise CommandError(
+                f"{path} already holds a site",
+                EXIT_USAGE,
+                "choose another directory; a site's key is never overwritten",
+            )
+        kdf: dict[str, int] = {}
+        if os.environ.get(FAST_KDF_ENV) == "1":
+            import nacl.pwhash
+
+            kdf = {
+                "opslimit": nacl.pwhash.argon2id.OPSLIMIT_MIN,
+                "memlimit": nacl.pwhash.argon2id.MEMLIMIT_MIN,
+            }
+        identity.save(path / KEY_FILE, passphrase, **kdf)
+        site = cls(path, identity.label, identity.public_key, site_policies, default_policy)
+        doc = {
+            "format": "offsync-site",
+            "version": 1,
+            "label": site.label,
+            "public_key": identity.public_key.hex(),
+            "policies": dict(sorted(site_policies.items())),
+            "default_policy": default_policy,
+        }
+        (path / SITE_FILE).write_text(json.dumps(doc, indent=2) + "\n")
+        site.open(identity).close()
+        return site
+
+    @property
+    def short_id(self) -> str:
+        return self.public_key[:6].hex()
+
+    def identity(self, passphrase: str) -> Identity:
+        ident = Identity.load(self.path / KEY_FILE, passphrase)
+        if ident.public_key != self.public_key:
+            raise CommandError(
+                "identity.key does not belong to this site.json",
+                EXIT_ERROR,
+                "restore the site directory from one backup, not from two",
+            )
+        return ident
+
+    def open(self, identity: Identity) -> Replica:
+        return Replica.open(
+            str(self.path / STORE_FILE),
+            identity=identity,
+            policies={c: _policy_of(p) for c, p in self.policies.items()},
+            default_policy=_policy_of(self.default_policy),
+        )
+
+
+# -- output helpers --------------------------------------------------------------------
+
+_out = Console(highlight=False, soft_wrap=True)
+_err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value.hex()
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def emit_json(value: Any) -> None:
+    click.echo(json.dumps(_jsonable(value), indent=2, sort_keys=True, ensure_ascii=False))
+
+
+def say(state: State, message: str) -> None:
+    """A narrative line; on stderr with --json so stdout stays one document."""
+    (_err if state.json else _out).print(message)
+
+
+def when(hlc: int) -> str:
+    if not hlc:
+        return "-"
+    ms = hlc_millis(hlc)
+    stamp = _dt.datetime.fromtimestamp(ms / 1000, tz=_dt.UTC)
+    return stamp.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def head_name(head: ChangeId) -> str:
+    return f"{head.origin[:6].hex()}:{head.seq}"
+
+
+def ranges_text(k: Knowledge) -> list[str]:
+    return [
+        f"{o[:6].hex()} " + ",".join(f"{a}-{b}" if a != b else str(a) for a, b in ivs)
+        for o, ivs in k.intervals.items()
+    ]
+
+
+@contextmanager
+def progress(state: State, description: str, total: int | None) -> Iterator[Callable[[int], None]]:
+    """A progress bar on stderr (only on a terminal, never with --json)."""
+    columns = [
+        SpinnerColumn(),
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    ]
+    with Progress(
+        *columns, console=_err, transient=True, disable=state.json or not _err.is_terminal
+    ) as bar:
+        task = bar.add_task(description, total=total)
+
+        def step(n: int = 1) -> None:
+            bar.advance(task, n)
+
+        yield step
+
+
+def parse_fields(pairs: Sequence[str], as_json: str | None) -> dict[str, Any]:
+    """``name=text`` sets a string, ``name:=JSON`` any value; or one ``--fields`` JSON map."""
+    fields: dict[str, Any] = {}
+    if as_json is not None:
+        try:
+            loaded = json.loads(as_json)
+        except ValueError as exc:
+            raise CommandError(f"--fields is not JSON: {exc}", EXIT_USAGE) from exc
+        if not isinstance(loaded, dict):
+            raise CommandError("--fields must be a JSON object", EXIT_USAGE)
+        fields.update(loaded)
+    for pair in pairs:
+        m = re.fullmatch(r"([^=:]+)(:?)=(.*)", pair, flags=re.S)
+        if not m:
+            raise CommandError(
+                f"cannot read {pair!r}", EXIT_USAGE, "write FIELD=text or FIELD:=JSON"
+            )
+        name, typed, raw = m.groups()
+        if typed:
+            try:
+                fields[name] = json.loads(raw)
+            except ValueError as exc:
+                raise CommandError(f"{name}:= is not JSON: {exc}", EXIT_USAGE) from exc
+        else:
+            fields[name] = raw
+    return fields
+
+
+def state_of(ctx: click.Context) -> State:
+    obj = ctx.find_object(State)
+    assert obj is not None
+    return obj
+
+
+def json_option(fn: F) -> F:
+    """``--json`` on every command (also accepted before the command name)."""
+
+    def set_json(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+        if value:
+            state_of(ctx).json = True
+
+    return click.option(
+        "--json",
+        "as_json",
+        is_flag=True,
+        expose_value=False,
+        callback=set_json,
+        help="Print one JSON document on stdout (for scripts).",
+    )(fn)
+
+
+pass_state = click.make_pass_decorator(State)
+
+
+def fail(message: str, code: int = EXIT_USAGE, hint: str = "") -> NoReturn:
+    raise CommandError(message, code, hint)
+
+
+# -- the command -----------------------------------------------------------------------
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "-s",
+    "--site",
+    "site_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="OFFSYNC_SITE",
+    default=".",
+    show_default=True,
+    help="The site directory (env OFFSYNC_SITE).",
+)
+@click.option(
+    "--passphrase-file",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    envvar="OFFSYNC_PASSPHRASE_FILE",
+    help="Read the key passphrase from this file (else env OFFSYNC_PASSPHRASE, else a prompt).",
+)
+@click.option("--json", "as_json", is_flag=True, help="JSON output for scripts.")
+@click.version_option(package_name="offsync")
+@click.pass_context
+def cli(ctx: click.Context, site_dir: Path, passphrase_file: Path | None, as_json: bool) -> None:
+    """offsync: keep a registry site working offline and deliver its changes later.
+
+    Exit codes: 0 done, 1 local failure, 2 usage, 3 refused input, 4 transport failure.
+    """
+    state = State(site_dir, passphrase_file, as_json)
+    ctx.obj = state
+
+    def close() -> None:
+        for cleanup in reversed(state.cleanups):
+            cleanup()
+
+    ctx.call_on_close(close)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of the ``offsync`` script."""
+    cli.main(args=list(argv) if argv is not None else None, prog_name="offsync")
+
+
+# -- init, id ----------------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path), required=False)
+@click.option("--label", help="A short human name for the site (default: the directory name).")
+@click.option(
+    "--policy",
+    "policy_specs",
+    multiple=True,
+    metavar="COLLECTION=POLICY",
+    help="Merge policy of a collection: lww, fww or multi (repeatable).",
+)
+@click.option(
+    "--default-policy", default="lww", show_default=True, help="Policy of other collections."
+)
+@json_option
+@pass_state
+def init(
+    state: State,
+    directory: Path | None,
+    label: str | None,
+    policy_specs: tuple[str, ...],
+    default_policy: str,
+) -> None:
+    """Create a site: a new key (sealed with the passphrase) and an empty store."""
+    path = directory or state.site_dir
+    site_policies: dict[str, str] = {}
+    for spec in policy_specs:
+        collection, sep, name = spec.partition("=")
+        if not sep or not collection:
+            fail(f"cannot read --policy {spec!r}", hint="write --policy doses=fww")
+        site_policies[collection] = name
+    passphrase = state.passphrase(confirm=True)
+    if not passphrase:
+        fail("an empty passphrase would leave the site key unprotected", hint="choose one")
+    identity = Identity.generate(label=label or path.resolve().name)
+    site = Site.create(path, identity, passphrase, site_policies, default_policy)
+    if state.json:
+        emit_json(
+            {
+                "site": str(path),
+                "label": site.label,
+                "public_key": site.public_key,
+                "policies": site.policies,
+            }
+        )
+    else:
+        _out.print(f"Created site [bold]{site.label}[/] in {path}")
+        _out.print(f"public key {site.public_key.hex()}")
+        _out.print("Back up identity.key and keep the passphrase apart from it.")
+
+
+@cli.command("id")
+@json_option
+@pass_state
+def show_id(state: State) -> None:
+    """Show this site's label and public key (no passphrase needed)."""
+    site = state.site
+    if state.json:
+        emit_json({"label": site.label, "public_key": site.public_key, "path": str(site.path)})
+    else:
+        _out.print(f"{site.label} {site.public_key.hex()}")
+
+
+# -- records -----------------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("collection")
+@click.argument("key")
+@click.argument("pairs", nargs=-1, metavar="FIELD=VALUE...")
+@click.option("--fields", "fields_json", metavar="JSON", help="Fields as one JSON object.")
+@json_option
+@pass_state
+def put(
+    state: State, collection: str, key: str, pairs: tuple[str, ...], fields_json: str | None
+) -> None:
+    """Set fields of a record (FIELD=text, FIELD:=JSON); other fields are kept."""
+    fields = parse_fields(pairs, fields_json)
+    if not fields:
+        fail("no fields given", hint="write e.g. `offsync put residents 3519... name=Siti`")
+    change = state.replica().put(collection, key, fields)
+    if state.json:
+        emit_json({"origin": change.origin, "seq": change.seq})
+    else:
+        _out.print(f"{collection}/{key} written (change {head_name(change)})")
+
+
+@cli.command()
+@click.argument("collection")
+@click.argument("key")
+@json_option
+@pass_state
+def get(state: State, collection: str, key: str) -> None:
+    """Show one record (exit 1 if there is none)."""
+    value = state.replica().get(collection, key)
+    if state.json:
+        emit_json(value)
+    elif value is not None:
+        for name, v in value.items():
+            _out.print(f"{name}: {json.dumps(_jsonable(v), ensure_ascii=False)}")
+    if value is None:
+        if not state.json:
+            _err.print(f"{collection}/{key}: no such record")
+        raise click.exceptions.Exit(EXIT_ERROR)
+
+
+@cli.command()
+@click.argument("collection")
+@click.argument("key")
+@json_option
+@pass_state
+def delete(state: State, collection: str, key: str) -> None:
+    """Delete a record (a tombstone that travels like any change)."""
+    change = state.replica().delete(collection, key)
+    if state.json:
+        emit_json({"deleted": change is not None})
+    elif change is None:
+        _out.print(f"{collection}/{key}: nothing to delete")
+    else:
+        _out.print(f"{collection}/{key} deleted (change {head_name(change)})")
+
+
+@cli.command()
+@click.argument("collection", required=False)
+@click.option("--limit", type=int, default=0, help="Show at most this many records.")
+@json_option
+@pass_state
+def ls(state: State, collection: str | None, limit: int) -> None:
+    """List collections, or the records of one collection."""
+    replica = state.replica()
+    if collection is None:
+        counts: dict[str, int] = {}
+        for row in replica.store.iter_records():
+            if row.fields is not None:
+                counts[row.collection] = counts.get(row.collection, 0) + 1
+        if state.json:
+            emit_json(counts)
+            return
+        table = Table("collection", "records", "policy")
+        for name, n in sorted(counts.items()):
+            table.add_row(name, str(n), replica.policy(name).name)
+        _out.print(table)
+        return
+    records: list[tuple[str, dict[str, Any]]] = []
+    for key, value in replica.items(collection):
+        records.append((key, value))
+        if limit and len(records) >= limit:
+            break
+    if state.json:
+        emit_json({k: v for k, v in records})
+        return
+    table = Table("key", "fields", title=collection)
+    for key, value in records:
+        table.add_row(key, json.dumps(_jsonable(value), ensure_ascii=False, sort_keys=True))
+    _out.print(table)
+
+
+# -- peers -------------------------------------------------------------------------------
+
+
+def resolve_peer(replica: Replica, text: str) -> bytes:
+    """A peer named by its public key in hex, or an unambiguous prefix of a known one."""
+    text = text.strip().lower()
+    if re.fullmatch(r"[0-9a-f]{64}", text):
+        return bytes.fromhex(text)
+    if not re.fullmatch(r"[0-9a-f]{4,63}", text):
+        fail(
+            f"{text!r} is not a public key or a hex prefix of one",
+            hint="`offsync status` lists known peers; `offsync id` at the peer prints its key",
+        )
+    known = [p for p in replica.receipts() if p.hex().startswith(text)]
+    if len(known) == 1:
+        return known[0]
+    fail(
+        f"{'no' if not known else 'more than one'} known peer starts with {text}",
+        hint="give the full 64-digit public key from `offsync id` at that site",
+    )
+
+
+def peer_knowledge(replica: Replica, peer: bytes) -> Knowledge:
+    receipt = replica.receipts().get(peer)
+    return receipt.knowledge if receipt is not None else Knowledge()
+
+
+# -- bundle files ------------------------------------------------------------------------
+
+
+def _safe(label: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", label)[:40] or "site"
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".part")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def bundle_files(paths: Sequence[Path]) -> list[Path]:
+    """Files named on the command line; directories stand for the bundles in them."""
+    out: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            out.extend(sorted(q for q in p.iterdir() if q.suffix == BUNDLE_SUFFIX))
+        else:
+            out.append(p)
+    return out
+
+
+@cli.command()
+@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--for", "for_peer", metavar="PEER", help="Only what this peer lacks (its receipt).")
+@click.option("--encrypt", is_flag=True, help="Seal the bundles for the --for peer.")
+@click.option(
+    "--max-bytes",
+    type=click.IntRange(min=4096),
+    default=16 * 1024 * 1024,
+    show_default=True,
+    help="Largest bundle file.",
+)
+@json_option
+@pass_state
+def pack(state: State, out: Path, for_peer: str | None, encrypt: bool, max_bytes: int) -> None:
+    """Write bundle files into OUT: everything, or what --for PEER lacks.
+
+    One bundle is written even when nothing is new, so this site's receipt travels.
+    """
+    replica = state.replica()
+    peer = resolve_peer(replica, for_peer) if for_peer else None
+    if encrypt and peer is None:
+        fail("--encrypt needs --for PEER", hint="name the site that will open the bundles")
+    since = peer_knowledge(replica, peer) if peer is not None else None
+    out.mkdir(parents=True, exist_ok=True)
+    prefix = f"{_safe(replica.identity.label)}-{replica.identity.short_id}"
+    written: list[dict[str, Any]] = []
+    with progress(state, "packing", None) as step:
+        for i, data in enumerate(
+            replica.iter_pack(
+                since, max_bytes=max_bytes, recipient=peer if encrypt else None, always=True
+            )
+        ):
+            header, _ = read_header(data)
+            path = out / f"{prefix}-{header.created:016x}-{i:04d}{BUNDLE_SUFFIX}"
+            write_atomic(path, data)
+            written.append(
+                {"file": str(path), "bytes": len(data), "changes": header.ranges.count()}
+            )
+            step(1)
+    if state.json:
+        emit_json(written)
+        return
+    total = sum(w["changes"] for w in written)
+    _out.print(
+        f"{len(written)} bundle(s), {total} change(s), "
+        f"{sum(w['bytes'] for w in written)} bytes in {out}"
+    )
+
+
+def describe_bundle(path: Path, own: bytes | None) -> dict[str, Any]:
+    """What ``inspect`` reports: the header, checked but never opened."""
+    data = path.read_bytes()
+    info: dict[str, Any] = {"file": str(path), "bytes": len(data)}
+    try:
+        header, body = read_header(data)
+    except RemoteDataError as exc:
+        info.update(valid=False, error=f"{type(exc).__name__}: {exc}")
+        return info
+    info.update(
+        valid=True,
+        signature="valid",
+        format_version=int.from_bytes(data[6:8], "big"),
+        sender=header.sender,
+        sender_is_this_site=header.sender == own,
+        recipient=header.recipient,
+        encrypted=header.recipient is not None,
+        created=when(header.created),
+        segments=header.segments,
+        changes=header.ranges.count(),
+        ranges={o.hex(): [list(iv) for iv in ivs] for o, ivs in header.ranges.intervals.items()},
+        body_bytes=len(body),
+        uncompressed_bytes=header.body_size,
+        receipts=[
+            {"replica": r.replica, "created": when(r.created), "holds": r.knowledge.count()}
+            for r in header.receipts
+        ],
+    )
+    return info
+
+
+def _own_key(state: State) -> bytes | None:
+    try:
+        return Site.load(state.site_dir).public_key
+    except CommandError:
+        return None
+
+
+@cli.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@json_option
+@pass_state
+def inspect(state: State, files: tuple[Path, ...]) -> None:
+    """Show bundle headers: sender, ranges, sizes, signature. Applies nothing.
+
+    Needs no key and no passphrase: the body is neither decrypted nor decompressed.
+    Exit 3 if any file is not a validly signed bundle.
+    """
+    own = _own_key(state)
+    infos = [describe_bundle(p, own) for p in bundle_files(files)]
+    if state.json:
+        emit_json(infos)
+    else:
+        for info in infos:
+            _print_bundle(info)
+    if not all(i["valid"] for i in infos):
+        raise click.exceptions.Exit(EXIT_REFUSED)
+
+
+def _print_bundle(info: dict[str, Any]) -> None:
+    table = Table(show_header=False, title=info["file"], title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    if not info["valid"]:
+        table.add_row("signature", "[red]NOT VALID[/]")
+        table.add_row("error", info["error"])
+        _out.print(table)
+        return
+    me = " (this site)" if info["sender_is_this_site"] else ""
+    table.add_row("signature", "[green]valid[/]")
+    table.add_row("format", str(info["format_version"]))
+    table.add_row("sender", info["sender"].hex() + me)
+    table.add_row(
+        "recipient", info["recipient"].hex() if info["recipient"] else "anyone (not sealed)"
+    )
+    table.add_row("created", info["created"])
+    table.add_row("changes", f"{info['changes']} in {info['segments']} segment(s)")
+    table.add_row(
+        "ranges",
+        "\n".join(
+            f"{o[:12]} " + ",".join(f"{a}-{b}" for a, b in ivs) for o, ivs in info["ranges"].items()
+        )
+        or "-",
+    )
+    table.add_row(
+        "size",
+        f"{info['bytes']} bytes (body {info['body_bytes']}, {info['uncompressed_bytes']} unpacked)",
+    )
+    table.add_row(
+        "receipts",
+        "\n".join(
+            f"{r['replica'][:6].hex()} holds {r['holds']} as of {r['created']}"
+            for r in info["receipts"]
+        ),
+    )
+    _out.print(table)
+
+
+@cli.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@json_option
+@pass_state
+def verify(state: State, files: tuple[Path, ...]) -> None:
+    """Check bundles completely (signatures of the bundle and of every segment, format,
+    limits) without applying them. Bundles sealed for this site are opened with its key.
+
+    Exit 3 if any bundle would be refused.
+    """
+    own = _own_key(state)
+    results: list[dict[str, Any]] = []
+    paths = bundle_files(files)
+    with progress(state, "verifying", len(paths)) as step:
+        for path in paths:
+            results.append(_verify_one(state, path, own))
+            step(1)
+    if state.json:
+        emit_json(results)
+    else:
+        table = Table("file", "result", "changes")
+        for r in results:
+            mark = "[green]ok[/]" if r["ok"] else "[red]refused[/]"
+            table.add_row(r["file"], f"{mark} {r['detail']}", str(r.get("changes", "")))
+        _out.print(table)
+    if not all(r["ok"] for r in results):
+        raise click.exceptions.Exit(EXIT_REFUSED)
+
+
+def _verify_one(state: State, path: Path, own: bytes | None) -> dict[str, Any]:
+    data = path.read_bytes()
+    try:
+        header, _ = read_header(data)
+        identity = None
+        if header.recipient is not None:
+            if header.recipient != own:
+                return {
+                    "file": str(path),
+                    "ok": True,
+                    "detail": "signature valid; body sealed for "
+                    f"{header.recipient[:6].hex()}, not checked here",
+                    "changes": header.ranges.count(),
+                }
+            identity = state.identity()
+        bundle = open_bundle(data, identity)
+        for seg in bundle.segments:
+            seg.verify()
+            decode_changes(seg.changes, seg.origin, seg.first_seq)
+    except RemoteDataError as exc:
+        return {"file": str(path), "ok": False, "detail": f"{type(exc).__name__}: {exc}"}
+    return {
+        "file": str(path),
+        "ok": True,
+        "detail": "bundle and segment signatures valid",
+        "changes": header.ranges.count(),
+    }
+
+
+@cli.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@json_option
+@pass_state
+def apply(state: State, files: tuple[Path, ...]) -> None:
+    """Apply bundle files (or every bundle in a directory) to this site.
+
+    Each bundle is applied whole or not at all; applying one twice changes nothing.
+    Refused bundles are reported and skipped; exit 3 if there were any.
+    """
+    replica = state.replica()
+    paths = bundle_files(files)
+    rows: list[dict[str, Any]] = []
+    with progress(state, "applying", len(paths)) as step:
+        for path in paths:
+            try:
+                report = replica.apply(path.read_bytes())
+            except RemoteDataError as exc:
+                rows.append(
+                    {"file": str(path), "ok": False, "error": f"{type(exc).__name__}: {exc}"}
+                )
+            else:
+                rows.append(
+                    {
+                        "file": str(path),
+                        "ok": True,
+                        "sender": report.sender,
+                        "applied": report.applied,
+                        "duplicates": report.duplicates,
+                        "quarantined": report.quarantined,
+                        "conflicts": [f"{c}/{k}" for c, k in report.conflicts],
+                        "receipts": report.receipts,
+                    }
+                )
+            step(1)
+    if state.json:
+        emit_json(rows)
+    else:
+        table = Table("file", "applied", "duplicates", "quarantined", "conflicts", "result")
+        for r in rows:
+            if r["ok"]:
+                table.add_row(
+                    Path(r["file"]).name,
+                    str(r["applied"]),
+                    str(r["duplicates"]),
+                    str(r["quarantined"]),
+                    str(len(r["conflicts"])),
+                    "[green]ok[/]",
+                )
+            else:
+                table.add_row(Path(r["file"]).name, "", "", "", "", f"[red]refused[/] {r['error']}")
+        _out.print(table)
+        if any(r["ok"] and r["conflicts"] for r in rows):
+            _out.print("Open conflicts: see `offsync conflicts`.")
+    if not all(r["ok"] for r in rows):
+        _err.print(
+            "[yellow]next:[/] refused bundles were left untouched; "
+            "`offsync inspect FILE` shows what they claim to be"
+        )
+        raise click.exceptions.Exit(EXIT_REFUSED)
+
+
+# -- status and conflicts ----------------------------------------------------------------
+
+
+def status_document(replica: Replica) -> dict[str, Any]:
+    """Everything ``status`` shows, as plain data."""
+    mine = replica.knowledge()
+    peers = []
+    for peer, receipt in sorted(replica.receipts().items(), key=lambda kv: -kv[1].created):
+        peers.append(
+            {
+                "peer": peer,
+                "last_receipt": when(receipt.created),
+                "holds": receipt.knowledge.count(),
+                "holds_of_mine": receipt.knowledge.count(replica.id),
+                "pending": (mine - receipt.knowledge).count(),
+                "pending_of_mine": (mine - receipt.knowledge).count(replica.id),
+            }
+        )
+    return {
+        "site": replica.identity.label,
+        "public_key": replica.id,
+        "seq": replica.seq,
+        "changes_held": mine.count(),
+        "origins": len(mine.intervals),
+        "peers": peers,
+        "quarantined": [
+            {
+                "origin": q.origin,
+                "first_seq": q.first_seq,
+                "last_seq": q.last_seq,
+                "reason": q.reason,
+            }
+            for q in replica.quarantined()
+        ],
+        "conflicts": [f"{c.collection}/{c.key}" for c in replica.conflicts()],
+    }
+
+
+@cli.command()
+@json_option
+@pass_state
+def status(state: State) -> None:
+    """What is pending per peer, last receipts, quarantined changes, open conflicts."""
+    doc = status_document(state.replica())
+    if state.json:
+        emit_json(doc)
+        return
+    _out.print(
+        f"[bold]{doc['site']}[/] {doc['public_key'].hex()}\n"
+        f"{doc['seq']} change(s) written here; {doc['changes_held']} held from "
+        f"{doc['origins']} site(s)"
+    )
+    if doc["peers"]:
+        table = Table(
+            "peer",
+            "last receipt",
+            "holds",
+            "holds of ours",
+            "pending",
+            "pending of ours",
+            title="Peers (from their receipts)",
+            title_justify="left",
+        )
+        for p in doc["peers"]:
+            table.add_row(
+                p["peer"][:6].hex(),
+                p["last_receipt"],
+                str(p["holds"]),
+                f"{p['holds_of_mine']}/{doc['seq']}",
+                str(p["pending"]),
+                str(p["pending_of_mine"]),
+            )
+        _out.print(table)
+    else:
+        _out.print("No receipts yet: no peer has told us what it holds.")
+    if doc["quarantined"]:
+        table = Table("origin", "seqs", "reason", title="Quarantined", title_justify="left")
+        for q in doc["quarantined"]:
+            table.add_row(q["origin"][:6].hex(), f"{q['first_seq']}-{q['last_seq']}", q["reason"])
+        _out.print(table)
+    else:
+        _out.print("Nothing quarantined.")
+    n = len(doc["conflicts"])
+    _out.print(f"{n} open conflict(s)" + (": see `offsync conflicts`" if n else ""))
+
+
+@cli.group(cls=_Group, invoke_without_command=True)
+@json_option
+@click.pass_context
+def conflicts(ctx: click.Context) -> None:
+    """List open conflicts; `offsync conflicts resolve` settles one."""
+    if ctx.invoked_subcommand is not None:
+        return
+    state = state_of(ctx)
+    items = state.replica().conflicts()
+    doc: list[dict[str, Any]] = [
+        {
+            "collection": c.collection,
+            "key": c.key,
+            "current": c.current,
+            "versions": {head_name(h): v for h, v in c.versions.items()},
+        }
+        for c in items
+    ]
+    if state.json:
+        emit_json(doc)
+        return
+    if not doc:
+        _out.print("No open conflicts.")
+        return
+    for d in doc:
+        table = Table(
+            "head", "version", title=f"{d['collection']}/{d['key']}", title_justify="left"
+        )
+        for head, v in d["versions"].items():
+            shown = json.dumps(_jsonable(v), ensure_ascii=False, sort_keys=True)
+            if v == d["current"]:
+                shown += "  [dim](shown now)[/]"
+            table.add_row(head, shown)
+        _out.print(table)
+    _out.print("Settle one with `offsync conflicts resolve COLLECTION KEY --choose HEAD`.")
+
+
+@conflicts.command("resolve")
+@click.argument("collection")
+@click.argument("key")
+@click.argument("pairs", nargs=-1, metavar="[FIELD=VALUE...]")
+@click.option("--choose", metavar="HEAD", help="Keep the version of this head (ORIGIN:SEQ).")
+@click.option("--fields", "fields_json", metavar="JSON", help="Write these fields instead.")
+@click.option("--delete", "as_delete", is_flag=True, help="Settle by deleting the record.")
+@json_option
+@pass_state
+def conflicts_resolve(
+    state: State,
+    collection: str,
+    key: str,
+    pairs: tuple[str, ...],
+    choose: str | None,
+    fields_json: str | None,
+    as_delete: bool,
+) -> None:
+    """Settle a record: keep one head's version, write new fields, or delete it."""
+    replica = state.replica()
+    fields = parse_fields(pairs, fields_json) if (pairs or fields_json) else None
+    head: ChangeId | None = None
+    if choose is not None:
+        prefix, _, seq = choose.partition(":")
+        match = [
+            h
+            for c in replica.conflicts()
+            if (c.collection, c.key) == (collection, key)
+            for h in c.versions
+            if h.origin.hex().startswith(prefix.lower()) and str(h.seq) == seq
+        ]
+        if len(match) != 1:
+            fail(
+                f"{choose!r} names no head of an open conflict on {collection}/{key}",
+                hint="`offsync conflicts` lists the heads as ORIGIN:SEQ",
+            )
+        head = match[0]
+    if sum((fields is not None, head is not None, as_delete)) != 1:
+        fail("give exactly one of --choose HEAD, FIELD=VALUE/--fields, or --delete")
+    change = replica.resolve(collection, key, fields, choose=head, delete=as_delete)
+    if state.json:
+        emit_json(
+            {"origin": change.origin, "seq": change.seq, "value": replica.get(collection, key)}
+        )
+    else:
+        _out.print(
+            f"{collection}/{key} settled by change {head_name(change)}; it travels like any change"
+        )
