@@ -16,6 +16,7 @@ from .knowledge import Knowledge
 from .limits import Limits
 from .receipt import Receipt
 from .replica import ApplyReport, Conflict, Quarantined, Replica
+from .sync import SyncReport, sync
 
 __version__ = "0.1.0"
 
@@ -35,8 +36,10 @@ __all__ = [
     "Quarantined",
     "Receipt",
     "Replica",
+    "SyncReport",
     "__version__",
     "open_bundle",
     "policies",
     "read_header",
+    "sync",
 ]

@@ -1,0 +1,143 @@
+"""One sync round over any transport, and the report it returns.
+
+``sync(replica, transport)`` takes what the other side offers, learns what it holds,
+and sends exactly what it lacks, in bundles no larger than the transport carries. Every
+round sends at least one bundle, so this replica's receipt (and the receipts it passes
+on) travels even when there is no data. A refused bundle is reported, set aside through
+the transport and never applied; it does not end the round. Transport failures
+(``TransportError``) do end it: what was applied stays applied, and the next round
+picks up where this one stopped, because applying a bundle twice changes nothing.
+
+``forward(source, target)`` carries bundles from one transport to another as they are,
+without opening them: how a relay passes on bundles sealed for someone else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+from .bundle import read_header
+from .errors import RemoteDataError
+from .knowledge import Knowledge
+from .replica import ApplyReport, Replica
+from .segment import hash32
+from .transports.base import Refused, Transport
+
+__all__ = ["SyncReport", "forward", "sync"]
+
+
+@dataclass(slots=True)
+class SyncReport:
+    """What one round did, for logs and for the clerk's screen."""
+
+    peer: bytes | None = None
+    received: list[ApplyReport] = field(default_factory=list)
+    refused: list[Refused] = field(default_factory=list)
+    sent_bundles: int = 0
+    sent_changes: int = 0
+    sent_bytes: int = 0
+    #: What we believed the peer held when packing (its receipts, plus what it said).
+    peer_knowledge: Knowledge = field(default_factory=Knowledge)
+
+    @property
+    def applied(self) -> int:
+        return sum(r.applied for r in self.received)
+
+    @property
+    def duplicates(self) -> int:
+        return sum(r.duplicates for r in self.received)
+
+    @property
+    def quarantined(self) -> int:
+        return sum(r.quarantined for r in self.received)
+
+    @property
+    def conflicts(self) -> list[tuple[str, str]]:
+        return [c for r in self.received for c in r.conflicts]
+
+    @property
+    def ok(self) -> bool:
+        """True when nothing was refused."""
+        return not self.refused
+
+    def __str__(self) -> str:
+        peer = self.peer.hex()[:12] if self.peer else "?"
+        return (
+            f"sync with {peer}: received {len(self.received)} bundles "
+            f"({self.applied} changes applied, {self.duplicates} duplicates, "
+            f"{self.quarantined} quarantined), refused {len(self.refused)}, "
+            f"sent {self.sent_bundles} bundles ({self.sent_changes} changes, "
+            f"{self.sent_bytes} bytes)"
+        )
+
+
+def bundle_name(bundle: bytes) -> str:
+    """A bundle's id in hex, as it appears in reports and file names."""
+    return hash32(bundle).hex()
+
+
+def sync(
+    replica: Replica,
+    transport: Transport,
+    *,
+    max_bytes: int | None = None,
+    pull: bool = True,
+    push: bool = True,
+) -> SyncReport:
+    """Run one round: receive and apply, learn what the peer holds, send what it lacks."""
+    report = SyncReport(peer=transport.peer)
+    if pull:
+        for item in transport.receive(replica.knowledge()):
+            if isinstance(item, Refused):
+                report.refused.append(item)
+                continue
+            try:
+                applied = replica.apply(item)
+            except RemoteDataError as exc:
+                reason = f"{type(exc).__name__}: {exc}"
+                report.refused.append(Refused(bundle_name(item), reason))
+                transport.reject(item, reason)
+                continue
+            report.received.append(applied)
+            transport.acknowledge(item)
+    if push:
+        theirs = transport.knowledge() or Knowledge()
+        report.peer = peer = transport.peer
+        if peer is not None:
+            receipt = replica.receipts().get(peer)
+            if receipt is not None:
+                theirs = theirs | receipt.knowledge
+        report.peer_knowledge = theirs
+        bundles = replica.iter_pack(
+            theirs,
+            max_bytes=max_bytes or transport.max_bundle_bytes,
+            recipient=transport.recipient,
+            always=True,
+        )
+        report.sent_bundles = transport.send(_counted(bundles, report))
+    return report
+
+
+def _counted(bundles: Iterable[bytes], report: SyncReport) -> Iterator[bytes]:
+    for bundle in bundles:
+        header, _ = read_header(bundle)
+        report.sent_changes += header.ranges.count()
+        report.sent_bytes += len(bundle)
+        yield bundle
+
+
+def forward(source: Transport, target: Transport) -> int:
+    """Carry every bundle ``source`` offers to ``target`` unopened; returns how many.
+
+    A relay uses this for bundles sealed to another site (it cannot open them): build
+    ``source`` as the addressee's view of the medium (e.g. ``DiskTransport(mount,
+    me=centre_key)``) and ``target`` as the path onward. Each bundle is removed from
+    ``source`` only after ``target`` took it.
+    """
+    sent = 0
+    for item in source.receive(Knowledge()):
+        if isinstance(item, bytes) and target.send([item]) == 1:
+            source.acknowledge(item)
+            sent += 1
+    return sent
