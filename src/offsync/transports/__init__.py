@@ -9,5 +9,16 @@ extra, ``offsync.transports.http.HTTPTransport``.
 from __future__ import annotations
 
 from .base import DEFAULT_MAX_BUNDLE, Refused, Transport
+from .disk import DiskTransport
+from .folder import FolderTransport
+from .memory import LoopbackTransport, MemoryTransport
 
-__all__ = ["DEFAULT_MAX_BUNDLE", "Refused", "Transport"]
+__all__ = [
+    "DEFAULT_MAX_BUNDLE",
+    "DiskTransport",
+    "FolderTransport",
+    "LoopbackTransport",
+    "MemoryTransport",
+    "Refused",
+    "Transport",
+]
