@@ -92,7 +92,8 @@ def decode_changes(
             strict_map_key=True,
             ext_hook=_no_ext,
             timestamp=3,
-            max_array_len=limits.max_segment_changes,
+            # Bounds every array, so leave room for a change's 6 items and its parents.
+            max_array_len=max(limits.max_segment_changes, limits.max_parents, 6),
             max_map_len=0,
         )
     except LimitExceededError:
@@ -105,6 +106,8 @@ def decode_changes(
         raise BundleFormatError(f"changes are not valid msgpack ({type(exc).__name__})") from exc
     if type(items) is not list or not items:
         raise BundleFormatError("changes must be a non-empty array")
+    if len(items) > limits.max_segment_changes:
+        raise LimitExceededError(f"more than {limits.max_segment_changes} changes in a segment")
     out: list[Change] = []
     seq = first_seq
     max_fields = limits.max_fields_bytes

@@ -87,9 +87,7 @@ def change_dags(
         seq = next_seq[origin]
         next_seq[origin] = seq + 1
         changes.append(
-            Change(
-                origin, seq, hlc, collection, key, DELETE if is_delete else PUT, fields, parents
-            )
+            Change(origin, seq, hlc, collection, key, DELETE if is_delete else PUT, fields, parents)
         )
     return changes
 
