@@ -1,0 +1,114 @@
+"""Delivery status from receipts: has this change, this record, reached the centre?
+
+Every bundle carries its sender's signed receipt (a statement of what it holds), and
+relays pass on the receipts they hear, so a sub-district learns through its district
+what the centre holds. From the newest receipt of each peer this module answers, per
+change and per record, one of:
+
+* ``LOCAL``  — held here; no receipt yet says anyone else holds it;
+* ``RELAY``  — some peer that is not the centre holds it (it is on its way);
+* ``CENTRE`` — a replica configured as the centre holds it;
+
+and ``UNKNOWN`` for a change that neither this replica nor any receipt mentions.
+Which keys count as the centre is configuration: several central servers may share
+the role. A receipt is never wrong, only out of date: the status only moves forward.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from .change import ChangeId
+from .knowledge import Knowledge
+from .receipt import Receipt
+from .replica import Replica
+from .transports.folder import Who, key_of
+
+__all__ = ["Delivery", "PeerPending", "Status"]
+
+
+class Status(enum.IntEnum):
+    """How far a change has travelled, ordered: a later status implies an earlier one."""
+
+    UNKNOWN = 0
+    LOCAL = 1
+    RELAY = 2
+    CENTRE = 3
+
+
+@dataclass(frozen=True, slots=True)
+class PeerPending:
+    """What a peer still lacks, as far as its newest receipt tells."""
+
+    peer: bytes
+    is_centre: bool
+    heard: int  # HLC of the newest receipt from this peer
+    missing: Knowledge  # held here, not (yet) held there
+
+    @property
+    def count(self) -> int:
+        return self.missing.count()
+
+
+class Delivery:
+    """Answers delivery questions for ``replica``; ``centre`` names the central keys."""
+
+    def __init__(self, replica: Replica, centre: Iterable[Who]) -> None:
+        self.replica = replica
+        self.centre = frozenset(key_of(c) for c in centre)
+
+    def _receipts(self) -> dict[bytes, Receipt]:
+        return {p: r for p, r in self.replica.receipts().items() if p != self.replica.id}
+
+    def _status(self, change: ChangeId, receipts: dict[bytes, Receipt], here: Knowledge) -> Status:
+        holders = [p for p, r in receipts.items() if r.knowledge.contains(*change)]
+        if any(p in self.centre for p in holders):
+            return Status.CENTRE
+        if holders:
+            return Status.RELAY
+        return Status.LOCAL if here.contains(*change) else Status.UNKNOWN
+
+    def status(self, change: ChangeId) -> Status:
+        """Where one change is known to be."""
+        return self._status(change, self._receipts(), self.replica.knowledge())
+
+    def holders(self, change: ChangeId) -> list[bytes]:
+        """Peers whose newest receipt says they hold ``change``."""
+        return sorted(p for p, r in self._receipts().items() if r.knowledge.contains(*change))
+
+    def record_status(self, collection: str, key: str) -> Status:
+        """The least-travelled of the changes that make up this replica's version of the
+        record: ``CENTRE`` means the centre holds the record as it is seen here."""
+        replica = self.replica
+        with replica._lock:  # the store is not thread-safe on its own
+            ids = [c.id for c in replica.store.changes_for(collection, key)]
+        if not ids:
+            return Status.UNKNOWN
+        receipts, here = self._receipts(), replica.knowledge()
+        return min(self._status(c, receipts, here) for c in ids)
+
+    def undelivered(self, origin: bytes | None = None) -> Knowledge:
+        """Changes of ``origin`` (default: this replica) held here that no centre holds."""
+        origin = origin or self.replica.id
+        mine = Knowledge({origin: self.replica.knowledge().get(origin)})
+        for peer, receipt in self._receipts().items():
+            if peer in self.centre:
+                mine = mine - receipt.knowledge
+        return mine
+
+    def reached_centre(self, origin: bytes | None = None) -> bool:
+        """True when a centre holds every change of ``origin`` this replica holds."""
+        return not self.undelivered(origin)
+
+    def pending(self, *, own_only: bool = True) -> list[PeerPending]:
+        """Per peer heard from, what it lacks of the changes held here: only this
+        replica's own changes by default, every origin's with ``own_only=False``."""
+        here = self.replica.knowledge()
+        me = self.replica.id
+        scope = Knowledge({me: here.get(me)}) if own_only else here
+        return [
+            PeerPending(peer, peer in self.centre, receipt.created, scope - receipt.knowledge)
+            for peer, receipt in sorted(self._receipts().items())
+        ]
