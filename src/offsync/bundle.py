@@ -98,8 +98,10 @@ class BundleHeader:
         if value["segments"] > limits.max_segments:
             raise LimitExceededError(f"more than {limits.max_segments} segments in a bundle")
         raw_receipts = value["receipts"]
-        if type(raw_receipts) is not list or not 1 <= len(raw_receipts) <= limits.max_receipts:
-            raise BundleFormatError(f"header must carry 1 to {limits.max_receipts} receipts")
+        if type(raw_receipts) is not list or not raw_receipts:
+            raise BundleFormatError("header must carry at least the sender's receipt")
+        if len(raw_receipts) > limits.max_receipts:
+            raise LimitExceededError(f"more than {limits.max_receipts} receipts in a bundle header")
         receipts = tuple(Receipt.decode(r, limits) for r in raw_receipts)
         if receipts[0].replica != sender:
             raise BundleFormatError("the first receipt must be the sender's own")
