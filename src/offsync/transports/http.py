@@ -135,6 +135,7 @@ class HTTPTransport(Transport):
         #: The server's JSON answer to each upload of this transport, in order.
         self.uploads: list[dict[str, Any]] = []
         self.retries = 0  # attempts repeated so far, for logs and tests
+        self.pulls = 0  # pull requests made (a cut or broken answer is pulled again)
         self._client = httpx.Client(
             base_url=self.url + "/",
             timeout=httpx.Timeout(timeout, connect=connect_timeout),
@@ -339,6 +340,7 @@ class HTTPTransport(Transport):
             headers = sign_request(self.identity, server, "pull", body)
             headers["Content-Type"] = "application/x-msgpack"
             before = since
+            self.pulls += 1
             try:
                 with self._client.stream("POST", "pull", content=body, headers=headers) as r:
                     self._check(r)

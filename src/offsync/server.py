@@ -1,0 +1,742 @@
+"""The HTTP face of a replica: an ASGI app built on Starlette.
+
+``create_app(replica, ...)`` returns an app that an integrator mounts in a Starlette or
+FastAPI application (``Mount("/offsync", app=create_app(rep))``) or runs with uvicorn.
+Endpoints (docs/http.md has the details; ``GET /openapi.json`` describes them):
+
+* ``GET /``                 what this server is (key, limits).
+* ``GET /knowledge``        the replica's fresh receipt: its signed knowledge.
+* ``PUT /bundles/{id}``     upload a bundle, whole or in ``Content-Range`` chunks that
+                            survive a broken connection or a restart; applied once the
+                            bytes hash to ``id``; answers with a fresh receipt.
+* ``GET /bundles/{id}``     how much of an upload the server holds, to resume it.
+* ``POST /pull``            a signed request with the site's knowledge; answers with a
+                            stream of bundles (4-byte length frames) the site lacks.
+
+Blocking work (SQLite, hashing large uploads, packing) runs in worker threads, never on
+the event loop. Uploads, applies and pulls share ``max_in_flight`` slots; a request that
+finds none, or a replica busy beyond ``busy_timeout``, gets 503 with Retry-After.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+import tempfile
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any, BinaryIO
+
+try:
+    import anyio
+    from starlette.applications import Starlette
+    from starlette.requests import ClientDisconnect, Request
+    from starlette.responses import JSONResponse, Response, StreamingResponse
+    from starlette.routing import Route
+    from starlette.types import Receive, Scope, Send
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        "offsync.server needs Starlette: install the http extra (pip install 'offsync[http]')"
+    ) from exc
+
+from .errors import RemoteDataError, SignatureError, StorageError
+from .httpwire import (
+    BUNDLES_MEDIA_TYPE,
+    END_OF_STREAM,
+    MORE_AVAILABLE,
+    PROTOCOL,
+    RECEIPT_MEDIA_TYPE,
+    NonceCache,
+    decode_pull_request,
+    verify_request,
+)
+from .knowledge import Knowledge
+from .replica import ApplyReport, Replica
+from .segment import hash32
+
+__all__ = ["Readable", "ServerState", "create_app", "openapi"]
+
+_ID = re.compile(r"^[0-9a-f]{64}$")
+_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+)$")
+_WRITE_BUFFER = 1024 * 1024
+#: Pulls are packed into bundles of at least this size, whatever the client asks.
+PULL_FLOOR_BYTES = 1024 * 1024
+
+#: Decides what a pulling site may read: ``readable(site_key, origin_key)``. Segments are
+#: signed per origin and forwarded byte for byte, so an origin's changes are the unit.
+Readable = Callable[[bytes, bytes], bool]
+
+
+class _Busy(Exception):
+    """No slot, or the replica stayed locked past ``busy_timeout``: answer 503."""
+
+
+class _Refusal(Exception):
+    """A request the server refuses, with the HTTP status and the JSON body's words."""
+
+    def __init__(self, status: int, error: str, reason: str, **extra: Any) -> None:
+        super().__init__(reason)
+        self.status, self.error, self.reason, self.extra = status, error, reason, extra
+
+
+class ServerState:
+    """What one app holds between requests; ``app.state.offsync`` for integrators."""
+
+    def __init__(
+        self,
+        replica: Replica,
+        *,
+        upload_dir: Path,
+        max_upload_bytes: int,
+        max_pull_bundle_bytes: int,
+        max_pull_response_bytes: int,
+        max_in_flight: int,
+        busy_timeout: float,
+        retry_after: int,
+        replay_window: float,
+        readable: Readable | None,
+    ) -> None:
+        self.replica = replica
+        self.upload_dir = upload_dir
+        self.max_upload_bytes = max_upload_bytes
+        self.max_pull_bundle_bytes = max_pull_bundle_bytes
+        self.max_pull_response_bytes = max_pull_response_bytes
+        self.max_in_flight = max_in_flight
+        self.busy_timeout = busy_timeout
+        self.retry_after = retry_after
+        self.readable = readable
+        self.nonces = NonceCache(int(replay_window * 1000))
+        self.in_flight = 0
+        self.refused_busy = 0  # 503 answers given, for tests and monitoring
+        self.upload_locks: dict[str, tuple[anyio.Lock, int]] = {}
+        self.done: OrderedDict[str, None] = OrderedDict()  # recently applied bundle ids
+        self._counter_lock = threading.Lock()
+
+    # -- bounded in-flight work --------------------------------------------------------
+
+    def try_acquire(self) -> bool:
+        with self._counter_lock:
+            if self.in_flight >= self.max_in_flight:
+                self.refused_busy += 1
+                return False
+            self.in_flight += 1
+            return True
+
+    def release(self) -> None:
+        with self._counter_lock:
+            self.in_flight -= 1
+
+    def run_locked(self, fn: Callable[[], Any]) -> Any:
+        """Call ``fn`` (in a worker thread) holding the replica's lock, or raise _Busy."""
+        lock = self.replica._lock
+        if not lock.acquire(timeout=self.busy_timeout):
+            with self._counter_lock:
+                self.refused_busy += 1
+            raise _Busy
+        try:
+            return fn()
+        finally:
+            lock.release()
+
+    def remember_done(self, bundle_id: str) -> None:
+        self.done[bundle_id] = None
+        self.done.move_to_end(bundle_id)
+        while len(self.done) > 10_000:
+            self.done.popitem(last=False)
+
+    # -- partial uploads ---------------------------------------------------------------
+
+    def partial_path(self, bundle_id: str, total: int) -> Path:
+        return self.upload_dir / f"{bundle_id}-{total}.part"
+
+    def find_partial(self, bundle_id: str) -> tuple[Path, int] | None:
+        for path in self.upload_dir.glob(f"{bundle_id}-*.part"):
+            try:
+                return path, int(path.name[65:-5])
+            except ValueError:
+                continue
+        return None
+
+
+def _flush(fh: BinaryIO) -> None:
+    fh.flush()
+    os.fsync(fh.fileno())
+
+
+def _json_error(status: int, error: str, reason: str, **extra: Any) -> JSONResponse:
+    return JSONResponse({"error": error, "reason": reason, **extra}, status_code=status)
+
+
+def _busy(state: ServerState) -> JSONResponse:
+    return JSONResponse(
+        {"error": "Busy", "reason": "server saturated, retry later"},
+        status_code=503,
+        headers={"Retry-After": str(state.retry_after)},
+    )
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _report_json(report: ApplyReport, receipt: bytes) -> dict[str, Any]:
+    return {
+        "status": "applied",
+        "id": report.bundle_id.hex(),
+        "sender": report.sender.hex(),
+        "applied": report.applied,
+        "duplicates": report.duplicates,
+        "quarantined": report.quarantined,
+        "conflicts": len(report.conflicts),
+        "receipt": _b64(receipt),
+    }
+
+
+class _SlotResponse(StreamingResponse):
+    """A streaming response that gives its in-flight slot back however the stream ends."""
+
+    def __init__(self, content: AsyncIterator[bytes], release: Callable[[], None]) -> None:
+        super().__init__(content, media_type=BUNDLES_MEDIA_TYPE)
+        self._release = release
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._release()
+
+
+def create_app(
+    replica: Replica,
+    *,
+    upload_dir: str | os.PathLike[str] | None = None,
+    max_upload_bytes: int | None = None,
+    max_pull_bundle_bytes: int = 16 * 1024 * 1024,
+    max_pull_response_bytes: int = 256 * 1024 * 1024,
+    max_in_flight: int = 8,
+    busy_timeout: float = 10.0,
+    retry_after: int = 2,
+    replay_window: float = 300.0,
+    readable: Readable | None = None,
+) -> Starlette:
+    """An ASGI app serving ``replica``.
+
+    ``upload_dir`` keeps partial chunked uploads (keyed by bundle id) so they resume after
+    a broken connection or a restart; without it a temporary directory is used, which
+    survives broken connections but not restarts. ``max_upload_bytes`` bounds one bundle
+    (default: the replica's ``limits.max_bundle_bytes``). ``max_in_flight`` bounds the
+    uploads, applies and pulls running at once; beyond it, and when the replica stays
+    locked longer than ``busy_timeout`` seconds, the answer is 503 with ``Retry-After:
+    retry_after``. Pull requests must be signed within ``replay_window`` seconds of the
+    server's clock. ``readable(site_key, origin_key)`` restricts what a site may pull
+    (default: everything the server holds).
+    """
+    if upload_dir is None:
+        upload_path = Path(tempfile.mkdtemp(prefix="offsync-uploads-"))
+    else:
+        upload_path = Path(upload_dir)
+        upload_path.mkdir(parents=True, exist_ok=True)
+    state = ServerState(
+        replica,
+        upload_dir=upload_path,
+        max_upload_bytes=max_upload_bytes or replica.limits.max_bundle_bytes,
+        max_pull_bundle_bytes=max_pull_bundle_bytes,
+        max_pull_response_bytes=max_pull_response_bytes,
+        max_in_flight=max_in_flight,
+        busy_timeout=busy_timeout,
+        retry_after=retry_after,
+        replay_window=replay_window,
+        readable=readable,
+    )
+
+    async def info(request: Request) -> Response:
+        return JSONResponse(
+            {
+                "protocol": PROTOCOL,
+                "replica": replica.id.hex(),
+                "label": replica.identity.label,
+                "max_upload_bytes": state.max_upload_bytes,
+                "max_pull_bundle_bytes": state.max_pull_bundle_bytes,
+                "replay_window_seconds": state.nonces.window_ms / 1000,
+            }
+        )
+
+    async def knowledge(request: Request) -> Response:
+        try:
+            receipt = await anyio.to_thread.run_sync(
+                state.run_locked, lambda: replica.receipt().encode()
+            )
+        except _Busy:
+            return _busy(state)
+        return Response(receipt, media_type=RECEIPT_MEDIA_TYPE)
+
+    async def spec(request: Request) -> Response:
+        return JSONResponse(openapi())
+
+    async def upload_status(request: Request) -> Response:
+        bundle_id = request.path_params["id"]
+        if not _ID.match(bundle_id):
+            return _json_error(400, "BadRequest", "bundle id must be 64 lowercase hex digits")
+        if bundle_id in state.done:
+            return JSONResponse({"id": bundle_id, "received": None, "complete": True})
+        found = await anyio.to_thread.run_sync(state.find_partial, bundle_id)
+        if found is None:
+            return JSONResponse({"id": bundle_id, "received": 0, "complete": False})
+        path, total = found
+        size = path.stat().st_size
+        return JSONResponse({"id": bundle_id, "received": size, "total": total, "complete": False})
+
+    async def upload(request: Request) -> Response:
+        bundle_id = request.path_params["id"]
+        if not _ID.match(bundle_id):
+            return _json_error(400, "BadRequest", "bundle id must be 64 lowercase hex digits")
+        if bundle_id in state.done:
+            return await _duplicate(bundle_id)
+        if not state.try_acquire():
+            return _busy(state)
+        try:
+            lock, users = state.upload_locks.get(bundle_id, (anyio.Lock(), 0))
+            state.upload_locks[bundle_id] = (lock, users + 1)
+            try:
+                async with lock:
+                    if bundle_id in state.done:  # a concurrent upload of it just finished
+                        return await _duplicate(bundle_id)
+                    return await _upload(request, bundle_id)
+            finally:
+                lock, users = state.upload_locks[bundle_id]
+                if users == 1:
+                    del state.upload_locks[bundle_id]
+                else:
+                    state.upload_locks[bundle_id] = (lock, users - 1)
+        except _Refusal as r:
+            return _json_error(r.status, r.error, r.reason, **r.extra)
+        except _Busy:
+            return _busy(state)
+        finally:
+            state.release()
+
+    async def _duplicate(bundle_id: str) -> Response:
+        try:
+            receipt = await anyio.to_thread.run_sync(
+                state.run_locked, lambda: replica.receipt().encode()
+            )
+        except _Busy:
+            return _busy(state)
+        return JSONResponse({"status": "duplicate", "id": bundle_id, "receipt": _b64(receipt)})
+
+    def _declared_length(request: Request) -> int | None:
+        value = request.headers.get("content-length")
+        if value is None:
+            return None
+        if not value.isdigit():
+            raise _Refusal(400, "BadRequest", "bad Content-Length")
+        return int(value)
+
+    def _too_large(size: int) -> _Refusal:
+        return _Refusal(
+            413,
+            "LimitExceededError",
+            f"bundle of {size} bytes over this server's limit of {state.max_upload_bytes}",
+            limit=state.max_upload_bytes,
+        )
+
+    async def _upload(request: Request, bundle_id: str) -> Response:
+        content_range = request.headers.get("content-range")
+        length = _declared_length(request)
+        if content_range is None:
+            if length is not None and length > state.max_upload_bytes:
+                raise _too_large(length)
+            data = bytearray()
+            try:
+                async for chunk in request.stream():
+                    data += chunk
+                    if len(data) > state.max_upload_bytes:
+                        raise _too_large(len(data))
+            except ClientDisconnect:
+                return Response(status_code=400)  # nobody is listening
+            return await _finish(bundle_id, bytes(data), None)
+        m = _RANGE.match(content_range)
+        if not m:
+            raise _Refusal(400, "BadRequest", "Content-Range must be 'bytes first-last/total'")
+        first, last, total = (int(g) for g in m.groups())
+        if total > state.max_upload_bytes:
+            raise _too_large(total)
+        if not first <= last < total or (length is not None and length != last - first + 1):
+            raise _Refusal(400, "BadRequest", "Content-Range does not fit the body or the total")
+        found = await anyio.to_thread.run_sync(state.find_partial, bundle_id)
+        if found is not None and found[1] != total:
+            raise _Refusal(409, "Conflict", "an upload of this id with another total is held")
+        path = found[0] if found else state.partial_path(bundle_id, total)
+        held = path.stat().st_size if found else 0
+        if first != held:
+            raise _Refusal(
+                409,
+                "Conflict",
+                f"chunk starts at {first} but the server holds {held} bytes: resume from there",
+                received=held,
+            )
+        received = await _receive_chunk(request, path, last - first + 1)
+        if received is None:
+            return Response(status_code=400)  # the client went away; what came is kept
+        if received < total:
+            return JSONResponse(
+                {"status": "incomplete", "id": bundle_id, "received": received, "total": total},
+                status_code=202,
+            )
+        whole = await anyio.to_thread.run_sync(path.read_bytes)
+        try:
+            return await _finish(bundle_id, whole, path)
+        except _Refusal:
+            await anyio.to_thread.run_sync(lambda: path.unlink(missing_ok=True))
+            raise
+
+    async def _receive_chunk(request: Request, path: Path, expected: int) -> int | None:
+        """Append the body to the partial file; the new size, or None on a disconnect."""
+        fh = await anyio.to_thread.run_sync(lambda: open(path, "ab"))  # noqa: SIM115
+        got, buffer, gone = 0, bytearray(), False
+        try:
+            try:
+                async for chunk in request.stream():
+                    if got + len(chunk) > expected:
+                        chunk = chunk[: expected - got]  # the rest is not ours to keep
+                        # (Content-Length mismatch; h11 refuses that anyway.)
+                    got += len(chunk)
+                    buffer += chunk
+                    if len(buffer) >= _WRITE_BUFFER:
+                        await anyio.to_thread.run_sync(fh.write, bytes(buffer))
+                        buffer.clear()
+            except ClientDisconnect:
+                gone = True
+            # Whatever arrived is kept, so a broken connection resumes where it broke.
+            await anyio.to_thread.run_sync(fh.write, bytes(buffer))
+            await anyio.to_thread.run_sync(_flush, fh)
+        finally:
+            size = fh.tell()
+            await anyio.to_thread.run_sync(fh.close)
+        return None if gone else size
+
+    async def _finish(bundle_id: str, data: bytes, partial: Path | None) -> Response:
+        digest = await anyio.to_thread.run_sync(hash32, data)
+        if digest.hex() != bundle_id:
+            raise _Refusal(
+                422,
+                "BundleIdMismatch",
+                "the uploaded bytes do not hash to the bundle id (corrupted in transit?)",
+            )
+
+        def work() -> dict[str, Any]:
+            try:
+                report = replica.apply(data)
+            except RemoteDataError as exc:
+                raise _Refusal(422, type(exc).__name__, str(exc)) from exc
+            except StorageError as exc:
+                raise _Busy from exc
+            return _report_json(report, replica.receipt().encode())
+
+        body = await anyio.to_thread.run_sync(state.run_locked, work)
+        state.remember_done(bundle_id)
+        if partial is not None:
+            await anyio.to_thread.run_sync(lambda: partial.unlink(missing_ok=True))
+        return JSONResponse(body)
+
+    async def pull(request: Request) -> Response:
+        limit = state.replica.limits.max_header_bytes
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limit:
+                return _json_error(413, "LimitExceededError", "pull request too large")
+        now_ms = int(time.time() * 1000)
+        if state.nonces.full(now_ms):
+            return _busy(state)
+        try:
+            site = verify_request(
+                request.headers,
+                server=replica.id,
+                endpoint="pull",
+                body=bytes(body),
+                now_ms=now_ms,
+                nonces=state.nonces,
+            )
+            since, max_bytes, encrypt = decode_pull_request(bytes(body), replica.limits)
+        except SignatureError as exc:
+            return JSONResponse(
+                {"error": "SignatureError", "reason": str(exc)},
+                status_code=401,
+                headers={"WWW-Authenticate": "Offsync-Signature"},
+            )
+        except RemoteDataError as exc:
+            return _json_error(422, type(exc).__name__, str(exc))
+        if not state.try_acquire():
+            return _busy(state)
+        # A preference: never below the floor, since one segment may approach 256 KiB.
+        max_bytes = max(min(max_bytes, state.max_pull_bundle_bytes), PULL_FLOOR_BYTES)
+        recipient = site if encrypt else None
+
+        def start() -> tuple[Iterator[bytes], bytes | None]:
+            nonlocal since
+            if state.readable is not None:
+                # What the site may not read is treated as if it held it already.
+                hidden = {
+                    o: ivs
+                    for o, ivs in replica.knowledge().intervals.items()
+                    if not state.readable(site, o)
+                }
+                since = since | Knowledge(hidden)
+            packer = replica.iter_pack(since, max_bytes=max_bytes, recipient=recipient, always=True)
+            return packer, next(packer, None)
+
+        try:
+            packer, first = await anyio.to_thread.run_sync(state.run_locked, start)
+        except _Busy:
+            state.release()
+            return _busy(state)
+        except BaseException:
+            state.release()
+            raise
+        return _SlotResponse(_frames(first, packer), state.release)
+
+    async def _frames(first: bytes | None, packer: Iterator[bytes]) -> AsyncIterator[bytes]:
+        sent = 0
+        bundle = first
+        try:
+            while bundle is not None:
+                yield len(bundle).to_bytes(4, "big") + bundle
+                sent += len(bundle)
+                if sent >= state.max_pull_response_bytes:
+                    yield MORE_AVAILABLE.to_bytes(4, "big")
+                    return
+                bundle = await anyio.to_thread.run_sync(lambda: next(packer, None))
+            yield END_OF_STREAM.to_bytes(4, "big")
+        finally:
+            close = getattr(packer, "close", None)  # iter_pack is a generator
+            if close is not None:
+                close()
+
+    routes = [
+        Route("/", info, methods=["GET"]),
+        Route("/knowledge", knowledge, methods=["GET"]),
+        Route("/openapi.json", spec, methods=["GET"]),
+        Route("/bundles/{id}", upload, methods=["PUT"]),
+        Route("/bundles/{id}", upload_status, methods=["GET"]),
+        Route("/pull", pull, methods=["POST"]),
+    ]
+    app = Starlette(routes=routes)
+    app.state.offsync = state
+    return app
+
+
+def _error_response(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+    }
+
+
+def openapi() -> dict[str, Any]:
+    """The OpenAPI 3.1 description served at ``GET /openapi.json`` (and in docs/http.md)."""
+    busy = {
+        "description": "Saturated or the replica is busy; retry after Retry-After seconds",
+        "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+    }
+    bundle_id = {
+        "name": "id",
+        "in": "path",
+        "required": True,
+        "description": "BLAKE2b-256 of the bundle's bytes, 64 lowercase hex digits",
+        "schema": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+    }
+    signed = [
+        {"name": name, "in": "header", "required": True, "schema": {"type": "string"}}
+        for name in ("Offsync-Site", "Offsync-Time", "Offsync-Nonce", "Offsync-Signature")
+    ]
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "offsync replica", "version": PROTOCOL},
+        "paths": {
+            "/": {
+                "get": {
+                    "summary": "What this server is: its replica key and limits",
+                    "responses": {
+                        "200": {
+                            "description": "Server description",
+                            "content": {
+                                "application/json": {
+                                    "schema": {"$ref": "#/components/schemas/Info"}
+                                }
+                            },
+                        }
+                    },
+                }
+            },
+            "/knowledge": {
+                "get": {
+                    "summary": "A fresh receipt: the replica's signed knowledge",
+                    "responses": {
+                        "200": {
+                            "description": "An encoded receipt (docs/spec.md)",
+                            "content": {RECEIPT_MEDIA_TYPE: {}},
+                        },
+                        "503": busy,
+                    },
+                }
+            },
+            "/bundles/{id}": {
+                "get": {
+                    "summary": "How much of an upload the server holds (to resume it)",
+                    "parameters": [bundle_id],
+                    "responses": {
+                        "200": {
+                            "description": "Upload status",
+                            "content": {
+                                "application/json": {
+                                    "schema": {"$ref": "#/components/schemas/UploadStatus"}
+                                }
+                            },
+                        },
+                        "400": _error_response("Malformed bundle id"),
+                    },
+                },
+                "put": {
+                    "summary": "Upload a bundle, whole or in Content-Range chunks",
+                    "description": (
+                        "Idempotent by id. Chunks must start where the server's partial "
+                        "upload ends. Once all bytes are held and hash to the id, the bundle "
+                        "is verified and applied."
+                    ),
+                    "parameters": [
+                        bundle_id,
+                        {
+                            "name": "Content-Range",
+                            "in": "header",
+                            "required": False,
+                            "description": "bytes FIRST-LAST/TOTAL for a chunk",
+                            "schema": {"type": "string"},
+                        },
+                    ],
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/octet-stream": {}},
+                    },
+                    "responses": {
+                        "200": {
+                            "description": "Applied now, or already applied (duplicate)",
+                            "content": {
+                                "application/json": {
+                                    "schema": {"$ref": "#/components/schemas/UploadResult"}
+                                }
+                            },
+                        },
+                        "202": {
+                            "description": "Chunk stored; more to come",
+                            "content": {
+                                "application/json": {
+                                    "schema": {"$ref": "#/components/schemas/UploadStatus"}
+                                }
+                            },
+                        },
+                        "400": _error_response("Malformed id, Content-Range or length"),
+                        "409": _error_response(
+                            "Chunk does not start where the server's copy ends (see received)"
+                        ),
+                        "413": _error_response("Bundle larger than the server accepts"),
+                        "422": _error_response(
+                            "Bundle refused: bytes do not hash to the id, or the bundle does "
+                            "not verify (error names the offsync error class)"
+                        ),
+                        "503": busy,
+                    },
+                },
+            },
+            "/pull": {
+                "post": {
+                    "summary": "Bundles the signing site lacks",
+                    "parameters": signed,
+                    "requestBody": {
+                        "required": True,
+                        "description": (
+                            "Canonical msgpack map {encrypt: bool, knowledge: <knowledge wire "
+                            "form>, max_bytes: int >= 65536}"
+                        ),
+                        "content": {"application/x-msgpack": {}},
+                    },
+                    "responses": {
+                        "200": {
+                            "description": (
+                                "Frames of u32 big-endian length + bundle; length 0 ends a "
+                                "complete answer, 0xFFFFFFFF one cut short (pull again)"
+                            ),
+                            "content": {BUNDLES_MEDIA_TYPE: {}},
+                        },
+                        "401": _error_response("Unsigned, badly signed, stale or replayed"),
+                        "413": _error_response("Request body too large"),
+                        "422": _error_response("Malformed request body"),
+                        "503": busy,
+                    },
+                }
+            },
+            "/openapi.json": {
+                "get": {
+                    "summary": "This description",
+                    "responses": {"200": {"description": "OpenAPI 3.1 document"}},
+                }
+            },
+        },
+        "components": {
+            "schemas": {
+                "Error": {
+                    "type": "object",
+                    "required": ["error", "reason"],
+                    "properties": {
+                        "error": {"type": "string"},
+                        "reason": {"type": "string"},
+                        "received": {"type": "integer"},
+                        "limit": {"type": "integer"},
+                    },
+                },
+                "Info": {
+                    "type": "object",
+                    "properties": {
+                        "protocol": {"type": "string"},
+                        "replica": {"type": "string"},
+                        "label": {"type": "string"},
+                        "max_upload_bytes": {"type": "integer"},
+                        "max_pull_bundle_bytes": {"type": "integer"},
+                        "replay_window_seconds": {"type": "number"},
+                    },
+                },
+                "UploadStatus": {
+                    "type": "object",
+                    "properties": {
+                        "id": {"type": "string"},
+                        "status": {"type": "string", "enum": ["incomplete"]},
+                        "received": {"type": ["integer", "null"]},
+                        "total": {"type": "integer"},
+                        "complete": {"type": "boolean"},
+                    },
+                },
+                "UploadResult": {
+                    "type": "object",
+                    "required": ["status", "id", "receipt"],
+                    "properties": {
+                        "status": {"type": "string", "enum": ["applied", "duplicate"]},
+                        "id": {"type": "string"},
+                        "sender": {"type": "string"},
+                        "applied": {"type": "integer"},
+                        "duplicates": {"type": "integer"},
+                        "quarantined": {"type": "integer"},
+                        "conflicts": {"type": "integer"},
+                        "receipt": {
+                            "type": "string",
+                            "description": "The server's fresh receipt, base64",
+                        },
+                    },
+                },
+            }
+        },
+    }
