@@ -1,64 +1,343 @@
-"""A short demo: three offline sites exchange bundle files and converge on SQLite."""
+"""The field demo: a district keeps working while the centre is down.
+
+In a temporary directory, on SQLite: a centre, a district relay and three sub-district
+offices. While the centre is down the offices record residents and vaccine doses. Then
+each backlog takes a different road: Saradan's goes by a courier's disk to the district,
+Mejayan's through the folder shared with the district, and Wungu's over HTTP straight to
+the centre once it is back (a real uvicorn server on a free loopback port). Two offices
+record the same person's first dose differently; a district clerk settles the conflict.
+The centre's receipts travel back the same roads, so every office can see that its
+work has arrived. Exits 1 if any replica does not converge.
+
+Run it with ``python -m offsync.demo`` (``./scripts/demo``) or ``offsync demo``.
+"""
 
 from __future__ import annotations
 
+import argparse
+import random
+import socket
 import sys
 import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from . import Identity, Replica, policies
+from .delivery import Delivery
+from .errors import TransportError
+from .sync import SyncReport, sync
+from .transports import DiskTransport, FolderTransport
+from .transports.disk import exchange
 
-POLICIES = {
+__all__ = ["main", "run"]
+
+POLICIES: dict[str, policies.Policy] = {
     "residents": policies.LastWriterWins(),
     "doses": policies.FirstWriterWins(),
 }
+GIVEN = ["Siti", "Budi", "Sri", "Agus", "Dewi", "Eko", "Wahyu", "Rina", "Joko", "Lestari"]
+FAMILY = ["Aminah", "Santoso", "Wahyuni", "Prasetyo", "Rahayu", "Hidayat", "Susanti", "Utomo"]
+VACCINES = ["CoronaVac", "AstraZeneca", "Pfizer", "Moderna"]
 
 
-def main() -> int:
-    with tempfile.TemporaryDirectory(prefix="offsync-demo-") as tmp:
-        root = Path(tmp)
-        names = ["kec-saradan", "kec-mejayan", "kab-madiun"]
-        sites = {
-            n: Replica.open(
-                str(root / f"{n}.sqlite"), identity=Identity.generate(label=n), policies=POLICIES
+@dataclass
+class Office:
+    """One site of the demo and the road its backlog takes."""
+
+    name: str
+    role: str
+    road: str
+    replica: Replica
+    region: str = ""
+
+    @property
+    def id(self) -> bytes:
+        return self.replica.id
+
+
+def record_backlog(office: Office, residents: int, rng: random.Random) -> list[str]:
+    """Residents and their first doses, entered while offline; returns the NIKs."""
+    niks = []
+    with office.replica.batch():
+        for i in range(residents):
+            nik = f"{office.region}{rng.randint(1, 28):02d}{rng.randint(1, 12):02d}{rng.randint(50, 99):02d}{i + 1:04d}"
+            niks.append(nik)
+            office.replica.put(
+                "residents",
+                nik,
+                {
+                    "name": f"{rng.choice(GIVEN)} {rng.choice(FAMILY)}",
+                    "village": f"{office.name.split('-')[1].title()} {rng.randint(1, 9)}",
+                    "recorded_by": office.name,
+                },
             )
-            for n in names
-        }
-        a, b, c = (sites[n] for n in names)
-        print("Three sites, no network. Each records residents and doses offline.")
-        a.put("residents", "3519010101900001", {"name": "Siti Aminah", "village": "Kare"})
-        a.put("doses", "3519010101900001/1", {"vaccine": "CoronaVac", "date": "2021-03-02"})
-        b.put("residents", "3519020202850002", {"name": "Budi Santoso", "village": "Klecorejo"})
-        b.put("residents", "3519010101900001", {"phone": "0812-0000-0001"})
-        c.put("doses", "3519010101900001/1", {"vaccine": "AstraZeneca", "date": "2021-03-02"})
+            if rng.random() < 0.8:
+                office.replica.put(
+                    "doses",
+                    f"{nik}/1",
+                    {
+                        "vaccine": rng.choice(VACCINES),
+                        "date": f"2021-0{rng.randint(3, 9)}-1{rng.randint(0, 9)}",
+                        "site": office.name,
+                    },
+                )
+    return niks
 
-        outbox = root / "courier"
-        outbox.mkdir()
-        for name, rep in sites.items():
-            for i, bundle in enumerate(rep.pack()):
-                (outbox / f"{name}-{i}.ofs").write_bytes(bundle)
-        print(f"Bundles written to a folder: {sorted(p.name for p in outbox.iterdir())}")
-        for _ in range(2):  # every file applied twice: duplicates change nothing
-            for rep in sites.values():
-                for f in sorted(outbox.iterdir()):
-                    rep.apply(f.read_bytes())
-        digests = {n: r.state_digest().hex()[:16] for n, r in sites.items()}
-        for n, r in sites.items():
-            print(f"  {n:12} digest {digests[n]}  conflicts {len(r.conflicts())}")
-        print("Siti Aminah everywhere:", c.get("residents", "3519010101900001"))
-        conflict = c.conflicts()[0]
-        print(f"Two sites recorded dose 1 differently; standing version: {conflict.current}")
-        c.resolve(
-            "doses", conflict.key, {"vaccine": "CoronaVac", "date": "2021-03-02", "checked": True}
+
+def free_loopback_socket() -> socket.socket:
+    """A socket bound to a free loopback port, not yet listening (connections fail)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    return sock
+
+
+@contextmanager
+def serving(replica: Replica, sock: socket.socket) -> Iterator[str]:
+    """Serve ``replica`` with uvicorn on ``sock`` in a thread; yields the base URL."""
+    import uvicorn
+
+    from .server import create_app
+
+    app = create_app(replica)
+    config = uvicorn.Config(app, log_level="warning", lifespan="off")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 15
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("the demo's HTTP server did not start")
+        time.sleep(0.02)
+    host, port = sock.getsockname()[:2]
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=15)
+
+
+def http_sync(office: Office, url: str, centre: Office, **options: Any) -> SyncReport:
+    from .transports.http import HTTPTransport
+
+    with HTTPTransport(url, office.replica.identity, server_key=centre.id, **options) as t:
+        return sync(office.replica, t)
+
+
+def sent(reports: SyncReport | Sequence[SyncReport]) -> str:
+    if isinstance(reports, SyncReport):
+        reports = [reports]
+    changes = sum(r.sent_changes for r in reports)
+    size = sum(r.sent_bytes for r in reports)
+    n = sum(r.sent_bundles for r in reports)
+    return f"{changes} changes in {n} bundle(s), {size / 1024:.1f} KiB"
+
+
+def got(reports: SyncReport | Sequence[SyncReport]) -> str:
+    if isinstance(reports, SyncReport):
+        reports = [reports]
+    applied = sum(r.applied for r in reports)
+    dup = sum(r.duplicates for r in reports)
+    refused = sum(len(r.refused) for r in reports)
+    extra = f", {refused} refused" if refused else ""
+    return f"{applied} changes applied ({dup} duplicates{extra})"
+
+
+def table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=True)]
+    line = "+" + "+".join("-" * (w + 2) for w in widths) + "+"
+
+    def fmt(row: list[str]) -> str:
+        return "|" + "|".join(f" {c:<{w}} " for c, w in zip(row, widths, strict=True)) + "|"
+
+    return "\n".join([line, fmt(header), line, *(fmt(r) for r in rows), line])
+
+
+def run(root: Path, residents: int = 300, say: Callable[[str], None] = print) -> bool:
+    """Play the scenario in ``root``; True when every replica converged."""
+    rng = random.Random(2021)
+
+    def open_office(name: str, role: str, road: str, region: str = "") -> Office:
+        replica = Replica.open(
+            str(root / f"{name}.sqlite"),
+            identity=Identity.generate(label=name),
+            policies=POLICIES,
         )
-        for rep in (a, b):
-            for bundle in c.pack(rep.knowledge()):
-                rep.apply(bundle)
-        converged = len({r.state_digest() for r in sites.values()}) == 1
-        print("Resolution delivered; converged:", converged)
-        for r in sites.values():
-            r.close()
-        return 0 if converged else 1
+        return Office(name, role, road, replica, region)
+
+    centre = open_office("pusat", "centre", "HTTP server")
+    district = open_office("kab-madiun", "district relay", "disk, folder, HTTP")
+    saradan = open_office("kec-saradan", "sub-district", "courier disk", "351901")
+    mejayan = open_office("kec-mejayan", "sub-district", "shared folder", "351902")
+    wungu = open_office("kec-wungu", "sub-district", "HTTP", "351903")
+    offices = [centre, district, saradan, mejayan, wungu]
+    disk = root / "usb-disk"
+    share = root / "district-share"
+    disk.mkdir()
+    share.mkdir()
+    port: socket.socket | None = free_loopback_socket()
+    assert port is not None
+    url = "http://{}:{}".format(*port.getsockname()[:2])
+    try:
+        say("== The centre is down. The sub-district offices keep working. ==")
+        niks: dict[str, list[str]] = {}
+        for office in (saradan, mejayan, wungu):
+            niks[office.name] = record_backlog(office, residents, rng)
+            say(f"  {office.name}: {office.replica.seq} changes recorded offline")
+        # A Saradan resident gets her first dose in Mejayan, and Saradan records it too.
+        shared_nik = niks["kec-saradan"][0]
+        dose = f"{shared_nik}/1"
+        if saradan.replica.get("doses", dose) is None:
+            saradan.replica.put("doses", dose, {"vaccine": "CoronaVac", "date": "2021-03-02"})
+        other = (
+            "Pfizer" if saradan.replica.get("doses", dose) != {"vaccine": "Pfizer"} else "Moderna"
+        )
+        mejayan.replica.put(
+            "doses", dose, {"vaccine": other, "date": "2021-03-03", "site": mejayan.name}
+        )
+        say(f"  both Saradan and Mejayan recorded dose 1 of resident {shared_nik}")
+        try:
+            http_sync(wungu, url, centre, max_retries=0, connect_timeout=2)
+        except TransportError as exc:
+            say(f"  kec-wungu tries the centre: {type(exc).__name__}; it keeps working offline")
+        else:
+            say("  kec-wungu reached a centre that should be down")
+            return False
+
+        say("== Courier: Saradan's backlog goes to the district on a USB disk ==")
+        with DiskTransport(disk, saradan.replica, district.replica) as out:
+            report = sync(saradan.replica, out)
+        say(f"  kec-saradan exports {sent(report)}, sealed to the district's key")
+        reports = exchange(district.replica, disk)
+        say(f"  kab-madiun imports: {got(reports[0])}; writes the return trip")
+
+        say("== Shared folder: Mejayan's backlog goes through the district share ==")
+        with FolderTransport(share, mejayan.replica, district.replica) as out:
+            report = sync(mejayan.replica, out)
+        say(f"  kec-mejayan leaves {sent(report)} in the share")
+        with FolderTransport(share, district.replica, mejayan.replica) as inbox:
+            report = sync(district.replica, inbox)
+        say(f"  kab-madiun picks them up: {got(report)}")
+
+        say("== A conflict: two offices recorded the same dose differently ==")
+        conflicts = district.replica.conflicts()
+        for c in conflicts:
+            versions = sorted(str((v or {}).get("vaccine")) for v in c.versions.values())
+            say(
+                f"  {c.collection}/{c.key}: versions {', '.join(versions)}; standing: {(c.current or {}).get('vaccine')}"
+            )
+        if len(conflicts) != 1:
+            say(f"  expected one conflict at the district, found {len(conflicts)}")
+            return False
+        [conflict] = conflicts
+        standing = dict(conflict.current or {})
+        standing["note"] = "checked against the paper card by the district clerk"
+        district.replica.resolve(conflict.collection, conflict.key, standing)
+        say(
+            f"  the district clerk keeps the {standing.get('vaccine')} record (checked against the card)"
+        )
+
+        say(f"== The centre is back: {url} (uvicorn) ==")
+        with serving(centre.replica, port) as base:
+            first = http_sync(district, base, centre)
+            say(f"  kab-madiun uploads {sent(first)}")
+            report = http_sync(wungu, base, centre)
+            say(f"  kec-wungu uploads {sent(report)}; downloads {got(report)}")
+            report = http_sync(district, base, centre)
+            say(f"  kab-madiun downloads {got(report)} and the centre's receipt")
+            http_sync(wungu, base, centre)
+        port = None  # closed by the server
+
+        say("== Receipts travel back ==")
+        with FolderTransport(share, district.replica, mejayan.replica) as out:
+            sync(district.replica, out)
+        with FolderTransport(share, mejayan.replica, district.replica) as inbox:
+            report = sync(mejayan.replica, inbox)
+        say(f"  kec-mejayan reads the share: {got(report)}")
+        exchange(district.replica, disk, [saradan.replica])
+        with DiskTransport(disk, saradan.replica, district.replica) as inbox:
+            report = sync(saradan.replica, inbox, push=False)
+        say(f"  the courier brings the disk back to kec-saradan: {got(report)}")
+
+        return report_table(offices, centre, say)
+    finally:
+        if port is not None:
+            port.close()
+        for office in offices:
+            office.replica.close()
+
+
+def report_table(offices: list[Office], centre: Office, say: Callable[[str], None]) -> bool:
+    centre_knowledge = centre.replica.knowledge()
+    digests = {o.name: o.replica.state_digest() for o in offices}
+    rows = []
+    ok = len(set(digests.values())) == 1
+    for o in offices:
+        rep = o.replica
+        delivery = Delivery(rep, [centre.id])
+        written = rep.seq
+        at_centre = centre_knowledge.count(o.id)
+        known = "yes" if o is centre or delivery.reached_centre() else "no"
+        conflicts = len(rep.conflicts())
+        ok = ok and at_centre == written and known == "yes" and conflicts == 0
+        rows.append(
+            [
+                o.name,
+                o.role,
+                o.road,
+                str(written),
+                str(rep.knowledge().count()),
+                f"{at_centre}/{written}",
+                known,
+                str(conflicts),
+                digests[o.name].hex()[:16],
+            ]
+        )
+    say("")
+    say(
+        table(
+            rows,
+            [
+                "site",
+                "role",
+                "road",
+                "written",
+                "held",
+                "at centre",
+                "knows it",
+                "conflicts",
+                "state digest",
+            ],
+        )
+    )
+    total = sum(o.replica.seq for o in offices)
+    say(
+        f"centre holds {centre_knowledge.count()} of {total} changes written; "
+        + ("every replica has the same state digest." if ok else "NOT CONVERGED.")
+    )
+    return ok
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="offsync demo", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--residents", type=int, default=300, help="residents per office")
+    parser.add_argument("--keep", metavar="DIR", help="work in DIR and keep it afterwards")
+    args = parser.parse_args(argv)
+    started = time.monotonic()
+    if args.keep:
+        root = Path(args.keep)
+        root.mkdir(parents=True, exist_ok=False)
+        converged = run(root, args.residents)
+    else:
+        with tempfile.TemporaryDirectory(prefix="offsync-demo-") as tmp:
+            converged = run(Path(tmp), args.residents)
+    print(f"({time.monotonic() - started:.1f} s)")
+    return 0 if converged else 1
 
 
 if __name__ == "__main__":
