@@ -18,6 +18,7 @@ and failures of the machinery around the core (storage, transports)::
     │   └── ScopeError                     a trusted signer writing outside its scope
     ├── SequenceReuseError                 this site would reuse seqs it already used
     ├── StorageError                       the store failed; nothing was changed
+    │   └── StorageConflictError           lost a race with another writer; retry
     └── TransportError                     a transport could not deliver or fetch
         └── RetryableTransportError        the other side is busy or gone; try again later
 
@@ -39,6 +40,7 @@ __all__ = [
     "ScopeError",
     "SequenceReuseError",
     "SignatureError",
+    "StorageConflictError",
     "StorageError",
     "TransportError",
     "UnknownSignerError",
@@ -105,6 +107,11 @@ class SequenceReuseError(OffsyncError):
 
 class StorageError(OffsyncError):
     """The store failed or is not an offsync store; the transaction was rolled back."""
+
+
+class StorageConflictError(StorageError):
+    """A concurrent writer of a shared store got in the way (deadlock, serialization
+    failure); nothing was changed and the same call may succeed if made again."""
 
 
 class TransportError(OffsyncError):

@@ -13,8 +13,9 @@ from contextlib import AbstractContextManager
 from typing import NamedTuple
 
 from ..change import Change
+from ..errors import StorageError
 
-__all__ = ["RecordRow", "SegmentRow", "Store"]
+__all__ = ["IndexRow", "RecordRow", "SegmentRow", "Store"]
 
 
 class SegmentRow(NamedTuple):
@@ -35,8 +36,17 @@ class RecordRow(NamedTuple):
     conflict: bool
 
 
+IndexRow = tuple[bytes, int, int, bytes, bytes, str, int]
+
+
 class Store(ABC):
     """Persistence for one replica. Not thread-safe; the replica serialises calls."""
+
+    #: True when other processes may write this store at the same time (several server
+    #: workers on one PostgreSQL database). A replica on a shared store then locks the
+    #: origins and records it is about to decide on, and reads its segment index from
+    #: the store instead of trusting the copy it loaded at open (see ``Replica.apply``).
+    shared: bool = False
 
     @abstractmethod
     def transaction(self) -> AbstractContextManager[None]:
@@ -67,6 +77,27 @@ class Store(ABC):
     @abstractmethod
     def set_segment_status(self, origin: bytes, first_seq: int, status: str) -> None: ...
 
+    def segment_index_of(self, origins: Sequence[bytes]) -> list[IndexRow]:
+        """``segment_index()`` restricted to these origins, in the same order."""
+        wanted = set(origins)
+        return [row for row in self.segment_index() if bytes(row[0]) in wanted]
+
+    def segments_changed(self, cursor: int) -> tuple[list[IndexRow], int]:
+        """Index rows added or re-statused since ``cursor`` (0: every row), and the next cursor.
+
+        Rows may come again in a later answer. Only a replica on a shared store asks.
+        """
+        return self.segment_index(), 0
+
+    # locks for shared stores; inside a transaction, held until it ends
+    def lock_origins(self, origins: Sequence[bytes]) -> None:
+        """Hold these origins' segment chains (no-op for a store only one process writes)."""
+        return None
+
+    def lock_records(self, keys: Sequence[tuple[str, str]]) -> None:
+        """Hold these records while they are recomputed (no-op unless shared)."""
+        return None
+
     # own changes not yet sealed into a segment
     @abstractmethod
     def add_outbox(self, rows: Sequence[tuple[int, bytes]]) -> None: ...
@@ -81,8 +112,21 @@ class Store(ABC):
     @abstractmethod
     def add_changes(self, changes: Sequence[Change]) -> None: ...
 
+    def remove_changes(self, changes: Sequence[Change]) -> None:
+        """Take applied changes back (a revocation or narrowed scope arrived after them).
+
+        The replica recomputes the records afterwards. Rare; need not be fast.
+        """
+        raise StorageError(f"{type(self).__name__} cannot take changes back (remove_changes)")
+
     @abstractmethod
     def changes_for(self, collection: str, key: str) -> list[Change]: ...
+
+    def changes_for_many(
+        self, keys: Sequence[tuple[str, str]]
+    ) -> dict[tuple[str, str], list[Change]]:
+        """``changes_for`` of many records at once (a store may answer in one query)."""
+        return {(c, k): self.changes_for(c, k) for c, k in keys}
 
     @abstractmethod
     def existing(self, keys: Sequence[tuple[str, str]]) -> set[tuple[str, str]]: ...

@@ -1,0 +1,193 @@
+"""A store held in memory: the reference implementation of the Store contract.
+
+It is written to be obviously right rather than fast: a transaction takes a snapshot of
+every table and puts it back if the block raises. ``offsync.testing.check_store`` holds
+other stores against it. Nothing survives ``close()``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from ..change import Change, ChangeId
+from ..errors import StorageError
+from .base import RecordRow, SegmentRow, Store
+
+__all__ = ["MemoryStore"]
+
+
+def _utf8(collection: str, key: str) -> tuple[bytes, bytes]:
+    return collection.encode(), key.encode()
+
+
+class MemoryStore(Store):
+    def __init__(self) -> None:
+        self._meta: dict[str, bytes] = {}
+        self._segments: dict[tuple[bytes, int], SegmentRow] = {}
+        self._outbox: dict[int, bytes] = {}
+        self._changes: dict[tuple[str, str], dict[ChangeId, Change]] = {}
+        self._records: dict[tuple[str, str], RecordRow] = {}
+        self._peers: dict[bytes, tuple[bytes, int, bytes, bytes]] = {}
+        self._depth = 0
+        self._closed = False
+
+    def _tables(self) -> tuple[Any, ...]:
+        return (
+            dict(self._meta),
+            dict(self._segments),
+            dict(self._outbox),
+            {k: dict(v) for k, v in self._changes.items()},
+            dict(self._records),
+            dict(self._peers),
+        )
+
+    def _restore(self, saved: tuple[Any, ...]) -> None:
+        (
+            self._meta,
+            self._segments,
+            self._outbox,
+            self._changes,
+            self._records,
+            self._peers,
+        ) = saved
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StorageError("store is closed")
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        self._check_open()
+        if self._depth:
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+            return
+        saved = self._tables()
+        self._depth = 1
+        try:
+            yield
+        except BaseException:
+            self._restore(saved)
+            raise
+        finally:
+            self._depth = 0
+
+    def close(self) -> None:
+        self._closed = True
+
+    def get_meta(self, name: str) -> bytes | None:
+        self._check_open()
+        return self._meta.get(name)
+
+    def set_meta(self, name: str, value: bytes) -> None:
+        self._check_open()
+        self._meta[name] = bytes(value)
+
+    def segment_index(self) -> list[tuple[bytes, int, int, bytes, bytes, str, int]]:
+        self._check_open()
+        return [
+            (r.origin, r.first_seq, r.last_seq, r.hash, r.prev_hash, r.status, len(r.data))
+            for _, r in sorted(self._segments.items())
+        ]
+
+    def add_segments(self, rows: Sequence[SegmentRow]) -> None:
+        self._check_open()
+        new = {}
+        for r in rows:
+            k = (bytes(r.origin), r.first_seq)
+            if k in self._segments or k in new:
+                raise StorageError("a segment at this position is already stored")
+            new[k] = SegmentRow(*r)
+        self._segments.update(new)
+
+    def segment_data(self, keys: Sequence[tuple[bytes, int]]) -> list[bytes]:
+        self._check_open()
+        out = []
+        for k in keys:
+            row = self._segments.get((bytes(k[0]), k[1]))
+            if row is None:
+                raise StorageError("segment vanished from the store")
+            out.append(row.data)
+        return out
+
+    def set_segment_status(self, origin: bytes, first_seq: int, status: str) -> None:
+        self._check_open()
+        row = self._segments.get((origin, first_seq))
+        if row is not None:
+            self._segments[(origin, first_seq)] = row._replace(status=status)
+
+    def add_outbox(self, rows: Sequence[tuple[int, bytes]]) -> None:
+        self._check_open()
+        seqs = [seq for seq, _ in rows]
+        if len(set(seqs)) != len(seqs) or any(s in self._outbox for s in seqs):
+            raise StorageError("an outbox entry with this seq is already stored")
+        self._outbox.update((seq, bytes(data)) for seq, data in rows)
+
+    def outbox(self) -> list[tuple[int, bytes]]:
+        self._check_open()
+        return sorted(self._outbox.items())
+
+    def clear_outbox(self, upto_seq: int) -> None:
+        self._check_open()
+        for seq in [s for s in self._outbox if s <= upto_seq]:
+            del self._outbox[seq]
+
+    def add_changes(self, changes: Sequence[Change]) -> None:
+        self._check_open()
+        for c in changes:
+            self._changes.setdefault((c.collection, c.key), {}).setdefault(c.id, c)
+
+    def remove_changes(self, changes: Sequence[Change]) -> None:
+        self._check_open()
+        for c in changes:
+            self._changes.get((c.collection, c.key), {}).pop(c.id, None)
+
+    def changes_for(self, collection: str, key: str) -> list[Change]:
+        self._check_open()
+        held = self._changes.get((collection, key), {})
+        return [held[i] for i in sorted(held)]
+
+    def existing(self, keys: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
+        self._check_open()
+        return {(c, k) for c, k in keys if (c, k) in self._records}
+
+    def put_records(self, rows: Sequence[RecordRow]) -> None:
+        self._check_open()
+        for r in rows:
+            self._records[(r.collection, r.key)] = RecordRow(
+                r.collection, r.key, r.fields, r.heads, bool(r.conflict)
+            )
+
+    def get_record(self, collection: str, key: str) -> RecordRow | None:
+        self._check_open()
+        return self._records.get((collection, key))
+
+    def iter_records(self, collection: str | None = None) -> Iterator[RecordRow]:
+        self._check_open()
+        rows = [
+            r for r in self._records.values() if collection is None or r.collection == collection
+        ]
+        rows.sort(key=lambda r: _utf8(r.collection, r.key))
+        yield from rows
+
+    def conflicted(self) -> list[tuple[str, str]]:
+        self._check_open()
+        return sorted(
+            ((r.collection, r.key) for r in self._records.values() if r.conflict),
+            key=lambda ck: _utf8(*ck),
+        )
+
+    def set_peer(self, peer: bytes, created: int, knowledge: bytes, receipt: bytes) -> None:
+        self._check_open()
+        held = self._peers.get(peer)
+        if held is None or created > held[1]:
+            self._peers[bytes(peer)] = (bytes(peer), created, bytes(knowledge), bytes(receipt))
+
+    def peers(self) -> list[tuple[bytes, int, bytes, bytes]]:
+        self._check_open()
+        return [self._peers[p] for p in sorted(self._peers)]

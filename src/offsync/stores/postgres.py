@@ -1,0 +1,510 @@
+"""The central store: PostgreSQL, shared by several server processes.
+
+Same contract as the SQLite store (``offsync.testing.check_store`` holds both to it),
+plus what a centre with several workers on one database needs:
+
+* ``shared = True``: a replica on it locks per origin (advisory transaction locks) and
+  per record (row locks) before deciding, and follows the segments other processes add
+  (``segments_changed``), so concurrent appliers neither lose nor repeat a change.
+* Bulk statements: every write of many rows is one ``INSERT ... SELECT FROM unnest(...)``
+  (one round trip and one set-based plan per batch, never one per change).
+* Versioned migrations (``offsync.stores.migrations``) recorded in ``schema_migrations``,
+  applied once under an advisory lock so that workers starting together do not race.
+* One schema per store (``schema=``), so that tests and tenants share a database.
+
+psycopg 3 is imported when a store is opened: ``pip install offsync[postgres]``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import msgpack
+
+from ..change import Change, ChangeId
+from ..errors import StorageConflictError, StorageError, UsageError
+from .base import IndexRow, RecordRow, SegmentRow, Store
+from .migrations import migrations
+
+if TYPE_CHECKING:
+    import psycopg
+
+__all__ = ["PostgresStore", "apply_migrations"]
+
+#: Rows per bulk statement (bounds statement size and memory on both sides).
+BATCH_ROWS = 5000
+#: Records fetched per page by ``iter_records`` (keyset pagination).
+PAGE_ROWS = 5000
+
+T = TypeVar("T")
+
+
+def _psycopg() -> Any:
+    try:
+        import psycopg
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise UsageError(
+            "the PostgreSQL store needs psycopg: pip install offsync[postgres]"
+        ) from exc
+    return psycopg
+
+
+def lock_key(*parts: bytes) -> int:
+    """A signed 64-bit advisory lock key for these parts."""
+    digest = hashlib.blake2b(b"\x00".join(parts), digest_size=8, person=b"offsync-lock").digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def _pack_parents(parents: tuple[ChangeId, ...]) -> bytes | None:
+    if not parents:
+        return None
+    return msgpack.packb([[p.origin, p.seq] for p in parents])  # type: ignore[no-any-return]
+
+
+def _unpack_parents(data: bytes | None) -> tuple[ChangeId, ...]:
+    if not data:
+        return ()
+    return tuple(ChangeId(o, s) for o, s in msgpack.unpackb(data))
+
+
+def _chunks(rows: Sequence[T], n: int = BATCH_ROWS) -> Iterator[Sequence[T]]:
+    for i in range(0, len(rows), n):
+        yield rows[i : i + n]
+
+
+def _translate(exc: Exception) -> StorageError:
+    errors = _psycopg().errors
+    if isinstance(exc, errors.SerializationFailure | errors.DeadlockDetected):
+        return StorageConflictError(f"lost a race with another writer, nothing was changed: {exc}")
+    return StorageError(f"store failed, nothing was changed: {exc}")
+
+
+def apply_migrations(conn: psycopg.Connection[Any], schema: str) -> list[int]:
+    """Bring ``schema`` up to date; returns the versions applied now (none if current).
+
+    Runs in one transaction under an advisory lock per schema, so that any number of
+    processes may call it at once and exactly one applies each migration.
+    """
+    from psycopg import sql
+
+    known = migrations()
+    applied: list[int] = []
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key(b"migrate", schema.encode()),))
+        conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+        conn.execute(sql.SQL("SET LOCAL search_path TO {}").format(sql.Identifier(schema)))
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version integer PRIMARY KEY,"
+            " name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        done = {v for (v,) in conn.execute("SELECT version FROM schema_migrations")}
+        if done and max(done) > len(known):
+            raise StorageError(
+                f"schema {schema!r} is at version {max(done)}, newer than this offsync "
+                f"({len(known)}): upgrade offsync"
+            )
+        for m in known:
+            if m.version in done:
+                continue
+            conn.execute(m.sql)
+            conn.execute(
+                "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
+                (m.version, m.name),
+            )
+            applied.append(m.version)
+    return applied
+
+
+class PostgresStore(Store):
+    """A store in one schema of a PostgreSQL database; one connection per store.
+
+    Open one per process (or per replica); several may share the database.
+    """
+
+    shared = True
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        schema: str = "offsync",
+        migrate: bool = True,
+        connect_timeout: float = 10,
+    ) -> None:
+        pg = _psycopg()
+        from psycopg import sql
+
+        self.schema = schema
+        self._depth = 0
+        self._cancelled = False
+        try:
+            self.conn: psycopg.Connection[Any] = pg.connect(
+                dsn, autocommit=True, connect_timeout=max(1, int(connect_timeout))
+            )
+        except pg.Error as exc:
+            raise StorageError(f"cannot connect to PostgreSQL: {exc}") from exc
+        try:
+            if migrate:
+                self.migrated = apply_migrations(self.conn, schema)
+            else:
+                self.migrated = []
+            self.conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
+            row = self.conn.execute(
+                "SELECT coalesce(max(version), 0) FROM schema_migrations"
+            ).fetchone()
+        except pg.Error as exc:
+            self.conn.close()
+            raise StorageError(f"schema {schema!r} is not a usable offsync store: {exc}") from exc
+        except BaseException:
+            self.conn.close()
+            raise
+        if row is None or row[0] != len(migrations()):
+            self.conn.close()
+            raise StorageError(
+                f"schema {schema!r} is at version {row[0] if row else 0}, "
+                f"this offsync uses {len(migrations())}: open it with migrate=True"
+            )
+        self._lock_prefix = schema.encode()
+
+    def __repr__(self) -> str:
+        return f"<PostgresStore schema={self.schema!r}>"
+
+    # -- plumbing ------------------------------------------------------------------------
+
+    def _run(self, fn: Callable[[], T]) -> T:
+        psycopg = _psycopg()
+        try:
+            return fn()
+        except psycopg.Error as exc:
+            raise _translate(exc) from exc
+
+    def _q(self, query: Any, args: Sequence[Any] | None = None) -> list[Any]:
+        def go() -> list[Any]:
+            cur = self.conn.execute(query, args)
+            return cur.fetchall() if cur.description is not None else []
+
+        return self._run(go)
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        if self._depth:
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+            return
+        psycopg = _psycopg()
+        self._depth = 1
+        try:
+            with self.conn.transaction():
+                yield
+        except psycopg.Error as exc:
+            raise _translate(exc) from exc
+        finally:
+            self._depth = 0
+
+    def close(self) -> None:
+        self.conn.close()
+
+    # -- meta ----------------------------------------------------------------------------
+
+    def get_meta(self, name: str) -> bytes | None:
+        rows = self._q("SELECT value FROM meta WHERE name = %s", (name,))
+        return bytes(rows[0][0]) if rows else None
+
+    def set_meta(self, name: str, value: bytes) -> None:
+        self._q(
+            "INSERT INTO meta (name, value) VALUES (%s, %s)"
+            " ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value",
+            (name, bytes(value)),
+        )
+
+    # -- segments ------------------------------------------------------------------------
+
+    _INDEX_COLUMNS = "origin, first_seq, last_seq, hash, prev_hash, status, length(data)"
+
+    def segment_index(self) -> list[IndexRow]:
+        return [
+            tuple(r)
+            for r in self._q(
+                f"SELECT {self._INDEX_COLUMNS} FROM segments ORDER BY origin, first_seq"
+            )
+        ]
+
+    def segment_index_of(self, origins: Sequence[bytes]) -> list[IndexRow]:
+        if not origins:
+            return []
+        return [
+            tuple(r)
+            for r in self._q(
+                f"SELECT {self._INDEX_COLUMNS} FROM segments WHERE origin = ANY(%s::bytea[])"
+                " ORDER BY origin, first_seq",
+                ([bytes(o) for o in origins],),
+            )
+        ]
+
+    def segments_changed(self, cursor: int) -> tuple[list[IndexRow], int]:
+        # Rows touched by transactions at or after the oldest one still running when this
+        # statement's snapshot was taken may be new to the caller; older ones it has seen.
+        rows = self._q(
+            f"SELECT pg_snapshot_xmin(pg_current_snapshot())::text, t.* FROM (SELECT 1) one"
+            f" LEFT JOIN LATERAL (SELECT {self._INDEX_COLUMNS} FROM segments"
+            f" WHERE touched >= %s::text::xid8 ORDER BY origin, first_seq) t ON true",
+            (str(cursor),),
+        )
+        found = [tuple(r[1:]) for r in rows if r[1] is not None]
+        return found, int(rows[0][0])
+
+    def add_segments(self, rows: Sequence[SegmentRow]) -> None:
+        for chunk in _chunks(rows):
+            cols = list(zip(*chunk, strict=True)) if chunk else []
+            if not cols:
+                continue
+            self._q(
+                "INSERT INTO segments (origin, first_seq, last_seq, hash, prev_hash, data, status)"
+                " SELECT * FROM unnest(%s::bytea[], %s::bigint[], %s::bigint[], %s::bytea[],"
+                " %s::bytea[], %s::bytea[], %s::text[])",
+                [list(c) for c in cols],
+            )
+
+    def segment_data(self, keys: Sequence[tuple[bytes, int]]) -> list[bytes]:
+        found: dict[tuple[bytes, int], bytes] = {}
+        for chunk in _chunks(keys, 500):
+            for o, f, d in self._q(
+                "SELECT s.origin, s.first_seq, s.data FROM segments s"
+                " JOIN unnest(%s::bytea[], %s::bigint[]) AS k(origin, first_seq)"
+                " USING (origin, first_seq)",
+                ([bytes(k[0]) for k in chunk], [k[1] for k in chunk]),
+            ):
+                found[(bytes(o), f)] = bytes(d)
+        try:
+            return [found[(bytes(o), f)] for o, f in keys]
+        except KeyError:
+            raise StorageError("segment vanished from the store") from None
+
+    def set_segment_status(self, origin: bytes, first_seq: int, status: str) -> None:
+        self._q(
+            "UPDATE segments SET status = %s, touched = pg_current_xact_id()"
+            " WHERE origin = %s AND first_seq = %s",
+            (status, bytes(origin), first_seq),
+        )
+
+    # -- outbox --------------------------------------------------------------------------
+
+    def add_outbox(self, rows: Sequence[tuple[int, bytes]]) -> None:
+        for chunk in _chunks(rows):
+            self._q(
+                "INSERT INTO outbox (seq, data) SELECT * FROM unnest(%s::bigint[], %s::bytea[])",
+                ([s for s, _ in chunk], [bytes(d) for _, d in chunk]),
+            )
+
+    def outbox(self) -> list[tuple[int, bytes]]:
+        return [(s, bytes(d)) for s, d in self._q("SELECT seq, data FROM outbox ORDER BY seq")]
+
+    def clear_outbox(self, upto_seq: int) -> None:
+        self._q("DELETE FROM outbox WHERE seq <= %s", (upto_seq,))
+
+    # -- changes and records -------------------------------------------------------------
+
+    def add_changes(self, changes: Sequence[Change]) -> None:
+        for chunk in _chunks(changes):
+            self._q(
+                "INSERT INTO changes (collection, key, origin, seq, hlc, op, fields, parents)"
+                " SELECT * FROM unnest(%s::bytea[], %s::bytea[], %s::bytea[], %s::bigint[],"
+                " %s::bigint[], %s::smallint[], %s::bytea[], %s::bytea[])"
+                " ON CONFLICT DO NOTHING",
+                (
+                    [c.collection.encode() for c in chunk],
+                    [c.key.encode() for c in chunk],
+                    [c.origin for c in chunk],
+                    [c.seq for c in chunk],
+                    [c.hlc for c in chunk],
+                    [c.op for c in chunk],
+                    [c.fields for c in chunk],
+                    [_pack_parents(c.parents) for c in chunk],
+                ),
+            )
+
+    def remove_changes(self, changes: Sequence[Change]) -> None:
+        for chunk in _chunks(changes):
+            self._q(
+                "DELETE FROM changes c USING unnest(%s::bytea[], %s::bytea[], %s::bytea[],"
+                " %s::bigint[]) AS d(collection, key, origin, seq) WHERE c.collection ="
+                " d.collection AND c.key = d.key AND c.origin = d.origin AND c.seq = d.seq",
+                (
+                    [c.collection.encode() for c in chunk],
+                    [c.key.encode() for c in chunk],
+                    [c.origin for c in chunk],
+                    [c.seq for c in chunk],
+                ),
+            )
+
+    def changes_for(self, collection: str, key: str) -> list[Change]:
+        return self.changes_for_many([(collection, key)])[(collection, key)]
+
+    def changes_for_many(
+        self, keys: Sequence[tuple[str, str]]
+    ) -> dict[tuple[str, str], list[Change]]:
+        """The changes of many records in one round trip per ``BATCH_ROWS`` keys."""
+        out: dict[tuple[str, str], list[Change]] = {k: [] for k in keys}
+        for chunk in _chunks(list(out)):
+            rows = self._q(
+                "SELECT c.collection, c.key, c.origin, c.seq, c.hlc, c.op, c.fields, c.parents"
+                " FROM changes c JOIN unnest(%s::bytea[], %s::bytea[]) AS k(collection, key)"
+                " USING (collection, key) ORDER BY c.collection, c.key, c.origin, c.seq",
+                ([c.encode() for c, _ in chunk], [k.encode() for _, k in chunk]),
+            )
+            for c, k, o, s, h, op, f, p in rows:
+                ck = (bytes(c).decode(), bytes(k).decode())
+                out[ck].append(
+                    Change(
+                        bytes(o),
+                        s,
+                        h,
+                        ck[0],
+                        ck[1],
+                        op,
+                        None if f is None else bytes(f),
+                        _unpack_parents(p),
+                    )
+                )
+        return out
+
+    def existing(self, keys: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
+        found: set[tuple[str, str]] = set()
+        for chunk in _chunks(keys):
+            rows = self._q(
+                "SELECT r.collection, r.key FROM records r"
+                " JOIN unnest(%s::bytea[], %s::bytea[]) AS k(collection, key)"
+                " USING (collection, key) WHERE r.heads <> ''",
+                ([c.encode() for c, _ in chunk], [k.encode() for _, k in chunk]),
+            )
+            found.update((bytes(c).decode(), bytes(k).decode()) for c, k in rows)
+        return found
+
+    def lock_records(self, keys: Sequence[tuple[str, str]]) -> None:
+        # Row locks, not advisory locks: they live in the rows, so a bundle touching a
+        # hundred thousand records does not fill the server's shared lock table. A record
+        # that does not exist yet is locked by inserting a placeholder (heads = '').
+        # Sorted, so two transactions lock their common records in the same order.
+        ordered = sorted({(c.encode(), k.encode()) for c, k in keys})
+        for chunk in _chunks(ordered):
+            self._q(
+                "INSERT INTO records (collection, key, fields, heads, conflict)"
+                " SELECT collection, key, NULL, '', false FROM"
+                " unnest(%s::bytea[], %s::bytea[]) WITH ORDINALITY AS k(collection, key, n)"
+                " ORDER BY n"
+                " ON CONFLICT (collection, key) DO UPDATE SET heads = EXCLUDED.heads WHERE false",
+                ([c for c, _ in chunk], [k for _, k in chunk]),
+            )
+
+    def put_records(self, rows: Sequence[RecordRow]) -> None:
+        latest = {(r.collection, r.key): r for r in rows}  # several rows for one key: last wins
+        ordered = sorted(latest.values(), key=lambda r: (r.collection.encode(), r.key.encode()))
+        for chunk in _chunks(ordered):
+            self._q(
+                "INSERT INTO records (collection, key, fields, heads, conflict)"
+                " SELECT * FROM unnest(%s::bytea[], %s::bytea[], %s::bytea[], %s::bytea[],"
+                " %s::boolean[])"
+                " ON CONFLICT (collection, key) DO UPDATE SET fields = EXCLUDED.fields,"
+                " heads = EXCLUDED.heads, conflict = EXCLUDED.conflict",
+                (
+                    [r.collection.encode() for r in chunk],
+                    [r.key.encode() for r in chunk],
+                    [r.fields for r in chunk],
+                    [bytes(r.heads) for r in chunk],
+                    [bool(r.conflict) for r in chunk],
+                ),
+            )
+
+    def get_record(self, collection: str, key: str) -> RecordRow | None:
+        rows = self._q(
+            "SELECT fields, heads, conflict FROM records"
+            " WHERE collection = %s AND key = %s AND heads <> ''",
+            (collection.encode(), key.encode()),
+        )
+        if not rows:
+            return None
+        f, h, c = rows[0]
+        return RecordRow(collection, key, None if f is None else bytes(f), bytes(h), bool(c))
+
+    def iter_records(self, collection: str | None = None) -> Iterator[RecordRow]:
+        # Keyset pagination: bounded memory, and no server-side cursor to keep open.
+        where = "heads <> ''"
+        base: list[Any] = []
+        if collection is not None:
+            where += " AND collection = %s"
+            base = [collection.encode()]
+        after: tuple[bytes, bytes] | None = None
+        while True:
+            cond, args = where, list(base)
+            if after is not None:
+                cond += " AND (collection, key) > (%s, %s)"
+                args += list(after)
+            rows = self._q(
+                "SELECT collection, key, fields, heads, conflict FROM records"
+                f" WHERE {cond} ORDER BY collection, key LIMIT {PAGE_ROWS}",
+                args,
+            )
+            for c, k, f, h, x in rows:
+                yield RecordRow(
+                    bytes(c).decode(),
+                    bytes(k).decode(),
+                    None if f is None else bytes(f),
+                    bytes(h),
+                    x,
+                )
+            if len(rows) < PAGE_ROWS:
+                return
+            after = (bytes(rows[-1][0]), bytes(rows[-1][1]))
+
+    def conflicted(self) -> list[tuple[str, str]]:
+        return [
+            (bytes(c).decode(), bytes(k).decode())
+            for c, k in self._q(
+                "SELECT collection, key FROM records WHERE conflict ORDER BY collection, key"
+            )
+        ]
+
+    # -- peers ---------------------------------------------------------------------------
+
+    def set_peer(self, peer: bytes, created: int, knowledge: bytes, receipt: bytes) -> None:
+        self._q(
+            "INSERT INTO peers (peer, created, knowledge, receipt) VALUES (%s, %s, %s, %s)"
+            " ON CONFLICT (peer) DO UPDATE SET created = EXCLUDED.created,"
+            " knowledge = EXCLUDED.knowledge, receipt = EXCLUDED.receipt"
+            " WHERE EXCLUDED.created > peers.created",
+            (bytes(peer), created, bytes(knowledge), bytes(receipt)),
+        )
+
+    def peers(self) -> list[tuple[bytes, int, bytes, bytes]]:
+        return [
+            (bytes(p), int(c), bytes(k), bytes(r))
+            for p, c, k, r in self._q(
+                "SELECT peer, created, knowledge, receipt FROM peers ORDER BY peer"
+            )
+        ]
+
+    # -- locks for concurrent appliers ---------------------------------------------------
+
+    def lock_origins(self, origins: Sequence[bytes]) -> None:
+        keys = sorted({lock_key(self._lock_prefix, b"origin", bytes(o)) for o in origins})
+        if keys:
+            self._q(
+                "SELECT pg_advisory_xact_lock(k) FROM"
+                " (SELECT k FROM unnest(%s::bigint[]) WITH ORDINALITY AS u(k, n) ORDER BY n) s",
+                (keys,),
+            )
+
+    # -- administration ------------------------------------------------------------------
+
+    def drop(self) -> None:
+        """Drop this store's schema and everything in it, and close (tests, tenants)."""
+        from psycopg import sql
+
+        self._q(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(self.schema)))
+        self.close()

@@ -1,0 +1,559 @@
+"""``check_store(make_store)``: does a store keep the Store contract?
+
+Run it against every store implementation (offsync runs it against the memory, SQLite
+and PostgreSQL stores)::
+
+    from offsync.testing import check_store
+    check_store(lambda: MyStore(...))   # each call: a new, empty store
+
+It checks each part of the contract on a fresh store (transactions all-or-nothing and
+re-entrant, meta, segments, outbox, changes, records in UTF-8 byte order, conflicts,
+newest-wins peers), then runs seeded random operation sequences against the store and
+``MemoryStore`` (the reference) side by side, and finally feeds the same bundles to a
+replica on the store and to one on SQLite and compares ``state_digest()``, knowledge,
+quarantine and conflicts. It raises ``AssertionError`` naming what differs.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from ..change import DELETE, PUT, Change, ChangeId
+from ..errors import RemoteDataError, StorageError
+from ..stores.base import RecordRow, SegmentRow, Store
+from ..stores.memory import MemoryStore
+
+__all__ = ["check_store"]
+
+MakeStore = Callable[[], Store]
+
+#: Origins that sort differently as signed and unsigned bytes.
+O1 = b"\x00" * 31 + b"\x01"
+O2 = b"\x7f" + b"\x00" * 31
+O3 = b"\xff" * 32
+#: Keys whose UTF-8 byte order differs from case-folded, locale and UTF-16 orders.
+TRICKY_KEYS = ["a", "B", "b", "a\x00b", "ab", "Z", "é", "e\u0301", "\ufb00", "\U0001f600", "~", "1"]
+
+
+class _Boom(Exception):
+    """Raised inside transactions to roll them back."""
+
+
+def check_store(make_store: MakeStore, *, random_runs: int = 6) -> None:
+    """Check that the stores ``make_store()`` returns keep the Store contract."""
+    for check in (
+        _check_meta,
+        _check_transactions,
+        _check_segments,
+        _check_outbox,
+        _check_changes,
+        _check_records,
+        _check_locks,
+        _check_peers,
+    ):
+        with _fresh(make_store) as store:
+            check(store)
+    for seed in range(random_runs):
+        with _fresh(make_store) as store:
+            _check_against_reference(store, seed)
+    _check_replica_equivalence(make_store)
+
+
+@contextmanager
+def _fresh(make_store: MakeStore) -> Iterator[Store]:
+    store = make_store()
+    try:
+        assert store.segment_index() == [], "make_store() must return an empty store"
+        yield store
+    finally:
+        store.close()
+
+
+def _expect_error(fn: Callable[[], Any], what: str) -> None:
+    try:
+        fn()
+    except StorageError:
+        return
+    raise AssertionError(f"{what}: expected StorageError")
+
+
+def _seg(origin: bytes, first: int, last: int, status: str = "applied") -> SegmentRow:
+    tag = origin[:1] + first.to_bytes(4, "big")
+    return SegmentRow(
+        origin, first, last, b"h" * 27 + tag, b"p" * 27 + tag, b"data" + tag * first, status
+    )
+
+
+def _change(
+    origin: bytes,
+    seq: int,
+    key: str = "k",
+    *,
+    collection: str = "c",
+    delete: bool = False,
+    parents: tuple[ChangeId, ...] = (),
+    hlc: int | None = None,
+) -> Change:
+    return Change(
+        origin,
+        seq,
+        (1 << 40) + seq if hlc is None else hlc,
+        collection,
+        key,
+        DELETE if delete else PUT,
+        None if delete else b"\x81\xa1f" + bytes([seq % 128]),
+        parents,
+    )
+
+
+def _row(
+    key: str, collection: str = "c", *, conflict: bool = False, gone: bool = False
+) -> RecordRow:
+    return RecordRow(collection, key, None if gone else b"\x80", b"\x91\x92\xc4\x01x\x01", conflict)
+
+
+# -- the parts of the contract ---------------------------------------------------------
+
+
+def _check_meta(s: Store) -> None:
+    assert s.get_meta("absent") is None, "get_meta of an unset name must be None"
+    with s.transaction():
+        s.set_meta("seq", b"12")
+        s.set_meta("empty", b"")
+    assert s.get_meta("seq") == b"12"
+    assert s.get_meta("empty") == b"", "an empty value is a value, not None"
+    with s.transaction():
+        s.set_meta("seq", b"13")
+    assert s.get_meta("seq") == b"13", "set_meta must replace"
+    assert type(s.get_meta("seq")) is bytes
+
+
+def _snapshot(s: Store) -> tuple[Any, ...]:
+    return (
+        s.get_meta("m"),
+        s.segment_index(),
+        s.outbox(),
+        s.changes_for("c", "k"),
+        list(s.iter_records()),
+        s.peers(),
+    )
+
+
+def _write_everything(s: Store, n: int) -> None:
+    s.set_meta("m", str(n).encode())
+    s.add_segments([_seg(O1, n, n)])
+    s.add_outbox([(n, b"o")])
+    s.add_changes([_change(O1, n)])
+    s.put_records([_row(f"k{n}")])
+    s.set_peer(O2, n, b"k", b"r")
+
+
+def _check_transactions(s: Store) -> None:
+    with s.transaction():
+        _write_everything(s, 1)
+    committed = _snapshot(s)
+    assert committed[1] and committed[2] and committed[3] and committed[4] and committed[5]
+
+    try:
+        with s.transaction():
+            _write_everything(s, 2)
+            raise _Boom
+    except _Boom:
+        pass
+    else:
+        raise AssertionError("an exception inside transaction() must propagate unchanged")
+    assert _snapshot(s) == committed, "a transaction that raised must leave no trace"
+
+    try:
+        with s.transaction():
+            _write_everything(s, 3)
+            with s.transaction():
+                _write_everything(s, 4)
+            raise _Boom
+    except _Boom:
+        pass
+    assert _snapshot(s) == committed, "an inner block must join the outer transaction"
+
+    try:
+        with s.transaction(), s.transaction():
+            _write_everything(s, 5)
+            raise _Boom
+    except _Boom:
+        pass
+    assert _snapshot(s) == committed, "an exception in an inner block rolls back the whole"
+
+    with s.transaction():
+        with s.transaction():
+            s.set_meta("inner", b"1")
+        s.set_meta("outer", b"1")
+    assert (s.get_meta("inner"), s.get_meta("outer")) == (b"1", b"1")
+
+    def duplicate() -> None:
+        with s.transaction():
+            s.set_meta("m", b"lost")
+            s.add_segments([_seg(O1, 1, 1)])  # already held
+
+    _expect_error(duplicate, "adding a segment at a held position")
+    assert _snapshot(s) == committed, "a store error must roll the whole transaction back"
+
+    # Usable again after a failed transaction.
+    with s.transaction():
+        s.set_meta("after", b"ok")
+    assert s.get_meta("after") == b"ok"
+
+
+def _check_segments(s: Store) -> None:
+    rows = [_seg(O3, 1, 5), _seg(O2, 1, 1), _seg(O1, 4, 9), _seg(O1, 1, 3, "fork: test")]
+    with s.transaction():
+        s.add_segments(rows)
+        s.add_segments([])
+    index = s.segment_index()
+    expected = sorted(
+        (r.origin, r.first_seq, r.last_seq, r.hash, r.prev_hash, r.status, len(r.data))
+        for r in rows
+    )
+    assert [tuple(x) for x in index] == expected, (
+        "segment_index: every segment, ordered by (origin as bytes, first_seq), with len(data)"
+    )
+    assert all(type(x[0]) is bytes and type(x[3]) is bytes for x in index)
+    assert [tuple(x) for x in s.segment_index_of([O1])] == expected[:2]
+    assert [tuple(x) for x in s.segment_index_of([O3, O2])] == expected[2:]
+    assert s.segment_index_of([]) == []
+    rows_changed, cursor = s.segments_changed(0)
+    assert {tuple(x) for x in rows_changed} == set(expected), "segments_changed(0): every row"
+    keys = [(O3, 1), (O1, 1), (O1, 4), (O2, 1), (O1, 1)]
+    by_key = {(r.origin, r.first_seq): r.data for r in rows}
+    assert s.segment_data(keys) == [by_key[k] for k in keys], "segment_data: in the order asked"
+    _expect_error(lambda: s.segment_data([(O1, 2)]), "segment_data of a missing segment")
+    with s.transaction():
+        s.set_segment_status(O1, 1, "applied")
+    assert s.segment_index()[0][5] == "applied"
+    again, _ = s.segments_changed(cursor)
+    assert (O1, 1, 3) in {(bytes(x[0]), x[1], x[2]) for x in again} or cursor == 0, (
+        "segments_changed must report a segment whose status changed after the cursor"
+    )
+
+    def duplicate() -> None:
+        with s.transaction():
+            s.add_segments([_seg(O2, 1, 1)])
+
+    _expect_error(duplicate, "a second segment at one (origin, first_seq)")
+
+    def twice_in_one_call() -> None:
+        with s.transaction():
+            s.add_segments([_seg(O2, 7, 7), _seg(O2, 7, 7)])
+
+    _expect_error(twice_in_one_call, "two segments at one position in one call")
+    assert len(s.segment_index()) == 4
+
+
+def _check_outbox(s: Store) -> None:
+    assert s.outbox() == []
+    with s.transaction():
+        s.add_outbox([(3, b"c"), (1, b"a")])
+        s.add_outbox([(2, b"b")])
+    assert s.outbox() == [(1, b"a"), (2, b"b"), (3, b"c")], "outbox: ordered by seq"
+
+    def duplicate() -> None:
+        with s.transaction():
+            s.add_outbox([(2, b"x")])
+
+    _expect_error(duplicate, "an outbox entry at a held seq")
+    with s.transaction():
+        s.clear_outbox(2)
+    assert s.outbox() == [(3, b"c")], "clear_outbox(n) removes seqs <= n"
+    with s.transaction():
+        s.clear_outbox(10)
+    assert s.outbox() == []
+
+
+def _check_changes(s: Store) -> None:
+    parents = (ChangeId(O1, 1), ChangeId(O2, 7))
+    held = [
+        _change(O3, 2, parents=parents),
+        _change(O1, 1),
+        _change(O2, 7, delete=True),
+        _change(O1, 2, "é"),
+        _change(O1, 3, "k", collection="other"),
+    ]
+    with s.transaction():
+        s.add_changes(held)
+        s.add_changes([])
+        # Already held: ignored, even with different content (the first one stays).
+        s.add_changes([_change(O1, 1, hlc=5), _change(O1, 9, "new")])
+    got = s.changes_for("c", "k")
+    assert got == [held[1], held[2], held[0]], "changes_for: the record's changes by (origin, seq)"
+    assert got[2].parents == parents and got[1].fields is None and got[0].parents == ()
+    assert s.changes_for("c", "é") == [held[3]]
+    assert s.changes_for("c", "absent") == []
+    many = s.changes_for_many([("c", "k"), ("other", "k"), ("c", "absent"), ("c", "new")])
+    assert many == {
+        ("c", "k"): got,
+        ("other", "k"): [held[4]],
+        ("c", "absent"): [],
+        ("c", "new"): [_change(O1, 9, "new")],
+    }, "changes_for_many must answer like changes_for, for every key asked"
+    with s.transaction():
+        s.remove_changes([held[0], _change(O1, 9, "new"), _change(O3, 99)])
+    assert s.changes_for("c", "k") == got[:2], "remove_changes takes exactly those back"
+    assert s.changes_for("c", "new") == []
+    with s.transaction():
+        s.add_changes([held[0]])
+    with s.transaction():
+        s.put_records([_row("k"), _row("é", gone=True)])
+    assert s.existing([("c", "k"), ("c", "é"), ("c", "x"), ("other", "k")]) == {
+        ("c", "k"),
+        ("c", "é"),
+    }, "existing: the asked records held (deleted ones too)"
+    assert s.existing([]) == set()
+
+
+def _check_records(s: Store) -> None:
+    rows = [_row(k, conflict=i % 3 == 0, gone=i % 4 == 1) for i, k in enumerate(TRICKY_KEYS)]
+    rows += [_row("k", "b"), _row("k", "ä", conflict=True), _row("k", "B")]
+    with s.transaction():
+        s.put_records(rows[:5])
+        s.put_records(rows[5:])
+    for r in rows:
+        assert s.get_record(r.collection, r.key) == r, f"get_record({r.collection!r}, {r.key!r})"
+    assert s.get_record("c", "absent") is None
+    order = sorted(rows, key=lambda r: (r.collection.encode(), r.key.encode()))
+    assert list(s.iter_records()) == order, "iter_records: ordered by UTF-8 bytes"
+    assert list(s.iter_records("c")) == [r for r in order if r.collection == "c"]
+    assert list(s.iter_records("none")) == []
+    assert s.conflicted() == [(r.collection, r.key) for r in order if r.conflict]
+    replaced = RecordRow("c", "a", b"\x81\xa1z\x01", b"\x90", True)
+    with s.transaction():
+        s.put_records([replaced._replace(conflict=False), replaced])  # the last row wins
+    assert s.get_record("c", "a") == replaced, "put_records replaces the whole row"
+    with s.transaction():
+        s.put_records([replaced._replace(conflict=False)])
+    assert ("c", "a") not in s.conflicted()
+
+
+def _check_locks(s: Store) -> None:
+    with s.transaction():
+        s.put_records([_row("held")])
+    with s.transaction():
+        s.lock_origins([O2, O1, O1])
+        s.lock_records([("c", "new"), ("c", "held"), ("c", "new")])
+        assert s.existing([("c", "new"), ("c", "held")]) == {("c", "held")}, (
+            "lock_records must not make a record exist"
+        )
+        s.put_records([_row("new")])
+    with s.transaction():
+        s.lock_records([("c", "never-written")])
+    assert s.get_record("c", "never-written") is None
+    assert [(r.collection, r.key) for r in s.iter_records()] == [("c", "held"), ("c", "new")]
+    assert s.existing([("c", "never-written")]) == set()
+
+
+def _check_peers(s: Store) -> None:
+    assert s.peers() == []
+    with s.transaction():
+        s.set_peer(O2, 10, b"k10", b"r10")
+        s.set_peer(O1, 5, b"k5", b"r5")
+        s.set_peer(O2, 9, b"k9", b"r9")  # older: ignored
+        s.set_peer(O2, 10, b"kx", b"rx")  # not newer: ignored
+    assert s.peers() == [(O1, 5, b"k5", b"r5"), (O2, 10, b"k10", b"r10")], (
+        "peers: newest receipt per peer wins, ordered by peer"
+    )
+    with s.transaction():
+        s.set_peer(O1, 6, b"k6", b"r6")
+    assert s.peers()[0] == (O1, 6, b"k6", b"r6")
+
+
+# -- random operation sequences against the reference ------------------------------------
+
+
+def _observe(s: Store) -> tuple[Any, ...]:
+    keys = [("c", k) for k in TRICKY_KEYS[:6]]
+    return (
+        [tuple(x) for x in s.segment_index()],
+        s.outbox(),
+        s.changes_for_many(keys),
+        list(s.iter_records()),
+        s.conflicted(),
+        s.peers(),
+        s.existing(keys),
+        s.get_meta("m"),
+    )
+
+
+def _random_op(rng: random.Random, step: int) -> Callable[[Store], None]:
+    origin = rng.choice([O1, O2, O3])
+    key = rng.choice(TRICKY_KEYS[:6])
+    kind = rng.randrange(8)
+    if kind == 0:
+        first = rng.randrange(1, 6)
+        last = first + rng.randrange(3)
+        return lambda s: s.add_segments([_seg(origin, first, last)])
+    if kind == 1:
+        seqs = rng.sample(range(1, 12), 3)
+        return lambda s: s.add_changes([_change(origin, q, key) for q in seqs])
+    if kind == 2:
+        rows = [_row(rng.choice(TRICKY_KEYS[:6]), conflict=rng.random() < 0.3) for _ in range(3)]
+        return lambda s: s.put_records(rows)
+    if kind == 3:
+        created = rng.randrange(20)
+        return lambda s: s.set_peer(origin, created, b"k%d" % step, b"r%d" % step)
+    if kind == 4:
+        seq = rng.randrange(1, 8)
+        return lambda s: s.add_outbox([(seq, b"o%d" % step)])
+    if kind == 5:
+        upto = rng.randrange(8)
+        return lambda s: s.clear_outbox(upto)
+    if kind == 6:
+        status = rng.choice(["applied", "fork: x", "clock: y"])
+        first = rng.randrange(1, 6)
+        return lambda s: s.set_segment_status(origin, first, status)
+    value = str(step).encode()
+    return lambda s: s.set_meta("m", value)
+
+
+def _check_against_reference(s: Store, seed: int) -> None:
+    rng = random.Random(seed)
+    ref = MemoryStore()
+    for step in range(40):
+        ops = [_random_op(rng, step) for _ in range(rng.randrange(1, 4))]
+        fail = rng.random() < 0.25
+        outcomes = []
+        for store in (ref, s):
+            try:
+                with store.transaction():
+                    for op in ops:
+                        op(store)
+                    if fail:
+                        raise _Boom
+                outcomes.append("ok")
+            except _Boom:
+                outcomes.append("rolled back")
+            except StorageError:
+                outcomes.append("store error")
+        assert outcomes[0] == outcomes[1], f"seed {seed} step {step}: {outcomes} (reference first)"
+        assert _observe(s) == _observe(ref), f"seed {seed} step {step}: differs from MemoryStore"
+    ref.close()
+
+
+# -- replicas on the store and on SQLite see the same bundles ------------------------------
+
+
+def _site_bundles() -> list[bytes]:
+    from .. import policies
+    from ..clock import wall_millis
+    from ..identity import Identity
+    from ..knowledge import Knowledge
+    from ..replica import Replica
+
+    pol = {
+        "residents": policies.LastWriterWins(),
+        "doses": policies.FirstWriterWins(),
+        "addresses": policies.MultiValue(),
+    }
+    a = Replica.open(":memory:", identity=Identity.generate(label="a"), policies=pol)
+    b = Replica.open(":memory:", identity=Identity.generate(label="b"), policies=pol)
+    ahead = Replica.open(
+        ":memory:",
+        identity=Identity.generate(label="ahead"),
+        policies=pol,
+        wall=lambda: wall_millis() + 3 * 24 * 3600 * 1000,
+    )
+    # One key, two histories (a site restored from a backup): t1 holds seqs 1, 2, 3 in
+    # segments [1], [2], [3]; t2 took [1] and then wrote its own 2..3 as one segment.
+    # Only [1], [3] and t2's [2-3] travel, so the fork never lands on a held position.
+    twin = Identity.generate(label="twin")
+    t1 = Replica.open(":memory:", identity=twin, policies=pol)
+    t2 = Replica.open(":memory:", identity=twin, policies=pol)
+    t1.put("residents", "35190002", {"name": "twin"})
+    fork = t1.pack()
+    for bundle in fork:
+        t2.apply(bundle)
+    t1.put("residents", "35190002", {"name": "twin one"})
+    t1.pack()
+    t1.put("residents", "35190004", {"name": "twin one"})
+    fork += t1.pack(Knowledge({twin.public_key: [(1, 2)]}))
+    t2.put("residents", "35190002", {"name": "twin two"})
+    t2.put("residents", "35190004", {"name": "twin two"})
+    fork += t2.pack(Knowledge({twin.public_key: [(1, 1)]}))
+    bundles: list[bytes] = list(fork)
+    for i in range(30):
+        a.put("residents", f"35190{i:03d}", {"name": f"A{i}", "n": i})
+        if i % 3 == 0:
+            b.put("residents", f"35190{i:03d}", {"village": "Kare"})
+        if i % 5 == 0:
+            a.put("doses", f"35190{i:03d}/1", {"vaccine": "X"})
+            b.put("doses", f"35190{i:03d}/1", {"vaccine": "Y"})
+        if i % 4 == 0:
+            a.put("addresses", f"k{i}", {"street": "a"})
+            b.put("addresses", f"k{i}", {"street": "b"})
+    bundles += a.pack(max_bytes=4096)
+    for bundle in a.pack():
+        b.apply(bundle)
+    b.delete("residents", "35190003")
+    b.put("residents", "35190006", {"name": "B6"})
+    b.put("résidents", "é\u0301", {"x": 1})
+    bundles += b.pack(max_bytes=4096)
+    ahead.put("residents", "35190001", {"name": "from the future"})
+    bundles += ahead.pack()
+    for r in (a, b, ahead, t1, t2):
+        r.close()
+    return bundles
+
+
+def _check_replica_equivalence(make_store: MakeStore) -> None:
+    from .. import policies
+    from ..identity import Identity
+    from ..replica import Replica
+
+    pol = {
+        "residents": policies.LastWriterWins(),
+        "doses": policies.FirstWriterWins(),
+        "addresses": policies.MultiValue(),
+    }
+    bundles = _site_bundles()
+    centre = Identity.generate(label="centre")
+    order = bundles + random.Random(7).sample(bundles, len(bundles))  # shuffled duplicates
+    store = make_store()
+    tested = Replica(store, centre, pol)
+    reference = Replica.open(":memory:", identity=centre, policies=pol)
+    try:
+        for bundle in order:
+            got, want = tested.apply(bundle), reference.apply(bundle)
+            assert (got.applied, got.duplicates, got.quarantined, got.conflicts) == (
+                want.applied,
+                want.duplicates,
+                want.quarantined,
+                want.conflicts,
+            ), "apply reports differ between the store and SQLite"
+        assert tested.state_digest() == reference.state_digest(), "state_digest differs from SQLite"
+        assert tested.knowledge() == reference.knowledge(), "knowledge differs from SQLite"
+        assert tested.quarantined() == reference.quarantined(), "quarantine differs from SQLite"
+        assert len(tested.quarantined()) >= 2, "the check must exercise quarantine (fork, clock)"
+        assert [(c.collection, c.key, c.current) for c in tested.conflicts()] == [
+            (c.collection, c.key, c.current) for c in reference.conflicts()
+        ], "conflicts differ from SQLite"
+        assert tested.conflicts(), "the check must exercise conflicts"
+        assert sorted(tested.receipts()) == sorted(reference.receipts())
+        before = tested.state_digest()
+        broken = bytearray(bundles[0])
+        broken[len(broken) // 2] ^= 0x40
+        try:
+            tested.apply(bytes(broken))
+        except RemoteDataError:
+            pass
+        else:
+            raise AssertionError("a corrupted bundle must be refused")
+        assert tested.state_digest() == before, "a refused bundle must change nothing"
+        copy = Replica.open(":memory:", identity=Identity.generate(label="copy"), policies=pol)
+        for bundle in tested.pack(max_bytes=8192):
+            copy.apply(bundle)
+        assert copy.state_digest() == reference.state_digest(), (
+            "bundles packed from the store must carry its whole state"
+        )
+        copy.close()
+    finally:
+        tested.close()
+        reference.close()
