@@ -20,7 +20,8 @@ and failures of the machinery around the core (storage, transports)::
     ├── StorageError                       the store failed; nothing was changed
     │   └── StorageConflictError           lost a race with another writer; retry
     └── TransportError                     a transport could not deliver or fetch
-        └── RetryableTransportError        the other side is busy or gone; try again later
+        ├── RetryableTransportError        the other side is busy or gone; try again later
+        └── PeerRefusedError               the other side refused what we sent, and said why
 
 Every refusal of remote data leaves the store exactly as it was.
 """
@@ -35,6 +36,7 @@ __all__ = [
     "ImmutableRecordError",
     "LimitExceededError",
     "OffsyncError",
+    "PeerRefusedError",
     "RemoteDataError",
     "RetryableTransportError",
     "ScopeError",
@@ -124,3 +126,12 @@ class RetryableTransportError(TransportError):
     def __init__(self, message: str, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class PeerRefusedError(TransportError):
+    """The other side refused a request and said why (HTTP 4xx: a bad bundle, a bad
+    signature, too large); sending the same thing again will not help."""
+
+    def __init__(self, message: str, *, status: int, error: str, reason: str) -> None:
+        super().__init__(message)
+        self.status, self.error, self.reason = status, error, reason
