@@ -485,3 +485,29 @@ def test_info_and_openapi(centre: Replica, served: LiveServer) -> None:
     spec = httpx.get(served.url + "/openapi.json").json()
     assert spec["openapi"].startswith("3.1")
     assert set(spec["paths"]) == {"/", "/knowledge", "/bundles/{id}", "/pull", "/openapi.json"}
+
+
+def test_a_whole_upload_that_met_a_busy_replica_is_applied_on_retry(centre: Replica) -> None:
+    """Every byte arrived but the apply got 503: the retry sends no bytes, only commits."""
+    app = create_app(centre, busy_timeout=0.05)
+    site = replica()
+    fill(site, 4, size=50_000)
+    (bundle,) = site.pack()
+    centre._lock.acquire()  # a local writer holds the replica while the chunks arrive
+    asked: list[float] = []
+
+    def sleep(delay: float) -> None:
+        asked.append(delay)
+        centre._lock.release()
+
+    sent: list[int] = []
+    with (
+        LiveServer(app) as srv,
+        transport(
+            srv, site, chunk_bytes=CHUNK, sleep=sleep, progress=lambda b, s, t: sent.append(s)
+        ) as t,
+    ):
+        answer = t.upload(bundle)
+    assert len(asked) == 1 and app.state.offsync.refused_busy == 1
+    assert sent[-1] == len(bundle) and sent.count(len(bundle)) == 1  # one commit, no resend
+    assert answer["applied"] == 4 and centre.state_digest() == site.state_digest()

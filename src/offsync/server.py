@@ -62,6 +62,7 @@ __all__ = ["Readable", "ServerState", "create_app", "openapi"]
 
 _ID = re.compile(r"^[0-9a-f]{64}$")
 _RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+)$")
+_COMMIT = re.compile(r"^bytes \*/(\d+)$")
 _WRITE_BUFFER = 1024 * 1024
 #: Pulls are packed into bundles of at least this size, whatever the client asks.
 PULL_FLOOR_BYTES = 1024 * 1024
@@ -99,8 +100,12 @@ class ServerState:
         retry_after: int,
         replay_window: float,
         readable: Readable | None,
+        max_partial_uploads: int = 1000,
+        partial_ttl: float = 7 * 24 * 3600,
     ) -> None:
         self.replica = replica
+        self.max_partial_uploads = max_partial_uploads
+        self.partial_ttl = partial_ttl
         self.upload_dir = upload_dir
         self.max_upload_bytes = max_upload_bytes
         self.max_pull_bundle_bytes = max_pull_bundle_bytes
@@ -153,13 +158,28 @@ class ServerState:
     def partial_path(self, bundle_id: str, total: int) -> Path:
         return self.upload_dir / f"{bundle_id}-{total}.part"
 
-    def find_partial(self, bundle_id: str) -> tuple[Path, int] | None:
+    def find_partial(self, bundle_id: str) -> tuple[Path, int, int] | None:
+        """The partial upload of ``bundle_id``: its file, declared total and size so far."""
         for path in self.upload_dir.glob(f"{bundle_id}-*.part"):
             try:
-                return path, int(path.name[65:-5])
-            except ValueError:
+                return path, int(path.name[65:-5]), path.stat().st_size
+            except (ValueError, OSError):
                 continue
         return None
+
+    def room_for_partial(self) -> bool:
+        """Drop partial uploads untouched for ``partial_ttl``; is there room for one more?"""
+        now = time.time()
+        live = 0
+        for path in self.upload_dir.glob("*.part"):
+            try:
+                if now - path.stat().st_mtime > self.partial_ttl:
+                    path.unlink()
+                else:
+                    live += 1
+            except OSError:
+                continue
+        return live < self.max_partial_uploads
 
 
 def _flush(fh: BinaryIO) -> None:
@@ -222,6 +242,8 @@ def create_app(
     retry_after: int = 2,
     replay_window: float = 300.0,
     readable: Readable | None = None,
+    max_partial_uploads: int = 1000,
+    partial_ttl: float = 7 * 24 * 3600,
 ) -> Starlette:
     """An ASGI app serving ``replica``.
 
@@ -233,7 +255,8 @@ def create_app(
     locked longer than ``busy_timeout`` seconds, the answer is 503 with ``Retry-After:
     retry_after``. Pull requests must be signed within ``replay_window`` seconds of the
     server's clock. ``readable(site_key, origin_key)`` restricts what a site may pull
-    (default: everything the server holds).
+    (default: everything the server holds). At most ``max_partial_uploads`` partial
+    uploads are kept (503 beyond); one untouched for ``partial_ttl`` seconds is dropped.
     """
     if upload_dir is None:
         upload_path = Path(tempfile.mkdtemp(prefix="offsync-uploads-"))
@@ -251,6 +274,8 @@ def create_app(
         retry_after=retry_after,
         replay_window=replay_window,
         readable=readable,
+        max_partial_uploads=max_partial_uploads,
+        partial_ttl=partial_ttl,
     )
 
     async def info(request: Request) -> Response:
@@ -286,8 +311,7 @@ def create_app(
         found = await anyio.to_thread.run_sync(state.find_partial, bundle_id)
         if found is None:
             return JSONResponse({"id": bundle_id, "received": 0, "complete": False})
-        path, total = found
-        size = path.stat().st_size
+        _, total, size = found
         return JSONResponse({"id": bundle_id, "received": size, "total": total, "complete": False})
 
     async def upload(request: Request) -> Response:
@@ -360,28 +384,45 @@ def create_app(
                 return Response(status_code=400)  # nobody is listening
             return await _finish(bundle_id, bytes(data), None)
         m = _RANGE.match(content_range)
-        if not m:
-            raise _Refusal(400, "BadRequest", "Content-Range must be 'bytes first-last/total'")
-        first, last, total = (int(g) for g in m.groups())
+        commit = _COMMIT.match(content_range)
+        if not m and not commit:
+            raise _Refusal(
+                400,
+                "BadRequest",
+                "Content-Range must be 'bytes FIRST-LAST/TOTAL' or 'bytes */TOTAL'",
+            )
+        if m:
+            total = int(m.group(3))
+        else:
+            assert commit is not None
+            total = int(commit.group(1))
         if total > state.max_upload_bytes:
             raise _too_large(total)
-        if not first <= last < total or (length is not None and length != last - first + 1):
-            raise _Refusal(400, "BadRequest", "Content-Range does not fit the body or the total")
         found = await anyio.to_thread.run_sync(state.find_partial, bundle_id)
         if found is not None and found[1] != total:
             raise _Refusal(409, "Conflict", "an upload of this id with another total is held")
-        path = found[0] if found else state.partial_path(bundle_id, total)
-        held = path.stat().st_size if found else 0
-        if first != held:
-            raise _Refusal(
-                409,
-                "Conflict",
-                f"chunk starts at {first} but the server holds {held} bytes: resume from there",
-                received=held,
-            )
-        received = await _receive_chunk(request, path, last - first + 1)
-        if received is None:
-            return Response(status_code=400)  # the client went away; what came is kept
+        if found is None:
+            if not await anyio.to_thread.run_sync(state.room_for_partial):
+                raise _Busy
+            path, held = state.partial_path(bundle_id, total), 0
+        else:
+            path, _, held = found
+        if m:
+            first, last = int(m.group(1)), int(m.group(2))
+            if not first <= last < total or (length is not None and length != last - first + 1):
+                raise _Refusal(400, "BadRequest", "Content-Range does not fit the body or total")
+            if first != held:
+                raise _Refusal(
+                    409,
+                    "Conflict",
+                    f"chunk starts at {first} but the server holds {held} bytes: resume there",
+                    received=held,
+                )
+            received = await _receive_chunk(request, path, last - first + 1)
+            if received is None:
+                return Response(status_code=400)  # the client went away; what came is kept
+        else:  # "bytes */TOTAL": apply what is held (an earlier last chunk met a 503)
+            received = held
         if received < total:
             return JSONResponse(
                 {"status": "incomplete", "id": bundle_id, "received": received, "total": total},

@@ -281,7 +281,7 @@ class HTTPTransport(Transport):
         return body
 
     def _upload_chunked(self, bundle: bytes, bundle_id: str) -> dict[str, Any]:
-        total, attempt = len(bundle), 0
+        total, attempt, conflicts = len(bundle), 0, 0
         key = bytes.fromhex(bundle_id)
         while True:
             try:
@@ -294,7 +294,12 @@ class HTTPTransport(Transport):
                 while True:
                     end = min(offset + self.chunk_bytes, total)
                     response = self._request_chunk(bundle_id, bundle, offset, end)
-                    if response.status_code == 409:
+                    if response.status_code == 409:  # another uploader of it got ahead
+                        conflicts += 1
+                        if conflicts > 100:
+                            raise TransportError(
+                                f"{self.url}: upload of {bundle_id} keeps conflicting"
+                            )
                         offset = int(response.json().get("received", 0))
                         continue
                     attempt = 0  # progress: a long upload over a bad link gets there
@@ -309,14 +314,14 @@ class HTTPTransport(Transport):
                 self._wait(attempt, failure, "uploading a bundle")
 
     def _request_chunk(self, bundle_id: str, bundle: bytes, first: int, end: int) -> httpx.Response:
+        """PUT ``bundle[first:end]``; with nothing left to send, ask the server to apply."""
+        total = len(bundle)
+        span = f"bytes {first}-{end - 1}/{total}" if first < end else f"bytes */{total}"
         try:
             response = self._client.put(
                 f"bundles/{bundle_id}",
                 content=bundle[first:end],
-                headers={
-                    "Content-Type": "application/octet-stream",
-                    "Content-Range": f"bytes {first}-{end - 1}/{len(bundle)}",
-                },
+                headers={"Content-Type": "application/octet-stream", "Content-Range": span},
             )
         except httpx.TimeoutException as exc:
             raise _Retry(f"timed out ({type(exc).__name__})") from exc
