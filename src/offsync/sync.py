@@ -1,7 +1,7 @@
 """One sync round over any transport, and the report it returns.
 
-``sync(replica, transport)`` takes what the other side offers, learns what it holds,
-and sends exactly what it lacks, in bundles no larger than the transport carries. Every
+``sync(replica, transport)`` learns what the other side holds, sends exactly what it
+lacks, in bundles no larger than the transport carries, then takes what it offers. Every
 round sends at least one bundle, so this replica's receipt (and the receipts it passes
 on) travels even when there is no data. A refused bundle is reported, set aside through
 the transport and never applied; it does not end the round. Transport failures
@@ -85,22 +85,11 @@ def sync(
     pull: bool = True,
     push: bool = True,
 ) -> SyncReport:
-    """Run one round: receive and apply, learn what the peer holds, send what it lacks."""
+    """Run one round: learn what the peer holds, send what it lacks, then receive and
+    apply what it offers."""
     report = SyncReport(peer=transport.peer)
-    if pull:
-        for item in transport.receive(replica.knowledge()):
-            if isinstance(item, Refused):
-                report.refused.append(item)
-                continue
-            try:
-                applied = replica.apply(item)
-            except RemoteDataError as exc:
-                reason = f"{type(exc).__name__}: {exc}"
-                report.refused.append(Refused(bundle_name(item), reason))
-                transport.reject(item, reason)
-                continue
-            report.received.append(applied)
-            transport.acknowledge(item)
+    # Push first: a live peer (HTTP) then answers the pull with a receipt that already
+    # covers what we just sent, so one round tells the origin it arrived.
     if push:
         theirs = transport.knowledge() or Knowledge()
         report.peer = peer = transport.peer
@@ -116,6 +105,21 @@ def sync(
             always=True,
         )
         report.sent_bundles = transport.send(_counted(bundles, report))
+    if pull:
+        for item in transport.receive(replica.knowledge()):
+            if isinstance(item, Refused):
+                report.refused.append(item)
+                continue
+            try:
+                applied = replica.apply(item)
+            except RemoteDataError as exc:
+                reason = f"{type(exc).__name__}: {exc}"
+                report.refused.append(Refused(bundle_name(item), reason))
+                transport.reject(item, reason)
+                continue
+            report.received.append(applied)
+            transport.acknowledge(item)
+        report.peer = report.peer or transport.peer
     return report
 
 

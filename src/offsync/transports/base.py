@@ -3,15 +3,18 @@
 A transport knows nothing about merges. ``offsync.sync(replica, transport)`` drives it
 through one round, in this order::
 
+    theirs = transport.knowledge()                         # what the peer holds, if known
+    transport.send(replica.iter_pack(theirs | newest receipt of transport.peer,
+                                     max_bytes=transport.max_bundle_bytes,
+                                     recipient=transport.recipient, always=True))
     for item in transport.receive(replica.knowledge()):   # what the peer offers us
         bytes   -> replica.apply(item), then transport.acknowledge(item)
                    (on a RemoteDataError: transport.reject(item, reason); never applied)
         Refused -> the transport could not hand over an item intact (a truncated or
                    corrupted file, say); it goes into the round's report
-    theirs = transport.knowledge()                         # what the peer holds, if known
-    transport.send(replica.iter_pack(theirs | newest receipt of transport.peer,
-                                     max_bytes=transport.max_bundle_bytes,
-                                     recipient=transport.recipient, always=True))
+
+Pushing first means a live peer (HTTP) answers the pull with a receipt that already
+covers what was just pushed.
 
 Rules every transport keeps (``offsync.testing.check_transport`` checks them):
 
@@ -20,10 +23,10 @@ Rules every transport keeps (``offsync.testing.check_transport`` checks them):
 * ``receive`` yields only bundles meant for this replica. An item stays available
   (and may be yielded again in a later round) until it is acknowledged or rejected, so a
   crash between apply and cleanup loses nothing: applying a bundle twice is a no-op.
-* ``knowledge`` may be ``None`` (a mailbox cannot ask); it may also include what is in
-  transit to the peer (bundles already sent but not yet picked up), so they are not
-  sent again. Knowledge is a lower bound: sending a little too much is safe, too little
-  is not, because the round falls back to what the peer's receipts said.
+* ``knowledge`` may be ``None`` (nothing to ask). A mailbox returns what is in transit
+  to the peer (sent, not yet picked up, so not sent again) and what the newest receipt
+  the peer left says. Never claim more than that: a claim too large means changes are
+  never sent, while one too small only costs duplicates, which are harmless.
 * A transport is a context manager; ``close`` is idempotent.
 """
 

@@ -186,7 +186,9 @@ class FolderTransport(Transport):
     # -- sending -----------------------------------------------------------------------
 
     def knowledge(self) -> Knowledge:
-        """What we already left for the peer that it has not picked up yet."""
+        """What we left for the peer that it has not picked up yet, and what the peer
+        holds according to the newest receipt it left for us (receipts are signed and
+        checked; a bundle's own signature is checked when it is applied)."""
         held = Knowledge()
         if self.peer is None:
             return held
@@ -194,7 +196,16 @@ class FolderTransport(Transport):
             header = peek_header(path, self.limits)
             if header is not None and header.sender == self.me:
                 held = held | header.ranges
-        return held
+        newest = None
+        for path in self._bundle_files(self.inbox):
+            header = peek_header(path, self.limits)
+            if (
+                header is not None
+                and header.sender == self.peer
+                and (newest is None or header.receipts[0].created > newest.created)
+            ):
+                newest = header.receipts[0]
+        return held | newest.knowledge if newest is not None else held
 
     def send(self, bundles: Iterable[bytes]) -> int:
         peer = self._require_peer()

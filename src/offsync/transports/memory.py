@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Iterable, Iterator
 
@@ -75,12 +76,21 @@ class MemoryTransport(Transport):
         )
 
     def knowledge(self) -> Knowledge:
-        """What is still waiting in the peer's mailbox from us (in transit)."""
+        """What waits in the peer's mailbox from us (in transit), and what the newest
+        receipt waiting in ours from the peer says it holds."""
         held = Knowledge()
         with self._outbox.lock:
-            pending = list(self._outbox.items)
-        for bundle in pending:
+            outgoing = list(self._outbox.items)
+        with self._inbox.lock:
+            incoming = list(self._inbox.items)
+        for bundle in outgoing:
             held = held | read_header(bundle)[0].ranges
+        receipts = []
+        for bundle in incoming:
+            with contextlib.suppress(RemoteDataError):
+                receipts.append(read_header(bundle)[0].receipts[0])
+        if receipts:
+            held = held | max(receipts, key=lambda r: r.created).knowledge
         return held
 
     def send(self, bundles: Iterable[bytes]) -> int:
