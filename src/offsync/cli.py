@@ -339,6 +339,8 @@ class Site:
 
 _out = Console(highlight=False, soft_wrap=True)
 _err = Console(stderr=True, highlight=False, soft_wrap=True)
+if not _out.is_terminal and "COLUMNS" not in os.environ:
+    _out.width = 120  # logs and pipes: wide enough that tables keep one line per row
 
 
 def _jsonable(value: Any) -> Any:
@@ -1152,3 +1154,294 @@ def conflicts_resolve(
         _out.print(
             f"{collection}/{key} settled by change {head_name(change)}; it travels like any change"
         )
+
+
+# -- sync, disk, serve ---------------------------------------------------------------------
+
+
+def _sync_rows(reports: Sequence[Any]) -> list[dict[str, Any]]:
+    return [
+        {
+            "peer": r.peer,
+            "received_bundles": len(r.received),
+            "applied": r.applied,
+            "duplicates": r.duplicates,
+            "quarantined": r.quarantined,
+            "conflicts": [f"{c}/{k}" for c, k in r.conflicts],
+            "refused": [{"source": x.source, "reason": x.reason} for x in r.refused],
+            "sent_bundles": r.sent_bundles,
+            "sent_changes": r.sent_changes,
+            "sent_bytes": r.sent_bytes,
+        }
+        for r in reports
+    ]
+
+
+def _report_sync(state: State, reports: Sequence[Any], what: str) -> None:
+    rows = _sync_rows(reports)
+    if state.json:
+        emit_json({"rounds": rows, "status": status_document(state.replica())})
+    else:
+        table = Table(
+            "peer",
+            "received",
+            "applied",
+            "dup",
+            "quar.",
+            "sent",
+            "refused",
+            title=what,
+            title_justify="left",
+        )
+        for r in rows:
+            table.add_row(
+                r["peer"][:6].hex() if r["peer"] else "(any)",
+                f"{r['received_bundles']} bundle(s)",
+                str(r["applied"]),
+                str(r["duplicates"]),
+                str(r["quarantined"]),
+                f"{r['sent_changes']} change(s), {r['sent_bundles']} bundle(s), {r['sent_bytes']} B",
+                str(len(r["refused"])),
+            )
+        _out.print(table)
+        for r in rows:
+            for x in r["refused"]:
+                _out.print(f"[red]refused[/] {x['source']}: {x['reason']}")
+        conflicts = sum(len(r["conflicts"]) for r in rows)
+        if conflicts:
+            _out.print(f"{conflicts} new conflict(s): see `offsync conflicts`.")
+    if any(r["refused"] for r in rows):
+        _err.print(
+            "[yellow]next:[/] refused bundles were set aside (never applied); "
+            "ask the sender for a fresh copy"
+        )
+        raise click.exceptions.Exit(EXIT_REFUSED)
+
+
+def _peers_option(replica: Replica, names: Sequence[str]) -> list[bytes]:
+    return [resolve_peer(replica, n) for n in names]
+
+
+@cli.command()
+@click.argument("target")
+@click.option(
+    "--peer",
+    "peers",
+    multiple=True,
+    metavar="PEER",
+    help="Folder: the site to leave bundles for (repeatable; default: whoever left us some).",
+)
+@click.option("--server-key", metavar="HEX", help="HTTP: refuse a server with another key.")
+@click.option("--encrypt", is_flag=True, help="Seal outgoing bundles to the peer's key.")
+@click.option("--retries", type=click.IntRange(min=0), default=5, show_default=True)
+@click.option("--timeout", type=float, default=60.0, show_default=True, help="HTTP seconds.")
+@json_option
+@pass_state
+def sync(
+    state: State,
+    target: str,
+    peers: tuple[str, ...],
+    server_key: str | None,
+    encrypt: bool,
+    retries: int,
+    timeout: float,
+) -> None:
+    """One sync round with a server (http://...) or a shared FOLDER.
+
+    Takes what the other side offers, then sends exactly what it lacks (and this site's
+    receipt). Safe to repeat and to interrupt: the next round picks up where this one
+    stopped. Exit 4 when the server or folder cannot be reached, 3 if a bundle was refused.
+    """
+    from .sync import sync as sync_round
+
+    replica = state.replica()
+    if re.match(r"^https?://", target):
+        from .transports.http import HTTPTransport
+
+        key = None
+        if server_key:
+            key = resolve_peer(replica, server_key)
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total} B"),
+            console=_err,
+            transient=True,
+            disable=state.json or not _err.is_terminal,
+        ) as bar:
+            tasks: dict[bytes, Any] = {}
+
+            def on_progress(bundle_id: bytes, sent: int, total: int) -> None:
+                if bundle_id not in tasks:
+                    tasks[bundle_id] = bar.add_task(f"upload {bundle_id[:4].hex()}", total=total)
+                bar.update(tasks[bundle_id], completed=sent)
+
+            with HTTPTransport(
+                target,
+                replica.identity,
+                server_key=key,
+                encrypt=encrypt,
+                max_retries=retries,
+                timeout=timeout,
+                connect_timeout=min(timeout, 10.0),
+                progress=on_progress,
+            ) as transport:
+                report = sync_round(replica, transport)
+        _report_sync(state, [report], f"sync with {target}")
+        return
+    from .transports import FolderTransport
+
+    folder = Path(target)
+    if not folder.is_dir():
+        fail(
+            f"{target} is neither an http(s) URL nor a folder",
+            hint="give http://HOST:PORT or the path of the shared folder",
+        )
+    targets = _peers_option(replica, peers)
+    inbound = FolderTransport(folder, replica.identity, None)
+    with inbound:
+        reports = [sync_round(replica, inbound, push=False)]
+        heard = sorted(inbound.senders)
+    targets += [s for s in heard if s not in targets and s != replica.id]
+    for peer in targets:
+        with FolderTransport(folder, replica.identity, peer, encrypt=encrypt) as transport:
+            reports.append(sync_round(replica, transport))
+    if not targets:
+        _err.print(
+            "[yellow]note:[/] nothing was left in the folder: no peer named; "
+            "pass --peer KEY for the site that reads this folder"
+        )
+    _report_sync(state, reports, f"sync with folder {folder}")
+
+
+@cli.group(cls=_Group)
+def disk() -> None:
+    """The courier flow: bundles on a removable disk (FAT32/exFAT safe, sealed)."""
+
+
+@disk.command("export")
+@click.argument("mount", type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--to",
+    "peers",
+    multiple=True,
+    required=True,
+    metavar="PEER",
+    help="The site the courier takes the disk to (repeatable).",
+)
+@click.option("--no-encrypt", is_flag=True, help="Leave bundles readable (not recommended).")
+@json_option
+@pass_state
+def disk_export(state: State, mount: Path, peers: tuple[str, ...], no_encrypt: bool) -> None:
+    """Write what each --to site lacks onto the disk at MOUNT.
+
+    Checks the free space first and verifies every file after writing; bundles are sealed
+    to the destination's key, so a lost disk leaks nothing.
+    """
+    from .sync import sync as sync_round
+    from .transports import DiskTransport
+
+    replica = state.replica()
+    reports = []
+    targets = _peers_option(replica, peers)
+    with progress(state, "writing to disk", len(targets)) as step:
+        for peer in targets:
+            with DiskTransport(mount, replica.identity, peer, encrypt=not no_encrypt) as t:
+                reports.append(sync_round(replica, t, pull=False))
+            step(1)
+    _report_sync(state, reports, f"exported to {mount}")
+    if not state.json:
+        _out.print("Safe to unplug the disk once the command has returned.")
+
+
+@disk.command("import")
+@click.argument("mount", type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--reply/--no-reply",
+    default=True,
+    show_default=True,
+    help="Write the return trip: what each sender lacks, and this site's receipt.",
+)
+@click.option("--to", "peers", multiple=True, metavar="PEER", help="Also write for this site.")
+@json_option
+@pass_state
+def disk_import(state: State, mount: Path, reply: bool, peers: tuple[str, ...]) -> None:
+    """Apply every bundle on the disk meant for this site; then write the return trip.
+
+    Files that are torn, unlisted or refused are set aside on the disk (never applied).
+    """
+    from .sync import sync as sync_round
+    from .transports import DiskTransport
+    from .transports.disk import exchange
+
+    replica = state.replica()
+    if reply:
+        with progress(state, "courier exchange", None):
+            reports = exchange(replica, mount, _peers_option(replica, peers))
+    else:
+        with DiskTransport(mount, replica.identity, None) as t:
+            reports = [sync_round(replica, t, push=False)]
+    _report_sync(state, reports, f"imported from {mount}")
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=8080,
+    show_default=True,
+    help="0 picks a free port (printed on the first line).",
+)
+@click.option("--max-in-flight", type=click.IntRange(min=1), default=8, show_default=True)
+@pass_state
+def serve(state: State, host: str, port: int, max_in_flight: int) -> None:
+    """Serve this site over HTTP (uvicorn) for `offsync sync http://...`.
+
+    Partial uploads are kept in the site's uploads/ directory, so they resume after a
+    restart. Stop with Ctrl-C (or SIGTERM).
+    """
+    import socket
+
+    try:
+        import uvicorn
+
+        from .server import create_app
+    except ImportError as exc:
+        fail(f"serve needs the http extra ({exc})", EXIT_ERROR, "pip install 'offsync[cli]'")
+    replica = state.replica()
+    app = create_app(replica, upload_dir=state.site.path / "uploads", max_in_flight=max_in_flight)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        fail(
+            f"cannot listen on {host}:{port}: {exc.strerror}",
+            EXIT_TRANSPORT,
+            "choose another --port, or stop what is using it",
+        )
+    bound = sock.getsockname()[1]
+    shown = f"[{host}]" if family == socket.AF_INET6 else host
+    url = f"http://{shown}:{bound}"
+    if state.json:
+        click.echo(json.dumps({"url": url, "public_key": replica.id.hex()}), nl=True)
+    else:
+        click.echo(f"serving {replica.identity.label} ({replica.id.hex()}) on {url}")
+    sys.stdout.flush()
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+    server.run(sockets=[sock])
+
+
+@cli.command(
+    add_help_option=False,
+    context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def demo(args: tuple[str, ...]) -> None:
+    """Run the field demo (centre, district, three offices; see `offsync demo --help`)."""
+    from .demo import main as demo_main
+
+    raise click.exceptions.Exit(demo_main(list(args)))
