@@ -5,7 +5,8 @@ and failures of the machinery around the core (storage, transports)::
 
     OffsyncError
     ├── UsageError (ValueError)            the calling code misused the API
-    │   └── ImmutableRecordError           a plain write to a first-writer-wins record
+    │   ├── ImmutableRecordError           a plain write to a first-writer-wins record
+    │   └── NotAuthorisedError             a local write this site's certificate forbids
     ├── IdentityError
     │   └── WrongPassphraseError           a key file that the passphrase does not open
     ├── RemoteDataError                    input from elsewhere that must be refused
@@ -13,6 +14,8 @@ and failures of the machinery around the core (storage, transports)::
     │   ├── LimitExceededError             larger or deeper than a documented limit
     │   ├── SignatureError                 a signature that does not verify
     │   ├── UnknownSignerError             validly signed, but by a key we do not trust
+    │   │   ├── RevokedKeyError            by a key revoked at the time it claims
+    │   │   └── ExpiredCertificateError    outside the signer's certificate's validity
     │   ├── DecryptionError                encrypted for someone else, or tampered with
     │   ├── ForkError                      two different changes under one change id
     │   └── ScopeError                     a trusted signer writing outside its scope
@@ -31,14 +34,17 @@ from __future__ import annotations
 __all__ = [
     "BundleFormatError",
     "DecryptionError",
+    "ExpiredCertificateError",
     "ForkError",
     "IdentityError",
     "ImmutableRecordError",
     "LimitExceededError",
+    "NotAuthorisedError",
     "OffsyncError",
     "PeerRefusedError",
     "RemoteDataError",
     "RetryableTransportError",
+    "RevokedKeyError",
     "ScopeError",
     "SequenceReuseError",
     "SignatureError",
@@ -61,6 +67,11 @@ class UsageError(OffsyncError, ValueError):
 
 class ImmutableRecordError(UsageError):
     """A plain put or delete on an existing first-writer-wins record; use ``resolve``."""
+
+
+class NotAuthorisedError(UsageError):
+    """A local write that peers would refuse: outside this site's certificate, or by a
+    key that is unknown, revoked or expired in the trust store, or failing a validator."""
 
 
 class IdentityError(OffsyncError):
@@ -89,6 +100,14 @@ class SignatureError(RemoteDataError):
 
 class UnknownSignerError(RemoteDataError):
     """A validly signed input from a key that the trust store does not know."""
+
+
+class RevokedKeyError(UnknownSignerError):
+    """Signed by a key whose revocation covers the signed item."""
+
+
+class ExpiredCertificateError(UnknownSignerError):
+    """Signed at a time outside the signer's certificate's validity period."""
 
 
 class DecryptionError(RemoteDataError):

@@ -173,6 +173,12 @@ class SQLiteStore(Store):
             ],
         )
 
+    def remove_changes(self, changes: Sequence[Change]) -> None:
+        self.db.executemany(
+            "DELETE FROM changes WHERE collection = ? AND key = ? AND origin = ? AND seq = ?",
+            [(c.collection, c.key, c.origin, c.seq) for c in changes],
+        )
+
     def changes_for(self, collection: str, key: str) -> list[Change]:
         rows = self._q(
             "SELECT origin, seq, hlc, op, fields, parents FROM changes"
