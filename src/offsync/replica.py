@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import bisect
 import hashlib
+import random
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -24,7 +26,9 @@ from .encoding import canonical_fields, decode_fields, packb
 from .errors import (
     BundleFormatError,
     ImmutableRecordError,
+    NotAuthorisedError,
     SequenceReuseError,
+    StorageConflictError,
     UsageError,
 )
 from .identity import Identity, PublicIdentity
@@ -34,8 +38,9 @@ from .policies import LastWriterWins, Policy, fold
 from .receipt import Receipt
 from .segment import NO_PREVIOUS, Segment
 from .stores.base import RecordRow, SegmentRow, Store
+from .trust import TRUST_COLLECTION, TrustStore, Validator, refusal
 
-__all__ = ["APPLIED", "ApplyReport", "Conflict", "Quarantined", "Replica"]
+__all__ = ["APPLIED", "ApplyReport", "Conflict", "Quarantined", "QuarantinedChange", "Replica"]
 
 APPLIED = "applied"
 #: Own changes are sealed into segments of at most this many changes / encoded bytes.
@@ -43,6 +48,8 @@ SEGMENT_MAX_CHANGES = 2000
 SEGMENT_MAX_BYTES = 256 * 1024
 #: Default upper bound for one packed bundle, compressed.
 DEFAULT_MAX_BUNDLE = 16 * 1024 * 1024
+#: Tries at applying one bundle to a shared store when another writer got in the way.
+SHARED_APPLY_ATTEMPTS = 8
 
 
 @dataclass(slots=True)
@@ -56,6 +63,7 @@ class ApplyReport:
     quarantined: int = 0  # changes held but not applied (see Replica.quarantined)
     conflicts: list[tuple[str, str]] = field(default_factory=list)
     receipts: int = 0  # receipts that told us something new
+    unlocked: int = 0  # held changes applied because this bundle changed trust (or time passed)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +80,15 @@ class Quarantined(NamedTuple):
     origin: bytes
     first_seq: int
     last_seq: int
+    reason: str
+
+
+class QuarantinedChange(NamedTuple):
+    """One held change that is not applied, and why (see ``offsync.trust.refusal``)."""
+
+    id: ChangeId
+    collection: str
+    key: str
     reason: str
 
 
@@ -103,6 +120,9 @@ def _unpack_heads(data: bytes) -> tuple[ChangeId, ...]:
 class Replica:
     """One site's replica. Open with ``Replica.open(path, identity=..., policies=...)``."""
 
+    _trust: TrustStore | None  # None: open mode (see offsync.trust)
+    _clock_due: int | None
+
     def __init__(
         self,
         store: Store,
@@ -112,7 +132,12 @@ class Replica:
         default_policy: Policy | None = None,
         limits: Limits = DEFAULT_LIMITS,
         wall: Callable[[], int] = wall_millis,
+        trust: Iterable[bytes | PublicIdentity] | None = None,
+        validators: Mapping[str, Validator] | None = None,
     ) -> None:
+        """``trust``: the authority keys (the root of trust), or None for open mode, in
+        which every validly signed origin may write anything. ``validators``: per
+        collection, a check every change must pass (``offsync.trust.Validator``)."""
         self.store = store
         self.identity = identity
         self.policies = dict(policies or {})
@@ -129,7 +154,10 @@ class Replica:
         self._sealed = int(store.get_meta("sealed") or b"0")  # highest own seq in a segment
         self.clock = HybridClock(int(store.get_meta("hlc") or b"0"), wall)
         self._index: dict[bytes, list[_Seg]] = {}
-        for origin, first, last, h, prev, status, size in store.segment_index():
+        # On a shared store other processes add segments too: _follow_store() catches up
+        # from this cursor (see Store.segments_changed).
+        rows, self._cursor = store.segments_changed(0) if store.shared else (None, 0)
+        for origin, first, last, h, prev, status, size in rows or store.segment_index():
             self._index.setdefault(bytes(origin), []).append(
                 _Seg(first, last, bytes(h), bytes(prev), status, size)
             )
@@ -139,6 +167,7 @@ class Replica:
             (Knowledge.from_bytes(k, limits).max_seq(self.id) for _, _, k, _ in store.peers()),
             default=0,
         )
+        self._init_trust(trust, validators)
 
     @classmethod
     def open(
@@ -228,6 +257,7 @@ class Replica:
 
     def knowledge(self) -> Knowledge:
         with self._lock:
+            self._follow_store()
             if self._knowledge is None:
                 held: dict[bytes, list[Interval]] = {
                     o: [(s.first, s.last) for s in segs] for o, segs in self._index.items()
@@ -239,6 +269,7 @@ class Replica:
 
     def quarantined(self) -> list[Quarantined]:
         with self._lock:
+            self._follow_store()
             return [
                 Quarantined(o, s.first, s.last, s.status)
                 for o, segs in sorted(self._index.items())
@@ -362,6 +393,10 @@ class Replica:
                 encoded,
                 parents,
             )
+            reason = refusal(change, self._trust, self.validators)
+            if reason is not None:
+                self.clock.last = hlc_before
+                raise NotAuthorisedError(f"this site may not write this record: {reason}")
             try:
                 with self.store.transaction():
                     self.store.add_outbox([(seq, packb(change.to_wire()))])
@@ -373,6 +408,8 @@ class Replica:
                 raise
             self._seq = seq
             self._knowledge = None
+            if collection == TRUST_COLLECTION:
+                self._reexamine()
             return change.id
 
     def _check_can_write(self) -> None:
@@ -394,6 +431,7 @@ class Replica:
         groups: dict[tuple[str, str], list[Change]] = {}
         for c in changes:
             groups.setdefault((c.collection, c.key), []).append(c)
+        self.store.lock_records(list(groups))  # shared stores: one recomputer per record
         existing = self.store.existing(list(groups))
         rows: list[RecordRow] = []
         conflicts: list[tuple[str, str]] = []
@@ -425,7 +463,64 @@ class Replica:
         """Verify and apply one bundle; all of it or, on any error, none of it."""
         bundle = open_bundle(data, self.identity, self.limits)
         with self._lock:
+            if self.store.shared:
+                return self._apply_shared(bundle)
             return self._apply_bundle(bundle)
+
+    # -- several processes on one store (server workers on PostgreSQL) ---------------------
+
+    def _apply_shared(self, bundle: Bundle) -> ApplyReport:
+        """Apply a bundle to a store that other processes write at the same time.
+
+        The in-memory segment index may be stale here (other workers add segments), so in
+        one transaction: lock the bundle's origins (bundles of other origins go on in
+        parallel), reload those origins' segments from the store, and only then decide
+        duplicates and forks and write; ``_merge`` locks each record it recomputes. A
+        transaction that lost a race (deadlock) is rolled back and tried again.
+        """
+        origins = sorted({seg.origin for seg in bundle.segments})
+        for attempt in range(SHARED_APPLY_ATTEMPTS):
+            try:
+                with self.store.transaction():
+                    self.store.lock_origins(origins)
+                    self._reload_origins(origins)
+                    return self._apply_bundle(bundle)
+            except StorageConflictError:
+                self._reload_origins(origins)  # forget what the rolled-back try indexed
+                if attempt + 1 == SHARED_APPLY_ATTEMPTS:
+                    raise
+                time.sleep(random.uniform(0, 0.01 * 2**attempt))
+            except BaseException:
+                self._reload_origins(origins)
+                raise
+        raise AssertionError("unreachable")
+
+    def _reload_origins(self, origins: Sequence[bytes]) -> None:
+        """Replace these origins' index entries by what the store holds now."""
+        for origin in origins:
+            self._index.pop(origin, None)
+        for origin, first, last, h, prev, status, size in self.store.segment_index_of(origins):
+            self._index.setdefault(bytes(origin), []).append(
+                _Seg(first, last, bytes(h), bytes(prev), status, size)
+            )
+        self._knowledge = None
+
+    def _follow_store(self) -> None:
+        """On a shared store, take in the segments other processes added or re-statused."""
+        if not self.store.shared:
+            return
+        rows, self._cursor = self.store.segments_changed(self._cursor)
+        for origin, first, last, h, prev, status, size in rows:
+            entry = _Seg(first, last, bytes(h), bytes(prev), status, size)
+            segs = self._index.setdefault(bytes(origin), [])
+            i = bisect.bisect_left(segs, first, key=lambda s: s.first)
+            if i < len(segs) and segs[i].first == first:
+                if segs[i] == entry:
+                    continue
+                segs[i] = entry
+            else:
+                segs.insert(i, entry)
+            self._knowledge = None
 
     def _find(self, origin: bytes, first: int) -> _Seg | None:
         segs = self._index.get(origin, [])
@@ -443,7 +538,7 @@ class Replica:
             return "fork: first segment names a predecessor"
         if self._overlaps(seg.origin, seg.first_seq, seg.last_seq):
             return "fork: overlaps a different segment of the same origin"
-        if seg.origin == self.id and seg.first_seq <= self._seq:
+        if seg.origin == self.id and seg.first_seq <= self._seq and not self._recovers_own(seg):
             return "fork: reuses seqs this site has issued"
         segs = self._index.get(seg.origin, [])
         i = bisect.bisect_left(segs, seg.first_seq, key=lambda s: s.first)
@@ -456,9 +551,185 @@ class Replica:
     def _admit(self, seg: Segment, changes: Sequence[Change]) -> str:
         """APPLIED, or the reason the segment's changes are held back (quarantine)."""
         horizon = self.clock.wall() + self.limits.max_clock_skew_ms
-        if any(hlc_millis(c.hlc) > horizon for c in changes):
+        ahead = max(hlc_millis(c.hlc) for c in changes)
+        if ahead > horizon:
+            due = ahead - self.limits.max_clock_skew_ms
+            self._clock_due = due if self._clock_due is None else min(self._clock_due, due)
             return "clock: timestamp too far in the future"
+        for c in changes:
+            reason = refusal(c, self._trust, self.validators)
+            if reason is not None:
+                return reason
         return APPLIED
+
+    # -- trust and quarantine (offsync.trust; docs/threat-model.md) ----------------------
+
+    def _init_trust(
+        self,
+        trust: Iterable[bytes | PublicIdentity] | None,
+        validators: Mapping[str, Validator] | None,
+    ) -> None:
+        self.authorities: frozenset[bytes] | None = (
+            None
+            if trust is None
+            else frozenset(k.public_key if isinstance(k, PublicIdentity) else k for k in trust)
+        )
+        self.validators: dict[str, Validator] = dict(validators or {})
+        #: Wall ms at which the earliest segment held for its clock may be admitted.
+        self._clock_due = None
+        self._trust = self._load_trust()
+        examined = self.store.get_meta("trust_examined")
+        if examined is None and self._trust is None and not self.validators:
+            examined = self._trust_fingerprint()  # a store that never had trust: nothing to do
+        if examined != self._trust_fingerprint():
+            self._reexamine(full=True)  # opened with other authorities or validators
+        elif any(s.status.startswith("clock") for segs in self._index.values() for s in segs):
+            self._clock_due = 0  # find out at the next apply or reexamine()
+
+    def _load_trust(self) -> TrustStore | None:
+        if self.authorities is None:
+            return None
+        records = [
+            (r.key, decode_fields(r.fields))
+            for r in self.store.iter_records(TRUST_COLLECTION)
+            if r.fields is not None
+        ]
+        return TrustStore.from_records(self.authorities, records)
+
+    def _trust_fingerprint(self) -> bytes:
+        base = self._trust.digest() if self._trust is not None else b"open"
+        return hashlib.blake2b(packb([base, sorted(self.validators)]), digest_size=32).digest()
+
+    @property
+    def trust_store(self) -> TrustStore | None:
+        """The certificates and revocations in force; None in open mode."""
+        return self._trust
+
+    def _admitted_part(self, status: str, changes: Sequence[Change]) -> list[Change]:
+        """The changes of a segment with this status that are applied anyway."""
+        if status.startswith(("fork", "clock")):
+            return []
+        return [c for c in changes if refusal(c, self._trust, self.validators) is None]
+
+    def _recovers_own(self, seg: Segment) -> bool:
+        """Whether an own segment that reaches back into issued seqs holds exactly the
+        changes this site holds for them: its own work coming back after a restore."""
+        for c in decode_changes(seg.changes, seg.origin, seg.first_seq, self.limits):
+            if c.seq > self._seq:
+                break
+            if c not in self.store.changes_for(c.collection, c.key):
+                return False
+        return True
+
+    def reexamine(self, *, full: bool = False) -> int:
+        """Re-check held segments against the trust store, validators and clock now.
+
+        Runs by itself after a bundle or write that changes ``_trust`` and when a
+        segment held for its clock may have become admissible; call it after changing
+        a validator's behaviour (``full=True`` re-checks applied segments too).
+        Returns how many changes were newly applied.
+        """
+        with self._lock:
+            return self._reexamine(full=full)
+
+    def quarantined_changes(self) -> list[QuarantinedChange]:
+        """Every held change that is not applied, with its reason."""
+        with self._lock:
+            out = []
+            for origin, segs in sorted(self._index.items()):
+                for s in segs:
+                    if s.status == APPLIED:
+                        continue
+                    changes = self._held_segment(origin, s)
+                    applied = {c.id for c in self._admitted_part(s.status, changes)}
+                    for c in changes:
+                        if c.id not in applied:
+                            reason = s.status
+                            if not s.status.startswith(("fork", "clock")):
+                                reason = refusal(c, self._trust, self.validators) or s.status
+                            out.append(QuarantinedChange(c.id, c.collection, c.key, reason))
+            return out
+
+    def _held_segment(self, origin: bytes, s: _Seg) -> list[Change]:
+        seg = Segment.decode(self.store.segment_data([(origin, s.first)])[0], self.limits)
+        return decode_changes(seg.changes, origin, s.first, self.limits)
+
+    def _reexamine(self, *, full: bool = False) -> int:
+        """Make the applied changes of every affected segment what admission says now.
+
+        Candidates: held-back segments, and (when rules changed) every segment of an
+        origin whose certificate or revocation changed, whose changes may now have to be
+        taken back. Loops because applying ``_trust`` changes can change trust again.
+        """
+        unlocked = 0
+        before = self._trust
+        for _ in range(16):  # bounded; each round needs a changed trust store
+            self._trust = self._load_trust()
+            changed = (
+                self._trust.changed_keys(before)
+                if self._trust is not None and before is not None
+                else set()
+            )
+            self._clock_due = None
+            add: list[Change] = []
+            drop: list[Change] = []
+            statuses: list[tuple[bytes, int, _Seg]] = []
+            for origin, segs in self._index.items():
+                for i, s in enumerate(segs):
+                    if s.status.startswith("fork") or not (
+                        full or s.status != APPLIED or origin in changed
+                    ):
+                        continue
+                    changes = self._held_segment(origin, s)
+                    seg = Segment(origin, s.first, s.last, s.prev, b"", bytes(64))
+                    status = self._admit(seg, changes)
+                    want = changes if status == APPLIED else self._admitted_part(status, changes)
+                    held = self._applied_ids(changes)
+                    wanted = {c.id for c in want}
+                    add.extend(c for c in want if c.id not in held)
+                    drop.extend(c for c in changes if c.id in held and c.id not in wanted)
+                    if status != s.status:
+                        statuses.append((origin, i, s._replace(status=status)))
+            if add or drop or statuses:
+                with self.store.transaction():
+                    self.store.remove_changes(drop)
+                    self._merge(add)
+                    added = {(c.collection, c.key) for c in add}
+                    self._recompute({(c.collection, c.key) for c in drop} - added)
+                    for origin, _, s in statuses:
+                        self.store.set_segment_status(origin, s.first, s.status)
+                    top = max((c.hlc for c in add), default=0)
+                    if top > self.clock.last:
+                        self.store.set_meta("hlc", str(top).encode())
+                self.clock.observe(max((c.hlc for c in add), default=0))
+                for origin, i, s in statuses:
+                    self._index[origin][i] = s
+                unlocked += len(add)
+            touched = any(c.collection == TRUST_COLLECTION for c in (*add, *drop))
+            if not touched:
+                break
+            before, full = self._trust, False
+        with self.store.transaction():
+            self.store.set_meta("trust_examined", self._trust_fingerprint())
+        return unlocked
+
+    def _applied_ids(self, changes: Sequence[Change]) -> set[ChangeId]:
+        keys = {(c.collection, c.key) for c in changes}
+        return {x.id for k in keys for x in self.store.changes_for(*k)}
+
+    def _recompute(self, keys: Iterable[tuple[str, str]]) -> None:
+        """Recompute records after changes were taken back (revocation, narrowed scope)."""
+        rows = []
+        for collection, key in sorted(keys):
+            changes = self.store.changes_for(collection, key)
+            if not changes:
+                rows.append(RecordRow(collection, key, None, _pack_heads([]), False))
+                continue
+            state = self.policy(collection).merge(changes)
+            rows.append(
+                RecordRow(collection, key, state.fields, _pack_heads(state.heads), state.conflict)
+            )
+        self.store.put_records(rows)
 
     def _apply_bundle(self, bundle: Bundle) -> ApplyReport:
         report = ApplyReport(bundle.id, bundle.header.sender)
@@ -494,15 +765,25 @@ class Replica:
                 report.applied += seg.count
                 max_hlc = max(max_hlc, max(c.hlc for c in changes))
             else:
-                report.quarantined += seg.count
+                part = self._admitted_part(status, changes)  # trust refusals are per change
+                to_merge.extend(part)
+                report.applied += len(part)
+                report.quarantined += seg.count - len(part)
+                max_hlc = max([max_hlc, *(c.hlc for c in part)])
         with self.store.transaction():
             self.store.add_segments(rows)
             report.conflicts = self._merge(to_merge)
             own_max = max(
-                (r.last_seq for r in rows if r.origin == self.id and r.status == APPLIED), default=0
+                (
+                    r.last_seq
+                    for r in rows
+                    if r.origin == self.id and not r.status.startswith("fork")
+                ),
+                default=0,
             )
-            if own_max > self._seq:  # our own changes, lost in a restore, came back
-                self.store.set_meta("seq", str(own_max).encode())
+            if own_max > self._sealed:  # our own changes, lost in a restore, came back
+                self.store.clear_outbox(own_max)  # they are sealed now, by us, before the loss
+                self.store.set_meta("seq", str(max(own_max, self._seq)).encode())
                 self.store.set_meta("sealed", str(own_max).encode())
             for receipt in bundle.header.receipts:
                 if receipt.replica != self.id:
@@ -516,12 +797,15 @@ class Replica:
             if max_hlc > self.clock.last:
                 self.store.set_meta("hlc", str(max_hlc).encode())
         self.clock.observe(max_hlc)
-        if own_max > self._seq:
-            self._seq = self._sealed = own_max
+        if own_max > self._sealed:
+            self._seq, self._sealed = max(own_max, self._seq), own_max
         for receipt in bundle.header.receipts:
             self._peer_claim = max(self._peer_claim, receipt.knowledge.max_seq(self.id))
         for r in rows:
             self._index_add(r)
+        due = self._clock_due is not None and self.clock.wall() >= self._clock_due
+        if due or any(c.collection == TRUST_COLLECTION for c in to_merge):
+            report.unlocked = self._reexamine()
         return report
 
     def _index_add(self, r: SegmentRow) -> None:
