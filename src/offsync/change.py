@@ -109,16 +109,23 @@ def decode_changes(
     if len(items) > limits.max_segment_changes:
         raise LimitExceededError(f"more than {limits.max_segment_changes} changes in a segment")
     out: list[Change] = []
+    append = out.append
+    new = tuple.__new__  # Change(...) without the Python-level namedtuple __new__
     seq = first_seq
     max_fields = limits.max_fields_bytes
+    max_key = limits.max_key_bytes
+    collections: set[str] = set()  # names already checked: a segment repeats a few
     for item in items:
         if type(item) is not list or len(item) != 6:
             raise BundleFormatError("a change must be an array of 6 items")
         hlc, collection, key, op, fields, raw_parents = item
         if type(hlc) is not int or not 0 <= hlc <= MAX_U64:
             raise BundleFormatError("change hlc must be an unsigned 64-bit integer")
-        _check_name(collection, "collection", limits.max_collection_bytes)
-        _check_name(key, "key", limits.max_key_bytes)
+        if type(collection) is not str or collection not in collections:
+            _check_name(collection, "collection", limits.max_collection_bytes)
+            collections.add(collection)
+        if type(key) is not str or not key or (len(key) * 4 > max_key):
+            _check_name(key, "key", max_key)
         if op == PUT and type(op) is int:
             if type(fields) is not bytes:
                 raise BundleFormatError("a put must carry fields")
@@ -133,7 +140,7 @@ def decode_changes(
         parents: tuple[ChangeId, ...] = ()
         if raw_parents:
             parents = _parents(raw_parents, origin, seq, limits)
-        out.append(Change(origin, seq, hlc, collection, key, op, fields, parents))
+        append(new(Change, (origin, seq, hlc, collection, key, op, fields, parents)))
         seq += 1
     return out
 
