@@ -1,7 +1,10 @@
 """One sync round over any transport, and the report it returns.
 
-``sync(replica, transport)`` learns what the other side holds, sends exactly what it
-lacks, in bundles no larger than the transport carries, then takes what it offers. Every
+``sync(replica, transport)`` takes what the other side offers, learns what it holds,
+and sends exactly what it lacks, in bundles no larger than the transport carries.
+Pulling first means the bundles we send carry a receipt that covers what we just
+applied; when the round sent changes it pulls once more, so that a live peer (HTTP)
+answers with a receipt covering them. Every
 round sends at least one bundle, so this replica's receipt (and the receipts it passes
 on) travels even when there is no data. A refused bundle is reported, set aside through
 the transport and never applied; it does not end the round. Transport failures
@@ -85,11 +88,11 @@ def sync(
     pull: bool = True,
     push: bool = True,
 ) -> SyncReport:
-    """Run one round: learn what the peer holds, send what it lacks, then receive and
-    apply what it offers."""
+    """Run one round: receive and apply what the peer offers, learn what it holds, send
+    what it lacks; if anything was sent, receive once more (see below)."""
     report = SyncReport(peer=transport.peer)
-    # Push first: a live peer (HTTP) then answers the pull with a receipt that already
-    # covers what we just sent, so one round tells the origin it arrived.
+    if pull:
+        _pull(replica, transport, report)
     if push:
         theirs = transport.knowledge() or Knowledge()
         report.peer = peer = transport.peer
@@ -105,22 +108,29 @@ def sync(
             always=True,
         )
         report.sent_bundles = transport.send(_counted(bundles, report))
-    if pull:
-        for item in transport.receive(replica.knowledge()):
-            if isinstance(item, Refused):
-                report.refused.append(item)
-                continue
-            try:
-                applied = replica.apply(item)
-            except RemoteDataError as exc:
-                reason = f"{type(exc).__name__}: {exc}"
-                report.refused.append(Refused(bundle_name(item), reason))
-                transport.reject(item, reason)
-                continue
-            report.received.append(applied)
-            transport.acknowledge(item)
-        report.peer = report.peer or transport.peer
+        if pull and report.sent_changes:
+            # A live peer (HTTP) answers this second pull with a receipt that covers
+            # what we just pushed, so one round tells the origin it arrived. For a
+            # mailbox it is one more look at an inbox that is almost always empty.
+            _pull(replica, transport, report)
     return report
+
+
+def _pull(replica: Replica, transport: Transport, report: SyncReport) -> None:
+    for item in transport.receive(replica.knowledge()):
+        if isinstance(item, Refused):
+            report.refused.append(item)
+            continue
+        try:
+            applied = replica.apply(item)
+        except RemoteDataError as exc:
+            reason = f"{type(exc).__name__}: {exc}"
+            report.refused.append(Refused(bundle_name(item), reason))
+            transport.reject(item, reason)
+            continue
+        report.received.append(applied)
+        transport.acknowledge(item)
+    report.peer = report.peer or transport.peer
 
 
 def _counted(bundles: Iterable[bytes], report: SyncReport) -> Iterator[bytes]:

@@ -3,18 +3,16 @@
 A transport knows nothing about merges. ``offsync.sync(replica, transport)`` drives it
 through one round, in this order::
 
-    theirs = transport.knowledge()                         # what the peer holds, if known
-    transport.send(replica.iter_pack(theirs | newest receipt of transport.peer,
-                                     max_bytes=transport.max_bundle_bytes,
-                                     recipient=transport.recipient, always=True))
     for item in transport.receive(replica.knowledge()):   # what the peer offers us
         bytes   -> replica.apply(item), then transport.acknowledge(item)
                    (on a RemoteDataError: transport.reject(item, reason); never applied)
         Refused -> the transport could not hand over an item intact (a truncated or
                    corrupted file, say); it goes into the round's report
-
-Pushing first means a live peer (HTTP) answers the pull with a receipt that already
-covers what was just pushed.
+    theirs = transport.knowledge()                         # what the peer holds, if known
+    transport.send(replica.iter_pack(theirs | newest receipt of transport.peer,
+                                     max_bytes=transport.max_bundle_bytes,
+                                     recipient=transport.recipient, always=True))
+    if changes were sent: receive and apply once more      # a live peer's fresh receipt
 
 Rules every transport keeps (``offsync.testing.check_transport`` checks them):
 
