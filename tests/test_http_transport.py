@@ -511,3 +511,31 @@ def test_a_whole_upload_that_met_a_busy_replica_is_applied_on_retry(centre: Repl
     assert len(asked) == 1 and app.state.offsync.refused_busy == 1
     assert sent[-1] == len(bundle) and sent.count(len(bundle)) == 1  # one commit, no resend
     assert answer["applied"] == 4 and centre.state_digest() == site.state_digest()
+
+
+def test_the_openapi_description_in_the_docs_is_the_served_one() -> None:
+    import json
+    import re
+
+    from offsync.server import openapi
+
+    page = (Path(__file__).resolve().parents[1] / "docs" / "http.md").read_text()
+    block = re.search(r"## OpenAPI description.*?```json\n(.*?)^```", page, re.S | re.M)
+    assert block is not None, "docs/http.md lost its OpenAPI block"
+    assert json.loads(block.group(1)) == openapi(), "regenerate the block in docs/http.md"
+
+
+def test_a_pull_abandoned_mid_stream_gives_its_slot_back(centre: Replica) -> None:
+    fill(centre, 80, size=40_000)  # several bundles, more than the socket buffers hold
+    app = create_app(centre, max_in_flight=1)
+    state = app.state.offsync
+    site = Identity.generate()
+    body = encode_pull_request(Knowledge(), 1 << 20, False)
+    with LiveServer(app) as srv:
+        headers = sign_request(site, centre.id, "pull", body)
+        with httpx.stream("POST", f"{srv.url}/pull", content=body, headers=headers) as r:
+            assert r.status_code == 200
+            next(r.iter_raw())  # read a little, then hang up
+        wait_for(lambda: state.in_flight, lambda n: n == 0)
+        again = pull(srv, body, sign_request(site, centre.id, "pull", body))
+        assert again.status_code == 200 and again.content.endswith(b"\0\0\0\0")
