@@ -1,0 +1,464 @@
+"""Hostile input: whatever arrives, a replica raises a specific error or quarantines,
+and its visible state (``state_digest``) does not change.
+
+Which outcome each attack gets:
+
+=====================================  =================================================
+every single-bit flip                  SignatureError or BundleFormatError (framing,
+                                       version, lengths) or LimitExceededError (a length
+                                       flipped past a limit)
+every truncation                       BundleFormatError (or LimitExceededError when the
+                                       cut leaves a length field over a limit)
+random bytes                           BundleFormatError
+decompression bomb                     LimitExceededError (declared size over the limit)
+frame that lies about its size         BundleFormatError
+deeply nested msgpack (fields)         LimitExceededError
+deeply nested msgpack (body)           BundleFormatError
+oversized msgpack (too many segments)  LimitExceededError
+huge declared lengths                  LimitExceededError / BundleFormatError
+replayed old bundle                    no error: counted as duplicates, nothing changes
+forged sender                          SignatureError
+segment spliced from another bundle    SignatureError
+encrypted for someone else             DecryptionError
+valid signer writing outside scope     quarantine "scope: key outside the allowed prefixes"
+revoked key                            quarantine "trust: key revoked"
+expired certificate                    quarantine "validity: certificate expired"
+=====================================  =================================================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import msgpack
+import pytest
+import zstandard
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from offsync import Identity, Knowledge, Limits, Receipt, Replica
+from offsync.bundle import FORMAT_VERSION, MAGIC
+from offsync.encoding import packb
+from offsync.errors import (
+    BundleFormatError,
+    DecryptionError,
+    LimitExceededError,
+    OffsyncError,
+    RemoteDataError,
+    SignatureError,
+)
+from offsync.segment import NO_PREVIOUS, Segment
+from offsync.trust import issue_certificate, revoke
+
+T0 = 1_700_000_000_000
+DAY = 86_400_000
+AUTH = Identity(bytes([1]) * 32, "authority")
+SITE = Identity(bytes([2]) * 32, "saradan")
+MALLORY = Identity(bytes([7]) * 32, "mallory")
+CENTRE = Identity(bytes([9]) * 32, "centre")
+SPECIFIC = (BundleFormatError, LimitExceededError, SignatureError, DecryptionError)
+
+
+class Wall:
+    def __init__(self, ms: int) -> None:
+        self.ms = ms
+
+    def __call__(self) -> int:
+        return self.ms
+
+
+def site_replica(wall_ms: int = T0) -> Replica:
+    return Replica.open(":memory:", identity=SITE, wall=Wall(wall_ms))
+
+
+def target(**options: object) -> Replica:
+    """A centre that already holds some data, so 'unchanged' means something."""
+    rep = Replica.open(":memory:", identity=CENTRE, wall=Wall(T0 + 30 * DAY), **options)  # type: ignore[arg-type]
+    seed = Replica.open(":memory:", identity=Identity(bytes([3]) * 32), wall=Wall(T0))
+    seed.put("residents", "3519000000000000", {"name": "already here"})
+    for b in seed.pack():
+        rep.apply(b)
+    return rep
+
+
+def small_bundle() -> bytes:
+    """About 1 KB: a few records, compressed, signed."""
+    writer = site_replica()
+    for i in range(6):
+        writer.put(
+            "residents",
+            f"35190101019000{i:02d}",
+            {"name": f"Resident {i}", "village": "Kare", "born": 1990 + i, "notes": "x" * 40},
+        )
+    (bundle,) = writer.pack()
+    return bundle
+
+
+def forge(
+    signer: Identity,
+    segments: Sequence[bytes],
+    *,
+    frame: bytes | None = None,
+    body: bytes | None = None,
+    header: dict[str, object] | None = None,
+) -> bytes:
+    """A bundle validly signed by ``signer`` around arbitrary content."""
+    if body is None:
+        body = msgpack.packb(list(segments), use_bin_type=True)
+    if frame is None:
+        frame = zstandard.ZstdCompressor(write_content_size=True).compress(body)
+    carried: dict[bytes, list[tuple[int, int]]] = {}
+    for raw in segments:
+        seg = Segment.decode(raw)
+        carried.setdefault(seg.origin, []).append((seg.first_seq, seg.last_seq))
+    fields: dict[str, object] = {
+        "body_size": len(body),
+        "created": 1,
+        "ranges": Knowledge(carried).to_wire(),
+        "receipts": [Receipt.issue(signer, 1, Knowledge()).encode()],
+        "recipient": None,
+        "segments": len(segments),
+        "sender": signer.public_key,
+    }
+    fields.update(header or {})
+    hbytes = packb(fields)
+    signed = b"".join(
+        (
+            MAGIC,
+            FORMAT_VERSION.to_bytes(2, "big"),
+            len(hbytes).to_bytes(4, "big"),
+            hbytes,
+            len(frame).to_bytes(4, "big"),
+            frame,
+        )
+    )
+    return signed + signer.sign(signed)
+
+
+def segment_of(changes: list[list[object]], signer: Identity = SITE, first: int = 1) -> bytes:
+    data = packb(changes)
+    return Segment.seal(signer, first, len(changes), data, NO_PREVIOUS).encode()
+
+
+def refuse(rep: Replica, data: bytes) -> type[OffsyncError]:
+    """Apply hostile bytes: they must raise a specific error and change nothing."""
+    before = rep.state_digest()
+    known = rep.knowledge()
+    with pytest.raises(RemoteDataError) as info:
+        rep.apply(data)
+    assert type(info.value) is not RemoteDataError
+    assert rep.state_digest() == before
+    assert rep.knowledge() == known
+    return type(info.value)
+
+
+# -- every bit flip, every truncation ---------------------------------------------------
+
+
+def test_every_single_bit_flip_is_refused() -> None:
+    rep = target()
+    bundle = small_bundle()
+    assert 600 < len(bundle) < 1500
+    before = rep.state_digest()
+    seen: set[type[Exception]] = set()
+    mutable = bytearray(bundle)
+    for i in range(len(bundle) * 8):
+        mutable[i >> 3] ^= 1 << (i & 7)
+        try:
+            rep.apply(bytes(mutable))
+        except SPECIFIC as exc:
+            seen.add(type(exc))
+        else:
+            pytest.fail(f"bit {i} flipped and the bundle still applied")
+        finally:
+            mutable[i >> 3] ^= 1 << (i & 7)
+        assert rep.state_digest() == before
+    assert SignatureError in seen and BundleFormatError in seen
+    assert rep.apply(bundle).applied == 6  # the intact bundle still applies
+
+
+def test_every_truncation_is_refused() -> None:
+    rep = target()
+    bundle = small_bundle()
+    before = rep.state_digest()
+    for n in range(len(bundle)):
+        with pytest.raises((BundleFormatError, LimitExceededError)):
+            rep.apply(bundle[:n])
+        assert rep.state_digest() == before
+    with pytest.raises(BundleFormatError):
+        rep.apply(bundle + b"\x00")
+
+
+@given(st.binary(max_size=2048))
+def test_random_bytes_are_refused(data: bytes) -> None:
+    rep = _shared_target()
+    before = rep.state_digest()
+    with pytest.raises(BundleFormatError):
+        rep.apply(data)
+    assert rep.state_digest() == before
+
+
+@given(st.binary(min_size=0, max_size=600))
+def test_random_bytes_after_valid_magic_are_refused(tail: bytes) -> None:
+    rep = _shared_target()
+    before = rep.state_digest()
+    with pytest.raises((BundleFormatError, LimitExceededError, SignatureError)):
+        rep.apply(MAGIC + FORMAT_VERSION.to_bytes(2, "big") + tail)
+    assert rep.state_digest() == before
+
+
+_TARGET: list[Replica] = []
+
+
+def _shared_target() -> Replica:
+    if not _TARGET:
+        _TARGET.append(target())
+    return _TARGET[0]
+
+
+# -- decompression bombs, nesting, sizes -------------------------------------------------
+
+
+def test_decompression_bomb_is_refused_before_decompressing() -> None:
+    rep = target(limits=Limits(max_body_bytes=1 << 20))
+    bomb_body = bytes(32 << 20)  # 32 MiB of zeros, a few KB compressed
+    frame = zstandard.ZstdCompressor(write_content_size=True).compress(bomb_body)
+    assert len(frame) < 64 * 1024
+    assert refuse(rep, forge(MALLORY, [], frame=frame, body=bomb_body)) is LimitExceededError
+
+
+def test_bomb_that_hides_its_size_is_refused() -> None:
+    rep = target(limits=Limits(max_body_bytes=1 << 20))
+    bomb_body = bytes(32 << 20)
+    frame = zstandard.ZstdCompressor(write_content_size=False).compress(bomb_body)
+    # The header claims a small body; the frame declares no size at all.
+    bundle = forge(MALLORY, [], frame=frame, body=msgpack.packb([]))
+    assert refuse(rep, bundle) is BundleFormatError
+
+
+def test_frame_that_lies_about_its_size_is_refused() -> None:
+    rep = target()
+    body = msgpack.packb([])
+    frame = zstandard.ZstdCompressor(write_content_size=True).compress(body + b"\x00" * 100)
+    assert refuse(rep, forge(MALLORY, [], frame=frame, body=body)) is BundleFormatError
+
+
+def test_huge_window_is_refused() -> None:
+    rep = target(limits=Limits(max_window_bytes=1 << 20))
+    body = bytes(300)
+    # A hand-made frame: declared size 300, window 128 MiB, one raw block.
+    header = (
+        b"\x28\xb5\x2f\xfd" + b"\x40" + bytes([(27 - 10) << 3]) + (300 - 256).to_bytes(2, "little")
+    )
+    frame = header + ((300 << 3) | 1).to_bytes(3, "little") + body
+    assert zstandard.get_frame_parameters(frame).window_size == 1 << 27
+    assert refuse(rep, forge(MALLORY, [], frame=frame, body=body)) is LimitExceededError
+
+
+def nested(depth: int) -> bytes:
+    return b"\x91" * depth + b"\xc0"
+
+
+def test_deeply_nested_fields_are_refused() -> None:
+    rep = target()
+    fields = b"\x81\xa1a" + nested(100_000)
+    seg = segment_of([[1, "residents", "3519000000000001", 0, fields, []]], MALLORY)
+    assert refuse(rep, forge(MALLORY, [seg])) is LimitExceededError
+
+
+def test_deeply_nested_body_is_refused() -> None:
+    rep = target()
+    body = nested(100_000)
+    assert refuse(rep, forge(MALLORY, [], body=body)) is BundleFormatError
+
+
+def test_deeply_nested_header_is_refused() -> None:
+    rep = target()
+    bundle = forge(MALLORY, [], header={"created": msgpack.ExtType(1, b"")})
+    assert refuse(rep, bundle) is BundleFormatError
+    deep = bytearray(forge(MALLORY, []))
+    hlen = int.from_bytes(deep[8:12], "big")
+    header = nested(50_000)
+    blen_and_rest = deep[12 + hlen :]
+    crafted = bytes(deep[:8]) + len(header).to_bytes(4, "big") + header + bytes(blen_and_rest)
+    assert refuse(rep, crafted) in (LimitExceededError, BundleFormatError)
+
+
+def test_oversized_msgpack_is_refused() -> None:
+    rep = target(limits=Limits(max_segments=10, max_segment_changes=5))
+    many = [segment_of([[1, "c", "k", 1, None, []]], MALLORY, first=i) for i in range(1, 12)]
+    assert refuse(rep, forge(MALLORY, many)) is LimitExceededError
+    long_segment = segment_of([[1, "c", f"k{i}", 1, None, []] for i in range(6)], MALLORY)
+    assert refuse(rep, forge(MALLORY, [long_segment])) is LimitExceededError
+    big_key = segment_of([[1, "c", "k" * 10_000, 1, None, []]], MALLORY)
+    assert refuse(rep, forge(MALLORY, [big_key])) is LimitExceededError
+
+
+def test_huge_declared_lengths_are_refused() -> None:
+    rep = target()
+    good = forge(MALLORY, [])
+    # Header length field claiming 4 GiB.
+    assert refuse(rep, good[:8] + b"\xff\xff\xff\xff" + good[12:]) is LimitExceededError
+    # Body length field claiming 4 GiB.
+    hlen = int.from_bytes(good[8:12], "big")
+    at = 12 + hlen
+    assert refuse(rep, good[:at] + b"\xff\xff\xff\xff" + good[at + 4 :]) is BundleFormatError
+    # A msgpack array header declaring 2**32 - 1 segments in a tiny body.
+    body = b"\xdd\xff\xff\xff\xff"
+    assert refuse(rep, forge(MALLORY, [], body=body)) is BundleFormatError
+    # A header declaring an enormous body.
+    assert refuse(rep, forge(MALLORY, [], header={"body_size": 1 << 40})) is LimitExceededError
+    # A segment claiming more changes than the limit.
+    sig = bytes(64)
+    claim = msgpack.packb([SITE.public_key, 1, 1 << 40, NO_PREVIOUS, b"", sig])
+    assert refuse(rep, forge(MALLORY, [], body=msgpack.packb([claim]))) in (
+        LimitExceededError,
+        BundleFormatError,
+    )
+
+
+# -- replay, forgery, splicing, encryption -----------------------------------------------
+
+
+def test_replayed_old_bundle_changes_nothing() -> None:
+    rep = target()
+    writer = site_replica(T0)
+    writer.put("residents", "3519000000000001", {"name": "first"})
+    (old,) = writer.pack()
+    rep.apply(old)
+    writer.put("residents", "3519000000000001", {"name": "second"})
+    for b in writer.pack(rep.knowledge()):
+        rep.apply(b)
+    before = rep.state_digest()
+    report = rep.apply(old)  # replayed after newer data: no error, no effect
+    assert (report.applied, report.duplicates) == (0, 1)
+    assert rep.state_digest() == before
+    assert rep.get("residents", "3519000000000001") == {"name": "second"}
+
+
+def test_forged_sender_is_refused() -> None:
+    rep = target()
+    bundle = small_bundle()
+    # Re-sign SITE's bundle bytes with Mallory's key: the header still names SITE.
+    forged = bundle[:-64] + MALLORY.sign(bundle[:-64])
+    assert refuse(rep, forged) is SignatureError
+    # A segment claiming SITE as origin but signed by Mallory, in Mallory's own bundle.
+    data = packb([[1, "residents", "3519000000000001", 0, packb({"name": "x"}), []]])
+    fake = Segment(SITE.public_key, 1, 1, NO_PREVIOUS, data, MALLORY.sign(b"anything")).encode()
+    assert refuse(rep, forge(MALLORY, [fake])) is SignatureError
+
+
+def test_segment_spliced_from_another_bundle_is_refused() -> None:
+    rep = target()
+    first, second = small_bundle(), _other_bundle()
+    seg_a = msgpack.unpackb(zstandard.ZstdDecompressor().decompress(_frame(first)))[0]
+    seg_b = msgpack.unpackb(zstandard.ZstdDecompressor().decompress(_frame(second)))[0]
+    # Splice raw bytes of one bundle's body into the other, keeping its signature.
+    spliced = first.replace(_frame(first), _frame(second))
+    assert refuse(rep, spliced) in (SignatureError, BundleFormatError)
+    # Re-signed by a relay, but the segment mixes one segment's changes with another's
+    # signature: the origin's signature no longer covers it.
+    a, b = Segment.decode(seg_a), Segment.decode(seg_b)
+    chimera = Segment(a.origin, a.first_seq, a.last_seq, a.prev_hash, b.changes, a.signature)
+    assert refuse(rep, forge(MALLORY, [chimera.encode()])) is SignatureError
+    # A segment passed on byte for byte by a relay is fine: that is how relays work.
+    assert rep.apply(forge(MALLORY, [seg_a])).applied == a.count
+
+
+def _other_bundle() -> bytes:
+    writer = Replica.open(":memory:", identity=Identity(bytes([4]) * 32), wall=Wall(T0))
+    writer.put("residents", "3519000000000099", {"name": "other"})
+    (bundle,) = writer.pack()
+    return bundle
+
+
+def _frame(bundle: bytes) -> bytes:
+    hlen = int.from_bytes(bundle[8:12], "big")
+    at = 12 + hlen
+    blen = int.from_bytes(bundle[at : at + 4], "big")
+    return bundle[at + 4 : at + 4 + blen]
+
+
+def test_bundle_encrypted_for_someone_else_is_refused() -> None:
+    rep = target()
+    writer = site_replica()
+    writer.put("residents", "3519000000000001", {"name": "secret"})
+    (sealed,) = writer.pack(recipient=MALLORY.public)
+    assert b"secret" not in sealed and b"3519000000000001" not in sealed
+    assert refuse(rep, sealed) is DecryptionError
+    # Addressed to the centre, but with a damaged ciphertext re-signed by the sender.
+    (to_centre,) = writer.pack(recipient=CENTRE.public)
+    hlen = int.from_bytes(to_centre[8:12], "big")
+    at = 12 + hlen + 4 + 40
+    damaged = bytearray(to_centre[:-64])
+    damaged[at] ^= 1
+    assert refuse(rep, bytes(damaged) + SITE.sign(bytes(damaged))) is DecryptionError
+    assert rep.apply(to_centre).applied == 1
+
+
+# -- trust failures: quarantined with a specific reason ----------------------------------
+
+
+def trusted_target() -> tuple[Replica, Replica]:
+    auth = Replica.open(":memory:", identity=AUTH, wall=Wall(T0))
+    issue_certificate(
+        auth, SITE, collections=["residents"], prefixes=["3519"], valid_until=T0 + DAY
+    )
+    rep = target(trust=[AUTH.public_key])
+    for b in auth.pack():
+        rep.apply(b)
+    return auth, rep
+
+
+def quarantines(rep: Replica, bundle: bytes, reason: str) -> None:
+    before, held = rep.state_digest(), set(rep.quarantined_changes())
+    report = rep.apply(bundle)
+    assert report.applied == 0 and report.quarantined >= 1
+    assert rep.state_digest() == before
+    assert {q.reason for q in set(rep.quarantined_changes()) - held} == {reason}
+
+
+def test_valid_signer_writing_outside_its_scope_is_quarantined() -> None:
+    _, rep = trusted_target()
+    writer = site_replica()
+    writer.put("residents", "3520000000000001", {"name": "not my region"})
+    (bundle,) = writer.pack()
+    quarantines(rep, bundle, "scope: key outside the allowed prefixes")
+
+
+def test_revoked_key_is_quarantined() -> None:
+    auth, rep = trusted_target()
+    revoke(auth, SITE, effective_ms=T0 + 10)
+    for b in auth.pack(rep.knowledge()):
+        rep.apply(b)
+    writer = site_replica(T0 + 20)
+    writer.put("residents", "3519000000000001", {"name": "after revocation"})
+    (bundle,) = writer.pack()
+    quarantines(rep, bundle, "trust: key revoked")
+
+
+def test_expired_certificate_is_quarantined() -> None:
+    _, rep = trusted_target()
+    writer = site_replica(T0 + 2 * DAY)
+    writer.put("residents", "3519000000000001", {"name": "too late"})
+    (bundle,) = writer.pack()
+    quarantines(rep, bundle, "validity: certificate expired")
+
+
+@settings(max_examples=max(20, settings.default.max_examples // 2))
+@given(st.data())
+def test_mutated_trusted_bundles_never_apply_partly(data: st.DataObject) -> None:
+    """Random multi-byte damage to a bundle: all of it or none of it."""
+    rep = _shared_target()
+    bundle = bytearray(_BUNDLE_CACHE.setdefault("b", small_bundle()))
+    for _ in range(data.draw(st.integers(1, 8))):
+        i = data.draw(st.integers(0, len(bundle) - 1))
+        bundle[i] = data.draw(st.integers(0, 255))
+    before = rep.state_digest()
+    try:
+        rep.apply(bytes(bundle))
+    except SPECIFIC:
+        assert rep.state_digest() == before
+
+
+_BUNDLE_CACHE: dict[str, bytes] = {}
