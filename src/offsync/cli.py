@@ -141,6 +141,14 @@ def _classify(exc: OffsyncError) -> CommandError:
             "the input is damaged or forged: fetch a fresh copy from the sender; "
             "`offsync inspect FILE` shows what it claims to be",
         )
+    if isinstance(exc, e.PeerRefusedError):
+        return CommandError(
+            msg,
+            EXIT_TRANSPORT,
+            "the other side refused and the same request will be refused again: check "
+            "--server-key, this site's certificate (`offsync trust list` at the server) "
+            "and the server's log",
+        )
     if isinstance(exc, e.RetryableTransportError):
         after = f" (the other side asks for {exc.retry_after:g} s)" if exc.retry_after else ""
         return CommandError(
@@ -1006,6 +1014,7 @@ def status_document(replica: Replica) -> dict[str, Any]:
         "public_key": replica.id,
         "seq": replica.seq,
         "changes_held": mine.count(),
+        "state_digest": replica.state_digest(),
         "origins": len(mine.intervals),
         "peers": peers,
         "quarantined": [
@@ -1033,7 +1042,7 @@ def status(state: State) -> None:
     _out.print(
         f"[bold]{doc['site']}[/] {doc['public_key'].hex()}\n"
         f"{doc['seq']} change(s) written here; {doc['changes_held']} held from "
-        f"{doc['origins']} site(s)"
+        f"{doc['origins']} site(s); state digest {doc['state_digest'].hex()[:16]}"
     )
     if doc["peers"]:
         table = Table(
@@ -1445,3 +1454,7 @@ def demo(args: tuple[str, ...]) -> None:
     from .demo import main as demo_main
 
     raise click.exceptions.Exit(demo_main(list(args)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,147 @@
+"""The ``offsync`` command: records, bundle files, exit codes, conflicts.
+
+These checks invoke the command in-process (click's runner) to stay fast; the flows
+between sites run the real script in subprocesses (test_cli_flows.py). Exit codes are
+part of the interface: 0 done, 1 local failure, 2 usage, 3 refused input, 4 transport
+failure (see ``offsync.cli``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from cli_helpers import InProcess, Shell
+
+
+@pytest.fixture
+def sh(tmp_path: Path) -> Shell:
+    return InProcess(tmp_path)
+
+
+def test_records_round_trip(sh: Shell) -> None:
+    key = sh.init("saradan", "--policy", "doses=fww")
+    assert len(key) == 64
+    assert sh.json("--site", "saradan", "id")["public_key"] == key
+    doc = json.loads((sh.cwd / "saradan" / "site.json").read_text())
+    assert doc["policies"] == {"doses": "fww"} and doc["public_key"] == key
+    site = ("--site", "saradan")
+    sh.run(*site, "put", "residents", "3519010101900001", "name=Siti Aminah", "age:=41")
+    sh.run(*site, "put", "residents", "3519010101900001", "--fields", '{"village": "Kare"}')
+    assert sh.json(*site, "get", "residents", "3519010101900001") == {
+        "age": 41,
+        "name": "Siti Aminah",
+        "village": "Kare",
+    }
+    sh.run(*site, "put", "doses", "3519010101900001/1", "vaccine=CoronaVac")
+    assert sh.json(*site, "ls") == {"doses": 1, "residents": 1}
+    # A first-writer-wins record is a fact: a plain put is a usage error with a way out.
+    refused = sh.run(*site, "put", "doses", "3519010101900001/1", "vaccine=X", code=2)
+    assert "resolve" in refused.stderr
+    assert sh.json(*site, "delete", "residents", "3519010101900001") == {"deleted": True}
+    sh.run(*site, "get", "residents", "3519010101900001", code=1)
+    # OFFSYNC_SITE works like --site.
+    assert sh.run("ls", env={"OFFSYNC_SITE": "saradan"}).returncode == 0
+
+
+def test_usage_errors_say_what_to_do(sh: Shell) -> None:
+    missing = sh.run("--site", "nowhere", "status", code=2)
+    assert "not an offsync site" in missing.stderr and "offsync init" in missing.stderr
+    sh.init("a")
+    again = sh.run("init", "a", code=2)
+    assert "already holds a site" in again.stderr
+    wrong = sh.run("--site", "a", "status", code=2, env={"OFFSYNC_PASSPHRASE": "nope"})
+    assert "passphrase" in wrong.stderr and "next:" in wrong.stderr
+    no_pass = sh.run("--site", "a", "status", code=2, env={"OFFSYNC_PASSPHRASE": ""})
+    assert "passphrase" in no_pass.stderr
+    sh.run("--site", "a", "put", "residents", "1", "no-equals-sign", code=2)
+    sh.run("--site", "a", "frobnicate", code=2)
+    sh.run("init", "b", "--policy", "doses=sometimes", code=2)
+    # A passphrase file works instead of the environment variable.
+    (sh.cwd / "pass.txt").write_text("kare-klecorejo-2021\n")
+    sh.run("--passphrase-file", "pass.txt", "--site", "a", "status")
+
+
+def test_bundle_files_pack_inspect_verify_apply(sh: Shell) -> None:
+    a = sh.init("a")
+    sh.init("b")
+    for i in range(3):
+        sh.run("--site", "a", "put", "residents", f"35190101019000{i:02d}", f"name=Resident {i}")
+    [written] = sh.json("--site", "a", "pack", "outbox", "--max-bytes", "65536")
+    assert written["changes"] == 3
+    [info] = sh.json("inspect", "outbox")
+    assert info["valid"] and info["signature"] == "valid" and info["sender"] == a
+    assert info["changes"] == 3 and info["ranges"] == {a: [[1, 3]]}
+    assert info["recipient"] is None and info["receipts"][0]["replica"] == a
+    assert "sender" in sh.run("inspect", written["file"]).stdout  # the human view
+    assert sh.json("verify", "outbox")[0]["ok"]
+
+    # A damaged copy: inspect and verify say so (exit 3); apply refuses it and still
+    # applies the intact file given with it.
+    bad = sh.cwd / "outbox" / "damaged.ofs"
+    data = bytearray((sh.cwd / written["file"]).read_bytes())
+    data[len(data) // 2] ^= 0x01
+    bad.write_bytes(bytes(data))
+    [_, bad_info] = sh.json("inspect", "outbox", code=3)  # names sort: a-..., damaged
+    assert not bad_info["valid"] and "Signature" in bad_info["error"]
+    assert "NOT VALID" in sh.run("inspect", str(bad), code=3).stdout
+    sh.run("verify", str(bad), code=3)
+    rows = sh.json("--site", "b", "apply", "outbox", code=3)
+    assert [r["ok"] for r in rows] == [True, False]
+    assert rows[0]["applied"] == 3
+    bad.unlink()
+    again = sh.json("--site", "b", "apply", "outbox")
+    assert again[0]["applied"] == 0 and again[0]["duplicates"] == 3
+    assert sh.json("--site", "b", "get", "residents", "3519010101900002") == {"name": "Resident 2"}
+
+
+def test_sealed_bundle_is_checked_at_its_recipient_only(sh: Shell) -> None:
+    sh.init("a")
+    b = sh.init("b")
+    sh.init("c")
+    sh.run("--site", "a", "put", "residents", "1", "name=Siti")
+    sh.run("--site", "a", "pack", "--for", b, "--encrypt", "sealed")
+    [info] = sh.json("inspect", "sealed")
+    assert info["encrypted"] and info["recipient"] == b
+    [at_c] = sh.json("--site", "c", "verify", "sealed")
+    assert at_c["ok"] and "not checked" in at_c["detail"]
+    [at_b] = sh.json("--site", "b", "verify", "sealed")
+    assert at_b["ok"] and "segment signatures valid" in at_b["detail"]
+    refused = sh.json("--site", "c", "apply", "sealed", code=3)
+    assert "DecryptionError" in refused[0]["error"]
+    assert sh.json("--site", "b", "apply", "sealed")[0]["applied"] == 1
+
+
+def test_folder_sync_and_conflicts(sh: Shell) -> None:
+    a = sh.init("kec-a", "--policy", "doses=fww")
+    b = sh.init("kec-b", "--policy", "doses=fww")
+    share = sh.cwd / "share"
+    share.mkdir()
+    sh.run("--site", "kec-a", "put", "doses", "3519/1", "vaccine=CoronaVac")
+    sh.run("--site", "kec-b", "put", "doses", "3519/1", "vaccine=Pfizer")
+    note = sh.run("--site", "kec-a", "sync", str(share))
+    assert "no peer named" in note.stderr  # nothing to read yet and no one to write for
+    sh.run("--site", "kec-a", "sync", str(share), "--peer", b)
+    at_b = sh.json("--site", "kec-b", "sync", str(share))  # answers whoever wrote
+    assert at_b["rounds"][0]["applied"] == 1 and at_b["rounds"][0]["conflicts"] == ["doses/3519/1"]
+    sh.run("--site", "kec-a", "sync", str(share))
+
+    [conflict] = sh.json("--site", "kec-b", "conflicts")
+    assert conflict["key"] == "3519/1" and len(conflict["versions"]) == 2
+    keep = next(h for h, v in conflict["versions"].items() if v == {"vaccine": "Pfizer"})
+    assert keep.startswith(b[:12])
+    assert "--choose" in sh.run("--site", "kec-b", "conflicts").stdout
+    sh.run("--site", "kec-b", "conflicts", "resolve", "doses", "3519/1", code=2)
+    sh.run("--site", "kec-b", "conflicts", "resolve", "doses", "3519/1", "--choose", "ab:9", code=2)
+    done = sh.json("--site", "kec-b", "conflicts", "resolve", "doses", "3519/1", "--choose", keep)
+    assert done["value"] == {"vaccine": "Pfizer"}
+    assert sh.json("--site", "kec-b", "conflicts") == []
+    sh.run("--site", "kec-b", "sync", str(share), "--peer", a)
+    sh.run("--site", "kec-a", "sync", str(share))
+    assert sh.json("--site", "kec-a", "conflicts") == []
+    assert sh.json("--site", "kec-a", "get", "doses", "3519/1") == {"vaccine": "Pfizer"}
+    digests = {sh.json("--site", s, "status")["state_digest"] for s in ("kec-a", "kec-b")}
+    assert len(digests) == 1
+    sh.run("--site", "kec-a", "sync", "no/such/folder", code=2)
