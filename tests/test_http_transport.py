@@ -399,7 +399,7 @@ def test_the_client_gives_up_with_a_retryable_error(centre: Replica) -> None:
     assert centre.knowledge().count(site.id) == 0
 
 
-def test_a_replica_busy_beyond_the_limit_answers_503(centre: Replica, served: LiveServer) -> None:
+def test_a_replica_busy_beyond_the_limit_answers_503(centre: Replica) -> None:
     app = create_app(centre, busy_timeout=0.05)
     with LiveServer(app) as srv, centre._lock:  # another writer holds the replica
         r = httpx.get(f"{srv.url}/knowledge")
@@ -539,3 +539,15 @@ def test_a_pull_abandoned_mid_stream_gives_its_slot_back(centre: Replica) -> Non
         wait_for(lambda: state.in_flight, lambda n: n == 0)
         again = pull(srv, body, sign_request(site, centre.id, "pull", body))
         assert again.status_code == 200 and again.content.endswith(b"\0\0\0\0")
+
+
+def test_the_http_libraries_load_only_with_the_http_modules() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, offsync, offsync.transports, offsync.httpwire, offsync.sync\n"
+        "print(sorted(m for m in ('httpx', 'starlette', 'uvicorn') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
