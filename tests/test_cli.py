@@ -145,3 +145,54 @@ def test_folder_sync_and_conflicts(sh: Shell) -> None:
     digests = {sh.json("--site", s, "status")["state_digest"] for s in ("kec-a", "kec-b")}
     assert len(digests) == 1
     sh.run("--site", "kec-a", "sync", "no/such/folder", code=2)
+
+
+def test_trust_authority_certificates_and_quarantine(sh: Shell) -> None:
+    """An authority certifies a site for a region; a stranger's writes are held back."""
+    auth = sh.init("authority", "--authority")
+    kec = sh.init("kec-saradan", "--trust", auth)
+    stranger = sh.init("stranger")
+    kec_site = ("--site", "kec-saradan")
+    # Not certified yet: the write is refused at the desk (exit 2) with a next step.
+    early = sh.run(*kec_site, "put", "residents", "3519010000000001", "name=Siti", code=2)
+    assert "trust: unknown signer" in early.stderr and "offsync trust list" in early.stderr
+    # Only an authority issues certificates.
+    sh.run("--site", "stranger", "trust", "issue", kec, code=2)
+    sh.run(
+        "--site", "authority", "trust", "issue", kec, "--label", "kec-saradan",
+        "--collection", "residents", "--prefix", "351901", "--valid-from", "2020-01-01",
+    )  # fmt: skip
+    certs = sh.json("--site", "authority", "trust", "list")["certificates"]
+    assert [(c["label"], c["prefixes"]) for c in certs] == [("kec-saradan", ["351901"])]
+    sh.run("--site", "authority", "pack", "certs")
+    sh.run(*kec_site, "apply", "certs")
+    listed = sh.json(*kec_site, "trust", "list")
+    assert listed["mode"] == "certified" and listed["authorities"] == [auth]
+    sh.run(*kec_site, "put", "residents", "3519010000000001", "name=Siti")
+    outside = sh.run(*kec_site, "put", "residents", "3520010000000001", "name=X", code=2)
+    assert "scope" in outside.stderr
+    # A certified label names a peer wherever a key is expected.
+    sh.run(*kec_site, "pack", "for-auth", "--for", "kec-saradan")
+
+    sh.run("--site", "stranger", "put", "residents", "3519010000000009", "name=Rogue")
+    sh.run("--site", "stranger", "pack", "rogue")
+    [applied] = sh.json(*kec_site, "apply", "rogue")
+    assert applied["quarantined"] == 1 and applied["applied"] == 0
+    status = sh.json(*kec_site, "status")
+    [held] = status["quarantined"]
+    assert held["origin"] == stranger and held["reason"] == "trust: unknown signer"
+    assert sh.json(*kec_site, "get", "residents", "3519010000000009", code=1) is None
+
+    # Revocation needs a bound; then it is listed everywhere it travels.
+    sh.run("--site", "authority", "trust", "revoke", kec, code=2)
+    sh.run("--site", "authority", "trust", "revoke", kec, "--after-seq", "1", "--reason", "lost")
+    revoked = sh.json("--site", "authority", "trust", "list")["revocations"]
+    assert revoked == [{"after_seq": 1, "effective_ms": None, "reason": "lost", "site": kec}]
+    # Trusting an authority later re-examines what was held.
+    sh.init("open-site")
+    assert sh.json("--site", "open-site", "trust", "list")["mode"] == "open"
+    sh.run("--site", "open-site", "apply", "rogue")
+    assert sh.json("--site", "open-site", "status")["quarantined"] == []
+    assert sh.json("--site", "open-site", "trust", "import", auth)["added"]
+    assert len(sh.json("--site", "open-site", "status")["quarantined"]) == 1
+    sh.run("--site", "open-site", "trust", "import", "not-a-key", code=2)

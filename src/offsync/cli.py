@@ -117,6 +117,13 @@ def _classify(exc: OffsyncError) -> CommandError:
         return CommandError(
             msg, EXIT_USAGE, "check OFFSYNC_PASSPHRASE or --passphrase-file for this site"
         )
+    if isinstance(exc, e.NotAuthorisedError):
+        return CommandError(
+            msg,
+            EXIT_USAGE,
+            "peers would refuse this write: check the site's certificate with "
+            "`offsync trust list`, or ask the authority for one that covers it",
+        )
     if isinstance(exc, (IdentityError, UsageError)):
         return CommandError(msg, EXIT_USAGE, "see `offsync COMMAND --help`")
     if isinstance(exc, e.SequenceReuseError):
@@ -256,6 +263,8 @@ class Site:
     public_key: bytes
     policies: dict[str, str]
     default_policy: str = "lww"
+    #: Authority keys (hex): the root of trust. Empty: open mode, any signer may write.
+    authorities: list[str] = field(default_factory=list)
 
     @classmethod
     def load(cls, path: Path) -> Site:
@@ -268,17 +277,35 @@ class Site:
             )
         try:
             doc = json.loads(cfg.read_text())
-            return cls(
+            site = cls(
                 path,
                 str(doc["label"]),
                 bytes.fromhex(doc["public_key"]),
                 {str(k): str(v) for k, v in doc.get("policies", {}).items()},
                 str(doc.get("default_policy", "lww")),
+                [str(a) for a in doc.get("authorities", [])],
             )
+            for a in site.authorities:
+                if len(bytes.fromhex(a)) != 32:
+                    raise ValueError(f"authority key {a!r} is not 32 bytes")
+            return site
         except (ValueError, KeyError, TypeError) as exc:
             raise CommandError(
                 f"{cfg} is damaged ({exc})", EXIT_ERROR, "restore it from a backup"
             ) from exc
+
+    def save(self) -> None:
+        """Write site.json atomically."""
+        doc = {
+            "format": "offsync-site",
+            "version": 1,
+            "label": self.label,
+            "public_key": self.public_key.hex(),
+            "policies": dict(sorted(self.policies.items())),
+            "default_policy": self.default_policy,
+            "authorities": self.authorities,
+        }
+        write_atomic(self.path / SITE_FILE, (json.dumps(doc, indent=2) + "\n").encode())
 
     @classmethod
     def create(
@@ -288,6 +315,7 @@ class Site:
         passphrase: str,
         site_policies: dict[str, str],
         default_policy: str = "lww",
+        authorities: Sequence[str] = (),
     ) -> Site:
         for name in [*site_policies.values(), default_policy]:
             _policy_of(name)
@@ -307,16 +335,15 @@ class Site:
                 "memlimit": nacl.pwhash.argon2id.MEMLIMIT_MIN,
             }
         identity.save(path / KEY_FILE, passphrase, **kdf)
-        site = cls(path, identity.label, identity.public_key, site_policies, default_policy)
-        doc = {
-            "format": "offsync-site",
-            "version": 1,
-            "label": site.label,
-            "public_key": identity.public_key.hex(),
-            "policies": dict(sorted(site_policies.items())),
-            "default_policy": default_policy,
-        }
-        (path / SITE_FILE).write_text(json.dumps(doc, indent=2) + "\n")
+        site = cls(
+            path,
+            identity.label,
+            identity.public_key,
+            site_policies,
+            default_policy,
+            list(dict.fromkeys(authorities)),
+        )
+        site.save()
         site.open(identity).close()
         return site
 
@@ -340,6 +367,7 @@ class Site:
             identity=identity,
             policies={c: _policy_of(p) for c, p in self.policies.items()},
             default_policy=_policy_of(self.default_policy),
+            trust=[bytes.fromhex(a) for a in self.authorities] if self.authorities else None,
         )
 
 
@@ -527,6 +555,16 @@ def main(argv: Sequence[str] | None = None) -> None:
 @click.option(
     "--default-policy", default="lww", show_default=True, help="Policy of other collections."
 )
+@click.option(
+    "--trust",
+    "trusted",
+    multiple=True,
+    metavar="KEY",
+    help="An authority key (hex) to trust; then only certified sites may write (repeatable).",
+)
+@click.option(
+    "--authority", is_flag=True, help="This site is an authority: it issues certificates."
+)
 @json_option
 @pass_state
 def init(
@@ -535,8 +573,14 @@ def init(
     label: str | None,
     policy_specs: tuple[str, ...],
     default_policy: str,
+    trusted: tuple[str, ...],
+    authority: bool,
 ) -> None:
-    """Create a site: a new key (sealed with the passphrase) and an empty store."""
+    """Create a site: a new key (sealed with the passphrase) and an empty store.
+
+    Without --trust or --authority the site is in open mode: it applies the changes of
+    any validly signed site. With them, only sites certified by an authority.
+    """
     path = directory or state.site_dir
     site_policies: dict[str, str] = {}
     for spec in policy_specs:
@@ -547,8 +591,11 @@ def init(
     passphrase = state.passphrase(confirm=True)
     if not passphrase:
         fail("an empty passphrase would leave the site key unprotected", hint="choose one")
+    authorities = [parse_key(k).hex() for k in trusted]
     identity = Identity.generate(label=label or path.resolve().name)
-    site = Site.create(path, identity, passphrase, site_policies, default_policy)
+    if authority:
+        authorities.insert(0, identity.public_key.hex())
+    site = Site.create(path, identity, passphrase, site_policies, default_policy, authorities)
     if state.json:
         emit_json(
             {
@@ -556,6 +603,7 @@ def init(
                 "label": site.label,
                 "public_key": site.public_key,
                 "policies": site.policies,
+                "authorities": site.authorities,
             }
         )
     else:
@@ -673,8 +721,35 @@ def ls(state: State, collection: str | None, limit: int) -> None:
 # -- peers -------------------------------------------------------------------------------
 
 
+def certified_labels(replica: Replica) -> dict[str, bytes]:
+    """Label -> key, from the certificates in force (labels used twice are left out)."""
+    store = replica.trust_store
+    if store is None:
+        return {}
+    seen: dict[str, list[bytes]] = {}
+    for key, cert in store.certificates.items():
+        if cert.label:
+            seen.setdefault(cert.label, []).append(key)
+    return {label: keys[0] for label, keys in seen.items() if len(keys) == 1}
+
+
+def parse_key(text: str) -> bytes:
+    """A full public key in hex (64 digits)."""
+    text = text.strip().lower()
+    if not re.fullmatch(r"[0-9a-f]{64}", text):
+        fail(
+            f"{text!r} is not a public key (64 hex digits)",
+            hint="`offsync id` at that site prints its key",
+        )
+    return bytes.fromhex(text)
+
+
 def resolve_peer(replica: Replica, text: str) -> bytes:
-    """A peer named by its public key in hex, or an unambiguous prefix of a known one."""
+    """A peer named by its certified label, its public key in hex, or an unambiguous
+    prefix of the key of a peer heard from."""
+    labels = certified_labels(replica)
+    if text in labels:
+        return labels[text]
     text = text.strip().lower()
     if re.fullmatch(r"[0-9a-f]{64}", text):
         return bytes.fromhex(text)
@@ -1163,6 +1238,231 @@ def conflicts_resolve(
         _out.print(
             f"{collection}/{key} settled by change {head_name(change)}; it travels like any change"
         )
+
+
+# -- trust -------------------------------------------------------------------------------
+
+
+def parse_time(text: str) -> int:
+    """``now``, an ISO date or date-time (UTC unless it names a zone), or ms since 1970."""
+    text = text.strip()
+    if text == "now":
+        return int(_dt.datetime.now(tz=_dt.UTC).timestamp() * 1000)
+    if text.isdigit():
+        return int(text)
+    try:
+        moment = _dt.datetime.fromisoformat(text)
+    except ValueError:
+        fail(f"cannot read the time {text!r}", hint="write now, 2026-01-31 or 2026-01-31T08:00")
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=_dt.UTC)
+    return int(moment.timestamp() * 1000)
+
+
+def ms_text(ms: int | None) -> str:
+    if ms is None:
+        return "-"
+    return _dt.datetime.fromtimestamp(ms / 1000, tz=_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _require_authority(state: State) -> Replica:
+    site = state.site
+    if site.public_key.hex() not in site.authorities:
+        fail(
+            f"{site.label} is not an authority: other sites would refuse what it issues",
+            hint="issue certificates at the authority site (created with `offsync init "
+            "--authority`), or add this key to its own trust with `offsync trust import`",
+        )
+    return state.replica()
+
+
+@cli.group(cls=_Group)
+def trust() -> None:
+    """Authorities, certificates and revocations (who may write what)."""
+
+
+@trust.command("import")
+@click.argument("key")
+@json_option
+@pass_state
+def trust_import(state: State, key: str) -> None:
+    """Trust an authority KEY (hex): the root of trust, exchanged out of band.
+
+    From then on this site applies only changes of sites that an authority certified;
+    the rest is held in quarantine and re-examined when certificates arrive.
+    """
+    site = state.site
+    hexkey = parse_key(key).hex()
+    added = hexkey not in site.authorities
+    if added:
+        site.authorities.append(hexkey)
+        site.save()
+    replica = state.replica()  # opening re-examines what is held under the new trust
+    if state.json:
+        emit_json({"authorities": site.authorities, "added": added})
+    else:
+        _out.print(
+            f"{'Now trusting' if added else 'Already trusted'}: authority {hexkey}; "
+            f"{len(replica.quarantined())} quarantined segment(s) after re-examination"
+        )
+
+
+@trust.command("list")
+@json_option
+@pass_state
+def trust_list(state: State) -> None:
+    """Show the authorities, the certificates and the revocations in force."""
+    replica = state.replica()
+    store = replica.trust_store
+    doc: dict[str, Any] = {
+        "mode": "open" if store is None else "certified",
+        "authorities": state.site.authorities,
+        "certificates": [],
+        "revocations": [],
+        "problems": [],
+    }
+    if store is not None:
+        doc["certificates"] = [
+            {
+                "site": c.site,
+                "label": c.label,
+                "collections": list(c.collections),
+                "prefixes": list(c.prefixes),
+                "valid_from": c.valid_from,
+                "valid_until": c.valid_until,
+                "replaces": c.replaces,
+            }
+            for c in store.certificates.values()
+        ]
+        doc["revocations"] = [
+            {
+                "site": r.site,
+                "effective_ms": r.effective_ms,
+                "after_seq": r.after_seq,
+                "reason": r.reason,
+            }
+            for r in store.revocations.values()
+        ]
+        doc["problems"] = list(store.problems)
+    if state.json:
+        emit_json(doc)
+        return
+    if store is None:
+        _out.print(
+            "Open mode: no authority is trusted, so any validly signed site may write. "
+            "`offsync trust import KEY` trusts an authority."
+        )
+        return
+    _out.print("Authorities: " + ", ".join(a[:16] for a in doc["authorities"]))
+    table = Table(
+        "site",
+        "label",
+        "collections",
+        "key prefixes",
+        "valid",
+        "replaces",
+        title="Certificates",
+        title_justify="left",
+    )
+    for c in doc["certificates"]:
+        table.add_row(
+            c["site"].hex()[:16],
+            c["label"],
+            ",".join(c["collections"]),
+            ",".join(c["prefixes"]) or "any",
+            f"{ms_text(c['valid_from'])} .. {ms_text(c['valid_until'])}",
+            c["replaces"].hex()[:16] if c["replaces"] else "",
+        )
+    _out.print(table)
+    for r in doc["revocations"]:
+        after = f" after seq {r['after_seq']}" if r["after_seq"] is not None else ""
+        since = f" from {ms_text(r['effective_ms'])}" if r["effective_ms"] is not None else ""
+        _out.print(f"[red]revoked[/] {r['site'].hex()[:16]}{after}{since}: {r['reason']}")
+    for problem in doc["problems"]:
+        _out.print(f"[yellow]ignored[/] {problem}")
+
+
+@trust.command("issue")
+@click.argument("site_key", metavar="SITE")
+@click.option("--label", default="", help="The site's name, shown to operators.")
+@click.option("--collection", "collections", multiple=True, help="May write (default: all).")
+@click.option("--prefix", "prefixes", multiple=True, help="Key prefix it may write (region).")
+@click.option("--valid-from", default="0", help="now, a date, or ms (default: always).")
+@click.option("--valid-until", default=None, help="now, a date, or ms (default: no end).")
+@click.option("--replaces", default=None, metavar="KEY", help="The key this one rotates.")
+@json_option
+@pass_state
+def trust_issue(
+    state: State,
+    site_key: str,
+    label: str,
+    collections: tuple[str, ...],
+    prefixes: tuple[str, ...],
+    valid_from: str,
+    valid_until: str | None,
+    replaces: str | None,
+) -> None:
+    """Certify SITE (its key in hex): what it may write, and when. Run at the authority.
+
+    The certificate is an ordinary change: it reaches sites by the same roads as data.
+    Issuing again for the same key replaces its certificate (renewal, new scope).
+    """
+    from .trust import issue_certificate
+
+    replica = _require_authority(state)
+    options: dict[str, Any] = {
+        "label": label,
+        "prefixes": prefixes,
+        "valid_from": parse_time(valid_from),
+        "valid_until": parse_time(valid_until) if valid_until else None,
+        "replaces": parse_key(replaces) if replaces else None,
+    }
+    if collections:
+        options["collections"] = collections
+    change = issue_certificate(replica, parse_key(site_key), **options)
+    if state.json:
+        emit_json({"origin": change.origin, "seq": change.seq})
+    else:
+        _out.print(
+            f"Certificate for {site_key[:16]} written (change {head_name(change)}); "
+            "deliver it like any change (sync, disk export, pack)"
+        )
+
+
+@trust.command("revoke")
+@click.argument("site_key", metavar="SITE")
+@click.option("--after-seq", type=int, help="Refuse its changes above this seq.")
+@click.option("--effective", help="Refuse its changes stamped from then: now, a date, or ms.")
+@click.option("--reason", default="", help="Why (recorded with the revocation).")
+@json_option
+@pass_state
+def trust_revoke(
+    state: State, site_key: str, after_seq: int | None, effective: str | None, reason: str
+) -> None:
+    """Revoke SITE's key (lost disk, stolen laptop). Run at the authority.
+
+    --after-seq pins the revocation to what the centre already holds (`offsync status`
+    there shows it); a thief cannot backdate around it.
+    """
+    from .trust import revoke
+
+    if after_seq is None and effective is None:
+        fail(
+            "a revocation needs --after-seq, --effective or both",
+            hint="`offsync status` at the centre shows how much of that site it holds",
+        )
+    replica = _require_authority(state)
+    change = revoke(
+        replica,
+        parse_key(site_key),
+        after_seq=after_seq,
+        effective_ms=parse_time(effective) if effective else None,
+        reason=reason,
+    )
+    if state.json:
+        emit_json({"origin": change.origin, "seq": change.seq})
+    else:
+        _out.print(f"Revocation of {site_key[:16]} written (change {head_name(change)})")
 
 
 # -- sync, disk, serve ---------------------------------------------------------------------
