@@ -112,7 +112,7 @@ def _open_and_report(schema: str) -> list[int]:
 def test_newer_schema_is_refused(schemas: Callable[[], str]) -> None:
     name = schemas()
     store = PostgresStore(DSN, schema=name)
-    store._q("INSERT INTO schema_migrations (version, name) VALUES (999, 'future')")
+    store._x("INSERT INTO schema_migrations (version, name) VALUES (999, 'future')")
     store.close()
     with pytest.raises(StorageError, match="newer than this offsync"):
         PostgresStore(DSN, schema=name)

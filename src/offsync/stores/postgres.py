@@ -183,10 +183,15 @@ class PostgresStore(Store):
 
     def _q(self, query: Any, args: Sequence[Any] | None = None) -> list[Any]:
         def go() -> list[Any]:
-            cur = self.conn.execute(query, args)
-            return cur.fetchall() if cur.description is not None else []
+            return self.conn.execute(query, args).fetchall()
 
         return self._run(go)
+
+    def _x(self, query: Any, args: Sequence[Any] | None = None) -> None:
+        """Run a statement whose result is not needed. Inside a transaction it is only
+        queued (pipeline mode): the writes of one apply travel together, and their errors
+        surface at the next read or at commit, still inside the transaction."""
+        self._run(lambda: self.conn.execute(query, args))
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
@@ -200,7 +205,7 @@ class PostgresStore(Store):
         psycopg = _psycopg()
         self._depth = 1
         try:
-            with self.conn.transaction():
+            with self.conn.pipeline(), self.conn.transaction():
                 yield
         except psycopg.Error as exc:
             raise _translate(exc) from exc
@@ -217,7 +222,7 @@ class PostgresStore(Store):
         return bytes(rows[0][0]) if rows else None
 
     def set_meta(self, name: str, value: bytes) -> None:
-        self._q(
+        self._x(
             "INSERT INTO meta (name, value) VALUES (%s, %s)"
             " ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value",
             (name, bytes(value)),
@@ -264,7 +269,7 @@ class PostgresStore(Store):
             cols = list(zip(*chunk, strict=True)) if chunk else []
             if not cols:
                 continue
-            self._q(
+            self._x(
                 "INSERT INTO segments (origin, first_seq, last_seq, hash, prev_hash, data, status)"
                 " SELECT * FROM unnest(%s::bytea[], %s::bigint[], %s::bigint[], %s::bytea[],"
                 " %s::bytea[], %s::bytea[], %s::text[])",
@@ -287,7 +292,7 @@ class PostgresStore(Store):
             raise StorageError("segment vanished from the store") from None
 
     def set_segment_status(self, origin: bytes, first_seq: int, status: str) -> None:
-        self._q(
+        self._x(
             "UPDATE segments SET status = %s, touched = pg_current_xact_id()"
             " WHERE origin = %s AND first_seq = %s",
             (status, bytes(origin), first_seq),
@@ -297,7 +302,7 @@ class PostgresStore(Store):
 
     def add_outbox(self, rows: Sequence[tuple[int, bytes]]) -> None:
         for chunk in _chunks(rows):
-            self._q(
+            self._x(
                 "INSERT INTO outbox (seq, data) SELECT * FROM unnest(%s::bigint[], %s::bytea[])",
                 ([s for s, _ in chunk], [bytes(d) for _, d in chunk]),
             )
@@ -306,13 +311,13 @@ class PostgresStore(Store):
         return [(s, bytes(d)) for s, d in self._q("SELECT seq, data FROM outbox ORDER BY seq")]
 
     def clear_outbox(self, upto_seq: int) -> None:
-        self._q("DELETE FROM outbox WHERE seq <= %s", (upto_seq,))
+        self._x("DELETE FROM outbox WHERE seq <= %s", (upto_seq,))
 
     # -- changes and records -------------------------------------------------------------
 
     def add_changes(self, changes: Sequence[Change]) -> None:
         for chunk in _chunks(changes):
-            self._q(
+            self._x(
                 "INSERT INTO changes (collection, key, origin, seq, hlc, op, fields, parents)"
                 " SELECT * FROM unnest(%s::bytea[], %s::bytea[], %s::bytea[], %s::bigint[],"
                 " %s::bigint[], %s::smallint[], %s::bytea[], %s::bytea[])"
@@ -331,7 +336,7 @@ class PostgresStore(Store):
 
     def remove_changes(self, changes: Sequence[Change]) -> None:
         for chunk in _chunks(changes):
-            self._q(
+            self._x(
                 "DELETE FROM changes c USING unnest(%s::bytea[], %s::bytea[], %s::bytea[],"
                 " %s::bigint[]) AS d(collection, key, origin, seq) WHERE c.collection ="
                 " d.collection AND c.key = d.key AND c.origin = d.origin AND c.seq = d.seq",
@@ -393,7 +398,7 @@ class PostgresStore(Store):
         # Sorted, so two transactions lock their common records in the same order.
         ordered = sorted({(c.encode(), k.encode()) for c, k in keys})
         for chunk in _chunks(ordered):
-            self._q(
+            self._x(
                 "INSERT INTO records (collection, key, fields, heads, conflict)"
                 " SELECT collection, key, NULL, '', false FROM"
                 " unnest(%s::bytea[], %s::bytea[]) WITH ORDINALITY AS k(collection, key, n)"
@@ -406,7 +411,7 @@ class PostgresStore(Store):
         latest = {(r.collection, r.key): r for r in rows}  # several rows for one key: last wins
         ordered = sorted(latest.values(), key=lambda r: (r.collection.encode(), r.key.encode()))
         for chunk in _chunks(ordered):
-            self._q(
+            self._x(
                 "INSERT INTO records (collection, key, fields, heads, conflict)"
                 " SELECT * FROM unnest(%s::bytea[], %s::bytea[], %s::bytea[], %s::bytea[],"
                 " %s::boolean[])"
@@ -420,6 +425,37 @@ class PostgresStore(Store):
                     [bool(r.conflict) for r in chunk],
                 ),
             )
+
+    def add_new_records(self, rows: Sequence[RecordRow]) -> list[tuple[str, str]]:
+        # One statement: insert, or fill the placeholder lock_records left; a record that
+        # really exists is left alone and reported back for merging.
+        latest = {(r.collection, r.key): r for r in rows}
+        ordered = sorted(latest.values(), key=lambda r: (r.collection.encode(), r.key.encode()))
+        written: set[tuple[bytes, bytes]] = set()
+        for chunk in _chunks(ordered):
+            written.update(
+                (bytes(c), bytes(k))
+                for c, k in self._q(
+                    "INSERT INTO records (collection, key, fields, heads, conflict)"
+                    " SELECT * FROM unnest(%s::bytea[], %s::bytea[], %s::bytea[], %s::bytea[],"
+                    " %s::boolean[])"
+                    " ON CONFLICT (collection, key) DO UPDATE SET fields = EXCLUDED.fields,"
+                    " heads = EXCLUDED.heads, conflict = EXCLUDED.conflict"
+                    " WHERE records.heads = '' RETURNING collection, key",
+                    (
+                        [r.collection.encode() for r in chunk],
+                        [r.key.encode() for r in chunk],
+                        [r.fields for r in chunk],
+                        [bytes(r.heads) for r in chunk],
+                        [bool(r.conflict) for r in chunk],
+                    ),
+                )
+            )
+        return [
+            (r.collection, r.key)
+            for r in rows
+            if (r.collection.encode(), r.key.encode()) not in written
+        ]
 
     def get_record(self, collection: str, key: str) -> RecordRow | None:
         rows = self._q(
@@ -473,7 +509,7 @@ class PostgresStore(Store):
     # -- peers ---------------------------------------------------------------------------
 
     def set_peer(self, peer: bytes, created: int, knowledge: bytes, receipt: bytes) -> None:
-        self._q(
+        self._x(
             "INSERT INTO peers (peer, created, knowledge, receipt) VALUES (%s, %s, %s, %s)"
             " ON CONFLICT (peer) DO UPDATE SET created = EXCLUDED.created,"
             " knowledge = EXCLUDED.knowledge, receipt = EXCLUDED.receipt"
@@ -494,7 +530,7 @@ class PostgresStore(Store):
     def lock_origins(self, origins: Sequence[bytes]) -> None:
         keys = sorted({lock_key(self._lock_prefix, b"origin", bytes(o)) for o in origins})
         if keys:
-            self._q(
+            self._x(
                 "SELECT pg_advisory_xact_lock(k) FROM"
                 " (SELECT k FROM unnest(%s::bigint[]) WITH ORDINALITY AS u(k, n) ORDER BY n) s",
                 (keys,),
@@ -506,5 +542,5 @@ class PostgresStore(Store):
         """Drop this store's schema and everything in it, and close (tests, tenants)."""
         from psycopg import sql
 
-        self._q(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(self.schema)))
+        self._x(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(self.schema)))
         self.close()
