@@ -1,0 +1,185 @@
+"""Coverage-guided fuzzing of everything a replica decodes from peers.
+
+Run on demand (needs ``pip install atheris``, the ``fuzz`` extra)::
+
+    python fuzz/fuzz_bundle.py -max_total_time=600 fuzz/corpus
+    python fuzz/fuzz_bundle.py --make-corpus fuzz/corpus   # seed inputs first
+
+The first byte of an input picks what the rest is fed to, so the fuzzer also reaches
+the decoders behind the bundle signature (a random input almost never carries a valid
+signature):
+
+    0  raw bundle bytes                      -> Replica.apply
+    1  a bundle body (before compression)    -> wrapped in a validly signed bundle
+    2  one encoded segment                   -> wrapped in a validly signed bundle
+    3  the changes of a segment              -> sealed by the fuzzer's key, bundled
+    4  a receipt                             -> Receipt.decode
+    5  a knowledge statement                 -> Knowledge.from_bytes
+
+The invariant (``check``): an input either applies, or raises an ``offsync.errors``
+``RemoteDataError`` and leaves the replica's visible state exactly as it was. Any
+other exception is a bug. ``tests/test_fuzz.py`` runs ``check`` under hypothesis,
+and a short atheris run when atheris is installed.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+if __name__ == "__main__" and "--make-corpus" not in sys.argv:
+    # Coverage feedback from offsync's own code (instrumenting everything is slow).
+    import atheris  # type: ignore[import-not-found]
+
+    with atheris.instrument_imports(include=["offsync"]):
+        import offsync.replica  # noqa: F401
+
+import msgpack
+import zstandard
+
+from offsync import Identity, Knowledge, Limits, Receipt, Replica
+from offsync.bundle import FORMAT_VERSION, MAGIC
+from offsync.encoding import packb
+from offsync.errors import RemoteDataError
+from offsync.segment import NO_PREVIOUS, Segment
+
+FUZZER = Identity(bytes([0xF0]) * 32, "fuzzer")
+T0 = 1_700_000_000_000
+LIMITS = Limits(max_body_bytes=1 << 20, max_segments=1000, max_segment_changes=1000)
+MODES = 6
+
+
+def _wrap(body: bytes, segments: int, ranges: Knowledge) -> bytes:
+    frame = zstandard.ZstdCompressor(write_content_size=True).compress(body)
+    header = packb(
+        {
+            "body_size": len(body),
+            "created": 1,
+            "ranges": ranges.to_wire(),
+            "receipts": [Receipt.issue(FUZZER, 1, Knowledge()).encode()],
+            "recipient": None,
+            "segments": segments,
+            "sender": FUZZER.public_key,
+        }
+    )
+    signed = b"".join(
+        (
+            MAGIC,
+            FORMAT_VERSION.to_bytes(2, "big"),
+            len(header).to_bytes(4, "big"),
+            header,
+            len(frame).to_bytes(4, "big"),
+            frame,
+        )
+    )
+    return signed + FUZZER.sign(signed)
+
+
+def _ranges_of(raw_segments: list[bytes]) -> Knowledge:
+    carried: dict[bytes, list[tuple[int, int]]] = {}
+    for raw in raw_segments:
+        try:
+            seg = Segment.decode(raw, LIMITS)
+        except RemoteDataError:
+            continue
+        carried.setdefault(seg.origin, []).append((seg.first_seq, seg.last_seq))
+    return Knowledge(carried)
+
+
+def to_bundle(mode: int, data: bytes) -> bytes | None:
+    """The bundle that input ``mode``/``data`` stands for (None: not a bundle mode)."""
+    if mode == 0:
+        return data
+    if mode == 1:
+        try:
+            items = msgpack.unpackb(data, max_array_len=1000, max_map_len=0)
+            raw = [x for x in items if type(x) is bytes] if type(items) is list else []
+            count = len(items) if type(items) is list else 0
+        except Exception:
+            raw, count = [], 0
+        return _wrap(data, count, _ranges_of(raw))
+    if mode == 2:
+        return _wrap(msgpack.packb([data], use_bin_type=True), 1, _ranges_of([data]))
+    if mode == 3:
+        try:
+            items = msgpack.unpackb(data, max_array_len=1000, max_map_len=0)
+            count = len(items) if type(items) is list and items else 1
+        except Exception:
+            count = 1
+        seg = Segment.seal(FUZZER, 1, count, data, NO_PREVIOUS).encode()
+        return _wrap(msgpack.packb([seg], use_bin_type=True), 1, _ranges_of([seg]))
+    return None
+
+
+class Target:
+    """A replica holding a little data, fed one input at a time."""
+
+    def __init__(self) -> None:
+        self.replica = Replica.open(
+            ":memory:", identity=Identity(bytes([0xCE]) * 32), limits=LIMITS, wall=lambda: T0
+        )
+        seed = Replica.open(":memory:", identity=Identity(bytes([0x5E]) * 32), wall=lambda: T0)
+        seed.put("residents", "3519000000000000", {"name": "already here"})
+        for b in seed.pack():
+            self.replica.apply(b)
+
+    def check(self, data: bytes) -> None:
+        if not data:
+            return
+        mode, rest = data[0] % MODES, data[1:]
+        before = self.replica.state_digest()
+        try:
+            if mode == 4:
+                Receipt.decode(rest, LIMITS)
+            elif mode == 5:
+                Knowledge.from_bytes(rest, LIMITS)
+            else:
+                bundle = to_bundle(mode, rest)
+                assert bundle is not None
+                self.replica.apply(bundle)
+        except RemoteDataError:
+            if self.replica.state_digest() != before:
+                raise AssertionError("a refused input changed the replica") from None
+
+
+def seeds() -> list[bytes]:
+    """Valid inputs for every mode, to start the fuzzer from."""
+    writer = Replica.open(":memory:", identity=Identity(bytes([0x5F]) * 32), wall=lambda: T0)
+    writer.put("residents", "3519000000000001", {"name": "Siti", "born": 1990})
+    writer.put("doses", "3519000000000001/1", {"vaccine": "x", "at": 1.5, "ok": True})
+    writer.delete("residents", "3519000000000001")
+    (bundle,) = writer.pack()
+    frame_at = 12 + int.from_bytes(bundle[8:12], "big") + 4
+    body = zstandard.ZstdDecompressor().decompress(bundle[frame_at:-64])
+    segment = msgpack.unpackb(body)[0]
+    changes = Segment.decode(segment).changes
+    return [
+        b"\x00" + bundle,
+        b"\x01" + body,
+        b"\x02" + segment,
+        b"\x03" + changes,
+        b"\x04" + writer.receipt().encode(),
+        b"\x05" + writer.knowledge().to_bytes(),
+    ]
+
+
+def main() -> None:
+    if len(sys.argv) == 3 and sys.argv[1] == "--make-corpus":
+        out = Path(sys.argv[2])
+        out.mkdir(parents=True, exist_ok=True)
+        for i, s in enumerate(seeds()):
+            (out / f"seed-{i}").write_bytes(s)
+        return
+    import atheris
+
+    target = Target()
+
+    def one_input(data: bytes) -> None:
+        target.check(data)
+
+    atheris.Setup(sys.argv, one_input)
+    atheris.Fuzz()
+
+
+if __name__ == "__main__":
+    main()
