@@ -113,6 +113,13 @@ def _pack_heads(heads: Sequence[ChangeId]) -> bytes:
     return packb([[h.origin, h.seq] for h in heads])
 
 
+def _pack_head(origin: bytes, seq: int) -> bytes:
+    """``_pack_heads([ChangeId(origin, seq)])``, without building the lists."""
+    if len(origin) != 32:
+        return _pack_heads([ChangeId(origin, seq)])
+    return b"\x91\x92\xc4\x20" + origin + msgpack.packb(seq)  # [[bin8(32), uint]]
+
+
 def _unpack_heads(data: bytes) -> tuple[ChangeId, ...]:
     return tuple(ChangeId(o, s) for o, s in msgpack.unpackb(data))
 
@@ -424,31 +431,51 @@ class Replica:
     # -- merging -----------------------------------------------------------------------
 
     def _merge(self, changes: Sequence[Change]) -> list[tuple[str, str]]:
-        """Store changes and recompute the records they touch; returns new conflicts."""
+        """Store changes and recompute the records they touch; returns new conflicts.
+
+        The hot path of applying a backlog: a record that receives one parentless change
+        under a policy for which that change alone is the state is written as is, in
+        one bulk insert, with no policy call and no read (``Store.add_new_records``).
+        """
         if not changes:
             return []
         self.store.add_changes(changes)
         groups: dict[tuple[str, str], list[Change]] = {}
         for c in changes:
-            groups.setdefault((c.collection, c.key), []).append(c)
-        self.store.lock_records(list(groups))  # shared stores: one recomputer per record
-        existing = self.store.existing(list(groups))
+            k = (c.collection, c.key)
+            group = groups.get(k)
+            if group is None:
+                groups[k] = [c]
+            else:
+                group.append(c)
+        identity: dict[str, bool] = {}  # collection -> policy.single_change_is_identity
+        new_row = tuple.__new__
+        fresh: list[RecordRow] = []
+        to_merge: list[tuple[str, str]] = []
+        for k, group in groups.items():
+            first = group[0]
+            if len(group) == 1 and not first.parents:
+                simple = identity.get(first.collection)
+                if simple is None:
+                    simple = self.policy(first.collection).single_change_is_identity
+                    identity[first.collection] = simple
+                if simple:
+                    head = _pack_head(first.origin, first.seq)
+                    fresh.append(new_row(RecordRow, (*k, first.fields, head, False)))
+                    continue
+            to_merge.append(k)
+        existed = set(self.store.add_new_records(fresh))  # those that existed after all
+        if existed:  # merge them too, keeping the records' order (conflicts are reported in it)
+            existed.update(to_merge)
+            to_merge = [k for k in groups if k in existed]
+        # Shared stores: one recomputer per record at a time. (A record add_new_records
+        # wrote is held by that write already.) Then all their changes in one read.
+        self.store.lock_records(to_merge)
+        held = self.store.changes_for_many(to_merge) if to_merge else {}
         rows: list[RecordRow] = []
         conflicts: list[tuple[str, str]] = []
-        for (collection, key), group in groups.items():
-            policy = self.policy(collection)
-            first = group[0]
-            if (
-                len(group) == 1
-                and not first.parents
-                and policy.single_change_is_identity
-                and (collection, key) not in existing
-            ):
-                rows.append(
-                    RecordRow(collection, key, first.fields, _pack_heads([first.id]), False)
-                )
-                continue
-            state = policy.merge(self.store.changes_for(collection, key))
+        for collection, key in to_merge:
+            state = self.policy(collection).merge(held[collection, key])
             rows.append(
                 RecordRow(collection, key, state.fields, _pack_heads(state.heads), state.conflict)
             )

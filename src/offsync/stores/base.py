@@ -134,6 +134,19 @@ class Store(ABC):
     @abstractmethod
     def put_records(self, rows: Sequence[RecordRow]) -> None: ...
 
+    def add_new_records(self, rows: Sequence[RecordRow]) -> list[tuple[str, str]]:
+        """Write records the replica expects to be new; leave any that exist untouched.
+
+        Returns the (collection, key) of the rows not written because the record
+        already existed (the replica merges those instead). The bulk path of applying a
+        backlog: a store can do it in one statement, without asking ``existing`` first.
+        A shared store must hold the records it writes here until the transaction ends
+        (a row insert does), as ``lock_records`` would.
+        """
+        found = self.existing([(r.collection, r.key) for r in rows])
+        self.put_records([r for r in rows if (r.collection, r.key) not in found])
+        return [(r.collection, r.key) for r in rows if (r.collection, r.key) in found]
+
     @abstractmethod
     def get_record(self, collection: str, key: str) -> RecordRow | None: ...
 

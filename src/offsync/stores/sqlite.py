@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -36,6 +37,13 @@ CREATE TABLE IF NOT EXISTS peers (
     peer BLOB PRIMARY KEY, created INTEGER NOT NULL, knowledge BLOB NOT NULL,
     receipt BLOB NOT NULL) WITHOUT ROWID;
 """
+
+
+#: Rows are written sorted by record key: a large batch then walks the B-tree in order
+#: instead of touching a random page per row (several times faster once the table
+#: outgrows the page cache). The key alone sorts much faster than whole tuples, and
+#: the sort is stable, so rows for one record keep their order.
+_key_of = operator.itemgetter(1)
 
 
 def _pack_parents(parents: tuple[ChangeId, ...]) -> bytes | None:
@@ -155,22 +163,24 @@ class SQLiteStore(Store):
         self._q("DELETE FROM outbox WHERE seq <= ?", (upto_seq,))
 
     def add_changes(self, changes: Sequence[Change]) -> None:
+        rows = [
+            (
+                c.collection,
+                c.key,
+                c.origin,
+                c.seq,
+                c.hlc,
+                c.op,
+                c.fields,
+                _pack_parents(c.parents) if c.parents else None,
+            )
+            for c in changes
+        ]
+        rows.sort(key=_key_of)  # stable: of two rows for one change, the first stays
         self.db.executemany(
             "INSERT OR IGNORE INTO changes (collection, key, origin, seq, hlc, op, fields, parents)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            [
-                (
-                    c.collection,
-                    c.key,
-                    c.origin,
-                    c.seq,
-                    c.hlc,
-                    c.op,
-                    c.fields,
-                    _pack_parents(c.parents),
-                )
-                for c in changes
-            ],
+            rows,
         )
 
     def remove_changes(self, changes: Sequence[Change]) -> None:
@@ -214,8 +224,35 @@ class SQLiteStore(Store):
     def put_records(self, rows: Sequence[RecordRow]) -> None:
         self.db.executemany(
             "INSERT OR REPLACE INTO records (collection, key, fields, heads, conflict) VALUES (?, ?, ?, ?, ?)",
-            rows,
+            sorted(rows, key=_key_of),  # stable: of two rows for one record, the last wins
         )
+
+    def add_new_records(self, rows: Sequence[RecordRow]) -> list[tuple[str, str]]:
+        # One statement in the common case: insert all, skipping records that exist. Only
+        # if some were skipped, read back which: a row whose heads differ from ours was
+        # there before (one that holds exactly our row, head and all, counts as written).
+        ordered = sorted(rows, key=_key_of)
+        inserted = self.db.executemany(
+            "INSERT INTO records (collection, key, fields, heads, conflict)"
+            " VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            ordered,
+        ).rowcount
+        if inserted == len(rows):
+            return []
+        held = self._heads([(r.collection, r.key) for r in ordered])
+        return [(r.collection, r.key) for r in ordered if held[r.collection, r.key] != r.heads]
+
+    def _heads(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], bytes]:
+        found: dict[tuple[str, str], bytes] = {}
+        for i in range(0, len(keys), 400):
+            chunk = keys[i : i + 400]
+            where = " OR ".join(["(collection = ? AND key = ?)"] * len(chunk))
+            args = [x for k in chunk for x in k]
+            for c, k, h in self._q(
+                f"SELECT collection, key, heads FROM records WHERE {where}", args
+            ):
+                found[c, k] = bytes(h)
+        return found
 
     def get_record(self, collection: str, key: str) -> RecordRow | None:
         rows = self._q(
