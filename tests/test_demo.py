@@ -69,3 +69,34 @@ def test_demo_refuses_nonsense_arguments() -> None:
     done = run_demo("--residents", "many")
     assert done.returncode == 2
     assert "invalid int value" in done.stderr
+
+
+def test_the_demo_fails_when_a_replica_did_not_converge() -> None:
+    from offsync import Identity, Replica
+    from offsync.demo import POLICIES, Office, report_table
+
+    centre = Office(
+        "pusat",
+        "centre",
+        "-",
+        Replica.open(":memory:", identity=Identity.generate(), policies=POLICIES),
+    )
+    site = Office(
+        "kec",
+        "sub-district",
+        "-",
+        Replica.open(":memory:", identity=Identity.generate(), policies=POLICIES),
+    )
+    try:
+        site.replica.put("residents", "3519010101900001", {"name": "never delivered"})
+        lines: list[str] = []
+        assert not report_table([centre, site], centre, lines.append)
+        assert "NOT CONVERGED" in lines[-1]
+        for bundle in site.replica.pack():
+            centre.replica.apply(bundle)
+        for bundle in centre.replica.pack(site.replica.knowledge(), always=True):
+            site.replica.apply(bundle)
+        assert report_table([centre, site], centre, lines.append)
+    finally:
+        centre.replica.close()
+        site.replica.close()
