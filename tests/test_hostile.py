@@ -462,3 +462,67 @@ def test_mutated_trusted_bundles_never_apply_partly(data: st.DataObject) -> None
 
 
 _BUNDLE_CACHE: dict[str, bytes] = {}
+
+
+# -- no personal data in errors or logs ----------------------------------------------
+
+
+def _messages(exc: BaseException) -> str:
+    out = []
+    seen: BaseException | None = exc
+    while seen is not None:
+        out.append(f"{type(seen).__name__}: {seen}")
+        seen = seen.__cause__ or seen.__context__
+    return "\n".join(out)
+
+
+def test_no_personal_data_in_errors_or_logs(caplog: pytest.LogCaptureFixture) -> None:
+    from offsync import policies
+
+    caplog.set_level("DEBUG")
+    nik, name = "3519010101907777", "Siti Aminah Rahayu"
+    said: list[str] = []
+
+    def collect(fn: object) -> None:
+        try:
+            fn()  # type: ignore[operator]
+        except OffsyncError as exc:
+            said.append(_messages(exc))
+        else:
+            pytest.fail("expected an error")
+
+    _, rep = trusted_target()
+    writer = site_replica()
+    writer.put("residents", nik, {"name": name})
+    writer.put("residents", "3520" + nik[4:], {"name": name})
+    (bundle,) = writer.pack()
+    rep.apply(bundle)
+    said.extend(q.reason for q in rep.quarantined())
+    said.extend(q.reason for q in rep.quarantined_changes())
+    for i in range(0, len(bundle) * 8, 7):
+        damaged = bytearray(bundle)
+        damaged[i >> 3] ^= 1 << (i & 7)
+        collect(lambda d=bytes(damaged): rep.apply(d))
+    collect(lambda: rep.put("residents", nik, {"name": name}))  # uncertified centre
+    fww = Replica.open(":memory:", identity=CENTRE, policies={"doses": policies.FirstWriterWins()})
+    fww.put("doses", nik + "/1", {"name": name})
+    collect(lambda: fww.put("doses", nik + "/1", {"name": name}))
+    collect(lambda: fww.resolve("doses", nik + "/1", choose=_cid()))
+
+    def explode(key: str, fields: object) -> None:
+        raise ValueError(f"bad record {key} {fields}")  # a careless validator
+
+    checked = Replica.open(":memory:", identity=CENTRE, validators={"residents": explode})
+    collect(lambda: checked.put("residents", nik, {"name": name}))
+    for b in writer.pack():
+        checked.apply(b)
+    said.extend(q.reason for q in checked.quarantined_changes())
+    text = "\n".join(said) + caplog.text
+    assert said
+    assert nik not in text and nik[4:] not in text and name not in text
+
+
+def _cid() -> object:
+    from offsync import ChangeId
+
+    return ChangeId(SITE.public_key, 99)

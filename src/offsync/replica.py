@@ -25,6 +25,7 @@ from .clock import HybridClock, hlc_millis, wall_millis
 from .encoding import canonical_fields, decode_fields, packb
 from .errors import (
     BundleFormatError,
+    ForkError,
     ImmutableRecordError,
     NotAuthorisedError,
     SequenceReuseError,
@@ -46,6 +47,9 @@ APPLIED = "applied"
 #: Own changes are sealed into segments of at most this many changes / encoded bytes.
 SEGMENT_MAX_CHANGES = 2000
 SEGMENT_MAX_BYTES = 256 * 1024
+#: Segments kept as evidence of forks (see ``Replica.forks``); the oldest are dropped.
+MAX_FORK_EVIDENCE = 100
+FORK_AT_SAME_SEQS = "fork: a different segment with the same seqs is held"
 #: Default upper bound for one packed bundle, compressed.
 DEFAULT_MAX_BUNDLE = 16 * 1024 * 1024
 #: Tries at applying one bundle to a shared store when another writer got in the way.
@@ -99,6 +103,15 @@ class _Seg(NamedTuple):
     prev: bytes
     status: str
     size: int
+
+
+def _stage_range(staged: list[tuple[int, int]], first: int, last: int) -> None:
+    """Add one segment's seq range to a bundle's sorted ranges of its origin; an honest
+    sender never packs overlapping segments of one origin, so overlap is a fork."""
+    i = bisect.bisect_left(staged, (first, last))
+    if (i > 0 and staged[i - 1][1] >= first) or (i < len(staged) and staged[i][0] <= last):
+        raise ForkError("bundle carries overlapping segments of one origin")
+    staged.insert(i, (first, last))
 
 
 def _array_header(n: int) -> bytes:
@@ -282,6 +295,9 @@ class Replica:
                 for o, segs in sorted(self._index.items())
                 for s in segs
                 if s.status != APPLIED
+            ] + [
+                Quarantined(f.origin, f.first_seq, f.last_seq, FORK_AT_SAME_SEQS)
+                for f in self._forks
             ]
 
     def receipts(self) -> dict[bytes, Receipt]:
@@ -342,7 +358,7 @@ class Replica:
                 changes = self.store.changes_for(collection, key)
                 versions = self.policy(collection).versions(changes)
                 if choose not in versions:
-                    raise UsageError(f"{choose!r} is not a head of {collection}/{key}")
+                    raise UsageError(f"{choose!r} is not a head of that {collection} record")
                 chosen = versions[choose]
                 if chosen is None:
                     return self._write(collection, key, None, resolving=True)
@@ -386,7 +402,8 @@ class Replica:
                 and row.fields is not None
             ):
                 raise ImmutableRecordError(
-                    f"{collection}/{key} is first-writer-wins and already recorded; use resolve()"
+                    f"this {collection} record is first-writer-wins and already recorded;"
+                    " use resolve()"  # no key in messages: keys (NIKs) are personal data
                 )
             parents = _unpack_heads(row.heads) if row is not None else ()
             seq, hlc_before = self._seq + 1, self.clock.last
@@ -604,6 +621,10 @@ class Replica:
         self.validators: dict[str, Validator] = dict(validators or {})
         #: Wall ms at which the earliest segment held for its clock may be admitted.
         self._clock_due = None
+        forks = self.store.get_meta("forks")
+        self._forks: list[Segment] = (
+            [Segment.decode(raw, self.limits) for raw in msgpack.unpackb(forks)] if forks else []
+        )
         self._trust = self._load_trust()
         examined = self.store.get_meta("trust_examined")
         if examined is None and self._trust is None and not self.validators:
@@ -631,6 +652,25 @@ class Replica:
     def trust_store(self) -> TrustStore | None:
         """The certificates and revocations in force; None in open mode."""
         return self._trust
+
+    def _record_forks(self, segs: Sequence[Segment]) -> None:
+        """Keep (a bounded number of) validly signed segments that fork a held one."""
+        known = {s.hash for s in self._forks}
+        new = [s for s in segs if s.hash not in known]
+        if new:
+            self._forks = (self._forks + new)[-MAX_FORK_EVIDENCE:]
+            self.store.set_meta("forks", packb([s.encode() for s in self._forks]))
+
+    def forks(self) -> list[Segment]:
+        """Signed segments that conflict with a held segment at the same seqs.
+
+        Two segments validly signed by one origin for the same seqs prove that the
+        origin forked (a restore from an old backup, or a stolen key). The held one
+        stays; these are not applied and not forwarded. Also listed by
+        ``quarantined()`` with a reason starting with ``fork``.
+        """
+        with self._lock:
+            return list(self._forks)
 
     def _admitted_part(self, status: str, changes: Sequence[Change]) -> list[Change]:
         """The changes of a segment with this status that are applied anyway."""
@@ -763,6 +803,8 @@ class Replica:
         rows: list[SegmentRow] = []
         staged: dict[tuple[bytes, int], bytes] = {}
         to_merge: list[Change] = []
+        ranges: dict[bytes, list[tuple[int, int]]] = {}
+        forks: list[Segment] = []
         max_hlc = 0
         for seg in bundle.segments:
             h = seg.hash
@@ -781,6 +823,11 @@ class Replica:
             if (seg.origin, seg.first_seq) in staged:
                 raise BundleFormatError("bundle carries two different segments at one position")
             staged[(seg.origin, seg.first_seq)] = h
+            _stage_range(ranges.setdefault(seg.origin, []), seg.first_seq, seg.last_seq)
+            if held is not None:  # a different segment at these seqs is held: a fork
+                forks.append(seg)  # kept as evidence; the store holds one per position
+                report.quarantined += seg.count
+                continue
             status = self._chain_problem(seg) or self._admit(seg, changes)
             rows.append(
                 SegmentRow(
@@ -798,6 +845,8 @@ class Replica:
                 report.quarantined += seg.count - len(part)
                 max_hlc = max([max_hlc, *(c.hlc for c in part)])
         with self.store.transaction():
+            if forks:
+                self._record_forks(forks)
             self.store.add_segments(rows)
             report.conflicts = self._merge(to_merge)
             own_max = max(
@@ -860,12 +909,11 @@ class Replica:
             nonlocal prev, chunk, size
             data = _array_header(len(chunk)) + b"".join(d for _, d in chunk)
             seg = Segment.seal(self.identity, chunk[0][0], len(chunk), data, prev)
+            h = seg.hash  # hashes all the data: once, not per use
             rows.append(
-                SegmentRow(
-                    seg.origin, seg.first_seq, seg.last_seq, seg.hash, prev, seg.encode(), APPLIED
-                )
+                SegmentRow(seg.origin, seg.first_seq, seg.last_seq, h, prev, seg.encode(), APPLIED)
             )
-            prev, chunk, size = seg.hash, [], 0
+            prev, chunk, size = h, [], 0
 
         for seq, data in pending:
             if chunk and (
