@@ -35,14 +35,6 @@ try:
     import click
     from rich.console import Console
     from rich.markup import escape
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        SpinnerColumn,
-        TextColumn,
-        TimeElapsedColumn,
-    )
     from rich.table import Table
 except ImportError as _exc:  # pragma: no cover - exercised only without the extra
     sys.stderr.write(f"offsync: the command needs its extra: pip install 'offsync[cli]' ({_exc})\n")
@@ -420,6 +412,15 @@ def ranges_text(k: Knowledge) -> list[str]:
 @contextmanager
 def progress(state: State, description: str, total: int | None) -> Iterator[Callable[[int], None]]:
     """A progress bar on stderr (only on a terminal, never with --json)."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        SpinnerColumn,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
     columns = [
         SpinnerColumn(),
         TextColumn("[progress.description]{task.description}"),
@@ -1557,14 +1558,16 @@ def sync(
 ) -> None:
     """One sync round with a server (http://...) or a shared FOLDER.
 
-    Takes what the other side offers, then sends exactly what it lacks (and this site's
-    receipt). Safe to repeat and to interrupt: the next round picks up where this one
+    Sends exactly what the other side lacks (and this site's receipt), then takes what
+    it offers. Safe to repeat and to interrupt: the next round picks up where this one
     stopped. Exit 4 when the server or folder cannot be reached, 3 if a bundle was refused.
     """
     from .sync import sync as sync_round
 
     replica = state.replica()
     if re.match(r"^https?://", target):
+        from rich.progress import BarColumn, Progress, TextColumn
+
         from .transports.http import HTTPTransport
 
         key = None
