@@ -8,6 +8,7 @@ and the command line sit around that.
 """
 
 from . import policies
+from .attest import Attestation, attest, delivered, verify_attestation
 from .bundle import FORMAT_VERSION, Bundle, BundleHeader, open_bundle, read_header
 from .change import Change, ChangeId
 from .errors import OffsyncError
@@ -15,16 +16,19 @@ from .identity import Identity, PublicIdentity
 from .knowledge import Knowledge
 from .limits import Limits
 from .receipt import Receipt
-from .replica import ApplyReport, Conflict, Quarantined, Replica
+from .replica import ApplyReport, Conflict, Quarantined, QuarantinedChange, Replica
 from .sync import SyncReport, sync
+from .trust import Certificate, Revocation, TrustStore, issue_certificate, revoke
 
 __version__ = "0.1.0"
 
 __all__ = [
     "FORMAT_VERSION",
     "ApplyReport",
+    "Attestation",
     "Bundle",
     "BundleHeader",
+    "Certificate",
     "Change",
     "ChangeId",
     "Conflict",
@@ -34,12 +38,20 @@ __all__ = [
     "OffsyncError",
     "PublicIdentity",
     "Quarantined",
+    "QuarantinedChange",
     "Receipt",
     "Replica",
+    "Revocation",
     "SyncReport",
+    "TrustStore",
     "__version__",
+    "attest",
+    "delivered",
+    "issue_certificate",
     "open_bundle",
     "policies",
     "read_header",
+    "revoke",
     "sync",
+    "verify_attestation",
 ]
