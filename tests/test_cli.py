@@ -196,3 +196,33 @@ def test_trust_authority_certificates_and_quarantine(sh: Shell) -> None:
     assert sh.json("--site", "open-site", "trust", "import", auth)["added"]
     assert len(sh.json("--site", "open-site", "status")["quarantined"]) == 1
     sh.run("--site", "open-site", "trust", "import", "not-a-key", code=2)
+
+
+def test_attestation_tokens_for_provisional_cards(sh: Shell) -> None:
+    auth = sh.init("authority", "--authority")
+    post = sh.init("post", "--trust", auth)
+    sh.run("--site", "authority", "trust", "issue", post, "--label", "vaccination-post")
+    sh.run("--site", "authority", "pack", "certs")
+    sh.run("--site", "post", "apply", "certs")
+    sh.run("--site", "post", "put", "doses", "3519010101900001/1", "vaccine=CoronaVac")
+    token = sh.run("--site", "post", "attest", "issue", "doses", "3519010101900001/1").stdout
+    token = token.strip()
+    assert token.startswith("OFS1:") and len(token) < 400
+    sh.run("--site", "post", "pack", "to-centre")
+    sh.run("--site", "authority", "apply", "to-centre")  # the authority plays the centre
+    checked = sh.json("--site", "authority", "attest", "check", token, "--fields",
+                      '{"vaccine": "CoronaVac"}')  # fmt: skip
+    assert checked["valid"] and checked["trust_checked"] and checked["fields_checked"]
+    assert checked["key"] == "3519010101900001/1"
+    # Other fields than the attested ones, or a damaged token: refused (exit 3).
+    sh.run("--site", "authority", "attest", "check", token, "--fields", '{"vaccine": "X"}', code=3)
+    sh.run("--site", "authority", "attest", "check", token[:-4] + "AAAA", code=3)
+    # Back at the post: has the centre confirmed it?
+    assert not sh.json("--site", "post", "attest", "check", token, "--centre", auth)["at_centre"]
+    sh.run("--site", "authority", "pack", "--for", post, "receipt")
+    sh.run("--site", "post", "apply", "receipt")
+    assert sh.json("--site", "post", "attest", "check", token, "--centre", auth)["at_centre"]
+    assert (
+        "reached the centre"
+        in sh.run("--site", "post", "attest", "check", token, "--centre", auth).stdout
+    )

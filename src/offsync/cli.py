@@ -1466,6 +1466,81 @@ def trust_revoke(
         _out.print(f"Revocation of {site_key[:16]} written (change {head_name(change)})")
 
 
+# -- attestations ------------------------------------------------------------------------
+
+
+@cli.group(cls=_Group)
+def attest() -> None:
+    """Signed tokens for provisional cards: "this site recorded this", checkable offline."""
+
+
+@attest.command("issue")
+@click.argument("collection")
+@click.argument("key")
+@json_option
+@pass_state
+def attest_issue(state: State, collection: str, key: str) -> None:
+    """A token for this site's latest change of COLLECTION/KEY (print it as a QR code)."""
+    from .attest import attest as make_token
+    from .attest import read_attestation, to_text
+
+    token = make_token(state.replica(), collection, key)
+    att = read_attestation(token)
+    if state.json:
+        emit_json({"token": to_text(token), "origin": att.origin, "seq": att.seq})
+    else:
+        click.echo(to_text(token))
+
+
+@attest.command("check")
+@click.argument("token")
+@click.option("--centre", metavar="PEER", help="Also say whether this centre holds it.")
+@click.option("--fields", "fields_json", metavar="JSON", help="The fields on the card.")
+@json_option
+@pass_state
+def attest_check(state: State, token: str, centre: str | None, fields_json: str | None) -> None:
+    """Verify a token against this site's trust store (offline); exit 3 if it fails.
+
+    With --fields, the fields printed on the card must be the attested ones. With
+    --centre, the centre's newest receipt heard here says whether it holds the change.
+    """
+    from .attest import from_text, verify_attestation
+
+    replica = state.replica()
+    raw = from_text(token.strip())
+    fields = parse_fields((), fields_json) if fields_json else None
+    att = verify_attestation(raw, replica.trust_store, fields=fields)
+    doc: dict[str, Any] = {
+        "valid": True,
+        "origin": att.origin,
+        "seq": att.seq,
+        "collection": att.collection,
+        "key": att.key,
+        "recorded": ms_text(att.recorded_ms),
+        "trust_checked": replica.trust_store is not None,
+        "fields_checked": fields is not None,
+    }
+    if centre:
+        from .attest import delivered
+
+        key = resolve_peer(replica, centre)
+        receipt = replica.receipts().get(key)
+        doc["at_centre"] = receipt is not None and delivered(raw, receipt, centre=key)
+    if state.json:
+        emit_json(doc)
+        return
+    signer = att.origin.hex()[:16]
+    labels = {v: k for k, v in certified_labels(replica).items()}
+    _out.print(
+        f"[green]valid[/]: {att.collection}/{att.key} recorded by "
+        f"{labels.get(att.origin, signer)} (change {att.seq}) at {doc['recorded']}"
+    )
+    if not doc["trust_checked"]:
+        _out.print("[yellow]note:[/] open mode: the signature is checked, not the certificate")
+    if "at_centre" in doc:
+        _out.print("reached the centre" if doc["at_centre"] else "not yet known at the centre")
+
+
 # -- sync, disk, serve ---------------------------------------------------------------------
 
 
