@@ -2,7 +2,7 @@
 
 One person is one ``residents`` record keyed by a 16-digit NIK (the Indonesian civil
 ID: a 6-digit region code — province, regency, district — then the birth date as
-DDMMYY with 40 added to the day for women, then a 4-digit serial), plus 0–3
+DDMMYY with 40 added to the day for women, then a 4-digit serial), plus 0-3
 ``doses`` records keyed ``NIK/dose-number``. Every record is one change. The same
 ``seed`` and ``district`` always give the same records in the same order, so every
 scenario and every baseline of a run works on exactly the same data.
@@ -21,28 +21,33 @@ DISTRICT = "351901"
 
 Record = tuple[str, str, dict[str, Any]]  # (collection, key, fields)
 
-_GIVEN = (
+
+def _words(text: str) -> tuple[str, ...]:
+    return tuple(text.split())
+
+
+_GIVEN = _words(
     "Siti Budi Agus Dewi Sri Ahmad Muhammad Nur Rina Eko Wahyu Joko Tri Dwi Ani Yanti Slamet "
     "Sutrisno Suparmi Endang Heru Bambang Rudi Indah Fitri Putri Rizky Dimas Aditya Bayu Lestari "
     "Ratna Wulan Hendra Teguh Sugeng Purwanto Kartini Sumarni Winarsih Ayu Fajar Gilang Intan"
-).split()
-_FAMILY = (
+)
+_FAMILY = _words(
     "Aminah Santoso Wibowo Susanti Rahayu Setiawan Hidayat Pratama Kurniawan Saputra Wijaya "
     "Handayani Lestari Purnomo Nugroho Suryani Hartono Wahyuni Prasetyo Utami Haryanto Mulyani "
     "Sulistyo Kusuma Ramadhan Maulana Permata Anggraini"
-).split()
-_PLACES = (
+)
+_PLACES = _words(
     "Madiun Ngawi Magetan Ponorogo Nganjuk Surabaya Kediri Blitar Malang Jombang Bojonegoro "
     "Tulungagung Pacitan Trenggalek Jakarta Semarang Surakarta Yogyakarta"
-).split()
-_VILLAGES = (
+)
+_VILLAGES = _words(
     "Kare Klecorejo Sumberbening Bajulan Sugihwaras Ketandan Pajaran Sumbersari Tulung Klangon "
     "Bener Sidorejo Crabak Ngepeh Sukorejo"
-).split()
-_STREETS = (
+)
+_STREETS = _words(
     "Merdeka Diponegoro Sudirman Ahmad Yani Gajah Mada Pahlawan Kartini Veteran Mawar Melati "
     "Anggrek Kenanga Cendana Flamboyan"
-).split()
+)
 _RELIGIONS = ("Islam", "Kristen", "Katolik", "Hindu", "Buddha", "Khonghucu")
 _RELIGION_WEIGHTS = (87, 7, 3, 1, 1, 1)
 _OCCUPATIONS = (

@@ -160,7 +160,10 @@ class SQLiteStore(Store):
         return self._q("SELECT seq, data FROM outbox ORDER BY seq")
 
     def clear_outbox(self, upto_seq: int) -> None:
-        self._q("DELETE FROM outbox WHERE seq <= ?", (upto_seq,))
+        if self._q("SELECT 1 FROM outbox WHERE seq > ? LIMIT 1", (upto_seq,)):
+            self._q("DELETE FROM outbox WHERE seq <= ?", (upto_seq,))
+        else:  # all of it: without a WHERE clause SQLite drops the pages, not row by row
+            self._q("DELETE FROM outbox")
 
     def add_changes(self, changes: Sequence[Change]) -> None:
         rows = [

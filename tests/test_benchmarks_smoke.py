@@ -1,0 +1,46 @@
+"""The throughput benchmark runs end to end (tiny N) and prints every row and verdict.
+
+No timing is asserted: figures depend on the machine. The benchmark itself checks that
+every apply stored all N records and that the receiver's state equals the sender's.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "throughput.py"
+ROWS = [
+    "pack   offsync seal+bundle",
+    "pack   offsync relay re-pack",
+    "pack   raw limit msgpack+zstd",
+    "pack   json+gzip+hmac",
+    "apply  offsync streamed",
+    "apply  raw limit msgpack+zstd",
+    "apply  json+gzip+hmac",
+]
+VERDICTS = [
+    "apply >= 0.5x the raw limit",
+    "pack >= 5x the json+gzip+hmac baseline",
+    "bytes/change <= 0.8x json+gzip+hmac",
+    "peak memory target is for 1,000,000 changes",
+]
+
+
+def test_quick_benchmark_prints_every_row(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--quick", "--n", "2000", "--workdir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout
+    assert "== 2,000 changes" in out
+    for label in ROWS + VERDICTS:
+        assert label in out, f"missing {label!r} in:\n{out}"
+    for line in out.splitlines():
+        if line.startswith(tuple(ROWS)):
+            figures = line[32:].split()  # after the label column
+            assert len(figures) == 7 and all(f[0].isdigit() for f in figures), line
