@@ -37,6 +37,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -184,6 +185,52 @@ async def push_all(
     return stats
 
 
+def _direct_worker(
+    dsn: str, schema: str, seed: bytes, sites: list[list[bytes]], dup_rate: float, rng_seed: int
+) -> tuple[list[float], int]:
+    """One worker process applying its sites' bundles straight to the store (no HTTP)."""
+    store = PostgresStore(dsn, schema=schema)
+    replica = Replica(store, Identity(seed, "centre"), POLICIES)
+    rng = random.Random(rng_seed)
+    latencies: list[float] = []
+    duplicates = 0
+    queue = [b for bundles in sites for b in bundles]
+    while queue:
+        bundle = queue.pop(0)
+        start = time.perf_counter()
+        replica.apply(bundle)
+        replica.receipt()  # what the server answers with
+        latencies.append(time.perf_counter() - start)
+        if rng.random() < dup_rate:
+            duplicates += 1
+            queue.insert(rng.randrange(len(queue) + 1), bundle)
+    replica.close()
+    return latencies, duplicates
+
+
+def push_direct(
+    dsn: str, schema: str, seed: bytes, sites: list[list[bytes]], workers: int, args: Any
+) -> Stats:
+    import multiprocessing
+
+    shares = [sites[i::workers] for i in range(workers)]
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(workers) as pool:
+        results = pool.starmap(
+            _direct_worker,
+            [
+                (dsn, schema, seed, share, args.dup_rate, args.seed + i)
+                for i, share in enumerate(shares)
+            ],
+        )
+    stats = Stats()
+    for latencies, duplicates in results:
+        stats.latencies += latencies
+        stats.duplicates_sent += duplicates
+        stats.requests += len(latencies)
+    return stats
+
+
 def wait_for_server(url: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -220,6 +267,75 @@ def table_sizes(store: PostgresStore) -> list[tuple[str, int, int, int, int]]:
     return out
 
 
+def serve_and_push(
+    args: Any, schema: str, centre: Identity, tmp: Path, sites: list[list[bytes]]
+) -> Stats:
+    """Run uvicorn with ``args.workers`` centre workers and push every site's backlog."""
+    key = tmp / "centre.key"
+    centre.save(key, PASSPHRASE)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = dict(
+        os.environ,
+        OFFSYNC_POSTGRES=args.dsn,
+        OFFSYNC_SCHEMA=schema,
+        OFFSYNC_IDENTITY=str(key),
+        OFFSYNC_PASSPHRASE=PASSPHRASE,
+        OFFSYNC_POLICIES=POLICY_SPEC,
+        OFFSYNC_MAX_IN_FLIGHT=str(args.max_in_flight),
+        OFFSYNC_RETRY_AFTER=str(args.retry_after),
+    )
+    command = [sys.executable, "-m", "uvicorn", "--factory", "offsync.centre:app_from_env"]
+    command += ["--host", "127.0.0.1", "--port", str(port), "--workers", str(args.workers)]
+    command += ["--log-level", "warning", "--no-access-log"]
+    with open(tmp / "uvicorn.log", "wb") as log:
+        proc = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            wait_for_server(url, proc)
+            print(f"uvicorn: {args.workers} workers on {url}, {args.max_in_flight} in flight each")
+            return asyncio.run(
+                push_all(
+                    url,
+                    sites,
+                    args.seed,
+                    time.monotonic() + args.timeout,
+                    args.dup_rate,
+                    args.lost_rate,
+                )
+            )
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            if proc.returncode not in (0, -15):
+                print((tmp / "uvicorn.log").read_text()[-3000:])
+
+
+def report(stats: Stats, elapsed: float, total: int, n_bundles: int) -> None:
+    lat = [x * 1000 for x in stats.latencies]
+    print(
+        f"pushed in {elapsed:.1f}s: {total / elapsed:,.0f} changes/s ingested, "
+        f"{n_bundles / elapsed:,.0f} bundles/s"
+    )
+    others = sum(stats.errors.values())
+    print(
+        f"requests {stats.requests}: answered {len(lat)}, 503 {stats.busy} "
+        f"({100 * stats.busy / max(1, stats.requests):.1f}%), other {others} {stats.errors or ''}"
+    )
+    print(
+        f"duplicate deliveries {stats.duplicates_sent}, lost answers re-sent {stats.lost_answers}"
+    )
+    print(
+        "latency ms (answered): "
+        f"p50 {percentile(lat, 50):.0f}  p90 {percentile(lat, 90):.0f}  "
+        f"p99 {percentile(lat, 99):.0f}  max {max(lat, default=0):.0f}  "
+        f"mean {statistics.fmean(lat) if lat else 0:.0f}"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sites", type=int, default=100)
@@ -240,6 +356,11 @@ def main(argv: list[str] | None = None) -> int:
         ),
     )
     parser.add_argument("--keep", action="store_true", help="keep the schema afterwards")
+    parser.add_argument(
+        "--direct",
+        action="store_true",
+        help="no HTTP: --workers processes apply the bundles straight to the store",
+    )
     args = parser.parse_args(argv)
     if not 1 <= args.workers <= 8 or not 1 <= args.sites <= 1000:
         parser.error("1-8 workers and 1-1000 sites")
@@ -254,94 +375,19 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.sites} sites, {total} changes in {n_bundles} bundles "
         f"({sum(len(x) for b in sites for x in b) / 1e6:.1f} MB), made in {time.perf_counter() - t0:.1f}s"
     )
-    centre = Identity.generate(label="centre")
+    centre_seed = os.urandom(32)
+    centre = Identity(centre_seed, "centre")
     PostgresStore(args.dsn, schema=schema).close()  # migrate once, before the workers start
-    proc: subprocess.Popen[bytes] | None = None
     ok = False
     with tempfile.TemporaryDirectory(prefix="offsync-load-") as tmp:
-        key = Path(tmp) / "centre.key"
-        centre.save(key, PASSPHRASE)
-        port = free_port()
-        url = f"http://127.0.0.1:{port}"
-        env = dict(
-            os.environ,
-            OFFSYNC_POSTGRES=args.dsn,
-            OFFSYNC_SCHEMA=schema,
-            OFFSYNC_IDENTITY=str(key),
-            OFFSYNC_PASSPHRASE=PASSPHRASE,
-            OFFSYNC_POLICIES=POLICY_SPEC,
-            OFFSYNC_MAX_IN_FLIGHT=str(args.max_in_flight),
-            OFFSYNC_RETRY_AFTER=str(args.retry_after),
-        )
-        log = open(Path(tmp) / "uvicorn.log", "wb")  # noqa: SIM115
-        try:
-            proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "uvicorn",
-                    "--factory",
-                    "offsync.centre:app_from_env",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(port),
-                    "--workers",
-                    str(args.workers),
-                    "--log-level",
-                    "warning",
-                    "--no-access-log",
-                ],
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-            wait_for_server(url, proc)
-            print(
-                f"uvicorn: {args.workers} workers on {url}, max {args.max_in_flight} in flight each"
-            )
-            t1 = time.perf_counter()
-            stats = asyncio.run(
-                push_all(
-                    url,
-                    sites,
-                    args.seed,
-                    time.monotonic() + args.timeout,
-                    args.dup_rate,
-                    args.lost_rate,
-                )
-            )
-            elapsed = time.perf_counter() - t1
-            lat = [x * 1000 for x in stats.latencies]
-            print(
-                f"pushed in {elapsed:.1f}s: {total / elapsed:,.0f} changes/s ingested, "
-                f"{n_bundles / elapsed:,.0f} bundles/s"
-            )
-            print(
-                f"requests {stats.requests}: 200 {len(lat)}, 503 {stats.busy} "
-                f"({100 * stats.busy / max(1, stats.requests):.1f}%), other {sum(stats.errors.values())} {stats.errors or ''}"
-            )
-            print(
-                f"duplicate deliveries {stats.duplicates_sent}, lost answers re-sent {stats.lost_answers}"
-            )
-            print(
-                "latency ms (200s): "
-                f"p50 {percentile(lat, 50):.0f}  p90 {percentile(lat, 90):.0f}  "
-                f"p99 {percentile(lat, 99):.0f}  max {max(lat, default=0):.0f}  "
-                f"mean {statistics.fmean(lat) if lat else 0:.0f}"
-            )
-        finally:
-            if proc is not None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-            log.close()
-            if proc is not None and proc.returncode not in (0, -15):
-                print((Path(tmp) / "uvicorn.log").read_text()[-3000:])
-
+        t1 = time.perf_counter()
+        if args.direct:
+            print(f"direct: {args.workers} worker processes apply without HTTP")
+            stats = push_direct(args.dsn, schema, centre_seed, sites, args.workers, args)
+        else:
+            stats = serve_and_push(args, schema, centre, Path(tmp), sites)
+        elapsed = time.perf_counter() - t1
+        report(stats, elapsed, total, n_bundles)
         store = PostgresStore(args.dsn, schema=schema)
         try:
             rows, distinct = store._q(

@@ -12,6 +12,8 @@ import itertools
 import multiprocessing
 import os
 import random
+import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -69,25 +71,35 @@ def _bundles(rng: random.Random, sites: int = 6, writes: int = 120) -> tuple[lis
         Replica.open(":memory:", identity=Identity.generate(label=f"s{i}"), policies=POLICIES)
         for i in range(sites)
     ]
-    bundles: list[bytes] = []
+    # Every site first holds a common base, so most of its writes name parents and take
+    # the merge path (read the record's changes, recompute) rather than the insert path.
+    base = Replica.open(":memory:", identity=Identity.generate(label="base"), policies=POLICIES)
+    with base.batch():
+        for n in range(40):
+            base.put("residents", f"3519{n:04d}", {"name": "base"})
+    bundles: list[bytes] = base.pack()
+    for rep in reps:
+        for bundle in bundles:
+            rep.apply(bundle)
     for i, rep in enumerate(reps):
-        with rep.batch():
-            for n in range(writes):
-                key = f"3519{rng.randrange(40):04d}"  # shared by all sites: record contention
-                if n % 7 == 0:
-                    rep.put("addresses", key, {"street": f"{i}-{n}"})
-                elif n % 11 == 0 and rep.get("doses", key + "/1") is None:
-                    rep.put("doses", key + "/1", {"site": i})
-                else:
-                    rep.put("residents", key, {"name": f"{i}-{n}", "n": n})
-        bundles += rep.pack(max_bytes=3000)
+        for n in range(writes):
+            key = f"3519{rng.randrange(40):04d}"  # shared by all sites: record contention
+            if n % 7 == 0:
+                rep.put("addresses", key, {"street": f"{i}-{n}"})
+            elif n % 11 == 0 and rep.get("doses", key + "/1") is None:
+                rep.put("doses", key + "/1", {"site": i})
+            else:
+                rep.put("residents", key, {"name": f"{i}-{n}", "n": n})
+            if n % 10 == 9:  # a bundle every ten writes: many small bundles, each a segment
+                sent = Knowledge({rep.id: [(1, n - 9)]}) if n > 9 else Knowledge()
+                bundles += rep.pack(sent | base.knowledge())
     relay = Replica.open(":memory:", identity=Identity.generate(label="relay"), policies=POLICIES)
     for bundle in bundles:
         relay.apply(bundle)
     relay.put("residents", "35190001", {"by": "relay"})
     bundles += relay.pack(max_bytes=20000)  # the same segments again, grouped differently
-    total = sum(r.seq for r in [*reps, relay])
-    for r in [*reps, relay]:
+    total = sum(r.seq for r in [*reps, relay, base])
+    for r in [*reps, relay, base]:
         r.close()
     return bundles, total
 
@@ -140,6 +152,9 @@ def test_concurrent_worker_processes_apply_every_change_exactly_once(
     assert overlaps == 0, "no two stored segments of one origin overlap"
     assert store._q("SELECT count(*) FROM records WHERE heads = ''")[0][0] == 0
     centre_view = Replica(store, centre, POLICIES)
+    # Every record row, heads and conflict flag too: a lost update shows in the heads
+    # even when the surviving write happens to carry the winning fields.
+    assert list(store.iter_records()) == list(reference.store.iter_records())
     assert centre_view.state_digest() == reference.state_digest()
     assert centre_view.knowledge() == reference.knowledge()
     for _, _, _, knowledge in results:  # each worker, at its end, saw everything
@@ -195,3 +210,69 @@ def test_apply_retries_after_losing_a_race(schemas: Callable[[], str]) -> None:
     assert flaky.state_digest() == reference.state_digest()
     flaky.close()
     reference.close()
+
+
+def _waits_for_lock(pid: int) -> bool:
+    """Whether backend ``pid`` is waiting for a lock (polled, bounded)."""
+    with psycopg.connect(DSN, autocommit=True) as conn:
+        for _ in range(200):
+            row = conn.execute(
+                "SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", (pid,)
+            ).fetchone()
+            if row is not None and row[0] == "Lock":
+                return True
+            time.sleep(0.05)
+    return False
+
+
+@pytest.mark.parametrize(
+    ("hold", "take", "blocks"),
+    [
+        ("record", "record", True),  # a record that exists
+        ("new record", "new record", True),  # one that does not yet (placeholder)
+        ("inserted", "new record", True),  # a record add_new_records just wrote
+        ("origin", "origin", True),
+        ("record", "other record", False),
+        ("origin", "other origin", False),
+    ],
+)
+def test_store_locks_hold_until_commit(
+    schemas: Callable[[], str], hold: str, take: str, blocks: bool
+) -> None:
+    from offsync.stores.base import RecordRow
+
+    schema = schemas()
+    a, b = PostgresStore(DSN, schema=schema), PostgresStore(DSN, schema=schema)
+    with a.transaction():
+        a.put_records([RecordRow("c", "k", b"\x80", b"\x90", False)])
+    actions: dict[str, Callable[[PostgresStore], Any]] = {
+        "record": lambda s: s.lock_records([("c", "k")]),
+        "other record": lambda s: s.lock_records([("c", "j")]),
+        "new record": lambda s: s.lock_records([("c", "new")]),
+        "inserted": lambda s: s.add_new_records([RecordRow("c", "new", b"\x80", b"\x90", False)]),
+        "origin": lambda s: s.lock_origins([b"o" * 32]),
+        "other origin": lambda s: s.lock_origins([b"p" * 32]),
+    }
+    pid_b = b._q("SELECT pg_backend_pid()")[0][0]
+    done = threading.Event()
+
+    def second() -> None:
+        with b.transaction():
+            actions[take](b)
+            b.get_meta("sync")  # a read: wait for the queued statements' results
+        done.set()
+
+    with a.transaction():
+        actions[hold](a)
+        a.get_meta("sync")
+        thread = threading.Thread(target=second)
+        thread.start()
+        if blocks:
+            assert _waits_for_lock(pid_b), f"{take} must wait while {hold} is held"
+            assert not done.is_set()
+        else:
+            assert done.wait(30), f"{take} must not wait for {hold}"
+    thread.join(30)
+    assert done.is_set()
+    a.close()
+    b.close()
