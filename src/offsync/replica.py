@@ -655,6 +655,11 @@ class Replica:
 
     def _record_forks(self, segs: Sequence[Segment]) -> None:
         """Keep (a bounded number of) validly signed segments that fork a held one."""
+        if self.store.shared:  # other processes may have kept some since this one looked
+            held = self.store.get_meta("forks")
+            self._forks = (
+                [Segment.decode(raw, self.limits) for raw in msgpack.unpackb(held)] if held else []
+            )
         known = {s.hash for s in self._forks}
         new = [s for s in segs if s.hash not in known]
         if new:
