@@ -1,0 +1,76 @@
+"""The protocol core is sans-IO: importing it pulls in no database, socket or HTTP code.
+
+Each check runs in a fresh interpreter, so modules imported by other tests cannot hide
+or fake a result.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+CORE = [
+    "encoding",
+    "clock",
+    "identity",
+    "knowledge",
+    "change",
+    "segment",
+    "bundle",
+    "receipt",
+    "policies",
+    "limits",
+    "errors",
+]
+IO_MODULES = ["sqlite3", "socket", "ssl", "httpx", "starlette", "uvicorn", "psycopg"]
+OPTIONAL = ["httpx", "starlette", "uvicorn", "psycopg", "click", "rich"]
+
+
+def loaded_after(code: str) -> set[str]:
+    """Run ``code`` in a new interpreter; return which watched modules it loaded."""
+    watched = sorted(set(IO_MODULES) | set(OPTIONAL))
+    script = (
+        "import sys, json\n"
+        + code
+        + f"\nprint(json.dumps([m for m in {watched!r} if m in sys.modules]))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=120
+    )
+    return set(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+# Import the core modules without running offsync/__init__.py (which also imports the
+# replica, sync and trust layers), so that only the core's own imports count.
+CORE_ONLY = f"""
+import importlib, importlib.util, types
+spec = importlib.util.find_spec("offsync")
+package = types.ModuleType("offsync")
+package.__path__ = list(spec.submodule_search_locations)
+sys.modules["offsync"] = package
+for name in {CORE!r}:
+    importlib.import_module("offsync." + name)
+assert "offsync.replica" not in sys.modules
+"""
+
+
+def test_core_modules_import_no_io() -> None:
+    assert loaded_after(CORE_ONLY) == set()
+
+
+def test_the_check_itself_sees_io_modules() -> None:
+    # Guards against a harness that could never fail.
+    assert loaded_after(CORE_ONLY + "\nimport sqlite3, socket\n") == {"sqlite3", "socket"}
+
+
+def test_third_party_dependencies_import_no_io() -> None:
+    assert (
+        loaded_after("import msgpack, nacl.signing, nacl.public, nacl.pwhash, zstandard") == set()
+    )
+
+
+def test_package_imports_no_optional_dependency() -> None:
+    # ``import offsync`` may bring in more than the core, but never an optional extra
+    # (an integrator without offsync[http] or offsync[postgres] must be able to import it).
+    assert loaded_after("import offsync") & set(OPTIONAL) == set()
