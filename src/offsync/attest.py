@@ -230,6 +230,9 @@ def verify_attestation(
 def delivered(token: bytes, receipt: Receipt | bytes, *, centre: bytes) -> bool:
     """Whether ``centre``'s signed receipt shows it holds the attested change.
 
+    "Holds" as in knowledge: the change reached the centre (it may still wait there in
+    quarantine, e.g. for the site's certificate; see ``Replica.quarantined``).
+
     Raises ``SignatureError`` for a forged token or receipt and
     ``UnknownSignerError`` when the receipt is not the centre's.
     """
