@@ -42,6 +42,9 @@ def test_demo_converges_and_prints_the_final_table() -> None:
         "shared",
         "The centre is back: http://127.0.0.1:",
         "the district clerk keeps",
+        "certificates, signed by the centre",
+        "Surabaya NIK: refused at the desk",
+        "uncertified laptop",
         "Receipts travel back",
     ):
         assert phrase in out, phrase
@@ -56,13 +59,15 @@ def test_demo_converges_and_prints_the_final_table() -> None:
     assert len(held) == 1
     total = int(held.pop())
     written = sum(int(r[col["written"]]) for r in rows.values())
-    assert total == written > 1000
+    # Everyone holds the stranger's change too, in quarantine, never applied.
+    assert total == written + 1 and written > 1000
     for name, r in rows.items():
         at, of = r[col["at centre"]].split("/")
         assert at == of == r[col["written"]], name
         assert r[col["knows it"]] == "yes", name
         assert r[col["conflicts"]] == "0", name
-    assert f"centre holds {written} of {written} changes written" in out
+        assert r[col["quarantined"]] == "1", name
+    assert f"centre holds {written} of {written} changes written (and 1 refused" in out
 
 
 def test_demo_refuses_nonsense_arguments() -> None:

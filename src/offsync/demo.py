@@ -1,11 +1,15 @@
 """The field demo: a district keeps working while the centre is down.
 
 In a temporary directory, on SQLite: a centre, a district relay and three sub-district
-offices. While the centre is down the offices record residents and vaccine doses. Then
+offices, each certified by the centre (the authority) to write records of the district.
+While the centre is down the offices record residents and vaccine doses; a record
+outside the certificate is refused at the desk. Then
 each backlog takes a different road: Saradan's goes by a courier's disk to the district,
 Mejayan's through the folder shared with the district, and Wungu's over HTTP straight to
 the centre once it is back (a real uvicorn server on a free loopback port). Two offices
 record the same person's first dose differently; a district clerk settles the conflict.
+An uncertified laptop slips a bundle into the shared folder: every replica holds it in
+quarantine and none applies it.
 The centre's receipts travel back the same roads, so every office can see that its
 work has arrived. Exits 1 if any replica does not converge.
 
@@ -29,10 +33,11 @@ from typing import Any
 
 from . import Identity, Replica, policies
 from .delivery import Delivery
-from .errors import TransportError
+from .errors import NotAuthorisedError, TransportError
 from .sync import SyncReport, sync
 from .transports import DiskTransport, FolderTransport
 from .transports.disk import exchange
+from .trust import issue_certificate
 
 __all__ = ["main", "run"]
 
@@ -43,6 +48,8 @@ POLICIES: dict[str, policies.Policy] = {
 GIVEN = ["Siti", "Budi", "Sri", "Agus", "Dewi", "Eko", "Wahyu", "Rina", "Joko", "Lestari"]
 FAMILY = ["Aminah", "Santoso", "Wahyuni", "Prasetyo", "Rahayu", "Hidayat", "Susanti", "Utomo"]
 VACCINES = ["CoronaVac", "AstraZeneca", "Pfizer", "Moderna"]
+#: The record an uncertified laptop tries to slip in; no replica may show it.
+GHOST = "3519019999990001"
 
 
 @dataclass
@@ -144,7 +151,9 @@ def got(reports: SyncReport | Sequence[SyncReport]) -> str:
     applied = sum(r.applied for r in reports)
     dup = sum(r.duplicates for r in reports)
     refused = sum(len(r.refused) for r in reports)
+    held = sum(r.quarantined for r in reports)
     extra = f", {refused} refused" if refused else ""
+    extra += f", {held} held in quarantine" if held else ""
     return f"{applied} changes applied ({dup} duplicates{extra})"
 
 
@@ -162,11 +171,14 @@ def run(root: Path, residents: int = 300, say: Callable[[str], None] = print) ->
     """Play the scenario in ``root``; True when every replica converged."""
     rng = random.Random(2021)
 
+    authority = Identity.generate(label="pusat")  # the centre is also the authority
+
     def open_office(name: str, role: str, road: str, region: str = "") -> Office:
         replica = Replica.open(
             str(root / f"{name}.sqlite"),
-            identity=Identity.generate(label=name),
+            identity=authority if name == "pusat" else Identity.generate(label=name),
             policies=POLICIES,
+            trust=[authority.public_key],
         )
         return Office(name, role, road, replica, region)
 
@@ -184,6 +196,21 @@ def run(root: Path, residents: int = 300, say: Callable[[str], None] = print) ->
     assert port is not None
     url = "http://{}:{}".format(*port.getsockname()[:2])
     try:
+        say("== Installation day: the centre certifies every site for district 3519 ==")
+        for office in offices[1:]:
+            issue_certificate(
+                centre.replica,
+                office.id,
+                label=office.name,
+                collections=["residents", "doses"],
+                prefixes=["3519"],
+            )
+        certificates = centre.replica.pack()
+        for office in offices[1:]:
+            for bundle in certificates:
+                office.replica.apply(bundle)
+        say(f"  {len(offices) - 1} certificates, signed by the centre, installed everywhere")
+
         say("== The centre is down. The sub-district offices keep working. ==")
         niks: dict[str, list[str]] = {}
         for office in (saradan, mejayan, wungu):
@@ -201,6 +228,13 @@ def run(root: Path, residents: int = 300, say: Callable[[str], None] = print) ->
             "doses", dose, {"vaccine": other, "date": "2021-03-03", "site": mejayan.name}
         )
         say(f"  both Saradan and Mejayan recorded dose 1 of resident {shared_nik}")
+        try:
+            wungu.replica.put("residents", "3578010101900001", {"name": "visitor from Surabaya"})
+        except NotAuthorisedError as exc:
+            say(f"  kec-wungu tries to register a Surabaya NIK: refused at the desk ({exc})")
+        else:
+            say("  kec-wungu wrote outside its certificate")
+            return False
         try:
             http_sync(wungu, url, centre, max_retries=0, connect_timeout=2)
         except TransportError as exc:
@@ -220,6 +254,16 @@ def run(root: Path, residents: int = 300, say: Callable[[str], None] = print) ->
         with FolderTransport(share, mejayan.replica, district.replica) as out:
             report = sync(mejayan.replica, out)
         say(f"  kec-mejayan leaves {sent(report)} in the share")
+        stranger = Replica.open(
+            str(root / "stranger.sqlite"), identity=Identity.generate(label="stranger")
+        )
+        try:
+            stranger.put("residents", GHOST, {"name": "ghost resident"})
+            with FolderTransport(share, stranger, district.replica) as out:
+                sync(stranger, out)
+        finally:
+            stranger.close()
+        say("  an uncertified laptop on the network also leaves a bundle in the share")
         with FolderTransport(share, district.replica, mejayan.replica) as inbox:
             report = sync(district.replica, inbox)
         say(f"  kab-madiun picks them up: {got(report)}")
@@ -284,7 +328,9 @@ def report_table(offices: list[Office], centre: Office, say: Callable[[str], Non
         at_centre = centre_knowledge.count(o.id)
         known = "yes" if o is centre or delivery.reached_centre() else "no"
         conflicts = len(rep.conflicts())
+        held_back = len(rep.quarantined_changes())
         ok = ok and at_centre == written and known == "yes" and conflicts == 0
+        ok = ok and rep.get("residents", GHOST) is None
         rows.append(
             [
                 o.name,
@@ -295,6 +341,7 @@ def report_table(offices: list[Office], centre: Office, say: Callable[[str], Non
                 f"{at_centre}/{written}",
                 known,
                 str(conflicts),
+                str(held_back),
                 digests[o.name].hex()[:16],
             ]
         )
@@ -311,13 +358,18 @@ def report_table(offices: list[Office], centre: Office, say: Callable[[str], Non
                 "at centre",
                 "knows it",
                 "conflicts",
+                "quarantined",
                 "state digest",
             ],
         )
     )
     total = sum(o.replica.seq for o in offices)
+    reached = sum(centre_knowledge.count(o.id) for o in offices)
+    refused = centre_knowledge.count() - reached
     say(
-        f"centre holds {centre_knowledge.count()} of {total} changes written; "
+        f"centre holds {reached} of {total} changes written"
+        + (f" (and {refused} refused change(s), held in quarantine)" if refused else "")
+        + "; "
         + ("every replica has the same state digest." if ok else "NOT CONVERGED.")
     )
     return ok
