@@ -1,0 +1,142 @@
+"""The centre as deployed: uvicorn with several workers over one PostgreSQL database.
+
+Real uvicorn (``--factory offsync.centre:app_from_env --workers 2``) on a free loopback
+port; sites sync with it over HTTP at the same time, each request landing on whichever
+worker accepts it. Afterwards every site and the centre hold the same state.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from offsync import Identity, Replica, policies
+from offsync.sync import sync
+
+psycopg = pytest.importorskip("psycopg", reason="the postgres extra is not installed")
+httpx = pytest.importorskip("httpx", reason="the http extra is not installed")
+
+from offsync.stores.postgres import PostgresStore  # noqa: E402
+from offsync.transports.http import HTTPTransport  # noqa: E402
+
+pytestmark = pytest.mark.postgres
+
+DSN = os.environ.get("OFFSYNC_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+POLICIES = {"residents": policies.LastWriterWins(), "doses": policies.FirstWriterWins()}
+
+
+def _server_problem() -> str | None:
+    try:
+        with psycopg.connect(DSN, connect_timeout=3) as conn:
+            conn.execute("SELECT 1")
+    except psycopg.Error as exc:
+        return f"no PostgreSQL server answers at OFFSYNC_TEST_POSTGRES={DSN!r}: {exc}"
+    return None
+
+
+_PROBLEM = _server_problem()
+if _PROBLEM:
+    pytest.skip(_PROBLEM, allow_module_level=True)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def centre(tmp_path: Path) -> Iterator[tuple[str, Identity, str]]:
+    """(url, identity, schema) of a two-worker centre on a fresh schema."""
+    schema = f"offsync_test_{uuid.uuid4().hex[:10]}_server"
+    identity = Identity.generate(label="centre")
+    key = tmp_path / "centre.key"
+    identity.save(key, "pw", opslimit=1, memlimit=8192)
+    PostgresStore(DSN, schema=schema).close()  # migrate before the workers race to
+    port = _free_port()
+    env = dict(
+        os.environ,
+        OFFSYNC_POSTGRES=DSN,
+        OFFSYNC_SCHEMA=schema,
+        OFFSYNC_IDENTITY=str(key),
+        OFFSYNC_PASSPHRASE="pw",
+        OFFSYNC_POLICIES="residents=lww,doses=fww",
+        OFFSYNC_MAX_IN_FLIGHT="2",
+        OFFSYNC_RETRY_AFTER="1",
+    )
+    command = [sys.executable, "-m", "uvicorn", "--factory", "offsync.centre:app_from_env"]
+    command += ["--host", "127.0.0.1", "--port", str(port), "--workers", "2"]
+    command += ["--log-level", "warning"]
+    log = tmp_path / "uvicorn.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):
+            assert proc.poll() is None, log.read_text()
+            try:
+                if httpx.get(url + "/", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        else:
+            raise AssertionError("the centre did not answer: " + log.read_text())
+        yield url, identity, schema
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        with psycopg.connect(DSN, autocommit=True) as conn:
+            conn.execute(
+                psycopg.sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(
+                    psycopg.sql.Identifier(schema)
+                )
+            )
+
+
+def test_sites_sync_with_a_multi_worker_centre(centre: tuple[str, Identity, str]) -> None:
+    url, identity, schema = centre
+    sites = [
+        Replica.open(":memory:", identity=Identity.generate(label=f"s{i}"), policies=POLICIES)
+        for i in range(6)
+    ]
+    for i, site in enumerate(sites):
+        with site.batch():
+            for n in range(30):
+                site.put("residents", f"3519{(i * 7 + n) % 50:04d}", {"name": f"{i}-{n}"})
+
+    def round_trip(site: Replica) -> None:
+        transport = HTTPTransport(url, site.identity, server_key=identity.public_key)
+        try:
+            sync(site, transport)
+            for bundle in site.pack():  # a courier delivers everything again
+                transport.upload(bundle)
+        finally:
+            transport.close()
+
+    with concurrent.futures.ThreadPoolExecutor(len(sites)) as pool:
+        list(pool.map(round_trip, sites))
+    for site in sites:  # a second round: pull what the others pushed, via any worker
+        transport = HTTPTransport(url, site.identity, server_key=identity.public_key)
+        sync(site, transport)
+        transport.close()
+    store = PostgresStore(DSN, schema=schema)
+    view = Replica(store, identity, POLICIES)
+    assert store._q("SELECT count(*) FROM changes")[0][0] == 6 * 30
+    assert {s.state_digest() for s in sites} == {view.state_digest()}
+    assert all(s.knowledge() == view.knowledge() for s in sites)
+    view.close()
+    for site in sites:
+        site.close()
