@@ -694,11 +694,12 @@ class Replica:
         return True
 
     def reexamine(self, *, full: bool = False) -> int:
-        """Re-check held segments against the trust store, validators and clock now.
+        """Re-check segments held for their clock, and (``full=True``) every segment
+        against the trust store and validators as they are now.
 
-        Runs by itself after a bundle or write that changes ``_trust`` and when a
-        segment held for its clock may have become admissible; call it after changing
-        a validator's behaviour (``full=True`` re-checks applied segments too).
+        Runs by itself after a bundle or write that changes ``_trust`` (for the origins
+        whose rules changed) and when a segment held for its clock may have become
+        admissible; call it with ``full=True`` after changing a validator's behaviour.
         Returns how many changes were newly applied.
         """
         with self._lock:
@@ -729,9 +730,10 @@ class Replica:
     def _reexamine(self, *, full: bool = False) -> int:
         """Make the applied changes of every affected segment what admission says now.
 
-        Candidates: held-back segments, and (when rules changed) every segment of an
-        origin whose certificate or revocation changed, whose changes may now have to be
-        taken back. Loops because applying ``_trust`` changes can change trust again.
+        Candidates: segments held for their clock, and every segment of an origin whose
+        certificate or revocation changed (applied ones too: their changes may have to
+        be taken back); with ``full``, every segment. Loops because applying ``_trust``
+        changes can change trust again.
         """
         unlocked = 0
         before = self._trust
@@ -748,8 +750,10 @@ class Replica:
             statuses: list[tuple[bytes, int, _Seg]] = []
             for origin, segs in self._index.items():
                 for i, s in enumerate(segs):
+                    # A trust or validator verdict changes only with its origin's rules
+                    # (or the validators: full); a clock verdict with time.
                     if s.status.startswith("fork") or not (
-                        full or s.status != APPLIED or origin in changed
+                        full or origin in changed or s.status.startswith("clock")
                     ):
                         continue
                     changes = self._held_segment(origin, s)
