@@ -59,7 +59,8 @@ class Stats:
     latencies: list[float] = field(default_factory=list)  # seconds, answered 200
     requests: int = 0
     busy: int = 0  # 503
-    errors: dict[str, int] = field(default_factory=dict)
+    errors: dict[str, int] = field(default_factory=dict)  # answers that end a site's push
+    retried: dict[str, int] = field(default_factory=dict)  # connection errors, tried again
     duplicates_sent: int = 0
     lost_answers: int = 0
 
@@ -132,9 +133,9 @@ async def push_site(
             stats.requests += 1
             try:
                 response = await client.put(f"/bundles/{bundle_id}", content=bundle)
-            except httpx.TransportError as exc:
+            except httpx.TransportError as exc:  # a dropped connection: try again
                 name = type(exc).__name__
-                stats.errors[name] = stats.errors.get(name, 0) + 1
+                stats.retried[name] = stats.retried.get(name, 0) + 1
                 await asyncio.sleep(rng.uniform(0.05, 0.3))
                 continue
             elapsed = time.perf_counter() - start
@@ -328,6 +329,8 @@ def report(stats: Stats, elapsed: float, total: int, n_bundles: int) -> None:
     print(
         f"duplicate deliveries {stats.duplicates_sent}, lost answers re-sent {stats.lost_answers}"
     )
+    if stats.retried:
+        print(f"connection errors, tried again: {stats.retried}")
     print(
         "latency ms (answered): "
         f"p50 {percentile(lat, 50):.0f}  p90 {percentile(lat, 90):.0f}  "
@@ -377,7 +380,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     centre_seed = os.urandom(32)
     centre = Identity(centre_seed, "centre")
-    PostgresStore(args.dsn, schema=schema).close()  # migrate once, before the workers start
+    first = PostgresStore(args.dsn, schema=schema)  # migrate once, before the workers start
+    wal_before = first._q("SELECT pg_current_wal_lsn()")[0][0]
+    first.close()
     ok = False
     with tempfile.TemporaryDirectory(prefix="offsync-load-") as tmp:
         t1 = time.perf_counter()
@@ -390,6 +395,11 @@ def main(argv: list[str] | None = None) -> int:
         report(stats, elapsed, total, n_bundles)
         store = PostgresStore(args.dsn, schema=schema)
         try:
+            (wal,) = store._q("SELECT pg_current_wal_lsn() - %s::pg_lsn", (wal_before,))[0]
+            print(
+                f"WAL written meanwhile (whole server): {int(wal) / 1e6:.1f} MB, "
+                f"{int(wal) / total:,.0f} bytes/change"
+            )
             rows, distinct = store._q(
                 "SELECT count(*), count(DISTINCT (origin, seq)) FROM changes"
             )[0]
