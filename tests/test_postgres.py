@@ -210,3 +210,25 @@ def test_replicas_on_memory_sqlite_and_postgres_agree(
     assert reopened.knowledge() == replicas[1].knowledge()
     for r in [*replicas, *sites, reopened]:
         r.close()
+
+
+def test_a_dropped_connection_fails_one_call_then_reconnects(
+    make_store: Callable[[], PostgresStore],
+) -> None:
+    store = make_store()
+    with store.transaction():
+        store.set_meta("kept", b"1")
+    pid = store._q("SELECT pg_backend_pid()")[0][0]
+    with psycopg.connect(DSN, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+    with pytest.raises(StorageError), store.transaction():
+        store.set_meta("lost", b"1")
+        store.get_meta("kept")  # a read: the loss shows here at the latest
+    assert store.get_meta("kept") == b"1", "the next call reconnects"
+    assert store.get_meta("lost") is None
+    with store.transaction():
+        store.set_meta("after", b"1")
+    assert store._q("SELECT pg_backend_pid()")[0][0] != pid
+    store.close()
+    with pytest.raises(StorageError):
+        store.get_meta("kept")

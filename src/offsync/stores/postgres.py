@@ -138,8 +138,10 @@ class PostgresStore(Store):
         from psycopg import sql
 
         self.schema = schema
+        self._dsn = dsn
+        self._connect_timeout = max(1, int(connect_timeout))
         self._depth = 0
-        self._cancelled = False
+        self._closed = False
         try:
             self.conn: psycopg.Connection[Any] = pg.connect(
                 dsn, autocommit=True, connect_timeout=max(1, int(connect_timeout))
@@ -174,8 +176,25 @@ class PostgresStore(Store):
 
     # -- plumbing ------------------------------------------------------------------------
 
+    def _reconnect_if_lost(self) -> None:
+        """Between transactions, replace a connection the server dropped (a restart, a
+        failover): the call that met the loss failed with StorageError; the next works."""
+        if self._depth or self._closed or not (self.conn.broken or self.conn.closed):
+            return
+        pg = _psycopg()
+        from psycopg import sql
+
+        try:
+            conn = pg.connect(self._dsn, autocommit=True, connect_timeout=self._connect_timeout)
+            conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(self.schema)))
+        except pg.Error as exc:
+            raise StorageError(f"cannot reconnect to PostgreSQL: {exc}") from exc
+        self.conn.close()
+        self.conn = conn
+
     def _run(self, fn: Callable[[], T]) -> T:
         psycopg = _psycopg()
+        self._reconnect_if_lost()
         try:
             return fn()
         except psycopg.Error as exc:
@@ -203,6 +222,7 @@ class PostgresStore(Store):
                 self._depth -= 1
             return
         psycopg = _psycopg()
+        self._reconnect_if_lost()
         self._depth = 1
         try:
             with self.conn.pipeline(), self.conn.transaction():
@@ -213,6 +233,7 @@ class PostgresStore(Store):
             self._depth = 0
 
     def close(self) -> None:
+        self._closed = True
         self.conn.close()
 
     # -- meta ----------------------------------------------------------------------------
