@@ -130,7 +130,8 @@ def _pack_head(origin: bytes, seq: int) -> bytes:
     """``_pack_heads([ChangeId(origin, seq)])``, without building the lists."""
     if len(origin) != 32:
         return _pack_heads([ChangeId(origin, seq)])
-    return b"\x91\x92\xc4\x20" + origin + msgpack.packb(seq)  # [[bin8(32), uint]]
+    seq_bytes: bytes = msgpack.packb(seq)
+    return b"\x91\x92\xc4\x20" + origin + seq_bytes  # [[bin8(32), uint]]
 
 
 def _unpack_heads(data: bytes) -> tuple[ChangeId, ...]:
@@ -452,11 +453,10 @@ class Replica:
 
         The hot path of applying a backlog: a record that receives one parentless change
         under a policy for which that change alone is the state is written as is, in
-        one bulk insert, with no policy call and no read (``Store.add_new_records``).
+        one bulk insert, with no policy call and no read (``Store.add_first_changes``).
         """
         if not changes:
             return []
-        self.store.add_changes(changes)
         groups: dict[tuple[str, str], list[Change]] = {}
         for c in changes:
             k = (c.collection, c.key)
@@ -467,7 +467,9 @@ class Replica:
                 group.append(c)
         identity: dict[str, bool] = {}  # collection -> policy.single_change_is_identity
         new_row = tuple.__new__
-        fresh: list[RecordRow] = []
+        firsts: list[Change] = []
+        fresh: list[RecordRow] = []  # fresh[i]: the record firsts[i] alone makes
+        rest: list[Change] = []
         to_merge: list[tuple[str, str]] = []
         for k, group in groups.items():
             first = group[0]
@@ -478,10 +480,14 @@ class Replica:
                     identity[first.collection] = simple
                 if simple:
                     head = _pack_head(first.origin, first.seq)
+                    firsts.append(first)
                     fresh.append(new_row(RecordRow, (*k, first.fields, head, False)))
                     continue
+            rest.extend(group)
             to_merge.append(k)
-        existed = set(self.store.add_new_records(fresh))  # those that existed after all
+        if rest:
+            self.store.add_changes(rest)
+        existed = set(self.store.add_first_changes(firsts, fresh))  # existed after all
         if existed:  # merge them too, keeping the records' order (conflicts are reported in it)
             existed.update(to_merge)
             to_merge = [k for k in groups if k in existed]

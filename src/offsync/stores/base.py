@@ -147,6 +147,18 @@ class Store(ABC):
         self.put_records([r for r in rows if (r.collection, r.key) not in found])
         return [(r.collection, r.key) for r in rows if (r.collection, r.key) in found]
 
+    def add_first_changes(
+        self, changes: Sequence[Change], rows: Sequence[RecordRow]
+    ) -> list[tuple[str, str]]:
+        """``add_changes(changes)`` and ``add_new_records(rows)``, for changes that are
+        each the only change of its record (``rows[i]`` is the state ``changes[i]``
+        alone makes). Returns what ``add_new_records`` returns; the changes are stored
+        either way. A store may keep such a change in its record's row until the row
+        is replaced (SQLite does: one row written per change instead of two).
+        """
+        self.add_changes(changes)
+        return self.add_new_records(rows)
+
     @abstractmethod
     def get_record(self, collection: str, key: str) -> RecordRow | None: ...
 

@@ -16,7 +16,7 @@ from .base import RecordRow, SegmentRow, Store
 
 __all__ = ["SQLiteStore"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;
@@ -31,12 +31,26 @@ CREATE TABLE IF NOT EXISTS changes (
     PRIMARY KEY (collection, key, origin, seq)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS records (
     collection TEXT NOT NULL, key TEXT NOT NULL, fields BLOB, heads BLOB NOT NULL,
-    conflict INTEGER NOT NULL, PRIMARY KEY (collection, key)) WITHOUT ROWID;
+    conflict INTEGER NOT NULL, sole_origin BLOB, sole_seq INTEGER, sole_hlc INTEGER,
+    PRIMARY KEY (collection, key)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS records_conflict ON records (conflict) WHERE conflict;
 CREATE TABLE IF NOT EXISTS peers (
     peer BLOB PRIMARY KEY, created INTEGER NOT NULL, knowledge BLOB NOT NULL,
     receipt BLOB NOT NULL) WITHOUT ROWID;
 """
+
+#: Schema 1 -> 2: the sole change of a record may live in its row (see add_first_changes).
+MIGRATE_1 = (
+    "ALTER TABLE records ADD COLUMN sole_origin BLOB",
+    "ALTER TABLE records ADD COLUMN sole_seq INTEGER",
+    "ALTER TABLE records ADD COLUMN sole_hlc INTEGER",
+)
+#: Moves the sole change kept in a record row into ``changes``, before the row is replaced.
+_MATERIALIZE = (
+    "INSERT OR IGNORE INTO changes (collection, key, origin, seq, hlc, op, fields, parents)"
+    " SELECT collection, key, sole_origin, sole_seq, sole_hlc, fields IS NULL, fields, NULL"
+    " FROM records WHERE collection = ? AND key = ? AND sole_origin IS NOT NULL"
+)
 
 
 #: Rows are written sorted by record key: a large batch then walks the B-tree in order
@@ -71,6 +85,10 @@ class SQLiteStore(Store):
                     if statement.strip():
                         self.db.execute(statement)
                 version = self.get_meta("schema_version")
+                if version is not None and int(version) == 1:
+                    for statement in MIGRATE_1:
+                        self.db.execute(statement)
+                    version = None
                 if version is None:
                     self.set_meta("schema_version", str(SCHEMA_VERSION).encode())
                 elif int(version) != SCHEMA_VERSION:
@@ -187,30 +205,39 @@ class SQLiteStore(Store):
         )
 
     def remove_changes(self, changes: Sequence[Change]) -> None:
+        ids = [(c.collection, c.key, c.origin, c.seq) for c in changes]
         self.db.executemany(
-            "DELETE FROM changes WHERE collection = ? AND key = ? AND origin = ? AND seq = ?",
-            [(c.collection, c.key, c.origin, c.seq) for c in changes],
+            "DELETE FROM changes WHERE collection = ? AND key = ? AND origin = ? AND seq = ?", ids
+        )
+        self.db.executemany(
+            "UPDATE records SET sole_origin = NULL, sole_seq = NULL, sole_hlc = NULL"
+            " WHERE collection = ? AND key = ? AND sole_origin = ? AND sole_seq = ?",
+            ids,
         )
 
     def changes_for(self, collection: str, key: str) -> list[Change]:
         rows = self._q(
             "SELECT origin, seq, hlc, op, fields, parents FROM changes"
-            " WHERE collection = ? AND key = ?",
-            (collection, key),
+            " WHERE collection = ? AND key = ?"
+            " UNION ALL SELECT sole_origin, sole_seq, sole_hlc, fields IS NULL, fields, NULL"
+            " FROM records WHERE collection = ? AND key = ? AND sole_origin IS NOT NULL",
+            (collection, key, collection, key),
         )
-        return [
-            Change(
-                bytes(o),
-                s,
-                h,
-                collection,
-                key,
-                op,
-                None if f is None else bytes(f),
-                _unpack_parents(p),
-            )
-            for o, s, h, op, f, p in rows
-        ]
+        out: dict[tuple[bytes, int], Change] = {}
+        for o, s, h, op, f, p in rows:
+            o = bytes(o)
+            if (o, s) not in out:  # a sole change also added with add_changes: once
+                out[o, s] = Change(
+                    o,
+                    s,
+                    h,
+                    collection,
+                    key,
+                    op,
+                    None if f is None else bytes(f),
+                    _unpack_parents(p),
+                )
+        return list(out.values())
 
     def existing(self, keys: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
         found: set[tuple[str, str]] = set()
@@ -225,9 +252,11 @@ class SQLiteStore(Store):
         return found
 
     def put_records(self, rows: Sequence[RecordRow]) -> None:
+        ordered = sorted(rows, key=_key_of)  # stable: of two rows for one record, the last wins
+        self.db.executemany(_MATERIALIZE, [(r.collection, r.key) for r in ordered])
         self.db.executemany(
             "INSERT OR REPLACE INTO records (collection, key, fields, heads, conflict) VALUES (?, ?, ?, ?, ?)",
-            sorted(rows, key=_key_of),  # stable: of two rows for one record, the last wins
+            ordered,
         )
 
     def add_new_records(self, rows: Sequence[RecordRow]) -> list[tuple[str, str]]:
@@ -244,6 +273,32 @@ class SQLiteStore(Store):
             return []
         held = self._heads([(r.collection, r.key) for r in ordered])
         return [(r.collection, r.key) for r in ordered if held[r.collection, r.key] != r.heads]
+
+    def add_first_changes(
+        self, changes: Sequence[Change], rows: Sequence[RecordRow]
+    ) -> list[tuple[str, str]]:
+        # The change is kept in its record's row (sole_*), not in ``changes``: one row
+        # written per change instead of two. ``changes_for`` reads it from there, and
+        # ``put_records`` moves it to ``changes`` before the row is ever replaced.
+        params = sorted(
+            (
+                (r.collection, r.key, r.fields, r.heads, r.conflict, c.origin, c.seq, c.hlc)
+                for c, r in zip(changes, rows, strict=True)
+            ),
+            key=_key_of,
+        )
+        inserted = self.db.executemany(
+            "INSERT INTO records"
+            " (collection, key, fields, heads, conflict, sole_origin, sole_seq, sole_hlc)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            params,
+        ).rowcount
+        if inserted == len(rows):
+            return []
+        held = self._heads([(r.collection, r.key) for r in rows])
+        existed = {(r.collection, r.key) for r in rows if held[r.collection, r.key] != r.heads}
+        self.add_changes([c for c in changes if (c.collection, c.key) in existed])
+        return [(r.collection, r.key) for r in rows if (r.collection, r.key) in existed]
 
     def _heads(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], bytes]:
         found: dict[tuple[str, str], bytes] = {}

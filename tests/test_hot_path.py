@@ -1,0 +1,135 @@
+"""The apply hot path: records written by one bulk insert, sole changes kept in their row.
+
+SQLite keeps a record's only (parentless) change in the record's row instead of in the
+``changes`` table, and moves it there before the row is replaced or the change taken
+back. These tests hold that against the in-memory store, which stores plainly.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from offsync import Identity, Replica, policies
+from offsync.change import PUT, Change, ChangeId
+from offsync.encoding import canonical_fields, packb
+from offsync.stores.base import RecordRow
+from offsync.stores.memory import MemoryStore
+from offsync.stores.sqlite import SCHEMA_VERSION, SQLiteStore
+
+POLICIES = {"residents": policies.LastWriterWins(), "doses": policies.FirstWriterWins()}
+O1 = bytes(range(32))
+
+
+def _change(seq: int, key: str, value: int) -> Change:
+    return Change(O1, seq, 1000 + seq, "residents", key, PUT, canonical_fields({"v": value}))
+
+
+def _row(c: Change) -> RecordRow:
+    return RecordRow(c.collection, c.key, c.fields, packb([[c.origin, c.seq]]), False)
+
+
+def test_sole_change_is_read_moved_and_taken_back(tmp_path: Path) -> None:
+    s = SQLiteStore(str(tmp_path / "s.sqlite"))
+    a, b = _change(1, "a", 1), _change(2, "b", 2)
+    with s.transaction():
+        assert s.add_first_changes([a, b], [_row(a), _row(b)]) == []
+    assert s.changes_for("residents", "a") == [a]
+    assert s.get_record("residents", "a") == _row(a)
+    # Replacing the row keeps the change (it moves to the changes table).
+    with s.transaction():
+        s.put_records([_row(a)._replace(fields=canonical_fields({"v": 9}))])
+    assert s.changes_for("residents", "a") == [a]
+    # Taking a sole change back removes it; the replica then rewrites the record.
+    with s.transaction():
+        s.remove_changes([b])
+    assert s.changes_for("residents", "b") == []
+    # A sole change also added the ordinary way is still reported once.
+    with s.transaction():
+        s.add_changes([a])
+    assert s.changes_for("residents", "a") == [a]
+
+
+def test_add_first_changes_reports_records_that_exist() -> None:
+    s = SQLiteStore(":memory:")
+    held, again, new = _change(1, "a", 1), _change(2, "a", 2), _change(3, "c", 3)
+    with s.transaction():
+        s.add_first_changes([held], [_row(held)])
+        got = s.add_first_changes([again, new], [_row(again), _row(new)])
+        assert s.add_first_changes([held], [_row(held)]) == []  # exactly what is there
+    assert got == [("residents", "a")]
+    assert s.get_record("residents", "a") == _row(held)  # untouched
+    assert sorted(c.seq for c in s.changes_for("residents", "a")) == [1, 2]
+    assert s.changes_for("residents", "c") == [new]
+
+
+def test_a_failed_transaction_leaves_no_sole_change() -> None:
+    s = SQLiteStore(":memory:")
+    a = _change(1, "a", 1)
+    try:
+        with s.transaction():
+            s.add_first_changes([a], [_row(a)])
+            raise RuntimeError("abort")
+    except RuntimeError:
+        pass
+    assert s.changes_for("residents", "a") == [] and s.get_record("residents", "a") is None
+
+
+def test_schema_1_file_is_migrated(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite"
+    db = sqlite3.connect(path)
+    db.executescript(
+        "CREATE TABLE meta (name TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;"
+        "CREATE TABLE records (collection TEXT NOT NULL, key TEXT NOT NULL, fields BLOB,"
+        " heads BLOB NOT NULL, conflict INTEGER NOT NULL, PRIMARY KEY (collection, key))"
+        " WITHOUT ROWID;"
+        "INSERT INTO meta VALUES ('schema_version', CAST('1' AS BLOB));"
+    )
+    db.execute("INSERT INTO records VALUES ('residents', 'a', NULL, X'90', 0)")
+    db.commit()
+    db.close()
+    s = SQLiteStore(str(path))
+    assert s.get_meta("schema_version") == str(SCHEMA_VERSION).encode()
+    assert s.get_record("residents", "a") == RecordRow("residents", "a", None, b"\x90", False)
+    a = _change(1, "b", 1)
+    with s.transaction():
+        s.add_first_changes([a], [_row(a)])
+    assert s.changes_for("residents", "b") == [a]
+
+
+def _replicas(tmp_path: Path, ident: Identity) -> tuple[Replica, Replica]:
+    on_disk = Replica.open(str(tmp_path / "b.sqlite"), identity=ident, policies=POLICIES)
+    plain = Replica(MemoryStore(), ident, POLICIES)
+    return on_disk, plain
+
+
+def test_backlog_then_edits_and_concurrent_creation_match_a_plain_store(tmp_path: Path) -> None:
+    a, c = (Replica.open(":memory:", identity=Identity.generate(), policies=POLICIES) for _ in "ac")
+    b, reference = _replicas(tmp_path, Identity.generate())
+    with a.batch():
+        for i in range(300):
+            a.put("residents", f"35190101019{i:05d}", {"name": f"n{i}", "n": i})
+            a.put("doses", f"35190101019{i:05d}/1", {"vaccine": "CoronaVac"})
+    c.put("doses", "3519010101900007/1", {"vaccine": "Pfizer"})  # concurrent first write
+    c.put("residents", "3519010101900008", {"phone": "0812"})
+    first = a.pack()
+    for rep in (b, reference):
+        for bundle in first:
+            rep.apply(bundle)
+    # Edits that descend from the backlog, a delete, and the concurrent writes.
+    a.put("residents", "3519010101900003", {"name": "changed"})
+    a.delete("residents", "3519010101900004")
+    later = a.pack(b.knowledge()) + c.pack()
+    reports = [[rep.apply(bundle).conflicts for bundle in later] for rep in (b, reference)]
+    assert reports[0] == reports[1]
+    assert b.state_digest() == reference.state_digest()
+    assert [(x.collection, x.key) for x in b.conflicts()] == [("doses", "3519010101900007/1")]
+    assert b.get("residents", "3519010101900008") == {"name": "n8", "n": 8, "phone": "0812"}
+    assert b.get("residents", "3519010101900004") is None
+    for key in ("3519010101900003", "3519010101900004", "3519010101900005"):
+        held = {x.id for x in b.store.changes_for("residents", key)}
+        assert held == {x.id for x in reference.store.changes_for("residents", key)}
+        assert ChangeId(a.id, 1) in held or key != "3519010101900000"
+    # Resolving the conflict writes through the moved changes as well.
+    b.resolve("doses", "3519010101900007/1", {"vaccine": "CoronaVac", "checked": True})
+    assert b.conflicts() == []
