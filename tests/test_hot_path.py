@@ -10,9 +10,15 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from offsync import Identity, Replica, policies
+import pytest
+
+import offsync.replica as replica_module
+from offsync import Identity, Knowledge, Replica, policies
+from offsync.bundle import build_bundle
 from offsync.change import PUT, Change, ChangeId
 from offsync.encoding import canonical_fields, packb
+from offsync.errors import SignatureError
+from offsync.segment import Segment
 from offsync.stores.base import RecordRow
 from offsync.stores.memory import MemoryStore
 from offsync.stores.sqlite import SCHEMA_VERSION, SQLiteStore
@@ -133,3 +139,43 @@ def test_backlog_then_edits_and_concurrent_creation_match_a_plain_store(tmp_path
     # Resolving the conflict writes through the moved changes as well.
     b.resolve("doses", "3519010101900007/1", {"vaccine": "CoronaVac", "checked": True})
     assert b.conflicts() == []
+
+
+def test_chunked_apply_matches_and_rolls_back_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(replica_module, "SEGMENT_MAX_CHANGES", 4)
+    a = Replica.open(":memory:", identity=Identity.generate(), policies=POLICIES)
+    with a.batch():
+        for i in range(30):
+            a.put("residents", f"k{i % 12}", {"n": i})  # later writes descend from earlier
+            a.put("doses", f"k{i}/1", {"v": i})
+    bundles = a.pack()
+    assert len(bundles) == 1 and len(a.quarantined()) == 0
+    reference = Replica(MemoryStore(), Identity.generate(), POLICIES)
+    want = reference.apply(bundles[0])
+    monkeypatch.setattr(replica_module, "APPLY_CHUNK", 3)  # a flush every segment or so
+    b = Replica.open(str(tmp_path / "b.sqlite"), identity=Identity.generate(), policies=POLICIES)
+    # A bundle whose last segment is forged: the segments flushed before it are undone.
+    good = [s.first for s in a._index[a.id]]
+    data = a.store.segment_data([(a.id, f) for f in good])
+    last = Segment.decode(data[-1])
+    forged = Segment(
+        last.origin, last.first_seq, last.last_seq, last.prev_hash, last.changes, bytes(64)
+    ).encode()
+    ranges = Knowledge({a.id: [(good[0], last.last_seq)]})
+    bad = build_bundle(
+        a.identity,
+        [*data[:-1], forged],
+        ranges=ranges,
+        receipts=[a.receipt()],
+        created=a.clock.now(),
+    )
+    before = b.state_digest()
+    with pytest.raises(SignatureError):
+        b.apply(bad)
+    assert b.state_digest() == before and b.knowledge() == Knowledge()
+    got = b.apply(bundles[0])
+    assert (got.applied, got.conflicts) == (want.applied, want.conflicts)
+    assert b.state_digest() == reference.state_digest() == a.state_digest()
+    assert b.knowledge() == a.knowledge()

@@ -50,6 +50,9 @@ SEGMENT_MAX_BYTES = 256 * 1024
 #: Segments kept as evidence of forks (see ``Replica.forks``); the oldest are dropped.
 MAX_FORK_EVIDENCE = 100
 FORK_AT_SAME_SEQS = "fork: a different segment with the same seqs is held"
+#: Changes an apply decodes before writing them (inside the bundle's one transaction):
+#: bounds apply memory by this rather than by the bundle's size.
+APPLY_CHUNK = 50_000
 #: Default upper bound for one packed bundle, compressed.
 DEFAULT_MAX_BUNDLE = 16 * 1024 * 1024
 #: Tries at applying one bundle to a shared store when another writer got in the way.
@@ -816,6 +819,12 @@ class Replica:
         self.store.put_records(rows)
 
     def _apply_bundle(self, bundle: Bundle) -> ApplyReport:
+        """Verify, decode and write the bundle's segments in one transaction.
+
+        Segments are written and merged every ``APPLY_CHUNK`` changes inside that
+        transaction, so memory is bounded by the chunk, not by the bundle; any error
+        rolls the whole bundle back.
+        """
         report = ApplyReport(bundle.id, bundle.header.sender)
         rows: list[SegmentRow] = []
         staged: dict[tuple[bytes, int], bytes] = {}
@@ -823,53 +832,74 @@ class Replica:
         ranges: dict[bytes, list[tuple[int, int]]] = {}
         forks: list[Segment] = []
         max_hlc = 0
-        for seg in bundle.segments:
-            h = seg.hash
-            held = self._find(seg.origin, seg.first_seq)
-            if (held is not None and held.hash == h) or staged.get(
-                (seg.origin, seg.first_seq)
-            ) == h:
-                report.duplicates += seg.count
-                continue
-            seg.verify()
-            changes = decode_changes(seg.changes, seg.origin, seg.first_seq, self.limits)
-            if len(changes) != seg.count:
-                raise BundleFormatError(
-                    "segment holds a different number of changes than it claims"
-                )
-            if (seg.origin, seg.first_seq) in staged:
-                raise BundleFormatError("bundle carries two different segments at one position")
-            staged[(seg.origin, seg.first_seq)] = h
-            _stage_range(ranges.setdefault(seg.origin, []), seg.first_seq, seg.last_seq)
-            if held is not None:  # a different segment at these seqs is held: a fork
-                forks.append(seg)  # kept as evidence; the store holds one per position
-                report.quarantined += seg.count
-                continue
-            status = self._chain_problem(seg) or self._admit(seg, changes)
-            rows.append(
-                SegmentRow(
-                    seg.origin, seg.first_seq, seg.last_seq, h, seg.prev_hash, seg.encode(), status
-                )
-            )
-            if status == APPLIED:
-                to_merge.extend(changes)
-                report.applied += seg.count
-                max_hlc = max(max_hlc, max(c.hlc for c in changes))
-            else:
-                part = self._admitted_part(status, changes)  # trust refusals are per change
-                to_merge.extend(part)
-                report.applied += len(part)
-                report.quarantined += seg.count - len(part)
-                max_hlc = max([max_hlc, *(c.hlc for c in part)])
+        conflicts: dict[tuple[str, str], None] = {}  # in order, each record once
+        added: list[tuple[SegmentRow, int]] = []  # stored segments (data dropped), sizes
+        trust_touched = False
+
+        def flush() -> None:
+            nonlocal trust_touched
+            self.store.add_segments(rows)
+            conflicts.update(dict.fromkeys(self._merge(to_merge)))
+            trust_touched = trust_touched or any(c.collection == TRUST_COLLECTION for c in to_merge)
+            added.extend((r._replace(data=b""), len(r.data)) for r in rows)
+            rows.clear()
+            to_merge.clear()
+
         with self.store.transaction():
+            for seg in bundle.segments:
+                h = seg.hash
+                held = self._find(seg.origin, seg.first_seq)
+                if (held is not None and held.hash == h) or staged.get(
+                    (seg.origin, seg.first_seq)
+                ) == h:
+                    report.duplicates += seg.count
+                    continue
+                seg.verify()
+                changes = decode_changes(seg.changes, seg.origin, seg.first_seq, self.limits)
+                if len(changes) != seg.count:
+                    raise BundleFormatError(
+                        "segment holds a different number of changes than it claims"
+                    )
+                if (seg.origin, seg.first_seq) in staged:
+                    raise BundleFormatError("bundle carries two different segments at one position")
+                staged[(seg.origin, seg.first_seq)] = h
+                _stage_range(ranges.setdefault(seg.origin, []), seg.first_seq, seg.last_seq)
+                if held is not None:  # a different segment at these seqs is held: a fork
+                    forks.append(seg)  # kept as evidence; the store holds one per position
+                    report.quarantined += seg.count
+                    continue
+                status = self._chain_problem(seg) or self._admit(seg, changes)
+                rows.append(
+                    SegmentRow(
+                        seg.origin,
+                        seg.first_seq,
+                        seg.last_seq,
+                        h,
+                        seg.prev_hash,
+                        seg.encode(),
+                        status,
+                    )
+                )
+                if status == APPLIED:
+                    to_merge.extend(changes)
+                    report.applied += seg.count
+                    max_hlc = max(max_hlc, max(c.hlc for c in changes))
+                else:
+                    part = self._admitted_part(status, changes)  # trust refusals: per change
+                    to_merge.extend(part)
+                    report.applied += len(part)
+                    report.quarantined += seg.count - len(part)
+                    max_hlc = max([max_hlc, *(c.hlc for c in part)])
+                if len(to_merge) >= APPLY_CHUNK:
+                    flush()
+            flush()
             if forks:
                 self._record_forks(forks)
-            self.store.add_segments(rows)
-            report.conflicts = self._merge(to_merge)
+            report.conflicts = list(conflicts)
             own_max = max(
                 (
                     r.last_seq
-                    for r in rows
+                    for r, _ in added
                     if r.origin == self.id and not r.status.startswith("fork")
                 ),
                 default=0,
@@ -894,18 +924,17 @@ class Replica:
             self._seq, self._sealed = max(own_max, self._seq), own_max
         for receipt in bundle.header.receipts:
             self._peer_claim = max(self._peer_claim, receipt.knowledge.max_seq(self.id))
-        for r in rows:
-            self._index_add(r)
+        for r, size in added:
+            self._index_add(r, size)
         due = self._clock_due is not None and self.clock.wall() >= self._clock_due
-        if due or any(c.collection == TRUST_COLLECTION for c in to_merge):
+        if due or trust_touched:
             report.unlocked = self._reexamine()
         return report
 
-    def _index_add(self, r: SegmentRow) -> None:
+    def _index_add(self, r: SegmentRow, size: int | None = None) -> None:
         segs = self._index.setdefault(r.origin, [])
-        bisect.insort(
-            segs, _Seg(r.first_seq, r.last_seq, r.hash, r.prev_hash, r.status, len(r.data))
-        )
+        size = len(r.data) if size is None else size
+        bisect.insort(segs, _Seg(r.first_seq, r.last_seq, r.hash, r.prev_hash, r.status, size))
         self._knowledge = None
 
     # -- packing bundles ---------------------------------------------------------------
