@@ -38,7 +38,7 @@ from .limits import DEFAULT_LIMITS, Limits
 from .policies import LastWriterWins, Policy, fold
 from .receipt import Receipt
 from .segment import NO_PREVIOUS, Segment
-from .stores.base import RecordRow, SegmentRow, Store
+from .stores.base import IndexRow, RecordRow, SegmentRow, Store
 from .trust import TRUST_COLLECTION, TrustStore, Validator, refusal
 
 __all__ = ["APPLIED", "ApplyReport", "Conflict", "Quarantined", "QuarantinedChange", "Replica"]
@@ -527,42 +527,43 @@ class Replica:
 
         The in-memory segment index may be stale here (other workers add segments), so in
         one transaction: lock the bundle's origins (bundles of other origins go on in
-        parallel), reload those origins' segments from the store, and only then decide
-        duplicates and forks and write; ``_merge`` locks each record it recomputes. A
-        transaction that lost a race (deadlock) is rolled back and tried again.
+        parallel), re-read from the store the segments around the bundle's seq ranges,
+        and only then decide duplicates and forks and write; ``_merge`` locks each record
+        it recomputes. A transaction that lost a race (deadlock) is rolled back and tried
+        again.
         """
         origins = sorted({seg.origin for seg in bundle.segments})
+        spans = [(seg.origin, seg.first_seq, seg.last_seq) for seg in bundle.segments]
         for attempt in range(SHARED_APPLY_ATTEMPTS):
             try:
                 with self.store.transaction():
                     self.store.lock_origins(origins)
-                    self._reload_origins(origins)
+                    self._reload_near(spans)
                     return self._apply_bundle(bundle)
             except StorageConflictError:
-                self._reload_origins(origins)  # forget what the rolled-back try indexed
+                self._reload_near(spans)  # forget what the rolled-back try indexed
                 if attempt + 1 == SHARED_APPLY_ATTEMPTS:
                     raise
                 time.sleep(random.uniform(0, 0.01 * 2**attempt))
             except BaseException:
-                self._reload_origins(origins)
+                self._reload_near(spans)
                 raise
         raise AssertionError("unreachable")
 
-    def _reload_origins(self, origins: Sequence[bytes]) -> None:
-        """Replace these origins' index entries by what the store holds now."""
-        for origin in origins:
-            self._index.pop(origin, None)
-        for origin, first, last, h, prev, status, size in self.store.segment_index_of(origins):
-            self._index.setdefault(bytes(origin), []).append(
-                _Seg(first, last, bytes(h), bytes(prev), status, size)
-            )
+    def _reload_near(self, spans: Sequence[tuple[bytes, int, int]]) -> None:
+        """Make the index hold what the store holds around these seq ranges: what deciding
+        on a segment there reads (``_find``, ``_overlaps``, ``_chain_problem``). Segments are
+        never deleted, so entries elsewhere are real, if perhaps not all there are."""
+        for origin, first, last in spans:  # entries a rolled-back try may have added
+            segs = self._index.get(origin, [])
+            lo = bisect.bisect_left(segs, first, key=lambda s: s.first)
+            hi = bisect.bisect_right(segs, last, key=lambda s: s.first)
+            del segs[lo:hi]
+        self._index_upsert(self.store.segment_index_near(spans))
         self._knowledge = None
 
-    def _follow_store(self) -> None:
-        """On a shared store, take in the segments other processes added or re-statused."""
-        if not self.store.shared:
-            return
-        rows, self._cursor = self.store.segments_changed(self._cursor)
+    def _index_upsert(self, rows: Sequence[IndexRow]) -> None:
+        """Put these store index rows into the in-memory index (new, or newer status)."""
         for origin, first, last, h, prev, status, size in rows:
             entry = _Seg(first, last, bytes(h), bytes(prev), status, size)
             segs = self._index.setdefault(bytes(origin), [])
@@ -574,6 +575,13 @@ class Replica:
             else:
                 segs.insert(i, entry)
             self._knowledge = None
+
+    def _follow_store(self) -> None:
+        """On a shared store, take in the segments other processes added or re-statused."""
+        if not self.store.shared:
+            return
+        rows, self._cursor = self.store.segments_changed(self._cursor)
+        self._index_upsert(rows)
 
     def _find(self, origin: bytes, first: int) -> _Seg | None:
         segs = self._index.get(origin, [])

@@ -82,6 +82,18 @@ class Store(ABC):
         wanted = set(origins)
         return [row for row in self.segment_index() if bytes(row[0]) in wanted]
 
+    def segment_index_near(self, spans: Sequence[tuple[bytes, int, int]]) -> list[IndexRow]:
+        """For each (origin, first, last): the index rows of that origin's segments whose
+        first_seq lies in [first, last + 1], and of the one with the greatest first_seq
+        below ``first`` (what deciding on a segment at first..last looks at). Rows may
+        repeat; any order."""
+        out: list[IndexRow] = []
+        for origin, first, last in spans:
+            rows = self.segment_index_of([origin])
+            below = [r for r in rows if r[1] < first]
+            out += below[-1:] + [r for r in rows if first <= r[1] <= last + 1]
+        return out
+
     def segments_changed(self, cursor: int) -> tuple[list[IndexRow], int]:
         """Index rows added or re-statused since ``cursor`` (0: every row), and the next cursor.
 

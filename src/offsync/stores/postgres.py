@@ -273,6 +273,28 @@ class PostgresStore(Store):
             )
         ]
 
+    def segment_index_near(self, spans: Sequence[tuple[bytes, int, int]]) -> list[IndexRow]:
+        # Two primary-key range scans per span, however long the origin's chain is.
+        if not spans:
+            return []
+        cols = ", ".join(f"s.{c}" for c in self._INDEX_COLUMNS.split(", ")[:-1])
+        cols += ", length(s.data)"
+        return [
+            tuple(r)
+            for r in self._q(
+                f"SELECT n.* FROM unnest(%s::bytea[], %s::bigint[], %s::bigint[]) AS q(o, lo, hi)"
+                f" CROSS JOIN LATERAL ((SELECT {cols} FROM segments s WHERE s.origin = q.o"
+                f" AND s.first_seq BETWEEN q.lo AND q.hi + 1)"
+                f" UNION ALL (SELECT {cols} FROM segments s WHERE s.origin = q.o"
+                f" AND s.first_seq < q.lo ORDER BY s.first_seq DESC LIMIT 1)) AS n",
+                (
+                    [bytes(o) for o, _, _ in spans],
+                    [f for _, f, _ in spans],
+                    [last for _, _, last in spans],
+                ),
+            )
+        ]
+
     def segments_changed(self, cursor: int) -> tuple[list[IndexRow], int]:
         # Rows touched by transactions at or after the oldest one still running when this
         # statement's snapshot was taken may be new to the caller; older ones it has seen.

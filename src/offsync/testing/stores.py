@@ -222,6 +222,12 @@ def _check_segments(s: Store) -> None:
     assert [tuple(x) for x in s.segment_index_of([O1])] == expected[:2]
     assert [tuple(x) for x in s.segment_index_of([O3, O2])] == expected[2:]
     assert s.segment_index_of([]) == []
+    near = s.segment_index_near([(O1, 4, 6), (O1, 10, 12), (O2, 2, 2), (O3, 1, 1)])
+    assert {tuple(x)[:2] for x in near} == {(O1, 1), (O1, 4), (O2, 1), (O3, 1)}, (
+        "segment_index_near: segments starting in [first, last + 1] and the one before"
+    )
+    assert {tuple(x) for x in near} <= set(expected)
+    assert s.segment_index_near([]) == []
     rows_changed, cursor = s.segments_changed(0)
     assert {tuple(x) for x in rows_changed} == set(expected), "segments_changed(0): every row"
     keys = [(O3, 1), (O1, 1), (O1, 4), (O2, 1), (O1, 1)]
