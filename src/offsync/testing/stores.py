@@ -52,6 +52,7 @@ def check_store(make_store: MakeStore, *, random_runs: int = 6) -> None:
         _check_changes,
         _check_records,
         _check_locks,
+        _check_first_changes,
         _check_peers,
     ):
         with _fresh(make_store) as store:
@@ -369,6 +370,38 @@ def _check_locks(s: Store) -> None:
         ("c", "new"),
     ]
     assert s.existing([("c", "never-written")]) == set()
+
+
+def _check_first_changes(s: Store) -> None:
+    from ..encoding import packb
+
+    def alone(c: Change) -> RecordRow:
+        return RecordRow(c.collection, c.key, c.fields, packb([[c.origin, c.seq]]), False)
+
+    held = _change(O3, 1, "held")
+    with s.transaction():
+        s.add_changes([held])
+        s.put_records([alone(held)])
+    first, other, late = _change(O1, 1, "new"), _change(O2, 1, "held"), _change(O2, 2, "new")
+    with s.transaction():
+        left = s.add_first_changes([first, other], [alone(first), alone(other)])
+    assert left == [("c", "held")], "add_first_changes: like add_new_records"
+    assert s.changes_for("c", "new") == [first], "add_first_changes stores the changes"
+    assert s.changes_for("c", "held") == [other, held]
+    assert s.get_record("c", "new") == alone(first)
+    assert s.get_record("c", "held") == alone(held)
+    assert s.existing([("c", "new")]) == {("c", "new")}
+    with s.transaction():
+        s.add_changes([late])
+        s.put_records([RecordRow("c", "new", late.fields, packb([[O2, 2]]), False)])
+    assert s.changes_for("c", "new") == [first, late], "a replaced row keeps its changes"
+    with s.transaction():
+        s.remove_changes([first])
+    assert s.changes_for("c", "new") == [late]
+    assert s.changes_for_many([("c", "new"), ("c", "held")]) == {
+        ("c", "new"): [late],
+        ("c", "held"): [other, held],
+    }
 
 
 def _check_peers(s: Store) -> None:
