@@ -41,7 +41,15 @@ from .segment import NO_PREVIOUS, Segment
 from .stores.base import IndexRow, RecordRow, SegmentRow, Store
 from .trust import TRUST_COLLECTION, TrustStore, Validator, refusal
 
-__all__ = ["APPLIED", "ApplyReport", "Conflict", "Quarantined", "QuarantinedChange", "Replica"]
+__all__ = [
+    "APPLIED",
+    "ApplyReport",
+    "Conflict",
+    "Quarantined",
+    "QuarantinedChange",
+    "Replica",
+    "SeqClaim",
+]
 
 APPLIED = "applied"
 #: Own changes are sealed into segments of at most this many changes / encoded bytes.
@@ -53,6 +61,10 @@ FORK_AT_SAME_SEQS = "fork: a different segment with the same seqs is held"
 #: Changes an apply decodes before writing them (inside the bundle's one transaction):
 #: bounds apply memory by this rather than by the bundle's size.
 APPLY_CHUNK = 50_000
+#: zstd level for packing: level 3 packs several times faster than gzip; see benchmarks.
+DEFAULT_LEVEL = 3
+#: Outbox rows read at a time while sealing.
+SEAL_PAGE = 20_000
 #: Default upper bound for one packed bundle, compressed.
 DEFAULT_MAX_BUNDLE = 16 * 1024 * 1024
 #: Tries at applying one bundle to a shared store when another writer got in the way.
@@ -97,6 +109,19 @@ class QuarantinedChange(NamedTuple):
     collection: str
     key: str
     reason: str
+
+
+class SeqClaim(NamedTuple):
+    """What one peer's newest receipt says it holds of this site's own changes.
+
+    ``counted``: whether the claim stops this site from writing above its seq (see
+    ``Replica.seq_claims``); in trust mode only certified, unrevoked sites' and
+    authorities' claims count.
+    """
+
+    peer: bytes
+    seq: int  # the highest own seq the peer claims to hold
+    counted: bool
 
 
 class _Seg(NamedTuple):
@@ -176,6 +201,7 @@ class Replica:
             raise UsageError("this store belongs to another identity")
         self._seq = int(store.get_meta("seq") or b"0")  # highest own seq issued or held
         self._sealed = int(store.get_meta("sealed") or b"0")  # highest own seq in a segment
+        self._batch_depth = 0
         self.clock = HybridClock(int(store.get_meta("hlc") or b"0"), wall)
         self._index: dict[bytes, list[_Seg]] = {}
         # On a shared store other processes add segments too: _follow_store() catches up
@@ -186,12 +212,10 @@ class Replica:
                 _Seg(first, last, bytes(h), bytes(prev), status, size)
             )
         self._knowledge: Knowledge | None = None
-        # The highest seq of this origin that any peer says it holds.
-        self._peer_claim = max(
-            (Knowledge.from_bytes(k, limits).max_seq(self.id) for _, _, k, _ in store.peers()),
-            default=0,
-        )
+        self._peer_claim = 0
         self._init_trust(trust, validators)
+        # The highest seq of this origin that a peer whose word counts says it holds.
+        self._peer_claim = self._counted_claim()
 
     @classmethod
     def open(
@@ -228,6 +252,16 @@ class Replica:
     def seq(self) -> int:
         """The last seq this site has issued."""
         return self._seq
+
+    @property
+    def lock(self) -> threading.RLock:
+        """The re-entrant lock every public method takes.
+
+        Meant for servers and helpers: hold it to make several calls (or reads of
+        ``store``) see one state, or ``lock.acquire(timeout=...)`` to give up on a
+        replica that stays busy (``offsync.server`` answers 503 then).
+        """
+        return self._lock
 
     def policy(self, collection: str) -> Policy:
         return self.policies.get(collection, self.default_policy)
@@ -314,6 +348,75 @@ class Replica:
         with self._lock:
             return Receipt.issue(self.identity, self.clock.now(), self.knowledge())
 
+    def record_receipt(self, receipt: Receipt) -> bool:
+        """Take in a peer's receipt heard outside a bundle; True if it told us something new.
+
+        A live peer answers an upload (or ``GET /knowledge``) with its fresh receipt;
+        ``offsync.sync`` hands those to this method (``Transport.receipts``) so delivery
+        status moves as soon as the peer has the changes, not at the next pull. The
+        receipt is verified (``SignatureError`` if it does not), kept if it is newer
+        than the one held from its signer, and its claim on this site's seqs counted
+        as for a receipt carried in a bundle (``seq_claims``).
+        """
+        receipt.verify()
+        if receipt.replica == self.id:
+            return False
+        with self._lock:
+            held = [c for p, c, _, _ in self.store.peers() if p == receipt.replica]
+            if held and held[0] >= receipt.created:
+                return False
+            with self.store.transaction():
+                self.store.set_peer(
+                    receipt.replica,
+                    receipt.created,
+                    receipt.knowledge.to_bytes(),
+                    receipt.encode(),
+                )
+            if self._claim_counts(receipt.replica):
+                self._peer_claim = max(self._peer_claim, receipt.knowledge.max_seq(self.id))
+            return True
+
+    def seq_claims(self) -> list[SeqClaim]:
+        """Peers whose newest receipt claims some of this site's own seqs, highest first.
+
+        While a counted claim is above ``seq``, writes raise ``SequenceReuseError``; while
+        one is above the sealed seqs, new changes wait unsealed. Either clears once the
+        claimed changes come back from a peer. A claim that is false (a hostile or broken
+        peer) clears in trust mode when the authority revokes the claimant's key; in open
+        mode the remedy is moving this site to a new key (docs/threat-model.md).
+        """
+        with self._lock:
+            claims = [
+                SeqClaim(p, seq, self._claim_counts(p))
+                for p, _, k, _ in self.store.peers()
+                if p != self.id and (seq := Knowledge.from_bytes(k, self.limits).max_seq(self.id))
+            ]
+        return sorted(claims, key=lambda c: (-c.seq, c.peer))
+
+    def _claim_counts(self, signer: bytes) -> bool:
+        """Whether ``signer``'s receipts may stop this site from writing.
+
+        In open mode every validly signed key's claims count: any key can block a site
+        (a denial of service, see docs/threat-model.md). In trust mode only an
+        authority's and a certified, unrevoked site's do.
+        """
+        trust = self._trust
+        if trust is None or signer in trust.authorities:
+            return True
+        rule = trust.rule(signer)
+        return rule is not None and rule.cert is not None and rule.revocation is None
+
+    def _counted_claim(self) -> int:
+        """The highest own seq that a peer whose claims count says it holds."""
+        return max(
+            (
+                Knowledge.from_bytes(k, self.limits).max_seq(self.id)
+                for p, _, k, _ in self.store.peers()
+                if self._claim_counts(p)
+            ),
+            default=0,
+        )
+
     # -- local writes ------------------------------------------------------------------
 
     @contextmanager
@@ -321,6 +424,7 @@ class Replica:
         """Group many writes into one transaction (much faster for bulk entry)."""
         with self._lock:
             seq, hlc = self._seq, self.clock.last
+            self._batch_depth += 1
             try:
                 with self.store.transaction():
                     yield
@@ -328,6 +432,10 @@ class Replica:
                 self._seq, self.clock.last = seq, hlc
                 self._knowledge = None
                 raise
+            finally:
+                self._batch_depth -= 1
+            if not self._batch_depth:
+                self._seal_full_segments()
 
     def put(self, collection: str, key: str, fields: Mapping[str, Any]) -> ChangeId:
         """Set ``fields`` of a record (other fields are kept)."""
@@ -438,15 +546,29 @@ class Replica:
             self._knowledge = None
             if collection == TRUST_COLLECTION:
                 self._reexamine()
+            if not self._batch_depth:
+                self._seal_full_segments()
             return change.id
+
+    def _seal_full_segments(self) -> None:
+        """Seal as soon as a whole segment's worth of changes waits, so that packing a
+        long backlog later only frames already-signed segments, and sealing costs one
+        signature per segment at write time. Done after the writes commit, so a batch
+        that fails leaves nothing half-sealed."""
+        if self._seq - self._sealed >= SEGMENT_MAX_CHANGES:
+            self._seal(complete_only=True)
 
     def _check_can_write(self) -> None:
         """Refuse to issue seqs that peers say this origin already used."""
         if self._peer_claim > self._seq:
+            claimants = ", ".join(
+                c.peer.hex()[:12] for c in self.seq_claims() if c.counted and c.seq > self._seq
+            )
             raise SequenceReuseError(
                 f"peers hold changes of this site up to seq {self._peer_claim} but this replica "
                 f"is at seq {self._seq} (restored from a backup?): sync with a peer to get them "
-                "back before writing, or move this site to a new key"
+                f"back before writing, or move this site to a new key (claimed by {claimants}; "
+                "see Replica.seq_claims)"
             )
 
     # -- merging -----------------------------------------------------------------------
@@ -806,6 +928,7 @@ class Replica:
             before, full = self._trust, False
         with self.store.transaction():
             self.store.set_meta("trust_examined", self._trust_fingerprint())
+        self._peer_claim = self._counted_claim()  # whose claims count may have changed
         return unlocked
 
     def _applied_ids(self, changes: Sequence[Change]) -> set[ChangeId]:
@@ -931,7 +1054,8 @@ class Replica:
         if own_max > self._sealed:
             self._seq, self._sealed = max(own_max, self._seq), own_max
         for receipt in bundle.header.receipts:
-            self._peer_claim = max(self._peer_claim, receipt.knowledge.max_seq(self.id))
+            if receipt.replica != self.id and self._claim_counts(receipt.replica):
+                self._peer_claim = max(self._peer_claim, receipt.knowledge.max_seq(self.id))
         for r, size in added:
             self._index_add(r, size)
         due = self._clock_due is not None and self.clock.wall() >= self._clock_due
@@ -947,43 +1071,60 @@ class Replica:
 
     # -- packing bundles ---------------------------------------------------------------
 
-    def _seal(self) -> None:
-        """Seal own changes written since the last seal into signed segments."""
-        pending = self.store.outbox()
-        if not pending or self._peer_claim > self._sealed:
+    def _seal(self, *, complete_only: bool = False) -> None:
+        """Seal own changes written since the last seal into signed segments.
+
+        Pages through the outbox, so sealing a long offline backlog needs memory for one
+        page, not for the backlog. With ``complete_only`` (called as writes accumulate),
+        only segments that reached their size limit are sealed and the tail waits in the
+        outbox for more writes or for the next pack.
+        """
+        if self._seq <= self._sealed or self._peer_claim > self._sealed:
             # Nothing to seal, or peers hold seqs of ours that we lost: sealing now would fork.
             return
         own = self._index.get(self.id, [])
         prev = own[-1].hash if own else NO_PREVIOUS
-        rows: list[SegmentRow] = []
+        sealed: list[tuple[SegmentRow, int]] = []
         chunk: list[tuple[int, bytes]] = []
         size = 0
+        last_sealed = self._sealed
 
-        def flush() -> None:
-            nonlocal prev, chunk, size
+        def flush() -> SegmentRow:
+            nonlocal prev, chunk, size, last_sealed
             data = _array_header(len(chunk)) + b"".join(d for _, d in chunk)
             seg = Segment.seal(self.identity, chunk[0][0], len(chunk), data, prev)
             h = seg.hash  # hashes all the data: once, not per use
-            rows.append(
-                SegmentRow(seg.origin, seg.first_seq, seg.last_seq, h, prev, seg.encode(), APPLIED)
-            )
-            prev, chunk, size = h, [], 0
+            encoded = seg.encode()
+            row = SegmentRow(seg.origin, seg.first_seq, seg.last_seq, h, prev, encoded, APPLIED)
+            sealed.append((row._replace(data=b""), len(encoded)))
+            prev, chunk, size, last_sealed = h, [], 0, seg.last_seq
+            return row
 
-        for seq, data in pending:
-            if chunk and (
-                len(chunk) >= SEGMENT_MAX_CHANGES or size + len(data) > SEGMENT_MAX_BYTES
-            ):
-                flush()
-            chunk.append((seq, bytes(data)))
-            size += len(data)
-        flush()
         with self.store.transaction():
-            self.store.add_segments(rows)
-            self.store.clear_outbox(pending[-1][0])
-            self.store.set_meta("sealed", str(pending[-1][0]).encode())
-        self._sealed = pending[-1][0]
-        for r in rows:
-            self._index_add(r)
+            after = self._sealed
+            while page := self.store.outbox_page(after, SEAL_PAGE):
+                rows: list[SegmentRow] = []
+                for seq, data in page:
+                    if chunk and (
+                        len(chunk) >= SEGMENT_MAX_CHANGES or size + len(data) > SEGMENT_MAX_BYTES
+                    ):
+                        rows.append(flush())
+                    chunk.append((seq, bytes(data)))
+                    size += len(data)
+                after = page[-1][0]
+                if len(chunk) >= SEGMENT_MAX_CHANGES:
+                    rows.append(flush())
+                if rows:
+                    self.store.add_segments(rows)
+            if chunk and not complete_only:
+                self.store.add_segments([flush()])
+            if last_sealed == self._sealed:
+                return
+            self.store.clear_outbox(last_sealed)
+            self.store.set_meta("sealed", str(last_sealed).encode())
+        self._sealed = last_sealed
+        for row, length in sealed:
+            self._index_add(row, length)
 
     def pack(
         self,
@@ -992,14 +1133,22 @@ class Replica:
         max_bytes: int = DEFAULT_MAX_BUNDLE,
         recipient: bytes | PublicIdentity | None = None,
         always: bool = False,
+        level: int = DEFAULT_LEVEL,
     ) -> list[bytes]:
         """Bundles carrying everything this replica holds that ``since`` lacks.
 
-        ``since=None`` sends everything. Each bundle is at most ``max_bytes`` long. With
+        ``since=None`` sends everything. Each bundle is at most ``max_bytes`` long, except
+        that a single (foreign) segment too large for ``max_bytes`` travels alone. With
         ``always``, one bundle is produced even when there is nothing to send, so that
-        this replica's receipt still travels.
+        this replica's receipt still travels. ``recipient`` encrypts to that site.
+        ``level`` is the zstd level: higher costs pack time for fewer bytes (receivers
+        need nothing different); see benchmarks/README.md for the trade.
         """
-        return list(self.iter_pack(since, max_bytes=max_bytes, recipient=recipient, always=always))
+        return list(
+            self.iter_pack(
+                since, max_bytes=max_bytes, recipient=recipient, always=always, level=level
+            )
+        )
 
     def iter_pack(
         self,
@@ -1008,6 +1157,7 @@ class Replica:
         max_bytes: int = DEFAULT_MAX_BUNDLE,
         recipient: bytes | PublicIdentity | None = None,
         always: bool = False,
+        level: int = DEFAULT_LEVEL,
     ) -> Iterator[bytes]:
         """Like ``pack``, one bundle at a time, so a large backlog is never all in memory."""
         if isinstance(recipient, PublicIdentity):
@@ -1037,7 +1187,7 @@ class Replica:
         for item in plan:
             if group and (raw + item[1].size) * ratio + 4096 > max_bytes:
                 for bundle, measured in self._build(
-                    group, max_bytes, recipient, forwarded if first_bundle else []
+                    group, max_bytes, recipient, forwarded if first_bundle else [], level
                 ):
                     first_bundle, ratio = False, measured
                     yield bundle
@@ -1046,7 +1196,7 @@ class Replica:
             raw += item[1].size
         if group or always:
             for bundle, _ in self._build(
-                group, max_bytes, recipient, forwarded if first_bundle else []
+                group, max_bytes, recipient, forwarded if first_bundle else [], level
             ):
                 yield bundle
 
@@ -1056,10 +1206,10 @@ class Replica:
         max_bytes: int,
         recipient: bytes | None,
         forwarded: list[Receipt],
+        level: int,
     ) -> Iterator[tuple[bytes, float]]:
         with self._lock:
             data = self.store.segment_data([(o, s.first) for o, s in group])
-            ranges = Knowledge({})
             carried: dict[bytes, list[Interval]] = {}
             for o, s in group:
                 carried.setdefault(o, []).append((s.first, s.last))
@@ -1073,15 +1223,19 @@ class Replica:
             receipts=[own, *forwarded],
             created=now,
             recipient=recipient,
+            level=level,
         )
         raw = sum(len(d) for d in data) or 1
-        if len(bundle) <= max_bytes:
+        if len(bundle) <= max_bytes or (
+            len(group) == 1 and len(bundle) <= self.limits.max_bundle_bytes
+        ):
             yield bundle, min(1.0, len(bundle) / raw * 1.1)
         elif len(group) > 1:
             half = len(group) // 2
-            yield from self._build(group[:half], max_bytes, recipient, forwarded)
-            yield from self._build(group[half:], max_bytes, recipient, [])
+            yield from self._build(group[:half], max_bytes, recipient, forwarded, level)
+            yield from self._build(group[half:], max_bytes, recipient, [], level)
         else:
             raise UsageError(
-                f"max_bytes={max_bytes} is smaller than one segment's bundle ({len(bundle)} bytes)"
+                f"one segment's bundle is {len(bundle)} bytes, over the bundle limit"
+                f" of {self.limits.max_bundle_bytes}"
             )

@@ -120,6 +120,10 @@ class Store(ABC):
     @abstractmethod
     def clear_outbox(self, upto_seq: int) -> None: ...
 
+    def outbox_page(self, after_seq: int, limit: int) -> list[tuple[int, bytes]]:
+        """Up to ``limit`` outbox rows with seq > ``after_seq``, in seq order."""
+        return [row for row in self.outbox() if row[0] > after_seq][:limit]
+
     # applied changes and record states
     @abstractmethod
     def add_changes(self, changes: Sequence[Change]) -> None: ...

@@ -353,6 +353,15 @@ class PostgresStore(Store):
     def outbox(self) -> list[tuple[int, bytes]]:
         return [(s, bytes(d)) for s, d in self._q("SELECT seq, data FROM outbox ORDER BY seq")]
 
+    def outbox_page(self, after_seq: int, limit: int) -> list[tuple[int, bytes]]:
+        return [
+            (s, bytes(d))
+            for s, d in self._q(
+                "SELECT seq, data FROM outbox WHERE seq > %s ORDER BY seq LIMIT %s",
+                (after_seq, limit),
+            )
+        ]
+
     def clear_outbox(self, upto_seq: int) -> None:
         self._x("DELETE FROM outbox WHERE seq <= %s", (upto_seq,))
 

@@ -177,6 +177,11 @@ class SQLiteStore(Store):
     def outbox(self) -> list[tuple[int, bytes]]:
         return self._q("SELECT seq, data FROM outbox ORDER BY seq")
 
+    def outbox_page(self, after_seq: int, limit: int) -> list[tuple[int, bytes]]:
+        return self._q(
+            "SELECT seq, data FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, limit)
+        )
+
     def clear_outbox(self, upto_seq: int) -> None:
         if self._q("SELECT 1 FROM outbox WHERE seq > ? LIMIT 1", (upto_seq,)):
             self._q("DELETE FROM outbox WHERE seq <= ?", (upto_seq,))
