@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 import msgpack
 
 from .change import Change, ChangeId
-from .clock import hlc_millis
+from .clock import MAX_HLC, hlc_millis
 from .encoding import canonical_fields, packb
 from .errors import (
     BundleFormatError,
@@ -146,7 +146,7 @@ def issue_attestation(identity: Identity, change: Change) -> bytes:
 
 def attest(replica: Replica, collection: str, key: str, change_id: ChangeId | None = None) -> bytes:
     """A token for this replica's change to ``collection/key`` (default: its latest)."""
-    with replica._lock:
+    with replica.lock:
         own = [c for c in replica.store.changes_for(collection, key) if c.origin == replica.id]
     if change_id is not None:
         own = [c for c in own if c.id == change_id]
@@ -176,7 +176,7 @@ def read_attestation(token: bytes) -> Attestation:
         and type(seq) is int
         and 1 <= seq < 1 << 63
         and type(hlc) is int
-        and 0 <= hlc < 1 << 64
+        and 0 <= hlc <= MAX_HLC
         and type(collection) is str
         and type(key) is str
         and type(digest) is bytes

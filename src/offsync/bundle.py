@@ -28,6 +28,7 @@ import nacl.public
 import nacl.signing
 import zstandard
 
+from .clock import MAX_HLC
 from .encoding import packb, unpack_strict
 from .errors import BundleFormatError, DecryptionError, LimitExceededError
 from .identity import Identity, verify_signature
@@ -91,8 +92,8 @@ class BundleHeader:
             raise BundleFormatError("header recipient must be nil or a 32-byte key")
         for name in ("created", "body_size", "segments"):
             v = value[name]
-            if type(v) is not int or not 0 <= v < 1 << 64:
-                raise BundleFormatError(f"header {name} must be an unsigned integer")
+            if type(v) is not int or not 0 <= v <= MAX_HLC:
+                raise BundleFormatError(f"header {name} must be an integer in [0, 2^63)")
         if value["body_size"] > limits.max_body_bytes:
             raise LimitExceededError(f"declared body of {value['body_size']} bytes over the limit")
         if value["segments"] > limits.max_segments:

@@ -13,6 +13,7 @@ from typing import Any, NamedTuple
 
 import msgpack
 
+from .clock import MAX_HLC
 from .encoding import decode_fields, packb, validate_fields
 from .errors import BundleFormatError, LimitExceededError
 from .limits import DEFAULT_LIMITS, Limits
@@ -119,8 +120,8 @@ def decode_changes(
         if type(item) is not list or len(item) != 6:
             raise BundleFormatError("a change must be an array of 6 items")
         hlc, collection, key, op, fields, raw_parents = item
-        if type(hlc) is not int or not 0 <= hlc <= MAX_U64:
-            raise BundleFormatError("change hlc must be an unsigned 64-bit integer")
+        if type(hlc) is not int or not 0 <= hlc <= MAX_HLC:
+            raise BundleFormatError("change hlc must be an integer in [0, 2^63)")
         if type(collection) is not str or collection not in collections:
             _check_name(collection, "collection", limits.max_collection_bytes)
             collections.add(collection)

@@ -1,9 +1,12 @@
 """Hybrid logical clock.
 
-An HLC timestamp is one unsigned 64-bit integer: milliseconds since the Unix epoch in
-the high 48 bits and a logical counter in the low 16. It never goes backwards on one
-site and always moves past every timestamp the site has received, so a change written
-after seeing another always carries a larger timestamp, whatever the wall clocks say.
+An HLC timestamp is one unsigned integer below 2^63: milliseconds since the Unix epoch
+shifted left by 16 bits, and a logical counter in the low 16. It never goes backwards on
+one site and always moves past every timestamp the site has received, so a change
+written after seeing another always carries a larger timestamp, whatever the wall clocks
+say. The 2^63 bound keeps every HLC a signed 64-bit integer (SQL columns, most
+languages) and costs nothing: 2^47 ms is the year 6429. Decoders refuse larger values
+(docs/spec.md §3).
 """
 
 from __future__ import annotations
@@ -11,11 +14,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-__all__ = ["HybridClock", "hlc_millis", "make_hlc"]
+__all__ = ["MAX_HLC", "HybridClock", "hlc_millis", "make_hlc"]
 
 LOGICAL_BITS = 16
 LOGICAL_MASK = (1 << LOGICAL_BITS) - 1
-MAX_HLC = (1 << 64) - 1
+#: The largest valid HLC (and ms value in trust records): fits a signed 64-bit integer.
+MAX_HLC = (1 << 63) - 1
 
 
 def make_hlc(millis: int, logical: int = 0) -> int:

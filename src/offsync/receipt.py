@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import msgpack
 
+from .clock import MAX_HLC
 from .encoding import packb
 from .errors import BundleFormatError, LimitExceededError
 from .identity import Identity, verify_signature
@@ -67,11 +68,11 @@ class Receipt:
             type(replica) is bytes
             and len(replica) == 32
             and type(created) is int
-            and 0 <= created < 1 << 64
+            and 0 <= created <= MAX_HLC
             and type(sig) is bytes
             and len(sig) == 64
         ):
-            raise BundleFormatError("receipt fields have the wrong types")
+            raise BundleFormatError("receipt fields have the wrong types (created: [0, 2^63))")
         receipt = cls(replica, created, Knowledge.from_wire(wire, limits), sig)
         if receipt.encode() != data:
             raise BundleFormatError("receipt is not canonically encoded")

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from .change import Change
-from .clock import hlc_millis
+from .clock import MAX_HLC, hlc_millis
 from .encoding import packb
 from .identity import Identity, PublicIdentity
 
@@ -58,6 +58,13 @@ ANY_COLLECTION = "*"
 #: True to accept, False or a short reason string to refuse. An exception refuses too
 #: (only its type name is recorded, so no field value ends up in a reason).
 Validator = Callable[[str, "dict[str, Any] | None"], "bool | str | None"]
+
+
+def _in_range(value: Any, optional: bool = False) -> bool:
+    """A ms time or seq from a record: an int in [0, 2^63) (signed 64-bit everywhere)."""
+    if value is None:
+        return optional
+    return type(value) is int and 0 <= value <= MAX_HLC
 
 
 def _key_of(value: bytes | PublicIdentity | Identity) -> bytes:
@@ -118,7 +125,8 @@ class Certificate:
             or type(prefixes) is not list
             or not all(type(p) is str for p in prefixes)
             or type(vf) is not int
-            or not (vu is None or type(vu) is int)
+            or not _in_range(vf)
+            or not _in_range(vu, optional=True)
             or type(f.get("label", "")) is not str
         ):
             raise ValueError("malformed certificate")
@@ -155,8 +163,8 @@ class Revocation:
             f.get("type") != "revoke"
             or type(site) is not bytes
             or len(site) != 32
-            or not (eff is None or type(eff) is int)
-            or not (after is None or type(after) is int)
+            or not _in_range(eff, optional=True)
+            or not _in_range(after, optional=True)
             or (eff is None and after is None)
             or type(f.get("reason", "")) is not str
         ):
@@ -172,7 +180,9 @@ def certificate_fields(site: bytes | PublicIdentity | Identity, **options: Any) 
             options[name] = tuple(options[name])
     if options.get("replaces") is not None:
         options["replaces"] = _key_of(options["replaces"])
-    return Certificate(_key_of(site), **options).to_fields()
+    fields = Certificate(_key_of(site), **options).to_fields()
+    Certificate.from_fields(fields)  # refuse now what every replica would ignore
+    return fields
 
 
 def revocation_fields(
@@ -185,7 +195,9 @@ def revocation_fields(
     """The fields of a ``_trust`` revocation record."""
     if effective_ms is None and after_seq is None:
         raise ValueError("a revocation needs effective_ms, after_seq or both")
-    return Revocation(_key_of(site), effective_ms, after_seq, reason).to_fields()
+    fields = Revocation(_key_of(site), effective_ms, after_seq, reason).to_fields()
+    Revocation.from_fields(fields)  # refuse now what every replica would ignore
+    return fields
 
 
 @dataclass(frozen=True, slots=True)
