@@ -401,7 +401,7 @@ def test_the_client_gives_up_with_a_retryable_error(centre: Replica) -> None:
 
 def test_a_replica_busy_beyond_the_limit_answers_503(centre: Replica) -> None:
     app = create_app(centre, busy_timeout=0.05)
-    with LiveServer(app) as srv, centre._lock:  # another writer holds the replica
+    with LiveServer(app) as srv, centre.lock:  # another writer holds the replica
         r = httpx.get(f"{srv.url}/knowledge")
     assert r.status_code == 503 and r.headers["retry-after"] == "2"
     assert app.state.offsync.refused_busy == 1
@@ -493,12 +493,12 @@ def test_a_whole_upload_that_met_a_busy_replica_is_applied_on_retry(centre: Repl
     site = replica()
     fill(site, 4, size=50_000)
     (bundle,) = site.pack()
-    centre._lock.acquire()  # a local writer holds the replica while the chunks arrive
+    centre.lock.acquire()  # a local writer holds the replica while the chunks arrive
     asked: list[float] = []
 
     def sleep(delay: float) -> None:
         asked.append(delay)
-        centre._lock.release()
+        centre.lock.release()
 
     sent: list[int] = []
     with (

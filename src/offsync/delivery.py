@@ -82,7 +82,7 @@ class Delivery:
         """The least-travelled of the changes that make up this replica's version of the
         record: ``CENTRE`` means the centre holds the record as it is seen here."""
         replica = self.replica
-        with replica._lock:  # the store is not thread-safe on its own
+        with replica.lock:  # the store is not thread-safe on its own
             ids = [c.id for c in replica.store.changes_for(collection, key)]
         if not ids:
             return Status.UNKNOWN

@@ -1054,7 +1054,8 @@ class Replica:
         if own_max > self._sealed:
             self._seq, self._sealed = max(own_max, self._seq), own_max
         for receipt in bundle.header.receipts:
-            if receipt.replica != self.id and self._claim_counts(receipt.replica):
+            # Our own receipt passed back by a relay is our word: it always counts.
+            if receipt.replica == self.id or self._claim_counts(receipt.replica):
                 self._peer_claim = max(self._peer_claim, receipt.knowledge.max_seq(self.id))
         for r, size in added:
             self._index_add(r, size)

@@ -16,6 +16,10 @@ Endpoints (docs/http.md has the details; ``GET /openapi.json`` describes them):
 Blocking work (SQLite, hashing large uploads, packing) runs in worker threads, never on
 the event loop. Uploads, applies and pulls share ``max_in_flight`` slots; a request that
 finds none, or a replica busy beyond ``busy_timeout``, gets 503 with Retry-After.
+
+Several processes (uvicorn workers) may share one ``upload_dir``: a chunk is checked
+and appended holding an exclusive ``flock`` on ``<id>.lock`` there, so a resumed
+upload may land on any worker (POSIX only; on Windows give each process its own).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from __future__ import annotations
 import base64
 import os
 import re
+import sys
 import tempfile
 import threading
 import time
@@ -57,6 +62,9 @@ from .httpwire import (
 from .knowledge import Knowledge
 from .replica import ApplyReport, Replica
 from .segment import hash32
+
+if sys.platform != "win32":
+    import fcntl
 
 __all__ = ["Readable", "ServerState", "create_app", "openapi"]
 
@@ -137,7 +145,7 @@ class ServerState:
 
     def run_locked(self, fn: Callable[[], Any]) -> Any:
         """Call ``fn`` (in a worker thread) holding the replica's lock, or raise _Busy."""
-        lock = self.replica._lock
+        lock = self.replica.lock
         if not lock.acquire(timeout=self.busy_timeout):
             with self._counter_lock:
                 self.refused_busy += 1
@@ -179,7 +187,65 @@ class ServerState:
                     live += 1
             except OSError:
                 continue
+        for path in self.upload_dir.glob("*.lock"):  # left by uploads never finished
+            try:
+                if now - path.stat().st_mtime > self.partial_ttl:
+                    held = _lock_file(path, timeout=0)
+                    if held is not None:
+                        _unlock_file(held, path, remove=True)
+            except OSError:
+                continue
         return live < self.max_partial_uploads
+
+    def lock_upload(self, bundle_id: str) -> int | None:
+        """Hold the upload of ``bundle_id`` against every process sharing ``upload_dir``;
+        the lock's file descriptor, or None if another held it past ``busy_timeout``."""
+        return _lock_file(self.upload_dir / f"{bundle_id}.lock", self.busy_timeout)
+
+    def unlock_upload(self, bundle_id: str, held: int) -> None:
+        """Release; the lock file goes too once no partial upload of the id is left."""
+        path = self.upload_dir / f"{bundle_id}.lock"
+        _unlock_file(held, path, remove=self.find_partial(bundle_id) is None)
+
+
+def _lock_file(path: Path, timeout: float) -> int | None:
+    """An exclusive ``flock`` on ``path`` (created if need be), or None after ``timeout``.
+
+    A holder may remove the file when done (``_unlock_file``), so a lock taken on a file
+    that is no longer at ``path`` is let go and taken again on the new one.
+    """
+    if sys.platform == "win32":  # pragma: no cover - one process per upload_dir there
+        return -1
+    deadline = time.monotonic() + timeout
+    pause = 0.005
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(pause)
+            pause = min(pause * 2, 0.05)
+            continue
+        try:
+            current = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            current = False
+        if current:
+            return fd
+        os.close(fd)
+
+
+def _unlock_file(fd: int, path: Path, *, remove: bool) -> None:
+    if sys.platform == "win32":  # pragma: no cover
+        return
+    try:
+        if remove:
+            path.unlink(missing_ok=True)  # still held: nobody locks the old file after this
+    finally:
+        os.close(fd)  # releases the flock
 
 
 def _flush(fh: BinaryIO) -> None:
@@ -398,6 +464,22 @@ def create_app(
             total = int(commit.group(1))
         if total > state.max_upload_bytes:
             raise _too_large(total)
+        # Other workers may serve chunks of this upload from the same upload_dir: the
+        # offset check, the append and the apply happen holding its lock file.
+        held_lock = await anyio.to_thread.run_sync(state.lock_upload, bundle_id)
+        if held_lock is None:
+            with state._counter_lock:
+                state.refused_busy += 1
+            raise _Busy
+        try:
+            return await _chunk(request, bundle_id, m, total, length)
+        finally:
+            await anyio.to_thread.run_sync(state.unlock_upload, bundle_id, held_lock)
+
+    async def _chunk(
+        request: Request, bundle_id: str, m: re.Match[str] | None, total: int, length: int | None
+    ) -> Response:
+        """A ``Content-Range`` upload, holding the id's lock file (see ``_upload``)."""
         found = await anyio.to_thread.run_sync(state.find_partial, bundle_id)
         if found is not None and found[1] != total:
             raise _Refusal(409, "Conflict", "an upload of this id with another total is held")

@@ -3,9 +3,10 @@
 ``sync(replica, transport)`` takes what the other side offers, learns what it holds,
 and sends exactly what it lacks, in bundles no larger than the transport carries.
 Pulling first means the bundles we send carry a receipt that covers what we just
-applied; when the round sent changes it pulls once more, so that a live peer (HTTP)
-answers with a receipt covering them. Every
-round sends at least one bundle, so this replica's receipt (and the receipts it passes
+applied. A live peer (HTTP) answers each upload with its fresh receipt; the round
+records those in the replica (``Transport.receipts``, ``Replica.record_receipt``), so
+a push-only round already shows what the peer holds. When the round sent changes it
+pulls once more, which brings a mailbox peer's news too. Every round sends at least one bundle, so this replica's receipt (and the receipts it passes
 on) travels even when there is no data. A refused bundle is reported, set aside through
 the transport and never applied; it does not end the round. Transport failures
 (``TransportError``) do end it: what was applied stays applied, and the next round
@@ -42,6 +43,8 @@ class SyncReport:
     sent_bytes: int = 0
     #: What we believed the peer held when packing (its receipts, plus what it said).
     peer_knowledge: Knowledge = field(default_factory=Knowledge)
+    #: Receipts the transport learnt outside bundles that told us something new.
+    receipts: int = 0
 
     @property
     def applied(self) -> int:
@@ -91,6 +94,22 @@ def sync(
     """Run one round: receive and apply what the peer offers, learn what it holds, send
     what it lacks; if anything was sent, receive once more (see below)."""
     report = SyncReport(peer=transport.peer)
+    try:
+        _round(replica, transport, report, max_bytes, pull, push)
+    finally:
+        # Also after a failed round: what the peer acknowledged before it is known.
+        _record_receipts(replica, transport, report)
+    return report
+
+
+def _round(
+    replica: Replica,
+    transport: Transport,
+    report: SyncReport,
+    max_bytes: int | None,
+    pull: bool,
+    push: bool,
+) -> None:
     if pull:
         _pull(replica, transport, report)
     if push:
@@ -113,7 +132,17 @@ def sync(
             # what we just pushed, so one round tells the origin it arrived. For a
             # mailbox it is one more look at an inbox that is almost always empty.
             _pull(replica, transport, report)
-    return report
+
+
+def _record_receipts(replica: Replica, transport: Transport, report: SyncReport) -> None:
+    """Record the receipts the transport learnt outside bundles (``Transport.receipts``):
+    an upload answered with the server's receipt shows as delivered without a pull."""
+    for receipt in transport.receipts():
+        try:
+            if replica.record_receipt(receipt):
+                report.receipts += 1
+        except RemoteDataError:
+            continue  # a receipt that does not verify tells us nothing
 
 
 def _pull(replica: Replica, transport: Transport, report: SyncReport) -> None:

@@ -13,6 +13,7 @@ through one round, in this order::
                                      max_bytes=transport.max_bundle_bytes,
                                      recipient=transport.recipient, always=True))
     if changes were sent: receive and apply once more      # a live peer's fresh receipt
+    for r in transport.receipts(): replica.record_receipt(r)   # also if the round failed
 
 Rules every transport keeps (``offsync.testing.check_transport`` checks them):
 
@@ -25,6 +26,9 @@ Rules every transport keeps (``offsync.testing.check_transport`` checks them):
   to the peer (sent, not yet picked up, so not sent again) and what the newest receipt
   the peer left says. Never claim more than that: a claim too large means changes are
   never sent, while one too small only costs duplicates, which are harmless.
+* ``receipts`` hands over, once each, the peer's receipts the transport learnt outside
+  bundles (a live server's answer to an upload or to ``GET /knowledge``); bundles
+  carry their own. The default has none.
 * A transport is a context manager; ``close`` is idempotent.
 """
 
@@ -35,6 +39,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from ..knowledge import Knowledge
+from ..receipt import Receipt
 
 __all__ = ["DEFAULT_MAX_BUNDLE", "Refused", "Transport"]
 
@@ -71,6 +76,14 @@ class Transport(ABC):
     @abstractmethod
     def receive(self, knowledge: Knowledge) -> Iterator[bytes | Refused]:
         """Bundles for this replica; ``knowledge`` is what it already holds."""
+
+    def receipts(self) -> list[Receipt]:
+        """Receipts learnt outside bundles since the last call, each handed over once.
+
+        ``offsync.sync`` records them in the replica (``Replica.record_receipt``), so
+        an upload answered with the peer's receipt counts as delivered at once.
+        """
+        return []
 
     def acknowledge(self, bundle: bytes) -> None:  # noqa: B027 - optional hook
         """``bundle`` was applied (or was a duplicate): it may be cleaned up."""

@@ -132,6 +132,7 @@ class HTTPTransport(Transport):
         self.sleep = sleep
         #: The newest receipt the server gave us (from /knowledge or an upload answer).
         self.last_receipt: Receipt | None = None
+        self._learnt: list[Receipt] = []  # not yet handed over by receipts()
         #: The server's JSON answer to each upload of this transport, in order.
         self.uploads: list[dict[str, Any]] = []
         self.retries = 0  # attempts repeated so far, for logs and tests
@@ -233,7 +234,18 @@ class HTTPTransport(Transport):
                 self.recipient = receipt.replica
         if self.last_receipt is None or receipt.created >= self.last_receipt.created:
             self.last_receipt = receipt
+        self._learnt.append(receipt)
         return receipt
+
+    def receipts(self) -> list[Receipt]:
+        """The server's receipts from upload answers and ``/knowledge`` not yet handed
+        over: the newest per replica (a newer receipt says all an older one did)."""
+        newest: dict[bytes, Receipt] = {}
+        for r in self._learnt:
+            if r.replica not in newest or r.created > newest[r.replica].created:
+                newest[r.replica] = r
+        self._learnt = []
+        return list(newest.values())
 
     def _server(self) -> bytes:
         if self.peer is None:
