@@ -25,10 +25,12 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import time
 from collections import OrderedDict
 from collections.abc import Mapping
 
+from .clock import MAX_HLC
 from .encoding import packb, unpack_strict
 from .errors import BundleFormatError, SignatureError
 from .identity import Identity, verify_signature
@@ -134,6 +136,10 @@ class NonceCache:
         return True
 
 
+_HEX = re.compile(r"(?:[0-9a-f]{2})+")
+_MS = re.compile(r"[0-9]{1,19}")
+
+
 def verify_request(
     headers: Mapping[str, str],
     *,
@@ -145,14 +151,24 @@ def verify_request(
 ) -> bytes:
     """Check a signed request; return the site key or raise ``SignatureError`` saying why."""
     try:
-        site = bytes.fromhex(headers[H_SITE])
-        time_ms = int(headers[H_TIME])
-        nonce = bytes.fromhex(headers[H_NONCE])
-        sig = bytes.fromhex(headers[H_SIGNATURE])
-    except (KeyError, ValueError) as exc:
+        raw = [headers[H_SITE], headers[H_TIME], headers[H_NONCE], headers[H_SIGNATURE]]
+    except KeyError as exc:
         raise SignatureError(
             "request is not signed (Offsync-Site, -Time, -Nonce and -Signature headers)"
         ) from exc
+    # Strict forms (docs/spec.md section 14): lowercase hex, decimal ms below 2^63.
+    if (
+        not (
+            _HEX.fullmatch(raw[0])
+            and _MS.fullmatch(raw[1])
+            and _HEX.fullmatch(raw[2])
+            and _HEX.fullmatch(raw[3])
+        )
+        or int(raw[1]) > MAX_HLC
+    ):
+        raise SignatureError("signed-request headers are malformed")
+    site, nonce, sig = bytes.fromhex(raw[0]), bytes.fromhex(raw[2]), bytes.fromhex(raw[3])
+    time_ms = int(raw[1])
     if len(site) != 32 or len(nonce) != NONCE_BYTES or len(sig) != 64:
         raise SignatureError("signed-request headers have the wrong lengths")
     verify_signature(site, request_message(server, endpoint, site, time_ms, nonce, body), sig)
