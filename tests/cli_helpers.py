@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import selectors
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -102,3 +105,38 @@ class InProcess(Shell):
             f"stdout:\n{done.stdout}\nstderr:\n{done.stderr}"
         )
         return done
+
+
+@contextmanager
+def serving(sh: Shell, site: str, *options: str) -> Iterator[tuple[str, int]]:
+    """``offsync serve --port 0 [options]`` in the background; yields its URL and process
+    id; stops it with SIGTERM (and fails if it does not stop)."""
+    proc = subprocess.Popen(
+        [*command(), "--site", site, "serve", "--port", "0", *options],
+        cwd=sh.cwd,
+        env=sh.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        with selectors.DefaultSelector() as sel:
+            sel.register(proc.stdout, selectors.EVENT_READ)
+            ready = sel.select(timeout=60)
+        assert ready, "offsync serve printed nothing within 60 s"
+        line = proc.stdout.readline()
+        assert line.startswith("serving "), line + (proc.stderr.read() if proc.stderr else "")
+        yield line.split()[-1], proc.pid
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            raise AssertionError("offsync serve did not stop on SIGTERM") from None
+        if proc.stdout:
+            proc.stdout.close()
+        if proc.stderr:
+            proc.stderr.close()

@@ -3,16 +3,12 @@ folder flow, and the HTTP flow against `offsync serve` on a free loopback port."
 
 from __future__ import annotations
 
-import selectors
 import socket
-import subprocess
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
-from cli_helpers import Shell, command
+from cli_helpers import Shell, serving
 
 
 @pytest.fixture
@@ -71,40 +67,6 @@ def test_demo_command(sh: Shell) -> None:
     assert "--residents" in sh.run("demo", "--help").stdout
 
 
-@contextmanager
-def serving(sh: Shell, site: str) -> Iterator[str]:
-    """``offsync serve --port 0`` in the background; yields its URL; stops it."""
-    proc = subprocess.Popen(
-        [*command(), "--site", site, "serve", "--port", "0"],
-        cwd=sh.cwd,
-        env=sh.env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        with selectors.DefaultSelector() as sel:
-            sel.register(proc.stdout, selectors.EVENT_READ)
-            ready = sel.select(timeout=60)
-        assert ready, "offsync serve printed nothing within 60 s"
-        line = proc.stdout.readline()
-        assert line.startswith("serving "), line + (proc.stderr.read() if proc.stderr else "")
-        yield line.split()[-1]
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-            raise AssertionError("offsync serve did not stop on SIGTERM") from None
-        if proc.stdout:
-            proc.stdout.close()
-        if proc.stderr:
-            proc.stderr.close()
-
-
 def test_http_flow(sh: Shell) -> None:
     """Two sites sync through a centre served by `offsync serve` (real uvicorn)."""
     centre = sh.init("pusat")
@@ -121,7 +83,7 @@ def test_http_flow(sh: Shell) -> None:
         down = sh.run("--site", "kec-a", "sync", dead, "--retries", "0", code=4)
     assert "try again later" in down.stderr
 
-    with serving(sh, "pusat") as url:
+    with serving(sh, "pusat") as (url, _):
         assert url.startswith("http://127.0.0.1:")
         first = sh.json("--site", "kec-a", "sync", url, "--server-key", centre)
         assert first["rounds"][0]["sent_changes"] == 2

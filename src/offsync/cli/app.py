@@ -1,0 +1,105 @@
+"""The ``offsync`` group: global options, ``--json``, and library errors as exit codes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from ..errors import OffsyncError
+from .exits import classify, from_os_error
+from .site import State
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Group(click.Group):
+    """A group that turns library errors into messages and exit codes."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except OffsyncError as exc:
+            raise classify(exc) from exc
+        except OSError as exc:
+            raise from_os_error(exc) from exc
+
+
+def state_of(ctx: click.Context) -> State:
+    obj = ctx.find_object(State)
+    assert obj is not None
+    return obj
+
+
+def json_option(fn: F) -> F:
+    """``--json`` on every command (also accepted before the command name)."""
+
+    def set_json(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+        if value:
+            state_of(ctx).json = True
+
+    return click.option(
+        "--json",
+        "as_json",
+        is_flag=True,
+        expose_value=False,
+        callback=set_json,
+        help="Print one JSON document on stdout (for scripts).",
+    )(fn)
+
+
+pass_state = click.make_pass_decorator(State)
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "-s",
+    "--site",
+    "site_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="OFFSYNC_SITE",
+    default=".",
+    show_default=True,
+    help="The site directory (env OFFSYNC_SITE).",
+)
+@click.option(
+    "--passphrase-file",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    envvar="OFFSYNC_PASSPHRASE_FILE",
+    help="Read the key passphrase from this file (else env OFFSYNC_PASSPHRASE, else a prompt).",
+)
+@click.option("--json", "as_json", is_flag=True, help="JSON output for scripts.")
+@click.version_option(package_name="offsync")
+@click.pass_context
+def cli(ctx: click.Context, site_dir: Path, passphrase_file: Path | None, as_json: bool) -> None:
+    """offsync: keep a registry site working offline and deliver its changes later.
+
+    Exit codes: 0 done, 1 local failure, 2 usage, 3 refused input, 4 transport failure.
+    """
+    state = State(site_dir, passphrase_file, as_json)
+    ctx.obj = state
+
+    def close() -> None:
+        for cleanup in reversed(state.cleanups):
+            cleanup()
+
+    ctx.call_on_close(close)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of the ``offsync`` script."""
+    cli.main(args=list(argv) if argv is not None else None, prog_name="offsync")
+
+
+@cli.command(
+    add_help_option=False,
+    context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def demo(args: tuple[str, ...]) -> None:
+    """Run the field demo (centre, district, three offices; see `offsync demo --help`)."""
+    from ..demo import main as demo_main
+
+    raise click.exceptions.Exit(demo_main(list(args)))

@@ -1,0 +1,117 @@
+"""Exit codes, the error that carries one, and which library error maps to which.
+
+Exit codes (docs/operations.md, "Exit codes")::
+
+    0  done
+    1  failure of this machine (storage, an unexpected error)
+    2  usage: bad arguments, no site here, wrong passphrase, a refused local write
+    3  refused input: a bundle or file that is damaged, forged, out of scope
+    4  transport failure: the server, folder or disk could not be reached or written
+"""
+
+from __future__ import annotations
+
+from typing import Any, NoReturn
+
+import click
+from rich.markup import escape
+
+from .. import errors as e
+from .output import err
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_REFUSED = 3
+EXIT_TRANSPORT = 4
+
+
+class CommandError(click.ClickException):
+    """An error with an exit code and a hint on what to do next."""
+
+    def __init__(self, message: str, code: int = EXIT_USAGE, hint: str = "") -> None:
+        super().__init__(message)
+        self.exit_code = code  # type: ignore[misc]
+        self.hint = hint
+
+    def show(self, file: Any = None) -> None:
+        err.print(f"[bold red]error:[/] {escape(self.message)}")
+        if self.hint:
+            err.print(f"[yellow]next:[/] {self.hint}")
+
+
+def fail(message: str, code: int = EXIT_USAGE, hint: str = "") -> NoReturn:
+    raise CommandError(message, code, hint)
+
+
+def classify(exc: e.OffsyncError) -> CommandError:
+    """Map the library's error tree to an exit code and a next step."""
+    msg = str(exc) or type(exc).__name__
+    if isinstance(exc, e.WrongPassphraseError):
+        return CommandError(
+            msg, EXIT_USAGE, "check OFFSYNC_PASSPHRASE or --passphrase-file for this site"
+        )
+    if isinstance(exc, e.NotAuthorisedError):
+        return CommandError(
+            msg,
+            EXIT_USAGE,
+            "peers would refuse this write: check the site's certificate with "
+            "`offsync trust list`, or ask the authority for one that covers it",
+        )
+    if isinstance(exc, (e.IdentityError, e.UsageError)):
+        return CommandError(msg, EXIT_USAGE, "see `offsync COMMAND --help`")
+    if isinstance(exc, e.SequenceReuseError):
+        return CommandError(
+            msg,
+            EXIT_USAGE,
+            "sync with a peer (`offsync sync` or `offsync apply`) to get this site's changes "
+            "back; see docs/operations.md, 'Restoring a site from backup'",
+        )
+    if isinstance(exc, e.DecryptionError):
+        return CommandError(
+            msg, EXIT_REFUSED, "apply it at the site it was sealed for, or forward it unopened"
+        )
+    if isinstance(exc, (e.UnknownSignerError, e.ScopeError)):
+        return CommandError(
+            msg, EXIT_REFUSED, "import the sender's certificate with `offsync trust import`"
+        )
+    if isinstance(exc, e.RemoteDataError):
+        return CommandError(
+            msg,
+            EXIT_REFUSED,
+            "the input is damaged or forged: fetch a fresh copy from the sender; "
+            "`offsync inspect FILE` shows what it claims to be",
+        )
+    if isinstance(exc, e.PeerRefusedError):
+        return CommandError(
+            msg,
+            EXIT_TRANSPORT,
+            "the other side refused and the same request will be refused again: check "
+            "--server-key, this site's certificate (`offsync trust list` at the server) "
+            "and the server's log",
+        )
+    if isinstance(exc, e.RetryableTransportError):
+        after = f" (the other side asks for {exc.retry_after:g} s)" if exc.retry_after else ""
+        return CommandError(
+            msg + after, EXIT_TRANSPORT, "try again later; nothing was lost or half-applied"
+        )
+    if isinstance(exc, e.TransportError):
+        return CommandError(
+            msg, EXIT_TRANSPORT, "check the address, folder or disk, then run the command again"
+        )
+    if isinstance(exc, e.StorageError):
+        return CommandError(
+            msg, EXIT_ERROR, "check the disk and the site directory; nothing was changed"
+        )
+    return CommandError(msg, EXIT_ERROR)
+
+
+def from_os_error(exc: OSError) -> CommandError:
+    """A refused connection is a transport failure; any other OSError a local one."""
+    if isinstance(exc, ConnectionError):
+        return CommandError(str(exc), EXIT_TRANSPORT, "check the address")
+    return CommandError(
+        f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": "),
+        EXIT_ERROR,
+        "check the path and its permissions",
+    )

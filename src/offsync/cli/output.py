@@ -1,0 +1,95 @@
+"""What the commands print: rich consoles, JSON documents, times and progress bars.
+
+Tables and messages go to stdout; progress bars, errors and hints to stderr, so that
+with ``--json`` stdout holds exactly one JSON document.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import click
+from rich.console import Console
+
+from ..change import ChangeId
+from ..clock import hlc_millis
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+if not out.is_terminal and "COLUMNS" not in os.environ:
+    out.width = 120  # logs and pipes: wide enough that tables keep one line per row
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` with bytes as hex, so that json can write it."""
+    if isinstance(value, bytes):
+        return value.hex()
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    return value
+
+
+def emit_json(value: Any) -> None:
+    """The one JSON document of a ``--json`` command, on stdout."""
+    click.echo(json.dumps(jsonable(value), indent=2, sort_keys=True, ensure_ascii=False))
+
+
+def json_text(value: Any, *, sort_keys: bool = True) -> str:
+    """A field value or a record on one line, as in tables."""
+    return json.dumps(jsonable(value), ensure_ascii=False, sort_keys=sort_keys)
+
+
+def _utc(ms: int, fmt: str) -> str:
+    return _dt.datetime.fromtimestamp(ms / 1000, tz=_dt.UTC).strftime(fmt)
+
+
+def when(hlc: int) -> str:
+    """An HLC timestamp as a UTC time to the second ("-" for none)."""
+    return _utc(hlc_millis(hlc), "%Y-%m-%d %H:%M:%S UTC") if hlc else "-"
+
+
+def ms_text(ms: int | None) -> str:
+    """Milliseconds since 1970 as a UTC time to the minute ("-" for none)."""
+    return "-" if ms is None else _utc(ms, "%Y-%m-%d %H:%M UTC")
+
+
+def head_name(head: ChangeId) -> str:
+    """A change as operators type it back: ``ORIGIN-PREFIX:SEQ``."""
+    return f"{head.origin[:6].hex()}:{head.seq}"
+
+
+@contextmanager
+def progress(quiet: bool, description: str, total: int | None) -> Iterator[Callable[[int], None]]:
+    """A progress bar on stderr (only on a terminal, never when ``quiet``: with --json)."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        SpinnerColumn,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    columns = [
+        SpinnerColumn(),
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    ]
+    with Progress(
+        *columns, console=err, transient=True, disable=quiet or not err.is_terminal
+    ) as bar:
+        task = bar.add_task(description, total=total)
+
+        def step(n: int = 1) -> None:
+            bar.advance(task, n)
+
+        yield step

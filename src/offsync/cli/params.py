@@ -1,0 +1,115 @@
+"""Reading what operators type: record fields, keys, peers and times."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from .. import Replica
+from ..knowledge import Knowledge
+from .exits import EXIT_USAGE, CommandError, fail
+
+_FULL_KEY = re.compile(r"[0-9a-f]{64}")
+
+
+def parse_fields(pairs: Sequence[str], as_json: str | None) -> dict[str, Any]:
+    """``name=text`` sets a string, ``name:=JSON`` any value; or one ``--fields`` JSON map."""
+    fields: dict[str, Any] = {}
+    if as_json is not None:
+        try:
+            loaded = json.loads(as_json)
+        except ValueError as exc:
+            raise CommandError(f"--fields is not JSON: {exc}", EXIT_USAGE) from exc
+        if not isinstance(loaded, dict):
+            raise CommandError("--fields must be a JSON object", EXIT_USAGE)
+        fields.update(loaded)
+    for pair in pairs:
+        m = re.fullmatch(r"([^=:]+)(:?)=(.*)", pair, flags=re.S)
+        if not m:
+            raise CommandError(
+                f"cannot read {pair!r}", EXIT_USAGE, "write FIELD=text or FIELD:=JSON"
+            )
+        name, typed, raw = m.groups()
+        if typed:
+            try:
+                fields[name] = json.loads(raw)
+            except ValueError as exc:
+                raise CommandError(f"{name}:= is not JSON: {exc}", EXIT_USAGE) from exc
+        else:
+            fields[name] = raw
+    return fields
+
+
+def parse_key(text: str) -> bytes:
+    """A full public key in hex (64 digits)."""
+    text = text.strip().lower()
+    if not _FULL_KEY.fullmatch(text):
+        fail(
+            f"{text!r} is not a public key (64 hex digits)",
+            hint="`offsync id` at that site prints its key",
+        )
+    return bytes.fromhex(text)
+
+
+def parse_time(text: str) -> int:
+    """``now``, an ISO date or date-time (UTC unless it names a zone), or ms since 1970."""
+    text = text.strip()
+    if text == "now":
+        return int(_dt.datetime.now(tz=_dt.UTC).timestamp() * 1000)
+    if text.isdigit():
+        return int(text)
+    try:
+        moment = _dt.datetime.fromisoformat(text)
+    except ValueError:
+        fail(f"cannot read the time {text!r}", hint="write now, 2026-01-31 or 2026-01-31T08:00")
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=_dt.UTC)
+    return int(moment.timestamp() * 1000)
+
+
+def certified_labels(replica: Replica) -> dict[str, bytes]:
+    """Label -> key, from the certificates in force (labels used twice are left out)."""
+    store = replica.trust_store
+    if store is None:
+        return {}
+    seen: dict[str, list[bytes]] = {}
+    for key, cert in store.certificates.items():
+        if cert.label:
+            seen.setdefault(cert.label, []).append(key)
+    return {label: keys[0] for label, keys in seen.items() if len(keys) == 1}
+
+
+def resolve_peer(replica: Replica, text: str) -> bytes:
+    """A peer named by its certified label, its public key in hex, or an unambiguous
+    prefix of the key of a peer heard from."""
+    labels = certified_labels(replica)
+    if text in labels:
+        return labels[text]
+    text = text.strip().lower()
+    if _FULL_KEY.fullmatch(text):
+        return bytes.fromhex(text)
+    if not re.fullmatch(r"[0-9a-f]{4,63}", text):
+        fail(
+            f"{text!r} is not a public key or a hex prefix of one",
+            hint="`offsync status` lists known peers; `offsync id` at the peer prints its key",
+        )
+    known = [p for p in replica.receipts() if p.hex().startswith(text)]
+    if len(known) == 1:
+        return known[0]
+    fail(
+        f"{'no' if not known else 'more than one'} known peer starts with {text}",
+        hint="give the full 64-digit public key from `offsync id` at that site",
+    )
+
+
+def resolve_peers(replica: Replica, names: Sequence[str]) -> list[bytes]:
+    return [resolve_peer(replica, n) for n in names]
+
+
+def peer_knowledge(replica: Replica, peer: bytes) -> Knowledge:
+    """What ``peer`` holds, from its newest receipt heard here (nothing if none)."""
+    receipt = replica.receipts().get(peer)
+    return receipt.knowledge if receipt is not None else Knowledge()

@@ -1,0 +1,189 @@
+"""Commands on this site alone: create it, show its key, write and read records."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.table import Table
+
+from .. import Identity
+from .app import cli, json_option, pass_state
+from .exits import EXIT_ERROR, fail
+from .output import emit_json, err, head_name, json_text, out
+from .params import parse_fields, parse_key
+from .site import Site, State
+
+
+@cli.command()
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path), required=False)
+@click.option("--label", help="A short human name for the site (default: the directory name).")
+@click.option(
+    "--policy",
+    "policy_specs",
+    multiple=True,
+    metavar="COLLECTION=POLICY",
+    help="Merge policy of a collection: lww, fww or multi (repeatable).",
+)
+@click.option(
+    "--default-policy", default="lww", show_default=True, help="Policy of other collections."
+)
+@click.option(
+    "--trust",
+    "trusted",
+    multiple=True,
+    metavar="KEY",
+    help="An authority key (hex) to trust; then only certified sites may write (repeatable).",
+)
+@click.option(
+    "--authority", is_flag=True, help="This site is an authority: it issues certificates."
+)
+@json_option
+@pass_state
+def init(
+    state: State,
+    directory: Path | None,
+    label: str | None,
+    policy_specs: tuple[str, ...],
+    default_policy: str,
+    trusted: tuple[str, ...],
+    authority: bool,
+) -> None:
+    """Create a site: a new key (sealed with the passphrase) and an empty store.
+
+    Without --trust or --authority the site is in open mode: it applies the changes of
+    any validly signed site. With them, only sites certified by an authority.
+    """
+    path = directory or state.site_dir
+    site_policies: dict[str, str] = {}
+    for spec in policy_specs:
+        collection, sep, name = spec.partition("=")
+        if not sep or not collection:
+            fail(f"cannot read --policy {spec!r}", hint="write --policy doses=fww")
+        site_policies[collection] = name
+    passphrase = state.passphrase(confirm=True)
+    if not passphrase:
+        fail("an empty passphrase would leave the site key unprotected", hint="choose one")
+    authorities = [parse_key(k).hex() for k in trusted]
+    identity = Identity.generate(label=label or path.resolve().name)
+    if authority:
+        authorities.insert(0, identity.public_key.hex())
+    site = Site.create(path, identity, passphrase, site_policies, default_policy, authorities)
+    if state.json:
+        emit_json(
+            {
+                "site": str(path),
+                "label": site.label,
+                "public_key": site.public_key,
+                "policies": site.policies,
+                "authorities": site.authorities,
+            }
+        )
+    else:
+        out.print(f"Created site [bold]{site.label}[/] in {path}")
+        out.print(f"public key {site.public_key.hex()}")
+        out.print("Back up identity.key and keep the passphrase apart from it.")
+
+
+@cli.command("id")
+@json_option
+@pass_state
+def show_id(state: State) -> None:
+    """Show this site's label and public key (no passphrase needed)."""
+    site = state.site
+    if state.json:
+        emit_json({"label": site.label, "public_key": site.public_key, "path": str(site.path)})
+    else:
+        out.print(f"{site.label} {site.public_key.hex()}")
+
+
+@cli.command()
+@click.argument("collection")
+@click.argument("key")
+@click.argument("pairs", nargs=-1, metavar="FIELD=VALUE...")
+@click.option("--fields", "fields_json", metavar="JSON", help="Fields as one JSON object.")
+@json_option
+@pass_state
+def put(
+    state: State, collection: str, key: str, pairs: tuple[str, ...], fields_json: str | None
+) -> None:
+    """Set fields of a record (FIELD=text, FIELD:=JSON); other fields are kept."""
+    fields = parse_fields(pairs, fields_json)
+    if not fields:
+        fail("no fields given", hint="write e.g. `offsync put residents 3519... name=Siti`")
+    change = state.replica().put(collection, key, fields)
+    if state.json:
+        emit_json({"origin": change.origin, "seq": change.seq})
+    else:
+        out.print(f"{collection}/{key} written (change {head_name(change)})")
+
+
+@cli.command()
+@click.argument("collection")
+@click.argument("key")
+@json_option
+@pass_state
+def get(state: State, collection: str, key: str) -> None:
+    """Show one record (exit 1 if there is none)."""
+    value = state.replica().get(collection, key)
+    if state.json:
+        emit_json(value)
+    elif value is not None:
+        for name, v in value.items():
+            out.print(f"{name}: {json_text(v, sort_keys=False)}")
+    if value is None:
+        if not state.json:
+            err.print(f"{collection}/{key}: no such record")
+        raise click.exceptions.Exit(EXIT_ERROR)
+
+
+@cli.command()
+@click.argument("collection")
+@click.argument("key")
+@json_option
+@pass_state
+def delete(state: State, collection: str, key: str) -> None:
+    """Delete a record (a tombstone that travels like any change)."""
+    change = state.replica().delete(collection, key)
+    if state.json:
+        emit_json({"deleted": change is not None})
+    elif change is None:
+        out.print(f"{collection}/{key}: nothing to delete")
+    else:
+        out.print(f"{collection}/{key} deleted (change {head_name(change)})")
+
+
+@cli.command()
+@click.argument("collection", required=False)
+@click.option("--limit", type=int, default=0, help="Show at most this many records.")
+@json_option
+@pass_state
+def ls(state: State, collection: str | None, limit: int) -> None:
+    """List collections, or the records of one collection."""
+    replica = state.replica()
+    if collection is None:
+        counts: dict[str, int] = {}
+        for row in replica.store.iter_records():
+            if row.fields is not None:
+                counts[row.collection] = counts.get(row.collection, 0) + 1
+        if state.json:
+            emit_json(counts)
+            return
+        table = Table("collection", "records", "policy")
+        for name, n in sorted(counts.items()):
+            table.add_row(name, str(n), replica.policy(name).name)
+        out.print(table)
+        return
+    records: list[tuple[str, dict[str, Any]]] = []
+    for key, value in replica.items(collection):
+        records.append((key, value))
+        if limit and len(records) >= limit:
+            break
+    if state.json:
+        emit_json({k: v for k, v in records})
+        return
+    table = Table("key", "fields", title=collection)
+    for key, value in records:
+        table.add_row(key, json_text(value))
+    out.print(table)

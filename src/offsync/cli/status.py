@@ -1,0 +1,188 @@
+"""What a site holds and owes: per-peer status, quarantine, open conflicts and their
+resolution."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+from rich.table import Table
+
+from .. import Replica
+from ..change import ChangeId
+from .app import Group, cli, json_option, pass_state, state_of
+from .exits import fail
+from .output import emit_json, head_name, json_text, out, when
+from .params import parse_fields
+from .site import State
+
+
+def status_document(replica: Replica) -> dict[str, Any]:
+    """Everything ``status`` shows, as plain data."""
+    mine = replica.knowledge()
+    peers = []
+    for peer, receipt in sorted(replica.receipts().items(), key=lambda kv: -kv[1].created):
+        peers.append(
+            {
+                "peer": peer,
+                "last_receipt": when(receipt.created),
+                "holds": receipt.knowledge.count(),
+                "holds_of_mine": receipt.knowledge.count(replica.id),
+                "pending": (mine - receipt.knowledge).count(),
+                "pending_of_mine": (mine - receipt.knowledge).count(replica.id),
+            }
+        )
+    return {
+        "site": replica.identity.label,
+        "public_key": replica.id,
+        "seq": replica.seq,
+        "changes_held": mine.count(),
+        "state_digest": replica.state_digest(),
+        "origins": len(mine.intervals),
+        "peers": peers,
+        "quarantined": [
+            {
+                "origin": q.origin,
+                "first_seq": q.first_seq,
+                "last_seq": q.last_seq,
+                "reason": q.reason,
+            }
+            for q in replica.quarantined()
+        ],
+        "conflicts": [f"{c.collection}/{c.key}" for c in replica.conflicts()],
+    }
+
+
+@cli.command()
+@json_option
+@pass_state
+def status(state: State) -> None:
+    """What is pending per peer, last receipts, quarantined changes, open conflicts."""
+    doc = status_document(state.replica())
+    if state.json:
+        emit_json(doc)
+        return
+    out.print(
+        f"[bold]{doc['site']}[/] {doc['public_key'].hex()}\n"
+        f"{doc['seq']} change(s) written here; {doc['changes_held']} held from "
+        f"{doc['origins']} site(s); state digest {doc['state_digest'].hex()[:16]}"
+    )
+    if doc["peers"]:
+        table = Table(
+            "peer",
+            "last receipt",
+            "holds",
+            "holds of ours",
+            "pending",
+            "pending of ours",
+            title="Peers (from their receipts)",
+            title_justify="left",
+        )
+        for p in doc["peers"]:
+            table.add_row(
+                p["peer"][:6].hex(),
+                p["last_receipt"],
+                str(p["holds"]),
+                f"{p['holds_of_mine']}/{doc['seq']}",
+                str(p["pending"]),
+                str(p["pending_of_mine"]),
+            )
+        out.print(table)
+    else:
+        out.print("No receipts yet: no peer has told us what it holds.")
+    if doc["quarantined"]:
+        table = Table("origin", "seqs", "reason", title="Quarantined", title_justify="left")
+        for q in doc["quarantined"]:
+            table.add_row(q["origin"][:6].hex(), f"{q['first_seq']}-{q['last_seq']}", q["reason"])
+        out.print(table)
+    else:
+        out.print("Nothing quarantined.")
+    n = len(doc["conflicts"])
+    out.print(f"{n} open conflict(s)" + (": see `offsync conflicts`" if n else ""))
+
+
+@cli.group(cls=Group, invoke_without_command=True)
+@json_option
+@click.pass_context
+def conflicts(ctx: click.Context) -> None:
+    """List open conflicts; `offsync conflicts resolve` settles one."""
+    if ctx.invoked_subcommand is not None:
+        return
+    state = state_of(ctx)
+    items = state.replica().conflicts()
+    doc: list[dict[str, Any]] = [
+        {
+            "collection": c.collection,
+            "key": c.key,
+            "current": c.current,
+            "versions": {head_name(h): v for h, v in c.versions.items()},
+        }
+        for c in items
+    ]
+    if state.json:
+        emit_json(doc)
+        return
+    if not doc:
+        out.print("No open conflicts.")
+        return
+    for d in doc:
+        table = Table(
+            "head", "version", title=f"{d['collection']}/{d['key']}", title_justify="left"
+        )
+        for head, v in d["versions"].items():
+            shown = json_text(v)
+            if v == d["current"]:
+                shown += "  [dim](shown now)[/]"
+            table.add_row(head, shown)
+        out.print(table)
+    out.print("Settle one with `offsync conflicts resolve COLLECTION KEY --choose HEAD`.")
+
+
+@conflicts.command("resolve")
+@click.argument("collection")
+@click.argument("key")
+@click.argument("pairs", nargs=-1, metavar="[FIELD=VALUE...]")
+@click.option("--choose", metavar="HEAD", help="Keep the version of this head (ORIGIN:SEQ).")
+@click.option("--fields", "fields_json", metavar="JSON", help="Write these fields instead.")
+@click.option("--delete", "as_delete", is_flag=True, help="Settle by deleting the record.")
+@json_option
+@pass_state
+def conflicts_resolve(
+    state: State,
+    collection: str,
+    key: str,
+    pairs: tuple[str, ...],
+    choose: str | None,
+    fields_json: str | None,
+    as_delete: bool,
+) -> None:
+    """Settle a record: keep one head's version, write new fields, or delete it."""
+    replica = state.replica()
+    fields = parse_fields(pairs, fields_json) if (pairs or fields_json) else None
+    head: ChangeId | None = None
+    if choose is not None:
+        prefix, _, seq = choose.partition(":")
+        match = [
+            h
+            for c in replica.conflicts()
+            if (c.collection, c.key) == (collection, key)
+            for h in c.versions
+            if h.origin.hex().startswith(prefix.lower()) and str(h.seq) == seq
+        ]
+        if len(match) != 1:
+            fail(
+                f"{choose!r} names no head of an open conflict on {collection}/{key}",
+                hint="`offsync conflicts` lists the heads as ORIGIN:SEQ",
+            )
+        head = match[0]
+    if sum((fields is not None, head is not None, as_delete)) != 1:
+        fail("give exactly one of --choose HEAD, FIELD=VALUE/--fields, or --delete")
+    change = replica.resolve(collection, key, fields, choose=head, delete=as_delete)
+    if state.json:
+        emit_json(
+            {"origin": change.origin, "seq": change.seq, "value": replica.get(collection, key)}
+        )
+    else:
+        out.print(
+            f"{collection}/{key} settled by change {head_name(change)}; it travels like any change"
+        )

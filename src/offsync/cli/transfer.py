@@ -1,0 +1,245 @@
+"""Delivering changes: a sync round with a server or a shared folder, and the courier's
+removable disk."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.table import Table
+
+from ..sync import SyncReport
+from ..sync import sync as sync_round
+from ..transports import DiskTransport, FolderTransport
+from ..transports.disk import exchange
+from .app import Group, cli, json_option, pass_state
+from .exits import EXIT_REFUSED, fail
+from .output import emit_json, err, out, progress
+from .params import resolve_peer, resolve_peers
+from .site import State
+from .status import status_document
+
+
+def _sync_rows(reports: Sequence[SyncReport]) -> list[dict[str, Any]]:
+    return [
+        {
+            "peer": r.peer,
+            "received_bundles": len(r.received),
+            "applied": r.applied,
+            "duplicates": r.duplicates,
+            "quarantined": r.quarantined,
+            "conflicts": [f"{c}/{k}" for c, k in r.conflicts],
+            "refused": [{"source": x.source, "reason": x.reason} for x in r.refused],
+            "sent_bundles": r.sent_bundles,
+            "sent_changes": r.sent_changes,
+            "sent_bytes": r.sent_bytes,
+        }
+        for r in reports
+    ]
+
+
+def _report_sync(state: State, reports: Sequence[SyncReport], what: str) -> None:
+    """The rounds as a table (or JSON with the site's status); exit 3 if any refused."""
+    rows = _sync_rows(reports)
+    if state.json:
+        emit_json({"rounds": rows, "status": status_document(state.replica())})
+    else:
+        table = Table(
+            "peer",
+            "received",
+            "applied",
+            "dup",
+            "quar.",
+            "sent",
+            "refused",
+            title=what,
+            title_justify="left",
+        )
+        for r in rows:
+            table.add_row(
+                r["peer"][:6].hex() if r["peer"] else "(any)",
+                f"{r['received_bundles']} bundle(s)",
+                str(r["applied"]),
+                str(r["duplicates"]),
+                str(r["quarantined"]),
+                f"{r['sent_changes']} change(s), {r['sent_bundles']} bundle(s), {r['sent_bytes']} B",
+                str(len(r["refused"])),
+            )
+        out.print(table)
+        for r in rows:
+            for x in r["refused"]:
+                out.print(f"[red]refused[/] {x['source']}: {x['reason']}")
+        conflicts = sum(len(r["conflicts"]) for r in rows)
+        if conflicts:
+            out.print(f"{conflicts} new conflict(s): see `offsync conflicts`.")
+    if any(r["refused"] for r in rows):
+        err.print(
+            "[yellow]next:[/] refused bundles were set aside (never applied); "
+            "ask the sender for a fresh copy"
+        )
+        raise click.exceptions.Exit(EXIT_REFUSED)
+
+
+@cli.command()
+@click.argument("target")
+@click.option(
+    "--peer",
+    "peers",
+    multiple=True,
+    metavar="PEER",
+    help="Folder: the site to leave bundles for (repeatable; default: whoever left us some).",
+)
+@click.option("--server-key", metavar="HEX", help="HTTP: refuse a server with another key.")
+@click.option("--encrypt", is_flag=True, help="Seal outgoing bundles to the peer's key.")
+@click.option("--retries", type=click.IntRange(min=0), default=5, show_default=True)
+@click.option("--timeout", type=float, default=60.0, show_default=True, help="HTTP seconds.")
+@json_option
+@pass_state
+def sync(
+    state: State,
+    target: str,
+    peers: tuple[str, ...],
+    server_key: str | None,
+    encrypt: bool,
+    retries: int,
+    timeout: float,
+) -> None:
+    """One sync round with a server (http://...) or a shared FOLDER.
+
+    Sends exactly what the other side lacks (and this site's receipt), then takes what
+    it offers. Safe to repeat and to interrupt: the next round picks up where this one
+    stopped. Exit 4 when the server or folder cannot be reached, 3 if a bundle was refused.
+    """
+    if re.match(r"^https?://", target):
+        _sync_http(state, target, server_key, encrypt, retries, timeout)
+    else:
+        _sync_folder(state, target, peers, encrypt)
+
+
+def _sync_http(
+    state: State, url: str, server_key: str | None, encrypt: bool, retries: int, timeout: float
+) -> None:
+    replica = state.replica()
+    from rich.progress import BarColumn, Progress, TextColumn
+
+    from ..transports.http import HTTPTransport
+
+    key = resolve_peer(replica, server_key) if server_key else None
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} B"),
+        console=err,
+        transient=True,
+        disable=state.json or not err.is_terminal,
+    ) as bar:
+        tasks: dict[bytes, Any] = {}
+
+        def on_progress(bundle_id: bytes, sent: int, total: int) -> None:
+            if bundle_id not in tasks:
+                tasks[bundle_id] = bar.add_task(f"upload {bundle_id[:4].hex()}", total=total)
+            bar.update(tasks[bundle_id], completed=sent)
+
+        with HTTPTransport(
+            url,
+            replica.identity,
+            server_key=key,
+            encrypt=encrypt,
+            max_retries=retries,
+            timeout=timeout,
+            connect_timeout=min(timeout, 10.0),
+            progress=on_progress,
+        ) as transport:
+            report = sync_round(replica, transport)
+    _report_sync(state, [report], f"sync with {url}")
+
+
+def _sync_folder(state: State, target: str, peers: Sequence[str], encrypt: bool) -> None:
+    replica = state.replica()
+    folder = Path(target)
+    if not folder.is_dir():
+        fail(
+            f"{target} is neither an http(s) URL nor a folder",
+            hint="give http://HOST:PORT or the path of the shared folder",
+        )
+    targets = resolve_peers(replica, peers)
+    inbound = FolderTransport(folder, replica.identity, None)
+    with inbound:
+        reports = [sync_round(replica, inbound, push=False)]
+        heard = sorted(inbound.senders)
+    targets += [s for s in heard if s not in targets and s != replica.id]
+    for peer in targets:
+        with FolderTransport(folder, replica.identity, peer, encrypt=encrypt) as transport:
+            reports.append(sync_round(replica, transport))
+    if not targets:
+        err.print(
+            "[yellow]note:[/] nothing was left in the folder: no peer named; "
+            "pass --peer KEY for the site that reads this folder"
+        )
+    _report_sync(state, reports, f"sync with folder {folder}")
+
+
+@cli.group(cls=Group)
+def disk() -> None:
+    """The courier flow: bundles on a removable disk (FAT32/exFAT safe, sealed)."""
+
+
+@disk.command("export")
+@click.argument("mount", type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--to",
+    "peers",
+    multiple=True,
+    required=True,
+    metavar="PEER",
+    help="The site the courier takes the disk to (repeatable).",
+)
+@click.option("--no-encrypt", is_flag=True, help="Leave bundles readable (not recommended).")
+@json_option
+@pass_state
+def disk_export(state: State, mount: Path, peers: tuple[str, ...], no_encrypt: bool) -> None:
+    """Write what each --to site lacks onto the disk at MOUNT.
+
+    Checks the free space first and verifies every file after writing; bundles are sealed
+    to the destination's key, so a lost disk leaks nothing.
+    """
+    replica = state.replica()
+    reports = []
+    targets = resolve_peers(replica, peers)
+    with progress(state.json, "writing to disk", len(targets)) as step:
+        for peer in targets:
+            with DiskTransport(mount, replica.identity, peer, encrypt=not no_encrypt) as t:
+                reports.append(sync_round(replica, t, pull=False))
+            step(1)
+    _report_sync(state, reports, f"exported to {mount}")
+    if not state.json:
+        out.print("Safe to unplug the disk once the command has returned.")
+
+
+@disk.command("import")
+@click.argument("mount", type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--reply/--no-reply",
+    default=True,
+    show_default=True,
+    help="Write the return trip: what each sender lacks, and this site's receipt.",
+)
+@click.option("--to", "peers", multiple=True, metavar="PEER", help="Also write for this site.")
+@json_option
+@pass_state
+def disk_import(state: State, mount: Path, reply: bool, peers: tuple[str, ...]) -> None:
+    """Apply every bundle on the disk meant for this site; then write the return trip.
+
+    Files that are torn, unlisted or refused are set aside on the disk (never applied).
+    """
+    replica = state.replica()
+    if reply:
+        with progress(state.json, "courier exchange", None):
+            reports = exchange(replica, mount, resolve_peers(replica, peers))
+    else:
+        with DiskTransport(mount, replica.identity, None) as t:
+            reports = [sync_round(replica, t, push=False)]
+    _report_sync(state, reports, f"imported from {mount}")

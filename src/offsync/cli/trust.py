@@ -1,0 +1,280 @@
+"""Who may write what: authorities, certificates, revocations; and attestations, the
+signed tokens on provisional cards that anyone can check offline."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+from rich.table import Table
+
+from .. import Replica
+from ..attest import attest as make_token
+from ..attest import delivered, from_text, read_attestation, to_text, verify_attestation
+from ..trust import issue_certificate, revoke
+from .app import Group, cli, json_option, pass_state
+from .exits import fail
+from .output import emit_json, head_name, ms_text, out
+from .params import certified_labels, parse_fields, parse_key, parse_time, resolve_peer
+from .site import State
+
+
+def _require_authority(state: State) -> Replica:
+    site = state.site
+    if site.public_key.hex() not in site.authorities:
+        fail(
+            f"{site.label} is not an authority: other sites would refuse what it issues",
+            hint="issue certificates at the authority site (created with `offsync init "
+            "--authority`), or add this key to its own trust with `offsync trust import`",
+        )
+    return state.replica()
+
+
+@cli.group(cls=Group)
+def trust() -> None:
+    """Authorities, certificates and revocations (who may write what)."""
+
+
+@trust.command("import")
+@click.argument("key")
+@json_option
+@pass_state
+def trust_import(state: State, key: str) -> None:
+    """Trust an authority KEY (hex): the root of trust, exchanged out of band.
+
+    From then on this site applies only changes of sites that an authority certified;
+    the rest is held in quarantine and re-examined when certificates arrive.
+    """
+    site = state.site
+    hexkey = parse_key(key).hex()
+    added = hexkey not in site.authorities
+    if added:
+        site.authorities.append(hexkey)
+        site.save()
+    replica = state.replica()  # opening re-examines what is held under the new trust
+    if state.json:
+        emit_json({"authorities": site.authorities, "added": added})
+    else:
+        out.print(
+            f"{'Now trusting' if added else 'Already trusted'}: authority {hexkey}; "
+            f"{len(replica.quarantined())} quarantined segment(s) after re-examination"
+        )
+
+
+@trust.command("list")
+@json_option
+@pass_state
+def trust_list(state: State) -> None:
+    """Show the authorities, the certificates and the revocations in force."""
+    replica = state.replica()
+    store = replica.trust_store
+    doc: dict[str, Any] = {
+        "mode": "open" if store is None else "certified",
+        "authorities": state.site.authorities,
+        "certificates": [],
+        "revocations": [],
+        "problems": [],
+    }
+    if store is not None:
+        doc["certificates"] = [
+            {
+                "site": c.site,
+                "label": c.label,
+                "collections": list(c.collections),
+                "prefixes": list(c.prefixes),
+                "valid_from": c.valid_from,
+                "valid_until": c.valid_until,
+                "replaces": c.replaces,
+            }
+            for c in store.certificates.values()
+        ]
+        doc["revocations"] = [
+            {
+                "site": r.site,
+                "effective_ms": r.effective_ms,
+                "after_seq": r.after_seq,
+                "reason": r.reason,
+            }
+            for r in store.revocations.values()
+        ]
+        doc["problems"] = list(store.problems)
+    if state.json:
+        emit_json(doc)
+        return
+    if store is None:
+        out.print(
+            "Open mode: no authority is trusted, so any validly signed site may write. "
+            "`offsync trust import KEY` trusts an authority."
+        )
+        return
+    out.print("Authorities: " + ", ".join(a[:16] for a in doc["authorities"]))
+    table = Table(
+        "site",
+        "label",
+        "collections",
+        "key prefixes",
+        "valid",
+        "replaces",
+        title="Certificates",
+        title_justify="left",
+    )
+    for c in doc["certificates"]:
+        table.add_row(
+            c["site"].hex()[:16],
+            c["label"],
+            ",".join(c["collections"]),
+            ",".join(c["prefixes"]) or "any",
+            f"{ms_text(c['valid_from'])} .. {ms_text(c['valid_until'])}",
+            c["replaces"].hex()[:16] if c["replaces"] else "",
+        )
+    out.print(table)
+    for r in doc["revocations"]:
+        after = f" after seq {r['after_seq']}" if r["after_seq"] is not None else ""
+        since = f" from {ms_text(r['effective_ms'])}" if r["effective_ms"] is not None else ""
+        out.print(f"[red]revoked[/] {r['site'].hex()[:16]}{after}{since}: {r['reason']}")
+    for problem in doc["problems"]:
+        out.print(f"[yellow]ignored[/] {problem}")
+
+
+@trust.command("issue")
+@click.argument("site_key", metavar="SITE")
+@click.option("--label", default="", help="The site's name, shown to operators.")
+@click.option("--collection", "collections", multiple=True, help="May write (default: all).")
+@click.option("--prefix", "prefixes", multiple=True, help="Key prefix it may write (region).")
+@click.option("--valid-from", default="0", help="now, a date, or ms (default: always).")
+@click.option("--valid-until", default=None, help="now, a date, or ms (default: no end).")
+@click.option("--replaces", default=None, metavar="KEY", help="The key this one rotates.")
+@json_option
+@pass_state
+def trust_issue(
+    state: State,
+    site_key: str,
+    label: str,
+    collections: tuple[str, ...],
+    prefixes: tuple[str, ...],
+    valid_from: str,
+    valid_until: str | None,
+    replaces: str | None,
+) -> None:
+    """Certify SITE (its key in hex): what it may write, and when. Run at the authority.
+
+    The certificate is an ordinary change: it reaches sites by the same roads as data.
+    Issuing again for the same key replaces its certificate (renewal, new scope).
+    """
+    replica = _require_authority(state)
+    options: dict[str, Any] = {
+        "label": label,
+        "prefixes": prefixes,
+        "valid_from": parse_time(valid_from),
+        "valid_until": parse_time(valid_until) if valid_until else None,
+        "replaces": parse_key(replaces) if replaces else None,
+    }
+    if collections:
+        options["collections"] = collections
+    change = issue_certificate(replica, parse_key(site_key), **options)
+    if state.json:
+        emit_json({"origin": change.origin, "seq": change.seq})
+    else:
+        out.print(
+            f"Certificate for {site_key[:16]} written (change {head_name(change)}); "
+            "deliver it like any change (sync, disk export, pack)"
+        )
+
+
+@trust.command("revoke")
+@click.argument("site_key", metavar="SITE")
+@click.option("--after-seq", type=int, help="Refuse its changes above this seq.")
+@click.option("--effective", help="Refuse its changes stamped from then: now, a date, or ms.")
+@click.option("--reason", default="", help="Why (recorded with the revocation).")
+@json_option
+@pass_state
+def trust_revoke(
+    state: State, site_key: str, after_seq: int | None, effective: str | None, reason: str
+) -> None:
+    """Revoke SITE's key (lost disk, stolen laptop). Run at the authority.
+
+    --after-seq pins the revocation to what the centre already holds (`offsync status`
+    there shows it); a thief cannot backdate around it.
+    """
+    if after_seq is None and effective is None:
+        fail(
+            "a revocation needs --after-seq, --effective or both",
+            hint="`offsync status` at the centre shows how much of that site it holds",
+        )
+    replica = _require_authority(state)
+    change = revoke(
+        replica,
+        parse_key(site_key),
+        after_seq=after_seq,
+        effective_ms=parse_time(effective) if effective else None,
+        reason=reason,
+    )
+    if state.json:
+        emit_json({"origin": change.origin, "seq": change.seq})
+    else:
+        out.print(f"Revocation of {site_key[:16]} written (change {head_name(change)})")
+
+
+@cli.group(cls=Group)
+def attest() -> None:
+    """Signed tokens for provisional cards: "this site recorded this", checkable offline."""
+
+
+@attest.command("issue")
+@click.argument("collection")
+@click.argument("key")
+@json_option
+@pass_state
+def attest_issue(state: State, collection: str, key: str) -> None:
+    """A token for this site's latest change of COLLECTION/KEY (print it as a QR code)."""
+    token = make_token(state.replica(), collection, key)
+    att = read_attestation(token)
+    if state.json:
+        emit_json({"token": to_text(token), "origin": att.origin, "seq": att.seq})
+    else:
+        click.echo(to_text(token))
+
+
+@attest.command("check")
+@click.argument("token")
+@click.option("--centre", metavar="PEER", help="Also say whether this centre holds it.")
+@click.option("--fields", "fields_json", metavar="JSON", help="The fields on the card.")
+@json_option
+@pass_state
+def attest_check(state: State, token: str, centre: str | None, fields_json: str | None) -> None:
+    """Verify a token against this site's trust store (offline); exit 3 if it fails.
+
+    With --fields, the fields printed on the card must be the attested ones. With
+    --centre, the centre's newest receipt heard here says whether it holds the change.
+    """
+    replica = state.replica()
+    raw = from_text(token.strip())
+    fields = parse_fields((), fields_json) if fields_json else None
+    att = verify_attestation(raw, replica.trust_store, fields=fields)
+    doc: dict[str, Any] = {
+        "valid": True,
+        "origin": att.origin,
+        "seq": att.seq,
+        "collection": att.collection,
+        "key": att.key,
+        "recorded": ms_text(att.recorded_ms),
+        "trust_checked": replica.trust_store is not None,
+        "fields_checked": fields is not None,
+    }
+    if centre:
+        key = resolve_peer(replica, centre)
+        receipt = replica.receipts().get(key)
+        doc["at_centre"] = receipt is not None and delivered(raw, receipt, centre=key)
+    if state.json:
+        emit_json(doc)
+        return
+    signer = att.origin.hex()[:16]
+    labels = {v: k for k, v in certified_labels(replica).items()}
+    out.print(
+        f"[green]valid[/]: {att.collection}/{att.key} recorded by "
+        f"{labels.get(att.origin, signer)} (change {att.seq}) at {doc['recorded']}"
+    )
+    if not doc["trust_checked"]:
+        out.print("[yellow]note:[/] open mode: the signature is checked, not the certificate")
+    if "at_centre" in doc:
+        out.print("reached the centre" if doc["at_centre"] else "not yet known at the centre")
