@@ -28,6 +28,7 @@ PUBLIC = [
     "Receipt",
     "Replica",
     "Revocation",
+    "SeqClaim",
     "SyncReport",
     "TrustStore",
     "__version__",

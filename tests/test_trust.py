@@ -356,3 +356,19 @@ def test_knowledge_counts_quarantined_changes(authority: Replica) -> None:
     send(writer, centre)
     assert centre.knowledge() == Knowledge.of(STRANGER.public_key, 1, 1)
     assert writer.pack(centre.knowledge()) == []
+
+
+def test_the_trust_collection_is_always_last_writer_wins() -> None:
+    from offsync import Identity, Replica, policies
+    from offsync.errors import UsageError
+
+    with pytest.raises(UsageError, match="always last-writer-wins"):
+        Replica.open(
+            ":memory:",
+            identity=Identity(b"\x09" * 32),
+            policies={"_trust": policies.MultiValue()},
+        )
+    rep = Replica.open(
+        ":memory:", identity=Identity(b"\x09" * 32), default_policy=policies.MultiValue()
+    )
+    assert isinstance(rep.policy("_trust"), policies.LastWriterWins)

@@ -16,7 +16,7 @@ from .identity import Identity, PublicIdentity
 from .knowledge import Knowledge
 from .limits import Limits
 from .receipt import Receipt
-from .replica import ApplyReport, Conflict, Quarantined, QuarantinedChange, Replica
+from .replica import ApplyReport, Conflict, Quarantined, QuarantinedChange, Replica, SeqClaim
 from .sync import SyncReport, sync
 from .trust import Certificate, Revocation, TrustStore, issue_certificate, revoke
 
@@ -42,6 +42,7 @@ __all__ = [
     "Receipt",
     "Replica",
     "Revocation",
+    "SeqClaim",
     "SyncReport",
     "TrustStore",
     "__version__",

@@ -190,6 +190,10 @@ class Replica:
         self.store = store
         self.identity = identity
         self.policies = dict(policies or {})
+        # Every replica must compute the same trust store from the same records.
+        trust_policy = self.policies.setdefault(TRUST_COLLECTION, LastWriterWins())
+        if type(trust_policy) is not LastWriterWins:
+            raise UsageError(f"the {TRUST_COLLECTION} collection is always last-writer-wins")
         self.default_policy = default_policy or LastWriterWins()
         self.limits = limits
         self._lock = threading.RLock()
