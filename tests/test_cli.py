@@ -240,10 +240,3 @@ def test_serve_fails_on_a_database_it_cannot_reach_before_listening(sh: Shell) -
     dsn = "postgresql://postgres@127.0.0.1:1/none?connect_timeout=2"
     failed = sh.run("--site", "pusat", "serve", "--port", "0", "--postgres", dsn, code=1)
     assert "serving" not in failed.stdout and "next:" in failed.stderr
-
-
-def test_serve_on_postgres_refuses_a_site_that_trusts_an_authority(sh: Shell) -> None:
-    sh.init("pusat", "--authority")
-    dsn = "postgresql://postgres@127.0.0.1:1/none"
-    refused = sh.run("--site", "pusat", "serve", "--postgres", dsn, code=2)
-    assert "open mode" in refused.stderr

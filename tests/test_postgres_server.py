@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from offsync import Identity, Replica, policies
+from offsync.errors import UsageError
 from offsync.sync import sync
 
 psycopg = pytest.importorskip("psycopg", reason="the postgres extra is not installed")
@@ -140,3 +141,38 @@ def test_sites_sync_with_a_multi_worker_centre(centre: tuple[str, Identity, str]
     view.close()
     for site in sites:
         site.close()
+
+
+def test_a_centre_with_authorities_quarantines_an_uncertified_site(tmp_path: Path) -> None:
+    """OFFSYNC_AUTHORITIES puts the centre's workers in trust mode."""
+    from offsync.centre import replica_from_env
+
+    schema = f"offsync_test_{uuid.uuid4().hex[:10]}_trust"
+    identity = Identity.generate(label="centre")
+    key = tmp_path / "centre.key"
+    identity.save(key, "pw", opslimit=1, memlimit=8192)
+    env = {
+        "OFFSYNC_POSTGRES": DSN,
+        "OFFSYNC_SCHEMA": schema,
+        "OFFSYNC_IDENTITY": str(key),
+        "OFFSYNC_PASSPHRASE": "pw",
+        "OFFSYNC_AUTHORITIES": identity.public_key.hex(),
+    }
+    try:
+        centre = replica_from_env(env)
+        stranger = Replica.open(":memory:", identity=Identity.generate(label="laptop"))
+        stranger.put("residents", "3519010101900001", {"name": "x"})
+        report = centre.apply(stranger.pack()[0])
+        assert (report.applied, report.quarantined) == (0, 1)
+        assert centre.get("residents", "3519010101900001") is None
+        assert [q.reason.split(":")[0] for q in centre.quarantined()] == ["trust"]
+        centre.close()
+        with pytest.raises(UsageError, match="OFFSYNC_AUTHORITIES"):
+            replica_from_env({**env, "OFFSYNC_AUTHORITIES": "not-hex"})
+    finally:
+        with psycopg.connect(DSN, autocommit=True) as conn:
+            conn.execute(
+                psycopg.sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(
+                    psycopg.sql.Identifier(schema)
+                )
+            )

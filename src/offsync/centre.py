@@ -22,6 +22,8 @@ OFFSYNC_IDENTITY           the centre's key file (required)
 OFFSYNC_PASSPHRASE(_FILE)  its passphrase, or a file holding it
 OFFSYNC_POLICIES           ``collection=policy,...`` with policies lww, fww, multi
 OFFSYNC_DEFAULT_POLICY     policy of other collections (default lww)
+OFFSYNC_AUTHORITIES        comma-separated hex keys of the trust authorities (trust
+                           mode); unset: open mode, every validly signed origin writes
 OFFSYNC_MAX_IN_FLIGHT      uploads/applies/pulls at once per worker (default 4)
 OFFSYNC_BUSY_TIMEOUT       seconds to wait for the replica before 503 (default 10)
 OFFSYNC_RETRY_AFTER        the Retry-After of a 503, seconds (default 2)
@@ -76,6 +78,11 @@ def replica_from_env(env: Mapping[str, str] | None = None) -> Replica:
     default = env.get("OFFSYNC_DEFAULT_POLICY", "lww")
     if default not in policies.BUILTIN:
         raise UsageError(f"OFFSYNC_DEFAULT_POLICY: unknown policy {default!r}")
+    authorities = [a.strip() for a in env.get("OFFSYNC_AUTHORITIES", "").split(",") if a.strip()]
+    try:
+        trust = [bytes.fromhex(a) for a in authorities] or None
+    except ValueError as exc:
+        raise UsageError("OFFSYNC_AUTHORITIES: write hex public keys separated by commas") from exc
     store = PostgresStore(
         _need(env, "OFFSYNC_POSTGRES"), schema=env.get("OFFSYNC_SCHEMA", "offsync")
     )
@@ -84,6 +91,7 @@ def replica_from_env(env: Mapping[str, str] | None = None) -> Replica:
         identity,
         _policies(env.get("OFFSYNC_POLICIES", "")),
         default_policy=policies.BUILTIN[default](),
+        trust=trust,
     )
 
 

@@ -127,11 +127,6 @@ def _serve_centre(
     from ..centre import replica_from_env
 
     site = state.site
-    if site.authorities:
-        fail(
-            "--postgres serves in open mode only, and this site trusts an authority",
-            hint="serve it without --postgres: offsync.centre has no trust setting yet",
-        )
     env = {
         "OFFSYNC_POSTGRES": dsn,
         "OFFSYNC_SCHEMA": schema,
@@ -140,11 +135,10 @@ def _serve_centre(
         "OFFSYNC_POLICIES": ",".join(f"{c}={p}" for c, p in sorted(site.policies.items())),
         "OFFSYNC_DEFAULT_POLICY": site.default_policy,
         "OFFSYNC_MAX_IN_FLIGHT": str(max_in_flight),
+        "OFFSYNC_AUTHORITIES": ",".join(site.authorities),
+        # Workers share partial uploads safely: each upload is locked per bundle id.
+        "OFFSYNC_UPLOAD_DIR": str((site.path / "uploads").resolve()),
     }
-    if workers == 1:  # partial uploads are one process's: shared, two could write one file
-        env["OFFSYNC_UPLOAD_DIR"] = str((site.path / "uploads").resolve())
-    else:
-        os.environ.pop("OFFSYNC_UPLOAD_DIR", None)
     # Open the centre here first: a wrong DSN or passphrase fails now with its exit code,
     # not in every worker; the schema is migrated once, before the workers race to it;
     # and what this site holds (its own changes, certificates) reaches the database.
