@@ -240,3 +240,18 @@ def test_serve_fails_on_a_database_it_cannot_reach_before_listening(sh: Shell) -
     dsn = "postgresql://postgres@127.0.0.1:1/none?connect_timeout=2"
     failed = sh.run("--site", "pusat", "serve", "--port", "0", "--postgres", dsn, code=1)
     assert "serving" not in failed.stdout and "next:" in failed.stderr
+
+
+def test_status_shows_a_peer_claiming_more_of_our_seqs() -> None:
+    """A site restored from an old backup learns from a receipt that it is behind."""
+    from offsync import Identity, Replica
+    from offsync.cli.status import status_document
+    from offsync.receipt import Receipt
+
+    ident = Identity(b"\x31" * 32, label="restored")
+    site = Replica.open(":memory:", identity=ident)
+    peer = Identity(b"\x32" * 32, label="district")
+    claim = Receipt.issue(peer, 1, site.knowledge().with_range(ident.public_key, 1, 5))
+    assert site.record_receipt(claim)
+    [shown] = status_document(site)["seq_claims"]
+    assert (shown["peer"], shown["seq"], shown["blocks_writing"]) == (peer.public_key, 5, True)

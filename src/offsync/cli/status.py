@@ -50,6 +50,13 @@ def status_document(replica: Replica) -> dict[str, Any]:
             for q in replica.quarantined()
         ],
         "conflicts": [f"{c.collection}/{c.key}" for c in replica.conflicts()],
+        # Peers saying they hold more of this site's changes than it has (a restore
+        # from backup, or a false claim): counted claims block writing until resolved.
+        "seq_claims": [
+            {"peer": c.peer, "seq": c.seq, "counted": c.counted, "blocks_writing": c.counted}
+            for c in replica.seq_claims()
+            if c.seq > replica.seq
+        ],
     }
 
 
@@ -99,6 +106,17 @@ def status(state: State) -> None:
         out.print("Nothing quarantined.")
     n = len(doc["conflicts"])
     out.print(f"{n} open conflict(s)" + (": see `offsync conflicts`" if n else ""))
+    for claim in doc["seq_claims"]:
+        verdict = (
+            "[red]blocks writing[/]: sync with that peer to get the changes back; if the claim "
+            "is false, revoke its key (trust mode) or move this site to a new key"
+            if claim["counted"]
+            else "not counted (the claimant is not certified)"
+        )
+        out.print(
+            f"Peer {claim['peer'][:6].hex()} says it holds this site's changes up to seq "
+            f"{claim['seq']} (this replica is at {doc['seq']}): {verdict}"
+        )
 
 
 @cli.group(cls=Group, invoke_without_command=True)
