@@ -11,6 +11,6 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 if [ ! -f "$STAMP" ] || [ "$ROOT/pyproject.toml" -nt "$STAMP" ]; then
     "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
-    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e "$ROOT[all,test,docs]"
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e "$ROOT[all,test,docs,fuzz]"
     touch "$STAMP"
 fi
