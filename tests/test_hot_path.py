@@ -179,3 +179,12 @@ def test_chunked_apply_matches_and_rolls_back_whole(
     assert (got.applied, got.conflicts) == (want.applied, want.conflicts)
     assert b.state_digest() == reference.state_digest() == a.state_digest()
     assert b.knowledge() == a.knowledge()
+
+
+def test_pack_head_matches_msgpack_for_every_width() -> None:
+    from offsync.change import ChangeId
+    from offsync.replica import _pack_head, _pack_heads
+
+    origin = bytes(range(32))
+    for seq in (1, 127, 128, 255, 256, 65535, 65536, (1 << 32) - 1, 1 << 32, (1 << 63) - 1):
+        assert _pack_head(origin, seq) == _pack_heads([ChangeId(origin, seq)]), seq

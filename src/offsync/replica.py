@@ -155,11 +155,19 @@ def _pack_heads(heads: Sequence[ChangeId]) -> bytes:
 
 
 def _pack_head(origin: bytes, seq: int) -> bytes:
-    """``_pack_heads([ChangeId(origin, seq)])``, without building the lists."""
-    if len(origin) != 32:
+    """``_pack_heads([ChangeId(origin, seq)])``, without building the lists or calling
+    msgpack (once per new record on the bulk path)."""
+    if len(origin) != 32 or not 0 < seq < 1 << 32:
         return _pack_heads([ChangeId(origin, seq)])
-    seq_bytes: bytes = msgpack.packb(seq)
-    return b"\x91\x92\xc4\x20" + origin + seq_bytes  # [[bin8(32), uint]]
+    if seq < 0x80:  # positive fixint, uint8, uint16, uint32: msgpack's shortest forms
+        tail = seq.to_bytes(1, "big")
+    elif seq < 0x100:
+        tail = b"\xcc" + seq.to_bytes(1, "big")
+    elif seq < 0x10000:
+        tail = b"\xcd" + seq.to_bytes(2, "big")
+    else:
+        tail = b"\xce" + seq.to_bytes(4, "big")
+    return b"\x91\x92\xc4\x20" + origin + tail  # [[bin8(32), uint]]
 
 
 def _unpack_heads(data: bytes) -> tuple[ChangeId, ...]:
