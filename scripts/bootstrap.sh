@@ -9,7 +9,7 @@ if [ ! -x "$VENV/bin/python" ]; then
     PY="${PYTHON:-$(command -v python3.11 || command -v python3)}"
     "$PY" -m venv "$VENV"
 fi
-if [ ! -f "$STAMP" ] || [ "$ROOT/pyproject.toml" -nt "$STAMP" ]; then
+if [ ! -f "$STAMP" ] || [ "$ROOT/pyproject.toml" -nt "$STAMP" ] || [ "${BASH_SOURCE[0]}" -nt "$STAMP" ]; then
     "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
     "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e "$ROOT[all,test,docs,fuzz]"
     touch "$STAMP"
