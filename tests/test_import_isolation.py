@@ -22,6 +22,9 @@ CORE = [
     "policies",
     "limits",
     "errors",
+    "trust",
+    "attest",
+    "httpwire",
 ]
 IO_MODULES = ["sqlite3", "socket", "ssl", "httpx", "starlette", "uvicorn", "psycopg"]
 OPTIONAL = ["httpx", "starlette", "uvicorn", "psycopg", "click", "rich"]

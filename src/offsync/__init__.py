@@ -1,7 +1,8 @@
 """offsync: keep registries working when the network does not.
 
 The protocol core (``encoding``, ``clock``, ``identity``, ``knowledge``, ``change``,
-``segment``, ``bundle``, ``receipt``, ``policies``, ``limits``, ``errors``) is sans-IO:
+``segment``, ``bundle``, ``receipt``, ``policies``, ``limits``, ``errors``, ``trust``,
+``attest``, ``httpwire``) is sans-IO:
 it turns bytes into values and values into bytes and decides merges, and never touches
 a file, socket or database. ``Replica`` ties it to a store; transports, the HTTP server
 and the command line sit around that.
