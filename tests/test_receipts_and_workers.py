@@ -1,4 +1,4 @@
-"""Fixes from review: a public replica lock, receipts from upload answers reaching the
+"""A public replica lock, receipts from upload answers reaching the
 store, receipt claims that cannot block a site in trust mode, and chunked uploads that
 several server processes (workers) serve from one upload_dir."""
 
