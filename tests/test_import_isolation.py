@@ -25,6 +25,7 @@ CORE = [
     "trust",
     "attest",
     "httpwire",
+    "segindex",
 ]
 IO_MODULES = ["sqlite3", "socket", "ssl", "httpx", "starlette", "uvicorn", "psycopg"]
 OPTIONAL = ["httpx", "starlette", "uvicorn", "psycopg", "click", "rich"]

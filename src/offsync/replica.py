@@ -37,6 +37,7 @@ from .knowledge import Interval, Knowledge
 from .limits import DEFAULT_LIMITS, Limits
 from .policies import LastWriterWins, Policy, fold
 from .receipt import Receipt
+from .segindex import HeldSegment, SegmentIndex
 from .segment import NO_PREVIOUS, Segment
 from .stores.base import IndexRow, RecordRow, SegmentRow, Store
 from .trust import TRUST_COLLECTION, TrustStore, Validator, refusal
@@ -124,15 +125,6 @@ class SeqClaim(NamedTuple):
     counted: bool
 
 
-class _Seg(NamedTuple):
-    first: int
-    last: int
-    hash: bytes
-    prev: bytes
-    status: str
-    size: int
-
-
 def _stage_range(staged: list[tuple[int, int]], first: int, last: int) -> None:
     """Add one segment's seq range to a bundle's sorted ranges of its origin; an honest
     sender never packs overlapping segments of one origin, so overlap is a fork."""
@@ -215,13 +207,13 @@ class Replica:
         self._sealed = int(store.get_meta("sealed") or b"0")  # highest own seq in a segment
         self._batch_depth = 0
         self.clock = HybridClock(int(store.get_meta("hlc") or b"0"), wall)
-        self._index: dict[bytes, list[_Seg]] = {}
+        self._index = SegmentIndex()
         # On a shared store other processes add segments too: _follow_store() catches up
         # from this cursor (see Store.segments_changed).
         rows, self._cursor = store.segments_changed(0) if store.shared else (None, 0)
         for origin, first, last, h, prev, status, size in rows or store.segment_index():
             self._index.setdefault(bytes(origin), []).append(
-                _Seg(first, last, bytes(h), bytes(prev), status, size)
+                HeldSegment(first, last, bytes(h), bytes(prev), status, size)
             )
         self._knowledge: Knowledge | None = None
         self._peer_claim = 0
@@ -329,9 +321,7 @@ class Replica:
         with self._lock:
             self._follow_store()
             if self._knowledge is None:
-                held: dict[bytes, list[Interval]] = {
-                    o: [(s.first, s.last) for s in segs] for o, segs in self._index.items()
-                }
+                held = self._index.intervals()
                 if self._seq > self._sealed:  # own changes not yet sealed
                     held.setdefault(self.id, []).append((self._sealed + 1, self._seq))
                 self._knowledge = Knowledge(held)
@@ -686,28 +676,16 @@ class Replica:
 
     def _reload_near(self, spans: Sequence[tuple[bytes, int, int]]) -> None:
         """Make the index hold what the store holds around these seq ranges: what deciding
-        on a segment there reads (``_find``, ``_overlaps``, ``_chain_problem``). Segments are
+        on a segment there reads (``SegmentIndex.find`` and ``chain_problem``). Segments are
         never deleted, so entries elsewhere are real, if perhaps not all there are."""
         for origin, first, last in spans:  # entries a rolled-back try may have added
-            segs = self._index.get(origin, [])
-            lo = bisect.bisect_left(segs, first, key=lambda s: s.first)
-            hi = bisect.bisect_right(segs, last, key=lambda s: s.first)
-            del segs[lo:hi]
+            self._index.drop_range(origin, first, last)
         self._index_upsert(self.store.segment_index_near(spans))
         self._knowledge = None
 
     def _index_upsert(self, rows: Sequence[IndexRow]) -> None:
         """Put these store index rows into the in-memory index (new, or newer status)."""
-        for origin, first, last, h, prev, status, size in rows:
-            entry = _Seg(first, last, bytes(h), bytes(prev), status, size)
-            segs = self._index.setdefault(bytes(origin), [])
-            i = bisect.bisect_left(segs, first, key=lambda s: s.first)
-            if i < len(segs) and segs[i].first == first:
-                if segs[i] == entry:
-                    continue
-                segs[i] = entry
-            else:
-                segs.insert(i, entry)
+        if self._index.upsert(rows):
             self._knowledge = None
 
     def _follow_store(self) -> None:
@@ -717,31 +695,12 @@ class Replica:
         rows, self._cursor = self.store.segments_changed(self._cursor)
         self._index_upsert(rows)
 
-    def _find(self, origin: bytes, first: int) -> _Seg | None:
-        segs = self._index.get(origin, [])
-        i = bisect.bisect_left(segs, first, key=lambda s: s.first)
-        return segs[i] if i < len(segs) and segs[i].first == first else None
-
-    def _overlaps(self, origin: bytes, first: int, last: int) -> bool:
-        segs = self._index.get(origin, [])
-        i = bisect.bisect_right(segs, last, key=lambda s: s.first)
-        return i > 0 and segs[i - 1].last >= first
-
     def _chain_problem(self, seg: Segment) -> str | None:
         """Why this segment cannot be part of its origin's chain as we hold it, if so."""
-        if seg.first_seq == 1 and seg.prev_hash != NO_PREVIOUS:
-            return "fork: first segment names a predecessor"
-        if self._overlaps(seg.origin, seg.first_seq, seg.last_seq):
-            return "fork: overlaps a different segment of the same origin"
-        if seg.origin == self.id and seg.first_seq <= self._seq and not self._recovers_own(seg):
-            return "fork: reuses seqs this site has issued"
-        segs = self._index.get(seg.origin, [])
-        i = bisect.bisect_left(segs, seg.first_seq, key=lambda s: s.first)
-        if i > 0 and segs[i - 1].last == seg.first_seq - 1 and segs[i - 1].hash != seg.prev_hash:
-            return "fork: does not chain to the previous segment"
-        if i < len(segs) and segs[i].first == seg.last_seq + 1 and segs[i].prev != seg.hash:
-            return "fork: the next segment does not chain to it"
-        return None
+        reuses_own = (
+            seg.origin == self.id and seg.first_seq <= self._seq and not self._recovers_own(seg)
+        )
+        return self._index.chain_problem(seg, reuses_own=reuses_own)
 
     def _admit(self, seg: Segment, changes: Sequence[Change]) -> str:
         """APPLIED, or the reason the segment's changes are held back (quarantine)."""
@@ -876,7 +835,7 @@ class Replica:
                             out.append(QuarantinedChange(c.id, c.collection, c.key, reason))
             return out
 
-    def _held_segment(self, origin: bytes, s: _Seg) -> list[Change]:
+    def _held_segment(self, origin: bytes, s: HeldSegment) -> list[Change]:
         seg = Segment.decode(self.store.segment_data([(origin, s.first)])[0], self.limits)
         return decode_changes(seg.changes, origin, s.first, self.limits)
 
@@ -900,7 +859,7 @@ class Replica:
             self._clock_due = None
             add: list[Change] = []
             drop: list[Change] = []
-            statuses: list[tuple[bytes, int, _Seg]] = []
+            statuses: list[tuple[bytes, int, HeldSegment]] = []
             for origin, segs in self._index.items():
                 for i, s in enumerate(segs):
                     # A trust or validator verdict changes only with its origin's rules
@@ -991,7 +950,7 @@ class Replica:
         with self.store.transaction():
             for seg in bundle.segments:
                 h = seg.hash
-                held = self._find(seg.origin, seg.first_seq)
+                held = self._index.find(seg.origin, seg.first_seq)
                 if (held is not None and held.hash == h) or staged.get(
                     (seg.origin, seg.first_seq)
                 ) == h:
@@ -1077,9 +1036,10 @@ class Replica:
         return report
 
     def _index_add(self, r: SegmentRow, size: int | None = None) -> None:
-        segs = self._index.setdefault(r.origin, [])
         size = len(r.data) if size is None else size
-        bisect.insort(segs, _Seg(r.first_seq, r.last_seq, r.hash, r.prev_hash, r.status, size))
+        self._index.add(
+            r.origin, HeldSegment(r.first_seq, r.last_seq, r.hash, r.prev_hash, r.status, size)
+        )
         self._knowledge = None
 
     # -- packing bundles ---------------------------------------------------------------
@@ -1178,7 +1138,7 @@ class Replica:
         with self._lock:
             self._seal()
             missing = self.knowledge() - (since or Knowledge())
-            plan: list[tuple[bytes, _Seg]] = []
+            plan: list[tuple[bytes, HeldSegment]] = []
             for origin, ivs in missing.intervals.items():
                 for seg in self._index.get(origin, []):
                     if seg.status.startswith("fork") or not any(
@@ -1195,7 +1155,7 @@ class Replica:
             return
         ratio = 0.5
         first_bundle = True
-        group: list[tuple[bytes, _Seg]] = []
+        group: list[tuple[bytes, HeldSegment]] = []
         raw = 0
         for item in plan:
             if group and (raw + item[1].size) * ratio + 4096 > max_bytes:
@@ -1215,7 +1175,7 @@ class Replica:
 
     def _build(
         self,
-        group: list[tuple[bytes, _Seg]],
+        group: list[tuple[bytes, HeldSegment]],
         max_bytes: int,
         recipient: bytes | None,
         forwarded: list[Receipt],
