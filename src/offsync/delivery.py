@@ -21,10 +21,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from .change import ChangeId
+from .identity import SiteRef, key_of
 from .knowledge import Knowledge
 from .receipt import Receipt
 from .replica import Replica
-from .transports.folder import Who, key_of
 
 __all__ = ["Delivery", "PeerPending", "Status"]
 
@@ -55,7 +55,7 @@ class PeerPending:
 class Delivery:
     """Answers delivery questions for ``replica``; ``centre`` names the central keys."""
 
-    def __init__(self, replica: Replica, centre: Iterable[Who]) -> None:
+    def __init__(self, replica: Replica, centre: Iterable[SiteRef]) -> None:
         self.replica = replica
         self.centre = frozenset(key_of(c) for c in centre)
 

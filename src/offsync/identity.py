@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import nacl.exceptions
 import nacl.public
@@ -20,12 +21,37 @@ import nacl.signing
 import nacl.utils
 
 from .encoding import packb, unpack_strict
-from .errors import IdentityError, RemoteDataError, SignatureError, WrongPassphraseError
+from .errors import (
+    IdentityError,
+    RemoteDataError,
+    SignatureError,
+    UsageError,
+    WrongPassphraseError,
+)
 
-__all__ = ["Identity", "PublicIdentity", "verify_signature"]
+__all__ = ["HasPublicKey", "Identity", "PublicIdentity", "SiteRef", "key_of", "verify_signature"]
 
 KEY_FILE_MAGIC = "offsync-identity"
 KEY_FILE_VERSION = 1
+
+
+class HasPublicKey(Protocol):
+    """Anything that names a site by its key: an Identity, a PublicIdentity, a Replica."""
+
+    @property
+    def public_key(self) -> bytes: ...
+
+
+#: How the API lets callers name a site: its 32-byte key, or an object that has one.
+SiteRef = bytes | HasPublicKey
+
+
+def key_of(site: SiteRef) -> bytes:
+    """The 32-byte key of a site named either way; ``UsageError`` for anything else."""
+    key = site if isinstance(site, bytes) else site.public_key
+    if type(key) is not bytes or len(key) != 32:
+        raise UsageError("a site key is 32 bytes")
+    return key
 
 
 def verify_signature(public_key: bytes, message: bytes, signature: bytes) -> None:

@@ -253,6 +253,11 @@ class Replica:
         return self.identity.public_key
 
     @property
+    def public_key(self) -> bytes:
+        """The same as ``id``: lets a replica stand wherever a site is named."""
+        return self.identity.public_key
+
+    @property
     def seq(self) -> int:
         """The last seq this site has issued."""
         return self._seq

@@ -32,7 +32,7 @@ from typing import Any, Protocol
 from .change import Change
 from .clock import MAX_HLC, hlc_millis
 from .encoding import packb
-from .identity import Identity, PublicIdentity
+from .identity import Identity, PublicIdentity, key_of
 
 __all__ = [
     "TRUST_COLLECTION",
@@ -65,14 +65,6 @@ def _in_range(value: Any, optional: bool = False) -> bool:
     if value is None:
         return optional
     return type(value) is int and 0 <= value <= MAX_HLC
-
-
-def _key_of(value: bytes | PublicIdentity | Identity) -> bytes:
-    if isinstance(value, (PublicIdentity, Identity)):
-        return value.public_key
-    if type(value) is not bytes or len(value) != 32:
-        raise ValueError("a public key is 32 bytes")
-    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,8 +171,8 @@ def certificate_fields(site: bytes | PublicIdentity | Identity, **options: Any) 
         if name in options:
             options[name] = tuple(options[name])
     if options.get("replaces") is not None:
-        options["replaces"] = _key_of(options["replaces"])
-    fields = Certificate(_key_of(site), **options).to_fields()
+        options["replaces"] = key_of(options["replaces"])
+    fields = Certificate(key_of(site), **options).to_fields()
     Certificate.from_fields(fields)  # refuse now what every replica would ignore
     return fields
 
@@ -195,7 +187,7 @@ def revocation_fields(
     """The fields of a ``_trust`` revocation record."""
     if effective_ms is None and after_seq is None:
         raise ValueError("a revocation needs effective_ms, after_seq or both")
-    fields = Revocation(_key_of(site), effective_ms, after_seq, reason).to_fields()
+    fields = Revocation(key_of(site), effective_ms, after_seq, reason).to_fields()
     Revocation.from_fields(fields)  # refuse now what every replica would ignore
     return fields
 

@@ -38,20 +38,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import TransportError, UsageError
+from ..identity import SiteRef, key_of
 from ..knowledge import Knowledge
 from ..limits import DEFAULT_LIMITS, Limits
 from ..replica import Replica
 from ..segment import hash32
 from .base import Refused
-from .folder import (
-    NAME_HEX,
-    FolderTransport,
-    Who,
-    file_name,
-    key_of,
-    peek_header,
-    write_atomically,
-)
+from .folder import NAME_HEX, FolderTransport, file_name, peek_header, write_atomically
 
 if TYPE_CHECKING:
     from ..sync import SyncReport
@@ -95,8 +88,8 @@ class DiskTransport(FolderTransport):
     def __init__(
         self,
         mount: str | os.PathLike[str],
-        me: Who,
-        peer: Who | None = None,
+        me: SiteRef,
+        peer: SiteRef | None = None,
         *,
         encrypt: bool = True,
         max_bundle_bytes: int | None = None,
@@ -287,7 +280,7 @@ class DiskTransport(FolderTransport):
 def exchange(
     replica: Replica,
     mount: str | os.PathLike[str],
-    peers: Sequence[Who] = (),
+    peers: Sequence[SiteRef] = (),
     **options: Any,
 ) -> list[SyncReport]:
     """The courier's stop at one site: import, then write for the return trip.

@@ -33,10 +33,9 @@ from pathlib import Path
 from ..bundle import BundleHeader, read_header
 from ..encoding import unpack_strict
 from ..errors import OffsyncError, RemoteDataError, TransportError, UsageError
-from ..identity import Identity, PublicIdentity
+from ..identity import SiteRef, key_of
 from ..knowledge import Knowledge
 from ..limits import DEFAULT_LIMITS, Limits
-from ..replica import Replica
 from ..segment import hash32
 from .base import Refused, Transport
 
@@ -46,18 +45,6 @@ SUFFIX = ".ofb"
 NAME_HEX = 32  # hex digits of a key or bundle id used in names (128 bits)
 _BUNDLE_NAME = re.compile(r"^[0-9a-f]{32}\.ofb$")  # NAME_HEX digits
 STALE_TEMP_SECONDS = 3600.0
-
-Who = bytes | Identity | PublicIdentity | Replica
-
-
-def key_of(who: Who) -> bytes:
-    if isinstance(who, bytes):
-        if len(who) != 32:
-            raise UsageError("a site key is 32 bytes")
-        return who
-    if isinstance(who, Replica):
-        return who.id
-    return who.public_key
 
 
 def file_name(bundle: bytes) -> str:
@@ -128,8 +115,8 @@ class FolderTransport(Transport):
     def __init__(
         self,
         root: str | os.PathLike[str],
-        me: Who,
-        peer: Who | None = None,
+        me: SiteRef,
+        peer: SiteRef | None = None,
         *,
         encrypt: bool = False,
         max_bundle_bytes: int | None = None,

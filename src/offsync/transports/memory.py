@@ -15,20 +15,12 @@ from collections.abc import Iterable, Iterator
 
 from ..bundle import read_header
 from ..errors import RemoteDataError, TransportError
-from ..identity import Identity, PublicIdentity
+from ..identity import Identity, PublicIdentity, key_of
 from ..knowledge import Knowledge
 from ..replica import Replica
 from .base import Refused, Transport
 
 __all__ = ["LoopbackTransport", "MemoryTransport"]
-
-
-def _key(who: bytes | Identity | PublicIdentity | Replica) -> bytes:
-    if isinstance(who, bytes):
-        return who
-    if isinstance(who, Replica):
-        return who.id
-    return who.public_key
 
 
 class _Mailbox:
@@ -69,7 +61,7 @@ class MemoryTransport(Transport):
     ) -> tuple[MemoryTransport, MemoryTransport]:
         """``(a's transport to b, b's transport to a)``."""
         ab, ba = _Mailbox(), _Mailbox()
-        ka, kb = _key(a), _key(b)
+        ka, kb = key_of(a), key_of(b)
         return (
             cls(ka, kb, inbox=ba, outbox=ab, encrypt=encrypt, max_bundle_bytes=max_bundle_bytes),
             cls(kb, ka, inbox=ab, outbox=ba, encrypt=encrypt, max_bundle_bytes=max_bundle_bytes),
