@@ -38,7 +38,7 @@ import msgpack
 import zstandard
 
 from offsync import Identity, Knowledge, Limits, Receipt, Replica
-from offsync.bundle import FORMAT_VERSION, MAGIC
+from offsync.bundle import frame_bundle
 from offsync.encoding import packb
 from offsync.errors import RemoteDataError
 from offsync.segment import NO_PREVIOUS, Segment
@@ -62,17 +62,7 @@ def _wrap(body: bytes, segments: int, ranges: Knowledge) -> bytes:
             "sender": FUZZER.public_key,
         }
     )
-    signed = b"".join(
-        (
-            MAGIC,
-            FORMAT_VERSION.to_bytes(2, "big"),
-            len(header).to_bytes(4, "big"),
-            header,
-            len(frame).to_bytes(4, "big"),
-            frame,
-        )
-    )
-    return signed + FUZZER.sign(signed)
+    return frame_bundle(FUZZER, header, frame)
 
 
 def _ranges_of(raw_segments: list[bytes]) -> Knowledge:

@@ -37,7 +37,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from offsync import Identity, Knowledge, Limits, Receipt, Replica
-from offsync.bundle import FORMAT_VERSION, MAGIC
+from offsync.bundle import FORMAT_VERSION, MAGIC, frame_bundle
 from offsync.encoding import packb
 from offsync.errors import (
     BundleFormatError,
@@ -121,18 +121,7 @@ def forge(
         "sender": signer.public_key,
     }
     fields.update(header or {})
-    hbytes = packb(fields)
-    signed = b"".join(
-        (
-            MAGIC,
-            FORMAT_VERSION.to_bytes(2, "big"),
-            len(hbytes).to_bytes(4, "big"),
-            hbytes,
-            len(frame).to_bytes(4, "big"),
-            frame,
-        )
-    )
-    return signed + signer.sign(signed)
+    return frame_bundle(signer, packb(fields), frame)
 
 
 def segment_of(changes: list[list[object]], signer: Identity = SITE, first: int = 1) -> bytes:

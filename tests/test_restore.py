@@ -16,7 +16,7 @@ import pytest
 import zstandard
 
 from offsync import Identity, Knowledge, Receipt, Replica
-from offsync.bundle import FORMAT_VERSION, MAGIC
+from offsync.bundle import frame_bundle
 from offsync.encoding import packb
 from offsync.errors import ForkError, SequenceReuseError, WrongPassphraseError
 from offsync.segment import NO_PREVIOUS, Segment
@@ -203,20 +203,10 @@ def test_a_bundle_with_overlapping_segments_of_one_origin_is_refused() -> None:
             "sender": SITE.public_key,
         }
     )
-    signed = b"".join(
-        (
-            MAGIC,
-            FORMAT_VERSION.to_bytes(2, "big"),
-            len(header).to_bytes(4, "big"),
-            header,
-            len(frame).to_bytes(4, "big"),
-            frame,
-        )
-    )
     rep = Replica.open(":memory:", identity=CENTRE)
     before = rep.state_digest()
     with pytest.raises(ForkError):
-        rep.apply(signed + SITE.sign(signed))
+        rep.apply(frame_bundle(SITE, header, frame))
     assert rep.state_digest() == before and rep.knowledge() == Knowledge()
 
 

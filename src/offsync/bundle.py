@@ -43,6 +43,7 @@ __all__ = [
     "Bundle",
     "BundleHeader",
     "build_bundle",
+    "frame_bundle",
     "open_bundle",
     "read_header",
 ]
@@ -154,15 +155,23 @@ def build_bundle(
         body_size=len(body),
         segments=len(segments),
     )
-    hbytes = packb(header.to_wire())
+    return frame_bundle(identity, packb(header.to_wire()), frame)
+
+
+def frame_bundle(identity: Identity, header: bytes, body: bytes) -> bytes:
+    """Frame an encoded header and body and sign them: the layout above, nothing checked.
+
+    ``build_bundle`` is the way to make a bundle; this is the framing alone, for tools
+    and tests that need bundles with headers or bodies ``build_bundle`` would not make.
+    """
     signed = b"".join(
         (
             MAGIC,
             FORMAT_VERSION.to_bytes(2, "big"),
-            len(hbytes).to_bytes(4, "big"),
-            hbytes,
-            len(frame).to_bytes(4, "big"),
-            frame,
+            len(header).to_bytes(4, "big"),
+            header,
+            len(body).to_bytes(4, "big"),
+            body,
         )
     )
     return signed + identity.sign(signed)
