@@ -183,7 +183,8 @@ def test_chunked_apply_matches_and_rolls_back_whole(
 
 def test_pack_head_matches_msgpack_for_every_width() -> None:
     from offsync.change import ChangeId
-    from offsync.replica import _pack_head, _pack_heads
+    from offsync.replica import _pack_head
+    from offsync.stores.base import pack_ids as _pack_heads
 
     origin = bytes(range(32))
     for seq in (1, 127, 128, 255, 256, 65535, 65536, (1 << 32) - 1, 1 << 32, (1 << 63) - 1):

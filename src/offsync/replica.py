@@ -39,7 +39,7 @@ from .policies import LastWriterWins, Policy, fold
 from .receipt import Receipt
 from .segindex import HeldSegment, SegmentIndex
 from .segment import NO_PREVIOUS, Segment
-from .stores.base import IndexRow, RecordRow, SegmentRow, Store
+from .stores.base import IndexRow, RecordRow, SegmentRow, Store, pack_ids, unpack_ids
 from .trust import TRUST_COLLECTION, TrustStore, Validator, refusal
 
 __all__ = [
@@ -142,15 +142,11 @@ def _array_header(n: int) -> bytes:
     return b"\xdd" + n.to_bytes(4, "big")
 
 
-def _pack_heads(heads: Sequence[ChangeId]) -> bytes:
-    return packb([[h.origin, h.seq] for h in heads])
-
-
 def _pack_head(origin: bytes, seq: int) -> bytes:
-    """``_pack_heads([ChangeId(origin, seq)])``, without building the lists or calling
+    """``pack_ids([ChangeId(origin, seq)])``, without building the lists or calling
     msgpack (once per new record on the bulk path)."""
     if len(origin) != 32 or not 0 < seq < 1 << 32:
-        return _pack_heads([ChangeId(origin, seq)])
+        return pack_ids([ChangeId(origin, seq)])
     if seq < 0x80:  # positive fixint, uint8, uint16, uint32: msgpack's shortest forms
         tail = seq.to_bytes(1, "big")
     elif seq < 0x100:
@@ -160,10 +156,6 @@ def _pack_head(origin: bytes, seq: int) -> bytes:
     else:
         tail = b"\xce" + seq.to_bytes(4, "big")
     return b"\x91\x92\xc4\x20" + origin + tail  # [[bin8(32), uint]]
-
-
-def _unpack_heads(data: bytes) -> tuple[ChangeId, ...]:
-    return tuple(ChangeId(o, s) for o, s in msgpack.unpackb(data))
 
 
 class Replica:
@@ -524,7 +516,7 @@ class Replica:
                     f"this {collection} record is first-writer-wins and already recorded;"
                     " use resolve()"  # no key in messages: keys (NIKs) are personal data
                 )
-            parents = _unpack_heads(row.heads) if row is not None else ()
+            parents = unpack_ids(row.heads) if row is not None else ()
             seq, hlc_before = self._seq + 1, self.clock.last
             change = Change(
                 self.id,
@@ -632,7 +624,7 @@ class Replica:
         for collection, key in to_merge:
             state = self.policy(collection).merge(held[collection, key])
             rows.append(
-                RecordRow(collection, key, state.fields, _pack_heads(state.heads), state.conflict)
+                RecordRow(collection, key, state.fields, pack_ids(state.heads), state.conflict)
             )
             if state.conflict:
                 conflicts.append((collection, key))
@@ -917,11 +909,11 @@ class Replica:
         for collection, key in sorted(keys):
             changes = self.store.changes_for(collection, key)
             if not changes:
-                rows.append(RecordRow(collection, key, None, _pack_heads([]), False))
+                rows.append(RecordRow(collection, key, None, pack_ids([]), False))
                 continue
             state = self.policy(collection).merge(changes)
             rows.append(
-                RecordRow(collection, key, state.fields, _pack_heads(state.heads), state.conflict)
+                RecordRow(collection, key, state.fields, pack_ids(state.heads), state.conflict)
             )
         self.store.put_records(rows)
 

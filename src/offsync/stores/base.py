@@ -12,10 +12,23 @@ from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import NamedTuple
 
-from ..change import Change
+import msgpack
+
+from ..change import Change, ChangeId
 from ..errors import StorageError
 
-__all__ = ["IndexRow", "RecordRow", "SegmentRow", "Store"]
+__all__ = ["IndexRow", "RecordRow", "SegmentRow", "Store", "pack_ids", "unpack_ids"]
+
+
+def pack_ids(ids: Sequence[ChangeId]) -> bytes:
+    """Change ids as stores keep them (a record's heads, a change's parents):
+    msgpack ``[[origin, seq], ...]``."""
+    return msgpack.packb([[i.origin, i.seq] for i in ids])  # type: ignore[no-any-return]
+
+
+def unpack_ids(data: bytes | None) -> tuple[ChangeId, ...]:
+    """The inverse of ``pack_ids``; no bytes (a change without parents) is no ids."""
+    return tuple(ChangeId(o, s) for o, s in msgpack.unpackb(data)) if data else ()
 
 
 class SegmentRow(NamedTuple):

@@ -22,11 +22,9 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import msgpack
-
-from ..change import Change, ChangeId
+from ..change import Change
 from ..errors import StorageConflictError, StorageError, UsageError
-from .base import IndexRow, RecordRow, SegmentRow, Store
+from .base import IndexRow, RecordRow, SegmentRow, Store, pack_ids, unpack_ids
 from .migrations import migrations
 
 if TYPE_CHECKING:
@@ -56,18 +54,6 @@ def lock_key(*parts: bytes) -> int:
     """A signed 64-bit advisory lock key for these parts."""
     digest = hashlib.blake2b(b"\x00".join(parts), digest_size=8, person=b"offsync-lock").digest()
     return int.from_bytes(digest, "big", signed=True)
-
-
-def _pack_parents(parents: tuple[ChangeId, ...]) -> bytes | None:
-    if not parents:
-        return None
-    return msgpack.packb([[p.origin, p.seq] for p in parents])  # type: ignore[no-any-return]
-
-
-def _unpack_parents(data: bytes | None) -> tuple[ChangeId, ...]:
-    if not data:
-        return ()
-    return tuple(ChangeId(o, s) for o, s in msgpack.unpackb(data))
 
 
 def _chunks(rows: Sequence[T], n: int = BATCH_ROWS) -> Iterator[Sequence[T]]:
@@ -382,7 +368,7 @@ class PostgresStore(Store):
                     [c.hlc for c in chunk],
                     [c.op for c in chunk],
                     [c.fields for c in chunk],
-                    [_pack_parents(c.parents) for c in chunk],
+                    [pack_ids(c.parents) if c.parents else None for c in chunk],
                 ),
             )
 
@@ -426,7 +412,7 @@ class PostgresStore(Store):
                         ck[1],
                         op,
                         None if f is None else bytes(f),
-                        _unpack_parents(p),
+                        unpack_ids(p),
                     )
                 )
         return out

@@ -8,11 +8,9 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-import msgpack
-
-from ..change import Change, ChangeId
+from ..change import Change
 from ..errors import StorageError
-from .base import RecordRow, SegmentRow, Store
+from .base import RecordRow, SegmentRow, Store, pack_ids, unpack_ids
 
 __all__ = ["SQLiteStore"]
 
@@ -58,18 +56,6 @@ _MATERIALIZE = (
 #: outgrows the page cache). The key alone sorts much faster than whole tuples, and
 #: the sort is stable, so rows for one record keep their order.
 _key_of = operator.itemgetter(1)
-
-
-def _pack_parents(parents: tuple[ChangeId, ...]) -> bytes | None:
-    if not parents:
-        return None
-    return msgpack.packb([[p.origin, p.seq] for p in parents])  # type: ignore[no-any-return]
-
-
-def _unpack_parents(data: bytes | None) -> tuple[ChangeId, ...]:
-    if not data:
-        return ()
-    return tuple(ChangeId(o, s) for o, s in msgpack.unpackb(data))
 
 
 class SQLiteStore(Store):
@@ -198,7 +184,7 @@ class SQLiteStore(Store):
                 c.hlc,
                 c.op,
                 c.fields,
-                _pack_parents(c.parents) if c.parents else None,
+                pack_ids(c.parents) if c.parents else None,
             )
             for c in changes
         ]
@@ -240,7 +226,7 @@ class SQLiteStore(Store):
                     key,
                     op,
                     None if f is None else bytes(f),
-                    _unpack_parents(p),
+                    unpack_ids(p),
                 )
         return list(out.values())
 
