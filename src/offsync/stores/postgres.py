@@ -61,6 +61,33 @@ def _chunks(rows: Sequence[T], n: int = BATCH_ROWS) -> Iterator[Sequence[T]]:
         yield rows[i : i + n]
 
 
+#: Insert record rows given as column arrays (``_record_columns``), replacing existing ones.
+_UPSERT_RECORDS = (
+    "INSERT INTO records (collection, key, fields, heads, conflict)"
+    " SELECT * FROM unnest(%s::bytea[], %s::bytea[], %s::bytea[], %s::bytea[], %s::boolean[])"
+    " ON CONFLICT (collection, key) DO UPDATE SET fields = EXCLUDED.fields,"
+    " heads = EXCLUDED.heads, conflict = EXCLUDED.conflict"
+)
+
+
+def _record_chunks(rows: Sequence[RecordRow]) -> Iterator[Sequence[RecordRow]]:
+    """Rows in key byte order (the index's order), the last of several for one record."""
+    latest = {(r.collection, r.key): r for r in rows}
+    yield from _chunks(
+        sorted(latest.values(), key=lambda r: (r.collection.encode(), r.key.encode()))
+    )
+
+
+def _record_columns(chunk: Sequence[RecordRow]) -> tuple[list[Any], ...]:
+    return (
+        [r.collection.encode() for r in chunk],
+        [r.key.encode() for r in chunk],
+        [r.fields for r in chunk],
+        [bytes(r.heads) for r in chunk],
+        [bool(r.conflict) for r in chunk],
+    )
+
+
 def _translate(exc: Exception) -> StorageError:
     errors = _psycopg().errors
     if isinstance(exc, errors.SerializationFailure | errors.DeadlockDetected):
@@ -446,47 +473,19 @@ class PostgresStore(Store):
             )
 
     def put_records(self, rows: Sequence[RecordRow]) -> None:
-        latest = {(r.collection, r.key): r for r in rows}  # several rows for one key: last wins
-        ordered = sorted(latest.values(), key=lambda r: (r.collection.encode(), r.key.encode()))
-        for chunk in _chunks(ordered):
-            self._x(
-                "INSERT INTO records (collection, key, fields, heads, conflict)"
-                " SELECT * FROM unnest(%s::bytea[], %s::bytea[], %s::bytea[], %s::bytea[],"
-                " %s::boolean[])"
-                " ON CONFLICT (collection, key) DO UPDATE SET fields = EXCLUDED.fields,"
-                " heads = EXCLUDED.heads, conflict = EXCLUDED.conflict",
-                (
-                    [r.collection.encode() for r in chunk],
-                    [r.key.encode() for r in chunk],
-                    [r.fields for r in chunk],
-                    [bytes(r.heads) for r in chunk],
-                    [bool(r.conflict) for r in chunk],
-                ),
-            )
+        for chunk in _record_chunks(rows):
+            self._x(_UPSERT_RECORDS, _record_columns(chunk))
 
     def add_new_records(self, rows: Sequence[RecordRow]) -> list[tuple[str, str]]:
         # One statement: insert, or fill the placeholder lock_records left; a record that
         # really exists is left alone and reported back for merging.
-        latest = {(r.collection, r.key): r for r in rows}
-        ordered = sorted(latest.values(), key=lambda r: (r.collection.encode(), r.key.encode()))
         written: set[tuple[bytes, bytes]] = set()
-        for chunk in _chunks(ordered):
+        for chunk in _record_chunks(rows):
             written.update(
                 (bytes(c), bytes(k))
                 for c, k in self._q(
-                    "INSERT INTO records (collection, key, fields, heads, conflict)"
-                    " SELECT * FROM unnest(%s::bytea[], %s::bytea[], %s::bytea[], %s::bytea[],"
-                    " %s::boolean[])"
-                    " ON CONFLICT (collection, key) DO UPDATE SET fields = EXCLUDED.fields,"
-                    " heads = EXCLUDED.heads, conflict = EXCLUDED.conflict"
-                    " WHERE records.heads = '' RETURNING collection, key",
-                    (
-                        [r.collection.encode() for r in chunk],
-                        [r.key.encode() for r in chunk],
-                        [r.fields for r in chunk],
-                        [bytes(r.heads) for r in chunk],
-                        [bool(r.conflict) for r in chunk],
-                    ),
+                    _UPSERT_RECORDS + " WHERE records.heads = '' RETURNING collection, key",
+                    _record_columns(chunk),
                 )
             )
         return [
