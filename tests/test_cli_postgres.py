@@ -2,7 +2,7 @@
 over one PostgreSQL database, started, synced with and stopped through the command.
 
 Needs a server (OFFSYNC_TEST_POSTGRES, default postgresql://postgres@127.0.0.1:5432/test);
-the module is skipped, saying why, when none answers (the check is test_postgres.py's).
+the module is skipped, saying why, when none answers (the check is postgres_helpers.py's).
 The centre's store lives in a fresh schema, dropped afterwards.
 """
 
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from cli_helpers import Shell, serving
-from test_postgres import DSN, _drop_schemas, psycopg
+from postgres_helpers import DSN, drop_schemas, psycopg
 
 pytestmark = pytest.mark.postgres
 
@@ -68,6 +68,6 @@ def test_serve_a_centre_on_postgres_with_two_workers(tmp_path: Path) -> None:
             row = conn.execute(query).fetchone()
         assert row is not None and row[0] == 4
     finally:
-        _drop_schemas(schema)
+        drop_schemas(schema)
     digests = {sh.json("--site", s, "status")["state_digest"] for s in ("kec-a", "kec-b")}
     assert len(digests) == 1

@@ -8,7 +8,6 @@ Every store lives in its own uniquely named schema, dropped afterwards, so that 
 from __future__ import annotations
 
 import itertools
-import os
 import uuid
 from collections.abc import Callable, Iterator
 
@@ -18,43 +17,11 @@ from offsync import Identity, Replica, policies
 from offsync.errors import StorageError
 from offsync.stores.memory import MemoryStore
 from offsync.stores.migrations import migrations
+from offsync.stores.postgres import PostgresStore
 from offsync.testing import check_store
-
-psycopg = pytest.importorskip("psycopg", reason="the postgres extra is not installed")
-
-from offsync.stores.postgres import PostgresStore  # noqa: E402
+from postgres_helpers import DSN, drop_schemas, psycopg
 
 pytestmark = pytest.mark.postgres
-
-DSN = os.environ.get("OFFSYNC_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
-
-
-def _server_problem() -> str | None:
-    try:
-        with psycopg.connect(DSN, connect_timeout=3) as conn:
-            conn.execute("SELECT 1")
-    except psycopg.Error as exc:
-        return f"no PostgreSQL server answers at OFFSYNC_TEST_POSTGRES={DSN!r}: {exc}"
-    return None
-
-
-_PROBLEM = _server_problem()
-if _PROBLEM:
-    pytest.skip(_PROBLEM, allow_module_level=True)
-
-
-def _drop_schemas(prefix: str) -> None:
-    with psycopg.connect(DSN, autocommit=True) as conn:
-        names = [
-            n
-            for (n,) in conn.execute(
-                "SELECT nspname FROM pg_namespace WHERE starts_with(nspname, %s)", (prefix,)
-            )
-        ]
-        for name in names:
-            conn.execute(
-                psycopg.sql.SQL("DROP SCHEMA {} CASCADE").format(psycopg.sql.Identifier(name))
-            )
 
 
 @pytest.fixture
@@ -63,7 +30,7 @@ def schemas() -> Iterator[Callable[[], str]]:
     prefix = f"offsync_test_{uuid.uuid4().hex[:10]}_"
     counter = itertools.count()
     yield lambda: f"{prefix}{next(counter)}"
-    _drop_schemas(prefix)
+    drop_schemas(prefix)
 
 
 @pytest.fixture

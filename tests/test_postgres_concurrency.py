@@ -22,14 +22,11 @@ import pytest
 
 from offsync import Identity, Knowledge, Replica, policies
 from offsync.errors import StorageConflictError
-
-psycopg = pytest.importorskip("psycopg", reason="the postgres extra is not installed")
-
-from offsync.stores.postgres import PostgresStore  # noqa: E402
+from offsync.stores.postgres import PostgresStore
+from postgres_helpers import DSN, drop_schemas, psycopg
 
 pytestmark = pytest.mark.postgres
 
-DSN = os.environ.get("OFFSYNC_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 POLICIES = {
     "residents": policies.LastWriterWins(),
     "doses": policies.FirstWriterWins(),
@@ -37,32 +34,12 @@ POLICIES = {
 }
 
 
-def _server_problem() -> str | None:
-    try:
-        with psycopg.connect(DSN, connect_timeout=3) as conn:
-            conn.execute("SELECT 1")
-    except psycopg.Error as exc:
-        return f"no PostgreSQL server answers at OFFSYNC_TEST_POSTGRES={DSN!r}: {exc}"
-    return None
-
-
-_PROBLEM = _server_problem()
-if _PROBLEM:
-    pytest.skip(_PROBLEM, allow_module_level=True)
-
-
 @pytest.fixture
 def schemas() -> Iterator[Callable[[], str]]:
     prefix = f"offsync_test_{uuid.uuid4().hex[:10]}_"
     counter = itertools.count()
     yield lambda: f"{prefix}{next(counter)}"
-    with psycopg.connect(DSN, autocommit=True) as conn:
-        for (name,) in conn.execute(
-            "SELECT nspname FROM pg_namespace WHERE starts_with(nspname, %s)", (prefix,)
-        ).fetchall():
-            conn.execute(
-                psycopg.sql.SQL("DROP SCHEMA {} CASCADE").format(psycopg.sql.Identifier(name))
-            )
+    drop_schemas(prefix)
 
 
 def _bundles(rng: random.Random, sites: int = 6, writes: int = 120) -> tuple[list[bytes], int]:

@@ -22,8 +22,8 @@ import pytest
 from offsync import Identity, Replica, policies
 from offsync.errors import UsageError
 from offsync.sync import sync
+from postgres_helpers import DSN, drop_schemas
 
-psycopg = pytest.importorskip("psycopg", reason="the postgres extra is not installed")
 httpx = pytest.importorskip("httpx", reason="the http extra is not installed")
 
 from offsync.stores.postgres import PostgresStore  # noqa: E402
@@ -31,22 +31,7 @@ from offsync.transports.http import HTTPTransport  # noqa: E402
 
 pytestmark = pytest.mark.postgres
 
-DSN = os.environ.get("OFFSYNC_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 POLICIES = {"residents": policies.LastWriterWins(), "doses": policies.FirstWriterWins()}
-
-
-def _server_problem() -> str | None:
-    try:
-        with psycopg.connect(DSN, connect_timeout=3) as conn:
-            conn.execute("SELECT 1")
-    except psycopg.Error as exc:
-        return f"no PostgreSQL server answers at OFFSYNC_TEST_POSTGRES={DSN!r}: {exc}"
-    return None
-
-
-_PROBLEM = _server_problem()
-if _PROBLEM:
-    pytest.skip(_PROBLEM, allow_module_level=True)
 
 
 def _free_port() -> int:
@@ -99,12 +84,7 @@ def centre(tmp_path: Path) -> Iterator[tuple[str, Identity, str]]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-        with psycopg.connect(DSN, autocommit=True) as conn:
-            conn.execute(
-                psycopg.sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(
-                    psycopg.sql.Identifier(schema)
-                )
-            )
+        drop_schemas(schema)
 
 
 def test_sites_sync_with_a_multi_worker_centre(centre: tuple[str, Identity, str]) -> None:
@@ -170,9 +150,4 @@ def test_a_centre_with_authorities_quarantines_an_uncertified_site(tmp_path: Pat
         with pytest.raises(UsageError, match="OFFSYNC_AUTHORITIES"):
             replica_from_env({**env, "OFFSYNC_AUTHORITIES": "not-hex"})
     finally:
-        with psycopg.connect(DSN, autocommit=True) as conn:
-            conn.execute(
-                psycopg.sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(
-                    psycopg.sql.Identifier(schema)
-                )
-            )
+        drop_schemas(schema)
