@@ -344,3 +344,22 @@ def test_receipts_are_passed_on_in_the_header() -> None:
     assert BundleHeader.from_wire(wire, Limits()) == bundle.header
     with pytest.raises(BundleFormatError):
         BundleHeader.from_wire({**wire, "receipts": []}, Limits())
+
+
+def test_peek_header_reads_the_header_alone_and_checks_no_signature() -> None:
+    from offsync import Identity, Replica
+    from offsync.bundle import peek_header
+    from offsync.errors import BundleFormatError, SignatureError
+
+    rep = Replica.open(":memory:", identity=Identity(b"\x44" * 32, label="peek"))
+    rep.put("residents", "1", {"name": "x"})
+    [bundle] = rep.pack()
+    header, _ = read_header(bundle)
+    hlen = int.from_bytes(bundle[8:12], "big")
+    assert peek_header(bundle[: 12 + hlen]) == header
+    forged = bundle[:-1] + bytes([bundle[-1] ^ 1])
+    with pytest.raises(SignatureError):
+        read_header(forged)
+    assert peek_header(forged) == header  # bookkeeping only: it never verifies
+    with pytest.raises(BundleFormatError):
+        peek_header(bundle[: 11 + hlen])

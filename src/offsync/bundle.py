@@ -45,6 +45,7 @@ __all__ = [
     "build_bundle",
     "frame_bundle",
     "open_bundle",
+    "peek_header",
     "read_header",
 ]
 
@@ -175,6 +176,21 @@ def frame_bundle(identity: Identity, header: bytes, body: bytes) -> bytes:
         )
     )
     return signed + identity.sign(signed)
+
+
+def peek_header(prefix: bytes, limits: Limits = DEFAULT_LIMITS) -> BundleHeader:
+    """The header of a bundle from its first bytes, WITHOUT checking the bundle's
+    signature: for bookkeeping on bundles one made oneself or only counts (what is in
+    transit), never for deciding what to apply. ``prefix`` needs 12 + H bytes."""
+    if len(prefix) < _PREFIX or prefix[:6] != MAGIC:
+        raise BundleFormatError("not an offsync bundle (bad magic or too short)")
+    hlen = int.from_bytes(prefix[8:12], "big")
+    if hlen > limits.max_header_bytes:
+        raise LimitExceededError(f"bundle header of {hlen} bytes over the limit")
+    if len(prefix) < _PREFIX + hlen:
+        raise BundleFormatError("bundle truncated inside its header")
+    raw = unpack_strict(prefix[_PREFIX : _PREFIX + hlen], "bundle header")
+    return BundleHeader.from_wire(raw, limits)
 
 
 def read_header(data: bytes, limits: Limits = DEFAULT_LIMITS) -> tuple[BundleHeader, bytes]:

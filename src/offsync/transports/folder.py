@@ -31,7 +31,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from ..bundle import BundleHeader, read_header
-from ..encoding import unpack_strict
+from ..bundle import peek_header as bundle_header
 from ..errors import OffsyncError, RemoteDataError, TransportError, UsageError
 from ..identity import SiteRef, key_of
 from ..knowledge import Knowledge
@@ -62,13 +62,9 @@ def peek_header(path: Path, limits: Limits = DEFAULT_LIMITS) -> BundleHeader | N
     try:
         with path.open("rb") as f:
             prefix = f.read(12)
-            if len(prefix) != 12 or prefix[:6] != b"OFSYNC":
-                return None
-            hlen = int.from_bytes(prefix[8:12], "big")
-            if hlen > limits.max_header_bytes:
-                return None
-            raw = f.read(hlen)
-        return BundleHeader.from_wire(unpack_strict(raw, "bundle header"), limits)
+            if len(prefix) == 12:
+                prefix += f.read(min(int.from_bytes(prefix[8:12], "big"), limits.max_header_bytes))
+        return bundle_header(prefix, limits)
     except (OSError, OffsyncError):
         return None
 
