@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, contextmanager
 from typing import NamedTuple
 
 import msgpack
@@ -61,9 +61,29 @@ class Store(ABC):
     #: the store instead of trusting the copy it loaded at open (see ``Replica.apply``).
     shared: bool = False
 
-    @abstractmethod
-    def transaction(self) -> AbstractContextManager[None]:
+    _depth = 0  # transaction() blocks open; only the outermost is a real transaction
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
         """All-or-nothing block; re-entrant (inner blocks join the outer one)."""
+        if self._depth:
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+            return
+        with self._outermost():
+            self._depth = 1
+            try:
+                yield
+            finally:
+                self._depth = 0
+
+    @abstractmethod
+    def _outermost(self) -> AbstractContextManager[None]:
+        """One real transaction: committed when the block ends, rolled back (leaving the
+        store exactly as before) when it raises."""
 
     @abstractmethod
     def close(self) -> None: ...

@@ -30,7 +30,6 @@ class MemoryStore(Store):
         self._changes: dict[tuple[str, str], dict[ChangeId, Change]] = {}
         self._records: dict[tuple[str, str], RecordRow] = {}
         self._peers: dict[bytes, tuple[bytes, int, bytes, bytes]] = {}
-        self._depth = 0
         self._closed = False
 
     def _tables(self) -> tuple[Any, ...]:
@@ -58,24 +57,14 @@ class MemoryStore(Store):
             raise StorageError("store is closed")
 
     @contextmanager
-    def transaction(self) -> Iterator[None]:
+    def _outermost(self) -> Iterator[None]:
         self._check_open()
-        if self._depth:
-            self._depth += 1
-            try:
-                yield
-            finally:
-                self._depth -= 1
-            return
         saved = self._tables()
-        self._depth = 1
         try:
             yield
         except BaseException:
             self._restore(saved)
             raise
-        finally:
-            self._depth = 0
 
     def close(self) -> None:
         self._closed = True

@@ -153,7 +153,6 @@ class PostgresStore(Store):
         self.schema = schema
         self._dsn = dsn
         self._connect_timeout = max(1, int(connect_timeout))
-        self._depth = 0
         self._closed = False
         try:
             self.conn: psycopg.Connection[Any] = pg.connect(
@@ -226,24 +225,14 @@ class PostgresStore(Store):
         self._run(lambda: self.conn.execute(query, args))
 
     @contextmanager
-    def transaction(self) -> Iterator[None]:
-        if self._depth:
-            self._depth += 1
-            try:
-                yield
-            finally:
-                self._depth -= 1
-            return
+    def _outermost(self) -> Iterator[None]:
         psycopg = _psycopg()
         self._reconnect_if_lost()
-        self._depth = 1
         try:
             with self.conn.pipeline(), self.conn.transaction():
                 yield
         except psycopg.Error as exc:
             raise _translate(exc) from exc
-        finally:
-            self._depth = 0
 
     def close(self) -> None:
         self._closed = True

@@ -65,7 +65,6 @@ class SQLiteStore(Store):
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute(f"PRAGMA synchronous={synchronous}")
             self.db.execute("PRAGMA busy_timeout=30000")
-            self._depth = 0
             with self.transaction():
                 for statement in SCHEMA.split(";"):
                     if statement.strip():
@@ -85,26 +84,16 @@ class SQLiteStore(Store):
             raise StorageError(f"{path}: not a usable SQLite store ({exc})") from exc
 
     @contextmanager
-    def transaction(self) -> Iterator[None]:
-        if self._depth:
-            self._depth += 1
-            try:
-                yield
-            finally:
-                self._depth -= 1
-            return
+    def _outermost(self) -> Iterator[None]:
         self.db.execute("BEGIN IMMEDIATE")
-        self._depth = 1
         try:
             yield
         except BaseException as exc:
-            self._depth = 0
             self.db.execute("ROLLBACK")
             if isinstance(exc, sqlite3.Error):
                 raise StorageError(f"store failed, nothing was changed: {exc}") from exc
             raise
         else:
-            self._depth = 0
             try:
                 self.db.execute("COMMIT")
             except sqlite3.Error as exc:
