@@ -100,32 +100,23 @@ class Attestation:
         encoded = None if fields is None else canonical_fields(fields)
         return hmac.compare_digest(fields_digest(encoded), self.fields_digest)
 
+    def _body(self) -> list[Any]:
+        """The token's items before its signature: what is signed, and what is sent."""
+        return [
+            TOKEN_VERSION,
+            self.origin,
+            self.seq,
+            self.hlc,
+            self.collection,
+            self.key,
+            self.fields_digest,
+        ]
+
     def _signed(self) -> bytes:
-        return ATTEST_DOMAIN + packb(
-            [
-                TOKEN_VERSION,
-                self.origin,
-                self.seq,
-                self.hlc,
-                self.collection,
-                self.key,
-                self.fields_digest,
-            ]
-        )
+        return ATTEST_DOMAIN + packb(self._body())
 
     def encode(self) -> bytes:
-        return packb(
-            [
-                TOKEN_VERSION,
-                self.origin,
-                self.seq,
-                self.hlc,
-                self.collection,
-                self.key,
-                self.fields_digest,
-                self.signature,
-            ]
-        )
+        return packb([*self._body(), self.signature])
 
 
 def issue_attestation(identity: Identity, change: Change) -> bytes:
