@@ -10,11 +10,17 @@ the decoders behind the bundle signature (a random input almost never carries a 
 signature):
 
     0  raw bundle bytes                      -> Replica.apply
-    1  a bundle body (before compression)    -> wrapped in a validly signed bundle
+    1  a bundle body (array of segments)     -> wrapped in a validly signed bundle
     2  one encoded segment                   -> wrapped in a validly signed bundle
-    3  the changes of a segment              -> sealed by the fuzzer's key, bundled
+    3  the changes of a segment (columns,    -> compressed, sealed by the fuzzer's key,
+       before compression)                      bundled
     4  a receipt                             -> Receipt.decode
     5  a knowledge statement                 -> Knowledge.from_bytes
+    6  a segment block: a count byte, then   -> sealed as it is (count changes) by the
+       the zstd frame                           fuzzer's key, bundled
+
+Modes 3 and 6 reach the decoders behind a segment's signature: the columns (mode 3),
+and the bounded zstd opening of a block (mode 6: bombs, windows, trailing bytes).
 
 The invariant (``check``): an input either applies, or raises an ``offsync.errors``
 ``RemoteDataError`` and leaves the replica's visible state exactly as it was. Any
@@ -35,25 +41,23 @@ if __name__ == "__main__" and "--make-corpus" not in sys.argv:
         import offsync.replica  # noqa: F401
 
 import msgpack
-import zstandard
 
 from offsync import Identity, Knowledge, Limits, Receipt, Replica
 from offsync.bundle import frame_bundle
+from offsync.compression import compress, decompress
 from offsync.encoding import packb
 from offsync.errors import RemoteDataError
 from offsync.segment import NO_PREVIOUS, Segment
 
 FUZZER = Identity(bytes([0xF0]) * 32, "fuzzer")
 T0 = 1_700_000_000_000
-LIMITS = Limits(max_body_bytes=1 << 20, max_segments=1000, max_segment_changes=1000)
-MODES = 6
+LIMITS = Limits(max_block_bytes=1 << 20, max_segments=1000, max_segment_changes=1000)
+MODES = 7
 
 
 def _wrap(body: bytes, segments: int, ranges: Knowledge) -> bytes:
-    frame = zstandard.ZstdCompressor(write_content_size=True).compress(body)
     header = packb(
         {
-            "body_size": len(body),
             "created": 1,
             "ranges": ranges.to_wire(),
             "receipts": [Receipt.issue(FUZZER, 1, Knowledge()).encode()],
@@ -62,7 +66,7 @@ def _wrap(body: bytes, segments: int, ranges: Knowledge) -> bytes:
             "sender": FUZZER.public_key,
         }
     )
-    return frame_bundle(FUZZER, header, frame)
+    return frame_bundle(FUZZER, header, body)
 
 
 def _ranges_of(raw_segments: list[bytes]) -> Knowledge:
@@ -89,16 +93,23 @@ def to_bundle(mode: int, data: bytes) -> bytes | None:
             raw, count = [], 0
         return _wrap(data, count, _ranges_of(raw))
     if mode == 2:
-        return _wrap(msgpack.packb([data], use_bin_type=True), 1, _ranges_of([data]))
+        return _wrap(packb([data]), 1, _ranges_of([data]))
     if mode == 3:
-        try:
-            items = msgpack.unpackb(data, max_array_len=1000, max_map_len=0)
-            count = len(items) if type(items) is list and items else 1
+        try:  # as many changes as the first column (the HLCs) has items
+            items = msgpack.unpackb(data, max_array_len=1000)
+            hlcs = items[0] if type(items) is list and items else None
+            count = len(hlcs) if type(hlcs) is list and hlcs else 1
         except Exception:
             count = 1
-        seg = Segment.seal(FUZZER, 1, count, data, NO_PREVIOUS).encode()
-        return _wrap(msgpack.packb([seg], use_bin_type=True), 1, _ranges_of([seg]))
+        return _sealed(compress(data, 3), count)
+    if mode == 6:
+        return _sealed(data[1:], data[0] or 1) if data else None
     return None
+
+
+def _sealed(block: bytes, count: int) -> bytes:
+    seg = Segment.seal_block(FUZZER, 1, count, block, NO_PREVIOUS).encode()
+    return _wrap(packb([seg]), 1, _ranges_of([seg]))
 
 
 class Target:
@@ -125,8 +136,8 @@ class Target:
                 Knowledge.from_bytes(rest, LIMITS)
             else:
                 bundle = to_bundle(mode, rest)
-                assert bundle is not None
-                self.replica.apply(bundle)
+                if bundle is not None:  # None: mode 6 without even a count byte
+                    self.replica.apply(bundle)
         except RemoteDataError:
             if self.replica.state_digest() != before:
                 raise AssertionError("a refused input changed the replica") from None
@@ -139,17 +150,19 @@ def seeds() -> list[bytes]:
     writer.put("doses", "3519000000000001/1", {"vaccine": "x", "at": 1.5, "ok": True})
     writer.delete("residents", "3519000000000001")
     (bundle,) = writer.pack()
-    frame_at = 12 + int.from_bytes(bundle[8:12], "big") + 4
-    body = zstandard.ZstdDecompressor().decompress(bundle[frame_at:-64])
+    body_at = 12 + int.from_bytes(bundle[8:12], "big") + 4
+    body = bundle[body_at:-64]  # not compressed: an array of encoded segments
     segment = msgpack.unpackb(body)[0]
-    changes = Segment.decode(segment).changes
+    sealed = Segment.decode(segment)
+    columns = decompress(sealed.block, LIMITS.max_block_bytes, LIMITS, "seed block")
     return [
         b"\x00" + bundle,
         b"\x01" + body,
         b"\x02" + segment,
-        b"\x03" + changes,
+        b"\x03" + columns,
         b"\x04" + writer.receipt().encode(),
         b"\x05" + writer.knowledge().to_bytes(),
+        b"\x06" + bytes([sealed.count]) + sealed.block,
     ]
 
 

@@ -4,12 +4,23 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgpack
 import pytest
 import zstandard
 
 from offsync import Replica
-from offsync.bundle import MAGIC, Bundle, BundleHeader, build_bundle, open_bundle, read_header
-from offsync.change import PUT, Change, decode_changes, encode_changes
+from offsync.bundle import (
+    FORMAT_VERSION,
+    HEADER_KEYS,
+    MAGIC,
+    Bundle,
+    BundleHeader,
+    build_bundle,
+    open_bundle,
+    read_header,
+)
+from offsync.change import PUT, Change, encode_changes
+from offsync.compression import compress
 from offsync.encoding import canonical_fields, packb
 from offsync.errors import (
     BundleFormatError,
@@ -30,14 +41,26 @@ STRANGER = Identity(bytes([9]) * 32, "stranger")
 CREATED = 1_700_000_000_000 << 16
 
 
-def segment(first: int = 1, n: int = 2, prev: bytes = NO_PREVIOUS) -> Segment:
-    changes = [
+def changes_of(first: int = 1, n: int = 2) -> list[Change]:
+    return [
         Change(
             SENDER.public_key, first + i, CREATED + i, "c", f"k{i}", PUT, canonical_fields({"v": i})
         )
         for i in range(n)
     ]
-    return Segment.seal(SENDER, first, n, encode_changes(changes), prev)
+
+
+def segment(first: int = 1, n: int = 2, prev: bytes = NO_PREVIOUS) -> Segment:
+    return Segment.seal(SENDER, changes_of(first, n), prev, 3)
+
+
+#: The uncompressed columns of ``changes_of()``: content for hand-made zstd frames.
+COLUMNS = encode_changes(changes_of())
+
+
+def with_block(block: bytes) -> Segment:
+    """Seqs 1-2 validly signed by SENDER around any block, as a hostile origin could."""
+    return Segment.seal_block(SENDER, 1, 2, block, NO_PREVIOUS)
 
 
 def make(
@@ -62,7 +85,7 @@ def make(
 
 
 def frame(
-    header: dict[str, Any], body: bytes, signer: Identity = SENDER, version: int = 1
+    header: dict[str, Any], body: bytes, signer: Identity = SENDER, version: int = FORMAT_VERSION
 ) -> bytes:
     """Frame and sign arbitrary header and body bytes, as a hostile sender could."""
     h = packb(header)
@@ -71,9 +94,8 @@ def frame(
     return signed + signer.sign(signed)
 
 
-def header_of(body_size: int, segments: int = 0, **extra: Any) -> dict[str, Any]:
+def header_of(segments: int = 0, **extra: Any) -> dict[str, Any]:
     head = {
-        "body_size": body_size,
         "created": CREATED,
         "ranges": [],
         "receipts": [Receipt.issue(SENDER, CREATED, Knowledge()).encode()],
@@ -85,22 +107,27 @@ def header_of(body_size: int, segments: int = 0, **extra: Any) -> dict[str, Any]
     return head
 
 
-def raw_zstd_frame(content: bytes, declared: int, window_log: int | None = None) -> bytes:
-    """A hand-made zstd frame holding ``content`` in one raw block, declaring any size."""
+def raw_zstd_frame(
+    content: bytes,
+    declared: int,
+    window_log: int | None = None,
+    *,
+    dict_id: int = 0,
+    block_type: int = 0,
+) -> bytes:
+    """A hand-made zstd frame holding ``content`` in one raw block, declaring any size
+    (and, to test their refusal, any window, a dictionary id or a reserved block type)."""
+    descriptor = 0b1100_0000 | (1 if dict_id else 0)  # 8-byte content size, 1-byte dict id
     if window_log is None:  # single segment: the window is the declared size
-        return (
-            b"\x28\xb5\x2f\xfd"
-            + bytes([0b1110_0000])  # 8-byte content size, single segment
-            + declared.to_bytes(8, "little")
-            + ((len(content) << 3) | 1).to_bytes(3, "little")  # last, raw block
-            + content
-        )
+        head = bytes([descriptor | 0b0010_0000])
+    else:  # a window descriptor follows
+        head = bytes([descriptor, (window_log - 10) << 3])
     return (
         b"\x28\xb5\x2f\xfd"
-        + bytes([0b1100_0000])  # 8-byte content size, window descriptor follows
-        + bytes([(window_log - 10) << 3])
+        + head
+        + (bytes([dict_id]) if dict_id else b"")
         + declared.to_bytes(8, "little")
-        + ((len(content) << 3) | 1).to_bytes(3, "little")
+        + ((len(content) << 3) | (block_type << 1) | 1).to_bytes(3, "little")  # last block
         + content
     )
 
@@ -125,21 +152,25 @@ def test_build_and_open() -> None:
     assert h.knowledge == h.receipts[0].knowledge
     header, body = read_header(data)
     assert header == h
-    assert body[:4] == b"\x28\xb5\x2f\xfd"
-    changes = decode_changes(bundle.segments[0].changes, SENDER.public_key, 1)
-    assert [c.key for c in changes] == ["k0", "k1"]
+    # The body is not compressed again: the segments travel as their origin sealed them.
+    assert body == packb([s.encode() for s in segs])
+    assert bundle.segments[0].open_changes() == changes_of(1, 2)
+    assert bundle.segments[1].open_changes() == changes_of(3, 1)
 
 
 def test_framing_layout() -> None:
     data = make()
     assert data[:6] == b"OFSYNC"
-    assert data[6:8] == b"\x00\x01"
+    assert data[6:8] == b"\x00\x02" == FORMAT_VERSION.to_bytes(2, "big")
     hlen = int.from_bytes(data[8:12], "big")
     header = data[12 : 12 + hlen]
     blen = int.from_bytes(data[12 + hlen : 16 + hlen], "big")
     assert 16 + hlen + blen + 64 == len(data)
     verify_signature(SENDER.public_key, data[:-64], data[-64:])
     assert header == packb(read_header(data)[0].to_wire())
+    assert HEADER_KEYS == ("created", "ranges", "receipts", "recipient", "segments", "sender")
+    assert tuple(msgpack.unpackb(header)) == HEADER_KEYS  # no body_size any more
+    assert data[16 + hlen : 16 + hlen + blen] == packb([segment().encode()])
 
 
 def test_empty_bundle_carries_a_receipt() -> None:
@@ -156,7 +187,9 @@ def test_encrypted_round_trip() -> None:
     # a relay can read and verify the header without the key
     header, _ = read_header(data)
     assert header.recipient == RECIPIENT.public_key
-    assert segment().changes not in data
+    assert segment().encode() in make()  # in the clear without a recipient ...
+    assert segment().block not in data  # ... and not with one
+    assert segment().encode() not in data
 
 
 def test_encrypted_for_another_site() -> None:
@@ -169,7 +202,7 @@ def test_encrypted_for_another_site() -> None:
 
 def test_encrypted_body_that_does_not_open() -> None:
     # Validly signed by the sender, but the body is not a sealed box for the recipient.
-    head = header_of(3, recipient=RECIPIENT.public_key)
+    head = header_of(recipient=RECIPIENT.public_key)
     with pytest.raises(DecryptionError):
         open_bundle(frame(head, b"\x00" * 80), RECIPIENT)
 
@@ -218,11 +251,16 @@ def test_wrong_magic_and_version() -> None:
     data = make()
     with pytest.raises(BundleFormatError, match="magic"):
         open_bundle(b"OFSYNX" + data[6:])
-    with pytest.raises(BundleFormatError, match="version"):
-        open_bundle(data[:6] + b"\x00\x02" + data[8:])
-    # A correctly signed bundle of a future version is refused too.
-    with pytest.raises(BundleFormatError, match="version"):
-        open_bundle(frame(header_of(0), b"", version=2))
+    for version in (b"\x00\x01", b"\x00\x03"):
+        with pytest.raises(BundleFormatError, match="version"):
+            open_bundle(data[:6] + version + data[8:])
+    # Correctly signed bundles of format 1 (a compressed body, a body_size in the
+    # header) and of a future version are refused too.
+    old = frame({"body_size": 1, **header_of()}, compress(packb([]), 3), version=1)
+    with pytest.raises(BundleFormatError, match="version 1"):
+        open_bundle(old)
+    with pytest.raises(BundleFormatError, match="version 3"):
+        open_bundle(frame(header_of(), packb([]), version=3))
 
 
 def test_not_bytes() -> None:
@@ -231,66 +269,59 @@ def test_not_bytes() -> None:
 
 
 def test_signature_by_someone_else() -> None:
-    body = zstandard.ZstdCompressor(write_content_size=True).compress(packb([]))
-    good = frame(header_of(1), body)
+    body = packb([])
+    good = frame(header_of(), body)
     open_bundle(good)
     with pytest.raises(SignatureError):
-        open_bundle(frame(header_of(1), body, signer=STRANGER))
+        open_bundle(frame(header_of(), body, signer=STRANGER))
 
 
 def test_header_must_be_canonical_and_complete() -> None:
-    body = zstandard.ZstdCompressor(write_content_size=True).compress(packb([]))
-    head = header_of(1)
+    body = packb([])
+    open_bundle(frame(header_of(), body))
+    head = header_of()
     del head["created"]
     with pytest.raises(BundleFormatError):
         open_bundle(frame(head, body))
     with pytest.raises(BundleFormatError):
-        open_bundle(frame({**header_of(1), "extra": 1}, body))
+        open_bundle(frame({**header_of(), "extra": 1}, body))
+    with pytest.raises(BundleFormatError):  # format 1's header key, in a format 2 bundle
+        open_bundle(frame({"body_size": len(body), **header_of()}, body))
+    with pytest.raises(BundleFormatError):  # keys out of canonical order
+        open_bundle(frame(dict(reversed(header_of().items())), body))
     with pytest.raises(BundleFormatError):  # receipt of someone else first
         open_bundle(
-            frame(header_of(1, receipts=[Receipt.issue(STRANGER, 1, Knowledge()).encode()]), body)
+            frame(header_of(receipts=[Receipt.issue(STRANGER, 1, Knowledge()).encode()]), body)
         )
     with pytest.raises(BundleFormatError):  # ranges that the body does not carry
-        open_bundle(
-            frame(header_of(1, ranges=Knowledge.of(SENDER.public_key, 1, 1).to_wire()), body)
-        )
+        open_bundle(frame(header_of(ranges=Knowledge.of(SENDER.public_key, 1, 1).to_wire()), body))
     with pytest.raises(BundleFormatError):  # declared segment count differs
-        open_bundle(frame(header_of(1, segments=1), body))
+        open_bundle(frame(header_of(segments=1), body))
 
 
-def test_zstd_frame_declaring_a_size_over_the_limit() -> None:
-    huge = 1 << 40
-    with pytest.raises(LimitExceededError):
-        open_bundle(frame(header_of(huge), raw_zstd_frame(b"\x90", huge)))
-    # Under a tighter limit, a modest declared size is refused the same way.
-    small = raw_zstd_frame(b"\x90", 1)
-    open_bundle(frame(header_of(1), small))
-    with pytest.raises(LimitExceededError):
-        open_bundle(frame(header_of(1), small), limits=Limits(max_body_bytes=0))
-
-
-def test_zstd_frame_disagreeing_with_the_header() -> None:
-    with pytest.raises(BundleFormatError):
-        open_bundle(frame(header_of(1), raw_zstd_frame(b"\x90", 1 << 30)))
-    with pytest.raises(BundleFormatError):  # declares 2 bytes, holds 1
-        open_bundle(frame(header_of(2), raw_zstd_frame(b"\x90", 2)))
-
-
-def test_zstd_window_too_large() -> None:
-    ok = raw_zstd_frame(b"\x90", 1, window_log=20)
-    open_bundle(frame(header_of(1), ok))
-    big_window = raw_zstd_frame(b"\x90", 1, window_log=30)
-    with pytest.raises(LimitExceededError, match="window"):
-        open_bundle(frame(header_of(1), big_window))
-    with pytest.raises(LimitExceededError, match="window"):
-        open_bundle(frame(header_of(1), ok), limits=Limits(max_window_bytes=1 << 19))
-
-
-def test_zstd_body_problems() -> None:
-    good = raw_zstd_frame(b"\x90", 1)
-    for body in (b"", b"not zstd at all", good + b"\x00", good[:-1], good + good):
+def test_body_must_be_a_canonical_array_of_segments() -> None:
+    seg = segment().encode()
+    good = packb([seg])
+    assert good[:2] == b"\x91\xc4"  # fixarray of one bin8
+    head = header_of(1, ranges=Knowledge.of(SENDER.public_key, 1, 2).to_wire())
+    assert open_bundle(frame(head, good)).segments == [segment()]
+    bodies = (
+        compress(good, 3),  # compressed, as in format 1
+        b"\xdc\x00\x01" + good[1:],  # array16 for one item
+        b"\x91\xc5" + len(seg).to_bytes(2, "big") + seg,  # bin16 for a short segment
+        good + b"\x00",
+        good[:-1],
+        b"",
+    )
+    for body in bodies:
         with pytest.raises(BundleFormatError):
-            open_bundle(frame(header_of(1), body))
+            open_bundle(frame(head, body))
+
+
+def test_body_holding_a_msgpack_timestamp_is_refused() -> None:
+    body = b"\x91\xd6\xff\x00\x00\x00\x00"  # [timestamp32 0]: one item, not a bin
+    with pytest.raises(BundleFormatError):
+        open_bundle(frame(header_of(segments=1), body))
 
 
 def test_bundle_limits() -> None:
@@ -306,11 +337,76 @@ def test_bundle_limits() -> None:
 
 
 def test_body_must_hold_encoded_segments() -> None:
-    for value in ([1], [[1, 2]], {"a": 1}):
-        body = packb(value)
-        z = zstandard.ZstdCompressor(write_content_size=True).compress(body)
+    for value in ([1], [[1, 2]], {"a": 1}, [b"not a segment"]):
         with pytest.raises(BundleFormatError):
-            open_bundle(frame(header_of(len(body), segments=1), z))
+            open_bundle(frame(header_of(segments=1), packb(value)))
+
+
+# -- segment blocks: the zstd frames inside a validly signed bundle ------------------------
+
+
+def test_block_declaring_a_size_over_the_limit() -> None:
+    huge = 1 << 40
+    seg = with_block(raw_zstd_frame(COLUMNS, huge))
+    seg.verify()
+    bundle = open_bundle(make([seg]))  # opening a bundle opens no block ...
+    with pytest.raises(LimitExceededError):
+        bundle.segments[0].open_changes()  # ... each is opened, within limits, on its own
+    rep = Replica.open(":memory:", identity=RECIPIENT)
+    digest = rep.state_digest()
+    with pytest.raises(LimitExceededError):
+        rep.apply(make([seg]))
+    assert rep.state_digest() == digest and not rep.knowledge()
+    # Under a tighter limit, a modest declared size is refused the same way.
+    exact = with_block(raw_zstd_frame(COLUMNS, len(COLUMNS)))
+    assert exact.open_changes() == changes_of()
+    assert exact.open_changes(Limits(max_block_bytes=len(COLUMNS))) == changes_of()
+    with pytest.raises(LimitExceededError):
+        exact.open_changes(Limits(max_block_bytes=len(COLUMNS) - 1))
+
+
+def test_block_disagreeing_with_its_declared_size() -> None:
+    for declared in (len(COLUMNS) - 1, len(COLUMNS) + 1, 1 << 20):
+        with pytest.raises(BundleFormatError):
+            with_block(raw_zstd_frame(COLUMNS, declared)).open_changes()
+
+
+def test_block_window_too_large() -> None:
+    ok = with_block(raw_zstd_frame(COLUMNS, len(COLUMNS), window_log=20))
+    assert ok.open_changes() == changes_of()
+    big_window = with_block(raw_zstd_frame(COLUMNS, len(COLUMNS), window_log=30))
+    with pytest.raises(LimitExceededError, match="window"):
+        big_window.open_changes()
+    with pytest.raises(LimitExceededError, match="window"):
+        ok.open_changes(Limits(max_window_bytes=1 << 19))
+
+
+def test_block_frame_problems() -> None:
+    good = raw_zstd_frame(COLUMNS, len(COLUMNS))
+    assert with_block(good).open_changes() == changes_of()
+    checked = zstandard.ZstdCompressor(write_checksum=True).compress(COLUMNS)
+    assert with_block(checked).open_changes() == changes_of()  # a checksum is allowed
+    unsized = zstandard.ZstdCompressor(write_content_size=False).compress(COLUMNS)
+    assert zstandard.get_frame_parameters(unsized).content_size == zstandard.CONTENTSIZE_UNKNOWN
+    blocks: dict[bytes, str | None] = {  # block: what the refusal says
+        b"": "not a zstd frame",
+        b"not zstd at all": "not a zstd frame",
+        COLUMNS: "not a zstd frame",  # the columns uncompressed
+        good + b"\x00": "after the zstd frame",
+        good[:-1]: None,  # truncated
+        good + good: "after the zstd frame",
+        unsized: "declare its content size",
+        raw_zstd_frame(COLUMNS, len(COLUMNS), dict_id=7): "dictionaries",
+        raw_zstd_frame(COLUMNS, len(COLUMNS), block_type=3): "reserved block type",
+        checked[:-1] + bytes([checked[-1] ^ 1]): "does not decompress",  # bad checksum
+        checked + b"\x00": "after the zstd frame",
+        good[:5]: "damaged zstd frame header",
+    }
+    for block, says in blocks.items():
+        seg = with_block(block)
+        seg.verify()
+        with pytest.raises(BundleFormatError, match=says):
+            seg.open_changes()
 
 
 # -- receipts ----------------------------------------------------------------------------

@@ -16,7 +16,7 @@ import pytest
 from offsync import Identity, Knowledge, Receipt, Replica
 from offsync.attest import issue_attestation, read_attestation
 from offsync.bundle import build_bundle, read_header
-from offsync.change import Change, decode_changes
+from offsync.change import PUT, Change, decode_changes, encode_changes
 from offsync.clock import MAX_HLC, HybridClock
 from offsync.encoding import packb
 from offsync.errors import BundleFormatError
@@ -51,12 +51,22 @@ def centre(path: Path) -> Replica:
     return rep
 
 
-def change_wire(hlc: int) -> list[object]:
-    return [hlc, "residents", "3519000000000002", 0, packb({"name": "x"}), []]
+def change(hlc: int, seq: int = 1) -> Change:
+    return Change(
+        SENDER.public_key, seq, hlc, "residents", "3519000000000002", PUT, packb({"name": "x"})
+    )
 
 
-def segment(changes: list[list[object]], signer: Identity = SENDER) -> bytes:
-    return Segment.seal(signer, 1, len(changes), packb(changes), NO_PREVIOUS).encode()
+def columns(*hlcs: int) -> bytes:
+    """The encoded changes (columns, uncompressed) of one change per HLC: on the wire an
+    HLC is a delta from the one before, so each value is checked after summing."""
+    return encode_changes([change(hlc, i + 1) for i, hlc in enumerate(hlcs)])
+
+
+def segment(changes: list[Change], signer: Identity = SENDER) -> bytes:
+    """The changes as seqs 1.. of ``signer``, validly sealed whatever their HLCs."""
+    own = [c._replace(origin=signer.public_key, seq=i + 1) for i, c in enumerate(changes)]
+    return Segment.seal(signer, own, NO_PREVIOUS, 3).encode()
 
 
 def bundle(
@@ -99,27 +109,35 @@ def test_passed_on_receipt_created_2_63_is_refused(tmp_path: Path) -> None:
 
 def test_own_receipt_created_2_63_is_refused(tmp_path: Path) -> None:
     rep = centre(tmp_path)
-    refused(rep, bundle([segment([change_wire(T0 << 16)])], own_created=TOO_BIG))
+    refused(rep, bundle([segment([change(T0 << 16)])], own_created=TOO_BIG))
     rep.close()
 
 
 def test_header_created_2_63_is_refused(tmp_path: Path) -> None:
     rep = centre(tmp_path)
-    refused(rep, bundle([segment([change_wire(T0 << 16)])], created=TOO_BIG))
+    refused(rep, bundle([segment([change(T0 << 16)])], created=TOO_BIG))
     rep.close()
 
 
 def test_change_hlc_2_63_in_a_signed_segment_is_refused(tmp_path: Path) -> None:
     rep = centre(tmp_path)
-    good = change_wire(T0 << 16)
-    refused(rep, bundle([segment([good, change_wire(TOO_BIG)])]))
+    good = change(T0 << 16)
+    refused(rep, bundle([segment([good, change(TOO_BIG)])]))
+    refused(rep, bundle([segment([change(TOO_BIG)])]))  # the first HLC is not a delta
+    refused(rep, bundle([segment([good, change(-1)])]))  # a delta below 0
     rep.close()
 
 
 def test_largest_hlc_is_accepted_by_the_decoders() -> None:
     assert MAX_HLC == TOO_BIG - 1
-    (c,) = decode_changes(packb([change_wire(MAX_HLC)]), SENDER.public_key, 1)
+    (c,) = decode_changes(columns(MAX_HLC), SENDER.public_key, 1)
     assert c.hlc == MAX_HLC
+    # The largest HLC reached through deltas, and from it back down to 0.
+    assert [x.hlc for x in decode_changes(columns(5, MAX_HLC, 0), SENDER.public_key, 1)] == [
+        5,
+        MAX_HLC,
+        0,
+    ]
     r = Receipt.issue(OTHER, MAX_HLC, Knowledge())
     assert Receipt.decode(r.encode()).created == MAX_HLC
     header, _ = read_header(bundle(receipts=[r], own_created=MAX_HLC, created=MAX_HLC))
@@ -136,7 +154,7 @@ def test_largest_hlc_is_stored_not_crashed(tmp_path: Path) -> None:
     rep = centre(tmp_path)
     before = rep.state_digest()
     passed_on = Receipt.issue(OTHER, MAX_HLC, Knowledge({OTHER.public_key: [(1, 2)]}))
-    report = rep.apply(bundle([segment([change_wire(MAX_HLC)])], receipts=[passed_on]))
+    report = rep.apply(bundle([segment([change(MAX_HLC)])], receipts=[passed_on]))
     assert report.quarantined == 1
     assert rep.state_digest() == before
     assert rep.receipts()[OTHER.public_key].created == MAX_HLC
@@ -145,8 +163,15 @@ def test_largest_hlc_is_stored_not_crashed(tmp_path: Path) -> None:
 
 
 def test_decoders_refuse_2_63_directly() -> None:
-    with pytest.raises(BundleFormatError):
-        decode_changes(packb([change_wire(TOO_BIG)]), SENDER.public_key, 1)
+    with pytest.raises(BundleFormatError, match="hlc"):
+        decode_changes(columns(TOO_BIG), SENDER.public_key, 1)
+    # Deltas that are each small but sum past the range, or below 0.
+    with pytest.raises(BundleFormatError, match="hlc"):
+        decode_changes(columns(MAX_HLC, TOO_BIG), SENDER.public_key, 1)
+    with pytest.raises(BundleFormatError, match="hlc"):
+        decode_changes(columns(MAX_HLC, MAX_HLC + 1, MAX_HLC), SENDER.public_key, 1)
+    with pytest.raises(BundleFormatError, match="hlc"):
+        decode_changes(columns(3, -1, 5), SENDER.public_key, 1)
     with pytest.raises(BundleFormatError):
         Receipt.decode(Receipt.issue(OTHER, TOO_BIG, Knowledge()).encode())
     token = issue_attestation(

@@ -10,9 +10,13 @@ every single-bit flip                  SignatureError or BundleFormatError (fram
 every truncation                       BundleFormatError (or LimitExceededError when the
                                        cut leaves a length field over a limit)
 random bytes                           BundleFormatError
-decompression bomb                     LimitExceededError (declared size over the limit)
-frame that lies about its size         BundleFormatError
-deeply nested msgpack (fields)         LimitExceededError
+decompression bomb (a segment block)   LimitExceededError (declared size over the limit),
+                                       before anything is decompressed
+bomb that hides its size               BundleFormatError (no declared size)
+block that lies about its size         BundleFormatError
+huge zstd window                       LimitExceededError
+odd blocks (not zstd, trailing bytes)  BundleFormatError
+deeply nested msgpack (columns)        LimitExceededError
 deeply nested msgpack (body)           BundleFormatError
 oversized msgpack (too many segments)  LimitExceededError
 huge declared lengths                  LimitExceededError / BundleFormatError
@@ -28,6 +32,7 @@ expired certificate                    quarantine "validity: certificate expired
 
 from __future__ import annotations
 
+import tracemalloc
 from collections.abc import Sequence
 
 import msgpack
@@ -38,6 +43,8 @@ from hypothesis import strategies as st
 
 from offsync import Identity, Knowledge, Limits, Receipt, Replica
 from offsync.bundle import FORMAT_VERSION, MAGIC, frame_bundle
+from offsync.change import DELETE, PUT, Change, decode_changes, encode_changes
+from offsync.compression import compress
 from offsync.encoding import packb
 from offsync.errors import (
     BundleFormatError,
@@ -82,7 +89,7 @@ def target(**options: object) -> Replica:
 
 
 def small_bundle() -> bytes:
-    """About 1 KB: a few records, compressed, signed."""
+    """Under 1 KB: a few records in one segment, its block compressed, signed."""
     writer = site_replica()
     for i in range(6):
         writer.put(
@@ -98,21 +105,17 @@ def forge(
     signer: Identity,
     segments: Sequence[bytes],
     *,
-    frame: bytes | None = None,
     body: bytes | None = None,
     header: dict[str, object] | None = None,
 ) -> bytes:
     """A bundle validly signed by ``signer`` around arbitrary content."""
     if body is None:
-        body = msgpack.packb(list(segments), use_bin_type=True)
-    if frame is None:
-        frame = zstandard.ZstdCompressor(write_content_size=True).compress(body)
+        body = packb(list(segments))
     carried: dict[bytes, list[tuple[int, int]]] = {}
     for raw in segments:
         seg = Segment.decode(raw)
         carried.setdefault(seg.origin, []).append((seg.first_seq, seg.last_seq))
     fields: dict[str, object] = {
-        "body_size": len(body),
         "created": 1,
         "ranges": Knowledge(carried).to_wire(),
         "receipts": [Receipt.issue(signer, 1, Knowledge()).encode()],
@@ -121,12 +124,43 @@ def forge(
         "sender": signer.public_key,
     }
     fields.update(header or {})
-    return frame_bundle(signer, packb(fields), frame)
+    return frame_bundle(signer, packb(fields), body)
 
 
-def segment_of(changes: list[list[object]], signer: Identity = SITE, first: int = 1) -> bytes:
-    data = packb(changes)
-    return Segment.seal(signer, first, len(changes), data, NO_PREVIOUS).encode()
+def put(key: str, fields: dict[str, object], collection: str = "residents") -> Change:
+    return Change(SITE.public_key, 1, 1, collection, key, PUT, packb(fields))
+
+
+def delete(key: str, collection: str = "c") -> Change:
+    return Change(SITE.public_key, 1, 1, collection, key, DELETE, None)
+
+
+def segment_of(changes: list[Change], signer: Identity = SITE, first: int = 1) -> bytes:
+    """The changes as seqs ``first``.. of ``signer``, validly sealed whatever they hold."""
+    own = [c._replace(origin=signer.public_key, seq=first + i) for i, c in enumerate(changes)]
+    return Segment.seal(signer, own, NO_PREVIOUS, 3).encode()
+
+
+def block_segment(block: bytes, signer: Identity = MALLORY, count: int = 1) -> bytes:
+    """A segment validly signed by ``signer`` around any block (a hostile zstd frame)."""
+    return Segment.seal_block(signer, 1, count, block, NO_PREVIOUS).encode()
+
+
+def raw_frame(content: bytes, declared: int, window_log: int | None = None) -> bytes:
+    """A hand-made zstd frame: ``content`` in one raw block, declaring any size (and,
+    with ``window_log``, any window)."""
+    descriptor = (
+        bytes([0b1110_0000])  # 8-byte content size, single segment: the window is that size
+        if window_log is None
+        else bytes([0b1100_0000, (window_log - 10) << 3])  # 8-byte size, window descriptor
+    )
+    return (
+        b"\x28\xb5\x2f\xfd"
+        + descriptor
+        + declared.to_bytes(8, "little")
+        + ((len(content) << 3) | 1).to_bytes(3, "little")  # last, raw block
+        + content
+    )
 
 
 def refuse(rep: Replica, data: bytes) -> type[OffsyncError]:
@@ -205,54 +239,137 @@ def _shared_target() -> Replica:
     return _TARGET[0]
 
 
-# -- decompression bombs, nesting, sizes -------------------------------------------------
+# -- decompression bombs, odd blocks, nesting, sizes ------------------------------------
+#
+# A bundle body is not compressed; each segment's block is one zstd frame compressed by
+# the segment's origin. So a bomb is a block, validly signed by whoever made it, inside
+# a validly signed bundle: the replica must refuse it from the frame header alone.
+
+#: The columns of one valid put: the content of hand-made blocks.
+ONE_PUT = encode_changes([put("3519000000000001", {"name": "x"})])
 
 
-def test_decompression_bomb_is_refused_before_decompressing() -> None:
-    rep = target(limits=Limits(max_body_bytes=1 << 20))
-    bomb_body = bytes(32 << 20)  # 32 MiB of zeros, a few KB compressed
-    frame = zstandard.ZstdCompressor(write_content_size=True).compress(bomb_body)
+def _never_decompress(*args: object, **kwargs: object) -> None:
+    raise AssertionError("a hostile frame reached the decompressor")
+
+
+def test_decompression_bomb_is_refused_before_decompressing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    rep = target(limits=Limits(max_block_bytes=1 << 20))
+    bomb_block = bytes(32 << 20)  # 32 MiB of zeros, a few KB compressed
+    frame = zstandard.ZstdCompressor(write_content_size=True).compress(bomb_block)
     assert len(frame) < 64 * 1024
-    assert refuse(rep, forge(MALLORY, [], frame=frame, body=bomb_body)) is LimitExceededError
+    bomb = block_segment(frame)
+    with monkeypatch.context() as patched:
+        patched.setattr(zstandard, "ZstdDecompressor", _never_decompress)
+        assert refuse(rep, forge(MALLORY, [bomb])) is LimitExceededError
+    # Behind a good segment of another origin, the whole bundle is refused ...
+    good = segment_of([put("3519000000000001", {"name": "good"})])
+    assert refuse(rep, forge(MALLORY, [good, bomb])) is LimitExceededError
+    assert rep.apply(forge(MALLORY, [good])).applied == 1  # ... the good one alone applies
+    # Within the default limit the same frame is decompressed (and is no valid block).
+    assert refuse(target(), forge(MALLORY, [bomb])) is BundleFormatError
 
 
-def test_bomb_that_hides_its_size_is_refused() -> None:
-    rep = target(limits=Limits(max_body_bytes=1 << 20))
-    bomb_body = bytes(32 << 20)
-    frame = zstandard.ZstdCompressor(write_content_size=False).compress(bomb_body)
-    # The header claims a small body; the frame declares no size at all.
-    bundle = forge(MALLORY, [], frame=frame, body=msgpack.packb([]))
-    assert refuse(rep, bundle) is BundleFormatError
+def test_bomb_that_hides_its_size_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    rep = target(limits=Limits(max_block_bytes=1 << 20))
+    frame = zstandard.ZstdCompressor(write_content_size=False).compress(bytes(32 << 20))
+    assert zstandard.get_frame_parameters(frame).content_size == zstandard.CONTENTSIZE_UNKNOWN
+    monkeypatch.setattr(zstandard, "ZstdDecompressor", _never_decompress)
+    assert refuse(rep, forge(MALLORY, [block_segment(frame)])) is BundleFormatError
 
 
-def test_frame_that_lies_about_its_size_is_refused() -> None:
+def test_block_that_lies_about_its_size_is_refused() -> None:
     rep = target()
-    body = msgpack.packb([])
-    frame = zstandard.ZstdCompressor(write_content_size=True).compress(body + b"\x00" * 100)
-    assert refuse(rep, forge(MALLORY, [], frame=frame, body=body)) is BundleFormatError
+    for declared in (len(ONE_PUT) - 1, len(ONE_PUT) + 100):
+        lying = block_segment(raw_frame(ONE_PUT, declared))
+        assert refuse(rep, forge(MALLORY, [lying])) is BundleFormatError
+    honest = block_segment(raw_frame(ONE_PUT, len(ONE_PUT)))
+    assert rep.apply(forge(MALLORY, [honest])).applied == 1
 
 
 def test_huge_window_is_refused() -> None:
     rep = target(limits=Limits(max_window_bytes=1 << 20))
-    body = bytes(300)
-    # A hand-made frame: declared size 300, window 128 MiB, one raw block.
-    header = (
-        b"\x28\xb5\x2f\xfd" + b"\x40" + bytes([(27 - 10) << 3]) + (300 - 256).to_bytes(2, "little")
-    )
-    frame = header + ((300 << 3) | 1).to_bytes(3, "little") + body
+    # A hand-made frame of a valid block: window 128 MiB, one raw block.
+    frame = raw_frame(ONE_PUT, len(ONE_PUT), window_log=27)
     assert zstandard.get_frame_parameters(frame).window_size == 1 << 27
-    assert refuse(rep, forge(MALLORY, [], frame=frame, body=body)) is LimitExceededError
+    assert refuse(rep, forge(MALLORY, [block_segment(frame)])) is LimitExceededError
+    within = raw_frame(ONE_PUT, len(ONE_PUT), window_log=20)
+    assert rep.apply(forge(MALLORY, [block_segment(within)])).applied == 1
+
+
+@pytest.mark.parametrize(
+    "block",
+    [
+        b"",
+        b"not zstd at all",
+        ONE_PUT,  # the columns, uncompressed
+        compress(ONE_PUT, 3) + b"\x00",  # trailing bytes after the frame
+        compress(ONE_PUT, 3) * 2,  # two frames
+        compress(ONE_PUT, 3)[:-1],
+    ],
+    ids=["empty", "not-zstd", "uncompressed", "trailing", "two-frames", "truncated"],
+)
+def test_odd_blocks_are_refused(block: bytes) -> None:
+    rep = _shared_target()
+    assert refuse(rep, forge(MALLORY, [block_segment(block)])) is BundleFormatError
 
 
 def nested(depth: int) -> bytes:
     return b"\x91" * depth + b"\xc0"
 
 
-def test_deeply_nested_fields_are_refused() -> None:
+def columns_with_value(value: bytes) -> bytes:
+    """Hand-made columns of one put whose one field ``name`` holds the msgpack ``value``."""
+    return (
+        b"\x99"  # the 9 columns
+        + packb([1])  # hlc
+        + packb(["residents"])
+        + packb([0])
+        + packb([0])
+        + packb(["3519000000000001"])
+        + packb([["name"]])  # one shape, with the one leaf "name"
+        + packb([0])
+        + b"\x91\x91\x92\xc0\x91"  # the shape's one column: [nil, [value]]
+        + value
+        + packb([[]])  # no parents
+    )
+
+
+def test_deeply_nested_columns_are_refused() -> None:
     rep = target()
-    fields = b"\x81\xa1a" + nested(100_000)
-    seg = segment_of([[1, "residents", "3519000000000001", 0, fields, []]], MALLORY)
+    assert columns_with_value(packb("x")) == ONE_PUT
+    deep = columns_with_value(nested(100_000))
+    seg = block_segment(compress(deep, 3))
     assert refuse(rep, forge(MALLORY, [seg])) is LimitExceededError
+
+
+def test_front_coded_keys_are_checked_before_they_are_all_built() -> None:
+    """Each key may keep all of the key before it: an over-long key must be refused
+    without first building every later key from it (n keys of L bytes from n + L)."""
+    n, long = 200, 100_000
+    columns = packb(
+        [
+            [1] + [0] * (n - 1),
+            ["c"],
+            [0] * n,
+            [0, *range(long, long + n - 1)],  # each key keeps the whole key before ...
+            ["k" * long] + ["x"] * (n - 1),  # ... and adds one character
+            [],
+            [None] * n,  # deletes
+            [],
+            [[]] * n,
+        ]
+    )
+    tracemalloc.start()
+    try:
+        with pytest.raises(LimitExceededError):
+            decode_changes(columns, MALLORY.public_key, 1)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 10 * len(columns)
 
 
 def test_deeply_nested_body_is_refused() -> None:
@@ -275,11 +392,15 @@ def test_deeply_nested_header_is_refused() -> None:
 
 def test_oversized_msgpack_is_refused() -> None:
     rep = target(limits=Limits(max_segments=10, max_segment_changes=5))
-    many = [segment_of([[1, "c", "k", 1, None, []]], MALLORY, first=i) for i in range(1, 12)]
+    many = [segment_of([delete("k")], MALLORY, first=i) for i in range(1, 12)]
     assert refuse(rep, forge(MALLORY, many)) is LimitExceededError
-    long_segment = segment_of([[1, "c", f"k{i}", 1, None, []] for i in range(6)], MALLORY)
+    six = [delete(f"k{i}") for i in range(6)]
+    long_segment = segment_of(six, MALLORY)
     assert refuse(rep, forge(MALLORY, [long_segment])) is LimitExceededError
-    big_key = segment_of([[1, "c", "k" * 10_000, 1, None, []]], MALLORY)
+    # Claiming 5 changes (within the limit) around a block that holds 6.
+    understated = block_segment(compress(encode_changes(six), 3), count=5)
+    assert refuse(rep, forge(MALLORY, [understated])) is LimitExceededError
+    big_key = segment_of([delete("k" * 10_000)], MALLORY)
     assert refuse(rep, forge(MALLORY, [big_key])) is LimitExceededError
 
 
@@ -295,8 +416,9 @@ def test_huge_declared_lengths_are_refused() -> None:
     # A msgpack array header declaring 2**32 - 1 segments in a tiny body.
     body = b"\xdd\xff\xff\xff\xff"
     assert refuse(rep, forge(MALLORY, [], body=body)) is BundleFormatError
-    # A header declaring an enormous body.
-    assert refuse(rep, forge(MALLORY, [], header={"body_size": 1 << 40})) is LimitExceededError
+    # A segment block declaring an enormous decompressed size.
+    enormous = block_segment(raw_frame(ONE_PUT, 1 << 40))
+    assert refuse(rep, forge(MALLORY, [enormous])) is LimitExceededError
     # A segment claiming more changes than the limit.
     sig = bytes(64)
     claim = msgpack.packb([SITE.public_key, 1, 1 << 40, NO_PREVIOUS, b"", sig])
@@ -332,23 +454,26 @@ def test_forged_sender_is_refused() -> None:
     forged = bundle[:-64] + MALLORY.sign(bundle[:-64])
     assert refuse(rep, forged) is SignatureError
     # A segment claiming SITE as origin but signed by Mallory, in Mallory's own bundle.
-    data = packb([[1, "residents", "3519000000000001", 0, packb({"name": "x"}), []]])
-    fake = Segment(SITE.public_key, 1, 1, NO_PREVIOUS, data, MALLORY.sign(b"anything")).encode()
-    assert refuse(rep, forge(MALLORY, [fake])) is SignatureError
+    block = compress(ONE_PUT, 3)
+    fake = Segment(SITE.public_key, 1, 1, NO_PREVIOUS, block, MALLORY.sign(b"anything"))
+    assert refuse(rep, forge(MALLORY, [fake.encode()])) is SignatureError
+    # Mallory's signature over exactly the message SITE would have signed.
+    fake = Segment(SITE.public_key, 1, 1, NO_PREVIOUS, block, MALLORY.sign(fake.signing_message))
+    assert refuse(rep, forge(MALLORY, [fake.encode()])) is SignatureError
 
 
 def test_segment_spliced_from_another_bundle_is_refused() -> None:
     rep = target()
     first, second = small_bundle(), _other_bundle()
-    seg_a = msgpack.unpackb(zstandard.ZstdDecompressor().decompress(_frame(first)))[0]
-    seg_b = msgpack.unpackb(zstandard.ZstdDecompressor().decompress(_frame(second)))[0]
+    seg_a = msgpack.unpackb(_body(first))[0]
+    seg_b = msgpack.unpackb(_body(second))[0]
     # Splice raw bytes of one bundle's body into the other, keeping its signature.
-    spliced = first.replace(_frame(first), _frame(second))
+    spliced = first.replace(_body(first), _body(second))
     assert refuse(rep, spliced) in (SignatureError, BundleFormatError)
     # Re-signed by a relay, but the segment mixes one segment's changes with another's
     # signature: the origin's signature no longer covers it.
     a, b = Segment.decode(seg_a), Segment.decode(seg_b)
-    chimera = Segment(a.origin, a.first_seq, a.last_seq, a.prev_hash, b.changes, a.signature)
+    chimera = Segment(a.origin, a.first_seq, a.last_seq, a.prev_hash, b.block, a.signature)
     assert refuse(rep, forge(MALLORY, [chimera.encode()])) is SignatureError
     # A segment passed on byte for byte by a relay is fine: that is how relays work.
     assert rep.apply(forge(MALLORY, [seg_a])).applied == a.count
@@ -361,7 +486,7 @@ def _other_bundle() -> bytes:
     return bundle
 
 
-def _frame(bundle: bytes) -> bytes:
+def _body(bundle: bytes) -> bytes:
     hlen = int.from_bytes(bundle[8:12], "big")
     at = 12 + hlen
     blen = int.from_bytes(bundle[at : at + 4], "big")

@@ -17,9 +17,9 @@ from offsync import Identity, Knowledge, Replica, policies
 from offsync.bundle import build_bundle
 from offsync.change import PUT, Change, ChangeId
 from offsync.encoding import canonical_fields, packb
-from offsync.errors import SignatureError
+from offsync.errors import SignatureError, StorageError
 from offsync.segment import Segment
-from offsync.stores.base import RecordRow
+from offsync.stores.base import RecordRow, first_record
 from offsync.stores.memory import MemoryStore
 from offsync.stores.sqlite import SCHEMA_VERSION, SQLiteStore
 
@@ -32,6 +32,7 @@ def _change(seq: int, key: str, value: int) -> Change:
 
 
 def _row(c: Change) -> RecordRow:
+    """The record a change makes alone, built plainly (not with the store's shortcut)."""
     return RecordRow(c.collection, c.key, c.fields, packb([[c.origin, c.seq]]), False)
 
 
@@ -39,9 +40,10 @@ def test_sole_change_is_read_moved_and_taken_back(tmp_path: Path) -> None:
     s = SQLiteStore(str(tmp_path / "s.sqlite"))
     a, b = _change(1, "a", 1), _change(2, "b", 2)
     with s.transaction():
-        assert s.add_first_changes([a, b], [_row(a), _row(b)]) == []
+        assert s.add_first_changes([a, b]) == []
     assert s.changes_for("residents", "a") == [a]
-    assert s.get_record("residents", "a") == _row(a)
+    assert s.get_record("residents", "a") == _row(a) == first_record(a)
+    assert list(s.iter_records()) == [_row(a), _row(b)]
     # Replacing the row keeps the change (it moves to the changes table).
     with s.transaction():
         s.put_records([_row(a)._replace(fields=canonical_fields({"v": 9}))])
@@ -60,13 +62,27 @@ def test_add_first_changes_reports_records_that_exist() -> None:
     s = SQLiteStore(":memory:")
     held, again, new = _change(1, "a", 1), _change(2, "a", 2), _change(3, "c", 3)
     with s.transaction():
-        s.add_first_changes([held], [_row(held)])
-        got = s.add_first_changes([again, new], [_row(again), _row(new)])
-        assert s.add_first_changes([held], [_row(held)]) == []  # exactly what is there
+        s.add_first_changes([held])
+        got = s.add_first_changes([again, new])
+        assert s.add_first_changes([held]) == []  # exactly what is there
     assert got == [("residents", "a")]
     assert s.get_record("residents", "a") == _row(held)  # untouched
     assert sorted(c.seq for c in s.changes_for("residents", "a")) == [1, 2]
     assert s.changes_for("residents", "c") == [new]
+
+
+def test_first_changes_of_several_origins_match_a_plain_store() -> None:
+    other = bytes(range(1, 33))
+    a, c = _change(1, "a", 1), _change(2, "c", 3)
+    b = _change(1, "b", 2)._replace(origin=other)
+    clash = _change(2, "a", 4)._replace(origin=other)  # a record ``a`` already made
+    for s in (SQLiteStore(":memory:"), MemoryStore()):
+        with s.transaction():
+            assert s.add_first_changes([a, b, c]) == []
+            assert s.add_first_changes([clash]) == [("residents", "a")]
+        assert list(s.iter_records()) == [_row(a), _row(b), _row(c)]
+        assert sorted(s.changes_for("residents", "a")) == sorted([a, clash])
+        assert s.changes_for("residents", "b") == [b]
 
 
 def test_a_failed_transaction_leaves_no_sole_change() -> None:
@@ -74,33 +90,62 @@ def test_a_failed_transaction_leaves_no_sole_change() -> None:
     a = _change(1, "a", 1)
     try:
         with s.transaction():
-            s.add_first_changes([a], [_row(a)])
+            s.add_first_changes([a])
             raise RuntimeError("abort")
     except RuntimeError:
         pass
     assert s.changes_for("residents", "a") == [] and s.get_record("residents", "a") is None
 
 
-def test_schema_1_file_is_migrated(tmp_path: Path) -> None:
-    path = tmp_path / "old.sqlite"
+def _old_store_file(path: Path, version: int) -> None:
+    """A store file as an offsync of that schema left it (format-1 segments in it)."""
     db = sqlite3.connect(path)
     db.executescript(
         "CREATE TABLE meta (name TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;"
         "CREATE TABLE records (collection TEXT NOT NULL, key TEXT NOT NULL, fields BLOB,"
         " heads BLOB NOT NULL, conflict INTEGER NOT NULL, PRIMARY KEY (collection, key))"
         " WITHOUT ROWID;"
-        "INSERT INTO meta VALUES ('schema_version', CAST('1' AS BLOB));"
     )
+    db.execute("INSERT INTO meta VALUES ('schema_version', CAST(? AS BLOB))", (str(version),))
     db.execute("INSERT INTO records VALUES ('residents', 'a', NULL, X'90', 0)")
     db.commit()
     db.close()
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_format_1_store_files_are_refused(tmp_path: Path, version: int) -> None:
+    assert SCHEMA_VERSION == 3
+    path = tmp_path / "old.sqlite"
+    _old_store_file(path, version)
+    with pytest.raises(StorageError, match="format 1") as info:
+        SQLiteStore(str(path))
+    assert f"schema {version}" in str(info.value)
+    with pytest.raises(StorageError, match="format 1"):
+        Replica.open(str(path), identity=Identity(bytes([3]) * 32))
+    # Refused, not altered: the file is as the old offsync left it.
+    db = sqlite3.connect(path)
+    assert db.execute("SELECT value FROM meta").fetchall() == [(str(version).encode(),)]
+    assert db.execute("SELECT name FROM sqlite_master WHERE name = 'origins'").fetchall() == []
+    assert db.execute("SELECT * FROM records").fetchall() == [("residents", "a", None, b"\x90", 0)]
+    db.close()
+
+
+def test_store_files_of_this_schema_open_and_of_a_later_one_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite"
     s = SQLiteStore(str(path))
     assert s.get_meta("schema_version") == str(SCHEMA_VERSION).encode()
-    assert s.get_record("residents", "a") == RecordRow("residents", "a", None, b"\x90", False)
     a = _change(1, "b", 1)
     with s.transaction():
-        s.add_first_changes([a], [_row(a)])
+        s.add_first_changes([a])
+    s.close()
+    s = SQLiteStore(str(path))  # reopened as is
     assert s.changes_for("residents", "b") == [a]
+    s.close()
+    later = tmp_path / "later.sqlite"
+    _old_store_file(later, SCHEMA_VERSION + 1)
+    with pytest.raises(StorageError, match=f"schema {SCHEMA_VERSION + 1}") as info:
+        SQLiteStore(str(later))
+    assert "format 1" not in str(info.value)
 
 
 def _replicas(tmp_path: Path, ident: Identity) -> tuple[Replica, Replica]:
@@ -161,7 +206,7 @@ def test_chunked_apply_matches_and_rolls_back_whole(
     data = a.store.segment_data([(a.id, f) for f in good])
     last = Segment.decode(data[-1])
     forged = Segment(
-        last.origin, last.first_seq, last.last_seq, last.prev_hash, last.changes, bytes(64)
+        last.origin, last.first_seq, last.last_seq, last.prev_hash, last.block, bytes(64)
     ).encode()
     ranges = Knowledge({a.id: [(good[0], last.last_seq)]})
     bad = build_bundle(
@@ -181,11 +226,12 @@ def test_chunked_apply_matches_and_rolls_back_whole(
     assert b.knowledge() == a.knowledge()
 
 
-def test_pack_head_matches_msgpack_for_every_width() -> None:
-    from offsync.change import ChangeId
-    from offsync.replica import _pack_head
-    from offsync.stores.base import pack_ids as _pack_heads
+def test_sole_head_matches_msgpack_for_every_width() -> None:
+    from offsync.stores.base import pack_ids, sole_head
 
     origin = bytes(range(32))
     for seq in (1, 127, 128, 255, 256, 65535, 65536, (1 << 32) - 1, 1 << 32, (1 << 63) - 1):
-        assert _pack_head(origin, seq) == _pack_heads([ChangeId(origin, seq)]), seq
+        assert sole_head(origin, seq) == pack_ids([ChangeId(origin, seq)]), seq
+        assert sole_head(origin, seq) == packb([[origin, seq]]), seq
+        c = _change(1, "k", 1)._replace(seq=seq)
+        assert first_record(c) == _row(c), seq

@@ -11,13 +11,11 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import msgpack
 import pytest
-import zstandard
 
 from offsync import Identity, Knowledge, Receipt, Replica
-from offsync.bundle import frame_bundle
-from offsync.encoding import packb
+from offsync.bundle import build_bundle, open_bundle
+from offsync.change import DELETE, Change
 from offsync.errors import ForkError, SequenceReuseError, WrongPassphraseError
 from offsync.segment import NO_PREVIOUS, Segment
 
@@ -186,28 +184,35 @@ def test_fork_evidence_survives_reopening(tmp_path: Path) -> None:
 
 def test_a_bundle_with_overlapping_segments_of_one_origin_is_refused() -> None:
     def seal(first: int, keys: list[str]) -> bytes:
-        data = packb([[1, "residents", k, 1, None, []] for k in keys])
-        return Segment.seal(SITE, first, len(keys), data, NO_PREVIOUS).encode()
+        deletes = [
+            Change(SITE.public_key, first + i, 1, "residents", k, DELETE, None)
+            for i, k in enumerate(keys)
+        ]
+        return Segment.seal(SITE, deletes, NO_PREVIOUS, 3).encode()
 
     segments = [seal(1, ["a", "b", "c"]), seal(2, ["x"])]
-    body = msgpack.packb(segments, use_bin_type=True)
-    frame = zstandard.ZstdCompressor(write_content_size=True).compress(body)
-    header = packb(
-        {
-            "body_size": len(body),
-            "created": 1,
-            "ranges": Knowledge.of(SITE.public_key, 1, 3).to_wire(),
-            "receipts": [Receipt.issue(SITE, 1, Knowledge()).encode()],
-            "recipient": None,
-            "segments": 2,
-            "sender": SITE.public_key,
-        }
+    # Validly framed and signed: seqs 1-3 and 2 together are the ranges 1-3.
+    bundle = build_bundle(
+        SITE,
+        segments,
+        ranges=Knowledge.of(SITE.public_key, 1, 3),
+        receipts=[Receipt.issue(SITE, 1, Knowledge())],
+        created=1,
     )
+    assert len(open_bundle(bundle).segments) == 2
     rep = Replica.open(":memory:", identity=CENTRE)
     before = rep.state_digest()
     with pytest.raises(ForkError):
-        rep.apply(frame_bundle(SITE, header, frame))
+        rep.apply(bundle)
     assert rep.state_digest() == before and rep.knowledge() == Knowledge()
+    # Either segment alone applies.
+    for one in segments:
+        alone = Replica.open(":memory:", identity=CENTRE)
+        seg = Segment.decode(one)
+        only = Knowledge.of(SITE.public_key, seg.first_seq, seg.last_seq)
+        receipt = Receipt.issue(SITE, 1, Knowledge())
+        data = build_bundle(SITE, [one], ranges=only, receipts=[receipt], created=1)
+        assert alone.apply(data).applied == seg.count
 
 
 def test_key_file_backups_are_encrypted(tmp_path: Path) -> None:

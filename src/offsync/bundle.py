@@ -7,13 +7,16 @@ Layout (all integers big-endian; docs/spec.md is normative)::
     hlen     4  header length H
     header   H  canonical msgpack map
     blen     4  body length B
-    body     B  one zstd frame (sealed-box encrypted when the header names a recipient)
+    body     B  msgpack array of encoded segments (sealed-box encrypted when the
+                header names a recipient)
     sig     64  ed25519 signature by header["sender"] over every byte before it
 
-Opening a bundle checks framing and limits, verifies the sender's signature over the
-exact bytes, and only then decrypts and decompresses, after checking the zstd frame's
-declared size and window against the limits. Nothing is allocated from a size that
-has not been checked first.
+The body is not compressed again: each segment's changes are already a zstd frame,
+compressed once by their origin (segment.py). Opening a bundle checks framing and
+limits, verifies the sender's signature over the exact bytes, and only then decrypts
+and parses; segment blocks are decompressed later, one at a time, each after its
+origin's signature is checked. Nothing is allocated from a size that has not been
+checked first.
 """
 
 from __future__ import annotations
@@ -26,7 +29,6 @@ import msgpack
 import nacl.exceptions
 import nacl.public
 import nacl.signing
-import zstandard
 
 from .clock import MAX_HLC
 from .encoding import packb, unpack_strict
@@ -50,11 +52,10 @@ __all__ = [
 ]
 
 MAGIC = b"OFSYNC"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 SIG_BYTES = 64
 _PREFIX = 12  # magic + version + hlen
-_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
-HEADER_KEYS = ("body_size", "created", "ranges", "receipts", "recipient", "segments", "sender")
+HEADER_KEYS = ("created", "ranges", "receipts", "recipient", "segments", "sender")
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +65,6 @@ class BundleHeader:
     created: int
     ranges: Knowledge
     receipts: tuple[Receipt, ...]  # the sender's own first, then ones it passes on
-    body_size: int
     segments: int
 
     @property
@@ -74,7 +74,6 @@ class BundleHeader:
 
     def to_wire(self) -> dict[str, Any]:
         return {
-            "body_size": self.body_size,
             "created": self.created,
             "ranges": self.ranges.to_wire(),
             "receipts": [r.encode() for r in self.receipts],
@@ -92,12 +91,10 @@ class BundleHeader:
             raise BundleFormatError("header sender must be a 32-byte key")
         if recipient is not None and (type(recipient) is not bytes or len(recipient) != 32):
             raise BundleFormatError("header recipient must be nil or a 32-byte key")
-        for name in ("created", "body_size", "segments"):
+        for name in ("created", "segments"):
             v = value[name]
             if type(v) is not int or not 0 <= v <= MAX_HLC:
                 raise BundleFormatError(f"header {name} must be an integer in [0, 2^63)")
-        if value["body_size"] > limits.max_body_bytes:
-            raise LimitExceededError(f"declared body of {value['body_size']} bytes over the limit")
         if value["segments"] > limits.max_segments:
             raise LimitExceededError(f"more than {limits.max_segments} segments in a bundle")
         raw_receipts = value["receipts"]
@@ -114,7 +111,6 @@ class BundleHeader:
             created=value["created"],
             ranges=Knowledge.from_wire(value["ranges"], limits),
             receipts=receipts,
-            body_size=value["body_size"],
             segments=value["segments"],
         )
 
@@ -137,26 +133,21 @@ def build_bundle(
     receipts: Sequence[Receipt],
     created: int,
     recipient: bytes | None = None,
-    level: int = 3,
 ) -> bytes:
-    """Frame, compress, optionally encrypt and sign encoded segments."""
-    body = msgpack.packb(list(segments), use_bin_type=True)
-    frame = zstandard.ZstdCompressor(
-        level=level, write_content_size=True, write_checksum=True
-    ).compress(body)
+    """Frame, optionally encrypt, and sign encoded segments."""
+    body = packb(list(segments))
     if recipient is not None:
         box_key = nacl.signing.VerifyKey(recipient).to_curve25519_public_key()
-        frame = bytes(nacl.public.SealedBox(box_key).encrypt(frame))
+        body = bytes(nacl.public.SealedBox(box_key).encrypt(body))
     header = BundleHeader(
         sender=identity.public_key,
         recipient=recipient,
         created=created,
         ranges=ranges,
         receipts=tuple(receipts),
-        body_size=len(body),
         segments=len(segments),
     )
-    return frame_bundle(identity, packb(header.to_wire()), frame)
+    return frame_bundle(identity, packb(header.to_wire()), body)
 
 
 def frame_bundle(identity: Identity, header: bytes, body: bytes) -> bytes:
@@ -240,65 +231,21 @@ def read_header(data: bytes, limits: Limits = DEFAULT_LIMITS) -> tuple[BundleHea
     return header, data[body_at:end]
 
 
-def _zstd_frame_length(frame: bytes) -> int:
-    """Length of the single zstd frame at the start of ``frame`` (RFC 8878 section 3.1)."""
-    try:
-        pos = zstandard.frame_header_size(frame)
-    except zstandard.ZstdError as exc:
-        raise BundleFormatError("body is not a zstd frame") from exc
-    checksum = frame[4] & 0x04
-    while True:
-        if pos + 3 > len(frame):
-            raise BundleFormatError("zstd frame truncated")
-        bh = int.from_bytes(frame[pos : pos + 3], "little")
-        last, btype, bsize = bh & 1, (bh >> 1) & 3, bh >> 3
-        pos += 3 + (1 if btype == 1 else bsize)
-        if btype == 3:
-            raise BundleFormatError("zstd frame uses a reserved block type")
-        if last:
-            break
-    return pos + (4 if checksum else 0)
-
-
-def _decompress(frame: bytes, declared: int, limits: Limits) -> bytes:
-    if frame[:4] != _ZSTD_MAGIC:
-        raise BundleFormatError("body is not a zstd frame")
-    try:
-        params = zstandard.get_frame_parameters(frame)
-    except zstandard.ZstdError as exc:
-        raise BundleFormatError("body has a damaged zstd frame header") from exc
-    if params.content_size != declared:
-        raise BundleFormatError("zstd frame size differs from the header's body_size")
-    if params.content_size > limits.max_body_bytes:
-        raise LimitExceededError("decompressed body over the limit")
-    if params.window_size > limits.max_window_bytes:
-        raise LimitExceededError(f"zstd window of {params.window_size} bytes over the limit")
-    if params.dict_id != 0:
-        raise BundleFormatError("zstd dictionaries are not used by offsync")
-    if _zstd_frame_length(frame) != len(frame):
-        raise BundleFormatError("bytes after the zstd frame")
-    try:
-        body = zstandard.ZstdDecompressor(max_window_size=limits.max_window_bytes).decompress(frame)
-    except zstandard.ZstdError as exc:
-        raise BundleFormatError(f"zstd frame does not decompress: {exc}") from exc
-    if len(body) != declared:
-        raise BundleFormatError("decompressed body has the wrong size")
-    return bytes(body)
-
-
 def open_bundle(
     data: bytes, identity: Identity | None = None, limits: Limits = DEFAULT_LIMITS
 ) -> Bundle:
-    """Verify, decrypt (with ``identity``), decompress and parse a bundle."""
-    header, frame = read_header(data, limits)
+    """Verify, decrypt (with ``identity``) and parse a bundle.
+
+    The segments' blocks stay compressed: ``Segment.open_changes`` opens each in turn.
+    """
+    header, body = read_header(data, limits)
     if header.recipient is not None:
         if identity is None or identity.public_key != header.recipient:
             raise DecryptionError("bundle is encrypted for another site")
         try:
-            frame = identity.unseal(frame)
+            body = identity.unseal(body)
         except (nacl.exceptions.CryptoError, nacl.exceptions.ValueError, TypeError) as exc:
             raise DecryptionError("encrypted bundle body does not open") from exc
-    body = _decompress(frame, header.body_size, limits)
     try:
         raw_segments = msgpack.unpackb(
             body,
@@ -314,11 +261,13 @@ def open_bundle(
         raise BundleFormatError(f"bundle body is not valid msgpack ({type(exc).__name__})") from exc
     if type(raw_segments) is not list or len(raw_segments) != header.segments:
         raise BundleFormatError("bundle body does not hold the declared number of segments")
+    if not all(type(raw) is bytes for raw in raw_segments):
+        raise BundleFormatError("bundle body must be an array of encoded segments")
+    if packb(raw_segments) != body:
+        raise BundleFormatError("bundle body is not canonically encoded")
     segments = []
     carried: dict[bytes, list[tuple[int, int]]] = {}
     for raw in raw_segments:
-        if type(raw) is not bytes:
-            raise BundleFormatError("bundle body must be an array of encoded segments")
         seg = Segment.decode(raw, limits)
         carried.setdefault(seg.origin, []).append((seg.first_seq, seg.last_seq))
         segments.append(seg)

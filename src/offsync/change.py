@@ -4,17 +4,28 @@ A change is identified by ``(origin, seq)``. It names the record it writes, the 
 that record its writer had seen (its causal parents), an HLC timestamp, and either the
 canonical encoding of the fields it sets (a put) or nothing (a delete, a tombstone).
 Fields stay encoded bytes until a merge needs their values.
+
+On the wire the changes of a segment travel as columns (docs/spec.md §4), not as one
+array per change: field values of one name sit next to each other, HLCs as deltas, keys
+front-coded. That is what makes a segment compress to a fraction of the row form, and
+it lets a receiver decode a segment with a few C-level passes instead of a Python loop
+per change and per field. ``encode_changes``/``decode_changes`` convert between the
+columns and ``Change`` tuples, whose fields are the canonical map bytes of §4.1.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, NamedTuple
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from functools import partial
+from itertools import accumulate, repeat
+from operator import add, le
+from typing import Any, NamedTuple, TypeAlias
 
 import msgpack
 
 from .clock import MAX_HLC
-from .encoding import decode_fields, packb, validate_fields
+from .encoding import decode_fields, packb, sorted_pairs
 from .errors import BundleFormatError, LimitExceededError
 from .limits import DEFAULT_LIMITS, Limits
 
@@ -56,20 +67,370 @@ class Change(NamedTuple):
     def values(self) -> dict[str, Any]:
         return decode_fields(self.fields) if self.fields is not None else {}
 
-    def to_wire(self) -> list[Any]:
-        return [
-            self.hlc,
-            self.collection,
-            self.key,
-            self.op,
-            self.fields,
-            [[p.origin, p.seq] for p in self.parents],
-        ]
+    def to_row(self) -> bytes:
+        """The change alone, as a replica keeps its own unsealed changes (not wire format)."""
+        return packb(
+            [
+                self.hlc,
+                self.collection,
+                self.key,
+                self.op,
+                self.fields,
+                [[p.origin, p.seq] for p in self.parents],
+            ]
+        )
+
+    @classmethod
+    def from_row(cls, origin: bytes, seq: int, row: bytes) -> Change:
+        hlc, collection, key, op, fields, parents = msgpack.unpackb(row, raw=False)
+        ids = tuple(ChangeId(o, s) for o, s in parents)
+        return cls(origin, seq, hlc, collection, key, op, fields, ids)
+
+
+# -- the column encoding of a segment's changes (docs/spec.md §4) ----------------------
+
+#: Nested maps deeper than this stay whole values in one column instead of becoming
+#: columns of their own; a decoder refuses shapes nested deeper.
+MAX_SHAPE_DEPTH = 16
+#: Items of the changes array, in order.
+CHANGE_COLUMNS = 9
+
+Shape: TypeAlias = tuple[tuple[str, "Shape | None"], ...]
+_PACKER = msgpack.Packer(use_bin_type=True, autoreset=True)
+_pack = _PACKER.pack
+_new_change = partial(tuple.__new__, Change)  # Change(*row) without the Python-level __new__
+
+
+def _shape(value: dict[str, Any], depth: int = 1) -> Shape:
+    return tuple(
+        (k, _shape(v, depth + 1) if type(v) is dict and depth < MAX_SHAPE_DEPTH else None)
+        for k, v in value.items()
+    )
+
+
+def _leaves(value: dict[str, Any], shape: Shape, out: list[Any]) -> None:
+    for name, sub in shape:
+        if sub is None:
+            out.append(value[name])
+        else:
+            _leaves(value[name], sub, out)
+
+
+def _shape_wire(shape: Shape) -> list[Any]:
+    return [name if sub is None else [name, _shape_wire(sub)] for name, sub in shape]
+
+
+def _leaf_count(shape: Shape) -> int:
+    return sum(1 if sub is None else _leaf_count(sub) for _, sub in shape)
+
+
+#: Entries of a dictionary-coded column's table: its indexes are one byte each.
+MAX_TABLE = 256
+
+
+def _column(values: list[Any]) -> list[Any]:
+    """A column as ``[nil, values]``, or ``[table, indexes]`` for a column of repeated
+    strings (dictionary coding: each row is then one byte before compression, and the
+    receiver gets it with one C-level pass)."""
+    if values and all(type(v) is str for v in values):
+        table: dict[str, int] = {}
+        indexes = [table.setdefault(v, len(table)) for v in values]
+        if len(table) <= MAX_TABLE and len(table) * 2 <= len(values):
+            return [list(table), bytes(indexes)]
+    return [None, values]
+
+
+def _common_prefix(a: str, b: str) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
 
 
 def encode_changes(changes: Sequence[Change]) -> bytes:
-    """The ``changes`` bytes of a segment: a msgpack array of change arrays."""
-    return packb([c.to_wire() for c in changes])
+    """The encoded changes of a segment (before compression): canonical msgpack columns."""
+    hlc_deltas: list[int] = []
+    collections: dict[str, int] = {}
+    collection_of: list[int] = []
+    key_prefix: list[int] = []
+    key_suffix: list[str] = []
+    shapes: dict[Shape, int] = {}
+    shape_of: list[int | None] = []
+    columns: list[list[list[Any]]] = []
+    parents: list[list[list[Any]]] = []
+    previous_hlc, previous_key = 0, ""
+    for c in changes:
+        hlc_deltas.append(c.hlc - previous_hlc)
+        previous_hlc = c.hlc
+        collection_of.append(collections.setdefault(c.collection, len(collections)))
+        n = _common_prefix(previous_key, c.key)
+        key_prefix.append(n)
+        key_suffix.append(c.key[n:])
+        previous_key = c.key
+        if c.fields is None:
+            shape_of.append(None)
+        else:
+            value = decode_fields(c.fields)
+            shape = _shape(value)
+            i = shapes.get(shape)
+            if i is None:
+                i = shapes[shape] = len(shapes)
+                columns.append([[] for _ in range(_leaf_count(shape))])
+            shape_of.append(i)
+            leaves: list[Any] = []
+            _leaves(value, shape, leaves)
+            for column, leaf in zip(columns[i], leaves, strict=True):
+                column.append(leaf)
+        parents.append([[p.origin, p.seq] for p in c.parents])
+    return packb(
+        [
+            hlc_deltas,
+            list(collections),
+            collection_of,
+            key_prefix,
+            key_suffix,
+            [_shape_wire(s) for s in shapes],
+            shape_of,
+            [[_column(col) for col in cols] for cols in columns],
+            parents,
+        ]
+    )
+
+
+class _Builder:
+    """Rebuilds the canonical field maps of one shape from its columns."""
+
+    __slots__ = ("names", "nested", "overhead", "width")
+
+    def __init__(self, wire: Any, depth: int) -> None:
+        if depth > MAX_SHAPE_DEPTH:
+            raise BundleFormatError(f"a shape nests maps more than {MAX_SHAPE_DEPTH} deep")
+        if type(wire) is not list:
+            raise BundleFormatError("a shape must be an array")
+        self.names: list[str] = []
+        self.nested: list[tuple[int, _Builder]] = []  # (position among names, builder)
+        self.width = 0  # leaves under this shape
+        # Bytes each row's map takes besides its leaf values, at most: map headers and
+        # names, which the columns do not repeat per row but every rebuilt map does.
+        self.overhead = 5
+        previous: str | None = None
+        for entry in wire:
+            if type(entry) is str:
+                name, sub = entry, None
+            elif type(entry) is list and len(entry) == 2 and type(entry[0]) is str:
+                name, sub = entry[0], _Builder(entry[1], depth + 1)
+            else:
+                raise BundleFormatError("a shape entry must be a name or [name, shape]")
+            if previous is not None and name <= previous:
+                raise BundleFormatError("shape names must be unique and sorted")
+            previous = name
+            self.overhead += 5 + len(name.encode())
+            if sub is None:
+                self.width += 1
+            else:
+                self.nested.append((len(self.names), sub))
+                self.width += sub.width
+                self.overhead += sub.overhead
+            self.names.append(name)
+
+    def constant(self) -> dict[str, Any]:
+        """The one map of a shape with no leaves (only empty nested maps)."""
+        return {
+            name: sub.constant() for name, (_, sub) in zip(self.names, self.nested, strict=True)
+        }
+
+    def build(self, columns: list[list[Any]], rows: int) -> list[dict[str, Any]]:
+        """The maps of this shape, one per row, from its leaf columns in order."""
+        if not self.width:
+            return [self.constant()] * rows
+        if not self.nested:
+            return list(map(dict, map(zip, repeat(self.names), zip(*columns, strict=True))))
+        entries: list[Any] = []  # one column per name: leaves, or built nested maps
+        at = 0
+        nested = dict(self.nested)
+        for position in range(len(self.names)):
+            sub = nested.get(position)
+            if sub is None:
+                entries.append(columns[at])
+                at += 1
+            else:
+                entries.append(sub.build(columns[at : at + sub.width], rows))
+                at += sub.width
+        return list(map(dict, map(zip, repeat(self.names), zip(*entries, strict=True))))
+
+
+def _ints(value: Any, n: int, what: str) -> list[int]:
+    if type(value) is not list or len(value) != n or not set(map(type, value)) <= {int}:
+        raise BundleFormatError(f"changes: {what} must be an array of {n} integers")
+    return value
+
+
+def _column_values(column: Any, rows: int) -> tuple[list[Any], int]:
+    """The column's value per row, and how many bytes at most a row's value takes
+    beyond what the block itself holds (a dictionary-coded value repeats per row)."""
+    if type(column) is not list or len(column) != 2:
+        raise BundleFormatError("a column must be [table or nil, items]")
+    table, items = column
+    if table is None:
+        if type(items) is not list or len(items) != rows:
+            raise BundleFormatError("a column holds a value per row of its shape")
+        return items, 0
+    if type(table) is not list or not 0 < len(table) <= MAX_TABLE:
+        raise BundleFormatError(f"a column's table must be nil or 1-{MAX_TABLE} values")
+    if type(items) is not bytes or len(items) != rows:
+        raise BundleFormatError("a dictionary-coded column holds one index byte per row")
+    if items and max(items) >= len(table):
+        raise BundleFormatError("a column index points outside its table")
+    return list(map(table.__getitem__, items)), max(map(len, map(_pack, table)))
+
+
+def decode_changes(
+    data: bytes, origin: bytes, first_seq: int, limits: Limits = DEFAULT_LIMITS
+) -> list[Change]:
+    """Decode and fully validate a segment's decompressed changes (untrusted input).
+
+    Every check is a pass over a whole column, mostly in C; the one Python loop per
+    change rebuilds keys from their front coding.
+    """
+    try:
+        items = msgpack.unpackb(
+            data,
+            raw=False,
+            use_list=True,
+            strict_map_key=True,
+            ext_hook=_no_ext,
+            timestamp=3,  # a timestamp becomes a datetime, which cannot be re-encoded
+            object_pairs_hook=sorted_pairs,  # maps only occur inside field values
+        )
+    except (LimitExceededError, BundleFormatError):
+        raise
+    except msgpack.StackError as exc:
+        raise LimitExceededError("changes nested too deeply") from exc
+    except Exception as exc:
+        raise BundleFormatError(f"changes are not valid msgpack ({type(exc).__name__})") from exc
+    if type(items) is not list or len(items) != CHANGE_COLUMNS:
+        raise BundleFormatError(f"changes must be an array of {CHANGE_COLUMNS} columns")
+    try:
+        canonical = _pack(items) == data
+    except Exception as exc:  # a datetime from a timestamp, say
+        raise BundleFormatError("changes hold a value type that is not allowed") from exc
+    if not canonical:
+        raise BundleFormatError("changes are not canonically encoded")
+    deltas, collections, collection_of, prefix, suffix, shapes, shape_of, columns, parents = items
+    if type(deltas) is not list or not deltas:
+        raise BundleFormatError("changes must hold at least one change")
+    n = len(deltas)
+    if n > limits.max_segment_changes:
+        raise LimitExceededError(f"more than {limits.max_segment_changes} changes in a segment")
+    hlcs = list(accumulate(_ints(deltas, n, "hlc")))
+    if min(hlcs) < 0 or max(hlcs) > MAX_HLC:
+        raise BundleFormatError("change hlc must be an integer in [0, 2^63)")
+
+    if type(collections) is not list or not collections:
+        raise BundleFormatError("changes: collections must be a non-empty array")
+    for name in collections:
+        _check_name(name, "collection", limits.max_collection_bytes)
+    if len(set(collections)) != len(collections):
+        raise BundleFormatError("changes: collection names must be unique")
+    collection_index = _ints(collection_of, n, "collection indexes")
+    if min(collection_index) < 0 or max(collection_index) >= len(collections):
+        raise BundleFormatError("changes: a collection index points outside the table")
+    collection_names = list(map(collections.__getitem__, collection_index))
+
+    keys = _keys(_ints(prefix, n, "key prefixes"), suffix, n, limits.max_key_bytes)
+    ops, fields = _fields(shapes, shape_of, columns, n, limits)
+
+    if type(parents) is not list or len(parents) != n or not set(map(type, parents)) <= {list}:
+        raise BundleFormatError("changes: parents must hold an array per change")
+    if any(parents):
+        parent_ids = [
+            _parents(p, origin, first_seq + i, limits) if p else () for i, p in enumerate(parents)
+        ]
+    else:
+        parent_ids = [()] * n
+    return list(
+        map(
+            _new_change,
+            zip(
+                repeat(origin),
+                range(first_seq, first_seq + n),
+                hlcs,
+                collection_names,
+                keys,
+                ops,
+                fields,
+                parent_ids,
+            ),
+        )
+    )
+
+
+def _keys(prefix: list[int], suffix: Any, n: int, max_key: int) -> list[str]:
+    if type(suffix) is not list or len(suffix) != n or not set(map(type, suffix)) <= {str}:
+        raise BundleFormatError(f"changes: key suffixes must be an array of {n} strings")
+    # Bound every key before building any (a key of more than max_key code points has
+    # more than max_key bytes), so hostile prefixes cannot make n keys of the block's size.
+    if max(map(add, prefix, map(len, suffix))) > max_key:
+        raise LimitExceededError(f"change key longer than {max_key} bytes")
+    keys: list[str] = []
+    append = keys.append
+    previous = ""
+    for p, s in zip(prefix, suffix, strict=True):
+        previous = previous[:p] + s
+        append(previous)
+    # Checked after the loop, over whole columns: each prefix within the key before.
+    if prefix[0] != 0 or min(prefix) < 0 or not all(map(le, prefix[1:], map(len, keys))):
+        raise BundleFormatError("a key prefix is longer than the previous key")
+    if not all(keys) or max(map(len, keys)) * 4 > max_key:
+        for key in keys:
+            _check_name(key, "key", max_key)
+    return keys
+
+
+def _fields(
+    shapes: Any, shape_of: Any, columns: Any, n: int, limits: Limits
+) -> tuple[list[int], list[bytes | None]]:
+    """Each change's op and canonical field bytes, rebuilt shape by shape.
+
+    Rebuilt maps repeat what the columns hold once (names, dictionary-coded values),
+    so what they repeat is bounded before any is built: at most ``max_block_bytes``,
+    like the block itself. A block therefore cannot make its receiver build far more
+    bytes than it carries.
+    """
+    if type(shapes) is not list or type(columns) is not list or len(columns) != len(shapes):
+        raise BundleFormatError("changes: shapes and columns must be arrays of equal length")
+    if type(shape_of) is not list or len(shape_of) != n:
+        raise BundleFormatError("changes: shape indexes must hold an item per change")
+    if not set(map(type, shape_of)) <= {int, type(None)}:
+        raise BundleFormatError("a change's shape index must be an integer or nil")
+    rows = Counter(shape_of)
+    if not set(rows) <= {None, *range(len(shapes))}:
+        raise BundleFormatError("a shape index points outside the shapes")
+    ops = [DELETE if s is None else PUT for s in shape_of] if None in rows else [PUT] * n
+    built: dict[int | None, Iterator[bytes | None]] = {None: repeat(None)}
+    repeated = 0
+    max_fields = limits.max_fields_bytes
+    for i, (wire, cols) in enumerate(zip(shapes, columns, strict=True)):
+        count = rows[i]
+        builder = _Builder(wire, 1)
+        if type(cols) is not list or len(cols) != builder.width:
+            raise BundleFormatError("a shape has a column per leaf field")
+        values = [_column_values(col, count) for col in cols]
+        repeated += count * (builder.overhead + sum(extra for _, extra in values))
+        if repeated > limits.max_block_bytes:
+            raise LimitExceededError("rebuilding the fields would repeat more than the block limit")
+        maps = builder.build([column for column, _ in values], count)
+        try:
+            encoded = list(map(_pack, maps))
+        except Exception as exc:  # a datetime from a timestamp, say
+            raise BundleFormatError("fields hold a value type that is not allowed") from exc
+        if encoded and max(map(len, encoded)) > max_fields:
+            raise LimitExceededError(f"fields of a change exceed the limit of {max_fields} bytes")
+        built[i] = iter(encoded)
+    if len(built) == 2 and None not in rows:  # one shape, no deletes: its rows are the changes
+        return ops, list(built[0])
+    return ops, list(map(next, map(built.__getitem__, shape_of)))
 
 
 def _check_name(value: Any, what: str, max_bytes: int) -> str:
@@ -80,73 +441,9 @@ def _check_name(value: Any, what: str, max_bytes: int) -> str:
     return value
 
 
-def decode_changes(
-    data: bytes, origin: bytes, first_seq: int, limits: Limits = DEFAULT_LIMITS
-) -> list[Change]:
-    """Decode and fully validate the changes of a segment (untrusted input)."""
-    try:
-        # The outer structure has no maps, so no hook is needed; fields stay bytes.
-        items = msgpack.unpackb(
-            data,
-            raw=False,
-            use_list=True,
-            strict_map_key=True,
-            ext_hook=_no_ext,
-            timestamp=3,
-            # Bounds every array, so leave room for a change's 6 items and its parents.
-            max_array_len=max(limits.max_segment_changes, limits.max_parents, 6),
-            max_map_len=0,
-        )
-    except LimitExceededError:
-        raise
-    except BundleFormatError:
-        raise
-    except msgpack.StackError as exc:
-        raise LimitExceededError("changes nested too deeply") from exc
-    except Exception as exc:
-        raise BundleFormatError(f"changes are not valid msgpack ({type(exc).__name__})") from exc
-    if type(items) is not list or not items:
-        raise BundleFormatError("changes must be a non-empty array")
-    if len(items) > limits.max_segment_changes:
-        raise LimitExceededError(f"more than {limits.max_segment_changes} changes in a segment")
-    out: list[Change] = []
-    append = out.append
-    new = tuple.__new__  # Change(...) without the Python-level namedtuple __new__
-    seq = first_seq
-    max_fields = limits.max_fields_bytes
-    max_key = limits.max_key_bytes
-    collections: set[str] = set()  # names already checked: a segment repeats a few
-    for item in items:
-        if type(item) is not list or len(item) != 6:
-            raise BundleFormatError("a change must be an array of 6 items")
-        hlc, collection, key, op, fields, raw_parents = item
-        if type(hlc) is not int or not 0 <= hlc <= MAX_HLC:
-            raise BundleFormatError("change hlc must be an integer in [0, 2^63)")
-        if type(collection) is not str or collection not in collections:
-            _check_name(collection, "collection", limits.max_collection_bytes)
-            collections.add(collection)
-        if type(key) is not str or not key or (len(key) * 4 > max_key):
-            _check_name(key, "key", max_key)
-        if op == PUT and type(op) is int:
-            if type(fields) is not bytes:
-                raise BundleFormatError("a put must carry fields")
-            validate_fields(fields, max_fields)
-        elif op == DELETE and type(op) is int:
-            if fields is not None:
-                raise BundleFormatError("a delete carries no fields")
-        else:
-            raise BundleFormatError("change op must be 0 (put) or 1 (delete)")
-        if type(raw_parents) is not list:
-            raise BundleFormatError("change parents must be an array")
-        parents: tuple[ChangeId, ...] = ()
-        if raw_parents:
-            parents = _parents(raw_parents, origin, seq, limits)
-        append(new(Change, (origin, seq, hlc, collection, key, op, fields, parents)))
-        seq += 1
-    return out
-
-
-def _parents(raw: list[Any], origin: bytes, seq: int, limits: Limits) -> tuple[ChangeId, ...]:
+def _parents(raw: Any, origin: bytes, seq: int, limits: Limits) -> tuple[ChangeId, ...]:
+    if type(raw) is not list:
+        raise BundleFormatError("change parents must be an array")
     if len(raw) > limits.max_parents:
         raise LimitExceededError(f"a change lists more than {limits.max_parents} parents")
     parents: list[ChangeId] = []

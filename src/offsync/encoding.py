@@ -20,7 +20,14 @@ import msgpack
 
 from .errors import BundleFormatError, LimitExceededError
 
-__all__ = ["canonical_fields", "decode_fields", "packb", "unpack_strict", "validate_fields"]
+__all__ = [
+    "canonical_fields",
+    "decode_fields",
+    "packb",
+    "sorted_pairs",
+    "unpack_strict",
+    "validate_fields",
+]
 
 
 def _refuse_ext(code: int, data: bytes) -> NoReturn:
@@ -33,7 +40,7 @@ def _refuse_timestamp() -> NoReturn:
     raise BundleFormatError("msgpack timestamps (extension type -1) are not allowed")
 
 
-def _sorted_pairs(pairs: list[tuple[Any, Any]]) -> dict[str, Any]:
+def sorted_pairs(pairs: list[tuple[Any, Any]]) -> dict[str, Any]:
     previous: str | None = None
     for key, value in pairs:
         if type(key) is not str:
@@ -67,7 +74,7 @@ def unpack_strict(data: bytes, what: str) -> Any:
             strict_map_key=True,
             ext_hook=_refuse_ext,
             timestamp=3,
-            object_pairs_hook=_sorted_pairs,
+            object_pairs_hook=sorted_pairs,
             list_hook=_checked_list,
         )
     except BundleFormatError:

@@ -17,13 +17,13 @@ MiB = 1024 * KiB
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    #: Whole bundle as it travels (framing + header + compressed body + signature).
+    #: Whole bundle as it travels (framing + header + body + signature).
     max_bundle_bytes: int = 64 * MiB
     #: The msgpack header of a bundle.
     max_header_bytes: int = 4 * MiB
-    #: The decompressed body of a bundle; checked against the zstd frame's declared size
-    #: before anything is allocated.
-    max_body_bytes: int = 256 * MiB
+    #: The decompressed changes of one segment; checked against the zstd frame's
+    #: declared size before anything is allocated.
+    max_block_bytes: int = 64 * MiB
     #: zstd window size a decoder accepts (bounds decoder memory).
     max_window_bytes: int = 8 * MiB
     #: Segments in one bundle.

@@ -8,7 +8,9 @@ store happens in one transaction, so a refused or failed bundle leaves it untouc
 from __future__ import annotations
 
 import bisect
+import gc
 import hashlib
+import operator
 import random
 import threading
 import time
@@ -20,7 +22,7 @@ from typing import Any, NamedTuple
 import msgpack
 
 from .bundle import Bundle, build_bundle, open_bundle
-from .change import DELETE, PUT, Change, ChangeId, decode_changes
+from .change import DELETE, PUT, Change, ChangeId
 from .clock import HybridClock, hlc_millis, wall_millis
 from .encoding import canonical_fields, decode_fields, packb
 from .errors import (
@@ -53,6 +55,10 @@ __all__ = [
 ]
 
 APPLIED = "applied"
+_COLLECTION = operator.itemgetter(3)  # of a Change
+_RECORD = operator.itemgetter(3, 4)  # (collection, key) of a Change
+_PARENTS = operator.itemgetter(7)
+_HLC = operator.itemgetter(2)
 #: Own changes are sealed into segments of at most this many changes / encoded bytes.
 SEGMENT_MAX_CHANGES = 2000
 SEGMENT_MAX_BYTES = 256 * 1024
@@ -62,12 +68,16 @@ FORK_AT_SAME_SEQS = "fork: a different segment with the same seqs is held"
 #: Changes an apply decodes before writing them (inside the bundle's one transaction):
 #: bounds apply memory by this rather than by the bundle's size.
 APPLY_CHUNK = 50_000
-#: zstd level for packing: level 3 packs several times faster than gzip; see benchmarks.
-DEFAULT_LEVEL = 3
+#: zstd level at which own changes are compressed when sealed (once: relays and later
+#: packs forward the compressed segments as they are). See benchmarks/README.md.
+DEFAULT_LEVEL = 15
 #: Outbox rows read at a time while sealing.
 SEAL_PAGE = 20_000
-#: Default upper bound for one packed bundle, compressed.
+#: Default upper bound for one packed bundle.
 DEFAULT_MAX_BUNDLE = 16 * 1024 * 1024
+#: Room planned for a bundle's framing, header and receipts beside its segments; a
+#: bundle that still comes out too large is split in two.
+BUNDLE_OVERHEAD = 4096
 #: Tries at applying one bundle to a shared store when another writer got in the way.
 SHARED_APPLY_ATTEMPTS = 8
 
@@ -125,6 +135,25 @@ class SeqClaim(NamedTuple):
     counted: bool
 
 
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while a bundle is applied.
+
+    Decoding and merging a chunk allocates several objects per change (tuples, maps,
+    lists) and none of them form cycles, yet each burst of allocations makes the
+    collector walk everything still alive, the chunk included: about a tenth of a
+    backlog's apply time. Reference counting still frees everything as usual.
+    """
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
 def _stage_range(staged: list[tuple[int, int]], first: int, last: int) -> None:
     """Add one segment's seq range to a bundle's sorted ranges of its origin; an honest
     sender never packs overlapping segments of one origin, so overlap is a fork."""
@@ -132,30 +161,6 @@ def _stage_range(staged: list[tuple[int, int]], first: int, last: int) -> None:
     if (i > 0 and staged[i - 1][1] >= first) or (i < len(staged) and staged[i][0] <= last):
         raise ForkError("bundle carries overlapping segments of one origin")
     staged.insert(i, (first, last))
-
-
-def _array_header(n: int) -> bytes:
-    if n < 16:
-        return bytes([0x90 | n])
-    if n < 1 << 16:
-        return b"\xdc" + n.to_bytes(2, "big")
-    return b"\xdd" + n.to_bytes(4, "big")
-
-
-def _pack_head(origin: bytes, seq: int) -> bytes:
-    """``pack_ids([ChangeId(origin, seq)])``, without building the lists or calling
-    msgpack (once per new record on the bulk path)."""
-    if len(origin) != 32 or not 0 < seq < 1 << 32:
-        return pack_ids([ChangeId(origin, seq)])
-    if seq < 0x80:  # positive fixint, uint8, uint16, uint32: msgpack's shortest forms
-        tail = seq.to_bytes(1, "big")
-    elif seq < 0x100:
-        tail = b"\xcc" + seq.to_bytes(1, "big")
-    elif seq < 0x10000:
-        tail = b"\xcd" + seq.to_bytes(2, "big")
-    else:
-        tail = b"\xce" + seq.to_bytes(4, "big")
-    return b"\x91\x92\xc4\x20" + origin + tail  # [[bin8(32), uint]]
 
 
 class Replica:
@@ -175,10 +180,16 @@ class Replica:
         wall: Callable[[], int] = wall_millis,
         trust: Iterable[bytes | PublicIdentity] | None = None,
         validators: Mapping[str, Validator] | None = None,
+        level: int = DEFAULT_LEVEL,
     ) -> None:
         """``trust``: the authority keys (the root of trust), or None for open mode, in
         which every validly signed origin may write anything. ``validators``: per
-        collection, a check every change must pass (``offsync.trust.Validator``)."""
+        collection, a check every change must pass (``offsync.trust.Validator``).
+        ``level``: the zstd level own changes are compressed at when sealed (1-22;
+        higher costs write time for fewer bytes; receivers need nothing different)."""
+        if not 1 <= level <= 22:
+            raise UsageError("level must be a zstd level from 1 to 22")
+        self.level = level
         self.store = store
         self.identity = identity
         self.policies = dict(policies or {})
@@ -538,7 +549,7 @@ class Replica:
                 raise NotAuthorisedError(f"this site may not write this record: {reason}")
             try:
                 with self.store.transaction():
-                    self.store.add_outbox([(seq, packb(change.to_wire()))])
+                    self.store.add_outbox([(seq, change.to_row())])
                     self._merge([change])
                     self.store.set_meta("seq", str(seq).encode())
                     self.store.set_meta("hlc", str(self.clock.last).encode())
@@ -582,43 +593,43 @@ class Replica:
         The hot path of applying a backlog: a record that receives one parentless change
         under a policy for which that change alone is the state is written as is, in
         one bulk insert, with no policy call and no read (``Store.add_first_changes``).
+        When a whole chunk is such changes (a backlog of new records) that is decided
+        with a few C-level passes over the chunk, not a Python loop per change.
         """
         if not changes:
             return []
-        groups: dict[tuple[str, str], list[Change]] = {}
-        for c in changes:
-            k = (c.collection, c.key)
-            group = groups.get(k)
-            if group is None:
-                groups[k] = [c]
-            else:
-                group.append(c)
-        identity: dict[str, bool] = {}  # collection -> policy.single_change_is_identity
-        new_row = tuple.__new__
-        firsts: list[Change] = []
-        fresh: list[RecordRow] = []  # fresh[i]: the record firsts[i] alone makes
-        rest: list[Change] = []
-        to_merge: list[tuple[str, str]] = []
-        for k, group in groups.items():
-            first = group[0]
-            if len(group) == 1 and not first.parents:
-                simple = identity.get(first.collection)
-                if simple is None:
-                    simple = self.policy(first.collection).single_change_is_identity
-                    identity[first.collection] = simple
-                if simple:
-                    head = _pack_head(first.origin, first.seq)
+        simple = {
+            name: self.policy(name).single_change_is_identity
+            for name in set(map(_COLLECTION, changes))
+        }
+        keys = list(map(_RECORD, changes))
+        if all(simple.values()) and len(set(keys)) == len(keys) and not any(map(_PARENTS, changes)):
+            firsts: Sequence[Change] = changes
+            to_merge: list[tuple[str, str]] = []
+            order: Iterable[tuple[str, str]] = keys
+        else:
+            groups: dict[tuple[str, str], list[Change]] = {}
+            for k, c in zip(keys, changes, strict=True):
+                group = groups.get(k)
+                if group is None:
+                    groups[k] = [c]
+                else:
+                    group.append(c)
+            firsts, rest, to_merge = [], [], []
+            for k, group in groups.items():
+                first = group[0]
+                if len(group) == 1 and not first.parents and simple[first.collection]:
                     firsts.append(first)
-                    fresh.append(new_row(RecordRow, (*k, first.fields, head, False)))
-                    continue
-            rest.extend(group)
-            to_merge.append(k)
-        if rest:
-            self.store.add_changes(rest)
-        existed = set(self.store.add_first_changes(firsts, fresh))  # existed after all
+                else:
+                    rest.extend(group)
+                    to_merge.append(k)
+            if rest:
+                self.store.add_changes(rest)
+            order = groups
+        existed = set(self.store.add_first_changes(firsts))  # existed after all
         if existed:  # merge them too, keeping the records' order (conflicts are reported in it)
             existed.update(to_merge)
-            to_merge = [k for k in groups if k in existed]
+            to_merge = [k for k in dict.fromkeys(order) if k in existed]
         # Shared stores: one recomputer per record at a time. (A record add_new_records
         # wrote is held by that write already.) Then all their changes in one read.
         self.store.lock_records(to_merge)
@@ -640,7 +651,7 @@ class Replica:
     def apply(self, data: bytes) -> ApplyReport:
         """Verify and apply one bundle; all of it or, on any error, none of it."""
         bundle = open_bundle(data, self.identity, self.limits)
-        with self._lock:
+        with self._lock, _gc_paused():
             if self.store.shared:
                 return self._apply_shared(bundle)
             return self._apply_bundle(bundle)
@@ -706,7 +717,7 @@ class Replica:
     def _admit(self, seg: Segment, changes: Sequence[Change]) -> str:
         """APPLIED, or the reason the segment's changes are held back (quarantine)."""
         horizon = self.clock.wall() + self.limits.max_clock_skew_ms
-        ahead = max(hlc_millis(c.hlc) for c in changes)
+        ahead = hlc_millis(max(map(_HLC, changes)))
         if ahead > horizon:
             due = ahead - self.limits.max_clock_skew_ms
             self._clock_due = due if self._clock_due is None else min(self._clock_due, due)
@@ -799,7 +810,7 @@ class Replica:
     def _recovers_own(self, seg: Segment) -> bool:
         """Whether an own segment that reaches back into issued seqs holds exactly the
         changes this site holds for them: its own work coming back after a restore."""
-        for c in decode_changes(seg.changes, seg.origin, seg.first_seq, self.limits):
+        for c in seg.open_changes(self.limits):
             if c.seq > self._seq:
                 break
             if c not in self.store.changes_for(c.collection, c.key):
@@ -838,7 +849,7 @@ class Replica:
 
     def _held_segment(self, origin: bytes, s: HeldSegment) -> list[Change]:
         seg = Segment.decode(self.store.segment_data([(origin, s.first)])[0], self.limits)
-        return decode_changes(seg.changes, origin, s.first, self.limits)
+        return seg.open_changes(self.limits)
 
     def _reexamine(self, *, full: bool = False) -> int:
         """Make the applied changes of every affected segment what admission says now.
@@ -943,7 +954,7 @@ class Replica:
             nonlocal trust_touched
             self.store.add_segments(rows)
             conflicts.update(dict.fromkeys(self._merge(to_merge)))
-            trust_touched = trust_touched or any(c.collection == TRUST_COLLECTION for c in to_merge)
+            trust_touched = trust_touched or TRUST_COLLECTION in set(map(_COLLECTION, to_merge))
             added.extend((r._replace(data=b""), len(r.data)) for r in rows)
             rows.clear()
             to_merge.clear()
@@ -958,11 +969,7 @@ class Replica:
                     report.duplicates += seg.count
                     continue
                 seg.verify()
-                changes = decode_changes(seg.changes, seg.origin, seg.first_seq, self.limits)
-                if len(changes) != seg.count:
-                    raise BundleFormatError(
-                        "segment holds a different number of changes than it claims"
-                    )
+                changes = seg.open_changes(self.limits)
                 if (seg.origin, seg.first_seq) in staged:
                     raise BundleFormatError("bundle carries two different segments at one position")
                 staged[(seg.origin, seg.first_seq)] = h
@@ -986,7 +993,7 @@ class Replica:
                 if status == APPLIED:
                     to_merge.extend(changes)
                     report.applied += seg.count
-                    max_hlc = max(max_hlc, max(c.hlc for c in changes))
+                    max_hlc = max(max_hlc, max(map(_HLC, changes)))
                 else:
                     part = self._admitted_part(status, changes)  # trust refusals: per change
                     to_merge.extend(part)
@@ -1065,8 +1072,8 @@ class Replica:
 
         def flush() -> SegmentRow:
             nonlocal prev, chunk, size, last_sealed
-            data = _array_header(len(chunk)) + b"".join(d for _, d in chunk)
-            seg = Segment.seal(self.identity, chunk[0][0], len(chunk), data, prev)
+            changes = [Change.from_row(self.id, seq, data) for seq, data in chunk]
+            seg = Segment.seal(self.identity, changes, prev, self.level)
             h = seg.hash  # hashes all the data: once, not per use
             encoded = seg.encode()
             row = SegmentRow(seg.origin, seg.first_seq, seg.last_seq, h, prev, encoded, APPLIED)
@@ -1107,7 +1114,6 @@ class Replica:
         max_bytes: int = DEFAULT_MAX_BUNDLE,
         recipient: bytes | PublicIdentity | None = None,
         always: bool = False,
-        level: int = DEFAULT_LEVEL,
     ) -> list[bytes]:
         """Bundles carrying everything this replica holds that ``since`` lacks.
 
@@ -1115,14 +1121,10 @@ class Replica:
         that a single (foreign) segment too large for ``max_bytes`` travels alone. With
         ``always``, one bundle is produced even when there is nothing to send, so that
         this replica's receipt still travels. ``recipient`` encrypts to that site.
-        ``level`` is the zstd level: higher costs pack time for fewer bytes (receivers
-        need nothing different); see benchmarks/README.md for the trade.
+        Segments travel as they were sealed (compressed by their origin), so packing
+        compresses nothing.
         """
-        return list(
-            self.iter_pack(
-                since, max_bytes=max_bytes, recipient=recipient, always=always, level=level
-            )
-        )
+        return list(self.iter_pack(since, max_bytes=max_bytes, recipient=recipient, always=always))
 
     def iter_pack(
         self,
@@ -1131,7 +1133,6 @@ class Replica:
         max_bytes: int = DEFAULT_MAX_BUNDLE,
         recipient: bytes | PublicIdentity | None = None,
         always: bool = False,
-        level: int = DEFAULT_LEVEL,
     ) -> Iterator[bytes]:
         """Like ``pack``, one bundle at a time, so a large backlog is never all in memory."""
         if isinstance(recipient, PublicIdentity):
@@ -1152,25 +1153,20 @@ class Replica:
             ]
         if not plan and not always:
             return
-        ratio = 0.5
         first_bundle = True
         group: list[tuple[bytes, HeldSegment]] = []
-        raw = 0
+        size = 0
         for item in plan:
-            if group and (raw + item[1].size) * ratio + 4096 > max_bytes:
-                for bundle, measured in self._build(
-                    group, max_bytes, recipient, forwarded if first_bundle else [], level
-                ):
-                    first_bundle, ratio = False, measured
-                    yield bundle
-                group, raw = [], 0
+            if group and size + item[1].size + BUNDLE_OVERHEAD > max_bytes:
+                yield from self._build(
+                    group, max_bytes, recipient, forwarded if first_bundle else []
+                )
+                first_bundle = False
+                group, size = [], 0
             group.append(item)
-            raw += item[1].size
+            size += item[1].size
         if group or always:
-            for bundle, _ in self._build(
-                group, max_bytes, recipient, forwarded if first_bundle else [], level
-            ):
-                yield bundle
+            yield from self._build(group, max_bytes, recipient, forwarded if first_bundle else [])
 
     def _build(
         self,
@@ -1178,8 +1174,7 @@ class Replica:
         max_bytes: int,
         recipient: bytes | None,
         forwarded: list[Receipt],
-        level: int,
-    ) -> Iterator[tuple[bytes, float]]:
+    ) -> Iterator[bytes]:
         with self._lock:
             data = self.store.segment_data([(o, s.first) for o, s in group])
             carried: dict[bytes, list[Interval]] = {}
@@ -1195,17 +1190,15 @@ class Replica:
             receipts=[own, *forwarded],
             created=now,
             recipient=recipient,
-            level=level,
         )
-        raw = sum(len(d) for d in data) or 1
         if len(bundle) <= max_bytes or (
             len(group) == 1 and len(bundle) <= self.limits.max_bundle_bytes
         ):
-            yield bundle, min(1.0, len(bundle) / raw * 1.1)
-        elif len(group) > 1:
+            yield bundle
+        elif len(group) > 1:  # the receipts in the header took more room than planned
             half = len(group) // 2
-            yield from self._build(group[:half], max_bytes, recipient, forwarded, level)
-            yield from self._build(group[half:], max_bytes, recipient, [], level)
+            yield from self._build(group[:half], max_bytes, recipient, forwarded)
+            yield from self._build(group[half:], max_bytes, recipient, [])
         else:
             raise UsageError(
                 f"one segment's bundle is {len(bundle)} bytes, over the bundle limit"

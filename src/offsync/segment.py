@@ -1,26 +1,32 @@
 """Segments: runs of one origin's consecutive changes, signed by that origin.
 
 A segment is sealed once and never re-cut, so relays store and forward it byte for
-byte and every change stays verifiable end to end. Segments of one origin form a hash
-chain (each names its predecessor's hash), which is how a fork — the same seqs issued
-twice, say by a site restored from an old backup — becomes visible.
+byte and every change stays verifiable end to end. Its changes travel as one zstd frame
+(the block) compressed by the origin when it seals them: compression is paid once, and
+no relay, centre or re-pack ever compresses again. The signature covers the block's
+hash, so it is checked before the block is decompressed. Segments of one origin form a
+hash chain (each names its predecessor's hash), which is how a fork — the same seqs
+issued twice, say by a site restored from an old backup — becomes visible.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import msgpack
 
+from .change import Change, decode_changes, encode_changes
+from .compression import compress, decompress
 from .errors import BundleFormatError, LimitExceededError
 from .identity import Identity, verify_signature
 from .limits import DEFAULT_LIMITS, Limits
 
 __all__ = ["NO_PREVIOUS", "Segment", "hash32"]
 
-SEGMENT_DOMAIN = b"offsync/segment/v1\x00"
+SEGMENT_DOMAIN = b"offsync/segment/v2\x00"
 NO_PREVIOUS = bytes(32)
 MAX_SEQ = (1 << 63) - 1
 
@@ -30,7 +36,7 @@ def hash32(data: bytes) -> bytes:
 
 
 def _signing_message(
-    origin: bytes, first: int, last: int, changes_hash: bytes, prev_hash: bytes
+    origin: bytes, first: int, last: int, block_hash: bytes, prev_hash: bytes
 ) -> bytes:
     return b"".join(
         (
@@ -38,7 +44,7 @@ def _signing_message(
             origin,
             first.to_bytes(8, "big"),
             last.to_bytes(8, "big"),
-            changes_hash,
+            block_hash,
             prev_hash,
         )
     )
@@ -50,7 +56,7 @@ class Segment:
     first_seq: int
     last_seq: int
     prev_hash: bytes
-    changes: bytes
+    block: bytes  # one zstd frame of the encoded changes (change.encode_changes)
     signature: bytes
 
     def __post_init__(self) -> None:
@@ -66,7 +72,7 @@ class Segment:
     @property
     def signing_message(self) -> bytes:
         return _signing_message(
-            self.origin, self.first_seq, self.last_seq, hash32(self.changes), self.prev_hash
+            self.origin, self.first_seq, self.last_seq, hash32(self.block), self.prev_hash
         )
 
     @property
@@ -76,15 +82,43 @@ class Segment:
 
     @classmethod
     def seal(
-        cls, identity: Identity, first_seq: int, count: int, changes: bytes, prev_hash: bytes
+        cls, identity: Identity, changes: Sequence[Change], prev_hash: bytes, level: int
     ) -> Segment:
+        """Encode, compress (zstd ``level``) and sign ``identity``'s consecutive changes."""
+        if (
+            not changes
+            or changes[0].origin != identity.public_key
+            or changes[-1].seq - changes[0].seq + 1 != len(changes)
+        ):
+            raise ValueError("a segment seals its signer's own consecutive changes")
+        return cls.seal_block(
+            identity,
+            changes[0].seq,
+            len(changes),
+            compress(encode_changes(changes), level),
+            prev_hash,
+        )
+
+    @classmethod
+    def seal_block(
+        cls, identity: Identity, first_seq: int, count: int, block: bytes, prev_hash: bytes
+    ) -> Segment:
+        """Sign an already compressed block (tests and tools that need odd blocks)."""
         last = first_seq + count - 1
-        msg = _signing_message(identity.public_key, first_seq, last, hash32(changes), prev_hash)
-        return cls(identity.public_key, first_seq, last, prev_hash, changes, identity.sign(msg))
+        msg = _signing_message(identity.public_key, first_seq, last, hash32(block), prev_hash)
+        return cls(identity.public_key, first_seq, last, prev_hash, block, identity.sign(msg))
 
     def verify(self) -> None:
         """Raise ``SignatureError`` unless the origin signed exactly this segment."""
         verify_signature(self.origin, self.signing_message, self.signature)
+
+    def open_changes(self, limits: Limits = DEFAULT_LIMITS) -> list[Change]:
+        """Decompress (within limits) and decode the changes; call ``verify`` first."""
+        data = decompress(self.block, limits.max_block_bytes, limits, "segment block")
+        changes = decode_changes(data, self.origin, self.first_seq, limits)
+        if len(changes) != self.count:
+            raise BundleFormatError("segment holds a different number of changes than it claims")
+        return changes
 
     def to_wire(self) -> list[Any]:
         return [
@@ -92,7 +126,7 @@ class Segment:
             self.first_seq,
             self.last_seq,
             self.prev_hash,
-            self.changes,
+            self.block,
             self.signature,
         ]
 
@@ -102,8 +136,8 @@ class Segment:
     @classmethod
     def decode(cls, data: bytes, limits: Limits = DEFAULT_LIMITS) -> Segment:
         """Parse (not verify) one encoded segment."""
-        if len(data) > limits.max_body_bytes:
-            raise LimitExceededError("segment larger than the body limit")
+        if len(data) > limits.max_bundle_bytes:
+            raise LimitExceededError("segment larger than the bundle limit")
         try:
             value = msgpack.unpackb(
                 data,
@@ -120,7 +154,7 @@ class Segment:
             raise BundleFormatError(f"segment is not valid msgpack ({type(exc).__name__})") from exc
         if type(value) is not list or len(value) != 6:
             raise BundleFormatError("a segment is an array of 6 items")
-        origin, first, last, prev, changes, sig = value
+        origin, first, last, prev, block, sig = value
         if not (
             type(origin) is bytes
             and len(origin) == 32
@@ -128,7 +162,7 @@ class Segment:
             and len(prev) == 32
             and type(sig) is bytes
             and len(sig) == 64
-            and type(changes) is bytes
+            and type(block) is bytes
             and type(first) is int
             and type(last) is int
             and 1 <= first <= last <= MAX_SEQ
@@ -138,7 +172,7 @@ class Segment:
             raise LimitExceededError(
                 f"segment carries more than {limits.max_segment_changes} changes"
             )
-        segment = cls(origin, first, last, prev, changes, sig)
+        segment = cls(origin, first, last, prev, block, sig)
         if segment.encode() != data:
             raise BundleFormatError("segment is not canonically encoded")
         return segment

@@ -1,9 +1,10 @@
 """Write the known-answer vectors in this folder (run: python tests/vectors/generate.py).
 
 Everything is derived from fixed seeds, HLC values and inputs, so running this again
-with the same offsync gives the same files byte for byte, except the compressed body
-inside bundle.json, which depends on the zstandard version (see README.md). JSON holds
-bytes as hex strings; inside field inputs a bytes value is written ``{"$bytes": hex}``.
+with the same offsync gives the same files byte for byte. Segment blocks here are zstd
+frames of raw (stored) blocks (``compression.raw_frame``), so no byte depends on a zstd
+library's compressor. JSON holds bytes as hex strings; inside field inputs a bytes
+value is written ``{"$bytes": hex}``.
 """
 
 from __future__ import annotations
@@ -13,11 +14,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import zstandard
-
 from offsync.bundle import build_bundle, open_bundle, read_header
 from offsync.change import DELETE, PUT, Change, ChangeId, encode_changes
 from offsync.clock import make_hlc
+from offsync.compression import raw_frame
 from offsync.encoding import canonical_fields, packb
 from offsync.identity import Identity
 from offsync.knowledge import Knowledge
@@ -137,10 +137,19 @@ def the_changes() -> list[Change]:
             "residents",
             "3519010101900001",
             PUT,
-            {"name": "Siti Aminah", "village": "Kare"},
+            {"address": {"rt": "003", "village": "Kare"}, "name": "Siti Aminah"},
             [],
         ),
-        (MILLIS, 1, "residents", "3519010101900001", PUT, {"village": "Mejayan"}, [ChangeId(a, 1)]),
+        (
+            MILLIS,
+            1,
+            "residents",
+            "3519010101900002",
+            PUT,
+            {"address": {"rt": "004", "village": "Kare"}, "name": "Budi Santoso"},
+            [],
+        ),
+        (MILLIS, 2, "residents", "3519010101900001", PUT, {"village": "Mejayan"}, [ChangeId(a, 1)]),
         (
             MILLIS + 5,
             0,
@@ -175,16 +184,24 @@ def the_changes() -> list[Change]:
     ]
 
 
+#: The changes of site_a's first segment (1-4) and second (5).
+SPLIT = 4
+
+
 def changes() -> dict[str, Any]:
     chs = the_changes()
     inputs = [
-        (MILLIS, 0, {"name": "Siti Aminah", "village": "Kare"}),
-        (MILLIS, 1, {"village": "Mejayan"}),
+        (MILLIS, 0, {"address": {"rt": "003", "village": "Kare"}, "name": "Siti Aminah"}),
+        (MILLIS, 1, {"address": {"rt": "004", "village": "Kare"}, "name": "Budi Santoso"}),
+        (MILLIS, 2, {"village": "Mejayan"}),
         (MILLIS + 5, 0, {"lot": {"$bytes": "c0ffee"}, "vaccine": "Sinovac"}),
         (MILLIS + 9, 3, None),
     ]
     return {
-        "description": "a change list as carried in a segment (change.encode_changes)",
+        "description": (
+            "five changes of site_a and the columns a segment carries them in"
+            " (change.encode_changes; seqs 1-4 and 5 form the two segments of segments.json)"
+        ),
         "origin_seed": SEEDS["site_a"].hex(),
         "origin": chs[0].origin.hex(),
         "first_seq": 1,
@@ -198,25 +215,33 @@ def changes() -> dict[str, Any]:
                 "key": c.key,
                 "op": c.op,
                 "fields": f,
+                "fields_encoded": None if c.fields is None else c.fields.hex(),
                 "parents": [[p.origin.hex(), p.seq] for p in c.parents],
             }
             for c, (m, n, f) in zip(chs, inputs, strict=True)
         ],
-        "encoded": encode_changes(chs).hex(),
+        "encoded_1_4": encode_changes(chs[:SPLIT]).hex(),
+        "encoded_5": encode_changes(chs[SPLIT:]).hex(),
     }
 
 
 def the_segments() -> list[Segment]:
     a = ids()["site_a"]
     chs = the_changes()
-    first = Segment.seal(a, 1, 3, encode_changes(chs[:3]), NO_PREVIOUS)
-    second = Segment.seal(a, 4, 1, encode_changes(chs[3:]), first.hash)
+    first = Segment.seal_block(a, 1, SPLIT, raw_frame(encode_changes(chs[:SPLIT])), NO_PREVIOUS)
+    rest = len(chs) - SPLIT
+    second = Segment.seal_block(
+        a, SPLIT + 1, rest, raw_frame(encode_changes(chs[SPLIT:])), first.hash
+    )
     return [first, second]
 
 
 def segments() -> dict[str, Any]:
     return {
-        "description": "two chained segments of site_a's changes 1-3 and 4 (segment.Segment)",
+        "description": (
+            "two chained segments of site_a's changes 1-4 and 5 (segment.Segment), their"
+            " blocks zstd frames of raw blocks"
+        ),
         "origin_seed": SEEDS["site_a"].hex(),
         "segments": [
             {
@@ -224,8 +249,9 @@ def segments() -> dict[str, Any]:
                 "first_seq": s.first_seq,
                 "last_seq": s.last_seq,
                 "prev_hash": s.prev_hash.hex(),
-                "changes": s.changes.hex(),
-                "changes_hash": hash32(s.changes).hex(),
+                "changes": encode_changes(s.open_changes()).hex(),
+                "block": s.block.hex(),
+                "block_hash": hash32(s.block).hex(),
                 "signing_message": s.signing_message.hex(),
                 "signature": s.signature.hex(),
                 "hash": s.hash.hex(),
@@ -238,7 +264,7 @@ def segments() -> dict[str, Any]:
 
 def the_receipt() -> Receipt:
     b = ids()["site_b"]
-    k = Knowledge({ids()["site_a"].public_key: [(1, 4)], b.public_key: [(1, 7), (9, 12)]})
+    k = Knowledge({ids()["site_a"].public_key: [(1, 5)], b.public_key: [(1, 7), (9, 12)]})
     return Receipt.issue(b, make_hlc(MILLIS + 60_000, 2), k)
 
 
@@ -266,12 +292,12 @@ def the_bundle() -> bytes:
     created = make_hlc(MILLIS + 61_000, 0)
     own = Receipt.issue(b, created, the_receipt().knowledge)
     passed = Receipt.issue(
-        ids()["site_a"], make_hlc(MILLIS + 10, 0), Knowledge.of(segs[0].origin, 1, 4)
+        ids()["site_a"], make_hlc(MILLIS + 10, 0), Knowledge.of(segs[0].origin, 1, 5)
     )
     return build_bundle(
         b,
         [s.encode() for s in segs],
-        ranges=Knowledge.of(segs[0].origin, 1, 4),
+        ranges=Knowledge.of(segs[0].origin, 1, 5),
         receipts=[own, passed],
         created=created,
     )
@@ -283,7 +309,6 @@ def bundle_header() -> dict[str, Any]:
         "description": "the msgpack header map of bundle.json's bundle (bundle.BundleHeader)",
         "sender_seed": SEEDS["site_b"].hex(),
         "header": {
-            "body_size": header.body_size,
             "created": header.created,
             "ranges": knowledge_json(header.ranges),
             "receipts": [r.encode().hex() for r in header.receipts],
@@ -301,9 +326,8 @@ def bundle() -> dict[str, Any]:
     hlen = int.from_bytes(data[8:12], "big")
     body = packb([s.encode() for s in opened.segments])
     return {
-        "description": "a whole unencrypted bundle: site_b relays site_a's changes 1-4",
+        "description": "a whole unencrypted bundle: site_b relays site_a's changes 1-5",
         "sender_seed": SEEDS["site_b"].hex(),
-        "zstandard_version": zstandard.__version__,
         "bundle": data.hex(),
         "bundle_id": opened.id.hex(),
         "header": data[12 : 12 + hlen].hex(),

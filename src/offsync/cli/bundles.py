@@ -11,7 +11,6 @@ import click
 from rich.table import Table
 
 from ..bundle import open_bundle, read_header
-from ..change import decode_changes
 from ..errors import RemoteDataError
 from .app import cli, json_option, pass_state
 from .exits import EXIT_REFUSED, fail
@@ -115,7 +114,6 @@ def describe_bundle(path: Path, own: bytes | None) -> dict[str, Any]:
         changes=header.ranges.count(),
         ranges={o.hex(): [list(iv) for iv in ivs] for o, ivs in header.ranges.intervals.items()},
         body_bytes=len(body),
-        uncompressed_bytes=header.body_size,
         receipts=[
             {"replica": r.replica, "created": when(r.created), "holds": r.knowledge.count()}
             for r in header.receipts
@@ -172,7 +170,7 @@ def _print_bundle(info: dict[str, Any]) -> None:
     )
     table.add_row(
         "size",
-        f"{info['bytes']} bytes (body {info['body_bytes']}, {info['uncompressed_bytes']} unpacked)",
+        f"{info['bytes']} bytes (body {info['body_bytes']})",
     )
     table.add_row(
         "receipts",
@@ -231,7 +229,7 @@ def _verify_one(state: State, path: Path, own: bytes | None) -> dict[str, Any]:
         bundle = open_bundle(data, identity)
         for seg in bundle.segments:
             seg.verify()
-            decode_changes(seg.changes, seg.origin, seg.first_seq)
+            seg.open_changes()
     except RemoteDataError as exc:
         return {"file": str(path), "ok": False, "detail": refusal(exc)}
     return {

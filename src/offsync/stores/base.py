@@ -17,7 +17,16 @@ import msgpack
 from ..change import Change, ChangeId
 from ..errors import StorageError
 
-__all__ = ["IndexRow", "RecordRow", "SegmentRow", "Store", "pack_ids", "unpack_ids"]
+__all__ = [
+    "IndexRow",
+    "RecordRow",
+    "SegmentRow",
+    "Store",
+    "first_record",
+    "pack_ids",
+    "sole_head",
+    "unpack_ids",
+]
 
 
 def pack_ids(ids: Sequence[ChangeId]) -> bytes:
@@ -29,6 +38,22 @@ def pack_ids(ids: Sequence[ChangeId]) -> bytes:
 def unpack_ids(data: bytes | None) -> tuple[ChangeId, ...]:
     """The inverse of ``pack_ids``; no bytes (a change without parents) is no ids."""
     return tuple(ChangeId(o, s) for o, s in msgpack.unpackb(data)) if data else ()
+
+
+def sole_head(origin: bytes, seq: int) -> bytes:
+    """``pack_ids([ChangeId(origin, seq)])`` without building lists or calling msgpack:
+    the heads of a record that one change made (once per new record on the bulk path)."""
+    if len(origin) != 32 or not 0 < seq < 1 << 32:
+        return pack_ids([ChangeId(origin, seq)])
+    if seq < 0x80:  # positive fixint, uint8, uint16, uint32: msgpack's shortest forms
+        tail = seq.to_bytes(1, "big")
+    elif seq < 0x100:
+        tail = b"\xcc" + seq.to_bytes(1, "big")
+    elif seq < 0x10000:
+        tail = b"\xcd" + seq.to_bytes(2, "big")
+    else:
+        tail = b"\xce" + seq.to_bytes(4, "big")
+    return b"\x91\x92\xc4\x20" + origin + tail  # [[bin8(32), uint]]
 
 
 class SegmentRow(NamedTuple):
@@ -47,6 +72,11 @@ class RecordRow(NamedTuple):
     fields: bytes | None  # None: deleted
     heads: bytes  # msgpack [[origin, seq], ...]
     conflict: bool
+
+
+def first_record(c: Change) -> RecordRow:
+    """The record a change makes on its own (a put or a tombstone, no conflict)."""
+    return RecordRow(c.collection, c.key, c.fields, sole_head(c.origin, c.seq), False)
 
 
 IndexRow = tuple[bytes, int, int, bytes, bytes, str, int]
@@ -196,17 +226,16 @@ class Store(ABC):
         self.put_records([r for r in rows if (r.collection, r.key) not in found])
         return [(r.collection, r.key) for r in rows if (r.collection, r.key) in found]
 
-    def add_first_changes(
-        self, changes: Sequence[Change], rows: Sequence[RecordRow]
-    ) -> list[tuple[str, str]]:
-        """``add_changes(changes)`` and ``add_new_records(rows)``, for changes that are
-        each the only change of its record (``rows[i]`` is the state ``changes[i]``
-        alone makes). Returns what ``add_new_records`` returns; the changes are stored
-        either way. A store may keep such a change in its record's row until the row
-        is replaced (SQLite does: one row written per change instead of two).
+    def add_first_changes(self, changes: Sequence[Change]) -> list[tuple[str, str]]:
+        """``add_changes(changes)`` and ``add_new_records`` of the record each change
+        makes alone (``first_record``), for changes that are each the only change of
+        their record and whose policy takes that change alone as the state. Returns what
+        ``add_new_records`` returns; the changes are stored either way. A store may keep
+        such a change in its record's row until the row is replaced (SQLite does: one
+        row written per change instead of two).
         """
         self.add_changes(changes)
-        return self.add_new_records(rows)
+        return self.add_new_records(list(map(first_record, changes)))
 
     @abstractmethod
     def get_record(self, collection: str, key: str) -> RecordRow | None: ...

@@ -10,11 +10,13 @@ from typing import Any
 
 from ..change import Change
 from ..errors import StorageError
-from .base import RecordRow, SegmentRow, Store, pack_ids, unpack_ids
+from .base import RecordRow, SegmentRow, Store, pack_ids, sole_head, unpack_ids
 
 __all__ = ["SQLiteStore"]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+#: Schemas of offsync releases that wrote wire format 1 (segments this one cannot read).
+FORMAT_1_SCHEMAS = (1, 2)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;
@@ -29,25 +31,21 @@ CREATE TABLE IF NOT EXISTS changes (
     PRIMARY KEY (collection, key, origin, seq)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS records (
     collection TEXT NOT NULL, key TEXT NOT NULL, fields BLOB, heads BLOB NOT NULL,
-    conflict INTEGER NOT NULL, sole_origin BLOB, sole_seq INTEGER, sole_hlc INTEGER,
-    PRIMARY KEY (collection, key)) WITHOUT ROWID;
+    conflict INTEGER NOT NULL, sole_origin INTEGER, sole_seq INTEGER, sole_hlc INTEGER,
+    PRIMARY KEY (collection, key));
+CREATE TABLE IF NOT EXISTS origins (id INTEGER PRIMARY KEY, origin BLOB NOT NULL UNIQUE);
 CREATE INDEX IF NOT EXISTS records_conflict ON records (conflict) WHERE conflict;
 CREATE TABLE IF NOT EXISTS peers (
     peer BLOB PRIMARY KEY, created INTEGER NOT NULL, knowledge BLOB NOT NULL,
     receipt BLOB NOT NULL) WITHOUT ROWID;
 """
 
-#: Schema 1 -> 2: the sole change of a record may live in its row (see add_first_changes).
-MIGRATE_1 = (
-    "ALTER TABLE records ADD COLUMN sole_origin BLOB",
-    "ALTER TABLE records ADD COLUMN sole_seq INTEGER",
-    "ALTER TABLE records ADD COLUMN sole_hlc INTEGER",
-)
 #: Moves the sole change kept in a record row into ``changes``, before the row is replaced.
 _MATERIALIZE = (
     "INSERT OR IGNORE INTO changes (collection, key, origin, seq, hlc, op, fields, parents)"
-    " SELECT collection, key, sole_origin, sole_seq, sole_hlc, fields IS NULL, fields, NULL"
-    " FROM records WHERE collection = ? AND key = ? AND sole_origin IS NOT NULL"
+    " SELECT collection, key, origins.origin, sole_seq, sole_hlc, fields IS NULL, fields, NULL"
+    " FROM records JOIN origins ON origins.id = sole_origin"
+    " WHERE collection = ? AND key = ?"
 )
 
 
@@ -56,6 +54,17 @@ _MATERIALIZE = (
 #: outgrows the page cache). The key alone sorts much faster than whole tuples, and
 #: the sort is stable, so rows for one record keep their order.
 _key_of = operator.itemgetter(1)
+#: (collection, key, fields, seq, hlc) of a Change: a first change's row (and its origin).
+_FIRST_PARAMS = operator.itemgetter(3, 4, 6, 1, 2)
+_ORIGIN = operator.itemgetter(0)
+#: A record's heads as stored: empty when the record is its sole change's alone.
+_HEADS = "heads, (SELECT origin FROM origins WHERE id = sole_origin), sole_seq"
+
+
+def _heads_of(heads: bytes, sole_origin: bytes | None, sole_seq: int | None) -> bytes:
+    if heads or sole_origin is None or sole_seq is None:
+        return bytes(heads)
+    return sole_head(bytes(sole_origin), sole_seq)
 
 
 class SQLiteStore(Store):
@@ -70,12 +79,14 @@ class SQLiteStore(Store):
                     if statement.strip():
                         self.db.execute(statement)
                 version = self.get_meta("schema_version")
-                if version is not None and int(version) == 1:
-                    for statement in MIGRATE_1:
-                        self.db.execute(statement)
-                    version = None
                 if version is None:
                     self.set_meta("schema_version", str(SCHEMA_VERSION).encode())
+                elif int(version) in FORMAT_1_SCHEMAS:
+                    raise StorageError(
+                        f"{path}: store schema {int(version)} holds changes in wire format 1,"
+                        " which this offsync (format 2) cannot read; sync it to a peer with"
+                        " the offsync that wrote it, then start a new store and sync it back"
+                    )
                 elif int(version) != SCHEMA_VERSION:
                     raise StorageError(
                         f"{path}: store schema {int(version)}, this offsync uses {SCHEMA_VERSION}"
@@ -191,16 +202,18 @@ class SQLiteStore(Store):
         )
         self.db.executemany(
             "UPDATE records SET sole_origin = NULL, sole_seq = NULL, sole_hlc = NULL"
-            " WHERE collection = ? AND key = ? AND sole_origin = ? AND sole_seq = ?",
-            ids,
+            " WHERE collection = ? AND key = ? AND sole_seq = ?"
+            " AND sole_origin = (SELECT id FROM origins WHERE origin = ?)",
+            [(c, k, s, o) for c, k, o, s in ids],
         )
 
     def changes_for(self, collection: str, key: str) -> list[Change]:
         rows = self._q(
             "SELECT origin, seq, hlc, op, fields, parents FROM changes"
             " WHERE collection = ? AND key = ?"
-            " UNION ALL SELECT sole_origin, sole_seq, sole_hlc, fields IS NULL, fields, NULL"
-            " FROM records WHERE collection = ? AND key = ? AND sole_origin IS NOT NULL",
+            " UNION ALL SELECT origins.origin, sole_seq, sole_hlc, fields IS NULL, fields, NULL"
+            " FROM records JOIN origins ON origins.id = sole_origin"
+            " WHERE collection = ? AND key = ?",
             (collection, key, collection, key),
         )
         out: dict[tuple[bytes, int], Change] = {}
@@ -254,31 +267,41 @@ class SQLiteStore(Store):
         held = self._heads([(r.collection, r.key) for r in ordered])
         return [(r.collection, r.key) for r in ordered if held[r.collection, r.key] != r.heads]
 
-    def add_first_changes(
-        self, changes: Sequence[Change], rows: Sequence[RecordRow]
-    ) -> list[tuple[str, str]]:
+    def add_first_changes(self, changes: Sequence[Change]) -> list[tuple[str, str]]:
         # The change is kept in its record's row (sole_*), not in ``changes``: one row
-        # written per change instead of two. ``changes_for`` reads it from there, and
-        # ``put_records`` moves it to ``changes`` before the row is ever replaced.
-        params = sorted(
-            (
-                (r.collection, r.key, r.fields, r.heads, r.conflict, c.origin, c.seq, c.hlc)
-                for c, r in zip(changes, rows, strict=True)
-            ),
-            key=_key_of,
-        )
-        inserted = self.db.executemany(
-            "INSERT INTO records"
-            " (collection, key, fields, heads, conflict, sole_origin, sole_seq, sole_hlc)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-            params,
-        ).rowcount
-        if inserted == len(rows):
+        # written per change instead of two; its origin as a small integer (``origins``),
+        # and its heads left empty (they are [sole], derived when read). ``changes_for``
+        # reads the change from there, and ``put_records`` moves it to ``changes`` before
+        # the row is ever replaced.
+        if not changes:
             return []
-        held = self._heads([(r.collection, r.key) for r in rows])
-        existed = {(r.collection, r.key) for r in rows if held[r.collection, r.key] != r.heads}
+        origins = set(map(_ORIGIN, changes))
+        inserted = 0
+        for origin in sorted(origins):
+            part = changes if len(origins) == 1 else [c for c in changes if c.origin == origin]
+            inserted += self.db.executemany(
+                "INSERT INTO records"
+                " (collection, key, fields, heads, conflict, sole_origin, sole_seq, sole_hlc)"
+                f" VALUES (?, ?, ?, x'', 0, {self._origin_id(origin)}, ?, ?)"
+                " ON CONFLICT DO NOTHING",
+                sorted(map(_FIRST_PARAMS, part), key=_key_of),
+            ).rowcount
+        if inserted == len(changes):
+            return []
+        held = self._heads([(c.collection, c.key) for c in changes])
+        existed = {
+            (c.collection, c.key)
+            for c in changes
+            if held[c.collection, c.key] != sole_head(c.origin, c.seq)
+        }
         self.add_changes([c for c in changes if (c.collection, c.key) in existed])
-        return [(r.collection, r.key) for r in rows if (r.collection, r.key) in existed]
+        return [(c.collection, c.key) for c in changes if (c.collection, c.key) in existed]
+
+    def _origin_id(self, origin: bytes) -> int:
+        self.db.execute("INSERT OR IGNORE INTO origins (origin) VALUES (?)", (origin,))
+        return int(
+            self.db.execute("SELECT id FROM origins WHERE origin = ?", (origin,)).fetchone()[0]
+        )
 
     def _heads(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], bytes]:
         found: dict[tuple[str, str], bytes] = {}
@@ -286,32 +309,34 @@ class SQLiteStore(Store):
             chunk = keys[i : i + 400]
             where = " OR ".join(["(collection = ? AND key = ?)"] * len(chunk))
             args = [x for k in chunk for x in k]
-            for c, k, h in self._q(
-                f"SELECT collection, key, heads FROM records WHERE {where}", args
+            for c, k, h, o, q in self._q(
+                f"SELECT collection, key, {_HEADS} FROM records WHERE {where}", args
             ):
-                found[c, k] = bytes(h)
+                found[c, k] = _heads_of(h, o, q)
         return found
 
     def get_record(self, collection: str, key: str) -> RecordRow | None:
         rows = self._q(
-            "SELECT fields, heads, conflict FROM records WHERE collection = ? AND key = ?",
+            f"SELECT fields, {_HEADS}, conflict FROM records WHERE collection = ? AND key = ?",
             (collection, key),
         )
         if not rows:
             return None
-        f, h, c = rows[0]
-        return RecordRow(collection, key, None if f is None else bytes(f), bytes(h), bool(c))
+        f, h, o, q, c = rows[0]
+        return RecordRow(
+            collection, key, None if f is None else bytes(f), _heads_of(h, o, q), bool(c)
+        )
 
     def iter_records(self, collection: str | None = None) -> Iterator[RecordRow]:
-        sql = "SELECT collection, key, fields, heads, conflict FROM records"
+        sql = f"SELECT collection, key, fields, {_HEADS}, conflict FROM records"
         args: tuple[str, ...] = ()
         if collection is not None:
             sql += " WHERE collection = ?"
             args = (collection,)
         # TEXT compares with memcmp over UTF-8 under the default BINARY collation.
         cur = self.db.execute(sql + " ORDER BY collection, key", args)
-        for c, k, f, h, x in cur:
-            yield RecordRow(c, k, None if f is None else bytes(f), bytes(h), bool(x))
+        for c, k, f, h, o, q, x in cur:
+            yield RecordRow(c, k, None if f is None else bytes(f), _heads_of(h, o, q), bool(x))
 
     def conflicted(self) -> list[tuple[str, str]]:
         return self._q(

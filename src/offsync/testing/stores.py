@@ -384,7 +384,7 @@ def _check_first_changes(s: Store) -> None:
         s.put_records([alone(held)])
     first, other, late = _change(O1, 1, "new"), _change(O2, 1, "held"), _change(O2, 2, "new")
     with s.transaction():
-        left = s.add_first_changes([first, other], [alone(first), alone(other)])
+        left = s.add_first_changes([first, other])
     assert left == [("c", "held")], "add_first_changes: like add_new_records"
     assert s.changes_for("c", "new") == [first], "add_first_changes stores the changes"
     assert s.changes_for("c", "held") == [other, held]

@@ -43,7 +43,7 @@ from ..receipt import Receipt
 
 __all__ = ["DEFAULT_MAX_BUNDLE", "Refused", "Transport"]
 
-#: Default upper bound for one bundle a transport carries (compressed, as it travels).
+#: Default upper bound for one bundle a transport carries, as it travels.
 DEFAULT_MAX_BUNDLE = 16 * 1024 * 1024
 
 
