@@ -19,7 +19,7 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from functools import partial
 from itertools import accumulate, repeat
-from operator import add, le
+from operator import add, itemgetter, le
 from typing import Any, NamedTuple, TypeAlias
 
 import msgpack
@@ -240,13 +240,9 @@ class _Builder:
             name: sub.constant() for name, (_, sub) in zip(self.names, self.nested, strict=True)
         }
 
-    def build(self, columns: list[list[Any]], rows: int) -> list[dict[str, Any]]:
-        """The maps of this shape, one per row, from its leaf columns in order."""
-        if not self.width:
-            return [self.constant()] * rows
-        if not self.nested:
-            return list(map(dict, map(zip, repeat(self.names), zip(*columns, strict=True))))
-        entries: list[Any] = []  # one column per name: leaves, or built nested maps
+    def _entries(self, columns: list[list[Any]], rows: int) -> list[list[Any]]:
+        """One column per name: its leaf column, or the nested maps built for it."""
+        entries: list[list[Any]] = []
         at = 0
         nested = dict(self.nested)
         for position in range(len(self.names)):
@@ -257,7 +253,46 @@ class _Builder:
             else:
                 entries.append(sub.build(columns[at : at + sub.width], rows))
                 at += sub.width
+        return entries
+
+    def build(self, columns: list[list[Any]], rows: int) -> list[dict[str, Any]]:
+        """The maps of this shape, one per row, from its leaf columns in order."""
+        if not self.width:
+            return [self.constant()] * rows
+        entries = self._entries(columns, rows)
         return list(map(dict, map(zip, repeat(self.names), zip(*entries, strict=True))))
+
+    def encode(self, columns: list[list[Any]], rows: int) -> list[bytes]:
+        """The canonical bytes of this shape's maps, one per row.
+
+        A map's bytes are its header, then each key and value. Packing the tuple
+        ``(name1, value1, name2, value2, ...)`` writes exactly those pairs after an
+        array header, so each row is packed as that tuple (zip builds it in C) and the
+        array header is swapped for the map header: no dict per row at the top level.
+        """
+        if not self.width:
+            return [_pack(self.constant())] * rows
+        interleaved: list[Any] = []
+        for name, entry in zip(self.names, self._entries(columns, rows), strict=True):
+            interleaved += (repeat(name), entry)
+        n = len(self.names)
+        head = _map_header(n)
+        after_array_header = itemgetter(slice(len(_array_header(2 * n)), None))
+        # repeat() is endless; the entries, all of ``rows`` items, end the zip.
+        rows_packed = map(_pack, zip(*interleaved, strict=False))
+        return list(map(head.__add__, map(after_array_header, rows_packed)))
+
+
+def _map_header(n: int) -> bytes:
+    if n < 16:
+        return bytes([0x80 | n])
+    return b"\xde" + n.to_bytes(2, "big") if n < 1 << 16 else b"\xdf" + n.to_bytes(4, "big")
+
+
+def _array_header(n: int) -> bytes:
+    if n < 16:
+        return bytes([0x90 | n])
+    return b"\xdc" + n.to_bytes(2, "big") if n < 1 << 16 else b"\xdd" + n.to_bytes(4, "big")
 
 
 def _ints(value: Any, n: int, what: str) -> list[int]:
@@ -420,9 +455,8 @@ def _fields(
         repeated += count * (builder.overhead + sum(extra for _, extra in values))
         if repeated > limits.max_block_bytes:
             raise LimitExceededError("rebuilding the fields would repeat more than the block limit")
-        maps = builder.build([column for column, _ in values], count)
         try:
-            encoded = list(map(_pack, maps))
+            encoded = builder.encode([column for column, _ in values], count)
         except Exception as exc:  # a datetime from a timestamp, say
             raise BundleFormatError("fields hold a value type that is not allowed") from exc
         if encoded and max(map(len, encoded)) > max_fields:
