@@ -26,7 +26,6 @@ __all__ = [
     "packb",
     "sorted_pairs",
     "unpack_strict",
-    "validate_fields",
 ]
 
 
@@ -93,55 +92,6 @@ def decode_fields(data: bytes) -> dict[str, Any]:
     value = msgpack.unpackb(data, raw=False, timestamp=3, strict_map_key=True)
     assert isinstance(value, dict)
     return value
-
-
-def _keys_in_order(value: dict[Any, Any]) -> dict[Any, Any]:
-    # ``object_hook`` for validate_fields. The map is already built, so duplicate keys
-    # have collapsed; the re-encoding comparison catches those. Keys that sort without
-    # a TypeError are all str or all bytes, so checking the first one's type suffices.
-    keys = [*value]
-    try:
-        in_order = keys == sorted(keys)
-    except TypeError:
-        in_order = False
-    if not in_order or (keys and type(keys[0]) is not str):
-        raise BundleFormatError("map keys must be strings, unique and sorted")
-    return value
-
-
-def validate_fields(data: bytes, max_bytes: int) -> None:
-    """Check that untrusted field bytes are one canonical map; raise if not.
-
-    On the apply hot path, once per change, so it decodes with one C call and a cheap
-    hook per map rather than ``unpack_strict``; canonical means the decoded value
-    re-encodes to exactly ``data``, which also refuses duplicate keys, non-shortest
-    forms, float32 and timestamps (decoded as datetime, which ``packb`` refuses).
-    """
-    if len(data) > max_bytes:
-        raise LimitExceededError(f"fields of {len(data)} bytes exceed the limit of {max_bytes}")
-    try:
-        value = msgpack.unpackb(
-            data,
-            raw=False,
-            strict_map_key=True,
-            ext_hook=_refuse_ext,
-            timestamp=3,
-            object_hook=_keys_in_order,
-        )
-    except BundleFormatError:
-        raise
-    except msgpack.StackError as exc:
-        raise LimitExceededError("fields: nested too deeply") from exc
-    except Exception as exc:  # msgpack raises ValueError, FormatError, ExtraData, ...
-        raise BundleFormatError(f"fields: not valid msgpack ({type(exc).__name__})") from exc
-    if type(value) is not dict:
-        raise BundleFormatError("fields must be a map")
-    try:
-        again = packb(value)
-    except Exception as exc:  # a timestamp decoded as datetime cannot be re-encoded
-        raise BundleFormatError("fields hold a value type that is not allowed") from exc
-    if again != data:
-        raise BundleFormatError("fields are not canonically encoded")
 
 
 def _canonical(value: Any) -> Any:
