@@ -21,7 +21,9 @@ and failures of the machinery around the core (storage, transports)::
     │   └── ScopeError                     a trusted signer writing outside its scope
     ├── SequenceReuseError                 this site would reuse seqs it already used
     ├── StorageError                       the store failed; nothing was changed
-    │   └── StorageConflictError           lost a race with another writer; retry
+    │   ├── StorageConflictError           lost a race with another writer; retry
+    │   ├── StorageFullError               disk full or failing: an operator must act
+    │   └── StoreLockedError               another process has this replica open
     └── TransportError                     a transport could not deliver or fetch
         ├── RetryableTransportError        the other side is busy or gone; try again later
         └── PeerRefusedError               the other side refused what we sent, and said why
@@ -50,6 +52,8 @@ __all__ = [
     "SignatureError",
     "StorageConflictError",
     "StorageError",
+    "StorageFullError",
+    "StoreLockedError",
     "TransportError",
     "UnknownSignerError",
     "UsageError",
@@ -133,6 +137,17 @@ class StorageError(OffsyncError):
 class StorageConflictError(StorageError):
     """A concurrent writer of a shared store got in the way (deadlock, serialization
     failure); nothing was changed and the same call may succeed if made again."""
+
+
+class StorageFullError(StorageError):
+    """The disk under the store is full or failing (ENOSPC, EIO, a read-only file
+    system): nothing was changed, and retrying will not help until an operator frees
+    space or replaces the disk."""
+
+
+class StoreLockedError(StorageError):
+    """Another process has this replica open; one replica file has one writer process
+    (serve it over HTTP, or open it in that process only)."""
 
 
 class TransportError(OffsyncError):
