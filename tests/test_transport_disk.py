@@ -47,9 +47,9 @@ def test_courier_round_trip_many_sites_on_one_disk(tmp_path: Path) -> None:
     usb.mkdir()
     for s in subs:  # the courier visits each sub-district
         exchange(s, usb, peers=[district.id])
-    reports = exchange(district, usb)  # ... then the district
-    assert reports[0].applied == 60 and reports[0].refused == []
-    assert {r.peer for r in reports[1:]} == {s.id for s in subs}  # return trip for each
+    stop = exchange(district, usb)  # ... then the district
+    assert stop.imported.applied == 60 and stop.imported.refused == [] and stop.ok
+    assert {r.peer for r in stop.replies} == {s.id for s in subs}  # return trip for each
     for s in subs:  # ... and back
         exchange(s, usb, peers=[district.id])
         assert s.state_digest() == district.state_digest()
@@ -143,14 +143,15 @@ def test_too_little_space_fails_before_writing_anything(tmp_path: Path) -> None:
         a.put("r", str(i), {"v": i})
     usb = tmp_path / "usb"
     usb.mkdir()
-    # The real free-space check, asked to keep more free than the disk has.
-    real_free = shutil.disk_usage(usb).free
-    with pytest.raises(TransportError, match=r"not enough space.*Nothing was written"):
-        sync(a, DiskTransport(usb, a, b, reserve_bytes=real_free + 1))
+    # The real free-space check, asked to keep more free than the disk holds (its size,
+    # not its free space, which other processes change between measure and check).
+    size = shutil.disk_usage(usb).total
+    with pytest.raises(TransportError, match=r"not enough space.*Nothing of this export"):
+        sync(a, DiskTransport(usb, a, b, reserve_bytes=size + 1))
     assert list(usb.rglob("*")) == []
     # A nearly full disk, as measured by the disk itself.
     tiny = DiskTransport(usb, a, b, free_space=lambda _: 2000, reserve_bytes=0)
-    with pytest.raises(TransportError, match=r"only 0\.0 MiB is free"):
+    with pytest.raises(TransportError, match=r"reports only 2\.0 KiB free"):
         sync(a, tiny)
     assert list(usb.rglob("*")) == []
     sync(a, DiskTransport(usb, a, b))  # with room, the export goes through
@@ -194,10 +195,10 @@ def test_relay_forwards_sealed_bundles_unopened(tmp_path: Path) -> None:
     usb = tmp_path / "usb"
     usb.mkdir()
     sync(sub, DiskTransport(usb, sub, centre))  # sealed to the centre
-    assert exchange(district, usb)[0].received == []  # nothing for the district itself
+    assert exchange(district, usb).imported.received == []  # nothing for the district itself
     share = tmp_path / "share"
     moved = forward(DiskTransport(usb, centre.id), FolderTransport(share, district, centre))
-    assert moved == 1
+    assert len(moved.forwarded) == 1 and moved.ok
     assert sync(centre, FolderTransport(share, centre, sub)).applied == 1
     assert centre.get("r", "1") == {"v": 1}
     assert list(DiskTransport(usb, centre.id).inbox.glob("*.ofb")) == []
