@@ -54,6 +54,7 @@ def _report_sync(
     reports: Sequence[SyncReport],
     what: str,
     not_written: Sequence[NotWritten] = (),
+    missing: str = "not written",
 ) -> None:
     """The rounds as a table (or JSON with the site's status), then the courier replies
     that could not be written; exit 4 if any was not, else 3 if anything was refused."""
@@ -90,7 +91,7 @@ def _report_sync(
             for x in r["refused"]:
                 out.print(f"[red]refused[/] {escape(x['source'])}: {escape(x['reason'])}")
         for n in not_written:
-            out.print(f"[red]not written[/] for {n.peer.hex()[:12]}: {escape(n.reason)}")
+            out.print(f"[red]{missing}[/] for {n.peer.hex()[:12]}: {escape(n.reason)}")
         conflicts = sum(len(r["conflicts"]) for r in rows)
         if conflicts:
             out.print(f"{conflicts} new conflict(s): see `offsync conflicts`.")
@@ -314,7 +315,9 @@ def disk_import(
             stop = exchange(
                 replica, mount, resolve_peers(replica, peers), assume_free_bytes=assume_free
             )
-        _report_sync(state, stop.rounds, f"imported from {mount}", stop.not_written)
+        _report_sync(
+            state, stop.rounds, f"imported from {mount}", stop.not_written, "reply not written"
+        )
     else:
         with DiskTransport(mount, replica.identity, None) as t:
             reports = [sync_round(replica, t, push=False)]

@@ -315,9 +315,9 @@ class DiskTransport(FolderTransport):
                     f"not enough space on the disk at {self.mount} for the bundles to "
                     f"{peer.hex()[:12]}: they need {_size(need)} and {_size(self.reserve_bytes)} "
                     f"must stay free, but {measured} only {_size(free)} free. Nothing of this "
-                    "export was written; free some space or use a larger disk (if the "
-                    "disk's driver reports a wrong figure, give the real one: "
-                    "assume_free_bytes)."
+                    "export was written; free some space or use a larger disk. If the "
+                    "disk's driver gets the free space wrong, give the real figure "
+                    "(assume_free_bytes; --assume-free on the command line)."
                 )
             written: list[Path] = []
             try:
