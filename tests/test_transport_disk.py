@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from helpers_special import bundle_like_name, no_hang, plant, posix_only
-from offsync import Identity, Replica, sync
+from offsync import Identity, Limits, Replica, sync
 from offsync.errors import TransportError, UsageError
 from offsync.segment import hash32
 from offsync.testing import check_transport
@@ -318,6 +318,16 @@ def test_a_hostile_manifest_is_refused_and_blocks_nothing(
         (lambda d: d.update(sender="00" * 32), "not the one its file name says"),
         (lambda d: d.update(recipient="00" * 32), "addressed to another site"),
     ],
+    ids=[
+        "bundles-not-a-list",
+        "entry-not-an-object",
+        "negative-size",
+        "boolean-size",
+        "a-path-as-file-name",
+        "bad-hash",
+        "another-sender",
+        "another-recipient",
+    ],
 )
 def test_a_manifest_that_breaks_the_format_is_refused(
     tmp_path: Path, change: Callable[[dict[str, Any]], None], reason: str
@@ -428,3 +438,20 @@ def test_a_write_that_runs_out_of_space_takes_back_what_it_wrote(tmp_path: Path)
     assert sorted(p.name for p in ta.outbox(b.id).iterdir()) == before
     sync(a, DiskTransport(usb, a, b, max_bundle_bytes=4096))
     assert sync(b, DiskTransport(usb, b, a), push=False).applied == 130
+
+
+def test_an_export_whose_manifest_a_reader_would_refuse_is_not_written(tmp_path: Path) -> None:
+    """The manifest is bounded by ``Limits.max_header_bytes`` at the reader; the writer
+    refuses an export that would need a larger one, and takes back what it wrote."""
+    a, b = replica(tmp_path, "a"), replica(tmp_path, "b")
+    for batch in range(8):
+        with a.batch():
+            for i in range(10):
+                a.put("r", f"{batch}-{i}", {"pad": f"{batch}-{i}" * 40})
+        a.pack(a.knowledge())
+    usb = tmp_path / "usb"
+    usb.mkdir()
+    small = Limits(max_header_bytes=1024)
+    with pytest.raises(TransportError, match="do not fit in one manifest"):
+        sync(a, DiskTransport(usb, a, b, max_bundle_bytes=4096, limits=small))
+    assert list(usb.rglob("*.ofb")) == [] and list(usb.rglob("*.man")) == []

@@ -264,7 +264,14 @@ class DiskTransport(FolderTransport):
         }
         doc["checksum"] = _checksum(doc)
         name = f"from-{self.me.hex()[:NAME_HEX]}-{generation:08d}.man"
-        write_atomically(directory, name, json.dumps(doc, indent=1).encode())
+        encoded = json.dumps(doc, indent=1).encode()
+        if len(encoded) > self.limits.max_header_bytes:  # the reader would refuse it
+            raise TransportError(
+                f"{len(entries)} bundles for one site do not fit in one manifest "
+                f"({_size(len(encoded))}, over {_size(self.limits.max_header_bytes)}); "
+                "export with larger bundles (max_bundle_bytes)"
+            )
+        write_atomically(directory, name, encoded)
         for path, _, _ in mine:  # superseded only once the new one is whole
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
