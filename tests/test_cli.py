@@ -273,6 +273,10 @@ def test_disk_with_no_room_for_the_reply_says_what_was_imported(sh: Shell) -> No
     assert f"reply not written for {kec[:12]}" in full.stdout and "not enough space" in full.stdout
     assert "3 change(s) were applied and stay applied" in full.stderr
     assert "--assume-free" in full.stderr and "run the same command again" in full.stderr
+    assert (
+        "no disk mounted"
+        in sh.run("--site", "kab", "disk", "export", "nowhere", "--to", kec, code=4).stderr
+    )
     assert sh.json("--site", "kab", "get", "residents", f"3519{2:012d}") == {"name": "R2"}
     assert not (usb / "OFFSYNC" / f"to-{kec[:32]}").exists()
 

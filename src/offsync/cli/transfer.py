@@ -105,8 +105,9 @@ def _report_sync(
         err.print(
             f"[yellow]next:[/] {applied} change(s) were applied and stay applied; what is "
             f"not written above is missing from the disk ({len(not_written)} site(s)). "
-            "Free space on the disk (or, if its driver reports a wrong free space, give the "
-            "real one with --assume-free) and run the same command again."
+            "Fix what the reason says (a full disk: free some space, or give the real free "
+            "space with --assume-free if its driver reports a wrong one) and run the same "
+            "command again."
         )
         raise click.exceptions.Exit(EXIT_TRANSPORT)
     if any(r["refused"] for r in rows):
@@ -266,6 +267,10 @@ def disk_export(
     (what could not be written is listed; nothing half-written stays on the disk).
     """
     replica = state.replica()
+    if not mount.is_dir():
+        fail(
+            f"no disk mounted at {mount}", EXIT_TRANSPORT, "plug in the disk; give its mount point"
+        )
     reports = []
     not_written = []
     targets = resolve_peers(replica, peers)

@@ -54,7 +54,7 @@ from ..limits import DEFAULT_LIMITS, Limits
 from ..segment import hash32
 from .base import Refused, Transport
 
-__all__ = ["FolderTransport", "peek_header", "read_regular"]
+__all__ = ["FolderTransport", "peek_header"]
 
 SUFFIX = ".ofb"
 NAME_HEX = 32  # hex digits of a key or bundle id used in names (128 bits)
