@@ -144,3 +144,26 @@ def test_a_next_hop_that_is_down_stops_the_pass_and_loses_nothing(
         report = forward(DiskTransport(usb, centre.id), t)
     assert len(report.forwarded) == len(before) - 1 and len(report.refused) == 1
     assert sub.knowledge() <= centre.knowledge()
+
+
+def test_a_bundle_too_large_for_the_next_hop_is_set_aside(
+    courier_disk: tuple[Path, Replica, Replica, Replica, Path],
+) -> None:
+    """A relay cannot re-cut a sealed bundle: one larger than the centre takes (413) is
+    set aside with that reason, and the ones behind it still go."""
+    usb, _, relay, centre, hostile = courier_disk
+    hostile.unlink()  # only the sub-district's bundles here
+    source = DiskTransport(usb, centre.id)
+    sizes = {p.name: p.stat().st_size for p in source.inbox.glob("*.ofb")}
+    largest = max(sizes, key=lambda n: sizes[n])
+    limit = sizes[largest] - 1
+    assert sorted(sizes.values())[-2] <= limit  # exactly one bundle is over it
+    with (
+        LiveServer(create_app(centre, max_upload_bytes=limit)) as srv,
+        to_centre(srv.url, relay, centre) as onward,
+    ):
+        report = forward(source, onward)
+    assert len(report.forwarded) == len(sizes) - 1
+    [refused] = report.refused
+    assert refused.source.startswith(largest[:32]) and "HTTP 413" in refused.reason
+    assert (source.refused_dir / largest).exists() and list(source.inbox.glob("*.ofb")) == []
