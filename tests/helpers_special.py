@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import secrets
 import signal
+import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -59,3 +60,14 @@ def plant(directory: Path, names: list[str], elsewhere: Path) -> dict[str, Path]
     for path in (fifo, zero, to_fifo):
         os.utime(path, (1_000_000_000, 1_000_000_000), follow_symlinks=False)
     return {"fifo": fifo, "zero": zero, "to_fifo": to_fifo}
+
+
+def device(path: Path) -> bool:
+    """A character device like /dev/zero at ``path``, where this process may make one
+    (root with CAP_MKNOD); False where it may not (the link to /dev/zero stands in)."""
+    try:
+        os.mknod(path, stat.S_IFCHR | 0o600, os.makedev(1, 5))
+    except (OSError, AttributeError):
+        return False
+    os.utime(path, (1_000_000_000, 1_000_000_000))
+    return True

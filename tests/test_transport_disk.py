@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from helpers_special import bundle_like_name, no_hang, plant, posix_only
+from helpers_special import bundle_like_name, device, no_hang, plant, posix_only
 from offsync import Identity, Limits, Replica, sync
 from offsync.errors import TransportError, UsageError
 from offsync.segment import hash32
@@ -245,8 +245,10 @@ def test_special_files_on_the_disk_are_refused_never_read(tmp_path: Path) -> Non
         elsewhere,
     )
     # A well-formed manifest listing bundles that are not regular files.
-    names = [bundle_like_name() for _ in range(3)]
-    bundles = plant(tb.inbox, names, elsewhere)
+    names = [bundle_like_name() for _ in range(4)]
+    bundles = plant(tb.inbox, names[:3], elsewhere)
+    if device(tb.inbox / names[3]):  # where this process may mknod
+        bundles["device"] = tb.inbox / names[3]
     entries = [{"file": n, "size": 0, "blake2b": "00" * 32} for n in names]
     (tb.inbox / manifest_name(mallory.public_key)).write_bytes(
         manifest_doc(mallory.public_key, b.id, entries)
@@ -267,6 +269,8 @@ def test_special_files_on_the_disk_are_refused_never_read(tmp_path: Path) -> Non
     assert "a symbolic link, not a regular file" in reasons[manifests["zero"].name]
     assert "a FIFO (named pipe), not a regular file" in reasons[bundles["fifo"].name]
     assert "a symbolic link, not a regular file" in reasons[bundles["to_fifo"].name]
+    if "device" in bundles:
+        assert "a character device, not a regular file" in reasons[bundles["device"].name]
     assert [r.peer for r in stop.replies] == [a.id] and stop.not_written == []
     with no_hang():
         back = exchange(a, usb, peers=[b.id])

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers_special import bundle_like_name, no_hang, plant, posix_only
+from helpers_special import bundle_like_name, device, no_hang, plant, posix_only
 from offsync import Identity, Replica, sync
 from offsync.testing import check_transport
 from offsync.transports import FolderTransport, Transport
@@ -190,6 +190,8 @@ def test_special_files_named_like_bundles_are_refused_never_read(tmp_path: Path)
     at_b = plant(tb.inbox, [bundle_like_name() for _ in range(3)], tmp_path / "elsewhere")
     at_b["directory"] = tb.inbox / bundle_like_name()
     at_b["directory"].mkdir()
+    if device(tb.inbox / (name := bundle_like_name())):  # where this process may mknod
+        at_b["device"] = tb.inbox / name
     at_a = plant(ta.inbox, [bundle_like_name() for _ in range(3)], tmp_path / "elsewhere")
     with no_hang():
         report = sync(b, tb)  # reads its inbox, and the outbox to a (what is in transit)
@@ -200,6 +202,8 @@ def test_special_files_named_like_bundles_are_refused_never_read(tmp_path: Path)
     assert "a symbolic link, not a regular file" in reasons[at_b["zero"].name]
     assert "a symbolic link, not a regular file" in reasons[at_b["to_fifo"].name]
     assert "a directory, not a regular file" in reasons[at_b["directory"].name]
+    if "device" in at_b:
+        assert "a character device, not a regular file" in reasons[at_b["device"].name]
     for path in at_b.values():  # set aside, with a note; the link still points nowhere read
         assert not os.path.lexists(path)
         assert os.path.lexists(tb.refused_dir / path.name)
