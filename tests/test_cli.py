@@ -255,3 +255,51 @@ def test_status_shows_a_peer_claiming_more_of_our_seqs() -> None:
     assert site.record_receipt(claim)
     [shown] = status_document(site)["seq_claims"]
     assert (shown["peer"], shown["seq"], shown["blocks_writing"]) == (peer.public_key, 5, True)
+
+
+def test_disk_with_no_room_for_the_reply_says_what_was_imported(sh: Shell) -> None:
+    """`disk import` on a stick with no room: the import stands and the output says so,
+    the reply is reported as not written (exit 4), and the next run writes it.
+    `--assume-free` stands in for the driver's figure (here: an operator saying 0)."""
+    kec = sh.init("kec")
+    kab = sh.init("kab")
+    for i in range(3):
+        sh.run("--site", "kec", "put", "residents", f"3519{i:012d}", f"name=R{i}")
+    usb = sh.cwd / "usb"
+    usb.mkdir()
+    sh.run("--site", "kec", "disk", "export", str(usb), "--to", kab)
+
+    full = sh.run("--site", "kab", "disk", "import", str(usb), "--assume-free", "0", code=4)
+    assert f"reply not written for {kec[:12]}" in full.stdout and "not enough space" in full.stdout
+    assert "3 change(s) were applied and stay applied" in full.stderr
+    assert "--assume-free" in full.stderr and "run the same command again" in full.stderr
+    assert (
+        "no disk mounted"
+        in sh.run("--site", "kab", "disk", "export", "nowhere", "--to", kec, code=4).stderr
+    )
+    assert sh.json("--site", "kab", "get", "residents", f"3519{2:012d}") == {"name": "R2"}
+    assert not (usb / "OFFSYNC" / f"to-{kec[:32]}").exists()
+
+    later = sh.json("--site", "kab", "disk", "import", str(usb))
+    assert later["not_written"] == []
+    assert [r["peer"] for r in later["rounds"] if r["sent_bundles"]] == [kec]
+    back = sh.json("--site", "kec", "disk", "import", str(usb), "--no-reply")
+    status = sh.json("--site", "kec", "status")
+    assert back["rounds"][0]["received_bundles"] >= 1
+    assert status["peers"][0]["holds_of_mine"] == 3  # kab's receipt made the trip
+
+    # Export: a driver's (here the operator's) 0 refuses; a real figure lets it through.
+    sh.run("--site", "kec", "put", "residents", "x", "name=late")
+    no_room = sh.json(
+        "--site", "kec", "disk", "export", str(usb), "--to", kab, "--assume-free", "0", code=4
+    )
+    [missing] = no_room["not_written"]
+    assert missing["peer"] == kab and "you said only 0 B free" in missing["reason"]
+    done = sh.json(
+        "--site", "kec", "disk", "export", str(usb), "--to", kab, "--assume-free", "1.5G"
+    )
+    assert done["not_written"] == [] and done["rounds"][0]["sent_changes"] == 1
+    bad = sh.run(
+        "--site", "kec", "disk", "export", str(usb), "--to", kab, "--assume-free", "lots", code=2
+    )
+    assert "is not a size" in bad.stderr + bad.stdout

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers_special import bundle_like_name, device, no_hang, plant, posix_only
 from offsync import Identity, Replica, sync
 from offsync.testing import check_transport
 from offsync.transports import FolderTransport, Transport
@@ -173,3 +174,66 @@ def test_concurrent_writers_and_a_reader(tmp_path: Path) -> None:
     assert applied == 4 * 6 * 10
     assert centre.knowledge().count() == 240
     assert sorted(os.listdir(tc.inbox)) == []
+
+
+@posix_only
+def test_special_files_named_like_bundles_are_refused_never_read(tmp_path: Path) -> None:
+    """A FIFO (blocks a reader forever), a link to /dev/zero (never ends), a link to a
+    FIFO and a directory, all named like bundles, in the inbox of each side and in the
+    outbox a site reads to learn what is in transit: refused with the reason, set
+    aside, never opened as data; the real bundle next to them is applied."""
+    a, b = replica(tmp_path, "a"), replica(tmp_path, "b")
+    a.put("r", "1", {"v": 1})
+    share = tmp_path / "share"
+    ta, tb = FolderTransport(share, a, b), FolderTransport(share, b, a)
+    sync(a, ta)
+    at_b = plant(tb.inbox, [bundle_like_name() for _ in range(3)], tmp_path / "elsewhere")
+    at_b["directory"] = tb.inbox / bundle_like_name()
+    at_b["directory"].mkdir()
+    if device(tb.inbox / (name := bundle_like_name())):  # where this process may mknod
+        at_b["device"] = tb.inbox / name
+    at_a = plant(ta.inbox, [bundle_like_name() for _ in range(3)], tmp_path / "elsewhere")
+    with no_hang():
+        report = sync(b, tb)  # reads its inbox, and the outbox to a (what is in transit)
+    assert report.applied == 1 and b.get("r", "1") == {"v": 1}
+    reasons = {Path(r.source).name: r.reason for r in report.refused}
+    assert sorted(reasons) == sorted(p.name for p in at_b.values())
+    assert "a FIFO (named pipe), not a regular file" in reasons[at_b["fifo"].name]
+    assert "a symbolic link, not a regular file" in reasons[at_b["zero"].name]
+    assert "a symbolic link, not a regular file" in reasons[at_b["to_fifo"].name]
+    assert "a directory, not a regular file" in reasons[at_b["directory"].name]
+    if "device" in at_b:
+        assert "a character device, not a regular file" in reasons[at_b["device"].name]
+    for path in at_b.values():  # set aside, with a note; the link still points nowhere read
+        assert not os.path.lexists(path)
+        assert os.path.lexists(tb.refused_dir / path.name)
+        assert "not a regular file" in (tb.refused_dir / (path.name + ".txt")).read_text()
+    with no_hang():
+        again = sync(b, tb)
+        back = sync(a, ta)  # a's inbox holds b's answer, next to the planted entries
+    assert again.refused == []
+    assert len(back.refused) == 3 and back.received  # b's receipt came through
+    assert a.receipts()[b.id].knowledge >= a.knowledge()
+    assert not any(os.path.lexists(p) for p in at_a.values())
+
+
+@posix_only
+def test_a_link_under_the_name_of_a_note_is_replaced_not_written_through(
+    tmp_path: Path,
+) -> None:
+    """The note saying why a file was set aside never follows a link planted under its
+    name (it would overwrite any file the link points to)."""
+    a, b = replica(tmp_path, "a"), replica(tmp_path, "b")
+    share = tmp_path / "share"
+    tb = FolderTransport(share, b, a)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    name = bundle_like_name()
+    tb.inbox.mkdir(parents=True)
+    (tb.inbox / name).write_bytes(b"not a bundle")
+    tb.refused_dir.mkdir(parents=True)
+    os.symlink(victim, tb.refused_dir / (name + ".txt"))
+    report = sync(b, tb, push=False)
+    assert len(report.refused) == 1
+    assert victim.read_text() == "precious\n"
+    assert not (tb.refused_dir / (name + ".txt")).is_symlink()

@@ -247,8 +247,8 @@ def run(root: Path, residents: int = 300, say: Callable[[str], None] = print) ->
         with DiskTransport(disk, saradan.replica, district.replica) as out:
             report = sync(saradan.replica, out)
         say(f"  kec-saradan exports {sent(report)}, sealed to the district's key")
-        reports = exchange(district.replica, disk)
-        say(f"  kab-madiun imports: {got(reports[0])}; writes the return trip")
+        stop = exchange(district.replica, disk)
+        say(f"  kab-madiun imports: {got(stop.imported)}; writes the return trip")
 
         say("== Shared folder: Mejayan's backlog goes through the district share ==")
         with FolderTransport(share, mejayan.replica, district.replica) as out:

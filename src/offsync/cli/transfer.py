@@ -1,5 +1,11 @@
 """Delivering changes: a sync round with a server or a shared folder, and the courier's
-removable disk."""
+removable disk.
+
+A courier's disk that is full (or whose driver reports no free space) never hides what
+was done: ``disk import`` reports what it applied and, separately, each reply it could
+not write (exit 4); ``--assume-free`` overrides a free-space figure the driver gets
+wrong.
+"""
 
 from __future__ import annotations
 
@@ -9,14 +15,16 @@ from pathlib import Path
 from typing import Any
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
+from ..errors import TransportError
 from ..sync import SyncReport
 from ..sync import sync as sync_round
 from ..transports import DiskTransport, FolderTransport
-from ..transports.disk import exchange
+from ..transports.disk import NotWritten, exchange
 from .app import Group, cli, json_option, pass_state
-from .exits import EXIT_REFUSED, fail
+from .exits import EXIT_REFUSED, EXIT_TRANSPORT, fail
 from .output import emit_json, err, out, progress
 from .params import resolve_peer, resolve_peers
 from .site import State
@@ -41,11 +49,21 @@ def _sync_rows(reports: Sequence[SyncReport]) -> list[dict[str, Any]]:
     ]
 
 
-def _report_sync(state: State, reports: Sequence[SyncReport], what: str) -> None:
-    """The rounds as a table (or JSON with the site's status); exit 3 if any refused."""
+def _report_sync(
+    state: State,
+    reports: Sequence[SyncReport],
+    what: str,
+    not_written: Sequence[NotWritten] = (),
+    missing: str = "not written",
+) -> None:
+    """The rounds as a table (or JSON with the site's status), then the courier replies
+    that could not be written; exit 4 if any was not, else 3 if anything was refused."""
     rows = _sync_rows(reports)
+    unwritten = [{"peer": n.peer, "reason": n.reason} for n in not_written]
     if state.json:
-        emit_json({"rounds": rows, "status": status_document(state.replica())})
+        emit_json(
+            {"rounds": rows, "not_written": unwritten, "status": status_document(state.replica())}
+        )
     else:
         table = Table(
             "peer",
@@ -71,7 +89,9 @@ def _report_sync(state: State, reports: Sequence[SyncReport], what: str) -> None
         out.print(table)
         for r in rows:
             for x in r["refused"]:
-                out.print(f"[red]refused[/] {x['source']}: {x['reason']}")
+                out.print(f"[red]refused[/] {escape(x['source'])}: {escape(x['reason'])}")
+        for n in not_written:
+            out.print(f"[red]{missing}[/] for {n.peer.hex()[:12]}: {escape(n.reason)}")
         conflicts = sum(len(r["conflicts"]) for r in rows)
         if conflicts:
             out.print(f"{conflicts} new conflict(s): see `offsync conflicts`.")
@@ -80,6 +100,17 @@ def _report_sync(state: State, reports: Sequence[SyncReport], what: str) -> None
             "[yellow]next:[/] refused bundles were set aside (never applied); "
             "ask the sender for a fresh copy"
         )
+    if not_written:
+        applied = sum(r["applied"] for r in rows)
+        err.print(
+            f"[yellow]next:[/] {applied} change(s) were applied and stay applied; what is "
+            f"not written above is missing from the disk ({len(not_written)} site(s)). "
+            "Fix what the reason says (a full disk: free some space, or give the real free "
+            "space with --assume-free if its driver reports a wrong one) and run the same "
+            "command again."
+        )
+        raise click.exceptions.Exit(EXIT_TRANSPORT)
+    if any(r["refused"] for r in rows):
         raise click.exceptions.Exit(EXIT_REFUSED)
 
 
@@ -182,6 +213,31 @@ def _sync_folder(state: State, target: str, peers: Sequence[str], encrypt: bool)
     _report_sync(state, reports, f"sync with folder {folder}")
 
 
+_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?", re.I)
+
+
+def _byte_size(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
+    """A number of bytes: ``0``, ``750M``, ``2G``, ``1.5GiB`` (K, M, G, T: powers of 1024)."""
+    if value is None:
+        return None
+    m = _SIZE.fullmatch(value.strip())
+    if not m:
+        raise click.BadParameter(f"{value!r} is not a size: write e.g. 0, 750M, 2G")
+    unit = 1024 ** " kmgt".index(m.group(2).lower() or " ")
+    return int(float(m.group(1)) * unit)
+
+
+assume_free_option = click.option(
+    "--assume-free",
+    "assume_free",
+    callback=_byte_size,
+    metavar="SIZE",
+    help="Take SIZE (e.g. 2G) as the disk's free space instead of what its driver "
+    "reports (some FAT32 drivers report 0). A write that really runs out of space "
+    "still fails safely.",
+)
+
+
 @cli.group(cls=Group)
 def disk() -> None:
     """The courier flow: bundles on a removable disk (FAT32/exFAT safe, sealed)."""
@@ -198,23 +254,41 @@ def disk() -> None:
     help="The site the courier takes the disk to (repeatable).",
 )
 @click.option("--no-encrypt", is_flag=True, help="Leave bundles readable (not recommended).")
+@assume_free_option
 @json_option
 @pass_state
-def disk_export(state: State, mount: Path, peers: tuple[str, ...], no_encrypt: bool) -> None:
+def disk_export(
+    state: State, mount: Path, peers: tuple[str, ...], no_encrypt: bool, assume_free: int | None
+) -> None:
     """Write what each --to site lacks onto the disk at MOUNT.
 
     Checks the free space first and verifies every file after writing; bundles are sealed
-    to the destination's key, so a lost disk leaks nothing.
+    to the destination's key, so a lost disk leaks nothing. Exit 4 if the disk is full
+    (what could not be written is listed; nothing half-written stays on the disk).
     """
     replica = state.replica()
+    if not mount.is_dir():
+        fail(
+            f"no disk mounted at {mount}", EXIT_TRANSPORT, "plug in the disk; give its mount point"
+        )
     reports = []
+    not_written = []
     targets = resolve_peers(replica, peers)
     with progress(state.json, "writing to disk", len(targets)) as step:
         for peer in targets:
-            with DiskTransport(mount, replica.identity, peer, encrypt=not no_encrypt) as t:
-                reports.append(sync_round(replica, t, pull=False))
+            try:
+                with DiskTransport(
+                    mount,
+                    replica.identity,
+                    peer,
+                    encrypt=not no_encrypt,
+                    assume_free_bytes=assume_free,
+                ) as t:
+                    reports.append(sync_round(replica, t, pull=False))
+            except TransportError as exc:
+                not_written.append(NotWritten(peer, str(exc)))
             step(1)
-    _report_sync(state, reports, f"exported to {mount}")
+    _report_sync(state, reports, f"exported to {mount}", not_written)
     if not state.json:
         out.print("Safe to unplug the disk once the command has returned.")
 
@@ -228,18 +302,28 @@ def disk_export(state: State, mount: Path, peers: tuple[str, ...], no_encrypt: b
     help="Write the return trip: what each sender lacks, and this site's receipt.",
 )
 @click.option("--to", "peers", multiple=True, metavar="PEER", help="Also write for this site.")
+@assume_free_option
 @json_option
 @pass_state
-def disk_import(state: State, mount: Path, reply: bool, peers: tuple[str, ...]) -> None:
+def disk_import(
+    state: State, mount: Path, reply: bool, peers: tuple[str, ...], assume_free: int | None
+) -> None:
     """Apply every bundle on the disk meant for this site; then write the return trip.
 
     Files that are torn, unlisted or refused are set aside on the disk (never applied).
+    If the return trip does not fit on the disk, what was applied stays applied and
+    the command exits 4 saying so: free space and run it again to write the reply.
     """
     replica = state.replica()
     if reply:
         with progress(state.json, "courier exchange", None):
-            reports = exchange(replica, mount, resolve_peers(replica, peers))
+            stop = exchange(
+                replica, mount, resolve_peers(replica, peers), assume_free_bytes=assume_free
+            )
+        _report_sync(
+            state, stop.rounds, f"imported from {mount}", stop.not_written, "reply not written"
+        )
     else:
         with DiskTransport(mount, replica.identity, None) as t:
             reports = [sync_round(replica, t, push=False)]
-    _report_sync(state, reports, f"imported from {mount}")
+        _report_sync(state, reports, f"imported from {mount}")

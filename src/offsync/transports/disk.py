@@ -9,20 +9,25 @@ One disk carries many sites' bundles at once. Layout under ``<mount>/OFFSYNC``::
 
 Exporting (``send``) first spools the bundles on the local disk, checks that the
 removable disk has room for all of them (plus a reserve) and refuses before writing
-anything if not. It then writes each bundle under a temporary name, fsyncs, renames,
-and reads it back to compare hashes. Only then does it write the manifest, under a new
-generation number, and remove the older generations. Importing (``receive``) takes only
-files listed in an intact manifest whose size and hash match, so a disk unplugged
-mid-write leaves nothing that is applied as if whole: a torn bundle fails its hash, a
-bundle the manifest does not list yet is ignored (and set aside), and a torn manifest
-fails its own checksum.
+anything if not (``assume_free_bytes`` overrides a driver that reports a wrong figure).
+It then writes each bundle under a temporary name, fsyncs, renames, and reads it back
+to compare hashes. Only then does it write the manifest, under a new generation number,
+and remove the older generations; a write that fails removes what this export wrote.
+Importing (``receive``) takes only files listed in an intact manifest whose size and
+hash match, so a disk unplugged mid-write leaves nothing that is applied as if whole: a
+torn bundle fails its hash, a bundle the manifest does not list yet is ignored (and set
+aside), and a torn manifest fails its own checksum. A manifest is bounded before it is
+parsed (``Limits.max_header_bytes``, ``MANIFEST_MAX_DEPTH``) and checked against the
+format field by field; a bad one is set aside with its reason and blocks nothing else.
 
 Names are short lower-case ASCII and no file can exceed FAT32's 4 GiB - 1; bundles are
 sealed to the destination's key by default, so a lost disk leaks no personal data.
 
 ``exchange(replica, mount)`` is the courier's stop: import everything on the disk for
 this replica, then write what each site it heard from is due (and this replica's
-receipt) onto the same disk for the return trip.
+receipt) onto the same disk for the return trip. A sender's manifest stays in the
+destination's directory until that reply is written, so a reply that did not fit is
+written by the next ``exchange`` once there is room.
 """
 
 from __future__ import annotations
@@ -34,38 +39,130 @@ import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import TransportError, UsageError
+from ..errors import LimitExceededError, RemoteDataError, TransportError, UsageError
 from ..identity import SiteRef, key_of
 from ..knowledge import Knowledge
 from ..limits import DEFAULT_LIMITS, Limits
 from ..replica import Replica
 from ..segment import hash32
 from .base import Refused
-from .folder import NAME_HEX, FolderTransport, file_name, peek_header, write_atomically
+from .folder import (
+    _BUNDLE_NAME,
+    NAME_HEX,
+    FolderTransport,
+    file_name,
+    open_regular,
+    peek_header,
+    read_bounded,
+    read_regular,
+    write_atomically,
+)
 
 if TYPE_CHECKING:
     from ..sync import SyncReport
 
-__all__ = ["FAT32_MAX_FILE", "DiskTransport", "exchange"]
+__all__ = ["FAT32_MAX_FILE", "DiskTransport", "ExchangeReport", "NotWritten", "exchange"]
 
 #: The largest file FAT32 can hold.
 FAT32_MAX_FILE = 4 * 1024**3 - 1
 #: Default space left free on the disk after an export.
 DEFAULT_RESERVE = 1024 * 1024
 MANIFEST_FORMAT = "offsync-disk/1"
+#: How deep a manifest nests: an object, its list of bundles, one entry. JSON nested
+#: deeper is refused before it is parsed (the parser recurses).
+MANIFEST_MAX_DEPTH = 3
 _MANIFEST_NAME = re.compile(r"^from-([0-9a-f]{32})-([0-9]{8})\.man$")
+_KEY_HEX = re.compile(r"[0-9a-f]{64}")
+_NOT_A_BRACKET = bytes(b for b in range(256) if b not in b"[]{}")
 
 
-def _mib(n: int) -> str:
-    return f"{n / 1024 / 1024:.1f} MiB"
+def _size(n: int) -> str:
+    """Bytes for a reader: ``512 B``, ``2.0 KiB``, ``3.4 MiB``, ``1.9 GiB``."""
+    if n < 1024:
+        return f"{n} B"
+    value, unit = n / 1024, "KiB"
+    for bigger in ("MiB", "GiB"):
+        if value < 1024:
+            break
+        value, unit = value / 1024, bigger
+    return f"{value:.1f} {unit}"
 
 
 def _checksum(body: dict[str, Any]) -> str:
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
     return hash32(canonical).hex()
+
+
+def _check_nesting(raw: bytes) -> None:
+    """Refuse JSON nested deeper than a manifest ever is, before the parser recurses.
+
+    Brackets count wherever they are, inside strings too: the strings of a manifest are
+    hex digits, bundle file names and the format name, so nothing valid is refused.
+    """
+    depth = 0
+    for byte in raw.translate(None, _NOT_A_BRACKET):
+        if byte in b"[{":
+            depth += 1
+            if depth > MANIFEST_MAX_DEPTH:
+                raise LimitExceededError(f"nested deeper than {MANIFEST_MAX_DEPTH} levels")
+        else:
+            depth -= 1
+
+
+@dataclass(frozen=True, slots=True)
+class _Manifest:
+    sender: bytes
+    entries: dict[str, tuple[int, bytes]]  # file name -> (size, BLAKE2b-256)
+
+
+def _parse_manifest(raw: bytes, sender_prefix: str, recipient: bytes) -> _Manifest:
+    """A manifest's content, checked against the format field by field, or
+    ``RemoteDataError`` saying what is wrong (``LimitExceededError``: too deep)."""
+    _check_nesting(raw)
+    try:
+        doc = json.loads(raw.decode("utf-8"))
+    except ValueError as exc:  # not UTF-8, not JSON, a number of too many digits
+        raise RemoteDataError(f"not JSON: {exc}") from exc
+    if type(doc) is not dict or doc.get("format") != MANIFEST_FORMAT:
+        raise RemoteDataError("not an offsync disk manifest")
+    checksum = doc.pop("checksum", None)
+    if checksum != _checksum(doc):
+        raise RemoteDataError("checksum differs (torn or altered)")
+    sender, to, bundles = doc.get("sender"), doc.get("recipient"), doc.get("bundles")
+    if not (
+        type(sender) is str
+        and _KEY_HEX.fullmatch(sender)
+        and type(to) is str
+        and _KEY_HEX.fullmatch(to)
+        and type(bundles) is list
+    ):
+        raise RemoteDataError("malformed: sender, recipient or bundles missing or not valid")
+    if sender[:NAME_HEX] != sender_prefix:
+        raise RemoteDataError("its sender is not the one its file name says")
+    if to != recipient.hex():
+        raise RemoteDataError("addressed to another site than the directory it is in")
+    entries: dict[str, tuple[int, bytes]] = {}
+    for entry in bundles:
+        name, size, digest = (
+            (entry.get("file"), entry.get("size"), entry.get("blake2b"))
+            if type(entry) is dict
+            else (None, None, None)
+        )
+        if not (
+            type(name) is str
+            and _BUNDLE_NAME.match(name)
+            and type(size) is int
+            and 0 <= size <= FAT32_MAX_FILE
+            and type(digest) is str
+            and _KEY_HEX.fullmatch(digest)
+        ):
+            raise RemoteDataError("malformed bundle entry")
+        entries[name] = (size, bytes.fromhex(digest))
+    return _Manifest(bytes.fromhex(sender), entries)
 
 
 def _drop_cache(fd: int) -> None:
@@ -81,6 +178,10 @@ class DiskTransport(FolderTransport):
 
     ``reserve_bytes`` is left free after an export. ``free_space`` measures the disk
     (default: ``shutil.disk_usage``); tests replace it to exercise a full disk.
+    ``assume_free_bytes``, when given, is taken as the free space instead of what the
+    disk reports: some drivers (FAT32 through a userspace driver) report 0 free on a
+    disk with room. It only moves the check made before writing; if the disk really
+    fills up, the export fails and removes what it wrote, as any failed write does.
     ``spool_dir`` is where an export is staged before the space check (default: the
     system temporary directory).
     """
@@ -95,6 +196,7 @@ class DiskTransport(FolderTransport):
         max_bundle_bytes: int | None = None,
         reserve_bytes: int = DEFAULT_RESERVE,
         free_space: Callable[[Path], int] | None = None,
+        assume_free_bytes: int | None = None,
         spool_dir: str | os.PathLike[str] | None = None,
         limits: Limits = DEFAULT_LIMITS,
     ) -> None:
@@ -103,6 +205,8 @@ class DiskTransport(FolderTransport):
             raise TransportError(f"no disk mounted at {self.mount}")
         if max_bundle_bytes is not None and max_bundle_bytes > FAT32_MAX_FILE:
             raise UsageError("bundles on a courier disk must stay under 4 GiB (FAT32)")
+        if assume_free_bytes is not None and assume_free_bytes < 0:
+            raise UsageError("assume_free_bytes cannot be negative")
         super().__init__(
             self.mount / "OFFSYNC",
             me,
@@ -113,7 +217,11 @@ class DiskTransport(FolderTransport):
         )
         self.reserve_bytes = reserve_bytes
         self._free_space = free_space or (lambda p: shutil.disk_usage(p).free)
+        self.assume_free_bytes = assume_free_bytes
         self.spool_dir = spool_dir
+        #: Senders of the intact manifests in this replica's directory: mail on the disk
+        #: that has not been answered yet (``exchange`` writes their replies).
+        self.manifest_senders: set[bytes] = set()
 
     # -- manifests ---------------------------------------------------------------------
 
@@ -132,24 +240,12 @@ class DiskTransport(FolderTransport):
                 out.append((directory / name, m.group(1), int(m.group(2))))
         return out
 
-    def _load_manifest(self, path: Path) -> dict[str, tuple[int, bytes]]:
-        """file name -> (size, hash) from an intact manifest; raises ValueError if not."""
-        raw = path.read_bytes()
-        if len(raw) > self.limits.max_header_bytes:
-            raise ValueError("manifest too large")
-        doc = json.loads(raw.decode("utf-8"))
-        if type(doc) is not dict or doc.get("format") != MANIFEST_FORMAT:
-            raise ValueError("not an offsync disk manifest")
-        checksum = doc.pop("checksum", None)
-        if checksum != _checksum(doc):
-            raise ValueError("checksum differs (torn or altered)")
-        out: dict[str, tuple[int, bytes]] = {}
-        for entry in doc["bundles"]:
-            name, size, digest = entry["file"], entry["size"], bytes.fromhex(entry["blake2b"])
-            if type(name) is not str or type(size) is not int or len(digest) != 32:
-                raise ValueError("malformed entry")
-            out[name] = (size, digest)
-        return out
+    def _load_manifest(self, path: Path, sender_prefix: str, recipient: bytes) -> _Manifest:
+        """An intact manifest, read as a regular file of bounded size; else
+        ``RemoteDataError`` (or ``OSError``) saying why."""
+        return _parse_manifest(
+            read_regular(path, self.limits.max_header_bytes), sender_prefix, recipient
+        )
 
     def _write_manifest(
         self, directory: Path, peer: bytes, entries: dict[str, tuple[int, bytes]]
@@ -168,21 +264,41 @@ class DiskTransport(FolderTransport):
         }
         doc["checksum"] = _checksum(doc)
         name = f"from-{self.me.hex()[:NAME_HEX]}-{generation:08d}.man"
-        write_atomically(directory, name, json.dumps(doc, indent=1).encode())
+        encoded = json.dumps(doc, indent=1).encode()
+        if len(encoded) > self.limits.max_header_bytes:  # the reader would refuse it
+            raise TransportError(
+                f"{len(entries)} bundles for one site do not fit in one manifest "
+                f"({_size(len(encoded))}, over {_size(self.limits.max_header_bytes)}); "
+                "export with larger bundles (max_bundle_bytes)"
+            )
+        write_atomically(directory, name, encoded)
         for path, _, _ in mine:  # superseded only once the new one is whole
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
 
-    def _my_entries(self, directory: Path) -> dict[str, tuple[int, bytes]]:
+    def _my_entries(self, directory: Path, peer: bytes) -> dict[str, tuple[int, bytes]]:
         entries: dict[str, tuple[int, bytes]] = {}
         for path, sender, _ in self._manifests(directory):
             if sender != self.me.hex()[:NAME_HEX]:
                 continue
-            with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
-                entries.update(self._load_manifest(path))
+            with contextlib.suppress(OSError, RemoteDataError):
+                manifest = self._load_manifest(path, sender, peer)
+                if manifest.sender == self.me:
+                    entries.update(manifest.entries)
         return {n: e for n, e in entries.items() if (directory / n).exists()}
 
     # -- exporting ---------------------------------------------------------------------
+
+    def _free(self) -> int:
+        if self.assume_free_bytes is not None:
+            return self.assume_free_bytes
+        try:
+            return self._free_space(self.mount)
+        except OSError as exc:
+            raise TransportError(
+                f"cannot tell how much space is free on the disk at {self.mount}: {exc}; "
+                "measure it another way and pass it as assume_free_bytes"
+            ) from exc
 
     def send(self, bundles: Iterable[bytes]) -> int:
         peer = self._require_peer()
@@ -199,38 +315,60 @@ class DiskTransport(FolderTransport):
                 if first_created is None:
                     first_created = peek_header(Path(spool) / name, self.limits)
             need = sum(size for _, size, _ in staged) + 4096 + 200 * len(staged)
-            free = self._free_space(self.mount)
+            free = self._free()
             if need + self.reserve_bytes > free:
+                measured = "you said" if self.assume_free_bytes is not None else "the disk reports"
                 raise TransportError(
-                    f"not enough space on the disk at {self.mount}: this export needs "
-                    f"{_mib(need)} and {_mib(self.reserve_bytes)} must stay free, but only "
-                    f"{_mib(free)} is free. Nothing was written; free some space or use a "
-                    "larger disk."
+                    f"not enough space on the disk at {self.mount} for the bundles to "
+                    f"{peer.hex()[:12]}: they need {_size(need)} and {_size(self.reserve_bytes)} "
+                    f"must stay free, but {measured} only {_size(free)} free. Nothing of this "
+                    "export was written; free some space or use a larger disk. If the "
+                    "disk's driver gets the free space wrong, give the real figure "
+                    "(assume_free_bytes; --assume-free on the command line)."
                 )
+            written: list[Path] = []
             try:
                 directory.mkdir(parents=True, exist_ok=True)
-                entries = self._my_entries(directory)
+                entries = self._my_entries(directory, peer)
                 for name, size, digest in staged:
                     if entries.get(name) != (size, digest):
+                        path = directory / name
+                        if not os.path.lexists(path):  # else another sender's copy, maybe
+                            written.append(path)
                         write_atomically(directory, name, (Path(spool) / name).read_bytes())
-                        self._verify(directory / name, size, digest)
+                        self._verify(path, size, digest)
                     entries[name] = (size, digest)
                 if first_created is not None:
                     self._prune(directory, first_created.created)
                 entries = {n: e for n, e in entries.items() if (directory / n).exists()}
                 self._write_manifest(directory, peer, entries)
             except OSError as exc:
+                self._remove(written)
                 raise TransportError(
-                    f"writing to the disk at {self.mount} failed: {exc}. Whatever was "
-                    "written is not listed in a manifest and will not be imported; "
-                    "export again."
+                    f"writing to the disk at {self.mount} failed: {exc}. What this export "
+                    "wrote was removed (anything left is not listed in a manifest and will "
+                    "not be imported); export again."
                 ) from exc
+            except BaseException:
+                self._remove(written)
+                raise
         return len(staged)
 
+    @staticmethod
+    def _remove(paths: Iterable[Path]) -> None:
+        """Take back the bundles a failed export wrote: nothing lists them, and on a
+        full disk their space is what the next attempt needs."""
+        for path in paths:
+            with contextlib.suppress(OSError):
+                path.unlink()
+
     def _verify(self, path: Path, size: int, digest: bytes) -> None:
-        with path.open("rb") as f:
-            _drop_cache(f.fileno())
-            data = f.read()
+        try:
+            with open_regular(path) as (fd, actual):
+                _drop_cache(fd)
+                data = read_bounded(fd, actual, size)
+        except (OSError, RemoteDataError):
+            data = b""
         if len(data) != size or hash32(data) != digest:
             with contextlib.suppress(OSError):
                 path.unlink()
@@ -243,16 +381,22 @@ class DiskTransport(FolderTransport):
     # -- importing ---------------------------------------------------------------------
 
     def receive(self, knowledge: Knowledge) -> Iterator[bytes | Refused]:
-        listed: dict[str, tuple[int, bytes]] = {}
-        for path, _, _ in self._manifests(self.inbox):
+        listed: dict[str, set[tuple[int, bytes]]] = {}
+        for path, sender, _ in self._manifests(self.inbox):
             try:
-                listed.update(self._load_manifest(path))
-            except (OSError, ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+                manifest = self._load_manifest(path, sender, self.me)
+            except FileNotFoundError:
+                continue
+            except (OSError, RemoteDataError) as exc:
                 yield self._set_aside(
                     path,
                     f"damaged manifest ({exc}): the bundles it lists are not imported; "
                     "ask the sender to export again",
                 )
+                continue
+            self.manifest_senders.add(manifest.sender)
+            for name, entry in manifest.entries.items():
+                listed.setdefault(name, set()).add(entry)
         for path in self._bundle_files(self.inbox):
             expected = listed.get(path.name)
             if expected is None:
@@ -262,19 +406,73 @@ class DiskTransport(FolderTransport):
                     "(disk unplugged?); not imported",
                 )
                 continue
-            size, digest = expected
-            try:
-                actual = path.stat().st_size
-            except FileNotFoundError:
-                continue
-            if actual != size:
-                yield self._set_aside(
-                    path, f"truncated or damaged: {actual} bytes where the manifest says {size}"
-                )
-                continue
-            item = self._read(path, expected_hash=digest)
+            item = self._read(path, expected)
             if item is not None:
                 yield item
+
+    def answered(self, peer: SiteRef) -> None:
+        """A reply to ``peer`` was written: drop its manifests in this replica's
+        directory once every bundle they list has left it (applied or set aside), so
+        the next ``exchange`` does not answer the same mail again."""
+        key = key_of(peer)
+        prefix = key.hex()[:NAME_HEX]
+        for path, sender, _ in self._manifests(self.inbox):
+            if sender != prefix:
+                continue
+            try:
+                manifest = self._load_manifest(path, sender, self.me)
+            except (OSError, RemoteDataError):
+                continue
+            if manifest.sender == key and not any(
+                os.path.lexists(self.inbox / name) for name in manifest.entries
+            ):
+                with contextlib.suppress(OSError):
+                    path.unlink()
+
+
+@dataclass(frozen=True, slots=True)
+class NotWritten:
+    """A reply that a courier's stop could not write onto the disk, and why."""
+
+    peer: bytes
+    reason: str
+
+
+@dataclass(slots=True)
+class ExchangeReport:
+    """What a courier's stop did: the import, each reply written, each reply not written.
+
+    A reply that is not written does not undo the import: what was applied stays
+    applied, and the next ``exchange`` with room on the disk writes the reply.
+    """
+
+    imported: SyncReport
+    replies: list[SyncReport] = field(default_factory=list)
+    not_written: list[NotWritten] = field(default_factory=list)
+
+    @property
+    def rounds(self) -> list[SyncReport]:
+        """The import round, then each reply round that was written."""
+        return [self.imported, *self.replies]
+
+    @property
+    def applied(self) -> int:
+        return sum(r.applied for r in self.rounds)
+
+    @property
+    def ok(self) -> bool:
+        """True when nothing was refused and every reply was written."""
+        return not self.not_written and all(r.ok for r in self.rounds)
+
+    def __str__(self) -> str:
+        lines = [f"imported from the disk: {self.applied} changes applied"]
+        lines += [f"reply written: {r}" for r in self.replies]
+        lines += [
+            f"reply to {n.peer.hex()[:12]} NOT written: {n.reason} The import is kept; "
+            "free space on the disk and run the exchange again to write the reply."
+            for n in self.not_written
+        ]
+        return "\n".join(lines)
 
 
 def exchange(
@@ -282,21 +480,33 @@ def exchange(
     mount: str | os.PathLike[str],
     peers: Sequence[SiteRef] = (),
     **options: Any,
-) -> list[SyncReport]:
+) -> ExchangeReport:
     """The courier's stop at one site: import, then write for the return trip.
 
     Imports every bundle on the disk meant for ``replica``, then runs a round for each
-    site in ``peers`` and each site it received bundles from, so each finds what it
-    lacks and this replica's receipt on the disk. Returns the ``SyncReport`` of every
-    round (the import round first). ``options`` go to ``DiskTransport``.
+    site in ``peers``, each site it received bundles from, and each site whose manifest
+    is still waiting in this replica's directory (mail not answered yet, from a site
+    this replica has heard from), so each finds what it lacks and this replica's
+    receipt on the disk. A reply that cannot be written (a full disk) is reported in
+    ``ExchangeReport.not_written`` and the other replies are still tried; the import
+    stands. ``options`` go to ``DiskTransport``.
     """
     from ..sync import sync  # sync imports the transports package
 
     inbound = DiskTransport(mount, replica.id, None, **options)
-    reports = [sync(replica, inbound, push=False)]
+    report = ExchangeReport(sync(replica, inbound, push=False))
     targets = [key_of(p) for p in peers]
     targets += sorted(s for s in inbound.senders if s not in targets and s != replica.id)
+    waiting = inbound.manifest_senders - set(targets) - {replica.id}
+    if waiting:
+        heard = replica.receipts()  # never write for a key only a manifest names
+        targets += sorted(s for s in waiting if s in heard)
     for peer in targets:
-        with DiskTransport(mount, replica.id, peer, **options) as transport:
-            reports.append(sync(replica, transport))
-    return reports
+        try:
+            with DiskTransport(mount, replica.id, peer, **options) as transport:
+                report.replies.append(sync(replica, transport))
+        except TransportError as exc:
+            report.not_written.append(NotWritten(peer, str(exc)))
+            continue
+        inbound.answered(peer)
+    return report

@@ -18,21 +18,36 @@ renames and deletes are atomic.
 Every round leaves a bundle for the peer, if only to carry a receipt. Receipt-only
 bundles that a newer round supersedes are removed, so a peer that is away for months
 finds one receipt bundle, not thousands.
+
+Whatever is in the folder is input from elsewhere, names included: a FIFO named like a
+bundle would block a reader forever, and a device (or a link to ``/dev/zero``) never
+ends. Files are opened without following a final symbolic link and without waiting
+(``O_NOFOLLOW | O_NONBLOCK``), the opened descriptor must be a regular file, and no
+read goes past the limit that applies (``read_regular``); anything else is refused with
+its reason and set aside.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
+import stat
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from pathlib import Path
 
 from ..bundle import BundleHeader, read_header
 from ..bundle import peek_header as bundle_header
-from ..errors import OffsyncError, RemoteDataError, TransportError, UsageError
+from ..errors import (
+    LimitExceededError,
+    OffsyncError,
+    RemoteDataError,
+    TransportError,
+    UsageError,
+)
 from ..identity import SiteRef, key_of
 from ..knowledge import Knowledge
 from ..limits import DEFAULT_LIMITS, Limits
@@ -55,15 +70,106 @@ def outbox_name(key: bytes) -> str:
     return "to-" + key.hex()[:NAME_HEX]
 
 
+#: How a file from the medium is opened: never through a final symbolic link, never
+#: waiting for a FIFO's writer (flags a platform lacks are left out).
+_OPEN_FLAGS = (
+    os.O_RDONLY
+    | getattr(os, "O_NONBLOCK", 0)
+    | getattr(os, "O_NOFOLLOW", 0)
+    | getattr(os, "O_BINARY", 0)
+    | getattr(os, "O_CLOEXEC", 0)
+)
+_READ_CHUNK = 1024 * 1024
+
+
+def _kind(mode: int) -> str:
+    for test, name in (
+        (stat.S_ISFIFO, "a FIFO (named pipe)"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISLNK, "a symbolic link"),
+    ):
+        if test(mode):
+            return name
+    return "a special file"
+
+
+@contextlib.contextmanager
+def open_regular(path: Path) -> Iterator[tuple[int, int]]:
+    """``(descriptor, size)`` of the regular file at ``path``, opened for reading.
+
+    A FIFO is opened without waiting for a writer, a final symbolic link is not
+    followed, and the opened descriptor is checked with ``fstat``, so what is read is
+    the regular file that was checked (no race with a rename). Raises
+    ``RemoteDataError`` for anything else (a FIFO, a device, a socket, a directory, a
+    symbolic link), ``FileNotFoundError`` if it is gone, ``OSError`` otherwise.
+    """
+    try:
+        fd = os.open(path, _OPEN_FLAGS)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.EMLINK) and os.path.islink(path):
+            raise RemoteDataError("a symbolic link, not a regular file") from exc
+        if exc.errno == errno.ENXIO:  # a socket (or a device with nothing behind it)
+            raise RemoteDataError("a special file, not a regular file") from exc
+        raise
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise RemoteDataError(f"{_kind(info.st_mode)}, not a regular file")
+        yield fd, info.st_size
+    finally:
+        os.close(fd)
+
+
+def read_upto(fd: int, n: int, size_hint: int = 0) -> bytes:
+    """Up to ``n`` bytes from an open file, fewer only at its end. ``size_hint`` (what
+    ``fstat`` said) lets the usual case be one read, without copying."""
+    chunks: list[bytes] = []
+    got = 0
+    while got < n:
+        chunk = os.read(fd, min(n - got, max(size_hint + 1 - got, _READ_CHUNK)))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        got += len(chunk)
+    return b"".join(chunks)
+
+
+def read_bounded(fd: int, size: int, max_bytes: int) -> bytes:
+    """An open file to its end, but never more than ``max_bytes``: a file that grew past
+    it since ``fstat`` said ``size`` raises ``LimitExceededError``."""
+    data = read_upto(fd, max_bytes + 1, size)
+    if len(data) > max_bytes:
+        raise LimitExceededError(f"more than {max_bytes} bytes, over the limit")
+    return data
+
+
+def read_regular(path: Path, max_bytes: int) -> bytes:
+    """The bytes of the regular file at ``path`` if it holds at most ``max_bytes``.
+
+    How this package reads a whole small file from a shared folder or a courier disk
+    (see ``open_regular``): ``RemoteDataError`` for what is not a regular file,
+    ``LimitExceededError`` for one over ``max_bytes`` (checked before reading),
+    ``OSError`` if it cannot be read.
+    """
+    with open_regular(path) as (fd, size):
+        if size > max_bytes:
+            raise LimitExceededError(f"{size} bytes, over the limit of {max_bytes}")
+        return read_bounded(fd, size, max_bytes)
+
+
 def peek_header(path: Path, limits: Limits = DEFAULT_LIMITS) -> BundleHeader | None:
     """The header of a bundle file, read without the body and without checking the
-    bundle's signature; ``None`` if it is not readable. For bookkeeping only (what is in
-    transit); never for deciding what to apply."""
+    bundle's signature; ``None`` if it is not readable (or not a regular file). For
+    bookkeeping only (what is in transit); never for deciding what to apply."""
     try:
-        with path.open("rb") as f:
-            prefix = f.read(12)
+        with open_regular(path) as (fd, size):
+            prefix = read_upto(fd, 12)
             if len(prefix) == 12:
-                prefix += f.read(min(int.from_bytes(prefix[8:12], "big"), limits.max_header_bytes))
+                want = min(int.from_bytes(prefix[8:12], "big"), limits.max_header_bytes)
+                prefix += read_upto(fd, want, min(want, size))
         return bundle_header(prefix, limits)
     except (OSError, OffsyncError):
         return None
@@ -155,7 +261,7 @@ class FolderTransport(Transport):
 
         def mtime(p: Path) -> float:
             try:
-                return p.stat().st_mtime
+                return p.lstat().st_mtime  # of the entry itself, never a link's target
             except OSError:
                 return 0.0
 
@@ -209,8 +315,11 @@ class FolderTransport(Transport):
 
     def _write(self, directory: Path, bundle: bytes) -> Path:
         final = directory / file_name(bundle)
-        if final.exists() and final.stat().st_size == len(bundle):
-            return final  # the same bundle, already there (named by its hash)
+        with contextlib.suppress(OSError):
+            info = final.lstat()
+            if stat.S_ISREG(info.st_mode) and info.st_size == len(bundle):
+                return final  # the same bundle, already there (named by its hash)
+        # Anything else under that name (a link, a FIFO, a torn copy) is replaced.
         return write_atomically(directory, final.name, bundle)
 
     def _prune(self, directory: Path, newer_than: int) -> None:
@@ -241,20 +350,35 @@ class FolderTransport(Transport):
             if item is not None:
                 yield item
 
-    def _read(self, path: Path, expected_hash: bytes | None = None) -> bytes | Refused | None:
-        """A bundle file's bytes if intact and for us; a Refused if damaged; None if gone
-        or meant for someone else (left in place)."""
+    def _read(
+        self, path: Path, listed: Collection[tuple[int, bytes]] | None = None
+    ) -> bytes | Refused | None:
+        """A bundle file's bytes if intact and for us; a Refused if damaged or not a
+        regular file (set aside); None if gone or meant for someone else (left in place).
+
+        ``listed``: the (size, hash) pairs a manifest gives for this name (courier
+        disks); the file must match one of them.
+        """
+        reason = None
         try:
-            size = path.stat().st_size
-            if size > self.limits.max_bundle_bytes:
-                return self._set_aside(path, f"{size} bytes, over the bundle size limit")
-            data = path.read_bytes()
+            with open_regular(path) as (fd, size):
+                if size > self.limits.max_bundle_bytes:
+                    reason = f"{size} bytes, over the bundle size limit"
+                elif listed is not None and size not in {n for n, _ in listed}:
+                    says = " or ".join(str(n) for n in sorted({n for n, _ in listed}))
+                    reason = f"truncated or damaged: {size} bytes where the manifest says {says}"
+                else:
+                    data = read_bounded(fd, size, self.limits.max_bundle_bytes)
         except FileNotFoundError:
             return None  # another reader took it
+        except RemoteDataError as exc:  # not a regular file, or it grew past the limit
+            reason = f"{exc}: not read"
         except OSError as exc:
             return Refused(str(path), f"cannot read: {exc}")
+        if reason is not None:
+            return self._set_aside(path, reason)
         digest = hash32(data)
-        if expected_hash is not None and digest != expected_hash:
+        if listed is not None and (len(data), digest) not in listed:
             return self._set_aside(path, "damaged: contents differ from the manifest's hash")
         if digest.hex()[:NAME_HEX] + SUFFIX != path.name:
             return self._set_aside(path, "damaged: contents do not match the file name")
@@ -268,11 +392,18 @@ class FolderTransport(Transport):
         return data
 
     def _set_aside(self, path: Path, reason: str) -> Refused:
-        """Move a refused file out of the inbox, with a note saying why."""
+        """Move a refused entry out of the inbox, with a note saying why.
+
+        The note is written as a new file and renamed into place, so an entry already
+        under its name (a link planted on the medium, say) is replaced, never written
+        through; a ``refused`` that is not a plain directory is not used.
+        """
         try:
             self.refused_dir.mkdir(parents=True, exist_ok=True)
+            if not stat.S_ISDIR(self.refused_dir.lstat().st_mode):
+                raise NotADirectoryError(str(self.refused_dir))
             os.replace(path, self.refused_dir / path.name)
-            (self.refused_dir / (path.name + ".txt")).write_text(reason + "\n", encoding="utf-8")
+            write_atomically(self.refused_dir, path.name + ".txt", (reason + "\n").encode())
         except OSError:
             pass  # read-only medium: the refusal is still reported
         return Refused(str(path), reason)
