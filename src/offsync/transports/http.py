@@ -340,9 +340,10 @@ class HTTPTransport(Transport):
             raise self._foreign(f"sent a receipt that does not verify ({exc})") from exc
         expected = self.server_key or self.peer
         if expected is not None and receipt.replica != expected:
-            raise self._foreign(
-                f"sent a receipt of replica {receipt.replica.hex()[:12]}, "
-                f"not the expected {expected.hex()[:12]}"
+            raise UnverifiedAnswerError(
+                f"{self.url} answered with a receipt of replica {receipt.replica.hex()[:12]}, "
+                f"not the expected {expected.hex()[:12]}: refused as not the server (a wrong "
+                "URL or server key, or something answering in its place); nothing was delivered"
             )
         if self.peer is None:
             self.peer = receipt.replica
