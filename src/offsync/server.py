@@ -357,9 +357,10 @@ def create_app(
     uploads, applies and pulls running at once; beyond it, and when the replica stays
     locked longer than ``busy_timeout`` seconds, the answer is 503 with ``Retry-After:
     retry_after``. A pull must be signed over a challenge issued at most ``replay_window``
-    seconds before (by the server's clock; each challenge is accepted once). ``readable(site_key, origin_key)`` restricts what a site may pull
-    (default: everything the server holds). At most ``max_partial_uploads`` partial
-    uploads are kept (503 beyond); one untouched for ``partial_ttl`` seconds is dropped.
+    seconds before (by the server's clock; each challenge is accepted once).
+    ``readable(site_key, origin_key)`` restricts what a site may pull (default:
+    everything the server holds). At most ``max_partial_uploads`` partial uploads are
+    kept (503 beyond); one untouched for ``partial_ttl`` seconds is dropped.
     """
     if upload_dir is None:
         upload_path = Path(tempfile.mkdtemp(prefix="offsync-uploads-"))

@@ -8,10 +8,10 @@ and PostgreSQL stores)::
 
 It checks each part of the contract on a fresh store (transactions all-or-nothing and
 re-entrant, meta, segments, outbox, changes, records in UTF-8 byte order, conflicts,
-newest-wins peers, single-use nonces that expire), then runs seeded random operation sequences against the store and
-``MemoryStore`` (the reference) side by side, and finally feeds the same bundles to a
-replica on the store and to one on SQLite and compares ``state_digest()``, knowledge,
-quarantine and conflicts. It raises ``AssertionError`` naming what differs.
+newest-wins peers, single-use nonces that expire), then runs seeded random operation
+sequences against the store and ``MemoryStore`` (the reference) side by side, and
+finally feeds the same bundles to a replica on the store and to one on SQLite and
+compares ``state_digest()``, knowledge, quarantine and conflicts. It raises ``AssertionError`` naming what differs.
 """
 
 from __future__ import annotations
