@@ -109,6 +109,30 @@ def test_a_flood_of_junk_from_many_keys_leaves_legitimate_sites_served(tmp_path:
     assert state.refused_busy == 0
 
 
+def test_abandoned_partial_uploads_cannot_hold_every_slot(tmp_path: Path) -> None:
+    """Anyone can start a chunked upload and walk away; a flood of them once took every
+    partial-upload slot, and real chunked uploads got 503 for a week."""
+    centre = Replica.open(":memory:", identity=Identity.generate(label="centre"))
+    uploads = tmp_path / "uploads"
+    app = create_app(centre, upload_dir=uploads, max_partial_uploads=5)
+    site = site_with(10, size=30_000)
+    (bundle,) = site.pack()
+    with LiveServer(app) as srv, httpx.Client(base_url=srv.url) as http:
+        for _ in range(20):
+            junk = os.urandom(100)
+            r = http.put(
+                f"/bundles/{os.urandom(32).hex()}",
+                content=junk,
+                headers={"Content-Range": "bytes 0-99/1000000"},
+            )
+            assert r.status_code == 202, r.text
+        assert len(list(uploads.glob("*.part"))) == 5
+        with HTTPTransport(srv.url, site.identity, chunk_bytes=64 * 1024, max_retries=0) as t:
+            assert t.upload(bundle)["applied"] == 10
+    assert app.state.offsync.refused_busy == 0
+    assert centre.state_digest() == site.state_digest()
+
+
 @pytest.mark.parametrize("days", [7, -7], ids=["a-week-ahead", "a-week-behind"])
 def test_a_site_whose_clock_is_a_week_off_delivers(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, days: int

@@ -192,15 +192,23 @@ class ServerState:
         return None
 
     def room_for_partial(self) -> bool:
-        """Drop partial uploads untouched for ``partial_ttl``; is there room for one more?"""
+        """Drop partial uploads untouched for ``partial_ttl``, and make room for one more.
+
+        Partial uploads are anonymous (a bundle is authenticated only once whole), so at
+        ``max_partial_uploads`` the one untouched longest gives way (its uploader starts
+        it again) rather than the newcomer being refused: uploads abandoned by the
+        thousand cannot hold every slot for a week. False only if every slot is being
+        written to at this moment.
+        """
         now = time.time()
-        live = 0
+        live: list[tuple[float, Path]] = []
         for path in self.upload_dir.glob("*.part"):
             try:
-                if now - path.stat().st_mtime > self.partial_ttl:
+                touched = path.stat().st_mtime
+                if now - touched > self.partial_ttl:
                     path.unlink()
                 else:
-                    live += 1
+                    live.append((touched, path))
             except OSError:
                 continue
         for path in self.upload_dir.glob("*.lock"):  # left by uploads never finished
@@ -211,7 +219,20 @@ class ServerState:
                         _unlock_file(held, path, remove=True)
             except OSError:
                 continue
-        return live < self.max_partial_uploads
+        excess = len(live) + 1 - self.max_partial_uploads
+        for _, path in sorted(live):
+            if excess <= 0:
+                break
+            lock = self.upload_dir / f"{path.name[:64]}.lock"
+            held = _lock_file(lock, timeout=0)
+            if held is None:
+                continue  # a chunk of it is arriving now
+            try:
+                path.unlink(missing_ok=True)
+                excess -= 1
+            finally:
+                _unlock_file(held, lock, remove=True)
+        return excess <= 0
 
     def lock_upload(self, bundle_id: str) -> int | None:
         """Hold the upload of ``bundle_id`` against every process sharing ``upload_dir``;
@@ -360,7 +381,8 @@ def create_app(
     seconds before (by the server's clock; each challenge is accepted once).
     ``readable(site_key, origin_key)`` restricts what a site may pull (default:
     everything the server holds). At most ``max_partial_uploads`` partial uploads are
-    kept (503 beyond); one untouched for ``partial_ttl`` seconds is dropped.
+    kept (beyond, the one untouched longest gives way); one untouched for ``partial_ttl``
+    seconds is dropped.
     """
     if upload_dir is None:
         upload_path = Path(tempfile.mkdtemp(prefix="offsync-uploads-"))
@@ -542,7 +564,7 @@ def create_app(
         if found is not None and found[1] != total:
             raise _Refusal(409, "Conflict", "an upload of this id with another total is held")
         if found is None:
-            if not await anyio.to_thread.run_sync(state.room_for_partial):
+            if m and not await anyio.to_thread.run_sync(state.room_for_partial):
                 raise _Busy
             path, held = state.partial_path(bundle_id, total), 0
         else:
