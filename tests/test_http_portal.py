@@ -15,7 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.responses import (
+    HTMLResponse,
+    JSONResponse,
+    PlainTextResponse,
+    RedirectResponse,
+    Response,
+)
 from starlette.types import Receive, Scope, Send
 
 import offsync
@@ -57,6 +63,8 @@ class Portal:
         if mode in ("receipt-of-another-key", "stale-receipt") and upload:
             receipt = base64.b64encode(self.props["receipt"]).decode()
             return JSONResponse({"status": "applied", "id": bundle_id, "receipt": receipt})
+        if mode == "offsync-http/1" and path == "/challenge":  # before challenges existed
+            return PlainTextResponse("Not Found", 404)
         if mode == "pull-html" and path == "/pull":
             return HTMLResponse(LOGIN)
         if mode == "pull-of-another-sender" and path == "/pull":
@@ -239,3 +247,13 @@ def test_a_receipt_only_bundle_is_delivered(centre: Replica) -> None:
     with LiveServer(create_app(centre)) as srv, HTTPTransport(srv.url, site.identity) as t:
         assert t.upload(bundle)["status"] == "applied"
     assert site.id in centre.receipts()
+
+
+def test_a_server_without_challenges_is_named(centre: Replica) -> None:
+    site = Replica.open(":memory:", identity=Identity.generate(label="site"))
+    with (
+        LiveServer(Portal(create_app(centre), "offsync-http/1")) as srv,
+        HTTPTransport(srv.url, site.identity, server_key=centre.id) as t,
+        pytest.raises(UnverifiedAnswerError, match="older than this client"),
+    ):
+        list(t.receive(Knowledge()))

@@ -529,7 +529,17 @@ class HTTPTransport(Transport):
 
     def _challenge(self) -> bytes:
         """A fresh challenge from the server, to sign one request over."""
-        body = self._json(self._request("GET", "challenge"), 200, "a challenge")
+        try:
+            response = self._request("GET", "challenge")
+        except UnverifiedAnswerError as exc:
+            if exc.status != 404:
+                raise
+            raise UnverifiedAnswerError(
+                f"{self.url} has no /challenge: an offsync server older than this client "
+                "(offsync-http/1, upgrade it), or not an offsync server at all",
+                status=404,
+            ) from exc
+        body = self._json(response, 200, "a challenge")
         value = body.get("challenge")
         if (
             type(value) is not str
