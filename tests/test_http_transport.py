@@ -17,7 +17,7 @@ import offsync
 from helpers_http import LiveServer
 from offsync import Identity, Knowledge, Replica, read_header
 from offsync.errors import PeerRefusedError, RetryableTransportError, TransportError
-from offsync.httpwire import encode_pull_request, sign_request
+from offsync.httpwire import Challenges, challenge_key, encode_pull_request, sign_request
 from offsync.segment import hash32
 from offsync.server import create_app
 from offsync.transports.http import HTTPTransport
@@ -425,26 +425,55 @@ def pull(srv: LiveServer, body: bytes, headers: dict[str, str]) -> httpx.Respons
     return httpx.post(f"{srv.url}/pull", content=body, headers=headers)
 
 
+def challenge(srv: LiveServer) -> bytes:
+    """A fresh challenge of the server's (``GET /challenge``), to sign a pull over."""
+    r = httpx.get(f"{srv.url}/challenge")
+    assert r.status_code == 200 and r.headers["cache-control"] == "no-store"
+    return bytes.fromhex(r.json()["challenge"])
+
+
+def signed_pull(srv: LiveServer, site: Identity, server: bytes, body: bytes) -> dict[str, str]:
+    return sign_request(site, server, "pull", body, challenge(srv))
+
+
 def test_signed_pull_is_accepted_once(centre: Replica, served: LiveServer) -> None:
     site = Identity.generate()
     body = encode_pull_request(Knowledge(), 1 << 20, False)
-    headers = sign_request(site, centre.id, "pull", body)
+    headers = signed_pull(served, site, centre.id, body)
     first = pull(served, body, headers)
     assert first.status_code == 200 and first.content.endswith(b"\0\0\0\0")
     again = pull(served, body, headers)
     assert again.status_code == 401 and "replayed" in again.json()["reason"]
+    # A challenge spent by a request that failed its signature is not spent.
+    fresh = challenge(served)
+    forged = sign_request(Identity.generate(), centre.id, "pull", body, fresh)
+    forged["offsync-site"] = site.public_key.hex()
+    assert pull(served, body, forged).status_code == 401
+    good = sign_request(site, centre.id, "pull", body, fresh)
+    assert pull(served, body, good).status_code == 200
 
 
 @pytest.mark.parametrize(
     "forge",
-    ["unsigned", "other-key", "tampered-body", "other-server", "stale", "future", "other-endpoint"],
+    [
+        "unsigned",
+        "other-key",
+        "tampered-body",
+        "other-server",
+        "stale",
+        "future",
+        "other-endpoint",
+        "not-this-servers-challenge",
+    ],
 )
 def test_badly_signed_pulls_are_refused(centre: Replica, served: LiveServer, forge: str) -> None:
     site, mallory = Identity.generate(), Identity.generate()
     body = encode_pull_request(Knowledge(), 1 << 20, False)
     now = int(time.time() * 1000)
-    sign: dict[str, Any] = {}
-    signer, server, endpoint, sent = site, centre.id, "pull", body
+    lifetime = 300_000  # the default replay_window
+    # What the server's own challenges would be at another time (tests know its key).
+    own = Challenges(challenge_key(centre.identity), centre.id, lifetime)
+    signer, server, endpoint, sent, chal = site, centre.id, "pull", body, challenge(served)
     if forge == "other-key":
         signer = mallory
     elif forge == "tampered-body":
@@ -452,12 +481,14 @@ def test_badly_signed_pulls_are_refused(centre: Replica, served: LiveServer, for
     elif forge == "other-server":
         server = mallory.public_key
     elif forge == "stale":
-        sign["time_ms"] = now - 10 * 60 * 1000
+        chal = own.issue(now - lifetime - 60_000)
     elif forge == "future":
-        sign["time_ms"] = now + 10 * 60 * 1000
+        chal = own.issue(now + lifetime + 60_000)
     elif forge == "other-endpoint":
         endpoint = "knowledge"
-    headers = sign_request(signer, server, endpoint, body, **sign)
+    elif forge == "not-this-servers-challenge":
+        chal = Challenges(challenge_key(mallory), centre.id, lifetime).issue(now)
+    headers = sign_request(signer, server, endpoint, body, chal)
     if forge == "other-key":
         headers["offsync-site"] = site.public_key.hex()
     if forge == "unsigned":
@@ -466,13 +497,13 @@ def test_badly_signed_pulls_are_refused(centre: Replica, served: LiveServer, for
     assert r.status_code == 401, r.text
     assert r.json()["error"] == "SignatureError"
     if forge in ("stale", "future"):
-        assert "clock" in r.json()["reason"]
+        assert "challenge" in r.json()["reason"]
 
 
 def test_malformed_pull_request_is_refused(centre: Replica, served: LiveServer) -> None:
     site = Identity.generate()
     body = b"\x81\xa1x\x01"  # {"x": 1}
-    r = pull(served, body, sign_request(site, centre.id, "pull", body))
+    r = pull(served, body, signed_pull(served, site, centre.id, body))
     assert r.status_code == 422 and r.json()["error"] == "BundleFormatError"
 
 
@@ -481,10 +512,17 @@ def test_malformed_pull_request_is_refused(centre: Replica, served: LiveServer) 
 
 def test_info_and_openapi(centre: Replica, served: LiveServer) -> None:
     info = httpx.get(served.url + "/").json()
-    assert info["replica"] == centre.id.hex() and info["protocol"] == "offsync-http/1"
+    assert info["replica"] == centre.id.hex() and info["protocol"] == "offsync-http/2"
     spec = httpx.get(served.url + "/openapi.json").json()
     assert spec["openapi"].startswith("3.1")
-    assert set(spec["paths"]) == {"/", "/knowledge", "/bundles/{id}", "/pull", "/openapi.json"}
+    assert set(spec["paths"]) == {
+        "/",
+        "/knowledge",
+        "/challenge",
+        "/bundles/{id}",
+        "/pull",
+        "/openapi.json",
+    }
 
 
 def test_a_whole_upload_that_met_a_busy_replica_is_applied_on_retry(centre: Replica) -> None:
@@ -532,12 +570,12 @@ def test_a_pull_abandoned_mid_stream_gives_its_slot_back(centre: Replica) -> Non
     site = Identity.generate()
     body = encode_pull_request(Knowledge(), 1 << 20, False)
     with LiveServer(app) as srv:
-        headers = sign_request(site, centre.id, "pull", body)
+        headers = signed_pull(srv, site, centre.id, body)
         with httpx.stream("POST", f"{srv.url}/pull", content=body, headers=headers) as r:
             assert r.status_code == 200
             next(r.iter_raw())  # read a little, then hang up
         wait_for(lambda: state.in_flight, lambda n: n == 0)
-        again = pull(srv, body, sign_request(site, centre.id, "pull", body))
+        again = pull(srv, body, signed_pull(srv, site, centre.id, body))
         assert again.status_code == 200 and again.content.endswith(b"\0\0\0\0")
 
 

@@ -15,11 +15,12 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
-from offsync import Identity, Replica, policies
+from offsync import Identity, Knowledge, Replica, policies
 from offsync.errors import UsageError
 from offsync.sync import sync
 from postgres_helpers import DSN, drop_schemas
@@ -43,6 +44,13 @@ def _free_port() -> int:
 @pytest.fixture
 def centre(tmp_path: Path) -> Iterator[tuple[str, Identity, str]]:
     """(url, identity, schema) of a two-worker centre on a fresh schema."""
+    with running_centre(tmp_path, workers=2) as found:
+        yield found
+
+
+@contextmanager
+def running_centre(tmp_path: Path, workers: int) -> Iterator[tuple[str, Identity, str]]:
+    """(url, identity, schema) of a centre of ``workers`` processes on a fresh schema."""
     schema = f"offsync_test_{uuid.uuid4().hex[:10]}_server"
     identity = Identity.generate(label="centre")
     key = tmp_path / "centre.key"
@@ -60,7 +68,7 @@ def centre(tmp_path: Path) -> Iterator[tuple[str, Identity, str]]:
         OFFSYNC_RETRY_AFTER="1",
     )
     command = [sys.executable, "-m", "uvicorn", "--factory", "offsync.centre:app_from_env"]
-    command += ["--host", "127.0.0.1", "--port", str(port), "--workers", "2"]
+    command += ["--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
     command += ["--log-level", "warning"]
     log = tmp_path / "uvicorn.log"
     with open(log, "wb") as out:
@@ -151,3 +159,31 @@ def test_a_centre_with_authorities_quarantines_an_uncertified_site(tmp_path: Pat
             replica_from_env({**env, "OFFSYNC_AUTHORITIES": "not-hex"})
     finally:
         drop_schemas(schema)
+
+
+def test_a_captured_pull_is_served_once_by_all_workers(tmp_path: Path) -> None:
+    """One signed pull, captured on the wire and sent again 40 times on new connections
+    (which land on any of the 4 workers): served once. Before, each worker kept its own
+    nonces and served it once each."""
+    from offsync.httpwire import encode_pull_request, sign_request
+
+    with running_centre(tmp_path, workers=4) as (url, identity, _):
+        site = Identity.generate(label="site")
+        body = encode_pull_request(Knowledge(), 1 << 20, False)
+
+        def fresh_challenge() -> bytes:
+            return bytes.fromhex(httpx.get(url + "/challenge").json()["challenge"])
+
+        captured = sign_request(site, identity.public_key, "pull", body, fresh_challenge())
+        statuses = []
+        for _ in range(40):
+            with httpx.Client() as client:  # a new connection each time: any worker
+                statuses.append(client.post(url + "/pull", content=body, headers=captured))
+        assert [r.status_code for r in statuses].count(200) == 1
+        assert {r.status_code for r in statuses} == {200, 401}
+        assert all("replayed" in r.json()["reason"] for r in statuses if r.status_code == 401)
+        # A challenge from one worker is good at any other: every fresh pull is served.
+        for _ in range(12):
+            with httpx.Client() as client:
+                headers = sign_request(site, identity.public_key, "pull", body, fresh_challenge())
+                assert client.post(url + "/pull", content=body, headers=headers).status_code == 200

@@ -11,7 +11,10 @@ worker's own connection and ``Replica`` on the shared ``PostgresStore`` and wrap
 
 Workers share nothing but the database: the store serialises per origin and per record
 (docs/scale.md), each worker bounds its own in-flight work (``OFFSYNC_MAX_IN_FLIGHT``)
-and answers 503 with Retry-After beyond it.
+and answers 503 with Retry-After beyond it. Signed pulls are single-use across all of
+them: each worker checks any worker's challenges (their key derives from the centre's
+identity) and records a used one in the database (``http_nonces``), so a captured
+request is served once whichever worker it reaches.
 
 Environment:
 

@@ -26,6 +26,8 @@ and failures of the machinery around the core (storage, transports)::
     │   └── StoreLockedError               another process has this replica open
     └── TransportError                     a transport could not deliver or fetch
         ├── RetryableTransportError        the other side is busy or gone; try again later
+        │   ├── UnverifiedAnswerError      not an offsync answer (a captive portal, a proxy?)
+        │   └── PeerStorageFullError       the other side's disk is full: its operator must act
         └── PeerRefusedError               the other side refused what we sent, and said why
 
 Every refusal of remote data leaves the store exactly as it was.
@@ -44,6 +46,7 @@ __all__ = [
     "NotAuthorisedError",
     "OffsyncError",
     "PeerRefusedError",
+    "PeerStorageFullError",
     "RemoteDataError",
     "RetryableTransportError",
     "RevokedKeyError",
@@ -56,6 +59,7 @@ __all__ = [
     "StoreLockedError",
     "TransportError",
     "UnknownSignerError",
+    "UnverifiedAnswerError",
     "UsageError",
     "WrongPassphraseError",
 ]
@@ -160,6 +164,23 @@ class RetryableTransportError(TransportError):
     def __init__(self, message: str, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class UnverifiedAnswerError(RetryableTransportError):
+    """An answer that is not a verified offsync answer: an HTML page, a redirect, JSON
+    without a receipt, a receipt signed by another key or one that does not cover what
+    was sent. Most often a captive portal or a proxy answering in the server's place.
+    Nothing it said was taken: nothing counts as delivered, nothing is removed.
+    ``status`` is the HTTP status of the answer, when there was one."""
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class PeerStorageFullError(RetryableTransportError):
+    """The other side's storage is full or failing (HTTP 507): nothing was delivered,
+    and retrying soon will not help until an operator there frees space."""
 
 
 class PeerRefusedError(TransportError):

@@ -1,36 +1,40 @@
 """The bytes of the HTTP protocol, shared by the server and the client.
 
 ``offsync.server`` and ``offsync.transports.http`` both import this module, which uses
-no HTTP library, so both sides build the same bytes (docs/http.md is the reference).
+no HTTP library and reads no clock (times are passed in), so both sides build the same
+bytes (docs/http.md is the reference, docs/spec.md section 14 fixes the bytes).
 
 Pull responses are a stream of frames: a 4-byte big-endian length, then that many bytes
 of one bundle. A length of ``END_OF_STREAM`` ends a complete answer; ``MORE_AVAILABLE``
 ends an answer cut at the server's size limit (pull again with the grown knowledge). A
 stream that stops without either was broken in transit.
 
-A signed request carries four headers::
+A signed request answers a challenge the server issued (``GET /challenge``) and carries
+three headers::
 
     Offsync-Site       the requesting site's public key, hex
-    Offsync-Time       its wall clock, milliseconds since the epoch
-    Offsync-Nonce      16 random bytes, hex
+    Offsync-Challenge  the server's challenge, hex, as it was handed out
     Offsync-Signature  ed25519 signature, hex, over request_message(...)
 
 The signed message binds the server's public key (a request for one server cannot be
-replayed at another), the endpoint, the time, the nonce and a hash of the body. The
-server refuses times outside its replay window and nonces it has already seen within
-that window.
+replayed at another), the endpoint, the challenge and a hash of the body. Replay
+protection rests on the server alone, never on the site's wall clock (field PCs are
+days off): a challenge carries the server's own time and a MAC under a key only the
+server can derive (``challenge_key``), so any worker of a deployment checks its age by
+its own clock without storing anything; the server records a challenge as used only
+once the request's signature verified, in its store (``Store.record_nonce``), so it is
+single-use across every worker that shares the store.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import os
 import re
-import time
-from collections import OrderedDict
 from collections.abc import Mapping
+from dataclasses import dataclass
 
-from .clock import MAX_HLC
 from .encoding import packb, unpack_strict
 from .errors import BundleFormatError, SignatureError
 from .identity import Identity, verify_signature
@@ -39,13 +43,17 @@ from .limits import DEFAULT_LIMITS, Limits
 
 __all__ = [
     "BUNDLES_MEDIA_TYPE",
+    "CHALLENGE_BYTES",
     "END_OF_STREAM",
+    "MAX_CHALLENGE_BYTES",
+    "MIN_CHALLENGE_BYTES",
     "MORE_AVAILABLE",
-    "NONCE_BYTES",
     "PROTOCOL",
     "RECEIPT_MEDIA_TYPE",
     "REQUEST_DOMAIN",
-    "NonceCache",
+    "Challenges",
+    "SignedRequest",
+    "challenge_key",
     "decode_pull_request",
     "encode_pull_request",
     "request_message",
@@ -53,91 +61,124 @@ __all__ = [
     "verify_request",
 ]
 
-PROTOCOL = "offsync-http/1"
+PROTOCOL = "offsync-http/2"
 BUNDLES_MEDIA_TYPE = "application/x-offsync-bundles"
 RECEIPT_MEDIA_TYPE = "application/x-offsync-receipt"
 END_OF_STREAM = 0
 MORE_AVAILABLE = 0xFFFFFFFF
 #: Smallest ``max_bytes`` a pull may ask for.
 MIN_PULL_BUNDLE_BYTES = 64 * 1024
-REQUEST_DOMAIN = b"offsync/http-request/v1\x00"
-NONCE_BYTES = 16
+REQUEST_DOMAIN = b"offsync/http-request/v2\x00"
+#: Signed (deterministically) by the server's key to derive its challenge MAC key.
+CHALLENGE_KEY_DOMAIN = b"offsync/http-challenge-key/v1\x00"
+#: A challenge of this server: issued ms (8 bytes) || random (16) || MAC (16).
+CHALLENGE_BYTES = 40
+#: What a client accepts as a challenge (opaque to it; another server may differ).
+MIN_CHALLENGE_BYTES, MAX_CHALLENGE_BYTES = 16, 64
+_RANDOM_BYTES = 16
+_MAC_BYTES = 16
+_MAC_PERSON = b"offsync-chal/v1"
 H_SITE = "offsync-site"
-H_TIME = "offsync-time"
-H_NONCE = "offsync-nonce"
+H_CHALLENGE = "offsync-challenge"
 H_SIGNATURE = "offsync-signature"
 
 
 def request_message(
-    server: bytes, endpoint: str, site: bytes, time_ms: int, nonce: bytes, body: bytes
+    server: bytes, endpoint: str, site: bytes, challenge: bytes, body: bytes
 ) -> bytes:
     """The exact bytes a site signs for one request."""
     body_hash = hashlib.blake2b(body, digest_size=32).digest()
-    return REQUEST_DOMAIN + packb([server, endpoint, site, time_ms, nonce, body_hash])
+    return REQUEST_DOMAIN + packb([server, endpoint, site, challenge, body_hash])
 
 
 def sign_request(
-    identity: Identity,
-    server: bytes,
-    endpoint: str,
-    body: bytes,
-    *,
-    time_ms: int | None = None,
-    nonce: bytes | None = None,
+    identity: Identity, server: bytes, endpoint: str, body: bytes, challenge: bytes
 ) -> dict[str, str]:
-    """The headers that authenticate ``body`` sent to ``endpoint`` of ``server``."""
-    t = int(time.time() * 1000) if time_ms is None else time_ms
-    n = os.urandom(NONCE_BYTES) if nonce is None else nonce
-    sig = identity.sign(request_message(server, endpoint, identity.public_key, t, n, body))
+    """The headers that authenticate ``body`` sent to ``endpoint`` of ``server``, in
+    answer to ``challenge`` (from the server's ``GET /challenge``)."""
+    sig = identity.sign(request_message(server, endpoint, identity.public_key, challenge, body))
     return {
         H_SITE: identity.public_key.hex(),
-        H_TIME: str(t),
-        H_NONCE: n.hex(),
+        H_CHALLENGE: challenge.hex(),
         H_SIGNATURE: sig.hex(),
     }
 
 
-class NonceCache:
-    """Nonces seen within the replay window, oldest first, bounded in number.
+def challenge_key(identity: Identity) -> bytes:
+    """The MAC key of a server's challenges, derived from its identity.
 
-    Only requests whose time lies within the window are accepted, so a nonce need be
-    remembered only until its request's time leaves the window. A server restart forgets
-    the cache; the window bounds what can be replayed then (pulls are read-only).
+    Ed25519 signatures are deterministic, so every process holding the server's key
+    derives the same secret (the workers of a centre check each other's challenges),
+    nobody without it can, and no secret is kept at rest or raced for at first start.
+    The signed message is never published.
+    """
+    return hashlib.blake2b(identity.sign(CHALLENGE_KEY_DOMAIN), digest_size=32).digest()
+
+
+class Challenges:
+    """Issues and checks one server's challenges; pure (the caller passes the time).
+
+    A challenge is valid for ``lifetime_ms`` after it was issued, by the clock of the
+    worker that checks it (workers of one deployment must agree on the time within the
+    lifetime; sites' clocks do not matter). ``check`` does not make it single-use: the
+    server records it (``Store.record_nonce``) once the request is authenticated, until
+    ``forget_after`` of it.
     """
 
-    def __init__(self, window_ms: int, max_entries: int = 100_000) -> None:
-        self.window_ms = window_ms
-        self.max_entries = max_entries
-        self._seen: OrderedDict[tuple[bytes, bytes], int] = OrderedDict()
+    def __init__(self, key: bytes, server: bytes, lifetime_ms: int) -> None:
+        if len(key) != 32 or lifetime_ms < 1:
+            raise ValueError("a challenge key is 32 bytes and the lifetime positive")
+        self._key, self.server, self.lifetime_ms = key, server, lifetime_ms
 
-    def __len__(self) -> int:
-        return len(self._seen)
+    def _mac(self, issued_and_random: bytes) -> bytes:
+        return hashlib.blake2b(
+            self.server + issued_and_random,
+            key=self._key,
+            digest_size=_MAC_BYTES,
+            person=_MAC_PERSON,
+        ).digest()
 
-    def _prune(self, now_ms: int) -> None:
-        while self._seen:
-            key, expiry = next(iter(self._seen.items()))
-            if expiry >= now_ms:
-                break
-            del self._seen[key]
+    def issue(self, now_ms: int, random: bytes | None = None) -> bytes:
+        """A fresh challenge stamped with ``now_ms``."""
+        head = max(0, now_ms).to_bytes(8, "big") + (random or os.urandom(_RANDOM_BYTES))
+        return head + self._mac(head)
 
-    def full(self, now_ms: int) -> bool:
-        """True when no new nonce can be remembered (the server should answer 503)."""
-        self._prune(now_ms)
-        return len(self._seen) >= self.max_entries
+    def check(self, challenge: bytes, now_ms: int) -> int:
+        """Raise ``SignatureError`` unless ``challenge`` is ours and fresh; return the
+        time after which a record of its use may be forgotten."""
+        if len(challenge) != CHALLENGE_BYTES:
+            raise SignatureError("not a challenge of this server: fetch one (GET /challenge)")
+        head, mac = challenge[:-_MAC_BYTES], challenge[-_MAC_BYTES:]
+        if not hmac.compare_digest(mac, self._mac(head)):
+            raise SignatureError(
+                "not a challenge of this server (or its key changed): fetch one (GET /challenge)"
+            )
+        issued = int.from_bytes(head[:8], "big")
+        if now_ms - issued > self.lifetime_ms:
+            raise SignatureError(
+                f"challenge expired ({(now_ms - issued) // 1000} s old, lifetime "
+                f"{self.lifetime_ms // 1000} s): fetch a new one"
+            )
+        if issued - now_ms > self.lifetime_ms:
+            raise SignatureError(
+                "challenge issued in the future: the server's workers disagree on the time"
+            )
+        # Any worker accepts it until issued + lifetime by its own clock; a record kept a
+        # lifetime longer outlives that at every worker within a lifetime of this one.
+        return issued + 2 * self.lifetime_ms
 
-    def add(self, site: bytes, nonce: bytes, now_ms: int) -> bool:
-        """Remember a nonce; False if it was seen already (a replay) or the cache is full."""
-        self._prune(now_ms)
-        if (site, nonce) in self._seen or len(self._seen) >= self.max_entries:
-            return False
-        # A request with time t is accepted until now > t + window, and t <= now + window,
-        # so now + 2 * window outlives it; and expiries stay in insertion order.
-        self._seen[(site, nonce)] = now_ms + 2 * self.window_ms
-        return True
+
+@dataclass(frozen=True, slots=True)
+class SignedRequest:
+    """An authenticated request: who signed it and the challenge it used."""
+
+    site: bytes
+    challenge: bytes
+    #: When the record of the challenge's use may be forgotten (server ms).
+    forget_after: int
 
 
 _HEX = re.compile(r"(?:[0-9a-f]{2})+")
-_MS = re.compile(r"[0-9]{1,19}")
 
 
 def verify_request(
@@ -146,40 +187,28 @@ def verify_request(
     server: bytes,
     endpoint: str,
     body: bytes,
+    challenges: Challenges,
     now_ms: int,
-    nonces: NonceCache,
-) -> bytes:
-    """Check a signed request; return the site key or raise ``SignatureError`` saying why."""
+) -> SignedRequest:
+    """Check a signed request's form, challenge and signature, cheapest first; raise
+    ``SignatureError`` saying why. Records nothing: the caller records the challenge
+    as used (``Store.record_nonce``) once it decided to serve the request."""
     try:
-        raw = [headers[H_SITE], headers[H_TIME], headers[H_NONCE], headers[H_SIGNATURE]]
+        raw = [headers[H_SITE], headers[H_CHALLENGE], headers[H_SIGNATURE]]
     except KeyError as exc:
         raise SignatureError(
-            "request is not signed (Offsync-Site, -Time, -Nonce and -Signature headers)"
+            "request is not signed (Offsync-Site, -Challenge and -Signature headers; "
+            "fetch a challenge with GET /challenge)"
         ) from exc
-    # Strict forms (docs/spec.md section 14): lowercase hex, decimal ms below 2^63.
-    if (
-        not (
-            _HEX.fullmatch(raw[0])
-            and _MS.fullmatch(raw[1])
-            and _HEX.fullmatch(raw[2])
-            and _HEX.fullmatch(raw[3])
-        )
-        or int(raw[1]) > MAX_HLC
-    ):
+    # Strict forms (docs/spec.md section 14): lowercase hex of the right lengths.
+    if not all(_HEX.fullmatch(v) for v in raw):
         raise SignatureError("signed-request headers are malformed")
-    site, nonce, sig = bytes.fromhex(raw[0]), bytes.fromhex(raw[2]), bytes.fromhex(raw[3])
-    time_ms = int(raw[1])
-    if len(site) != 32 or len(nonce) != NONCE_BYTES or len(sig) != 64:
+    site, challenge, sig = (bytes.fromhex(v) for v in raw)
+    if len(site) != 32 or len(sig) != 64:
         raise SignatureError("signed-request headers have the wrong lengths")
-    verify_signature(site, request_message(server, endpoint, site, time_ms, nonce, body), sig)
-    if abs(now_ms - time_ms) > nonces.window_ms:
-        raise SignatureError(
-            f"request time is {abs(now_ms - time_ms) // 1000} s away from the server's clock "
-            f"(window {nonces.window_ms // 1000} s): check the site's clock"
-        )
-    if not nonces.add(site, nonce, now_ms):
-        raise SignatureError("replayed request (nonce already used)")
-    return site
+    forget_after = challenges.check(challenge, now_ms)
+    verify_signature(site, request_message(server, endpoint, site, challenge, body), sig)
+    return SignedRequest(site, challenge, forget_after)
 
 
 def encode_pull_request(since: Knowledge, max_bytes: int, encrypt: bool) -> bytes:

@@ -6,12 +6,19 @@ Endpoints (docs/http.md has the details; ``GET /openapi.json`` describes them):
 
 * ``GET /``                 what this server is (key, limits).
 * ``GET /knowledge``        the replica's fresh receipt: its signed knowledge.
+* ``GET /challenge``        a fresh single-use challenge for a signed request.
 * ``PUT /bundles/{id}``     upload a bundle, whole or in ``Content-Range`` chunks that
                             survive a broken connection or a restart; applied once the
                             bytes hash to ``id``; answers with a fresh receipt.
 * ``GET /bundles/{id}``     how much of an upload the server holds, to resume it.
 * ``POST /pull``            a signed request with the site's knowledge; answers with a
                             stream of bundles (4-byte length frames) the site lacks.
+
+Signed requests answer a challenge the server issued (``offsync.httpwire``): replay
+protection needs no clock of the site's, and a challenge is recorded as used in the
+replica's store, once the signature verified, so all workers on one store accept it once.
+A store that reports its disk full (``StorageFullError``) is answered 507, not 503: an
+operator must act before retrying helps.
 
 Blocking work (SQLite, hashing large uploads, packing) runs in worker threads, never on
 the event loop. Uploads, applies and pulls share ``max_in_flight`` slots; a request that
@@ -48,14 +55,16 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         "offsync.server needs Starlette: install the http extra (pip install 'offsync[http]')"
     ) from exc
 
-from .errors import RemoteDataError, SignatureError, StorageError
+from .errors import RemoteDataError, SignatureError, StorageError, StorageFullError
 from .httpwire import (
     BUNDLES_MEDIA_TYPE,
+    CHALLENGE_BYTES,
     END_OF_STREAM,
     MORE_AVAILABLE,
     PROTOCOL,
     RECEIPT_MEDIA_TYPE,
-    NonceCache,
+    Challenges,
+    challenge_key,
     decode_pull_request,
     verify_request,
 )
@@ -68,9 +77,14 @@ if sys.platform != "win32":
 
 __all__ = ["Readable", "ServerState", "create_app", "openapi"]
 
-_ID = re.compile(r"^[0-9a-f]{64}$")
-_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+)$")
-_COMMIT = re.compile(r"^bytes \*/(\d+)$")
+# Used with fullmatch, and [0-9] rather than \d (which takes any Unicode digit): the
+# OpenAPI document states these patterns, and the server accepts exactly what they match.
+_ID = re.compile(r"[0-9a-f]{64}")
+_RANGE = re.compile(r"bytes ([0-9]+)-([0-9]+)/([0-9]+)")
+_COMMIT = re.compile(r"bytes \*/([0-9]+)")
+CONTENT_RANGE_PATTERN = "^bytes ([0-9]+-[0-9]+|\\*)/[0-9]+$"
+#: Answers that must never come from a cache (a proxy's stale copy is not the server).
+_NO_STORE = {"Cache-Control": "no-store"}
 _WRITE_BUFFER = 1024 * 1024
 #: Pulls are packed into bundles of at least this size, whatever the client asks.
 PULL_FLOOR_BYTES = 1024 * 1024
@@ -122,7 +136,9 @@ class ServerState:
         self.busy_timeout = busy_timeout
         self.retry_after = retry_after
         self.readable = readable
-        self.nonces = NonceCache(int(replay_window * 1000))
+        self.challenges = Challenges(
+            challenge_key(replica.identity), replica.id, max(1, int(replay_window * 1000))
+        )
         self.in_flight = 0
         self.refused_busy = 0  # 503 answers given, for tests and monitoring
         self.upload_locks: dict[str, tuple[anyio.Lock, int]] = {}
@@ -176,15 +192,23 @@ class ServerState:
         return None
 
     def room_for_partial(self) -> bool:
-        """Drop partial uploads untouched for ``partial_ttl``; is there room for one more?"""
+        """Drop partial uploads untouched for ``partial_ttl``, and make room for one more.
+
+        Partial uploads are anonymous (a bundle is authenticated only once whole), so at
+        ``max_partial_uploads`` the one untouched longest gives way (its uploader starts
+        it again) rather than the newcomer being refused: uploads abandoned by the
+        thousand cannot hold every slot for a week. False only if every slot is being
+        written to at this moment.
+        """
         now = time.time()
-        live = 0
+        live: list[tuple[float, Path]] = []
         for path in self.upload_dir.glob("*.part"):
             try:
-                if now - path.stat().st_mtime > self.partial_ttl:
+                touched = path.stat().st_mtime
+                if now - touched > self.partial_ttl:
                     path.unlink()
                 else:
-                    live += 1
+                    live.append((touched, path))
             except OSError:
                 continue
         for path in self.upload_dir.glob("*.lock"):  # left by uploads never finished
@@ -195,7 +219,20 @@ class ServerState:
                         _unlock_file(held, path, remove=True)
             except OSError:
                 continue
-        return live < self.max_partial_uploads
+        excess = len(live) + 1 - self.max_partial_uploads
+        for _, path in sorted(live):
+            if excess <= 0:
+                break
+            lock = self.upload_dir / f"{path.name[:64]}.lock"
+            held = _lock_file(lock, timeout=0)
+            if held is None:
+                continue  # a chunk of it is arriving now
+            try:
+                path.unlink(missing_ok=True)
+                excess -= 1
+            finally:
+                _unlock_file(held, lock, remove=True)
+        return excess <= 0
 
     def lock_upload(self, bundle_id: str) -> int | None:
         """Hold the upload of ``bundle_id`` against every process sharing ``upload_dir``;
@@ -255,6 +292,27 @@ def _flush(fh: BinaryIO) -> None:
 
 def _json_error(status: int, error: str, reason: str, **extra: Any) -> JSONResponse:
     return JSONResponse({"error": error, "reason": reason, **extra}, status_code=status)
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _storage_full(exc: StorageFullError) -> JSONResponse:
+    return _json_error(
+        507,
+        "StorageFullError",
+        f"the server's storage is full or failing, nothing was stored: {exc}; "
+        "its operator must free space before this can succeed",
+    )
+
+
+def _unsigned(reason: str) -> JSONResponse:
+    return JSONResponse(
+        {"error": "SignatureError", "reason": reason},
+        status_code=401,
+        headers={"WWW-Authenticate": "Offsync-Signature"},
+    )
 
 
 def _busy(state: ServerState) -> JSONResponse:
@@ -319,10 +377,12 @@ def create_app(
     (default: the replica's ``limits.max_bundle_bytes``). ``max_in_flight`` bounds the
     uploads, applies and pulls running at once; beyond it, and when the replica stays
     locked longer than ``busy_timeout`` seconds, the answer is 503 with ``Retry-After:
-    retry_after``. Pull requests must be signed within ``replay_window`` seconds of the
-    server's clock. ``readable(site_key, origin_key)`` restricts what a site may pull
-    (default: everything the server holds). At most ``max_partial_uploads`` partial
-    uploads are kept (503 beyond); one untouched for ``partial_ttl`` seconds is dropped.
+    retry_after``. A pull must be signed over a challenge issued at most ``replay_window``
+    seconds before (by the server's clock; each challenge is accepted once).
+    ``readable(site_key, origin_key)`` restricts what a site may pull (default:
+    everything the server holds). At most ``max_partial_uploads`` partial uploads are
+    kept (beyond, the one untouched longest gives way); one untouched for ``partial_ttl``
+    seconds is dropped.
     """
     if upload_dir is None:
         upload_path = Path(tempfile.mkdtemp(prefix="offsync-uploads-"))
@@ -352,8 +412,18 @@ def create_app(
                 "label": replica.identity.label,
                 "max_upload_bytes": state.max_upload_bytes,
                 "max_pull_bundle_bytes": state.max_pull_bundle_bytes,
-                "replay_window_seconds": state.nonces.window_ms / 1000,
+                "replay_window_seconds": state.challenges.lifetime_ms / 1000,
             }
+        )
+
+    async def challenge(request: Request) -> Response:
+        value = state.challenges.issue(_now_ms())
+        return JSONResponse(
+            {
+                "challenge": value.hex(),
+                "lifetime_seconds": state.challenges.lifetime_ms / 1000,
+            },
+            headers=_NO_STORE,
         )
 
     async def knowledge(request: Request) -> Response:
@@ -363,14 +433,24 @@ def create_app(
             )
         except _Busy:
             return _busy(state)
-        return Response(receipt, media_type=RECEIPT_MEDIA_TYPE)
+        return Response(
+            receipt,
+            media_type=RECEIPT_MEDIA_TYPE,
+            headers={**_NO_STORE, "Offsync-Max-Upload-Bytes": str(state.max_upload_bytes)},
+        )
 
     async def spec(request: Request) -> Response:
         return JSONResponse(openapi())
 
+    async def bundles(request: Request) -> Response:
+        """``/bundles/{id}``: one route for both methods, so a 405 names both in Allow."""
+        if request.method == "PUT":
+            return await upload(request)
+        return await upload_status(request)
+
     async def upload_status(request: Request) -> Response:
         bundle_id = request.path_params["id"]
-        if not _ID.match(bundle_id):
+        if not _ID.fullmatch(bundle_id):
             return _json_error(400, "BadRequest", "bundle id must be 64 lowercase hex digits")
         if bundle_id in state.done:
             return JSONResponse({"id": bundle_id, "received": None, "complete": True})
@@ -382,7 +462,7 @@ def create_app(
 
     async def upload(request: Request) -> Response:
         bundle_id = request.path_params["id"]
-        if not _ID.match(bundle_id):
+        if not _ID.fullmatch(bundle_id):
             return _json_error(400, "BadRequest", "bundle id must be 64 lowercase hex digits")
         if bundle_id in state.done:
             return await _duplicate(bundle_id)
@@ -449,8 +529,8 @@ def create_app(
             except ClientDisconnect:
                 return Response(status_code=400)  # nobody is listening
             return await _finish(bundle_id, bytes(data), None)
-        m = _RANGE.match(content_range)
-        commit = _COMMIT.match(content_range)
+        m = _RANGE.fullmatch(content_range)
+        commit = _COMMIT.fullmatch(content_range)
         if not m and not commit:
             raise _Refusal(
                 400,
@@ -484,7 +564,7 @@ def create_app(
         if found is not None and found[1] != total:
             raise _Refusal(409, "Conflict", "an upload of this id with another total is held")
         if found is None:
-            if not await anyio.to_thread.run_sync(state.room_for_partial):
+            if m and not await anyio.to_thread.run_sync(state.room_for_partial):
                 raise _Busy
             path, held = state.partial_path(bundle_id, total), 0
         else:
@@ -556,6 +636,8 @@ def create_app(
                 report = replica.apply(data)
             except RemoteDataError as exc:
                 raise _Refusal(422, type(exc).__name__, str(exc)) from exc
+            except StorageFullError:
+                raise  # 507 (the app's handler); what was received is kept for a retry
             except StorageError as exc:
                 raise _Busy from exc
             return _report_json(report, replica.receipt().encode())
@@ -573,35 +655,35 @@ def create_app(
             body += chunk
             if len(body) > limit:
                 return _json_error(413, "LimitExceededError", "pull request too large")
-        now_ms = int(time.time() * 1000)
-        if state.nonces.full(now_ms):
-            return _busy(state)
+        # The challenge's MAC and age, then the signature, then the body: nothing is
+        # recorded for a request that fails any of them, so junk costs no memory.
         try:
-            site = verify_request(
+            signed = verify_request(
                 request.headers,
                 server=replica.id,
                 endpoint="pull",
                 body=bytes(body),
-                now_ms=now_ms,
-                nonces=state.nonces,
+                challenges=state.challenges,
+                now_ms=_now_ms(),
             )
             since, max_bytes, encrypt = decode_pull_request(bytes(body), replica.limits)
         except SignatureError as exc:
-            return JSONResponse(
-                {"error": "SignatureError", "reason": str(exc)},
-                status_code=401,
-                headers={"WWW-Authenticate": "Offsync-Signature"},
-            )
+            return _unsigned(str(exc))
         except RemoteDataError as exc:
             return _json_error(422, type(exc).__name__, str(exc))
         if not state.try_acquire():
             return _busy(state)
         # A preference: never below the floor, since one segment may approach 256 KiB.
         max_bytes = max(min(max_bytes, state.max_pull_bundle_bytes), PULL_FLOOR_BYTES)
+        site = signed.site
         recipient = site if encrypt else None
 
         def start() -> tuple[Iterator[bytes], bytes | None]:
             nonlocal since
+            # Only now, authenticated and about to be served, is the challenge spent: in
+            # the store, so one captured request is served once by all workers on it.
+            if not replica.store.record_nonce(signed.challenge, signed.forget_after, _now_ms()):
+                raise _Refusal(401, "SignatureError", "replayed request (challenge already used)")
             if state.readable is not None:
                 # What the site may not read is treated as if it held it already.
                 hidden = {
@@ -618,6 +700,9 @@ def create_app(
         except _Busy:
             state.release()
             return _busy(state)
+        except _Refusal as refusal:
+            state.release()
+            return _unsigned(refusal.reason)
         except BaseException:
             state.release()
             raise
@@ -640,15 +725,20 @@ def create_app(
             if close is not None:
                 close()
 
+    async def storage_failed(request: Request, exc: Exception) -> Response:
+        if isinstance(exc, StorageFullError):
+            return _storage_full(exc)
+        return _busy(state)  # a store failure that may clear (docs/http.md)
+
     routes = [
         Route("/", info, methods=["GET"]),
         Route("/knowledge", knowledge, methods=["GET"]),
+        Route("/challenge", challenge, methods=["GET"]),
         Route("/openapi.json", spec, methods=["GET"]),
-        Route("/bundles/{id}", upload, methods=["PUT"]),
-        Route("/bundles/{id}", upload_status, methods=["GET"]),
+        Route("/bundles/{id}", bundles, methods=["GET", "PUT"]),
         Route("/pull", pull, methods=["POST"]),
     ]
-    app = Starlette(routes=routes)
+    app = Starlette(routes=routes, exception_handlers={StorageError: storage_failed})
     app.state.offsync = state
     return app
 
@@ -674,9 +764,23 @@ def openapi() -> dict[str, Any]:
         "description": "BLAKE2b-256 of the bundle's bytes, 64 lowercase hex digits",
         "schema": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
     }
+    full = _error_response(
+        "The server's storage is full or failing: nothing was stored, and retrying will "
+        "not help until its operator frees space"
+    )
     signed = [
-        {"name": name, "in": "header", "required": True, "schema": {"type": "string"}}
-        for name in ("Offsync-Site", "Offsync-Time", "Offsync-Nonce", "Offsync-Signature")
+        {
+            "name": name,
+            "in": "header",
+            "required": True,
+            "description": description,
+            "schema": {"type": "string", "pattern": f"^[0-9a-f]{{{2 * size}}}$"},
+        }
+        for name, size, description in (
+            ("Offsync-Site", 32, "The requesting site's public key, hex"),
+            ("Offsync-Challenge", CHALLENGE_BYTES, "A challenge from GET /challenge, hex"),
+            ("Offsync-Signature", 64, "ed25519 signature over the request (docs/spec.md)"),
+        )
     ]
     return {
         "openapi": "3.1.0",
@@ -703,9 +807,30 @@ def openapi() -> dict[str, Any]:
                     "responses": {
                         "200": {
                             "description": "An encoded receipt (docs/spec.md)",
+                            "headers": {
+                                "Offsync-Max-Upload-Bytes": {
+                                    "description": "The largest bundle this server accepts",
+                                    "schema": {"type": "integer"},
+                                }
+                            },
                             "content": {RECEIPT_MEDIA_TYPE: {}},
                         },
                         "503": busy,
+                    },
+                }
+            },
+            "/challenge": {
+                "get": {
+                    "summary": "A fresh single-use challenge to sign a request over",
+                    "responses": {
+                        "200": {
+                            "description": "A challenge, valid for lifetime_seconds",
+                            "content": {
+                                "application/json": {
+                                    "schema": {"$ref": "#/components/schemas/Challenge"}
+                                }
+                            },
+                        }
                     },
                 }
             },
@@ -738,8 +863,11 @@ def openapi() -> dict[str, Any]:
                             "name": "Content-Range",
                             "in": "header",
                             "required": False,
-                            "description": "bytes FIRST-LAST/TOTAL for a chunk",
-                            "schema": {"type": "string"},
+                            "description": (
+                                "bytes FIRST-LAST/TOTAL for a chunk, or bytes */TOTAL (empty "
+                                "body) to apply the TOTAL bytes the server holds"
+                            ),
+                            "schema": {"type": "string", "pattern": CONTENT_RANGE_PATTERN},
                         },
                     ],
                     "requestBody": {
@@ -773,6 +901,7 @@ def openapi() -> dict[str, Any]:
                             "not verify (error names the offsync error class)"
                         ),
                         "503": busy,
+                        "507": full,
                     },
                 },
             },
@@ -796,10 +925,14 @@ def openapi() -> dict[str, Any]:
                             ),
                             "content": {BUNDLES_MEDIA_TYPE: {}},
                         },
-                        "401": _error_response("Unsigned, badly signed, stale or replayed"),
+                        "401": _error_response(
+                            "Unsigned, badly signed, or over a challenge that is not this "
+                            "server's, has expired or was used already"
+                        ),
                         "413": _error_response("Request body too large"),
                         "422": _error_response("Malformed request body"),
                         "503": busy,
+                        "507": full,
                     },
                 }
             },
@@ -831,6 +964,14 @@ def openapi() -> dict[str, Any]:
                         "max_upload_bytes": {"type": "integer"},
                         "max_pull_bundle_bytes": {"type": "integer"},
                         "replay_window_seconds": {"type": "number"},
+                    },
+                },
+                "Challenge": {
+                    "type": "object",
+                    "required": ["challenge", "lifetime_seconds"],
+                    "properties": {
+                        "challenge": {"type": "string", "pattern": "^([0-9a-f]{2})+$"},
+                        "lifetime_seconds": {"type": "number"},
                     },
                 },
                 "UploadStatus": {

@@ -6,11 +6,15 @@ Pulling first means the bundles we send carry a receipt that covers what we just
 applied. A live peer (HTTP) answers each upload with its fresh receipt; the round
 records those in the replica (``Transport.receipts``, ``Replica.record_receipt``), so
 a push-only round already shows what the peer holds. When the round sent changes it
-pulls once more, which brings a mailbox peer's news too. Every round sends at least one bundle, so this replica's receipt (and the receipts it passes
-on) travels even when there is no data. A refused bundle is reported, set aside through
-the transport and never applied; it does not end the round. Transport failures
-(``TransportError``) do end it: what was applied stays applied, and the next round
-picks up where this one stopped, because applying a bundle twice changes nothing.
+pulls once more, which brings a mailbox peer's news too. Every round sends at least one
+bundle, so this replica's receipt (and the receipts it passes on) travels even when
+there is no data. A refused bundle is reported, set aside through the transport and
+never applied; it does not end the round. Nor does a peer that refuses to let us pull
+(``PeerRefusedError`` at the pull: a certificate it does not know yet, say): that is
+reported and the push goes on, so what this site wrote still gets delivered. Other
+transport failures (``TransportError``) end the round: what was applied stays
+applied, and the next round picks up where this one stopped, because applying a bundle
+twice changes nothing.
 
 ``forward(source, target)`` carries bundles from one transport to another as they are,
 without opening them: how a relay passes on bundles sealed for someone else. A bundle
@@ -112,8 +116,7 @@ def _round(
     pull: bool,
     push: bool,
 ) -> None:
-    if pull:
-        _pull(replica, transport, report)
+    allowed = pull and _pull(replica, transport, report)
     if push:
         theirs = transport.knowledge() or Knowledge()
         report.peer = peer = transport.peer
@@ -129,7 +132,7 @@ def _round(
             always=True,
         )
         report.sent_bundles = transport.send(_counted(bundles, report))
-        if pull and report.sent_changes:
+        if allowed and report.sent_changes:
             # A live peer (HTTP) answers this second pull with a receipt that covers
             # what we just pushed, so one round tells the origin it arrived. For a
             # mailbox it is one more look at an inbox that is almost always empty.
@@ -147,7 +150,22 @@ def _record_receipts(replica: Replica, transport: Transport, report: SyncReport)
             continue  # a receipt that does not verify tells us nothing
 
 
-def _pull(replica: Replica, transport: Transport, report: SyncReport) -> None:
+def _pull(replica: Replica, transport: Transport, report: SyncReport) -> bool:
+    """Receive and apply; False if the peer refused to let us pull (reported)."""
+    try:
+        _take(replica, transport, report)
+    except PeerRefusedError as exc:
+        # Refused reading (HTTP 401/403/...): report it; pushing may still be allowed.
+        source = getattr(transport, "url", None) or repr(transport)
+        report.refused.append(Refused(f"pull from {source}", str(exc)))
+        return False
+    finally:
+        report.peer = report.peer or transport.peer
+    return True
+
+
+def _take(replica: Replica, transport: Transport, report: SyncReport) -> None:
+    """Receive and apply what ``transport`` offers."""
     for item in transport.receive(replica.knowledge()):
         if isinstance(item, Refused):
             report.refused.append(item)
@@ -161,7 +179,6 @@ def _pull(replica: Replica, transport: Transport, report: SyncReport) -> None:
             continue
         report.received.append(applied)
         transport.acknowledge(item)
-    report.peer = report.peer or transport.peer
 
 
 def _counted(bundles: Iterable[bytes], report: SyncReport) -> Iterator[bytes]:

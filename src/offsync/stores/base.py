@@ -254,3 +254,12 @@ class Store(ABC):
     @abstractmethod
     def peers(self) -> list[tuple[bytes, int, bytes, bytes]]:
         """(peer, created, knowledge, receipt) for every peer heard from."""
+
+    # single-use values (the HTTP server's challenges, docs/http.md)
+    @abstractmethod
+    def record_nonce(self, nonce: bytes, expires: int, now: int) -> bool:
+        """Record ``nonce`` as used until ``expires``; False if it is recorded already
+        and not expired by ``now`` (a replay). Atomic across every process sharing the
+        store, so one nonce is accepted once by all of them. A record expired by ``now``
+        no longer counts, and the store may drop it (times are the caller's, in ms).
+        """

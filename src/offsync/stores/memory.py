@@ -30,6 +30,7 @@ class MemoryStore(Store):
         self._changes: dict[tuple[str, str], dict[ChangeId, Change]] = {}
         self._records: dict[tuple[str, str], RecordRow] = {}
         self._peers: dict[bytes, tuple[bytes, int, bytes, bytes]] = {}
+        self._nonces: dict[bytes, int] = {}
         self._closed = False
 
     def _tables(self) -> tuple[Any, ...]:
@@ -40,6 +41,7 @@ class MemoryStore(Store):
             {k: dict(v) for k, v in self._changes.items()},
             dict(self._records),
             dict(self._peers),
+            dict(self._nonces),
         )
 
     def _restore(self, saved: tuple[Any, ...]) -> None:
@@ -50,6 +52,7 @@ class MemoryStore(Store):
             self._changes,
             self._records,
             self._peers,
+            self._nonces,
         ) = saved
 
     def _check_open(self) -> None:
@@ -180,3 +183,13 @@ class MemoryStore(Store):
     def peers(self) -> list[tuple[bytes, int, bytes, bytes]]:
         self._check_open()
         return [self._peers[p] for p in sorted(self._peers)]
+
+    def record_nonce(self, nonce: bytes, expires: int, now: int) -> bool:
+        self._check_open()
+        with self.transaction():
+            for held in [n for n, e in self._nonces.items() if e < now]:
+                del self._nonces[held]
+            if bytes(nonce) in self._nonces:
+                return False
+            self._nonces[bytes(nonce)] = expires
+            return True

@@ -36,6 +36,8 @@ __all__ = ["PostgresStore", "apply_migrations"]
 BATCH_ROWS = 5000
 #: Records fetched per page by ``iter_records`` (keyset pagination).
 PAGE_ROWS = 5000
+#: How often (ms) one store sweeps expired nonces out of ``http_nonces``.
+NONCE_SWEEP_MS = 60_000
 
 T = TypeVar("T")
 
@@ -138,6 +140,7 @@ class PostgresStore(Store):
     """
 
     shared = True
+    _nonces_purged = 0  # ms (the caller's clock) of this store's last sweep of nonces
 
     def __init__(
         self,
@@ -550,6 +553,23 @@ class PostgresStore(Store):
                 "SELECT peer, created, knowledge, receipt FROM peers ORDER BY peer"
             )
         ]
+
+    # -- single-use values ---------------------------------------------------------------
+
+    def record_nonce(self, nonce: bytes, expires: int, now: int) -> bool:
+        with self.transaction():
+            if now - self._nonces_purged >= NONCE_SWEEP_MS:  # not on every call
+                self._x("DELETE FROM http_nonces WHERE expires < %s", (now,))
+                self._nonces_purged = now
+            # One statement, atomic against every other worker: inserted, or an expired
+            # record taken over; a row comes back either way, none for a live record.
+            rows = self._q(
+                "INSERT INTO http_nonces (nonce, expires) VALUES (%s, %s) ON CONFLICT (nonce)"
+                " DO UPDATE SET expires = EXCLUDED.expires WHERE http_nonces.expires < %s"
+                " RETURNING 1",
+                (bytes(nonce), expires, now),
+            )
+        return len(rows) == 1
 
     # -- locks for concurrent appliers ---------------------------------------------------
 

@@ -15,6 +15,8 @@ from .base import RecordRow, SegmentRow, Store, pack_ids, sole_head, unpack_ids
 __all__ = ["SQLiteStore"]
 
 SCHEMA_VERSION = 3
+#: How often (ms) ``record_nonce`` sweeps expired nonces out of the table.
+NONCE_SWEEP_MS = 60_000
 #: Schemas of offsync releases that wrote wire format 1 (segments this one cannot read).
 FORMAT_1_SCHEMAS = (1, 2)
 
@@ -38,6 +40,9 @@ CREATE INDEX IF NOT EXISTS records_conflict ON records (conflict) WHERE conflict
 CREATE TABLE IF NOT EXISTS peers (
     peer BLOB PRIMARY KEY, created INTEGER NOT NULL, knowledge BLOB NOT NULL,
     receipt BLOB NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS http_nonces (
+    nonce BLOB PRIMARY KEY, expires INTEGER NOT NULL) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS http_nonces_expires ON http_nonces (expires);
 """
 
 #: Moves the sole change kept in a record row into ``changes``, before the row is replaced.
@@ -68,6 +73,8 @@ def _heads_of(heads: bytes, sole_origin: bytes | None, sole_seq: int | None) -> 
 
 
 class SQLiteStore(Store):
+    _nonces_purged = 0  # ms (the caller's clock) of the last sweep of expired nonces
+
     def __init__(self, path: str, *, synchronous: str = "NORMAL") -> None:
         try:
             self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
@@ -354,3 +361,16 @@ class SQLiteStore(Store):
 
     def peers(self) -> list[tuple[bytes, int, bytes, bytes]]:
         return [(bytes(p), c, bytes(k), bytes(r)) for p, c, k, r in self._q("SELECT * FROM peers")]
+
+    def record_nonce(self, nonce: bytes, expires: int, now: int) -> bool:
+        with self.transaction():
+            if now - self._nonces_purged >= NONCE_SWEEP_MS:  # not on every call
+                self._q("DELETE FROM http_nonces WHERE expires < ?", (now,))
+                self._nonces_purged = now
+            # Inserted, or an expired record of it taken over: one changed row either way.
+            changed = self.db.execute(
+                "INSERT INTO http_nonces (nonce, expires) VALUES (?, ?) ON CONFLICT (nonce)"
+                " DO UPDATE SET expires = excluded.expires WHERE http_nonces.expires < ?",
+                (bytes(nonce), expires, now),
+            ).rowcount
+        return changed == 1

@@ -8,10 +8,10 @@ and PostgreSQL stores)::
 
 It checks each part of the contract on a fresh store (transactions all-or-nothing and
 re-entrant, meta, segments, outbox, changes, records in UTF-8 byte order, conflicts,
-newest-wins peers), then runs seeded random operation sequences against the store and
-``MemoryStore`` (the reference) side by side, and finally feeds the same bundles to a
-replica on the store and to one on SQLite and compares ``state_digest()``, knowledge,
-quarantine and conflicts. It raises ``AssertionError`` naming what differs.
+newest-wins peers, single-use nonces that expire), then runs seeded random operation
+sequences against the store and ``MemoryStore`` (the reference) side by side, and
+finally feeds the same bundles to a replica on the store and to one on SQLite and
+compares ``state_digest()``, knowledge, quarantine and conflicts. It raises ``AssertionError`` naming what differs.
 """
 
 from __future__ import annotations
@@ -54,6 +54,7 @@ def check_store(make_store: MakeStore, *, random_runs: int = 6) -> None:
         _check_locks,
         _check_first_changes,
         _check_peers,
+        _check_nonces,
     ):
         with _fresh(make_store) as store:
             check(store)
@@ -417,6 +418,27 @@ def _check_peers(s: Store) -> None:
     with s.transaction():
         s.set_peer(O1, 6, b"k6", b"r6")
     assert s.peers()[0] == (O1, 6, b"k6", b"r6")
+
+
+def _check_nonces(s: Store) -> None:
+    a, b = b"\x00" * 40, b"\xff" * 40
+    assert s.record_nonce(a, 2000, 1000), "nonces: a new nonce is recorded"
+    assert not s.record_nonce(a, 9000, 1500), "nonces: a recorded nonce is refused (replay)"
+    assert not s.record_nonce(a, 9000, 2000), "nonces: still refused at its expiry"
+    assert s.record_nonce(b, 2000, 1500), "nonces: another nonce is recorded"
+    try:
+        with s.transaction():
+            assert s.record_nonce(b"\x01" * 40, 5000, 1500)
+            raise _Boom
+    except _Boom:
+        pass
+    assert s.record_nonce(b"\x01" * 40, 5000, 1500), "nonces: a rolled-back record is gone"
+    assert s.record_nonce(a, 9000, 2001), "nonces: an expired record no longer counts"
+    assert not s.record_nonce(b"\x01" * 40, 9000, 4000), "nonces: refused until expiry"
+    assert not s.record_nonce(a, 9500, 8000), "nonces: ...and the new record holds"
+    for i in range(50):  # many at once, far apart in time: old ones may be swept
+        assert s.record_nonce(b"n" + i.to_bytes(39, "big"), 10**6 * (i + 1), 10**6 * i)
+    assert not s.record_nonce(b"n" + (49).to_bytes(39, "big"), 10**9, 49 * 10**6 + 1)
 
 
 # -- random operation sequences against the reference ------------------------------------
