@@ -12,7 +12,7 @@ import pytest
 
 from helpers_http import LiveServer
 from offsync import Identity, Replica, sync
-from offsync.errors import PeerRefusedError, RetryableTransportError
+from offsync.errors import RetryableTransportError, UnverifiedAnswerError
 from offsync.server import create_app
 from offsync.sync import forward
 from offsync.transports import DiskTransport
@@ -59,8 +59,8 @@ def courier_disk(tmp_path: Path) -> Iterator[tuple[Path, Replica, Replica, Repli
     (hostile,) = t.outbox(centre.id).glob("*.ofb")
     os.utime(hostile, (OLD, OLD))
     for batch in range(3):  # three sealed segments: three bundles of 4 KiB at most
-        with sub.batch():
-            for i in range(batch * 20, batch * 20 + 20):
+        with sub.batch():  # the last one larger than the others (one bundle is the largest)
+            for i in range(batch * 20, batch * 20 + 20 + 10 * (batch == 2)):
                 sub.put("residents", f"35190101{i:08d}", {"name": f"resident {i}", "pad": "x" * 60})
         sub.pack(sub.knowledge())
     sent = sync(sub, DiskTransport(usb, sub, centre, max_bundle_bytes=4096))
@@ -105,15 +105,16 @@ def test_a_refused_bundle_is_set_aside_and_the_rest_forwarded(
 def test_a_refusal_of_the_path_stops_the_pass_and_sets_nothing_aside(
     courier_disk: tuple[Path, Replica, Replica, Replica, Path],
 ) -> None:
-    """A wrong address (404) would refuse every bundle: that is the path, not the
-    bundles, so the pass stops and everything stays on the disk."""
+    """A wrong address (404, answered by something that is not an offsync server)
+    would refuse every bundle: that is the path, not the bundles, so the pass stops
+    and everything stays on the disk."""
     usb, sub, relay, centre, _ = courier_disk
     source = DiskTransport(usb, centre.id)
     before = sorted(p.name for p in source.inbox.glob("*.ofb"))
     with LiveServer(create_app(centre)) as srv:
         with (
             to_centre(srv.url + "/no/such/path", relay, centre) as wrong,
-            pytest.raises(PeerRefusedError) as info,
+            pytest.raises(UnverifiedAnswerError) as info,
         ):
             forward(source, wrong)
         assert info.value.status == 404
