@@ -10,6 +10,7 @@ from __future__ import annotations
 import bisect
 import gc
 import hashlib
+import logging
 import operator
 import random
 import threading
@@ -32,6 +33,7 @@ from .errors import (
     NotAuthorisedError,
     SequenceReuseError,
     StorageConflictError,
+    StorageError,
     UsageError,
 )
 from .identity import Identity, PublicIdentity
@@ -55,6 +57,9 @@ __all__ = [
 ]
 
 APPLIED = "applied"
+#: The replica logs what it cannot raise: work after a committed write that failed.
+#: Messages name no record key or field value (personal data).
+log = logging.getLogger("offsync")
 _COLLECTION = operator.itemgetter(3)  # of a Change
 _RECORD = operator.itemgetter(3, 4)  # (collection, key) of a Change
 _PARENTS = operator.itemgetter(7)
@@ -209,6 +214,7 @@ class Replica:
         self._seq = int(store.get_meta("seq") or b"0")  # highest own seq issued or held
         self._sealed = int(store.get_meta("sealed") or b"0")  # highest own seq in a segment
         self._batch_depth = 0
+        self._reexamine_pending = False  # a re-examination after a commit failed
         self.clock = HybridClock(int(store.get_meta("hlc") or b"0"), wall)
         self._index = SegmentIndex()
         # On a shared store other processes add segments too: _follow_store() catches up
@@ -449,7 +455,7 @@ class Replica:
             finally:
                 self._batch_depth -= 1
             if not self._batch_depth:
-                self._seal_full_segments()
+                self._after_commit()
 
     def put(self, collection: str, key: str, fields: Mapping[str, Any]) -> ChangeId:
         """Set ``fields`` of a record (other fields are kept)."""
@@ -558,11 +564,35 @@ class Replica:
                 raise
             self._seq = seq
             self._knowledge = None
-            if collection == TRUST_COLLECTION:
-                self._reexamine()
+            if collection == TRUST_COLLECTION and self._batch_depth:
+                self._reexamine()  # inside the batch's transaction: fails with it
+            elif collection == TRUST_COLLECTION:
+                self._reexamine_pending = True
             if not self._batch_depth:
-                self._seal_full_segments()
+                self._after_commit()
             return change.id
+
+    def _after_commit(self) -> None:
+        """What follows a committed write or batch: re-examining held changes after a
+        trust write, and sealing full segments (``_seal_full_segments``).
+
+        The write stands whatever happens here, so a failure (a full disk) is logged,
+        not raised: raising would tell the caller the write failed and a retry would
+        write it twice. The work is tried again after the next write (and sealing at
+        the next pack, which raises if it cannot seal).
+        """
+        try:
+            if self._reexamine_pending:
+                self._reexamine()
+            self._seal_full_segments()
+        except Exception as exc:
+            log.warning(
+                "a write was committed, but the work after it failed and will be tried "
+                "again after the next write: %s: %s",
+                type(exc).__name__,
+                exc,
+                exc_info=not isinstance(exc, StorageError),
+            )
 
     def _seal_full_segments(self) -> None:
         """Seal as soon as a whole segment's worth of changes waits, so that packing a
@@ -857,8 +887,19 @@ class Replica:
         Candidates: segments held for their clock, and every segment of an origin whose
         certificate or revocation changed (applied ones too: their changes may have to
         be taken back); with ``full``, every segment. Loops because applying ``_trust``
-        changes can change trust again.
+        changes can change trust again. If it fails (a full disk), the next write or
+        bundle tries again, starting from the trust store it started from.
         """
+        before = self._trust
+        try:
+            unlocked = self._reexamine_rounds(full)
+        except BaseException:
+            self._trust, self._clock_due, self._reexamine_pending = before, 0, True
+            raise
+        self._reexamine_pending = False
+        return unlocked
+
+    def _reexamine_rounds(self, full: bool) -> int:
         unlocked = 0
         before = self._trust
         for _ in range(16):  # bounded; each round needs a changed trust store
@@ -1039,8 +1080,18 @@ class Replica:
         for r, size in added:
             self._index_add(r, size)
         due = self._clock_due is not None and self.clock.wall() >= self._clock_due
-        if due or trust_touched:
-            report.unlocked = self._reexamine()
+        if due or trust_touched or self._reexamine_pending:
+            # The bundle is applied whatever happens now (see ``_after_commit``).
+            try:
+                report.unlocked = self._reexamine()
+            except Exception as exc:
+                log.warning(
+                    "a bundle was applied, but re-examining held changes after it failed"
+                    " and will be tried again after the next write or bundle: %s: %s",
+                    type(exc).__name__,
+                    exc,
+                    exc_info=not isinstance(exc, StorageError),
+                )
         return report
 
     def _index_add(self, r: SegmentRow, size: int | None = None) -> None:
