@@ -92,23 +92,53 @@ class Store(ABC):
     shared: bool = False
 
     _depth = 0  # transaction() blocks open; only the outermost is a real transaction
+    _doomed = False  # an inner block raised: the outermost must not commit
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
-        """All-or-nothing block; re-entrant (inner blocks join the outer one)."""
+        """All-or-nothing block; re-entrant (inner blocks join the outer one).
+
+        An inner block that raises cannot be undone alone, so it dooms the whole
+        transaction: if its error is caught and the outer block goes on, the outermost
+        block still rolls everything back, with ``StorageError``. The store's own errors
+        leave every block as offsync errors (``_storage_error``).
+        """
         if self._depth:
             self._depth += 1
             try:
                 yield
+            except BaseException as exc:
+                self._doomed = True
+                self._abandon()
+                mapped = self._storage_error(exc)
+                if mapped is exc:
+                    raise
+                raise mapped from exc
             finally:
                 self._depth -= 1
             return
+        self._doomed = False
         with self._outermost():
             self._depth = 1
             try:
                 yield
             finally:
                 self._depth = 0
+            if self._doomed:
+                raise StorageError(
+                    "a failed step inside this transaction was ignored; rolled back, "
+                    "nothing was changed"
+                )
+
+    def _storage_error(self, exc: BaseException) -> BaseException:
+        """``exc`` as an offsync error if it is the database's own (else ``exc``)."""
+        return exc
+
+    def _abandon(self) -> None:
+        """An inner block failed and the transaction will be rolled back: a store whose
+        database may have rolled back by itself makes sure that nothing the block's
+        caller does next is committed on its own."""
+        return None
 
     @abstractmethod
     def _outermost(self) -> AbstractContextManager[None]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import operator
 import sqlite3
 from collections.abc import Iterator, Sequence
@@ -9,7 +10,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from ..change import Change
-from ..errors import StorageError
+from ..errors import StorageConflictError, StorageError, StorageFullError
 from .base import RecordRow, SegmentRow, Store, pack_ids, sole_head, unpack_ids
 
 __all__ = ["SQLiteStore"]
@@ -67,6 +68,41 @@ def _heads_of(heads: bytes, sole_origin: bytes | None, sole_seq: int | None) -> 
     return sole_head(bytes(sole_origin), sole_seq)
 
 
+#: SQLite result codes (primary: the low byte of an extended code) that mean the disk or
+#: file system under the store is full, failing or read-only. Retrying will not help
+#: until someone acts, so they are not answered like a busy store.
+_DISK_CODES = frozenset({sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_READONLY})
+#: Another connection holds the file past ``busy_timeout`` (a backup tool, say).
+_BUSY_CODES = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})
+
+
+def storage_error(exc: sqlite3.Error, what: str = "store failed") -> StorageError:
+    """The offsync error for an SQLite error: the one place they are mapped.
+
+    A full or failing disk is ``StorageFullError`` (an operator must act), a file held
+    by another connection ``StorageConflictError``, anything else ``StorageError``; the
+    caller chains ``exc`` as the cause.
+    """
+    code = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF
+    if code in _DISK_CODES:
+        return StorageFullError(
+            f"{what}: the disk under the store is full, failing or read-only ({exc});"
+            " nothing was changed: free space or repair the disk, then try again"
+        )
+    if code in _BUSY_CODES:
+        return StorageConflictError(f"{what}, nothing was changed: {exc}")
+    return StorageError(f"{what}, nothing was changed: {exc}")
+
+
+@contextmanager
+def _mapped(what: str = "store failed") -> Iterator[None]:
+    """Raise SQLite's errors from the block as offsync errors (``storage_error``)."""
+    try:
+        yield
+    except sqlite3.Error as exc:
+        raise storage_error(exc, what) from exc
+
+
 class SQLiteStore(Store):
     def __init__(self, path: str, *, synchronous: str = "NORMAL") -> None:
         try:
@@ -91,34 +127,52 @@ class SQLiteStore(Store):
                     raise StorageError(
                         f"{path}: store schema {int(version)}, this offsync uses {SCHEMA_VERSION}"
                     )
-        except sqlite3.DatabaseError as exc:
-            raise StorageError(f"{path}: not a usable SQLite store ({exc})") from exc
+        except sqlite3.Error as exc:
+            raise storage_error(exc, f"{path}: not a usable SQLite store") from exc
 
     @contextmanager
     def _outermost(self) -> Iterator[None]:
-        self.db.execute("BEGIN IMMEDIATE")
+        with _mapped("cannot start a transaction"):
+            self.db.execute("BEGIN IMMEDIATE")
         try:
             yield
+            if not self.db.in_transaction:  # an error in the block was caught and ignored
+                raise StorageError("SQLite rolled the transaction back; nothing was changed")
+            self.db.execute("COMMIT")
         except BaseException as exc:
-            self.db.execute("ROLLBACK")
-            if isinstance(exc, sqlite3.Error):
-                raise StorageError(f"store failed, nothing was changed: {exc}") from exc
-            raise
-        else:
-            try:
-                self.db.execute("COMMIT")
-            except sqlite3.Error as exc:
+            self._rollback()
+            mapped = self._storage_error(exc)
+            if mapped is exc:
+                raise
+            raise mapped from exc
+
+    def _storage_error(self, exc: BaseException) -> BaseException:
+        return storage_error(exc) if isinstance(exc, sqlite3.Error) else exc
+
+    def _abandon(self) -> None:
+        # On a full disk SQLite may have rolled back already; without a transaction
+        # every later statement of the doomed block would commit on its own.
+        if not self.db.in_transaction:
+            with _mapped("cannot start a transaction"):
+                self.db.execute("BEGIN IMMEDIATE")
+
+    def _rollback(self) -> None:
+        """Roll back what is left of a failed transaction.
+
+        On a full disk or an I/O error SQLite has often rolled it back itself already,
+        and a failing ROLLBACK must not replace the error that caused it.
+        """
+        if self.db.in_transaction:
+            # If even that fails, the connection reports it at its next statement.
+            with contextlib.suppress(sqlite3.Error):
                 self.db.execute("ROLLBACK")
-                raise StorageError(f"commit failed, nothing was changed: {exc}") from exc
 
     def close(self) -> None:
         self.db.close()
 
     def _q(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
-        try:
+        with _mapped():
             return self.db.execute(sql, args).fetchall()
-        except sqlite3.Error as exc:
-            raise StorageError(str(exc)) from exc
 
     def get_meta(self, name: str) -> bytes | None:
         rows = self._q("SELECT value FROM meta WHERE name = ?", (name,))
@@ -334,9 +388,10 @@ class SQLiteStore(Store):
             sql += " WHERE collection = ?"
             args = (collection,)
         # TEXT compares with memcmp over UTF-8 under the default BINARY collation.
-        cur = self.db.execute(sql + " ORDER BY collection, key", args)
-        for c, k, f, h, o, q, x in cur:
-            yield RecordRow(c, k, None if f is None else bytes(f), _heads_of(h, o, q), bool(x))
+        with _mapped():
+            cur = self.db.execute(sql + " ORDER BY collection, key", args)
+            for c, k, f, h, o, q, x in cur:
+                yield RecordRow(c, k, None if f is None else bytes(f), _heads_of(h, o, q), bool(x))
 
     def conflicted(self) -> list[tuple[str, str]]:
         return self._q(

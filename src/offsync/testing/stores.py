@@ -186,6 +186,22 @@ def _check_transactions(s: Store) -> None:
         pass
     assert _snapshot(s) == committed, "an exception in an inner block rolls back the whole"
 
+    try:
+        with s.transaction():
+            _write_everything(s, 6)
+            try:
+                with s.transaction():
+                    s.set_meta("inner", b"failed")
+                    raise _Boom
+            except _Boom:
+                pass  # caught, and the outer block goes on
+            s.set_meta("outer", b"went on")
+    except StorageError:
+        pass
+    else:
+        raise AssertionError("a transaction whose inner block raised must not commit")
+    assert _snapshot(s) == committed, "a failed inner block dooms the whole transaction"
+
     with s.transaction():
         with s.transaction():
             s.set_meta("inner", b"1")
