@@ -206,6 +206,8 @@ class Replica:
         self.limits = limits
         self._lock = threading.RLock()
         owner = store.get_meta("identity")
+        if owner is None and store.read_only:
+            raise UsageError("this store holds no replica yet: open it for writing first")
         if owner is None:
             with store.transaction():
                 store.set_meta("identity", identity.public_key)
@@ -237,12 +239,25 @@ class Replica:
         *,
         identity: Identity,
         policies: Mapping[str, Policy] | None = None,
+        read_only: bool = False,
         **options: Any,
     ) -> Replica:
-        """Open (or create) a replica in an SQLite file; ``":memory:"`` for tests."""
+        """Open (or create) a replica in an SQLite file; ``":memory:"`` for tests.
+
+        One process owns a replica file: while it is open, another ``open`` of the file
+        (in any process) raises ``StoreLockedError``. ``read_only=True`` opens an
+        existing replica for reading alone, also while another process owns it; its
+        knowledge and quarantine are as they were when it was opened, and anything
+        that would write raises ``UsageError``.
+        """
         from .stores.sqlite import SQLiteStore
 
-        return cls(SQLiteStore(path), identity, policies, **options)
+        store = SQLiteStore(path, read_only=read_only)
+        try:
+            return cls(store, identity, policies, **options)
+        except BaseException:
+            store.close()
+            raise
 
     def close(self) -> None:
         with self._lock:
@@ -783,7 +798,7 @@ class Replica:
         examined = self.store.get_meta("trust_examined")
         if examined is None and self._trust is None and not self.validators:
             examined = self._trust_fingerprint()  # a store that never had trust: nothing to do
-        if examined != self._trust_fingerprint():
+        if examined != self._trust_fingerprint() and not self.store.read_only:
             self._reexamine(full=True)  # opened with other authorities or validators
         elif any(s.status.startswith("clock") for segs in self._index.values() for s in segs):
             self._clock_due = 0  # find out at the next apply or reexamine()

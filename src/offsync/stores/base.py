@@ -15,7 +15,7 @@ from typing import NamedTuple
 import msgpack
 
 from ..change import Change, ChangeId
-from ..errors import StorageError
+from ..errors import StorageError, UsageError
 
 __all__ = [
     "IndexRow",
@@ -90,6 +90,9 @@ class Store(ABC):
     #: origins and records it is about to decide on, and reads its segment index from
     #: the store instead of trusting the copy it loaded at open (see ``Replica.apply``).
     shared: bool = False
+    #: True for a store opened only to be read (``SQLiteStore(..., read_only=True)``):
+    #: ``transaction()`` raises ``UsageError``, so nothing can write through it.
+    read_only: bool = False
 
     _depth = 0  # transaction() blocks open; only the outermost is a real transaction
     _doomed = False  # an inner block raised: the outermost must not commit
@@ -117,6 +120,11 @@ class Store(ABC):
             finally:
                 self._depth -= 1
             return
+        if self.read_only:
+            raise UsageError(
+                "this replica is open read-only (for inspection): write through the"
+                " process that owns it"
+            )
         self._doomed = False
         with self._outermost():
             self._depth = 1
