@@ -40,6 +40,7 @@ from .identity import Identity, PublicIdentity
 from .knowledge import Interval, Knowledge
 from .limits import DEFAULT_LIMITS, Limits
 from .policies import LastWriterWins, Policy, fold
+from .quarantine import evictions
 from .receipt import Receipt
 from .segindex import HeldSegment, SegmentIndex
 from .segment import NO_PREVIOUS, Segment
@@ -231,6 +232,7 @@ class Replica:
         self._init_trust(trust, validators)
         # The highest seq of this origin that a peer whose word counts says it holds.
         self._peer_claim = self._counted_claim()
+        self._init_unknown()
 
     @classmethod
     def open(
@@ -1085,6 +1087,7 @@ class Replica:
                     report.receipts += 1
             if max_hlc > self.clock.last:
                 self.store.set_meta("hlc", str(max_hlc).encode())
+            evicted = self._bound_unknown(added, trust_touched)
         self.clock.observe(max_hlc)
         if own_max > self._sealed:
             self._seq, self._sealed = max(own_max, self._seq), own_max
@@ -1094,6 +1097,7 @@ class Replica:
                 self._peer_claim = max(self._peer_claim, receipt.knowledge.max_seq(self.id))
         for r, size in added:
             self._index_add(r, size)
+        self._forget_evicted(evicted)
         due = self._clock_due is not None and self.clock.wall() >= self._clock_due
         if due or trust_touched or self._reexamine_pending:
             # The bundle is applied whatever happens now (see ``_after_commit``).
@@ -1108,6 +1112,101 @@ class Replica:
                     exc_info=not isinstance(exc, StorageError),
                 )
         return report
+
+    # -- unknown signers' quarantine, bounded (offsync.quarantine) ------------------------
+
+    def _init_unknown(self) -> None:
+        """Load the order in which unknown signers were first heard from, and drop what
+        is over the limits (a store from before the limits, or opened with lower ones)."""
+        #: Unknown signers holding quarantined data, the one first heard from first.
+        self._unknown_order: list[bytes] = []
+        if self._trust is None or self.store.shared:
+            return  # open mode has no unknown signers; a shared store does not evict
+        saved = self.store.get_meta("unknown_signers")
+        self._unknown_order = [bytes(o) for o in msgpack.unpackb(saved)] if saved else []
+        if not self.store.read_only:
+            with self.store.transaction():
+                plan = self._evict_unknown(self._trust, rescan=True)
+            self._forget_evicted(plan)
+
+    def _is_unknown(self, origin: bytes, trust: TrustStore | None) -> bool:
+        """Whether ``origin`` is a key ``trust`` says nothing about: no certificate,
+        revocation or successor; not an authority, not this site (offsync.quarantine)."""
+        return (
+            trust is not None
+            and origin != self.id
+            and origin not in trust.authorities
+            and trust.rule(origin) is None
+        )
+
+    def _bound_unknown(
+        self, added: Sequence[tuple[SegmentRow, int]], trust_touched: bool
+    ) -> tuple[list[tuple[bytes, int]], list[bytes]] | None:
+        """Inside an apply's transaction, after its segments are stored: drop unknown
+        signers' data beyond the limits. Only when such data arrived, so a bundle of
+        known sites costs nothing more. Returns the plan for ``_forget_evicted``."""
+        if self._trust is None or self.store.shared:
+            return None
+        # Trust records applied by this bundle count already (a certificate that came
+        # with its site's data).
+        trust = self._load_trust() if trust_touched else self._trust
+        new = [
+            (r.origin, r.first_seq, size) for r, size in added if self._is_unknown(r.origin, trust)
+        ]
+        if not new and not trust_touched:
+            return None
+        return self._evict_unknown(trust, new, rescan=trust_touched)
+
+    def _evict_unknown(
+        self,
+        trust: TrustStore | None,
+        new: Sequence[tuple[bytes, int, int]] = (),
+        *,
+        rescan: bool = False,
+    ) -> tuple[list[tuple[bytes, int]], list[bytes]]:
+        """Drop from the store what ``offsync.quarantine.evictions`` says, and keep the
+        signers' order; ``new``: (origin, first, size) stored but not yet indexed;
+        ``rescan``: also look for signers that trust stopped knowing."""
+        found = sorted(o for o in self._index if self._is_unknown(o, trust)) if rescan else []
+        candidates = dict.fromkeys([*self._unknown_order, *(o for o, _, _ in new), *found])
+        held = {
+            o: [(s.first, s.size) for s in self._index.get(o, [])]
+            for o in candidates
+            if self._is_unknown(o, trust)
+        }
+        for origin, first, size in new:
+            bisect.insort(held[origin], (first, size))
+        order = [o for o, segs in held.items() if segs]
+        drop = evictions([(o, held[o]) for o in order], self.limits)
+        if drop:
+            self.store.remove_segments(drop)
+            gone = set(drop)
+            order = [o for o in order if any((o, f) not in gone for f, _ in held[o])]
+        if order != self._unknown_order:
+            self.store.set_meta("unknown_signers", packb(order))
+        return drop, order
+
+    def _forget_evicted(self, plan: tuple[list[tuple[bytes, int]], list[bytes]] | None) -> None:
+        """After the commit: the index forgets what was dropped (knowledge with it)."""
+        if plan is None:
+            return
+        drop, self._unknown_order = plan
+        if not drop:
+            return
+        size = 0
+        for origin, first in drop:
+            held = self._index.find(origin, first)
+            size += held.size if held is not None else 0
+            self._index.drop_range(origin, first, first)
+            if not self._index.get(origin, True):
+                del self._index[origin]
+        self._knowledge = None
+        log.info(
+            "dropped %d quarantined segments (%d bytes) of signers without a certificate,"
+            " to stay within Limits.max_unknown_*",
+            len(drop),
+            size,
+        )
 
     def _index_add(self, r: SegmentRow, size: int | None = None) -> None:
         size = len(r.data) if size is None else size

@@ -178,6 +178,14 @@ class Store(ABC):
     @abstractmethod
     def set_segment_status(self, origin: bytes, first_seq: int, status: str) -> None: ...
 
+    def remove_segments(self, keys: Sequence[tuple[bytes, int]]) -> None:
+        """Drop the segments at these (origin, first_seq); absent ones are ignored.
+
+        A trust-mode replica drops quarantined data of unknown signers this way when it
+        holds more than its limits allow (``offsync.quarantine``).
+        """
+        raise StorageError(f"{type(self).__name__} cannot drop segments (remove_segments)")
+
     def segment_index_of(self, origins: Sequence[bytes]) -> list[IndexRow]:
         """``segment_index()`` restricted to these origins, in the same order."""
         wanted = set(origins)

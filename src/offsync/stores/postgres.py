@@ -355,6 +355,14 @@ class PostgresStore(Store):
             (status, bytes(origin), first_seq),
         )
 
+    def remove_segments(self, keys: Sequence[tuple[bytes, int]]) -> None:
+        for chunk in _chunks(keys):
+            self._x(
+                "DELETE FROM segments USING unnest(%s::bytea[], %s::bigint[]) AS k (o, f)"
+                " WHERE origin = k.o AND first_seq = k.f",
+                ([bytes(o) for o, _ in chunk], [f for _, f in chunk]),
+            )
+
     # -- outbox --------------------------------------------------------------------------
 
     def add_outbox(self, rows: Sequence[tuple[int, bytes]]) -> None:

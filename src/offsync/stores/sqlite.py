@@ -379,6 +379,9 @@ class SQLiteStore(Store):
             (status, origin, first_seq),
         )
 
+    def remove_segments(self, keys: Sequence[tuple[bytes, int]]) -> None:
+        self.db.executemany("DELETE FROM segments WHERE origin = ? AND first_seq = ?", keys)
+
     def add_outbox(self, rows: Sequence[tuple[int, bytes]]) -> None:
         self.db.executemany("INSERT INTO outbox (seq, data) VALUES (?, ?)", rows)
 
