@@ -103,6 +103,9 @@ def test_a_second_open_in_the_same_process_is_refused(tmp_path: Path) -> None:
     rep = _open(path)
     with pytest.raises(StoreLockedError, match="already open in this process"):
         _open(path)
+    (tmp_path / "elsewhere").symlink_to(tmp_path)  # the same file by another name
+    with pytest.raises(StoreLockedError, match="already open in this process"):
+        _open(tmp_path / "elsewhere" / "site.sqlite")
     rep.put("residents", "k", {"n": 1})
     rep.close()
     with _open(path) as again:  # closed: free again
@@ -272,3 +275,10 @@ def test_a_second_uvicorn_worker_on_one_sqlite_replica_fails_at_start_up(
         site.close()
     with _open(tmp_path / "site.sqlite", read_only=True) as reader:
         assert len(list(reader.items("residents"))) == 6
+
+
+def test_a_replica_dropped_without_close_frees_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "site.sqlite"
+    _open(path).put("residents", "k", {"n": 1})  # never closed, nothing refers to it
+    with _open(path) as again:
+        assert again.get("residents", "k") == {"n": 1}

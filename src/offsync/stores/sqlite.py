@@ -145,7 +145,11 @@ class OwnerLock:
     """
 
     def __init__(self, store_path: str) -> None:
-        self.path = store_path + ".lock"
+        # The real path: one file reached through a symlink or another directory name
+        # must not get a second lock.
+        self.path = os.path.realpath(store_path) + ".lock"
+        self.fd: int | None = None
+        self.pid = os.getpid()
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:
@@ -162,7 +166,7 @@ class OwnerLock:
                     " disk whose file system supports locks"
                 ) from exc
             raise StoreLockedError(_locked_message(store_path, owner)) from None
-        self.fd: int | None = fd
+        self.fd = fd
         started = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
         program = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "python"
         line = f"pid {os.getpid()} ({program}) on {socket.gethostname()} since {started}\n"
@@ -175,10 +179,15 @@ class OwnerLock:
         if self.fd is None:
             return
         fd, self.fd = self.fd, None
-        with contextlib.suppress(OSError):
-            os.lseek(fd, _LOCK_OFFSET, os.SEEK_SET)
-            _unlock(fd)
+        if os.getpid() == self.pid:  # a forked child shares the lock: it must not end it
+            with contextlib.suppress(OSError):
+                os.lseek(fd, _LOCK_OFFSET, os.SEEK_SET)
+                _unlock(fd)
         os.close(fd)
+
+    def __del__(self) -> None:
+        # A store dropped without close() (garbage collected) frees its file too.
+        self.release()
 
 
 if sys.platform == "win32":  # pragma: no cover - field PCs; exercised on Windows
@@ -335,7 +344,7 @@ class SQLiteStore(Store):
         try:
             self.db.close()
         finally:
-            if self._owner is not None and os.getpid() == self._pid:
+            if self._owner is not None:
                 self._owner.release()
 
     def _q(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
