@@ -258,3 +258,34 @@ def test_the_command_line_says_the_disk_is_full_without_a_traceback(tmp_path: Pa
     assert after == before
     sh.run(*site, "get", "residents", "2", code=1)
     sh.run(*site, "apply", "in")  # with room, the same files apply
+
+
+def test_a_certificate_written_on_a_full_disk_stands_and_its_effect_follows_later(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # An authority's replica holds a site's changes in quarantine (no certificate yet).
+    # Certifying the site commits a small record, then applies the held changes, which
+    # do not fit: the certificate stands, and the rest happens with the next bundle.
+    from offsync.trust import issue_certificate
+
+    path = str(tmp_path / "authority.sqlite")
+    auth = Replica.open(path, identity=ALICE, trust=[ALICE.public_key])
+    bob = Replica.open(":memory:", identity=BOB)
+    with bob.batch():
+        for i in range(5):
+            bob.put("residents", f"bob{i}", {"photo": _blob(600 + i, 20_000)})
+    for bundle in bob.pack():
+        auth.apply(bundle)
+    assert len(auth.quarantined_changes()) == 5
+    _fill_disk(auth, spare_pages=4)
+    with caplog.at_level(logging.WARNING, logger="offsync"):
+        issue_certificate(auth, BOB)  # returns: the certificate is committed
+    assert auth.trust_store is not None and BOB.public_key in auth.trust_store.certificates
+    assert auth.get("residents", "bob4") is None and len(auth.quarantined()) == 1  # not yet
+    assert any("StorageFullError" in r.getMessage() for r in caplog.records)
+    _free_disk(auth)
+    for bundle in bob.pack(auth.knowledge(), always=True):  # the next bundle, even empty
+        auth.apply(bundle)
+    assert auth.quarantined() == []
+    assert auth.get("residents", "bob4") == {"photo": _blob(604, 20_000)}
+    auth.close()

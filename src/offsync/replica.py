@@ -218,6 +218,7 @@ class Replica:
         self._sealed = int(store.get_meta("sealed") or b"0")  # highest own seq in a segment
         self._batch_depth = 0
         self._reexamine_pending = False  # a re-examination after a commit failed
+        self._reexamined_under: TrustStore | None = None  # ... and the trust it started from
         self.clock = HybridClock(int(store.get_meta("hlc") or b"0"), wall)
         self._index = SegmentIndex()
         # On a shared store other processes add segments too: _follow_store() catches up
@@ -583,13 +584,11 @@ class Replica:
             self._knowledge = None
             if collection == TRUST_COLLECTION and self._batch_depth:
                 self._reexamine()  # inside the batch's transaction: fails with it
-            elif collection == TRUST_COLLECTION:
-                self._reexamine_pending = True
             if not self._batch_depth:
-                self._after_commit()
+                self._after_commit(reexamine=collection == TRUST_COLLECTION)
             return change.id
 
-    def _after_commit(self) -> None:
+    def _after_commit(self, *, reexamine: bool = False) -> None:
         """What follows a committed write or batch: re-examining held changes after a
         trust write, and sealing full segments (``_seal_full_segments``).
 
@@ -599,7 +598,7 @@ class Replica:
         the next pack, which raises if it cannot seal).
         """
         try:
-            if self._reexamine_pending:
+            if reexamine or self._reexamine_pending:
                 self._reexamine()
             self._seal_full_segments()
         except Exception as exc:
@@ -905,20 +904,19 @@ class Replica:
         certificate or revocation changed (applied ones too: their changes may have to
         be taken back); with ``full``, every segment. Loops because applying ``_trust``
         changes can change trust again. If it fails (a full disk), the next write or
-        bundle tries again, starting from the trust store it started from.
+        bundle tries again, comparing with the trust store this one started from.
         """
-        before = self._trust
+        before = self._reexamined_under if self._reexamine_pending else self._trust
         try:
-            unlocked = self._reexamine_rounds(full)
+            unlocked = self._reexamine_rounds(full, before)
         except BaseException:
-            self._trust, self._clock_due, self._reexamine_pending = before, 0, True
+            self._reexamined_under, self._clock_due, self._reexamine_pending = before, 0, True
             raise
         self._reexamine_pending = False
         return unlocked
 
-    def _reexamine_rounds(self, full: bool) -> int:
+    def _reexamine_rounds(self, full: bool, before: TrustStore | None) -> int:
         unlocked = 0
-        before = self._trust
         for _ in range(16):  # bounded; each round needs a changed trust store
             self._trust = self._load_trust()
             changed = (
