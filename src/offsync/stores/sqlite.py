@@ -151,7 +151,7 @@ class OwnerLock:
         self.fd: int | None = None
         self.pid = os.getpid()
         try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_BINARY", 0), 0o644)
         except OSError as exc:
             raise _os_error(exc, f"cannot create the lock file {self.path}") from exc
         try:
