@@ -254,10 +254,21 @@ def test_the_command_line_says_the_disk_is_full_without_a_traceback(tmp_path: Pa
         assert done.returncode == 1, done
         assert "full" in done.stderr and "next:" in done.stderr, done.stderr
         assert "Traceback" not in done.stderr
+    # A courier disk brought to this site: the import stops the same way.
+    sh.init("kab")
+    key = sh.json(*site, "id")["public_key"]
+    sh.run("--site", "kab", "apply", "in")  # it carries bob's records on
+    (tmp_path / "usb").mkdir()
+    sh.run("--site", "kab", "disk", "export", "usb", "--to", key, "--no-encrypt")
+    done = _run_limited(tmp_path, limit, *site, "disk", "import", "usb", "--no-reply")
+    assert done.returncode == 1, done
+    assert "full" in done.stderr and "Traceback" not in done.stderr, done.stderr
     after = sh.json(*site, "status")
     assert after == before
     sh.run(*site, "get", "residents", "2", code=1)
-    sh.run(*site, "apply", "in")  # with room, the same files apply
+    sh.run(*site, "disk", "import", "usb", "--no-reply")  # with room, the same disk
+    assert sh.json(*site, "status")["changes_held"] == before["changes_held"] + 40
+    sh.run(*site, "apply", "in")  # and the same files: all there already
 
 
 def test_a_certificate_written_on_a_full_disk_stands_and_its_effect_follows_later(
