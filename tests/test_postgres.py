@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from offsync import Identity, Replica, policies
-from offsync.errors import StorageError
+from offsync.errors import StorageError, StorageFullError
 from offsync.stores.memory import MemoryStore
 from offsync.stores.migrations import migrations
 from offsync.stores.postgres import PostgresStore
@@ -199,3 +199,29 @@ def test_a_dropped_connection_fails_one_call_then_reconnects(
     store.close()
     with pytest.raises(StorageError):
         store.get_meta("kept")
+
+
+def test_a_database_out_of_room_is_storage_full_and_changes_nothing(
+    make_store: Callable[[], PostgresStore],
+) -> None:
+    # SQLSTATE class 53 (insufficient resources: disk full, ...) for real, without
+    # filling the server's disk: a temporary file over this session's temp_file_limit.
+    store = make_store()
+    try:
+        store.conn.execute("SET work_mem = '64kB'")
+        store.conn.execute("SET temp_file_limit = '64kB'")
+    except psycopg.errors.InsufficientPrivilege:
+        store.close()
+        pytest.skip("setting temp_file_limit needs a superuser")
+    with pytest.raises(StorageFullError, match="an operator must"), store.transaction():
+        store.set_meta("written", b"before the disk filled")
+        store._q(
+            "SELECT count(*) FROM (SELECT g FROM generate_series(1, 300000) g"
+            " ORDER BY md5(g::text)) s"
+        )
+    assert store.get_meta("written") is None
+    store.conn.execute("RESET temp_file_limit")
+    with store.transaction():
+        store.set_meta("written", b"after")
+    assert store.get_meta("written") == b"after"
+    store.close()

@@ -46,6 +46,14 @@ class Limits:
     max_receipts: int = 4096
     #: How far (ms) an incoming HLC may lie ahead of this replica's wall clock.
     max_clock_skew_ms: int = 24 * 3600 * 1000
+    #: What a trust-mode replica keeps of keys it knows nothing about (no certificate,
+    #: revocation or successor: anyone can make such keys), per key and in all; beyond
+    #: it, the oldest of that data is dropped (``offsync.quarantine``). Local storage
+    #: bounds, not part of the wire format.
+    max_unknown_signer_bytes: int = 1 * MiB
+    max_unknown_signer_segments: int = 256
+    max_unknown_bytes: int = 8 * MiB
+    max_unknown_segments: int = 2048
 
 
 DEFAULT_LIMITS = Limits()

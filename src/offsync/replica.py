@@ -10,6 +10,7 @@ from __future__ import annotations
 import bisect
 import gc
 import hashlib
+import logging
 import operator
 import random
 import threading
@@ -32,12 +33,14 @@ from .errors import (
     NotAuthorisedError,
     SequenceReuseError,
     StorageConflictError,
+    StorageError,
     UsageError,
 )
 from .identity import Identity, PublicIdentity
 from .knowledge import Interval, Knowledge
 from .limits import DEFAULT_LIMITS, Limits
 from .policies import LastWriterWins, Policy, fold
+from .quarantine import evictions
 from .receipt import Receipt
 from .segindex import HeldSegment, SegmentIndex
 from .segment import NO_PREVIOUS, Segment
@@ -55,6 +58,9 @@ __all__ = [
 ]
 
 APPLIED = "applied"
+#: The replica logs what it cannot raise: work after a committed write that failed.
+#: Messages name no record key or field value (personal data).
+log = logging.getLogger("offsync")
 _COLLECTION = operator.itemgetter(3)  # of a Change
 _RECORD = operator.itemgetter(3, 4)  # (collection, key) of a Change
 _PARENTS = operator.itemgetter(7)
@@ -201,6 +207,8 @@ class Replica:
         self.limits = limits
         self._lock = threading.RLock()
         owner = store.get_meta("identity")
+        if owner is None and store.read_only:
+            raise UsageError("this store holds no replica yet: open it for writing first")
         if owner is None:
             with store.transaction():
                 store.set_meta("identity", identity.public_key)
@@ -209,6 +217,8 @@ class Replica:
         self._seq = int(store.get_meta("seq") or b"0")  # highest own seq issued or held
         self._sealed = int(store.get_meta("sealed") or b"0")  # highest own seq in a segment
         self._batch_depth = 0
+        self._reexamine_pending = False  # a re-examination after a commit failed
+        self._reexamined_under: TrustStore | None = None  # ... and the trust it started from
         self.clock = HybridClock(int(store.get_meta("hlc") or b"0"), wall)
         self._index = SegmentIndex()
         # On a shared store other processes add segments too: _follow_store() catches up
@@ -223,6 +233,7 @@ class Replica:
         self._init_trust(trust, validators)
         # The highest seq of this origin that a peer whose word counts says it holds.
         self._peer_claim = self._counted_claim()
+        self._init_unknown()
 
     @classmethod
     def open(
@@ -231,12 +242,25 @@ class Replica:
         *,
         identity: Identity,
         policies: Mapping[str, Policy] | None = None,
+        read_only: bool = False,
         **options: Any,
     ) -> Replica:
-        """Open (or create) a replica in an SQLite file; ``":memory:"`` for tests."""
+        """Open (or create) a replica in an SQLite file; ``":memory:"`` for tests.
+
+        One process owns a replica file: while it is open, another ``open`` of the file
+        (in any process) raises ``StoreLockedError``. ``read_only=True`` opens an
+        existing replica for reading alone, also while another process owns it; its
+        knowledge and quarantine are as they were when it was opened, and anything
+        that would write raises ``UsageError``.
+        """
         from .stores.sqlite import SQLiteStore
 
-        return cls(SQLiteStore(path), identity, policies, **options)
+        store = SQLiteStore(path, read_only=read_only)
+        try:
+            return cls(store, identity, policies, **options)
+        except BaseException:
+            store.close()
+            raise
 
     def close(self) -> None:
         with self._lock:
@@ -449,7 +473,7 @@ class Replica:
             finally:
                 self._batch_depth -= 1
             if not self._batch_depth:
-                self._seal_full_segments()
+                self._after_commit()
 
     def put(self, collection: str, key: str, fields: Mapping[str, Any]) -> ChangeId:
         """Set ``fields`` of a record (other fields are kept)."""
@@ -558,11 +582,33 @@ class Replica:
                 raise
             self._seq = seq
             self._knowledge = None
-            if collection == TRUST_COLLECTION:
-                self._reexamine()
+            if collection == TRUST_COLLECTION and self._batch_depth:
+                self._reexamine()  # inside the batch's transaction: fails with it
             if not self._batch_depth:
-                self._seal_full_segments()
+                self._after_commit(reexamine=collection == TRUST_COLLECTION)
             return change.id
+
+    def _after_commit(self, *, reexamine: bool = False) -> None:
+        """What follows a committed write or batch: re-examining held changes after a
+        trust write, and sealing full segments (``_seal_full_segments``).
+
+        The write stands whatever happens here, so a failure (a full disk) is logged,
+        not raised: raising would tell the caller the write failed and a retry would
+        write it twice. The work is tried again after the next write (and sealing at
+        the next pack, which raises if it cannot seal).
+        """
+        try:
+            if reexamine or self._reexamine_pending:
+                self._reexamine()
+            self._seal_full_segments()
+        except Exception as exc:
+            log.warning(
+                "a write was committed, but the work after it failed and will be tried "
+                "again after the next write: %s: %s",
+                type(exc).__name__,
+                exc,
+                exc_info=not isinstance(exc, StorageError),
+            )
 
     def _seal_full_segments(self) -> None:
         """Seal as soon as a whole segment's worth of changes waits, so that packing a
@@ -753,7 +799,7 @@ class Replica:
         examined = self.store.get_meta("trust_examined")
         if examined is None and self._trust is None and not self.validators:
             examined = self._trust_fingerprint()  # a store that never had trust: nothing to do
-        if examined != self._trust_fingerprint():
+        if examined != self._trust_fingerprint() and not self.store.read_only:
             self._reexamine(full=True)  # opened with other authorities or validators
         elif any(s.status.startswith("clock") for segs in self._index.values() for s in segs):
             self._clock_due = 0  # find out at the next apply or reexamine()
@@ -857,10 +903,20 @@ class Replica:
         Candidates: segments held for their clock, and every segment of an origin whose
         certificate or revocation changed (applied ones too: their changes may have to
         be taken back); with ``full``, every segment. Loops because applying ``_trust``
-        changes can change trust again.
+        changes can change trust again. If it fails (a full disk), the next write or
+        bundle tries again, comparing with the trust store this one started from.
         """
+        before = self._reexamined_under if self._reexamine_pending else self._trust
+        try:
+            unlocked = self._reexamine_rounds(full, before)
+        except BaseException:
+            self._reexamined_under, self._clock_due, self._reexamine_pending = before, 0, True
+            raise
+        self._reexamine_pending = False
+        return unlocked
+
+    def _reexamine_rounds(self, full: bool, before: TrustStore | None) -> int:
         unlocked = 0
-        before = self._trust
         for _ in range(16):  # bounded; each round needs a changed trust store
             self._trust = self._load_trust()
             changed = (
@@ -1029,6 +1085,7 @@ class Replica:
                     report.receipts += 1
             if max_hlc > self.clock.last:
                 self.store.set_meta("hlc", str(max_hlc).encode())
+            evicted = self._bound_unknown(added, trust_touched)
         self.clock.observe(max_hlc)
         if own_max > self._sealed:
             self._seq, self._sealed = max(own_max, self._seq), own_max
@@ -1038,10 +1095,116 @@ class Replica:
                 self._peer_claim = max(self._peer_claim, receipt.knowledge.max_seq(self.id))
         for r, size in added:
             self._index_add(r, size)
+        self._forget_evicted(evicted)
         due = self._clock_due is not None and self.clock.wall() >= self._clock_due
-        if due or trust_touched:
-            report.unlocked = self._reexamine()
+        if due or trust_touched or self._reexamine_pending:
+            # The bundle is applied whatever happens now (see ``_after_commit``).
+            try:
+                report.unlocked = self._reexamine()
+            except Exception as exc:
+                log.warning(
+                    "a bundle was applied, but re-examining held changes after it failed"
+                    " and will be tried again after the next write or bundle: %s: %s",
+                    type(exc).__name__,
+                    exc,
+                    exc_info=not isinstance(exc, StorageError),
+                )
         return report
+
+    # -- unknown signers' quarantine, bounded (offsync.quarantine) ------------------------
+
+    def _init_unknown(self) -> None:
+        """Load the order in which unknown signers were first heard from, and drop what
+        is over the limits (a store from before the limits, or opened with lower ones)."""
+        #: Unknown signers holding quarantined data, the one first heard from first.
+        self._unknown_order: list[bytes] = []
+        if self._trust is None or self.store.shared:
+            return  # open mode has no unknown signers; a shared store does not evict
+        saved = self.store.get_meta("unknown_signers")
+        self._unknown_order = [bytes(o) for o in msgpack.unpackb(saved)] if saved else []
+        if not self.store.read_only:
+            with self.store.transaction():
+                plan = self._evict_unknown(self._trust, rescan=True)
+            self._forget_evicted(plan)
+
+    def _is_unknown(self, origin: bytes, trust: TrustStore | None) -> bool:
+        """Whether ``origin`` is a key ``trust`` says nothing about: no certificate,
+        revocation or successor; not an authority, not this site (offsync.quarantine)."""
+        return (
+            trust is not None
+            and origin != self.id
+            and origin not in trust.authorities
+            and trust.rule(origin) is None
+        )
+
+    def _bound_unknown(
+        self, added: Sequence[tuple[SegmentRow, int]], trust_touched: bool
+    ) -> tuple[list[tuple[bytes, int]], list[bytes]] | None:
+        """Inside an apply's transaction, after its segments are stored: drop unknown
+        signers' data beyond the limits. Only when such data arrived, so a bundle of
+        known sites costs nothing more. Returns the plan for ``_forget_evicted``."""
+        if self._trust is None or self.store.shared:
+            return None
+        # Trust records applied by this bundle count already (a certificate that came
+        # with its site's data).
+        trust = self._load_trust() if trust_touched else self._trust
+        new = [
+            (r.origin, r.first_seq, size) for r, size in added if self._is_unknown(r.origin, trust)
+        ]
+        if not new and not trust_touched:
+            return None
+        return self._evict_unknown(trust, new, rescan=trust_touched)
+
+    def _evict_unknown(
+        self,
+        trust: TrustStore | None,
+        new: Sequence[tuple[bytes, int, int]] = (),
+        *,
+        rescan: bool = False,
+    ) -> tuple[list[tuple[bytes, int]], list[bytes]]:
+        """Drop from the store what ``offsync.quarantine.evictions`` says, and keep the
+        signers' order; ``new``: (origin, first, size) stored but not yet indexed;
+        ``rescan``: also look for signers that trust stopped knowing."""
+        found = sorted(o for o in self._index if self._is_unknown(o, trust)) if rescan else []
+        candidates = dict.fromkeys([*self._unknown_order, *(o for o, _, _ in new), *found])
+        held = {
+            o: [(s.first, s.size) for s in self._index.get(o, [])]
+            for o in candidates
+            if self._is_unknown(o, trust)
+        }
+        for origin, first, size in new:
+            bisect.insort(held[origin], (first, size))
+        order = [o for o, segs in held.items() if segs]
+        drop = evictions([(o, held[o]) for o in order], self.limits)
+        if drop:
+            self.store.remove_segments(drop)
+            gone = set(drop)
+            order = [o for o in order if any((o, f) not in gone for f, _ in held[o])]
+        if order != self._unknown_order:
+            self.store.set_meta("unknown_signers", packb(order))
+        return drop, order
+
+    def _forget_evicted(self, plan: tuple[list[tuple[bytes, int]], list[bytes]] | None) -> None:
+        """After the commit: the index forgets what was dropped (knowledge with it)."""
+        if plan is None:
+            return
+        drop, self._unknown_order = plan
+        if not drop:
+            return
+        size = 0
+        for origin, first in drop:
+            held = self._index.find(origin, first)
+            size += held.size if held is not None else 0
+            self._index.drop_range(origin, first, first)
+            if not self._index.get(origin, True):
+                del self._index[origin]
+        self._knowledge = None
+        log.info(
+            "dropped %d quarantined segments (%d bytes) of signers without a certificate,"
+            " to stay within Limits.max_unknown_*",
+            len(drop),
+            size,
+        )
 
     def _index_add(self, r: SegmentRow, size: int | None = None) -> None:
         size = len(r.data) if size is None else size

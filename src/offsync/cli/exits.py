@@ -99,6 +99,21 @@ def classify(exc: e.OffsyncError) -> CommandError:
         return CommandError(
             msg, EXIT_TRANSPORT, "check the address, folder or disk, then run the command again"
         )
+    if isinstance(exc, e.StoreLockedError):
+        return CommandError(
+            msg,
+            EXIT_USAGE,
+            "while `offsync serve` (or another program) holds this site, write through it "
+            "over HTTP, or stop it and run the command again; `status`, `get` and `ls` "
+            "still work (read-only)",
+        )
+    if isinstance(exc, e.StorageFullError):
+        return CommandError(
+            msg,
+            EXIT_ERROR,
+            "free space on the disk that holds the site directory (or replace a failing "
+            "disk), then run the command again; nothing was changed",
+        )
     if isinstance(exc, e.StorageError):
         return CommandError(
             msg, EXIT_ERROR, "check the disk and the site directory; nothing was changed"

@@ -126,7 +126,7 @@ def put(
 @pass_state
 def get(state: State, collection: str, key: str) -> None:
     """Show one record (exit 1 if there is none)."""
-    value = state.replica().get(collection, key)
+    value = state.reader().get(collection, key)
     if state.json:
         emit_json(value)
     elif value is not None:
@@ -161,7 +161,7 @@ def delete(state: State, collection: str, key: str) -> None:
 @pass_state
 def ls(state: State, collection: str | None, limit: int) -> None:
     """List collections, or the records of one collection."""
-    replica = state.replica()
+    replica = state.reader()
     if collection is None:
         counts: dict[str, int] = {}
         for row in replica.store.iter_records():

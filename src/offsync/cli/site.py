@@ -18,7 +18,9 @@ from pathlib import Path
 import click
 
 from .. import Identity, Replica, policies
+from ..errors import StoreLockedError
 from .exits import EXIT_ERROR, EXIT_USAGE, CommandError
+from .output import err
 
 SITE_FILE = "site.json"
 KEY_FILE = "identity.key"
@@ -156,10 +158,11 @@ class Site:
             )
         return ident
 
-    def open(self, identity: Identity) -> Replica:
+    def open(self, identity: Identity, *, read_only: bool = False) -> Replica:
         return Replica.open(
             str(self.path / STORE_FILE),
             identity=identity,
+            read_only=read_only,
             policies={c: policy_of(p) for c, p in self.policies.items()},
             default_policy=policy_of(self.default_policy),
             trust=[bytes.fromhex(a) for a in self.authorities] if self.authorities else None,
@@ -223,4 +226,19 @@ class State:
         if self._replica is None:
             self._replica = self.site.open(self.identity())
             self.cleanups.append(self._replica.close)
+        return self._replica
+
+    def reader(self) -> Replica:
+        """The replica for a command that only reads it: opened as usual, or read-only
+        when another process owns the site (``offsync serve``), which goes on serving."""
+        if self._replica is None:
+            try:
+                return self.replica()
+            except StoreLockedError:
+                self._replica = self.site.open(self.identity(), read_only=True)
+                self.cleanups.append(self._replica.close)
+                err.print(
+                    "[yellow]note:[/] another process owns this site; "
+                    "showing what it has committed, read-only"
+                )
         return self._replica

@@ -65,7 +65,7 @@ def status_document(replica: Replica) -> dict[str, Any]:
 @pass_state
 def status(state: State) -> None:
     """What is pending per peer, last receipts, quarantined changes, open conflicts."""
-    doc = status_document(state.replica())
+    doc = status_document(state.reader())
     if state.json:
         emit_json(doc)
         return
@@ -127,7 +127,7 @@ def conflicts(ctx: click.Context) -> None:
     if ctx.invoked_subcommand is not None:
         return
     state = state_of(ctx)
-    items = state.replica().conflicts()
+    items = state.reader().conflicts()
     doc: list[dict[str, Any]] = [
         {
             "collection": c.collection,

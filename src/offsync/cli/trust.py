@@ -66,7 +66,7 @@ def trust_import(state: State, key: str) -> None:
 @pass_state
 def trust_list(state: State) -> None:
     """Show the authorities, the certificates and the revocations in force."""
-    replica = state.replica()
+    replica = state.reader()
     store = replica.trust_store
     doc: dict[str, Any] = {
         "mode": "open" if store is None else "certified",

@@ -15,7 +15,7 @@ from typing import NamedTuple
 import msgpack
 
 from ..change import Change, ChangeId
-from ..errors import StorageError
+from ..errors import StorageError, UsageError
 
 __all__ = [
     "IndexRow",
@@ -90,25 +90,63 @@ class Store(ABC):
     #: origins and records it is about to decide on, and reads its segment index from
     #: the store instead of trusting the copy it loaded at open (see ``Replica.apply``).
     shared: bool = False
+    #: True for a store opened only to be read (``SQLiteStore(..., read_only=True)``):
+    #: ``transaction()`` raises ``UsageError``, so nothing can write through it.
+    read_only: bool = False
 
     _depth = 0  # transaction() blocks open; only the outermost is a real transaction
+    _doomed = False  # an inner block raised: the outermost must not commit
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
-        """All-or-nothing block; re-entrant (inner blocks join the outer one)."""
+        """All-or-nothing block; re-entrant (inner blocks join the outer one).
+
+        An inner block that raises cannot be undone alone, so it dooms the whole
+        transaction: if its error is caught and the outer block goes on, the outermost
+        block still rolls everything back, with ``StorageError``. The store's own errors
+        leave every block as offsync errors (``_storage_error``).
+        """
         if self._depth:
             self._depth += 1
             try:
                 yield
+            except BaseException as exc:
+                self._doomed = True
+                self._abandon()
+                mapped = self._storage_error(exc)
+                if mapped is exc:
+                    raise
+                raise mapped from exc
             finally:
                 self._depth -= 1
             return
+        if self.read_only:
+            raise UsageError(
+                "this replica is open read-only (for inspection): write through the"
+                " process that owns it"
+            )
+        self._doomed = False
         with self._outermost():
             self._depth = 1
             try:
                 yield
             finally:
                 self._depth = 0
+            if self._doomed:
+                raise StorageError(
+                    "a failed step inside this transaction was ignored; rolled back, "
+                    "nothing was changed"
+                )
+
+    def _storage_error(self, exc: BaseException) -> BaseException:
+        """``exc`` as an offsync error if it is the database's own (else ``exc``)."""
+        return exc
+
+    def _abandon(self) -> None:
+        """An inner block failed and the transaction will be rolled back: a store whose
+        database may have rolled back by itself makes sure that nothing the block's
+        caller does next is committed on its own."""
+        return None
 
     @abstractmethod
     def _outermost(self) -> AbstractContextManager[None]:
@@ -139,6 +177,14 @@ class Store(ABC):
 
     @abstractmethod
     def set_segment_status(self, origin: bytes, first_seq: int, status: str) -> None: ...
+
+    def remove_segments(self, keys: Sequence[tuple[bytes, int]]) -> None:
+        """Drop the segments at these (origin, first_seq); absent ones are ignored.
+
+        A trust-mode replica drops quarantined data of unknown signers this way when it
+        holds more than its limits allow (``offsync.quarantine``).
+        """
+        raise StorageError(f"{type(self).__name__} cannot drop segments (remove_segments)")
 
     def segment_index_of(self, origins: Sequence[bytes]) -> list[IndexRow]:
         """``segment_index()`` restricted to these origins, in the same order."""

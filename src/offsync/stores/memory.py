@@ -113,6 +113,11 @@ class MemoryStore(Store):
         if row is not None:
             self._segments[(origin, first_seq)] = row._replace(status=status)
 
+    def remove_segments(self, keys: Sequence[tuple[bytes, int]]) -> None:
+        self._check_open()
+        for origin, first_seq in keys:
+            self._segments.pop((bytes(origin), first_seq), None)
+
     def add_outbox(self, rows: Sequence[tuple[int, bytes]]) -> None:
         self._check_open()
         seqs = [seq for seq, _ in rows]

@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..change import Change
-from ..errors import StorageConflictError, StorageError, UsageError
+from ..errors import StorageConflictError, StorageError, StorageFullError, UsageError
 from .base import IndexRow, RecordRow, SegmentRow, Store, pack_ids, unpack_ids
 from .migrations import migrations
 
@@ -90,10 +90,22 @@ def _record_columns(chunk: Sequence[RecordRow]) -> tuple[list[Any], ...]:
     )
 
 
+#: SQLSTATEs after which retrying will not help until someone acts: class 53
+#: (insufficient resources: disk full, out of memory, ...), an I/O error, and a
+#: read-only transaction (a standby, or a database set read-only).
+_FULL_STATES = ("53", "58030", "25006")
+
+
 def _translate(exc: Exception) -> StorageError:
+    """The offsync error for a psycopg error: the one place they are mapped."""
     errors = _psycopg().errors
     if isinstance(exc, errors.SerializationFailure | errors.DeadlockDetected):
         return StorageConflictError(f"lost a race with another writer, nothing was changed: {exc}")
+    if (getattr(exc, "sqlstate", None) or "").startswith(_FULL_STATES):
+        return StorageFullError(
+            f"the database cannot store more or refuses writes ({exc}); nothing was"
+            " changed: an operator must free space or fix the database, then try again"
+        )
     return StorageError(f"store failed, nothing was changed: {exc}")
 
 
@@ -345,6 +357,14 @@ class PostgresStore(Store):
             " WHERE origin = %s AND first_seq = %s",
             (status, bytes(origin), first_seq),
         )
+
+    def remove_segments(self, keys: Sequence[tuple[bytes, int]]) -> None:
+        for chunk in _chunks(keys):
+            self._x(
+                "DELETE FROM segments USING unnest(%s::bytea[], %s::bigint[]) AS k (o, f)"
+                " WHERE origin = k.o AND first_seq = k.f",
+                ([bytes(o) for o, _ in chunk], [f for _, f in chunk]),
+            )
 
     # -- outbox --------------------------------------------------------------------------
 

@@ -1,15 +1,35 @@
-"""The embedded default store: one SQLite file in WAL mode."""
+"""The embedded default store: one SQLite file in WAL mode, owned by one process.
+
+A store opened for writing holds an exclusive OS lock on ``<file>.lock`` until it is
+closed, so that a second process (or a second open in this one) is refused with
+``StoreLockedError`` instead of racing the owner: each replica keeps an in-memory index
+of its segments and numbers its own changes, which only one owner can do. Opened
+``read_only=True`` a store takes no lock and never writes, for inspection while the
+owner runs (docs/operations.md, "One process per site").
+"""
 
 from __future__ import annotations
 
+import contextlib
+import datetime
+import errno
 import operator
+import os
+import socket
 import sqlite3
+import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from ..change import Change
-from ..errors import StorageError
+from ..errors import (
+    StorageConflictError,
+    StorageError,
+    StorageFullError,
+    StoreLockedError,
+)
 from .base import RecordRow, SegmentRow, Store, pack_ids, sole_head, unpack_ids
 
 __all__ = ["SQLiteStore"]
@@ -72,10 +92,194 @@ def _heads_of(heads: bytes, sole_origin: bytes | None, sole_seq: int | None) -> 
     return sole_head(bytes(sole_origin), sole_seq)
 
 
+#: SQLite result codes (primary: the low byte of an extended code) that mean the disk or
+#: file system under the store is full, failing or read-only. Retrying will not help
+#: until someone acts, so they are not answered like a busy store.
+_DISK_CODES = frozenset({sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_READONLY})
+#: Another connection holds the file past ``busy_timeout`` (a backup tool, say).
+_BUSY_CODES = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})
+
+
+def storage_error(exc: sqlite3.Error, what: str = "store failed") -> StorageError:
+    """The offsync error for an SQLite error: the one place they are mapped.
+
+    A full or failing disk is ``StorageFullError`` (an operator must act), a file held
+    by another connection ``StorageConflictError``, anything else ``StorageError``; the
+    caller chains ``exc`` as the cause.
+    """
+    code = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF
+    if code in _DISK_CODES:
+        return StorageFullError(
+            f"{what}: the disk under the store is full, failing or read-only ({exc});"
+            " nothing was changed: free space or repair the disk, then try again"
+        )
+    if code in _BUSY_CODES:
+        return StorageConflictError(f"{what}, nothing was changed: {exc}")
+    return StorageError(f"{what}, nothing was changed: {exc}")
+
+
+@contextmanager
+def _mapped(what: str = "store failed") -> Iterator[None]:
+    """Raise SQLite's errors from the block as offsync errors (``storage_error``)."""
+    try:
+        yield
+    except sqlite3.Error as exc:
+        raise storage_error(exc, what) from exc
+
+
+#: OS errors that mean the disk is full, failing or read-only.
+_DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EIO, errno.EROFS, errno.EDQUOT})
+#: Where the lock sits in the lock file: past the text that names the owner, which
+#: Windows (whose locks are mandatory) must let other processes read.
+_LOCK_OFFSET = 1 << 20
+#: The lock file holds one line naming its owner, no longer than this.
+_OWNER_BYTES = 512
+
+
+def _in_memory(path: str) -> bool:
+    return path in ("", ":memory:") or path.startswith("file::memory:")
+
+
+class OwnerLock:
+    """An exclusive lock on ``<store>.lock``, held while one process has the store open
+    for writing; the file names that process (pid, program, host, since when).
+
+    ``fcntl.flock`` on Unix, ``msvcrt.locking`` on Windows. Both are released by the
+    operating system when the process dies, so a crash never leaves a site locked. The
+    file stays in place: removing it would let two processes lock two different files.
+    """
+
+    def __init__(self, store_path: str) -> None:
+        # The real path: one file reached through a symlink or another directory name
+        # must not get a second lock.
+        self.path = os.path.realpath(store_path) + ".lock"
+        self.fd: int | None = None
+        self.pid = os.getpid()
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_BINARY", 0), 0o644)
+        except OSError as exc:
+            raise _os_error(exc, f"cannot create the lock file {self.path}") from exc
+        try:
+            os.lseek(fd, _LOCK_OFFSET, os.SEEK_SET)
+            _try_lock(fd)
+        except OSError as exc:
+            owner = _read_owner(fd)
+            os.close(fd)
+            if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EDEADLK):
+                raise StorageError(
+                    f"cannot lock {self.path} ({exc.strerror}): keep the replica on a local"
+                    " disk whose file system supports locks"
+                ) from exc
+            raise StoreLockedError(_locked_message(store_path, owner)) from None
+        self.fd = fd
+        started = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+        program = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "python"
+        line = f"pid {os.getpid()} ({program}) on {socket.gethostname()} since {started}\n"
+        with contextlib.suppress(OSError):  # naming the owner is a courtesy: a full disk
+            os.lseek(fd, 0, os.SEEK_SET)  # must not stop the store from opening
+            os.ftruncate(fd, 0)
+            os.write(fd, line.encode()[:_OWNER_BYTES])
+
+    def release(self) -> None:
+        if self.fd is None:
+            return
+        fd, self.fd = self.fd, None
+        if os.getpid() == self.pid:  # a forked child shares the lock: it must not end it
+            with contextlib.suppress(OSError):
+                os.lseek(fd, _LOCK_OFFSET, os.SEEK_SET)
+                _unlock(fd)
+        os.close(fd)
+
+    def __del__(self) -> None:
+        # A store dropped without close() (garbage collected) frees its file too.
+        self.release()
+
+
+if sys.platform == "win32":  # pragma: no cover - field PCs; exercised on Windows
+    import msvcrt
+
+    def _try_lock(fd: int) -> None:
+        msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+
+    def _unlock(fd: int) -> None:
+        msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
+
+else:
+    import fcntl
+
+    def _try_lock(fd: int) -> None:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+    def _unlock(fd: int) -> None:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+
+
+def _read_owner(fd: int) -> str:
+    with contextlib.suppress(OSError):
+        os.lseek(fd, 0, os.SEEK_SET)
+        return os.read(fd, _OWNER_BYTES).decode("utf-8", "replace").strip()
+    return ""
+
+
+def _locked_message(store_path: str, owner: str) -> str:
+    mine = owner.startswith(f"pid {os.getpid()} ") and f" on {socket.gethostname()} " in owner
+    if mine:
+        return (
+            f"{store_path} is already open in this process: use that Replica (it is"
+            " thread-safe) or close it first"
+        )
+    return (
+        f"{store_path} is open in another process ({owner or 'which one is not known'});"
+        " a replica file has one owning process: reach the replica through that process"
+        " (over HTTP, e.g. `offsync serve`, or in the application that has it open), or"
+        " stop it first; Replica.open(..., read_only=True) may read it meanwhile"
+    )
+
+
+def _os_error(exc: OSError, what: str) -> StorageError:
+    if exc.errno in _DISK_ERRNOS:
+        return StorageFullError(f"{what}: {exc.strerror}; free space or repair the disk")
+    return StorageError(f"{what}: {exc.strerror}")
+
+
 class SQLiteStore(Store):
+    """``path``: the database file (``":memory:"`` for a store that lives and dies with
+    this object). ``read_only``: read an existing store without locking or writing it,
+    also while another process owns it; every ``transaction()`` raises ``UsageError``.
+    """
+
     _nonces_purged = 0  # ms (the caller's clock) of the last sweep of expired nonces
 
-    def __init__(self, path: str, *, synchronous: str = "NORMAL") -> None:
+    def __init__(self, path: str, *, synchronous: str = "NORMAL", read_only: bool = False) -> None:
+        self._pid = os.getpid()
+        self._owner: OwnerLock | None = None
+        self.read_only = read_only
+        if read_only:
+            self._open_read_only(path)
+            return
+        if not _in_memory(path):
+            self._owner = OwnerLock(path)
+        try:
+            self._open(path, synchronous)
+        except BaseException:
+            if self._owner is not None:
+                self._owner.release()
+            raise
+
+    def _open_read_only(self, path: str) -> None:
+        try:
+            uri = Path(path).absolute().as_uri() + "?mode=ro"
+            self.db = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+            self.db.execute("PRAGMA query_only=1")
+            self.db.execute("PRAGMA busy_timeout=30000")
+            version = self.get_meta("schema_version")
+        except (sqlite3.Error, StorageError) as exc:
+            raise StorageError(f"{path}: cannot read it as an offsync store ({exc})") from exc
+        if version is None or int(version) != SCHEMA_VERSION:
+            self.db.close()
+            raise StorageError(f"{path}: not an offsync store of schema {SCHEMA_VERSION}")
+
+    def _open(self, path: str, synchronous: str) -> None:
         try:
             self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             self.db.execute("PRAGMA journal_mode=WAL")
@@ -98,34 +302,61 @@ class SQLiteStore(Store):
                     raise StorageError(
                         f"{path}: store schema {int(version)}, this offsync uses {SCHEMA_VERSION}"
                     )
-        except sqlite3.DatabaseError as exc:
-            raise StorageError(f"{path}: not a usable SQLite store ({exc})") from exc
+        except sqlite3.Error as exc:
+            raise storage_error(exc, f"{path}: not a usable SQLite store") from exc
 
     @contextmanager
     def _outermost(self) -> Iterator[None]:
-        self.db.execute("BEGIN IMMEDIATE")
+        if os.getpid() != self._pid:
+            raise StoreLockedError(
+                f"this store was opened by process {self._pid}, and this process was"
+                " forked from it: open the replica in the process that uses it"
+            )
+        with _mapped("cannot start a transaction"):
+            self.db.execute("BEGIN IMMEDIATE")
         try:
             yield
+            if not self.db.in_transaction:  # an error in the block was caught and ignored
+                raise StorageError("SQLite rolled the transaction back; nothing was changed")
+            self.db.execute("COMMIT")
         except BaseException as exc:
-            self.db.execute("ROLLBACK")
-            if isinstance(exc, sqlite3.Error):
-                raise StorageError(f"store failed, nothing was changed: {exc}") from exc
-            raise
-        else:
-            try:
-                self.db.execute("COMMIT")
-            except sqlite3.Error as exc:
+            self._rollback()
+            mapped = self._storage_error(exc)
+            if mapped is exc:
+                raise
+            raise mapped from exc
+
+    def _storage_error(self, exc: BaseException) -> BaseException:
+        return storage_error(exc) if isinstance(exc, sqlite3.Error) else exc
+
+    def _abandon(self) -> None:
+        # On a full disk SQLite may have rolled back already; without a transaction
+        # every later statement of the doomed block would commit on its own.
+        if not self.db.in_transaction:
+            with _mapped("cannot start a transaction"):
+                self.db.execute("BEGIN IMMEDIATE")
+
+    def _rollback(self) -> None:
+        """Roll back what is left of a failed transaction.
+
+        On a full disk or an I/O error SQLite has often rolled it back itself already,
+        and a failing ROLLBACK must not replace the error that caused it.
+        """
+        if self.db.in_transaction:
+            # If even that fails, the connection reports it at its next statement.
+            with contextlib.suppress(sqlite3.Error):
                 self.db.execute("ROLLBACK")
-                raise StorageError(f"commit failed, nothing was changed: {exc}") from exc
 
     def close(self) -> None:
-        self.db.close()
+        try:
+            self.db.close()
+        finally:
+            if self._owner is not None:
+                self._owner.release()
 
     def _q(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
-        try:
+        with _mapped():
             return self.db.execute(sql, args).fetchall()
-        except sqlite3.Error as exc:
-            raise StorageError(str(exc)) from exc
 
     def get_meta(self, name: str) -> bytes | None:
         rows = self._q("SELECT value FROM meta WHERE name = ?", (name,))
@@ -163,6 +394,9 @@ class SQLiteStore(Store):
             "UPDATE segments SET status = ? WHERE origin = ? AND first_seq = ?",
             (status, origin, first_seq),
         )
+
+    def remove_segments(self, keys: Sequence[tuple[bytes, int]]) -> None:
+        self.db.executemany("DELETE FROM segments WHERE origin = ? AND first_seq = ?", keys)
 
     def add_outbox(self, rows: Sequence[tuple[int, bytes]]) -> None:
         self.db.executemany("INSERT INTO outbox (seq, data) VALUES (?, ?)", rows)
@@ -341,9 +575,10 @@ class SQLiteStore(Store):
             sql += " WHERE collection = ?"
             args = (collection,)
         # TEXT compares with memcmp over UTF-8 under the default BINARY collation.
-        cur = self.db.execute(sql + " ORDER BY collection, key", args)
-        for c, k, f, h, o, q, x in cur:
-            yield RecordRow(c, k, None if f is None else bytes(f), _heads_of(h, o, q), bool(x))
+        with _mapped():
+            cur = self.db.execute(sql + " ORDER BY collection, key", args)
+            for c, k, f, h, o, q, x in cur:
+                yield RecordRow(c, k, None if f is None else bytes(f), _heads_of(h, o, q), bool(x))
 
     def conflicted(self) -> list[tuple[str, str]]:
         return self._q(

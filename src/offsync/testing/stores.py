@@ -187,6 +187,22 @@ def _check_transactions(s: Store) -> None:
         pass
     assert _snapshot(s) == committed, "an exception in an inner block rolls back the whole"
 
+    try:
+        with s.transaction():
+            _write_everything(s, 6)
+            try:
+                with s.transaction():
+                    s.set_meta("inner", b"failed")
+                    raise _Boom
+            except _Boom:
+                pass  # caught, and the outer block goes on
+            s.set_meta("outer", b"went on")
+    except StorageError:
+        pass
+    else:
+        raise AssertionError("a transaction whose inner block raised must not commit")
+    assert _snapshot(s) == committed, "a failed inner block dooms the whole transaction"
+
     with s.transaction():
         with s.transaction():
             s.set_meta("inner", b"1")
@@ -256,6 +272,23 @@ def _check_segments(s: Store) -> None:
 
     _expect_error(twice_in_one_call, "two segments at one position in one call")
     assert len(s.segment_index()) == 4
+
+    with s.transaction():
+        s.remove_segments([(O2, 1), (O2, 99)])  # an absent one is ignored
+    assert [tuple(x)[:2] for x in s.segment_index()] == [(O1, 1), (O1, 4), (O3, 1)], (
+        "remove_segments drops exactly the segments named"
+    )
+    _expect_error(lambda: s.segment_data([(O2, 1)]), "segment_data of a removed segment")
+    try:
+        with s.transaction():
+            s.remove_segments([(O3, 1)])
+            raise _Boom
+    except _Boom:
+        pass
+    assert len(s.segment_index()) == 3, "a rolled-back remove_segments removes nothing"
+    with s.transaction():
+        s.add_segments([_seg(O2, 1, 1)])  # the position is free again
+    assert s.segment_data([(O2, 1)]) == [_seg(O2, 1, 1).data]
 
 
 def _check_outbox(s: Store) -> None:
@@ -461,7 +494,7 @@ def _observe(s: Store) -> tuple[Any, ...]:
 def _random_op(rng: random.Random, step: int) -> Callable[[Store], None]:
     origin = rng.choice([O1, O2, O3])
     key = rng.choice(TRICKY_KEYS[:6])
-    kind = rng.randrange(8)
+    kind = rng.randrange(9)
     if kind == 0:
         first = rng.randrange(1, 6)
         last = first + rng.randrange(3)
@@ -485,6 +518,9 @@ def _random_op(rng: random.Random, step: int) -> Callable[[Store], None]:
         status = rng.choice(["applied", "fork: x", "clock: y"])
         first = rng.randrange(1, 6)
         return lambda s: s.set_segment_status(origin, first, status)
+    if kind == 7:
+        firsts = rng.sample(range(1, 6), 2)
+        return lambda s: s.remove_segments([(origin, f) for f in firsts])
     value = str(step).encode()
     return lambda s: s.set_meta("m", value)
 

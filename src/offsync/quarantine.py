@@ -1,0 +1,62 @@
+"""What a replica keeps of signers it knows nothing about, and what it drops.
+
+In trust mode a validly signed segment from a key without a certificate is not applied
+but held in quarantine, so that it can be applied if the key is certified later. Anyone
+can make keys, so without a bound anyone could make a replica store anything: what such
+*unknown signers* (no certificate, revocation or successor in the trust store; never
+an authority, never the replica itself) leave in quarantine is bounded per signer and
+in total, by segments and by bytes (``Limits.max_unknown_*``). Beyond a bound, the
+oldest data goes first: within a signer its lowest seqs, across signers the signers
+first heard from earliest. Certified sites' data, revoked keys' (evidence) and
+everything applied are never candidates.
+
+Dropped data is no longer held: knowledge stops claiming it, so a peer may offer it
+again, and it is judged again like anything new (kept if there is room, dropped if
+not); a signer certified later has its data fetched again like any missing data.
+
+This module is sans-IO: it decides from values; the replica runs the decision.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from .limits import Limits
+
+__all__ = ["evictions"]
+
+#: One held segment: its first seq and its encoded size in bytes.
+Held = tuple[int, int]
+
+
+def evictions(
+    signers: Sequence[tuple[bytes, Sequence[Held]]], limits: Limits
+) -> list[tuple[bytes, int]]:
+    """The (origin, first seq) of the segments to drop to stay within the bounds.
+
+    ``signers``: every unknown signer holding data, the one first heard from first, each
+    with its held segments in seq order.
+    """
+    drop: list[tuple[bytes, int]] = []
+    kept: list[tuple[bytes, list[Held]]] = []
+    for origin, segments in signers:
+        held = list(segments)
+        size = sum(s for _, s in held)
+        cut = 0
+        while cut < len(held) and (
+            len(held) - cut > limits.max_unknown_signer_segments
+            or size > limits.max_unknown_signer_bytes
+        ):
+            size -= held[cut][1]
+            cut += 1
+        drop += [(origin, first) for first, _ in held[:cut]]
+        kept.append((origin, held[cut:]))
+    count = sum(len(h) for _, h in kept)
+    total = sum(s for _, h in kept for _, s in h)
+    for origin, held in kept:  # oldest signers first
+        for first, size in held:
+            if count <= limits.max_unknown_segments and total <= limits.max_unknown_bytes:
+                return drop
+            drop.append((origin, first))
+            count, total = count - 1, total - size
+    return drop
