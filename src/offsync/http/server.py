@@ -12,6 +12,7 @@ import os
 import tempfile
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -80,20 +81,7 @@ def create_app(
         partial_ttl=partial_ttl,
     )
 
-    async def refused(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, Refusal)
-        return answer(state, exc)
-
-    async def storage_failed(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, StorageError)
-        refusal = refusal_for(exc)
-        assert refusal is not None  # every StorageError has its answer
-        return answer(state, refusal)
-
-    app = Starlette(
-        routes=_routes(state),
-        exception_handlers={Refusal: refused, StorageError: storage_failed},
-    )
+    app = Starlette(routes=_routes(state), exception_handlers=_handlers(state))
     app.state.offsync = state
     return app
 
@@ -105,6 +93,22 @@ def answer(state: ServerState, refusal: Refusal) -> Response:
         state.count_busy()
         headers["Retry-After"] = str(state.retry_after)
     return JSONResponse(refusal.body.to_json(), status_code=refusal.status, headers=headers)
+
+
+def _handlers(state: ServerState) -> dict[Any, Callable[[Request, Exception], Awaitable[Response]]]:
+    """Refusals raised by routes, and store failures met anywhere, answered alike."""
+
+    async def refused(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, Refusal)
+        return answer(state, exc)
+
+    async def storage_failed(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StorageError)
+        refusal = refusal_for(exc)
+        assert refusal is not None  # every StorageError has its answer
+        return answer(state, refusal)
+
+    return {Refusal: refused, StorageError: storage_failed}
 
 
 def _routes(state: ServerState) -> list[Route]:
