@@ -26,7 +26,8 @@ from cli_helpers import Shell, serving
 from helpers_http import LiveServer
 from offsync import Identity, Knowledge, Replica
 from offsync.errors import PeerRefusedError, PeerStorageFullError, StorageFullError
-from offsync.httpwire import encode_pull_request, sign_request
+from offsync.http.bodies import encode_pull_request
+from offsync.http.signing import sign_request
 from offsync.segment import hash32
 from offsync.server import CONTENT_RANGE_PATTERN, create_app, openapi
 from offsync.stores.sqlite import SQLiteStore

@@ -17,7 +17,8 @@ import offsync
 from helpers_http import LiveServer
 from offsync import Identity, Knowledge, Replica, read_header
 from offsync.errors import PeerRefusedError, RetryableTransportError, TransportError
-from offsync.httpwire import Challenges, challenge_key, encode_pull_request, sign_request
+from offsync.http.bodies import encode_pull_request
+from offsync.http.signing import Challenges, challenge_key, sign_request
 from offsync.segment import hash32
 from offsync.server import create_app
 from offsync.transports.http import HTTPTransport
