@@ -552,18 +552,6 @@ def test_a_whole_upload_that_met_a_busy_replica_is_applied_on_retry(centre: Repl
     assert answer["applied"] == 4 and centre.state_digest() == site.state_digest()
 
 
-def test_the_openapi_description_in_the_docs_is_the_served_one() -> None:
-    import json
-    import re
-
-    from offsync.server import openapi
-
-    page = (Path(__file__).resolve().parents[1] / "docs" / "http.md").read_text()
-    block = re.search(r"## OpenAPI description.*?```json\n(.*?)^```", page, re.S | re.M)
-    assert block is not None, "docs/http.md lost its OpenAPI block"
-    assert json.loads(block.group(1)) == openapi(), "regenerate the block in docs/http.md"
-
-
 def test_a_pull_abandoned_mid_stream_gives_its_slot_back(centre: Replica) -> None:
     fill(centre, 80, size=40_000)  # several bundles, more than the socket buffers hold
     app = create_app(centre, max_in_flight=1)

@@ -76,7 +76,11 @@ def test_a_chunked_upload_resumes_where_the_server_copy_ends(tmp_path: Path) -> 
 
 def test_a_chunk_that_does_not_fit_is_a_bad_request(tmp_path: Path) -> None:
     up = uploads(tmp_path)
-    for rng, length in ((ChunkRange(0, 300, 300), None), (ChunkRange(0, 99, 300), 99)):
+    for rng, length in (
+        (ChunkRange(0, 300, 300), None),
+        (ChunkRange(0, 99, 300), 99),
+        (CommitRange(0), 0),  # nothing held, nothing to hold: not an upload
+    ):
         refusal = refused(up, A, rng, length)
         assert (refusal.status, refusal.body.error) == (400, "BadRequest")
     assert up.find(A) is None

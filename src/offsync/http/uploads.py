@@ -133,6 +133,8 @@ class Uploads:
         A chunk must start exactly where the held bytes end; a commit (``bytes
         */TOTAL``) takes no bytes and leads to what is held.
         """
+        if rng.total == 0:  # no bundle is empty; nor is any upload ("bytes */0" was a 500)
+            raise bad_request("Content-Range does not fit the body or total")
         found = self.find(bundle_id)
         if found is not None and found.total != rng.total:
             raise conflict("an upload of this id with another total is held")
