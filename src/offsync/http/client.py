@@ -12,6 +12,8 @@ any answer that is not a success becomes the offsync error it means (``check``):
 * other 4xx: not an offsync answer: ``UnverifiedAnswerError``
 
 so ``offsync.transports.http`` deals only in answers it verifies and offsync errors.
+``challenge`` and ``frames`` read the two answers a pull needs: a fresh challenge, and
+the frames of the pull's answer (``offsync.http.frames.FrameDecoder``) as they arrive.
 """
 
 from __future__ import annotations
@@ -31,12 +33,16 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     ) from exc
 
 from ..errors import (
+    LimitExceededError,
     PeerRefusedError,
     PeerStorageFullError,
     RemoteDataError,
+    TransportError,
     UnverifiedAnswerError,
 )
-from .bodies import Body, ErrorBody
+from .bodies import Body, ChallengeBody, ErrorBody
+from .frames import BundleFrame, EndOfAnswer, FrameDecoder
+from .signing import parse_challenge
 from .wire import JSON_MEDIA_TYPE
 
 __all__ = ["Retry", "Session", "mapped_failures", "media", "retry_after"]
@@ -210,3 +216,41 @@ class Session:
             return kind.from_json(value)
         except RemoteDataError as exc:
             raise self.foreign(invalid, status) from exc
+
+    # -- what the protocol reads -------------------------------------------------------
+
+    def challenge(self) -> bytes:
+        """A fresh challenge from the server, to sign one request over."""
+        try:
+            response = self.request("GET", "challenge")
+        except UnverifiedAnswerError as exc:
+            if exc.status != 404:
+                raise
+            raise UnverifiedAnswerError(
+                f"{self.url} has no /challenge: an offsync server older than this client "
+                "(offsync-http/1, upgrade it), or not an offsync server at all",
+                status=404,
+            ) from exc
+        invalid = "sent a challenge that is not one"
+        body = self.body(ChallengeBody, self.json(response, 200, "a challenge"), invalid, 200)
+        challenge = parse_challenge(body.challenge)
+        if challenge is None:
+            raise self.foreign(invalid, 200)
+        return challenge
+
+    def frames(
+        self, response: httpx.Response, max_frame: int
+    ) -> Iterator[BundleFrame | EndOfAnswer]:
+        """The events of a pull answer, ending with its end marker; ``Retry`` if the
+        stream stops before it (a broken connection)."""
+        decoder = FrameDecoder(max_frame)
+        for chunk in response.iter_bytes():
+            try:
+                events = list(decoder.events(chunk))
+            except LimitExceededError as exc:
+                raise TransportError(f"{self.url} sent {exc}") from exc
+            for event in events:
+                yield event
+                if isinstance(event, EndOfAnswer):
+                    return
+        raise Retry("the pull stream ended early (connection broken?)")

@@ -35,14 +35,12 @@ from typing import TYPE_CHECKING, Any
 
 from ..bundle import peek_header, read_header
 from ..errors import (
-    LimitExceededError,
     RemoteDataError,
     RetryableTransportError,
     TransportError,
     UnverifiedAnswerError,
 )
 from ..http.bodies import (
-    ChallengeBody,
     ErrorBody,
     UploadProgress,
     UploadResult,
@@ -50,9 +48,9 @@ from ..http.bodies import (
     encode_pull_request,
 )
 from ..http.client import Retry, Session, media
-from ..http.frames import BundleFrame, EndOfAnswer, FrameDecoder
+from ..http.frames import EndOfAnswer
 from ..http.ranges import content_range
-from ..http.signing import parse_challenge, sign_request
+from ..http.signing import sign_request
 from ..http.wire import (
     BUNDLES_MEDIA_TYPE,
     H_MAX_UPLOAD,
@@ -419,25 +417,6 @@ class HTTPTransport(Transport):
 
     # -- receiving ---------------------------------------------------------------------
 
-    def _challenge(self) -> bytes:
-        """A fresh challenge from the server, to sign one request over."""
-        try:
-            response = self._http.request("GET", "challenge")
-        except UnverifiedAnswerError as exc:
-            if exc.status != 404:
-                raise
-            raise UnverifiedAnswerError(
-                f"{self.url} has no /challenge: an offsync server older than this client "
-                "(offsync-http/1, upgrade it), or not an offsync server at all",
-                status=404,
-            ) from exc
-        answer = self._http.json(response, 200, "a challenge")
-        invalid = "sent a challenge that is not one"
-        challenge = parse_challenge(self._http.body(ChallengeBody, answer, invalid, 200).challenge)
-        if challenge is None:
-            raise self._foreign(invalid, 200)
-        return challenge
-
     def receive(self, knowledge: Knowledge) -> Iterator[bytes]:
         """Pull what the server holds beyond ``knowledge``, one bundle at a time.
 
@@ -453,7 +432,7 @@ class HTTPTransport(Transport):
             try:
                 with self._pull(server, since) as answer:
                     first = True
-                    for event in self._frames(answer):
+                    for event in self._http.frames(answer, self.limits.max_bundle_bytes):
                         if isinstance(event, EndOfAnswer):
                             more = event.more
                             break
@@ -477,7 +456,7 @@ class HTTPTransport(Transport):
     def _pull(self, server: bytes, since: Knowledge) -> Iterator[httpx.Response]:
         """A pull request for what lies beyond ``since``, signed; its answer's stream."""
         body = encode_pull_request(since, self._wanted_bundle_bytes, self.pull_encrypted)
-        headers = sign_request(self.identity, server, "pull", body, self._challenge())
+        headers = sign_request(self.identity, server, "pull", body, self._http.challenge())
         headers["Content-Type"] = MSGPACK_MEDIA_TYPE
         with self._http.stream("POST", "pull", content=body, headers=headers) as r:
             if r.status_code != 200 or media(r) != BUNDLES_MEDIA_TYPE:
@@ -486,21 +465,6 @@ class HTTPTransport(Transport):
                     r.status_code,
                 )
             yield r
-
-    def _frames(self, response: httpx.Response) -> Iterator[BundleFrame | EndOfAnswer]:
-        """The events of a pull answer, ending with its end marker; Retry if the stream
-        stops before it (a broken connection)."""
-        decoder = FrameDecoder(self.limits.max_bundle_bytes)
-        for chunk in response.iter_bytes():
-            try:
-                events = list(decoder.events(chunk))
-            except LimitExceededError as exc:
-                raise TransportError(f"{self.url} sent {exc}") from exc
-            for event in events:
-                yield event
-                if isinstance(event, EndOfAnswer):
-                    return
-        raise Retry("the pull stream ended early (connection broken?)")
 
     def _ranges(self, bundle: bytes, server: bytes, first: bool) -> Knowledge:
         """What a pulled bundle carries. The server sends its own bundles only, the
