@@ -28,7 +28,7 @@ import offsync
 from helpers_http import LiveServer
 from offsync import Identity, Knowledge, Replica
 from offsync.errors import TransportError, UnverifiedAnswerError
-from offsync.httpwire import BUNDLES_MEDIA_TYPE
+from offsync.http.wire import BUNDLES_MEDIA_TYPE
 from offsync.server import create_app
 from offsync.sync import forward
 from offsync.transports import DiskTransport, FolderTransport

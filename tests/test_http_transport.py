@@ -17,7 +17,8 @@ import offsync
 from helpers_http import LiveServer
 from offsync import Identity, Knowledge, Replica, read_header
 from offsync.errors import PeerRefusedError, RetryableTransportError, TransportError
-from offsync.httpwire import Challenges, challenge_key, encode_pull_request, sign_request
+from offsync.http.bodies import encode_pull_request
+from offsync.http.signing import Challenges, challenge_key, sign_request
 from offsync.segment import hash32
 from offsync.server import create_app
 from offsync.transports.http import HTTPTransport
@@ -549,18 +550,6 @@ def test_a_whole_upload_that_met_a_busy_replica_is_applied_on_retry(centre: Repl
     assert len(asked) == 1 and app.state.offsync.refused_busy == 1
     assert sent[-1] == len(bundle) and sent.count(len(bundle)) == 1  # one commit, no resend
     assert answer["applied"] == 4 and centre.state_digest() == site.state_digest()
-
-
-def test_the_openapi_description_in_the_docs_is_the_served_one() -> None:
-    import json
-    import re
-
-    from offsync.server import openapi
-
-    page = (Path(__file__).resolve().parents[1] / "docs" / "http.md").read_text()
-    block = re.search(r"## OpenAPI description.*?```json\n(.*?)^```", page, re.S | re.M)
-    assert block is not None, "docs/http.md lost its OpenAPI block"
-    assert json.loads(block.group(1)) == openapi(), "regenerate the block in docs/http.md"
 
 
 def test_a_pull_abandoned_mid_stream_gives_its_slot_back(centre: Replica) -> None:

@@ -27,9 +27,21 @@ CORE = [
     "httpwire",
     "segindex",
     "quarantine",
+    # The HTTP protocol's sans-IO modules: the server and the client share them.
+    "http",
+    "http.wire",
+    "http.frames",
+    "http.ranges",
+    "http.signing",
+    "http.bodies",
+    "http.refusals",
+    "http.openapi",
 ]
+#: Modules of the HTTP package that do I/O (files) but need no HTTP library.
+HTTP_NO_LIBRARY = ["http.uploads"]
+HTTP_LIBRARIES = {"httpx", "starlette", "uvicorn", "anyio"}
 IO_MODULES = ["sqlite3", "socket", "ssl", "httpx", "starlette", "uvicorn", "psycopg"]
-OPTIONAL = ["httpx", "starlette", "uvicorn", "psycopg", "click", "rich"]
+OPTIONAL = ["httpx", "starlette", "uvicorn", "anyio", "psycopg", "click", "rich"]
 
 
 def loaded_after(code: str) -> set[str]:
@@ -62,6 +74,17 @@ assert "offsync.replica" not in sys.modules
 
 def test_core_modules_import_no_io() -> None:
     assert loaded_after(CORE_ONLY) == set()
+
+
+def test_the_upload_unit_needs_no_http_library() -> None:
+    """Resumable uploads are tested, and could be served, without Starlette."""
+    code = CORE_ONLY.replace(repr(CORE), repr(HTTP_NO_LIBRARY))
+    assert loaded_after(code) & HTTP_LIBRARIES == set()
+
+
+def test_the_check_sees_the_http_libraries() -> None:
+    code = CORE_ONLY.replace(repr(CORE), repr(HTTP_NO_LIBRARY)) + "\nimport starlette\n"
+    assert "starlette" in loaded_after(code)
 
 
 def test_the_check_itself_sees_io_modules() -> None:

@@ -165,7 +165,8 @@ def test_a_captured_pull_is_served_once_by_all_workers(tmp_path: Path) -> None:
     """One signed pull, captured on the wire and sent again 40 times on new connections
     (which land on any of the 4 workers): served once. Before, each worker kept its own
     nonces and served it once each."""
-    from offsync.httpwire import encode_pull_request, sign_request
+    from offsync.http.bodies import encode_pull_request
+    from offsync.http.signing import sign_request
 
     with running_centre(tmp_path, workers=4) as (url, identity, _):
         site = Identity.generate(label="site")

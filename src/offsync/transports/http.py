@@ -17,46 +17,47 @@ else the key learnt from its first receipt) whose knowledge covers what the bund
 carried; pull answers must be frames of bundles sent by that server. Anything else (an
 HTML login page, a redirect, JSON without a receipt, another key's receipt: a captive
 portal or a proxy) raises ``UnverifiedAnswerError`` and delivers nothing.
+
+The protocol is ``offsync.http``'s: answers are read as its typed bodies, pull answers
+with its ``FrameDecoder``, requests signed with its ``signing``; httpx's failures and
+the server's refusals are mapped once, in ``offsync.http.client``.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import email.utils
-import json
 import random
-import re
 import time
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, NoReturn
-
-try:
-    import httpx
-except ImportError as exc:  # pragma: no cover - depends on the environment
-    raise ImportError(
-        "offsync.transports.http needs httpx: install the http extra (pip install 'offsync[http]')"
-    ) from exc
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
 
 from ..bundle import peek_header, read_header
 from ..errors import (
-    PeerRefusedError,
-    PeerStorageFullError,
     RemoteDataError,
     RetryableTransportError,
     TransportError,
     UnverifiedAnswerError,
 )
-from ..httpwire import (
-    BUNDLES_MEDIA_TYPE,
-    END_OF_STREAM,
-    MAX_CHALLENGE_BYTES,
-    MIN_CHALLENGE_BYTES,
-    MIN_PULL_BUNDLE_BYTES,
-    MORE_AVAILABLE,
-    RECEIPT_MEDIA_TYPE,
+from ..http.bodies import (
+    ErrorBody,
+    UploadProgress,
+    UploadResult,
+    UploadStatus,
     encode_pull_request,
-    sign_request,
+)
+from ..http.client import Retry, Session, media
+from ..http.frames import EndOfAnswer
+from ..http.ranges import content_range
+from ..http.signing import sign_request
+from ..http.wire import (
+    BUNDLES_MEDIA_TYPE,
+    H_MAX_UPLOAD,
+    MIN_PULL_BUNDLE_BYTES,
+    MSGPACK_MEDIA_TYPE,
+    OCTET_STREAM,
+    RECEIPT_MEDIA_TYPE,
 )
 from ..identity import Identity
 from ..knowledge import Knowledge
@@ -65,6 +66,9 @@ from ..receipt import Receipt
 from ..segment import hash32
 from .base import DEFAULT_MAX_BUNDLE, Transport
 
+if TYPE_CHECKING:
+    import httpx  # imported by offsync.http.client, which names the extra if it is missing
+
 __all__ = ["HTTPTransport"]
 
 #: Bundles larger than this go up in resumable chunks of this size.
@@ -72,37 +76,6 @@ DEFAULT_CHUNK_BYTES = 1024 * 1024
 #: A proxy that refuses request bodies as too large (a 413 that is not the server's)
 #: makes chunks halve, down to this.
 MIN_CHUNK_BYTES = 16 * 1024
-_RETRY_STATUSES = frozenset({408, 425, 429})
-_JSON = "application/json"
-_HEX = re.compile(r"(?:[0-9a-f]{2})+")
-
-
-class _Retry(Exception):
-    """One attempt failed in a way that may clear: wait and try again."""
-
-    def __init__(self, reason: str, retry_after: float | None = None) -> None:
-        super().__init__(reason)
-        self.reason, self.retry_after = reason, retry_after
-
-
-def _retry_after(value: str | None) -> float | None:
-    """Seconds from a Retry-After header (delay-seconds or an HTTP date)."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
-
-
-def _media(response: httpx.Response) -> str:
-    """The media type of an answer, without parameters, lower case."""
-    value: str = response.headers.get("content-type", "")
-    return value.split(";")[0].strip().lower()
 
 
 class HTTPTransport(Transport):
@@ -176,115 +149,23 @@ class HTTPTransport(Transport):
         self.uploads: list[dict[str, Any]] = []
         self.retries = 0  # attempts repeated so far, for logs and tests
         self.pulls = 0  # pull requests made (a cut or broken answer is pulled again)
-        self._client = httpx.Client(
-            base_url=self.url + "/",
-            timeout=httpx.Timeout(timeout, connect=connect_timeout),
+        self._http = Session(
+            self.url,
+            timeout=timeout,
+            connect_timeout=connect_timeout,
             headers=headers,
-            follow_redirects=False,  # a redirect is a portal's or a proxy's, never ours
+            on_limit=self._server_limit,
         )
 
     def __repr__(self) -> str:
         return f"<HTTPTransport {self.url}>"
 
     def close(self) -> None:
-        self._client.close()
+        self._http.close()
 
-    # -- requests and retries ----------------------------------------------------------
+    # -- retries -----------------------------------------------------------------------
 
-    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        """One attempt; busy answers and network failures raise _Retry."""
-        try:
-            response = self._client.request(method, path, **kwargs)
-        except httpx.TimeoutException as exc:
-            raise _Retry(f"timed out ({type(exc).__name__})") from exc
-        except httpx.TransportError as exc:
-            raise _Retry(f"{type(exc).__name__}: {exc}") from exc
-        self._check(response)
-        return response
-
-    def _check(self, response: httpx.Response, allow: frozenset[int] = frozenset()) -> None:
-        """Let 2xx (and ``allow``) through for the caller to verify; map the rest."""
-        status = response.status_code
-        if 200 <= status < 300 or status in allow:
-            return
-        if 300 <= status < 400:
-            where = response.headers.get("location", "")
-            raise self._foreign(
-                f"answered {status}, a redirect" + (f" to {where[:200]}" if where else ""),
-                status,
-            )
-        if status == 507:
-            reason = self._offsync_error(response)
-            raise PeerStorageFullError(
-                f"{self.url}: the server's storage is full or failing"
-                + (f" ({reason[1]})" if reason else "")
-                + "; nothing was delivered: its operator must free space, then sync again",
-                retry_after=_retry_after(response.headers.get("retry-after")),
-            )
-        if status >= 500 or status in _RETRY_STATUSES:
-            raise _Retry(
-                f"server answered {status}", _retry_after(response.headers.get("retry-after"))
-            )
-        self._refused(response)
-
-    def _offsync_error(self, response: httpx.Response) -> tuple[str, str] | None:
-        """``(error, reason)`` of an offsync error answer, or None if it is not one."""
-        try:
-            response.read()
-            body = json.loads(response.content) if _media(response) == _JSON else None
-        except (ValueError, httpx.HTTPError):
-            return None
-        if type(body) is not dict:
-            return None
-        error, reason = body.get("error"), body.get("reason")
-        if type(error) is not str or type(reason) is not str:
-            return None
-        return error, reason
-
-    def _refused(self, response: httpx.Response) -> NoReturn:
-        status = response.status_code
-        said = self._offsync_error(response)
-        if said is None:  # a proxy's or a portal's page: not the server refusing
-            raise self._foreign(f"answered {status} with something else than an error", status)
-        error, reason = said
-        limit = None
-        if status == 413:
-            try:
-                limit = json.loads(response.content).get("limit")
-            except ValueError:  # pragma: no cover - parsed once above
-                limit = None
-        if type(limit) is int and limit > 0:
-            self._server_limit(limit)
-        raise PeerRefusedError(
-            f"{self.url} refused: {error}: {reason} (HTTP {status})",
-            status=status,
-            error=error,
-            reason=reason,
-        )
-
-    def _foreign(self, what: str, status: int | None = None) -> UnverifiedAnswerError:
-        return UnverifiedAnswerError(
-            f"{self.url} {what}: the answer is not from an offsync server (a captive "
-            "portal, a proxy or a wrong URL?); nothing was delivered",
-            status=status,
-        )
-
-    def _json(self, response: httpx.Response, status: int, what: str) -> dict[str, Any]:
-        """The JSON object of an answer that must be ``status`` and JSON."""
-        if response.status_code != status or _media(response) != _JSON:
-            raise self._foreign(
-                f"answered {response.status_code} ({_media(response) or 'no type'}) for {what}",
-                response.status_code,
-            )
-        try:
-            body = json.loads(response.content)
-        except ValueError:
-            body = None
-        if type(body) is not dict:
-            raise self._foreign(f"sent {what} that is not a JSON object", response.status_code)
-        return body
-
-    def _wait(self, attempt: int, failure: _Retry, what: str) -> None:
+    def _wait(self, attempt: int, failure: Retry, what: str) -> None:
         """Sleep before attempt ``attempt`` (1-based), or give up."""
         after = failure.retry_after
         if attempt > self.max_retries or (after is not None and after > self.max_retry_after):
@@ -304,7 +185,7 @@ class HTTPTransport(Transport):
         while True:
             try:
                 return attempt_once()
-            except _Retry as failure:
+            except Retry as failure:
                 attempt += 1
                 self._wait(attempt, failure, what)
 
@@ -313,18 +194,23 @@ class HTTPTransport(Transport):
         self.server_max_upload = limit
         self.max_bundle_bytes = min(self._wanted_bundle_bytes, limit)
 
+    def _foreign(self, what: str, status: int | None = None) -> UnverifiedAnswerError:
+        return self._http.foreign(what, status)
+
     # -- knowledge ---------------------------------------------------------------------
 
     def knowledge(self) -> Knowledge:
         """What the server holds, from its signed receipt (and its upload limit)."""
-        response = self._retrying("reading knowledge", lambda: self._request("GET", "knowledge"))
-        if response.status_code != 200 or _media(response) != RECEIPT_MEDIA_TYPE:
+        response = self._retrying(
+            "reading knowledge", lambda: self._http.request("GET", "knowledge")
+        )
+        if response.status_code != 200 or media(response) != RECEIPT_MEDIA_TYPE:
             raise self._foreign(
-                f"answered {response.status_code} ({_media(response) or 'no type'}) "
+                f"answered {response.status_code} ({media(response) or 'no type'}) "
                 "instead of a receipt",
                 response.status_code,
             )
-        limit = response.headers.get("offsync-max-upload-bytes", "")
+        limit = response.headers.get(H_MAX_UPLOAD, "")
         if limit.isdigit() and int(limit) > 0:
             self._server_limit(int(limit))
         receipt = self._verified_receipt(response.content)
@@ -416,11 +302,11 @@ class HTTPTransport(Transport):
     def _upload_whole(self, bundle: bytes, bundle_id: str) -> httpx.Response:
         response = self._retrying(
             "uploading a bundle",
-            lambda: self._request(
+            lambda: self._http.request(
                 "PUT",
                 f"bundles/{bundle_id}",
                 content=bundle,
-                headers={"Content-Type": "application/octet-stream"},
+                headers={"Content-Type": OCTET_STREAM},
             ),
         )
         if self.progress:
@@ -431,16 +317,13 @@ class HTTPTransport(Transport):
         self, response: httpx.Response, bundle_id: str, carried: Knowledge | None
     ) -> dict[str, Any]:
         """The answer to an upload, if it proves delivery; else UnverifiedAnswerError."""
-        body = self._json(response, 200, "the answer to an upload")
-        receipt = body.get("receipt")
-        if (
-            body.get("status") not in ("applied", "duplicate")
-            or body.get("id") != bundle_id
-            or type(receipt) is not str
-        ):
-            raise self._foreign("answered an upload without a receipt for it", 200)
+        answer = self._http.json(response, 200, "the answer to an upload")
+        without = "answered an upload without a receipt for it"
+        result = self._http.body(UploadResult, answer, without, 200)
+        if result.id != bundle_id:
+            raise self._foreign(without, 200)
         try:
-            data = base64.b64decode(receipt, validate=True)
+            data = base64.b64decode(result.receipt, validate=True)
         except (ValueError, binascii.Error) as exc:
             raise self._foreign("answered an upload with a receipt that is not base64") from exc
         verified = self._verified_receipt(data)
@@ -454,17 +337,22 @@ class HTTPTransport(Transport):
                 "from a cache, or a server that did not keep them); not delivered"
             )
         self._keep(verified)
-        self.uploads.append(body)
-        return body
+        self.uploads.append(answer)
+        return answer
 
     def _received(self, response: httpx.Response, status: int, total: int) -> int:
-        """The ``received`` count of an upload status or a chunk's answer."""
-        return self._count(self._json(response, status, "the state of an upload"), total)
+        """The ``received`` count of a chunk's answer (202, or 409: resume there)."""
+        answer = self._http.json(response, status, "the state of an upload")
+        received: int | None
+        if status == 202:
+            received = self._http.body(UploadProgress, answer, _NO_COUNT, None).received
+        else:  # 409: another uploader got ahead; the refusal says where to go on
+            received = self._http.body(ErrorBody, answer, _NO_COUNT, None).received
+        return self._count(received, total)
 
-    def _count(self, state: dict[str, Any], total: int) -> int:
-        received = state.get("received")
-        if type(received) is not int or not 0 <= received <= total:
-            raise self._foreign("sent an upload state without a byte count")
+    def _count(self, received: int | None, total: int) -> int:
+        if received is None or not 0 <= received <= total:
+            raise self._foreign(_NO_COUNT)
         return received
 
     def _upload_chunked(self, bundle: bytes, bundle_id: str) -> httpx.Response:
@@ -472,20 +360,9 @@ class HTTPTransport(Transport):
         key = bytes.fromhex(bundle_id)
         while True:
             try:
-                state = self._json(
-                    self._request("GET", f"bundles/{bundle_id}"), 200, "the state of an upload"
-                )
-                if state.get("complete") is True:
-                    # Applied recently: a commit asks for the answer (a worker that does
-                    # not remember it says 202 with what it holds, and we go on).
-                    response = self._request_chunk(bundle_id, bundle, total, total)
-                    if response.status_code != 202:
-                        return response
-                    offset = self._received(response, 202, total)
-                else:
-                    offset = self._count(state, total)
-                    if state.get("total") not in (None, total):
-                        offset = 0  # cannot happen for a true hash; restart rather than fail
+                offset = self._resume_at(bundle, bundle_id)
+                if not isinstance(offset, int):
+                    return offset  # the server had it all: its answer
                 while True:
                     end = min(offset + self.chunk_bytes, total)
                     response = self._request_chunk(bundle_id, bundle, offset, end)
@@ -504,50 +381,41 @@ class HTTPTransport(Transport):
                         offset = self._received(response, 202, total)
                         continue
                     return response
-            except _Retry as failure:
+            except Retry as failure:
                 attempt += 1
                 self._wait(attempt, failure, "uploading a bundle")
 
+    def _resume_at(self, bundle: bytes, bundle_id: str) -> int | httpx.Response:
+        """Where the server's copy of an upload ends (or its answer, if it holds all)."""
+        total = len(bundle)
+        answer = self._http.json(
+            self._http.request("GET", f"bundles/{bundle_id}"), 200, "the state of an upload"
+        )
+        state = self._http.body(UploadStatus, answer, _NO_COUNT, None)
+        if state.complete:
+            # Applied recently: a commit asks for the answer (a worker that does not
+            # remember it says 202 with what it holds, and we go on).
+            response = self._request_chunk(bundle_id, bundle, total, total)
+            if response.status_code != 202:
+                return response
+            return self._received(response, 202, total)
+        offset = self._count(state.received, total)
+        if state.total not in (None, total):
+            offset = 0  # cannot happen for a true hash; restart rather than fail
+        return offset
+
     def _request_chunk(self, bundle_id: str, bundle: bytes, first: int, end: int) -> httpx.Response:
         """PUT ``bundle[first:end]``; with nothing left to send, ask the server to apply."""
-        total = len(bundle)
-        span = f"bytes {first}-{end - 1}/{total}" if first < end else f"bytes */{total}"
-        try:
-            response = self._client.put(
-                f"bundles/{bundle_id}",
-                content=bundle[first:end],
-                headers={"Content-Type": "application/octet-stream", "Content-Range": span},
-            )
-        except httpx.TimeoutException as exc:
-            raise _Retry(f"timed out ({type(exc).__name__})") from exc
-        except httpx.TransportError as exc:
-            raise _Retry(f"{type(exc).__name__}: {exc}") from exc
-        self._check(response, allow=frozenset({409}))
-        return response
+        span = content_range(first, end, len(bundle)).header()
+        return self._http.request(
+            "PUT",
+            f"bundles/{bundle_id}",
+            allow=frozenset({409}),
+            content=bundle[first:end],
+            headers={"Content-Type": OCTET_STREAM, "Content-Range": span},
+        )
 
     # -- receiving ---------------------------------------------------------------------
-
-    def _challenge(self) -> bytes:
-        """A fresh challenge from the server, to sign one request over."""
-        try:
-            response = self._request("GET", "challenge")
-        except UnverifiedAnswerError as exc:
-            if exc.status != 404:
-                raise
-            raise UnverifiedAnswerError(
-                f"{self.url} has no /challenge: an offsync server older than this client "
-                "(offsync-http/1, upgrade it), or not an offsync server at all",
-                status=404,
-            ) from exc
-        body = self._json(response, 200, "a challenge")
-        value = body.get("challenge")
-        if (
-            type(value) is not str
-            or not _HEX.fullmatch(value)
-            or not MIN_CHALLENGE_BYTES <= len(value) // 2 <= MAX_CHALLENGE_BYTES
-        ):
-            raise self._foreign("sent a challenge that is not one", 200)
-        return bytes.fromhex(value)
 
     def receive(self, knowledge: Knowledge) -> Iterator[bytes]:
         """Pull what the server holds beyond ``knowledge``, one bundle at a time.
@@ -559,47 +427,44 @@ class HTTPTransport(Transport):
         since, attempt = knowledge, 0
         server = self._server()
         while True:
-            body = encode_pull_request(since, self._wanted_bundle_bytes, self.pull_encrypted)
-            before = since
+            before, more = since, None
             self.pulls += 1
             try:
-                headers = sign_request(self.identity, server, "pull", body, self._challenge())
-                headers["Content-Type"] = "application/x-msgpack"
-                with self._client.stream("POST", "pull", content=body, headers=headers) as r:
-                    self._check(r)
-                    if r.status_code != 200 or _media(r) != BUNDLES_MEDIA_TYPE:
-                        raise self._foreign(
-                            f"answered a pull with {r.status_code} ({_media(r) or 'no type'})",
-                            r.status_code,
-                        )
-                    frames = self._frames(r)
+                with self._pull(server, since) as answer:
                     first = True
-                    for bundle in frames:
-                        since = since | self._ranges(bundle, server, first)
+                    for event in self._http.frames(answer, self.limits.max_bundle_bytes):
+                        if isinstance(event, EndOfAnswer):
+                            more = event.more
+                            break
+                        since = since | self._ranges(event.data, server, first)
                         first = False
-                        yield bundle
-                    end = frames.end
-            except _Retry as failure:
+                        yield event.data
+            except Retry as failure:
                 if since != before:
-                    attempt = 0
+                    attempt = 0  # progress: what is left gets its attempts again
                 attempt += 1
                 self._wait(attempt, failure, "pulling")
                 continue
-            except httpx.TimeoutException as exc:
-                attempt += 1
-                self._wait(attempt, _Retry(f"timed out ({type(exc).__name__})"), "pulling")
-                continue
-            except httpx.TransportError as exc:
-                if since != before:
-                    attempt = 0
-                attempt += 1
-                self._wait(attempt, _Retry(f"{type(exc).__name__}: {exc}"), "pulling")
-                continue
-            if end == END_OF_STREAM:
+            assert more is not None  # _frames ends with the end marker or raises
+            if not more:
                 return
             if since == before:
                 raise TransportError(f"{self.url} says more is available but sent nothing new")
             attempt = 0
+
+    @contextmanager
+    def _pull(self, server: bytes, since: Knowledge) -> Iterator[httpx.Response]:
+        """A pull request for what lies beyond ``since``, signed; its answer's stream."""
+        body = encode_pull_request(since, self._wanted_bundle_bytes, self.pull_encrypted)
+        headers = sign_request(self.identity, server, "pull", body, self._http.challenge())
+        headers["Content-Type"] = MSGPACK_MEDIA_TYPE
+        with self._http.stream("POST", "pull", content=body, headers=headers) as r:
+            if r.status_code != 200 or media(r) != BUNDLES_MEDIA_TYPE:
+                raise self._foreign(
+                    f"answered a pull with {r.status_code} ({media(r) or 'no type'})",
+                    r.status_code,
+                )
+            yield r
 
     def _ranges(self, bundle: bytes, server: bytes, first: bool) -> Knowledge:
         """What a pulled bundle carries. The server sends its own bundles only, the
@@ -621,41 +486,5 @@ class HTTPTransport(Transport):
             self.last_receipt = header.receipts[0]
         return header.ranges
 
-    def _frames(self, response: httpx.Response) -> _FrameReader:
-        return _FrameReader(response, self.limits.max_bundle_bytes, self.url)
 
-
-class _FrameReader:
-    """Bundles out of a pull response's length-prefixed frames; ``end`` is the last marker."""
-
-    def __init__(self, response: httpx.Response, max_frame: int, url: str) -> None:
-        self.response, self.max_frame, self.url = response, max_frame, url
-        self.end: int | None = None
-
-    def __iter__(self) -> Iterator[bytes]:
-        buffer = bytearray()
-        need: int | None = None
-        for chunk in self.response.iter_bytes():
-            buffer += chunk
-            while True:
-                if need is None:
-                    if len(buffer) < 4:
-                        break
-                    length = int.from_bytes(buffer[:4], "big")
-                    del buffer[:4]
-                    if length in (END_OF_STREAM, MORE_AVAILABLE):
-                        self.end = length
-                        return
-                    if length > self.max_frame:
-                        raise TransportError(
-                            f"{self.url} sent a bundle of {length} bytes, over the limit of "
-                            f"{self.max_frame}"
-                        )
-                    need = length
-                if len(buffer) < need:
-                    break
-                bundle = bytes(buffer[:need])
-                del buffer[:need]
-                need = None
-                yield bundle
-        raise _Retry("the pull stream ended early (connection broken?)")
+_NO_COUNT = "sent an upload state without a byte count"

@@ -7,16 +7,15 @@ import pytest
 
 from offsync import Identity
 from offsync.errors import SignatureError
-from offsync.httpwire import (
+from offsync.http.signing import (
     CHALLENGE_BYTES,
-    H_CHALLENGE,
-    H_SIGNATURE,
-    H_SITE,
     Challenges,
     challenge_key,
+    parse_challenge,
     sign_request,
     verify_request,
 )
+from offsync.http.wire import H_CHALLENGE, H_SIGNATURE, H_SITE
 
 SITE = Identity(b"\x01" * 32, label="site")
 CENTRE = Identity(b"\x02" * 32, label="centre")
@@ -134,3 +133,26 @@ def test_missing_header_is_refused(header: str) -> None:
     del headers[header]
     with pytest.raises(SignatureError, match="not signed"):
         _verify(headers)
+
+
+@pytest.mark.parametrize(
+    ("value", "taken"),
+    [
+        ("ab" * 16, True),
+        ("ab" * 64, True),
+        ("ab" * CHALLENGE_BYTES, True),
+        ("ab" * 15, False),
+        ("ab" * 65, False),
+        ("AB" * 20, False),
+        ("abc", False),
+        ("", False),
+        (40, False),
+        (None, False),
+    ],
+)
+def test_a_client_takes_any_challenge_of_16_to_64_hex_bytes(value: object, taken: bool) -> None:
+    """Opaque to the client (another server may differ), but bounded and well formed."""
+    got = parse_challenge(value)
+    assert (got is not None) == taken
+    if taken:
+        assert got == bytes.fromhex(str(value))

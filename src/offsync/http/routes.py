@@ -1,0 +1,364 @@
+"""The server's routes: one small function per endpoint of ``openapi.ENDPOINTS``.
+
+Each takes the app's ``ServerState`` and the request and returns a response; whatever
+it refuses it raises as a ``Refusal`` (``offsync.http.refusals``), which the app answers
+in one place. Blocking work (SQLite, hashing large uploads, packing, files) runs in
+worker threads, never on the event loop.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+
+import anyio
+import anyio.to_thread
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
+
+from ..errors import RemoteDataError, SignatureError, StorageError
+from ..knowledge import Knowledge
+from ..segment import hash32
+from .bodies import (
+    Body,
+    ChallengeBody,
+    ServerInfo,
+    UploadProgress,
+    UploadResult,
+    decode_pull_request,
+)
+from .frames import encode_frame, end_frame
+from .openapi import openapi
+from .ranges import ContentRange, parse_content_range
+from .refusals import (
+    Refusal,
+    bad_request,
+    busy,
+    id_mismatch,
+    refusal_for,
+    too_large,
+    unauthorized,
+    unprocessable,
+)
+from .signing import SignedRequest, verify_request
+from .state import ServerState
+from .uploads import Append
+from .wire import BUNDLES_MEDIA_TYPE, H_MAX_UPLOAD, PROTOCOL, RECEIPT_MEDIA_TYPE, is_bundle_id
+
+__all__ = ["ROUTES"]
+
+#: Answers that must never come from a cache (a proxy's stale copy is not the server).
+NO_STORE = {"Cache-Control": "no-store"}
+#: Pulls are packed into bundles of at least this size, whatever the client asks.
+PULL_FLOOR_BYTES = 1024 * 1024
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _json(body: Body, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return JSONResponse(body.to_json(), status_code=status, headers=headers)
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _bundle_id(request: Request) -> str:
+    bundle_id: str = request.path_params["id"]
+    if not is_bundle_id(bundle_id):
+        raise bad_request("bundle id must be 64 lowercase hex digits")
+    return bundle_id
+
+
+# -- what the server is ----------------------------------------------------------------
+
+
+async def info(state: ServerState, request: Request) -> Response:
+    return _json(
+        ServerInfo(
+            protocol=PROTOCOL,
+            replica=state.replica.id.hex(),
+            label=state.replica.identity.label,
+            max_upload_bytes=state.max_upload_bytes,
+            max_pull_bundle_bytes=state.max_pull_bundle_bytes,
+            replay_window_seconds=state.challenges.lifetime_ms / 1000,
+        )
+    )
+
+
+async def challenge(state: ServerState, request: Request) -> Response:
+    value = state.challenges.issue(_now_ms())
+    body = ChallengeBody(
+        challenge=value.hex(), lifetime_seconds=state.challenges.lifetime_ms / 1000
+    )
+    return _json(body, headers=NO_STORE)
+
+
+async def knowledge(state: ServerState, request: Request) -> Response:
+    receipt = await state.locked(state.receipt)
+    return Response(
+        receipt,
+        media_type=RECEIPT_MEDIA_TYPE,
+        headers={**NO_STORE, H_MAX_UPLOAD: str(state.max_upload_bytes)},
+    )
+
+
+async def spec(state: ServerState, request: Request) -> Response:
+    return JSONResponse(openapi())
+
+
+# -- uploads ---------------------------------------------------------------------------
+
+
+async def upload_status(state: ServerState, request: Request) -> Response:
+    bundle_id = _bundle_id(request)
+    return _json(await anyio.to_thread.run_sync(state.uploads.status, bundle_id))
+
+
+async def upload(state: ServerState, request: Request) -> Response:
+    """A whole bundle, or one ``Content-Range`` chunk of it; idempotent by id."""
+    bundle_id = _bundle_id(request)
+    if bundle_id in state.done:
+        return await _duplicate(state, bundle_id)
+    async with state.slot(), state.upload_lock(bundle_id):
+        if bundle_id in state.done:  # a concurrent upload of it just finished
+            return await _duplicate(state, bundle_id)
+        length = _content_length(request)
+        header = request.headers.get("content-range")
+        if header is None:
+            return await _whole(state, request, bundle_id, length)
+        rng = parse_content_range(header)
+        if rng is None:
+            raise bad_request("Content-Range must be 'bytes FIRST-LAST/TOTAL' or 'bytes */TOTAL'")
+        state.uploads.check_size(rng.total)
+        # Other workers may serve chunks of this upload from the same upload_dir: the
+        # offset check, the append and the apply happen holding its lock file.
+        held = await anyio.to_thread.run_sync(state.uploads.lock, bundle_id)
+        if held is None:
+            raise busy()
+        try:
+            return await _chunk(state, request, bundle_id, rng, length)
+        finally:
+            await anyio.to_thread.run_sync(state.uploads.unlock, bundle_id, held)
+
+
+async def _duplicate(state: ServerState, bundle_id: str) -> Response:
+    receipt = await state.locked(state.receipt)
+    return _json(UploadResult(status="duplicate", id=bundle_id, receipt=_b64(receipt)))
+
+
+def _content_length(request: Request) -> int | None:
+    value = request.headers.get("content-length")
+    if value is None:
+        return None
+    if not value.isdigit():
+        raise bad_request("bad Content-Length")
+    return int(value)
+
+
+async def _whole(
+    state: ServerState, request: Request, bundle_id: str, length: int | None
+) -> Response:
+    """An upload in one body (no ``Content-Range``), held in memory."""
+    if length is not None:
+        state.uploads.check_size(length)
+    data = bytearray()
+    try:
+        async for chunk in request.stream():
+            data += chunk
+            state.uploads.check_size(len(data))
+    except ClientDisconnect:
+        return Response(status_code=400)  # nobody is listening
+    return await _finish(state, bundle_id, bytes(data), None)
+
+
+async def _chunk(
+    state: ServerState, request: Request, bundle_id: str, rng: ContentRange, length: int | None
+) -> Response:
+    """A ``Content-Range`` request, holding the id's lock file."""
+    step = await anyio.to_thread.run_sync(state.uploads.plan, bundle_id, rng, length)
+    if isinstance(step, Append):
+        received = await _append(state, request, step)
+        if received is None:
+            return Response(status_code=400)  # the client went away; what came is kept
+    else:  # "bytes */TOTAL": apply what is held (an earlier last chunk met a 503)
+        received = step.received
+    if received < rng.total:
+        progress = UploadProgress(id=bundle_id, received=received, total=rng.total)
+        return _json(progress, status=202)
+    whole = await anyio.to_thread.run_sync(step.path.read_bytes)
+    try:
+        return await _finish(state, bundle_id, whole, step.path)
+    except Refusal as refusal:
+        if refusal.final:  # refused bytes are dropped; a busy or full server keeps them
+            await anyio.to_thread.run_sync(lambda: step.path.unlink(missing_ok=True))
+        raise
+
+
+async def _append(state: ServerState, request: Request, step: Append) -> int | None:
+    """Append the body to the partial file; the new size, or None on a disconnect."""
+    appender = await anyio.to_thread.run_sync(state.uploads.appender, step)
+    gone = False
+    try:
+        try:
+            async for chunk in request.stream():
+                if appender.take(chunk):
+                    await anyio.to_thread.run_sync(appender.flush)
+        except ClientDisconnect:
+            gone = True  # whatever arrived is kept: a broken connection resumes there
+    finally:
+        size = await anyio.to_thread.run_sync(appender.close)
+    return None if gone else size
+
+
+async def _finish(
+    state: ServerState, bundle_id: str, data: bytes, partial: Path | None
+) -> Response:
+    """Every byte is here: check the id, apply, answer with a fresh receipt."""
+    digest = await anyio.to_thread.run_sync(hash32, data)
+    if digest.hex() != bundle_id:
+        raise id_mismatch()
+    body = await state.locked(lambda: _apply(state, data))
+    state.remember_done(bundle_id)
+    if partial is not None:
+        await anyio.to_thread.run_sync(lambda: partial.unlink(missing_ok=True))
+    return _json(body)
+
+
+def _apply(state: ServerState, data: bytes) -> UploadResult:
+    replica = state.replica
+    try:
+        report = replica.apply(data)
+    except (RemoteDataError, StorageError) as exc:
+        # A full disk keeps what was received for a retry; so does a store that failed.
+        raise refusal_for(exc) or exc from exc
+    return UploadResult(
+        status="applied",
+        id=report.bundle_id.hex(),
+        sender=report.sender.hex(),
+        applied=report.applied,
+        duplicates=report.duplicates,
+        quarantined=report.quarantined,
+        conflicts=len(report.conflicts),
+        receipt=_b64(replica.receipt().encode()),
+    )
+
+
+# -- pulls -----------------------------------------------------------------------------
+
+
+async def pull(state: ServerState, request: Request) -> Response:
+    """A signed request with the site's knowledge: the bundles it lacks, as frames."""
+    body = await _pull_body(state, request)
+    # The challenge's MAC and age, then the signature, then the body: nothing is
+    # recorded for a request that fails any of them, so junk costs no memory.
+    try:
+        signed = verify_request(
+            request.headers,
+            server=state.replica.id,
+            endpoint="pull",
+            body=body,
+            challenges=state.challenges,
+            now_ms=_now_ms(),
+        )
+        since, max_bytes, encrypt = decode_pull_request(body, state.replica.limits)
+    except SignatureError as exc:
+        raise unauthorized(str(exc)) from exc
+    except RemoteDataError as exc:
+        raise unprocessable(exc) from exc
+    if not state.try_acquire():
+        raise busy()
+    # A preference: never below the floor, since one segment may approach 256 KiB.
+    max_bytes = max(min(max_bytes, state.max_pull_bundle_bytes), PULL_FLOOR_BYTES)
+    try:
+        packer, first = await state.locked(
+            lambda: _start_pull(state, signed, since, max_bytes, encrypt)
+        )
+    except BaseException:
+        state.release()
+        raise
+    return _SlotResponse(_frames(state, first, packer), state.release)
+
+
+async def _pull_body(state: ServerState, request: Request) -> bytes:
+    limit = state.replica.limits.max_header_bytes
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise too_large("pull request too large")
+    return bytes(body)
+
+
+def _start_pull(
+    state: ServerState, signed: SignedRequest, since: Knowledge, max_bytes: int, encrypt: bool
+) -> tuple[Iterator[bytes], bytes | None]:
+    """Spend the challenge, then start packing (holding the replica's lock)."""
+    replica = state.replica
+    # Only now, authenticated and about to be served, is the challenge spent: in the
+    # store, so one captured request is served once by all workers on it.
+    if not replica.store.record_nonce(signed.challenge, signed.forget_after, _now_ms()):
+        raise unauthorized("replayed request (challenge already used)")
+    site = signed.site
+    if state.readable is not None:
+        # What the site may not read is treated as if it held it already.
+        hidden = {
+            o: ivs
+            for o, ivs in replica.knowledge().intervals.items()
+            if not state.readable(site, o)
+        }
+        since = since | Knowledge(hidden)
+    recipient = site if encrypt else None
+    packer = replica.iter_pack(since, max_bytes=max_bytes, recipient=recipient, always=True)
+    return packer, next(packer, None)
+
+
+async def _frames(
+    state: ServerState, first: bytes | None, packer: Iterator[bytes]
+) -> AsyncIterator[bytes]:
+    sent = 0
+    bundle = first
+    try:
+        while bundle is not None:
+            yield encode_frame(bundle)
+            sent += len(bundle)
+            if sent >= state.max_pull_response_bytes:
+                yield end_frame(more=True)
+                return
+            bundle = await anyio.to_thread.run_sync(next, packer, None)
+        yield end_frame(more=False)
+    finally:
+        close = getattr(packer, "close", None)  # iter_pack is a generator
+        if close is not None:
+            close()
+
+
+class _SlotResponse(StreamingResponse):
+    """A streaming response that gives its in-flight slot back however the stream ends."""
+
+    def __init__(self, content: AsyncIterator[bytes], release: Callable[[], None]) -> None:
+        super().__init__(content, media_type=BUNDLES_MEDIA_TYPE)
+        self._release = release
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._release()
+
+
+#: The route of each endpoint, by its name in ``openapi.ENDPOINTS``.
+ROUTES: dict[str, Callable[[ServerState, Request], Awaitable[Response]]] = {
+    "info": info,
+    "knowledge": knowledge,
+    "challenge": challenge,
+    "spec": spec,
+    "upload_status": upload_status,
+    "upload": upload,
+    "pull": pull,
+}

@@ -1,0 +1,134 @@
+"""The HTTP face of a replica: an ASGI app built on Starlette (``create_app``).
+
+The app routes by the endpoint table (``offsync.http.openapi.ENDPOINTS``) to one small
+function per endpoint (``offsync.http.routes``) and answers every refusal in one place
+(``answer``): a ``Refusal`` raised by a route, and a store failure met anywhere
+(``StorageFullError`` is 507, any other ``StorageError`` 503: docs/http.md).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from ..errors import StorageError
+from ..replica import Replica
+from .openapi import ENDPOINTS
+from .refusals import Refusal, refusal_for
+from .routes import ROUTES
+from .state import Readable, ServerState
+
+__all__ = ["Readable", "ServerState", "answer", "create_app"]
+
+Handler = Callable[[ServerState, Request], Awaitable[Response]]
+
+
+def create_app(
+    replica: Replica,
+    *,
+    upload_dir: str | os.PathLike[str] | None = None,
+    max_upload_bytes: int | None = None,
+    max_pull_bundle_bytes: int = 16 * 1024 * 1024,
+    max_pull_response_bytes: int = 256 * 1024 * 1024,
+    max_in_flight: int = 8,
+    busy_timeout: float = 10.0,
+    retry_after: int = 2,
+    replay_window: float = 300.0,
+    readable: Readable | None = None,
+    max_partial_uploads: int = 1000,
+    partial_ttl: float = 7 * 24 * 3600,
+) -> Starlette:
+    """An ASGI app serving ``replica``.
+
+    ``upload_dir`` keeps partial chunked uploads (keyed by bundle id) so they resume after
+    a broken connection or a restart; without it a temporary directory is used, which
+    survives broken connections but not restarts. ``max_upload_bytes`` bounds one bundle
+    (default: the replica's ``limits.max_bundle_bytes``). ``max_in_flight`` bounds the
+    uploads, applies and pulls running at once; beyond it, and when the replica stays
+    locked longer than ``busy_timeout`` seconds, the answer is 503 with ``Retry-After:
+    retry_after``. A pull must be signed over a challenge issued at most ``replay_window``
+    seconds before (by the server's clock; each challenge is accepted once).
+    ``readable(site_key, origin_key)`` restricts what a site may pull (default:
+    everything the server holds). At most ``max_partial_uploads`` partial uploads are
+    kept (beyond, the one untouched longest gives way); one untouched for ``partial_ttl``
+    seconds is dropped.
+    """
+    if upload_dir is None:
+        upload_path = Path(tempfile.mkdtemp(prefix="offsync-uploads-"))
+    else:
+        upload_path = Path(upload_dir)
+        upload_path.mkdir(parents=True, exist_ok=True)
+    state = ServerState(
+        replica,
+        upload_dir=upload_path,
+        max_upload_bytes=max_upload_bytes or replica.limits.max_bundle_bytes,
+        max_pull_bundle_bytes=max_pull_bundle_bytes,
+        max_pull_response_bytes=max_pull_response_bytes,
+        max_in_flight=max_in_flight,
+        busy_timeout=busy_timeout,
+        retry_after=retry_after,
+        replay_window=replay_window,
+        readable=readable,
+        max_partial_uploads=max_partial_uploads,
+        partial_ttl=partial_ttl,
+    )
+
+    app = Starlette(routes=_routes(state), exception_handlers=_handlers(state))
+    app.state.offsync = state
+    return app
+
+
+def answer(state: ServerState, refusal: Refusal) -> Response:
+    """The response to a refusal; a 503 says when to retry, and is counted."""
+    headers = dict(refusal.headers)
+    if refusal.status == 503:
+        state.count_busy()
+        headers["Retry-After"] = str(state.retry_after)
+    return JSONResponse(refusal.body.to_json(), status_code=refusal.status, headers=headers)
+
+
+def _handlers(state: ServerState) -> dict[Any, Callable[[Request, Exception], Awaitable[Response]]]:
+    """Refusals raised by routes, and store failures met anywhere, answered alike."""
+
+    async def refused(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, Refusal)
+        return answer(state, exc)
+
+    async def storage_failed(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StorageError)
+        refusal = refusal_for(exc)
+        assert refusal is not None  # every StorageError has its answer
+        return answer(state, refusal)
+
+    return {Refusal: refused, StorageError: storage_failed}
+
+
+def _routes(state: ServerState) -> list[Route]:
+    """One route per path of the endpoint table, dispatching on the method, so that a
+    405 names every documented method of the path in ``Allow``."""
+    by_path: dict[str, dict[str, Handler]] = {}
+    for endpoint in ENDPOINTS:
+        by_path.setdefault(endpoint.path, {})[endpoint.method.upper()] = ROUTES[endpoint.name]
+    return [
+        Route(path, _dispatch(state, handlers), methods=list(handlers))
+        for path, handlers in by_path.items()
+    ]
+
+
+def _dispatch(
+    state: ServerState, handlers: dict[str, Handler]
+) -> Callable[[Request], Awaitable[Response]]:
+    async def endpoint(request: Request) -> Response:
+        # Starlette lets HEAD through where GET is allowed: it is answered as GET.
+        handler = handlers.get(request.method) or handlers["GET"]
+        return await handler(state, request)
+
+    return endpoint
