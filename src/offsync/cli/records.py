@@ -112,7 +112,7 @@ def put(
     fields = parse_fields(pairs, fields_json)
     if not fields:
         fail("no fields given", hint="write e.g. `offsync put residents 3519... name=Siti`")
-    change = state.replica().put(collection, key, fields)
+    change = state.writer().put(collection, key, fields)
     if state.json:
         emit_json({"origin": change.origin, "seq": change.seq})
     else:
@@ -145,7 +145,7 @@ def get(state: State, collection: str, key: str) -> None:
 @pass_state
 def delete(state: State, collection: str, key: str) -> None:
     """Delete a record (a tombstone that travels like any change)."""
-    change = state.replica().delete(collection, key)
+    change = state.writer().delete(collection, key)
     if state.json:
         emit_json({"deleted": change is not None})
     elif change is None:
