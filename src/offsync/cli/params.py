@@ -74,9 +74,11 @@ def parse_time(text: str) -> int:
 
 
 def key_labels(replica: Replica | None, site: Site) -> dict[bytes, str]:
-    """Key -> label: this site's own, the address book's, and the certified labels
-    (trust mode, given the replica), which win over the address book."""
-    names = {site.public_key: site.label}
+    """Key -> label: this site's own, ``authority`` for the trusted authorities, the
+    address book's, and the certified labels (trust mode, given the replica), which win
+    over the address book."""
+    names = {bytes.fromhex(a): "authority" for a in site.authorities}
+    names[site.public_key] = site.label
     for label, hexkey in site.peers.items():
         names[bytes.fromhex(hexkey)] = label
     store = replica.trust_store if replica is not None else None
