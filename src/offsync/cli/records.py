@@ -10,8 +10,8 @@ from rich.table import Table
 
 from .. import Identity
 from .app import cli, json_option, pass_state
-from .exits import EXIT_ERROR, fail
-from .output import emit_json, err, head_name, json_text, out
+from .exits import EXIT_ERROR, fail, show_error
+from .output import emit_json, head_name, json_text, out
 from .params import parse_fields, parse_key
 from .site import Site, State
 
@@ -134,7 +134,7 @@ def get(state: State, collection: str, key: str) -> None:
             out.print(f"{name}: {json_text(v, sort_keys=False)}")
     if value is None:
         if not state.json:
-            err.print(f"{collection}/{key}: no such record")
+            show_error(f"{collection}/{key}: no such record")
         raise click.exceptions.Exit(EXIT_ERROR)
 
 

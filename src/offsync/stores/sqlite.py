@@ -6,6 +6,10 @@ closed, so that a second process (or a second open in this one) is refused with
 of its segments and numbers its own changes, which only one owner can do. Opened
 ``read_only=True`` a store takes no lock and never writes, for inspection while the
 owner runs (docs/operations.md, "One process per site").
+
+Also here: the schema's versions (``MIGRATIONS``, applied in place when a store is
+opened for writing, each step in a transaction of its own) and consistent, checked
+copies of a store in use (``backup``, ``check_backup``; docs/operations.md, "Backups").
 """
 
 from __future__ import annotations
@@ -54,8 +58,6 @@ __all__ = [
 BASELINE_SCHEMA = 3
 #: How often (ms) ``record_nonce`` sweeps expired nonces out of the table.
 NONCE_SWEEP_MS = 60_000
-#: Schemas of offsync releases that wrote wire format 1 (segments this one cannot read).
-FORMAT_1_SCHEMAS = (1, 2)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;
