@@ -189,7 +189,15 @@ def _replace_store(site_dir: Path, fill: Any) -> Path | None:
     lock = sqlite_store.OwnerLock(str(store))  # StoreLockedError while it is in use
     try:
         aside = _move_aside(store)
-        fill(store)
+        try:
+            fill(store)
+        except BaseException:
+            if aside is not None and not store.exists():  # as it was: the old store back
+                for suffix in ("", "-wal", "-shm"):
+                    moved = aside.with_name(aside.name + suffix)
+                    if moved.exists():
+                        os.replace(moved, store.with_name(store.name + suffix))
+            raise
     finally:
         lock.release()
     return aside
