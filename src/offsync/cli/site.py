@@ -25,7 +25,7 @@ from .. import Identity, Replica, policies
 from ..errors import StoreLockedError
 from ..stores import sqlite as sqlite_store
 from .exits import EXIT_ERROR, EXIT_USAGE, CommandError, fail
-from .output import err, iso_ms
+from .output import err, iso_ms, short
 
 SITE_FILE = "site.json"
 KEY_FILE = "identity.key"
@@ -191,7 +191,7 @@ class Site:
                 EXIT_ERROR,
                 "restore it from a backup (`offsync restore BACKUP`), or start an empty store"
                 " that takes this site's changes back from its peers before it writes "
-                "(`offsync restore --from-peers`); see docs/operations.md, 'Backups'",
+                "(`offsync restore --from-peers`); see docs/operations.md, 'Backups and restores'",
             )
         if not read_only:
             self._backup_before_upgrade()
@@ -363,8 +363,8 @@ class State:
         return self._replica
 
     def names(self, replica: Replica | None = None) -> dict[bytes, str]:
-        """Labels of keys: this site's, the address book's, and (given the replica, in
-        trust mode) the certified ones, which win."""
+        """Labels of keys: this site's, the authorities', the address book's, and (given
+        the replica, in trust mode) the certified ones, which win."""
         from .params import key_labels
 
         return key_labels(replica, self.site)
@@ -398,8 +398,8 @@ class State:
         return [self.resolve(replica, n) for n in names]
 
     def name_of(self, key: bytes, replica: Replica | None = None) -> str:
-        label = self.names(replica).get(key)
-        return f"{label} ({key[:6].hex()})" if label else key[:6].hex()
+        """``label (short id)``, or the short id alone when no label is known."""
+        return short(key, self.names(replica))
 
     def writer(self) -> Replica:
         """The replica for a command that writes this site's own changes; refused while
