@@ -187,7 +187,7 @@ def test_trust_authority_certificates_and_quarantine(sh: Shell) -> None:
     sh.run("--site", "authority", "trust", "revoke", kec, code=2)
     sh.run("--site", "authority", "trust", "revoke", kec, "--after-seq", "1", "--reason", "lost")
     revoked = sh.json("--site", "authority", "trust", "list")["revocations"]
-    assert revoked == [{"after_seq": 1, "effective_ms": None, "reason": "lost", "site": kec}]
+    assert revoked == [{"after_seq": 1, "effective": None, "reason": "lost", "site": kec}]
     # Trusting an authority later re-examines what was held.
     sh.init("open-site")
     assert sh.json("--site", "open-site", "trust", "list")["mode"] == "open"

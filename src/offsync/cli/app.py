@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -9,7 +10,14 @@ from typing import Any, TypeVar
 import click
 
 from ..errors import OffsyncError
-from .exits import classify, from_os_error
+from .exits import (
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    CommandError,
+    classify,
+    from_os_error,
+    show_error,
+)
 from .site import State
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -25,6 +33,42 @@ class Group(click.Group):
             raise classify(exc) from exc
         except OSError as exc:
             raise from_os_error(exc) from exc
+
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        """click's ``main``, with every error in one shape (``show_error``: click's own
+        usage errors too) and Ctrl-C as exit 130 with one line, not 1 and "Aborted!"."""
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, False, **extra)
+        try:
+            result = super().main(args, prog_name, complete_var, False, **extra)
+        except click.UsageError as exc:
+            show_error(exc.format_message(), _usage_hint(exc.ctx))
+            sys.exit(exc.exit_code)
+        except CommandError as exc:
+            exc.show()
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            show_error(exc.format_message())
+            sys.exit(exc.exit_code)
+        except (click.Abort, KeyboardInterrupt, EOFError) as exc:
+            if isinstance(exc, EOFError) or isinstance(exc.__cause__, EOFError):
+                show_error("the input ended before the prompt was answered")
+                sys.exit(EXIT_USAGE)
+            show_error("interrupted (Ctrl-C)")
+            sys.exit(EXIT_INTERRUPTED)
+        sys.exit(result if isinstance(result, int) else 0)
+
+
+def _usage_hint(ctx: click.Context | None) -> str:
+    path = ctx.command_path if ctx is not None else "offsync"
+    return f"`{path} --help` shows the usage"
 
 
 def state_of(ctx: click.Context) -> State:
@@ -76,7 +120,8 @@ pass_state = click.make_pass_decorator(State)
 def cli(ctx: click.Context, site_dir: Path, passphrase_file: Path | None, as_json: bool) -> None:
     """offsync: keep a registry site working offline and deliver its changes later.
 
-    Exit codes: 0 done, 1 local failure, 2 usage, 3 refused input, 4 transport failure.
+    Exit codes: 0 done, 1 local failure, 2 usage, 3 refused input, 4 transport failure,
+    130 interrupted.
     """
     state = State(site_dir, passphrase_file, as_json)
     ctx.obj = state

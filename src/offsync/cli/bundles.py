@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
 from ..bundle import open_bundle, read_header
 from ..errors import RemoteDataError
 from .app import cli, json_option, pass_state
 from .exits import EXIT_REFUSED, fail
-from .output import emit_json, err, out, progress, when
-from .params import peer_knowledge, resolve_peer
+from .output import emit_json, err, iso_hlc, out, progress
+from .params import peer_knowledge
 from .site import State, write_atomic
 
 BUNDLE_SUFFIX = ".ofs"
@@ -61,8 +62,8 @@ def pack(state: State, out_dir: Path, for_peer: str | None, encrypt: bool, max_b
 
     One bundle is written even when nothing is new, so this site's receipt travels.
     """
-    replica = state.replica()
-    peer = resolve_peer(replica, for_peer) if for_peer else None
+    replica = state.sealer()
+    peer = state.resolve(replica, for_peer) if for_peer else None
     if encrypt and peer is None:
         fail("--encrypt needs --for PEER", hint="name the site that will open the bundles")
     since = peer_knowledge(replica, peer) if peer is not None else None
@@ -92,8 +93,12 @@ def pack(state: State, out_dir: Path, for_peer: str | None, encrypt: bool, max_b
     )
 
 
-def describe_bundle(path: Path, own: bytes | None) -> dict[str, Any]:
-    """What ``inspect`` reports: the header, checked but never opened."""
+def describe_bundle(
+    path: Path, own: bytes | None, names: Mapping[bytes, str] | None = None
+) -> dict[str, Any]:
+    """What ``inspect`` reports: the header, checked but never opened; ``names``: the
+    labels of keys known here."""
+    names = names or {}
     data = path.read_bytes()
     info: dict[str, Any] = {"file": str(path), "bytes": len(data)}
     try:
@@ -106,16 +111,23 @@ def describe_bundle(path: Path, own: bytes | None) -> dict[str, Any]:
         signature="valid",
         format_version=int.from_bytes(data[6:8], "big"),
         sender=header.sender,
+        sender_label=names.get(header.sender),
         sender_is_this_site=header.sender == own,
         recipient=header.recipient,
+        recipient_label=names.get(header.recipient) if header.recipient else None,
         encrypted=header.recipient is not None,
-        created=when(header.created),
+        created=iso_hlc(header.created),
         segments=header.segments,
         changes=header.ranges.count(),
         ranges={o.hex(): [list(iv) for iv in ivs] for o, ivs in header.ranges.intervals.items()},
         body_bytes=len(body),
         receipts=[
-            {"replica": r.replica, "created": when(r.created), "holds": r.knowledge.count()}
+            {
+                "replica": r.replica,
+                "label": names.get(r.replica),
+                "created": iso_hlc(r.created),
+                "holds": r.knowledge.count(),
+            }
             for r in header.receipts
         ],
     )
@@ -133,7 +145,8 @@ def inspect(state: State, files: tuple[Path, ...]) -> None:
     Exit 3 if any file is not a validly signed bundle.
     """
     own = state.own_key()
-    infos = [describe_bundle(p, own) for p in bundle_files(files)]
+    names = state.names() if own is not None else {}
+    infos = [describe_bundle(p, own, names) for p in bundle_files(files)]
     if state.json:
         emit_json(infos)
     else:
@@ -144,22 +157,29 @@ def inspect(state: State, files: tuple[Path, ...]) -> None:
 
 
 def _print_bundle(info: dict[str, Any]) -> None:
-    table = Table(show_header=False, title=info["file"], title_justify="left")
+    table = Table(show_header=False, title=escape(info["file"]), title_justify="left")
     table.add_column(style="bold")
     table.add_column()
     if not info["valid"]:
         table.add_row("signature", "[red]NOT VALID[/]")
-        table.add_row("error", info["error"])
+        table.add_row("error", escape(info["error"]))
         out.print(table)
         return
+
+    def named(key: bytes, label: str | None) -> str:
+        return key.hex() + (f" ({escape(label)})" if label else "")
+
     me = " (this site)" if info["sender_is_this_site"] else ""
     table.add_row("signature", "[green]valid[/]")
     table.add_row("format", str(info["format_version"]))
-    table.add_row("sender", info["sender"].hex() + me)
+    table.add_row("sender", named(info["sender"], info["sender_label"]) + me)
     table.add_row(
-        "recipient", info["recipient"].hex() if info["recipient"] else "anyone (not sealed)"
+        "recipient",
+        named(info["recipient"], info["recipient_label"])
+        if info["recipient"]
+        else "anyone (not sealed)",
     )
-    table.add_row("created", info["created"])
+    table.add_row("created", _shown(info["created"]))
     table.add_row("changes", f"{info['changes']} in {info['segments']} segment(s)")
     table.add_row(
         "ranges",
@@ -175,11 +195,17 @@ def _print_bundle(info: dict[str, Any]) -> None:
     table.add_row(
         "receipts",
         "\n".join(
-            f"{r['replica'][:6].hex()} holds {r['holds']} as of {r['created']}"
+            f"{escape(r['label'] or r['replica'][:6].hex())} holds {r['holds']} as of"
+            f" {_shown(r['created'])}"
             for r in info["receipts"]
         ),
     )
     out.print(table)
+
+
+def _shown(iso: str | None) -> str:
+    """An ISO time of the JSON document as the tables show times."""
+    return iso.replace("T", " ").replace("Z", " UTC") if iso else "-"
 
 
 @cli.command()

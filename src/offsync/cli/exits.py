@@ -7,6 +7,7 @@ Exit codes (docs/operations.md, "Exit codes")::
     2  usage: bad arguments, no site here, wrong passphrase, a refused local write
     3  refused input: a bundle or file that is damaged, forged, out of scope
     4  transport failure: the server, folder or disk could not be reached or written
+  130  interrupted (Ctrl-C)
 """
 
 from __future__ import annotations
@@ -24,6 +25,16 @@ EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_REFUSED = 3
 EXIT_TRANSPORT = 4
+#: Interrupted (Ctrl-C): 128 + SIGINT, as shells report it.
+EXIT_INTERRUPTED = 130
+
+
+def show_error(message: str, hint: str = "") -> None:
+    """The one shape of every error on the command line: ``error: ...`` and, when there
+    is something to do about it, ``next: ...`` (on stderr)."""
+    err.print(f"[bold red]error:[/] {escape(message)}")
+    if hint:
+        err.print(f"[yellow]next:[/] {hint}")
 
 
 class CommandError(click.ClickException):
@@ -35,9 +46,7 @@ class CommandError(click.ClickException):
         self.hint = hint
 
     def show(self, file: Any = None) -> None:
-        err.print(f"[bold red]error:[/] {escape(self.message)}")
-        if self.hint:
-            err.print(f"[yellow]next:[/] {self.hint}")
+        show_error(self.message, self.hint)
 
 
 def fail(message: str, code: int = EXIT_USAGE, hint: str = "") -> NoReturn:

@@ -60,6 +60,30 @@ def ms_text(ms: int | None) -> str:
     return "-" if ms is None else _utc(ms, "%Y-%m-%d %H:%M UTC")
 
 
+#: Every time in ``--json`` output: ISO 8601, UTC, to the second.
+ISO = "%Y-%m-%dT%H:%M:%SZ"
+
+
+def iso_ms(ms: int | None) -> str | None:
+    """Milliseconds since 1970 as an ISO 8601 UTC time for JSON (None for none)."""
+    return None if ms is None else _utc(ms, ISO)
+
+
+def iso_hlc(hlc: int) -> str | None:
+    """An HLC timestamp as an ISO 8601 UTC time for JSON (None for none)."""
+    return _utc(hlc_millis(hlc), ISO) if hlc else None
+
+
+def now_ms() -> int:
+    return int(_dt.datetime.now(tz=_dt.UTC).timestamp() * 1000)
+
+
+def short(key: bytes, names: dict[bytes, str] | None = None) -> str:
+    """A key as people read it: its label and short id where the label is known."""
+    label = (names or {}).get(key)
+    return f"{label} ({key[:6].hex()})" if label else key[:6].hex()
+
+
 def head_name(head: ChangeId) -> str:
     """A change as operators type it back: ``ORIGIN-PREFIX:SEQ``."""
     return f"{head.origin[:6].hex()}:{head.seq}"

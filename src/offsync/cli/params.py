@@ -5,12 +5,15 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import re
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from .. import Replica
 from ..knowledge import Knowledge
 from .exits import EXIT_USAGE, CommandError, fail
+
+if TYPE_CHECKING:
+    from .site import Site
 
 _FULL_KEY = re.compile(r"[0-9a-f]{64}")
 
@@ -70,31 +73,52 @@ def parse_time(text: str) -> int:
     return int(moment.timestamp() * 1000)
 
 
-def certified_labels(replica: Replica) -> dict[str, bytes]:
-    """Label -> key, from the certificates in force (labels used twice are left out)."""
+def key_labels(replica: Replica | None, site: Site) -> dict[bytes, str]:
+    """Key -> label: this site's own, ``authority`` for the trusted authorities, the
+    address book's, and the certified labels (trust mode, given the replica), which win
+    over the address book."""
+    names = {bytes.fromhex(a): "authority" for a in site.authorities}
+    names[site.public_key] = site.label
+    for label, hexkey in site.peers.items():
+        names[bytes.fromhex(hexkey)] = label
+    store = replica.trust_store if replica is not None else None
+    if store is not None:
+        for key, cert in store.certificates.items():
+            if cert.label:
+                names[key] = cert.label
+    return names
+
+
+def _labelled(replica: Replica, book: Mapping[str, str], label: str) -> set[bytes]:
+    """The keys that carry ``label``: in certificates in force, or in the address book."""
+    keys = {bytes.fromhex(book[label])} if label in book else set()
     store = replica.trust_store
-    if store is None:
-        return {}
-    seen: dict[str, list[bytes]] = {}
-    for key, cert in store.certificates.items():
-        if cert.label:
-            seen.setdefault(cert.label, []).append(key)
-    return {label: keys[0] for label, keys in seen.items() if len(keys) == 1}
+    if store is not None:
+        keys.update(k for k, cert in store.certificates.items() if cert.label == label)
+    return keys
 
 
-def resolve_peer(replica: Replica, text: str) -> bytes:
-    """A peer named by its certified label, its public key in hex, or an unambiguous
-    prefix of the key of a peer heard from."""
-    labels = certified_labels(replica)
-    if text in labels:
-        return labels[text]
+def resolve_peer(replica: Replica, text: str, book: Mapping[str, str] | None = None) -> bytes:
+    """A peer named by its label (certified, or in the address book ``book``) where
+    exactly one key carries it, its public key in hex, or an unambiguous prefix of the
+    key of a peer heard from."""
+    keys = _labelled(replica, book or {}, text.strip())
+    if len(keys) == 1:
+        return keys.pop()
+    if keys:
+        fail(
+            f"the label {text!r} names more than one key: "
+            + ", ".join(sorted(k[:6].hex() for k in keys)),
+            hint="give the public key (or a longer prefix of it) instead",
+        )
     text = text.strip().lower()
     if _FULL_KEY.fullmatch(text):
         return bytes.fromhex(text)
     if not re.fullmatch(r"[0-9a-f]{4,63}", text):
         fail(
-            f"{text!r} is not a public key or a hex prefix of one",
-            hint="`offsync status` lists known peers; `offsync id` at the peer prints its key",
+            f"{text!r} is neither a known label nor a public key (or a hex prefix of one)",
+            hint="`offsync peers` lists the labels known here and `offsync peers add LABEL"
+            " KEY` adds one; `offsync id` at the peer prints its key",
         )
     known = [p for p in replica.receipts() if p.hex().startswith(text)]
     if len(known) == 1:
@@ -103,10 +127,6 @@ def resolve_peer(replica: Replica, text: str) -> bytes:
         f"{'no' if not known else 'more than one'} known peer starts with {text}",
         hint="give the full 64-digit public key from `offsync id` at that site",
     )
-
-
-def resolve_peers(replica: Replica, names: Sequence[str]) -> list[bytes]:
-    return [resolve_peer(replica, n) for n in names]
 
 
 def peer_knowledge(replica: Replica, peer: bytes) -> Knowledge:

@@ -10,8 +10,8 @@ from rich.table import Table
 
 from .. import Identity
 from .app import cli, json_option, pass_state
-from .exits import EXIT_ERROR, fail
-from .output import emit_json, err, head_name, json_text, out
+from .exits import EXIT_ERROR, fail, show_error
+from .output import emit_json, head_name, json_text, out
 from .params import parse_fields, parse_key
 from .site import Site, State
 
@@ -112,7 +112,7 @@ def put(
     fields = parse_fields(pairs, fields_json)
     if not fields:
         fail("no fields given", hint="write e.g. `offsync put residents 3519... name=Siti`")
-    change = state.replica().put(collection, key, fields)
+    change = state.writer().put(collection, key, fields)
     if state.json:
         emit_json({"origin": change.origin, "seq": change.seq})
     else:
@@ -134,7 +134,7 @@ def get(state: State, collection: str, key: str) -> None:
             out.print(f"{name}: {json_text(v, sort_keys=False)}")
     if value is None:
         if not state.json:
-            err.print(f"{collection}/{key}: no such record")
+            show_error(f"{collection}/{key}: no such record")
         raise click.exceptions.Exit(EXIT_ERROR)
 
 
@@ -145,7 +145,7 @@ def get(state: State, collection: str, key: str) -> None:
 @pass_state
 def delete(state: State, collection: str, key: str) -> None:
     """Delete a record (a tombstone that travels like any change)."""
-    change = state.replica().delete(collection, key)
+    change = state.writer().delete(collection, key)
     if state.json:
         emit_json({"deleted": change is not None})
     elif change is None:

@@ -108,7 +108,7 @@ def serve(
             "--workers needs --postgres",
             hint="worker processes share a PostgreSQL store, never the site's SQLite file",
         )
-    replica = state.replica()
+    replica = state.sealer()  # peers pull: packing seals
     app = create_app(replica, upload_dir=state.site.path / "uploads", max_in_flight=max_in_flight)
     sock, url = _listen(host, port)
     _announce(state, replica.identity.label, replica.id, url)
@@ -142,7 +142,7 @@ def _serve_centre(
     # Open the centre here first: a wrong DSN or passphrase fails now with its exit code,
     # not in every worker; the schema is migrated once, before the workers race to it;
     # and what this site holds (its own changes, certificates) reaches the database.
-    local = state.replica()
+    local = state.sealer()
     centre = replica_from_env(env)
     try:
         for bundle in local.iter_pack(centre.knowledge()):

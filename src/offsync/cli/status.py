@@ -3,29 +3,33 @@ resolution."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
 from .. import Replica
 from ..change import ChangeId
 from .app import Group, cli, json_option, pass_state, state_of
 from .exits import fail
-from .output import emit_json, head_name, json_text, out, when
+from .output import emit_json, head_name, iso_hlc, iso_ms, json_text, out, short, when
 from .params import parse_fields
-from .site import State
+from .site import RestoreWait, State
 
 
-def status_document(replica: Replica) -> dict[str, Any]:
-    """Everything ``status`` shows, as plain data."""
+def status_document(replica: Replica, names: Mapping[bytes, str] | None = None) -> dict[str, Any]:
+    """Everything ``status`` shows, as plain data; ``names``: labels of keys."""
+    names = names or {}
     mine = replica.knowledge()
     peers = []
     for peer, receipt in sorted(replica.receipts().items(), key=lambda kv: -kv[1].created):
         peers.append(
             {
                 "peer": peer,
-                "last_receipt": when(receipt.created),
+                "label": names.get(peer),
+                "last_receipt": iso_hlc(receipt.created),
                 "holds": receipt.knowledge.count(),
                 "holds_of_mine": receipt.knowledge.count(replica.id),
                 "pending": (mine - receipt.knowledge).count(),
@@ -43,6 +47,7 @@ def status_document(replica: Replica) -> dict[str, Any]:
         "quarantined": [
             {
                 "origin": q.origin,
+                "label": names.get(q.origin),
                 "first_seq": q.first_seq,
                 "last_seq": q.last_seq,
                 "reason": q.reason,
@@ -53,10 +58,35 @@ def status_document(replica: Replica) -> dict[str, Any]:
         # Peers saying they hold more of this site's changes than it has (a restore
         # from backup, or a false claim): counted claims block writing until resolved.
         "seq_claims": [
-            {"peer": c.peer, "seq": c.seq, "counted": c.counted, "blocks_writing": c.counted}
+            {
+                "peer": c.peer,
+                "label": names.get(c.peer),
+                "seq": c.seq,
+                "counted": c.counted,
+                "blocks_writing": c.counted,
+            }
             for c in replica.seq_claims()
             if c.seq > replica.seq
         ],
+    }
+
+
+def restore_document(state: State, replica: Replica) -> dict[str, Any] | None:
+    """The restore this site is in (``offsync restore``), or None."""
+    wait = RestoreWait.load(state.site.path)
+    if wait is None:
+        return None
+    answered = wait.answered_by(replica)
+    return {
+        "restored": iso_ms(wait.restored_ms),
+        "backup": wait.backup,
+        "backup_taken": wait.backup_taken,
+        "seq_at_restore": wait.seq,
+        "waiting_for": [
+            {"peer": k, "label": state.names(replica).get(k)} for k in wait.waiting_for
+        ],
+        "waiting": answered is None,
+        "answered_by": answered,
     }
 
 
@@ -65,18 +95,23 @@ def status_document(replica: Replica) -> dict[str, Any]:
 @pass_state
 def status(state: State) -> None:
     """What is pending per peer, last receipts, quarantined changes, open conflicts."""
-    doc = status_document(state.reader())
+    replica = state.reader()
+    names = state.names(replica)
+    doc = status_document(replica, names)
+    doc["restore"] = restore_document(state, replica)
     if state.json:
         emit_json(doc)
         return
     out.print(
-        f"[bold]{doc['site']}[/] {doc['public_key'].hex()}\n"
+        f"[bold]{escape(doc['site'])}[/] {doc['public_key'].hex()}\n"
         f"{doc['seq']} change(s) written here; {doc['changes_held']} held from "
         f"{doc['origins']} site(s); state digest {doc['state_digest'].hex()[:16]}"
     )
+    _print_restore(state, replica, doc["restore"])
     if doc["peers"]:
         table = Table(
             "peer",
+            "key",
             "last receipt",
             "holds",
             "holds of ours",
@@ -87,8 +122,9 @@ def status(state: State) -> None:
         )
         for p in doc["peers"]:
             table.add_row(
+                escape(p["label"] or "-"),
                 p["peer"][:6].hex(),
-                p["last_receipt"],
+                when(replica.receipts()[p["peer"]].created),
                 str(p["holds"]),
                 f"{p['holds_of_mine']}/{doc['seq']}",
                 str(p["pending"]),
@@ -100,7 +136,11 @@ def status(state: State) -> None:
     if doc["quarantined"]:
         table = Table("origin", "seqs", "reason", title="Quarantined", title_justify="left")
         for q in doc["quarantined"]:
-            table.add_row(q["origin"][:6].hex(), f"{q['first_seq']}-{q['last_seq']}", q["reason"])
+            table.add_row(
+                escape(short(q["origin"], names)),
+                f"{q['first_seq']}-{q['last_seq']}",
+                escape(q["reason"]),
+            )
         out.print(table)
     else:
         out.print("Nothing quarantined.")
@@ -114,8 +154,33 @@ def status(state: State) -> None:
             else "not counted (the claimant is not certified)"
         )
         out.print(
-            f"Peer {claim['peer'][:6].hex()} says it holds this site's changes up to seq "
-            f"{claim['seq']} (this replica is at {doc['seq']}): {verdict}"
+            f"Peer {escape(short(claim['peer'], names))} says it holds this site's changes up"
+            f" to seq {claim['seq']} (this replica is at {doc['seq']}): {verdict}"
+        )
+
+
+def _print_restore(state: State, replica: Replica, restore: dict[str, Any] | None) -> None:
+    if restore is None:
+        return
+    source = (
+        f"from a backup taken {restore['backup_taken'] or 'at an unknown time'}"
+        if restore["backup"]
+        else "as an empty store"
+    )
+    if restore["waiting"]:
+        who = (
+            " or ".join(short(w["peer"], state.names(replica)) for w in restore["waiting_for"])
+            or "any peer"
+        )
+        out.print(
+            f"[red]Restored[/] {source} on {restore['restored']}: waiting for {escape(who)} to"
+            " answer before writing (`offsync sync`, `offsync apply`, `offsync disk import`)"
+        )
+    else:
+        out.print(
+            f"Restored {source} on {restore['restored']};"
+            f" {escape(short(restore['answered_by'], state.names(replica)))} has answered since"
+            " (the wait ends at the next command that writes)"
         )
 
 
@@ -175,7 +240,7 @@ def conflicts_resolve(
     as_delete: bool,
 ) -> None:
     """Settle a record: keep one head's version, write new fields, or delete it."""
-    replica = state.replica()
+    replica = state.writer()
     fields = parse_fields(pairs, fields_json) if (pairs or fields_json) else None
     head: ChangeId | None = None
     if choose is not None:

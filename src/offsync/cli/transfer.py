@@ -10,7 +10,7 @@ wrong.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
+from .. import Replica
 from ..errors import TransportError
 from ..sync import SyncReport
 from ..sync import sync as sync_round
@@ -25,16 +26,19 @@ from ..transports import DiskTransport, FolderTransport
 from ..transports.disk import NotWritten, exchange
 from .app import Group, cli, json_option, pass_state
 from .exits import EXIT_REFUSED, EXIT_TRANSPORT, fail
-from .output import emit_json, err, out, progress
-from .params import resolve_peer, resolve_peers
-from .site import State
-from .status import status_document
+from .output import emit_json, err, out, progress, short
+from .site import State, has_unsealed
+from .status import restore_document, status_document
 
 
-def _sync_rows(reports: Sequence[SyncReport]) -> list[dict[str, Any]]:
+def _sync_rows(
+    reports: Sequence[SyncReport], names: Mapping[bytes, str] | None = None
+) -> list[dict[str, Any]]:
+    names = names or {}
     return [
         {
             "peer": r.peer,
+            "label": names.get(r.peer) if r.peer else None,
             "received_bundles": len(r.received),
             "applied": r.applied,
             "duplicates": r.duplicates,
@@ -58,12 +62,16 @@ def _report_sync(
 ) -> None:
     """The rounds as a table (or JSON with the site's status), then the courier replies
     that could not be written; exit 4 if any was not, else 3 if anything was refused."""
-    rows = _sync_rows(reports)
-    unwritten = [{"peer": n.peer, "reason": n.reason} for n in not_written]
+    replica = state.replica()
+    names = state.names(replica)
+    rows = _sync_rows(reports, names)
+    unwritten = [
+        {"peer": n.peer, "label": names.get(n.peer), "reason": n.reason} for n in not_written
+    ]
     if state.json:
-        emit_json(
-            {"rounds": rows, "not_written": unwritten, "status": status_document(state.replica())}
-        )
+        status = status_document(replica, names)
+        status["restore"] = restore_document(state, replica)
+        emit_json({"rounds": rows, "not_written": unwritten, "status": status})
     else:
         table = Table(
             "peer",
@@ -78,7 +86,7 @@ def _report_sync(
         )
         for r in rows:
             table.add_row(
-                r["peer"][:6].hex() if r["peer"] else "(any)",
+                escape(short(r["peer"], names)) if r["peer"] else "(any)",
                 f"{r['received_bundles']} bundle(s)",
                 str(r["applied"]),
                 str(r["duplicates"]),
@@ -91,7 +99,7 @@ def _report_sync(
             for x in r["refused"]:
                 out.print(f"[red]refused[/] {escape(x['source'])}: {escape(x['reason'])}")
         for n in not_written:
-            out.print(f"[red]{missing}[/] for {n.peer.hex()[:12]}: {escape(n.reason)}")
+            out.print(f"[red]{missing}[/] for {escape(short(n.peer, names))}: {escape(n.reason)}")
         conflicts = sum(len(r["conflicts"]) for r in rows)
         if conflicts:
             out.print(f"{conflicts} new conflict(s): see `offsync conflicts`.")
@@ -150,6 +158,24 @@ def sync(
         _sync_folder(state, target, peers, encrypt)
 
 
+def _takes_first(state: State, replica: Replica) -> bool:
+    """Whether this round must take what the peer offers before it may send: a restored
+    site with changes not sealed yet seals them only once a peer has answered."""
+    return state.restore_wait(replica) is not None and has_unsealed(replica)
+
+
+def _not_answered(state: State, replica: Replica) -> bool:
+    """After a round that only took: True (and a note) if the restore still waits."""
+    if state.restore_wait(replica) is None:
+        return False
+    err.print(
+        "[yellow]note:[/] nothing was sent: this site was restored and no peer it"
+        " delivers to has answered yet, so the changes it has not sealed stay unsealed"
+        " (see `offsync status`); sync again once that peer has"
+    )
+    return True
+
+
 def _sync_http(
     state: State, url: str, server_key: str | None, encrypt: bool, retries: int, timeout: float
 ) -> None:
@@ -158,7 +184,7 @@ def _sync_http(
 
     from ..transports.http import HTTPTransport
 
-    key = resolve_peer(replica, server_key) if server_key else None
+    key = state.resolve(replica, server_key) if server_key else None
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -184,8 +210,14 @@ def _sync_http(
             connect_timeout=min(timeout, 10.0),
             progress=on_progress,
         ) as transport:
-            report = sync_round(replica, transport)
-    _report_sync(state, [report], f"sync with {url}")
+            reports = []
+            if _takes_first(state, replica):
+                reports.append(sync_round(replica, transport, push=False))
+                if _not_answered(state, replica):
+                    _report_sync(state, reports, f"sync with {url}")
+                    return
+            reports.append(sync_round(replica, transport))
+    _report_sync(state, reports, f"sync with {url}")
 
 
 def _sync_folder(state: State, target: str, peers: Sequence[str], encrypt: bool) -> None:
@@ -196,11 +228,14 @@ def _sync_folder(state: State, target: str, peers: Sequence[str], encrypt: bool)
             f"{target} is neither an http(s) URL nor a folder",
             hint="give http://HOST:PORT or the path of the shared folder",
         )
-    targets = resolve_peers(replica, peers)
+    targets = state.resolve_all(replica, peers)
     inbound = FolderTransport(folder, replica.identity, None)
     with inbound:
         reports = [sync_round(replica, inbound, push=False)]
         heard = sorted(inbound.senders)
+    if _takes_first(state, replica) and _not_answered(state, replica):
+        _report_sync(state, reports, f"sync with folder {folder}")
+        return
     targets += [s for s in heard if s not in targets and s != replica.id]
     for peer in targets:
         with FolderTransport(folder, replica.identity, peer, encrypt=encrypt) as transport:
@@ -266,14 +301,14 @@ def disk_export(
     to the destination's key, so a lost disk leaks nothing. Exit 4 if the disk is full
     (what could not be written is listed; nothing half-written stays on the disk).
     """
-    replica = state.replica()
+    replica = state.sealer()
     if not mount.is_dir():
         fail(
             f"no disk mounted at {mount}", EXIT_TRANSPORT, "plug in the disk; give its mount point"
         )
     reports = []
     not_written = []
-    targets = resolve_peers(replica, peers)
+    targets = state.resolve_all(replica, peers)
     with progress(state.json, "writing to disk", len(targets)) as step:
         for peer in targets:
             try:
@@ -315,13 +350,24 @@ def disk_import(
     the command exits 4 saying so: free space and run it again to write the reply.
     """
     replica = state.replica()
+    first: list[SyncReport] = []
+    if reply and _takes_first(state, replica):
+        with DiskTransport(mount, replica.identity, None) as t:
+            first.append(sync_round(replica, t, push=False))
+        if _not_answered(state, replica):
+            _report_sync(state, first, f"imported from {mount}")
+            return
     if reply:
         with progress(state.json, "courier exchange", None):
             stop = exchange(
-                replica, mount, resolve_peers(replica, peers), assume_free_bytes=assume_free
+                replica, mount, state.resolve_all(replica, peers), assume_free_bytes=assume_free
             )
         _report_sync(
-            state, stop.rounds, f"imported from {mount}", stop.not_written, "reply not written"
+            state,
+            first + stop.rounds,
+            f"imported from {mount}",
+            stop.not_written,
+            "reply not written",
         )
     else:
         with DiskTransport(mount, replica.identity, None) as t:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
 from .. import Replica
@@ -14,8 +15,8 @@ from ..attest import delivered, from_text, read_attestation, to_text, verify_att
 from ..trust import issue_certificate, revoke
 from .app import Group, cli, json_option, pass_state
 from .exits import fail
-from .output import emit_json, head_name, ms_text, out
-from .params import certified_labels, parse_fields, parse_key, parse_time, resolve_peer
+from .output import emit_json, head_name, iso_ms, ms_text, out, short
+from .params import parse_fields, parse_key, parse_time
 from .site import State
 
 
@@ -27,7 +28,7 @@ def _require_authority(state: State) -> Replica:
             hint="issue certificates at the authority site (created with `offsync init "
             "--authority`), or add this key to its own trust with `offsync trust import`",
         )
-    return state.replica()
+    return state.writer()
 
 
 @cli.group(cls=Group)
@@ -82,8 +83,8 @@ def trust_list(state: State) -> None:
                 "label": c.label,
                 "collections": list(c.collections),
                 "prefixes": list(c.prefixes),
-                "valid_from": c.valid_from,
-                "valid_until": c.valid_until,
+                "valid_from": iso_ms(c.valid_from or None),
+                "valid_until": iso_ms(c.valid_until),
                 "replaces": c.replaces,
             }
             for c in store.certificates.values()
@@ -91,7 +92,7 @@ def trust_list(state: State) -> None:
         doc["revocations"] = [
             {
                 "site": r.site,
-                "effective_ms": r.effective_ms,
+                "effective": iso_ms(r.effective_ms),
                 "after_seq": r.after_seq,
                 "reason": r.reason,
             }
@@ -118,22 +119,25 @@ def trust_list(state: State) -> None:
         title="Certificates",
         title_justify="left",
     )
-    for c in doc["certificates"]:
+    for c in store.certificates.values():
         table.add_row(
-            c["site"].hex()[:16],
-            c["label"],
-            ",".join(c["collections"]),
-            ",".join(c["prefixes"]) or "any",
-            f"{ms_text(c['valid_from'])} .. {ms_text(c['valid_until'])}",
-            c["replaces"].hex()[:16] if c["replaces"] else "",
+            c.site.hex()[:16],
+            escape(c.label),
+            escape(",".join(c.collections)),
+            escape(",".join(c.prefixes) or "any"),
+            f"{ms_text(c.valid_from or None)} .. {ms_text(c.valid_until)}",
+            c.replaces.hex()[:16] if c.replaces else "",
         )
     out.print(table)
-    for r in doc["revocations"]:
-        after = f" after seq {r['after_seq']}" if r["after_seq"] is not None else ""
-        since = f" from {ms_text(r['effective_ms'])}" if r["effective_ms"] is not None else ""
-        out.print(f"[red]revoked[/] {r['site'].hex()[:16]}{after}{since}: {r['reason']}")
+    names = state.names(replica)
+    for r in store.revocations.values():
+        after = f" after seq {r.after_seq}" if r.after_seq is not None else ""
+        since = f" from {ms_text(r.effective_ms)}" if r.effective_ms is not None else ""
+        out.print(
+            f"[red]revoked[/] {escape(short(r.site, names))}{after}{since}: {escape(r.reason)}"
+        )
     for problem in doc["problems"]:
-        out.print(f"[yellow]ignored[/] {problem}")
+        out.print(f"[yellow]ignored[/] {escape(problem)}")
 
 
 @trust.command("issue")
@@ -257,22 +261,21 @@ def attest_check(state: State, token: str, centre: str | None, fields_json: str 
         "seq": att.seq,
         "collection": att.collection,
         "key": att.key,
-        "recorded": ms_text(att.recorded_ms),
+        "recorded": iso_ms(att.recorded_ms),
         "trust_checked": replica.trust_store is not None,
         "fields_checked": fields is not None,
     }
     if centre:
-        key = resolve_peer(replica, centre)
+        key = state.resolve(replica, centre)
         receipt = replica.receipts().get(key)
         doc["at_centre"] = receipt is not None and delivered(raw, receipt, centre=key)
     if state.json:
         emit_json(doc)
         return
-    signer = att.origin.hex()[:16]
-    labels = {v: k for k, v in certified_labels(replica).items()}
     out.print(
-        f"[green]valid[/]: {att.collection}/{att.key} recorded by "
-        f"{labels.get(att.origin, signer)} (change {att.seq}) at {doc['recorded']}"
+        f"[green]valid[/]: {escape(att.collection)}/{escape(att.key)} recorded by"
+        f" {escape(short(att.origin, state.names(replica)))} (change {att.seq}) at"
+        f" {ms_text(att.recorded_ms)}"
     )
     if not doc["trust_checked"]:
         out.print("[yellow]note:[/] open mode: the signature is checked, not the certificate")

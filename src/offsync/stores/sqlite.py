@@ -6,39 +6,58 @@ closed, so that a second process (or a second open in this one) is refused with
 of its segments and numbers its own changes, which only one owner can do. Opened
 ``read_only=True`` a store takes no lock and never writes, for inspection while the
 owner runs (docs/operations.md, "One process per site").
+
+Also here: the schema's versions (``MIGRATIONS``, applied in place when a store is
+opened for writing, each step in a transaction of its own) and consistent, checked
+copies of a store in use (``backup``, ``check_backup``; docs/operations.md, "Backups").
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime
 import errno
+import hashlib
 import operator
 import os
 import socket
 import sqlite3
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..change import Change
+from ..encoding import packb
 from ..errors import (
     StorageConflictError,
     StorageError,
     StorageFullError,
     StoreLockedError,
+    UsageError,
 )
 from .base import RecordRow, SegmentRow, Store, pack_ids, sole_head, unpack_ids
 
-__all__ = ["SQLiteStore"]
+__all__ = [
+    "BackupReport",
+    "Migration",
+    "SQLiteStore",
+    "backup",
+    "check_backup",
+    "format_barrier",
+    "migrate",
+    "pending_migrations",
+    "schema_version",
+]
 
-SCHEMA_VERSION = 3
+#: The schema ``SCHEMA`` creates. Never edit ``SCHEMA``: a later schema is a step in
+#: ``MIGRATIONS``, which new stores run too, so that new and upgraded stores are alike.
+BASELINE_SCHEMA = 3
 #: How often (ms) ``record_nonce`` sweeps expired nonces out of the table.
 NONCE_SWEEP_MS = 60_000
-#: Schemas of offsync releases that wrote wire format 1 (segments this one cannot read).
-FORMAT_1_SCHEMAS = (1, 2)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;
@@ -254,6 +273,8 @@ class SQLiteStore(Store):
         self._pid = os.getpid()
         self._owner: OwnerLock | None = None
         self.read_only = read_only
+        #: Schema versions this open upgraded the store to (``migrate``).
+        self.migrated: list[int] = []
         if read_only:
             self._open_read_only(path)
             return
@@ -268,42 +289,37 @@ class SQLiteStore(Store):
 
     def _open_read_only(self, path: str) -> None:
         try:
-            uri = Path(path).absolute().as_uri() + "?mode=ro"
-            self.db = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+            self.db = _connect_read_only(path)
             self.db.execute("PRAGMA query_only=1")
-            self.db.execute("PRAGMA busy_timeout=30000")
             version = self.get_meta("schema_version")
         except (sqlite3.Error, StorageError) as exc:
             raise StorageError(f"{path}: cannot read it as an offsync store ({exc})") from exc
-        if version is None or int(version) != SCHEMA_VERSION:
+        latest = schema_version()
+        if version is None or int(version) != latest:
             self.db.close()
-            raise StorageError(f"{path}: not an offsync store of schema {SCHEMA_VERSION}")
+            if version is not None and int(version) < latest:
+                raise StorageError(
+                    f"{path}: store schema {int(version)}, this offsync uses {latest}: open it"
+                    " for writing once to upgrade it in place (any offsync command that writes,"
+                    " while no other process has it open), then read it"
+                )
+            raise StorageError(f"{path}: not an offsync store of schema {latest}")
 
     def _open(self, path: str, synchronous: str) -> None:
         try:
             self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise storage_error(exc, f"{path}: not a usable SQLite store") from exc
+        try:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute(f"PRAGMA synchronous={synchronous}")
             self.db.execute("PRAGMA busy_timeout=30000")
-            with self.transaction():
-                for statement in SCHEMA.split(";"):
-                    if statement.strip():
-                        self.db.execute(statement)
-                version = self.get_meta("schema_version")
-                if version is None:
-                    self.set_meta("schema_version", str(SCHEMA_VERSION).encode())
-                elif int(version) in FORMAT_1_SCHEMAS:
-                    raise StorageError(
-                        f"{path}: store schema {int(version)} holds changes in wire format 1,"
-                        " which this offsync (format 2) cannot read; sync it to a peer with"
-                        " the offsync that wrote it, then start a new store and sync it back"
-                    )
-                elif int(version) != SCHEMA_VERSION:
-                    raise StorageError(
-                        f"{path}: store schema {int(version)}, this offsync uses {SCHEMA_VERSION}"
-                    )
-        except sqlite3.Error as exc:
-            raise storage_error(exc, f"{path}: not a usable SQLite store") from exc
+            self.migrated = migrate(self.db, path)
+        except BaseException as exc:
+            self.db.close()
+            if isinstance(exc, sqlite3.Error):
+                raise storage_error(exc, f"{path}: not a usable SQLite store") from exc
+            raise
 
     @contextmanager
     def _outermost(self) -> Iterator[None]:
@@ -609,3 +625,334 @@ class SQLiteStore(Store):
                 (bytes(nonce), expires, now),
             ).rowcount
         return changed == 1
+
+
+# -- schema versions and migrations --------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    """One step of the store's schema, from ``version - 1`` to ``version``.
+
+    ``run(db, path)`` changes the store through ``db`` inside the transaction the runner
+    opened for this step alone (which also records ``version``), or raises
+    ``StorageError`` to refuse, saying what to do: then nothing of the step is kept and
+    the store stays at the version before it. Never edit a released step: add the next.
+    """
+
+    version: int
+    name: str
+    run: Callable[[sqlite3.Connection, str], None]
+
+
+def _refuse_format_1(db: sqlite3.Connection, path: str) -> None:
+    raise StorageError(
+        f"{path}: store schema {_stored_version(db)} holds changes in wire format 1, which"
+        " this offsync (format 2) cannot read; sync it to a peer with the offsync that wrote"
+        " it, then start a new store and sync it back"
+    )
+
+
+#: Tables that hold changes, sealed or not: what a change of wire format cannot convert.
+_CHANGE_TABLES = ("segments", "outbox", "changes", "records")
+
+
+def format_barrier(version: int, name: str, *, old: int, new: int) -> Migration:
+    """The step to a schema of a new wire format, which cannot convert segments in place.
+
+    Segments are signed by their origins over their encoded bytes, so no release can
+    rewrite them in a new format: a store that holds changes is refused with the way
+    out (deliver everything with the old offsync, then start an empty store that takes
+    it all back from a peer, as after a restore); an empty store just moves on.
+    """
+
+    def run(db: sqlite3.Connection, path: str) -> None:
+        for table in _CHANGE_TABLES:
+            if db.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchone():
+                raise StorageError(
+                    f"{path}: this store holds changes in wire format {old}, which this"
+                    f" offsync (format {new}) cannot convert in place; nothing was changed."
+                    " With the offsync that wrote it, sync until a peer (the district or the"
+                    " centre) holds everything this site wrote (`offsync status`: nothing"
+                    " pending of ours); then move the store aside and start an empty one"
+                    " with this offsync (`offsync restore --from-peers`): it takes everything"
+                    " back from that peer before it writes (docs/operations.md, 'Upgrading')"
+                )
+
+    return Migration(version, name, run)
+
+
+#: Every step, in order. Schemas 1 and 2 were wire format 1 (never released); schema 3
+#: is ``SCHEMA``. The next change of the schema is ``Migration(4, ...)`` here, and the
+#: next wire format a ``format_barrier``.
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(2, "format_1_schema_2", _refuse_format_1),
+    Migration(3, "format_2", _refuse_format_1),
+)
+#: The schema this offsync writes (the last step; ``schema_version()`` reads it anew).
+SCHEMA_VERSION = MIGRATIONS[-1].version
+
+
+def schema_version() -> int:
+    """The schema this offsync writes: the version of the last step of ``MIGRATIONS``."""
+    return MIGRATIONS[-1].version
+
+
+def _stored_version(db: sqlite3.Connection) -> int | None:
+    """The store's schema, or None for a database that holds no offsync store yet."""
+    if not db.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'"
+    ).fetchone():
+        return None
+    row = db.execute("SELECT value FROM meta WHERE name = 'schema_version'").fetchone()
+    return None if row is None else int(bytes(row[0]))
+
+
+@contextmanager
+def _step(db: sqlite3.Connection) -> Iterator[None]:
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
+        raise
+
+
+def _set_version(db: sqlite3.Connection, version: int) -> None:
+    db.execute(
+        "INSERT OR REPLACE INTO meta (name, value) VALUES ('schema_version', ?)",
+        (str(version).encode(),),
+    )
+
+
+def migrate(db: sqlite3.Connection, path: str = "") -> list[int]:
+    """Create the store behind ``db``, or bring it up to ``schema_version()``.
+
+    Returns the versions applied now (none when it was current). A new store gets
+    ``SCHEMA`` and then every later step, like an old one. Each step runs in a
+    transaction of its own: a step that fails or refuses leaves the store at the
+    version before it, with the steps before it kept. A store of a newer schema than
+    this offsync knows is refused, unchanged. ``path`` names the store in messages.
+    """
+    latest = schema_version()
+    steps = {m.version: m for m in MIGRATIONS}
+    with _step(db):
+        version = _stored_version(db)
+        if version is None:
+            for statement in SCHEMA.split(";"):
+                if statement.strip():
+                    db.execute(statement)
+            _set_version(db, BASELINE_SCHEMA)
+            version = BASELINE_SCHEMA
+    if version > latest:
+        raise StorageError(
+            f"{path}: store schema {version} was written by a newer offsync (this one"
+            f" knows schemas up to {latest}); nothing was changed: run that offsync or a"
+            " newer one, or restore a backup taken before the upgrade"
+        )
+    applied: list[int] = []
+    for target in range(version + 1, latest + 1):
+        step = steps.get(target)
+        if step is None:
+            raise StorageError(f"{path}: this offsync has no step from schema {target - 1}")
+        with _step(db):
+            step.run(db, path)
+            _set_version(db, target)
+        applied.append(target)
+    return applied
+
+
+def pending_migrations(path: str | os.PathLike[str]) -> list[Migration]:
+    """The steps that opening the store at ``path`` for writing would run (none for a
+    current, newer or missing store), read without locking or changing it: so that a
+    caller can back the store up first (the ``offsync`` command does)."""
+    if not os.path.exists(path):
+        return []
+    try:
+        db = _connect_read_only(os.fspath(path))
+        try:
+            version = _stored_version(db)
+        finally:
+            db.close()
+    except (sqlite3.Error, ValueError) as exc:
+        raise StorageError(
+            f"{os.fspath(path)}: cannot read it as an offsync store ({exc})"
+        ) from exc
+    if version is None:
+        return []
+    return [m for m in MIGRATIONS if m.version > version]
+
+
+def _connect_read_only(path: str) -> sqlite3.Connection:
+    uri = Path(path).absolute().as_uri() + "?mode=ro"
+    db = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+    db.execute("PRAGMA busy_timeout=30000")
+    return db
+
+
+# -- backups -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class BackupReport:
+    """A store copy that was checked: what ``backup`` wrote, or ``check_backup`` found."""
+
+    path: str
+    #: Size of the copy in bytes.
+    size: int
+    schema_version: int
+    #: ``Replica.state_digest()`` of the copy (the source's at the moment of the copy);
+    #: None for a store of another schema than this offsync's.
+    state_digest: bytes | None
+    #: Rows per table.
+    rows: Mapping[str, int]
+    #: The public key of the replica the store belongs to (None: no replica in it yet).
+    identity: bytes | None
+    #: The highest seq of its own the replica had issued.
+    seq: int
+
+
+def _state_digest(db: sqlite3.Connection) -> bytes:
+    """``Replica.state_digest`` computed from the rows, without a replica or its key."""
+    h = hashlib.blake2b(b"offsync/state/v1\x00", digest_size=32)
+    cur = db.execute(
+        "SELECT collection, key, fields FROM records WHERE fields IS NOT NULL"
+        " ORDER BY collection, key"
+    )
+    for collection, key, fields in cur:
+        h.update(packb([collection, key, bytes(fields)]))
+    return h.digest()
+
+
+def _describe(db: sqlite3.Connection, path: str) -> BackupReport:
+    """What the store behind ``db`` holds, in the read transaction it is in."""
+    version = _stored_version(db)
+    if version is None:
+        raise StorageError(f"{path}: not an offsync store (no schema version)")
+    tables = [
+        name
+        for (name,) in db.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+            " ORDER BY name"
+        )
+    ]
+    rows = {t: int(db.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0]) for t in tables}
+    meta = dict(db.execute("SELECT name, value FROM meta WHERE name IN ('identity', 'seq')"))
+    return BackupReport(
+        path,
+        os.path.getsize(path) if os.path.exists(path) else 0,
+        version,
+        _state_digest(db) if version == schema_version() else None,
+        rows,
+        bytes(meta["identity"]) if "identity" in meta else None,
+        int(bytes(meta.get("seq") or b"0")),
+    )
+
+
+def check_backup(
+    path: str | os.PathLike[str], expected: BackupReport | None = None
+) -> BackupReport:
+    """Open a store copy read-only and check it: SQLite's ``integrity_check``, an offsync
+    schema, and (given ``expected``) the same schema, rows per table, replica and state
+    digest. Raises ``StorageError`` saying what is wrong."""
+    where = os.fspath(path)
+    if not os.path.isfile(where):
+        raise StorageError(f"{where}: no such store copy")
+    try:
+        db = _connect_read_only(where)
+        try:
+            problems = [r[0] for r in db.execute("PRAGMA integrity_check").fetchall()]
+            if problems != ["ok"]:
+                raise StorageError(
+                    f"{where}: the copy is damaged ({'; '.join(problems[:3])}); nothing was"
+                    " restored from it: use another backup"
+                )
+            db.execute("BEGIN")
+            found = _describe(db, where)
+            db.execute("COMMIT")
+        finally:
+            db.close()
+    except sqlite3.Error as exc:
+        raise StorageError(f"{where}: cannot read it as an offsync store ({exc})") from exc
+    if expected is not None:
+        wanted = (
+            expected.schema_version,
+            dict(expected.rows),
+            expected.identity,
+            expected.state_digest,
+        )
+        got = (found.schema_version, dict(found.rows), found.identity, found.state_digest)
+        if wanted != got:
+            raise StorageError(
+                f"{where}: the copy differs from its source (schema, rows, replica or state"
+                " digest); it was not kept"
+            )
+    return found
+
+
+def _fsync(path: str, *, directory: bool = False) -> None:
+    if directory and sys.platform == "win32":  # pragma: no cover - no directory fsync there
+        return
+    fd = os.open(path, (os.O_RDONLY if directory else os.O_RDWR) | getattr(os, "O_BINARY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def backup(src: str | os.PathLike[str], dest: str | os.PathLike[str]) -> BackupReport:
+    """Copy the store at ``src`` to the new file ``dest``, consistently, and check the copy.
+
+    Uses SQLite's online backup API over a read-only connection, so it takes no lock and
+    works while another process owns and writes the store (``offsync serve``): the copy
+    is the store at one moment, in one read transaction. It is written under a temporary
+    name beside ``dest``, made a single file (no ``-wal``), flushed to disk, opened
+    read-only and checked against the source as it was at that moment
+    (``check_backup``: integrity, schema, rows, state digest), and only then renamed to
+    ``dest``. ``dest`` must not exist; a failure leaves nothing at ``dest``.
+    """
+    source, target = os.fspath(src), os.fspath(dest)
+    if not os.path.isfile(source):
+        raise StorageError(f"{source}: no such store")
+    if os.path.lexists(target):
+        raise UsageError(f"{target} exists already: a backup never overwrites, choose a new name")
+    folder = os.path.dirname(os.path.abspath(target))
+    if not os.path.isdir(folder):
+        raise UsageError(f"{folder}: no such directory")
+    tmp = os.path.join(folder, f".{os.path.basename(target)}.{os.getpid()}.part")
+    try:
+        db = _connect_read_only(source)
+        try:
+            db.execute("BEGIN")  # one snapshot for the description and the copy
+            before = _describe(db, source)
+            copy = sqlite3.connect(tmp, isolation_level=None)
+            try:
+                db.backup(copy)
+                copy.execute("PRAGMA journal_mode=DELETE")  # one self-contained file
+            finally:
+                copy.close()
+            db.execute("COMMIT")
+        finally:
+            db.close()
+        _fsync(tmp)
+        done = check_backup(tmp, before)
+        os.replace(tmp, target)
+        _fsync(folder, directory=True)
+    except sqlite3.Error as exc:
+        _remove(tmp)
+        raise storage_error(exc, f"backing up {source} failed") from exc
+    except OSError as exc:
+        _remove(tmp)
+        raise _os_error(exc, f"backing up {source} to {target} failed") from exc
+    except BaseException:
+        _remove(tmp)
+        raise
+    return dataclasses.replace(done, path=target)
+
+
+def _remove(path: str) -> None:
+    with contextlib.suppress(OSError):
+        os.remove(path)
