@@ -26,6 +26,7 @@ CORE = [
     "attest",
     "httpwire",
     "segindex",
+    "unpack",
 ]
 IO_MODULES = ["sqlite3", "socket", "ssl", "httpx", "starlette", "uvicorn", "psycopg"]
 OPTIONAL = ["httpx", "starlette", "uvicorn", "psycopg", "click", "rich"]

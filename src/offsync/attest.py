@@ -28,8 +28,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-import msgpack
-
 from .change import Change, ChangeId
 from .clock import MAX_HLC, hlc_millis
 from .encoding import canonical_fields, packb
@@ -46,6 +44,7 @@ from .errors import (
 from .identity import Identity, verify_signature
 from .receipt import Receipt
 from .trust import TrustStore
+from .unpack import unpack
 
 if TYPE_CHECKING:
     from .replica import Replica
@@ -152,12 +151,7 @@ def read_attestation(token: bytes) -> Attestation:
         raise BundleFormatError("a token is bytes")
     if len(token) > MAX_TOKEN_BYTES:
         raise LimitExceededError(f"token longer than {MAX_TOKEN_BYTES} bytes")
-    try:
-        value = msgpack.unpackb(
-            token, raw=False, max_map_len=0, max_array_len=8, strict_map_key=True, timestamp=3
-        )
-    except Exception as exc:
-        raise BundleFormatError(f"token is not valid msgpack ({type(exc).__name__})") from exc
+    value = unpack(token, "token", max_depth=1)
     if type(value) is not list or len(value) != 8 or value[0] != TOKEN_VERSION:
         raise BundleFormatError("not an offsync attestation (or a newer version)")
     _, origin, seq, hlc, collection, key, digest, sig = value

@@ -25,9 +25,10 @@ from typing import Any, NamedTuple, TypeAlias
 import msgpack
 
 from .clock import MAX_HLC
-from .encoding import decode_fields, packb, sorted_pairs
+from .encoding import decode_fields, packb
 from .errors import BundleFormatError, LimitExceededError
 from .limits import DEFAULT_LIMITS, Limits
+from .unpack import unpack
 
 __all__ = ["DELETE", "PUT", "Change", "ChangeId", "decode_changes", "encode_changes"]
 
@@ -328,30 +329,12 @@ def decode_changes(
     Every check is a pass over a whole column, mostly in C; the one Python loop per
     change rebuilds keys from their front coding.
     """
-    try:
-        items = msgpack.unpackb(
-            data,
-            raw=False,
-            use_list=True,
-            strict_map_key=True,
-            ext_hook=_no_ext,
-            timestamp=3,  # a timestamp becomes a datetime, which cannot be re-encoded
-            object_pairs_hook=sorted_pairs,  # maps only occur inside field values
-        )
-    except (LimitExceededError, BundleFormatError):
-        raise
-    except msgpack.StackError as exc:
-        raise LimitExceededError("changes nested too deeply") from exc
-    except Exception as exc:
-        raise BundleFormatError(f"changes are not valid msgpack ({type(exc).__name__})") from exc
+    # An array is either one of the columns (n items, n at most max_segment_changes)
+    # or a field value (its items take at least a byte each of a change's fields).
+    longest = max(limits.max_segment_changes, limits.max_fields_bytes)
+    items = unpack(data, "changes", limits, max_items=longest, canonical=True)
     if type(items) is not list or len(items) != CHANGE_COLUMNS:
         raise BundleFormatError(f"changes must be an array of {CHANGE_COLUMNS} columns")
-    try:
-        canonical = _pack(items) == data
-    except Exception as exc:  # a datetime from a timestamp, say
-        raise BundleFormatError("changes hold a value type that is not allowed") from exc
-    if not canonical:
-        raise BundleFormatError("changes are not canonically encoded")
     deltas, collections, collection_of, prefix, suffix, shapes, shape_of, columns, parents = items
     if type(deltas) is not list or not deltas:
         raise BundleFormatError("changes must hold at least one change")
@@ -498,7 +481,3 @@ def _parents(raw: Any, origin: bytes, seq: int, limits: Limits) -> tuple[ChangeI
             raise BundleFormatError("a change cannot descend from a later change of its origin")
         parents.append(pid)
     return tuple(parents)
-
-
-def _no_ext(code: int, data: bytes) -> Any:
-    raise BundleFormatError(f"msgpack extension type {code} is not allowed")

@@ -46,6 +46,11 @@ class Limits:
     max_receipts: int = 4096
     #: How far (ms) an incoming HLC may lie ahead of this replica's wall clock.
     max_clock_skew_ms: int = 24 * 3600 * 1000
+    #: Memory (estimated before allocating) that the values decoded from one msgpack
+    #: item may take: a header, a receipt, a knowledge statement, a segment, a bundle
+    #: body, a segment's block (offsync.unpack says how it is estimated). Bounds what a
+    #: few bytes, or a small zstd frame, can make a decoder allocate.
+    max_decode_bytes: int = 64 * MiB
 
 
 DEFAULT_LIMITS = Limits()

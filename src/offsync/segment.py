@@ -23,6 +23,7 @@ from .compression import compress, decompress
 from .errors import BundleFormatError, LimitExceededError
 from .identity import Identity, verify_signature
 from .limits import DEFAULT_LIMITS, Limits
+from .unpack import unpack
 
 __all__ = ["NO_PREVIOUS", "Segment", "hash32"]
 
@@ -136,22 +137,11 @@ class Segment:
     @classmethod
     def decode(cls, data: bytes, limits: Limits = DEFAULT_LIMITS) -> Segment:
         """Parse (not verify) one encoded segment."""
+        if type(data) is not bytes:
+            raise BundleFormatError("a segment is bytes")
         if len(data) > limits.max_bundle_bytes:
             raise LimitExceededError("segment larger than the bundle limit")
-        try:
-            value = msgpack.unpackb(
-                data,
-                raw=False,
-                strict_map_key=True,
-                max_map_len=0,
-                max_array_len=6,
-                ext_hook=_no_ext,
-                timestamp=3,
-            )
-        except BundleFormatError:
-            raise
-        except Exception as exc:
-            raise BundleFormatError(f"segment is not valid msgpack ({type(exc).__name__})") from exc
+        value = unpack(data, "segment", limits, max_depth=1)
         if type(value) is not list or len(value) != 6:
             raise BundleFormatError("a segment is an array of 6 items")
         origin, first, last, prev, block, sig = value
@@ -176,7 +166,3 @@ class Segment:
         if segment.encode() != data:
             raise BundleFormatError("segment is not canonically encoded")
         return segment
-
-
-def _no_ext(code: int, data: bytes) -> Any:
-    raise BundleFormatError(f"msgpack extension type {code} is not allowed")

@@ -1,0 +1,340 @@
+"""What decoding untrusted msgpack may allocate: bounds, measured in a child process.
+
+Small inputs used to decode into huge memory (issue 10, point 7): a 756-byte bundle
+whose block is 8 MiB of empty arrays took +573 MB; an array header claiming 64M items
++563 MB; a 4 MiB header +274 MB before its signature was checked. Each test here hands
+one decoder a hostile input in a fresh interpreter and reads that interpreter's peak
+resident memory (``ru_maxrss``) before and after: the growth must stay within a bound
+stated per case, a small multiple of the input plus ``SLACK``, and never reach the old
+figures. These are bounds, not timings: the same input allocates the same objects on
+every run.
+
+Besides the listed attacks, ``test_worst_bytes_per_byte`` checks the figure the first
+tier of ``offsync.unpack`` relies on: no pattern of msgpack bytes decodes to more than
+``WORST_BYTES_PER_BYTE`` bytes of objects per byte.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import zstandard
+
+from offsync import Identity, Knowledge, Receipt
+from offsync.bundle import frame_bundle
+from offsync.encoding import packb
+from offsync.segment import NO_PREVIOUS, Segment
+
+MiB = 1 << 20
+#: Growth allowed besides what each case states: allocator and interpreter noise.
+SLACK = 16 * MiB
+BUDGET = 64 * MiB  # the default of Limits.max_decode_bytes
+MALLORY = Identity(bytes([7]) * 32, "mallory")
+CENTRE = Identity(bytes([9]) * 32, "centre")
+
+
+def peak_growth(tmp_path: Path, data: bytes, setup: str, run: str) -> tuple[int, str]:
+    """Run ``run`` on ``data`` in a new interpreter; return (peak RSS growth in bytes,
+    the error it raised or "ok"). ``setup`` runs before the baseline.
+
+    The peak is the kernel's high-water mark of the child's resident memory
+    (``VmHWM``), reset to the current size just before ``run`` (``clear_refs``), so
+    nothing before the decode, the child's start included, counts. (``ru_maxrss`` of a
+    child keeps the size of the forked parent, so it cannot be used here.)
+    """
+    source = tmp_path / "input.bin"
+    source.write_bytes(data)
+    script = textwrap.dedent(
+        """
+        import gc, json, sys
+        from pathlib import Path
+
+        def status(name):
+            for line in open("/proc/self/status"):
+                if line.startswith(name + ":"):
+                    return int(line.split()[1]) * 1024
+
+        data = Path(sys.argv[1]).read_bytes()
+        {setup}
+        gc.collect()
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # the high-water mark starts again from here
+        before = status("VmRSS")
+        try:
+        {run}
+            outcome = "ok"
+        except Exception as exc:
+            import offsync
+            if not isinstance(exc, offsync.OffsyncError):
+                raise
+            outcome = type(exc).__name__ + ": " + str(exc)[:120]
+        print(json.dumps({{"growth": status("VmHWM") - before, "outcome": outcome}}))
+        """
+    ).format(setup=setup.strip(), run=textwrap.indent(run, "    ").rstrip())
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(source)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    return result["growth"], result["outcome"]
+
+
+# -- hostile inputs ------------------------------------------------------------------------
+
+
+def bundle_around(segments: list[bytes], *, body: bytes | None = None) -> bytes:
+    """A bundle validly signed by MALLORY around any segments (or any body)."""
+    carried: dict[bytes, list[tuple[int, int]]] = {}
+    for raw in segments:
+        seg = Segment.decode(raw)
+        carried.setdefault(seg.origin, []).append((seg.first_seq, seg.last_seq))
+    header = {
+        "created": 1,
+        "ranges": Knowledge(carried).to_wire(),
+        "receipts": [Receipt.issue(MALLORY, 1, Knowledge()).encode()],
+        "recipient": None,
+        "segments": len(segments),
+        "sender": MALLORY.public_key,
+    }
+    return frame_bundle(MALLORY, packb(header), packb(segments) if body is None else body)
+
+
+def block_bundle(block: bytes) -> bytes:
+    """A bundle with one segment, validly signed by MALLORY, whose block is ``block``
+    compressed (zstd compresses repetitive hostile blocks to almost nothing)."""
+    params = zstandard.ZstdCompressionParameters.from_level(
+        3, window_log=20, write_content_size=True
+    )
+    frame = zstandard.ZstdCompressor(compression_params=params).compress(block)
+    segment = Segment.seal_block(MALLORY, 1, 1, frame, NO_PREVIOUS).encode()
+    return bundle_around([segment])
+
+
+def array_of(n: int, item: bytes) -> bytes:
+    return b"\xdd" + n.to_bytes(4, "big") + item * n
+
+
+APPLY_SETUP = """
+from offsync import Identity, Replica
+replica = Replica.open(":memory:", identity=Identity(bytes([9]) * 32, "centre"))
+"""
+APPLY = "replica.apply(data)"
+
+
+def empty_arrays_block() -> bytes:
+    """The issue's 756-byte bundle: its block is 8 MiB of empty arrays."""
+    return block_bundle(array_of(8 * MiB, b"\x90"))
+
+
+def many_arrays_block() -> bytes:
+    """The same within every per-array limit: 8 arrays of 1M empty arrays each."""
+    return block_bundle(b"\x98" + array_of(1 << 20, b"\x90") * 8)
+
+
+def claimed_items_block() -> bytes:
+    """An array header claiming 64M items, in a 64 MiB block of zero bytes."""
+    return block_bundle(b"\xdd\x04\x00\x00\x00" + bytes(64 * MiB - 5))
+
+
+def zeros_block() -> bytes:
+    """63 arrays of 1M one-byte items: every array within the per-array limit."""
+    return block_bundle(b"\xdc\x00\x3f" + array_of(1 << 20, b"\x00") * 63)
+
+
+def nested_maps_block() -> bytes:
+    """8 MiB of one-entry maps nested 500 deep, over and over: the densest pattern."""
+    chain = b"\x81\xa0" * 500 + b"\x80"
+    return block_bundle(
+        b"\xdd" + (8 * MiB // len(chain)).to_bytes(4, "big") + chain * (8 * MiB // len(chain))
+    )
+
+
+def nested_body() -> bytes:
+    """A 16 MiB bundle body of nested empty arrays (the issue's +1 GB): 167 arrays of
+    100 000 empty arrays, each array within the segment count limit."""
+    inner = b"\xdc\x00\xa7" + array_of(100_000, b"\x90") * 167
+    return bundle_around([], body=inner)
+
+
+def hostile_header() -> bytes:
+    """A 4 MiB header of empty arrays, its signature wrong (decoded before it is checked)."""
+    header = b"\x81\xa6ranges" + array_of(4 * MiB - 16, b"\x90")
+    bundle = frame_bundle(MALLORY, header, packb([]))
+    return bundle[:-64] + bytes(64)
+
+
+def hostile_receipt() -> bytes:
+    """A 4 MiB receipt whose knowledge is four million empty arrays (the issue's +242 MB)."""
+    wire = array_of(4 * MiB - 128, b"\x90")
+    return b"\x94\xc4\x20" + bytes(32) + b"\x01" + wire + b"\xc4\x40" + bytes(64)
+
+
+def hostile_knowledge() -> bytes:
+    """A 4 MiB knowledge statement: 50 000 origins of 20 one-byte intervals each."""
+    flat = b"\xdc\x00\x28" + b"".join(packb(i) * 2 for i in range(1, 80, 4))
+    entries = [b"\x92\xc4\x20" + i.to_bytes(32, "big") + flat for i in range(1, 50_001)]
+    return b"\xdd" + len(entries).to_bytes(4, "big") + b"".join(entries)
+
+
+def hostile_token() -> bytes:
+    """A 1 KiB token of nested empty arrays (tokens are refused above 1 KiB unread)."""
+    return b"\x98" + b"\x9f" * 1000 + b"\x90" * 23
+
+
+def nested_claims() -> bytes:
+    """Arrays nested 1000 deep, each declaring 4096 items, none arriving: the C decoder
+    allocates each declared array before its items (at most 32 KiB each here)."""
+    return b"\xdc\x10\x00" * 1000
+
+
+def big_valid_bundle() -> bytes:
+    """A valid 16 MiB bundle: 32 segments of one change each, 512 KiB of photo."""
+    from offsync import Change
+
+    noise = random.Random(10)
+    segments = []
+    for seq in range(1, 33):
+        photo = noise.randbytes(512 * 1024)  # as incompressible as a JPEG
+        change = Change(
+            MALLORY.public_key, seq, seq << 16, "photos", f"p{seq}", 0, packb({"jpeg": photo})
+        )
+        segments.append(Segment.seal(MALLORY, [change], NO_PREVIOUS, 1).encode())
+    return bundle_around(segments)
+
+
+HTTP_SETUP = f"""
+sys.path.insert(0, {str(Path(__file__).parent)!r})
+import httpx
+from helpers_http import LiveServer
+from offsync import Identity, Replica
+from offsync.bundle import hash32
+from offsync.server import create_app
+replica = Replica.open(":memory:", identity=Identity(bytes([9]) * 32, "centre"))
+server = LiveServer(create_app(replica)).start()
+client = httpx.Client()
+client.get(server.url + "/")
+"""
+HTTP_PUT = """
+answer = client.put(server.url + "/bundles/" + hash32(data).hex(), content=data)
+assert answer.status_code == 422, answer.status_code
+"""
+
+REFUSED = ("LimitExceededError", "BundleFormatError", "SignatureError")
+
+CASES: dict[str, tuple[Callable[[], bytes], str, str, tuple[str, ...], int]] = {
+    # name: (input, setup, run, outcomes allowed, bound on the growth besides SLACK)
+    "bundle: block of 8 MiB of empty arrays": (
+        empty_arrays_block,
+        APPLY_SETUP,
+        APPLY,
+        REFUSED,
+        8 * MiB,  # the block, decompressed
+    ),
+    "bundle: block of 8 arrays of 1M empty arrays": (
+        many_arrays_block,
+        APPLY_SETUP,
+        APPLY,
+        REFUSED,
+        8 * MiB + BUDGET,
+    ),
+    "bundle: array header claiming 64M items": (
+        claimed_items_block,
+        APPLY_SETUP,
+        APPLY,
+        REFUSED,
+        64 * MiB,
+    ),
+    "bundle: 63 MiB block of 63 arrays of 1M zero bytes": (
+        zeros_block,
+        APPLY_SETUP,
+        APPLY,
+        REFUSED,
+        63 * MiB + BUDGET,
+    ),
+    "bundle: block of 8 MiB of nested one-entry maps": (
+        nested_maps_block,
+        APPLY_SETUP,
+        APPLY,
+        REFUSED,
+        8 * MiB + BUDGET,
+    ),
+    "bundle: 16 MiB body of nested empty arrays": (
+        nested_body,
+        APPLY_SETUP,
+        APPLY,
+        REFUSED,
+        5 * 16 * MiB,  # the signature check copies a bundle (pynacl) ...
+    ),
+    "bundle: valid, 16 MiB of photos": (
+        big_valid_bundle,
+        APPLY_SETUP,
+        APPLY,
+        ("ok",),
+        6 * 16 * MiB,  # ... and keeps its segments, in this in-memory store
+    ),
+    "bundle header: 4 MiB of empty arrays, before the signature": (
+        hostile_header,
+        "from offsync.bundle import read_header",
+        "read_header(data)",
+        REFUSED,
+        2 * 4 * MiB,
+    ),
+    "receipt: 4 MiB of empty arrays": (
+        hostile_receipt,
+        "from offsync import Receipt",
+        "Receipt.decode(data)",
+        REFUSED,
+        4 * MiB + BUDGET,
+    ),
+    "knowledge: 4 MiB, two million intervals": (
+        hostile_knowledge,
+        "from offsync import Knowledge",
+        "Knowledge.from_bytes(data)",
+        REFUSED,
+        4 * MiB + BUDGET,
+    ),
+    "attestation token: 1 KiB of nested arrays": (
+        hostile_token,
+        "from offsync.attest import read_attestation",
+        "read_attestation(data)",
+        REFUSED,
+        0,
+    ),
+    "any decoder: 1000 nested arrays each declaring 4096 items": (
+        nested_claims,
+        "from offsync.unpack import unpack",
+        "unpack(data, 'claims')",
+        REFUSED,
+        1000 * 4096 * 8,
+    ),
+    "HTTP PUT of the 756-byte bundle": (
+        empty_arrays_block,
+        HTTP_SETUP,
+        HTTP_PUT,
+        ("ok",),
+        8 * MiB,
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_hostile_input_is_refused_within_its_memory_bound(tmp_path: Path, name: str) -> None:
+    build, setup, run, outcomes, bound = CASES[name]
+    data = build()
+    growth, outcome = peak_growth(tmp_path, data, setup, run)
+    assert outcome.startswith(outcomes), outcome
+    assert growth <= bound + SLACK, (
+        f"{name}: {len(data)} bytes grew the decoder by {growth / MiB:.0f} MiB, "
+        f"over {(bound + SLACK) / MiB:.0f} MiB"
+    )
