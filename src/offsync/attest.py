@@ -120,6 +120,8 @@ class Attestation:
 
 def issue_attestation(identity: Identity, change: Change) -> bytes:
     """A token for ``change``, which ``identity`` wrote."""
+    if not isinstance(change, Change) or not isinstance(identity, Identity):
+        raise UsageError("a site attests a Change with its Identity")
     if change.origin != identity.public_key:
         raise UsageError("a site attests only changes it wrote itself")
     unsigned = Attestation(
@@ -224,8 +226,10 @@ def delivered(token: bytes, receipt: Receipt | bytes, *, centre: bytes) -> bool:
     att = read_attestation(token)
     if isinstance(receipt, bytes):
         receipt = Receipt.decode(receipt)
-    else:
+    elif isinstance(receipt, Receipt):
         receipt.verify()
+    else:
+        raise UsageError("a receipt is a Receipt or its encoded bytes")
     if receipt.replica != centre:
         raise UnknownSignerError("the receipt is not the centre's")
     return receipt.knowledge.contains(att.origin, att.seq)
@@ -237,7 +241,8 @@ def to_text(token: bytes) -> str:
 
 
 def from_text(text: str) -> bytes:
-    if not text.startswith(TEXT_PREFIX) or len(text) > 2 * MAX_TOKEN_BYTES:
+    """The token of a text made by ``to_text``; ``BundleFormatError`` for anything else."""
+    if type(text) is not str or not text.startswith(TEXT_PREFIX) or len(text) > 2 * MAX_TOKEN_BYTES:
         raise BundleFormatError("not an offsync attestation text")
     body = text[len(TEXT_PREFIX) :]
     try:

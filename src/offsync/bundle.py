@@ -25,13 +25,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import nacl.exceptions
 import nacl.public
 import nacl.signing
 
 from .clock import MAX_HLC
 from .encoding import packb
-from .errors import BundleFormatError, DecryptionError, LimitExceededError
+from .errors import BundleFormatError, DecryptionError, LimitExceededError, UsageError
 from .identity import Identity, verify_signature
 from .knowledge import Knowledge
 from .limits import DEFAULT_LIMITS, Limits
@@ -137,6 +136,11 @@ def build_bundle(
     recipient: bytes | None = None,
 ) -> bytes:
     """Frame, optionally encrypt, and sign encoded segments."""
+    if recipient is not None and (type(recipient) is not bytes or len(recipient) != 32):
+        raise UsageError("a recipient is a 32-byte site key")
+    # Not checked against 2^63 here: tests make such bundles to check decoders.
+    if type(created) is not int or not 0 <= created < 1 << 64:
+        raise UsageError("a bundle's created is an HLC, an unsigned 64-bit int")
     body = packb(list(segments))
     if recipient is not None:
         box_key = nacl.signing.VerifyKey(recipient).to_curve25519_public_key()
@@ -175,6 +179,8 @@ def peek_header(prefix: bytes, limits: Limits = DEFAULT_LIMITS) -> BundleHeader:
     """The header of a bundle from its first bytes, WITHOUT checking the bundle's
     signature: for bookkeeping on bundles one made oneself or only counts (what is in
     transit), never for deciding what to apply. ``prefix`` needs 12 + H bytes."""
+    if type(prefix) is not bytes:
+        raise BundleFormatError("a bundle is bytes")
     if len(prefix) < _PREFIX or prefix[:6] != MAGIC:
         raise BundleFormatError("not an offsync bundle (bad magic or too short)")
     hlen = int.from_bytes(prefix[8:12], "big")
@@ -251,7 +257,7 @@ def open_bundle(
             raise DecryptionError("bundle is encrypted for another site")
         try:
             body = identity.unseal(body)
-        except (nacl.exceptions.CryptoError, nacl.exceptions.ValueError, TypeError) as exc:
+        except DecryptionError as exc:
             raise DecryptionError("encrypted bundle body does not open") from exc
     raw_segments = unpack(body, "bundle body", limits, max_items=limits.max_segments, max_depth=1)
     if type(raw_segments) is not list or len(raw_segments) != header.segments:

@@ -26,7 +26,7 @@ import msgpack
 
 from .clock import MAX_HLC
 from .encoding import decode_fields, packb
-from .errors import BundleFormatError, LimitExceededError
+from .errors import BundleFormatError, LimitExceededError, StorageError
 from .limits import DEFAULT_LIMITS, Limits
 from .unpack import unpack
 
@@ -83,8 +83,12 @@ class Change(NamedTuple):
 
     @classmethod
     def from_row(cls, origin: bytes, seq: int, row: bytes) -> Change:
-        hlc, collection, key, op, fields, parents = msgpack.unpackb(row, raw=False)
-        ids = tuple(ChangeId(o, s) for o, s in parents)
+        """A change from ``to_row``'s bytes (the replica's own, not from elsewhere)."""
+        try:
+            hlc, collection, key, op, fields, parents = msgpack.unpackb(row, raw=False)
+            ids = tuple(ChangeId(o, s) for o, s in parents)
+        except (ValueError, TypeError, msgpack.UnpackException) as exc:
+            raise StorageError(f"not a change row ({type(exc).__name__})") from exc
         return cls(origin, seq, hlc, collection, key, op, fields, ids)
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import msgpack
 
-from .errors import FieldTypeError, LimitExceededError, UsageError
+from .errors import BundleFormatError, FieldTypeError, LimitExceededError, UsageError
 from .limits import DEFAULT_LIMITS
 from .unpack import MAP_COST, VALUE_COST, check_cost, sorted_pairs, unpack
 
@@ -41,9 +41,15 @@ def unpack_strict(data: bytes, what: str) -> Any:
 
 
 def decode_fields(data: bytes) -> dict[str, Any]:
-    """Decode canonical field bytes that this replica already validated."""
-    value = msgpack.unpackb(data, raw=False, timestamp=3, strict_map_key=True)
-    assert isinstance(value, dict)
+    """Decode canonical field bytes that this replica already validated (its own writes,
+    and fields rebuilt by the column decoder): no limits. Bytes from elsewhere go
+    through ``offsync.unpack``."""
+    try:
+        value = msgpack.unpackb(data, raw=False, timestamp=3, strict_map_key=True)
+    except (ValueError, TypeError, OverflowError, msgpack.UnpackException) as exc:
+        raise BundleFormatError(f"fields are not valid msgpack ({type(exc).__name__})") from exc
+    if type(value) is not dict:
+        raise BundleFormatError("fields are a map")
     return value
 
 

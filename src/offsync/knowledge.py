@@ -104,6 +104,8 @@ class Knowledge:
 
     @classmethod
     def of(cls, origin: bytes, first: int, last: int) -> Knowledge:
+        if type(origin) is not bytes:
+            raise UsageError("origins are 32-byte public keys")
         return cls({origin: ((first, last),)})
 
     def origins(self) -> Iterator[bytes]:

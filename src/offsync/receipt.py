@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from .clock import MAX_HLC
 from .encoding import packb
-from .errors import BundleFormatError, LimitExceededError
+from .errors import BundleFormatError, LimitExceededError, UsageError
 from .identity import Identity, verify_signature
 from .knowledge import Knowledge
 from .limits import DEFAULT_LIMITS, Limits
@@ -36,6 +36,11 @@ class Receipt:
 
     @classmethod
     def issue(cls, identity: Identity, created: int, knowledge: Knowledge) -> Receipt:
+        # Not checked against 2^63 here: tests make such receipts to check decoders.
+        if type(created) is not int or not 0 <= created < 1 << 64:
+            raise UsageError("a receipt's created is an HLC, an unsigned 64-bit int")
+        if not isinstance(knowledge, Knowledge):
+            raise UsageError("a receipt states a Knowledge")
         msg = cls._message(identity.public_key, created, knowledge)
         return cls(identity.public_key, created, knowledge, identity.sign(msg))
 

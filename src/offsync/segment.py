@@ -20,7 +20,7 @@ import msgpack
 
 from .change import Change, decode_changes, encode_changes
 from .compression import compress, decompress
-from .errors import BundleFormatError, LimitExceededError
+from .errors import BundleFormatError, LimitExceededError, UsageError
 from .identity import Identity, verify_signature
 from .limits import DEFAULT_LIMITS, Limits
 from .unpack import unpack
@@ -61,10 +61,22 @@ class Segment:
     signature: bytes
 
     def __post_init__(self) -> None:
-        if len(self.origin) != 32 or len(self.prev_hash) != 32 or len(self.signature) != 64:
-            raise ValueError("segment origin and prev_hash are 32 bytes, signature 64")
-        if not 1 <= self.first_seq <= self.last_seq <= MAX_SEQ:
-            raise ValueError("segment seq range out of order")
+        if not (
+            type(self.origin) is bytes
+            and len(self.origin) == 32
+            and type(self.prev_hash) is bytes
+            and len(self.prev_hash) == 32
+            and type(self.signature) is bytes
+            and len(self.signature) == 64
+            and type(self.block) is bytes
+        ):
+            raise UsageError("segment origin and prev_hash are 32 bytes, signature 64")
+        if not (
+            type(self.first_seq) is int
+            and type(self.last_seq) is int
+            and 1 <= self.first_seq <= self.last_seq <= MAX_SEQ
+        ):
+            raise UsageError("segment seq range out of order")
 
     @property
     def count(self) -> int:
@@ -91,7 +103,7 @@ class Segment:
             or changes[0].origin != identity.public_key
             or changes[-1].seq - changes[0].seq + 1 != len(changes)
         ):
-            raise ValueError("a segment seals its signer's own consecutive changes")
+            raise UsageError("a segment seals its signer's own consecutive changes")
         return cls.seal_block(
             identity,
             changes[0].seq,
@@ -105,6 +117,8 @@ class Segment:
         cls, identity: Identity, first_seq: int, count: int, block: bytes, prev_hash: bytes
     ) -> Segment:
         """Sign an already compressed block (tests and tools that need odd blocks)."""
+        if type(first_seq) is not int or type(count) is not int or type(block) is not bytes:
+            raise UsageError("a segment is a block of count changes from first_seq")
         last = first_seq + count - 1
         msg = _signing_message(identity.public_key, first_seq, last, hash32(block), prev_hash)
         return cls(identity.public_key, first_seq, last, prev_hash, block, identity.sign(msg))

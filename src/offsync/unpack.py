@@ -17,10 +17,11 @@ item has arrived. A bound on the input's length alone therefore lets a few megab
 instead, in two tiers:
 
 * An input of at most ``max_decode_bytes // WORST_BYTES_PER_BYTE`` bytes (512 KiB
-  under the default limits) is decoded at once, in C, with no array or map longer than
-  ``FAST_MAX_ITEMS``: no byte of msgpack decodes to more than ``WORST_BYTES_PER_BYTE``
-  bytes of objects (``tests/test_decode_memory.py`` measures the worst patterns), so it
-  cannot exceed the budget whatever it holds. Segments sealed by offsync (at most 2000
+  under the default limits) whose format does not bound its depth (a segment's block)
+  is decoded at once, in C, with no array or map longer than ``FAST_MAX_ITEMS``: no
+  byte of msgpack decodes to more than ``WORST_BYTES_PER_BYTE`` bytes of objects
+  (``tests/test_decode_memory.py`` measures the worst patterns), so it cannot exceed
+  the budget whatever it holds. The blocks of segments sealed by offsync (at most 2000
   changes or 256 KiB) take this path, which costs nothing over plain msgpack.
 * Anything larger, or anything the first tier refuses, first goes through a *census*:
   one pass over the bytes that allocates nothing, checks every declared length against
@@ -324,7 +325,9 @@ def unpack(
     items = len(data) if max_items is None else min(max_items, len(data))
     value: Any = None
     decoded = False
-    if len(data) <= budget // WORST_BYTES_PER_BYTE:
+    # The first tier cannot see depth, so a format that bounds it is always counted
+    # (such formats are small: headers, receipts, segments, tokens).
+    if max_depth >= MAX_DEPTH and len(data) <= budget // WORST_BYTES_PER_BYTE:
         try:
             value = _decode(data, min(items, FAST_MAX_ITEMS), canonical)
             decoded = True
