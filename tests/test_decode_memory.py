@@ -32,6 +32,10 @@ from offsync.bundle import frame_bundle
 from offsync.encoding import packb
 from offsync.segment import NO_PREVIOUS, Segment
 
+pytestmark = pytest.mark.skipif(
+    not Path("/proc/self/clear_refs").exists(), reason="measures with Linux /proc (VmHWM)"
+)
+
 MiB = 1 << 20
 #: Growth allowed besides what each case states: allocator and interpreter noise.
 SLACK = 16 * MiB
@@ -338,3 +342,50 @@ def test_hostile_input_is_refused_within_its_memory_bound(tmp_path: Path, name: 
         f"{name}: {len(data)} bytes grew the decoder by {growth / MiB:.0f} MiB, "
         f"over {(bound + SLACK) / MiB:.0f} MiB"
     )
+
+
+# -- the first tier's figure -------------------------------------------------------------
+
+
+def _groups(item: bytes, size: int) -> bytes:
+    """``size`` bytes (about) of arrays of FAST_MAX_ITEMS - 1 copies of ``item``."""
+    per = 4095
+    group = b"\xdc" + per.to_bytes(2, "big") + item * per
+    n = (size - 3) // len(group)
+    return b"\xdc" + n.to_bytes(2, "big") + group * n
+
+
+def _chains(chain: bytes, size: int) -> bytes:
+    n = (size - 3) // len(chain)
+    return b"\xdc" + n.to_bytes(2, "big") + chain * n
+
+
+#: The densest patterns of msgpack (in objects per byte), each as large as the first
+#: tier of offsync.unpack decodes without a census.
+DENSE = {
+    "empty arrays": lambda size: _groups(b"\x90", size),
+    "empty maps": lambda size: _groups(b"\x80", size),
+    "one-entry maps of an empty array": lambda size: _groups(b"\x81\xa0\x90", size),
+    "one-entry maps nested 500 deep": lambda size: _chains(b"\x81\xa0" * 500 + b"\x80", size),
+    "arrays nested 1000 deep": lambda size: _chains(b"\x91" * 1000 + b"\x90", size),
+    "negative fixints (not cached)": lambda size: _groups(b"\xe0", size),
+    "two-letter strs": lambda size: _groups(b"\xa2ab", size),
+    "one-letter non-latin strs": lambda size: _groups(b"\xa2\xc4\x81", size),
+}
+
+
+@pytest.mark.parametrize("name", list(DENSE))
+def test_no_byte_decodes_to_more_than_worst_bytes_per_byte(tmp_path: Path, name: str) -> None:
+    """What lets the first tier skip the census: its largest input, of the densest
+    patterns, takes at most WORST_BYTES_PER_BYTE bytes of objects per byte."""
+    from offsync.unpack import FAST_MAX_ITEMS, WORST_BYTES_PER_BYTE
+
+    assert FAST_MAX_ITEMS == 4096
+    size = BUDGET // WORST_BYTES_PER_BYTE
+    data = DENSE[name](size)
+    assert size * 0.95 < len(data) <= size
+    growth, outcome = peak_growth(
+        tmp_path, data, "from offsync.unpack import unpack", "unpack(data, 'dense')"
+    )
+    assert outcome == "ok"
+    assert growth <= WORST_BYTES_PER_BYTE * len(data), f"{growth / len(data):.0f} bytes per byte"
