@@ -389,3 +389,40 @@ def test_no_byte_decodes_to_more_than_worst_bytes_per_byte(tmp_path: Path, name:
     )
     assert outcome == "ok"
     assert growth <= WORST_BYTES_PER_BYTE * len(data), f"{growth / len(data):.0f} bytes per byte"
+
+
+#: Patterns for the census's estimate: 1 MiB each, over what the first tier decodes,
+#: so the estimate is what bounds them.
+ESTIMATED = {
+    "empty arrays": lambda size: _groups(b"\x90", size),
+    "empty maps": lambda size: _groups(b"\x80", size),
+    "one-entry maps nested 500 deep": lambda size: _chains(b"\x81\xa0" * 500 + b"\x80", size),
+    "maps of five entries": lambda size: _groups(
+        b"\x85" + b"".join(bytes([0xA1, c, 0xE0]) for c in b"abcde"), size
+    ),
+    "negative fixints": lambda size: _groups(b"\xe0", size),
+    "uint64s": lambda size: _groups(b"\xcf" + b"\xff" * 8, size),
+    "float32s": lambda size: _groups(b"\xca\x3f\x80\x00\x00", size),
+    "two-letter strs": lambda size: _groups(b"\xa2ab", size),
+    "astral one-letter strs": lambda size: _groups(b"\xa4\xf0\x9d\x84\x9e", size),
+    "two-byte bins": lambda size: _groups(b"\xc4\x02ab", size),
+}
+
+
+@pytest.mark.parametrize("name", list(ESTIMATED))
+def test_the_census_estimate_bounds_what_is_built(tmp_path: Path, name: str) -> None:
+    """The census's estimate (plus the input's own bytes) is at least what decoding
+    really takes: refusing on the estimate refuses before the limit is reached."""
+    from offsync.unpack import check_cost
+
+    data = ESTIMATED[name](MiB)
+    estimate = check_cost(data, "pattern", 1 << 40)
+    growth, outcome = peak_growth(
+        tmp_path,
+        data,
+        "from offsync.limits import Limits\nfrom offsync.unpack import unpack",
+        # A max_depth below the decoder's makes the census run, with a budget it passes.
+        "unpack(data, 'pattern', Limits(max_decode_bytes=1 << 40), max_depth=1000)",
+    )
+    assert outcome == "ok"
+    assert growth <= estimate + len(data), f"{growth / MiB:.0f} MiB > {estimate / MiB:.0f} MiB"

@@ -7,9 +7,11 @@ raising the per-byte figure that sizes the first tier).
 
 from __future__ import annotations
 
+import ast
 import datetime
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import msgpack
@@ -235,3 +237,30 @@ def test_budget_charges_until_the_limit() -> None:
     budget.charge(40)
     with pytest.raises(LimitExceededError, match=r"thing.*100 bytes"):
         budget.charge(1)
+
+
+#: Where offsync may call msgpack's decoder directly, and why: bytes it wrote itself.
+TRUSTED_DECODES = {
+    "unpack.py": "the unpacker",
+    "encoding.py": "decode_fields: canonical fields this replica built or validated",
+    "change.py": "Change.from_row: the replica's own unsealed changes",
+    "stores/base.py": "parent ids the store wrote",
+    "replica.py": "lists of segments the store wrote, each decoded again by Segment.decode",
+}
+
+
+def test_only_the_unpacker_decodes_untrusted_msgpack() -> None:
+    """No module decodes msgpack with msgpack's own defaults, except where the bytes
+    are the replica's own (listed with the reason)."""
+    src = Path(offsync.unpack.__file__).parent
+    users = set()
+    for path in src.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (
+                isinstance(node, ast.Attribute)
+                and node.attr in ("unpackb", "unpack", "Unpacker")
+                and isinstance(node.value, ast.Name)
+                and node.value.id == "msgpack"
+            ):
+                users.add(str(path.relative_to(src)))
+    assert users <= set(TRUSTED_DECODES), sorted(users - set(TRUSTED_DECODES))

@@ -31,8 +31,9 @@ instead, in two tiers:
   ``Limits.max_decode_bytes`` is the input decoded, with the format's own bound on
   array and map lengths.
 
-What the decoded values are then turned into (knowledge intervals, rebuilt fields) is
-bounded by the callers with a ``Budget`` against the same limit.
+What the decoded values are then turned into is bounded too: knowledge intervals by a
+``Budget`` against the same limit (``Knowledge.from_wire``), the field maps rebuilt
+from a segment's columns by ``max_block_bytes`` (``change.decode_changes``).
 """
 
 from __future__ import annotations
@@ -71,19 +72,21 @@ WORST_BYTES_PER_BYTE = 128
 #: allocates a declared length before the items arrive, at most ``MAX_DEPTH`` times.
 FAST_MAX_ITEMS = 4096
 
-# The census's upper bounds, in bytes of CPython (64-bit) objects. A str's or bin's
-# own bytes are not counted: they are a copy of the input, which a limit bounds already.
+# The census's upper bounds, in bytes of CPython (64-bit) objects as the allocator
+# rounds them (to 16). A str's or bin's own bytes are not counted: they are at most
+# the input's bytes (four times, for a str widened by one astral character), which a
+# limit bounds already.
 #: Every value: its slot in the array, map or pair holding it, and an int, float or
-#: bytes object (at most 40 bytes; nil, booleans and small ints are shared).
-VALUE_COST = 48
-#: A str's header beyond ``VALUE_COST`` (a non-ASCII str's header is 80 bytes).
-STR_COST = 40
+#: bytes object (at most 48 bytes; nil, booleans and small ints are shared).
+VALUE_COST = 56
+#: A str's header beyond ``VALUE_COST`` (a non-ASCII str's is 80 bytes, in pools of them).
+STR_COST = 56
 #: A list's header beyond ``VALUE_COST``.
-ARRAY_COST = 56
+ARRAY_COST = 64
 #: A map: the dict's header and first key table, and the list of pairs it is built from.
 MAP_COST = 256
 #: Each map entry: its share of the dict, and its (key, value) tuple while it is built.
-PAIR_COST = 104
+PAIR_COST = 112
 
 # What the first byte of a msgpack value says it is (msgpack spec, "Formats").
 _ONE, _FIXED, _STR, _BIN, _ARRAY, _MAP, _EXT, _BAD = range(8)
@@ -175,11 +178,12 @@ def _truncated(what: str) -> NoReturn:
     raise BundleFormatError(f"{what}: not valid msgpack (truncated)")
 
 
-def _census(data: bytes, what: str, max_items: int, max_depth: int, budget: int) -> None:
+def _census(data: bytes, what: str, max_items: int, max_depth: int, budget: int) -> int:
     """Walk ``data`` without building anything; refuse it if decoding it could allocate
     more than ``budget`` bytes, nest deeper than ``max_depth`` arrays and maps, declare
     an array or map longer than ``max_items`` or than the bytes after it, or hold an
-    extension type, a map key that is not a str, a reserved byte or trailing bytes."""
+    extension type, a map key that is not a str, a reserved byte or trailing bytes.
+    Returns the estimate."""
     end = len(data)
     kinds, sizes = _KINDS, _SIZES
     run = _ONE_RUN.match
@@ -271,14 +275,15 @@ def _census(data: bytes, what: str, max_items: int, max_depth: int, budget: int)
             break
     if pos != end:
         raise BundleFormatError(f"{what}: not valid msgpack (trailing bytes)")
+    return cost
 
 
-def check_cost(data: bytes, what: str, budget: int) -> None:
-    """Refuse (``LimitExceededError``) msgpack ``data`` that decoding would take more than
-    ``budget`` bytes of objects to hold, as the census estimates it; other faults of
-    ``data`` raise ``BundleFormatError``. For a writer making sure its readers will
-    accept what it writes."""
-    _census(data, what, len(data), MAX_DEPTH, budget)
+def check_cost(data: bytes, what: str, budget: int) -> int:
+    """The census's estimate of the memory that decoding msgpack ``data`` takes;
+    ``LimitExceededError`` if it is over ``budget``, ``BundleFormatError`` for other
+    faults of ``data``. For a writer making sure its readers will accept what it
+    writes."""
+    return _census(data, what, len(data), MAX_DEPTH, budget)
 
 
 _DECODE_ERRORS = (ValueError, TypeError, OverflowError, msgpack.UnpackException)
