@@ -217,6 +217,24 @@ def big_valid_bundle() -> bytes:
     return bundle_around(segments)
 
 
+def big_certificate() -> bytes:
+    """The canonical fields of a certificate record with 100 000 key prefixes (780 KiB),
+    as a replica stores them and rebuilds its trust store from."""
+    from offsync.encoding import canonical_fields
+    from offsync.trust import Certificate
+
+    prefixes = tuple(f"{i:06d}" for i in range(100_000))
+    return canonical_fields(Certificate(MALLORY.public_key, prefixes=prefixes).to_fields())
+
+
+TRUST_SETUP = """
+from offsync.encoding import decode_fields
+from offsync.trust import TrustStore
+key = "cert/" + bytes([7] * 32).hex()
+"""
+TRUST = "TrustStore.from_records([], [(key, decode_fields(data))])"
+
+
 HTTP_SETUP = f"""
 sys.path.insert(0, {str(Path(__file__).parent)!r})
 import httpx
@@ -321,6 +339,13 @@ CASES: dict[str, tuple[Callable[[], bytes], str, str, tuple[str, ...], int]] = {
         "unpack(data, 'claims')",
         REFUSED,
         1000 * 4096 * 8,
+    ),
+    "trust records: a certificate of 100 000 prefixes": (
+        big_certificate,
+        TRUST_SETUP,
+        TRUST,
+        ("ok",),
+        16 * 780 * 1024,
     ),
     "HTTP PUT of the 756-byte bundle": (
         empty_arrays_block,
