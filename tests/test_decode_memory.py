@@ -164,6 +164,31 @@ def nested_maps_block() -> bytes:
     )
 
 
+def repeating_block() -> bytes:
+    """A 627-byte bundle of 100 000 puts whose one field is one 600-byte value,
+    dictionary-coded: within the spec's bound on what rebuilt maps repeat (64 MiB), it
+    used to make the receiver build 64 MB of field bytes."""
+    n = 100_000
+    columns = packb(
+        [
+            [1] + [0] * (n - 1),
+            ["c"],
+            [0] * n,
+            [0] * n,
+            ["k"] * n,
+            [["name"]],
+            [0] * n,
+            [[[["x" * 600], bytes(n)]]],
+            [[]] * n,
+        ]
+    )
+    params = zstandard.ZstdCompressionParameters.from_level(
+        3, window_log=20, write_content_size=True
+    )
+    frame = zstandard.ZstdCompressor(compression_params=params).compress(columns)
+    return bundle_around([Segment.seal_block(MALLORY, 1, n, frame, NO_PREVIOUS).encode()])
+
+
 def nested_body() -> bytes:
     """A 16 MiB bundle body of nested empty arrays (the issue's +1 GB): 167 arrays of
     100 000 empty arrays, each array within the segment count limit."""
@@ -290,6 +315,13 @@ CASES: dict[str, tuple[Callable[[], bytes], str, str, tuple[str, ...], int]] = {
         APPLY,
         REFUSED,
         8 * MiB + BUDGET,
+    ),
+    "bundle: 100 000 puts repeating one 600-byte value": (
+        repeating_block,
+        APPLY_SETUP,
+        APPLY,
+        REFUSED,
+        BUDGET // 2,
     ),
     "bundle: 16 MiB body of nested empty arrays": (
         nested_body,

@@ -131,6 +131,8 @@ def _leaf_count(shape: Shape) -> int:
 
 #: Entries of a dictionary-coded column's table: its indexes are one byte each.
 MAX_TABLE = 256
+#: Memory of one rebuilt field map besides its bytes: a bytes object's header, its slot.
+FIELDS_OBJECT_COST = 56
 
 
 def _column(values: list[Any]) -> list[Any]:
@@ -361,7 +363,7 @@ def decode_changes(
     collection_names = list(map(collections.__getitem__, collection_index))
 
     keys = _keys(_ints(prefix, n, "key prefixes"), suffix, n, limits.max_key_bytes)
-    ops, fields = _fields(shapes, shape_of, columns, n, limits)
+    ops, fields = _fields(shapes, shape_of, columns, n, limits, len(data))
 
     if type(parents) is not list or len(parents) != n or not set(map(type, parents)) <= {list}:
         raise BundleFormatError("changes: parents must hold an array per change")
@@ -411,14 +413,16 @@ def _keys(prefix: list[int], suffix: Any, n: int, max_key: int) -> list[str]:
 
 
 def _fields(
-    shapes: Any, shape_of: Any, columns: Any, n: int, limits: Limits
+    shapes: Any, shape_of: Any, columns: Any, n: int, limits: Limits, block_bytes: int
 ) -> tuple[list[int], list[bytes | None]]:
     """Each change's op and canonical field bytes, rebuilt shape by shape.
 
     Rebuilt maps repeat what the columns hold once (names, dictionary-coded values),
     so what they repeat is bounded before any is built: at most ``max_block_bytes``,
-    like the block itself. A block therefore cannot make its receiver build far more
-    bytes than it carries.
+    like the block itself (docs/spec.md §4.2). A block therefore cannot make its
+    receiver build far more bytes than it carries. And what they take in memory (what
+    they repeat, what the block holds once, a bytes object per put) is bounded too, by
+    half of ``max_decode_bytes``: the decoded columns are alive at the same time.
     """
     if type(shapes) is not list or type(columns) is not list or len(columns) != len(shapes):
         raise BundleFormatError("changes: shapes and columns must be arrays of equal length")
@@ -433,6 +437,9 @@ def _fields(
     built: dict[int | None, Iterator[bytes | None]] = {None: repeat(None)}
     repeated = 0
     max_fields = limits.max_fields_bytes
+    # What the rebuilt maps take besides what they repeat: the block's own values, and
+    # a bytes object and its slot per put.
+    held = block_bytes + (n - rows[None]) * FIELDS_OBJECT_COST
     for i, (wire, cols) in enumerate(zip(shapes, columns, strict=True)):
         count = rows[i]
         builder = _Builder(wire, 1)
@@ -442,6 +449,10 @@ def _fields(
         repeated += count * (builder.overhead + sum(extra for _, extra in values))
         if repeated > limits.max_block_bytes:
             raise LimitExceededError("rebuilding the fields would repeat more than the block limit")
+        if repeated + held > limits.max_decode_bytes // 2:
+            raise LimitExceededError(
+                "rebuilding the fields would take more than half of max_decode_bytes"
+            )
         try:
             encoded = builder.encode([column for column, _ in values], count)
         except Exception as exc:  # a datetime from a timestamp, say
