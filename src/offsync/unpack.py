@@ -185,8 +185,7 @@ def _census(data: bytes, what: str, max_items: int, max_depth: int, budget: int)
     extension type, a map key that is not a str, a reserved byte or trailing bytes.
     Returns the estimate."""
     end = len(data)
-    kinds, sizes = _KINDS, _SIZES
-    run = _ONE_RUN.match
+    kinds, sizes, run = _KINDS, _SIZES, _ONE_RUN.match
     pos = cost = 0
     # Values still due in each open container: n for an array, -2n for a map (keys
     # and values alternate, so an even count left means a key comes next).
@@ -200,66 +199,32 @@ def _census(data: bytes, what: str, max_items: int, max_depth: int, budget: int)
             raise BundleFormatError(f"{what}: map keys must be strings")
         done = 1  # values this step completes at the current level
         if kind == _ONE:
-            if stack and stack[-1] > 0:
+            if stack and stack[-1] > 0:  # a run of them in an array, counted at once
                 done = min(run(data, pos).end() - pos, stack[-1])  # type: ignore[union-attr]
             pos += done
             cost += done * VALUE_COST
         elif kind == _FIXED:
             pos += sizes[b]
-            if pos > end:
-                _truncated(what)
             cost += VALUE_COST
-        elif kind in (_STR, _BIN):
+        elif kind <= _MAP:  # a str, bin, array or map: a length, then what it counts
             width = sizes[b]
             if width:
-                if pos + 1 + width > end:
-                    _truncated(what)
-                length = int.from_bytes(data[pos + 1 : pos + 1 + width], "big")
-            else:
-                length = b & 0x1F
-            pos += 1 + width + length
-            if pos > end:
-                _truncated(what)
-            cost += VALUE_COST + (STR_COST if kind == _STR else 0)
-        elif kind in (_ARRAY, _MAP):
-            width = sizes[b]
-            if width:
-                if pos + 1 + width > end:
-                    _truncated(what)
                 n = int.from_bytes(data[pos + 1 : pos + 1 + width], "big")
+                if pos + 1 + width > end:
+                    _truncated(what)
             else:
-                n = b & 0x0F
+                n = b & (0x1F if kind == _STR else 0x0F)
             pos += 1 + width
-            if len(stack) >= max_depth:
-                if max_depth >= MAX_DEPTH:
-                    raise LimitExceededError(f"{what}: nested too deeply")
-                raise BundleFormatError(f"{what}: nested deeper than its format allows")
-            due = n if kind == _ARRAY else 2 * n
-            if due > end - pos:
-                raise BundleFormatError(
-                    f"{what}: an array or map declares more items than bytes follow"
-                )
-            if n > max_items:
-                raise LimitExceededError(
-                    f"{what}: an array or map of {n} items, over the limit of {max_items}"
-                )
-            if kind == _ARRAY:
-                cost += VALUE_COST + ARRAY_COST
+            if kind <= _BIN:
+                pos += n
+                cost += VALUE_COST + (STR_COST if kind == _STR else 0)
             else:
-                cost += VALUE_COST + MAP_COST + n * PAIR_COST
-            if n:
-                stack.append(due if kind == _ARRAY else -due)
-                done = 0
-        elif kind == _EXT:
-            at = pos + 1 if b >= 0xD4 else pos + 1 + (1 << (b - 0xC7))
-            if at >= end:
-                _truncated(what)
-            code = int.from_bytes(data[at : at + 1], "big", signed=True)
-            if code == -1:
-                _refuse_timestamp()
-            _refuse_ext(code, b"")
+                cost += _open(stack, kind == _MAP, n, end - pos, max_items, max_depth, what)
+                done = 0 if n else 1
         else:
-            raise BundleFormatError(f"{what}: not valid msgpack (reserved byte 0x{b:02x})")
+            _refuse_byte(data, pos, what)
+        if pos > end:
+            _truncated(what)
         if cost > budget:
             _over_budget(what, budget)
         while done and stack:  # close every container the step completed
@@ -276,6 +241,41 @@ def _census(data: bytes, what: str, max_items: int, max_depth: int, budget: int)
     if pos != end:
         raise BundleFormatError(f"{what}: not valid msgpack (trailing bytes)")
     return cost
+
+
+def _open(
+    stack: list[int], is_map: bool, n: int, left: int, max_items: int, max_depth: int, what: str
+) -> int:
+    """Check an array or map of ``n`` items with ``left`` bytes after its header; push
+    it on ``stack`` unless it is empty. Returns its cost."""
+    if len(stack) >= max_depth:
+        if max_depth >= MAX_DEPTH:
+            raise LimitExceededError(f"{what}: nested too deeply")
+        raise BundleFormatError(f"{what}: nested deeper than its format allows")
+    due = 2 * n if is_map else n
+    if due > left:
+        raise BundleFormatError(f"{what}: an array or map declares more items than bytes follow")
+    if n > max_items:
+        raise LimitExceededError(
+            f"{what}: an array or map of {n} items, over the limit of {max_items}"
+        )
+    if n:
+        stack.append(-due if is_map else due)
+    return VALUE_COST + (MAP_COST + n * PAIR_COST if is_map else ARRAY_COST)
+
+
+def _refuse_byte(data: bytes, pos: int, what: str) -> NoReturn:
+    """An extension type (a timestamp among them) or the reserved byte 0xc1."""
+    b = data[pos]
+    if _KINDS[b] != _EXT:
+        raise BundleFormatError(f"{what}: not valid msgpack (reserved byte 0x{b:02x})")
+    at = pos + 1 if b >= 0xD4 else pos + 1 + (1 << (b - 0xC7))
+    if at >= len(data):
+        _truncated(what)
+    code = int.from_bytes(data[at : at + 1], "big", signed=True)
+    if code == -1:
+        _refuse_timestamp()
+    _refuse_ext(code, b"")
 
 
 def check_cost(data: bytes, what: str, budget: int) -> int:
