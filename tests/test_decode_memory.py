@@ -216,6 +216,16 @@ def hostile_knowledge() -> bytes:
     return b"\xdd" + len(entries).to_bytes(4, "big") + b"".join(entries)
 
 
+def hostile_segment() -> bytes:
+    """An encoded segment that is 4 MiB of empty arrays (segments are six flat items)."""
+    return b"\x96" + array_of(4 * MiB, b"\x90")
+
+
+def hostile_key_file() -> bytes:
+    """A 4 MiB key file: a map of a million one-letter keys, as many empty maps."""
+    return b"\xdf" + (1 << 20).to_bytes(4, "big") + b"\xa1k\x80" * (1 << 20)
+
+
 def hostile_token() -> bytes:
     """A 1 KiB token of nested empty arrays (tokens are refused above 1 KiB unread)."""
     return b"\x98" + b"\x9f" * 1000 + b"\x90" * 23
@@ -357,6 +367,20 @@ CASES: dict[str, tuple[Callable[[], bytes], str, str, tuple[str, ...], int]] = {
         "Knowledge.from_bytes(data)",
         REFUSED,
         4 * MiB + BUDGET,
+    ),
+    "segment: 4 MiB of empty arrays": (
+        hostile_segment,
+        "from offsync.segment import Segment",
+        "Segment.decode(data)",
+        REFUSED,
+        4 * MiB,
+    ),
+    "key file: 4 MiB map of empty maps": (
+        hostile_key_file,
+        "from offsync import Identity",
+        "Identity.from_bytes(data, 'passphrase')",
+        ("IdentityError",),
+        4 * MiB,
     ),
     "attestation token: 1 KiB of nested arrays": (
         hostile_token,
