@@ -24,7 +24,8 @@ and the bounded zstd opening of a block (mode 6: bombs, windows, trailing bytes)
 
 The invariant (``check``): an input either applies, or raises an ``offsync.errors``
 ``RemoteDataError`` and leaves the replica's visible state exactly as it was. Any
-other exception is a bug. ``tests/test_fuzz.py`` runs ``check`` under hypothesis,
+other exception is a bug. (What decoding may allocate is bounded by ``offsync.unpack``;
+``tests/test_decode_memory.py`` measures it, which a fuzzer cannot.) ``tests/test_fuzz.py`` runs ``check`` under hypothesis,
 and a short atheris run when atheris is installed.
 """
 
@@ -48,6 +49,7 @@ from offsync.compression import compress, decompress
 from offsync.encoding import packb
 from offsync.errors import RemoteDataError
 from offsync.segment import NO_PREVIOUS, Segment
+from offsync.unpack import unpack
 
 FUZZER = Identity(bytes([0xF0]) * 32, "fuzzer")
 T0 = 1_700_000_000_000
@@ -85,21 +87,21 @@ def to_bundle(mode: int, data: bytes) -> bytes | None:
     if mode == 0:
         return data
     if mode == 1:
-        try:
-            items = msgpack.unpackb(data, max_array_len=1000, max_map_len=0)
+        try:  # the harness reads fuzz input through the same bounded decoder
+            items = unpack(data, "fuzz body", LIMITS, max_depth=1)
             raw = [x for x in items if type(x) is bytes] if type(items) is list else []
             count = len(items) if type(items) is list else 0
-        except Exception:
+        except RemoteDataError:
             raw, count = [], 0
         return _wrap(data, count, _ranges_of(raw))
     if mode == 2:
         return _wrap(packb([data]), 1, _ranges_of([data]))
     if mode == 3:
         try:  # as many changes as the first column (the HLCs) has items
-            items = msgpack.unpackb(data, max_array_len=1000)
+            items = unpack(data, "fuzz columns", LIMITS)
             hlcs = items[0] if type(items) is list and items else None
             count = len(hlcs) if type(hlcs) is list and hlcs else 1
-        except Exception:
+        except RemoteDataError:
             count = 1
         return _sealed(compress(data, 3), count)
     if mode == 6:

@@ -36,6 +36,7 @@ CORE = [
     "http.bodies",
     "http.refusals",
     "http.openapi",
+    "unpack",
 ]
 #: Modules of the HTTP package that do I/O (files) but need no HTTP library.
 HTTP_NO_LIBRARY = ["http.uploads"]

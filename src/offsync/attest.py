@@ -28,8 +28,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-import msgpack
-
 from .change import Change, ChangeId
 from .clock import MAX_HLC, hlc_millis
 from .encoding import canonical_fields, packb
@@ -46,6 +44,7 @@ from .errors import (
 from .identity import Identity, verify_signature
 from .receipt import Receipt
 from .trust import TrustStore
+from .unpack import unpack
 
 if TYPE_CHECKING:
     from .replica import Replica
@@ -121,6 +120,8 @@ class Attestation:
 
 def issue_attestation(identity: Identity, change: Change) -> bytes:
     """A token for ``change``, which ``identity`` wrote."""
+    if not isinstance(change, Change) or not isinstance(identity, Identity):
+        raise UsageError("a site attests a Change with its Identity")
     if change.origin != identity.public_key:
         raise UsageError("a site attests only changes it wrote itself")
     unsigned = Attestation(
@@ -152,12 +153,7 @@ def read_attestation(token: bytes) -> Attestation:
         raise BundleFormatError("a token is bytes")
     if len(token) > MAX_TOKEN_BYTES:
         raise LimitExceededError(f"token longer than {MAX_TOKEN_BYTES} bytes")
-    try:
-        value = msgpack.unpackb(
-            token, raw=False, max_map_len=0, max_array_len=8, strict_map_key=True, timestamp=3
-        )
-    except Exception as exc:
-        raise BundleFormatError(f"token is not valid msgpack ({type(exc).__name__})") from exc
+    value = unpack(token, "token", max_depth=1)
     if type(value) is not list or len(value) != 8 or value[0] != TOKEN_VERSION:
         raise BundleFormatError("not an offsync attestation (or a newer version)")
     _, origin, seq, hlc, collection, key, digest, sig = value
@@ -230,8 +226,10 @@ def delivered(token: bytes, receipt: Receipt | bytes, *, centre: bytes) -> bool:
     att = read_attestation(token)
     if isinstance(receipt, bytes):
         receipt = Receipt.decode(receipt)
-    else:
+    elif isinstance(receipt, Receipt):
         receipt.verify()
+    else:
+        raise UsageError("a receipt is a Receipt or its encoded bytes")
     if receipt.replica != centre:
         raise UnknownSignerError("the receipt is not the centre's")
     return receipt.knowledge.contains(att.origin, att.seq)
@@ -243,7 +241,8 @@ def to_text(token: bytes) -> str:
 
 
 def from_text(text: str) -> bytes:
-    if not text.startswith(TEXT_PREFIX) or len(text) > 2 * MAX_TOKEN_BYTES:
+    """The token of a text made by ``to_text``; ``BundleFormatError`` for anything else."""
+    if type(text) is not str or not text.startswith(TEXT_PREFIX) or len(text) > 2 * MAX_TOKEN_BYTES:
         raise BundleFormatError("not an offsync attestation text")
     body = text[len(TEXT_PREFIX) :]
     try:

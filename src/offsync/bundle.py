@@ -25,19 +25,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import msgpack
-import nacl.exceptions
 import nacl.public
 import nacl.signing
 
 from .clock import MAX_HLC
-from .encoding import packb, unpack_strict
-from .errors import BundleFormatError, DecryptionError, LimitExceededError
+from .encoding import packb
+from .errors import BundleFormatError, DecryptionError, LimitExceededError, UsageError
 from .identity import Identity, verify_signature
 from .knowledge import Knowledge
 from .limits import DEFAULT_LIMITS, Limits
 from .receipt import Receipt
 from .segment import Segment, hash32
+from .unpack import Budget, unpack
 
 __all__ = [
     "FORMAT_VERSION",
@@ -102,14 +101,16 @@ class BundleHeader:
             raise BundleFormatError("header must carry at least the sender's receipt")
         if len(raw_receipts) > limits.max_receipts:
             raise LimitExceededError(f"more than {limits.max_receipts} receipts in a bundle header")
-        receipts = tuple(Receipt.decode(r, limits) for r in raw_receipts)
+        # Everything the header's knowledge statements build shares one budget.
+        budget = Budget(limits.max_decode_bytes, "bundle header")
+        receipts = tuple(Receipt.decode(r, limits, budget=budget) for r in raw_receipts)
         if receipts[0].replica != sender:
             raise BundleFormatError("the first receipt must be the sender's own")
         return cls(
             sender=sender,
             recipient=recipient,
             created=value["created"],
-            ranges=Knowledge.from_wire(value["ranges"], limits),
+            ranges=Knowledge.from_wire(value["ranges"], limits, budget),
             receipts=receipts,
             segments=value["segments"],
         )
@@ -135,6 +136,11 @@ def build_bundle(
     recipient: bytes | None = None,
 ) -> bytes:
     """Frame, optionally encrypt, and sign encoded segments."""
+    if recipient is not None and (type(recipient) is not bytes or len(recipient) != 32):
+        raise UsageError("a recipient is a 32-byte site key")
+    # Not checked against 2^63 here: tests make such bundles to check decoders.
+    if type(created) is not int or not 0 <= created < 1 << 64:
+        raise UsageError("a bundle's created is an HLC, an unsigned 64-bit int")
     body = packb(list(segments))
     if recipient is not None:
         box_key = nacl.signing.VerifyKey(recipient).to_curve25519_public_key()
@@ -173,6 +179,8 @@ def peek_header(prefix: bytes, limits: Limits = DEFAULT_LIMITS) -> BundleHeader:
     """The header of a bundle from its first bytes, WITHOUT checking the bundle's
     signature: for bookkeeping on bundles one made oneself or only counts (what is in
     transit), never for deciding what to apply. ``prefix`` needs 12 + H bytes."""
+    if type(prefix) is not bytes:
+        raise BundleFormatError("a bundle is bytes")
     if len(prefix) < _PREFIX or prefix[:6] != MAGIC:
         raise BundleFormatError("not an offsync bundle (bad magic or too short)")
     hlen = int.from_bytes(prefix[8:12], "big")
@@ -180,8 +188,13 @@ def peek_header(prefix: bytes, limits: Limits = DEFAULT_LIMITS) -> BundleHeader:
         raise LimitExceededError(f"bundle header of {hlen} bytes over the limit")
     if len(prefix) < _PREFIX + hlen:
         raise BundleFormatError("bundle truncated inside its header")
-    raw = unpack_strict(prefix[_PREFIX : _PREFIX + hlen], "bundle header")
+    raw = _unpack_header(prefix[_PREFIX : _PREFIX + hlen], limits)
     return BundleHeader.from_wire(raw, limits)
+
+
+def _unpack_header(data: bytes, limits: Limits) -> Any:
+    # {ranges: [[origin, [a1, b1, ...]], ...], receipts: [bin, ...], ...}: four deep.
+    return unpack(data, "bundle header", limits, max_depth=4)
 
 
 def read_header(data: bytes, limits: Limits = DEFAULT_LIMITS) -> tuple[BundleHeader, bytes]:
@@ -218,7 +231,7 @@ def read_header(data: bytes, limits: Limits = DEFAULT_LIMITS) -> tuple[BundleHea
         )
     # The header names the signer, so parse it first, but trust nothing in it until the
     # signature over the exact bytes has been checked.
-    header_value = unpack_strict(data[_PREFIX : _PREFIX + hlen], "bundle header")
+    header_value = _unpack_header(data[_PREFIX : _PREFIX + hlen], limits)
     if type(header_value) is not dict or type(header_value.get("sender")) is not bytes:
         raise BundleFormatError("bundle header names no sender")
     sender = header_value["sender"]
@@ -244,21 +257,9 @@ def open_bundle(
             raise DecryptionError("bundle is encrypted for another site")
         try:
             body = identity.unseal(body)
-        except (nacl.exceptions.CryptoError, nacl.exceptions.ValueError, TypeError) as exc:
+        except DecryptionError as exc:
             raise DecryptionError("encrypted bundle body does not open") from exc
-    try:
-        raw_segments = msgpack.unpackb(
-            body,
-            raw=False,
-            max_array_len=limits.max_segments,
-            max_map_len=0,
-            ext_hook=_no_ext,
-            timestamp=3,
-        )
-    except BundleFormatError:
-        raise
-    except Exception as exc:
-        raise BundleFormatError(f"bundle body is not valid msgpack ({type(exc).__name__})") from exc
+    raw_segments = unpack(body, "bundle body", limits, max_items=limits.max_segments, max_depth=1)
     if type(raw_segments) is not list or len(raw_segments) != header.segments:
         raise BundleFormatError("bundle body does not hold the declared number of segments")
     if not all(type(raw) is bytes for raw in raw_segments):
@@ -274,7 +275,3 @@ def open_bundle(
     if Knowledge(carried) != header.ranges:
         raise BundleFormatError("bundle ranges differ from the segments it carries")
     return Bundle(id=hash32(data), header=header, segments=segments, size=len(data))
-
-
-def _no_ext(code: int, data: bytes) -> Any:
-    raise BundleFormatError(f"msgpack extension type {code} is not allowed")

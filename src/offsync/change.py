@@ -25,9 +25,10 @@ from typing import Any, NamedTuple, TypeAlias
 import msgpack
 
 from .clock import MAX_HLC
-from .encoding import decode_fields, packb, sorted_pairs
-from .errors import BundleFormatError, LimitExceededError
+from .encoding import decode_fields, packb
+from .errors import BundleFormatError, LimitExceededError, StorageError
 from .limits import DEFAULT_LIMITS, Limits
+from .unpack import unpack
 
 __all__ = ["DELETE", "PUT", "Change", "ChangeId", "decode_changes", "encode_changes"]
 
@@ -82,8 +83,12 @@ class Change(NamedTuple):
 
     @classmethod
     def from_row(cls, origin: bytes, seq: int, row: bytes) -> Change:
-        hlc, collection, key, op, fields, parents = msgpack.unpackb(row, raw=False)
-        ids = tuple(ChangeId(o, s) for o, s in parents)
+        """A change from ``to_row``'s bytes (the replica's own, not from elsewhere)."""
+        try:
+            hlc, collection, key, op, fields, parents = msgpack.unpackb(row, raw=False)
+            ids = tuple(ChangeId(o, s) for o, s in parents)
+        except (ValueError, TypeError, msgpack.UnpackException) as exc:
+            raise StorageError(f"not a change row ({type(exc).__name__})") from exc
         return cls(origin, seq, hlc, collection, key, op, fields, ids)
 
 
@@ -126,6 +131,8 @@ def _leaf_count(shape: Shape) -> int:
 
 #: Entries of a dictionary-coded column's table: its indexes are one byte each.
 MAX_TABLE = 256
+#: Memory of one rebuilt field map besides its bytes: a bytes object's header, its slot.
+FIELDS_OBJECT_COST = 56
 
 
 def _column(values: list[Any]) -> list[Any]:
@@ -328,30 +335,12 @@ def decode_changes(
     Every check is a pass over a whole column, mostly in C; the one Python loop per
     change rebuilds keys from their front coding.
     """
-    try:
-        items = msgpack.unpackb(
-            data,
-            raw=False,
-            use_list=True,
-            strict_map_key=True,
-            ext_hook=_no_ext,
-            timestamp=3,  # a timestamp becomes a datetime, which cannot be re-encoded
-            object_pairs_hook=sorted_pairs,  # maps only occur inside field values
-        )
-    except (LimitExceededError, BundleFormatError):
-        raise
-    except msgpack.StackError as exc:
-        raise LimitExceededError("changes nested too deeply") from exc
-    except Exception as exc:
-        raise BundleFormatError(f"changes are not valid msgpack ({type(exc).__name__})") from exc
+    # An array is either one of the columns (n items, n at most max_segment_changes)
+    # or a field value (its items take at least a byte each of a change's fields).
+    longest = max(limits.max_segment_changes, limits.max_fields_bytes)
+    items = unpack(data, "changes", limits, max_items=longest, canonical=True)
     if type(items) is not list or len(items) != CHANGE_COLUMNS:
         raise BundleFormatError(f"changes must be an array of {CHANGE_COLUMNS} columns")
-    try:
-        canonical = _pack(items) == data
-    except Exception as exc:  # a datetime from a timestamp, say
-        raise BundleFormatError("changes hold a value type that is not allowed") from exc
-    if not canonical:
-        raise BundleFormatError("changes are not canonically encoded")
     deltas, collections, collection_of, prefix, suffix, shapes, shape_of, columns, parents = items
     if type(deltas) is not list or not deltas:
         raise BundleFormatError("changes must hold at least one change")
@@ -374,7 +363,7 @@ def decode_changes(
     collection_names = list(map(collections.__getitem__, collection_index))
 
     keys = _keys(_ints(prefix, n, "key prefixes"), suffix, n, limits.max_key_bytes)
-    ops, fields = _fields(shapes, shape_of, columns, n, limits)
+    ops, fields = _fields(shapes, shape_of, columns, n, limits, len(data))
 
     if type(parents) is not list or len(parents) != n or not set(map(type, parents)) <= {list}:
         raise BundleFormatError("changes: parents must hold an array per change")
@@ -424,14 +413,16 @@ def _keys(prefix: list[int], suffix: Any, n: int, max_key: int) -> list[str]:
 
 
 def _fields(
-    shapes: Any, shape_of: Any, columns: Any, n: int, limits: Limits
+    shapes: Any, shape_of: Any, columns: Any, n: int, limits: Limits, block_bytes: int
 ) -> tuple[list[int], list[bytes | None]]:
     """Each change's op and canonical field bytes, rebuilt shape by shape.
 
     Rebuilt maps repeat what the columns hold once (names, dictionary-coded values),
     so what they repeat is bounded before any is built: at most ``max_block_bytes``,
-    like the block itself. A block therefore cannot make its receiver build far more
-    bytes than it carries.
+    like the block itself (docs/spec.md §4.2). A block therefore cannot make its
+    receiver build far more bytes than it carries. And what they take in memory (what
+    they repeat, what the block holds once, a bytes object per put) is bounded too, by
+    half of ``max_decode_bytes``: the decoded columns are alive at the same time.
     """
     if type(shapes) is not list or type(columns) is not list or len(columns) != len(shapes):
         raise BundleFormatError("changes: shapes and columns must be arrays of equal length")
@@ -446,6 +437,9 @@ def _fields(
     built: dict[int | None, Iterator[bytes | None]] = {None: repeat(None)}
     repeated = 0
     max_fields = limits.max_fields_bytes
+    # What the rebuilt maps take besides what they repeat: the block's own values, and
+    # a bytes object and its slot per put.
+    held = block_bytes + (n - rows[None]) * FIELDS_OBJECT_COST
     for i, (wire, cols) in enumerate(zip(shapes, columns, strict=True)):
         count = rows[i]
         builder = _Builder(wire, 1)
@@ -455,6 +449,10 @@ def _fields(
         repeated += count * (builder.overhead + sum(extra for _, extra in values))
         if repeated > limits.max_block_bytes:
             raise LimitExceededError("rebuilding the fields would repeat more than the block limit")
+        if repeated + held > limits.max_decode_bytes // 2:
+            raise LimitExceededError(
+                "rebuilding the fields would take more than half of max_decode_bytes"
+            )
         try:
             encoded = builder.encode([column for column, _ in values], count)
         except Exception as exc:  # a datetime from a timestamp, say
@@ -498,7 +496,3 @@ def _parents(raw: Any, origin: bytes, seq: int, limits: Limits) -> tuple[ChangeI
             raise BundleFormatError("a change cannot descend from a later change of its origin")
         parents.append(pid)
     return tuple(parents)
-
-
-def _no_ext(code: int, data: bytes) -> Any:
-    raise BundleFormatError(f"msgpack extension type {code} is not allowed")

@@ -49,7 +49,7 @@ def _frame_length(frame: bytes) -> int:
 
 def decompress(frame: bytes, max_size: int, limits: Limits, what: str) -> bytes:
     """Open one untrusted frame of at most ``max_size`` decompressed bytes."""
-    if frame[:4] != _ZSTD_MAGIC:
+    if type(frame) is not bytes or frame[:4] != _ZSTD_MAGIC:
         raise BundleFormatError(f"{what} is not a zstd frame")
     try:
         params = zstandard.get_frame_parameters(frame)

@@ -1,9 +1,8 @@
-"""Strict msgpack for untrusted input, and the canonical encoding of record fields.
+"""The canonical encoding of record fields, and the one set of msgpack options.
 
-offsync never decodes peer bytes with msgpack's permissive defaults: extension types
-(timestamps included) are refused, map keys must be strings in strictly increasing
-order (so duplicates are impossible), and every structure is decoded from a buffer whose
-size has already been checked against a limit. Canonical means: exactly what
+Untrusted bytes are decoded by ``offsync.unpack`` (``unpack_strict`` here is its
+generic form): extension types are refused, map keys must be strings in strictly
+increasing order, and what decoding may allocate is bounded. Canonical means: exactly what
 ``msgpack.packb`` writes for the decoded value (shortest integer and length forms,
 64-bit floats, str for text and bin for bytes) with map keys sorted by code point.
 Equal field values therefore always have equal bytes, which is what lets replicas
@@ -13,12 +12,13 @@ compare states by hashing bytes.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
-from typing import Any, NoReturn
+from typing import Any
 
 import msgpack
 
-from .errors import BundleFormatError, LimitExceededError
+from .errors import BundleFormatError, FieldTypeError, LimitExceededError, UsageError
+from .limits import DEFAULT_LIMITS
+from .unpack import MAP_COST, VALUE_COST, check_cost, sorted_pairs, unpack
 
 __all__ = [
     "canonical_fields",
@@ -29,94 +29,85 @@ __all__ = [
 ]
 
 
-def _refuse_ext(code: int, data: bytes) -> NoReturn:
-    raise BundleFormatError(f"msgpack extension type {code} is not allowed")
-
-
-def _refuse_timestamp() -> NoReturn:
-    # msgpack decodes ext type -1 (timestamp) itself and never calls ``ext_hook`` for it;
-    # with ``timestamp=3`` it becomes a datetime, which the hooks below refuse.
-    raise BundleFormatError("msgpack timestamps (extension type -1) are not allowed")
-
-
-def sorted_pairs(pairs: list[tuple[Any, Any]]) -> dict[str, Any]:
-    previous: str | None = None
-    for key, value in pairs:
-        if type(key) is not str:
-            raise BundleFormatError("map keys must be strings")
-        if previous is not None and key <= previous:
-            raise BundleFormatError("map keys must be unique and sorted")
-        if type(value) is datetime:
-            _refuse_timestamp()
-        previous = key
-    return dict(pairs)
-
-
-def _checked_list(items: list[Any]) -> list[Any]:
-    if datetime in map(type, items):
-        _refuse_timestamp()
-    return items
-
-
 def packb(value: Any) -> bytes:
     """Encode with the one set of options offsync uses everywhere."""
     return msgpack.packb(value, use_bin_type=True)  # type: ignore[no-any-return]
 
 
 def unpack_strict(data: bytes, what: str) -> Any:
-    """Decode one msgpack value that must fill ``data`` exactly, refusing ext types."""
-    try:
-        value = msgpack.unpackb(
-            data,
-            raw=False,
-            use_list=True,
-            strict_map_key=True,
-            ext_hook=_refuse_ext,
-            timestamp=3,
-            object_pairs_hook=sorted_pairs,
-            list_hook=_checked_list,
-        )
-    except BundleFormatError:
-        raise
-    except msgpack.StackError as exc:
-        raise LimitExceededError(f"{what}: nested too deeply") from exc
-    except Exception as exc:  # msgpack raises ValueError, FormatError, ExtraData, ...
-        raise BundleFormatError(f"{what}: not valid msgpack ({type(exc).__name__})") from exc
-    if type(value) is datetime:
-        _refuse_timestamp()
-    return value
+    """Decode one msgpack value that must fill ``data`` exactly, under the default limits
+    (``offsync.unpack.unpack`` is the decoder; this is its generic form)."""
+    return unpack(data, what)
 
 
 def decode_fields(data: bytes) -> dict[str, Any]:
-    """Decode canonical field bytes that this replica already validated."""
-    value = msgpack.unpackb(data, raw=False, timestamp=3, strict_map_key=True)
-    assert isinstance(value, dict)
+    """Decode canonical field bytes that this replica already validated (its own writes,
+    and fields rebuilt by the column decoder): no limits. Bytes from elsewhere go
+    through ``offsync.unpack``."""
+    try:
+        value = msgpack.unpackb(data, raw=False, timestamp=3, strict_map_key=True)
+    except (ValueError, TypeError, OverflowError, msgpack.UnpackException) as exc:
+        raise BundleFormatError(f"fields are not valid msgpack ({type(exc).__name__})") from exc
+    if type(value) is not dict:
+        raise BundleFormatError("fields are a map")
     return value
 
 
-def _canonical(value: Any) -> Any:
+#: What decoding one change's fields may take (estimated as ``offsync.unpack`` does):
+#: half the decode budget, so that the segment carrying them, whose columns cost at
+#: most about 1.4 times as much, stays within the budget of every reader.
+MAX_FIELDS_COST = DEFAULT_LIMITS.max_decode_bytes // 2
+#: Fields this long or shorter cannot cost more (no byte is estimated at more than an
+#: empty map, the costliest byte), so only longer ones are walked to check.
+_FREE_BELOW = MAX_FIELDS_COST // (VALUE_COST + MAP_COST)
+
+#: Arrays and maps a field value may nest: msgpack-python packs 511 levels, and a
+#: segment's columns hold a field value five levels down (docs/spec.md §4.2).
+MAX_FIELD_DEPTH = 500
+
+
+def _canonical(value: Any, depth: int = 1) -> Any:
+    if depth > MAX_FIELD_DEPTH:
+        raise FieldTypeError(f"field values nest more than {MAX_FIELD_DEPTH} arrays or maps deep")
     if isinstance(value, Mapping):
         items = []
         for k, v in value.items():
             if type(k) is not str:
-                raise TypeError(
+                raise FieldTypeError(
                     f"field names and nested map keys must be str, not {type(k).__name__}"
                 )
-            items.append((k, _canonical(v)))
+            items.append((k, _canonical(v, depth + 1)))
         items.sort(key=lambda kv: kv[0])
         return dict(items)
     if isinstance(value, (list, tuple)):
-        return [_canonical(v) for v in value]
+        return [_canonical(v, depth + 1) for v in value]
     if value is None or isinstance(value, (bool, int, float, str, bytes)):
         return value
-    raise TypeError(f"a field value of type {type(value).__name__} cannot be stored")
+    raise FieldTypeError(f"a field value of type {type(value).__name__} cannot be stored")
 
 
 def canonical_fields(fields: Mapping[str, Any]) -> bytes:
-    """Encode a fields map canonically; raise ``TypeError`` for values msgpack cannot hold."""
+    """Encode a fields map canonically.
+
+    ``FieldTypeError`` (a ``UsageError`` and a ``TypeError``) for values msgpack cannot
+    hold: other types, non-str keys, ints beyond 64 bits, nesting past
+    ``MAX_FIELD_DEPTH``; ``UsageError`` for fields whose decoding would cost more than
+    ``MAX_FIELDS_COST`` (a megabyte of empty lists, say), which readers would refuse.
+    """
     if not isinstance(fields, Mapping):
-        raise TypeError("fields must be a mapping of str to msgpack-able values")
+        raise FieldTypeError("fields must be a mapping of str to msgpack-able values")
     try:
-        return packb(_canonical(fields))
-    except (OverflowError, ValueError) as exc:
-        raise TypeError(f"fields cannot be encoded: {exc}") from exc
+        encoded = packb(_canonical(fields))
+    except (OverflowError, ValueError, TypeError) as exc:
+        if isinstance(exc, FieldTypeError):
+            raise
+        raise FieldTypeError(f"fields cannot be encoded: {exc}") from exc
+    if len(encoded) > _FREE_BELOW:
+        try:
+            check_cost(encoded, "fields", MAX_FIELDS_COST)
+        except LimitExceededError as exc:
+            raise UsageError(
+                f"fields hold so many arrays, maps and values that decoding them would take "
+                f"more than {MAX_FIELDS_COST} bytes of memory; peers would refuse them"
+            ) from exc
+    return encoded

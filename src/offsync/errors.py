@@ -6,7 +6,8 @@ and failures of the machinery around the core (storage, transports)::
     OffsyncError
     ├── UsageError (ValueError)            the calling code misused the API
     │   ├── ImmutableRecordError           a plain write to a first-writer-wins record
-    │   └── NotAuthorisedError             a local write this site's certificate forbids
+    │   ├── NotAuthorisedError             a local write this site's certificate forbids
+    │   └── FieldTypeError (TypeError)     fields msgpack cannot carry canonically
     ├── IdentityError
     │   └── WrongPassphraseError           a key file that the passphrase does not open
     ├── RemoteDataError                    input from elsewhere that must be refused
@@ -20,6 +21,7 @@ and failures of the machinery around the core (storage, transports)::
     │   ├── ForkError                      two different changes under one change id
     │   └── ScopeError                     a trusted signer writing outside its scope
     ├── SequenceReuseError                 this site would reuse seqs it already used
+    ├── ClockError (OverflowError)         this site's clock cannot give a valid HLC
     ├── StorageError                       the store failed; nothing was changed
     │   ├── StorageConflictError           lost a race with another writer; retry
     │   ├── StorageFullError               disk full or failing: an operator must act
@@ -37,8 +39,10 @@ from __future__ import annotations
 
 __all__ = [
     "BundleFormatError",
+    "ClockError",
     "DecryptionError",
     "ExpiredCertificateError",
+    "FieldTypeError",
     "ForkError",
     "IdentityError",
     "ImmutableRecordError",
@@ -80,6 +84,11 @@ class ImmutableRecordError(UsageError):
 class NotAuthorisedError(UsageError):
     """A local write that peers would refuse: outside this site's certificate, or by a
     key that is unknown, revoked or expired in the trust store, or failing a validator."""
+
+
+class FieldTypeError(UsageError, TypeError):
+    """Fields that msgpack cannot carry canonically: a value of another type, a map key
+    that is not a str, an int beyond 64 bits, arrays and maps nested too deep."""
 
 
 class IdentityError(OffsyncError):
@@ -132,6 +141,11 @@ class ScopeError(RemoteDataError):
 
 class SequenceReuseError(OffsyncError):
     """Peers hold changes of this site that it no longer has: writing would fork."""
+
+
+class ClockError(OffsyncError, OverflowError):
+    """This site's clock cannot give a valid HLC (below 2^63, docs/spec.md §3): the wall
+    clock reads before 1970 or after the year 6429. Nothing was written; fix the clock."""
 
 
 class StorageError(OffsyncError):

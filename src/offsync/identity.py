@@ -20,14 +20,16 @@ import nacl.secret
 import nacl.signing
 import nacl.utils
 
-from .encoding import packb, unpack_strict
+from .encoding import packb
 from .errors import (
+    DecryptionError,
     IdentityError,
     RemoteDataError,
     SignatureError,
     UsageError,
     WrongPassphraseError,
 )
+from .unpack import unpack
 
 __all__ = ["HasPublicKey", "Identity", "PublicIdentity", "SiteRef", "key_of", "verify_signature"]
 
@@ -48,7 +50,7 @@ SiteRef = bytes | HasPublicKey
 
 def key_of(site: SiteRef) -> bytes:
     """The 32-byte key of a site named either way; ``UsageError`` for anything else."""
-    key = site if isinstance(site, bytes) else site.public_key
+    key = site if isinstance(site, bytes) else getattr(site, "public_key", None)
     if type(key) is not bytes or len(key) != 32:
         raise UsageError("a site key is 32 bytes")
     return key
@@ -71,7 +73,9 @@ class PublicIdentity:
 
     def __post_init__(self) -> None:
         if type(self.public_key) is not bytes or len(self.public_key) != 32:
-            raise ValueError("a public key is 32 bytes")
+            raise UsageError("a public key is 32 bytes")
+        if type(self.label) is not str:
+            raise UsageError("a label is a str")
 
     @property
     def box_public_key(self) -> bytes:
@@ -90,7 +94,9 @@ class Identity:
 
     def __init__(self, seed: bytes, label: str = "") -> None:
         if type(seed) is not bytes or len(seed) != 32:
-            raise ValueError("an identity seed is 32 bytes")
+            raise UsageError("an identity seed is 32 bytes")
+        if type(label) is not str:
+            raise UsageError("a label is a str")
         self._signing_key = nacl.signing.SigningKey(seed)
         self._box_key = self._signing_key.to_curve25519_private_key()
         self.label = label
@@ -112,11 +118,19 @@ class Identity:
         return self.public_key[:6].hex()
 
     def sign(self, message: bytes) -> bytes:
+        if type(message) is not bytes:
+            raise UsageError("only bytes are signed")
         return bytes(self._signing_key.sign(message).signature)
 
     def unseal(self, ciphertext: bytes) -> bytes:
-        """Open a sealed box addressed to this identity (raises nacl's CryptoError)."""
-        return bytes(nacl.public.SealedBox(self._box_key).decrypt(ciphertext))
+        """Open a sealed box addressed to this identity; ``DecryptionError`` if it is not
+        one, is for someone else, or was tampered with."""
+        if type(ciphertext) is not bytes:
+            raise DecryptionError("a sealed box is bytes")
+        try:
+            return bytes(nacl.public.SealedBox(self._box_key).decrypt(ciphertext))
+        except (nacl.exceptions.CryptoError, nacl.exceptions.ValueError, TypeError) as exc:
+            raise DecryptionError("encrypted data does not open") from exc
 
     def __repr__(self) -> str:
         return f"<Identity {self.label!r} {self.short_id}>"
@@ -131,7 +145,7 @@ class Identity:
         memlimit: int = nacl.pwhash.argon2id.MEMLIMIT_INTERACTIVE,
     ) -> bytes:
         """The identity as an encrypted key file (msgpack; see docs/spec.md)."""
-        pw = passphrase.encode() if isinstance(passphrase, str) else passphrase
+        pw = _passphrase(passphrase)
         salt = nacl.utils.random(nacl.pwhash.argon2id.SALTBYTES)
         key = nacl.pwhash.argon2id.kdf(
             nacl.secret.SecretBox.KEY_SIZE, pw, salt, opslimit=opslimit, memlimit=memlimit
@@ -153,8 +167,9 @@ class Identity:
 
     @classmethod
     def from_bytes(cls, data: bytes, passphrase: str | bytes) -> Identity:
+        pw = _passphrase(passphrase)
         try:
-            doc = unpack_strict(data, "key file")
+            doc = unpack(data, "key file", max_depth=1)
         except RemoteDataError as exc:
             raise IdentityError("not an offsync key file") from exc
         if (
@@ -164,15 +179,19 @@ class Identity:
             or doc.get("kdf") != "argon2id"
         ):
             raise IdentityError("not an offsync key file (or a newer version)")
-        try:
-            salt, sealed = doc["salt"], doc["box"]
-            opslimit, memlimit = int(doc["opslimit"]), int(doc["memlimit"])
-            label = str(doc.get("label", ""))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise IdentityError("key file is missing fields") from exc
+        salt, sealed = doc.get("salt"), doc.get("box")
+        opslimit, memlimit = doc.get("opslimit"), doc.get("memlimit")
+        label = doc.get("label", "")
+        if not (
+            type(salt) is bytes
+            and type(sealed) is bytes
+            and type(opslimit) is int
+            and type(memlimit) is int
+            and type(label) is str
+        ):
+            raise IdentityError("key file is missing fields")
         if memlimit > 1 << 32 or opslimit > 64:
             raise IdentityError("key file asks for an unreasonable key derivation cost")
-        pw = passphrase.encode() if isinstance(passphrase, str) else passphrase
         try:
             key = nacl.pwhash.argon2id.kdf(
                 nacl.secret.SecretBox.KEY_SIZE, pw, salt, opslimit=opslimit, memlimit=memlimit
@@ -182,6 +201,8 @@ class Identity:
             raise WrongPassphraseError("wrong passphrase, or the key file was altered") from exc
         except (TypeError, ValueError, nacl.exceptions.ValueError) as exc:
             raise IdentityError("key file is damaged") from exc
+        if len(seed) != 32:
+            raise IdentityError("key file holds no identity seed")
         ident = cls(bytes(seed), label)
         if ident.public_key != doc.get("public_key"):
             raise IdentityError("key file's public key does not match its secret key")
@@ -201,3 +222,14 @@ class Identity:
     @classmethod
     def load(cls, path: str | os.PathLike[str], passphrase: str | bytes) -> Identity:
         return cls.from_bytes(Path(path).read_bytes(), passphrase)
+
+
+def _passphrase(passphrase: str | bytes) -> bytes:
+    if isinstance(passphrase, bytes):
+        return passphrase
+    if not isinstance(passphrase, str):
+        raise UsageError("a passphrase is a str or bytes")
+    try:
+        return passphrase.encode()
+    except UnicodeEncodeError as exc:  # a lone surrogate, say
+        raise UsageError("a passphrase must be encodable as UTF-8") from exc

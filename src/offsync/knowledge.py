@@ -12,14 +12,20 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .encoding import packb, unpack_strict
-from .errors import BundleFormatError, LimitExceededError
+from .encoding import packb
+from .errors import BundleFormatError, LimitExceededError, UsageError
 from .limits import DEFAULT_LIMITS, Limits
+from .unpack import Budget, unpack
 
 __all__ = ["Interval", "Knowledge"]
 
 Interval = tuple[int, int]
 MAX_SEQ = (1 << 63) - 1
+#: Upper bounds (bytes of CPython objects) of what decoding knowledge keeps, charged to
+#: a ``Budget`` before it is built: per origin (its key, its dict entry, its tuple) and
+#: per interval (a 2-tuple, its slot, two ints).
+ORIGIN_COST = 256
+INTERVAL_COST = 128
 
 
 def _normalise(intervals: Iterable[Interval]) -> tuple[Interval, ...]:
@@ -63,23 +69,43 @@ class Knowledge:
     intervals: Mapping[bytes, Sequence[Interval]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if not isinstance(self.intervals, Mapping):
+            raise UsageError("knowledge is a mapping of origin key to seq intervals")
         clean: dict[bytes, tuple[Interval, ...]] = {}
         for origin, ivs in self.intervals.items():
             if type(origin) is not bytes or len(origin) != 32:
-                raise ValueError("origins are 32-byte public keys")
-            for a, b in ivs:
-                if not (1 <= a <= MAX_SEQ and 1 <= b <= MAX_SEQ):
-                    raise ValueError(f"seq interval ({a}, {b}) out of range")
-            norm = _normalise(ivs)
+                raise UsageError("origins are 32-byte public keys")
+            try:
+                pairs = [(a, b) for a, b in ivs]
+            except (TypeError, ValueError) as exc:
+                raise UsageError("seq intervals are (first, last) pairs of ints") from exc
+            for a, b in pairs:
+                if (
+                    type(a) is not int
+                    or type(b) is not int
+                    or not (1 <= a <= MAX_SEQ and 1 <= b <= MAX_SEQ)
+                ):
+                    raise UsageError(f"seq interval ({a!r}, {b!r}) out of range")
+            norm = _normalise(pairs)
             if norm:
                 clean[origin] = norm
         object.__setattr__(self, "intervals", dict(sorted(clean.items())))
+
+    @classmethod
+    def _normalised(cls, intervals: dict[bytes, tuple[Interval, ...]]) -> Knowledge:
+        """Knowledge from intervals already sorted by origin and normalised (decoded and
+        checked by ``from_wire``): nothing is copied or sorted again."""
+        knowledge = object.__new__(cls)
+        object.__setattr__(knowledge, "intervals", intervals)
+        return knowledge
 
     def __repr__(self) -> str:
         return f"Knowledge({dict(self.intervals)!r})"
 
     @classmethod
     def of(cls, origin: bytes, first: int, last: int) -> Knowledge:
+        if type(origin) is not bytes:
+            raise UsageError("origins are 32-byte public keys")
         return cls({origin: ((first, last),)})
 
     def origins(self) -> Iterator[bytes]:
@@ -144,11 +170,18 @@ class Knowledge:
         return [[o, [x for iv in ivs for x in iv]] for o, ivs in self.intervals.items()]
 
     @classmethod
-    def from_wire(cls, value: Any, limits: Limits = DEFAULT_LIMITS) -> Knowledge:
+    def from_wire(
+        cls, value: Any, limits: Limits = DEFAULT_LIMITS, budget: Budget | None = None
+    ) -> Knowledge:
+        """Knowledge from its decoded wire form (untrusted). What it builds is charged to
+        ``budget`` (one shared by everything decoded from one header, say) before it is
+        built; by default a budget of its own of ``limits.max_decode_bytes``."""
         if type(value) is not list:
             raise BundleFormatError("knowledge must be an array")
         if len(value) > limits.max_origins:
             raise LimitExceededError(f"knowledge names more than {limits.max_origins} origins")
+        if budget is None:
+            budget = Budget(limits.max_decode_bytes, "knowledge")
         out: dict[bytes, tuple[Interval, ...]] = {}
         previous = b""
         for item in value:
@@ -162,6 +195,7 @@ class Knowledge:
                 raise BundleFormatError("knowledge intervals must be a non-empty even array")
             if len(flat) // 2 > limits.max_intervals:
                 raise LimitExceededError(f"more than {limits.max_intervals} intervals")
+            budget.charge(ORIGIN_COST + len(flat) // 2 * INTERVAL_COST)
             last_end = -1
             ivs: list[Interval] = []
             for i in range(0, len(flat), 2):
@@ -173,13 +207,16 @@ class Knowledge:
                 last_end = b
                 ivs.append((a, b))
             out[origin] = tuple(ivs)
-        return cls(out)
+        return cls._normalised(out)
 
     def to_bytes(self) -> bytes:
         return packb(self.to_wire())
 
     @classmethod
     def from_bytes(cls, data: bytes, limits: Limits = DEFAULT_LIMITS) -> Knowledge:
+        if type(data) is not bytes:
+            raise BundleFormatError("a knowledge statement is bytes")
         if len(data) > limits.max_header_bytes:
             raise LimitExceededError("knowledge statement too large")
-        return cls.from_wire(unpack_strict(data, "knowledge"), limits)
+        # [[origin, [a1, b1, ...]], ...]: three arrays deep.
+        return cls.from_wire(unpack(data, "knowledge", limits, max_depth=3), limits)

@@ -54,6 +54,11 @@ class Limits:
     max_unknown_signer_segments: int = 256
     max_unknown_bytes: int = 8 * MiB
     max_unknown_segments: int = 2048
+    #: Memory (estimated before allocating) that the values decoded from one msgpack
+    #: item may take: a header, a receipt, a knowledge statement, a segment, a bundle
+    #: body, a segment's block (offsync.unpack says how it is estimated). Bounds what a
+    #: few bytes, or a small zstd frame, can make a decoder allocate.
+    max_decode_bytes: int = 64 * MiB
 
 
 DEFAULT_LIMITS = Limits()

@@ -20,9 +20,10 @@ import msgpack
 
 from .change import Change, decode_changes, encode_changes
 from .compression import compress, decompress
-from .errors import BundleFormatError, LimitExceededError
+from .errors import BundleFormatError, LimitExceededError, UsageError
 from .identity import Identity, verify_signature
 from .limits import DEFAULT_LIMITS, Limits
+from .unpack import unpack
 
 __all__ = ["NO_PREVIOUS", "Segment", "hash32"]
 
@@ -60,10 +61,22 @@ class Segment:
     signature: bytes
 
     def __post_init__(self) -> None:
-        if len(self.origin) != 32 or len(self.prev_hash) != 32 or len(self.signature) != 64:
-            raise ValueError("segment origin and prev_hash are 32 bytes, signature 64")
-        if not 1 <= self.first_seq <= self.last_seq <= MAX_SEQ:
-            raise ValueError("segment seq range out of order")
+        if not (
+            type(self.origin) is bytes
+            and len(self.origin) == 32
+            and type(self.prev_hash) is bytes
+            and len(self.prev_hash) == 32
+            and type(self.signature) is bytes
+            and len(self.signature) == 64
+            and type(self.block) is bytes
+        ):
+            raise UsageError("segment origin and prev_hash are 32 bytes, signature 64")
+        if not (
+            type(self.first_seq) is int
+            and type(self.last_seq) is int
+            and 1 <= self.first_seq <= self.last_seq <= MAX_SEQ
+        ):
+            raise UsageError("segment seq range out of order")
 
     @property
     def count(self) -> int:
@@ -90,7 +103,7 @@ class Segment:
             or changes[0].origin != identity.public_key
             or changes[-1].seq - changes[0].seq + 1 != len(changes)
         ):
-            raise ValueError("a segment seals its signer's own consecutive changes")
+            raise UsageError("a segment seals its signer's own consecutive changes")
         return cls.seal_block(
             identity,
             changes[0].seq,
@@ -104,6 +117,8 @@ class Segment:
         cls, identity: Identity, first_seq: int, count: int, block: bytes, prev_hash: bytes
     ) -> Segment:
         """Sign an already compressed block (tests and tools that need odd blocks)."""
+        if type(first_seq) is not int or type(count) is not int or type(block) is not bytes:
+            raise UsageError("a segment is a block of count changes from first_seq")
         last = first_seq + count - 1
         msg = _signing_message(identity.public_key, first_seq, last, hash32(block), prev_hash)
         return cls(identity.public_key, first_seq, last, prev_hash, block, identity.sign(msg))
@@ -136,22 +151,11 @@ class Segment:
     @classmethod
     def decode(cls, data: bytes, limits: Limits = DEFAULT_LIMITS) -> Segment:
         """Parse (not verify) one encoded segment."""
+        if type(data) is not bytes:
+            raise BundleFormatError("a segment is bytes")
         if len(data) > limits.max_bundle_bytes:
             raise LimitExceededError("segment larger than the bundle limit")
-        try:
-            value = msgpack.unpackb(
-                data,
-                raw=False,
-                strict_map_key=True,
-                max_map_len=0,
-                max_array_len=6,
-                ext_hook=_no_ext,
-                timestamp=3,
-            )
-        except BundleFormatError:
-            raise
-        except Exception as exc:
-            raise BundleFormatError(f"segment is not valid msgpack ({type(exc).__name__})") from exc
+        value = unpack(data, "segment", limits, max_depth=1)
         if type(value) is not list or len(value) != 6:
             raise BundleFormatError("a segment is an array of 6 items")
         origin, first, last, prev, block, sig = value
@@ -176,7 +180,3 @@ class Segment:
         if segment.encode() != data:
             raise BundleFormatError("segment is not canonically encoded")
         return segment
-
-
-def _no_ext(code: int, data: bytes) -> Any:
-    raise BundleFormatError(f"msgpack extension type {code} is not allowed")

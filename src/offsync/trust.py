@@ -32,6 +32,7 @@ from typing import Any, Protocol
 from .change import Change
 from .clock import MAX_HLC, hlc_millis
 from .encoding import packb
+from .errors import BundleFormatError, UsageError
 from .identity import Identity, PublicIdentity, key_of
 
 __all__ = [
@@ -103,7 +104,10 @@ class Certificate:
 
     @classmethod
     def from_fields(cls, f: Mapping[str, Any]) -> Certificate:
-        """Parse certificate fields; ``ValueError`` when they are malformed."""
+        """Parse certificate fields (a ``_trust`` record, from elsewhere);
+        ``BundleFormatError`` when they are malformed."""
+        if not isinstance(f, Mapping):
+            raise BundleFormatError("malformed certificate")
         site, replaces = f.get("site"), f.get("replaces")
         cols, prefixes = f.get("collections"), f.get("prefixes")
         vf, vu = f.get("valid_from"), f.get("valid_until")
@@ -121,7 +125,7 @@ class Certificate:
             or not _in_range(vu, optional=True)
             or type(f.get("label", "")) is not str
         ):
-            raise ValueError("malformed certificate")
+            raise BundleFormatError("malformed certificate")
         return cls(site, f.get("label", ""), tuple(cols), tuple(prefixes), vf, vu, replaces)
 
 
@@ -150,6 +154,10 @@ class Revocation:
 
     @classmethod
     def from_fields(cls, f: Mapping[str, Any]) -> Revocation:
+        """Parse revocation fields (a ``_trust`` record, from elsewhere);
+        ``BundleFormatError`` when they are malformed."""
+        if not isinstance(f, Mapping):
+            raise BundleFormatError("malformed revocation")
         site, eff, after = f.get("site"), f.get("effective_ms"), f.get("after_seq")
         if (
             f.get("type") != "revoke"
@@ -160,20 +168,27 @@ class Revocation:
             or (eff is None and after is None)
             or type(f.get("reason", "")) is not str
         ):
-            raise ValueError("malformed revocation")
+            raise BundleFormatError("malformed revocation")
         return cls(site, eff, after, f.get("reason", ""))
 
 
 def certificate_fields(site: bytes | PublicIdentity | Identity, **options: Any) -> dict[str, Any]:
-    """The fields of a ``_trust`` certificate record (see ``Certificate`` for options)."""
+    """The fields of a ``_trust`` certificate record (see ``Certificate`` for options);
+    ``UsageError`` for options every replica would ignore as malformed."""
     options = dict(options)
     for name in ("collections", "prefixes"):
-        if name in options:
-            options[name] = tuple(options[name])
-    if options.get("replaces") is not None:
-        options["replaces"] = key_of(options["replaces"])
-    fields = Certificate(key_of(site), **options).to_fields()
-    Certificate.from_fields(fields)  # refuse now what every replica would ignore
+        if isinstance(options.get(name), str):  # one name would become its letters
+            raise UsageError(f"{name} is a list of str, not one str")
+    try:
+        for name in ("collections", "prefixes"):
+            if name in options:
+                options[name] = tuple(options[name])
+        if options.get("replaces") is not None:
+            options["replaces"] = key_of(options["replaces"])
+        fields = Certificate(key_of(site), **options).to_fields()
+        Certificate.from_fields(fields)  # refuse now what every replica would ignore
+    except (TypeError, BundleFormatError) as exc:
+        raise UsageError(f"not a valid certificate: {exc}") from exc
     return fields
 
 
@@ -184,11 +199,15 @@ def revocation_fields(
     after_seq: int | None = None,
     reason: str = "",
 ) -> dict[str, Any]:
-    """The fields of a ``_trust`` revocation record."""
+    """The fields of a ``_trust`` revocation record; ``UsageError`` for values every
+    replica would ignore as malformed."""
     if effective_ms is None and after_seq is None:
-        raise ValueError("a revocation needs effective_ms, after_seq or both")
+        raise UsageError("a revocation needs effective_ms, after_seq or both")
     fields = Revocation(key_of(site), effective_ms, after_seq, reason).to_fields()
-    Revocation.from_fields(fields)  # refuse now what every replica would ignore
+    try:
+        Revocation.from_fields(fields)  # refuse now what every replica would ignore
+    except BundleFormatError as exc:
+        raise UsageError(f"not a valid revocation: {exc}") from exc
     return fields
 
 
@@ -221,21 +240,30 @@ class TrustStore:
         certs: dict[bytes, Certificate] = {}
         revocations: dict[bytes, Revocation] = {}
         problems: list[str] = []
-        for key, fields in sorted(records, key=lambda kv: kv[0]):
+        try:
+            roots = frozenset(key_of(a) for a in authorities)
+            pairs = [(key, fields) for key, fields in records]
+        except UsageError:
+            raise
+        except (TypeError, ValueError) as exc:
+            raise UsageError("authorities are site keys; records are (str, fields) pairs") from exc
+        if not all(type(key) is str for key, _ in pairs):
+            raise UsageError("trust record keys are str")
+        for key, fields in sorted(pairs, key=lambda kv: kv[0]):
             try:
                 if key.startswith(CERT_PREFIX):
                     cert = Certificate.from_fields(fields)
                     if key != CERT_PREFIX + cert.site.hex():
-                        raise ValueError("certificate stored under another key's name")
+                        raise BundleFormatError("certificate stored under another key's name")
                     certs[cert.site] = cert
                 elif key.startswith(REVOKE_PREFIX):
                     rev = Revocation.from_fields(fields)
                     if key != REVOKE_PREFIX + rev.site.hex():
-                        raise ValueError("revocation stored under another key's name")
+                        raise BundleFormatError("revocation stored under another key's name")
                     revocations[rev.site] = rev
                 else:
-                    raise ValueError("unknown kind of trust record")
-            except ValueError as exc:
+                    raise BundleFormatError("unknown kind of trust record")
+            except BundleFormatError as exc:
                 problems.append(f"{TRUST_COLLECTION}/{key}: {exc}")
         retired: dict[bytes, int] = {}
         for cert in certs.values():
@@ -244,7 +272,7 @@ class TrustStore:
                 retired[cert.replaces] = cert.valid_from if at is None else min(at, cert.valid_from)
         keys = set(certs) | set(revocations) | set(retired)
         rules = {k: _Rule(certs.get(k), revocations.get(k), retired.get(k)) for k in sorted(keys)}
-        return cls(frozenset(authorities), rules, tuple(problems))
+        return cls(roots, rules, tuple(problems))
 
     @property
     def certificates(self) -> dict[bytes, Certificate]:
