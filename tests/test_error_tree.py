@@ -65,10 +65,12 @@ ALLOWED = {
     ("transports/disk.py", "ValueError"): "internal: the manifest reader's refusal, "
     "caught by its callers in the same module",
     ("cli/site.py", "ValueError"): "internal: caught a few lines below and reported",
-    ("transports/http.py", "ValueError"): "a constructor argument of the HTTP transport "
-    "(its hardening is separate work): to become a UsageError",
-    ("transports/http.py", "ImportError"): "an optional extra is missing: says which",
+    ("http/client.py", "ImportError"): "an optional extra is missing: says which",
     ("server.py", "ImportError"): "an optional extra is missing: says which",
+    ("http/bodies.py", "TypeError"): "a body type defined with a field that has no JSON "
+    "form: a programming error, found when the module is imported",
+    ("transports/folder.py", "NotADirectoryError"): "internal: caught by the OSError "
+    "handler around it (a refused/ that is not a plain directory is not used)",
     ("cli/__init__.py", "SystemExit"): "the command's exit status",
 }
 

@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from ..encoding import packb
-from ..errors import SignatureError
+from ..errors import SignatureError, UsageError
 from ..identity import Identity, verify_signature
 from .wire import H_CHALLENGE, H_SIGNATURE, H_SITE
 
@@ -102,7 +102,7 @@ class Challenges:
 
     def __init__(self, key: bytes, server: bytes, lifetime_ms: int) -> None:
         if len(key) != 32 or lifetime_ms < 1:
-            raise ValueError("a challenge key is 32 bytes and the lifetime positive")
+            raise UsageError("a challenge key is 32 bytes and the lifetime positive")
         self._key, self.server, self.lifetime_ms = key, server, lifetime_ms
 
     def _mac(self, issued_and_random: bytes) -> bytes:

@@ -39,6 +39,7 @@ from ..errors import (
     RetryableTransportError,
     TransportError,
     UnverifiedAnswerError,
+    UsageError,
 )
 from ..http.bodies import (
     ErrorBody,
@@ -122,7 +123,7 @@ class HTTPTransport(Transport):
         headers: dict[str, str] | None = None,
     ) -> None:
         if chunk_bytes < 1:
-            raise ValueError("chunk_bytes must be positive")
+            raise UsageError("chunk_bytes must be positive")
         self.url = url.rstrip("/")
         self.identity = identity
         self.server_key = server_key
