@@ -13,8 +13,8 @@ from offsync import Identity, Replica, sync
 from offsync.delivery import Delivery, Status
 from offsync.errors import TransportError
 from offsync.server import create_app
+from offsync.sync import exchange
 from offsync.transports import FolderTransport
-from offsync.transports.disk import exchange
 from offsync.transports.http import HTTPTransport
 
 

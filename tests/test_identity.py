@@ -13,8 +13,15 @@ import nacl.pwhash
 import pytest
 
 from offsync.encoding import packb, unpack_strict
-from offsync.errors import DecryptionError, IdentityError, SignatureError, WrongPassphraseError
+from offsync.errors import (
+    DecryptionError,
+    IdentityError,
+    SignatureError,
+    UsageError,
+    WrongPassphraseError,
+)
 from offsync.identity import Identity, PublicIdentity, verify_signature
+from offsync.keyfiles import read_key_file, write_key_file
 
 # The cheapest argon2id cost libsodium allows, so key-file tests stay fast.
 FAST = {
@@ -81,6 +88,19 @@ def test_key_file_round_trip(tmp_path: Path) -> None:
     assert Identity.from_bytes(ident.to_bytes(b"pw", **FAST), "pw").public_key == ident.public_key
     # the seed never appears in the file
     assert bytes(ident._signing_key) not in path.read_bytes()
+
+
+def test_key_files_are_written_outside_the_core(tmp_path: Path) -> None:
+    """``offsync.keyfiles`` moves the core's sealed bytes to and from a file; a
+    passphrase the core refuses leaves no file, not even a temporary one."""
+    ident = Identity.generate(label="kab")
+    path = tmp_path / "kab.key"
+    write_key_file(path, ident.to_bytes("pw", **FAST))
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert Identity.from_bytes(read_key_file(path), "pw").public_key == ident.public_key
+    with pytest.raises(UsageError):
+        ident.save(tmp_path / "bad.key", 3.5, **FAST)  # type: ignore[arg-type]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kab.key"]
 
 
 def test_wrong_passphrase(tmp_path: Path) -> None:

@@ -103,3 +103,58 @@ def test_package_imports_no_optional_dependency() -> None:
     # ``import offsync`` may bring in more than the core, but never an optional extra
     # (an integrator without offsync[http] or offsync[postgres] must be able to import it).
     assert loaded_after("import offsync") & set(OPTIONAL) == set()
+
+
+#: Calls that touch files: ``open(...)``, these functions of ``os``, these methods (of
+#: ``pathlib.Path``). The core turns bytes into values; where the bytes come from (a key
+#: file, a bundle file) is the business of the modules around it.
+OS_FILE_FUNCTIONS = {"open", "fdopen", "replace", "rename", "fsync", "unlink", "remove"}
+OS_FILE_FUNCTIONS |= {"listdir", "scandir", "mkdir", "makedirs"}
+PATH_METHODS = {"read_bytes", "write_bytes", "read_text", "write_text", "touch", "unlink"}
+#: (module, call) -> why a core module may make it.
+FILE_CALLS_ALLOWED = {
+    ("http.openapi", "read_text"): "the docs tool (python -m offsync.http.openapi --docs)",
+    ("http.openapi", "write_text"): "the docs tool (python -m offsync.http.openapi --docs)",
+}
+
+
+def file_calls(module: str) -> list[str]:
+    """``module.py:line: name`` of every call in ``offsync.<module>``'s source that
+    touches a file (``open``, ``OS_FILE_FUNCTIONS``, ``PATH_METHODS``), less those
+    ``FILE_CALLS_ALLOWED``."""
+    import ast
+    import importlib.util
+
+    spec = importlib.util.find_spec("offsync." + module)
+    assert spec is not None and spec.origin is not None
+    with open(spec.origin, encoding="utf-8") as fh:
+        tree = ast.parse(fh.read())
+    found = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        func, name = node.func, ""
+        if isinstance(func, ast.Name) and func.id == "open":
+            name = "open"
+        elif isinstance(func, ast.Attribute):
+            on_os = isinstance(func.value, ast.Name) and func.value.id == "os"
+            if (on_os and func.attr in OS_FILE_FUNCTIONS) or func.attr in PATH_METHODS:
+                name = func.attr
+        if name and (module, name) not in FILE_CALLS_ALLOWED:
+            found.append(f"{module}.py:{node.lineno}: {name}")
+    return found
+
+
+def test_core_modules_call_no_file_functions() -> None:
+    """Key files are written and read by ``offsync.keyfiles``, not by ``identity``."""
+    assert [hit for module in CORE for hit in file_calls(module)] == []
+
+
+def test_the_file_call_scan_sees_file_io() -> None:
+    assert file_calls("keyfiles") != []
+
+
+def test_key_file_io_is_not_loaded_with_the_core() -> None:
+    """``Identity.save``/``load`` import ``offsync.keyfiles`` when called, not before."""
+    code = CORE_ONLY + "\nassert 'offsync.keyfiles' not in sys.modules, 'keyfiles loaded'\n"
+    assert loaded_after(code) == set()

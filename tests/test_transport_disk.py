@@ -16,9 +16,10 @@ from helpers_special import bundle_like_name, device, no_hang, plant, posix_only
 from offsync import Identity, Limits, Replica, sync
 from offsync.errors import TransportError, UsageError
 from offsync.segment import hash32
+from offsync.sync import exchange
 from offsync.testing import check_transport
 from offsync.transports import DiskTransport, Transport
-from offsync.transports.disk import FAT32_MAX_FILE, exchange
+from offsync.transports.disk import FAT32_MAX_FILE
 
 FAT_FORBIDDEN = re.compile(r'[<>:"/\\|?*\x00-\x1f]')
 

@@ -34,9 +34,8 @@ from typing import Any
 from . import Identity, Replica, policies
 from .delivery import Delivery
 from .errors import NotAuthorisedError, TransportError
-from .sync import SyncReport, sync
+from .sync import SyncReport, exchange, sync
 from .transports import DiskTransport, FolderTransport
-from .transports.disk import exchange
 from .trust import issue_certificate
 
 __all__ = ["main", "run"]

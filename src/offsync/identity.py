@@ -3,14 +3,14 @@
 The public ed25519 key (32 bytes) *is* the site's identity. Its X25519 key for
 receiving encrypted bundles is derived from the same seed (the birational map that
 libsodium provides), so a site has one public key to distribute and certify.
-Key files are the seed sealed with a key stretched from a passphrase by argon2id.
+Key files are the seed sealed with a key stretched from a passphrase by argon2id
+(``to_bytes``/``from_bytes``); ``offsync.keyfiles`` writes and reads the file.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Protocol
 
 import nacl.exceptions
@@ -209,19 +209,20 @@ class Identity:
         return ident
 
     def save(self, path: str | os.PathLike[str], passphrase: str | bytes, **kdf: int) -> None:
-        """Write the encrypted key file atomically, readable by its owner only."""
-        target = Path(path)
-        tmp = target.with_name(target.name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(self.to_bytes(passphrase, **kdf))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
+        """Write the encrypted key file atomically, readable by its owner only.
+
+        The bytes are made here (``to_bytes``); the file is written by
+        ``offsync.keyfiles``, outside the sans-IO core, imported only when called."""
+        from .keyfiles import write_key_file
+
+        write_key_file(path, self.to_bytes(passphrase, **kdf))
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], passphrase: str | bytes) -> Identity:
-        return cls.from_bytes(Path(path).read_bytes(), passphrase)
+        """The identity in the key file at ``path`` (read by ``offsync.keyfiles``)."""
+        from .keyfiles import read_key_file
+
+        return cls.from_bytes(read_key_file(path), passphrase)
 
 
 def _passphrase(passphrase: str | bytes) -> bytes:

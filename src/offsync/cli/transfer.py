@@ -19,11 +19,10 @@ from rich.markup import escape
 from rich.table import Table
 
 from .. import Replica
-from ..errors import TransportError
-from ..sync import SyncReport
+from ..errors import TransportError, UsageError
+from ..sync import NotWritten, SyncReport, exchange, exchange_folder
 from ..sync import sync as sync_round
-from ..transports import DiskTransport, FolderTransport
-from ..transports.disk import NotWritten, exchange
+from ..transports import Location, open_transport, parse_location
 from .app import Group, cli, json_option, pass_state
 from .exits import EXIT_REFUSED, EXIT_TRANSPORT, fail
 from .output import emit_json, err, out, progress, short
@@ -65,45 +64,17 @@ def _report_sync(
     replica = state.replica()
     names = state.names(replica)
     rows = _sync_rows(reports, names)
-    unwritten = [
-        {"peer": n.peer, "label": names.get(n.peer), "reason": n.reason} for n in not_written
-    ]
     if state.json:
+        unwritten = [
+            {"peer": n.peer, "label": names.get(n.peer), "reason": n.reason} for n in not_written
+        ]
         status = status_document(replica, names)
         status["restore"] = restore_document(state, replica)
         emit_json({"rounds": rows, "not_written": unwritten, "status": status})
     else:
-        table = Table(
-            "peer",
-            "received",
-            "applied",
-            "dup",
-            "quar.",
-            "sent",
-            "refused",
-            title=what,
-            title_justify="left",
-        )
-        for r in rows:
-            table.add_row(
-                escape(short(r["peer"], names)) if r["peer"] else "(any)",
-                f"{r['received_bundles']} bundle(s)",
-                str(r["applied"]),
-                str(r["duplicates"]),
-                str(r["quarantined"]),
-                f"{r['sent_changes']} change(s), {r['sent_bundles']} bundle(s), {r['sent_bytes']} B",
-                str(len(r["refused"])),
-            )
-        out.print(table)
-        for r in rows:
-            for x in r["refused"]:
-                out.print(f"[red]refused[/] {escape(x['source'])}: {escape(x['reason'])}")
-        for n in not_written:
-            out.print(f"[red]{missing}[/] for {escape(short(n.peer, names))}: {escape(n.reason)}")
-        conflicts = sum(len(r["conflicts"]) for r in rows)
-        if conflicts:
-            out.print(f"{conflicts} new conflict(s): see `offsync conflicts`.")
-    if any(r["refused"] for r in rows):
+        _print_rounds(rows, names, what, not_written, missing)
+    refused = any(r["refused"] for r in rows)
+    if refused:
         err.print(
             "[yellow]next:[/] refused bundles were set aside (never applied); "
             "ask the sender for a fresh copy"
@@ -118,8 +89,48 @@ def _report_sync(
             "command again."
         )
         raise click.exceptions.Exit(EXIT_TRANSPORT)
-    if any(r["refused"] for r in rows):
+    if refused:
         raise click.exceptions.Exit(EXIT_REFUSED)
+
+
+def _print_rounds(
+    rows: Sequence[dict[str, Any]],
+    names: dict[bytes, str],
+    what: str,
+    not_written: Sequence[NotWritten],
+    missing: str,
+) -> None:
+    """The rounds as a table for a clerk, then what was refused and what not written."""
+    table = Table(
+        "peer",
+        "received",
+        "applied",
+        "dup",
+        "quar.",
+        "sent",
+        "refused",
+        title=what,
+        title_justify="left",
+    )
+    for r in rows:
+        table.add_row(
+            escape(short(r["peer"], names)) if r["peer"] else "(any)",
+            f"{r['received_bundles']} bundle(s)",
+            str(r["applied"]),
+            str(r["duplicates"]),
+            str(r["quarantined"]),
+            f"{r['sent_changes']} change(s), {r['sent_bundles']} bundle(s), {r['sent_bytes']} B",
+            str(len(r["refused"])),
+        )
+    out.print(table)
+    for r in rows:
+        for x in r["refused"]:
+            out.print(f"[red]refused[/] {escape(x['source'])}: {escape(x['reason'])}")
+    for n in not_written:
+        out.print(f"[red]{missing}[/] for {escape(short(n.peer, names))}: {escape(n.reason)}")
+    conflicts = sum(len(r["conflicts"]) for r in rows)
+    if conflicts:
+        out.print(f"{conflicts} new conflict(s): see `offsync conflicts`.")
 
 
 @cli.command()
@@ -152,10 +163,15 @@ def sync(
     it offers. Safe to repeat and to interrupt: the next round picks up where this one
     stopped. Exit 4 when the server or folder cannot be reached, 3 if a bundle was refused.
     """
-    if re.match(r"^https?://", target):
-        _sync_http(state, target, server_key, encrypt, retries, timeout)
+    replica = state.replica()
+    try:
+        where = parse_location(target)  # a URL, or a folder that exists
+    except UsageError as exc:
+        fail(str(exc), hint="give http://HOST:PORT or the path of the shared folder")
+    if where.kind == "http":
+        _sync_http(state, replica, where, server_key, encrypt, retries, timeout)
     else:
-        _sync_folder(state, target, peers, encrypt)
+        _sync_folder(state, replica, where, peers, encrypt)
 
 
 def _takes_first(state: State, replica: Replica) -> bool:
@@ -177,12 +193,15 @@ def _not_answered(state: State, replica: Replica) -> bool:
 
 
 def _sync_http(
-    state: State, url: str, server_key: str | None, encrypt: bool, retries: int, timeout: float
+    state: State,
+    replica: Replica,
+    where: Location,
+    server_key: str | None,
+    encrypt: bool,
+    retries: int,
+    timeout: float,
 ) -> None:
-    replica = state.replica()
     from rich.progress import BarColumn, Progress, TextColumn
-
-    from ..transports.http import HTTPTransport
 
     key = state.resolve(replica, server_key) if server_key else None
     with Progress(
@@ -200,10 +219,10 @@ def _sync_http(
                 tasks[bundle_id] = bar.add_task(f"upload {bundle_id[:4].hex()}", total=total)
             bar.update(tasks[bundle_id], completed=sent)
 
-        with HTTPTransport(
-            url,
-            replica.identity,
-            server_key=key,
+        with open_transport(
+            where,
+            replica,
+            key,
             encrypt=encrypt,
             max_retries=retries,
             timeout=timeout,
@@ -214,38 +233,32 @@ def _sync_http(
             if _takes_first(state, replica):
                 reports.append(sync_round(replica, transport, push=False))
                 if _not_answered(state, replica):
-                    _report_sync(state, reports, f"sync with {url}")
+                    _report_sync(state, reports, f"sync with {where}")
                     return
             reports.append(sync_round(replica, transport))
-    _report_sync(state, reports, f"sync with {url}")
+    _report_sync(state, reports, f"sync with {where}")
 
 
-def _sync_folder(state: State, target: str, peers: Sequence[str], encrypt: bool) -> None:
-    replica = state.replica()
-    folder = Path(target)
-    if not folder.is_dir():
-        fail(
-            f"{target} is neither an http(s) URL nor a folder",
-            hint="give http://HOST:PORT or the path of the shared folder",
-        )
+def _sync_folder(
+    state: State, replica: Replica, where: Location, peers: Sequence[str], encrypt: bool
+) -> None:
+    """A stop at the shared folder (``offsync.sync.exchange_folder``); while a restored
+    site waits for a peer, only the import."""
+    held = False
+
+    def may_reply() -> bool:
+        nonlocal held
+        held = _takes_first(state, replica) and _not_answered(state, replica)
+        return not held
+
     targets = state.resolve_all(replica, peers)
-    inbound = FolderTransport(folder, replica.identity, None)
-    with inbound:
-        reports = [sync_round(replica, inbound, push=False)]
-        heard = sorted(inbound.senders)
-    if _takes_first(state, replica) and _not_answered(state, replica):
-        _report_sync(state, reports, f"sync with folder {folder}")
-        return
-    targets += [s for s in heard if s not in targets and s != replica.id]
-    for peer in targets:
-        with FolderTransport(folder, replica.identity, peer, encrypt=encrypt) as transport:
-            reports.append(sync_round(replica, transport))
-    if not targets:
+    stop = exchange_folder(replica, where.path, targets, may_reply=may_reply, encrypt=encrypt)
+    if not held and not stop.replies:
         err.print(
             "[yellow]note:[/] nothing was left in the folder: no peer named; "
             "pass --peer KEY for the site that reads this folder"
         )
-    _report_sync(state, reports, f"sync with folder {folder}")
+    _report_sync(state, stop.rounds, f"sync with folder {where.path}")
 
 
 _SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?", re.I)
@@ -302,20 +315,21 @@ def disk_export(
     (what could not be written is listed; nothing half-written stays on the disk).
     """
     replica = state.sealer()
-    if not mount.is_dir():
-        fail(
-            f"no disk mounted at {mount}", EXIT_TRANSPORT, "plug in the disk; give its mount point"
-        )
+    try:
+        parse_location(mount, "disk")
+    except TransportError as exc:
+        fail(str(exc), EXIT_TRANSPORT, "plug in the disk; give its mount point")
     reports = []
     not_written = []
     targets = state.resolve_all(replica, peers)
     with progress(state.json, "writing to disk", len(targets)) as step:
         for peer in targets:
             try:
-                with DiskTransport(
+                with open_transport(
                     mount,
-                    replica.identity,
+                    replica,
                     peer,
+                    kind="disk",
                     encrypt=not no_encrypt,
                     assume_free_bytes=assume_free,
                 ) as t:
@@ -352,7 +366,7 @@ def disk_import(
     replica = state.replica()
     first: list[SyncReport] = []
     if reply and _takes_first(state, replica):
-        with DiskTransport(mount, replica.identity, None) as t:
+        with open_transport(mount, replica, kind="disk") as t:
             first.append(sync_round(replica, t, push=False))
         if _not_answered(state, replica):
             _report_sync(state, first, f"imported from {mount}")
@@ -370,6 +384,6 @@ def disk_import(
             "reply not written",
         )
     else:
-        with DiskTransport(mount, replica.identity, None) as t:
+        with open_transport(mount, replica, kind="disk") as t:
             reports = [sync_round(replica, t, push=False)]
         _report_sync(state, reports, f"imported from {mount}")

@@ -23,11 +23,10 @@ format field by field; a bad one is set aside with its reason and blocks nothing
 Names are short lower-case ASCII and no file can exceed FAT32's 4 GiB - 1; bundles are
 sealed to the destination's key by default, so a lost disk leaks no personal data.
 
-``exchange(replica, mount)`` is the courier's stop: import everything on the disk for
-this replica, then write what each site it heard from is due (and this replica's
-receipt) onto the same disk for the return trip. A sender's manifest stays in the
-destination's directory until that reply is written, so a reply that did not fit is
-written by the next ``exchange`` once there is room.
+A sender's manifest stays in the destination's directory until the destination has
+answered it (``answered``), so the courier's stop (``offsync.sync.exchange``, which
+drives rounds over this transport) can write a reply that did not fit the first time
+once there is room.
 """
 
 from __future__ import annotations
@@ -38,16 +37,15 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..errors import LimitExceededError, RemoteDataError, TransportError, UsageError
 from ..identity import SiteRef, key_of
 from ..knowledge import Knowledge
 from ..limits import DEFAULT_LIMITS, Limits
-from ..replica import Replica
 from ..segment import hash32
 from .base import Refused
 from .folder import (
@@ -62,10 +60,7 @@ from .folder import (
     write_atomically,
 )
 
-if TYPE_CHECKING:
-    from ..sync import SyncReport
-
-__all__ = ["FAT32_MAX_FILE", "DiskTransport", "ExchangeReport", "NotWritten", "exchange"]
+__all__ = ["FAT32_MAX_FILE", "DiskTransport"]
 
 #: The largest file FAT32 can hold.
 FAT32_MAX_FILE = 4 * 1024**3 - 1
@@ -220,7 +215,7 @@ class DiskTransport(FolderTransport):
         self.assume_free_bytes = assume_free_bytes
         self.spool_dir = spool_dir
         #: Senders of the intact manifests in this replica's directory: mail on the disk
-        #: that has not been answered yet (``exchange`` writes their replies).
+        #: that has not been answered yet (``offsync.sync.exchange`` writes their replies).
         self.manifest_senders: set[bytes] = set()
 
     # -- manifests ---------------------------------------------------------------------
@@ -413,7 +408,7 @@ class DiskTransport(FolderTransport):
     def answered(self, peer: SiteRef) -> None:
         """A reply to ``peer`` was written: drop its manifests in this replica's
         directory once every bundle they list has left it (applied or set aside), so
-        the next ``exchange`` does not answer the same mail again."""
+        the next courier's stop does not answer the same mail again."""
         key = key_of(peer)
         prefix = key.hex()[:NAME_HEX]
         for path, sender, _ in self._manifests(self.inbox):
@@ -428,85 +423,3 @@ class DiskTransport(FolderTransport):
             ):
                 with contextlib.suppress(OSError):
                     path.unlink()
-
-
-@dataclass(frozen=True, slots=True)
-class NotWritten:
-    """A reply that a courier's stop could not write onto the disk, and why."""
-
-    peer: bytes
-    reason: str
-
-
-@dataclass(slots=True)
-class ExchangeReport:
-    """What a courier's stop did: the import, each reply written, each reply not written.
-
-    A reply that is not written does not undo the import: what was applied stays
-    applied, and the next ``exchange`` with room on the disk writes the reply.
-    """
-
-    imported: SyncReport
-    replies: list[SyncReport] = field(default_factory=list)
-    not_written: list[NotWritten] = field(default_factory=list)
-
-    @property
-    def rounds(self) -> list[SyncReport]:
-        """The import round, then each reply round that was written."""
-        return [self.imported, *self.replies]
-
-    @property
-    def applied(self) -> int:
-        return sum(r.applied for r in self.rounds)
-
-    @property
-    def ok(self) -> bool:
-        """True when nothing was refused and every reply was written."""
-        return not self.not_written and all(r.ok for r in self.rounds)
-
-    def __str__(self) -> str:
-        lines = [f"imported from the disk: {self.applied} changes applied"]
-        lines += [f"reply written: {r}" for r in self.replies]
-        lines += [
-            f"reply to {n.peer.hex()[:12]} NOT written: {n.reason} The import is kept; "
-            "free space on the disk and run the exchange again to write the reply."
-            for n in self.not_written
-        ]
-        return "\n".join(lines)
-
-
-def exchange(
-    replica: Replica,
-    mount: str | os.PathLike[str],
-    peers: Sequence[SiteRef] = (),
-    **options: Any,
-) -> ExchangeReport:
-    """The courier's stop at one site: import, then write for the return trip.
-
-    Imports every bundle on the disk meant for ``replica``, then runs a round for each
-    site in ``peers``, each site it received bundles from, and each site whose manifest
-    is still waiting in this replica's directory (mail not answered yet, from a site
-    this replica has heard from), so each finds what it lacks and this replica's
-    receipt on the disk. A reply that cannot be written (a full disk) is reported in
-    ``ExchangeReport.not_written`` and the other replies are still tried; the import
-    stands. ``options`` go to ``DiskTransport``.
-    """
-    from ..sync import sync  # sync imports the transports package
-
-    inbound = DiskTransport(mount, replica.id, None, **options)
-    report = ExchangeReport(sync(replica, inbound, push=False))
-    targets = [key_of(p) for p in peers]
-    targets += sorted(s for s in inbound.senders if s not in targets and s != replica.id)
-    waiting = inbound.manifest_senders - set(targets) - {replica.id}
-    if waiting:
-        heard = replica.receipts()  # never write for a key only a manifest names
-        targets += sorted(s for s in waiting if s in heard)
-    for peer in targets:
-        try:
-            with DiskTransport(mount, replica.id, peer, **options) as transport:
-                report.replies.append(sync(replica, transport))
-        except TransportError as exc:
-            report.not_written.append(NotWritten(peer, str(exc)))
-            continue
-        inbound.answered(peer)
-    return report

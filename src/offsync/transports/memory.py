@@ -12,13 +12,16 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING
 
 from ..bundle import peek_header, read_header
 from ..errors import RemoteDataError, TransportError
 from ..identity import Identity, PublicIdentity, key_of
 from ..knowledge import Knowledge
-from ..replica import Replica
 from .base import Refused, Transport
+
+if TYPE_CHECKING:  # the other side of a loopback is a replica object; no import needed
+    from ..replica import Replica
 
 __all__ = ["LoopbackTransport", "MemoryTransport"]
 
