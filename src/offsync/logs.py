@@ -50,6 +50,9 @@ LEVELS = ("debug", "info", "warning", "error")
 #: start-up lines, and the access log when it is on).
 LOGGERS = ("offsync", "uvicorn")
 _EVENT = "offsync_event"
+# A library's loggers stay silent until the application configures logging (Python's
+# advice): without this, Python's last-resort handler would print warnings to stderr.
+logging.getLogger("offsync").addHandler(logging.NullHandler())
 _FIELDS = "offsync_fields"
 
 

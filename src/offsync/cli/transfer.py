@@ -24,6 +24,7 @@ from ..sync import SyncReport
 from ..sync import sync as sync_round
 from ..transports import DiskTransport, FolderTransport
 from ..transports.disk import NotWritten, exchange
+from . import events
 from .app import Group, cli, json_option, pass_state
 from .exits import EXIT_REFUSED, EXIT_TRANSPORT, fail
 from .output import emit_json, err, out, progress, short
@@ -64,6 +65,7 @@ def _report_sync(
     that could not be written; exit 4 if any was not, else 3 if anything was refused."""
     replica = state.replica()
     names = state.names(replica)
+    events.rounds(reports, names)
     rows = _sync_rows(reports, names)
     unwritten = [
         {"peer": n.peer, "label": names.get(n.peer), "reason": n.reason} for n in not_written
