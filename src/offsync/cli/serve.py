@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import json
+import logging.config
 import os
 import shutil
 import socket
@@ -21,6 +22,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import click
+from click.core import ParameterSource
 
 from ..http.settings import SETTINGS, Setting, app_options
 from ..logs import dict_config
@@ -47,7 +49,11 @@ class SettingType(click.ParamType):  # type: ignore[type-arg]  # generic from cl
         try:
             return self.setting.parse(value)
         except ValueError as exc:
-            self.fail(str(exc), param, ctx)
+            source = None
+            if ctx is not None and param is not None and param.name is not None:
+                source = ctx.get_parameter_source(param.name)
+            where = f" (from {self.setting.env})" if source is ParameterSource.ENVIRONMENT else ""
+            self.fail(f"{exc}{where}", param, ctx)
 
 
 def _default(setting: Setting) -> str:
@@ -198,6 +204,7 @@ def serve(state: State, /, dsn: str | None, schema: str, **values: Any) -> None:
                 "pip install 'offsync[metrics]', or start without --metrics",
             )
     server = _uvicorn_options(state, given)
+    logging.config.dictConfig(server["log_config"])  # before the app logs that it is ready
     host, port = given.pop("host", "127.0.0.1"), given.pop("port", 8080)
     workers = given.pop("workers", 1)
     given.setdefault("upload_dir", str((state.site.path / "uploads").resolve()))
