@@ -34,6 +34,7 @@ from .errors import UsageError
 __all__ = [
     "FORMATS",
     "LEVELS",
+    "LOGGERS",
     "JSONFormatter",
     "TextFormatter",
     "dict_config",

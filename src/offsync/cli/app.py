@@ -177,7 +177,8 @@ def cli(
     ctx.obj = state
     if log_format or log_level or log_file:
         # Without a log option a command logs nothing: its messages say it all.
-        state.cleanups.append(install(log_format or "text", log_level or "info", file=log_file))
+        state.log_undo = install(log_format or "text", log_level or "info", file=log_file)
+        state.cleanups.append(state.log_undo)
 
     def close() -> None:
         for cleanup in reversed(state.cleanups):

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import inspect
 import json
-import logging.config
 import os
 import shutil
 import socket
@@ -25,7 +24,7 @@ import click
 from click.core import ParameterSource
 
 from ..http.settings import SETTINGS, Setting, app_options
-from ..logs import dict_config
+from ..logs import LOGGERS, dict_config, install
 from .app import cli, pass_state
 from .exits import EXIT_ERROR, EXIT_TRANSPORT, EXIT_USAGE, fail
 from .site import KEY_FILE, State
@@ -124,6 +123,18 @@ def _announce(state: State, label: str, key: bytes, url: str) -> None:
     sys.stdout.flush()
 
 
+def _start_logging(state: State, server: dict[str, Any]) -> None:
+    """Once every check has passed (a refusal before is said in the one error shape
+    alone), offsync's and uvicorn's loggers get the server's handler, so that what
+    happens before uvicorn starts is logged too (the app says it is ready); undone
+    when the command ends. uvicorn applies the same as its ``log_config``, in this
+    process and in each worker it starts."""
+    form, level, file = server.pop("offsync_log")
+    if state.log_undo is not None:
+        state.log_undo()
+    state.cleanups.append(install(form, level, file=file, loggers=LOGGERS))
+
+
 def _uvicorn_options(state: State, given: dict[str, Any]) -> dict[str, Any]:
     """uvicorn's logging: offsync's format for uvicorn's lines too, at the asked level;
     the access log off unless asked for (offsync's own events say who sent what)."""
@@ -135,6 +146,7 @@ def _uvicorn_options(state: State, given: dict[str, Any]) -> dict[str, Any]:
         "log_level": level,
         "access_log": bool(given.pop("access_log", False)),
         "lifespan": "off",
+        "offsync_log": (form, level, file),
     }
 
 
@@ -204,7 +216,6 @@ def serve(state: State, /, dsn: str | None, schema: str, **values: Any) -> None:
                 "pip install 'offsync[metrics]', or start without --metrics",
             )
     server = _uvicorn_options(state, given)
-    logging.config.dictConfig(server["log_config"])  # before the app logs that it is ready
     host, port = given.pop("host", "127.0.0.1"), given.pop("port", 8080)
     workers = given.pop("workers", 1)
     given.setdefault("upload_dir", str((state.site.path / "uploads").resolve()))
@@ -218,6 +229,7 @@ def serve(state: State, /, dsn: str | None, schema: str, **values: Any) -> None:
         )
     replica = state.sealer()  # peers pull: packing seals
     options = app_options(replica, given)
+    _start_logging(state, server)
     app = create_app(replica, site_labels=state.names(replica), **options)
     sock, url = _listen(host, port)
     _announce(state, replica.identity.label, replica.id, url)
@@ -265,6 +277,7 @@ def _serve_centre(
             centre.apply(bundle)
     finally:
         centre.close()
+    _start_logging(state, server)
     sock, url = _listen(host, port)
     _announce(state, site.label, site.public_key, url)
     config = uvicorn.Config(factory, factory=True, workers=workers, **server)

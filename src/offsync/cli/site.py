@@ -332,6 +332,9 @@ class State:
     log_format: str | None = None
     log_level: str | None = None
     log_file: Path | None = None
+    #: Takes back the log handler the global options installed (``offsync serve``
+    #: installs its own in its place).
+    log_undo: Callable[[], None] | None = None
     _replica: Replica | None = None
     _identity: Identity | None = None
     _site: Site | None = None
