@@ -8,38 +8,14 @@ from pathlib import Path
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from helpers_http import LiveServer
+from helpers_metrics import scrape, series, value
 from offsync import Identity, Replica, sync
 from offsync.logs import short_key
 from offsync.server import create_app
 from offsync.transports.http import HTTPTransport
 from offsync.trust import issue_certificate
-
-
-def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """Every sample of ``/metrics``: (name, sorted labels) -> value."""
-    answer = httpx.get(url + "/metrics")
-    assert answer.status_code == 200, answer.text
-    assert answer.headers["content-type"].startswith("text/plain")
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(answer.text)
-        for s in family.samples
-    }
-
-
-def value(
-    samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str
-) -> float:
-    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
-
-
-def series(
-    samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str
-) -> list[dict[str, str]]:
-    return [dict(labels) for (n, labels) in samples if n == name]
 
 
 def test_metrics_after_real_syncs(tmp_path: Path) -> None:
