@@ -137,7 +137,7 @@ def sh(tmp_path: Path) -> Shell:
         (["--busy-timeout", "soon"], {}, "'--busy-timeout': 'soon' is not a duration"),
         (["--max-upload-bytes", "10K"], {}, "is below 512K (a bundle carries whole segments"),
         ([], {"OFFSYNC_MAX_UPLOAD_BYTES": "10K"}, "(from OFFSYNC_MAX_UPLOAD_BYTES)"),
-        ([], {"OFFSYNC_PARTIAL_TTL": "1s"}, "is below 60s (from OFFSYNC_PARTIAL_TTL)"),
+        ([], {"OFFSYNC_PARTIAL_TTL": "1s"}, "is below 1m (from OFFSYNC_PARTIAL_TTL)"),
         (["--log-format", "xml"], {}, "'xml': choose one of text, json"),
         (["--readable", "certified"], {}, "needs trust mode"),
         (["--port", "70000"], {}, "is above 65535"),

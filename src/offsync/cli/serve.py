@@ -89,7 +89,11 @@ def setting_options(fn: F) -> F:
                 type=SettingType(setting),
                 default=None,
                 envvar=envvar,
-                metavar=setting.kind.upper() if setting.kind != "choice" else None,
+                metavar=(
+                    f"[{'|'.join(setting.choices)}]"
+                    if setting.kind == "choice"
+                    else setting.kind.upper()
+                ),
                 help=text,
             )
         fn = option(fn)

@@ -107,6 +107,9 @@ class Setting:
         if self.kind == "bytes":
             return _size(value)
         if self.kind == "seconds":
+            for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+                if value >= size and value % size == 0:
+                    return f"{int(value // size)}{unit}"
             return f"{value:g}s"
         return f"{value:g}"
 
