@@ -56,7 +56,7 @@ def parse_bytes(text: str) -> int:
     expected."""
     found = _BYTES.fullmatch(text.strip())
     if found is None:
-        raise ValueError(f"{text!r} is not a size: write bytes, or a number with K, M or G")
+        raise UsageError(f"{text!r} is not a size: write bytes, or a number with K, M or G")
     return int(float(found.group(1)) * _UNITS_BYTES[found.group(2).upper()])
 
 
@@ -64,7 +64,7 @@ def parse_seconds(text: str) -> float:
     """``7d`` -> 604800.0; ``ValueError`` saying what is expected."""
     found = _SECONDS.fullmatch(text.strip())
     if found is None:
-        raise ValueError(
+        raise UsageError(
             f"{text!r} is not a duration: write seconds, or a number with s, m, h or d"
         )
     return float(found.group(1)) * _UNITS_SECONDS[found.group(2).upper()]
@@ -120,7 +120,7 @@ class Setting:
             try:
                 value = int(text.strip())
             except ValueError:
-                raise ValueError(f"{text!r} is not a whole number") from None
+                raise UsageError(f"{text!r} is not a whole number") from None
         elif self.kind == "bytes":
             value = parse_bytes(text)
         elif self.kind == "seconds":
@@ -128,16 +128,16 @@ class Setting:
         elif self.kind == "bool":
             word = text.strip().lower()
             if word not in _TRUE | _FALSE:
-                raise ValueError(f"{text!r} is not yes or no (1/0, true/false, on/off)")
+                raise UsageError(f"{text!r} is not yes or no (1/0, true/false, on/off)")
             return word in _TRUE
         elif self.kind == "choice":
             word = text.strip().lower()
             if word not in self.choices:
-                raise ValueError(f"{text!r}: choose one of {', '.join(self.choices)}")
+                raise UsageError(f"{text!r}: choose one of {', '.join(self.choices)}")
             return word
         else:  # path, text
             if not text.strip():
-                raise ValueError("empty")
+                raise UsageError("empty")
             return text
         return self.check(value)
 
@@ -145,9 +145,9 @@ class Setting:
         """``value`` if it is within the bounds; else ``ValueError``."""
         why = f" ({self.why})" if self.why else ""
         if self.minimum is not None and value < self.minimum:
-            raise ValueError(f"{self._show(value)} is below {self._show(self.minimum)}{why}")
+            raise UsageError(f"{self._show(value)} is below {self._show(self.minimum)}{why}")
         if self.maximum is not None and value > self.maximum:
-            raise ValueError(f"{self._show(value)} is above {self._show(self.maximum)}{why}")
+            raise UsageError(f"{self._show(value)} is above {self._show(self.maximum)}{why}")
         return value
 
 
