@@ -52,7 +52,7 @@ READABLE = ("everything", "certified")
 
 
 def parse_bytes(text: str) -> int:
-    """``16M`` -> 16 MiB (``16MiB``, ``1.5G`` too); ``ValueError`` saying what is
+    """``16M`` -> 16 MiB (``16MiB``, ``1.5G`` too); ``UsageError`` saying what is
     expected."""
     found = _BYTES.fullmatch(text.strip())
     if found is None:
@@ -61,7 +61,7 @@ def parse_bytes(text: str) -> int:
 
 
 def parse_seconds(text: str) -> float:
-    """``7d`` -> 604800.0; ``ValueError`` saying what is expected."""
+    """``7d`` -> 604800.0; ``UsageError`` saying what is expected."""
     found = _SECONDS.fullmatch(text.strip())
     if found is None:
         raise UsageError(
@@ -114,7 +114,7 @@ class Setting:
         return f"{value:g}"
 
     def parse(self, text: str) -> Any:
-        """The value ``text`` gives; ``ValueError`` saying what is wrong."""
+        """The value ``text`` gives; ``UsageError`` saying what is wrong."""
         value: Any
         if self.kind == "int":
             try:
@@ -142,7 +142,7 @@ class Setting:
         return self.check(value)
 
     def check(self, value: Any) -> Any:
-        """``value`` if it is within the bounds; else ``ValueError``."""
+        """``value`` if it is within the bounds; else ``UsageError``."""
         why = f" ({self.why})" if self.why else ""
         if self.minimum is not None and value < self.minimum:
             raise UsageError(f"{self._show(value)} is below {self._show(self.minimum)}{why}")
