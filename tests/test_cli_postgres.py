@@ -71,3 +71,44 @@ def test_serve_a_centre_on_postgres_with_two_workers(tmp_path: Path) -> None:
         drop_schemas(schema)
     digests = {sh.json("--site", s, "status")["state_digest"] for s in ("kec-a", "kec-b")}
     assert len(digests) == 1
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs Linux /proc")
+def test_a_centres_workers_get_no_passphrase_in_their_environment_and_share_metrics(
+    tmp_path: Path,
+) -> None:
+    """The passphrase comes from a file and reaches the workers through uvicorn's pipe,
+    not their environment (before, serve copied it there, readable in
+    /proc/PID/environ); the workers' metrics are one set (multiprocess mode)."""
+    pytest.importorskip("prometheus_client", reason="the metrics extra is not installed")
+    from cli_helpers import PASSPHRASE
+    from helpers_metrics import scrape, value
+
+    sh = Shell(tmp_path)
+    schema = f"offsync_test_{uuid.uuid4().hex[:10]}_env"
+    centre = sh.init("pusat")
+    sh.init("kec-a")
+    sh.run("--site", "kec-a", "put", "residents", "3519010101900001", "name=Siti")
+    sh.run("--site", "kec-a", "put", "residents", "3519010101900002", "name=Budi")
+    secret = tmp_path / "passphrase"
+    secret.write_text(PASSPHRASE + "\n")
+    secret.chmod(0o600)
+    del sh.env["OFFSYNC_PASSPHRASE"]
+    sh.env["OFFSYNC_PASSPHRASE_FILE"] = str(secret)
+    options = ("--postgres", DSN, "--schema", schema, "--workers", "2", "--metrics")
+    try:
+        with serving(sh, "pusat", *options) as (url, pid):
+            synced = sh.json("--site", "kec-a", "sync", url, "--server-key", centre)
+            assert synced["rounds"][0]["sent_changes"] == 2
+            workers = _workers(pid)
+            assert len(workers) == 2
+            for process in (pid, *workers):
+                environ = Path(f"/proc/{process}/environ").read_bytes()
+                assert PASSPHRASE.encode() not in environ, f"process {process}"
+                assert b"OFFSYNC_PASSPHRASE=" not in environ
+            for _ in range(6):  # new connections: any worker answers for both
+                samples = scrape(url)
+                assert value(samples, "offsync_changes_total", outcome="applied") == 2
+                assert value(samples, "offsync_max_in_flight") == 16  # 8 per live worker
+    finally:
+        drop_schemas(schema)

@@ -67,6 +67,7 @@ ALLOWED = {
     ("cli/site.py", "ValueError"): "internal: caught a few lines below and reported",
     ("http/client.py", "ImportError"): "an optional extra is missing: says which",
     ("server.py", "ImportError"): "an optional extra is missing: says which",
+    ("http/metrics.py", "ImportError"): "an optional extra is missing: says which",
     ("http/bodies.py", "TypeError"): "a body type defined with a field that has no JSON "
     "form: a programming error, found when the module is imported",
     ("transports/folder.py", "NotADirectoryError"): "internal: caught by the OSError "

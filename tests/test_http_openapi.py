@@ -47,6 +47,11 @@ class FillingDisk(SQLiteStore):
             raise StorageFullError("database or disk is full")
         return super().record_nonce(nonce, expires, now)
 
+    def probe(self) -> None:
+        if self.full:
+            raise StorageFullError("database or disk is full")
+        super().probe()
+
 
 def documented() -> set[tuple[str, str, int]]:
     return {
@@ -81,11 +86,15 @@ def test_every_documented_answer_is_given_by_a_real_server_and_matches(tmp_path:
     centre.put("notices", "n1", {"text": "clinic closed friday"})
     small, large = bundle_of(3, "small"), bundle_of(20, "large")
     body = encode_pull_request(Knowledge(), 1 << 20, False)
-    app = create_app(centre, upload_dir=tmp_path / "up", max_upload_bytes=len(large) - 1)
+    app = create_app(
+        centre, upload_dir=tmp_path / "up", max_upload_bytes=len(large) - 1, metrics=True
+    )
     busy = create_app(centre, max_in_flight=0, busy_timeout=0.05)
     with LiveServer(app) as srv, LiveServer(busy) as jammed, httpx.Client(base_url=srv.url) as http:
-        for path in ("/", "/challenge", "/knowledge", "/openapi.json", f"/bundles/{ID}"):
+        paths = ("/", "/challenge", "/knowledge", "/openapi.json", f"/bundles/{ID}")
+        for path in (*paths, "/healthz", "/readyz", "/metrics"):
             assert http.get(path).status_code == 200
+        assert httpx.get(jammed.url + "/metrics").status_code == 404  # metrics are off there
         assert http.get("/bundles/AB").status_code == 400
         small_id = hash32(small).hex()
         first = {"Content-Range": f"bytes 0-99/{len(small)}"}
@@ -110,6 +119,7 @@ def test_every_documented_answer_is_given_by_a_real_server_and_matches(tmp_path:
         other = bundle_of(2, "other")
         assert http.put(f"/bundles/{hash32(other).hex()}", content=other).status_code == 507
         assert pull(http, centre, body) == 507
+        assert http.get("/readyz").status_code == 503
     given = [(operation(answer), answer.status) for answer in ANSWERS]
     seen = {(*op, status) for op, status in given if op is not None}
     assert seen == documented()

@@ -523,6 +523,9 @@ def test_info_and_openapi(centre: Replica, served: LiveServer) -> None:
         "/bundles/{id}",
         "/pull",
         "/openapi.json",
+        "/healthz",
+        "/readyz",
+        "/metrics",
     }
 
 

@@ -10,6 +10,8 @@ from typing import Any, TypeVar
 import click
 
 from ..errors import OffsyncError
+from ..logs import FORMATS, LEVELS, install
+from . import events
 from .exits import (
     EXIT_INTERRUPTED,
     EXIT_USAGE,
@@ -28,11 +30,21 @@ class Group(click.Group):
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
-            return super().invoke(ctx)
-        except OffsyncError as exc:
-            raise classify(exc) from exc
-        except OSError as exc:
-            raise from_os_error(exc) from exc
+            try:
+                return super().invoke(ctx)
+            except OffsyncError as exc:
+                raise classify(exc) from exc
+            except OSError as exc:
+                raise from_os_error(exc) from exc
+        except (CommandError, click.exceptions.Exit) as exc:
+            # Logged here, while the command's log handler is still installed; once,
+            # by the innermost group (``disk import``).
+            if exc.exit_code and not getattr(exc, "offsync_logged", False):
+                exc.offsync_logged = True  # type: ignore[union-attr]
+                cause = exc.__cause__ if exc.__cause__ is not None else exc
+                message = exc.message if isinstance(exc, CommandError) else ""
+                events.failed(_command(ctx), exc.exit_code, type(cause).__name__, message)
+            raise
 
     def main(
         self,
@@ -64,6 +76,14 @@ class Group(click.Group):
             show_error("interrupted (Ctrl-C)")
             sys.exit(EXIT_INTERRUPTED)
         sys.exit(result if isinstance(result, int) else 0)
+
+
+def _command(ctx: click.Context) -> str:
+    """The command being run (``sync``, ``disk import``), without the program's name."""
+    words = ctx.command_path.split()[1:]
+    if ctx.invoked_subcommand:
+        words.append(ctx.invoked_subcommand)
+    return " ".join(words)
 
 
 def _usage_hint(ctx: click.Context | None) -> str:
@@ -115,16 +135,50 @@ pass_state = click.make_pass_decorator(State)
     help="Read the key passphrase from this file (else env OFFSYNC_PASSPHRASE, else a prompt).",
 )
 @click.option("--json", "as_json", is_flag=True, help="JSON output for scripts.")
+@click.option(
+    "--log-format",
+    type=click.Choice(FORMATS, case_sensitive=False),
+    envvar="OFFSYNC_LOG_FORMAT",
+    help="Log events as text or JSON lines (env OFFSYNC_LOG_FORMAT) [default: text].",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(LEVELS, case_sensitive=False),
+    envvar="OFFSYNC_LOG_LEVEL",
+    help="Least level logged (env OFFSYNC_LOG_LEVEL) [default: info]. Without a log "
+    "option only `serve` logs.",
+)
+@click.option(
+    "--log-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="OFFSYNC_LOG_FILE",
+    help="Append log events to this file instead of stderr (env OFFSYNC_LOG_FILE).",
+)
 @click.version_option(package_name="offsync")
 @click.pass_context
-def cli(ctx: click.Context, site_dir: Path, passphrase_file: Path | None, as_json: bool) -> None:
+def cli(
+    ctx: click.Context,
+    site_dir: Path,
+    passphrase_file: Path | None,
+    as_json: bool,
+    log_format: str | None,
+    log_level: str | None,
+    log_file: Path | None,
+) -> None:
     """offsync: keep a registry site working offline and deliver its changes later.
 
     Exit codes: 0 done, 1 local failure, 2 usage, 3 refused input, 4 transport failure,
     130 interrupted.
+
+    Log events (what was synced with whom, refusals, failures; never a record's key or
+    value) go to stderr, or to --log-file (docs/operations.md, "Logs").
     """
-    state = State(site_dir, passphrase_file, as_json)
+    state = State(site_dir, passphrase_file, as_json, log_format, log_level, log_file)
     ctx.obj = state
+    if log_format or log_level or log_file:
+        # Without a log option a command logs nothing: its messages say it all.
+        state.log_undo = install(log_format or "text", log_level or "info", file=log_file)
+        state.cleanups.append(state.log_undo)
 
     def close() -> None:
         for cleanup in reversed(state.cleanups):

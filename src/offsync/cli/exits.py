@@ -34,7 +34,7 @@ def show_error(message: str, hint: str = "") -> None:
     is something to do about it, ``next: ...`` (on stderr)."""
     err.print(f"[bold red]error:[/] {escape(message)}")
     if hint:
-        err.print(f"[yellow]next:[/] {hint}")
+        err.print(f"[yellow]next:[/] {escape(hint)}")
 
 
 class CommandError(click.ClickException):

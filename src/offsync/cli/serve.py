@@ -1,22 +1,103 @@
 """``offsync serve``: this site over HTTP, or a centre of several worker processes over
-one PostgreSQL database (``offsync.centre``)."""
+one PostgreSQL database (``offsync.centre``).
+
+Every ``create_app`` option is a flag and an ``OFFSYNC_*`` variable, made from one table
+(``offsync.http.settings``) that ``offsync.centre.app_from_env`` reads too. The key's
+passphrase never enters an environment: a centre's workers get it inside the
+``CentreFactory`` uvicorn hands each of them through the pipe it starts them with.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import os
+import shutil
 import socket
 import sys
-from typing import Any
+import tempfile
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 import click
+from click.core import ParameterSource
 
+from ..http.settings import SETTINGS, Setting, app_options
+from ..logs import LOGGERS, dict_config, install
 from .app import cli, pass_state
-from .exits import EXIT_ERROR, EXIT_TRANSPORT, fail
+from .exits import EXIT_ERROR, EXIT_TRANSPORT, EXIT_USAGE, fail
 from .site import KEY_FILE, State
 
-CENTRE_FACTORY = "offsync.centre:app_from_env"
+F = TypeVar("F", bound=Callable[..., Any])
+#: Log options the group also takes (before the command name); its value (flag or
+#: environment) is the fallback, so the environment is read there only.
+_GROUP_LOG_OPTIONS = ("log_format", "log_level", "log_file")
+
+
+class SettingType(click.ParamType):  # type: ignore[type-arg]  # generic from click 8.2
+    """A flag's value read and checked as its setting says (``Setting.parse``)."""
+
+    def __init__(self, setting: Setting) -> None:
+        self.setting = setting
+        self.name = setting.kind
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if not isinstance(value, str):
+            return value
+        try:
+            return self.setting.parse(value)
+        except ValueError as exc:
+            source = None
+            if ctx is not None and param is not None and param.name is not None:
+                source = ctx.get_parameter_source(param.name)
+            where = f" (from {self.setting.env})" if source is ParameterSource.ENVIRONMENT else ""
+            self.fail(f"{exc}{where}", param, ctx)
+
+
+def _default(setting: Setting) -> str:
+    value = setting.default
+    if value is None or setting.kind == "path":
+        return ""
+    if setting.kind == "bool":
+        return " [default: off]" if not value else " [default: on]"
+    if setting.kind == "bytes":
+        return f" [default: {setting._show(value)}]"
+    if setting.kind == "seconds":
+        return f" [default: {setting._show(value)}]"
+    return f" [default: {value}]"
+
+
+def setting_options(fn: F) -> F:
+    """A flag for each setting, reading its ``OFFSYNC_*`` variable when not given."""
+    for setting in reversed(SETTINGS):
+        envvar = None if setting.name in _GROUP_LOG_OPTIONS else setting.env
+        where = f" (env {setting.env})" if envvar else " (also before the command)"
+        text = setting.help + where + _default(setting)
+        if setting.kind == "bool":
+            option = click.option(
+                f"{setting.flag}/--no-{setting.flag[2:]}",
+                setting.name,
+                default=None,
+                envvar=envvar,
+                help=text,
+            )
+        else:
+            option = click.option(
+                setting.flag,
+                setting.name,
+                type=SettingType(setting),
+                default=None,
+                envvar=envvar,
+                metavar=(
+                    f"[{'|'.join(setting.choices)}]"
+                    if setting.kind == "choice"
+                    else setting.kind.upper()
+                ),
+                help=text,
+            )
+        fn = option(fn)
+    return fn
 
 
 def _listen(host: str, port: int) -> tuple[socket.socket, str]:
@@ -46,49 +127,77 @@ def _announce(state: State, label: str, key: bytes, url: str) -> None:
     sys.stdout.flush()
 
 
+def _start_logging(state: State, server: dict[str, Any]) -> None:
+    """Once every check has passed (a refusal before is said in the one error shape
+    alone), offsync's and uvicorn's loggers get the server's handler, so that what
+    happens before uvicorn starts is logged too (the app says it is ready); undone
+    when the command ends. uvicorn applies the same as its ``log_config``, in this
+    process and in each worker it starts."""
+    form, level, file = server.pop("offsync_log")
+    if state.log_undo is not None:
+        state.log_undo()
+    state.cleanups.append(install(form, level, file=file, loggers=LOGGERS))
+
+
+def _uvicorn_options(state: State, given: dict[str, Any]) -> dict[str, Any]:
+    """uvicorn's logging: offsync's format for uvicorn's lines too, at the asked level;
+    the access log off unless asked for (offsync's own events say who sent what)."""
+    form = given.pop("log_format", None) or state.log_format or "text"
+    level = given.pop("log_level", None) or state.log_level or "info"
+    file = given.pop("log_file", None) or state.log_file
+    return {
+        "log_config": dict_config(form, level, file=file),
+        "log_level": level,
+        "access_log": bool(given.pop("access_log", False)),
+        "lifespan": "off",
+        "offsync_log": (form, level, file),
+    }
+
+
+@contextlib.contextmanager
+def _multiprocess_metrics(on: bool, workers: int) -> Iterator[None]:
+    """Workers sharing one metrics directory (prometheus-client's multiprocess mode),
+    made empty for this run and removed after it; one set by the operator is used as
+    it is."""
+    from ..http.metrics import MULTIPROC_ENV
+
+    if not on or workers == 1 or os.environ.get(MULTIPROC_ENV):
+        yield
+        return
+    path = tempfile.mkdtemp(prefix="offsync-metrics-")
+    os.environ[MULTIPROC_ENV] = path  # not a secret: where the workers write counters
+    try:
+        yield
+    finally:
+        os.environ.pop(MULTIPROC_ENV, None)
+        shutil.rmtree(path, ignore_errors=True)
+
+
 @cli.command()
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option(
-    "--port",
-    type=click.IntRange(0, 65535),
-    default=8080,
-    show_default=True,
-    help="0 picks a free port (printed on the first line).",
-)
-@click.option("--max-in-flight", type=click.IntRange(min=1), default=8, show_default=True)
 @click.option(
     "--postgres",
     "dsn",
     metavar="DSN",
-    help="Serve a centre on this PostgreSQL database instead of the site's SQLite file.",
+    envvar="OFFSYNC_POSTGRES",
+    help="Serve a centre on this PostgreSQL database instead of the site's SQLite file "
+    "(env OFFSYNC_POSTGRES; keep the password in a libpq password file, not here).",
 )
 @click.option(
     "--schema",
     default="offsync",
     show_default=True,
-    help="With --postgres: the schema that holds the store.",
+    envvar="OFFSYNC_SCHEMA",
+    help="With --postgres: the schema that holds the store (env OFFSYNC_SCHEMA).",
 )
-@click.option(
-    "--workers",
-    type=click.IntRange(min=1),
-    default=1,
-    show_default=True,
-    help="With --postgres: server processes sharing the database.",
-)
+@setting_options
 @pass_state
-def serve(
-    state: State,
-    host: str,
-    port: int,
-    max_in_flight: int,
-    dsn: str | None,
-    schema: str,
-    workers: int,
-) -> None:
+def serve(state: State, /, dsn: str | None, schema: str, **values: Any) -> None:
     """Serve this site over HTTP (uvicorn) for `offsync sync http://...`.
 
     Partial uploads are kept in the site's uploads/ directory, so they resume after a
-    restart. Stop with Ctrl-C (or SIGTERM).
+    restart. Stop with Ctrl-C (or SIGTERM). GET /healthz says the process is alive,
+    GET /readyz that its store answers; --metrics serves Prometheus metrics at
+    /metrics. Sizes take K, M, G (16M); durations s, m, h, d (7d).
 
     With --postgres the site's key serves a centre whose store is the PostgreSQL
     database, in --workers processes (offsync.centre); what the site's own store holds
@@ -100,8 +209,22 @@ def serve(
         from ..server import create_app
     except ImportError as exc:
         fail(f"serve needs the http extra ({exc})", EXIT_ERROR, "pip install 'offsync[cli]'")
+    given = {k: v for k, v in values.items() if v is not None}
+    if given.get("metrics"):
+        from ..http.metrics import available
+
+        if not available():
+            fail(
+                "--metrics needs prometheus-client, which is not installed",
+                EXIT_USAGE,
+                "pip install 'offsync[metrics]', or start without --metrics",
+            )
+    server = _uvicorn_options(state, given)
+    host, port = given.pop("host", "127.0.0.1"), given.pop("port", 8080)
+    workers = given.pop("workers", 1)
+    given.setdefault("upload_dir", str((state.site.path / "uploads").resolve()))
     if dsn is not None:
-        _serve_centre(state, host, port, max_in_flight, dsn, schema, workers)
+        _serve_centre(state, dsn, schema, host, port, workers, given, server)
         return
     if workers != 1:
         fail(
@@ -109,56 +232,64 @@ def serve(
             hint="worker processes share a PostgreSQL store, never the site's SQLite file",
         )
     replica = state.sealer()  # peers pull: packing seals
-    app = create_app(replica, upload_dir=state.site.path / "uploads", max_in_flight=max_in_flight)
+    options = app_options(replica, given)
+    _start_logging(state, server)
+    app = create_app(replica, site_labels=state.names(replica), **options)
     sock, url = _listen(host, port)
     _announce(state, replica.identity.label, replica.id, url)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-    server.run(sockets=[sock])
+    uvicorn.Server(uvicorn.Config(app, **server)).run(sockets=[sock])
 
 
 def _serve_centre(
-    state: State, host: str, port: int, max_in_flight: int, dsn: str, schema: str, workers: int
+    state: State,
+    dsn: str,
+    schema: str,
+    host: str,
+    port: int,
+    workers: int,
+    given: dict[str, Any],
+    server: dict[str, Any],
 ) -> None:
-    """Run ``offsync.centre:app_from_env`` in uvicorn's factory mode, configured through
-    the environment that every worker process inherits."""
+    """Run a ``CentreFactory`` in uvicorn's factory mode: each worker process builds
+    its own replica and app from it."""
     import uvicorn
     from uvicorn.supervisors import Multiprocess
 
-    from ..centre import replica_from_env
+    from ..centre import CentreFactory
 
     site = state.site
-    env = {
-        "OFFSYNC_POSTGRES": dsn,
-        "OFFSYNC_SCHEMA": schema,
-        "OFFSYNC_IDENTITY": str((site.path / KEY_FILE).resolve()),
-        "OFFSYNC_PASSPHRASE": state.passphrase(),
-        "OFFSYNC_POLICIES": ",".join(f"{c}={p}" for c, p in sorted(site.policies.items())),
-        "OFFSYNC_DEFAULT_POLICY": site.default_policy,
-        "OFFSYNC_MAX_IN_FLIGHT": str(max_in_flight),
-        "OFFSYNC_AUTHORITIES": ",".join(site.authorities),
+    local = state.sealer()
+    factory = CentreFactory(
+        dsn=dsn,
+        schema=schema,
+        identity=str((site.path / KEY_FILE).resolve()),
+        passphrase=state.passphrase(),
+        policies=dict(site.policies),
+        default_policy=site.default_policy,
+        authorities=[bytes.fromhex(a) for a in site.authorities],
         # Workers share partial uploads safely: each upload is locked per bundle id.
-        "OFFSYNC_UPLOAD_DIR": str((site.path / "uploads").resolve()),
-    }
+        settings=given,
+        labels=state.names(local),
+    )
     # Open the centre here first: a wrong DSN or passphrase fails now with its exit code,
     # not in every worker; the schema is migrated once, before the workers race to it;
     # and what this site holds (its own changes, certificates) reaches the database.
-    local = state.sealer()
-    centre = replica_from_env(env)
+    centre = factory.replica()
     try:
+        app_options(centre, given)  # a setting the centre cannot follow fails here
         for bundle in local.iter_pack(centre.knowledge()):
             centre.apply(bundle)
     finally:
         centre.close()
-    os.environ.update(env)
+    _start_logging(state, server)
     sock, url = _listen(host, port)
     _announce(state, site.label, site.public_key, url)
-    config = uvicorn.Config(
-        CENTRE_FACTORY, factory=True, workers=workers, log_level="warning", lifespan="off"
-    )
-    if workers == 1:
-        uvicorn.Server(config).run(sockets=[sock])
-        return
-    extra: dict[str, Any] = {}
-    if "target" in inspect.signature(Multiprocess).parameters:  # older uvicorn
-        extra["target"] = uvicorn.Server(config).run
-    Multiprocess(config, sockets=[sock], **extra).run()
+    config = uvicorn.Config(factory, factory=True, workers=workers, **server)
+    with _multiprocess_metrics(bool(given.get("metrics")), workers):
+        if workers == 1:
+            uvicorn.Server(config).run(sockets=[sock])
+        else:
+            extra: dict[str, Any] = {}
+            if "target" in inspect.signature(Multiprocess).parameters:  # older uvicorn
+                extra["target"] = uvicorn.Server(config).run
+            Multiprocess(config, sockets=[sock], **extra).run()

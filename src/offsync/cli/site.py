@@ -327,6 +327,14 @@ class State:
     site_dir: Path
     passphrase_file: Path | None
     json: bool = False
+    #: The global log options (``--log-format``, ``--log-level``, ``--log-file``); None:
+    #: not given, each command has its default (``offsync serve`` logs more).
+    log_format: str | None = None
+    log_level: str | None = None
+    log_file: Path | None = None
+    #: Takes back the log handler the global options installed (``offsync serve``
+    #: installs its own in its place).
+    log_undo: Callable[[], None] | None = None
     _replica: Replica | None = None
     _identity: Identity | None = None
     _site: Site | None = None

@@ -23,6 +23,7 @@ from ..errors import TransportError, UsageError
 from ..sync import NotWritten, SyncReport, exchange, exchange_folder
 from ..sync import sync as sync_round
 from ..transports import Location, open_transport, parse_location
+from . import events
 from .app import Group, cli, json_option, pass_state
 from .exits import EXIT_REFUSED, EXIT_TRANSPORT, fail
 from .output import emit_json, err, out, progress, short
@@ -63,6 +64,7 @@ def _report_sync(
     that could not be written; exit 4 if any was not, else 3 if anything was refused."""
     replica = state.replica()
     names = state.names(replica)
+    events.rounds(reports, names)
     rows = _sync_rows(reports, names)
     if state.json:
         unwritten = [

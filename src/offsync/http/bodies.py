@@ -32,6 +32,7 @@ __all__ = [
     "Body",
     "ChallengeBody",
     "ErrorBody",
+    "Health",
     "ServerInfo",
     "UploadProgress",
     "UploadResult",
@@ -244,6 +245,15 @@ class UploadResult(Body):
     receipt: str = _doc("The server's fresh receipt, base64")
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Health(Body):
+    """The process answers (alive, GET /healthz), and its store is reachable and at the
+    schema this offsync uses (ready, GET /readyz)."""
+
+    NAME = "Health"
+    status: Literal["alive", "ready"]
+
+
 #: Every JSON answer body, in the order the OpenAPI document lists their schemas.
 ANSWER_BODIES: tuple[type[Body], ...] = (
     ErrorBody,
@@ -252,6 +262,7 @@ ANSWER_BODIES: tuple[type[Body], ...] = (
     UploadStatus,
     UploadProgress,
     UploadResult,
+    Health,
 )
 
 

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import email.utils
 import json
+import logging
+import re
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -40,6 +42,7 @@ from ..errors import (
     TransportError,
     UnverifiedAnswerError,
 )
+from ..logs import event as log_event
 from .bodies import Body, ChallengeBody, ErrorBody
 from .frames import BundleFrame, EndOfAnswer, FrameDecoder
 from .signing import parse_challenge
@@ -49,6 +52,13 @@ __all__ = ["Retry", "Session", "mapped_failures", "media", "retry_after"]
 
 B = TypeVar("B", bound=Body)
 _RETRY_STATUSES = frozenset({408, 425, 429})
+#: What servers answered (refusals, 503s, 507s, answers that are not a server's).
+LOGGER = logging.getLogger("offsync.client")
+
+
+def _no_userinfo(url: str) -> str:
+    """A URL as logs may show it: without a user name or password in it."""
+    return re.sub(r"//[^/@]*@", "//", url)
 
 
 class Retry(Exception):
@@ -143,14 +153,24 @@ class Session:
         status = response.status_code
         if 200 <= status < 300 or status in allow:
             return
+        server = _no_userinfo(self.url)
         if 300 <= status < 400:
             where = response.headers.get("location", "")
+            log_event(LOGGER, logging.WARNING, "peer.foreign", server=server, status=status)
             raise self.foreign(
                 f"answered {status}, a redirect" + (f" to {where[:200]}" if where else ""),
                 status,
             )
         if status == 507:
             said = self.error_body(response)
+            log_event(
+                LOGGER,
+                logging.ERROR,
+                "peer.storage_full",
+                server=server,
+                status=status,
+                reason=said.reason if said else None,
+            )
             raise PeerStorageFullError(
                 f"{self.url}: the server's storage is full or failing"
                 + (f" ({said.reason})" if said else "")
@@ -158,9 +178,11 @@ class Session:
                 retry_after=retry_after(response.headers.get("retry-after")),
             )
         if status >= 500 or status in _RETRY_STATUSES:
-            raise Retry(
-                f"server answered {status}", retry_after(response.headers.get("retry-after"))
+            wait = retry_after(response.headers.get("retry-after"))
+            log_event(
+                LOGGER, logging.WARNING, "peer.busy", server=server, status=status, retry_after=wait
             )
+            raise Retry(f"server answered {status}", wait)
         self.refused(response)
 
     def error_body(self, response: httpx.Response) -> ErrorBody | None:
@@ -175,8 +197,19 @@ class Session:
     def refused(self, response: httpx.Response) -> NoReturn:
         status = response.status_code
         said = self.error_body(response)
+        server = _no_userinfo(self.url)
         if said is None:  # a proxy's or a portal's page: not the server refusing
+            log_event(LOGGER, logging.WARNING, "peer.foreign", server=server, status=status)
             raise self.foreign(f"answered {status} with something else than an error", status)
+        log_event(
+            LOGGER,
+            logging.WARNING,
+            "peer.refused",
+            server=server,
+            status=status,
+            error=said.error,
+            reason=said.reason,
+        )
         if status == 413 and said.limit is not None and said.limit > 0:
             self.on_limit(said.limit)
         raise PeerRefusedError(

@@ -23,6 +23,7 @@ from .bodies import (
     Body,
     ChallengeBody,
     ErrorBody,
+    Health,
     ServerInfo,
     UploadProgress,
     UploadResult,
@@ -33,6 +34,7 @@ from .signing import CHALLENGE_BYTES
 from .wire import (
     BUNDLE_ID_PATTERN,
     BUNDLES_MEDIA_TYPE,
+    METRICS_MEDIA_TYPE,
     MIN_PULL_BUNDLE_BYTES,
     MSGPACK_MEDIA_TYPE,
     OCTET_STREAM,
@@ -245,6 +247,48 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "spec",
         "This description",
         (Answer(200, "OpenAPI 3.1 document"),),
+    ),
+    Endpoint(
+        "get",
+        "/healthz",
+        "healthz",
+        "Whether the process answers (it touches nothing else)",
+        (Answer(200, "Alive", Health),),
+    ),
+    Endpoint(
+        "get",
+        "/readyz",
+        "readyz",
+        "Whether the store is reachable and at this offsync's schema (one short query)",
+        (
+            Answer(200, "Ready", Health),
+            Answer(
+                503,
+                "The store cannot be reached or is not at this offsync's schema (the "
+                "server's log says why); retry after Retry-After seconds",
+                ErrorBody,
+                headers={"Retry-After": {"schema": {"type": "integer"}}},
+            ),
+        ),
+    ),
+    Endpoint(
+        "get",
+        "/metrics",
+        "metrics",
+        "Prometheus metrics (docs/operations.md, 'Metrics')",
+        (
+            Answer(
+                200,
+                "The Prometheus text exposition format (its version in the media type's "
+                "parameters)",
+                media=METRICS_MEDIA_TYPE,
+            ),
+            _error(
+                404,
+                "Metrics are off: create_app(metrics=True) or offsync serve --metrics, with "
+                "the metrics extra installed",
+            ),
+        ),
     ),
 )
 

@@ -24,6 +24,8 @@ __all__ = [
     "busy",
     "conflict",
     "id_mismatch",
+    "not_found",
+    "not_ready",
     "refusal_for",
     "storage_full",
     "too_large",
@@ -61,6 +63,23 @@ def unauthorized(reason: str) -> Refusal:
         401,
         ErrorBody(error="SignatureError", reason=reason),
         {"WWW-Authenticate": "Offsync-Signature"},
+    )
+
+
+def not_found(reason: str) -> Refusal:
+    return Refusal(404, ErrorBody(error="NotFound", reason=reason))
+
+
+def not_ready() -> Refusal:
+    """The store cannot be reached or is not migrated (``GET /readyz``): the log says
+    why; the answer does not (it may name hosts and schemas)."""
+    return Refusal(
+        503,
+        ErrorBody(
+            error="NotReady",
+            reason="the store cannot be reached or is not at this offsync's schema; "
+            "the server's log says why",
+        ),
     )
 
 

@@ -25,6 +25,7 @@ from ..segment import hash32
 from .bodies import (
     Body,
     ChallengeBody,
+    Health,
     ServerInfo,
     UploadProgress,
     UploadResult,
@@ -38,6 +39,8 @@ from .refusals import (
     bad_request,
     busy,
     id_mismatch,
+    not_found,
+    not_ready,
     refusal_for,
     too_large,
     unauthorized,
@@ -48,7 +51,7 @@ from .state import ServerState
 from .uploads import Append
 from .wire import BUNDLES_MEDIA_TYPE, H_MAX_UPLOAD, PROTOCOL, RECEIPT_MEDIA_TYPE, is_bundle_id
 
-__all__ = ["ROUTES"]
+__all__ = ["ROUTES", "site_of"]
 
 #: Answers that must never come from a cache (a proxy's stale copy is not the server).
 NO_STORE = {"Cache-Control": "no-store"}
@@ -66,6 +69,17 @@ def _json(body: Body, status: int = 200, headers: dict[str, str] | None = None) 
 
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
+
+
+#: Where a route leaves the key of the site a request is from, once it is verified, so
+#: that the refusal of the request names it (``site_of``).
+_SITE = "offsync.site"
+
+
+def site_of(request: Request) -> bytes | None:
+    """The verified site a request is from, if a route has learnt it."""
+    site = request.scope.get(_SITE)
+    return site if isinstance(site, bytes) else None
 
 
 def _bundle_id(request: Request) -> str:
@@ -112,6 +126,36 @@ async def spec(state: ServerState, request: Request) -> Response:
     return JSONResponse(openapi())
 
 
+# -- health and metrics ----------------------------------------------------------------
+
+
+async def healthz(state: ServerState, request: Request) -> Response:
+    """Alive: the process answers. Touches no store, takes no slot."""
+    return _json(Health(status="alive"), headers=NO_STORE)
+
+
+async def readyz(state: ServerState, request: Request) -> Response:
+    """Ready: the store answers a short query on a connection of its own (no slot, no
+    wait for the replica, which may be busy applying a large bundle)."""
+    try:
+        await anyio.to_thread.run_sync(state.replica.store.probe)
+    except StorageError as exc:
+        state.observe.not_ready(exc)
+        raise not_ready() from exc
+    return _json(Health(status="ready"), headers=NO_STORE)
+
+
+async def metrics(state: ServerState, request: Request) -> Response:
+    collected = state.observe.metrics
+    if collected is None:
+        raise not_found(
+            "metrics are off: start the server with --metrics (create_app(metrics=True)), "
+            "with the metrics extra installed"
+        )
+    body, media = await anyio.to_thread.run_sync(collected.render)
+    return Response(body, headers={**NO_STORE, "Content-Type": media})
+
+
 # -- uploads ---------------------------------------------------------------------------
 
 
@@ -149,6 +193,7 @@ async def upload(state: ServerState, request: Request) -> Response:
 
 async def _duplicate(state: ServerState, bundle_id: str) -> Response:
     receipt = await state.locked(state.receipt)
+    state.observe.duplicate(bundle_id)
     return _json(UploadResult(status="duplicate", id=bundle_id, receipt=_b64(receipt)))
 
 
@@ -171,8 +216,10 @@ async def _whole(
     try:
         async for chunk in request.stream():
             data += chunk
+            state.observe.received(len(chunk))
             state.uploads.check_size(len(data))
     except ClientDisconnect:
+        state.observe.disconnected(bundle_id)
         return Response(status_code=400)  # nobody is listening
     return await _finish(state, bundle_id, bytes(data), None)
 
@@ -185,9 +232,11 @@ async def _chunk(
     if isinstance(step, Append):
         received = await _append(state, request, step)
         if received is None:
+            state.observe.disconnected(bundle_id)
             return Response(status_code=400)  # the client went away; what came is kept
     else:  # "bytes */TOTAL": apply what is held (an earlier last chunk met a 503)
         received = step.received
+    state.observe.chunk(bundle_id, received, rng.total)
     if received < rng.total:
         progress = UploadProgress(id=bundle_id, received=received, total=rng.total)
         return _json(progress, status=202)
@@ -207,6 +256,7 @@ async def _append(state: ServerState, request: Request, step: Append) -> int | N
     try:
         try:
             async for chunk in request.stream():
+                state.observe.received(len(chunk))
                 if appender.take(chunk):
                     await anyio.to_thread.run_sync(appender.flush)
         except ClientDisconnect:
@@ -232,11 +282,13 @@ async def _finish(
 
 def _apply(state: ServerState, data: bytes) -> UploadResult:
     replica = state.replica
+    started = time.perf_counter()
     try:
         report = replica.apply(data)
     except (RemoteDataError, StorageError) as exc:
         # A full disk keeps what was received for a retry; so does a store that failed.
         raise refusal_for(exc) or exc from exc
+    state.observe.applied(report, len(data), time.perf_counter() - started)
     return UploadResult(
         status="applied",
         id=report.bundle_id.hex(),
@@ -271,6 +323,7 @@ async def pull(state: ServerState, request: Request) -> Response:
         raise unauthorized(str(exc)) from exc
     except RemoteDataError as exc:
         raise unprocessable(exc) from exc
+    request.scope[_SITE] = signed.site
     if not state.try_acquire():
         raise busy()
     # A preference: never below the floor, since one segment may approach 256 KiB.
@@ -282,7 +335,8 @@ async def pull(state: ServerState, request: Request) -> Response:
     except BaseException:
         state.release()
         raise
-    return _SlotResponse(_frames(state, first, packer), state.release)
+    state.observe.contact(signed.site)
+    return _SlotResponse(_frames(state, signed.site, first, packer), state.release)
 
 
 async def _pull_body(state: ServerState, request: Request) -> bytes:
@@ -319,19 +373,26 @@ def _start_pull(
 
 
 async def _frames(
-    state: ServerState, first: bytes | None, packer: Iterator[bytes]
+    state: ServerState, site: bytes, first: bytes | None, packer: Iterator[bytes]
 ) -> AsyncIterator[bytes]:
-    sent = 0
+    sent = count = 0
     bundle = first
     try:
         while bundle is not None:
             yield encode_frame(bundle)
             sent += len(bundle)
+            count += 1
+            state.observe.sent(len(bundle))
             if sent >= state.max_pull_response_bytes:
                 yield end_frame(more=True)
+                state.observe.pulled(site, count, sent, complete=False)
                 return
             bundle = await anyio.to_thread.run_sync(next, packer, None)
         yield end_frame(more=False)
+        state.observe.pulled(site, count, sent, complete=True)
+    except Exception as exc:
+        state.observe.pull_broken(site, exc)
+        raise
     finally:
         close = getattr(packer, "close", None)  # iter_pack is a generator
         if close is not None:
@@ -358,6 +419,9 @@ ROUTES: dict[str, Callable[[ServerState, Request], Awaitable[Response]]] = {
     "knowledge": knowledge,
     "challenge": challenge,
     "spec": spec,
+    "healthz": healthz,
+    "readyz": readyz,
+    "metrics": metrics,
     "upload_status": upload_status,
     "upload": upload,
     "pull": pull,

@@ -10,20 +10,22 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from ..errors import StorageError
 from ..replica import Replica
+from .metrics import Metrics
+from .observe import Observer
 from .openapi import ENDPOINTS
 from .refusals import Refusal, refusal_for
-from .routes import ROUTES
+from .routes import ROUTES, site_of
 from .state import Readable, ServerState
 
 __all__ = ["Readable", "ServerState", "answer", "create_app"]
@@ -45,6 +47,8 @@ def create_app(
     readable: Readable | None = None,
     max_partial_uploads: int = 1000,
     partial_ttl: float = 7 * 24 * 3600,
+    metrics: bool = False,
+    site_labels: Mapping[bytes, str] | None = None,
 ) -> Starlette:
     """An ASGI app serving ``replica``.
 
@@ -60,7 +64,14 @@ def create_app(
     everything the server holds). At most ``max_partial_uploads`` partial uploads are
     kept (beyond, the one untouched longest gives way); one untouched for ``partial_ttl``
     seconds is dropped.
+
+    What the server does is logged to the logger ``offsync.server`` (docs/operations.md,
+    "Logs"). ``metrics=True`` serves Prometheus metrics at ``GET /metrics`` (the
+    ``metrics`` extra; ``ImportError`` naming it without); ``site_labels`` names sites
+    in logs and gives them a last-contact series of their own, as a certificate does in
+    trust mode (any other key is counted in one series: docs/operations.md, "Metrics").
     """
+    observer = Observer(replica, metrics=Metrics() if metrics else None, site_labels=site_labels)
     if upload_dir is None:
         upload_path = Path(tempfile.mkdtemp(prefix="offsync-uploads-"))
     else:
@@ -79,7 +90,9 @@ def create_app(
         readable=readable,
         max_partial_uploads=max_partial_uploads,
         partial_ttl=partial_ttl,
+        observer=observer,
     )
+    observer.started(max_in_flight, upload_dir=str(upload_path))
 
     app = Starlette(routes=_routes(state), exception_handlers=_handlers(state))
     app.state.offsync = state
@@ -98,17 +111,26 @@ def answer(state: ServerState, refusal: Refusal) -> Response:
 def _handlers(state: ServerState) -> dict[Any, Callable[[Request, Exception], Awaitable[Response]]]:
     """Refusals raised by routes, and store failures met anywhere, answered alike."""
 
+    def told(request: Request, refusal: Refusal) -> Response:
+        state.observe.refused(refusal, request.method, request.url.path, site_of(request))
+        return answer(state, refusal)
+
     async def refused(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, Refusal)
-        return answer(state, exc)
+        return told(request, exc)
 
     async def storage_failed(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StorageError)
         refusal = refusal_for(exc)
         assert refusal is not None  # every StorageError has its answer
-        return answer(state, refusal)
+        return told(request, refusal)
 
-    return {Refusal: refused, StorageError: storage_failed}
+    async def failed(request: Request, exc: Exception) -> Response:
+        # Starlette raises the error again after this answer, and uvicorn logs it.
+        state.observe.failed(exc, request.method, request.url.path)
+        return PlainTextResponse("Internal Server Error", status_code=500)
+
+    return {Refusal: refused, StorageError: storage_failed, Exception: failed}
 
 
 def _routes(state: ServerState) -> list[Route]:

@@ -12,6 +12,7 @@ import anyio
 import anyio.to_thread
 
 from ..replica import Replica
+from .observe import Observer
 from .refusals import busy
 from .signing import Challenges, challenge_key
 from .uploads import Uploads
@@ -30,7 +31,8 @@ class ServerState:
 
     ``refused_busy`` counts the 503 answers given and ``in_flight`` the uploads,
     applies and pulls running (for monitoring and tests); ``uploads`` holds the
-    partial uploads (``offsync.http.uploads``).
+    partial uploads (``offsync.http.uploads``); ``observe`` logs what happens and
+    counts it in the metrics (``offsync.http.observe``).
     """
 
     def __init__(
@@ -48,8 +50,10 @@ class ServerState:
         readable: Readable | None,
         max_partial_uploads: int = 1000,
         partial_ttl: float = 7 * 24 * 3600,
+        observer: Observer | None = None,
     ) -> None:
         self.replica = replica
+        self.observe = observer or Observer(replica)
         self.max_partial_uploads = max_partial_uploads
         self.partial_ttl = partial_ttl
         self.upload_dir = upload_dir
@@ -85,11 +89,13 @@ class ServerState:
             if self.in_flight >= self.max_in_flight:
                 return False
             self.in_flight += 1
+            self.observe.in_flight(self.in_flight)
             return True
 
     def release(self) -> None:
         with self._counter_lock:
             self.in_flight -= 1
+            self.observe.in_flight(self.in_flight)
 
     def count_busy(self) -> None:
         with self._counter_lock:

@@ -12,6 +12,7 @@ __all__ = [
     "H_SIGNATURE",
     "H_SITE",
     "JSON_MEDIA_TYPE",
+    "METRICS_MEDIA_TYPE",
     "MIN_PULL_BUNDLE_BYTES",
     "MSGPACK_MEDIA_TYPE",
     "OCTET_STREAM",
@@ -26,6 +27,8 @@ RECEIPT_MEDIA_TYPE = "application/x-offsync-receipt"
 MSGPACK_MEDIA_TYPE = "application/x-msgpack"
 JSON_MEDIA_TYPE = "application/json"
 OCTET_STREAM = "application/octet-stream"
+#: Prometheus' text format (``GET /metrics``; the version is a parameter of the type).
+METRICS_MEDIA_TYPE = "text/plain"
 
 #: The headers of a signed request (lower case, as HTTP libraries hand them over).
 H_SITE = "offsync-site"

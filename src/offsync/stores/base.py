@@ -156,6 +156,14 @@ class Store(ABC):
     @abstractmethod
     def close(self) -> None: ...
 
+    def probe(self) -> None:
+        """Check that the store can be reached and is at the schema this offsync uses;
+        ``StorageError`` if not. What a server's ``GET /readyz`` asks: callable from any
+        thread without the replica's lock (a store with a database of its own asks on a
+        connection of its own), and cheap (one short query). A store in memory has
+        nothing to reach."""
+        return None
+
     # meta: small named values (own seq, clock, identity, schema version)
     @abstractmethod
     def get_meta(self, name: str) -> bytes | None: ...

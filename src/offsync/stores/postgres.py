@@ -249,6 +249,29 @@ class PostgresStore(Store):
         except psycopg.Error as exc:
             raise _translate(exc) from exc
 
+    def probe(self) -> None:
+        """On a connection of its own, opened and closed here: a server that stopped
+        accepting connections is found even while this store's own one still works."""
+        pg = _psycopg()
+        from psycopg import sql
+
+        query = sql.SQL("SELECT coalesce(max(version), 0) FROM {}").format(
+            sql.Identifier(self.schema, "schema_migrations")
+        )
+        try:
+            with pg.connect(
+                self._dsn, autocommit=True, connect_timeout=self._connect_timeout
+            ) as conn:
+                row = conn.execute(query).fetchone()
+        except pg.Error as exc:
+            raise StorageError(f"cannot reach the store in PostgreSQL: {exc}") from exc
+        found = row[0] if row is not None else 0
+        if found != len(migrations()):
+            raise StorageError(
+                f"schema {self.schema!r} is at version {found}, this offsync uses "
+                f"{len(migrations())}"
+            )
+
     def close(self) -> None:
         self._closed = True
         self.conn.close()

@@ -271,6 +271,7 @@ class SQLiteStore(Store):
 
     def __init__(self, path: str, *, synchronous: str = "NORMAL", read_only: bool = False) -> None:
         self._pid = os.getpid()
+        self._path = path
         self._owner: OwnerLock | None = None
         self.read_only = read_only
         #: Schema versions this open upgraded the store to (``migrate``).
@@ -362,6 +363,24 @@ class SQLiteStore(Store):
             # If even that fails, the connection reports it at its next statement.
             with contextlib.suppress(sqlite3.Error):
                 self.db.execute("ROLLBACK")
+
+    def probe(self) -> None:
+        """On a read-only connection of its own (WAL lets it read beside a writer)."""
+        if _in_memory(self._path):
+            return
+        try:
+            db = _connect_read_only(self._path)
+            try:
+                row = db.execute("SELECT value FROM meta WHERE name = 'schema_version'").fetchone()
+            finally:
+                db.close()
+        except sqlite3.Error as exc:
+            raise storage_error(exc, f"{self._path}: cannot read the store") from exc
+        found = int(row[0]) if row is not None else None
+        if found != schema_version():
+            raise StorageError(
+                f"{self._path}: store schema {found}, this offsync uses {schema_version()}"
+            )
 
     def close(self) -> None:
         try:

@@ -1,0 +1,182 @@
+"""The server's Prometheus metrics (the ``metrics`` extra: ``prometheus-client``).
+
+``Metrics`` holds every metric of one app; ``render`` is the answer to ``GET /metrics``.
+Names and meanings are in docs/operations.md, "Metrics"; in short:
+
+==========================================================  ===========================
+``offsync_changes_total{outcome}``                          changes of applied bundles:
+                                                            applied, duplicate,
+                                                            quarantined
+``offsync_refused_total{status,error}``                     refused requests (4xx, 503,
+                                                            507) by status and error
+``offsync_bundles_received_total{outcome}``                 uploads: applied, duplicate
+``offsync_bundles_sent_total``, ``offsync_bytes_*_total``   pulls' bundles; body bytes
+``offsync_in_flight``, ``offsync_max_in_flight``            slots taken, and their bound
+``offsync_apply_seconds``                                   histogram of one apply
+``offsync_site_last_contact_timestamp_seconds{site,label}`` per known site (below)
+``offsync_unknown_site_last_contact_timestamp_seconds``     any other key, as one series
+==========================================================  ===========================
+
+Cardinality is bounded by what the operator controls: a series per site exists only for
+a *known* key, one certified by the trust store (trust mode) or named in the app's
+``site_labels`` (``offsync serve``: the site's address book). Any other key, which
+anyone can make, counts in the one unlabelled series; ``error`` takes offsync's error
+class names and a few HTTP words, ``status`` the documented statuses.
+
+Several worker processes (``offsync serve --postgres --workers N``) use
+prometheus-client's multiprocess mode: with ``PROMETHEUS_MULTIPROC_DIR`` set before the
+workers start, each writes its values to files there and any worker's ``/metrics``
+answers for all of them (counters and the histogram summed, ``in_flight`` summed over
+live workers, last contacts the latest). ``serve`` makes and removes that directory.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+from typing import Any
+
+__all__ = ["MULTIPROC_ENV", "Metrics", "available", "multiprocess_dir"]
+
+#: prometheus-client's switch to multiprocess mode (read when it is first imported).
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+_APPLY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+
+
+def available() -> bool:
+    """Whether the metrics extra is installed."""
+    try:
+        import prometheus_client  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def multiprocess_dir() -> str | None:
+    """The multiprocess directory in force in this process, if any."""
+    return os.environ.get(MULTIPROC_ENV) or None
+
+
+def _prometheus() -> Any:
+    try:
+        import prometheus_client
+        import prometheus_client.multiprocess
+        import prometheus_client.values
+    except ImportError as exc:
+        raise ImportError(
+            "metrics need prometheus-client: install the metrics extra "
+            "(pip install 'offsync[metrics]')"
+        ) from exc
+    return prometheus_client
+
+
+def _sweep_dead_workers(path: str) -> None:
+    """Drop the live-gauge files of worker processes that are gone (one that crashed
+    never said so), so that ``in_flight`` counts live workers only."""
+    multiprocess = _prometheus().multiprocess
+    for name in glob.glob(os.path.join(path, "gauge_live*_*.db")):
+        found = re.search(r"_(\d+)\.db$", name)
+        if found is None:
+            continue
+        pid = int(found.group(1))
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            multiprocess.mark_process_dead(pid, path)
+        except PermissionError:  # alive, someone else's
+            pass
+
+
+class Metrics:
+    """The metrics of one app (in multiprocess mode: of every worker on the directory)."""
+
+    def __init__(self) -> None:
+        pc = _prometheus()
+        self._pc = pc
+        # The mode prometheus-client chose when it was first imported in this process.
+        chosen = pc.values.ValueClass is not pc.values.MutexValue
+        self.multiprocess = multiprocess_dir() if chosen else None
+        if self.multiprocess is not None:
+            _sweep_dead_workers(self.multiprocess)
+            self._register_exit(pc)
+        # One registry per app, so that several apps in one process do not collide; in
+        # multiprocess mode values go to files and a scrape collects them afresh.
+        registry = None if self.multiprocess else pc.CollectorRegistry()
+        self.registry = registry
+        counter, gauge = pc.Counter, pc.Gauge
+        self.changes = counter(
+            "offsync_changes",
+            "Changes in applied bundles, by outcome (applied, duplicate, quarantined)",
+            ["outcome"],
+            registry=registry,
+        )
+        self.refused = counter(
+            "offsync_refused",
+            "Requests refused: 4xx, 503 (busy or not ready) and 507 (storage full)",
+            ["status", "error"],
+            registry=registry,
+        )
+        self.bundles_received = counter(
+            "offsync_bundles_received",
+            "Uploaded bundles: applied now, or recognised as applied before (duplicate)",
+            ["outcome"],
+            registry=registry,
+        )
+        self.bundles_sent = counter(
+            "offsync_bundles_sent", "Bundles sent in pull answers", registry=registry
+        )
+        self.bytes_received = counter(
+            "offsync_bytes_received", "Upload body bytes received", registry=registry
+        )
+        self.bytes_sent = counter(
+            "offsync_bytes_sent", "Bundle bytes sent in pull answers", registry=registry
+        )
+        self.in_flight = gauge(
+            "offsync_in_flight",
+            "Uploads, applies and pulls running now",
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self.max_in_flight = gauge(
+            "offsync_max_in_flight",
+            "The bound on in_flight (beyond it: 503)",
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self.apply_seconds = pc.Histogram(
+            "offsync_apply_seconds",
+            "Time to verify and apply one uploaded bundle (holding the replica)",
+            registry=registry,
+            buckets=_APPLY_BUCKETS,
+        )
+        self.last_contact = gauge(
+            "offsync_site_last_contact_timestamp_seconds",
+            "When a known site (certified, or named in the app's site_labels) last "
+            "delivered a bundle or pulled, by this server's clock",
+            ["site", "label"],
+            registry=registry,
+            multiprocess_mode="max",
+        )
+        self.unknown_contact = gauge(
+            "offsync_unknown_site_last_contact_timestamp_seconds",
+            "When any key that is not a known site last delivered or pulled",
+            registry=registry,
+            multiprocess_mode="max",
+        )
+
+    def _register_exit(self, pc: Any) -> None:
+        """A worker that stops cleanly takes its live gauges with it."""
+        import atexit
+
+        path, pid = self.multiprocess, os.getpid()
+        atexit.register(pc.multiprocess.mark_process_dead, pid, path)
+
+    def render(self) -> tuple[bytes, str]:
+        """The exposition and its media type."""
+        pc = self._pc
+        if self.multiprocess is None:
+            return pc.generate_latest(self.registry), pc.CONTENT_TYPE_LATEST
+        registry = pc.CollectorRegistry()
+        pc.multiprocess.MultiProcessCollector(registry, self.multiprocess)
+        return pc.generate_latest(registry), pc.CONTENT_TYPE_LATEST
