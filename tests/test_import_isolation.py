@@ -26,7 +26,17 @@ CORE = [
     "attest",
     "httpwire",
     "segindex",
-    "quarantine",
+    "status",
+    "plan",
+    "plan.admit",
+    "plan.apply",
+    "plan.claims",
+    "plan.examine",
+    "plan.merge",
+    "plan.pack",
+    "plan.quarantine",
+    "plan.seal",
+    "plan.write",
 ]
 IO_MODULES = ["sqlite3", "socket", "ssl", "httpx", "starlette", "uvicorn", "psycopg"]
 OPTIONAL = ["httpx", "starlette", "uvicorn", "psycopg", "click", "rich"]

@@ -35,16 +35,14 @@ from .clock import MAX_HLC, hlc_millis
 from .encoding import canonical_fields, packb
 from .errors import (
     BundleFormatError,
-    ExpiredCertificateError,
     LimitExceededError,
-    RevokedKeyError,
-    ScopeError,
     SignatureError,
     UnknownSignerError,
     UsageError,
 )
 from .identity import Identity, verify_signature
 from .receipt import Receipt
+from .status import error_class
 from .trust import TrustStore
 
 if TYPE_CHECKING:
@@ -183,15 +181,6 @@ def read_attestation(token: bytes) -> Attestation:
     return att
 
 
-_TRUST_ERRORS: dict[str, type[UnknownSignerError] | type[ScopeError]] = {
-    "trust: unknown signer": UnknownSignerError,
-    "trust: key revoked": RevokedKeyError,
-    "trust: key replaced by a newer key": RevokedKeyError,
-    "validity: certificate expired": ExpiredCertificateError,
-    "validity: certificate not yet valid": ExpiredCertificateError,
-}
-
-
 def verify_attestation(
     token: bytes,
     trust: TrustStore | None,
@@ -209,10 +198,10 @@ def verify_attestation(
     """
     att = read_attestation(token)
     if trust is not None:
-        reason = trust.check(att.origin, att.seq, att.hlc, att.collection, att.key)
-        if reason is not None:
-            error = _TRUST_ERRORS.get(reason, ScopeError)
-            raise error(f"attestation refused: {reason}")
+        status = trust.verdict(att.origin, att.seq, att.hlc, att.collection, att.key)
+        error = None if status is None else error_class(status)
+        if error is not None:
+            raise error(f"attestation refused: {status}")
     if (fields is not None or deleted) and not att.matches(None if deleted else fields):
         raise SignatureError("the fields shown are not the attested ones")
     return att

@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-__all__ = ["MAX_HLC", "HybridClock", "hlc_millis", "make_hlc"]
+__all__ = ["MAX_HLC", "HybridClock", "hlc_millis", "make_hlc", "next_hlc"]
 
 LOGICAL_BITS = 16
 LOGICAL_MASK = (1 << LOGICAL_BITS) - 1
@@ -34,6 +34,15 @@ def wall_millis() -> int:
     return time.time_ns() // 1_000_000
 
 
+def next_hlc(last: int, wall_ms: int) -> int:
+    """The timestamp to issue after ``last`` when the wall clock reads ``wall_ms``."""
+    candidate = make_hlc(wall_ms)
+    issued = candidate if candidate > last else last + 1
+    if issued > MAX_HLC:
+        raise OverflowError("hybrid logical clock exhausted")
+    return issued
+
+
 class HybridClock:
     """Issues timestamps; ``wall`` is injectable so tests can set any clock."""
 
@@ -44,10 +53,7 @@ class HybridClock:
         self.wall = wall
 
     def now(self) -> int:
-        candidate = make_hlc(self.wall())
-        self.last = candidate if candidate > self.last else self.last + 1
-        if self.last > MAX_HLC:
-            raise OverflowError("hybrid logical clock exhausted")
+        self.last = next_hlc(self.last, self.wall())
         return self.last
 
     def observe(self, remote: int) -> None:
