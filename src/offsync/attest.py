@@ -135,8 +135,7 @@ def issue_attestation(identity: Identity, change: Change) -> bytes:
 
 def attest(replica: Replica, collection: str, key: str, change_id: ChangeId | None = None) -> bytes:
     """A token for this replica's change to ``collection/key`` (default: its latest)."""
-    with replica.lock:
-        own = [c for c in replica.store.changes_for(collection, key) if c.origin == replica.id]
+    own = [c for c in replica.record_changes(collection, key) if c.origin == replica.id]
     if change_id is not None:
         own = [c for c in own if c.id == change_id]
     if not own:
