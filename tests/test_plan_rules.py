@@ -120,20 +120,26 @@ def policy_of(policies: dict[str, Policy]) -> object:
 
 def test_a_backlog_of_new_records_takes_the_bulk_path_whole() -> None:
     changes = [change(SITE, seq) for seq in range(1, 5)]
-    plan = split(changes, lambda name: True)
+    plan = split(changes, lambda name: LastWriterWins())
     assert (list(plan.firsts), list(plan.rest), list(plan.to_merge)) == (changes, [], [])
     assert to_recompute(plan, existed=[]) == []
     # The store said one record existed after all: it is merged, in the chunk's order.
     assert to_recompute(plan, existed=[("residents", "k3")]) == [("residents", "k3")]
 
 
-def test_edits_and_multi_value_records_are_recomputed() -> None:
+class Custom(MultiValue):
+    """A policy that does not take a record's one change as its state."""
+
+    single_change_is_identity = False
+
+
+def test_edits_and_custom_policies_records_are_recomputed() -> None:
     first = change(SITE, 1, "a")
     edit = change(SITE, 2, "a", parents=(first.id,))
     other = change(SITE, 3, "b")
     multi = change(SITE, 4, "m", collection="addresses")
-    simple = {"residents": True, "addresses": False}
-    plan = split([first, edit, other, multi], simple.__getitem__)
+    policies: dict[str, Policy] = {"residents": LastWriterWins(), "addresses": Custom()}
+    plan = split([first, edit, other, multi], policies.__getitem__)
     assert list(plan.firsts) == [other]
     assert list(plan.rest) == [first, edit, multi]
     assert list(plan.to_merge) == [("residents", "a"), ("addresses", "m")]

@@ -23,7 +23,7 @@ def _rep(n: int) -> Replica:
 
 
 def _own_segments(rep: Replica) -> list[tuple[int, int]]:
-    return [(s.first, s.last) for s in rep._state.index.get(rep.id, ())]
+    return [(s.first, s.last) for s in rep._state.segments.get(rep.id, ())]
 
 
 @pytest.mark.usefixtures("small_segments")
@@ -78,7 +78,7 @@ def test_paged_sealing_chains_segments() -> None:
         for i in range(23):
             a.put("residents", str(i), {"i": i})
     a.pack()
-    segs = a._state.index[a.id]
+    segs = a._state.segments[a.id]
     assert [(s.first, s.last) for s in segs] == [(1, 5), (6, 10), (11, 15), (16, 20), (21, 23)]
     assert segs[0].prev == bytes(32)
     assert all(later.prev == earlier.hash for earlier, later in itertools.pairwise(segs))

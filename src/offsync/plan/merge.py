@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from ..change import Change
 from ..policies import Policy, RecordState
@@ -26,9 +26,9 @@ _RECORD = operator.itemgetter(3, 4)
 _PARENTS = operator.itemgetter(7)
 
 
-@dataclass(frozen=True, slots=True)
-class MergeSplit:
-    """A chunk of changes to apply, split by how they are stored."""
+class MergeSplit(NamedTuple):
+    """A chunk of changes to apply, split by how they are stored (a tuple: one per
+    write on the local write path)."""
 
     firsts: Sequence[Change]  # each alone, its record's state: bulk-inserted as is
     rest: Sequence[Change]  # stored plainly, then their records recomputed
@@ -36,10 +36,11 @@ class MergeSplit:
     order: Iterable[Record]  # every record of the chunk, in order of first appearance
 
 
-def split(changes: Sequence[Change], simple: Callable[[str], bool]) -> MergeSplit:
-    """Split ``changes``; ``simple(collection)``: whether its policy takes a record's
-    one parentless change as the state (``Policy.single_change_is_identity``)."""
-    simple_of = {name: simple(name) for name in set(map(_COLLECTION, changes))}
+def split(changes: Sequence[Change], policy: Callable[[str], Policy]) -> MergeSplit:
+    """Split ``changes``; ``policy``: each collection's merge policy."""
+    simple_of = {
+        name: policy(name).single_change_is_identity for name in set(map(_COLLECTION, changes))
+    }
     keys = list(map(_RECORD, changes))
     if all(simple_of.values()) and len(set(keys)) == len(keys) and not any(map(_PARENTS, changes)):
         return MergeSplit(changes, (), (), keys)

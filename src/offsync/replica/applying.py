@@ -9,7 +9,7 @@ import random
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from ..bundle import Bundle, open_bundle
 from ..change import Change
@@ -126,7 +126,7 @@ class _Applying(_Examining):
         never deleted, so entries elsewhere are real, if perhaps not all there are."""
         st = self._st
         rows = self.store.segment_index_near(spans)
-        self._put(replace(st, index=st.index.updated(drop=spans, rows=rows)))
+        self._put(st._replace(segments=st.segments.updated(drop=spans, rows=rows)))
 
     def _apply_bundle(self, bundle: Bundle) -> tuple[ApplyReport, _Run, tuple[int, int]]:
         """Verify, decode and write the bundle's segments, inside the caller's transaction.
@@ -138,7 +138,9 @@ class _Applying(_Examining):
         report = ApplyReport(bundle.id, bundle.header.sender)
         run = _Run()
         st = self._st
-        ctx = ApplyContext(self.id, st.seq, st.index, self._rules(st.trust), self.store.changes_for)
+        ctx = ApplyContext(
+            self.id, st.seq, st.segments, self._rules(st.trust), self.store.changes_for
+        )
         for plan in plan_segments(bundle.segments, ctx):
             self._take(plan, run, report)
             if len(run.merge) >= APPLY_CHUNK:
@@ -211,9 +213,8 @@ class _Applying(_Examining):
         if run.max_hlc > st.hlc:
             self.store.set_meta("hlc", str(run.max_hlc).encode())
         self._put(
-            replace(
-                st,
-                index=st.index.updated(add=run.stored),
+            st._replace(
+                segments=st.segments.updated(add=run.stored),
                 seq=max(own, st.seq),
                 sealed=own or st.sealed,
                 hlc=max(st.hlc, run.max_hlc),

@@ -9,9 +9,9 @@ applies and re-examination all merge) and reads what the state is made from.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import replace
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager
+from types import TracebackType
 
 import msgpack
 
@@ -74,27 +74,19 @@ class _Core:
         else:
             self._state = state
 
-    @contextmanager
-    def _transaction(self) -> Iterator[ReplicaState]:
-        """One store transaction (inner ones join it); the state changes made inside are
-        published when it commits, and dropped with it when anything fails."""
-        if self._work is not None:
-            with self.store.transaction():
-                yield self._work
-            return
-        self._work = self._state
-        try:
-            with self.store.transaction():
-                yield self._work
-            self._state = self._work
-        finally:
-            self._work = None
+    def _transaction(self) -> AbstractContextManager[None]:
+        """One store transaction (inner ones join it); the state changes made inside
+        (``_put``) are published when it commits, and dropped with it when anything
+        fails. Inside, ``_st`` is the working copy."""
+        if self._work is not None:  # joins: the outermost one publishes
+            return self.store.transaction()
+        return _Transaction(self)
 
     def _tick(self) -> int:
         """A new timestamp from the clock (``offsync.clock.next_hlc``), kept in the state."""
         st = self._st
         hlc = next_hlc(st.hlc, self._wall())
-        self._put(replace(st, hlc=hlc))
+        self._put(st._replace(hlc=hlc))
         return hlc
 
     def _rules(self, trust: TrustStore | None) -> Admission:
@@ -108,9 +100,9 @@ class _Core:
             self._follow_store()
             st = self._st
             known = self._known
-            if known is None or known[0] is not st.index or known[1:3] != (st.seq, st.sealed):
-                held = held_knowledge(st.index, self.id, st.seq, st.sealed)
-                known = self._known = (st.index, st.seq, st.sealed, held)
+            if known is None or known[0] is not st.segments or known[1:3] != (st.seq, st.sealed):
+                held = held_knowledge(st.segments, self.id, st.seq, st.sealed)
+                known = self._known = (st.segments, st.seq, st.sealed, held)
             return known[3]
 
     def _follow_store(self) -> None:
@@ -119,7 +111,7 @@ class _Core:
             return
         st = self._st
         rows, cursor = self.store.segments_changed(st.cursor)
-        self._put(replace(st, index=st.index.updated(rows=rows), cursor=cursor))
+        self._put(st._replace(segments=st.segments.updated(rows=rows), cursor=cursor))
 
     def _load_trust(self) -> TrustStore | None:
         if self.authorities is None:
@@ -137,14 +129,17 @@ class _Core:
         """Store changes and recompute the records they touch; returns new conflicts."""
         if not changes:
             return []
-        plan = merge.split(changes, lambda name: self.policy(name).single_change_is_identity)
+        plan = merge.split(changes, self.policy)
         if plan.rest:
             self.store.add_changes(plan.rest)
-        keys = merge.to_recompute(plan, self.store.add_first_changes(plan.firsts))
+        existed = self.store.add_first_changes(plan.firsts)
+        if not existed and not plan.to_merge:  # the bulk path took every change
+            return []
+        keys = merge.to_recompute(plan, existed)
         # Shared stores: one recomputer per record at a time. (A record add_new_records
         # wrote is held by that write already.) Then all their changes in one read.
         self.store.lock_records(keys)
-        return self._write_states(keys, self.store.changes_for_many(keys) if keys else {})
+        return self._write_states(keys, self.store.changes_for_many(keys))
 
     def _recompute(self, keys: Iterable[tuple[str, str]]) -> None:
         """Recompute records after changes were taken back (revocation, narrowed scope)."""
@@ -181,3 +176,34 @@ class _Core:
         """The changes of a held segment, read back from the store."""
         seg = Segment.decode(self.store.segment_data([(origin, s.first)])[0], self.limits)
         return seg.open_changes(self.limits)
+
+
+class _Transaction:
+    """``_Core._transaction()``: a class, not a generator, as it runs once per write."""
+
+    __slots__ = ("_core", "_store")
+
+    def __init__(self, core: _Core) -> None:
+        self._core = core
+
+    def __enter__(self) -> None:
+        core = self._core
+        core._work = core._state
+        self._store = core.store.transaction()
+        try:
+            self._store.__enter__()
+        except BaseException:
+            core._work = None
+            raise
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        core = self._core
+        try:
+            self._store.__exit__(kind, exc, tb)  # commits, or rolls back and re-raises
+            if kind is None:
+                assert core._work is not None
+                core._state = core._work
+        finally:
+            core._work = None

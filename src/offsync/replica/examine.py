@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import replace
 
 from ..change import Change
 from ..encoding import packb
@@ -56,25 +55,26 @@ class _Examining(_Reads):
         try:
             unlocked = self._reexamine_rounds(full, before)
         except BaseException:
-            self._put(replace(self._st, pending=Pending(before), clock_due=0))
+            self._put(self._st._replace(pending=Pending(before), clock_due=0))
             raise
-        self._put(replace(self._st, pending=None))
+        self._put(self._st._replace(pending=None))
         return unlocked
 
     def _reexamine_rounds(self, full: bool, before: TrustStore | None) -> int:
         unlocked = 0
         for _ in range(MAX_ROUNDS):
             # The trust store follows the committed _trust records: in force at once.
-            self._put(replace(self._st, trust=self._load_trust(), clock_due=None))
+            self._put(self._st._replace(trust=self._load_trust(), clock_due=None))
             add, drop = self._reexamine_round(changed_origins(self._st.trust, before), full)
             unlocked += len(add)
             if not any(c.collection == TRUST_COLLECTION for c in (*add, *drop)):
                 break
             before, full = self._st.trust, False
-        with self._transaction() as st:
+        with self._transaction():
+            st = self._st
             self.store.set_meta("trust_examined", fingerprint(st.trust, self.validators))
         st = self._st  # whose claims count may have changed
-        self._put(replace(st, claim=self._counted_claim(st.trust)))
+        self._put(st._replace(claim=self._counted_claim(st.trust)))
         return unlocked
 
     def _reexamine_round(
@@ -87,7 +87,7 @@ class _Examining(_Reads):
         drop: list[Change] = []
         due: list[int] = []
         statuses: list[tuple[bytes, HeldSegment]] = []
-        for origin, _, s in candidates(st.index, changed, full):
+        for origin, _, s in candidates(st.segments, changed, full):
             changes = self._held_segment(origin, s)
             keys = {(c.collection, c.key) for c in changes}
             applied = {x.id for k in keys for x in self.store.changes_for(*k)}
@@ -99,9 +99,10 @@ class _Examining(_Reads):
                 statuses.append((origin, s._replace(status=outcome.status)))
         clock_due = min(due, default=None)
         if not (add or drop or statuses):
-            self._put(replace(st, clock_due=clock_due))
+            self._put(st._replace(clock_due=clock_due))
             return add, drop
-        with self._transaction() as st:
+        with self._transaction():
+            st = self._st
             self.store.remove_changes(drop)
             self._merge(add)
             added = {(c.collection, c.key) for c in add}
@@ -112,9 +113,8 @@ class _Examining(_Reads):
             if top > st.hlc:
                 self.store.set_meta("hlc", str(top).encode())
             self._put(
-                replace(
-                    st,
-                    index=st.index.updated(add=statuses),
+                st._replace(
+                    segments=st.segments.updated(add=statuses),
                     hlc=max(st.hlc, top),
                     clock_due=clock_due,
                 )
@@ -147,15 +147,15 @@ class _Examining(_Reads):
         were dropped and their bytes (for ``_log_evicted``, once committed)."""
         st = self._st
         plan = plan_evictions(
-            st.index, st.unknown, trust, self.id, self.limits, new=new, rescan=rescan
+            st.segments, st.unknown, trust, self.id, self.limits, new=new, rescan=rescan
         )
         if plan.drop:
             self.store.remove_segments(plan.drop)
         if plan.order != st.unknown:
             self.store.set_meta("unknown_signers", packb(list(plan.order)))
-        size = sum(s.size for o, f in plan.drop if (s := st.index.find(o, f)) is not None)
-        index = st.index.updated(drop=[(o, f, f) for o, f in plan.drop])
-        self._put(replace(st, index=index, unknown=plan.order))
+        size = sum(s.size for o, f in plan.drop if (s := st.segments.find(o, f)) is not None)
+        index = st.segments.updated(drop=[(o, f, f) for o, f in plan.drop])
+        self._put(st._replace(segments=index, unknown=plan.order))
         return len(plan.drop), size
 
 

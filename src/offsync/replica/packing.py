@@ -49,7 +49,7 @@ class _Packing(_Sealing):
         with self._lock:
             self._seal()
             missing = self.knowledge() - (since or Knowledge())
-            plan = select(self._st.index, missing)
+            plan = select(self._st.segments, missing)
             forwarded = [self._kept(r) for p, _, _, r in self.store.peers() if p != recipient][
                 : self.limits.max_receipts - 1
             ]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
-from dataclasses import replace
 from typing import Any
 
 from ..change import Change
@@ -89,7 +88,7 @@ class _Reads(_Core):
             self._follow_store()
             st = self._st
             return [
-                Quarantined(o, s.first, s.last, str(s.status)) for o, s in st.index.held_back()
+                Quarantined(o, s.first, s.last, str(s.status)) for o, s in st.segments.held_back()
             ] + [
                 Quarantined(f.origin, f.first_seq, f.last_seq, str(FORK_AT_SAME_SEQS))
                 for f in st.forks
@@ -102,7 +101,7 @@ class _Reads(_Core):
             rules = self._rules(st.trust)
             return [
                 QuarantinedChange(c.id, c.collection, c.key, str(reason))
-                for origin, s in st.index.held_back()
+                for origin, s in st.segments.held_back()
                 for c, reason in held_reasons(s.status, self._held_segment(origin, s), rules)
             ]
 
@@ -151,7 +150,8 @@ class _Reads(_Core):
             held = [c for p, c, _, _ in self.store.peers() if p == receipt.replica]
             if held and held[0] >= receipt.created:
                 return False
-            with self._transaction() as st:
+            with self._transaction():
+                st = self._st
                 self.store.set_peer(
                     receipt.replica,
                     receipt.created,
@@ -160,7 +160,7 @@ class _Reads(_Core):
                 )
                 if claim_counts(receipt.replica, st.trust):
                     claim = max(st.claim, receipt.knowledge.max_seq(self.id))
-                    self._put(replace(st, claim=claim))
+                    self._put(st._replace(claim=claim))
             return True
 
     def seq_claims(self) -> list[SeqClaim]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import replace
 from typing import Any
 
 import msgpack
@@ -82,7 +81,7 @@ class Replica(_Writes, _Applying, _Packing):
         self._claim_store()
         self._state = self._loaded_state()
         self._examine_on_open()
-        self._put(replace(self._st, claim=self._counted_claim(self._st.trust)))
+        self._put(self._st._replace(claim=self._counted_claim(self._st.trust)))
         self._bound_on_open()
 
     def _claim_store(self) -> None:
@@ -101,7 +100,7 @@ class Replica(_Writes, _Applying, _Packing):
         store = self.store
         rows, cursor = store.segments_changed(0) if store.shared else (store.segment_index(), 0)
         return ReplicaState(
-            index=SegmentIndex.from_rows(rows),
+            segments=SegmentIndex.from_rows(rows),
             seq=int(store.get_meta("seq") or b"0"),
             sealed=int(store.get_meta("sealed") or b"0"),
             hlc=int(store.get_meta("hlc") or b"0"),
@@ -120,8 +119,8 @@ class Replica(_Writes, _Applying, _Packing):
             examined = current  # a store that never had trust: nothing to do
         if examined != current and not self.store.read_only:
             self._reexamine(full=True)
-        elif any(s.status.kind is Kind.CLOCK for segs in self._st.index.values() for s in segs):
-            self._put(replace(self._st, clock_due=0))
+        elif any(s.status.kind is Kind.CLOCK for segs in self._st.segments.values() for s in segs):
+            self._put(self._st._replace(clock_due=0))
 
     def _bound_on_open(self) -> None:
         """Load the order in which unknown signers were first heard from, and drop what
@@ -130,9 +129,10 @@ class Replica(_Writes, _Applying, _Packing):
             return  # open mode has no unknown signers; a shared store does not evict
         saved = self.store.get_meta("unknown_signers")
         order = tuple(bytes(o) for o in msgpack.unpackb(saved)) if saved else ()
-        self._put(replace(self._st, unknown=order))
+        self._put(self._st._replace(unknown=order))
         if not self.store.read_only:
-            with self._transaction() as st:
+            with self._transaction():
+                st = self._st
                 dropped = self._evict_unknown(st.trust, rescan=True)
             _log_evicted(dropped)
 
@@ -229,4 +229,4 @@ class ReplicaClock:
         with rep._lock:
             st = rep._st
             if remote > st.hlc:
-                rep._put(replace(st, hlc=remote))
+                rep._put(st._replace(hlc=remote))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import replace
 
 from ..plan import seal as plan
 from ..plan.seal import OutboxRow, cut, may_seal, seal_rows
@@ -28,10 +27,11 @@ class _Sealing(_Core):
         st = self._st
         if not may_seal(st.seq, st.sealed, st.claim):
             return
-        own = st.index.get(self.id, ())
+        own = st.segments.get(self.id, ())
         prev = own[-1].hash if own else NO_PREVIOUS
         sealed: list[tuple[bytes, HeldSegment]] = []
-        with self._transaction() as st:
+        with self._transaction():
+            st = self._st
             for rows in cut(self._outbox_pages(st.sealed), complete_only=complete_only):
                 seg = seal_rows(self.identity, rows, prev, self.level)
                 h = seg.hash  # hashes all the data: once, not per use
@@ -47,7 +47,7 @@ class _Sealing(_Core):
             last = sealed[-1][1].last
             self.store.clear_outbox(last)
             self.store.set_meta("sealed", str(last).encode())
-            self._put(replace(st, sealed=last, index=st.index.updated(add=sealed)))
+            self._put(st._replace(sealed=last, segments=st.segments.updated(add=sealed)))
 
     def _outbox_pages(self, after: int) -> Iterator[list[OutboxRow]]:
         """The outbox after seq ``after``, one page at a time."""

@@ -12,6 +12,7 @@ committed trust write, segments other processes added) are published as they are
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from ..segindex import SegmentIndex
 from ..segment import Segment
@@ -28,9 +29,10 @@ class Pending:
     trust: TrustStore | None
 
 
-@dataclass(frozen=True, slots=True)
-class ReplicaState:
-    index: SegmentIndex  # the segments held
+class ReplicaState(NamedTuple):
+    """One value; a new one is made with ``_replace`` (a tuple: cheap on every write)."""
+
+    segments: SegmentIndex  # the index of the segments held
     seq: int  # the highest own seq issued or held
     sealed: int  # the highest own seq in a segment
     hlc: int  # the clock: the last timestamp issued or seen

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import replace
 from typing import Any
 
 from ..change import ChangeId
@@ -90,9 +89,10 @@ class _Writes(_Examining, _Sealing):
     ) -> ChangeId:
         encoded = encode_write(collection, key, fields, self.limits)
         with self._lock:
-            self._check_can_write()
             outermost = self._work is None
             st = self._st
+            if st.claim > st.seq:
+                self._refuse_reuse()
             row = self.store.get_record(collection, key)
             change = plan_write(
                 self.id,
@@ -108,26 +108,26 @@ class _Writes(_Examining, _Sealing):
                 trust=st.trust,
                 validators=self.validators,
             )
-            with self._transaction() as st:
+            with self._transaction():
+                st = self._st
                 self.store.add_outbox([(change.seq, change.to_row())])
                 self._merge([change])
                 self.store.set_meta("seq", str(change.seq).encode())
                 self.store.set_meta("hlc", str(change.hlc).encode())
-                self._put(replace(st, seq=change.seq, hlc=change.hlc))
+                self._put(st._replace(seq=change.seq, hlc=change.hlc))
             if outermost:
                 self._after_commit(reexamine=collection == TRUST_COLLECTION)
             elif collection == TRUST_COLLECTION:
                 self._reexamine()  # inside the batch's transaction: fails with it
             return change.id
 
-    def _check_can_write(self) -> None:
+    def _refuse_reuse(self) -> None:
         """Refuse to issue seqs that peers say this origin already used."""
         st = self._st
-        if st.claim > st.seq:
-            claimants = [c.peer for c in self.seq_claims() if c.counted and c.seq > st.seq]
-            error = reuse_error(st.claim, st.seq, claimants)
-            if error is not None:
-                raise error
+        claimants = [c.peer for c in self.seq_claims() if c.counted and c.seq > st.seq]
+        error = reuse_error(st.claim, st.seq, claimants)
+        if error is not None:
+            raise error
 
     def _after_commit(self, *, reexamine: bool = False) -> None:
         """What follows a committed write or batch: re-examining held changes after a
