@@ -43,3 +43,8 @@ class ReplicaState(NamedTuple):
     clock_due: int | None = None  # wall ms when a segment held for its clock may be admitted
     pending: Pending | None = None
     cursor: int = 0  # shared stores: where following other processes' segments resumes
+
+    def wrote(self, seq: int, hlc: int) -> ReplicaState:
+        """After one local write: ``_replace(seq=seq, hlc=hlc)``, built directly, as it
+        runs once per write."""
+        return ReplicaState(self[0], seq, self[2], hlc, *self[4:])

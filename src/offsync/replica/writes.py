@@ -90,7 +90,7 @@ class _Writes(_Examining, _Sealing):
         encoded = encode_write(collection, key, fields, self.limits)
         with self._lock:
             outermost = self._work is None
-            st = self._st
+            st = self._state if outermost else self._st
             if st.claim > st.seq:
                 self._refuse_reuse()
             row = self.store.get_record(collection, key)
@@ -114,7 +114,7 @@ class _Writes(_Examining, _Sealing):
                 self._merge([change])
                 self.store.set_meta("seq", str(change.seq).encode())
                 self.store.set_meta("hlc", str(change.hlc).encode())
-                self._put(st._replace(seq=change.seq, hlc=change.hlc))
+                self._put(st.wrote(change.seq, change.hlc))
             if outermost:
                 self._after_commit(reexamine=collection == TRUST_COLLECTION)
             elif collection == TRUST_COLLECTION:
