@@ -115,5 +115,8 @@ def test_site_builds_strictly(tmp_path: Path) -> None:
     reference = (tmp_path / "site" / "reference" / "index.html").read_text()
     # The reference really comes from the docstrings.
     assert "Open (or create) a replica in an SQLite file" in reference
+    # Replica's methods live in one module per job: the reference shows them all.
+    for method in ("Verify and apply one bundle", "Bundles carrying everything", "Settle a record"):
+        assert method in reference, method
     for page in ("quickstart", "integrator-guide", "operations", "spec"):
         assert (tmp_path / "site" / page / "index.html").is_file()

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-import offsync.replica as replica_module
+import offsync.plan.seal as seal_plan
 from cli_helpers import Shell, command, environment
 from offsync import Identity, Replica
 from offsync.errors import StorageError, StorageFullError
@@ -161,7 +161,7 @@ def test_sealing_at_pack_on_a_full_disk_raises_and_changes_nothing(
 
 @pytest.fixture
 def small_segments(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(replica_module, "SEGMENT_MAX_CHANGES", 5)
+    monkeypatch.setattr(seal_plan, "SEGMENT_MAX_CHANGES", 5)
 
 
 def _sealed(rep: Replica) -> int:

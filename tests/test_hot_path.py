@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-import offsync.replica as replica_module
+import offsync.plan.seal as seal_plan
+import offsync.replica.applying as applying
 from offsync import Identity, Knowledge, Replica, policies
 from offsync.bundle import build_bundle
 from offsync.change import PUT, Change, ChangeId
@@ -189,7 +190,7 @@ def test_backlog_then_edits_and_concurrent_creation_match_a_plain_store(tmp_path
 def test_chunked_apply_matches_and_rolls_back_whole(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(replica_module, "SEGMENT_MAX_CHANGES", 4)
+    monkeypatch.setattr(seal_plan, "SEGMENT_MAX_CHANGES", 4)
     a = Replica.open(":memory:", identity=Identity.generate(), policies=POLICIES)
     with a.batch():
         for i in range(30):
@@ -199,10 +200,10 @@ def test_chunked_apply_matches_and_rolls_back_whole(
     assert len(bundles) == 1 and len(a.quarantined()) == 0
     reference = Replica(MemoryStore(), Identity.generate(), POLICIES)
     want = reference.apply(bundles[0])
-    monkeypatch.setattr(replica_module, "APPLY_CHUNK", 3)  # a flush every segment or so
+    monkeypatch.setattr(applying, "APPLY_CHUNK", 3)  # a flush every segment or so
     b = Replica.open(str(tmp_path / "b.sqlite"), identity=Identity.generate(), policies=POLICIES)
     # A bundle whose last segment is forged: the segments flushed before it are undone.
-    good = [s.first for s in a._index[a.id]]
+    good = [s.first for s in a._state.segments[a.id]]
     data = a.store.segment_data([(a.id, f) for f in good])
     last = Segment.decode(data[-1])
     forged = Segment(

@@ -26,7 +26,6 @@ CORE = [
     "attest",
     "httpwire",
     "segindex",
-    "quarantine",
     # The HTTP protocol's sans-IO modules: the server and the client share them.
     "http",
     "http.wire",
@@ -37,6 +36,17 @@ CORE = [
     "http.refusals",
     "http.openapi",
     "unpack",
+    "status",
+    "plan",
+    "plan.admit",
+    "plan.apply",
+    "plan.claims",
+    "plan.examine",
+    "plan.merge",
+    "plan.pack",
+    "plan.quarantine",
+    "plan.seal",
+    "plan.write",
 ]
 #: Modules of the HTTP package that do I/O (files) but need no HTTP library.
 HTTP_NO_LIBRARY = ["http.uploads"]

@@ -18,7 +18,7 @@ import pytest
 from helpers_http import LiveServer
 from offsync import Identity, Limits, Replica, sync
 from offsync.clock import wall_millis
-from offsync.quarantine import evictions
+from offsync.plan.quarantine import evictions
 from offsync.server import create_app
 from offsync.transports.http import HTTPTransport
 from offsync.trust import issue_certificate, revoke

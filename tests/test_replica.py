@@ -8,7 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from offsync import ApplyReport, ChangeId, Identity, Knowledge, Replica, policies, read_header
+from offsync import (
+    ApplyReport,
+    Change,
+    ChangeId,
+    Identity,
+    Knowledge,
+    Replica,
+    policies,
+    read_header,
+)
 from offsync.errors import (
     ImmutableRecordError,
     StorageError,
@@ -288,6 +297,12 @@ class FailingStore(SQLiteStore):
         super().put_records(rows)
         if self.fail:
             raise StorageError("disk full")
+
+    def add_first_changes(self, changes: Sequence[Change]) -> list[tuple[str, str]]:
+        existed = super().add_first_changes(changes)  # new records: the bulk path
+        if self.fail:
+            raise StorageError("disk full")
+        return existed
 
 
 def test_failure_mid_apply_changes_nothing() -> None:

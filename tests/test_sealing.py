@@ -7,15 +7,15 @@ from pathlib import Path
 
 import pytest
 
-import offsync.replica as replica_module
+import offsync.plan.seal as seal_plan
 from offsync import Identity, Knowledge, Replica, read_header
 
 
 @pytest.fixture
 def small_segments(monkeypatch: pytest.MonkeyPatch) -> None:
     # Small numbers exercise the same code paths as 2000-change segments and 20k pages.
-    monkeypatch.setattr(replica_module, "SEGMENT_MAX_CHANGES", 5)
-    monkeypatch.setattr(replica_module, "SEAL_PAGE", 3)
+    monkeypatch.setattr(seal_plan, "SEGMENT_MAX_CHANGES", 5)
+    monkeypatch.setattr(seal_plan, "SEAL_PAGE", 3)
 
 
 def _rep(n: int) -> Replica:
@@ -23,7 +23,7 @@ def _rep(n: int) -> Replica:
 
 
 def _own_segments(rep: Replica) -> list[tuple[int, int]]:
-    return [(s.first, s.last) for s in rep._index.get(rep.id, [])]
+    return [(s.first, s.last) for s in rep._state.segments.get(rep.id, ())]
 
 
 @pytest.mark.usefixtures("small_segments")
@@ -78,7 +78,7 @@ def test_paged_sealing_chains_segments() -> None:
         for i in range(23):
             a.put("residents", str(i), {"i": i})
     a.pack()
-    segs = a._index[a.id]
+    segs = a._state.segments[a.id]
     assert [(s.first, s.last) for s in segs] == [(1, 5), (6, 10), (11, 15), (16, 20), (21, 23)]
     assert segs[0].prev == bytes(32)
     assert all(later.prev == earlier.hash for earlier, later in itertools.pairwise(segs))
@@ -89,11 +89,11 @@ def test_sealing_survives_reopen(tmp_path: Path) -> None:
     ident = Identity(b"\x07" * 32, label="site")
     a = Replica.open(path, identity=ident)
     with a.batch():
-        for i in range(replica_module.SEGMENT_MAX_CHANGES + 3):
+        for i in range(seal_plan.SEGMENT_MAX_CHANGES + 3):
             a.put("residents", str(i), {"i": i})
     a.close()
     a = Replica.open(path, identity=ident)
-    assert _own_segments(a) == [(1, replica_module.SEGMENT_MAX_CHANGES)]
+    assert _own_segments(a) == [(1, seal_plan.SEGMENT_MAX_CHANGES)]
     b = _rep(2)
     for x in a.pack():
         b.apply(x)

@@ -2,10 +2,12 @@
 
 The protocol core (``encoding``, ``clock``, ``identity``, ``knowledge``, ``change``,
 ``segment``, ``bundle``, ``receipt``, ``policies``, ``limits``, ``errors``, ``trust``,
-``attest``, ``httpwire`` and the byte-level modules of ``offsync.http``) is sans-IO:
-it turns bytes into values and values into bytes and decides merges, and never touches
-a file, socket or database. ``Replica`` ties it to a store; transports, the HTTP server
-and the command line sit around that.
+``attest``, ``httpwire``, ``status``, ``segindex``, the planners in ``plan`` and the
+byte-level modules of ``offsync.http``) is
+sans-IO: it turns bytes into values and values into bytes and decides merges, what to
+apply, seal and send, and never touches a file, socket or database. ``Replica`` runs
+its plans against a store; transports, the HTTP server and the command line sit around
+that.
 """
 
 from . import policies

@@ -33,16 +33,14 @@ from .clock import MAX_HLC, hlc_millis
 from .encoding import canonical_fields, packb
 from .errors import (
     BundleFormatError,
-    ExpiredCertificateError,
     LimitExceededError,
-    RevokedKeyError,
-    ScopeError,
     SignatureError,
     UnknownSignerError,
     UsageError,
 )
 from .identity import Identity, verify_signature
 from .receipt import Receipt
+from .status import error_class
 from .trust import TrustStore
 from .unpack import unpack
 
@@ -138,8 +136,7 @@ def issue_attestation(identity: Identity, change: Change) -> bytes:
 
 def attest(replica: Replica, collection: str, key: str, change_id: ChangeId | None = None) -> bytes:
     """A token for this replica's change to ``collection/key`` (default: its latest)."""
-    with replica.lock:
-        own = [c for c in replica.store.changes_for(collection, key) if c.origin == replica.id]
+    own = [c for c in replica.record_changes(collection, key) if c.origin == replica.id]
     if change_id is not None:
         own = [c for c in own if c.id == change_id]
     if not own:
@@ -179,15 +176,6 @@ def read_attestation(token: bytes) -> Attestation:
     return att
 
 
-_TRUST_ERRORS: dict[str, type[UnknownSignerError] | type[ScopeError]] = {
-    "trust: unknown signer": UnknownSignerError,
-    "trust: key revoked": RevokedKeyError,
-    "trust: key replaced by a newer key": RevokedKeyError,
-    "validity: certificate expired": ExpiredCertificateError,
-    "validity: certificate not yet valid": ExpiredCertificateError,
-}
-
-
 def verify_attestation(
     token: bytes,
     trust: TrustStore | None,
@@ -205,10 +193,10 @@ def verify_attestation(
     """
     att = read_attestation(token)
     if trust is not None:
-        reason = trust.check(att.origin, att.seq, att.hlc, att.collection, att.key)
-        if reason is not None:
-            error = _TRUST_ERRORS.get(reason, ScopeError)
-            raise error(f"attestation refused: {reason}")
+        status = trust.verdict(att.origin, att.seq, att.hlc, att.collection, att.key)
+        error = None if status is None else error_class(status)
+        if error is not None:
+            raise error(f"attestation refused: {status}")
     if (fields is not None or deleted) and not att.matches(None if deleted else fields):
         raise SignatureError("the fields shown are not the attested ones")
     return att

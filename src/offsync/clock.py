@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 from .errors import ClockError, UsageError
 
-__all__ = ["MAX_HLC", "HybridClock", "hlc_millis", "make_hlc"]
+__all__ = ["MAX_HLC", "HybridClock", "hlc_millis", "make_hlc", "next_hlc"]
 
 LOGICAL_BITS = 16
 LOGICAL_MASK = (1 << LOGICAL_BITS) - 1
@@ -47,6 +47,20 @@ def wall_millis() -> int:
     return time.time_ns() // 1_000_000
 
 
+def next_hlc(last: int, wall_ms: int) -> int:
+    """The timestamp to issue after ``last`` when the wall clock reads ``wall_ms``;
+    ``ClockError`` if none is left below 2^63 (the wall clock reads before 1970 or after
+    the year 6429)."""
+    candidate = make_hlc(wall_ms)
+    if candidate > MAX_HLC:
+        raise ClockError("the wall clock reads after the year 6429: no HLC below 2^63")
+    if candidate <= last:
+        if last >= MAX_HLC:
+            raise ClockError("hybrid logical clock exhausted: no HLC is left below 2^63")
+        candidate = last + 1
+    return candidate
+
+
 class HybridClock:
     """Issues timestamps; ``wall`` is injectable so tests can set any clock."""
 
@@ -61,17 +75,8 @@ class HybridClock:
         self.wall = wall
 
     def now(self) -> int:
-        """A timestamp past every one issued or observed; ``ClockError`` if none is left
-        below 2^63 (the wall clock reads before 1970 or after the year 6429)."""
-        candidate = make_hlc(self.wall())
-        if candidate > MAX_HLC:
-            raise ClockError("the wall clock reads after the year 6429: no HLC below 2^63")
-        if candidate <= self.last:
-            if self.last >= MAX_HLC:
-                raise ClockError("hybrid logical clock exhausted: no HLC is left below 2^63")
-            candidate = self.last + 1
-        self.last = candidate
-        return candidate
+        self.last = next_hlc(self.last, self.wall())
+        return self.last
 
     def observe(self, remote: int) -> None:
         """Move past a timestamp seen in received data (decoders checked its range)."""

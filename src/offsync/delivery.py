@@ -81,12 +81,10 @@ class Delivery:
     def record_status(self, collection: str, key: str) -> Status:
         """The least-travelled of the changes that make up this replica's version of the
         record: ``CENTRE`` means the centre holds the record as it is seen here."""
-        replica = self.replica
-        with replica.lock:  # the store is not thread-safe on its own
-            ids = [c.id for c in replica.store.changes_for(collection, key)]
+        ids = [c.id for c in self.replica.record_changes(collection, key)]
         if not ids:
             return Status.UNKNOWN
-        receipts, here = self._receipts(), replica.knowledge()
+        receipts, here = self._receipts(), self.replica.knowledge()
         return min(self._status(c, receipts, here) for c in ids)
 
     def undelivered(self, origin: bytes | None = None) -> Knowledge:

@@ -48,7 +48,7 @@ class Limits:
     max_clock_skew_ms: int = 24 * 3600 * 1000
     #: What a trust-mode replica keeps of keys it knows nothing about (no certificate,
     #: revocation or successor: anyone can make such keys), per key and in all; beyond
-    #: it, the oldest of that data is dropped (``offsync.quarantine``). Local storage
+    #: it, the oldest of that data is dropped (``offsync.plan.quarantine``). Local storage
     #: bounds, not part of the wire format.
     max_unknown_signer_bytes: int = 1 * MiB
     max_unknown_signer_segments: int = 256

@@ -34,6 +34,7 @@ from .clock import MAX_HLC, hlc_millis
 from .encoding import packb
 from .errors import BundleFormatError, UsageError
 from .identity import Identity, PublicIdentity, key_of
+from .status import Kind, Status
 
 __all__ = [
     "TRUST_COLLECTION",
@@ -45,6 +46,7 @@ __all__ = [
     "issue_certificate",
     "refusal",
     "revocation_fields",
+    "verdict",
     "revoke",
 ]
 
@@ -82,12 +84,17 @@ class Certificate:
 
     def allows(self, collection: str, key: str) -> str | None:
         """None if the certificate covers ``collection/key``, else a reason (no key in it)."""
+        status = self.scope_verdict(collection, key)
+        return None if status is None else str(status)
+
+    def scope_verdict(self, collection: str, key: str) -> Status | None:
+        """``allows`` as a ``Status`` (kind ``scope``), or None."""
         if collection == TRUST_COLLECTION or (
             ANY_COLLECTION not in self.collections and collection not in self.collections
         ):
-            return f"scope: collection {collection!r} not allowed for this key"
+            return Status(Kind.SCOPE, f"collection {collection!r} not allowed for this key")
         if self.prefixes and not key.startswith(self.prefixes):
-            return "scope: key outside the allowed prefixes"
+            return _OUTSIDE_PREFIXES
         return None
 
     def to_fields(self) -> dict[str, Any]:
@@ -309,22 +316,38 @@ class TrustStore:
 
     def check(self, origin: bytes, seq: int, hlc: int, collection: str, key: str) -> str | None:
         """None if ``origin`` may write ``collection/key`` at ``hlc``; else why not."""
+        status = self.verdict(origin, seq, hlc, collection, key)
+        return None if status is None else str(status)
+
+    def verdict(
+        self, origin: bytes, seq: int, hlc: int, collection: str, key: str
+    ) -> Status | None:
+        """``check`` as a ``Status`` (kinds ``trust``, ``validity``, ``scope``), or None."""
         if collection == TRUST_COLLECTION:
-            return None if origin in self.authorities else "trust: not an authority"
+            return None if origin in self.authorities else _NOT_AN_AUTHORITY
         r = self.rules.get(origin)
         if r is None or r.cert is None:
-            return "trust: unknown signer"
+            return _UNKNOWN_SIGNER
         probe = Change(origin, seq, hlc, collection, key, 0, None)
         if r.revocation is not None and r.revocation.revokes(probe):
-            return "trust: key revoked"
+            return _REVOKED
         ms = hlc_millis(hlc)
         if r.retired_ms is not None and ms >= r.retired_ms:
-            return "trust: key replaced by a newer key"
+            return _REPLACED
         if ms < r.cert.valid_from:
-            return "validity: certificate not yet valid"
+            return _NOT_YET_VALID
         if r.cert.valid_until is not None and ms >= r.cert.valid_until:
-            return "validity: certificate expired"
-        return r.cert.allows(collection, key)
+            return _EXPIRED
+        return r.cert.scope_verdict(collection, key)
+
+
+_NOT_AN_AUTHORITY = Status(Kind.TRUST, "not an authority")
+_UNKNOWN_SIGNER = Status(Kind.TRUST, "unknown signer")
+_REVOKED = Status(Kind.TRUST, "key revoked")
+_REPLACED = Status(Kind.TRUST, "key replaced by a newer key")
+_NOT_YET_VALID = Status(Kind.VALIDITY, "certificate not yet valid")
+_EXPIRED = Status(Kind.VALIDITY, "certificate expired")
+_OUTSIDE_PREFIXES = Status(Kind.SCOPE, "key outside the allowed prefixes")
 
 
 def refusal(
@@ -335,24 +358,34 @@ def refusal(
     """Why ``change`` may not be applied, or None. ``trust=None`` is open mode.
 
     Reasons start with ``trust:``, ``validity:``, ``scope:`` or ``validator:`` and never
-    contain a record key or a field value.
+    contain a record key or a field value (``verdict`` gives them as ``Status`` values).
     """
+    status = verdict(change, trust, validators)
+    return None if status is None else str(status)
+
+
+def verdict(
+    change: Change,
+    trust: TrustStore | None,
+    validators: Mapping[str, Validator] | None = None,
+) -> Status | None:
+    """``refusal`` as a ``Status``: None when ``change`` may be applied."""
     if trust is not None:
-        reason = trust.check(change.origin, change.seq, change.hlc, change.collection, change.key)
-        if reason is not None:
-            return reason
+        status = trust.verdict(change.origin, change.seq, change.hlc, change.collection, change.key)
+        if status is not None:
+            return status
     validator = validators.get(change.collection) if validators else None
     if validator is None:
         return None
     try:
-        verdict = validator(change.key, change.values() if change.fields is not None else None)
+        answer = validator(change.key, change.values() if change.fields is not None else None)
     except Exception as exc:
-        return f"validator: {change.collection} raised {type(exc).__name__}"
-    if verdict is None or verdict is True:
+        return Status(Kind.VALIDATOR, f"{change.collection} raised {type(exc).__name__}")
+    if answer is None or answer is True:
         return None
-    if isinstance(verdict, str) and verdict:
-        return f"validator: {change.collection}: {verdict}"
-    return f"validator: {change.collection} refused"
+    if isinstance(answer, str) and answer:
+        return Status(Kind.VALIDATOR, f"{change.collection}: {answer}")
+    return Status(Kind.VALIDATOR, f"{change.collection} refused")
 
 
 class _Writer(Protocol):

@@ -163,10 +163,7 @@ def ls(state: State, collection: str | None, limit: int) -> None:
     """List collections, or the records of one collection."""
     replica = state.reader()
     if collection is None:
-        counts: dict[str, int] = {}
-        for row in replica.store.iter_records():
-            if row.fields is not None:
-                counts[row.collection] = counts.get(row.collection, 0) + 1
+        counts = replica.collections()
         if state.json:
             emit_json(counts)
             return

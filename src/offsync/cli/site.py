@@ -300,7 +300,7 @@ class RestoreWait:
 
 def has_unsealed(replica: Replica) -> bool:
     """Whether the replica holds own changes not sealed into segments yet."""
-    return bool(replica.store.outbox_page(0, 1))
+    return replica.has_unsealed()
 
 
 def read_passphrase(path: Path | None, *, confirm: bool = False) -> str:

@@ -138,7 +138,7 @@ async def readyz(state: ServerState, request: Request) -> Response:
     """Ready: the store answers a short query on a connection of its own (no slot, no
     wait for the replica, which may be busy applying a large bundle)."""
     try:
-        await anyio.to_thread.run_sync(state.replica.store.probe)
+        await anyio.to_thread.run_sync(state.replica.probe)
     except StorageError as exc:
         state.observe.not_ready(exc)
         raise not_ready() from exc
@@ -356,7 +356,7 @@ def _start_pull(
     replica = state.replica
     # Only now, authenticated and about to be served, is the challenge spent: in the
     # store, so one captured request is served once by all workers on it.
-    if not replica.store.record_nonce(signed.challenge, signed.forget_after, _now_ms()):
+    if not replica.record_nonce(signed.challenge, signed.forget_after, _now_ms()):
         raise unauthorized("replayed request (challenge already used)")
     site = signed.site
     if state.readable is not None:

@@ -190,7 +190,7 @@ class Store(ABC):
         """Drop the segments at these (origin, first_seq); absent ones are ignored.
 
         A trust-mode replica drops quarantined data of unknown signers this way when it
-        holds more than its limits allow (``offsync.quarantine``).
+        holds more than its limits allow (``offsync.plan.quarantine``).
         """
         raise StorageError(f"{type(self).__name__} cannot drop segments (remove_segments)")
 

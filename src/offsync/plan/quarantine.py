@@ -19,11 +19,14 @@ This module is sans-IO: it decides from values; the replica runs the decision.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
-from .limits import Limits
+from ..limits import Limits
+from ..segindex import SegmentIndex
+from ..trust import TrustStore
 
-__all__ = ["evictions"]
+__all__ = ["Eviction", "evictions", "is_unknown", "plan_evictions"]
 
 #: One held segment: its first seq and its encoded size in bytes.
 Held = tuple[int, int]
@@ -60,3 +63,51 @@ def evictions(
             drop.append((origin, first))
             count, total = count - 1, total - size
     return drop
+
+
+def is_unknown(origin: bytes, trust: TrustStore | None, own: bytes) -> bool:
+    """Whether ``origin`` is a key ``trust`` says nothing about: no certificate,
+    revocation or successor; not an authority, not this site (``own``)."""
+    return (
+        trust is not None
+        and origin != own
+        and origin not in trust.authorities
+        and trust.rule(origin) is None
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Eviction:
+    """What to drop, and the unknown signers holding data after it, oldest first."""
+
+    drop: list[tuple[bytes, int]]  # (origin, first seq) of each segment
+    order: tuple[bytes, ...]
+
+
+def plan_evictions(
+    index: SegmentIndex,
+    order: Sequence[bytes],
+    trust: TrustStore | None,
+    own: bytes,
+    limits: Limits,
+    *,
+    new: Iterable[bytes] = (),
+    rescan: bool = False,
+) -> Eviction:
+    """Stay within the bounds. ``index``: what is held, newly stored segments included;
+    ``order``: the unknown signers as last planned, first heard from first; ``new``:
+    the origins of newly stored segments (heard from last); ``rescan``: also look for
+    signers that ``trust`` stopped knowing (a certificate was taken back)."""
+    found = sorted(o for o in index if is_unknown(o, trust, own)) if rescan else []
+    candidates = dict.fromkeys([*order, *new, *found])
+    held = {
+        o: [(s.first, s.size) for s in index.get(o, ())]
+        for o in candidates
+        if is_unknown(o, trust, own)
+    }
+    signers = [o for o, segs in held.items() if segs]
+    drop = evictions([(o, held[o]) for o in signers], limits)
+    if drop:
+        gone = set(drop)
+        signers = [o for o in signers if any((o, f) not in gone for f, _ in held[o])]
+    return Eviction(drop, tuple(signers))

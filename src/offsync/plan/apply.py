@@ -1,0 +1,167 @@
+"""Planning an apply: the verdict on each segment of a bundle, and what follows from it.
+
+``plan_segments`` walks a bundle's segments against the segment index as it was before
+the bundle, one at a time (a generator: the executor writes and merges every few
+thousand changes, so memory is bounded by that, not by the bundle), and says for each:
+
+* ``DUPLICATE``  — held already (or earlier in this bundle): nothing to do;
+* ``APPLY``      — store it as applied and merge every change;
+* ``QUARANTINE`` — store it, held with a reason (fork of the chain, clock, trust,
+                   validator); merge the changes that are admitted anyway;
+* ``FORK``       — a different segment is held at these seqs: kept as evidence only;
+* ``REFUSE``     — the whole bundle is refused (bad signature or encoding, two
+                   segments of one origin that overlap): the plan stops there.
+
+``own_returned``, ``kept_forks`` and ``offsync.plan.claims`` plan the rest of the
+bundle. This module is sans-IO: the one thing it asks of the store, which changes of a
+record are held (to tell this site's own changes coming back after a restore from a
+fork of it), it asks through a function the executor passes in.
+"""
+
+from __future__ import annotations
+
+import bisect
+import enum
+import operator
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+
+from ..change import Change
+from ..errors import BundleFormatError, ForkError, RemoteDataError
+from ..segindex import SegmentIndex
+from ..segment import Segment
+from ..status import APPLIED, FORK_AT_SAME_SEQS, Kind, Status
+from .admit import Admission, admit, admitted_part
+
+__all__ = [
+    "ApplyContext",
+    "HeldChanges",
+    "SegmentPlan",
+    "Verdict",
+    "kept_forks",
+    "own_returned",
+    "plan_segments",
+]
+
+_HLC = operator.itemgetter(2)  # of a Change
+#: Segments kept as evidence of forks (see ``Replica.forks``); the oldest are dropped.
+MAX_FORK_EVIDENCE = 100
+#: The changes held (applied) for a record: ``Store.changes_for``, read-only.
+HeldChanges = Callable[[str, str], Sequence[Change]]
+
+
+class Verdict(enum.Enum):
+    APPLY = "apply"
+    DUPLICATE = "duplicate"
+    QUARANTINE = "quarantine"
+    FORK = "fork"
+    REFUSE = "refuse"
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentPlan:
+    """The verdict on one segment and what to do about it."""
+
+    verdict: Verdict
+    segment: Segment
+    hash: bytes  # the segment's hash (computed once: it hashes the whole block)
+    status: Status = APPLIED  # what the store keeps (APPLY, QUARANTINE), or FORK's reason
+    merge: Sequence[Change] = ()  # the changes to apply now
+    max_hlc: int = 0  # the largest timestamp among them (the clock moves past it)
+    due: int | None = None  # a clock hold: wall ms from which it may be admitted
+    error: RemoteDataError | None = None  # REFUSE: what the apply raises
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyContext:
+    """The replica's state that an apply is judged against."""
+
+    own: bytes  # this site's key
+    seq: int  # the highest own seq issued
+    index: SegmentIndex  # the segments held before the bundle
+    rules: Admission
+    held_changes: HeldChanges
+
+
+def _stage_range(staged: list[tuple[int, int]], first: int, last: int) -> None:
+    """Add one segment's seq range to a bundle's sorted ranges of its origin; an honest
+    sender never packs overlapping segments of one origin, so overlap is a fork."""
+    i = bisect.bisect_left(staged, (first, last))
+    if (i > 0 and staged[i - 1][1] >= first) or (i < len(staged) and staged[i][0] <= last):
+        raise ForkError("bundle carries overlapping segments of one origin")
+    staged.insert(i, (first, last))
+
+
+def plan_segments(segments: Iterable[Segment], ctx: ApplyContext) -> Iterator[SegmentPlan]:
+    """The plan of each segment, in bundle order; after a ``REFUSE``, nothing more."""
+    staged: dict[tuple[bytes, int], bytes] = {}
+    ranges: dict[bytes, list[tuple[int, int]]] = {}
+    for seg in segments:
+        h = seg.hash
+        position = (seg.origin, seg.first_seq)
+        held = ctx.index.find(*position)
+        if (held is not None and held.hash == h) or staged.get(position) == h:
+            yield SegmentPlan(Verdict.DUPLICATE, seg, h)
+            continue
+        try:
+            seg.verify()
+            changes = seg.open_changes(ctx.rules.limits)
+            if position in staged:
+                raise BundleFormatError("bundle carries two different segments at one position")
+            staged[position] = h
+            _stage_range(ranges.setdefault(seg.origin, []), seg.first_seq, seg.last_seq)
+        except RemoteDataError as exc:
+            yield SegmentPlan(Verdict.REFUSE, seg, h, error=exc)
+            return
+        if held is not None:  # a different segment at these seqs is held: a fork
+            yield SegmentPlan(Verdict.FORK, seg, h, FORK_AT_SAME_SEQS)
+        else:
+            yield judge(seg, h, changes, ctx)
+
+
+def judge(seg: Segment, h: bytes, changes: Sequence[Change], ctx: ApplyContext) -> SegmentPlan:
+    """The plan of a verified segment that no held segment sits at: apply it, or hold
+    it for its place in its origin's chain or by admission."""
+    reuses_own = (
+        seg.origin == ctx.own and seg.first_seq <= ctx.seq and not recovers_own(changes, ctx)
+    )
+    status = ctx.index.chain_problem(seg, reuses_own=reuses_own)
+    due = None
+    if status is None:
+        status, due = admit(changes, ctx.rules)
+    if status.applied:
+        return SegmentPlan(Verdict.APPLY, seg, h, status, changes, max(map(_HLC, changes)))
+    part = admitted_part(status, changes, ctx.rules)  # trust refusals: per change
+    top = max(map(_HLC, part), default=0)
+    return SegmentPlan(Verdict.QUARANTINE, seg, h, status, part, top, due)
+
+
+def recovers_own(changes: Sequence[Change], ctx: ApplyContext) -> bool:
+    """Whether an own segment that reaches back into issued seqs holds exactly the
+    changes this site holds for them: its own work coming back after a restore."""
+    for c in changes:
+        if c.seq > ctx.seq:
+            break
+        if c not in ctx.held_changes(c.collection, c.key):
+            return False
+    return True
+
+
+def own_returned(stored: Iterable[tuple[bytes, int, Status]], own: bytes, sealed: int) -> int:
+    """The highest own seq among the segments a bundle stored, (origin, last seq,
+    status), when it is above ``sealed``: this site's own changes, lost in a restore,
+    came back (sealed by this site before the loss); else 0."""
+    top = max((last for o, last, s in stored if o == own and s.kind is not Kind.FORK), default=0)
+    return top if top > sealed else 0
+
+
+def kept_forks(
+    held: Sequence[Segment], new: Sequence[Segment], cap: int = MAX_FORK_EVIDENCE
+) -> tuple[Segment, ...] | None:
+    """The fork evidence to keep after ``new`` arrived (the newest ``cap``), or None
+    when all of it is held already."""
+    known = {s.hash for s in held}
+    fresh = [s for s in new if s.hash not in known]
+    if not fresh:
+        return None
+    return tuple([*held, *fresh][-cap:])

@@ -1,0 +1,63 @@
+"""Receipts: which to keep, and whose claims on this site's own seqs count.
+
+A peer's receipt says which of this site's own changes it holds. A site restored from
+an old backup learns that way that it has issued more seqs than it holds, and must not
+issue them again (``SequenceReuseError``) until it has its changes back. In open mode
+every validly signed key's claim counts (any key can block a site: a denial of service,
+docs/threat-model.md); in trust mode only an authority's and a certified, unrevoked
+site's. This module is sans-IO.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from ..errors import SequenceReuseError
+from ..knowledge import Knowledge
+from ..receipt import Receipt
+from ..trust import TrustStore
+
+__all__ = ["claim_counts", "counted_claim", "kept_receipts", "raised_claim", "reuse_error"]
+
+
+def claim_counts(signer: bytes, trust: TrustStore | None) -> bool:
+    """Whether ``signer``'s receipts may stop this site from writing."""
+    if trust is None or signer in trust.authorities:
+        return True
+    rule = trust.rule(signer)
+    return rule is not None and rule.cert is not None and rule.revocation is None
+
+
+def counted_claim(
+    claims: Iterable[tuple[bytes, Knowledge]], own: bytes, trust: TrustStore | None
+) -> int:
+    """The highest own seq that a peer whose claims count says it holds, from each
+    peer's newest (peer, knowledge)."""
+    return max((k.max_seq(own) for p, k in claims if claim_counts(p, trust)), default=0)
+
+
+def kept_receipts(receipts: Iterable[Receipt], own: bytes) -> list[Receipt]:
+    """The receipts of a bundle that are kept as peers' statements (not our own)."""
+    return [r for r in receipts if r.replica != own]
+
+
+def raised_claim(
+    claim: int, receipts: Iterable[Receipt], own: bytes, trust: TrustStore | None
+) -> int:
+    """The counted claim after a bundle's receipts. Our own receipt passed back by a
+    relay is our word: it always counts."""
+    counted = (r for r in receipts if r.replica == own or claim_counts(r.replica, trust))
+    return max([claim, *(r.knowledge.max_seq(own) for r in counted)])
+
+
+def reuse_error(claim: int, seq: int, claimants: Iterable[bytes]) -> SequenceReuseError | None:
+    """Why this site may not issue seq ``seq + 1``, if peers say it used it already."""
+    if claim <= seq:
+        return None
+    names = ", ".join(c.hex()[:12] for c in claimants)
+    return SequenceReuseError(
+        f"peers hold changes of this site up to seq {claim} but this replica "
+        f"is at seq {seq} (restored from a backup?): sync with a peer to get them "
+        f"back before writing, or move this site to a new key (claimed by {names}; "
+        "see Replica.seq_claims)"
+    )

@@ -1,0 +1,105 @@
+"""Packing: what to send a peer with given knowledge, grouped into bundles.
+
+Everything held that the peer's knowledge lacks travels, as the whole segments it is
+in (segments are never re-cut; duplicates are free), except fork evidence, which is
+never passed on. Segments are grouped in index order into bundles of at most
+``max_bytes``, leaving ``BUNDLE_OVERHEAD`` for each bundle's framing, header and
+receipts; a bundle that still comes out too large is split in two (``fit``), and a
+single segment too large for ``max_bytes`` travels alone. ``bundles`` is a generator,
+so a backlog is framed one bundle at a time. This module is sans-IO.
+
+Format 3 keys the index by stream (origin, partition) and restricts what is sent to
+the receiver's scope: ``wanted`` takes that filter; knowledge is keyed the same way.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Iterable, Iterator, Sequence
+
+from ..knowledge import Interval, Knowledge
+from ..limits import Limits
+from ..segindex import HeldSegment, SegmentIndex, Stream
+from ..status import Kind
+
+__all__ = [
+    "BUNDLE_OVERHEAD",
+    "DEFAULT_MAX_BUNDLE",
+    "Fit",
+    "bundles",
+    "carried",
+    "fit",
+    "held_knowledge",
+    "select",
+]
+
+#: Default upper bound for one packed bundle.
+DEFAULT_MAX_BUNDLE = 16 * 1024 * 1024
+#: Room planned for a bundle's framing, header and receipts beside its segments; a
+#: bundle that still comes out too large is split in two.
+BUNDLE_OVERHEAD = 4096
+
+Item = tuple[Stream, HeldSegment]
+
+
+def held_knowledge(index: SegmentIndex, own: bytes, seq: int, sealed: int) -> Knowledge:
+    """What a replica holds: every held segment (quarantined ones too: they are held,
+    so they are not sent again), and its own changes not yet sealed."""
+    held = index.intervals()
+    if seq > sealed:
+        held.setdefault(own, []).append((sealed + 1, seq))
+    return Knowledge(held)
+
+
+def select(
+    index: SegmentIndex, missing: Knowledge, wanted: Callable[[Stream], bool] | None = None
+) -> list[Item]:
+    """The held segments that carry some of ``missing``, by stream and seq; never fork
+    evidence. ``wanted``: which streams may be sent at all (None: every one)."""
+    out: list[Item] = []
+    for stream, ivs in missing.intervals.items():
+        if wanted is not None and not wanted(stream):
+            continue
+        for seg in index.get(stream, ()):
+            if seg.status.kind is Kind.FORK or not any(
+                a <= seg.last and seg.first <= b for a, b in ivs
+            ):
+                continue
+            out.append((stream, seg))
+    return out
+
+
+def bundles(items: Iterable[Item], max_bytes: int, *, always: bool = False) -> Iterator[list[Item]]:
+    """The segments of each bundle, in order. With ``always``, one empty bundle when
+    there is nothing to send (so that the sender's receipt still travels)."""
+    group: list[Item] = []
+    size = 0
+    for item in items:
+        if group and size + item[1].size + BUNDLE_OVERHEAD > max_bytes:
+            yield group
+            group, size = [], 0
+        group.append(item)
+        size += item[1].size
+    if group or always:  # the last group is empty only when there is nothing at all
+        yield group
+
+
+def carried(group: Sequence[Item]) -> Knowledge:
+    """The seq ranges a bundle of ``group`` says it carries."""
+    ranges: dict[Stream, list[Interval]] = {}
+    for stream, s in group:
+        ranges.setdefault(stream, []).append((s.first, s.last))
+    return Knowledge(ranges)
+
+
+class Fit(enum.Enum):
+    SEND = "send"
+    SPLIT = "split"  # the receipts in the header took more room than planned
+    TOO_LARGE = "too large"  # one segment over the bundle limit: it cannot travel
+
+
+def fit(size: int, segments: int, max_bytes: int, limits: Limits) -> Fit:
+    """What to do with a built bundle of ``size`` bytes carrying ``segments``."""
+    if size <= max_bytes or (segments == 1 and size <= limits.max_bundle_bytes):
+        return Fit.SEND
+    return Fit.SPLIT if segments > 1 else Fit.TOO_LARGE

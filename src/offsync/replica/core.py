@@ -1,0 +1,209 @@
+"""What every part of the replica shares: its configuration, lock, state and store.
+
+``_Core`` holds the one state value (``ReplicaState``) and the transactions that
+change it: inside ``_transaction()`` changes go to a working copy, published when the
+store commits and dropped when anything fails. It also runs merge plans (writes,
+applies and re-examination all merge) and reads what the state is made from.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager
+from types import TracebackType
+
+import msgpack
+
+from ..change import Change
+from ..clock import next_hlc
+from ..encoding import decode_fields
+from ..identity import Identity
+from ..knowledge import Knowledge
+from ..limits import Limits
+from ..plan import merge
+from ..plan.admit import Admission
+from ..plan.pack import held_knowledge
+from ..policies import Policy
+from ..receipt import Receipt
+from ..segindex import HeldSegment, SegmentIndex
+from ..segment import Segment
+from ..stores.base import RecordRow, Store, pack_ids
+from ..trust import TRUST_COLLECTION, TrustStore, Validator
+from .state import ReplicaState
+
+__all__: list[str] = []
+
+
+class _Core:
+    """State and transactions; the job mixins (reads, writes, apply, pack) build on it."""
+
+    store: Store
+    identity: Identity
+    policies: dict[str, Policy]
+    default_policy: Policy
+    limits: Limits
+    level: int
+    authorities: frozenset[bytes] | None
+    validators: dict[str, Validator]
+    _lock: threading.RLock
+    _wall: Callable[[], int]
+    _state: ReplicaState
+    _work: ReplicaState | None = None  # the working copy inside a transaction
+    _known: tuple[SegmentIndex, int, int, Knowledge] | None = None  # knowledge() cache
+
+    @property
+    def id(self) -> bytes:
+        return self.identity.public_key
+
+    def policy(self, collection: str) -> Policy:
+        return self.policies.get(collection, self.default_policy)
+
+    # -- the state value -----------------------------------------------------------------
+
+    @property
+    def _st(self) -> ReplicaState:
+        """The state as this thread sees it: the working copy inside a transaction."""
+        return self._work if self._work is not None else self._state
+
+    def _put(self, state: ReplicaState) -> None:
+        """Make ``state`` current: in the working copy inside a transaction (published
+        when it commits), else at once (a value refreshed from what the store says)."""
+        if self._work is not None:
+            self._work = state
+        else:
+            self._state = state
+
+    def _transaction(self) -> AbstractContextManager[None]:
+        """One store transaction (inner ones join it); the state changes made inside
+        (``_put``) are published when it commits, and dropped with it when anything
+        fails. Inside, ``_st`` is the working copy."""
+        if self._work is not None:  # joins: the outermost one publishes
+            return self.store.transaction()
+        return _Transaction(self)
+
+    def _tick(self) -> int:
+        """A new timestamp from the clock (``offsync.clock.next_hlc``), kept in the state."""
+        st = self._st
+        hlc = next_hlc(st.hlc, self._wall())
+        self._put(st._replace(hlc=hlc))
+        return hlc
+
+    def _rules(self, trust: TrustStore | None) -> Admission:
+        """Admission under ``trust`` (None: open mode) and the validators, now."""
+        return Admission(trust, self.validators, self.limits, self._wall())
+
+    # -- what the state is made from ---------------------------------------------------
+
+    def knowledge(self) -> Knowledge:
+        with self._lock:
+            self._follow_store()
+            st = self._st
+            known = self._known
+            if known is None or known[0] is not st.segments or known[1:3] != (st.seq, st.sealed):
+                held = held_knowledge(st.segments, self.id, st.seq, st.sealed)
+                known = self._known = (st.segments, st.seq, st.sealed, held)
+            return known[3]
+
+    def _follow_store(self) -> None:
+        """On a shared store, take in the segments other processes added or re-statused."""
+        if not self.store.shared:
+            return
+        st = self._st
+        rows, cursor = self.store.segments_changed(st.cursor)
+        self._put(st._replace(segments=st.segments.updated(rows=rows), cursor=cursor))
+
+    def _load_trust(self) -> TrustStore | None:
+        if self.authorities is None:
+            return None
+        records = [
+            (r.key, decode_fields(r.fields))
+            for r in self.store.iter_records(TRUST_COLLECTION)
+            if r.fields is not None
+        ]
+        return TrustStore.from_records(self.authorities, records)
+
+    # -- running merge plans (offsync.plan.merge) ----------------------------------------
+
+    def _merge(self, changes: Sequence[Change]) -> list[tuple[str, str]]:
+        """Store changes and recompute the records they touch; returns new conflicts."""
+        if not changes:
+            return []
+        plan = merge.split(changes, self.policy)
+        if plan.rest:
+            self.store.add_changes(plan.rest)
+        existed = self.store.add_first_changes(plan.firsts)
+        if not existed and not plan.to_merge:  # the bulk path took every change
+            return []
+        keys = merge.to_recompute(plan, existed)
+        # Shared stores: one recomputer per record at a time. (A record add_new_records
+        # wrote is held by that write already.) Then all their changes in one read.
+        self.store.lock_records(keys)
+        return self._write_states(keys, self.store.changes_for_many(keys))
+
+    def _recompute(self, keys: Iterable[tuple[str, str]]) -> None:
+        """Recompute records after changes were taken back (revocation, narrowed scope)."""
+        keys = sorted(keys)
+        self._write_states(keys, {k: self.store.changes_for(*k) for k in keys})
+
+    def _write_states(
+        self, keys: Sequence[tuple[str, str]], held: dict[tuple[str, str], list[Change]]
+    ) -> list[tuple[str, str]]:
+        rows: list[RecordRow] = []
+        conflicts: list[tuple[str, str]] = []
+        for collection, key, state in merge.recompute(keys, held, self.policy):
+            if state is None:
+                rows.append(RecordRow(collection, key, None, pack_ids([]), False))
+                continue
+            rows.append(
+                RecordRow(collection, key, state.fields, pack_ids(state.heads), state.conflict)
+            )
+            if state.conflict:
+                conflicts.append((collection, key))
+        self.store.put_records(rows)
+        return conflicts
+
+    def _kept(self, receipt: bytes) -> Receipt:
+        """A receipt from the store: verified when it was kept, so not again per read."""
+        return Receipt.decode(receipt, self.limits, verify=False)
+
+    def _stored_forks(self) -> tuple[Segment, ...]:
+        """The fork evidence the store keeps (``Replica.forks``)."""
+        raw = self.store.get_meta("forks")
+        return tuple(Segment.decode(x, self.limits) for x in msgpack.unpackb(raw)) if raw else ()
+
+    def _held_segment(self, origin: bytes, s: HeldSegment) -> list[Change]:
+        """The changes of a held segment, read back from the store."""
+        seg = Segment.decode(self.store.segment_data([(origin, s.first)])[0], self.limits)
+        return seg.open_changes(self.limits)
+
+
+class _Transaction:
+    """``_Core._transaction()``: a class, not a generator, as it runs once per write."""
+
+    __slots__ = ("_core", "_store")
+
+    def __init__(self, core: _Core) -> None:
+        self._core = core
+
+    def __enter__(self) -> None:
+        core = self._core
+        core._work = core._state
+        self._store = core.store.transaction()
+        try:
+            self._store.__enter__()
+        except BaseException:
+            core._work = None
+            raise
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        core = self._core
+        try:
+            self._store.__exit__(kind, exc, tb)  # commits, or rolls back and re-raises
+            if kind is None:
+                assert core._work is not None
+                core._state = core._work
+        finally:
+            core._work = None

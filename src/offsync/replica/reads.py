@@ -1,0 +1,207 @@
+"""Reading a replica: records, conflicts, quarantine, receipts and claims."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from typing import Any
+
+from ..change import Change
+from ..encoding import decode_fields, packb
+from ..knowledge import Knowledge
+from ..plan.admit import held_reasons
+from ..plan.claims import claim_counts, counted_claim
+from ..receipt import Receipt
+from ..segment import Segment
+from ..status import FORK_AT_SAME_SEQS
+from ..trust import TrustStore
+from .core import _Core
+from .types import Conflict, Quarantined, QuarantinedChange, SeqClaim
+
+__all__: list[str] = []
+
+
+class _Reads(_Core):
+    def get(self, collection: str, key: str) -> dict[str, Any] | None:
+        with self._lock:
+            row = self.store.get_record(collection, key)
+        if row is None or row.fields is None:
+            return None
+        return decode_fields(row.fields)
+
+    def items(self, collection: str) -> Iterator[tuple[str, dict[str, Any]]]:
+        """Visible records of a collection in key order."""
+        with self._lock:
+            rows = [r for r in self.store.iter_records(collection) if r.fields is not None]
+        for r in rows:
+            assert r.fields is not None
+            yield r.key, decode_fields(r.fields)
+
+    def collections(self) -> dict[str, int]:
+        """How many visible records each collection holds (collections with none are
+        not listed), by collection name."""
+        counts: dict[str, int] = {}
+        with self._lock:
+            for row in self.store.iter_records():
+                if row.fields is not None:
+                    counts[row.collection] = counts.get(row.collection, 0) + 1
+        return counts
+
+    def record_changes(self, collection: str, key: str) -> list[Change]:
+        """The changes applied to one record here (its history as this replica holds it;
+        held changes that are not applied are in ``quarantined_changes``)."""
+        with self._lock:
+            return self.store.changes_for(collection, key)
+
+    def state_digest(self) -> bytes:
+        """BLAKE2b-256 of the visible state; equal exactly when the states are equal."""
+        h = hashlib.blake2b(b"offsync/state/v1\x00", digest_size=32)
+        with self._lock:
+            for row in self.store.iter_records():
+                if row.fields is not None:
+                    h.update(packb([row.collection, row.key, row.fields]))
+        return h.digest()
+
+    def conflicts(self) -> list[Conflict]:
+        with self._lock:
+            out = []
+            for collection, key in self.store.conflicted():
+                changes = self.store.changes_for(collection, key)
+                versions = self.policy(collection).versions(changes)
+                row = self.store.get_record(collection, key)
+                current = decode_fields(row.fields) if row and row.fields is not None else None
+                out.append(
+                    Conflict(
+                        collection,
+                        key,
+                        current,
+                        {
+                            h: (decode_fields(v) if v is not None else None)
+                            for h, v in versions.items()
+                        },
+                    )
+                )
+            return out
+
+    def quarantined(self) -> list[Quarantined]:
+        with self._lock:
+            self._follow_store()
+            st = self._st
+            return [
+                Quarantined(o, s.first, s.last, str(s.status)) for o, s in st.segments.held_back()
+            ] + [
+                Quarantined(f.origin, f.first_seq, f.last_seq, str(FORK_AT_SAME_SEQS))
+                for f in st.forks
+            ]
+
+    def quarantined_changes(self) -> list[QuarantinedChange]:
+        """Every held change that is not applied, with its reason."""
+        with self._lock:
+            st = self._st
+            rules = self._rules(st.trust)
+            return [
+                QuarantinedChange(c.id, c.collection, c.key, str(reason))
+                for origin, s in st.segments.held_back()
+                for c, reason in held_reasons(s.status, self._held_segment(origin, s), rules)
+            ]
+
+    def forks(self) -> list[Segment]:
+        """Signed segments that conflict with a held segment at the same seqs.
+
+        Two segments validly signed by one origin for the same seqs prove that the
+        origin forked (a restore from an old backup, or a stolen key). The held one
+        stays; these are not applied and not forwarded. Also listed by
+        ``quarantined()`` with a reason starting with ``fork``.
+        """
+        with self._lock:
+            return list(self._st.forks)
+
+    @property
+    def trust_store(self) -> TrustStore | None:
+        """The certificates and revocations in force; None in open mode."""
+        return self._st.trust
+
+    # -- receipts and claims (offsync.plan.claims) ---------------------------------------
+
+    def receipts(self) -> dict[bytes, Receipt]:
+        """The newest receipt heard from each peer (directly or passed on by relays)."""
+        with self._lock:
+            return {p: self._kept(r) for p, _, _, r in self.store.peers()}
+
+    def receipt(self) -> Receipt:
+        """A fresh signed statement of what this replica holds."""
+        with self._lock:
+            return Receipt.issue(self.identity, self._tick(), self.knowledge())
+
+    def record_receipt(self, receipt: Receipt) -> bool:
+        """Take in a peer's receipt heard outside a bundle; True if it told us something new.
+
+        A live peer answers an upload (or ``GET /knowledge``) with its fresh receipt;
+        ``offsync.sync`` hands those to this method (``Transport.receipts``) so delivery
+        status moves as soon as the peer has the changes, not at the next pull. The
+        receipt is verified (``SignatureError`` if it does not), kept if it is newer
+        than the one held from its signer, and its claim on this site's seqs counted
+        as for a receipt carried in a bundle (``seq_claims``).
+        """
+        receipt.verify()
+        if receipt.replica == self.id:
+            return False
+        with self._lock:
+            held = [c for p, c, _, _ in self.store.peers() if p == receipt.replica]
+            if held and held[0] >= receipt.created:
+                return False
+            with self._transaction():
+                st = self._st
+                self.store.set_peer(
+                    receipt.replica,
+                    receipt.created,
+                    receipt.knowledge.to_bytes(),
+                    receipt.encode(),
+                )
+                if claim_counts(receipt.replica, st.trust):
+                    claim = max(st.claim, receipt.knowledge.max_seq(self.id))
+                    self._put(st._replace(claim=claim))
+            return True
+
+    def seq_claims(self) -> list[SeqClaim]:
+        """Peers whose newest receipt claims some of this site's own seqs, highest first.
+
+        While a counted claim is above ``seq``, writes raise ``SequenceReuseError``; while
+        one is above the sealed seqs, new changes wait unsealed. Either clears once the
+        claimed changes come back from a peer. A claim that is false (a hostile or broken
+        peer) clears in trust mode when the authority revokes the claimant's key; in open
+        mode the remedy is moving this site to a new key (docs/threat-model.md).
+        """
+        with self._lock:
+            trust = self._st.trust
+            claims = [
+                SeqClaim(p, seq, claim_counts(p, trust))
+                for p, k in self._peer_knowledge()
+                if p != self.id and (seq := k.max_seq(self.id))
+            ]
+        return sorted(claims, key=lambda c: (-c.seq, c.peer))
+
+    def _peer_knowledge(self) -> list[tuple[bytes, Knowledge]]:
+        """Each peer's newest knowledge, as its receipt said."""
+        return [(p, Knowledge.from_bytes(k, self.limits)) for p, _, k, _ in self.store.peers()]
+
+    def _counted_claim(self, trust: TrustStore | None) -> int:
+        return counted_claim(self._peer_knowledge(), self.id, trust)
+
+    def has_unsealed(self) -> bool:
+        """Whether own changes wait in the outbox, not yet sealed into segments."""
+        return self._st.seq > self._st.sealed
+
+    # -- for the HTTP server ----------------------------------------------------------------
+
+    def probe(self) -> None:
+        """Check that the store answers (a cheap query on a connection of its own, so it
+        never waits for this replica's lock); ``StorageError`` if it does not."""
+        self.store.probe()
+
+    def record_nonce(self, nonce: bytes, expires: int, now: int) -> bool:
+        """Record a single-use value (an HTTP challenge) as used until ``expires``; False
+        if it was used already and has not expired by ``now`` (a replay). Atomic across
+        every process sharing the store (``Store.record_nonce``); times in ms."""
+        with self._lock:
+            return self.store.record_nonce(nonce, expires, now)

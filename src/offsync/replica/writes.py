@@ -1,0 +1,155 @@
+"""Local writes: put, delete, resolve, batch; and the work that follows a commit."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+from ..change import ChangeId
+from ..clock import next_hlc
+from ..encoding import decode_fields
+from ..errors import StorageError, UsageError
+from ..plan.claims import reuse_error
+from ..plan.seal import whole_segment_waits
+from ..plan.write import encode_write, plan_write
+from ..policies import fold
+from ..stores.base import unpack_ids
+from ..trust import TRUST_COLLECTION
+from .examine import _Examining
+from .sealing import _Sealing
+
+__all__: list[str] = []
+
+log = logging.getLogger("offsync")
+
+
+class _Writes(_Examining, _Sealing):
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Group many writes into one transaction (much faster for bulk entry)."""
+        with self._lock:
+            outermost = self._work is None
+            with self._transaction():
+                yield
+            if outermost:
+                self._after_commit()
+
+    def put(self, collection: str, key: str, fields: Mapping[str, Any]) -> ChangeId:
+        """Set ``fields`` of a record (other fields are kept)."""
+        return self._write(collection, key, fields, resolving=False)
+
+    def delete(self, collection: str, key: str) -> ChangeId | None:
+        """Delete a record (a tombstone); returns None if there was nothing to delete."""
+        with self._lock:
+            row = self.store.get_record(collection, key)
+            if row is None or row.fields is None:
+                return None
+            return self._write(collection, key, None, resolving=False)
+
+    def resolve(
+        self,
+        collection: str,
+        key: str,
+        fields: Mapping[str, Any] | None = None,
+        *,
+        choose: ChangeId | None = None,
+        delete: bool = False,
+    ) -> ChangeId:
+        """Settle a record: write ``fields``, or the version of head ``choose``, or delete.
+
+        The change written lists every current head as a parent, so it supersedes all
+        of them on every replica. Also the way to correct a first-writer-wins record.
+        """
+        if sum((fields is not None, choose is not None, delete)) != 1:
+            raise UsageError("resolve takes exactly one of fields, choose or delete")
+        with self._lock:
+            if choose is None:
+                return self._write(collection, key, None if delete else fields, resolving=True)
+            changes = self.store.changes_for(collection, key)
+            versions = self.policy(collection).versions(changes)
+            if choose not in versions:
+                raise UsageError(f"{choose!r} is not a head of that {collection} record")
+            chosen = versions[choose]
+            if chosen is None:
+                return self._write(collection, key, None, resolving=True)
+            values = decode_fields(chosen)
+            # A put keeps fields it does not name, so when some version holds a field
+            # the chosen one lacks, clear the record first: the resolution is then a
+            # tombstone over every head followed by a put of exactly the chosen version.
+            merged = fold(changes)
+            with self.batch():
+                if merged is not None and not decode_fields(merged).keys() <= values.keys():
+                    self._write(collection, key, None, resolving=True)
+                return self._write(collection, key, values, resolving=True)
+
+    def _write(
+        self, collection: str, key: str, fields: Mapping[str, Any] | None, *, resolving: bool
+    ) -> ChangeId:
+        encoded = encode_write(collection, key, fields, self.limits)
+        with self._lock:
+            outermost = self._work is None
+            st = self._state if outermost else self._st
+            if st.claim > st.seq:
+                self._refuse_reuse()
+            row = self.store.get_record(collection, key)
+            change = plan_write(
+                self.id,
+                st.seq + 1,
+                next_hlc(st.hlc, self._wall()),
+                collection,
+                key,
+                encoded,
+                heads=unpack_ids(row.heads) if row is not None else (),
+                visible=row is not None and row.fields is not None,
+                immutable=self.policy(collection).immutable,
+                resolving=resolving,
+                trust=st.trust,
+                validators=self.validators,
+            )
+            with self._transaction():
+                st = self._st
+                self.store.add_outbox([(change.seq, change.to_row())])
+                self._merge([change])
+                self.store.set_meta("seq", str(change.seq).encode())
+                self.store.set_meta("hlc", str(change.hlc).encode())
+                self._put(st.wrote(change.seq, change.hlc))
+            if outermost:
+                self._after_commit(reexamine=collection == TRUST_COLLECTION)
+            elif collection == TRUST_COLLECTION:
+                self._reexamine()  # inside the batch's transaction: fails with it
+            return change.id
+
+    def _refuse_reuse(self) -> None:
+        """Refuse to issue seqs that peers say this origin already used."""
+        st = self._st
+        claimants = [c.peer for c in self.seq_claims() if c.counted and c.seq > st.seq]
+        error = reuse_error(st.claim, st.seq, claimants)
+        if error is not None:
+            raise error
+
+    def _after_commit(self, *, reexamine: bool = False) -> None:
+        """What follows a committed write or batch: re-examining held changes after a
+        trust write, and sealing whole segments as soon as they fill (so packing a
+        long backlog later only frames already-signed segments).
+
+        The write stands whatever happens here, so a failure (a full disk) is logged,
+        not raised: raising would tell the caller the write failed and a retry would
+        write it twice. The work is tried again after the next write (and sealing at
+        the next pack, which raises if it cannot seal).
+        """
+        try:
+            if reexamine or self._st.pending is not None:
+                self._reexamine()
+            st = self._st
+            if whole_segment_waits(st.seq, st.sealed):
+                self._seal(complete_only=True)
+        except Exception as exc:
+            log.warning(
+                "a write was committed, but the work after it failed and will be tried "
+                "again after the next write: %s: %s",
+                type(exc).__name__,
+                exc,
+                exc_info=not isinstance(exc, StorageError),
+            )
