@@ -245,7 +245,8 @@ TRUSTED_DECODES = {
     "encoding.py": "decode_fields: canonical fields this replica built or validated",
     "change.py": "Change.from_row: the replica's own unsealed changes",
     "stores/base.py": "parent ids the store wrote",
-    "replica.py": "lists of segments the store wrote, each decoded again by Segment.decode",
+    "replica/core.py": "lists of segments the store wrote, each decoded again by Segment.decode",
+    "replica/replica.py": "the order of unknown signers, as the store wrote it",
 }
 
 

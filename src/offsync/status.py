@@ -35,6 +35,7 @@ from .errors import (
     ScopeError,
     StorageError,
     UnknownSignerError,
+    UsageError,
 )
 
 __all__ = [
@@ -73,7 +74,7 @@ class Status:
 
     def __post_init__(self) -> None:
         if (self.kind is Kind.APPLIED) != (not self.detail):
-            raise ValueError("a status has a detail exactly when it is not 'applied'")
+            raise UsageError("a status has a detail exactly when it is not 'applied'")
 
     def __str__(self) -> str:
         if self.kind is Kind.APPLIED:
