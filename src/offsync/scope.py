@@ -66,23 +66,31 @@ def _utf8_length(value: str, what: str, error: type[Exception]) -> int:
         raise error(f"{what} is not valid Unicode text") from exc
 
 
-def check_collection(value: Any, error: type[Exception] = UsageError) -> str:
-    """``value`` if it is a collection name (a str of 1-64 UTF-8 bytes), else ``error``."""
+def check_collection(
+    value: Any, error: type[Exception] = UsageError, too_long: type[Exception] | None = None
+) -> str:
+    """``value`` if it is a collection name (a str of 1-64 UTF-8 bytes), else ``error``
+    (``too_long`` for a str over 64 bytes; by default ``error`` too)."""
     if type(value) is not str or not value:
         raise error("a collection name is a non-empty str")
     size = len(value) if value.isascii() else _utf8_length(value, "a collection name", error)
     if size > MAX_COLLECTION_BYTES:
-        raise error(f"a collection name is at most {MAX_COLLECTION_BYTES} UTF-8 bytes")
+        raise (too_long or error)(
+            f"a collection name is at most {MAX_COLLECTION_BYTES} UTF-8 bytes"
+        )
     return value
 
 
-def check_prefix(value: Any, error: type[Exception] = UsageError) -> str:
-    """``value`` if it is a key prefix (a str of at most 512 UTF-8 bytes), else ``error``."""
+def check_prefix(
+    value: Any, error: type[Exception] = UsageError, too_long: type[Exception] | None = None
+) -> str:
+    """``value`` if it is a key prefix (a str of at most 512 UTF-8 bytes), else ``error``
+    (``too_long`` for a longer str; by default ``error`` too)."""
     if type(value) is not str:
         raise error("a key prefix is a str")
     size = len(value) if value.isascii() else _utf8_length(value, "a key prefix", error)
     if size > MAX_PREFIX_BYTES:
-        raise error(f"a key prefix is at most {MAX_PREFIX_BYTES} UTF-8 bytes")
+        raise (too_long or error)(f"a key prefix is at most {MAX_PREFIX_BYTES} UTF-8 bytes")
     return value
 
 

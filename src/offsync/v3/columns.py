@@ -32,10 +32,10 @@ from typing import Any, NamedTuple, TypeAlias
 import msgpack
 
 from ..clock import MAX_HLC
-from ..encoding import decode_fields, packb
+from ..encoding import MAX_FIELD_DEPTH, decode_fields, packb
 from ..errors import BundleFormatError, LimitExceededError, UsageError
 from ..limits import DEFAULT_LIMITS, Limits
-from ..scope import MAX_PREFIX_BYTES, Partition, check_collection
+from ..scope import Partition
 from ..unpack import sorted_pairs, unpack
 from .change import (
     CANONICAL_NAN,
@@ -53,6 +53,7 @@ from .change import (
 
 __all__ = [
     "CONTENT_COLUMNS",
+    "MAX_FIELD_LEVEL",
     "MAX_SHAPE_DEPTH",
     "MAX_TABLE",
     "SECRET_BYTES",
@@ -72,6 +73,9 @@ CONTENT_COLUMNS = 3
 SECRET_BYTES = 32
 #: Entries of a dictionary-coded column's table: its indexes are one byte each.
 MAX_TABLE = 256
+#: Format rule: a field value sits at most at this level, its field map at level 1
+#: (``offsync.encoding`` refuses deeper fields when they are written).
+MAX_FIELD_LEVEL = MAX_FIELD_DEPTH
 #: Memory of one rebuilt field map besides its bytes: a bytes object's header, its slot.
 FIELDS_OBJECT_COST = 56
 MAX_U63 = (1 << 63) - 1
@@ -762,12 +766,39 @@ def _fields(
             encoded = builder.encode([column for column, _ in values], count)
         except Exception as exc:  # pragma: no cover - canonical decoding leaves no such value
             raise BundleFormatError("fields hold a value type that is not allowed") from exc
-        if encoded and max(map(len, encoded)) > max_fields:
+        longest = max(map(len, encoded)) if encoded else 0
+        if longest > max_fields:
             raise LimitExceededError(f"fields of a change exceed the limit of {max_fields} bytes")
+        if longest > MAX_FIELD_LEVEL:  # shorter maps cannot reach level 500 (a byte a level)
+            _refuse_deep_values(builder, values)
         built[i] = iter(encoded)
     if whole:  # one shape, every row: its rows are the changes
         return list(built[0])
     return list(map(next, map(built.__getitem__, shape_of)))
+
+
+def _level(value: Any, level: int) -> int:
+    """The deepest level of ``value`` and what it holds, ``value`` being at ``level``
+    (past ``MAX_FIELD_LEVEL`` it stops looking: deep enough to refuse)."""
+    kind = type(value)
+    if level > MAX_FIELD_LEVEL or not value or (kind is not list and kind is not dict):
+        return level
+    items = value if kind is list else value.values()
+    return max(_level(v, level + 1) for v in items)
+
+
+def _refuse_deep_values(builder: _Builder, values: list[tuple[list[Any], int]]) -> None:
+    """A field value sits at most at level 500, its field map at level 1 (§5.1): what
+    every decoder of field bytes can read back. Only shapes whose rebuilt maps are
+    longer than 500 bytes get here."""
+    for depth, (column, _) in zip(builder.depths, values, strict=True):
+        kinds = set(map(type, column))
+        if (list in kinds or dict in kinds) and max(
+            _level(v, depth + 1) for v in column
+        ) > MAX_FIELD_LEVEL:
+            raise BundleFormatError(
+                f"a field value nests deeper than level {MAX_FIELD_LEVEL} of its map"
+            )
 
 
 def _refuse_map_leaves(builder: _Builder, values: list[tuple[list[Any], int]]) -> None:
@@ -778,11 +809,3 @@ def _refuse_map_leaves(builder: _Builder, values: list[tuple[list[Any], int]]) -
             raise BundleFormatError(
                 f"a map value above depth {MAX_SHAPE_DEPTH} must be a nested shape, not a leaf"
             )
-
-
-def check_partition(partition: Partition) -> Partition:
-    """``partition`` if its collection and prefix are valid for a segment (untrusted)."""
-    check_collection(partition.collection, BundleFormatError)
-    if len(partition.prefix.encode()) > MAX_PREFIX_BYTES:
-        raise LimitExceededError("a partition prefix is longer than a key")
-    return partition

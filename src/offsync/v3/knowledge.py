@@ -14,6 +14,7 @@ immutable, so sharing is safe) and skips streams whose intervals are the same tu
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Iterator, Mapping
 from itertools import chain
 from typing import Any
@@ -25,7 +26,15 @@ from ..scope import Partition, Scope, Stream, check_collection, check_prefix, ne
 from ..scope import new_stream as _new_stream
 from ..unpack import Budget, unpack
 
-__all__ = ["INTERVAL_COST", "ORIGIN_COST", "STREAM_COST", "Interval", "Knowledge"]
+__all__ = [
+    "GROUP_DOMAIN",
+    "INTERVAL_COST",
+    "ORIGIN_COST",
+    "STREAM_COST",
+    "Interval",
+    "Knowledge",
+    "group_digest",
+]
 
 Interval = tuple[int, int]
 Flat = tuple[int, ...]  # (a1, b1, a2, b2, ...): sorted, disjoint, non-adjacent
@@ -296,6 +305,27 @@ class Knowledge:
                 out.setdefault(origin, {})[partition] = flat
         return Knowledge._of(out)
 
+    # -- digests for knowledge exchange ---------------------------------------------------
+
+    def group_digests(self, length: int) -> list[tuple[str, str, bytes]]:
+        """``(collection, group, digest)`` of every group of partitions this knowledge
+        names, a group being a collection and the first ``length`` code points of the
+        partition prefix (docs/spec-v3.md §7.3). Two replicas whose digests of a group
+        are equal hold the same intervals of every stream of that group (up to a
+        collision of a 128-bit hash), so a knowledge exchange sends the detail only of
+        the groups whose digests differ."""
+        if type(length) is not int or length < 0:
+            raise UsageError("a group length is a number of code points, at least 0")
+        groups: dict[tuple[str, str], _Streams] = {}
+        for origin, parts in self._streams.items():
+            for partition, flat in parts.items():
+                group = (partition.collection, partition.prefix[:length])
+                groups.setdefault(group, {}).setdefault(origin, {})[partition] = flat
+        return [
+            (collection, group, group_digest(Knowledge._of(groups[collection, group])))
+            for collection, group in sorted(groups)
+        ]
+
     # -- encoding -----------------------------------------------------------------------
 
     def to_wire(self) -> list[Any]:
@@ -365,8 +395,8 @@ def _partitions(
         key = (collection, prefix)
         partition = shared.get(key) if type(collection) is str and type(prefix) is str else None
         if partition is None:
-            check_collection(collection, BundleFormatError)
-            check_prefix(prefix, BundleFormatError)
+            check_collection(collection, BundleFormatError, LimitExceededError)
+            check_prefix(prefix, BundleFormatError, LimitExceededError)
             partition = shared[key] = new_partition(collection, prefix)
         if previous is not None and key <= previous:
             raise BundleFormatError("knowledge partitions must be sorted and unique")
@@ -396,3 +426,12 @@ def _intervals(flat: Any, budget: Budget, limits: Limits) -> Flat:
             raise BundleFormatError("knowledge intervals must be sorted, disjoint, non-adjacent")
         last_end = b
     return tuple(flat)
+
+
+GROUP_DOMAIN = b"offsync/knowledge-group/v3\x00"
+
+
+def group_digest(knowledge: Knowledge) -> bytes:
+    """The first 16 bytes of ``H("offsync/knowledge-group/v3" ‖ 0x00 ‖ knowledge)``,
+    the knowledge in its wire form (one group's streams)."""
+    return hashlib.blake2b(GROUP_DOMAIN + knowledge.to_bytes(), digest_size=32).digest()[:16]

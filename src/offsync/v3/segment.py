@@ -558,8 +558,8 @@ def decode_segment(data: bytes, limits: Limits = DEFAULT_LIMITS) -> AnySegment:
     if type(value) is not list or len(value) not in (SEGMENT_ITEMS, REDACTED_ITEMS):
         raise BundleFormatError("a segment is an array of 9 items (10 when redacted)")
     origin, collection, prefix, first, last, prev = value[:6]
-    check_collection(collection, BundleFormatError)
-    check_prefix(prefix, BundleFormatError)
+    check_collection(collection, BundleFormatError, LimitExceededError)
+    check_prefix(prefix, BundleFormatError, LimitExceededError)
     partition = new_partition(collection, prefix)
     _check_header(origin, partition, first, last, prev, BundleFormatError)
     if last - first + 1 > limits.max_segment_changes:
