@@ -450,11 +450,13 @@ def _column_values(column: Any, rows: int) -> tuple[list[Any], int]:
         raise BundleFormatError("a column's table holds distinct strings")
     if 2 * len(table) > rows:
         raise BundleFormatError("a dictionary-coded column has at most half as many values as rows")
+    if max(items) >= len(table):
+        raise BundleFormatError("a column index points outside its table")
     try:
         first = [items.index(i) for i in range(len(table))]
     except ValueError:
         raise BundleFormatError("a column's table holds a value no row uses") from None
-    if not all(map(int.__lt__, first, first[1:])) or max(items) >= len(table):
+    if not all(map(int.__lt__, first, first[1:])):
         raise BundleFormatError("a column's table lists its values in order of first use")
     return list(map(table.__getitem__, items)), max(map(len, map(_pack, table)))
 
