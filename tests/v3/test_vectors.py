@@ -23,7 +23,7 @@ from offsync.clock import make_hlc
 from offsync.encoding import packb
 from offsync.identity import Identity, verify_signature
 from offsync.limits import DEFAULT_LIMITS, Limits
-from offsync.scope import Partition, PartitionRule, Scope, Stream
+from offsync.scope import Partition, PartitionRule, Scope
 from offsync.unpack import unpack
 from offsync.v3 import attest
 from offsync.v3.bundle import open_bundle, read_header
