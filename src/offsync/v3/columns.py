@@ -781,12 +781,21 @@ def _fields(
 
 def _level(value: Any, level: int) -> int:
     """The deepest level of ``value`` and what it holds, ``value`` being at ``level``
-    (past ``MAX_FIELD_LEVEL`` it stops looking: deep enough to refuse)."""
-    kind = type(value)
-    if level > MAX_FIELD_LEVEL or not value or (kind is not list and kind is not dict):
-        return level
-    items = value if kind is list else value.values()
-    return max(_level(v, level + 1) for v in items)
+    (past ``MAX_FIELD_LEVEL`` it stops looking: deep enough to refuse). A loop, not
+    recursion: values nest far deeper than Python's recursion limit."""
+    deepest = level
+    stack = [(value, level)]
+    while stack:
+        item, at = stack.pop()
+        deepest = max(deepest, at)
+        if at > MAX_FIELD_LEVEL:
+            break
+        kind = type(item)
+        if kind is list:
+            stack += ((v, at + 1) for v in item)
+        elif kind is dict:
+            stack += ((v, at + 1) for v in item.values())
+    return deepest
 
 
 def _refuse_deep_values(builder: _Builder, values: list[tuple[list[Any], int]]) -> None:
