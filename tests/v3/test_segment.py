@@ -6,11 +6,11 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
 import zstandard
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import pytest
 from offsync.encoding import packb
 from offsync.errors import (
     BundleFormatError,
