@@ -480,10 +480,10 @@ def decode_block(
     # An array is either one of the columns (n items, n at most max_segment_changes)
     # or a field value (its items take at least a byte each of a change's fields).
     longest = max(limits.max_segment_changes, limits.max_fields_bytes)
-    maps: list[None] = []  # one item per map decoded: maps are rare in blocks
+    maps = [False]  # whether any map was decoded: maps are rare in blocks
 
     def pairs(items: list[tuple[Any, Any]]) -> dict[str, Any]:
-        maps.append(None)
+        maps[0] = True
         return sorted_pairs(items)
 
     value = unpack(
@@ -525,7 +525,7 @@ def decode_block(
         raise BundleFormatError("a change's schema is an integer in [0, 2^32)")
     names = _authors(authors, author_of, n, limits)
     parent_ids = _parent_column(parents, n, origin, first_seq, limits)
-    fields = _fields(content, ops, op_set, n, erased, limits, len(data), bool(maps))
+    fields = _fields(content, ops, op_set, n, erased, limits, len(data), maps[0])
     if _nan_like(data):
         _refuse_noncanonical_nan(content)
     if ERASE in op_set:
