@@ -30,7 +30,7 @@ This module is sans-IO.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import FrozenInstanceError, dataclass, field
 from operator import and_, or_
 from types import MappingProxyType
 from typing import Any, NamedTuple, Protocol, Self
@@ -341,10 +341,10 @@ class Scope:
         return scope
 
     def __setattr__(self, name: str, value: object) -> None:
-        raise AttributeError("Scope is immutable")
+        raise FrozenInstanceError(f"Scope is immutable: cannot set {name!r}")
 
     def __delattr__(self, name: str) -> None:
-        raise AttributeError("Scope is immutable")
+        raise FrozenInstanceError(f"Scope is immutable: cannot delete {name!r}")
 
     # -- construction -------------------------------------------------------------------
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import FrozenInstanceError
 from itertools import chain
 from typing import Any
 
@@ -139,10 +140,10 @@ class Knowledge:
         return knowledge
 
     def __setattr__(self, name: str, value: object) -> None:
-        raise AttributeError("Knowledge is immutable")
+        raise FrozenInstanceError(f"Knowledge is immutable: cannot set {name!r}")
 
     def __delattr__(self, name: str) -> None:
-        raise AttributeError("Knowledge is immutable")
+        raise FrozenInstanceError(f"Knowledge is immutable: cannot delete {name!r}")
 
     @classmethod
     def of(cls, stream: Stream, first: int, last: int) -> Knowledge:
