@@ -512,6 +512,8 @@ def decode_block(
     n = len(deltas)
     if n > limits.max_segment_changes:
         raise LimitExceededError(f"more than {limits.max_segment_changes} changes in a segment")
+    if erased and erased[-1] >= n:
+        raise BundleFormatError("a redaction erases a row past the changes of its block")
     hlcs = list(accumulate(_ints(deltas, n, "hlc")))
     if min(hlcs) < 0 or max(hlcs) > MAX_HLC:
         raise BundleFormatError("change hlc must be an integer in [0, 2^63)")

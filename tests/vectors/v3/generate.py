@@ -1127,7 +1127,30 @@ def redacted_cases() -> list[Case]:
             skeleton, [None if i in (0, 2) else c.fields for i, c in enumerate(altered)]
         )
     )
+    # A hostile origin signs 6 seqs over a block of 5 changes; its redaction erases row 5.
+    chs5 = the_changes()[:SPLIT]
+    plain5, skeleton5 = encode_block(chs5, RESIDENTS, SECRETS[0])
+    salts5 = salts_of(SECRETS[0], 6)
+    past = _resign([*the_segments()[0].to_wire()[:4], 6, NO_PREVIOUS, raw_frame(plain5), bytes(32)])
+    past_wire = msgpack.unpackb(past)
+    past_redacted = packb(
+        [
+            *past_wire[:6],
+            hash32(past_wire[6]),
+            past_wire[7],
+            past_wire[8],
+            [
+                raw_frame(encode_redacted_block(skeleton5, [c.fields for c in chs5])),
+                [5],
+                salts5[:80],
+                bytes(32),
+            ],
+        ]
+    )
     return [
+        segment_case(
+            "redacted: erased row past the block", "6.4", "BundleFormatError", past_redacted
+        ),
         segment_case(
             "redacted: redaction of 3 items",
             "6.4",
