@@ -288,3 +288,35 @@ def test_signature_covers_the_partition() -> None:
     )
     with pytest.raises(SignatureError):
         moved.verify()
+
+
+@settings(max_examples=60)
+@given(
+    st.integers(1, 8),
+    st.lists(st.integers(-1, 9), max_size=4),
+    st.integers(0, 5),
+    st.integers(0, 3),
+    st.booleans(),
+)
+def test_signed_hostile_redactions_are_refused_cleanly(
+    count: int, erased: list[int], kept_salts: int, hashes: int, keep_shapes: bool
+) -> None:
+    """An origin may sign anything: a seq range that is not its block's, a redaction of
+    any shape. Whatever it is, a receiver refuses it with an offsync error or opens it."""
+    from offsync.v3.columns import encode_redacted_block
+
+    changes = _mixed()
+    plain, skeleton = encode_block(changes, P, SECRET)
+    rows = sorted(set(erased))
+    fields = [c.fields if keep_shapes or i not in rows else None for i, c in enumerate(changes)]
+    rblock = raw_frame(encode_redacted_block(skeleton, fields))
+    seg = Segment.seal_block(SIGNER, P, 1, count, raw_frame(plain), bytes(32), NO_PREVIOUS)
+    wire = [*seg.to_wire()[:6], hash32(seg.block), seg.commitment, seg.signature]
+    encoded = packb([*wire, [rblock, rows, bytes(16 * kept_salts), bytes(32 * hashes)]])
+    try:
+        red = decode_segment(encoded)
+        red.verify()
+        red.open_changes()
+    except RemoteDataError:
+        return
+    raise AssertionError("a redaction with a false commitment opened")
