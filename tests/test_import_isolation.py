@@ -42,6 +42,7 @@ CORE = [
     "v3",
     "v3.change",
     "v3.columns",
+    "v3.content",
     "v3.frame",
     "v3.segment",
     "v3.knowledge",

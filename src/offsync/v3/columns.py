@@ -22,23 +22,21 @@ same blocks. ``encode_block``/``decode_block`` convert between the columns and
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from functools import partial
 from itertools import accumulate, repeat
-from operator import add, is_, itemgetter, le
-from typing import Any, NamedTuple, TypeAlias
+from operator import add, le
+from typing import Any, NamedTuple
 
 import msgpack
 
 from ..clock import MAX_HLC
-from ..encoding import MAX_FIELD_DEPTH, decode_fields, packb
+from ..encoding import decode_fields, packb
 from ..errors import BundleFormatError, LimitExceededError, UsageError
 from ..limits import DEFAULT_LIMITS, Limits
 from ..scope import Partition
 from ..unpack import sorted_pairs, unpack
 from .change import (
-    CANONICAL_NAN,
     DELETE,
     ERASE,
     MAX_AUTHOR_BYTES,
@@ -48,7 +46,15 @@ from .change import (
     Change,
     ChangeId,
     has_noncanonical_nan,
-    holds_noncanonical_nan,
+)
+from .content import (
+    MAX_FIELD_LEVEL,
+    MAX_SHAPE_DEPTH,
+    MAX_TABLE,
+    decode_content,
+    encode_content,
+    nan_like,
+    refuse_noncanonical_nan,
 )
 
 __all__ = [
@@ -64,27 +70,14 @@ __all__ = [
     "encode_redacted_block",
 ]
 
-#: Nested maps deeper than this stay whole values in one column instead of becoming
-#: columns of their own; a decoder refuses shapes nested deeper.
-MAX_SHAPE_DEPTH = 16
 SKELETON_COLUMNS = 8
 CONTENT_COLUMNS = 3
 #: The per-segment random secret the commitment's salts derive from (§6).
 SECRET_BYTES = 32
-#: Entries of a dictionary-coded column's table: its indexes are one byte each.
-MAX_TABLE = 256
-#: Format rule: a field value sits at most at this level, its field map at level 1
-#: (``offsync.encoding`` refuses deeper fields when they are written).
-MAX_FIELD_LEVEL = MAX_FIELD_DEPTH
-#: Memory of one rebuilt field map besides its bytes: a bytes object's header, its slot.
-FIELDS_OBJECT_COST = 56
 MAX_U63 = (1 << 63) - 1
 
-Shape: TypeAlias = tuple[tuple[str, "Shape | None"], ...]
-_PACKER = msgpack.Packer(use_bin_type=True, autoreset=True)
-_pack = _PACKER.pack
+_pack = msgpack.Packer(use_bin_type=True, autoreset=True).pack
 _new_change = partial(tuple.__new__, Change)  # Change(*row) without the Python-level __new__
-_is_none = partial(is_, None)
 
 
 class Block(NamedTuple):
@@ -100,77 +93,12 @@ class Block(NamedTuple):
 # -- encoding -----------------------------------------------------------------------------
 
 
-def _shape(value: dict[str, Any], depth: int = 1) -> Shape:
-    return tuple(
-        (k, _shape(v, depth + 1) if type(v) is dict and depth < MAX_SHAPE_DEPTH else None)
-        for k, v in value.items()
-    )
-
-
-def _leaves(value: dict[str, Any], shape: Shape, out: list[Any]) -> None:
-    for name, sub in shape:
-        if sub is None:
-            out.append(value[name])
-        else:
-            _leaves(value[name], sub, out)
-
-
-def _shape_wire(shape: Shape) -> list[Any]:
-    return [name if sub is None else [name, _shape_wire(sub)] for name, sub in shape]
-
-
-def _leaf_count(shape: Shape) -> int:
-    return sum(1 if sub is None else _leaf_count(sub) for _, sub in shape)
-
-
-def _column(values: list[Any]) -> list[Any]:
-    """A column as ``[nil, values]``, or ``[table, indexes]`` exactly when every value
-    is a str and the distinct values are at most 256 and at most half the rows (the
-    table in order of first occurrence): one byte per row before compression, rebuilt
-    by the receiver in one C-level pass."""
-    if values and all(type(v) is str for v in values):
-        table: dict[str, int] = {}
-        indexes = [table.setdefault(v, len(table)) for v in values]
-        if len(table) <= MAX_TABLE and len(table) * 2 <= len(values):
-            return [list(table), bytes(indexes)]
-    return [None, values]
-
-
 def _common_prefix(a: str, b: str) -> int:
     n = min(len(a), len(b))
     i = 0
     while i < n and a[i] == b[i]:
         i += 1
     return i
-
-
-def _encode_content(fields: Sequence[bytes | None]) -> bytes:
-    """``[shapes, shape, values]`` of the rows' field bytes (None: no shape)."""
-    shapes: dict[Shape, int] = {}
-    shape_of: list[int | None] = []
-    columns: list[list[list[Any]]] = []
-    for encoded in fields:
-        if encoded is None:
-            shape_of.append(None)
-            continue
-        value = decode_fields(encoded)
-        shape = _shape(value)
-        i = shapes.get(shape)
-        if i is None:
-            i = shapes[shape] = len(shapes)
-            columns.append([[] for _ in range(_leaf_count(shape))])
-        shape_of.append(i)
-        leaves: list[Any] = []
-        _leaves(value, shape, leaves)
-        for column, leaf in zip(columns[i], leaves, strict=True):
-            column.append(leaf)
-    return packb(
-        [
-            [_shape_wire(s) for s in shapes],
-            shape_of,
-            [[_column(col) for col in cols] for cols in columns],
-        ]
-    )
 
 
 def _check_for_sealing(changes: Sequence[Change], partition: Partition, limits: Limits) -> None:
@@ -286,7 +214,7 @@ def encode_block(
     if len({c.author for c in changes} - {None}) > limits.max_segment_authors:
         raise UsageError(f"a segment names at most {limits.max_segment_authors} authors")
     skeleton = _encode_skeleton(changes)
-    content = _encode_content([c.fields for c in changes])
+    content = encode_content([c.fields for c in changes])
     return b"\x93" + skeleton + content + _pack(secret), skeleton
 
 
@@ -294,171 +222,43 @@ def encode_redacted_block(skeleton: bytes, fields: Sequence[bytes | None]) -> by
     """The canonical ``[skeleton, content']`` of a redacted segment: the skeleton as
     the origin sealed it, the content of the rows still held (None: an erased put, a
     delete). Nothing of an erased row's values is left, not even in a table."""
-    return b"\x92" + skeleton + _encode_content(fields)
+    return b"\x92" + skeleton + encode_content(fields)
 
 
 # -- decoding -----------------------------------------------------------------------------
 
 
-class _Builder:
-    """Rebuilds the canonical field maps of one shape from its columns."""
+def _unpack(data: bytes, limits: Limits, whole: bool) -> tuple[list[Any], list[Any], Any, bool]:
+    """The block's skeleton, content and secret (None when redacted), checked for
+    shape, and whether it holds any map (maps are rare; only then are leaves checked
+    for maps above the deepest shape)."""
+    # An array is either one of the columns (n items, n at most max_segment_changes)
+    # or a field value (its items take at least a byte each of a change's fields).
+    longest = max(limits.max_segment_changes, limits.max_fields_bytes)
+    maps = [False]
 
-    __slots__ = ("depths", "names", "nested", "overhead", "width")
+    def pairs(items: list[tuple[Any, Any]]) -> dict[str, Any]:
+        maps[0] = True
+        return sorted_pairs(items)
 
-    def __init__(self, wire: Any, depth: int) -> None:
-        if depth > MAX_SHAPE_DEPTH:
-            raise BundleFormatError(f"a shape nests maps more than {MAX_SHAPE_DEPTH} deep")
-        if type(wire) is not list:
-            raise BundleFormatError("a shape must be an array")
-        self.names: list[str] = []
-        self.nested: list[tuple[int, _Builder]] = []  # (position among names, builder)
-        self.depths: list[int] = []  # the depth of the shape holding each leaf
-        self.width = 0  # leaves under this shape
-        # Bytes each row's map takes besides its leaf values, at most: map headers and
-        # names, which the columns do not repeat per row but every rebuilt map does.
-        self.overhead = 5
-        previous: str | None = None
-        for entry in wire:
-            if type(entry) is str:
-                name, sub = entry, None
-            elif type(entry) is list and len(entry) == 2 and type(entry[0]) is str:
-                name, sub = entry[0], _Builder(entry[1], depth + 1)
-            else:
-                raise BundleFormatError("a shape entry must be a name or [name, shape]")
-            if previous is not None and name <= previous:
-                raise BundleFormatError("shape names must be unique and sorted")
-            previous = name
-            self.overhead += 5 + len(name.encode())
-            if sub is None:
-                self.width += 1
-                self.depths.append(depth)
-            else:
-                self.nested.append((len(self.names), sub))
-                self.width += sub.width
-                self.depths += sub.depths
-                self.overhead += sub.overhead
-            self.names.append(name)
-
-    def constant(self) -> dict[str, Any]:
-        """The one map of a shape with no leaves (only empty nested maps)."""
-        return {
-            name: sub.constant() for name, (_, sub) in zip(self.names, self.nested, strict=True)
-        }
-
-    def _entries(self, columns: list[list[Any]], rows: int) -> list[list[Any]]:
-        """One column per name: its leaf column, or the nested maps built for it."""
-        entries: list[list[Any]] = []
-        at = 0
-        nested = dict(self.nested)
-        for position in range(len(self.names)):
-            sub = nested.get(position)
-            if sub is None:
-                entries.append(columns[at])
-                at += 1
-            else:
-                entries.append(sub.build(columns[at : at + sub.width], rows))
-                at += sub.width
-        return entries
-
-    def build(self, columns: list[list[Any]], rows: int) -> list[dict[str, Any]]:
-        """The maps of this shape, one per row, from its leaf columns in order."""
-        if not self.width:
-            return [self.constant()] * rows
-        entries = self._entries(columns, rows)
-        return list(map(dict, map(zip, repeat(self.names), zip(*entries, strict=True))))
-
-    def encode(self, columns: list[list[Any]], rows: int) -> list[bytes]:
-        """The canonical bytes of this shape's maps, one per row.
-
-        A map's bytes are its header, then each key and value. Packing the tuple
-        ``(name1, value1, name2, value2, ...)`` writes exactly those pairs after an
-        array header, so each row is packed as that tuple (zip builds it in C) and the
-        array header is swapped for the map header: no dict per row at the top level.
-        """
-        if not self.width:
-            return [_pack(self.constant())] * rows
-        interleaved: list[Any] = []
-        for name, entry in zip(self.names, self._entries(columns, rows), strict=True):
-            interleaved += (repeat(name), entry)
-        n = len(self.names)
-        head = _map_header(n)
-        after_array_header = itemgetter(slice(len(_array_header(2 * n)), None))
-        # repeat() is endless; the entries, all of ``rows`` items, end the zip.
-        rows_packed = map(_pack, zip(*interleaved, strict=False))
-        return list(map(head.__add__, map(after_array_header, rows_packed)))
-
-
-def _map_header(n: int) -> bytes:
-    if n < 16:
-        return bytes([0x80 | n])
-    return b"\xde" + n.to_bytes(2, "big") if n < 1 << 16 else b"\xdf" + n.to_bytes(4, "big")
-
-
-def _array_header(n: int) -> bytes:
-    if n < 16:
-        return bytes([0x90 | n])
-    return b"\xdc" + n.to_bytes(2, "big") if n < 1 << 16 else b"\xdd" + n.to_bytes(4, "big")
-
-
-def _ints(value: Any, n: int, what: str) -> list[int]:
-    if type(value) is not list or len(value) != n or not set(map(type, value)) <= {int}:
-        raise BundleFormatError(f"changes: {what} must be an array of {n} integers")
-    return value
-
-
-def _plain_is_canonical(items: list[Any], rows: int) -> bool:
-    """Whether a plain column may not be dictionary-coded: some value is not a str,
-    or its distinct values are over 256 or over half the rows.
-
-    Hashes as few values as it takes: a column of names shows 257 distinct values in
-    its first 257 rows, and a column of few values is seldom all strings."""
-    if rows > 2 * MAX_TABLE:
-        seen = set()
-        try:
-            for start in range(0, rows, MAX_TABLE + 1):
-                seen.update(items[start : start + MAX_TABLE + 1])
-                if len(seen) > MAX_TABLE:
-                    return True
-        except TypeError:  # an array or a map: not a column of strings
-            return True
-    else:
-        try:
-            if 2 * len(set(items)) > rows:
-                return True
-        except TypeError:
-            return True
-    return set(map(type, items)) != {str}
-
-
-def _column_values(column: Any, rows: int) -> tuple[list[Any], int]:
-    """The column's value per row, and how many bytes at most a row's value takes
-    beyond what the block itself holds (a dictionary-coded value repeats per row)."""
-    if type(column) is not list or len(column) != 2:
-        raise BundleFormatError("a column must be [table or nil, items]")
-    table, items = column
-    if table is None:
-        if type(items) is not list or len(items) != rows:
-            raise BundleFormatError("a column holds a value per row of its shape")
-        if not _plain_is_canonical(items, rows):
-            raise BundleFormatError("a column of few distinct strings must be dictionary-coded")
-        return items, 0
-    if type(table) is not list or not 0 < len(table) <= MAX_TABLE:
-        raise BundleFormatError(f"a column's table must be nil or 1-{MAX_TABLE} values")
-    if type(items) is not bytes or len(items) != rows:
-        raise BundleFormatError("a dictionary-coded column holds one index byte per row")
-    if set(map(type, table)) != {str} or len(set(table)) != len(table):
-        raise BundleFormatError("a column's table holds distinct strings")
-    if 2 * len(table) > rows:
-        raise BundleFormatError("a dictionary-coded column has at most half as many values as rows")
-    if max(items) >= len(table):
-        raise BundleFormatError("a column index points outside its table")
-    try:
-        first = [items.index(i) for i in range(len(table))]
-    except ValueError:
-        raise BundleFormatError("a column's table holds a value no row uses") from None
-    if not all(map(int.__lt__, first, first[1:])):
-        raise BundleFormatError("a column's table lists its values in order of first use")
-    return list(map(table.__getitem__, items)), max(map(len, map(_pack, table)))
+    value = unpack(
+        data, "segment block", limits, max_items=longest, canonical=True, pairs_hook=pairs
+    )
+    if type(value) is not list or len(value) != (3 if whole else 2):
+        raise BundleFormatError(
+            "a block is [skeleton, content, secret]"
+            if whole
+            else "a redacted block is [skeleton, content]"
+        )
+    skeleton, content = value[0], value[1]
+    secret = value[2] if whole else None
+    if whole and (type(secret) is not bytes or len(secret) != SECRET_BYTES):
+        raise BundleFormatError(f"a block's secret is {SECRET_BYTES} bytes")
+    if type(skeleton) is not list or len(skeleton) != SKELETON_COLUMNS:
+        raise BundleFormatError(f"a block's skeleton is {SKELETON_COLUMNS} columns")
+    if type(content) is not list or len(content) != CONTENT_COLUMNS:
+        raise BundleFormatError(f"a block's content is {CONTENT_COLUMNS} columns")
+    return skeleton, content, secret, maps[0]
 
 
 def decode_block(
@@ -477,35 +277,7 @@ def decode_block(
     pass over a whole column, mostly in C; the one Python loop per change rebuilds
     keys from their front coding.
     """
-    # An array is either one of the columns (n items, n at most max_segment_changes)
-    # or a field value (its items take at least a byte each of a change's fields).
-    longest = max(limits.max_segment_changes, limits.max_fields_bytes)
-    maps = [False]  # whether any map was decoded: maps are rare in blocks
-
-    def pairs(items: list[tuple[Any, Any]]) -> dict[str, Any]:
-        maps[0] = True
-        return sorted_pairs(items)
-
-    value = unpack(
-        data, "segment block", limits, max_items=longest, canonical=True, pairs_hook=pairs
-    )
-    parts = 3 if erased is None else 2
-    if type(value) is not list or len(value) != parts:
-        raise BundleFormatError(
-            "a block is [skeleton, content, secret]"
-            if erased is None
-            else "a redacted block is [skeleton, content]"
-        )
-    skeleton, content = value[0], value[1]
-    secret: bytes | None = None
-    if erased is None:
-        secret = value[2]
-        if type(secret) is not bytes or len(secret) != SECRET_BYTES:
-            raise BundleFormatError(f"a block's secret is {SECRET_BYTES} bytes")
-    if type(skeleton) is not list or len(skeleton) != SKELETON_COLUMNS:
-        raise BundleFormatError(f"a block's skeleton is {SKELETON_COLUMNS} columns")
-    if type(content) is not list or len(content) != CONTENT_COLUMNS:
-        raise BundleFormatError(f"a block's content is {CONTENT_COLUMNS} columns")
+    skeleton, content, secret, has_maps = _unpack(data, limits, erased is None)
     deltas, key_prefix, suffix, ops, parents, schemas, authors, author_of = skeleton
     if type(deltas) is not list or not deltas:
         raise BundleFormatError("a block holds at least one change")
@@ -527,59 +299,26 @@ def decode_block(
         raise BundleFormatError("a change's schema is an integer in [0, 2^32)")
     names = _authors(authors, author_of, n, limits)
     parent_ids = _parent_column(parents, n, origin, first_seq, limits)
-    fields = _fields(content, ops, op_set, n, erased, limits, len(data), maps[0])
-    if _nan_like(data):
-        _refuse_noncanonical_nan(content)
+    fields = decode_content(content, ops, op_set, n, erased, limits, len(data), has_maps)
+    if nan_like(data):
+        refuse_noncanonical_nan(content)
     if ERASE in op_set:
-        for i in range(n):
-            encoded = fields[i]
-            if ops[i] == ERASE and (encoded is None or not _is_erase_fields(encoded)):
-                raise BundleFormatError('an erase order\'s fields are exactly {"reason": str}')
-    changes = list(
-        map(
-            _new_change,
-            zip(
-                repeat(origin),
-                range(first_seq, first_seq + n),
-                hlcs,
-                repeat(collection),
-                keys,
-                ops,
-                fields,
-                parent_ids,
-                repeat(prefix),
-                schema_col,
-                names,
-            ),
-        )
-    )
-    return Block(changes, secret, skeleton)
+        _check_erase_orders(ops, fields)
+    columns = (hlcs, repeat(collection), keys, ops, fields, parent_ids, repeat(prefix))
+    rows = zip(repeat(origin), range(first_seq, first_seq + n), *columns, schema_col, names)
+    return Block(list(map(_new_change, rows)), secret, skeleton)
 
 
-_INFINITIES = (b"\xcb\x7f\xf0" + bytes(6), b"\xcb\xff\xf0" + bytes(6))
+def _ints(value: Any, n: int, what: str) -> list[int]:
+    if type(value) is not list or len(value) != n or not set(map(type, value)) <= {int}:
+        raise BundleFormatError(f"changes: {what} must be an array of {n} integers")
+    return value
 
 
-def _nan_like(data: bytes) -> bool:
-    """Whether ``data`` holds 9 bytes that would be a float64 NaN other than the
-    canonical one, if they are a float (the exact walk then says whether they are).
-
-    One C-level ``find`` of the float64 marker per occurrence (memchr: a blink over a
-    block of text and integers); a two-byte ``in`` costs a hundred times more.
-    """
-    find = data.find
-    at = find(b"\xcb")
-    while at >= 0:
-        if data[at + 1 : at + 2] in (b"\x7f", b"\xff") and data[at + 2 : at + 3] >= b"\xf0":
-            nine = data[at : at + 9]
-            if nine != CANONICAL_NAN and nine not in _INFINITIES:
-                return True
-        at = find(b"\xcb", at + 1)
-    return False
-
-
-def _refuse_noncanonical_nan(content: list[Any]) -> None:
-    if holds_noncanonical_nan(content[2]):
-        raise BundleFormatError("a NaN field value must be the canonical NaN 7ff8000000000000")
+def _check_erase_orders(ops: list[int], fields: list[bytes | None]) -> None:
+    for op, encoded in zip(ops, fields, strict=True):
+        if op == ERASE and (encoded is None or not _is_erase_fields(encoded)):
+            raise BundleFormatError('an erase order\'s fields are exactly {"reason": str}')
 
 
 def _keys(prefix: list[int], suffix: Any, n: int, start: str, max_key: int) -> list[str]:
@@ -685,140 +424,3 @@ def _parents(raw: list[Any], origin: bytes, seq: int, limits: Limits) -> tuple[C
             raise BundleFormatError("a change cannot descend from a later change of its stream")
         parents.append(pid)
     return tuple(parents)
-
-
-def _check_rows(
-    shape_of: list[Any], ops: list[int], op_set: set[int], erased: Sequence[int] | None
-) -> None:
-    """A row has no shape exactly when it is a delete or an erased put (§5.3)."""
-    if erased is None and DELETE not in op_set and None not in shape_of:
-        return
-    no_shape = list(map(_is_none, shape_of))
-    expected = list(map(DELETE.__eq__, ops))
-    for i in erased or ():
-        if ops[i] != PUT:
-            raise BundleFormatError("only puts are erased")
-        expected[i] = True
-    if no_shape != expected:
-        raise BundleFormatError(
-            "a delete (or an erased put) has no shape; a put or an erase order has one"
-        )
-
-
-def _fields(
-    content: list[Any],
-    ops: list[int],
-    op_set: set[int],
-    n: int,
-    erased: Sequence[int] | None,
-    limits: Limits,
-    block_bytes: int,
-    has_maps: bool,
-) -> list[bytes | None]:
-    """Each change's canonical field bytes (None: no shape), rebuilt shape by shape.
-
-    Rebuilt maps repeat what the columns hold once (names, dictionary-coded values),
-    so what they repeat is bounded before any is built: at most ``max_block_bytes``,
-    like the block itself (docs/spec-v3.md §5.3). A block therefore cannot make its
-    receiver build far more bytes than it carries. And what they take in memory (what
-    they repeat, what the block holds once, a bytes object per put) is bounded too, by
-    half of ``max_decode_bytes``: the decoded columns are alive at the same time.
-    """
-    shapes, shape_of, columns = content
-    if type(shapes) is not list or type(columns) is not list or len(columns) != len(shapes):
-        raise BundleFormatError("changes: shapes and columns must be arrays of equal length")
-    if type(shape_of) is not list or len(shape_of) != n:
-        raise BundleFormatError("changes: shape indexes must hold an item per change")
-    if not set(map(type, shape_of)) <= {int, type(None)}:
-        raise BundleFormatError("a change's shape index must be an integer or nil")
-    _check_rows(shape_of, ops, op_set, erased)
-    # The bulk case, one shape and no delete, is one C-level count (types are checked).
-    whole = shape_of.count(0) == n
-    if not whole:
-        order = list(dict.fromkeys(shape_of))
-        if None in order:
-            order.remove(None)
-        if order != list(range(len(shapes))):
-            raise BundleFormatError("shapes must be listed in order of first use, each used")
-        if len(set(map(_pack, shapes))) != len(shapes):
-            raise BundleFormatError("shapes must be distinct")
-    elif len(shapes) != 1:
-        raise BundleFormatError("shapes must be listed in order of first use, each used")
-    rows: Counter[int | None] | dict[int, int] = {0: n} if whole else Counter(shape_of)
-    built: dict[int | None, Iterator[bytes | None]] = {None: repeat(None)}
-    repeated = 0
-    max_fields = limits.max_fields_bytes
-    # What the rebuilt maps take besides what they repeat: the block's own values, and
-    # a bytes object and its slot per row with a shape.
-    held = block_bytes + n * FIELDS_OBJECT_COST
-    for i, (wire, cols) in enumerate(zip(shapes, columns, strict=True)):
-        count = rows[i]
-        builder = _Builder(wire, 1)
-        if type(cols) is not list or len(cols) != builder.width:
-            raise BundleFormatError("a shape has a column per leaf field")
-        values = [_column_values(col, count) for col in cols]
-        if has_maps:
-            _refuse_map_leaves(builder, values)
-        repeated += count * (builder.overhead + sum(extra for _, extra in values))
-        if repeated > limits.max_block_bytes:
-            raise LimitExceededError("rebuilding the fields would repeat more than the block limit")
-        if repeated + held > limits.max_decode_bytes // 2:
-            raise LimitExceededError(
-                "rebuilding the fields would take more than half of max_decode_bytes"
-            )
-        try:
-            encoded = builder.encode([column for column, _ in values], count)
-        except Exception as exc:  # pragma: no cover - canonical decoding leaves no such value
-            raise BundleFormatError("fields hold a value type that is not allowed") from exc
-        longest = max(map(len, encoded)) if encoded else 0
-        if longest > max_fields:
-            raise LimitExceededError(f"fields of a change exceed the limit of {max_fields} bytes")
-        if longest > MAX_FIELD_LEVEL:  # shorter maps cannot reach level 500 (a byte a level)
-            _refuse_deep_values(builder, values)
-        built[i] = iter(encoded)
-    if whole:  # one shape, every row: its rows are the changes
-        return list(built[0])
-    return list(map(next, map(built.__getitem__, shape_of)))
-
-
-def _level(value: Any, level: int) -> int:
-    """The deepest level of ``value`` and what it holds, ``value`` being at ``level``
-    (past ``MAX_FIELD_LEVEL`` it stops looking: deep enough to refuse). A loop, not
-    recursion: values nest far deeper than Python's recursion limit."""
-    deepest = level
-    stack = [(value, level)]
-    while stack:
-        item, at = stack.pop()
-        deepest = max(deepest, at)
-        if at > MAX_FIELD_LEVEL:
-            break
-        kind = type(item)
-        if kind is list:
-            stack += ((v, at + 1) for v in item)
-        elif kind is dict:
-            stack += ((v, at + 1) for v in item.values())
-    return deepest
-
-
-def _refuse_deep_values(builder: _Builder, values: list[tuple[list[Any], int]]) -> None:
-    """A field value sits at most at level 500, its field map at level 1 (§5.1): what
-    every decoder of field bytes can read back. Only shapes whose rebuilt maps are
-    longer than 500 bytes get here."""
-    for depth, (column, _) in zip(builder.depths, values, strict=True):
-        kinds = set(map(type, column))
-        if (list in kinds or dict in kinds) and max(
-            _level(v, depth + 1) for v in column
-        ) > MAX_FIELD_LEVEL:
-            raise BundleFormatError(
-                f"a field value nests deeper than level {MAX_FIELD_LEVEL} of its map"
-            )
-
-
-def _refuse_map_leaves(builder: _Builder, values: list[tuple[list[Any], int]]) -> None:
-    """A map above the deepest shape is a nested shape, never a leaf value (§5.2): the
-    one reading of ``{"a": {}}``. Checked only in blocks that hold a map at all."""
-    for depth, (column, _) in zip(builder.depths, values, strict=True):
-        if depth < MAX_SHAPE_DEPTH and dict in set(map(type, column)):
-            raise BundleFormatError(
-                f"a map value above depth {MAX_SHAPE_DEPTH} must be a nested shape, not a leaf"
-            )
