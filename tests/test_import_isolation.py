@@ -47,6 +47,18 @@ CORE = [
     "plan.quarantine",
     "plan.seal",
     "plan.write",
+    # Format 3, built beside format 2 until the replica speaks it.
+    "scope",
+    "v3",
+    "v3.change",
+    "v3.columns",
+    "v3.content",
+    "v3.frame",
+    "v3.segment",
+    "v3.knowledge",
+    "v3.receipt",
+    "v3.bundle",
+    "v3.attest",
 ]
 #: Modules of the HTTP package that do I/O (files) but need no HTTP library.
 HTTP_NO_LIBRARY = ["http.uploads"]

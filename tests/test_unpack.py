@@ -244,6 +244,7 @@ TRUSTED_DECODES = {
     "unpack.py": "the unpacker",
     "encoding.py": "decode_fields: canonical fields this replica built or validated",
     "change.py": "Change.from_row: the replica's own unsealed changes",
+    "v3/change.py": "Change.from_row (format 3): the replica's own unsealed changes",
     "stores/base.py": "parent ids the store wrote",
     "replica/core.py": "lists of segments the store wrote, each decoded again by Segment.decode",
     "replica/replica.py": "the order of unknown signers, as the store wrote it",

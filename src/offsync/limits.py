@@ -40,8 +40,16 @@ class Limits:
     max_key_bytes: int = 512
     #: Origins named in one knowledge statement.
     max_origins: int = 1_000_000
-    #: Intervals per origin in one knowledge statement.
+    #: Intervals per origin (format 2) or per stream (format 3) in one knowledge
+    #: statement.
     max_intervals: int = 100_000
+    #: Streams (origin, partition) named in one knowledge statement (format 3). A
+    #: centre holds some 300 000; a statement is also bounded by ``max_header_bytes``.
+    max_streams: int = 1_000_000
+    #: Sites a bundle header says its sender relays for (format 3, ``relays_for``).
+    max_relays_for: int = 4096
+    #: Distinct author ids in one segment's ``authors`` table (format 3).
+    max_segment_authors: int = 65_536
     #: Receipts carried in one bundle header (the sender's and those it passes on).
     max_receipts: int = 4096
     #: How far (ms) an incoming HLC may lie ahead of this replica's wall clock.

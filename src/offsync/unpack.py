@@ -39,6 +39,7 @@ from a segment's columns by ``max_block_bytes`` (``change.decode_changes``).
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any, NoReturn
 
@@ -289,7 +290,7 @@ def check_cost(data: bytes, what: str, budget: int) -> int:
 _DECODE_ERRORS = (ValueError, TypeError, OverflowError, msgpack.UnpackException)
 
 
-def _decode(data: bytes, max_items: int, canonical: bool) -> Any:
+def _decode(data: bytes, max_items: int, canonical: bool, pairs_hook: Callable[[Any], Any]) -> Any:
     return msgpack.unpackb(
         data,
         raw=False,
@@ -297,7 +298,7 @@ def _decode(data: bytes, max_items: int, canonical: bool) -> Any:
         strict_map_key=True,
         ext_hook=_refuse_ext,
         timestamp=3,
-        object_pairs_hook=sorted_pairs,
+        object_pairs_hook=pairs_hook,
         # A canonical value is re-encoded below, which a timestamp cannot be; others
         # are checked list by list.
         list_hook=None if canonical else _checked_list,
@@ -314,14 +315,17 @@ def unpack(
     max_items: int | None = None,
     max_depth: int = MAX_DEPTH,
     canonical: bool = False,
+    pairs_hook: Callable[[list[tuple[Any, Any]]], dict[str, Any]] = sorted_pairs,
 ) -> Any:
     """Decode one msgpack value that must fill ``data`` exactly (untrusted input).
 
     ``max_items`` bounds every array and map (the format's own bound: 6 for a segment,
     ``max_segments`` for a bundle body); ``max_depth`` the arrays and maps open at once
     (1 for an array of scalars). With ``canonical``, the value must re-encode to exactly
-    ``data`` (docs/spec.md §1). Raises ``BundleFormatError`` for anything that is not
-    such a value and ``LimitExceededError`` when it would be longer, deeper or larger in
+    ``data`` (docs/spec.md §1). ``pairs_hook`` builds each map from its pairs and must
+    check what ``sorted_pairs`` checks (the format-3 column decoder wraps it to learn
+    whether a block holds a map at all). Raises ``BundleFormatError`` for anything that
+    is not such a value and ``LimitExceededError`` when it would be longer, deeper or larger in
     memory than the limits allow.
     """
     if type(data) is not bytes:
@@ -334,7 +338,7 @@ def unpack(
     # (such formats are small: headers, receipts, segments, tokens).
     if max_depth >= MAX_DEPTH and len(data) <= budget // WORST_BYTES_PER_BYTE:
         try:
-            value = _decode(data, min(items, FAST_MAX_ITEMS), canonical)
+            value = _decode(data, min(items, FAST_MAX_ITEMS), canonical, pairs_hook)
             decoded = True
         except (BundleFormatError, LimitExceededError):
             raise
@@ -343,7 +347,7 @@ def unpack(
     if not decoded:
         _census(data, what, items, max_depth, budget)
         try:
-            value = _decode(data, items, canonical)
+            value = _decode(data, items, canonical, pairs_hook)
         except (BundleFormatError, LimitExceededError):
             raise
         except msgpack.StackError as exc:
