@@ -61,6 +61,7 @@ from offsync.segment import hash32
 from offsync.stores.base import pack_ids
 from offsync.stores.postgres import PostgresStore
 
+HERE = Path(__file__).resolve().parent
 POLICY_SPEC = "residents=lww,doses=fww,addresses=multi"
 POLICIES = {
     "residents": policies.LastWriterWins(),
@@ -84,6 +85,7 @@ class Stats:
     backoff: float = 0.0  # seconds the sites slept on Retry-After, summed
     delivery: list[float] = field(default_factory=list)  # first try to 200, per delivery
     cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds by part
+    elapsed: float = 0.0  # seconds the push took
 
 
 # -- CPU time of processes, from /proc (Linux) ---------------------------------------------
@@ -106,6 +108,15 @@ def proc_cpu(pids: list[int]) -> dict[int, float]:
         if fields is not None:
             out[pid] = (int(fields[11]) + int(fields[12])) / TICK
     return out
+
+
+def cpu_stall() -> float | None:
+    """Seconds, since boot, in which some runnable task waited for a CPU (Linux PSI)."""
+    try:
+        line = Path("/proc/pressure/cpu").read_text().splitlines()[0]
+    except (OSError, IndexError):
+        return None
+    return int(line.rsplit("total=", 1)[1]) / 1e6
 
 
 def descendants(pid: int) -> list[int]:
@@ -298,10 +309,25 @@ async def push_all(
     deadline: float,
     dup_rate: float,
     lost_rate: float,
+    shared_client: bool = False,
 ) -> Stats:
+    """Every site pushes at once; ``stats.elapsed`` and ``stats.cpu`` time the pushing,
+    not making the clients.
+
+    Each site has its own client (one connection), as separate machines would. One
+    client shared by all sites (``shared_client``) costs the load generator far more CPU
+    per request as the sites grow (its connection pool scans every connection for every
+    request), which then measures the load generator rather than the centre."""
     stats = Stats()
-    limits = httpx.Limits(max_connections=len(sites), max_keepalive_connections=len(sites))
-    async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as client:
+    if shared_client:
+        limits = httpx.Limits(max_connections=len(sites), max_keepalive_connections=len(sites))
+        shared = httpx.AsyncClient(base_url=url, timeout=120, limits=limits)
+        clients = [shared] * len(sites)
+    else:
+        limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+        clients = [httpx.AsyncClient(base_url=url, timeout=120, limits=limits) for _ in sites]
+    try:
+        cpu, start = time.process_time(), time.perf_counter()
         await asyncio.gather(
             *(
                 push_site(
@@ -313,9 +339,14 @@ async def push_all(
                     dup_rate,
                     lost_rate,
                 )
-                for i, bundles in enumerate(sites)
+                for i, (client, bundles) in enumerate(zip(clients, sites, strict=True))
             )
         )
+        stats.elapsed = time.perf_counter() - start
+        stats.cpu["load generator"] = time.process_time() - cpu
+    finally:
+        for client in dict.fromkeys(clients):
+            await client.aclose()
     return stats
 
 
@@ -467,7 +498,14 @@ def serve_and_push(
         OFFSYNC_MAX_IN_FLIGHT=str(args.max_in_flight),
         OFFSYNC_RETRY_AFTER=str(args.retry_after),
     )
-    command = [sys.executable, "-m", "uvicorn", "--factory", "offsync.centre:app_from_env"]
+    factory = "offsync.centre:app_from_env"
+    probe_dir = tmp / "probe"
+    if args.probe:  # the same worker, timing its requests (benchmarks/centre_probe.py)
+        factory = "centre_probe:app_from_env"
+        probe_dir.mkdir()
+        env["OFFSYNC_PROBE_DIR"] = str(probe_dir)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE), env.get("PYTHONPATH")]))
+    command = [sys.executable, "-m", "uvicorn", "--factory", factory]
     command += ["--host", "127.0.0.1", "--port", str(port), "--workers", str(args.workers)]
     command += ["--log-level", "warning", "--no-access-log"]
     with open(tmp / "uvicorn.log", "wb") as log:
@@ -482,7 +520,6 @@ def serve_and_push(
             print(f"uvicorn: {args.workers} workers on {url}, {args.max_in_flight} in flight each")
             workers_before = proc_cpu(descendants(proc.pid))
             backends.start()
-            cpu, t = time.process_time(), time.perf_counter()
             stats = asyncio.run(
                 push_all(
                     url,
@@ -491,15 +528,12 @@ def serve_and_push(
                     time.monotonic() + args.timeout,
                     args.dup_rate,
                     args.lost_rate,
+                    args.shared_client,
                 )
             )
-            elapsed = time.perf_counter() - t
-            stats.cpu = {
-                "load generator": time.process_time() - cpu,
-                "centre workers": cpu_delta(workers_before, proc_cpu(descendants(proc.pid))),
-                "postgres backends": backends.stop(),
-            }
-            return stats, elapsed, backends.waits
+            stats.cpu["centre workers"] = cpu_delta(workers_before, proc_cpu(descendants(proc.pid)))
+            stats.cpu["postgres backends"] = backends.stop()
+            return stats, stats.elapsed, backends.waits
         finally:
             proc.terminate()
             try:
@@ -509,6 +543,10 @@ def serve_and_push(
                 proc.wait()
             if proc.returncode not in (0, -15):
                 print((tmp / "uvicorn.log").read_text()[-3000:])
+            if args.probe:
+                from centre_probe import summary
+
+                print("\n".join(summary(probe_dir)))
 
 
 def ms(values: list[float], p: float) -> str:
@@ -658,6 +696,7 @@ def one_round(
     centre = Identity(centre_seed, "centre")
     store = PostgresStore(args.dsn, schema=schema)  # migrate once, before the workers start
     counters = server_counters(args.dsn)
+    stall_before, wall_before = cpu_stall(), time.perf_counter()
     ok = False
     try:
         with tempfile.TemporaryDirectory(prefix="offsync-load-") as tmp:
@@ -675,6 +714,14 @@ def one_round(
                     args, dsn, app, schema, centre, Path(tmp), sites
                 )
         report(stats, elapsed, total, n_bundles)
+        stall_after = cpu_stall()
+        pressure = float("nan")
+        if stall_before is not None and stall_after is not None:
+            pressure = 100 * (stall_after - stall_before) / (time.perf_counter() - wall_before)
+            print(
+                f"machine: some task waited for a CPU {pressure:.0f}% of the time"
+                f" (PSI; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)"
+            )
         after = server_counters(args.dsn)
         delta = {k: after[k] - counters.get(k, 0) for k in after}
         print(
@@ -699,6 +746,7 @@ def one_round(
             "centre cpu us/chg": centre_cpu / total * 1e6,
             "client cpu us/chg": stats.cpu.get("load generator", 0) / total * 1e6,
             "fsyncs/bundle": delta["wal_sync"] / n_bundles,
+            "cpu pressure %": pressure,
         }
         for name, b in base.items():
             figures[f"{name} rows/s"] = len(rows) / b["seconds"]
@@ -770,6 +818,16 @@ def main(argv: list[str] | None = None) -> int:
         ),
     )
     parser.add_argument("--keep", action="store_true", help="keep the (last) schema afterwards")
+    parser.add_argument(
+        "--shared-client",
+        action="store_true",
+        help="HTTP: one httpx client for all sites (the load generator then costs more)",
+    )
+    parser.add_argument(
+        "--probe",
+        action="store_true",
+        help="HTTP: workers time their requests (benchmarks/centre_probe.py) and report",
+    )
     parser.add_argument(
         "--direct",
         action="store_true",

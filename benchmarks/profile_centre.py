@@ -147,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--bundle-bytes", type=int, default=1 << 20)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--no-trace", action="store_true", help="no libpq trace (for profiling)")
+    ap.add_argument("--cprofile", action="store_true", help="CPU by module (cProfile)")
     ap.add_argument("--trace-one", action="store_true", help="print one bundle's statements")
     ap.add_argument(
         "--dsn",
@@ -187,7 +188,14 @@ def main(argv: list[str] | None = None) -> int:
             counting.statements.clear()
             counting.calls.clear()
             counting.rows.clear()
-            fresh = run(replica, bundles, backend)
+            if args.cprofile:
+                from stacks import cpu_by_module
+
+                box: list[dict[str, float]] = []
+                lines = cpu_by_module(lambda: box.append(run(replica, bundles, backend)))
+                fresh = box[0]
+            else:
+                fresh = run(replica, bundles, backend)
             store.conn.pgconn.untrace()
             os.close(fd)
             turns, sent, done = (
@@ -215,6 +223,8 @@ def main(argv: list[str] | None = None) -> int:
             print("  store calls per bundle (rows passed per bundle):")
             for name, count in counting.calls.most_common():
                 print(f"    {count / n:6.2f}  {name:20} ({counting.rows[name] / n:.1f} rows)")
+            if args.cprofile:
+                print("\n".join(lines))
             dup = run(replica, bundles, backend)
             print(
                 f"\nthe same bundles again (all duplicates, {dup['duplicates']:.0f} changes):"

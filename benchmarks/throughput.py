@@ -75,19 +75,33 @@ def _fresh(*paths: Path) -> None:
             p.unlink(missing_ok=True)
 
 
+def cpu_stall() -> float:
+    """Seconds, since boot, in which some runnable task waited for a CPU (Linux PSI;
+    0 where the kernel does not say)."""
+    try:
+        line = Path("/proc/pressure/cpu").read_text().splitlines()[0]
+        return int(line.rsplit("total=", 1)[1]) / 1e6
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 class Clock:
-    """Wall and CPU time (this process, all threads) of the timed part of a scenario."""
+    """Wall and CPU time (this process, all threads) of the timed part of a scenario,
+    and how much of it some task on the machine waited for a CPU (``pressure``)."""
 
     def __enter__(self) -> Clock:
+        self.stall = cpu_stall()
         self.wall, self.cpu = time.perf_counter(), time.process_time()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.wall = time.perf_counter() - self.wall
         self.cpu = time.process_time() - self.cpu
+        self.stall = cpu_stall() - self.stall
 
     def result(self, **more: Any) -> dict[str, Any]:
-        return {"seconds": self.wall, "cpu": self.cpu, **more}
+        pressure = self.stall / self.wall if self.wall > 0 else 0.0
+        return {"seconds": self.wall, "cpu": self.cpu, "pressure": pressure, **more}
 
 
 def _count(path: Path) -> int:
@@ -472,6 +486,12 @@ def run_size(n: int, root: Path, repeat: int = 1) -> None:
                 f"rounds  {what:12} wall {_ratio(res[name]['all_seconds'], res[base]['all_seconds'])}"
                 f"   cpu {_ratio(res[name]['all_cpu'], res[base]['all_cpu'])}"
             )
+    pressures = sorted(r["pressure"] for runs in rounds.values() for r in runs)
+    print(
+        f"machine: some task waited for a CPU during {100 * statistics.median(pressures):.0f}%"
+        f" of the timed parts (median; {100 * pressures[0]:.0f}-{100 * pressures[-1]:.0f}%,"
+        " Linux PSI): the higher, the less the wall-clock figures say"
+    )
     apply_x = res["offsync-apply"]["rate"] / res["raw-apply"]["rate"]
     pack_x = res["offsync-pack"]["rate"] / res["json-pack"]["rate"]
     bytes_x = res["offsync-pack"]["bytes"] / res["json-pack"]["bytes"]

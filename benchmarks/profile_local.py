@@ -1,0 +1,195 @@
+"""What a local write and a local apply cost on SQLite: calls per change, time by part.
+
+    .venv/bin/python benchmarks/profile_local.py put --n 100000
+    .venv/bin/python benchmarks/profile_local.py apply --workdir DIR --n 1000000
+
+``put``: N puts of the benchmark's records in ``batch()``es of 10,000 into a fresh file
+replica (as ``throughput.py``'s write row), counting the SQLite statements executed
+(``set_trace_callback``: every step of a statement, ``executemany`` rows included) and
+the store calls per put, and timing (CPU) sealing, the store calls and canonical field
+encoding by wrapping them; then each piece alone on the same records: canonical encoding,
+``Change.to_row``, and sealing the whole backlog into segments.
+
+``apply``: applies the bundles ``throughput.py --workdir DIR --keep`` left in
+``DIR/n<N>/bundles`` into a fresh replica, counting statements and store calls per
+bundle and timing the stages by wrapping them (signature checks, opening the segments'
+changes, ``_merge``, the store's writes, the commit).
+
+Wrapping adds a little time to each wrapped call; the shares, not the totals, are the
+point (``throughput.py`` gives the totals). For a sampling profile of the same work:
+``py-spy record -f raw -o /tmp/p.txt -- python benchmarks/profile_local.py put`` and
+``python benchmarks/stacks.py /tmp/p.txt --only put``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from offsync import Identity, Replica  # noqa: E402
+from offsync.change import Change  # noqa: E402
+from offsync.encoding import canonical_fields  # noqa: E402
+from offsync.segment import NO_PREVIOUS, Segment  # noqa: E402
+from registry_data import records  # noqa: E402
+from throughput import POLICIES, RECEIVER_SEED, SENDER_SEED, WRITE_BATCH  # noqa: E402
+
+
+class Timed:
+    """CPU seconds and calls of wrapped methods; nested wrapped calls count in both."""
+
+    def __init__(self) -> None:
+        self.cpu: Counter[str] = Counter()
+        self.calls: Counter[str] = Counter()
+
+    def wrap(self, owner: Any, name: str, label: str | None = None) -> None:
+        method: Callable[..., Any] = getattr(owner, name)
+        label = label or name
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            start = time.process_time()
+            try:
+                return method(*args, **kwargs)
+            finally:
+                self.cpu[label] += time.process_time() - start
+                self.calls[label] += 1
+
+        setattr(owner, name, timed)
+
+
+def _statements(rep: Replica) -> Counter[str]:
+    seen: Counter[str] = Counter()
+
+    def trace(sql: str) -> None:
+        seen[" ".join(sql.split()[:3])] += 1
+
+    rep.store.db.set_trace_callback(trace)  # type: ignore[attr-defined]
+    return seen
+
+
+def put(n: int) -> None:
+    from offsync import replica as replica_module
+
+    data = list(records(n))
+    with tempfile.TemporaryDirectory() as tmp:
+        rep = Replica.open(
+            f"{tmp}/w.sqlite", identity=Identity(SENDER_SEED, "writer"), policies=POLICIES
+        )
+        timed = Timed()
+        for name in ("get_record", "add_outbox", "add_first_changes", "set_meta"):
+            timed.wrap(rep.store, name, f"store.{name}")
+        timed.wrap(rep, "_seal", "sealing (_seal: encode columns, zstd, sign, store)")
+        timed.wrap(rep, "_merge", "_merge (store the change, the record row)")
+        timed.wrap(replica_module, "canonical_fields", "canonical_fields")
+        seen = _statements(rep)
+        cpu, wall = time.process_time(), time.perf_counter()
+        for i in range(0, n, WRITE_BATCH):
+            with rep.batch():
+                for c, k, f in data[i : i + WRITE_BATCH]:
+                    rep.put(c, k, f)
+        cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+        rep.store.db.set_trace_callback(None)  # type: ignore[attr-defined]
+        rep.close()
+    print(
+        f"put in batch(), {n:,} records: {wall / n * 1e6:.1f} us wall, {cpu / n * 1e6:.1f} us CPU per put"
+    )
+    print(f"SQLite statement steps per put: {sum(seen.values()) / n:.2f}")
+    for sql, count in seen.most_common(12):
+        print(f"  {count / n:7.3f}  {sql}")
+    print("wrapped calls (CPU us per put, share of the put's CPU, calls per put):")
+    for label, secs in timed.cpu.most_common():
+        print(
+            f"  {secs / n * 1e6:7.2f} us  {100 * secs / cpu:5.1f}%  "
+            f"{timed.calls[label] / n:7.4f}  {label}"
+        )
+    # Each piece alone, on the same records.
+    t = time.process_time()
+    encoded = [canonical_fields(f) for _, _, f in data]
+    enc = time.process_time() - t
+    ident = Identity(SENDER_SEED, "writer")
+    changes = [
+        Change(ident.public_key, i + 1, (i + 1) << 16, c, k, 1, e, ())
+        for i, ((c, k, _), e) in enumerate(zip(data, encoded, strict=True))
+    ]
+    t = time.process_time()
+    rows = [ch.to_row() for ch in changes]
+    to_row = time.process_time() - t
+    t = time.process_time()
+    back = [Change.from_row(ident.public_key, i + 1, r) for i, r in enumerate(rows)]
+    from_row = time.process_time() - t
+    t = time.process_time()
+    prev = NO_PREVIOUS
+    for i in range(0, n, 2000):
+        seg = Segment.seal(ident, back[i : i + 2000], prev, 15)
+        prev = seg.hash
+    seal = time.process_time() - t
+    print("alone, per record (CPU us):")
+    for what, secs in (
+        ("canonical_fields", enc),
+        ("Change.to_row (outbox row)", to_row),
+        ("Change.from_row (read back to seal)", from_row),
+        ("Segment.seal, 2000 changes, level 15", seal),
+    ):
+        print(f"  {secs / n * 1e6:7.2f} us  {100 * secs / cpu:5.1f}% of a put  {what}")
+
+
+def apply(n: int, workdir: Path) -> None:
+    from offsync import replica as replica_module
+
+    bundles = sorted((workdir / f"n{n}" / "bundles").iterdir())
+    with tempfile.TemporaryDirectory() as tmp:
+        rep = Replica.open(
+            f"{tmp}/r.sqlite", identity=Identity(RECEIVER_SEED, "receiver"), policies=POLICIES
+        )
+        timed = Timed()
+        timed.wrap(replica_module, "open_bundle", "open_bundle (bundle signature, parse)")
+        timed.wrap(Segment, "verify", "Segment.verify (segment signature)")
+        timed.wrap(Segment, "open_changes", "Segment.open_changes (zstd, decode, validate)")
+        timed.wrap(Segment, "encode", "Segment.encode (bytes to store)")
+        timed.wrap(rep, "_merge", "_merge (changes and records)")
+        for name in ("add_segments", "add_first_changes", "add_changes", "put_records"):
+            timed.wrap(rep.store, name, f"store.{name}")
+        seen = _statements(rep)
+        cpu, wall = time.process_time(), time.perf_counter()
+        for path in bundles:
+            rep.apply(path.read_bytes())
+        cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+        rep.store.db.set_trace_callback(None)  # type: ignore[attr-defined]
+        rep.close()
+    print(
+        f"apply {len(bundles)} bundles, {n:,} changes: {wall / n * 1e6:.2f} us wall,"
+        f" {cpu / n * 1e6:.2f} us CPU per change"
+    )
+    print(f"SQLite statement steps per bundle: {sum(seen.values()) / len(bundles):.1f}")
+    for sql, count in seen.most_common(12):
+        print(f"  {count / len(bundles):9.1f}  {sql}")
+    print("wrapped calls (CPU us per change, share of the apply's CPU):")
+    for label, secs in timed.cpu.most_common():
+        print(f"  {secs / n * 1e6:7.2f} us  {100 * secs / cpu:5.1f}%  {label}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("what", choices=["put", "apply"])
+    ap.add_argument("--n", type=int, default=100_000)
+    ap.add_argument("--workdir", type=Path, help="apply: throughput.py's --workdir")
+    args = ap.parse_args(argv)
+    if args.what == "put":
+        put(args.n)
+    else:
+        if args.workdir is None:
+            ap.error("apply needs --workdir (of throughput.py --keep)")
+        apply(args.n, args.workdir)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
