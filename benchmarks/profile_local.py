@@ -32,6 +32,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import msgpack
+
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
@@ -125,18 +127,26 @@ def put(n: int) -> None:
     t = time.process_time()
     back = [Change.from_row(ident.public_key, i + 1, r) for i, r in enumerate(rows)]
     from_row = time.process_time() - t
+    seal = {}
+    for level in (15, 3):
+        t = time.process_time()
+        prev = NO_PREVIOUS
+        for i in range(0, n, 2000):
+            seg = Segment.seal(ident, back[i : i + 2000], prev, level)
+            prev = seg.hash
+        seal[level] = time.process_time() - t
     t = time.process_time()
-    prev = NO_PREVIOUS
-    for i in range(0, n, 2000):
-        seg = Segment.seal(ident, back[i : i + 2000], prev, 15)
-        prev = seg.hash
-    seal = time.process_time() - t
+    for _, _, f in data:
+        msgpack.packb(f)
+    plain = time.process_time() - t
     print("alone, per record (CPU us):")
     for what, secs in (
         ("canonical_fields", enc),
+        ("msgpack.packb (what the raw baseline encodes with)", plain),
         ("Change.to_row (outbox row)", to_row),
         ("Change.from_row (read back to seal)", from_row),
-        ("Segment.seal, 2000 changes, level 15", seal),
+        ("Segment.seal, 2000 changes, level 15", seal[15]),
+        ("Segment.seal, 2000 changes, level 3", seal[3]),
     ):
         print(f"  {secs / n * 1e6:7.2f} us  {100 * secs / cpu:5.1f}% of a put  {what}")
 
@@ -181,13 +191,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("what", choices=["put", "apply"])
     ap.add_argument("--n", type=int, default=100_000)
     ap.add_argument("--workdir", type=Path, help="apply: throughput.py's --workdir")
+    ap.add_argument("--cprofile", action="store_true", help="CPU by module (cProfile)")
     args = ap.parse_args(argv)
-    if args.what == "put":
-        put(args.n)
+    if args.what == "apply" and args.workdir is None:
+        ap.error("apply needs --workdir (of throughput.py --keep)")
+
+    def go() -> None:
+        if args.what == "put":
+            put(args.n)
+        else:
+            apply(args.n, args.workdir)
+
+    if args.cprofile:
+        from stacks import cpu_by_module
+
+        print("\n".join(cpu_by_module(go)))
     else:
-        if args.workdir is None:
-            ap.error("apply needs --workdir (of throughput.py --keep)")
-        apply(args.n, args.workdir)
+        go()
     return 0
 
 
