@@ -6,8 +6,9 @@
 Each sample is put in the bucket of the deepest frame of its stack that matches a rule
 below (so "psycopg" under "the store" counts as waiting on the database, and the
 signature check under "open_bundle" as the signature check). ``--only`` keeps the samples
-whose stack passes through a function of that name (e.g. ``apply``, ``put``), so the
-shares are of that call's time. ``--top`` also lists the functions with the most samples
+whose stack passes through a function of that name (e.g. ``Replica.apply``), so the
+shares are of that call's time. ``--busy`` drops the samples of threads that wait
+(thread pools, selectors, locks, psycopg waiting for the server): what is left is CPU. ``--top`` also lists the functions with the most samples
 at the top of the stack (self time). Samples on CPU only, unless py-spy ran with
 ``--idle`` (then waiting shows too).
 """
@@ -52,6 +53,15 @@ RULES: list[tuple[str, str]] = [
 ]
 
 
+#: Leaf frames of a thread that waits (with ``--busy``, such samples are dropped):
+#: thread pools, event-loop selectors, locks, pipes, and psycopg waiting for the server.
+WAITING = re.compile(
+    r"^(Condition\.wait|\w*Selector\.select|Connection\._recv|main \(.*resource_tracker"
+    r"|ServerState\.run_locked \(.*state\.py:112|Connection\.wait \(.*psycopg"
+    r"|Event\.wait|Thread\.join|_wait_for_tstate_lock|sleep)"
+)
+
+
 def bucket(stack: list[str]) -> str:
     for frame in reversed(stack):
         for name, pattern in RULES:
@@ -88,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("raw", type=Path, help="py-spy record -f raw output")
     ap.add_argument("--only", help="keep stacks through a function of this name")
+    ap.add_argument("--busy", action="store_true", help="drop samples of waiting threads")
     ap.add_argument("--top", type=int, default=0, help="also list the top self-time frames")
     args = ap.parse_args(argv)
     buckets: Counter[str] = Counter()
@@ -99,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
             continue
         stack = stack_text.split(";")
         if args.only and not any(f.split(" (")[0] == args.only for f in stack):
+            continue
+        if args.busy and WAITING.search(stack[-1]):
             continue
         count = int(count_text)
         total += count
