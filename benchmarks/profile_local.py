@@ -10,6 +10,10 @@ the store calls per put, and timing (CPU) sealing, the store calls and canonical
 encoding by wrapping them; then each piece alone on the same records: canonical encoding,
 ``Change.to_row``, and sealing the whole backlog into segments.
 
+``schema``: the same N rows into the records table as the SQLite store has it, into
+``throughput.py``'s raw table, and into variants (``WITHOUT ROWID``), in three row
+orders (fully sorted by key, each chunk sorted, unsorted): CPU per row.
+
 ``apply``: applies the bundles ``throughput.py --workdir DIR --keep`` left in
 ``DIR/n<N>/bundles`` into a fresh replica, counting statements and store calls per
 bundle and timing the stages by wrapping them (signature checks, opening the segments'
@@ -24,6 +28,7 @@ point (``throughput.py`` gives the totals). For a sampling profile of the same w
 from __future__ import annotations
 
 import argparse
+import operator
 import sys
 import tempfile
 import time
@@ -186,9 +191,83 @@ def apply(n: int, workdir: Path) -> None:
         print(f"  {secs / n * 1e6:7.2f} us  {100 * secs / cpu:5.1f}%  {label}")
 
 
+#: The records table as the SQLite store has it (stores/sqlite.py), and variants.
+RECORDS_NOW = (
+    "CREATE TABLE records (collection TEXT NOT NULL, key TEXT NOT NULL, fields BLOB,"
+    " heads BLOB NOT NULL, conflict INTEGER NOT NULL, sole_origin INTEGER, sole_seq INTEGER,"
+    " sole_hlc INTEGER, PRIMARY KEY (collection, key));"
+    " CREATE INDEX records_conflict ON records (conflict) WHERE conflict"
+)
+_RAW = (
+    "CREATE TABLE records (collection TEXT NOT NULL, key TEXT NOT NULL, fields BLOB NOT NULL,"
+    " PRIMARY KEY (collection, key)) WITHOUT ROWID",
+    "INSERT INTO records (collection, key, fields) VALUES (?, ?, ?) ON CONFLICT"
+    " (collection, key) DO UPDATE SET fields = excluded.fields",
+)
+_NOW = (
+    RECORDS_NOW,
+    "INSERT INTO records (collection, key, fields, heads, conflict, sole_origin, sole_seq,"
+    " sole_hlc) VALUES (?, ?, ?, x'', 0, 1, ?, ?) ON CONFLICT DO NOTHING",
+)
+_NOW_WR = (RECORDS_NOW.replace("(collection, key));", "(collection, key)) WITHOUT ROWID;"), _NOW[1])
+#: (what, (table, statement), row order): "full" = sorted by (collection, key), as the raw
+#: limit's stream arrives (its pack reads the table in key order); "chunk" = each chunk of
+#: 50,000 sorted by key, as the SQLite store sorts what it writes; "arrival" = unsorted.
+SHAPES = [
+    (
+        "raw: 3 columns, WITHOUT ROWID, rows fully sorted (as throughput.py's raw limit)",
+        _RAW,
+        "full",
+    ),
+    ("raw: the same, chunks sorted", _RAW, "chunk"),
+    ("raw: the same, in write order", _RAW, "arrival"),
+    ("offsync now: 8 columns, rowid table + key index, chunks sorted (as apply)", _NOW, "chunk"),
+    ("offsync now: the same, rows fully sorted", _NOW, "full"),
+    ("offsync: 8 columns WITHOUT ROWID, chunks sorted", _NOW_WR, "chunk"),
+    ("offsync: 8 columns WITHOUT ROWID, rows fully sorted", _NOW_WR, "full"),
+]
+
+
+_KEY = operator.itemgetter(1)
+_FULL = operator.itemgetter(0, 1)
+
+
+def schema(n: int) -> None:
+    """The same rows into the records table as it is and in other shapes: CPU per row."""
+    import sqlite3
+
+    data = [
+        (c, k, msgpack.packb(f), i + 1, (i + 1) << 16) for i, (c, k, f) in enumerate(records(n))
+    ]
+    print(f"{n:,} rows, fields as msgpack, executemany per 50,000 rows, one transaction")
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, (name, (ddl, sql), order) in enumerate(SHAPES):
+            db = sqlite3.connect(f"{tmp}/{i}.sqlite", isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.executescript(ddl)
+            rows = [r[:3] if ddl is _RAW[0] else r for r in data]
+            if order == "full":
+                rows.sort(key=_FULL)
+            cpu, wall = time.process_time(), time.perf_counter()
+            db.execute("BEGIN IMMEDIATE")
+            for j in range(0, n, 50_000):
+                chunk = rows[j : j + 50_000]
+                db.executemany(sql, sorted(chunk, key=_KEY) if order == "chunk" else chunk)
+            db.execute("COMMIT")
+            cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+            size = sum(Path(f"{tmp}/{i}.sqlite{x}").stat().st_size for x in ("", "-wal"))
+            db.close()
+            Path(f"{tmp}/{i}.sqlite").unlink()
+            print(
+                f"  {cpu / n * 1e6:6.2f} us CPU  {wall / n * 1e6:6.2f} us wall"
+                f"  {size / n:6.0f} B/row (file + WAL)  {name}"
+            )
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("what", choices=["put", "apply"])
+    ap.add_argument("what", choices=["put", "apply", "schema"])
     ap.add_argument("--n", type=int, default=100_000)
     ap.add_argument("--workdir", type=Path, help="apply: throughput.py's --workdir")
     ap.add_argument("--cprofile", action="store_true", help="CPU by module (cProfile)")
@@ -199,6 +278,8 @@ def main(argv: list[str] | None = None) -> int:
     def go() -> None:
         if args.what == "put":
             put(args.n)
+        elif args.what == "schema":
+            schema(args.n)
         else:
             apply(args.n, args.workdir)
 
