@@ -1,0 +1,114 @@
+"""A centre worker that times its own requests: ``loadtest.py --probe`` runs this one.
+
+``app_from_env()`` builds the worker exactly as ``offsync.centre.app_from_env`` does and
+wraps, without changing them, the ASGI app (time from the request reaching the app to
+the end of the response, and its status), the replica's lock (time waiting for it) and
+the replica's ``apply`` and ``receipt`` (wall and thread CPU time). Each worker writes
+its records as JSON lines to ``$OFFSYNC_PROBE_DIR/<pid>.jsonl`` as requests end; ``summary``
+reads them back. Comparing these with the latencies the load generator saw tells time
+spent in the centre from time spent outside it (the client's event loop, connection
+pool, the listen queue).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import os
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from offsync.centre import app_from_env as _app_from_env
+
+T = TypeVar("T")
+#: The record of the request being served; anyio copies the context into the worker
+#: threads that run the blocking work, so the wrapped calls find it there.
+_REC: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("rec", default=None)
+
+
+def app_from_env() -> Any:
+    app = _app_from_env()
+    state = app.state.offsync
+    replica = state.replica
+    # One line per request, written as it ends: uvicorn's worker processes leave through
+    # os._exit, so nothing registered to run at exit would.
+    out = open(  # noqa: SIM115 - open for the life of the worker
+        Path(os.environ["OFFSYNC_PROBE_DIR"]) / f"{os.getpid()}.jsonl", "a", buffering=1
+    )
+
+    run_locked = state.run_locked
+
+    def timed_run_locked(fn: Callable[[], T]) -> T:
+        asked = time.perf_counter()
+
+        def inner() -> T:
+            waited = time.perf_counter() - asked
+            rec = _REC.get()
+            if rec is not None:
+                rec["lock_wait"] = rec.get("lock_wait", 0.0) + waited
+            return fn()
+
+        return run_locked(inner)
+
+    state.run_locked = timed_run_locked
+
+    def timing(name: str, method: Callable[..., T]) -> Callable[..., T]:
+        def timed(*args: Any, **kwargs: Any) -> T:
+            wall, cpu = time.perf_counter(), time.thread_time()
+            try:
+                return method(*args, **kwargs)
+            finally:
+                rec = _REC.get()
+                if rec is not None:
+                    rec[name] = rec.get(name, 0.0) + time.perf_counter() - wall
+                    rec[f"{name}_cpu"] = rec.get(f"{name}_cpu", 0.0) + time.thread_time() - cpu
+
+        return timed
+
+    replica.apply = timing("apply", replica.apply)
+    replica.receipt = timing("receipt", replica.receipt)
+
+    async def probe(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await app(scope, receive, send)
+            return
+        rec: dict[str, Any] = {"method": scope["method"], "start": time.perf_counter()}
+
+        async def sending(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                rec["status"] = message["status"]
+            await send(message)
+
+        _REC.set(rec)
+        try:
+            await app(scope, receive, sending)
+        finally:
+            rec["total"] = time.perf_counter() - rec.pop("start")
+            out.write(json.dumps(rec) + "\n")
+
+    return probe
+
+
+def _p(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))] if ordered else 0.0
+
+
+def summary(directory: Path) -> list[str]:
+    """Lines describing the requests every worker recorded."""
+    recs = [json.loads(x) for f in directory.glob("*.jsonl") for x in f.read_text().splitlines()]
+    puts = [r for r in recs if r["method"] == "PUT"]
+    lines = [f"centre-side timing of {len(puts)} uploads (in the app, ms: p50 / p99 / mean):"]
+    for status in sorted({r.get("status", 0) for r in puts}):
+        group = [r for r in puts if r.get("status", 0) == status]
+        for name in ("total", "lock_wait", "apply", "apply_cpu", "receipt", "receipt_cpu"):
+            values = [r[name] * 1000 for r in group if name in r]
+            if values:
+                lines.append(
+                    f"  {status} {name:12} n={len(values):5} {_p(values, 50):8.1f}"
+                    f" {_p(values, 99):8.1f} {statistics.fmean(values):8.1f}"
+                )
+    return lines
