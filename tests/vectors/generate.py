@@ -9,16 +9,27 @@ value is written ``{"$bytes": hex}``.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
+import struct
 import sys
 from pathlib import Path
 from typing import Any
 
-from offsync.bundle import build_bundle, open_bundle, read_header
+import nacl.bindings
+import nacl.pwhash
+import nacl.secret
+
+from offsync.attest import ATTEST_DOMAIN, fields_digest, issue_attestation, to_text
+from offsync.bundle import build_bundle, frame_bundle, open_bundle, read_header
 from offsync.change import DELETE, PUT, Change, ChangeId, encode_changes
-from offsync.clock import make_hlc
+from offsync.clock import MAX_HLC, make_hlc
 from offsync.compression import raw_frame
 from offsync.encoding import canonical_fields, packb
+from offsync.http.bodies import encode_pull_request
+from offsync.http.frames import encode_frame, end_frame
+from offsync.http.signing import Challenges, challenge_key, request_message, sign_request
 from offsync.identity import Identity
 from offsync.knowledge import Knowledge
 from offsync.receipt import RECEIPT_DOMAIN, Receipt
@@ -337,6 +348,455 @@ def bundle() -> dict[str, Any]:
     }
 
 
+# -- the vectors added with issue 16 (docs/spec.md §11): every other contract ---------
+
+
+def tagged_json(value: Any) -> Any:
+    """A value as vector JSON: bytes as ``{"$bytes": hex}``, the floats JSON cannot
+    hold as ``{"$float": "nan" | "inf" | "-inf" | "-0.0"}``."""
+    if isinstance(value, bytes):
+        return {"$bytes": value.hex()}
+    if isinstance(value, float) and (
+        math.isnan(value) or math.isinf(value) or (value == 0 and math.copysign(1, value) < 0)
+    ):
+        name = "nan" if math.isnan(value) else repr(value)
+        return {"$float": {"-0.0": "-0.0", "inf": "inf", "-inf": "-inf"}.get(name, name)}
+    if isinstance(value, dict):
+        return {k: tagged_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [tagged_json(v) for v in value]
+    return value
+
+
+INTEGERS = [
+    0, 127, 128, 255, 256, 65535, 65536, (1 << 32) - 1, 1 << 32, (1 << 63) - 1, 1 << 63,
+    (1 << 64) - 1, -1, -32, -33, -128, -129, -32768, -32769, -(1 << 31), -(1 << 31) - 1,
+    -(1 << 63),
+]  # fmt: skip
+
+
+def _int_forms(v: int) -> list[bytes]:
+    """Every msgpack form that holds ``v`` (the canonical one among them)."""
+    forms = []
+    if 0 <= v <= 127 or -32 <= v < 0:
+        forms.append(struct.pack(">b", v) if v < 0 else bytes([v]))
+    for marker, width in ((0xCC, 1), (0xCD, 2), (0xCE, 4), (0xCF, 8)):
+        if 0 <= v < 1 << (8 * width):
+            forms.append(bytes([marker]) + v.to_bytes(width, "big"))
+    for marker, width in ((0xD0, 1), (0xD1, 2), (0xD2, 4), (0xD3, 8)):
+        if -(1 << (8 * width - 1)) <= v < 1 << (8 * width - 1):
+            forms.append(bytes([marker]) + v.to_bytes(width, "big", signed=True))
+    return forms
+
+
+FLOATS: list[tuple[str, float, list[str]]] = [
+    ("1.5", 1.5, ["ca3fc00000"]),
+    ("-0.0 (not 0.0)", -0.0, []),
+    ("0.0", 0.0, ["ca00000000"]),
+    ("infinity", math.inf, ["ca7f800000"]),
+    ("minus infinity", -math.inf, []),
+    (
+        "NaN: the one quiet NaN",
+        math.nan,
+        ["cb7ff8000000000001", "cbfff8000000000000", "ca7fc00000"],
+    ),
+    ("smallest subnormal", 5e-324, []),
+    ("1e300", 1e300, []),
+]
+
+
+def _text_case(name: str, text: str) -> dict[str, Any]:
+    return {"name": name, "text": text, "utf8": text.encode().hex(), "encoded": packb(text).hex()}
+
+
+def edge_cases() -> dict[str, Any]:
+    ints = []
+    for v in INTEGERS:
+        forms = _int_forms(v)
+        canonical = packb(v)
+        assert canonical in forms
+        ints.append(
+            {
+                "value": v,
+                "encoded": canonical.hex(),
+                "other_forms": [f.hex() for f in forms if f != canonical],
+            }
+        )
+    floats = [
+        {"name": name, "value": tagged_json(v), "encoded": packb(v).hex(), "other_forms": other}
+        for name, v, other in FLOATS
+    ]
+    texts = [
+        _text_case("empty", ""),
+        _text_case("fixstr of 31 bytes", "a" * 31),
+        _text_case("str8 of 32 bytes (d9)", "a" * 32),
+        _text_case("str8 of 255 bytes", "a" * 255),
+        _text_case("str16 of 256 bytes (da)", "a" * 256),
+        _text_case("é precomposed (NFC)", "\u00e9"),
+        _text_case("é decomposed (NFD): another string", "e\u0301"),
+        _text_case("astral code point", "\U0001f600"),
+    ]
+    binaries = [
+        {"name": n, "value": b.hex(), "encoded": packb(b).hex()}
+        for n, b in (
+            ("empty", b""),
+            ("bin8 of 255", b"\x07" * 255),
+            ("bin16 of 256", b"\x07" * 256),
+        )
+    ]
+    return {
+        "description": (
+            "canonical msgpack (docs/spec.md §1): each integer's one valid form among"
+            " the forms msgpack has for it (256: cd0100, never d10100), floats as float64"
+            " with one NaN and -0.0 kept, str and bin length headers, strings not"
+            " normalised; the valid HLC range (§3); an empty nested map's one reading (§4.2)"
+        ),
+        "integers": ints,
+        "floats": floats,
+        "strings": texts,
+        "not_utf8": [
+            {"name": "a surrogate (U+D800 as ed a0 80)", "encoded": "a3eda080"},
+            {"name": "an overlong /", "encoded": "a2c0af"},
+            {"name": "above U+10FFFF", "encoded": "a4f4908080"},
+        ],
+        "binaries": binaries,
+        "hlc": {
+            "smallest": 0,
+            "largest": MAX_HLC,
+            "largest_millis": MAX_HLC >> 16,
+            "largest_logical": MAX_HLC & 0xFFFF,
+            "largest_encoded": packb(MAX_HLC).hex(),
+            "first_invalid": MAX_HLC + 1,
+            "first_invalid_encoded": packb(MAX_HLC + 1).hex(),
+        },
+        "empty_nested_map": {
+            "fields": {"a": {}, "b": 1},
+            "fields_encoded": canonical_fields({"a": {}, "b": 1}).hex(),
+            "shape": [["a", []], "b"],
+            "columns": encode_changes(
+                [
+                    Change(
+                        ids()["site_a"].public_key,
+                        1,
+                        make_hlc(MILLIS, 0),
+                        "c",
+                        "k",
+                        PUT,
+                        canonical_fields({"a": {}, "b": 1}),
+                        (),
+                    )
+                ]
+            ).hex(),
+        },
+    }
+
+
+#: Frames of the columns of changes 1-4 made once by python-zstandard 0.23 (zstd
+#: 1.5.7), kept as constants: a compressor's output may differ between versions,
+#: every decoder must open these.
+COMPRESSED_LEVEL_3 = (
+    "28b52ffd20fa8d0700e28e3936506ddba0141b6520a1b5ad72c389428ebd667d9b7a6c4a0d7b4b4041"
+    "79a5d51df1bb5ac4c287f512c53ab4196e571ba7fe7983dadf291acc900c0354a2e3d22010a2881c1f1b"
+    "cfd68410783c5c342ca2918d008e227d9f354d5333b3ae9dbcbc5fa46453bebcffef8c980e75c1cbfbb3"
+    "852decce49b21442e18233afed244816b393c5ef779f7cf59a1a50fe83183b4c8cddefdfb60974d7f55a"
+    "8a9a99875955f7b976e605d5cdac2a9b79d8f5798ceb45e9f4fe3759f0919c0127638c31236346226030"
+    "b4a552710ddd5de38a2d1ac2d8add4e27a553c4909808b2074770ec868028eb42702008a49a50adc1e"
+)
+COMPRESSED_LEVEL_19_CHECKSUM = (
+    "28b52ffd24fa6d0700420d342f60770ee17694c9577ca1dc2e8d1f864ea9906c368134c541b0865c58"
+    "dda52dd53332df07c4307e20d8be887d109101a6c7ba9443fecc1215824904ca6a97d02ab921689b44cb"
+    "00cbb9066ae07bfd699ae9c87788dbad81d773ecc1193d399deb9f631f4b8ec36f674e4485c17c6b20df"
+    "2e7798b216f0d2249694ce6f304090f4eba328c0b336d57c5b2c7814497f6a0de6257dc1a2b83ba7921c"
+    "7def9acc199ffed1ab185d75a15ef071c1c7753056a9a150b069da751fb3a9975ce7dd35897add4e6061"
+    "9e67adc5d862202f9686020a0830370f60406ed27ef9724e76cc6748637eef588ecf47f3093da2d6f7"
+)
+
+
+def rle_frame(byte: int, count: int) -> bytes:
+    """A frame of ``count`` copies of ``byte`` as one RLE block (type 1)."""
+    header = (count << 3 | 1 << 1 | 1).to_bytes(3, "little")
+    return b"\x28\xb5\x2f\xfd\xe0" + count.to_bytes(8, "little") + header + bytes([byte])
+
+
+def compressed_blocks() -> dict[str, Any]:
+    a = ids()["site_a"]
+    columns = encode_changes(the_changes()[:SPLIT])
+    frames = [
+        ("zstd level 3: one compressed block (type 2)", bytes.fromhex(COMPRESSED_LEVEL_3)),
+        (
+            "zstd level 19 with a content checksum: one compressed block",
+            bytes.fromhex(COMPRESSED_LEVEL_19_CHECKSUM),
+        ),
+        ("the raw frame of the same columns (segments.json)", raw_frame(columns)),
+    ]
+    sealed = Segment.seal_block(a, 1, SPLIT, frames[1][1], NO_PREVIOUS)
+    return {
+        "description": (
+            "blocks that are not raw frames (docs/spec.md §5.1): changes 1-4's columns"
+            " compressed by zstd (fixed bytes), an RLE block, and the segment sealed with"
+            " the level-19 frame (its signature and hash differ from the raw frame's)"
+        ),
+        "columns": columns.hex(),
+        "frames": [
+            {"name": name, "frame": frame.hex(), "block_hash": hash32(frame).hex()}
+            for name, frame in frames
+        ],
+        "rle": {"frame": rle_frame(0x90, 300).hex(), "content": (b"\x90" * 300).hex()},
+        "segment": {
+            "origin_seed": SEEDS["site_a"].hex(),
+            "first_seq": 1,
+            "last_seq": SPLIT,
+            "prev_hash": NO_PREVIOUS.hex(),
+            "signing_message": sealed.signing_message.hex(),
+            "signature": sealed.signature.hex(),
+            "hash": sealed.hash.hex(),
+            "encoded": sealed.encode().hex(),
+        },
+    }
+
+
+EPHEMERAL_SECRET = bytes(range(200, 232))  # the sealed body's ephemeral X25519 key
+
+
+def sealed_box(plain: bytes, recipient: bytes, ephemeral_secret: bytes) -> bytes:
+    """libsodium's crypto_box_seal with a given ephemeral key: ``epk ‖ box``, the nonce
+    being BLAKE2b-192(epk ‖ recipient's X25519 key)."""
+    rpk = nacl.bindings.crypto_sign_ed25519_pk_to_curve25519(recipient)
+    epk = nacl.bindings.crypto_scalarmult_base(ephemeral_secret)
+    nonce = hashlib.blake2b(epk + rpk, digest_size=24).digest()
+    return epk + nacl.bindings.crypto_box_easy(plain, nonce, rpk, ephemeral_secret)
+
+
+def the_sealed_bundle() -> bytes:
+    """bundle.json's bundle, sealed to the centre."""
+    b, centre = ids()["site_b"], ids()["centre"]
+    header, _ = read_header(the_bundle())
+    wire = header.to_wire()
+    wire["recipient"] = centre.public_key
+    plain = packb([s.encode() for s in the_segments()])
+    return frame_bundle(b, packb(wire), sealed_box(plain, centre.public_key, EPHEMERAL_SECRET))
+
+
+def sealed_bundle() -> dict[str, Any]:
+    data = the_sealed_bundle()
+    hlen = int.from_bytes(data[8:12], "big")
+    body_at = 16 + hlen
+    centre = ids()["centre"]
+    epk = nacl.bindings.crypto_scalarmult_base(EPHEMERAL_SECRET)
+    return {
+        "description": (
+            "bundle.json's bundle sealed to the centre (docs/spec.md §7.2): libsodium"
+            " crypto_box_seal with the ephemeral X25519 secret fixed for the vector"
+        ),
+        "sender_seed": SEEDS["site_b"].hex(),
+        "recipient_seed": SEEDS["centre"].hex(),
+        "recipient_x25519": centre.public.box_public_key.hex(),
+        "ephemeral_secret": EPHEMERAL_SECRET.hex(),
+        "ephemeral_public": epk.hex(),
+        "nonce": hashlib.blake2b(epk + centre.public.box_public_key, digest_size=24).digest().hex(),
+        "plain_body": packb([s.encode() for s in the_segments()]).hex(),
+        "header": data[12 : 12 + hlen].hex(),
+        "body": data[body_at : len(data) - 64].hex(),
+        "bundle": data.hex(),
+        "bundle_id": hash32(data).hex(),
+    }
+
+
+KEYFILE_PASSPHRASE = "kunci Ñoño 日本"
+KEYFILE_SALT = bytes(range(16))
+KEYFILE_NONCE = bytes(range(100, 124))
+KEYFILE_OPSLIMIT = 2
+KEYFILE_MEMLIMIT = 65536
+
+
+def the_key_file() -> tuple[bytes, bytes, bytes]:
+    """site_a's key file with a fixed salt and nonce, the derived key and the box."""
+    a = ids()["site_a"]
+    key = nacl.pwhash.argon2id.kdf(
+        32,
+        KEYFILE_PASSPHRASE.encode(),
+        KEYFILE_SALT,
+        opslimit=KEYFILE_OPSLIMIT,
+        memlimit=KEYFILE_MEMLIMIT,
+    )
+    box = bytes(nacl.secret.SecretBox(key).encrypt(SEEDS["site_a"], KEYFILE_NONCE))
+    doc = {
+        "box": box,
+        "format": "offsync-identity",
+        "kdf": "argon2id",
+        "label": "site_a",
+        "memlimit": KEYFILE_MEMLIMIT,
+        "opslimit": KEYFILE_OPSLIMIT,
+        "public_key": a.public_key,
+        "salt": KEYFILE_SALT,
+        "version": 1,
+    }
+    return packb(doc), key, box
+
+
+def keyfile() -> dict[str, Any]:
+    data, key, box = the_key_file()
+    return {
+        "description": (
+            "site_a's key file (docs/spec.md §2.1): argon2id (libsodium crypto_pwhash,"
+            " ALG_ARGON2ID13) of the passphrase's UTF-8 bytes, then an XSalsa20-Poly1305"
+            " secretbox of the seed; salt and nonce fixed, small argon2id costs"
+        ),
+        "seed": SEEDS["site_a"].hex(),
+        "passphrase": KEYFILE_PASSPHRASE,
+        "passphrase_utf8": KEYFILE_PASSPHRASE.encode().hex(),
+        "salt": KEYFILE_SALT.hex(),
+        "opslimit": KEYFILE_OPSLIMIT,
+        "memlimit": KEYFILE_MEMLIMIT,
+        "derived_key": key.hex(),
+        "nonce": KEYFILE_NONCE.hex(),
+        "box": box.hex(),
+        "public_key": ids()["site_a"].public_key.hex(),
+        "encoded": data.hex(),
+    }
+
+
+def _state_records() -> list[tuple[str, str, bytes]]:
+    """The visible records after bundle.json's changes, in (collection, key) order."""
+    return [
+        ("doses", "3519010101900001/1", the_changes()[3].fields or b""),
+        (
+            "residents",
+            "3519010101900001",
+            canonical_fields(
+                {
+                    "address": {"rt": "003", "village": "Kare"},
+                    "name": "Siti Aminah",
+                    "village": "Mejayan",
+                }
+            ),
+        ),
+    ]
+
+
+def state_digest() -> dict[str, Any]:
+    domain = b"offsync/state/v1\x00"
+    items = [packb([c, k, f]) for c, k, f in _state_records()]
+    return {
+        "description": (
+            "the state digest (docs/spec.md §8) of the visible records that bundle.json's"
+            " changes leave (residents ...002 is deleted): BLAKE2b-256 of the domain and"
+            " each msgpack([collection, key, fields as bin]) in (collection, key) order"
+        ),
+        "domain": domain.hex(),
+        "records": [
+            {"collection": c, "key": k, "fields_encoded": f.hex(), "item": i.hex()}
+            for (c, k, f), i in zip(_state_records(), items, strict=True)
+        ],
+        "digest": hash32(domain + b"".join(items)).hex(),
+        "empty_digest": hash32(domain).hex(),
+    }
+
+
+def attestations() -> dict[str, Any]:
+    a = ids()["site_a"]
+    out = []
+    for change in (the_changes()[0], the_changes()[4]):
+        token = issue_attestation(a, change)
+        digest = fields_digest(change.fields)
+        body = [1, change.origin, change.seq, change.hlc, change.collection, change.key, digest]
+        out.append(
+            {
+                "seq": change.seq,
+                "fields_encoded": None if change.fields is None else change.fields.hex(),
+                "fields_digest": digest.hex(),
+                "signing_message": (ATTEST_DOMAIN + packb(body)).hex(),
+                "token": token.hex(),
+                "text": to_text(token),
+            }
+        )
+    return {
+        "description": (
+            "attestation tokens of version 1 (docs/spec.md §13) for site_a's change 1 (a"
+            " put) and 5 (a delete: the digest of empty input), with their OFS1: texts"
+        ),
+        "origin_seed": SEEDS["site_a"].hex(),
+        "tokens": out,
+    }
+
+
+HTTP_CHALLENGE_RANDOM = bytes(range(16))
+HTTP_LIFETIME_MS = 300_000
+
+
+def http() -> dict[str, Any]:
+    centre, a = ids()["centre"], ids()["site_a"]
+    issued = MILLIS + 120_000
+    key = challenge_key(centre)
+    challenge = Challenges(key, centre.public_key, HTTP_LIFETIME_MS).issue(
+        issued, HTTP_CHALLENGE_RANDOM
+    )
+    knowledge = Knowledge({a.public_key: [(1, 3)], ids()["site_b"].public_key: [(1, 7)]})
+    body = encode_pull_request(knowledge, 1 << 20, True)
+    bundle = the_bundle()
+    return {
+        "description": (
+            "HTTP (docs/spec.md §14): a challenge of the centre (informative form: issued"
+            " ms, random, MAC), site_a's pull request body, the signing message and"
+            " headers, and pull answers framed (a bundle then end, a bundle then more)"
+        ),
+        "server_seed": SEEDS["centre"].hex(),
+        "site_seed": SEEDS["site_a"].hex(),
+        "challenge": {
+            "key": key.hex(),
+            "issued_ms": issued,
+            "random": HTTP_CHALLENGE_RANDOM.hex(),
+            "challenge": challenge.hex(),
+        },
+        "pull_request": {
+            "knowledge": knowledge_json(knowledge),
+            "max_bytes": 1 << 20,
+            "encrypt": True,
+            "body": body.hex(),
+            "body_hash": hash32(body).hex(),
+            "signing_message": request_message(
+                centre.public_key, "pull", a.public_key, challenge, body
+            ).hex(),
+            "headers": sign_request(a, centre.public_key, "pull", body, challenge),
+        },
+        "answers": {
+            "bundle": bundle.hex(),
+            "complete": (encode_frame(bundle) + end_frame(False)).hex(),
+            "cut": (encode_frame(bundle) + end_frame(True)).hex(),
+        },
+    }
+
+
+def disk_manifest() -> dict[str, Any]:
+    b, centre = ids()["site_b"], ids()["centre"]
+    bundle = the_bundle()
+    bid = hash32(bundle).hex()
+    doc: dict[str, Any] = {
+        "format": "offsync-disk/1",
+        "sender": b.public_key.hex(),
+        "recipient": centre.public_key.hex(),
+        "generation": 1,
+        "bundles": [{"file": f"{bid[:32]}.ofb", "size": len(bundle), "blake2b": bid}],
+    }
+    canonical = json.dumps(doc, sort_keys=True, separators=(",", ":"))
+    return {
+        "description": (
+            "a removable-disk manifest (docs/spec.md §15.2): site_b's bundle.json bundle"
+            " for the centre, the canonical JSON its checksum is computed over, the"
+            " checksum, and the file's path and text as offsync writes it"
+        ),
+        "bundle_id": bid,
+        "manifest": doc,
+        "canonical_json": canonical,
+        "checksum": hash32(canonical.encode()).hex(),
+        "path": (
+            f"OFFSYNC/to-{centre.public_key.hex()[:32]}/from-{b.public_key.hex()[:32]}-00000001.man"
+        ),
+        "bundle_path": f"OFFSYNC/to-{centre.public_key.hex()[:32]}/{bid[:32]}.ofb",
+        "file": json.dumps({**doc, "checksum": hash32(canonical.encode()).hex()}, indent=1),
+    }
+
+
 FILES = {
     "identities.json": identities,
     "hlc.json": hlc_values,
@@ -346,6 +806,14 @@ FILES = {
     "receipt.json": receipt,
     "bundle_header.json": bundle_header,
     "bundle.json": bundle,
+    "edge_cases.json": edge_cases,
+    "compressed_block.json": compressed_blocks,
+    "sealed_bundle.json": sealed_bundle,
+    "keyfile.json": keyfile,
+    "state_digest.json": state_digest,
+    "attestations.json": attestations,
+    "http.json": http,
+    "disk_manifest.json": disk_manifest,
 }
 
 
