@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import struct
 from functools import cache
 from pathlib import Path
@@ -28,6 +29,7 @@ from offsync.encoding import canonical_fields, decode_fields, packb, unpack_stri
 from offsync.errors import (
     BundleFormatError,
     DecryptionError,
+    OffsyncError,
     WrongPassphraseError,
 )
 from offsync.http.bodies import decode_pull_request, encode_pull_request
@@ -41,7 +43,7 @@ from offsync.http.signing import (
 )
 from offsync.identity import Identity, verify_signature
 from offsync.knowledge import Knowledge
-from offsync.limits import DEFAULT_LIMITS
+from offsync.limits import DEFAULT_LIMITS, Limits
 from offsync.receipt import Receipt
 from offsync.segment import Segment, hash32
 from offsync.transports.disk import _parse_manifest as parse_manifest
@@ -64,6 +66,7 @@ FILES = [
     "attestations.json",
     "http.json",
     "disk_manifest.json",
+    "invalid.json",
 ]
 
 
@@ -477,3 +480,61 @@ def test_disk_manifest() -> None:
     assert entry["blake2b"] == v["bundle_id"] == hash32(bundle).hex()
     assert entry["size"] == len(bundle)
     assert v["path"].endswith(f"-{doc['generation']:08d}.man")
+
+
+# -- invalid vectors: every refusal rule, with its exact error -------------------------
+
+
+def refuse(case: dict[str, Any]) -> None:
+    """Run the decoder of the case's kind on its input (it must raise)."""
+    context = case.get("context", {})
+    limits = Limits(**context.get("limits", {}))
+    kind = case["kind"]
+    if kind == "token text":
+        read_attestation(from_text(case["input"]))
+        return
+    data = h(case["input"])
+    if kind == "block":
+        decode_changes(data, h(context["origin"]), context["first_seq"], limits)
+    elif kind == "frame":
+        decompress(data, limits.max_block_bytes, limits, "block")
+    elif kind == "segment":
+        seg = Segment.decode(data, limits)
+        seg.verify()
+        seg.open_changes(limits)
+    elif kind == "knowledge":
+        Knowledge.from_bytes(data, limits)
+    elif kind == "receipt":
+        Receipt.decode(data, limits)
+    elif kind == "bundle":
+        seed = context["opener_seed"]
+        bundle = open_bundle(data, None if seed is None else Identity(h(seed)), limits)
+        for seg in bundle.segments:
+            seg.verify()
+            seg.open_changes(limits)
+    elif kind == "token":
+        read_attestation(data)
+    elif kind == "pull request":
+        decode_pull_request(data, limits)
+    elif kind == "key file":
+        Identity.from_bytes(data, context["passphrase"])
+    elif kind == "disk manifest":
+        parse_manifest(data, context["sender"], h(context["recipient"]))
+    else:  # pragma: no cover - a kind the generator does not make
+        raise AssertionError(kind)
+
+
+@pytest.mark.parametrize("case", vector("invalid.json")["cases"], ids=lambda c: c["name"])
+def test_invalid_vectors_are_refused_with_exactly_their_error(case: dict[str, Any]) -> None:
+    with pytest.raises(OffsyncError) as info:
+        refuse(case)
+    assert type(info.value).__name__ == case["error"], info.value
+
+
+def test_every_refusal_rule_of_the_spec_has_its_vector() -> None:
+    """Appendix A of docs/spec.md names every invalid vector, and each exists."""
+    spec = (Path(__file__).parent.parent / "docs" / "spec.md").read_text(encoding="utf-8")
+    appendix = spec[spec.index("## Appendix A") :]
+    listed = set(re.findall(r"\| `([^`|]+)` \|$", appendix, re.MULTILINE))
+    names = {c["name"] for c in vector("invalid.json")["cases"]}
+    assert listed == names

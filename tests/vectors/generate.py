@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import msgpack
 import nacl.bindings
 import nacl.pwhash
 import nacl.secret
@@ -797,6 +798,487 @@ def disk_manifest() -> dict[str, Any]:
     }
 
 
+# -- invalid vectors (docs/spec.md Appendix A): what every decoder MUST refuse ---------
+
+Case = dict[str, Any]
+
+
+def _case(
+    name: str, section: str, kind: str, error: str, data: bytes | str, **context: Any
+) -> Case:
+    out: Case = {
+        "name": name,
+        "section": section,
+        "kind": kind,
+        "error": error,
+        "input": data if isinstance(data, str) else data.hex(),
+    }
+    if context:
+        out["context"] = context
+    return out
+
+
+def _base_columns() -> list[Any]:
+    """Changes 1-4's columns, decoded: what the block vectors mutate."""
+    return list(msgpack.unpackb(encode_changes(the_changes()[:SPLIT]), raw=False))
+
+
+def _with(column: int, value: Any) -> bytes:
+    cols = _base_columns()
+    cols[column] = value
+    return packb(cols)
+
+
+def _patched(data: bytes, old: bytes, new: bytes) -> bytes:
+    assert data.count(old) == 1, (old, data)
+    return data.replace(old, new)
+
+
+def _one_put(value: bytes = b"\x01", **columns: Any) -> bytes:
+    """One put ``{"v": value}`` of key ``k`` in collection ``c`` at seq 1 of site_a,
+    with any column replaced, and the value's bytes spliced in as they are."""
+    marker = "MARKER-VALUE"
+    cols: list[Any] = [
+        [MILLIS << 16],
+        ["c"],
+        [0],
+        [0],
+        ["k"],
+        [["v"]],
+        [0],
+        [[[None, [marker]]]],
+        [[]],
+    ]
+    names = [
+        "hlc",
+        "collections",
+        "collection",
+        "key_prefix",
+        "key_suffix",
+        "shapes",
+        "shape",
+        "values",
+        "parents",
+    ]
+    for name, column in columns.items():
+        cols[names.index(name)] = column
+    data = packb(cols)
+    return _patched(data, packb(marker), value) if packb(marker) in data else data
+
+
+def _rows(values: list[Any], column: list[Any]) -> bytes:
+    """Puts ``{"v": ...}`` of keys k0, k1, ... with ``column`` as their one value column."""
+    n = len(values)
+    keys = [f"k{i}" for i in range(n)]
+    return packb(
+        [[MILLIS << 16] + [1] * (n - 1), ["c"], [0] * n, [0] + [1] * (n - 1),
+         [keys[0]] + [k[1:] for k in keys[1:]], [["v"]], [0] * n, [[column]], [[]] * n]
+    )  # fmt: skip
+
+
+def _nested(depth: int, leaf: Any) -> Any:
+    value = leaf
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def invalid_blocks() -> list[Case]:
+    a = ids()["site_a"].public_key
+    b = ids()["site_b"].public_key
+    ctx = {"origin": a.hex(), "first_seq": 1}
+    base = encode_changes(the_changes()[:SPLIT])
+    cols = _base_columns()
+    BFE, LEE = "BundleFormatError", "LimitExceededError"
+
+    def block(name: str, section: str, data: bytes, error: str = BFE, **more: Any) -> Case:
+        return _case(name, section, "block", error, data, **ctx, **more)
+
+    shapes, values = cols[5], cols[7]
+    deep_shape: Any = ["v"]
+    for _ in range(16):
+        deep_shape = [["a", deep_shape]]
+    return [
+        block("block: integer not shortest", "4.3.1", _patched(base, b"\x94\x00\x00\x00\x01", b"\x94\xcc\x00\x00\x00\x01")),
+        block("block: 256 in its signed form", "4.3.1", _one_put(b"\xd1\x01\x00")),
+        block("block: float32", "4.3.1", _one_put(bytes.fromhex("ca3fc00000"))),
+        block("block: extension type", "4.3.1", _one_put(bytes.fromhex("d40100"))),
+        block("block: timestamp", "4.3.1", _one_put(bytes.fromhex("d6ff00000000"))),
+        block("block: invalid UTF-8", "4.3.1", _one_put(bytes.fromhex("a3eda080"))),
+        block("block: map keys unsorted", "4.3.1", _one_put(bytes.fromhex("82a162c0a161c0"))),
+        block("block: nested over 1024", "4.3.1", _one_put(b"\x91" * 1030 + b"\xc0"), LEE),
+        block("block: 8 columns", "4.3.2", packb(cols[:8])),
+        block("block: no change", "4.3.3", packb([[], [], [], [], [], [], [], [], []])),
+        block("block: collection column too short", "4.3.3", _with(2, [0, 0, 1])),
+        block("block: bool in an int column", "4.3.3", _with(3, [0, True, 15, 0])),
+        block("block: hlc 2^63", "4.3.4", _with(0, [1 << 63, 0, 0, 0])),
+        block("block: hlc 2^64 - 1 (hlc.json's last case)", "4.3.4", _with(0, [(1 << 64) - 1, 0, 0, 0])),
+        block("block: negative hlc", "4.3.4", _with(0, [-1, 1, 1, 1])),
+        block("block: empty collection", "4.3.5", _with(1, ["", "doses"])),
+        block("block: collection over 64 bytes", "4.3.5", _with(1, ["residents", "d" * 65]), LEE),
+        block("block: collection twice", "4.3.5", _with(1, ["residents", "residents"])),
+        block("block: collection index outside", "4.3.5", _with(2, [0, 0, 0, 2])),
+        block("block: unused collection", "4.3.5", _with(1, ["residents", "doses", "extra"])),
+        block("block: collections out of order", "4.3.5", packb([*cols[:1], ["doses", "residents"], [1, 1, 1, 0], *cols[3:]])),
+        block("block: first key prefix not 0", "4.3.6", _with(3, [1, *cols[3][1:]])),
+        block("block: key prefix too long", "4.3.6", _with(3, [0, 17, *cols[3][2:]])),
+        block("block: key prefix not the longest", "4.3.6", packb([*cols[:3], [0, 14, *cols[3][2:]], [cols[4][0], "0" + cols[4][1], *cols[4][2:]], *cols[5:]])),
+        block("block: empty key", "4.3.6", _one_put(key_suffix=[""])),
+        block("block: key over 512 bytes", "4.3.6", _one_put(key_suffix=["k" * 513]), LEE),
+        block("block: 65 parents", "4.3.7", _one_put(parents=[[[b, s] for s in range(1, 66)]]), LEE),
+        block("block: parents unsorted", "4.3.7", _one_put(parents=[[[b, 2], [b, 1]]])),
+        block("block: parent twice", "4.3.7", _one_put(parents=[[[b, 1], [b, 1]]])),
+        block("block: parent from the future", "4.3.7", _one_put(parents=[[[a, 1]]])),
+        block("block: parent origin of 31 bytes", "4.3.7", _one_put(parents=[[[b[:31], 1]]])),
+        block("block: parent seq 0", "4.3.7", _one_put(parents=[[[b, 0]]])),
+        block("block: shape names unsorted", "4.3.8", _with(5, [[shapes[0][1], shapes[0][0]], *shapes[1:]])),
+        block("block: shape nested 17 deep", "4.3.8", _one_put(shapes=[deep_shape])),
+        block("block: shape index outside", "4.3.8", _with(6, [0, 0, 1, 3])),
+        block("block: unused shape", "4.3.8", packb([*cols[:5], [*shapes, ["zzz"]], cols[6], [*values, [[None, []]]], cols[8]])),
+        block("block: shape twice", "4.3.8", _rows_shapes_twice()),
+        block("block: shapes out of order", "4.3.8", packb([*cols[:5], [shapes[1], shapes[0], shapes[2]], [1, 1, 0, 2], [values[1], values[0], values[2]], cols[8]])),
+        block("block: empty map as a leaf", "4.3.8", _one_put(b"\x80")),
+        block("block: map as a leaf", "4.3.8", _one_put(bytes.fromhex("81a17801"))),
+        block("block: missing column", "4.3.9", packb([*cols[:7], [values[0][:2], *values[1:]], cols[8]])),
+        block("block: short plain column", "4.3.9", _one_put(values=[[[None, []]]])),
+        block("block: index outside table", "4.3.9", _rows(["x", "y", "x", "y"], [["x", "y"], b"\x00\x01\x00\x02"])),
+        block("block: table out of order", "4.3.9", _rows(["x", "y", "x", "y"], [["y", "x"], b"\x01\x00\x01\x00"])),
+        block("block: unused table value", "4.3.9", _rows(["x", "y"] * 4, [["x", "y", "z"], b"\x00\x01" * 4])),
+        block("block: table over half the rows", "4.3.9", _rows(["x", "y", "z", "x"], [["x", "y", "z"], b"\x00\x01\x02\x00"])),
+        block("block: table of ints", "4.3.9", _rows([1, 2, 1, 2], [[1, 2], b"\x00\x01\x00\x01"])),
+        block("block: plain column of repeats", "4.3.9", _rows(["x", "y", "x", "y"], [None, ["x", "y", "x", "y"]])),
+        block("block: NaN with a payload", "4.3.10", _one_put(bytes.fromhex("cb7ff8000000000001"))),
+        block("block: field value at level 501", "4.3.10", _one_put(packb(_nested(500, 0)))),
+        block("block: fields over max_fields_bytes (64 for the vector)", "4.3.10", _one_put(packb("x" * 100)), LEE, limits={"max_fields_bytes": 64}),
+    ]  # fmt: skip
+
+
+def _rows_shapes_twice() -> bytes:
+    return packb(
+        [[MILLIS << 16, 1], ["c"], [0, 0], [0, 1], ["k0", "1"], [["v"], ["v"]], [0, 1],
+         [[[None, [1]]], [[None, [2]]]], [[], []]]
+    )  # fmt: skip
+
+
+def _frame(descriptor: bytes, size_field: bytes, blocks: bytes, tail: bytes = b"") -> bytes:
+    return b"\x28\xb5\x2f\xfd" + descriptor + size_field + blocks + tail
+
+
+def invalid_frames() -> list[Case]:
+    cols = encode_changes(the_changes()[:SPLIT])
+    n = len(cols)
+    raw = raw_frame(cols)
+    blocks = raw[13:]
+    size8 = n.to_bytes(8, "little")
+    last_raw = (n << 3 | 1).to_bytes(3, "little")
+    BFE, LEE = "BundleFormatError", "LimitExceededError"
+
+    def frame(name: str, data: bytes, error: str = BFE) -> Case:
+        return _case(name, "5.1", "frame", error, data)
+
+    return [
+        frame("frame: no magic", b"\x28\xb5\x2f\xfe" + raw[4:]),
+        frame("frame: skippable frame", (0x184D2A50).to_bytes(4, "little") + b"\x00" * 4 + raw),
+        frame("frame: no content size", _frame(b"\x00\x50", b"", blocks)),
+        frame("frame: dictionary", _frame(b"\xe1\x01", size8, blocks)),
+        frame("frame: trailing byte", raw + b"\x00"),
+        frame("frame: second frame", raw + raw),
+        frame("frame: reserved block type", _frame(b"\xe0", size8, (n << 3 | 3 << 1 | 1).to_bytes(3, "little") + cols)),
+        frame("frame: bad checksum", _frame(b"\xe4", size8, blocks, b"\x00\x00\x00\x00")),
+        frame("frame: content shorter than declared", _frame(b"\xe0", (n + 1).to_bytes(8, "little"), blocks)),
+        frame("frame: content longer than declared", _frame(b"\xe0", (n - 1).to_bytes(8, "little"), blocks)),
+        frame("frame: truncated", raw[:-1]),
+        frame("frame: declared 65 MiB", _frame(b"\xe0", (65 << 20).to_bytes(8, "little"), last_raw + cols), LEE),
+        frame("frame: window of 16 MiB, not single-segment", _frame(b"\xc0\x70", size8, blocks), LEE),
+    ]  # fmt: skip
+
+
+def _resign(wire: list[Any], signer: Identity | None = None) -> bytes:
+    """A segment of ``wire`` (6 items) with its signature made over what it says."""
+    origin, first, last, prev, block, _ = wire
+    msg = b"".join(
+        (b"offsync/segment/v2\x00", origin, first.to_bytes(8, "big"), last.to_bytes(8, "big"),
+         hash32(block), prev)
+    )  # fmt: skip
+    return packb([origin, first, last, prev, block, (signer or ids()["site_a"]).sign(msg)])
+
+
+#: The group order of ed25519; S + L is the non-canonical twin of S.
+ED25519_L = 2**252 + 27742317777372353535851937790883648493
+
+
+def invalid_segments() -> list[Case]:
+    first, second = the_segments()
+    w1, w2 = first.to_wire(), second.to_wire()
+    sig = first.signature
+    s_plus_l = (int.from_bytes(sig[32:], "little") + ED25519_L).to_bytes(32, "little")
+    small_order = bytes([1]) + bytes(31)  # the identity point
+    BFE, LEE, SE = "BundleFormatError", "LimitExceededError", "SignatureError"
+
+    def segment(name: str, section: str, data: bytes, error: str = BFE) -> Case:
+        return _case(name, section, "segment", error, data)
+
+    return [
+        segment("segment: 7 items", "5.2", packb([*w1, b""])),
+        segment("segment: first_seq 0", "5.2", _resign([w1[0], 0, 4, w1[3], w1[4], b""])),
+        segment("segment: last before first", "5.2", _resign([w1[0], 5, 4, w2[3], w1[4], b""])),
+        segment("segment: last_seq 2^63", "5.2", _resign([w1[0], 5, 1 << 63, w2[3], w1[4], b""])),
+        segment("segment: more than max_segment_changes", "5.2", _resign([w1[0], 1, 100_001, w1[3], w1[4], b""]), LEE),
+        segment("segment: first with a predecessor", "5.2", _resign([*w1[:3], b"\x01" * 32, *w1[4:]])),
+        segment("segment: later without a predecessor", "5.2", _resign([*w2[:3], NO_PREVIOUS, *w2[4:]])),
+        segment("segment: origin of 31 bytes", "5.2", packb([w1[0][:31], *w1[1:]])),
+        segment("segment: non-canonical", "5.2", _patched(first.encode(), b"\x96\xc4\x20" + w1[0] + b"\x01", b"\x96\xc4\x20" + w1[0] + b"\xcc\x01")),
+        segment("segment: bad signature", "5.2", packb([*w1[:5], sig[:63] + bytes([sig[63] ^ 1])]), SE),
+        segment("segment: signature of another block", "5.2", packb([*w1[:4], w2[4], sig]), SE),
+        segment("segment: signature S not below L", "1", packb([*w1[:5], sig[:32] + s_plus_l]), SE),
+        segment("segment: small-order origin key", "1", packb([small_order, *w1[1:]]), SE),
+        segment("segment: count differs from block", "4.3.3", _resign([w1[0], 1, 3, *w1[3:]])),
+        segment("segment: block not a frame", "5.1", _resign([*w1[:4], encode_changes(the_changes()[:SPLIT]), b""])),
+    ]  # fmt: skip
+
+
+def invalid_knowledge() -> list[Case]:
+    a, b = ids()["site_a"].public_key, ids()["site_b"].public_key
+    lo, hi = sorted((a, b))
+    BFE, LEE = "BundleFormatError", "LimitExceededError"
+
+    def know(name: str, wire: Any, error: str = BFE) -> Case:
+        return _case(name, "6", "knowledge", error, packb(wire))
+
+    return [
+        know("knowledge: not an array", {"a": 1}),
+        know("knowledge: origins unsorted", [[hi, [1, 2]], [lo, [1, 2]]]),
+        know("knowledge: origin twice", [[lo, [1, 2]], [lo, [4, 5]]]),
+        know("knowledge: origin of 31 bytes", [[lo[:31], [1, 2]]]),
+        know("knowledge: origin without intervals", [[lo, []]]),
+        know("knowledge: odd intervals", [[lo, [1, 2, 4]]]),
+        know("knowledge: reversed interval", [[lo, [3, 2]]]),
+        know("knowledge: seq 0", [[lo, [0, 2]]]),
+        know("knowledge: seq 2^63", [[lo, [1, 1 << 63]]]),
+        know("knowledge: adjacent intervals", [[lo, [1, 2, 3, 4]]]),
+        know("knowledge: overlapping intervals", [[lo, [1, 3, 2, 4]]]),
+        know("knowledge: nested four deep", [[lo, [[1, 2]]]]),
+        _case("knowledge: more than max_intervals (10 for the vector)", "6", "knowledge", LEE, packb([[lo, [i for j in range(11) for i in (3 * j + 1, 3 * j + 1)]]]), limits={"max_intervals": 10}),
+    ]  # fmt: skip
+
+
+def invalid_receipts() -> list[Case]:
+    b = ids()["site_b"]
+    r = the_receipt()
+    wire = [r.replica, r.created, r.knowledge.to_wire()]
+
+    def signed(created: int) -> bytes:
+        body = [r.replica, created, wire[2]]
+        return packb([*body, b.sign(RECEIPT_DOMAIN + packb(body))])
+
+    BFE, SE = "BundleFormatError", "SignatureError"
+
+    def receipt(name: str, data: bytes, error: str = BFE) -> Case:
+        return _case(name, "6", "receipt", error, data)
+
+    good = r.encode()
+    return [
+        receipt("receipt: 5 items", packb([*wire, r.signature, 0])),
+        receipt("receipt: created 2^63", signed(1 << 63)),
+        receipt("receipt: created 2^64 - 1 (hlc.json's last case)", signed((1 << 64) - 1)),
+        receipt("receipt: non-canonical", _patched(good, packb(r.created), b"\xd3" + r.created.to_bytes(8, "big"))),
+        receipt("receipt: signature of 63 bytes", packb([*wire, r.signature[:63]])),
+        receipt("receipt: bad signature", packb([*wire, r.signature[:63] + bytes([r.signature[63] ^ 1])]), SE),
+        receipt("receipt: signed by another key", packb([ids()["site_a"].public_key, *wire[1:], r.signature]), SE),
+    ]  # fmt: skip
+
+
+def _bundle(header: dict[str, Any], body: bytes, signer: Identity | None = None) -> bytes:
+    return frame_bundle(signer or ids()["site_b"], packb(header), body)
+
+
+def invalid_bundles() -> list[Case]:
+    good = the_bundle()
+    header, body = read_header(good)
+    wire = header.to_wire()
+    segs = [s.encode() for s in the_segments()]
+    w1, w2 = (s.to_wire() for s in the_segments())
+    BFE, LEE, SE, DE = (
+        "BundleFormatError",
+        "LimitExceededError",
+        "SignatureError",
+        "DecryptionError",
+    )
+
+    def bundle(
+        name: str, section: str, data: bytes, error: str = BFE, opener: str | None = None
+    ) -> Case:
+        return _case(name, section, "bundle", error, data, opener_seed=opener)
+
+    def header_with(**fields: Any) -> bytes:
+        return _bundle({**wire, **fields}, body)
+
+    def without(key: str) -> bytes:
+        return _bundle({k: v for k, v in wire.items() if k != key}, body)
+
+    sealed = the_sealed_bundle()
+    hlen = int.from_bytes(sealed[8:12], "big")
+    sealed_body = sealed[16 + hlen : -64]
+    sealed_header = msgpack.unpackb(sealed[12 : 12 + hlen], raw=False)
+    altered = sealed_body[:-1] + bytes([sealed_body[-1] ^ 1])
+    return [
+        bundle("bundle: bad magic", "7.3.1", b"OFSYNX" + good[6:]),
+        bundle("bundle: version 1", "7.3.1", good[:6] + b"\x00\x01" + good[8:]),
+        bundle("bundle: version 3", "7.3.1", good[:6] + b"\x00\x03" + good[8:]),
+        bundle("bundle: trailing byte", "7.3.1", good + b"\x00"),
+        bundle("bundle: truncated", "7.3.1", good[:-1]),
+        bundle("bundle: header length over max_header_bytes", "7.3.1", good[:8] + (5 << 20).to_bytes(4, "big") + good[12:], LEE),
+        bundle("bundle: bad signature", "7.3.2", good[:-1] + bytes([good[-1] ^ 1]), SE),
+        bundle("bundle: header not canonical", "7.3.2", frame_bundle(ids()["site_b"], _patched(packb(wire), b"\xa8segments\x02", b"\xa8segments\xcc\x02"), body)),
+        bundle("bundle: header without segments", "7.3.3", without("segments")),
+        bundle("bundle: header with another key", "7.3.3", header_with(zzz=1)),
+        bundle("bundle: created 2^63", "7.3.3", header_with(created=1 << 63)),
+        bundle("bundle: no receipt", "7.3.3", header_with(receipts=[])),
+        bundle("bundle: first receipt not the sender's", "7.3.3", header_with(receipts=list(reversed(wire["receipts"])))),
+        bundle("bundle: a receipt with created 2^64 - 1", "7.3.3", header_with(receipts=[wire["receipts"][0], bytes.fromhex(invalid_receipts()[2]["input"])])),
+        bundle("bundle: recipient of 31 bytes", "7.3.3", header_with(recipient=b"\x01" * 31)),
+        bundle("bundle: sealed for another site", "7.3.4", sealed, DE, SEEDS["site_a"].hex()),
+        bundle("bundle: sealed body altered", "7.3.4", _bundle(sealed_header, altered), DE, SEEDS["centre"].hex()),
+        bundle("bundle: segment count differs", "7.3.5", header_with(segments=3)),
+        bundle("bundle: body not an array of bin", "7.3.5", _bundle(wire, packb(["x", "y"]))),
+        bundle("bundle: ranges differ", "7.3.5", header_with(ranges=Knowledge.of(ids()["site_a"].public_key, 1, 4).to_wire())),
+        bundle("bundle: overlapping segments", "7.3.5", _bundle({**wire, "segments": 3}, packb([*segs, segs[1]]))),
+        bundle("bundle: segment with a bad signature", "7.3.6", _bundle(wire, packb([segs[0], packb([*w2[:5], w2[5][:63] + bytes([w2[5][63] ^ 1])])])), SE),
+        bundle("bundle: a segment whose block holds another count", "7.3.6", _bundle({**wire, "segments": 1, "ranges": Knowledge.of(ids()["site_a"].public_key, 1, 3).to_wire()}, packb([_resign([w1[0], 1, 3, *w1[3:]])]))),
+    ]  # fmt: skip
+
+
+def invalid_tokens() -> list[Case]:
+    a = ids()["site_a"]
+    good = issue_attestation(a, the_changes()[0])
+    body = list(msgpack.unpackb(good, raw=False))[:7]
+
+    def signed(items: list[Any]) -> bytes:
+        return packb([*items, a.sign(ATTEST_DOMAIN + packb(items))])
+
+    BFE, LEE, SE = "BundleFormatError", "LimitExceededError", "SignatureError"
+
+    def token(name: str, data: bytes, error: str = BFE) -> Case:
+        return _case(name, "13.2", "token", error, data)
+
+    def text(name: str, value: str, error: str = BFE) -> Case:
+        return _case(name, "13.1", "token text", error, value)
+
+    t = to_text(good)
+    return [
+        token("token: version 2", signed([2, *body[1:]])),
+        token("token: 7 items", packb(body)),
+        token("token: seq 0", signed([*body[:2], 0, *body[3:]])),
+        token("token: hlc 2^63", signed([*body[:3], 1 << 63, *body[4:]])),
+        token("token: digest of 15 bytes", signed([*body[:6], body[6][:15]])),
+        token("token: non-canonical", _patched(good, b"\x98\x01", b"\x98\xcc\x01")),
+        token("token: over 1024 bytes", signed([*body[:5], "k" * 1000, body[6]]), LEE),
+        token("token: bad signature", good[:-1] + bytes([good[-1] ^ 1]), SE),
+        text("token text: no prefix", t[5:]),
+        text("token text: padding", t + "=" * (-len(t[5:]) % 4 or 4)),
+        text("token text: non-canonical last character", t[:-1] + chr(ord(t[-1]) + 1)),
+        text("token text: not base64url", t[:10] + "+" + t[11:]),
+        text("token text: over 2048 characters", "OFS1:" + "A" * 2044),
+    ]  # fmt: skip
+
+
+def invalid_pull_requests() -> list[Case]:
+    know = Knowledge.of(ids()["site_a"].public_key, 1, 3).to_wire()
+    good = {"encrypt": True, "knowledge": know, "max_bytes": 1 << 20}
+
+    def pull(name: str, data: bytes) -> Case:
+        return _case(name, "14.2", "pull request", "BundleFormatError", data)
+
+    return [
+        pull("pull request: without encrypt", packb({k: v for k, v in good.items() if k != "encrypt"})),
+        pull("pull request: another key", packb({**good, "zzz": 1})),
+        pull("pull request: max_bytes below 65536", packb({**good, "max_bytes": 65535})),
+        pull("pull request: encrypt not a bool", packb({**good, "encrypt": 1})),
+        pull("pull request: knowledge unsorted", packb({**good, "knowledge": [[b"\x02" * 32, [1, 1]], [b"\x01" * 32, [1, 1]]]})),
+        pull("pull request: non-canonical", _patched(packb(good), b"\xce\x00\x10\x00\x00", b"\xcf\x00\x00\x00\x00\x00\x10\x00\x00")),
+    ]  # fmt: skip
+
+
+def invalid_key_files() -> list[Case]:
+    data, _, box = the_key_file()
+    doc = msgpack.unpackb(data, raw=False)
+    passphrase = KEYFILE_PASSPHRASE
+
+    def keyfile(name: str, value: bytes, error: str = "IdentityError") -> Case:
+        return _case(name, "2.1", "key file", error, value, passphrase=passphrase)
+
+    return [
+        keyfile("key file: opslimit 65", packb({**doc, "opslimit": 65})),
+        keyfile("key file: memlimit over 4 GiB", packb({**doc, "memlimit": (4 << 30) + 1})),
+        keyfile("key file: another format", packb({**doc, "format": "offsync-identity/2"})),
+        keyfile("key file: version 2", packb({**doc, "version": 2})),
+        keyfile("key file: another public key", packb({**doc, "public_key": ids()["site_b"].public_key})),
+        keyfile("key file: not a map", packb(list(doc.items()))),
+        keyfile("key file: box altered", packb({**doc, "box": box[:-1] + bytes([box[-1] ^ 1])}), "WrongPassphraseError"),
+    ]  # fmt: skip
+
+
+def invalid_manifests() -> list[Case]:
+    v = disk_manifest()
+    doc = dict(v["manifest"])
+    recipient = ids()["centre"].public_key.hex()
+    sender = ids()["site_b"].public_key.hex()[:32]
+
+    def manifest(
+        name: str, body: dict[str, Any], error: str = "RemoteDataError", checksum: bool = True
+    ) -> Case:
+        if checksum:
+            canonical = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+            body = {**body, "checksum": hash32(canonical).hex()}
+        return _case(
+            name,
+            "15.2",
+            "disk manifest",
+            error,
+            json.dumps(body).encode(),
+            sender=sender,
+            recipient=recipient,
+        )
+
+    entry = doc["bundles"][0]
+    return [
+        manifest("manifest: checksum differs", {**doc, "generation": 2, "checksum": v["checksum"]}, checksum=False),
+        manifest("manifest: another format", {**doc, "format": "offsync-disk/2"}),
+        manifest("manifest: for another recipient", {**doc, "recipient": sender * 2}),
+        manifest("manifest: bundle entry without a hash", {**doc, "bundles": [{"file": entry["file"], "size": entry["size"]}]}),
+        manifest("manifest: nested four deep", {**doc, "bundles": [[entry]]}, "LimitExceededError"),
+    ]  # fmt: skip
+
+
+def invalid() -> dict[str, Any]:
+    cases = [
+        *invalid_blocks(),
+        *invalid_frames(),
+        *invalid_segments(),
+        *invalid_knowledge(),
+        *invalid_receipts(),
+        *invalid_bundles(),
+        *invalid_tokens(),
+        *invalid_pull_requests(),
+        *invalid_key_files(),
+        *invalid_manifests(),
+    ]
+    assert len({c["name"] for c in cases}) == len(cases)
+    return {
+        "description": (
+            "inputs every decoder MUST refuse, each with the exact error class and the"
+            " section of docs/spec.md that refuses it (Appendix A lists them); kinds: block"
+            " (a decompressed block, with its segment's origin and first_seq), frame,"
+            " segment (parse, verify, open), knowledge, receipt, bundle (open with the"
+            " opener's identity, then every segment), token, token text, pull request,"
+            " key file (with its passphrase), disk manifest (with the sender prefix of its"
+            " file name and the recipient of its directory); a context's limits replace"
+            " defaults"
+        ),
+        "cases": cases,
+    }
+
+
 FILES = {
     "identities.json": identities,
     "hlc.json": hlc_values,
@@ -814,6 +1296,7 @@ FILES = {
     "attestations.json": attestations,
     "http.json": http,
     "disk_manifest.json": disk_manifest,
+    "invalid.json": invalid,
 }
 
 
