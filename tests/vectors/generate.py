@@ -1058,6 +1058,7 @@ def invalid_knowledge() -> list[Case]:
         know("knowledge: adjacent intervals", [[lo, [1, 2, 3, 4]]]),
         know("knowledge: overlapping intervals", [[lo, [1, 3, 2, 4]]]),
         know("knowledge: nested four deep", [[lo, [[1, 2]]]]),
+        _case("knowledge: non-canonical", "6", "knowledge", BFE, _patched(packb([[lo, [1, 2]]]), b"\x92\x01\x02", b"\x92\xcc\x01\x02")),
         _case("knowledge: more than max_intervals (10 for the vector)", "6", "knowledge", LEE, packb([[lo, [i for j in range(11) for i in (3 * j + 1, 3 * j + 1)]]]), limits={"max_intervals": 10}),
     ]  # fmt: skip
 
