@@ -20,7 +20,7 @@ from offsync.bundle import (
     read_header,
 )
 from offsync.change import PUT, Change, encode_changes
-from offsync.compression import compress
+from offsync.compression import compress, decompress, raw_frame
 from offsync.encoding import canonical_fields, packb
 from offsync.errors import (
     BundleFormatError,
@@ -31,7 +31,7 @@ from offsync.errors import (
 )
 from offsync.identity import Identity, verify_signature
 from offsync.knowledge import Knowledge
-from offsync.limits import Limits
+from offsync.limits import DEFAULT_LIMITS, Limits
 from offsync.receipt import RECEIPT_DOMAIN, Receipt
 from offsync.segment import NO_PREVIOUS, Segment, hash32
 
@@ -136,7 +136,8 @@ def raw_zstd_frame(
 
 
 def test_build_and_open() -> None:
-    segs = [segment(1, 2), segment(3, 1)]
+    first = segment(1, 2)
+    segs = [first, segment(3, 1, prev=first.hash)]
     data = make(segs)
     bundle = open_bundle(data)
     assert isinstance(bundle, Bundle)
@@ -379,6 +380,18 @@ def test_block_window_too_large() -> None:
         big_window.open_changes()
     with pytest.raises(LimitExceededError, match="window"):
         ok.open_changes(Limits(max_window_bytes=1 << 19))
+
+
+def test_single_segment_frames_over_the_window_limit_open() -> None:
+    """A single-segment frame's window is its content size, bounded by max_block_bytes:
+    raw frames (and any level) over max_window_bytes are valid (docs/spec.md §5.1)."""
+    data = bytes(range(256)) * (9 * 4096)  # 9 MiB, over the 8 MiB window limit
+    frame = raw_frame(data)
+    assert frame[4] & 0x20  # single segment
+    for frame in (raw_frame(data), compress(data, 3)):
+        assert decompress(frame, 16 << 20, DEFAULT_LIMITS, "block") == data
+        with pytest.raises(LimitExceededError):
+            decompress(frame, 8 << 20, DEFAULT_LIMITS, "block")
 
 
 def test_block_frame_problems() -> None:

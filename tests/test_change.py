@@ -321,12 +321,25 @@ def test_mutated_columns_raise_remote_data_errors_only(data: st.DataObject) -> N
         decode_changes(bytes(encoded), A, 1)
 
 
+def front_coded(keys: list[str]) -> tuple[list[int], list[str]]:
+    """The one valid front coding of ``keys`` (docs/spec.md §4.2): longest shared prefixes."""
+    prefixes, suffixes, previous = [], [], ""
+    for key in keys:
+        n = next((i for i, (x, y) in enumerate(zip(previous, key, strict=False)) if x != y), None)
+        n = min(len(previous), len(key)) if n is None else n
+        prefixes.append(n)
+        suffixes.append(key[n:])
+        previous = key
+    return prefixes, suffixes
+
+
 def _rows_of_one_shape(n: int, name: str, column: list[Any]) -> list[Any]:
+    prefixes, suffixes = front_coded([f"k{i}" for i in range(n)])
     return columns(
         hlc=[1] * n,
         collection_of=[0] * n,
-        key_prefix=[0] * n,
-        key_suffix=[f"k{i}" for i in range(n)],
+        key_prefix=prefixes,
+        key_suffix=suffixes,
         shapes=[[name]],
         shape_of=[0] * n,
         columns=[[column]],

@@ -243,12 +243,15 @@ def big_valid_bundle() -> bytes:
 
     noise = random.Random(10)
     segments = []
+    prev = NO_PREVIOUS
     for seq in range(1, 33):
         photo = noise.randbytes(512 * 1024)  # as incompressible as a JPEG
         change = Change(
             MALLORY.public_key, seq, seq << 16, "photos", f"p{seq}", 0, packb({"jpeg": photo})
         )
-        segments.append(Segment.seal(MALLORY, [change], NO_PREVIOUS, 1).encode())
+        sealed = Segment.seal(MALLORY, [change], prev, 1)
+        prev = sealed.hash
+        segments.append(sealed.encode())
     return bundle_around(segments)
 
 

@@ -54,7 +54,7 @@ from offsync.errors import (
     RemoteDataError,
     SignatureError,
 )
-from offsync.segment import NO_PREVIOUS, Segment
+from offsync.segment import NO_PREVIOUS, Segment, hash32
 from offsync.trust import issue_certificate, revoke
 
 T0 = 1_700_000_000_000
@@ -136,9 +136,11 @@ def delete(key: str, collection: str = "c") -> Change:
 
 
 def segment_of(changes: list[Change], signer: Identity = SITE, first: int = 1) -> bytes:
-    """The changes as seqs ``first``.. of ``signer``, validly sealed whatever they hold."""
+    """The changes as seqs ``first``.. of ``signer``, validly sealed whatever they hold
+    (a later segment names a made-up predecessor: only a first one has none)."""
     own = [c._replace(origin=signer.public_key, seq=first + i) for i, c in enumerate(changes)]
-    return Segment.seal(signer, own, NO_PREVIOUS, 3).encode()
+    prev = NO_PREVIOUS if first == 1 else hash32(b"predecessor %d" % first)
+    return Segment.seal(signer, own, prev, 3).encode()
 
 
 def block_segment(block: bytes, signer: Identity = MALLORY, count: int = 1) -> bytes:

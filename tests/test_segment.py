@@ -133,6 +133,15 @@ def test_any_altered_field_fails_verification(field: str) -> None:
         forged.verify()
 
 
+@pytest.mark.parametrize(("first", "prev"), [(1, b"\x01" * 32), (2, NO_PREVIOUS)])
+def test_prev_hash_is_zeros_exactly_for_a_first_segment(first: int, prev: bytes) -> None:
+    """Malformed, not a fork: no origin has a predecessor of its first segment, and
+    every later segment has one (docs/spec.md §5)."""
+    data = Segment.seal(IDENT, changes_of(first, 1), prev, LEVEL).encode()
+    with pytest.raises(BundleFormatError, match="prev_hash"):
+        Segment.decode(data)
+
+
 def test_hash_chains() -> None:
     a = sealed(1, 2)
     b = Segment.seal(IDENT, changes_of(3, 1), a.hash, LEVEL)
@@ -142,6 +151,8 @@ def test_hash_chains() -> None:
 
 @given(st.integers(1, 1000), st.integers(1, 5), st.binary(min_size=32, max_size=32))
 def test_encode_decode_round_trip(first: int, n: int, prev: bytes) -> None:
+    # Only a first segment has no predecessor (docs/spec.md §5).
+    prev = NO_PREVIOUS if first == 1 else (prev if prev != NO_PREVIOUS else b"\x01" * 32)
     changes = changes_of(first, n)
     seg = Segment.seal(IDENT, changes, prev, LEVEL)
     data = seg.encode()

@@ -234,6 +234,11 @@ def from_text(text: str) -> bytes:
         raise BundleFormatError("not an offsync attestation text")
     body = text[len(TEXT_PREFIX) :]
     try:
-        return base64.b64decode(body + "=" * (-len(body) % 4), altchars=b"-_", validate=True)
+        token = base64.b64decode(body + "=" * (-len(body) % 4), altchars=b"-_", validate=True)
     except (binascii.Error, ValueError) as exc:
         raise BundleFormatError("attestation text is not base64url") from exc
+    # One text per token (docs/spec.md §13.1): no padding, the last character's
+    # unused bits zero.
+    if to_text(token) != text:
+        raise BundleFormatError("attestation text is not the canonical base64url of a token")
+    return token

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from itertools import pairwise
 from typing import Any
 
 import nacl.public
@@ -272,6 +273,10 @@ def open_bundle(
         seg = Segment.decode(raw, limits)
         carried.setdefault(seg.origin, []).append((seg.first_seq, seg.last_seq))
         segments.append(seg)
+    for runs in carried.values():
+        runs.sort()
+        if any(a[1] >= b[0] for a, b in pairwise(runs)):
+            raise BundleFormatError("two segments of a bundle carry the same seq of an origin")
     if Knowledge(carried) != header.ranges:
         raise BundleFormatError("bundle ranges differ from the segments it carries")
     return Bundle(id=hash32(data), header=header, segments=segments, size=len(data))

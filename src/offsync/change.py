@@ -15,11 +15,10 @@ columns and ``Change`` tuples, whose fields are the canonical map bytes of §4.1
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from functools import partial
 from itertools import accumulate, repeat
-from operator import add, itemgetter, le
+from operator import add, le
 from typing import Any, NamedTuple, TypeAlias
 
 import msgpack
@@ -28,7 +27,8 @@ from .clock import MAX_HLC
 from .encoding import decode_fields, packb
 from .errors import BundleFormatError, LimitExceededError, StorageError
 from .limits import DEFAULT_LIMITS, Limits
-from .unpack import unpack
+from .unpack import sorted_pairs, unpack
+from .v3.content import decode_content, nan_like, refuse_noncanonical_nan
 
 __all__ = ["DELETE", "PUT", "Change", "ChangeId", "decode_changes", "encode_changes"]
 
@@ -205,126 +205,52 @@ def encode_changes(changes: Sequence[Change]) -> bytes:
     )
 
 
-class _Builder:
-    """Rebuilds the canonical field maps of one shape from its columns."""
-
-    __slots__ = ("names", "nested", "overhead", "width")
-
-    def __init__(self, wire: Any, depth: int) -> None:
-        if depth > MAX_SHAPE_DEPTH:
-            raise BundleFormatError(f"a shape nests maps more than {MAX_SHAPE_DEPTH} deep")
-        if type(wire) is not list:
-            raise BundleFormatError("a shape must be an array")
-        self.names: list[str] = []
-        self.nested: list[tuple[int, _Builder]] = []  # (position among names, builder)
-        self.width = 0  # leaves under this shape
-        # Bytes each row's map takes besides its leaf values, at most: map headers and
-        # names, which the columns do not repeat per row but every rebuilt map does.
-        self.overhead = 5
-        previous: str | None = None
-        for entry in wire:
-            if type(entry) is str:
-                name, sub = entry, None
-            elif type(entry) is list and len(entry) == 2 and type(entry[0]) is str:
-                name, sub = entry[0], _Builder(entry[1], depth + 1)
-            else:
-                raise BundleFormatError("a shape entry must be a name or [name, shape]")
-            if previous is not None and name <= previous:
-                raise BundleFormatError("shape names must be unique and sorted")
-            previous = name
-            self.overhead += 5 + len(name.encode())
-            if sub is None:
-                self.width += 1
-            else:
-                self.nested.append((len(self.names), sub))
-                self.width += sub.width
-                self.overhead += sub.overhead
-            self.names.append(name)
-
-    def constant(self) -> dict[str, Any]:
-        """The one map of a shape with no leaves (only empty nested maps)."""
-        return {
-            name: sub.constant() for name, (_, sub) in zip(self.names, self.nested, strict=True)
-        }
-
-    def _entries(self, columns: list[list[Any]], rows: int) -> list[list[Any]]:
-        """One column per name: its leaf column, or the nested maps built for it."""
-        entries: list[list[Any]] = []
-        at = 0
-        nested = dict(self.nested)
-        for position in range(len(self.names)):
-            sub = nested.get(position)
-            if sub is None:
-                entries.append(columns[at])
-                at += 1
-            else:
-                entries.append(sub.build(columns[at : at + sub.width], rows))
-                at += sub.width
-        return entries
-
-    def build(self, columns: list[list[Any]], rows: int) -> list[dict[str, Any]]:
-        """The maps of this shape, one per row, from its leaf columns in order."""
-        if not self.width:
-            return [self.constant()] * rows
-        entries = self._entries(columns, rows)
-        return list(map(dict, map(zip, repeat(self.names), zip(*entries, strict=True))))
-
-    def encode(self, columns: list[list[Any]], rows: int) -> list[bytes]:
-        """The canonical bytes of this shape's maps, one per row.
-
-        A map's bytes are its header, then each key and value. Packing the tuple
-        ``(name1, value1, name2, value2, ...)`` writes exactly those pairs after an
-        array header, so each row is packed as that tuple (zip builds it in C) and the
-        array header is swapped for the map header: no dict per row at the top level.
-        """
-        if not self.width:
-            return [_pack(self.constant())] * rows
-        interleaved: list[Any] = []
-        for name, entry in zip(self.names, self._entries(columns, rows), strict=True):
-            interleaved += (repeat(name), entry)
-        n = len(self.names)
-        head = _map_header(n)
-        after_array_header = itemgetter(slice(len(_array_header(2 * n)), None))
-        # repeat() is endless; the entries, all of ``rows`` items, end the zip.
-        rows_packed = map(_pack, zip(*interleaved, strict=False))
-        return list(map(head.__add__, map(after_array_header, rows_packed)))
-
-
-def _map_header(n: int) -> bytes:
-    if n < 16:
-        return bytes([0x80 | n])
-    return b"\xde" + n.to_bytes(2, "big") if n < 1 << 16 else b"\xdf" + n.to_bytes(4, "big")
-
-
-def _array_header(n: int) -> bytes:
-    if n < 16:
-        return bytes([0x90 | n])
-    return b"\xdc" + n.to_bytes(2, "big") if n < 1 << 16 else b"\xdd" + n.to_bytes(4, "big")
-
-
 def _ints(value: Any, n: int, what: str) -> list[int]:
     if type(value) is not list or len(value) != n or not set(map(type, value)) <= {int}:
         raise BundleFormatError(f"changes: {what} must be an array of {n} integers")
     return value
 
 
-def _column_values(column: Any, rows: int) -> tuple[list[Any], int]:
-    """The column's value per row, and how many bytes at most a row's value takes
-    beyond what the block itself holds (a dictionary-coded value repeats per row)."""
-    if type(column) is not list or len(column) != 2:
-        raise BundleFormatError("a column must be [table or nil, items]")
-    table, items = column
-    if table is None:
-        if type(items) is not list or len(items) != rows:
-            raise BundleFormatError("a column holds a value per row of its shape")
-        return items, 0
-    if type(table) is not list or not 0 < len(table) <= MAX_TABLE:
-        raise BundleFormatError(f"a column's table must be nil or 1-{MAX_TABLE} values")
-    if type(items) is not bytes or len(items) != rows:
-        raise BundleFormatError("a dictionary-coded column holds one index byte per row")
-    if items and max(items) >= len(table):
-        raise BundleFormatError("a column index points outside its table")
-    return list(map(table.__getitem__, items)), max(map(len, map(_pack, table)))
+def _unpack_columns(data: bytes, limits: Limits) -> tuple[list[Any], bool]:
+    """The 9 columns, and whether the block holds any map (maps are rare; only then
+    are leaves checked for maps above the deepest shape, docs/spec.md §4.2)."""
+    # An array is either one of the columns (n items, n at most max_segment_changes)
+    # or a field value (its items take at least a byte each of a change's fields).
+    longest = max(limits.max_segment_changes, limits.max_fields_bytes)
+    maps = [False]
+
+    def pairs(items: list[tuple[Any, Any]]) -> dict[str, Any]:
+        maps[0] = True
+        return sorted_pairs(items)
+
+    items = unpack(data, "changes", limits, max_items=longest, canonical=True, pairs_hook=pairs)
+    if type(items) is not list or len(items) != CHANGE_COLUMNS:
+        raise BundleFormatError(f"changes must be an array of {CHANGE_COLUMNS} columns")
+    return items, maps[0]
+
+
+def _collections(collections: Any, collection_of: Any, n: int, limits: Limits) -> list[str]:
+    """Each change's collection: the table lists each used name once, in order of
+    first use (docs/spec.md §4.2), so one run of changes has one encoding."""
+    if type(collections) is not list or not collections:
+        raise BundleFormatError("changes: collections must be a non-empty array")
+    for name in collections:
+        _check_name(name, "collection", limits.max_collection_bytes)
+    if len(set(collections)) != len(collections):
+        raise BundleFormatError("changes: collection names must be unique")
+    collection_index = _ints(collection_of, n, "collection indexes")
+    if collection_index.count(0) != n:
+        if min(collection_index) < 0 or max(collection_index) >= len(collections):
+            raise BundleFormatError("changes: a collection index points outside the table")
+        if list(dict.fromkeys(collection_index)) != list(range(len(collections))):
+            raise BundleFormatError(
+                "changes: collections must be listed in order of first use, each used"
+            )
+    elif len(collections) != 1:
+        raise BundleFormatError(
+            "changes: collections must be listed in order of first use, each used"
+        )
+    return list(map(collections.__getitem__, collection_index))
 
 
 def decode_changes(
@@ -332,15 +258,15 @@ def decode_changes(
 ) -> list[Change]:
     """Decode and fully validate a segment's decompressed changes (untrusted input).
 
-    Every check is a pass over a whole column, mostly in C; the one Python loop per
-    change rebuilds keys from their front coding.
+    Exactly one encoding is valid for a run of changes (docs/spec.md §4.2: shortest
+    integers, longest shared key prefixes, tables in order of first use, dictionary
+    coding exactly when its conditions hold, nested maps as nested shapes), and every
+    other is refused. The shapes and value columns are the same as format 3's, so they
+    are decoded by the same code (``offsync.v3.content``). Every check is a pass over a
+    whole column, mostly in C; the one Python loop per change rebuilds keys from their
+    front coding.
     """
-    # An array is either one of the columns (n items, n at most max_segment_changes)
-    # or a field value (its items take at least a byte each of a change's fields).
-    longest = max(limits.max_segment_changes, limits.max_fields_bytes)
-    items = unpack(data, "changes", limits, max_items=longest, canonical=True)
-    if type(items) is not list or len(items) != CHANGE_COLUMNS:
-        raise BundleFormatError(f"changes must be an array of {CHANGE_COLUMNS} columns")
+    items, has_maps = _unpack_columns(data, limits)
     deltas, collections, collection_of, prefix, suffix, shapes, shape_of, columns, parents = items
     if type(deltas) is not list or not deltas:
         raise BundleFormatError("changes must hold at least one change")
@@ -350,20 +276,15 @@ def decode_changes(
     hlcs = list(accumulate(_ints(deltas, n, "hlc")))
     if min(hlcs) < 0 or max(hlcs) > MAX_HLC:
         raise BundleFormatError("change hlc must be an integer in [0, 2^63)")
-
-    if type(collections) is not list or not collections:
-        raise BundleFormatError("changes: collections must be a non-empty array")
-    for name in collections:
-        _check_name(name, "collection", limits.max_collection_bytes)
-    if len(set(collections)) != len(collections):
-        raise BundleFormatError("changes: collection names must be unique")
-    collection_index = _ints(collection_of, n, "collection indexes")
-    if min(collection_index) < 0 or max(collection_index) >= len(collections):
-        raise BundleFormatError("changes: a collection index points outside the table")
-    collection_names = list(map(collections.__getitem__, collection_index))
-
+    collection_names = _collections(collections, collection_of, n, limits)
     keys = _keys(_ints(prefix, n, "key prefixes"), suffix, n, limits.max_key_bytes)
-    ops, fields = _fields(shapes, shape_of, columns, n, limits, len(data))
+    if type(shape_of) is not list or len(shape_of) != n:
+        raise BundleFormatError("changes: shape indexes must hold an item per change")
+    ops = [DELETE if s is None else PUT for s in shape_of] if None in shape_of else [PUT] * n
+    content = [shapes, shape_of, columns]
+    fields = decode_content(content, ops, set(ops), n, None, limits, len(data), has_maps)
+    if nan_like(data):
+        refuse_noncanonical_nan(content)
 
     if type(parents) is not list or len(parents) != n or not set(map(type, parents)) <= {list}:
         raise BundleFormatError("changes: parents must hold an array per change")
@@ -400,69 +321,26 @@ def _keys(prefix: list[int], suffix: Any, n: int, max_key: int) -> list[str]:
     keys: list[str] = []
     append = keys.append
     previous = ""
+    extends = False  # a suffix whose first code point the key before shares too
     for p, s in zip(prefix, suffix, strict=True):
+        try:  # indexing raises only when the key before ends at p or s is empty
+            if previous[p] == s[0]:
+                extends = True
+        except IndexError:
+            pass
         previous = previous[:p] + s
         append(previous)
     # Checked after the loop, over whole columns: each prefix within the key before.
     if prefix[0] != 0 or min(prefix) < 0 or not all(map(le, prefix[1:], map(len, keys))):
         raise BundleFormatError("a key prefix is longer than the previous key")
+    if extends:
+        raise BundleFormatError(
+            "a key prefix is not the longest the key shares with the one before"
+        )
     if not all(keys) or max(map(len, keys)) * 4 > max_key:
         for key in keys:
             _check_name(key, "key", max_key)
     return keys
-
-
-def _fields(
-    shapes: Any, shape_of: Any, columns: Any, n: int, limits: Limits, block_bytes: int
-) -> tuple[list[int], list[bytes | None]]:
-    """Each change's op and canonical field bytes, rebuilt shape by shape.
-
-    Rebuilt maps repeat what the columns hold once (names, dictionary-coded values),
-    so what they repeat is bounded before any is built: at most ``max_block_bytes``,
-    like the block itself (docs/spec.md §4.2). A block therefore cannot make its
-    receiver build far more bytes than it carries. And what they take in memory (what
-    they repeat, what the block holds once, a bytes object per put) is bounded too, by
-    half of ``max_decode_bytes``: the decoded columns are alive at the same time.
-    """
-    if type(shapes) is not list or type(columns) is not list or len(columns) != len(shapes):
-        raise BundleFormatError("changes: shapes and columns must be arrays of equal length")
-    if type(shape_of) is not list or len(shape_of) != n:
-        raise BundleFormatError("changes: shape indexes must hold an item per change")
-    if not set(map(type, shape_of)) <= {int, type(None)}:
-        raise BundleFormatError("a change's shape index must be an integer or nil")
-    rows = Counter(shape_of)
-    if not set(rows) <= {None, *range(len(shapes))}:
-        raise BundleFormatError("a shape index points outside the shapes")
-    ops = [DELETE if s is None else PUT for s in shape_of] if None in rows else [PUT] * n
-    built: dict[int | None, Iterator[bytes | None]] = {None: repeat(None)}
-    repeated = 0
-    max_fields = limits.max_fields_bytes
-    # What the rebuilt maps take besides what they repeat: the block's own values, and
-    # a bytes object and its slot per put.
-    held = block_bytes + (n - rows[None]) * FIELDS_OBJECT_COST
-    for i, (wire, cols) in enumerate(zip(shapes, columns, strict=True)):
-        count = rows[i]
-        builder = _Builder(wire, 1)
-        if type(cols) is not list or len(cols) != builder.width:
-            raise BundleFormatError("a shape has a column per leaf field")
-        values = [_column_values(col, count) for col in cols]
-        repeated += count * (builder.overhead + sum(extra for _, extra in values))
-        if repeated > limits.max_block_bytes:
-            raise LimitExceededError("rebuilding the fields would repeat more than the block limit")
-        if repeated + held > limits.max_decode_bytes // 2:
-            raise LimitExceededError(
-                "rebuilding the fields would take more than half of max_decode_bytes"
-            )
-        try:
-            encoded = builder.encode([column for column, _ in values], count)
-        except Exception as exc:  # a datetime from a timestamp, say
-            raise BundleFormatError("fields hold a value type that is not allowed") from exc
-        if encoded and max(map(len, encoded)) > max_fields:
-            raise LimitExceededError(f"fields of a change exceed the limit of {max_fields} bytes")
-        built[i] = iter(encoded)
-    if len(built) == 2 and None not in rows:  # one shape, no deletes: its rows are the changes
-        return ops, list(built[0])
-    return ops, list(map(next, map(built.__getitem__, shape_of)))
 
 
 def _check_name(value: Any, what: str, max_bytes: int) -> str:

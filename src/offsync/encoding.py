@@ -11,6 +11,7 @@ compare states by hashing bytes.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -81,6 +82,10 @@ def _canonical(value: Any, depth: int = 1) -> Any:
         return dict(items)
     if isinstance(value, (list, tuple)):
         return [_canonical(v, depth + 1) for v in value]
+    if isinstance(value, float) and value != value:
+        # One NaN on the wire (docs/spec.md §1): payloads do not survive every
+        # language's floats, and equal values must have equal bytes.
+        return math.nan
     if value is None or isinstance(value, (bool, int, float, str, bytes)):
         return value
     raise FieldTypeError(f"a field value of type {type(value).__name__} cannot be stored")

@@ -219,4 +219,7 @@ class Knowledge:
         if len(data) > limits.max_header_bytes:
             raise LimitExceededError("knowledge statement too large")
         # [[origin, [a1, b1, ...]], ...]: three arrays deep.
-        return cls.from_wire(unpack(data, "knowledge", limits, max_depth=3), limits)
+        knowledge = cls.from_wire(unpack(data, "knowledge", limits, max_depth=3), limits)
+        if knowledge.to_bytes() != data:
+            raise BundleFormatError("knowledge statement is not canonically encoded")
+        return knowledge

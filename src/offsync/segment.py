@@ -172,6 +172,12 @@ class Segment:
             and 1 <= first <= last <= MAX_SEQ
         ):
             raise BundleFormatError("segment fields have the wrong types or ranges")
+        if (first == 1) != (prev == NO_PREVIOUS):
+            # No origin has a predecessor of its first segment, and every later one has
+            # one: malformed, not a fork (docs/spec.md §5).
+            raise BundleFormatError(
+                "a segment's prev_hash is 32 zero bytes exactly when its first_seq is 1"
+            )
         if last - first + 1 > limits.max_segment_changes:
             raise LimitExceededError(
                 f"segment carries more than {limits.max_segment_changes} changes"

@@ -281,6 +281,8 @@ def decode_pull_request(
     value = unpack_strict(body, "pull request")
     if type(value) is not dict or set(value) != {"encrypt", "knowledge", "max_bytes"}:
         raise BundleFormatError("a pull request is a map of encrypt, knowledge and max_bytes")
+    if packb(value) != body:
+        raise BundleFormatError("a pull request is canonical msgpack (docs/spec.md §14.2)")
     max_bytes, encrypt = value["max_bytes"], value["encrypt"]
     if type(max_bytes) is not int or not MIN_PULL_BUNDLE_BYTES <= max_bytes < 1 << 63:
         raise BundleFormatError(f"pull request max_bytes must be at least {MIN_PULL_BUNDLE_BYTES}")

@@ -6,9 +6,10 @@ A frame from elsewhere is checked before anything is allocated for it: one frame
 caller's limit, no dictionary, no byte after it, and a window within
 ``max_window_bytes`` unless the frame is *single-segment*: then its window is its
 content size, which the decoder writes straight into the one output buffer, so the
-content-size limit is the memory bound (format 2 refused such frames over 8 MiB,
-which made raw frames and high levels over 8 MiB invalid). A content checksum, when
-present, must match; the content must be exactly the declared size.
+content-size limit is the memory bound (format 2 as first written refused such frames
+over 8 MiB, which made raw frames and high levels over 8 MiB invalid; format 2 now
+uses this code). A content checksum, when present, must match; the content must be
+exactly the declared size.
 """
 
 from __future__ import annotations
