@@ -23,6 +23,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..errors import UsageError
+from ..sync import prefer_last
 from ..transports import Location, parse_location
 from .app import Group, cli, json_option, pass_state, state_of
 from .exits import fail
@@ -86,10 +87,8 @@ def chosen(state: State, targets: Sequence[str], server_key: bytes | None) -> li
                 hint="give http://HOST:PORT or a folder, or list the centres with "
                 "`offsync centres add URL --key KEY`",
             )
-        targets = list(listed)
-        last = last_answered(state)
-        if last in listed:
-            targets = [last, *(t for t in targets if t != last)]
+        urls = list(listed)
+        targets = [urls[i] for i in prefer_last(urls, last_answered(state))]
     if len(targets) > 1 and server_key is not None:
         fail(
             "--server-key names one server, and several were given",

@@ -21,7 +21,7 @@ The transports are chosen from a location by ``offsync.transports.open_transport
 
 from __future__ import annotations
 
-from .failover import FailoverReport, Failure, sync_any
+from .failover import FailoverReport, Failure, prefer_last, sync_any
 from .mailbox import ExchangeReport, NotWritten, exchange, exchange_folder
 from .peering import Peering, PeeringRound
 from .relay import ForwardReport, forward
@@ -39,6 +39,7 @@ __all__ = [
     "exchange",
     "exchange_folder",
     "forward",
+    "prefer_last",
     "sync",
     "sync_any",
 ]

@@ -151,10 +151,13 @@ class Peering:
             self.metrics.peer_last_success.labels(peer=peer).set(time.time())
 
     def run_once(self) -> list[PeeringRound]:
-        """One period: a round with each peer in turn (stopping early if asked to)."""
+        """One period: a round with each peer in turn."""
+        return self._period(lambda: False)
+
+    def _period(self, stopped: Callable[[], bool]) -> list[PeeringRound]:
         done = []
         for url in self.peers:
-            if self._stop.is_set():
+            if stopped():
                 break
             done.append(self.round_with(url))
         return done
@@ -162,7 +165,7 @@ class Peering:
     def _loop(self, wait: Callable[[float], bool]) -> None:
         while not self._stop.is_set():
             started = time.monotonic()
-            self.run_once()
+            self._period(self._stop.is_set)
             if wait(max(0.0, self.every - (time.monotonic() - started))):
                 return
 
