@@ -80,9 +80,18 @@ def deliver(sites: list[Replica], urls: list[str], keys: list[bytes]) -> list[st
     return took
 
 
-def down_then_converge(make_centre: MakeCentre, count_rows: CountRows) -> None:
+def down_then_converge(
+    make_centre: MakeCentre, count_rows: CountRows, *, kill_first: bool = False
+) -> None:
+    """The scenario; ``kill_first``: A runs and is killed before the sites deliver
+    (else it is never started until it comes back)."""
     a, b = make_centre("centre-a"), make_centre("centre-b")
-    port_a = free_port()  # nothing listens here until A comes back
+    if kill_first:
+        first = LiveServer(create_app(a)).start()
+        port_a = first.port
+        first.stop()  # killed: the sites find nothing listening
+    else:
+        port_a = free_port()  # nothing listens here until A comes back
     url_a = f"http://127.0.0.1:{port_a}"
     sites = [
         Replica.open(":memory:", identity=Identity.generate(f"35{i}"), policies=POLICIES)
