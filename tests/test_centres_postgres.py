@@ -14,12 +14,12 @@ from postgres_helpers import DSN, drop_schemas, psycopg
 
 pytest.importorskip("httpx", reason="the http extra is not installed")
 
-from helpers_centres import POLICIES, client, down_then_converge  # noqa: E402
-from helpers_http import LiveServer  # noqa: E402
-from offsync import Identity, Replica  # noqa: E402
-from offsync.server import create_app  # noqa: E402
-from offsync.stores.postgres import PostgresStore  # noqa: E402
-from offsync.sync import sync_any  # noqa: E402
+from helpers_centres import POLICIES, client, down_then_converge
+from helpers_http import LiveServer
+from offsync import Identity, Replica
+from offsync.server import create_app
+from offsync.stores.postgres import PostgresStore
+from offsync.sync import sync_any
 
 pytestmark = pytest.mark.postgres
 

@@ -69,7 +69,7 @@ class Delivery:
     def _receipts(self) -> dict[bytes, Receipt]:
         return {p: r for p, r in self.replica.receipts().items() if p != self.replica.id}
 
-    def _centres(self) -> frozenset[bytes]:
+    def counted_centres(self) -> frozenset[bytes]:
         """The centre keys whose receipts count now: all of them in open mode; in trust
         mode those certified and not revoked (or authorities)."""
         trust = self.replica.trust_store
@@ -82,7 +82,7 @@ class Delivery:
         here: Knowledge,
         centres: frozenset[bytes] | None = None,
     ) -> Status:
-        centres = self._centres() if centres is None else centres
+        centres = self.counted_centres() if centres is None else centres
         holders = [p for p, r in receipts.items() if r.knowledge.contains(*change)]
         if any(p in centres for p in holders):
             return Status.CENTRE
@@ -104,14 +104,14 @@ class Delivery:
         ids = [c.id for c in self.replica.record_changes(collection, key)]
         if not ids:
             return Status.UNKNOWN
-        receipts, here, centres = self._receipts(), self.replica.knowledge(), self._centres()
+        receipts, here, centres = self._receipts(), self.replica.knowledge(), self.counted_centres()
         return min(self._status(c, receipts, here, centres) for c in ids)
 
     def undelivered(self, origin: bytes | None = None) -> Knowledge:
         """Changes of ``origin`` (default: this replica) held here that no centre holds."""
         origin = origin or self.replica.id
         mine = Knowledge({origin: self.replica.knowledge().get(origin)})
-        centres = self._centres()
+        centres = self.counted_centres()
         for peer, receipt in self._receipts().items():
             if peer in centres:
                 mine = mine - receipt.knowledge
@@ -127,7 +127,7 @@ class Delivery:
         here = self.replica.knowledge()
         me = self.replica.id
         scope = Knowledge({me: here.get(me)}) if own_only else here
-        centres = self._centres()
+        centres = self.counted_centres()
         return [
             PeerPending(peer, peer in centres, receipt.created, scope - receipt.knowledge)
             for peer, receipt in sorted(self._receipts().items())

@@ -26,7 +26,7 @@ from ..sync import sync as sync_round
 from ..transports import Location, Transport, open_transport, parse_location
 from . import events
 from .app import Group, cli, json_option, pass_state
-from .centres import Centre, chosen, remember, took_document
+from .centres import Centre, centre_keys, chosen, remember, took_document
 from .exits import EXIT_REFUSED, EXIT_TRANSPORT, fail
 from .output import emit_json, err, out, progress, short
 from .site import State, has_unsealed
@@ -73,7 +73,7 @@ def _report_sync(
         unwritten = [
             {"peer": n.peer, "label": names.get(n.peer), "reason": n.reason} for n in not_written
         ]
-        status = status_document(replica, names)
+        status = status_document(replica, names, centre_keys(state))
         status["restore"] = restore_document(state, replica)
         emit_json({"rounds": rows, "not_written": unwritten, "status": status, **(extra or {})})
     else:
