@@ -87,9 +87,9 @@ def down_then_converge(
     (else it is never started until it comes back)."""
     a, b = make_centre("centre-a"), make_centre("centre-b")
     if kill_first:
-        first = LiveServer(create_app(a)).start()
-        port_a = first.port
-        first.stop()  # killed: the sites find nothing listening
+        killed = LiveServer(create_app(a)).start()
+        port_a = killed.port
+        killed.stop()  # killed: the sites find nothing listening
     else:
         port_a = free_port()  # nothing listens here until A comes back
     url_a = f"http://127.0.0.1:{port_a}"
@@ -129,9 +129,9 @@ def down_then_converge(
             peer_b = Peering(b, [url_a], server_keys={url_a: a.id}, sleep=no_sleep)
             peer_a = Peering(a, [srv_b.url], server_keys={srv_b.url: b.id}, sleep=no_sleep)
             try:
-                (first,) = peer_b.run_once()
-                assert first.ok and first.report is not None
-                assert first.report.sent_changes == b.knowledge().count()
+                (caught_up,) = peer_b.run_once()
+                assert caught_up.ok and caught_up.report is not None
+                assert caught_up.report.sent_changes == b.knowledge().count()
                 assert [r.ok for r in peer_a.run_once()] == [True]
                 # Bounded and idempotent: another period moves nothing.
                 again = peer_b.run_once() + peer_a.run_once()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
@@ -112,3 +113,29 @@ def test_a_peer_that_is_down_is_logged_and_tried_again(caplog: pytest.LogCapture
         peering.stop()
     assert done.ok and other.knowledge() == rep.knowledge()
     assert "peer.round" in caplog.text and peering.rounds == 2
+
+
+def test_peering_runs_in_the_background_and_is_counted_in_the_metrics() -> None:
+    """``start`` runs periods in a thread until ``stop``; each round is counted in the
+    server's metrics, which a scrape of the real server shows."""
+    pytest.importorskip("prometheus_client", reason="the metrics extra is not installed")
+    import httpx
+
+    centre = Replica.open(":memory:", identity=Identity.generate("a"))
+    other = Replica.open(":memory:", identity=Identity.generate("b"))
+    other.put("residents", "k", {"v": 1})
+    app = create_app(centre, metrics=True)
+    with LiveServer(app) as srv, LiveServer(create_app(other)) as srv_other:
+        peering = Peering(centre, [srv_other.url], every=3600)
+        peering.metrics = app.state.offsync.observe.metrics
+        with peering:
+            for _ in range(400):  # the first period starts at once; a bounded wait
+                if peering.rounds:
+                    break
+                threading.Event().wait(0.05)
+        assert peering.rounds == 1  # one period: the next is an hour away
+        assert centre.knowledge() == other.knowledge()
+        scraped = httpx.get(f"{srv.url}/metrics").text
+    ok = f'offsync_peer_rounds_total{{outcome="ok",peer="{srv_other.url}"}} 1.0'
+    assert ok in scraped
+    assert f'offsync_peer_last_success_timestamp_seconds{{peer="{srv_other.url}"}}' in scraped
