@@ -139,3 +139,46 @@ def test_peering_runs_in_the_background_and_is_counted_in_the_metrics() -> None:
     ok = f'offsync_peer_rounds_total{{outcome="ok",peer="{srv_other.url}"}} 1.0'
     assert ok in scraped
     assert f'offsync_peer_last_success_timestamp_seconds{{peer="{srv_other.url}"}}' in scraped
+
+
+def _send(src: Replica, dst: Replica) -> None:
+    """What ``dst`` lacks of ``src``, by bundles (each carries ``src``'s receipt)."""
+    for bundle in src.pack(dst.knowledge(), always=True):
+        dst.apply(bundle)
+
+
+def test_in_trust_mode_only_a_certified_centre_receipt_counts() -> None:
+    """Delivery, status and fork safety agree: an uncertified or revoked centre's
+    receipts are kept but never say "at the centre"."""
+    from offsync.delivery import Delivery, Status
+    from offsync.trust import issue_certificate, revoke
+
+    authority_id = Identity.generate("authority")
+    site_id, a_id, b_id = (Identity.generate(n) for n in ("3519", "centre-a", "centre-b"))
+
+    def trusting(identity: Identity) -> Replica:
+        return Replica.open(":memory:", identity=identity, trust=[authority_id.public_key])
+
+    authority = trusting(authority_id)
+    issue_certificate(authority, site_id, label="kec", collections=["residents"])
+    issue_certificate(authority, a_id, label="centre-a", collections=["residents"])
+    site, a, b = trusting(site_id), trusting(a_id), trusting(b_id)  # b: never certified
+    for rep in (site, a, b):
+        _send(authority, rep)
+    change = site.put("residents", "3519010101900001", {"name": "Siti"})
+    delivery = Delivery(site, [a.id, b.id])
+    assert delivery.counted_centres() == {a.id}
+
+    _send(site, b)
+    _send(b, site)  # b holds it and says so, but b is no certified centre
+    assert b.knowledge().contains(*change) and b.id in site.receipts()
+    assert delivery.status(change) is Status.RELAY and not delivery.reached_centre()
+
+    _send(site, a)
+    _send(a, site)
+    assert delivery.status(change) is Status.CENTRE and delivery.reached_centre()
+
+    revoke(authority, a_id, after_seq=0, reason="machine stolen")
+    _send(authority, site)
+    assert delivery.counted_centres() == frozenset()
+    assert delivery.status(change) is Status.RELAY and not delivery.reached_centre()
