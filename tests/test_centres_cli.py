@@ -87,3 +87,29 @@ def test_centres_are_listed_checked_and_removed(sh: Shell) -> None:
     sh.run("--site", "kec-a", "centres", "remove", "http://127.0.0.1:9")
     empty = sh.run("--site", "kec-a", "sync", code=2)
     assert "no centre listed" in empty.stderr
+
+
+def test_a_restored_site_hears_every_centre_before_it_writes(sh: Shell) -> None:
+    """Centre B alone holds a change the backup lacks (the centres have not peered):
+    the restored site's first round with both takes it back from B, so the next write
+    gets a new seq instead of reusing the lost one (a fork)."""
+    sh.init("pusat-a")
+    sh.init("pusat-b")
+    sh.init("kec")
+    nik = "35190101019000{:02d}"
+    with serving(sh, "pusat-a") as (url_a, _), serving(sh, "pusat-b") as (url_b, _):
+        sh.run("--site", "kec", "put", "residents", nik.format(1), "name=Dewi")
+        sh.run("--site", "kec", "sync", url_a)
+        sh.run("--site", "kec", "backup", "bk")  # seq 1, held by A
+        sh.run("--site", "kec", "put", "residents", nik.format(2), "name=Eko")
+        sh.run("--site", "kec", "sync", url_b)  # seq 2 reaches B only
+        sh.run("--site", "kec", "restore", "bk")
+        round_ = sh.json("--site", "kec", "sync", url_a, url_b)
+        assert round_["status"]["seq"] == 2 and round_["status"]["restore"] is None
+        sh.run("--site", "kec", "put", "residents", nik.format(3), "name=Sri")
+        assert sh.json("--site", "kec", "status")["seq"] == 3
+        sh.run("--site", "kec", "sync", url_a, url_b)
+        sh.run("--site", "kec", "sync", url_b, url_a)
+    held = [sh.json("--site", s, "status") for s in ("pusat-a", "pusat-b")]
+    assert [h["quarantined"] for h in held] == [[], []]
+    assert held[1]["changes_held"] == 3

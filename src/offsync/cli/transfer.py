@@ -23,6 +23,7 @@ from .. import Replica
 from ..errors import TransportError
 from ..sync import Failure, NotWritten, SyncReport, exchange, exchange_folder, sync_any
 from ..sync import sync as sync_round
+from ..sync.failover import where_of
 from ..transports import Location, Transport, open_transport, parse_location
 from . import events
 from .app import Group, cli, json_option, pass_state
@@ -250,6 +251,8 @@ def _sync_http(
         ]
         reports: list[SyncReport] = []
         failures: list[Failure] = []
+        if len(transports) > 1 and state.restore_wait(replica, end=False) is not None:
+            _hear_every_centre(replica, transports, reports, failures)
         if _takes_first(state, replica):
             took = _round(replica, transports, reports, failures, push=False)
             if _not_answered(state, replica):
@@ -279,6 +282,23 @@ def _round(
     return took.index
 
 
+def _hear_every_centre(
+    replica: Replica,
+    transports: Sequence[Transport],
+    reports: list[SyncReport],
+    failures: list[Failure],
+) -> None:
+    """A restored site takes what every centre that answers offers before it sends or
+    writes: centres that have not peered yet may each hold changes of this site that
+    the backup lacks, and a write over one of them would fork it (docs/scale.md,
+    "Restores with several centres"). A centre that does not answer is listed."""
+    for transport in transports:
+        try:
+            reports.append(sync_round(replica, transport, push=False))
+        except TransportError as exc:
+            failures.append(Failure(where_of(transport), type(exc).__name__, str(exc)))
+
+
 def _report_took(
     state: State,
     centres: Sequence[Centre],
@@ -288,6 +308,7 @@ def _report_took(
 ) -> None:
     """The rounds, saying which centre took them when there was a choice."""
     where = centres[took].where
+    failures = list({(f.where, f.error): f for f in failures}.values())  # once each
     extra = took_document(where.address, failures) if len(centres) > 1 else None
     if extra is not None and not state.json:
         for f in failures:
