@@ -138,14 +138,16 @@ def centres(ctx: click.Context) -> None:
 
 @centres.command("add")
 @click.argument("url")
-@click.option("--key", metavar="PEER", help="The centre's public key (hex, or a label).")
+@click.option(
+    "--key", metavar="KEY", help="The centre's public key (hex, or a label of the address book)."
+)
 @json_option
 @pass_state
 def centres_add(state: State, url: str, key: str | None) -> None:
     """List the centre at URL (after those listed: the order is the order tried).
 
-    Without --key, the key of its first signed answer is pinned. Needs no passphrase
-    unless KEY is a label of a certified site.
+    Without --key, the key of its first signed answer is pinned (trust on first use).
+    Needs no passphrase.
     """
     try:
         where = parse_location(url, "http")
