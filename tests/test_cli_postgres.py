@@ -8,6 +8,7 @@ The centre's store lives in a fresh schema, dropped afterwards.
 
 from __future__ import annotations
 
+import time
 import uuid
 from pathlib import Path
 
@@ -110,5 +111,42 @@ def test_a_centres_workers_get_no_passphrase_in_their_environment_and_share_metr
                 samples = scrape(url)
                 assert value(samples, "offsync_changes_total", outcome="applied") == 2
                 assert value(samples, "offsync_max_in_flight") == 16  # 8 per live worker
+    finally:
+        drop_schemas(schema)
+
+
+def _held_in(schema: str, count: int) -> int:
+    """The changes a centre's schema holds, once it holds ``count`` (bounded wait)."""
+    query = psycopg.sql.SQL("SELECT count(*) FROM {}.changes").format(
+        psycopg.sql.Identifier(schema)
+    )
+    held = -1
+    for _ in range(240):
+        with psycopg.connect(DSN) as conn:
+            row = conn.execute(query).fetchone()
+        held = int(row[0]) if row else -1
+        if held == count:
+            break
+        time.sleep(0.25)
+    return held
+
+
+def test_a_postgres_centre_of_two_workers_peers_with_another_centre(tmp_path: Path) -> None:
+    """``serve --postgres --workers 2 --peer URL``: the supervising process runs the
+    rounds with the other centre on a connection of its own; what a site delivered to
+    the other centre reaches this one's database."""
+    sh = Shell(tmp_path)
+    schema = f"offsync_test_{uuid.uuid4().hex[:10]}_peer"
+    sh.init("pusat-a")
+    sh.init("pusat-b")
+    sh.init("kec")
+    sh.run("--site", "kec", "put", "residents", "3519010101900001", "name=Siti")
+    sh.run("--site", "kec", "put", "residents", "3519010101900002", "name=Budi")
+    try:
+        with serving(sh, "pusat-b") as (url_b, _):
+            sh.run("--site", "kec", "sync", url_b)
+            options = ("--postgres", DSN, "--schema", schema, "--workers", "2")
+            with serving(sh, "pusat-a", *options, "--peer", url_b, "--peer-every", "1"):
+                assert _held_in(schema, 2) == 2
     finally:
         drop_schemas(schema)

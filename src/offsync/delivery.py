@@ -11,7 +11,13 @@ change and per record, one of:
 
 and ``UNKNOWN`` for a change that neither this replica nor any receipt mentions.
 Which keys count as the centre is configuration: several central servers may share
-the role. A receipt is never wrong, only out of date: the status only moves forward.
+the role (a deployment of several centres that peer with each other, docs/scale.md),
+and a change is at the centre once *any* of them holds it. In trust mode a centre's
+receipt counts only while its key is certified and not revoked (or is an authority),
+the same rule that decides whose receipts may stop this site from writing
+(``offsync.plan.claims``): delivery, fork safety and ``offsync status`` agree on which
+receipts count. A receipt is never wrong, only out of date: the status only moves
+forward.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from dataclasses import dataclass
 from .change import ChangeId
 from .identity import SiteRef, key_of
 from .knowledge import Knowledge
+from .plan.claims import claim_counts
 from .receipt import Receipt
 from .replica import Replica
 
@@ -62,9 +69,22 @@ class Delivery:
     def _receipts(self) -> dict[bytes, Receipt]:
         return {p: r for p, r in self.replica.receipts().items() if p != self.replica.id}
 
-    def _status(self, change: ChangeId, receipts: dict[bytes, Receipt], here: Knowledge) -> Status:
+    def counted_centres(self) -> frozenset[bytes]:
+        """The centre keys whose receipts count now: all of them in open mode; in trust
+        mode those certified and not revoked (or authorities)."""
+        trust = self.replica.trust_store
+        return frozenset(c for c in self.centre if claim_counts(c, trust))
+
+    def _status(
+        self,
+        change: ChangeId,
+        receipts: dict[bytes, Receipt],
+        here: Knowledge,
+        centres: frozenset[bytes] | None = None,
+    ) -> Status:
+        centres = self.counted_centres() if centres is None else centres
         holders = [p for p, r in receipts.items() if r.knowledge.contains(*change)]
-        if any(p in self.centre for p in holders):
+        if any(p in centres for p in holders):
             return Status.CENTRE
         if holders:
             return Status.RELAY
@@ -84,15 +104,16 @@ class Delivery:
         ids = [c.id for c in self.replica.record_changes(collection, key)]
         if not ids:
             return Status.UNKNOWN
-        receipts, here = self._receipts(), self.replica.knowledge()
-        return min(self._status(c, receipts, here) for c in ids)
+        receipts, here, centres = self._receipts(), self.replica.knowledge(), self.counted_centres()
+        return min(self._status(c, receipts, here, centres) for c in ids)
 
     def undelivered(self, origin: bytes | None = None) -> Knowledge:
         """Changes of ``origin`` (default: this replica) held here that no centre holds."""
         origin = origin or self.replica.id
         mine = Knowledge({origin: self.replica.knowledge().get(origin)})
+        centres = self.counted_centres()
         for peer, receipt in self._receipts().items():
-            if peer in self.centre:
+            if peer in centres:
                 mine = mine - receipt.knowledge
         return mine
 
@@ -106,7 +127,8 @@ class Delivery:
         here = self.replica.knowledge()
         me = self.replica.id
         scope = Knowledge({me: here.get(me)}) if own_only else here
+        centres = self.counted_centres()
         return [
-            PeerPending(peer, peer in self.centre, receipt.created, scope - receipt.knowledge)
+            PeerPending(peer, peer in centres, receipt.created, scope - receipt.knowledge)
             for peer, receipt in sorted(self._receipts().items())
         ]

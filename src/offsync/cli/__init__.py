@@ -21,7 +21,7 @@ The package: ``app`` (the group, global options, errors as exit codes), ``exits`
 codes and the error mapping), ``site`` (the site directory, key and passphrase),
 ``params`` (reading fields, keys, peers, times), ``output`` (tables, JSON, progress), and
 one module per family of commands: ``records``, ``bundles``, ``status``, ``trust``,
-``transfer`` (sync, disk), ``serve``, ``backups`` (backup, restore) and ``peers`` (the
+``transfer`` (sync, disk), ``centres`` (the centres a site delivers to), ``serve``, ``backups`` (backup, restore) and ``peers`` (the
 address book).
 """
 
@@ -38,7 +38,7 @@ except ImportError as _exc:  # pragma: no cover - exercised only without the ext
     raise SystemExit(2) from None
 
 # Each command module adds its commands to ``cli`` when imported.
-from . import backups, bundles, peers, records, serve, status, transfer, trust  # noqa: F401
+from . import backups, bundles, centres, peers, records, serve, status, transfer, trust  # noqa: F401
 from .app import cli, main
 from .exits import (
     EXIT_ERROR,

@@ -18,11 +18,14 @@ import socket
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import click
 from click.core import ParameterSource
 
+from .. import Replica
+from ..errors import UsageError
 from ..http.settings import SETTINGS, Setting, app_options
 from ..logs import LOGGERS, dict_config, install
 from .app import cli, pass_state
@@ -189,9 +192,21 @@ def _multiprocess_metrics(on: bool, workers: int) -> Iterator[None]:
     envvar="OFFSYNC_SCHEMA",
     help="With --postgres: the schema that holds the store (env OFFSYNC_SCHEMA).",
 )
+@click.option(
+    "--peer",
+    "peers",
+    multiple=True,
+    metavar="URL",
+    envvar="OFFSYNC_PEERS",
+    help="Another centre to sync with as a peer, every --peer-every (repeatable; env "
+    "OFFSYNC_PEERS, separated by spaces). Its key: from `offsync centres` if listed there, "
+    "else pinned at first contact.",
+)
 @setting_options
 @pass_state
-def serve(state: State, /, dsn: str | None, schema: str, **values: Any) -> None:
+def serve(
+    state: State, /, dsn: str | None, schema: str, peers: tuple[str, ...], **values: Any
+) -> None:
     """Serve this site over HTTP (uvicorn) for `offsync sync http://...`.
 
     Partial uploads are kept in the site's uploads/ directory, so they resume after a
@@ -201,7 +216,8 @@ def serve(state: State, /, dsn: str | None, schema: str, **values: Any) -> None:
 
     With --postgres the site's key serves a centre whose store is the PostgreSQL
     database, in --workers processes (offsync.centre); what the site's own store holds
-    is copied there first.
+    is copied there first. --peer URL syncs with another centre of the deployment every
+    --peer-every, in this process (docs/scale.md, "Several centres").
     """
     try:
         import uvicorn
@@ -223,8 +239,9 @@ def serve(state: State, /, dsn: str | None, schema: str, **values: Any) -> None:
     host, port = given.pop("host", "127.0.0.1"), given.pop("port", 8080)
     workers = given.pop("workers", 1)
     given.setdefault("upload_dir", str((state.site.path / "uploads").resolve()))
+    peering = _PeeringPlan(state, list(peers), given.pop("peer_every", 60.0))
     if dsn is not None:
-        _serve_centre(state, dsn, schema, host, port, workers, given, server)
+        _serve_centre(state, dsn, schema, host, port, workers, given, server, peering)
         return
     if workers != 1:
         fail(
@@ -237,7 +254,42 @@ def serve(state: State, /, dsn: str | None, schema: str, **values: Any) -> None:
     app = create_app(replica, site_labels=state.names(replica), **options)
     sock, url = _listen(host, port)
     _announce(state, replica.identity.label, replica.id, url)
-    uvicorn.Server(uvicorn.Config(app, **server)).run(sockets=[sock])
+    with peering.running(replica, app.state.offsync.observe.metrics):
+        uvicorn.Server(uvicorn.Config(app, **server)).run(sockets=[sock])
+
+
+@dataclass
+class _PeeringPlan:
+    """The peer centres of ``--peer`` and their period, run beside the server."""
+
+    state: State
+    urls: list[str]
+    every: float
+
+    def keys(self) -> dict[str, bytes]:
+        """The keys of peers listed by ``offsync centres``, by URL."""
+        listed = {c["url"]: c["key"] for c in self.state.site.centres}
+        return {
+            url: bytes.fromhex(key)
+            for url in self.urls
+            if (key := listed.get(url.rstrip("/"))) is not None
+        }
+
+    @contextlib.contextmanager
+    def running(self, replica: Replica, metrics: Any = None) -> Iterator[None]:
+        """Rounds with the peers in a background thread while the block runs."""
+        if not self.urls:
+            yield
+            return
+        from ..sync import Peering
+
+        try:
+            peering = Peering(replica, self.urls, every=self.every, server_keys=self.keys())
+        except UsageError as exc:
+            fail(str(exc), EXIT_USAGE, "give each --peer as http://HOST:PORT, once")
+        peering.metrics = metrics
+        with peering:
+            yield
 
 
 def _serve_centre(
@@ -249,9 +301,12 @@ def _serve_centre(
     workers: int,
     given: dict[str, Any],
     server: dict[str, Any],
+    peering: _PeeringPlan,
 ) -> None:
     """Run a ``CentreFactory`` in uvicorn's factory mode: each worker process builds
-    its own replica and app from it."""
+    its own replica and app from it. One worker: its app is built here, and the rounds
+    with peer centres share its replica and metrics; several: the rounds run in this
+    (the supervising) process on a connection of their own, logged only."""
     import uvicorn
     from uvicorn.supervisors import Multiprocess
 
@@ -284,12 +339,21 @@ def _serve_centre(
     _start_logging(state, server)
     sock, url = _listen(host, port)
     _announce(state, site.label, site.public_key, url)
+    if workers == 1:
+        app = factory()
+        state_ = app.state.offsync
+        with peering.running(state_.replica, state_.observe.metrics):
+            uvicorn.Server(uvicorn.Config(app, **server)).run(sockets=[sock])
+        return
     config = uvicorn.Config(factory, factory=True, workers=workers, **server)
     with _multiprocess_metrics(bool(given.get("metrics")), workers):
-        if workers == 1:
-            uvicorn.Server(config).run(sockets=[sock])
-        else:
-            extra: dict[str, Any] = {}
-            if "target" in inspect.signature(Multiprocess).parameters:  # older uvicorn
-                extra["target"] = uvicorn.Server(config).run
-            Multiprocess(config, sockets=[sock], **extra).run()
+        extra: dict[str, Any] = {}
+        if "target" in inspect.signature(Multiprocess).parameters:  # older uvicorn
+            extra["target"] = uvicorn.Server(config).run
+        own = factory.replica() if peering.urls else None
+        try:
+            with peering.running(own) if own is not None else contextlib.nullcontext():
+                Multiprocess(config, sockets=[sock], **extra).run()
+        finally:
+            if own is not None:
+                own.close()

@@ -17,7 +17,7 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import click
 
@@ -64,6 +64,21 @@ def utc_stamp() -> str:
     return _dt.datetime.now(_dt.UTC).strftime("%Y%m%dT%H%M%SZ")
 
 
+class CentreEntry(TypedDict):
+    """A centre of site.json: its URL, and its key in hex (None until pinned)."""
+
+    url: str
+    key: str | None
+
+
+def _centre_entry(doc: Any) -> CentreEntry:
+    """One entry of site.json's ``centres``: ``{"url": str, "key": hex or None}``."""
+    url, key = doc["url"], doc.get("key")
+    if not isinstance(url, str) or not (key is None or isinstance(key, str)):
+        raise ValueError(f"centre entry {doc!r} is not {{url, key}}")
+    return {"url": url, "key": key}
+
+
 @dataclass
 class Site:
     """A site directory: configuration, sealed key file and SQLite store."""
@@ -77,6 +92,9 @@ class Site:
     authorities: list[str] = field(default_factory=list)
     #: The address book: label -> public key (hex) of peers, kept by ``offsync peers``.
     peers: dict[str, str] = field(default_factory=dict)
+    #: The centres this site delivers to, in order (``offsync centres``): each
+    #: ``{"url": ..., "key": hex or None}``; a key not given is pinned at first contact.
+    centres: list[CentreEntry] = field(default_factory=list)
 
     @classmethod
     def load(cls, path: Path) -> Site:
@@ -98,8 +116,10 @@ class Site:
                 str(doc.get("default_policy", "lww")),
                 [str(a) for a in doc.get("authorities", [])],
                 {str(k): str(v) for k, v in doc.get("peers", {}).items()},
+                [_centre_entry(c) for c in doc.get("centres", [])],
             )
-            for a in [*site.authorities, *site.peers.values()]:
+            keys = [c["key"] for c in site.centres if c["key"] is not None]
+            for a in [*site.authorities, *site.peers.values(), *keys]:
                 if len(bytes.fromhex(a)) != 32:
                     raise ValueError(f"key {a!r} is not 32 bytes")
             return site
@@ -121,6 +141,8 @@ class Site:
         }
         if self.peers:
             doc["peers"] = dict(sorted(self.peers.items()))
+        if self.centres:
+            doc["centres"] = self.centres
         write_atomic(self.path / SITE_FILE, (json.dumps(doc, indent=2) + "\n").encode())
 
     @classmethod

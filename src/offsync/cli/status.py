@@ -3,7 +3,7 @@ resolution."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import click
@@ -12,15 +12,37 @@ from rich.table import Table
 
 from .. import Replica
 from ..change import ChangeId
+from ..delivery import Delivery
 from .app import Group, cli, json_option, pass_state, state_of
+from .centres import centre_keys
 from .exits import fail
 from .output import emit_json, head_name, iso_hlc, iso_ms, json_text, out, short, when
 from .params import parse_fields
 from .site import RestoreWait, State
 
 
-def status_document(replica: Replica, names: Mapping[bytes, str] | None = None) -> dict[str, Any]:
-    """Everything ``status`` shows, as plain data; ``names``: labels of keys."""
+def centres_document(replica: Replica, keys: Sequence[bytes]) -> dict[str, Any]:
+    """Delivery to the centres (``offsync centres``): a change of this site is at a
+    centre once any of them holds it; in trust mode a centre counts only while its key
+    is certified (``offsync.delivery``)."""
+    delivery = Delivery(replica, keys)
+    counted = delivery.counted_centres()
+    undelivered = delivery.undelivered().count()
+    return {
+        "keys": list(keys),
+        "counted": [k for k in keys if k in counted],
+        "undelivered_of_mine": undelivered,
+        "delivered_of_mine": replica.knowledge().count(replica.id) - undelivered,
+    }
+
+
+def status_document(
+    replica: Replica,
+    names: Mapping[bytes, str] | None = None,
+    centres: Sequence[bytes] = (),
+) -> dict[str, Any]:
+    """Everything ``status`` shows, as plain data; ``names``: labels of keys;
+    ``centres``: the keys of the centres this site delivers to."""
     names = names or {}
     mine = replica.knowledge()
     peers = []
@@ -55,6 +77,7 @@ def status_document(replica: Replica, names: Mapping[bytes, str] | None = None) 
             for q in replica.quarantined()
         ],
         "conflicts": [f"{c.collection}/{c.key}" for c in replica.conflicts()],
+        "centres": centres_document(replica, centres) if centres else None,
         # Peers saying they hold more of this site's changes than it has (a restore
         # from backup, or a false claim): counted claims block writing until resolved.
         "seq_claims": [
@@ -97,7 +120,7 @@ def status(state: State) -> None:
     """What is pending per peer, last receipts, quarantined changes, open conflicts."""
     replica = state.reader()
     names = state.names(replica)
-    doc = status_document(replica, names)
+    doc = status_document(replica, names, centre_keys(state))
     doc["restore"] = restore_document(state, replica)
     if state.json:
         emit_json(doc)
@@ -108,6 +131,12 @@ def status(state: State) -> None:
         f"{doc['origins']} site(s); state digest {doc['state_digest'].hex()[:16]}"
     )
     _print_restore(state, replica, doc["restore"])
+    if doc["centres"] is not None:
+        c = doc["centres"]
+        out.print(
+            f"{c['delivered_of_mine']} of this site's changes are at a centre (any of "
+            f"{len(c['counted'])} whose receipts count), {c['undelivered_of_mine']} not yet"
+        )
     if doc["peers"]:
         table = Table(
             "peer",

@@ -9,6 +9,7 @@ wrong.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -19,12 +20,14 @@ from rich.markup import escape
 from rich.table import Table
 
 from .. import Replica
-from ..errors import TransportError, UsageError
-from ..sync import NotWritten, SyncReport, exchange, exchange_folder
+from ..errors import TransportError
+from ..sync import Failure, NotWritten, SyncReport, exchange, exchange_folder, sync_any
 from ..sync import sync as sync_round
-from ..transports import Location, open_transport, parse_location
+from ..sync.failover import where_of
+from ..transports import Location, Transport, open_transport, parse_location
 from . import events
 from .app import Group, cli, json_option, pass_state
+from .centres import Centre, centre_keys, chosen, remember, took_document
 from .exits import EXIT_REFUSED, EXIT_TRANSPORT, fail
 from .output import emit_json, err, out, progress, short
 from .site import State, has_unsealed
@@ -59,6 +62,7 @@ def _report_sync(
     what: str,
     not_written: Sequence[NotWritten] = (),
     missing: str = "not written",
+    extra: dict[str, Any] | None = None,
 ) -> None:
     """The rounds as a table (or JSON with the site's status), then the courier replies
     that could not be written; exit 4 if any was not, else 3 if anything was refused."""
@@ -70,9 +74,9 @@ def _report_sync(
         unwritten = [
             {"peer": n.peer, "label": names.get(n.peer), "reason": n.reason} for n in not_written
         ]
-        status = status_document(replica, names)
+        status = status_document(replica, names, centre_keys(state))
         status["restore"] = restore_document(state, replica)
-        emit_json({"rounds": rows, "not_written": unwritten, "status": status})
+        emit_json({"rounds": rows, "not_written": unwritten, "status": status, **(extra or {})})
     else:
         _print_rounds(rows, names, what, not_written, missing)
     refused = any(r["refused"] for r in rows)
@@ -136,7 +140,7 @@ def _print_rounds(
 
 
 @cli.command()
-@click.argument("target")
+@click.argument("targets", nargs=-1, metavar="[TARGET]...")
 @click.option(
     "--peer",
     "peers",
@@ -146,13 +150,19 @@ def _print_rounds(
 )
 @click.option("--server-key", metavar="HEX", help="HTTP: refuse a server with another key.")
 @click.option("--encrypt", is_flag=True, help="Seal outgoing bundles to the peer's key.")
-@click.option("--retries", type=click.IntRange(min=0), default=5, show_default=True)
+@click.option(
+    "--retries",
+    type=click.IntRange(min=0),
+    default=5,
+    show_default=True,
+    help="HTTP: retries per server before giving up (or moving on to the next centre).",
+)
 @click.option("--timeout", type=float, default=60.0, show_default=True, help="HTTP seconds.")
 @json_option
 @pass_state
 def sync(
     state: State,
-    target: str,
+    targets: tuple[str, ...],
     peers: tuple[str, ...],
     server_key: str | None,
     encrypt: bool,
@@ -163,17 +173,18 @@ def sync(
 
     Sends exactly what the other side lacks (and this site's receipt), then takes what
     it offers. Safe to repeat and to interrupt: the next round picks up where this one
-    stopped. Exit 4 when the server or folder cannot be reached, 3 if a bundle was refused.
+    stopped. Several URLs, or none (the centres listed by `offsync centres`): the round
+    goes to the first centre that answers, the one that answered last time first, and
+    moves on when one is down, busy or times out (never when one refuses a bundle).
+    Exit 4 when no server or folder can be reached, 3 if a bundle was refused.
     """
     replica = state.replica()
-    try:
-        where = parse_location(target)  # a URL, or a folder that exists
-    except UsageError as exc:
-        fail(str(exc), hint="give http://HOST:PORT or the path of the shared folder")
-    if where.kind == "http":
-        _sync_http(state, replica, where, server_key, encrypt, retries, timeout)
+    key = state.resolve(replica, server_key) if server_key else None
+    centres = chosen(state, targets, key)
+    if centres[0].where.kind == "http":
+        _sync_http(state, replica, centres, encrypt, retries, timeout)
     else:
-        _sync_folder(state, replica, where, peers, encrypt)
+        _sync_folder(state, replica, centres[0].where, peers, encrypt)
 
 
 def _takes_first(state: State, replica: Replica) -> bool:
@@ -197,23 +208,25 @@ def _not_answered(state: State, replica: Replica) -> bool:
 def _sync_http(
     state: State,
     replica: Replica,
-    where: Location,
-    server_key: str | None,
+    centres: Sequence[Centre],
     encrypt: bool,
     retries: int,
     timeout: float,
 ) -> None:
+    """A round with the first of ``centres`` that answers (one: that server)."""
     from rich.progress import BarColumn, Progress, TextColumn
 
-    key = state.resolve(replica, server_key) if server_key else None
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total} B"),
-        console=err,
-        transient=True,
-        disable=state.json or not err.is_terminal,
-    ) as bar:
+    with (
+        Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total} B"),
+            console=err,
+            transient=True,
+            disable=state.json or not err.is_terminal,
+        ) as bar,
+        contextlib.ExitStack() as stack,
+    ):
         tasks: dict[bytes, Any] = {}
 
         def on_progress(bundle_id: bytes, sent: int, total: int) -> None:
@@ -221,24 +234,87 @@ def _sync_http(
                 tasks[bundle_id] = bar.add_task(f"upload {bundle_id[:4].hex()}", total=total)
             bar.update(tasks[bundle_id], completed=sent)
 
-        with open_transport(
-            where,
-            replica,
-            key,
-            encrypt=encrypt,
-            max_retries=retries,
-            timeout=timeout,
-            connect_timeout=min(timeout, 10.0),
-            progress=on_progress,
-        ) as transport:
-            reports = []
-            if _takes_first(state, replica):
-                reports.append(sync_round(replica, transport, push=False))
-                if _not_answered(state, replica):
-                    _report_sync(state, reports, f"sync with {where}")
-                    return
-            reports.append(sync_round(replica, transport))
-    _report_sync(state, reports, f"sync with {where}")
+        transports = [
+            stack.enter_context(
+                open_transport(
+                    c.where,
+                    replica,
+                    c.key,
+                    encrypt=encrypt,
+                    max_retries=retries,
+                    timeout=timeout,
+                    connect_timeout=min(timeout, 10.0),
+                    progress=on_progress,
+                )
+            )
+            for c in centres
+        ]
+        reports: list[SyncReport] = []
+        failures: list[Failure] = []
+        if len(transports) > 1 and state.restore_wait(replica, end=False) is not None:
+            _hear_every_centre(replica, transports, reports, failures)
+        if _takes_first(state, replica):
+            took = _round(replica, transports, reports, failures, push=False)
+            if _not_answered(state, replica):
+                _report_took(state, centres, reports, took, failures)
+                return
+        took = _round(replica, transports, reports, failures, push=True)
+        remember(state, centres[took], reports[-1].peer)
+    _report_took(state, centres, reports, took, failures)
+
+
+def _round(
+    replica: Replica,
+    transports: Sequence[Transport],
+    reports: list[SyncReport],
+    failures: list[Failure],
+    *,
+    push: bool,
+) -> int:
+    """One round by ``sync_any``; the index of the centre that took it. One server:
+    a plain round, whose failure is that server's own error."""
+    if len(transports) == 1:
+        reports.append(sync_round(replica, transports[0], push=push))
+        return 0
+    took = sync_any(replica, transports, push=push)
+    reports.append(took.report)
+    failures.extend(took.failures)
+    return took.index
+
+
+def _hear_every_centre(
+    replica: Replica,
+    transports: Sequence[Transport],
+    reports: list[SyncReport],
+    failures: list[Failure],
+) -> None:
+    """A restored site takes what every centre that answers offers before it sends or
+    writes: centres that have not peered yet may each hold changes of this site that
+    the backup lacks, and a write over one of them would fork it (docs/scale.md,
+    "Restores with several centres"). A centre that does not answer is listed."""
+    for transport in transports:
+        try:
+            reports.append(sync_round(replica, transport, push=False))
+        except TransportError as exc:
+            failures.append(Failure(where_of(transport), type(exc).__name__, str(exc)))
+
+
+def _report_took(
+    state: State,
+    centres: Sequence[Centre],
+    reports: Sequence[SyncReport],
+    took: int,
+    failures: Sequence[Failure],
+) -> None:
+    """The rounds, saying which centre took them when there was a choice."""
+    where = centres[took].where
+    failures = list({(f.where, f.error): f for f in failures}.values())  # once each
+    extra = took_document(where.address, failures) if len(centres) > 1 else None
+    if extra is not None and not state.json:
+        for f in failures:
+            err.print(f"[yellow]centre down:[/] {escape(f.where)}: {escape(f.reason)}")
+        out.print(f"delivered through {escape(where.address)}")
+    _report_sync(state, reports, f"sync with {where}", extra=extra)
 
 
 def _sync_folder(

@@ -15,6 +15,8 @@ Names and meanings are in docs/operations.md, "Metrics"; in short:
 ``offsync_apply_seconds``                                   histogram of one apply
 ``offsync_site_last_contact_timestamp_seconds{site,label}`` per known site (below)
 ``offsync_unknown_site_last_contact_timestamp_seconds``     any other key, as one series
+``offsync_peer_rounds_total{peer,outcome}``                rounds with the other centres
+``offsync_peer_last_success_timestamp_seconds{peer}``       (``offsync serve --peer``)
 ==========================================================  ===========================
 
 Cardinality is bounded by what the operator controls: a series per site exists only for
@@ -155,6 +157,20 @@ class Metrics:
             "When a known site (certified, or named in the app's site_labels) last "
             "delivered a bundle or pulled, by this server's clock",
             ["site", "label"],
+            registry=registry,
+            multiprocess_mode="max",
+        )
+        self.peer_rounds = counter(
+            "offsync_peer_rounds",
+            "Rounds with the other centres (offsync serve --peer), by peer URL and "
+            "outcome (ok, refused: some bundle was refused, failed)",
+            ["peer", "outcome"],
+            registry=registry,
+        )
+        self.peer_last_success = gauge(
+            "offsync_peer_last_success_timestamp_seconds",
+            "When a round with a peer centre last completed, by this server's clock",
+            ["peer"],
             registry=registry,
             multiprocess_mode="max",
         )

@@ -294,6 +294,16 @@ SERVE_SETTINGS: tuple[Setting, ...] = (
         "Log every HTTP request too (uvicorn's access log, in the same format).",
         app=False,
     ),
+    Setting(
+        "peer_every",
+        "seconds",
+        60.0,
+        "With --peer: seconds between two rounds with each peer centre.",
+        minimum=1,
+        maximum=86400,
+        app=False,
+        why="a round per peer at most every second, at least once a day",
+    ),
 )
 
 SETTINGS: tuple[Setting, ...] = APP_SETTINGS + SERVE_SETTINGS
