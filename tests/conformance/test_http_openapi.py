@@ -1,7 +1,7 @@
 """The OpenAPI document is made from the endpoint table, is what the server serves and
 what docs/http.md shows, and every answer a real server gives matches it.
 
-The check of answers runs after every test that serves over ``helpers_http.LiveServer``
+The check of answers runs after every test that serves over ``tests.helpers.http.LiveServer``
 (conftest.py); here a scenario draws every documented answer of every operation once,
 so that none is documented without being given, nor given without being checked.
 """

@@ -67,7 +67,7 @@ class Recorder:
 
 
 def _media(start: dict[str, Any]) -> str:
-    headers = dict(start.get("headers", []))
+    headers: dict[bytes, bytes] = dict(start.get("headers", []))
     return headers.get(b"content-type", b"").decode().split(";")[0].strip().lower()
 
 

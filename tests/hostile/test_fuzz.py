@@ -78,7 +78,7 @@ def mutate(data: bytes, edits: list[tuple[str, int, bytes]]) -> bytes:
     return bytes(out)
 
 
-@settings(max_examples=max(100, settings.default.max_examples * 2))
+@settings(max_examples=max(100, settings().max_examples * 2))
 @given(seed=st.sampled_from(SEEDS), edits=st.lists(edit, min_size=1, max_size=6))
 def test_mutated_seeds_apply_or_are_refused_cleanly(
     seed: bytes, edits: list[tuple[str, int, bytes]]

@@ -41,7 +41,7 @@ import zstandard
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from offsync import Identity, Knowledge, Limits, Receipt, Replica
+from offsync import ChangeId, Identity, Knowledge, Limits, Receipt, Replica
 from offsync.bundle import FORMAT_VERSION, MAGIC, frame_bundle
 from offsync.change import DELETE, PUT, Change, decode_changes, encode_changes
 from offsync.compression import compress
@@ -559,7 +559,7 @@ def test_expired_certificate_is_quarantined() -> None:
     quarantines(rep, bundle, "validity: certificate expired")
 
 
-@settings(max_examples=max(20, settings.default.max_examples // 2))
+@settings(max_examples=max(20, settings().max_examples // 2))
 @given(st.data())
 def test_mutated_trusted_bundles_never_apply_partly(data: st.DataObject) -> None:
     """Random multi-byte damage to a bundle: all of it or none of it."""
@@ -636,7 +636,5 @@ def test_no_personal_data_in_errors_or_logs(caplog: pytest.LogCaptureFixture) ->
     assert nik not in text and nik[4:] not in text and name not in text
 
 
-def _cid() -> object:
-    from offsync import ChangeId
-
+def _cid() -> ChangeId:
     return ChangeId(SITE.public_key, 99)

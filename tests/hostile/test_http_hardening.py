@@ -90,8 +90,10 @@ def test_a_flood_of_junk_from_many_keys_leaves_legitimate_sites_served(tmp_path:
                 served += 1
                 replay = http.post("/pull", content=sent, headers=headers)
                 seen.setdefault("replayed", []).append(replay.status_code)
+        store = centre.store
+        assert isinstance(store, SQLiteStore)
         with centre.lock:
-            recorded = centre.store.db.execute("SELECT count(*) FROM http_nonces").fetchone()[0]
+            recorded = store.db.execute("SELECT count(*) FROM http_nonces").fetchone()[0]
         assert {k: set(v) for k, v in seen.items()} == {
             "junk": {401},
             "impostor": {401},

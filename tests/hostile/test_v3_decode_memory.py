@@ -1,6 +1,6 @@
 """What the format-3 decoders may allocate on hostile input, measured in a child process.
 
-The same method and bounds as tests/test_decode_memory.py (format 2): each case hands
+The same method and bounds as tests/hostile/test_decode_memory.py (format 2): each case hands
 one decoder a hostile input in a fresh interpreter and reads that interpreter's peak
 resident memory; the growth must stay within a bound stated per case plus ``SLACK``.
 The new shapes are here: stream-keyed knowledge (an entry per partition), receipts

@@ -153,7 +153,9 @@ def test_altered_fields_are_refused(name: str, value: object, error: type[Except
 
 def test_flipped_ciphertext_is_refused() -> None:
     doc = _doc(Identity.generate())
-    box = bytearray(doc["box"])  # type: ignore[arg-type]
+    sealed = doc["box"]
+    assert isinstance(sealed, bytes)
+    box = bytearray(sealed)
     box[-1] ^= 1
     doc["box"] = bytes(box)
     with pytest.raises(WrongPassphraseError):

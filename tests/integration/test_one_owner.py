@@ -21,6 +21,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -34,7 +35,7 @@ from tests.helpers.cli import Shell, serving
 SEED = b"\x51" * 32
 
 
-def _open(path: Path, **options: object) -> Replica:
+def _open(path: Path, **options: Any) -> Replica:
     return Replica.open(str(path), identity=Identity(SEED, label="site"), **options)
 
 

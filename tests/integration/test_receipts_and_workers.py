@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -30,7 +31,7 @@ from tests.helpers.http import LiveServer
 SRC = Path(offsync.__file__).parent
 
 
-def open_replica(path: Path, label: str, **options: object) -> Replica:
+def open_replica(path: Path, label: str, **options: Any) -> Replica:
     return Replica.open(str(path / f"{label}.db"), identity=Identity.generate(label), **options)
 
 

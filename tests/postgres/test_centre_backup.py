@@ -3,7 +3,7 @@ docs/operations.md says, and what happens next: the sites give the restored cent
 it lost at their next round, and the centre's own later changes come back before it may
 write again (the fork-safety path, as for a restored site).
 
-Needs a PostgreSQL server (tests/postgres_helpers.py) and the ``pg_dump`` and
+Needs a PostgreSQL server (tests/helpers/postgres.py) and the ``pg_dump`` and
 ``pg_restore`` commands on PATH.
 """
 

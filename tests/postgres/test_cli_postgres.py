@@ -2,7 +2,7 @@
 over one PostgreSQL database, started, synced with and stopped through the command.
 
 Needs a server (OFFSYNC_TEST_POSTGRES, default postgresql://postgres@127.0.0.1:5432/test);
-the module is skipped, saying why, when none answers (the check is postgres_helpers.py's).
+the module is skipped, saying why, when none answers (the check is tests/helpers/postgres.py's).
 The centre's store lives in a fresh schema, dropped afterwards.
 """
 

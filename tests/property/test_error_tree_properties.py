@@ -92,7 +92,7 @@ msgpackish = st.one_of(
 
 #: Examples per parametrized case: many cases, each cheap; HYPOTHESIS_PROFILE=explore
 #: runs far more.
-EXAMPLES = max(25, settings.default.max_examples // 3)
+EXAMPLES = max(25, settings().max_examples // 3)
 
 
 @pytest.mark.parametrize("name", list(DECODERS))
@@ -104,7 +104,8 @@ def test_decoders_raise_only_offsync_errors(name: str, data: bytes) -> None:
 
 CALLS: dict[str, Callable[[Any, Any, Any], object]] = {
     "Knowledge(value)": lambda a, b, c: Knowledge(a),
-    "Knowledge({key: value})": lambda a, b, c: Knowledge({b if _hashable(b) else repr(b): a}),
+    # Any key and value on purpose: what a caller might hand over.
+    "Knowledge({key: value})": lambda a, b, c: Knowledge({b if _hashable(b) else repr(b): a}),  # type: ignore[dict-item]
     "Knowledge.of": lambda a, b, c: Knowledge.of(b, a, c),
     "Knowledge.from_wire": lambda a, b, c: Knowledge.from_wire(a),
     "Knowledge.from_wire([[key, value]])": lambda a, b, c: Knowledge.from_wire([[b, a]]),

@@ -72,14 +72,14 @@ def digest_after(bundles: list[bytes], times: int = 1) -> bytes:
     return digest + repr(sorted((c.collection, c.key) for c in conflicts)).encode()
 
 
-@settings(max_examples=min(settings.default.max_examples, 40))
+@settings(max_examples=min(settings().max_examples, 40))
 @given(ops)
 def test_apply_twice_equals_apply_once(steps: list[tuple[Any, ...]]) -> None:
     bundles = history(steps)
     assert digest_after(bundles, times=2) == digest_after(bundles)
 
 
-@settings(max_examples=min(settings.default.max_examples, 40))
+@settings(max_examples=min(settings().max_examples, 40))
 @given(ops, st.data())
 def test_any_order_gives_the_same_state(steps: list[tuple[Any, ...]], data: st.DataObject) -> None:
     bundles = history(steps)

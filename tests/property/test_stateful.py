@@ -417,5 +417,5 @@ class Replicas(RuleBasedStateMachine):
 
 TestReplicas = Replicas.TestCase
 TestReplicas.settings = settings(
-    settings.default, max_examples=min(settings.default.max_examples, 60), stateful_step_count=100
+    settings.default, max_examples=min(settings().max_examples, 60), stateful_step_count=100
 )

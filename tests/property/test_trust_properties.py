@@ -94,7 +94,7 @@ def summary(rep: Replica) -> tuple[bytes, list[Any]]:
     return rep.state_digest(), sorted(rep.quarantined_changes())
 
 
-@settings(max_examples=max(10, settings.default.max_examples // 3))
+@settings(max_examples=max(10, settings().max_examples // 3))
 @given(plan=ops, data=st.data())
 def test_quarantine_then_trust_converges_with_trust_then_data(
     plan: list[tuple[Any, ...]], data: st.DataObject

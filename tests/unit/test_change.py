@@ -43,7 +43,14 @@ def test_properties() -> None:
 
 
 def test_float_signs_and_bool_int_stay_distinct() -> None:
-    values = [{"v": 0.0}, {"v": -0.0}, {"v": 1}, {"v": True}, {"v": 1.0}, {"v": math.nan}]
+    values: list[dict[str, Any]] = [
+        {"v": 0.0},
+        {"v": -0.0},
+        {"v": 1},
+        {"v": True},
+        {"v": 1.0},
+        {"v": math.nan},
+    ]
     changes = [put(i + 1, key=f"k{i}", **v) for i, v in enumerate(values)]
     decoded = decode_changes(encode_changes(changes), A, 1)
     assert [c.fields for c in decoded] == [c.fields for c in changes]

@@ -91,7 +91,7 @@ def test_bad_writes_are_usage_errors() -> None:
         ("c", "k", {1: 2}),
     ]:
         with pytest.raises(UsageError):
-            r.put(collection, key, fields)  # type: ignore[dict-item]
+            r.put(collection, key, fields)  # type: ignore[arg-type]  # bad fields on purpose
     assert r.seq == 0
     with pytest.raises(UsageError):
         r.resolve("c", "k")

@@ -126,7 +126,7 @@ def test_any_altered_field_fails_verification(field: str) -> None:
         "block": sealed(3, 3).block,
         "signature": bytes(64),
     }[field]
-    forged = Segment(**{**{f: getattr(seg, f) for f in seg.__slots__}, field: value})  # type: ignore[arg-type]
+    forged = Segment(**{**{f: getattr(seg, f) for f in seg.__slots__}, field: value})
     with pytest.raises(SignatureError):
         forged.verify()
 

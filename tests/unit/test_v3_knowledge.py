@@ -27,7 +27,7 @@ def test_values_validate_themselves() -> None:
         with pytest.raises(UsageError):
             Knowledge(bad)  # type: ignore[arg-type]
     with pytest.raises(AttributeError):
-        Knowledge()._streams = {}  # type: ignore[misc]
+        Knowledge()._streams = {}
     with pytest.raises(TypeError):
         hash(Knowledge())
 

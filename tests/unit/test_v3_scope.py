@@ -55,7 +55,13 @@ def test_the_partition_rule() -> None:
     with pytest.raises(UsageError, match="_trust"):
         PartitionRule({"_trust": 2})
     assert PartitionRule({"_trust": 0}).length("_trust") == 0
-    for bad in [{"residents": -1}, {"residents": 513}, {"residents": True}, {"": 1}]:
+    bad_rules: list[dict[str, int]] = [
+        {"residents": -1},
+        {"residents": 513},
+        {"residents": True},
+        {"": 1},
+    ]
+    for bad in bad_rules:
         with pytest.raises(UsageError):
             PartitionRule(bad)
 
@@ -84,9 +90,9 @@ def test_scope_construction_is_canonical() -> None:
     for s in [Scope({"r": ["35"]}), Scope.everything() - Scope({"r": ["35"]}), Scope.nothing()]:
         assert eval(repr(s)) == s and hash(eval(repr(s))) == hash(s)
     with pytest.raises(UsageError, match="list of str"):
-        Scope({"r": "35"})  # type: ignore[dict-item]
+        Scope({"r": "35"})
     with pytest.raises(AttributeError):
-        Scope.nothing()._others = {}  # type: ignore[misc]
+        Scope.nothing()._others = {}
 
 
 def test_validate_against_the_rule() -> None:
