@@ -5,6 +5,7 @@ refused in the command line's one error shape before anything listens."""
 from __future__ import annotations
 
 import inspect
+import socket
 import sys
 from pathlib import Path
 
@@ -190,3 +191,16 @@ def test_flags_and_variables_reach_a_real_server(tmp_path: Path) -> None:
             == 202
         )
         assert any(bundle_id in p.name for p in uploads.iterdir())
+
+
+def test_serve_accepts_connections_once_it_prints_its_url(tmp_path: Path) -> None:
+    """The URL on the first line means "connect now": the socket listens before it is
+    printed. (It used to listen only once uvicorn had started, so a client quick off
+    the mark was refused; with its retries spent at once, a sync in the tests failed.)"""
+    sh = Shell(tmp_path)
+    sh.init("pusat")
+    with serving(sh, "pusat") as (url, _pid):
+        host, port = url.removeprefix("http://").rsplit(":", 1)
+        with socket.create_connection((host, int(port)), timeout=60) as conn:
+            conn.sendall(b"GET / HTTP/1.0\r\n\r\n")
+            assert conn.recv(12).startswith(b"HTTP/1.")
