@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.helpers import ROOT
 
 SCRIPT = ROOT / "benchmarks" / "throughput.py"
@@ -51,6 +53,7 @@ def _figures(line: str) -> list[str]:
     return line[32:].split("(")[0].split()  # after the label column, before a note
 
 
+@pytest.mark.slow
 def test_quick_benchmark_prints_every_row(tmp_path: Path) -> None:
     proc = subprocess.run(
         [

@@ -73,6 +73,7 @@ def test_the_guides_have_examples() -> None:
 
 
 @pytest.mark.parametrize("page", PAGES, ids=[p.name for p in PAGES])
+@pytest.mark.slow
 def test_examples_run(page: Path, tmp_path: Path) -> None:
     env = {
         **os.environ,
@@ -94,6 +95,7 @@ def test_examples_run(page: Path, tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-6000:]
 
 
+@pytest.mark.slow
 def test_site_builds_strictly(tmp_path: Path) -> None:
     done = subprocess.run(
         [

@@ -93,6 +93,7 @@ def test_random_inputs_in_every_mode(data: bytes) -> None:
 
 
 @pytest.mark.skipif(importlib.util.find_spec("atheris") is None, reason="atheris not installed")
+@pytest.mark.slow
 def test_short_atheris_run(tmp_path: Path) -> None:
     corpus = tmp_path / "corpus"
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}

@@ -349,6 +349,7 @@ _HEADER_TEXT = st.text(st.sampled_from("bytes */-0123456789 \t,;=xyzB"), max_siz
     value=st.from_regex(CONTENT_RANGE_PATTERN, fullmatch=True).filter(lambda v: len(v) < 60)
     | _HEADER_TEXT
 )
+@pytest.mark.slow
 def test_content_range_pattern_is_exactly_what_the_server_accepts(
     plain_server: LiveServer, value: str
 ) -> None:

@@ -43,6 +43,7 @@ def _deliver(sh: Shell, src: str, dst: str, box: str, *extra: str) -> None:
     sh.run("--site", dst, "apply", box)
 
 
+@pytest.mark.slow
 def test_a_backup_taken_while_the_site_is_served_is_the_store_at_that_moment(sh: Shell) -> None:
     _, kab = _pair(sh)
     for i in range(3):
@@ -75,6 +76,7 @@ def test_a_backup_taken_while_the_site_is_served_is_the_store_at_that_moment(sh:
     assert sh.json("--site", "kab-copy", "status")["state_digest"] == before
 
 
+@pytest.mark.slow
 def test_a_restored_site_waits_for_its_peer_then_takes_its_own_changes_back(
     sh: Shell,
 ) -> None:
@@ -123,6 +125,7 @@ def test_a_restored_site_waits_for_its_peer_then_takes_its_own_changes_back(
     assert (office["peer"], office["label"], office["holds"]) == (kec, "kec-wungu", 4)
 
 
+@pytest.mark.slow
 def test_a_restored_site_gets_its_changes_back_in_one_sync_over_http(sh: Shell) -> None:
     _pair(sh)
     sh.run("--site", "kec", "put", "residents", NIK.format(1), "name=Dewi")
@@ -144,6 +147,7 @@ def test_a_restored_site_gets_its_changes_back_in_one_sync_over_http(sh: Shell) 
     assert site["state_digest"] == district["state_digest"]
 
 
+@pytest.mark.slow
 def test_restore_refuses_what_it_cannot_restore_safely_and_changes_nothing(sh: Shell) -> None:
     kec, _ = _pair(sh)
     sh.run("--site", "kec", "put", "residents", NIK.format(1), "name=Dewi")

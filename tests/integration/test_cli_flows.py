@@ -16,6 +16,7 @@ def sh(tmp_path: Path) -> Shell:
     return Shell(tmp_path)
 
 
+@pytest.mark.slow
 def test_courier_flow(sh: Shell) -> None:
     """A sub-district's backlog goes to the district on a disk; receipts come back."""
     kec = sh.init("kec-saradan")
@@ -67,6 +68,7 @@ def test_demo_command(sh: Shell) -> None:
     assert "--residents" in sh.run("demo", "--help").stdout
 
 
+@pytest.mark.slow
 def test_http_flow(sh: Shell) -> None:
     """Two sites sync through a centre served by `offsync serve` (real uvicorn)."""
     centre = sh.init("pusat")

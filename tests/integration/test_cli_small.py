@@ -61,6 +61,7 @@ def _shape(stderr: str) -> list[str]:
     return lines
 
 
+@pytest.mark.slow
 def test_every_error_on_the_command_line_has_one_shape(sh: Shell) -> None:
     sh.init("kec")
     cases = [
@@ -95,6 +96,7 @@ def _times(doc: Any, keys: set[str]) -> list[str | None]:
     return found
 
 
+@pytest.mark.slow
 def test_labels_iso_times_and_no_raw_bytes(sh: Shell) -> None:
     auth = sh.init("authority", "--authority")
     kec = sh.init("kec", "--trust", auth)

@@ -234,6 +234,7 @@ def _run_limited(cwd: Path, limit: int, *args: str) -> subprocess.CompletedProce
     )
 
 
+@pytest.mark.slow
 def test_the_command_line_says_the_disk_is_full_without_a_traceback(tmp_path: Path) -> None:
     sh = Shell(tmp_path)
     sh.init("kec")

@@ -133,6 +133,7 @@ def _lines(path: Path) -> list[dict[str, object]]:
     return docs
 
 
+@pytest.mark.slow
 def test_no_personal_data_in_the_logs_of_a_real_server_and_command(tmp_path: Path) -> None:
     sh = Shell(tmp_path)
     sh.init("pusat")

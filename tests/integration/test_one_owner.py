@@ -164,6 +164,7 @@ def test_a_forked_process_cannot_write_through_its_parents_store(tmp_path: Path)
     rep.close()
 
 
+@pytest.mark.slow
 def test_offsync_serve_owns_the_site_and_other_commands_say_so(tmp_path: Path) -> None:
     sh = Shell(tmp_path)
     centre = sh.init("kab")
@@ -251,6 +252,7 @@ def _wait_for(condition: object, what: str, timeout: float = 60) -> None:
         time.sleep(0.1)
 
 
+@pytest.mark.slow
 def test_a_second_uvicorn_worker_on_one_sqlite_replica_fails_at_start_up(
     tmp_path: Path, two_workers: tuple[str, list[str]]
 ) -> None:

@@ -37,6 +37,7 @@ def _workers(parent: int) -> set[int]:
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
+@pytest.mark.slow
 def test_serve_a_centre_on_postgres_with_two_workers(tmp_path: Path) -> None:
     sh = Shell(tmp_path)
     schema = f"offsync_test_{uuid.uuid4().hex[:10]}_cli"
@@ -74,6 +75,7 @@ def test_serve_a_centre_on_postgres_with_two_workers(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs Linux /proc")
+@pytest.mark.slow
 def test_a_centres_workers_get_no_passphrase_in_their_environment_and_share_metrics(
     tmp_path: Path,
 ) -> None:

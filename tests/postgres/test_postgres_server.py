@@ -161,6 +161,7 @@ def test_a_centre_with_authorities_quarantines_an_uncertified_site(tmp_path: Pat
         drop_schemas(schema)
 
 
+@pytest.mark.slow
 def test_a_captured_pull_is_served_once_by_all_workers(tmp_path: Path) -> None:
     """One signed pull, captured on the wire and sent again 40 times on new connections
     (which land on any of the 4 workers): served once. Before, each worker kept its own
