@@ -22,6 +22,20 @@ def command() -> list[str]:
     return [str(OFFSYNC)] if OFFSYNC.exists() else [sys.executable, "-m", "offsync.cli"]
 
 
+#: Runs ``argv[1:]`` with SIGINT at its default action, as a terminal starts a command.
+#: A shell's background job ignores SIGINT, and an ignored signal stays ignored across
+#: exec: started from one, a command would never see the test's Ctrl-C.
+_DEFAULT_SIGINT = (
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+    "os.execv(sys.argv[1], sys.argv[1:])"
+)
+
+
+def as_from_a_terminal(argv: list[str]) -> list[str]:
+    """``argv`` started with SIGINT at its default action (tests that send Ctrl-C)."""
+    return [sys.executable, "-c", _DEFAULT_SIGINT, *argv]
+
+
 def environment(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("OFFSYNC_")}
     env.update(

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers.cli import Shell, command
+from tests.helpers.cli import Shell, as_from_a_terminal, command
 
 ISO = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
 
@@ -35,7 +35,9 @@ def test_ctrl_c_exits_130_with_one_line(sh: Shell) -> None:
         silent.listen()
         port = silent.getsockname()[1]
         proc = subprocess.Popen(
-            [*command(), "--site", "kec", "sync", f"http://127.0.0.1:{port}", "--retries", "0"],
+            as_from_a_terminal(
+                [*command(), "--site", "kec", "sync", f"http://127.0.0.1:{port}", "--retries", "0"]
+            ),
             cwd=sh.cwd,
             env=sh.env,
             stdout=subprocess.PIPE,

@@ -30,7 +30,7 @@ from offsync import Identity, Replica, sync
 from offsync.errors import StorageError, StoreLockedError, UsageError
 from offsync.stores.sqlite import SQLiteStore
 from offsync.transports.http import HTTPTransport
-from tests.helpers.cli import Shell, serving
+from tests.helpers.cli import Shell, as_from_a_terminal, serving
 
 SEED = b"\x51" * 32
 
@@ -221,7 +221,9 @@ def two_workers(tmp_path: Path) -> Iterator[tuple[str, list[str]]]:
     }
     uvicorn = [sys.executable, "-m", "uvicorn", "--factory", "siteapp:make_app"]
     proc = subprocess.Popen(
-        [*uvicorn, "--workers", "2", "--host", "127.0.0.1", "--port", str(port)],
+        as_from_a_terminal(
+            [*uvicorn, "--workers", "2", "--host", "127.0.0.1", "--port", str(port)]
+        ),
         cwd=tmp_path,
         env=env,
         stdout=subprocess.DEVNULL,
