@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -414,6 +415,9 @@ class Replicas(RuleBasedStateMachine):
                 values = [rep.get(collection, key) for rep in self.replicas]
                 assert values == [values[0]] * N
 
+
+#: About 4 s of CPU under the ci profile.
+pytestmark = pytest.mark.slow
 
 TestReplicas = Replicas.TestCase
 TestReplicas.settings = settings(
