@@ -51,7 +51,8 @@ def app_from_env() -> Any:
                 rec["lock_wait"] = rec.get("lock_wait", 0.0) + waited
             return fn()
 
-        return run_locked(inner)
+        result: T = run_locked(inner)
+        return result
 
     state.run_locked = timed_run_locked
 

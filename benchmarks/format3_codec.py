@@ -17,7 +17,7 @@ What is measured, per format, on ``registry_data.records(n)`` (residents and dos
 
 Each measurement alternates the two formats ``--reps`` times and keeps each one's
 fastest run (CPU time of this process), so that a busy machine slows both alike. The
-figures are printed, never asserted (tests/v3/test_benchmark_smoke.py only runs it).
+figures are printed, never asserted (tests/e2e/test_v3_benchmark_smoke.py only runs it).
 """
 
 from __future__ import annotations

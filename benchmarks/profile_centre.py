@@ -228,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
             cpu = time.process_time()
             receipt = b""
             for _ in range(20):
-                replica._knowledge = None  # as after an apply: rebuilt, signed, encoded
+                replica._known = None  # as after an apply: rebuilt, signed, encoded
                 receipt = replica.receipt().encode()
             print(
                 f"\na receipt (the centre's knowledge of {len(replica.knowledge().intervals)} origins,"

@@ -25,7 +25,7 @@ and the bounded zstd opening of a block (mode 6: bombs, windows, trailing bytes)
 The invariant (``check``): an input either applies, or raises an ``offsync.errors``
 ``RemoteDataError`` and leaves the replica's visible state exactly as it was. Any
 other exception is a bug. (What decoding may allocate is bounded by ``offsync.unpack``;
-``tests/test_decode_memory.py`` measures it, which a fuzzer cannot.) ``tests/test_fuzz.py`` runs ``check`` under hypothesis,
+``tests/hostile/test_decode_memory.py`` measures it, which a fuzzer cannot.) ``tests/hostile/test_fuzz.py`` runs ``check`` under hypothesis,
 and a short atheris run when atheris is installed.
 """
 
@@ -36,7 +36,7 @@ from pathlib import Path
 
 if __name__ == "__main__" and "--make-corpus" not in sys.argv:
     # Coverage feedback from offsync's own code (instrumenting everything is slow).
-    import atheris  # type: ignore[import-not-found]
+    import atheris
 
     with atheris.instrument_imports(include=["offsync"]):
         import offsync.replica  # noqa: F401

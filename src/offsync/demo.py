@@ -243,8 +243,8 @@ def run(root: Path, residents: int = 300, say: Callable[[str], None] = print) ->
             return False
 
         say("== Courier: Saradan's backlog goes to the district on a USB disk ==")
-        with DiskTransport(disk, saradan.replica, district.replica) as out:
-            report = sync(saradan.replica, out)
+        with DiskTransport(disk, saradan.replica, district.replica) as courier:
+            report = sync(saradan.replica, courier)
         say(f"  kec-saradan exports {sent(report)}, sealed to the district's key")
         stop = exchange(district.replica, disk)
         say(f"  kab-madiun imports: {got(stop.imported)}; writes the return trip")

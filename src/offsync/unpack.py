@@ -20,7 +20,7 @@ instead, in two tiers:
   under the default limits) whose format does not bound its depth (a segment's block)
   is decoded at once, in C, with no array or map longer than ``FAST_MAX_ITEMS``: no
   byte of msgpack decodes to more than ``WORST_BYTES_PER_BYTE`` bytes of objects
-  (``tests/test_decode_memory.py`` measures the worst patterns), so it cannot exceed
+  (``tests/hostile/test_decode_memory.py`` measures the worst patterns), so it cannot exceed
   the budget whatever it holds. The blocks of segments sealed by offsync (at most 2000
   changes or 256 KiB) take this path, which costs nothing over plain msgpack.
 * Anything larger, or anything the first tier refuses, first goes through a *census*:

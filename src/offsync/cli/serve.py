@@ -104,12 +104,17 @@ def setting_options(fn: F) -> F:
 
 
 def _listen(host: str, port: int) -> tuple[socket.socket, str]:
-    """A listening socket bound here (port 0: a free one), and its URL."""
+    """A listening socket bound here (port 0: a free one), and its URL.
+
+    It listens before the URL is announced: a client that connects as soon as it reads
+    the URL waits in the backlog until uvicorn accepts, instead of being refused while
+    uvicorn starts (uvicorn listens again with its own backlog)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
+        sock.listen()
     except OSError as exc:
         sock.close()
         fail(

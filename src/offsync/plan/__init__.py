@@ -3,7 +3,7 @@
 Each module decides one job and returns a plan; ``offsync.replica`` runs the plans
 against its store, in one transaction per bundle or write, and publishes its new state
 when the transaction has committed. Nothing here reads or writes a store, a file or a
-socket, so every decision can be tested with plain values (tests/test_plan_*.py):
+socket, so every decision can be tested with plain values (tests/unit/test_plan_*.py):
 
 * ``admit``      — whether a segment's changes are applied or held back, and why
                    (clock, trust, validators), change by change where that applies;

@@ -625,7 +625,8 @@ BASE_SECRET = SECRETS[3]
 def base_block() -> list[Any]:
     """All seven changes as one block (the mutations below start from its value)."""
     plain, _ = encode_block(the_changes(), RESIDENTS, BASE_SECRET)
-    return msgpack.unpackb(plain, raw=False)
+    block: list[Any] = msgpack.unpackb(plain, raw=False)
+    return block
 
 
 def block_case(

@@ -1,0 +1,188 @@
+"""The OpenAPI document is made from the endpoint table, is what the server serves and
+what docs/http.md shows, and every answer a real server gives matches it.
+
+The check of answers runs after every test that serves over ``tests.helpers.http.LiveServer``
+(conftest.py); here a scenario draws every documented answer of every operation once,
+so that none is documented without being given, nor given without being checked.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from offsync import Identity, Knowledge, Replica
+from offsync.errors import StorageFullError
+from offsync.http.bodies import encode_pull_request
+from offsync.http.openapi import ENDPOINTS, docs_block
+from offsync.http.signing import sign_request
+from offsync.segment import hash32
+from offsync.server import create_app, openapi
+from offsync.stores.sqlite import SQLiteStore
+from tests.helpers import ROOT
+from tests.helpers.http import ANSWERS, Answer, LiveServer, operation, problems
+
+ID = "ab" * 32
+
+
+class FillingDisk(SQLiteStore):
+    """A real SQLite store whose disk fills up when told: writes raise
+    ``StorageFullError`` as the store does on ENOSPC."""
+
+    full = False
+
+    def add_segments(self, rows: Any) -> None:
+        if self.full:
+            raise StorageFullError("database or disk is full")
+        super().add_segments(rows)
+
+    def record_nonce(self, nonce: bytes, expires: int, now: int) -> bool:
+        if self.full:
+            raise StorageFullError("database or disk is full")
+        return super().record_nonce(nonce, expires, now)
+
+    def probe(self) -> None:
+        if self.full:
+            raise StorageFullError("database or disk is full")
+        super().probe()
+
+
+def documented() -> set[tuple[str, str, int]]:
+    return {
+        (path, method, int(status))
+        for path, methods in openapi()["paths"].items()
+        for method, op in methods.items()
+        for status in op["responses"]
+    }
+
+
+def bundle_of(records: int, label: str) -> bytes:
+    site = Replica.open(":memory:", identity=Identity.generate(label=label))
+    with site.batch():
+        for i in range(records):
+            site.put("residents", f"3519{i:012d}", {"n": i, "blob": os.urandom(2000)})
+    (bundle,) = site.pack()
+    site.close()
+    return bundle
+
+
+def pull(http: httpx.Client, centre: Replica, body: bytes, signed: bool = True) -> int:
+    headers = {}
+    if signed:
+        challenge = bytes.fromhex(http.get("/challenge").json()["challenge"])
+        headers = sign_request(Identity.generate(), centre.id, "pull", body, challenge)
+    return http.post("/pull", content=body, headers=headers).status_code
+
+
+def test_every_documented_answer_is_given_by_a_real_server_and_matches(tmp_path: Path) -> None:
+    store = FillingDisk(str(tmp_path / "centre.sqlite"))
+    centre = Replica(store, Identity.generate(label="centre"))
+    centre.put("notices", "n1", {"text": "clinic closed friday"})
+    small, large = bundle_of(3, "small"), bundle_of(20, "large")
+    body = encode_pull_request(Knowledge(), 1 << 20, False)
+    app = create_app(
+        centre, upload_dir=tmp_path / "up", max_upload_bytes=len(large) - 1, metrics=True
+    )
+    busy = create_app(centre, max_in_flight=0, busy_timeout=0.05)
+    with LiveServer(app) as srv, LiveServer(busy) as jammed, httpx.Client(base_url=srv.url) as http:
+        paths = ("/", "/challenge", "/knowledge", "/openapi.json", f"/bundles/{ID}")
+        for path in (*paths, "/healthz", "/readyz", "/metrics"):
+            assert http.get(path).status_code == 200
+        assert httpx.get(jammed.url + "/metrics").status_code == 404  # metrics are off there
+        assert http.get("/bundles/AB").status_code == 400
+        small_id = hash32(small).hex()
+        first = {"Content-Range": f"bytes 0-99/{len(small)}"}
+        for status in (202, 409):  # the same chunk again: the server holds it already
+            answer = http.put(f"/bundles/{small_id}", content=small[:100], headers=first)
+            assert answer.status_code == status
+        assert http.put(f"/bundles/{small_id}", content=small).status_code == 200
+        assert http.put(f"/bundles/{small_id}", content=small).status_code == 200  # duplicate
+        assert http.put(f"/bundles/{ID}", headers={"Content-Range": "x"}).status_code == 400
+        assert http.put(f"/bundles/{hash32(large).hex()}", content=large).status_code == 413
+        assert http.put(f"/bundles/{ID}", content=b"junk").status_code == 422
+        assert pull(http, centre, body) == 200
+        assert pull(http, centre, body, signed=False) == 401
+        assert pull(http, centre, b"\x81\xa1x\x01") == 422
+        assert pull(http, centre, b"x" * (centre.limits.max_header_bytes + 1), False) == 413
+        with centre.lock:  # a bulk import holds the replica
+            assert httpx.get(jammed.url + "/knowledge").status_code == 503
+        assert httpx.put(f"{jammed.url}/bundles/{'cd' * 32}", content=b"x").status_code == 503
+        with httpx.Client(base_url=jammed.url) as jammed_http:
+            assert pull(jammed_http, centre, body) == 503
+        store.full = True
+        other = bundle_of(2, "other")
+        assert http.put(f"/bundles/{hash32(other).hex()}", content=other).status_code == 507
+        assert pull(http, centre, body) == 507
+        assert http.get("/readyz").status_code == 503
+    given = [(operation(answer), answer.status) for answer in ANSWERS]
+    seen = {(*op, status) for op, status in given if op is not None}
+    assert seen == documented()
+    assert [problem for answer in ANSWERS for problem in problems(answer)] == []
+    centre.close()
+
+
+@pytest.mark.parametrize(
+    ("answer", "words"),
+    [
+        (Answer("PUT", f"/bundles/{ID}", 418, "application/json", b"{}"), "not documented"),
+        (Answer("GET", "/", 200, "text/html", b"<html>"), "text/html"),
+        (Answer("GET", "/knowledge", 200, "application/json", b"{}"), "documented"),
+        (Answer("GET", "/challenge", 200, "application/json", b'{"challenge":"00"}'), "required"),
+        (
+            Answer(
+                "GET",
+                "/challenge",
+                200,
+                "application/json",
+                b'{"challenge":"0","lifetime_seconds":1}',
+            ),
+            "does not match",
+        ),
+        (
+            Answer(
+                "PUT",
+                f"/bundles/{ID}",
+                409,
+                "application/json",
+                b'{"error":"C","reason":"r","held":1}',
+            ),
+            "Additional properties",
+        ),
+        (
+            Answer("POST", "/pull", 401, "application/json", b'{"error":"S","reason":5}'),
+            "not of type",
+        ),
+    ],
+)
+def test_the_check_finds_answers_that_do_not_match(answer: Answer, words: str) -> None:
+    """The check can fail: each of these is not what the document says."""
+    found = problems(answer)
+    assert found and words in found[0], found
+
+
+def test_the_check_leaves_what_is_not_an_operation_alone() -> None:
+    assert problems(Answer("GET", "/nothing", 404, "text/plain", b"Not Found")) == []
+    assert problems(Answer("DELETE", "/pull", 405, "text/plain", b"")) == []
+
+
+def test_the_document_in_the_docs_is_the_served_one() -> None:
+    """docs/http.md carries the document as ``python -m offsync.http.openapi --docs
+    docs/http.md`` writes it: byte for byte, not only equal as JSON."""
+    page = (ROOT / "docs" / "http.md").read_text()
+    block = re.search(r"^## OpenAPI description.*?(^```json\n.*?^```\n)", page, re.S | re.M)
+    assert block is not None, "docs/http.md lost its OpenAPI block"
+    assert block.group(1) == docs_block(), "run: python -m offsync.http.openapi --docs docs/http.md"
+    assert json.loads(docs_block()[len("```json\n") : -len("```\n")]) == openapi()
+
+
+def test_every_endpoint_has_one_route_and_one_entry() -> None:
+    from offsync.http.routes import ROUTES
+
+    assert sorted(e.name for e in ENDPOINTS) == sorted(ROUTES)
+    assert len({(e.path, e.method) for e in ENDPOINTS}) == len(ENDPOINTS)

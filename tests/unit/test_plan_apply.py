@@ -1,0 +1,181 @@
+"""Planning an apply, with values alone: no store, no replica."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+
+import pytest
+
+from offsync.errors import BundleFormatError, ForkError, SignatureError
+from offsync.plan.apply import Verdict, kept_forks, own_returned, plan_segments
+from offsync.segindex import SegmentIndex
+from offsync.segment import NO_PREVIOUS, Segment
+from offsync.status import APPLIED, CLOCK_AHEAD, FORK_AT_SAME_SEQS, Kind, Status
+from tests.helpers.plan import (
+    ME,
+    OTHER,
+    SITE,
+    T0,
+    certified,
+    chain,
+    change,
+    context,
+    entry,
+    index,
+    seal,
+)
+
+DAY = 86_400_000
+
+
+def verdicts(segments: list[Segment], idx: SegmentIndex, **ctx: object) -> list[Verdict]:
+    return [p.verdict for p in plan_segments(segments, context(idx, **ctx))]  # type: ignore[arg-type]
+
+
+def test_new_segments_apply_and_merge_every_change() -> None:
+    a, b = chain(SITE, 3, 2)
+    plans = list(plan_segments([a, b], context(SegmentIndex())))
+    assert [p.verdict for p in plans] == [Verdict.APPLY, Verdict.APPLY]
+    assert [len(p.merge) for p in plans] == [3, 2]
+    assert plans[1].max_hlc == change(SITE, 5).hlc
+    assert all(p.status is APPLIED and p.hash == p.segment.hash for p in plans)
+
+
+def test_held_segments_and_repeats_within_a_bundle_are_duplicates() -> None:
+    a, b = chain(SITE, 3, 2)
+    assert verdicts([a, b, b], index(a)) == [Verdict.DUPLICATE, Verdict.APPLY, Verdict.DUPLICATE]
+
+
+def test_a_different_segment_at_a_held_position_is_fork_evidence() -> None:
+    held = seal(SITE, 1, 2)
+    other = seal(SITE, 1, 2, ms=T0 + 1)
+    (plan,) = plan_segments([other], context(index(held)))
+    assert (plan.verdict, plan.status, plan.merge) == (Verdict.FORK, FORK_AT_SAME_SEQS, ())
+
+
+@pytest.mark.parametrize(
+    ("held", "arriving", "reason"),
+    [
+        ([], lambda: seal(SITE, 1, 2, prev=bytes([1]) * 32), "first segment names a predecessor"),
+        (
+            [seal(SITE, 1, 4)],
+            lambda: seal(SITE, 3, 4, prev=bytes([1]) * 32),
+            "overlaps a different segment of the same origin",
+        ),
+        (
+            [seal(SITE, 1, 2)],
+            lambda: seal(SITE, 3, 2, prev=bytes([1]) * 32),
+            "does not chain to the previous segment",
+        ),
+        (
+            [seal(SITE, 3, 2, prev=bytes([1]) * 32)],
+            lambda: seal(SITE, 1, 2),
+            "the next segment does not chain to it",
+        ),
+    ],
+)
+def test_chain_problems_hold_the_segment_whole(
+    held: list[Segment], arriving: object, reason: str
+) -> None:
+    seg = arriving()  # type: ignore[operator]
+    (plan,) = plan_segments([seg], context(index(*held)))
+    assert plan.verdict is Verdict.QUARANTINE
+    assert plan.status == Status(Kind.FORK, reason) and plan.merge == []
+
+
+def test_a_segment_from_the_future_waits_for_the_clock() -> None:
+    seg = seal(SITE, 1, 2, ms=T0 + 3 * DAY)
+    (plan,) = plan_segments([seg], context(SegmentIndex(), now=T0))
+    assert (plan.verdict, plan.status, plan.merge) == (Verdict.QUARANTINE, CLOCK_AHEAD, [])
+    assert plan.due == T0 + 2 * DAY  # when it is no further ahead than the allowed skew
+    (later,) = plan_segments([seg], context(SegmentIndex(), now=T0 + 2 * DAY))
+    assert later.verdict is Verdict.APPLY
+
+
+def test_trust_admits_change_by_change() -> None:
+    seg = Segment.seal(
+        SITE,
+        [change(SITE, 1, "3519-a"), change(SITE, 2, "3520-b"), change(SITE, 3, "3519-c")],
+        NO_PREVIOUS,
+        3,
+    )
+    (plan,) = plan_segments(
+        [seg], context(SegmentIndex(), trust=certified(SITE, prefixes=("3519",)))
+    )
+    assert plan.verdict is Verdict.QUARANTINE
+    assert str(plan.status) == "scope: key outside the allowed prefixes"
+    assert [c.key for c in plan.merge] == ["3519-a", "3519-c"]
+    (unknown,) = plan_segments([seal(OTHER, 1, 2)], context(SegmentIndex(), trust=certified(SITE)))
+    assert (str(unknown.status), unknown.merge) == ("trust: unknown signer", [])
+
+
+def test_own_changes_coming_back_after_a_restore_apply_and_a_fork_of_them_does_not() -> None:
+    ours = seal(ME, 1, 3)
+    held = ours.open_changes()
+    # A restored site at seq 3 holds these changes (unsealed): its own work comes back.
+    (plan,) = plan_segments([ours], context(SegmentIndex(), seq=3, held=held))
+    assert plan.verdict is Verdict.APPLY
+    # The same seqs with other content: this very site forked.
+    forked = seal(ME, 1, 3, ms=T0 + 1)
+    (plan,) = plan_segments([forked], context(SegmentIndex(), seq=3, held=held))
+    assert str(plan.status) == "fork: reuses seqs this site has issued"
+    # Seqs it never issued are simply new.
+    (plan,) = plan_segments([seal(ME, 1, 3)], context(SegmentIndex(), seq=0))
+    assert plan.verdict is Verdict.APPLY
+
+
+@pytest.mark.parametrize(
+    ("segments", "error"),
+    [
+        (lambda: [seal(SITE, 1, 3), seal(SITE, 2, 1)], ForkError),
+        (lambda: [seal(SITE, 1, 2), seal(SITE, 1, 2, ms=T0 + 1)], BundleFormatError),
+    ],
+)
+def test_a_bundle_that_contradicts_itself_is_refused(segments: object, error: type) -> None:
+    plans = list(plan_segments(segments(), context(SegmentIndex())))  # type: ignore[operator]
+    assert [p.verdict for p in plans] == [Verdict.APPLY, Verdict.REFUSE]
+    assert isinstance(plans[-1].error, error)
+
+
+def test_a_forged_segment_refuses_the_bundle_and_nothing_after_it_is_planned() -> None:
+    good, bad, after = chain(SITE, 2, 2, 2)
+    forged = Segment(bad.origin, bad.first_seq, bad.last_seq, bad.prev_hash, bad.block, bytes(64))
+    plans = list(plan_segments([good, forged, after], context(SegmentIndex())))
+    assert [p.verdict for p in plans] == [Verdict.APPLY, Verdict.REFUSE]
+    assert isinstance(plans[-1].error, SignatureError)
+
+
+def test_plans_are_made_one_segment_at_a_time() -> None:
+    opened: list[int] = []
+
+    def bundle() -> Iterator[Segment]:
+        for seg in itertools.islice(itertools.cycle(chain(SITE, 1, 1, 1)), 3):
+            opened.append(seg.first_seq)
+            yield seg
+
+    plans = plan_segments(bundle(), context(SegmentIndex()))
+    next(plans)
+    assert opened == [1]  # the second segment is not even read yet
+
+
+def test_own_returned_names_the_highest_own_seq_above_the_sealed_ones() -> None:
+    me = ME.public_key
+    stored = [(me, 5, APPLIED), (me, 9, CLOCK_AHEAD), (SITE.public_key, 20, APPLIED)]
+    assert own_returned(stored, me, sealed=3) == 9
+    assert own_returned(stored, me, sealed=9) == 0
+    assert own_returned([(me, 12, FORK_AT_SAME_SEQS)], me, sealed=3) == 0
+
+
+def test_fork_evidence_is_kept_once_and_bounded() -> None:
+    a, b, c = (seal(SITE, 1, 1, ms=T0 + i) for i in range(3))
+    assert kept_forks((), [a]) == (a,)
+    assert kept_forks((a,), [a]) is None
+    assert kept_forks((a, b), [c], cap=2) == (b, c)
+
+
+def test_the_index_is_judged_as_it_was_before_the_bundle() -> None:
+    idx = index(seal(SITE, 1, 2))
+    before = dict(idx)
+    list(plan_segments(chain(OTHER, 1, 1), context(idx)))
+    assert dict(idx) == before and entry(seal(SITE, 1, 2))[0] in idx
