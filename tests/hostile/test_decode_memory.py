@@ -29,6 +29,7 @@ from offsync.encoding import packb
 from offsync.segment import NO_PREVIOUS, Segment
 from tests.helpers import ROOT
 from tests.helpers.memory import BUDGET, SLACK, MiB, array_of, peak_growth
+from tests.unit.test_change import front_coded
 
 pytestmark = pytest.mark.skipif(
     not Path("/proc/self/clear_refs").exists(), reason="measures with Linux /proc (VmHWM)"
@@ -105,17 +106,18 @@ def nested_maps_block() -> bytes:
 
 
 def repeating_block() -> bytes:
-    """A 627-byte bundle of 100 000 puts whose one field is one 600-byte value,
+    """A 2 KB bundle of 100 000 puts whose one field is one 600-byte value,
     dictionary-coded: within the spec's bound on what rebuilt maps repeat (64 MiB), it
     used to make the receiver build 64 MB of field bytes."""
     n = 100_000
+    prefixes, suffixes = front_coded([f"k{i:05d}" for i in range(n)])
     columns = packb(
         [
             [1] + [0] * (n - 1),
             ["c"],
             [0] * n,
-            [0] * n,
-            ["k"] * n,
+            prefixes,
+            suffixes,
             [["name"]],
             [0] * n,
             [[[["x" * 600], bytes(n)]]],
