@@ -7,7 +7,9 @@ plus what a centre with several workers on one database needs:
   per record (row locks) before deciding, and follows the segments other processes add
   (``segments_changed``), so concurrent appliers neither lose nor repeat a change.
 * Bulk statements: every write of many rows is one ``INSERT ... SELECT FROM unnest(...)``
-  (one round trip and one set-based plan per batch, never one per change).
+  (one round trip and one set-based plan per batch, never one per change), its arrays
+  sent as binary parameters (``%b``): dumped as text, every bytea element was hex-encoded,
+  regex-tested and quoted, 45-62 % of a centre worker's CPU (benchmarks/ANALYSIS.md).
 * Versioned migrations (``offsync.stores.migrations``) recorded in ``schema_migrations``,
   applied once under an advisory lock so that workers starting together do not race.
 * One schema per store (``schema=``), so that tests and tenants share a database.
@@ -66,7 +68,7 @@ def _chunks(rows: Sequence[T], n: int = BATCH_ROWS) -> Iterator[Sequence[T]]:
 #: Insert record rows given as column arrays (``_record_columns``), replacing existing ones.
 _UPSERT_RECORDS = (
     "INSERT INTO records (collection, key, fields, heads, conflict)"
-    " SELECT * FROM unnest(%s::bytea[], %s::bytea[], %s::bytea[], %s::bytea[], %s::boolean[])"
+    " SELECT * FROM unnest(%b::bytea[], %b::bytea[], %b::bytea[], %b::bytea[], %b::boolean[])"
     " ON CONFLICT (collection, key) DO UPDATE SET fields = EXCLUDED.fields,"
     " heads = EXCLUDED.heads, conflict = EXCLUDED.conflict"
 )
@@ -284,7 +286,7 @@ class PostgresStore(Store):
 
     def set_meta(self, name: str, value: bytes) -> None:
         self._x(
-            "INSERT INTO meta (name, value) VALUES (%s, %s)"
+            "INSERT INTO meta (name, value) VALUES (%s, %b)"
             " ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value",
             (name, bytes(value)),
         )
@@ -307,7 +309,7 @@ class PostgresStore(Store):
         return [
             tuple(r)
             for r in self._q(
-                f"SELECT {self._INDEX_COLUMNS} FROM segments WHERE origin = ANY(%s::bytea[])"
+                f"SELECT {self._INDEX_COLUMNS} FROM segments WHERE origin = ANY(%b::bytea[])"
                 " ORDER BY origin, first_seq",
                 ([bytes(o) for o in origins],),
             )
@@ -322,7 +324,7 @@ class PostgresStore(Store):
         return [
             tuple(r)
             for r in self._q(
-                f"SELECT n.* FROM unnest(%s::bytea[], %s::bigint[], %s::bigint[]) AS q(o, lo, hi)"
+                f"SELECT n.* FROM unnest(%b::bytea[], %b::bigint[], %b::bigint[]) AS q(o, lo, hi)"
                 f" CROSS JOIN LATERAL ((SELECT {cols} FROM segments s WHERE s.origin = q.o"
                 f" AND s.first_seq BETWEEN q.lo AND q.hi + 1)"
                 f" UNION ALL (SELECT {cols} FROM segments s WHERE s.origin = q.o"
@@ -354,8 +356,8 @@ class PostgresStore(Store):
                 continue
             self._x(
                 "INSERT INTO segments (origin, first_seq, last_seq, hash, prev_hash, data, status)"
-                " SELECT * FROM unnest(%s::bytea[], %s::bigint[], %s::bigint[], %s::bytea[],"
-                " %s::bytea[], %s::bytea[], %s::text[])",
+                " SELECT * FROM unnest(%b::bytea[], %b::bigint[], %b::bigint[], %b::bytea[],"
+                " %b::bytea[], %b::bytea[], %b::text[])",
                 [list(c) for c in cols],
             )
 
@@ -364,7 +366,7 @@ class PostgresStore(Store):
         for chunk in _chunks(keys, 500):
             for o, f, d in self._q(
                 "SELECT s.origin, s.first_seq, s.data FROM segments s"
-                " JOIN unnest(%s::bytea[], %s::bigint[]) AS k(origin, first_seq)"
+                " JOIN unnest(%b::bytea[], %b::bigint[]) AS k(origin, first_seq)"
                 " USING (origin, first_seq)",
                 ([bytes(k[0]) for k in chunk], [k[1] for k in chunk]),
             ):
@@ -384,7 +386,7 @@ class PostgresStore(Store):
     def remove_segments(self, keys: Sequence[tuple[bytes, int]]) -> None:
         for chunk in _chunks(keys):
             self._x(
-                "DELETE FROM segments USING unnest(%s::bytea[], %s::bigint[]) AS k (o, f)"
+                "DELETE FROM segments USING unnest(%b::bytea[], %b::bigint[]) AS k (o, f)"
                 " WHERE origin = k.o AND first_seq = k.f",
                 ([bytes(o) for o, _ in chunk], [f for _, f in chunk]),
             )
@@ -394,7 +396,7 @@ class PostgresStore(Store):
     def add_outbox(self, rows: Sequence[tuple[int, bytes]]) -> None:
         for chunk in _chunks(rows):
             self._x(
-                "INSERT INTO outbox (seq, data) SELECT * FROM unnest(%s::bigint[], %s::bytea[])",
+                "INSERT INTO outbox (seq, data) SELECT * FROM unnest(%b::bigint[], %b::bytea[])",
                 ([s for s, _ in chunk], [bytes(d) for _, d in chunk]),
             )
 
@@ -419,8 +421,8 @@ class PostgresStore(Store):
         for chunk in _chunks(changes):
             self._x(
                 "INSERT INTO changes (collection, key, origin, seq, hlc, op, fields, parents)"
-                " SELECT * FROM unnest(%s::bytea[], %s::bytea[], %s::bytea[], %s::bigint[],"
-                " %s::bigint[], %s::smallint[], %s::bytea[], %s::bytea[])"
+                " SELECT * FROM unnest(%b::bytea[], %b::bytea[], %b::bytea[], %b::bigint[],"
+                " %b::bigint[], %b::smallint[], %b::bytea[], %b::bytea[])"
                 " ON CONFLICT DO NOTHING",
                 (
                     [c.collection.encode() for c in chunk],
@@ -437,8 +439,8 @@ class PostgresStore(Store):
     def remove_changes(self, changes: Sequence[Change]) -> None:
         for chunk in _chunks(changes):
             self._x(
-                "DELETE FROM changes c USING unnest(%s::bytea[], %s::bytea[], %s::bytea[],"
-                " %s::bigint[]) AS d(collection, key, origin, seq) WHERE c.collection ="
+                "DELETE FROM changes c USING unnest(%b::bytea[], %b::bytea[], %b::bytea[],"
+                " %b::bigint[]) AS d(collection, key, origin, seq) WHERE c.collection ="
                 " d.collection AND c.key = d.key AND c.origin = d.origin AND c.seq = d.seq",
                 (
                     [c.collection.encode() for c in chunk],
@@ -459,7 +461,7 @@ class PostgresStore(Store):
         for chunk in _chunks(list(out)):
             rows = self._q(
                 "SELECT c.collection, c.key, c.origin, c.seq, c.hlc, c.op, c.fields, c.parents"
-                " FROM changes c JOIN unnest(%s::bytea[], %s::bytea[]) AS k(collection, key)"
+                " FROM changes c JOIN unnest(%b::bytea[], %b::bytea[]) AS k(collection, key)"
                 " USING (collection, key) ORDER BY c.collection, c.key, c.origin, c.seq",
                 ([c.encode() for c, _ in chunk], [k.encode() for _, k in chunk]),
             )
@@ -484,7 +486,7 @@ class PostgresStore(Store):
         for chunk in _chunks(keys):
             rows = self._q(
                 "SELECT r.collection, r.key FROM records r"
-                " JOIN unnest(%s::bytea[], %s::bytea[]) AS k(collection, key)"
+                " JOIN unnest(%b::bytea[], %b::bytea[]) AS k(collection, key)"
                 " USING (collection, key) WHERE r.heads <> ''",
                 ([c.encode() for c, _ in chunk], [k.encode() for _, k in chunk]),
             )
@@ -501,7 +503,7 @@ class PostgresStore(Store):
             self._x(
                 "INSERT INTO records (collection, key, fields, heads, conflict)"
                 " SELECT collection, key, NULL, '', false FROM"
-                " unnest(%s::bytea[], %s::bytea[]) WITH ORDINALITY AS k(collection, key, n)"
+                " unnest(%b::bytea[], %b::bytea[]) WITH ORDINALITY AS k(collection, key, n)"
                 " ORDER BY n"
                 " ON CONFLICT (collection, key) DO UPDATE SET heads = EXCLUDED.heads WHERE false",
                 ([c for c, _ in chunk], [k for _, k in chunk]),
@@ -582,7 +584,7 @@ class PostgresStore(Store):
 
     def set_peer(self, peer: bytes, created: int, knowledge: bytes, receipt: bytes) -> None:
         self._x(
-            "INSERT INTO peers (peer, created, knowledge, receipt) VALUES (%s, %s, %s, %s)"
+            "INSERT INTO peers (peer, created, knowledge, receipt) VALUES (%b, %s, %b, %b)"
             " ON CONFLICT (peer) DO UPDATE SET created = EXCLUDED.created,"
             " knowledge = EXCLUDED.knowledge, receipt = EXCLUDED.receipt"
             " WHERE EXCLUDED.created > peers.created",
@@ -621,7 +623,7 @@ class PostgresStore(Store):
         if keys:
             self._x(
                 "SELECT pg_advisory_xact_lock(k) FROM"
-                " (SELECT k FROM unnest(%s::bigint[]) WITH ORDINALITY AS u(k, n) ORDER BY n) s",
+                " (SELECT k FROM unnest(%b::bigint[]) WITH ORDINALITY AS u(k, n) ORDER BY n) s",
                 (keys,),
             )
 
