@@ -324,8 +324,7 @@ async def pull(state: ServerState, request: Request) -> Response:
     except RemoteDataError as exc:
         raise unprocessable(exc) from exc
     request.scope[_SITE] = signed.site
-    if not state.try_acquire():
-        raise busy()
+    await state.acquire()
     # A preference: never below the floor, since one segment may approach 256 KiB.
     max_bytes = max(min(max_bytes, state.max_pull_bundle_bytes), PULL_FLOOR_BYTES)
     try:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -30,7 +32,9 @@ class ServerState:
     """What one app holds between requests; ``app.state.offsync`` for integrators.
 
     ``refused_busy`` counts the 503 answers given and ``in_flight`` the uploads,
-    applies and pulls running (for monitoring and tests); ``uploads`` holds the
+    applies and pulls running (for monitoring and tests); ``waiting`` the requests
+    queued for a slot (at most ``max_waiting``, each for at most ``admission_wait``
+    seconds: docs/scale.md, "Admission"); ``uploads`` holds the
     partial uploads (``offsync.http.uploads``); ``observe`` logs what happens and
     counts it in the metrics (``offsync.http.observe``).
     """
@@ -51,6 +55,8 @@ class ServerState:
         max_partial_uploads: int = 1000,
         partial_ttl: float = 7 * 24 * 3600,
         observer: Observer | None = None,
+        admission_wait: float = 0.0,
+        max_waiting: int = 0,
     ) -> None:
         self.replica = replica
         self.observe = observer or Observer(replica)
@@ -75,7 +81,12 @@ class ServerState:
             busy_timeout=busy_timeout,
         )
         self.done = self.uploads.done  # recently applied bundle ids
+        self.admission_wait = admission_wait
+        self.max_waiting = max_waiting
         self.in_flight = 0
+        #: Requests waiting for a slot, first come first served: a freed slot passes
+        #: straight to the first (``release``), so a newcomer never overtakes them.
+        self._waiters: deque[_Waiter] = deque()
         self.refused_busy = 0  # 503 answers given, for tests and monitoring
         #: This process's uploads in progress: a lock per id, and how many wait on it.
         self.upload_locks: dict[str, tuple[anyio.Lock, int]] = {}
@@ -83,17 +94,27 @@ class ServerState:
 
     # -- bounded in-flight work --------------------------------------------------------
 
+    @property
+    def waiting(self) -> int:
+        """Requests queued for a slot now."""
+        return len(self._waiters)
+
     def try_acquire(self) -> bool:
-        """Take one of the ``max_in_flight`` slots, if one is free."""
+        """Take one of the ``max_in_flight`` slots, if one is free and nobody waits."""
         with self._counter_lock:
-            if self.in_flight >= self.max_in_flight:
+            if self.in_flight >= self.max_in_flight or self._waiters:
                 return False
             self.in_flight += 1
             self.observe.in_flight(self.in_flight)
             return True
 
     def release(self) -> None:
+        """Give a slot back: to the first request waiting for one, or free it. Any
+        thread may call this (a streamed pull ends wherever its response is closed)."""
         with self._counter_lock:
+            if self._waiters:
+                self._waiters.popleft().hand_over()  # in_flight is unchanged
+                return
             self.in_flight -= 1
             self.observe.in_flight(self.in_flight)
 
@@ -101,11 +122,40 @@ class ServerState:
         with self._counter_lock:
             self.refused_busy += 1
 
+    async def acquire(self) -> None:
+        """Take a slot, waiting for one up to ``admission_wait`` seconds in a queue of
+        at most ``max_waiting``; busy (503) when the queue is full or the wait is over.
+
+        Waiting costs the server a coroutine and an unread socket (the body is read
+        after admission); a 503 costs both sides a whole request and the site a
+        Retry-After sleep, so a 503 is kept for a server that is truly saturated."""
+        with self._counter_lock:
+            if self.in_flight < self.max_in_flight and not self._waiters:
+                self.in_flight += 1
+                self.observe.in_flight(self.in_flight)
+                return
+            full = len(self._waiters) >= self.max_waiting
+            if full or self.admission_wait <= 0 or self.max_in_flight == 0:
+                raise busy()
+            waiter = _Waiter(asyncio.get_running_loop())
+            self._waiters.append(waiter)
+        try:
+            await asyncio.wait_for(waiter.future, self.admission_wait)
+        except BaseException as exc:  # timed out, or the request was cancelled
+            with self._counter_lock:
+                handed = waiter not in self._waiters
+                if not handed:
+                    self._waiters.remove(waiter)
+            if handed:  # the slot came as the wait ended: it is ours to give back
+                self.release()
+            if isinstance(exc, TimeoutError):
+                raise busy() from None
+            raise
+
     @asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
-        """Hold a slot for the block, or refuse as busy."""
-        if not self.try_acquire():
-            raise busy()
+        """Hold a slot for the block (``acquire``), or refuse as busy."""
+        await self.acquire()
         try:
             yield
         finally:
@@ -148,3 +198,20 @@ class ServerState:
     def receipt(self) -> bytes:
         """The replica's fresh receipt, encoded (call holding its lock)."""
         return self.replica.receipt().encode()
+
+
+class _Waiter:
+    """A request queued for a slot; ``hand_over`` (from any thread) wakes it owning one."""
+
+    __slots__ = ("future", "loop")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.future: asyncio.Future[None] = loop.create_future()
+
+    def hand_over(self) -> None:
+        self.loop.call_soon_threadsafe(self._wake)
+
+    def _wake(self) -> None:
+        if not self.future.done():
+            self.future.set_result(None)
