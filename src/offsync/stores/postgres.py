@@ -28,6 +28,7 @@ from ..change import Change
 from ..errors import StorageConflictError, StorageError, StorageFullError, UsageError
 from .base import IndexRow, RecordRow, SegmentRow, Store, pack_ids, unpack_ids
 from .migrations import migrations
+from .pgarrays import bool_array, bytea_array, int2_array, int8_array, register, text_array
 
 if TYPE_CHECKING:
     import psycopg
@@ -82,13 +83,13 @@ def _record_chunks(rows: Sequence[RecordRow]) -> Iterator[Sequence[RecordRow]]:
     )
 
 
-def _record_columns(chunk: Sequence[RecordRow]) -> tuple[list[Any], ...]:
+def _record_columns(chunk: Sequence[RecordRow]) -> tuple[bytes, ...]:
     return (
-        [r.collection.encode() for r in chunk],
-        [r.key.encode() for r in chunk],
-        [r.fields for r in chunk],
-        [bytes(r.heads) for r in chunk],
-        [bool(r.conflict) for r in chunk],
+        bytea_array([r.collection.encode() for r in chunk]),
+        bytea_array([r.key.encode() for r in chunk]),
+        bytea_array([r.fields for r in chunk]),
+        bytea_array([bytes(r.heads) for r in chunk]),
+        bool_array([bool(r.conflict) for r in chunk]),
     )
 
 
@@ -175,6 +176,7 @@ class PostgresStore(Store):
             self.conn: psycopg.Connection[Any] = pg.connect(
                 dsn, autocommit=True, connect_timeout=max(1, int(connect_timeout))
             )
+            register(self.conn)
         except pg.Error as exc:
             raise StorageError(f"cannot connect to PostgreSQL: {exc}") from exc
         try:
@@ -215,6 +217,7 @@ class PostgresStore(Store):
 
         try:
             conn = pg.connect(self._dsn, autocommit=True, connect_timeout=self._connect_timeout)
+            register(conn)
             conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(self.schema)))
         except pg.Error as exc:
             raise StorageError(f"cannot reconnect to PostgreSQL: {exc}") from exc
@@ -311,7 +314,7 @@ class PostgresStore(Store):
             for r in self._q(
                 f"SELECT {self._INDEX_COLUMNS} FROM segments WHERE origin = ANY(%b::bytea[])"
                 " ORDER BY origin, first_seq",
-                ([bytes(o) for o in origins],),
+                (bytea_array([bytes(o) for o in origins]),),
             )
         ]
 
@@ -330,9 +333,9 @@ class PostgresStore(Store):
                 f" UNION ALL (SELECT {cols} FROM segments s WHERE s.origin = q.o"
                 f" AND s.first_seq < q.lo ORDER BY s.first_seq DESC LIMIT 1)) AS n",
                 (
-                    [bytes(o) for o, _, _ in spans],
-                    [f for _, f, _ in spans],
-                    [last for _, _, last in spans],
+                    bytea_array([bytes(o) for o, _, _ in spans]),
+                    int8_array([f for _, f, _ in spans]),
+                    int8_array([last for _, _, last in spans]),
                 ),
             )
         ]
@@ -351,14 +354,22 @@ class PostgresStore(Store):
 
     def add_segments(self, rows: Sequence[SegmentRow]) -> None:
         for chunk in _chunks(rows):
-            cols = list(zip(*chunk, strict=True)) if chunk else []
-            if not cols:
+            if not chunk:
                 continue
+            o, f, last, h, p, d, st = zip(*chunk, strict=True)
             self._x(
                 "INSERT INTO segments (origin, first_seq, last_seq, hash, prev_hash, data, status)"
                 " SELECT * FROM unnest(%b::bytea[], %b::bigint[], %b::bigint[], %b::bytea[],"
                 " %b::bytea[], %b::bytea[], %b::text[])",
-                [list(c) for c in cols],
+                (
+                    bytea_array([bytes(x) for x in o]),
+                    int8_array(f),
+                    int8_array(last),
+                    bytea_array([bytes(x) for x in h]),
+                    bytea_array([bytes(x) for x in p]),
+                    bytea_array([bytes(x) for x in d]),
+                    text_array(st),
+                ),
             )
 
     def segment_data(self, keys: Sequence[tuple[bytes, int]]) -> list[bytes]:
@@ -368,7 +379,7 @@ class PostgresStore(Store):
                 "SELECT s.origin, s.first_seq, s.data FROM segments s"
                 " JOIN unnest(%b::bytea[], %b::bigint[]) AS k(origin, first_seq)"
                 " USING (origin, first_seq)",
-                ([bytes(k[0]) for k in chunk], [k[1] for k in chunk]),
+                (bytea_array([bytes(k[0]) for k in chunk]), int8_array([k[1] for k in chunk])),
             ):
                 found[(bytes(o), f)] = bytes(d)
         try:
@@ -388,7 +399,7 @@ class PostgresStore(Store):
             self._x(
                 "DELETE FROM segments USING unnest(%b::bytea[], %b::bigint[]) AS k (o, f)"
                 " WHERE origin = k.o AND first_seq = k.f",
-                ([bytes(o) for o, _ in chunk], [f for _, f in chunk]),
+                (bytea_array([bytes(o) for o, _ in chunk]), int8_array([f for _, f in chunk])),
             )
 
     # -- outbox --------------------------------------------------------------------------
@@ -397,7 +408,7 @@ class PostgresStore(Store):
         for chunk in _chunks(rows):
             self._x(
                 "INSERT INTO outbox (seq, data) SELECT * FROM unnest(%b::bigint[], %b::bytea[])",
-                ([s for s, _ in chunk], [bytes(d) for _, d in chunk]),
+                (int8_array([s for s, _ in chunk]), bytea_array([bytes(d) for _, d in chunk])),
             )
 
     def outbox(self) -> list[tuple[int, bytes]]:
@@ -425,14 +436,14 @@ class PostgresStore(Store):
                 " %b::bigint[], %b::smallint[], %b::bytea[], %b::bytea[])"
                 " ON CONFLICT DO NOTHING",
                 (
-                    [c.collection.encode() for c in chunk],
-                    [c.key.encode() for c in chunk],
-                    [c.origin for c in chunk],
-                    [c.seq for c in chunk],
-                    [c.hlc for c in chunk],
-                    [c.op for c in chunk],
-                    [c.fields for c in chunk],
-                    [pack_ids(c.parents) if c.parents else None for c in chunk],
+                    bytea_array([c.collection.encode() for c in chunk]),
+                    bytea_array([c.key.encode() for c in chunk]),
+                    bytea_array([c.origin for c in chunk]),
+                    int8_array([c.seq for c in chunk]),
+                    int8_array([c.hlc for c in chunk]),
+                    int2_array([c.op for c in chunk]),
+                    bytea_array([c.fields for c in chunk]),
+                    bytea_array([pack_ids(c.parents) if c.parents else None for c in chunk]),
                 ),
             )
 
@@ -443,10 +454,10 @@ class PostgresStore(Store):
                 " %b::bigint[]) AS d(collection, key, origin, seq) WHERE c.collection ="
                 " d.collection AND c.key = d.key AND c.origin = d.origin AND c.seq = d.seq",
                 (
-                    [c.collection.encode() for c in chunk],
-                    [c.key.encode() for c in chunk],
-                    [c.origin for c in chunk],
-                    [c.seq for c in chunk],
+                    bytea_array([c.collection.encode() for c in chunk]),
+                    bytea_array([c.key.encode() for c in chunk]),
+                    bytea_array([c.origin for c in chunk]),
+                    int8_array([c.seq for c in chunk]),
                 ),
             )
 
@@ -463,7 +474,10 @@ class PostgresStore(Store):
                 "SELECT c.collection, c.key, c.origin, c.seq, c.hlc, c.op, c.fields, c.parents"
                 " FROM changes c JOIN unnest(%b::bytea[], %b::bytea[]) AS k(collection, key)"
                 " USING (collection, key) ORDER BY c.collection, c.key, c.origin, c.seq",
-                ([c.encode() for c, _ in chunk], [k.encode() for _, k in chunk]),
+                (
+                    bytea_array([c.encode() for c, _ in chunk]),
+                    bytea_array([k.encode() for _, k in chunk]),
+                ),
             )
             for c, k, o, s, h, op, f, p in rows:
                 ck = (bytes(c).decode(), bytes(k).decode())
@@ -488,7 +502,10 @@ class PostgresStore(Store):
                 "SELECT r.collection, r.key FROM records r"
                 " JOIN unnest(%b::bytea[], %b::bytea[]) AS k(collection, key)"
                 " USING (collection, key) WHERE r.heads <> ''",
-                ([c.encode() for c, _ in chunk], [k.encode() for _, k in chunk]),
+                (
+                    bytea_array([c.encode() for c, _ in chunk]),
+                    bytea_array([k.encode() for _, k in chunk]),
+                ),
             )
             found.update((bytes(c).decode(), bytes(k).decode()) for c, k in rows)
         return found
@@ -506,7 +523,7 @@ class PostgresStore(Store):
                 " unnest(%b::bytea[], %b::bytea[]) WITH ORDINALITY AS k(collection, key, n)"
                 " ORDER BY n"
                 " ON CONFLICT (collection, key) DO UPDATE SET heads = EXCLUDED.heads WHERE false",
-                ([c for c, _ in chunk], [k for _, k in chunk]),
+                (bytea_array([c for c, _ in chunk]), bytea_array([k for _, k in chunk])),
             )
 
     def put_records(self, rows: Sequence[RecordRow]) -> None:
@@ -624,7 +641,7 @@ class PostgresStore(Store):
             self._x(
                 "SELECT pg_advisory_xact_lock(k) FROM"
                 " (SELECT k FROM unnest(%b::bigint[]) WITH ORDINALITY AS u(k, n) ORDER BY n) s",
-                (keys,),
+                (int8_array(keys),),
             )
 
     # -- administration ------------------------------------------------------------------
