@@ -142,3 +142,28 @@ def hash_hex(bundle: bytes) -> str:
     from offsync.segment import hash32
 
     return hash32(bundle).hex()
+
+
+# -- one receipt for the uploads applied while the first waited for it ----------------
+
+
+def test_a_receipt_built_after_several_applies_answers_them_all(centre: Replica) -> None:
+    from offsync.receipt import Receipt
+
+    state: ServerState = create_app(centre).state.offsync
+    a, bundle_a = site_bundle(3, "a")
+    b, bundle_b = site_bundle(4, "b")
+    centre.apply(bundle_a)
+    first = state.applied()
+    centre.apply(bundle_b)
+    second = state.applied()
+    assert state.built_after(first) is None  # none built yet
+    shared = state.receipt_after(first)  # built now: after both commits
+    held = Receipt.decode(shared).knowledge
+    assert held.count(a.id) == 3 and held.count(b.id) == 4
+    assert state.built_after(second) is shared
+    assert state.receipt_after(second) is shared  # not built again
+    centre.apply(site_bundle(2, "c")[1])
+    third = state.applied()
+    assert state.built_after(third) is None  # never one from before its commit
+    assert state.receipt_after(third) != shared

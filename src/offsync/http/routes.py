@@ -9,6 +9,7 @@ worker threads, never on the event loop.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -269,18 +270,24 @@ async def _append(state: ServerState, request: Request, step: Append) -> int | N
 async def _finish(
     state: ServerState, bundle_id: str, data: bytes, partial: Path | None
 ) -> Response:
-    """Every byte is here: check the id, apply, answer with a fresh receipt."""
+    """Every byte is here: check the id, apply, answer with a receipt built after the
+    bundle's commit (``ServerState.receipt_after``: one built for a later apply serves)."""
     digest = await anyio.to_thread.run_sync(hash32, data)
     if digest.hex() != bundle_id:
         raise id_mismatch()
-    body = await state.locked(lambda: _apply(state, data))
-    state.remember_done(bundle_id)
+    body, ticket = await state.locked(lambda: _apply(state, data))
+    state.remember_done(bundle_id)  # a retry, should the receipt fail, is a duplicate
     if partial is not None:
         await anyio.to_thread.run_sync(lambda: partial.unlink(missing_ok=True))
-    return _json(body)
+    receipt = state.built_after(ticket)
+    if receipt is None:
+        receipt = await state.locked(lambda: state.receipt_after(ticket))
+    return _json(dataclasses.replace(body, receipt=_b64(receipt)))
 
 
-def _apply(state: ServerState, data: bytes) -> UploadResult:
+def _apply(state: ServerState, data: bytes) -> tuple[UploadResult, int]:
+    """Apply (holding the replica's lock); the answer without its receipt yet, and the
+    ticket ``receipt_after`` takes."""
     replica = state.replica
     started = time.perf_counter()
     try:
@@ -297,8 +304,8 @@ def _apply(state: ServerState, data: bytes) -> UploadResult:
         duplicates=report.duplicates,
         quarantined=report.quarantined,
         conflicts=len(report.conflicts),
-        receipt=_b64(replica.receipt().encode()),
-    )
+        receipt="",
+    ), state.applied()
 
 
 # -- pulls -----------------------------------------------------------------------------

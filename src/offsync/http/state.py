@@ -88,6 +88,10 @@ class ServerState:
         #: straight to the first (``release``), so a newcomer never overtakes them.
         self._waiters: deque[_Waiter] = deque()
         self.refused_busy = 0  # 503 answers given, for tests and monitoring
+        #: Bundles this process applied, and the last receipt built for an upload's
+        #: answer with how many had been applied then (``receipt_after``).
+        self._applies = 0
+        self._last_receipt: tuple[int, bytes] | None = None
         #: This process's uploads in progress: a lock per id, and how many wait on it.
         self.upload_locks: dict[str, tuple[anyio.Lock, int]] = {}
         self._counter_lock = threading.Lock()
@@ -198,6 +202,36 @@ class ServerState:
     def receipt(self) -> bytes:
         """The replica's fresh receipt, encoded (call holding its lock)."""
         return self.replica.receipt().encode()
+
+    def applied(self) -> int:
+        """Count a bundle applied and committed (call holding the replica's lock); the
+        ticket for ``receipt_after``."""
+        self._applies += 1
+        return self._applies
+
+    def built_after(self, ticket: int) -> bytes | None:
+        """The last receipt built for an upload, if built after apply ``ticket``
+        committed (no lock needed: the pair is replaced whole)."""
+        last = self._last_receipt
+        return last[1] if last is not None and last[0] >= ticket else None
+
+    def receipt_after(self, ticket: int) -> bytes:
+        """A receipt built after apply number ``ticket`` committed (call holding the
+        replica's lock): the last one built for an upload, if it was built after, else a
+        fresh one.
+
+        A receipt lists every origin the centre holds (≈ 2 ms of CPU at 500 origins,
+        benchmarks/ANALYSIS.md 1.2). In a flood, uploads queue for the replica; the
+        receipt built for the first after the others' applies also proves theirs, so it
+        is built once for them all. It never claims what is not durably held: it is
+        built after those commits."""
+        last = self.built_after(ticket)
+        if last is not None:
+            return last
+        covers = self._applies
+        data = self.replica.receipt().encode()
+        self._last_receipt = (covers, data)
+        return data
 
 
 class _Waiter:
