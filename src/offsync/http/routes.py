@@ -193,7 +193,9 @@ async def upload(state: ServerState, request: Request) -> Response:
 
 
 async def _duplicate(state: ServerState, bundle_id: str) -> Response:
-    receipt = await state.locked(state.receipt)
+    # Remembered as done after its apply counted: any receipt built after the applies
+    # counted now covers it.
+    receipt = await state.receipt_for(state.applies)
     state.observe.duplicate(bundle_id)
     return _json(UploadResult(status="duplicate", id=bundle_id, receipt=_b64(receipt)))
 
@@ -279,9 +281,7 @@ async def _finish(
     state.remember_done(bundle_id)  # a retry, should the receipt fail, is a duplicate
     if partial is not None:
         await anyio.to_thread.run_sync(lambda: partial.unlink(missing_ok=True))
-    receipt = state.built_after(ticket)
-    if receipt is None:
-        receipt = await state.locked(lambda: state.receipt_after(ticket))
+    receipt = await state.receipt_for(ticket)
     return _json(dataclasses.replace(body, receipt=_b64(receipt)))
 
 

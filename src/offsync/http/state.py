@@ -209,6 +209,19 @@ class ServerState:
         self._applies += 1
         return self._applies
 
+    @property
+    def applies(self) -> int:
+        """Bundles this process applied so far (the latest ticket)."""
+        return self._applies
+
+    async def receipt_for(self, ticket: int) -> bytes:
+        """``receipt_after(ticket)``, without a trip to a worker thread when the last
+        receipt built will do."""
+        found = self.built_after(ticket)
+        if found is None:
+            found = await self.locked(lambda: self.receipt_after(ticket))
+        return found
+
     def built_after(self, ticket: int) -> bytes | None:
         """The last receipt built for an upload, if built after apply ``ticket``
         committed (no lock needed: the pair is replaced whole)."""
