@@ -98,7 +98,12 @@ def create_app(
         admission_wait=admission_wait,
         max_waiting=max_waiting,
     )
-    observer.started(max_in_flight, upload_dir=str(upload_path))
+    observer.started(
+        max_in_flight,
+        admission_wait=admission_wait,
+        max_waiting=max_waiting,
+        upload_dir=str(upload_path),
+    )
 
     app = Starlette(routes=_routes(state), exception_handlers=_handlers(state))
     app.state.offsync = state
