@@ -167,3 +167,25 @@ def test_a_receipt_built_after_several_applies_answers_them_all(centre: Replica)
     third = state.applied()
     assert state.built_after(third) is None  # never one from before its commit
     assert state.receipt_after(third) != shared
+
+
+def test_the_receipt_is_built_at_once_unless_others_wait_for_the_replica(
+    centre: Replica,
+) -> None:
+    state: ServerState = create_app(centre).state.offsync
+    centre.apply(site_bundle(2, "a")[1])
+    alone = state.applied()
+    built = state.receipt_now(alone)  # nobody waits: built in the same hold
+    assert built is not None and state.built_after(alone) is built
+    centre.apply(site_bundle(2, "b")[1])
+    crowded = state.applied()
+    done = threading.Event()
+    with centre.lock:  # another request waits for the replica meanwhile
+        waiter = threading.Thread(target=lambda: state.run_locked(done.set))
+        waiter.start()
+        wait_for(lambda: state._lock_waiters, lambda n: n == 1)
+        assert state.receipt_now(crowded) is None  # left to a receipt built later
+    waiter.join(30)
+    assert done.is_set() and state._lock_waiters == 0
+    later = state.receipt_after(crowded)
+    assert later is not built and state.built_after(crowded) is later

@@ -91,6 +91,7 @@ class ServerState:
         #: Bundles this process applied, and the last receipt built for an upload's
         #: answer with how many had been applied then (``receipt_after``).
         self._applies = 0
+        self._lock_waiters = 0  # requests of this process waiting for the replica's lock
         self._last_receipt: tuple[int, bytes] | None = None
         #: This process's uploads in progress: a lock per id, and how many wait on it.
         self.upload_locks: dict[str, tuple[anyio.Lock, int]] = {}
@@ -169,7 +170,14 @@ class ServerState:
         """Call ``fn`` (in a worker thread) holding the replica's lock; busy after
         ``busy_timeout``."""
         lock = self.replica.lock
-        if not lock.acquire(timeout=self.busy_timeout):
+        with self._counter_lock:
+            self._lock_waiters += 1
+        try:
+            acquired = lock.acquire(timeout=self.busy_timeout)
+        finally:
+            with self._counter_lock:
+                self._lock_waiters -= 1
+        if not acquired:
             raise busy()
         try:
             return fn()
@@ -221,6 +229,12 @@ class ServerState:
         if found is None:
             found = await self.locked(lambda: self.receipt_after(ticket))
         return found
+
+    def receipt_now(self, ticket: int) -> bytes | None:
+        """Right after apply ``ticket`` (holding the replica's lock): its receipt when no
+        other request waits for the replica (built now, no second trip for it), None when
+        some do (one of them, or a receipt built after them, will cover this one too)."""
+        return None if self._lock_waiters else self.receipt_after(ticket)
 
     def built_after(self, ticket: int) -> bytes | None:
         """The last receipt built for an upload, if built after apply ``ticket``
