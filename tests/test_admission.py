@@ -189,3 +189,20 @@ def test_the_receipt_is_built_at_once_unless_others_wait_for_the_replica(
     assert done.is_set() and state._lock_waiters == 0
     later = state.receipt_after(crowded)
     assert later is not built and state.built_after(crowded) is later
+
+
+def test_the_queue_is_seen_in_the_metrics(centre: Replica) -> None:
+    pytest.importorskip("prometheus_client", reason="the metrics extra is not installed")
+    from helpers_metrics import scrape, value
+
+    app = create_app(centre, max_in_flight=1, admission_wait=60, metrics=True)
+    state: ServerState = app.state.offsync
+    assert state.try_acquire()
+    with LiveServer(app) as srv:
+        thread, answers = in_thread(lambda: put_bundle(srv.url, site_bundle(2)[1]))
+        wait_for(lambda: state.waiting, lambda n: n == 1)
+        assert value(scrape(srv.url), "offsync_waiting") == 1  # /metrics takes no slot
+        state.release()
+        thread.join(60)
+        assert answers[0].status_code == 200
+        assert value(scrape(srv.url), "offsync_waiting") == 0

@@ -119,6 +119,7 @@ class ServerState:
         with self._counter_lock:
             if self._waiters:
                 self._waiters.popleft().hand_over()  # in_flight is unchanged
+                self.observe.waiting(len(self._waiters))
                 return
             self.in_flight -= 1
             self.observe.in_flight(self.in_flight)
@@ -144,6 +145,7 @@ class ServerState:
                 raise busy()
             waiter = _Waiter(asyncio.get_running_loop())
             self._waiters.append(waiter)
+            self.observe.waiting(len(self._waiters))
         try:
             await asyncio.wait_for(waiter.future, self.admission_wait)
         except BaseException as exc:  # timed out, or the request was cancelled
@@ -151,6 +153,7 @@ class ServerState:
                 handed = waiter not in self._waiters
                 if not handed:
                     self._waiters.remove(waiter)
+                    self.observe.waiting(len(self._waiters))
             if handed:  # the slot came as the wait ended: it is ours to give back
                 self.release()
             if isinstance(exc, TimeoutError):
