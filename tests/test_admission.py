@@ -206,3 +206,21 @@ def test_the_queue_is_seen_in_the_metrics(centre: Replica) -> None:
         thread.join(60)
         assert answers[0].status_code == 200
         assert value(scrape(srv.url), "offsync_waiting") == 0
+
+
+def test_a_slot_is_freed_when_the_waiter_it_would_go_to_has_no_loop_left(
+    centre: Replica,
+) -> None:
+    import asyncio
+
+    from offsync.http.state import _Waiter
+
+    state: ServerState = create_app(centre, max_in_flight=1).state.offsync
+    assert state.try_acquire()
+    gone = asyncio.new_event_loop()
+    state._waiters.append(_Waiter(gone))
+    gone.close()  # as at shutdown: the waiting request will never run again
+    state.release()
+    assert state.waiting == 0 and state.in_flight == 0
+    assert state.try_acquire()
+    state.release()

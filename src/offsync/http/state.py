@@ -117,10 +117,11 @@ class ServerState:
         """Give a slot back: to the first request waiting for one, or free it. Any
         thread may call this (a streamed pull ends wherever its response is closed)."""
         with self._counter_lock:
-            if self._waiters:
-                self._waiters.popleft().hand_over()  # in_flight is unchanged
+            while self._waiters:
+                handed = self._waiters.popleft().hand_over()  # in_flight is unchanged
                 self.observe.waiting(len(self._waiters))
-                return
+                if handed:
+                    return
             self.in_flight -= 1
             self.observe.in_flight(self.in_flight)
 
@@ -273,8 +274,13 @@ class _Waiter:
         self.loop = loop
         self.future: asyncio.Future[None] = loop.create_future()
 
-    def hand_over(self) -> None:
-        self.loop.call_soon_threadsafe(self._wake)
+    def hand_over(self) -> bool:
+        """Wake the waiter owning a slot; False if its event loop is gone (shutdown)."""
+        try:
+            self.loop.call_soon_threadsafe(self._wake)
+        except RuntimeError:  # the loop is closed: nobody will take the slot
+            return False
+        return True
 
     def _wake(self) -> None:
         if not self.future.done():
