@@ -498,6 +498,10 @@ def serve_and_push(
         OFFSYNC_MAX_IN_FLIGHT=str(args.max_in_flight),
         OFFSYNC_RETRY_AFTER=str(args.retry_after),
     )
+    if args.admission_wait is not None:  # 0: a request finding no free slot gets 503 at once
+        env["OFFSYNC_ADMISSION_WAIT"] = str(args.admission_wait)
+    if args.max_waiting is not None:
+        env["OFFSYNC_MAX_WAITING"] = str(args.max_waiting)
     factory = "offsync.centre:app_from_env"
     probe_dir = tmp / "probe"
     if args.probe:  # the same worker, timing its requests (benchmarks/centre_probe.py)
@@ -806,6 +810,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=3, help="uvicorn worker processes")
     parser.add_argument("--max-in-flight", type=int, default=4, help="per worker")
     parser.add_argument("--retry-after", type=int, default=1)
+    parser.add_argument(
+        "--admission-wait",
+        type=float,
+        default=None,
+        help="seconds a request may wait for a slot (server default; 0: 503 at once)",
+    )
+    parser.add_argument("--max-waiting", type=int, default=None, help="requests waiting per worker")
     parser.add_argument("--dup-rate", type=float, default=0.1)
     parser.add_argument("--lost-rate", type=float, default=0.05)
     parser.add_argument("--timeout", type=float, default=600, help="seconds for the push phase")

@@ -75,6 +75,7 @@ def test_metrics_after_real_syncs(tmp_path: Path) -> None:
     assert value(samples, "offsync_refused_total", status="422", error="BundleIdMismatch") == 1
     assert value(samples, "offsync_refused_total", status="503", error="Busy") == 1
     assert value(samples, "offsync_in_flight") == 0
+    assert value(samples, "offsync_waiting") == 0
     assert value(samples, "offsync_max_in_flight") == 8
     # Bounded: one series for the certified site, by its certificate's label; the twelve
     # keys nobody certified share the one unlabelled series.

@@ -77,6 +77,8 @@ def test_the_environment_is_read_and_checked() -> None:
         ({"OFFSYNC_RETRY_AFTER": "900"}, "clients give up"),
         ({"OFFSYNC_MAX_UPLOAD_BYTES": "100K"}, "is below 512K"),
         ({"OFFSYNC_BUSY_TIMEOUT": "soon"}, "not a duration"),
+        ({"OFFSYNC_ADMISSION_WAIT": "11m"}, "is above"),
+        ({"OFFSYNC_MAX_WAITING": "-1"}, "is below 0"),
         ({"OFFSYNC_READABLE": "some"}, "choose one of everything, certified"),
         ({"OFFSYNC_LOG_FORMAT": "xml"}, "choose one of text, json"),
     ]:
@@ -86,11 +88,19 @@ def test_the_environment_is_read_and_checked() -> None:
 
 def test_options_reach_the_app(tmp_path: Path) -> None:
     replica = Replica.open(":memory:", identity=Identity.generate())
-    values = from_env({"OFFSYNC_RETRY_AFTER": "7", "OFFSYNC_MAX_PARTIAL_UPLOADS": "5"})
+    values = from_env(
+        {
+            "OFFSYNC_RETRY_AFTER": "7",
+            "OFFSYNC_MAX_PARTIAL_UPLOADS": "5",
+            "OFFSYNC_ADMISSION_WAIT": "1.5s",
+            "OFFSYNC_MAX_WAITING": "12",
+        }
+    )
     app = create_app(replica, **app_options(replica, {**values, "upload_dir": str(tmp_path)}))
     state = app.state.offsync
     assert (state.retry_after, state.max_partial_uploads, state.upload_dir) == (7, 5, tmp_path)
     assert (state.busy_timeout, state.max_in_flight, state.readable) == (10.0, 8, None)
+    assert (state.admission_wait, state.max_waiting) == (1.5, 12)
     with pytest.raises(UsageError, match="needs trust mode"):
         app_options(replica, {"readable": "certified"})
     replica.close()

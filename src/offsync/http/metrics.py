@@ -12,6 +12,7 @@ Names and meanings are in docs/operations.md, "Metrics"; in short:
 ``offsync_bundles_received_total{outcome}``                 uploads: applied, duplicate
 ``offsync_bundles_sent_total``, ``offsync_bytes_*_total``   pulls' bundles; body bytes
 ``offsync_in_flight``, ``offsync_max_in_flight``            slots taken, and their bound
+``offsync_waiting``                                         requests waiting for a slot
 ``offsync_apply_seconds``                                   histogram of one apply
 ``offsync_site_last_contact_timestamp_seconds{site,label}`` per known site (below)
 ``offsync_unknown_site_last_contact_timestamp_seconds``     any other key, as one series
@@ -140,9 +141,15 @@ class Metrics:
             registry=registry,
             multiprocess_mode="livesum",
         )
+        self.waiting = gauge(
+            "offsync_waiting",
+            "Requests waiting for a slot now (beyond max_waiting, or after admission_wait: 503)",
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
         self.max_in_flight = gauge(
             "offsync_max_in_flight",
-            "The bound on in_flight (beyond it: 503)",
+            "The bound on in_flight (beyond it, requests wait: offsync_waiting)",
             registry=registry,
             multiprocess_mode="livesum",
         )

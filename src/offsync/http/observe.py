@@ -185,6 +185,10 @@ class Observer:
         if self.metrics is not None:
             self.metrics.in_flight.set(value)
 
+    def waiting(self, value: int) -> None:
+        if self.metrics is not None:
+            self.metrics.waiting.set(value)
+
     def started(self, max_in_flight: int, **settings: object) -> None:
         event(
             LOGGER,

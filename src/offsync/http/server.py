@@ -41,6 +41,8 @@ def create_app(
     max_pull_bundle_bytes: int = 16 * 1024 * 1024,
     max_pull_response_bytes: int = 256 * 1024 * 1024,
     max_in_flight: int = 8,
+    admission_wait: float = 5.0,
+    max_waiting: int = 256,
     busy_timeout: float = 10.0,
     retry_after: int = 2,
     replay_window: float = 300.0,
@@ -56,10 +58,12 @@ def create_app(
     a broken connection or a restart; without it a temporary directory is used, which
     survives broken connections but not restarts. ``max_upload_bytes`` bounds one bundle
     (default: the replica's ``limits.max_bundle_bytes``). ``max_in_flight`` bounds the
-    uploads, applies and pulls running at once; beyond it, and when the replica stays
-    locked longer than ``busy_timeout`` seconds, the answer is 503 with ``Retry-After:
-    retry_after``. A pull must be signed over a challenge issued at most ``replay_window``
-    seconds before (by the server's clock; each challenge is accepted once).
+    uploads, applies and pulls running at once; beyond it up to ``max_waiting`` requests
+    wait their turn, each at most ``admission_wait`` seconds. Beyond those, and when the
+    replica stays locked longer than ``busy_timeout`` seconds, the answer is 503 with
+    ``Retry-After: retry_after`` (docs/scale.md, "Admission"). A pull must be signed over
+    a challenge issued at most ``replay_window`` seconds before (by the server's clock;
+    each challenge is accepted once).
     ``readable(site_key, origin_key)`` restricts what a site may pull (default:
     everything the server holds). At most ``max_partial_uploads`` partial uploads are
     kept (beyond, the one untouched longest gives way); one untouched for ``partial_ttl``
@@ -91,8 +95,15 @@ def create_app(
         max_partial_uploads=max_partial_uploads,
         partial_ttl=partial_ttl,
         observer=observer,
+        admission_wait=admission_wait,
+        max_waiting=max_waiting,
     )
-    observer.started(max_in_flight, upload_dir=str(upload_path))
+    observer.started(
+        max_in_flight,
+        admission_wait=admission_wait,
+        max_waiting=max_waiting,
+        upload_dir=str(upload_path),
+    )
 
     app = Starlette(routes=_routes(state), exception_handlers=_handlers(state))
     app.state.offsync = state

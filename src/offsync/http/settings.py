@@ -166,6 +166,21 @@ APP_SETTINGS: tuple[Setting, ...] = (
         minimum=1,
     ),
     Setting(
+        "admission_wait",
+        "seconds",
+        5.0,
+        "How long a request may wait for a free slot before 503.",
+        minimum=0,
+        maximum=600,
+    ),
+    Setting(
+        "max_waiting",
+        "int",
+        256,
+        "Requests waiting for a slot at once (per worker); beyond, 503 at once.",
+        minimum=0,
+    ),
+    Setting(
         "busy_timeout",
         "seconds",
         10.0,

@@ -7,7 +7,9 @@ plus what a centre with several workers on one database needs:
   per record (row locks) before deciding, and follows the segments other processes add
   (``segments_changed``), so concurrent appliers neither lose nor repeat a change.
 * Bulk statements: every write of many rows is one ``INSERT ... SELECT FROM unnest(...)``
-  (one round trip and one set-based plan per batch, never one per change).
+  (one round trip and one set-based plan per batch, never one per change), its arrays
+  sent as binary parameters (``%b``): dumped as text, every bytea element was hex-encoded,
+  regex-tested and quoted, 45-62 % of a centre worker's CPU (benchmarks/ANALYSIS.md).
 * Versioned migrations (``offsync.stores.migrations``) recorded in ``schema_migrations``,
   applied once under an advisory lock so that workers starting together do not race.
 * One schema per store (``schema=``), so that tests and tenants share a database.
@@ -18,14 +20,15 @@ psycopg 3 is imported when a store is opened: ``pip install offsync[postgres]``.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..change import Change
 from ..errors import StorageConflictError, StorageError, StorageFullError, UsageError
-from .base import IndexRow, RecordRow, SegmentRow, Store, pack_ids, unpack_ids
+from .base import IndexRow, RecordRow, SegmentRow, Store, pack_ids, sole_head, unpack_ids
 from .migrations import migrations
+from .pgarrays import bool_array, bytea_array, int2_array, int8_array, register, text_array
 
 if TYPE_CHECKING:
     import psycopg
@@ -66,9 +69,25 @@ def _chunks(rows: Sequence[T], n: int = BATCH_ROWS) -> Iterator[Sequence[T]]:
 #: Insert record rows given as column arrays (``_record_columns``), replacing existing ones.
 _UPSERT_RECORDS = (
     "INSERT INTO records (collection, key, fields, heads, conflict)"
-    " SELECT * FROM unnest(%s::bytea[], %s::bytea[], %s::bytea[], %s::bytea[], %s::boolean[])"
+    " SELECT * FROM unnest(%b::bytea[], %b::bytea[], %b::bytea[], %b::bytea[], %b::boolean[])"
     " ON CONFLICT (collection, key) DO UPDATE SET fields = EXCLUDED.fields,"
     " heads = EXCLUDED.heads, conflict = EXCLUDED.conflict"
+)
+
+
+#: ``add_first_changes`` in one statement: the changes, and the record each makes alone
+#: (inserted, or filling a placeholder ``lock_records`` left); the keys written come back.
+_FIRST_CHANGES = (
+    "WITH c AS (INSERT INTO changes (collection, key, origin, seq, hlc, op, fields, parents)"
+    " SELECT * FROM unnest(%(c)b::bytea[], %(k)b::bytea[], %(o)b::bytea[], %(s)b::bigint[],"
+    " %(h)b::bigint[], %(op)b::smallint[], %(f)b::bytea[], %(p)b::bytea[])"
+    " ON CONFLICT DO NOTHING)"
+    " INSERT INTO records (collection, key, fields, heads, conflict)"
+    " SELECT c, k, f, h, false FROM unnest(%(c)b::bytea[], %(k)b::bytea[], %(f)b::bytea[],"
+    " %(heads)b::bytea[]) AS n(c, k, f, h)"
+    " ON CONFLICT (collection, key) DO UPDATE SET fields = EXCLUDED.fields,"
+    " heads = EXCLUDED.heads, conflict = EXCLUDED.conflict WHERE records.heads = ''"
+    " RETURNING collection, key"
 )
 
 
@@ -80,13 +99,13 @@ def _record_chunks(rows: Sequence[RecordRow]) -> Iterator[Sequence[RecordRow]]:
     )
 
 
-def _record_columns(chunk: Sequence[RecordRow]) -> tuple[list[Any], ...]:
+def _record_columns(chunk: Sequence[RecordRow]) -> tuple[bytes, ...]:
     return (
-        [r.collection.encode() for r in chunk],
-        [r.key.encode() for r in chunk],
-        [r.fields for r in chunk],
-        [bytes(r.heads) for r in chunk],
-        [bool(r.conflict) for r in chunk],
+        bytea_array([r.collection.encode() for r in chunk]),
+        bytea_array([r.key.encode() for r in chunk]),
+        bytea_array([r.fields for r in chunk]),
+        bytea_array([bytes(r.heads) for r in chunk]),
+        bool_array([bool(r.conflict) for r in chunk]),
     )
 
 
@@ -173,6 +192,7 @@ class PostgresStore(Store):
             self.conn: psycopg.Connection[Any] = pg.connect(
                 dsn, autocommit=True, connect_timeout=max(1, int(connect_timeout))
             )
+            register(self.conn)
         except pg.Error as exc:
             raise StorageError(f"cannot connect to PostgreSQL: {exc}") from exc
         try:
@@ -213,6 +233,7 @@ class PostgresStore(Store):
 
         try:
             conn = pg.connect(self._dsn, autocommit=True, connect_timeout=self._connect_timeout)
+            register(conn)
             conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(self.schema)))
         except pg.Error as exc:
             raise StorageError(f"cannot reconnect to PostgreSQL: {exc}") from exc
@@ -227,13 +248,13 @@ class PostgresStore(Store):
         except psycopg.Error as exc:
             raise _translate(exc) from exc
 
-    def _q(self, query: Any, args: Sequence[Any] | None = None) -> list[Any]:
+    def _q(self, query: Any, args: Sequence[Any] | Mapping[str, Any] | None = None) -> list[Any]:
         def go() -> list[Any]:
             return self.conn.execute(query, args).fetchall()
 
         return self._run(go)
 
-    def _x(self, query: Any, args: Sequence[Any] | None = None) -> None:
+    def _x(self, query: Any, args: Sequence[Any] | Mapping[str, Any] | None = None) -> None:
         """Run a statement whose result is not needed. Inside a transaction it is only
         queued (pipeline mode): the writes of one apply travel together, and their errors
         surface at the next read or at commit, still inside the transaction."""
@@ -284,7 +305,7 @@ class PostgresStore(Store):
 
     def set_meta(self, name: str, value: bytes) -> None:
         self._x(
-            "INSERT INTO meta (name, value) VALUES (%s, %s)"
+            "INSERT INTO meta (name, value) VALUES (%s, %b)"
             " ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value",
             (name, bytes(value)),
         )
@@ -307,9 +328,9 @@ class PostgresStore(Store):
         return [
             tuple(r)
             for r in self._q(
-                f"SELECT {self._INDEX_COLUMNS} FROM segments WHERE origin = ANY(%s::bytea[])"
+                f"SELECT {self._INDEX_COLUMNS} FROM segments WHERE origin = ANY(%b::bytea[])"
                 " ORDER BY origin, first_seq",
-                ([bytes(o) for o in origins],),
+                (bytea_array([bytes(o) for o in origins]),),
             )
         ]
 
@@ -322,15 +343,15 @@ class PostgresStore(Store):
         return [
             tuple(r)
             for r in self._q(
-                f"SELECT n.* FROM unnest(%s::bytea[], %s::bigint[], %s::bigint[]) AS q(o, lo, hi)"
+                f"SELECT n.* FROM unnest(%b::bytea[], %b::bigint[], %b::bigint[]) AS q(o, lo, hi)"
                 f" CROSS JOIN LATERAL ((SELECT {cols} FROM segments s WHERE s.origin = q.o"
                 f" AND s.first_seq BETWEEN q.lo AND q.hi + 1)"
                 f" UNION ALL (SELECT {cols} FROM segments s WHERE s.origin = q.o"
                 f" AND s.first_seq < q.lo ORDER BY s.first_seq DESC LIMIT 1)) AS n",
                 (
-                    [bytes(o) for o, _, _ in spans],
-                    [f for _, f, _ in spans],
-                    [last for _, _, last in spans],
+                    bytea_array([bytes(o) for o, _, _ in spans]),
+                    int8_array([f for _, f, _ in spans]),
+                    int8_array([last for _, _, last in spans]),
                 ),
             )
         ]
@@ -349,14 +370,22 @@ class PostgresStore(Store):
 
     def add_segments(self, rows: Sequence[SegmentRow]) -> None:
         for chunk in _chunks(rows):
-            cols = list(zip(*chunk, strict=True)) if chunk else []
-            if not cols:
+            if not chunk:
                 continue
+            o, f, last, h, p, d, st = zip(*chunk, strict=True)
             self._x(
                 "INSERT INTO segments (origin, first_seq, last_seq, hash, prev_hash, data, status)"
-                " SELECT * FROM unnest(%s::bytea[], %s::bigint[], %s::bigint[], %s::bytea[],"
-                " %s::bytea[], %s::bytea[], %s::text[])",
-                [list(c) for c in cols],
+                " SELECT * FROM unnest(%b::bytea[], %b::bigint[], %b::bigint[], %b::bytea[],"
+                " %b::bytea[], %b::bytea[], %b::text[])",
+                (
+                    bytea_array([bytes(x) for x in o]),
+                    int8_array(f),
+                    int8_array(last),
+                    bytea_array([bytes(x) for x in h]),
+                    bytea_array([bytes(x) for x in p]),
+                    bytea_array([bytes(x) for x in d]),
+                    text_array(st),
+                ),
             )
 
     def segment_data(self, keys: Sequence[tuple[bytes, int]]) -> list[bytes]:
@@ -364,9 +393,9 @@ class PostgresStore(Store):
         for chunk in _chunks(keys, 500):
             for o, f, d in self._q(
                 "SELECT s.origin, s.first_seq, s.data FROM segments s"
-                " JOIN unnest(%s::bytea[], %s::bigint[]) AS k(origin, first_seq)"
+                " JOIN unnest(%b::bytea[], %b::bigint[]) AS k(origin, first_seq)"
                 " USING (origin, first_seq)",
-                ([bytes(k[0]) for k in chunk], [k[1] for k in chunk]),
+                (bytea_array([bytes(k[0]) for k in chunk]), int8_array([k[1] for k in chunk])),
             ):
                 found[(bytes(o), f)] = bytes(d)
         try:
@@ -384,9 +413,9 @@ class PostgresStore(Store):
     def remove_segments(self, keys: Sequence[tuple[bytes, int]]) -> None:
         for chunk in _chunks(keys):
             self._x(
-                "DELETE FROM segments USING unnest(%s::bytea[], %s::bigint[]) AS k (o, f)"
+                "DELETE FROM segments USING unnest(%b::bytea[], %b::bigint[]) AS k (o, f)"
                 " WHERE origin = k.o AND first_seq = k.f",
-                ([bytes(o) for o, _ in chunk], [f for _, f in chunk]),
+                (bytea_array([bytes(o) for o, _ in chunk]), int8_array([f for _, f in chunk])),
             )
 
     # -- outbox --------------------------------------------------------------------------
@@ -394,8 +423,8 @@ class PostgresStore(Store):
     def add_outbox(self, rows: Sequence[tuple[int, bytes]]) -> None:
         for chunk in _chunks(rows):
             self._x(
-                "INSERT INTO outbox (seq, data) SELECT * FROM unnest(%s::bigint[], %s::bytea[])",
-                ([s for s, _ in chunk], [bytes(d) for _, d in chunk]),
+                "INSERT INTO outbox (seq, data) SELECT * FROM unnest(%b::bigint[], %b::bytea[])",
+                (int8_array([s for s, _ in chunk]), bytea_array([bytes(d) for _, d in chunk])),
             )
 
     def outbox(self) -> list[tuple[int, bytes]]:
@@ -419,32 +448,60 @@ class PostgresStore(Store):
         for chunk in _chunks(changes):
             self._x(
                 "INSERT INTO changes (collection, key, origin, seq, hlc, op, fields, parents)"
-                " SELECT * FROM unnest(%s::bytea[], %s::bytea[], %s::bytea[], %s::bigint[],"
-                " %s::bigint[], %s::smallint[], %s::bytea[], %s::bytea[])"
+                " SELECT * FROM unnest(%b::bytea[], %b::bytea[], %b::bytea[], %b::bigint[],"
+                " %b::bigint[], %b::smallint[], %b::bytea[], %b::bytea[])"
                 " ON CONFLICT DO NOTHING",
                 (
-                    [c.collection.encode() for c in chunk],
-                    [c.key.encode() for c in chunk],
-                    [c.origin for c in chunk],
-                    [c.seq for c in chunk],
-                    [c.hlc for c in chunk],
-                    [c.op for c in chunk],
-                    [c.fields for c in chunk],
-                    [pack_ids(c.parents) if c.parents else None for c in chunk],
+                    bytea_array([c.collection.encode() for c in chunk]),
+                    bytea_array([c.key.encode() for c in chunk]),
+                    bytea_array([c.origin for c in chunk]),
+                    int8_array([c.seq for c in chunk]),
+                    int8_array([c.hlc for c in chunk]),
+                    int2_array([c.op for c in chunk]),
+                    bytea_array([c.fields for c in chunk]),
+                    bytea_array([pack_ids(c.parents) if c.parents else None for c in chunk]),
                 ),
             )
+
+    def add_first_changes(self, changes: Sequence[Change]) -> list[tuple[str, str]]:
+        # One statement per chunk instead of two, each key encoded once; in key byte
+        # order, as ``add_new_records`` writes (two writers lock common rows in one order).
+        rows = sorted(
+            ((c.collection.encode(), c.key.encode(), c) for c in changes),
+            key=lambda r: (r[0], r[1]),
+        )
+        written: set[tuple[bytes, bytes]] = set()
+        for chunk in _chunks(rows):
+            cs = [c for _, _, c in chunk]
+            args = {
+                "c": bytea_array([r[0] for r in chunk]),
+                "k": bytea_array([r[1] for r in chunk]),
+                "o": bytea_array([c.origin for c in cs]),
+                "s": int8_array([c.seq for c in cs]),
+                "h": int8_array([c.hlc for c in cs]),
+                "op": int2_array([c.op for c in cs]),
+                "f": bytea_array([c.fields for c in cs]),
+                "p": bytea_array([pack_ids(c.parents) if c.parents else None for c in cs]),
+                "heads": bytea_array([sole_head(c.origin, c.seq) for c in cs]),
+            }
+            written.update((bytes(c), bytes(k)) for c, k in self._q(_FIRST_CHANGES, args))
+        return [
+            (c.collection, c.key)
+            for c in changes
+            if (c.collection.encode(), c.key.encode()) not in written
+        ]
 
     def remove_changes(self, changes: Sequence[Change]) -> None:
         for chunk in _chunks(changes):
             self._x(
-                "DELETE FROM changes c USING unnest(%s::bytea[], %s::bytea[], %s::bytea[],"
-                " %s::bigint[]) AS d(collection, key, origin, seq) WHERE c.collection ="
+                "DELETE FROM changes c USING unnest(%b::bytea[], %b::bytea[], %b::bytea[],"
+                " %b::bigint[]) AS d(collection, key, origin, seq) WHERE c.collection ="
                 " d.collection AND c.key = d.key AND c.origin = d.origin AND c.seq = d.seq",
                 (
-                    [c.collection.encode() for c in chunk],
-                    [c.key.encode() for c in chunk],
-                    [c.origin for c in chunk],
-                    [c.seq for c in chunk],
+                    bytea_array([c.collection.encode() for c in chunk]),
+                    bytea_array([c.key.encode() for c in chunk]),
+                    bytea_array([c.origin for c in chunk]),
+                    int8_array([c.seq for c in chunk]),
                 ),
             )
 
@@ -459,9 +516,12 @@ class PostgresStore(Store):
         for chunk in _chunks(list(out)):
             rows = self._q(
                 "SELECT c.collection, c.key, c.origin, c.seq, c.hlc, c.op, c.fields, c.parents"
-                " FROM changes c JOIN unnest(%s::bytea[], %s::bytea[]) AS k(collection, key)"
+                " FROM changes c JOIN unnest(%b::bytea[], %b::bytea[]) AS k(collection, key)"
                 " USING (collection, key) ORDER BY c.collection, c.key, c.origin, c.seq",
-                ([c.encode() for c, _ in chunk], [k.encode() for _, k in chunk]),
+                (
+                    bytea_array([c.encode() for c, _ in chunk]),
+                    bytea_array([k.encode() for _, k in chunk]),
+                ),
             )
             for c, k, o, s, h, op, f, p in rows:
                 ck = (bytes(c).decode(), bytes(k).decode())
@@ -484,9 +544,12 @@ class PostgresStore(Store):
         for chunk in _chunks(keys):
             rows = self._q(
                 "SELECT r.collection, r.key FROM records r"
-                " JOIN unnest(%s::bytea[], %s::bytea[]) AS k(collection, key)"
+                " JOIN unnest(%b::bytea[], %b::bytea[]) AS k(collection, key)"
                 " USING (collection, key) WHERE r.heads <> ''",
-                ([c.encode() for c, _ in chunk], [k.encode() for _, k in chunk]),
+                (
+                    bytea_array([c.encode() for c, _ in chunk]),
+                    bytea_array([k.encode() for _, k in chunk]),
+                ),
             )
             found.update((bytes(c).decode(), bytes(k).decode()) for c, k in rows)
         return found
@@ -501,10 +564,10 @@ class PostgresStore(Store):
             self._x(
                 "INSERT INTO records (collection, key, fields, heads, conflict)"
                 " SELECT collection, key, NULL, '', false FROM"
-                " unnest(%s::bytea[], %s::bytea[]) WITH ORDINALITY AS k(collection, key, n)"
+                " unnest(%b::bytea[], %b::bytea[]) WITH ORDINALITY AS k(collection, key, n)"
                 " ORDER BY n"
                 " ON CONFLICT (collection, key) DO UPDATE SET heads = EXCLUDED.heads WHERE false",
-                ([c for c, _ in chunk], [k for _, k in chunk]),
+                (bytea_array([c for c, _ in chunk]), bytea_array([k for _, k in chunk])),
             )
 
     def put_records(self, rows: Sequence[RecordRow]) -> None:
@@ -582,7 +645,7 @@ class PostgresStore(Store):
 
     def set_peer(self, peer: bytes, created: int, knowledge: bytes, receipt: bytes) -> None:
         self._x(
-            "INSERT INTO peers (peer, created, knowledge, receipt) VALUES (%s, %s, %s, %s)"
+            "INSERT INTO peers (peer, created, knowledge, receipt) VALUES (%b, %s, %b, %b)"
             " ON CONFLICT (peer) DO UPDATE SET created = EXCLUDED.created,"
             " knowledge = EXCLUDED.knowledge, receipt = EXCLUDED.receipt"
             " WHERE EXCLUDED.created > peers.created",
@@ -621,8 +684,8 @@ class PostgresStore(Store):
         if keys:
             self._x(
                 "SELECT pg_advisory_xact_lock(k) FROM"
-                " (SELECT k FROM unnest(%s::bigint[]) WITH ORDINALITY AS u(k, n) ORDER BY n) s",
-                (keys,),
+                " (SELECT k FROM unnest(%b::bigint[]) WITH ORDINALITY AS u(k, n) ORDER BY n) s",
+                (int8_array(keys),),
             )
 
     # -- administration ------------------------------------------------------------------
