@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 import offsync
 from offsync import errors
 from offsync.attest import delivered, from_text, read_attestation, verify_attestation
+from offsync.blobs import BlobRef
 from offsync.bundle import BundleHeader, build_bundle, open_bundle, peek_header, read_header
 from offsync.change import Change, decode_changes
 from offsync.clock import HybridClock, hlc_millis, make_hlc
@@ -57,6 +58,8 @@ ALLOWED = {
     "as pytest does",
     ("testing/transports.py", "AssertionError"): "conformance checkers report a failed "
     "check as pytest does",
+    ("testing/blobs.py", "AssertionError"): "conformance checkers report a failed check "
+    "as pytest does",
     ("testing/__init__.py", "AttributeError"): "a module __getattr__ must raise it",
     ("replica/applying.py", "AssertionError"): "marks a branch that cannot run",
     ("stores/migrations/__init__.py", "RuntimeError"): "a packaging fault, found on "
@@ -170,6 +173,7 @@ DECODERS: dict[str, Callable[[bytes], object]] = {
     "Change.from_row": lambda d: Change.from_row(SITE.public_key, 1, d),
     "verify_signature": lambda d: verify_signature(d[:32], d, d[-64:]),
     "verify_signature(key)": lambda d: verify_signature(d, b"m", bytes(64)),
+    "BlobRef.from_bytes": BlobRef.from_bytes,
 }
 
 
@@ -239,6 +243,8 @@ def test_decoders_refuse_what_is_not_bytes() -> None:
 
 CALLS: dict[str, Callable[[Any, Any, Any], object]] = {
     "Knowledge(value)": lambda a, b, c: Knowledge(a),
+    "BlobRef": lambda a, b, c: BlobRef(a, b, c),
+    "BlobRef.from_field": lambda a, b, c: BlobRef.from_field({"$blob": [a, b, c]}),
     "Knowledge({key: value})": lambda a, b, c: Knowledge({b if _hashable(b) else repr(b): a}),
     "Knowledge.of": lambda a, b, c: Knowledge.of(b, a, c),
     "Knowledge.from_wire": lambda a, b, c: Knowledge.from_wire(a),
