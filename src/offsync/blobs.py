@@ -22,6 +22,7 @@ from .unpack import unpack
 
 __all__ = [
     "BLOB_KEY",
+    "BLOB_MARK",
     "BlobHasher",
     "BlobRef",
     "BlobVerifier",
@@ -36,6 +37,8 @@ __all__ = [
 #: The one key of the map that is a blob reference. ``$`` starts no name an application
 #: would pick by accident; a map with this key and any other key is ordinary data.
 BLOB_KEY = "$blob"
+#: The canonical msgpack of ``BLOB_KEY``: field bytes without it hold no reference.
+BLOB_MARK = b"\xa5" + BLOB_KEY.encode()
 HASH_BYTES = 32
 #: Sizes are < 2^63, like every other count of the format.
 MAX_SIZE = (1 << 63) - 1
