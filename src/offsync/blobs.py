@@ -127,15 +127,17 @@ def is_reference(value: object) -> bool:
 
 
 def _walk(value: object) -> Iterator[object]:
+    """Values that claim to be references, in the order they appear (depth first, maps
+    by key), without recursion (values nest up to 500 deep)."""
     stack = [value]
     while stack:
         v = stack.pop()
         if is_reference(v):
             yield v
         elif type(v) is dict:
-            stack.extend(v.values())
+            stack.extend(v[k] for k in sorted(v, reverse=True))
         elif type(v) in (list, tuple):
-            stack.extend(v)  # type: ignore[arg-type]
+            stack.extend(reversed(v))  # type: ignore[call-overload]
 
 
 def references(fields: Mapping[str, Any]) -> list[BlobRef]:

@@ -1291,7 +1291,11 @@ def blob_refs() -> dict[str, Any]:
     blobs = [
         ("a short text blob", b"offsync blob vector\n", "text/plain; charset=utf-8"),
         ("the empty blob", b"", "application/octet-stream"),
-        ("1000 bytes, a stand-in for a photo", bytes(i * 7 % 256 for i in range(1000)), "image/jpeg"),
+        (
+            "1000 bytes, a stand-in for a photo",
+            bytes(i * 7 % 256 for i in range(1000)),
+            "image/jpeg",
+        ),
     ]
     valid = []
     for name, data, media_type in blobs:
@@ -1322,7 +1326,10 @@ def blob_refs() -> dict[str, Any]:
         ("not an array", _blob_ref_bytes(bytes.fromhex(h))),
         ("media type without a slash", _blob_ref_bytes([bytes.fromhex(h), 1, "jpeg"])),
         ("media type not ASCII", _blob_ref_bytes([bytes.fromhex(h), 1, "image/jpég"])),
-        ("media type with a control character", _blob_ref_bytes([bytes.fromhex(h), 1, "image/\tjpeg"])),
+        (
+            "media type with a control character",
+            _blob_ref_bytes([bytes.fromhex(h), 1, "image/\tjpeg"]),
+        ),
         ("media type of 256 bytes", _blob_ref_bytes([bytes.fromhex(h), 1, "a/" + "b" * 254])),
         ("media type as bin", _blob_ref_bytes([bytes.fromhex(h), 1, b"image/jpeg"])),
         ("a second key", _blob_ref_bytes([bytes.fromhex(h), 1, "image/jpeg"], {"note": 1})),
@@ -1330,7 +1337,7 @@ def blob_refs() -> dict[str, Any]:
     return {
         "description": "Blob references (docs/spec.md, 'Blob references'): for each blob, "
         "its bytes, hash H(bytes) (BLAKE2b-256), size, media type and the canonical msgpack "
-        "of the reference {\"$blob\": [bin(32) hash, size, media_type]}; a record's fields "
+        'of the reference {"$blob": [bin(32) hash, size, media_type]}; a record\'s fields '
         "holding references (nested too) and their canonical field bytes; reference maps "
         "that a decoder refuses (BlobReferenceError); and maps that are not references "
         "(ordinary data).",
