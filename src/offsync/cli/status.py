@@ -55,6 +55,7 @@ def status_document(replica: Replica, names: Mapping[bytes, str] | None = None) 
             for q in replica.quarantined()
         ],
         "conflicts": [f"{c.collection}/{c.key}" for c in replica.conflicts()],
+        "missing_blobs": _missing_blobs(replica),
         # Peers saying they hold more of this site's changes than it has (a restore
         # from backup, or a false claim): counted claims block writing until resolved.
         "seq_claims": [
@@ -68,6 +69,22 @@ def status_document(replica: Replica, names: Mapping[bytes, str] | None = None) 
             for c in replica.seq_claims()
             if c.seq > replica.seq
         ],
+    }
+
+
+#: Records with missing blobs that ``status`` names (it counts them all).
+MISSING_SHOWN = 20
+
+
+def _missing_blobs(replica: Replica) -> dict[str, Any]:
+    """Blobs visible records reference that are not here yet (``Replica.missing_blobs``)."""
+    missing = replica.missing_blobs()
+    records = sorted(missing.by_record)
+    return {
+        "blobs": missing.count,
+        "bytes": missing.bytes,
+        "records": len(records),
+        "first_records": [f"{c}/{k}" for c, k in records[:MISSING_SHOWN]],
     }
 
 
@@ -146,6 +163,16 @@ def status(state: State) -> None:
         out.print("Nothing quarantined.")
     n = len(doc["conflicts"])
     out.print(f"{n} open conflict(s)" + (": see `offsync conflicts`" if n else ""))
+    blobs = doc["missing_blobs"]
+    if blobs["blobs"]:
+        out.print(
+            f"{blobs['blobs']} blob(s) missing ({blobs['bytes']} bytes) for"
+            f" {blobs['records']} record(s), e.g. "
+            + escape(", ".join(blobs["first_records"][:3]))
+            + ": they arrive when the sites that hold them sync"
+        )
+    else:
+        out.print("No blobs missing.")
     for claim in doc["seq_claims"]:
         verdict = (
             "[red]blocks writing[/]: sync with that peer to get the changes back; if the claim "
