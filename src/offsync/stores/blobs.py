@@ -225,13 +225,13 @@ class MemoryBlobStore(BlobStore):
 
     def __init__(self, limits: Limits = DEFAULT_LIMITS) -> None:
         super().__init__(limits)
-        self._lock = threading.RLock()
+        self._guard = threading.RLock()
         self._infos: dict[bytes, BlobInfo] = {}
         self._chunks: dict[bytes, dict[int, bytes]] = {}
 
     @contextmanager
     def _tx(self) -> Iterator[None]:
-        with self._lock:
+        with self._guard:
             saved = dict(self._infos), {d: dict(c) for d, c in self._chunks.items()}
             try:
                 yield
