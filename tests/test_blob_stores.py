@@ -18,6 +18,7 @@ import pytest
 
 from offsync.blobs import BlobRef, blob_hash
 from offsync.errors import MissingBlobError
+from offsync.stores.base import Store
 from offsync.stores.memory import MemoryStore
 from offsync.stores.sqlite import SQLiteStore
 from offsync.testing import check_blob_store
@@ -51,7 +52,11 @@ WRITER = textwrap.dedent(
 
     data = bytes(range(256)) * 40_000  # 10 MB: ten chunks
     ref = BlobRef(blob_hash(data), len(data), "image/jpeg")
-    blobs = SQLiteStore(sys.argv[1]).blobs()
+    if sys.argv[1] == "postgres":
+        from offsync.stores.postgres import PostgresStore
+        blobs = PostgresStore(sys.argv[2], schema=sys.argv[3]).blobs()
+    else:
+        blobs = SQLiteStore(sys.argv[1]).blobs()
     blobs.begin(ref, now=1)
     for pos in range(0, len(data), 1 << 20):
         blobs.write_chunk(ref, pos, data[pos : pos + (1 << 20)])
@@ -62,11 +67,10 @@ WRITER = textwrap.dedent(
 )
 
 
-@pytest.mark.skipif(sys.platform == "win32", reason="needs SIGKILL")
-def test_kill_during_a_blob_write_leaves_no_half_blob_visible(tmp_path: Path) -> None:
-    path = tmp_path / "s.sqlite"
+def _kill_during_a_write(*args: str) -> None:
+    """Run WRITER with ``args`` and kill -9 it after four chunks, before ``finish``."""
     with subprocess.Popen(
-        [sys.executable, "-c", WRITER, str(path)],
+        [sys.executable, "-c", WRITER, *args],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -74,9 +78,11 @@ def test_kill_during_a_blob_write_leaves_no_half_blob_visible(tmp_path: Path) ->
         assert proc.stdout is not None and proc.stdout.readline().strip() == "written"
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=60)
+
+
+def _no_half_blob_then_resume(store: Store) -> None:
     data = bytes(range(256)) * 40_000
     ref = BlobRef(blob_hash(data), len(data), "image/jpeg")
-    store = SQLiteStore(str(path))
     blobs = store.blobs()
     assert not blobs.has(ref.hash)
     with pytest.raises(MissingBlobError):
@@ -92,6 +98,27 @@ def test_kill_during_a_blob_write_leaves_no_half_blob_visible(tmp_path: Path) ->
     blobs.finish(ref)
     assert blobs.open(ref).read() == data
     store.close()
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="needs SIGKILL")
+def test_kill_during_a_blob_write_leaves_no_half_blob_visible(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite"
+    _kill_during_a_write(str(path))
+    _no_half_blob_then_resume(SQLiteStore(str(path)))
+
+
+@pytest.mark.postgres
+@pytest.mark.skipif(sys.platform == "win32", reason="needs SIGKILL")
+def test_kill_during_a_postgres_blob_write_leaves_no_half_blob_visible(
+    pg_schemas: list[str],
+) -> None:
+    from offsync.stores.postgres import PostgresStore
+    from postgres_helpers import DSN
+
+    pg_schemas.append(f"offsync_test_{uuid.uuid4().hex[:10]}_0")
+    PostgresStore(DSN, schema=pg_schemas[0]).close()  # migrated before the writer runs
+    _kill_during_a_write("postgres", DSN, pg_schemas[0])
+    _no_half_blob_then_resume(PostgresStore(DSN, schema=pg_schemas[0]))
 
 
 @pytest.fixture
