@@ -19,7 +19,10 @@ and failures of the machinery around the core (storage, transports)::
     │   │   └── ExpiredCertificateError    outside the signer's certificate's validity
     │   ├── DecryptionError                encrypted for someone else, or tampered with
     │   ├── ForkError                      two different changes under one change id
-    │   └── ScopeError                     a trusted signer writing outside its scope
+    │   ├── ScopeError                     a trusted signer writing outside its scope
+    │   └── BlobError                      blob bytes that do not match their reference
+    │       └── BlobReferenceError (ValueError)  a malformed blob reference
+    ├── MissingBlobError (LookupError)     a blob this replica does not hold (yet)
     ├── SequenceReuseError                 this site would reuse seqs it already used
     ├── ClockError (OverflowError)         this site's clock cannot give a valid HLC
     ├── StorageError                       the store failed; nothing was changed
@@ -38,6 +41,8 @@ Every refusal of remote data leaves the store exactly as it was.
 from __future__ import annotations
 
 __all__ = [
+    "BlobError",
+    "BlobReferenceError",
     "BundleFormatError",
     "ClockError",
     "DecryptionError",
@@ -47,6 +52,7 @@ __all__ = [
     "IdentityError",
     "ImmutableRecordError",
     "LimitExceededError",
+    "MissingBlobError",
     "NotAuthorisedError",
     "OffsyncError",
     "PeerRefusedError",
@@ -137,6 +143,21 @@ class ForkError(RemoteDataError):
 
 class ScopeError(RemoteDataError):
     """A trusted signer wrote outside the collections or key prefixes it may write."""
+
+
+class BlobError(RemoteDataError):
+    """Blob bytes that do not match their reference: another hash, more or fewer bytes
+    than declared, chunks that overlap or leave a gap. Nothing of them is kept."""
+
+
+class BlobReferenceError(BlobError, ValueError):
+    """A value that claims to be a blob reference (a map whose only key is ``"$blob"``)
+    but is not a well-formed one (docs/spec.md, "Blob references")."""
+
+
+class MissingBlobError(OffsyncError, LookupError):
+    """A blob this replica does not hold (yet): its record arrived before it did, or it
+    was never sent. ``Replica.missing_blobs()`` lists what is awaited."""
 
 
 class SequenceReuseError(OffsyncError):

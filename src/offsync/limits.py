@@ -67,6 +67,15 @@ class Limits:
     #: body, a segment's block (offsync.unpack says how it is estimated). Bounds what a
     #: few bytes, or a small zstd frame, can make a decoder allocate.
     max_decode_bytes: int = 64 * MiB
+    #: One blob (docs/spec.md, "Blob references"): larger ones are refused before any
+    #: byte is stored. A scanned form or an ID recording is a few hundred KB to a few MB.
+    max_blob_bytes: int = 256 * MiB
+    #: The chunks a blob is stored in (and will travel in): what a store reads or
+    #: writes at once, and the unit a broken transfer resumes from.
+    blob_chunk_bytes: int = 1 * MiB
+    #: The media type of a blob reference, in bytes (format rule: a reference with a
+    #: longer one is malformed).
+    max_media_type: int = 255
 
 
 DEFAULT_LIMITS = Limits()

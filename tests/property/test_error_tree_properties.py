@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from offsync.attest import delivered, from_text, verify_attestation
+from offsync.blobs import BlobRef
 from offsync.bundle import BundleHeader, build_bundle
 from offsync.clock import HybridClock, hlc_millis, make_hlc
 from offsync.encoding import canonical_fields
@@ -104,6 +105,8 @@ def test_decoders_raise_only_offsync_errors(name: str, data: bytes) -> None:
 
 CALLS: dict[str, Callable[[Any, Any, Any], object]] = {
     "Knowledge(value)": lambda a, b, c: Knowledge(a),
+    "BlobRef": lambda a, b, c: BlobRef(a, b, c),
+    "BlobRef.from_field": lambda a, b, c: BlobRef.from_field({"$blob": [a, b, c]}),
     # Any key and value on purpose: what a caller might hand over.
     "Knowledge({key: value})": lambda a, b, c: Knowledge({b if _hashable(b) else repr(b): a}),  # type: ignore[dict-item]
     "Knowledge.of": lambda a, b, c: Knowledge.of(b, a, c),

@@ -21,6 +21,7 @@ import pytest
 import offsync
 from offsync import errors
 from offsync.attest import read_attestation, verify_attestation
+from offsync.blobs import BlobRef
 from offsync.bundle import open_bundle, peek_header, read_header
 from offsync.change import Change, decode_changes
 from offsync.compression import decompress
@@ -45,6 +46,8 @@ ALLOWED = {
     "as pytest does",
     ("testing/transports.py", "AssertionError"): "conformance checkers report a failed "
     "check as pytest does",
+    ("testing/blobs.py", "AssertionError"): "conformance checkers report a failed check "
+    "as pytest does",
     ("testing/__init__.py", "AttributeError"): "a module __getattr__ must raise it",
     ("replica/applying.py", "AssertionError"): "marks a branch that cannot run",
     ("stores/migrations/__init__.py", "RuntimeError"): "a packaging fault, found on "
@@ -147,6 +150,7 @@ DECODERS: dict[str, Callable[[bytes], object]] = {
     "Change.from_row": lambda d: Change.from_row(SITE.public_key, 1, d),
     "verify_signature": lambda d: verify_signature(d[:32], d, d[-64:]),
     "verify_signature(key)": lambda d: verify_signature(d, b"m", bytes(64)),
+    "BlobRef.from_bytes": BlobRef.from_bytes,
 }
 
 

@@ -1280,6 +1280,80 @@ def invalid() -> dict[str, Any]:
     }
 
 
+def _blob_ref_bytes(body: Any, extra: dict[str, Any] | None = None) -> bytes:
+    return packb({"$blob": body, **(extra or {})})
+
+
+def blob_refs() -> dict[str, Any]:
+    """Blob references (docs/spec.md, "Blob references"): hashes of blobs, the canonical
+    bytes of the reference map, a record's fields holding references, and shapes that
+    are refused or are not references at all."""
+    blobs = [
+        ("a short text blob", b"offsync blob vector\n", "text/plain; charset=utf-8"),
+        ("the empty blob", b"", "application/octet-stream"),
+        (
+            "1000 bytes, a stand-in for a photo",
+            bytes(i * 7 % 256 for i in range(1000)),
+            "image/jpeg",
+        ),
+    ]
+    valid = []
+    for name, data, media_type in blobs:
+        digest = hash32(data)
+        valid.append(
+            {
+                "name": name,
+                "blob": data.hex(),
+                "hash": digest.hex(),
+                "size": len(data),
+                "media_type": media_type,
+                "encoding": _blob_ref_bytes([digest, len(data), media_type]).hex(),
+            }
+        )
+    photo = {"$blob": [hash32(blobs[2][1]), 1000, "image/jpeg"]}
+    prints = [{"$blob": [hash32(b"finger %d" % i), 9, "image/x-wsq"]} for i in (1, 2)]
+    record = {"name": "Dewi", "photo": photo, "fingerprints": prints}
+    h = "11" * 32
+    bad: list[tuple[str, bytes]] = [
+        ("hash of 31 bytes", _blob_ref_bytes([bytes(31), 1, "image/jpeg"])),
+        ("hash as a str", _blob_ref_bytes([h, 1, "image/jpeg"])),
+        ("negative size", _blob_ref_bytes([bytes.fromhex(h), -1, "image/jpeg"])),
+        ("size 2^63", _blob_ref_bytes([bytes.fromhex(h), 1 << 63, "image/jpeg"])),
+        ("size as a float", _blob_ref_bytes([bytes.fromhex(h), 1.0, "image/jpeg"])),
+        ("size as a bool", _blob_ref_bytes([bytes.fromhex(h), True, "image/jpeg"])),
+        ("two items", _blob_ref_bytes([bytes.fromhex(h), 1])),
+        ("four items", _blob_ref_bytes([bytes.fromhex(h), 1, "image/jpeg", 0])),
+        ("not an array", _blob_ref_bytes(bytes.fromhex(h))),
+        ("media type without a slash", _blob_ref_bytes([bytes.fromhex(h), 1, "jpeg"])),
+        ("media type not ASCII", _blob_ref_bytes([bytes.fromhex(h), 1, "image/jpég"])),
+        (
+            "media type with a control character",
+            _blob_ref_bytes([bytes.fromhex(h), 1, "image/\tjpeg"]),
+        ),
+        ("media type of 256 bytes", _blob_ref_bytes([bytes.fromhex(h), 1, "a/" + "b" * 254])),
+        ("media type as bin", _blob_ref_bytes([bytes.fromhex(h), 1, b"image/jpeg"])),
+        ("a second key", _blob_ref_bytes([bytes.fromhex(h), 1, "image/jpeg"], {"note": 1})),
+    ]
+    return {
+        "description": "Blob references (docs/spec.md, 'Blob references'): for each blob, "
+        "its bytes, hash H(bytes) (BLAKE2b-256), size, media type and the canonical msgpack "
+        'of the reference {"$blob": [bin(32) hash, size, media_type]}; a record\'s fields '
+        "holding references (nested too) and their canonical field bytes; reference maps "
+        "that a decoder refuses (BlobReferenceError); and maps that are not references "
+        "(ordinary data).",
+        "valid": valid,
+        "record": {"fields": tagged_json(record), "field_bytes": canonical_fields(record).hex()},
+        "invalid": [
+            {"name": name, "encoding": data.hex(), "error": "BlobReferenceError"}
+            for name, data in bad
+        ],
+        "not_references": [
+            {"name": "a second key", "fields": tagged_json({"v": {"$blob": 1, "x": 2}})},
+            {"name": "another key", "fields": tagged_json({"v": {"blob": [bytes(32), 1, "a/b"]}})},
+        ],
+    }
+
+
 FILES = {
     "identities.json": identities,
     "hlc.json": hlc_values,
@@ -1298,6 +1372,7 @@ FILES = {
     "http.json": http,
     "disk_manifest.json": disk_manifest,
     "invalid.json": invalid,
+    "blob_refs.json": blob_refs,
 }
 
 

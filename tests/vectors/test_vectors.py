@@ -68,6 +68,7 @@ FILES = [
     "http.json",
     "disk_manifest.json",
     "invalid.json",
+    "blob_refs.json",
 ]
 
 
@@ -539,3 +540,28 @@ def test_every_refusal_rule_of_the_spec_has_its_vector() -> None:
     listed = set(re.findall(r"\| `([^`|]+)` \|$", appendix, re.MULTILINE))
     names = {c["name"] for c in vector("invalid.json")["cases"]}
     assert listed == names
+
+
+# -- blob references (issue 14) ------------------------------------------------------
+
+
+def test_blob_references() -> None:
+    from offsync import errors
+    from offsync.blobs import BlobRef, blob_hash, references
+
+    doc = vector("blob_refs.json")
+    for case in doc["valid"]:
+        data = h(case["blob"])
+        ref = BlobRef(blob_hash(data), len(data), case["media_type"])
+        assert ref.hash == h(case["hash"]) and ref.size == case["size"], case["name"]
+        assert ref.to_bytes() == h(case["encoding"]), case["name"]
+        assert BlobRef.from_bytes(h(case["encoding"])) == ref, case["name"]
+    record = tagged(doc["record"]["fields"])
+    assert canonical_fields(record) == h(doc["record"]["field_bytes"])
+    found = references(decode_fields(h(doc["record"]["field_bytes"])))
+    assert sorted(r.media_type for r in found) == ["image/jpeg", "image/x-wsq", "image/x-wsq"]
+    for case in doc["invalid"]:
+        with pytest.raises(getattr(errors, case["error"])):
+            BlobRef.from_bytes(h(case["encoding"]))
+    for case in doc["not_references"]:
+        assert references(tagged(case["fields"])) == [], case["name"]

@@ -108,6 +108,13 @@ def classify(exc: e.OffsyncError) -> CommandError:
         return CommandError(
             msg, EXIT_TRANSPORT, "check the address, folder or disk, then run the command again"
         )
+    if isinstance(exc, e.MissingBlobError):
+        return CommandError(
+            msg,
+            EXIT_ERROR,
+            "the blob has not arrived yet: sync with the site that wrote the record"
+            " (`offsync status` lists missing blobs)",
+        )
     if isinstance(exc, e.StoreLockedError):
         return CommandError(
             msg,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import mimetypes
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +11,7 @@ import click
 from rich.table import Table
 
 from .. import Identity
+from ..blobs import DEFAULT_MEDIA_TYPE, BlobRef, is_reference
 from .app import cli, json_option, pass_state
 from .exits import EXIT_ERROR, fail, show_error
 from .output import emit_json, head_name, json_text, out
@@ -98,35 +101,92 @@ def show_id(state: State) -> None:
         out.print(f"{site.label} {site.public_key.hex()}")
 
 
+def _field_path(spec: str, option: str) -> tuple[str, Path]:
+    name, sep, path = spec.partition("=")
+    if not sep or not name or not path:
+        fail(f"cannot read {option} {spec!r}", hint=f"write {option} photo=face.jpg")
+    return name, Path(path)
+
+
 @cli.command()
 @click.argument("collection")
 @click.argument("key")
 @click.argument("pairs", nargs=-1, metavar="FIELD=VALUE...")
 @click.option("--fields", "fields_json", metavar="JSON", help="Fields as one JSON object.")
+@click.option(
+    "--attach",
+    "attachments",
+    multiple=True,
+    metavar="FIELD=PATH",
+    help="Store a file as a blob and put its reference in FIELD (repeatable).",
+)
+@click.option(
+    "--media-type",
+    help="Media type of the attached files (default: guessed from each file's name).",
+)
 @json_option
 @pass_state
 def put(
-    state: State, collection: str, key: str, pairs: tuple[str, ...], fields_json: str | None
+    state: State,
+    collection: str,
+    key: str,
+    pairs: tuple[str, ...],
+    fields_json: str | None,
+    attachments: tuple[str, ...],
+    media_type: str | None,
 ) -> None:
     """Set fields of a record (FIELD=text, FIELD:=JSON); other fields are kept."""
     fields = parse_fields(pairs, fields_json)
-    if not fields:
+    files = [_field_path(spec, "--attach") for spec in attachments]
+    if not fields and not files:
         fail("no fields given", hint="write e.g. `offsync put residents 3519... name=Siti`")
-    change = state.writer().put(collection, key, fields)
+    replica = state.writer()
+    refs = {}
+    for name, path in files:
+        kind = media_type or mimetypes.guess_type(path.name)[0] or DEFAULT_MEDIA_TYPE
+        with path.open("rb") as f:
+            refs[name] = replica.put_blob(f, kind)
+        fields[name] = refs[name].field()
+    change = replica.put(collection, key, fields)
     if state.json:
-        emit_json({"origin": change.origin, "seq": change.seq})
+        emit_json(
+            {
+                "origin": change.origin,
+                "seq": change.seq,
+                "blobs": {n: {"hash": r.hash, "size": r.size} for n, r in refs.items()},
+            }
+        )
     else:
+        for name, ref in refs.items():
+            out.print(f"{name}: blob {ref.hex[:16]} ({ref.size} bytes, {ref.media_type})")
         out.print(f"{collection}/{key} written (change {head_name(change)})")
 
 
 @cli.command()
 @click.argument("collection")
 @click.argument("key")
+@click.option(
+    "--save",
+    "saves",
+    multiple=True,
+    metavar="FIELD=PATH",
+    help="Write the blob FIELD refers to into PATH, checked against its hash (repeatable).",
+)
 @json_option
 @pass_state
-def get(state: State, collection: str, key: str) -> None:
+def get(state: State, collection: str, key: str, saves: tuple[str, ...]) -> None:
     """Show one record (exit 1 if there is none)."""
-    value = state.reader().get(collection, key)
+    replica = state.reader()
+    value = replica.get(collection, key)
+    if value is not None:
+        for name, path in (_field_path(spec, "--save") for spec in saves):
+            if not is_reference(value.get(name)):
+                fail(f"{collection}/{key}: field {name!r} holds no blob reference")
+            ref = BlobRef.from_field(value[name])
+            with replica.open_blob(ref) as stream, path.open("wb") as f:
+                shutil.copyfileobj(stream, f)
+            if not state.json:
+                out.print(f"saved {name} ({ref.size} bytes, {ref.media_type}) to {path}")
     if state.json:
         emit_json(value)
     elif value is not None:

@@ -78,6 +78,7 @@ def status_document(
         ],
         "conflicts": [f"{c.collection}/{c.key}" for c in replica.conflicts()],
         "centres": centres_document(replica, centres) if centres else None,
+        "missing_blobs": _missing_blobs(replica),
         # Peers saying they hold more of this site's changes than it has (a restore
         # from backup, or a false claim): counted claims block writing until resolved.
         "seq_claims": [
@@ -91,6 +92,22 @@ def status_document(
             for c in replica.seq_claims()
             if c.seq > replica.seq
         ],
+    }
+
+
+#: Records with missing blobs that ``status`` names (it counts them all).
+MISSING_SHOWN = 20
+
+
+def _missing_blobs(replica: Replica) -> dict[str, Any]:
+    """Blobs visible records reference that are not here yet (``Replica.missing_blobs``)."""
+    missing = replica.missing_blobs()
+    records = sorted(missing.by_record)
+    return {
+        "blobs": missing.count,
+        "bytes": missing.bytes,
+        "records": len(records),
+        "first_records": [f"{c}/{k}" for c, k in records[:MISSING_SHOWN]],
     }
 
 
@@ -175,6 +192,16 @@ def status(state: State) -> None:
         out.print("Nothing quarantined.")
     n = len(doc["conflicts"])
     out.print(f"{n} open conflict(s)" + (": see `offsync conflicts`" if n else ""))
+    blobs = doc["missing_blobs"]
+    if blobs["blobs"]:
+        out.print(
+            f"{blobs['blobs']} blob(s) missing ({blobs['bytes']} bytes) for"
+            f" {blobs['records']} record(s), e.g. "
+            + escape(", ".join(blobs["first_records"][:3]))
+            + ": they arrive when the sites that hold them sync"
+        )
+    else:
+        out.print("No blobs missing.")
     for claim in doc["seq_claims"]:
         verdict = (
             "[red]blocks writing[/]: sync with that peer to get the changes back; if the claim "

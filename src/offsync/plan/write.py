@@ -11,9 +11,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from ..blobs import BLOB_KEY, BLOB_MARK, check_references
 from ..change import DELETE, PUT, Change, ChangeId
-from ..encoding import canonical_fields
-from ..errors import ImmutableRecordError, NotAuthorisedError, UsageError
+from ..encoding import canonical_fields, decode_fields
+from ..errors import BlobReferenceError, ImmutableRecordError, NotAuthorisedError, UsageError
 from ..limits import Limits
 from ..trust import TrustStore, Validator, verdict
 
@@ -39,6 +40,15 @@ def encode_write(
         encoded = canonical_fields(fields)
     except TypeError as exc:
         raise UsageError(str(exc)) from exc
+    if BLOB_MARK in encoded:
+        try:
+            check_references(decode_fields(encoded), limits)
+        except BlobReferenceError as exc:
+            raise UsageError(
+                f"{exc}: a map whose only key is {BLOB_KEY!r} is a blob reference"
+                " (docs/spec.md, 'Blob references'); to keep other data under that key,"
+                " give the map a second key"
+            ) from exc
     if len(encoded) > limits.max_fields_bytes:
         raise UsageError(f"fields encode to more than {limits.max_fields_bytes} bytes")
     return encoded

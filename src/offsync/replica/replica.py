@@ -19,6 +19,7 @@ from ..status import Kind
 from ..stores.base import Store
 from ..trust import TRUST_COLLECTION, Validator
 from .applying import _Applying
+from .blobs import _Blobs
 from .examine import _log_evicted
 from .packing import _Packing
 from .state import ReplicaState
@@ -31,7 +32,7 @@ __all__ = ["DEFAULT_LEVEL", "Replica", "ReplicaClock"]
 DEFAULT_LEVEL = 15
 
 
-class Replica(_Writes, _Applying, _Packing):
+class Replica(_Writes, _Applying, _Packing, _Blobs):
     """One site's replica. Open with ``Replica.open(path, identity=..., policies=...)``.
 
     Every public method takes ``lock``, so one ``Replica`` may be shared by the threads

@@ -10,12 +10,16 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import msgpack
 
 from ..change import Change, ChangeId
 from ..errors import StorageError, UsageError
+from ..limits import DEFAULT_LIMITS, Limits
+
+if TYPE_CHECKING:
+    from .blobs import BlobStore
 
 __all__ = [
     "IndexRow",
@@ -155,6 +159,11 @@ class Store(ABC):
 
     @abstractmethod
     def close(self) -> None: ...
+
+    def blobs(self, limits: Limits = DEFAULT_LIMITS) -> BlobStore:
+        """Where this store keeps blobs (``offsync.stores.blobs``), in the same database
+        so that one backup holds records and blobs alike."""
+        raise UsageError(f"{type(self).__name__} keeps no blobs")
 
     def probe(self) -> None:
         """Check that the store can be reached and is at the schema this offsync uses;

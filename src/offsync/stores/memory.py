@@ -13,7 +13,9 @@ from typing import Any
 
 from ..change import Change, ChangeId
 from ..errors import StorageError
+from ..limits import DEFAULT_LIMITS, Limits
 from .base import RecordRow, SegmentRow, Store
+from .blobs import BlobStore, MemoryBlobStore
 
 __all__ = ["MemoryStore"]
 
@@ -32,6 +34,7 @@ class MemoryStore(Store):
         self._peers: dict[bytes, tuple[bytes, int, bytes, bytes]] = {}
         self._nonces: dict[bytes, int] = {}
         self._closed = False
+        self._blobs = MemoryBlobStore()
 
     def _tables(self) -> tuple[Any, ...]:
         return (
@@ -68,6 +71,9 @@ class MemoryStore(Store):
         except BaseException:
             self._restore(saved)
             raise
+
+    def blobs(self, limits: Limits = DEFAULT_LIMITS) -> BlobStore:
+        return self._blobs.with_limits(limits)
 
     def close(self) -> None:
         self._closed = True

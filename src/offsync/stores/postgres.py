@@ -26,9 +26,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..change import Change
 from ..errors import StorageConflictError, StorageError, StorageFullError, UsageError
+from ..limits import DEFAULT_LIMITS, Limits
 from .base import IndexRow, RecordRow, SegmentRow, Store, pack_ids, sole_head, unpack_ids
+from .blobs import BlobStore
 from .migrations import migrations
 from .pgarrays import bool_array, bytea_array, int2_array, int8_array, register, text_array
+from .sqlblobs import SQLBlobStore
 
 if TYPE_CHECKING:
     import psycopg
@@ -292,6 +295,15 @@ class PostgresStore(Store):
                 f"schema {self.schema!r} is at version {found}, this offsync uses "
                 f"{len(migrations())}"
             )
+
+    def blobs(self, limits: Limits = DEFAULT_LIMITS) -> BlobStore:
+        def query(sql: str, args: Sequence[Any]) -> list[Any]:
+            if sql.startswith("SELECT"):
+                return self._q(sql, args)
+            self._x(sql, args)
+            return []
+
+        return SQLBlobStore(self, query, limits, style="format")
 
     def close(self) -> None:
         self._closed = True

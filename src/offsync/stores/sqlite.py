@@ -39,7 +39,10 @@ from ..errors import (
     StoreLockedError,
     UsageError,
 )
+from ..limits import DEFAULT_LIMITS, Limits
 from .base import RecordRow, SegmentRow, Store, pack_ids, sole_head, unpack_ids
+from .blobs import BlobStore
+from .sqlblobs import SQLITE_BLOBS, SQLBlobStore
 
 __all__ = [
     "BackupReport",
@@ -382,6 +385,9 @@ class SQLiteStore(Store):
                 f"{self._path}: store schema {found}, this offsync uses {schema_version()}"
             )
 
+    def blobs(self, limits: Limits = DEFAULT_LIMITS) -> BlobStore:
+        return SQLBlobStore(self, self._q, limits)
+
     def close(self) -> None:
         try:
             self.db.close()
@@ -672,6 +678,14 @@ def _refuse_format_1(db: sqlite3.Connection, path: str) -> None:
     )
 
 
+def _create(db: sqlite3.Connection, script: str) -> None:
+    """Run ``script``'s statements inside the step's transaction (``executescript``
+    would commit it first)."""
+    for statement in script.split(";"):
+        if statement.strip():
+            db.execute(statement)
+
+
 #: Tables that hold changes, sealed or not: what a change of wire format cannot convert.
 _CHANGE_TABLES = ("segments", "outbox", "changes", "records")
 
@@ -702,11 +716,13 @@ def format_barrier(version: int, name: str, *, old: int, new: int) -> Migration:
 
 
 #: Every step, in order. Schemas 1 and 2 were wire format 1 (never released); schema 3
-#: is ``SCHEMA``. The next change of the schema is ``Migration(4, ...)`` here, and the
+#: is ``SCHEMA``; schema 4 adds the blob tables. The next change of the schema is
+#: ``Migration(5, ...)`` here, and the
 #: next wire format a ``format_barrier``.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(2, "format_1_schema_2", _refuse_format_1),
     Migration(3, "format_2", _refuse_format_1),
+    Migration(4, "blobs", lambda db, path: _create(db, SQLITE_BLOBS)),
 )
 #: The schema this offsync writes (the last step; ``schema_version()`` reads it anew).
 SCHEMA_VERSION = MIGRATIONS[-1].version

@@ -1,6 +1,7 @@
 """Public conformance checks, for offsync's own parts and for integrators' own.
 
 * ``check_store(make_store)`` — a store implementation keeps the Store contract.
+* ``check_blob_store(make_store)`` — a store keeps blobs as ``BlobStore`` says.
 * ``check_transport(make_pair)`` — a transport delivers bundles and knowledge.
 * ``check_policy(policy)`` — a custom merge policy is a function of the set of changes.
 
@@ -11,9 +12,10 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["check_policy", "check_store", "check_transport"]
+__all__ = ["check_blob_store", "check_policy", "check_store", "check_transport"]
 
 _HOMES = {
+    "check_blob_store": "offsync.testing.blobs",
     "check_store": "offsync.testing.stores",
     "check_transport": "offsync.testing.transports",
     "check_policy": "offsync.testing.policies",

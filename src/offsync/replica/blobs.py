@@ -1,0 +1,146 @@
+"""Replica: blobs beside records (issue 14, docs/integrator-guide.md "Photos and
+fingerprints").
+
+A blob is put first (``put_blob``: hashed, verified and stored once per hash), its
+reference then written in a record field like any value. Records never wait for blobs:
+a record from a peer whose blob has not arrived is applied and visible, and listed by
+``missing_blobs`` until the blob is here. ``collect_blobs`` deletes blobs that no visible
+record references, once they are older than a grace period, so that a blob put but not
+yet referenced (or arrived ahead of its record) is kept.
+"""
+
+from __future__ import annotations
+
+import io
+import tempfile
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO
+
+from ..blobs import BLOB_MARK, DEFAULT_MEDIA_TYPE, BlobHasher, BlobRef, BlobVerifier, references
+from ..encoding import decode_fields
+from ..errors import UsageError
+from ..stores.blobs import BlobStore
+from .core import _Core
+
+__all__ = ["BLOB_GRACE_MS", "MissingBlobs"]
+
+#: How long (ms) ``collect_blobs`` keeps a blob no visible record references: a blob is
+#: put before the record that refers to it, and may arrive ahead of that record.
+BLOB_GRACE_MS = 7 * 24 * 3600 * 1000
+#: ``put_blob`` keeps a stream's bytes in memory up to this size while hashing them,
+#: and beyond it in a temporary file.
+_SPOOL_BYTES = 8 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class MissingBlobs:
+    """Blobs that visible records reference and this replica does not hold (yet)."""
+
+    #: ``(collection, key)`` -> the references of that record whose blobs are absent.
+    by_record: Mapping[tuple[str, str], tuple[BlobRef, ...]] = field(default_factory=dict)
+
+    @property
+    def blobs(self) -> frozenset[BlobRef]:
+        return frozenset(r for refs in self.by_record.values() for r in refs)
+
+    @property
+    def count(self) -> int:
+        """Distinct blobs missing (a blob referenced twice counts once)."""
+        return len({r.hash for r in self.blobs})
+
+    @property
+    def bytes(self) -> int:
+        sizes = {r.hash: r.size for r in self.blobs}
+        return sum(sizes.values())
+
+
+class _Blobs(_Core):
+    @property
+    def blob_store(self) -> BlobStore:
+        """Where this replica's store keeps blobs, checked against its limits."""
+        return self.store.blobs(self.limits)
+
+    def put_blob(self, data: bytes | BinaryIO, media_type: str = DEFAULT_MEDIA_TYPE) -> BlobRef:
+        """Store a blob (bytes, or a binary stream read to its end) and return its
+        reference, to put in a record field (``ref.field()``). A blob already held is
+        not stored again. Over ``max_blob_bytes``: ``LimitExceededError``, nothing kept."""
+        if isinstance(data, bytes | bytearray | memoryview):
+            raw = bytes(data)
+            hasher = BlobHasher(self.limits)
+            hasher.update(raw)
+            ref = hasher.ref(media_type)
+            with self._lock:
+                self.blob_store.put(ref, io.BytesIO(raw), self._wall())
+            return ref
+        with tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES) as spool:
+            hasher = BlobHasher(self.limits)
+            for chunk in iter(lambda: data.read(self.limits.blob_chunk_bytes), b""):
+                if not isinstance(chunk, bytes):
+                    raise UsageError("put_blob reads a binary stream")
+                hasher.update(chunk)
+                spool.write(chunk)
+            ref = hasher.ref(media_type)
+            spool.seek(0)
+            with self._lock:
+                self.blob_store.put(ref, spool, self._wall())  # type: ignore[arg-type]
+        return ref
+
+    def has_blob(self, ref: BlobRef | Mapping[str, Any]) -> bool:
+        return self.blob_store.has(_ref(ref, self).hash)
+
+    def open_blob(self, ref: BlobRef | Mapping[str, Any]) -> BinaryIO:
+        """The blob's bytes as a stream, checked against its hash before this returns
+        (a blob not held: ``MissingBlobError``; held but altered: ``BlobError``).
+        ``ref`` is a ``BlobRef`` or the field value that holds one."""
+        ref = _ref(ref, self)
+        store = self.blob_store
+        check = BlobVerifier(ref, self.limits)
+        with store.open(ref) as stream:
+            for chunk in iter(lambda: stream.read(1 << 20), b""):
+                check.update(chunk)
+        check.finish()
+        return store.open(ref)
+
+    def blob_references(self) -> Iterator[tuple[str, str, BlobRef]]:
+        """``(collection, key, ref)`` of every reference held by a visible record."""
+        for row in self.store.iter_records():
+            if row.fields is None or BLOB_MARK not in row.fields:
+                continue
+            for ref in references(decode_fields(row.fields)):
+                yield row.collection, row.key, ref
+
+    def missing_blobs(self) -> MissingBlobs:
+        """References of visible records whose blobs are not here (yet), per record."""
+        store = self.blob_store
+        held: dict[bytes, bool] = {}
+        by_record: dict[tuple[str, str], list[BlobRef]] = {}
+        for collection, key, ref in self.blob_references():
+            if ref.hash not in held:
+                held[ref.hash] = store.has(ref.hash)
+            if not held[ref.hash]:
+                refs = by_record.setdefault((collection, key), [])
+                if ref not in refs:
+                    refs.append(ref)
+        return MissingBlobs({k: tuple(v) for k, v in by_record.items()})
+
+    def collect_blobs(self, grace_ms: int = BLOB_GRACE_MS) -> list[bytes]:
+        """Delete the blobs (whole or half-written) that no visible record references
+        and that were begun more than ``grace_ms`` ago; returns their hashes."""
+        if type(grace_ms) is not int or grace_ms < 0:
+            raise UsageError("grace_ms is an int >= 0")
+        with self._lock:
+            store = self.blob_store
+            before = self._wall() - grace_ms
+            referenced = {ref.hash for _, _, ref in self.blob_references()}
+            gone = [
+                b.hash for b in store.blobs() if b.hash not in referenced and b.created < before
+            ]
+            store.delete(gone)
+        return gone
+
+
+def _ref(ref: BlobRef | Mapping[str, Any], replica: _Core) -> BlobRef:
+    if isinstance(ref, BlobRef):
+        return ref
+    return BlobRef.from_field(dict(ref), replica.limits)
