@@ -50,6 +50,7 @@ class _Core:
     _wall: Callable[[], int]
     _state: ReplicaState
     _work: ReplicaState | None = None  # the working copy inside a transaction
+    _owed_counters = False  # local writes in this transaction: seq and hlc to store
     _known: tuple[SegmentIndex, int, int, Knowledge] | None = None  # knowledge() cache
 
     @property
@@ -81,6 +82,13 @@ class _Core:
         if self._work is not None:  # joins: the outermost one publishes
             return self.store.transaction()
         return _Transaction(self)
+
+    def _store_counters(self) -> None:
+        """Store the working state's own seq and clock: once per transaction of local
+        writes (a batch of 10,000 puts writes them once), in that transaction."""
+        st = self._st
+        self.store.set_meta("seq", str(st.seq).encode())
+        self.store.set_meta("hlc", str(st.hlc).encode())
 
     def _tick(self) -> int:
         """A new timestamp from the clock (``offsync.clock.next_hlc``), kept in the state."""
@@ -189,6 +197,7 @@ class _Transaction:
     def __enter__(self) -> None:
         core = self._core
         core._work = core._state
+        core._owed_counters = False
         self._store = core.store.transaction()
         try:
             self._store.__enter__()
@@ -201,9 +210,17 @@ class _Transaction:
     ) -> None:
         core = self._core
         try:
+            if kind is None and core._owed_counters:
+                try:
+                    core._store_counters()
+                except BaseException as failed:
+                    # Rolls back (and raises the store's error for it, if it maps it).
+                    self._store.__exit__(type(failed), failed, failed.__traceback__)
+                    raise
             self._store.__exit__(kind, exc, tb)  # commits, or rolls back and re-raises
             if kind is None:
                 assert core._work is not None
                 core._state = core._work
         finally:
             core._work = None
+            core._owed_counters = False

@@ -112,8 +112,7 @@ class _Writes(_Examining, _Sealing):
                 st = self._st
                 self.store.add_outbox([(change.seq, change.to_row())])
                 self._merge([change])
-                self.store.set_meta("seq", str(change.seq).encode())
-                self.store.set_meta("hlc", str(change.hlc).encode())
+                self._owed_counters = True  # stored when the transaction ends, in it
                 self._put(st.wrote(change.seq, change.hlc))
             if outermost:
                 self._after_commit(reexamine=collection == TRUST_COLLECTION)

@@ -272,6 +272,7 @@ class SQLiteStore(Store):
     def __init__(self, path: str, *, synchronous: str = "NORMAL", read_only: bool = False) -> None:
         self._pid = os.getpid()
         self._path = path
+        self._origin_ids: dict[bytes, int] = {}  # ``_origin_id``
         self._owner: OwnerLock | None = None
         self.read_only = read_only
         #: Schema versions this open upgraded the store to (``migrate``).
@@ -347,6 +348,7 @@ class SQLiteStore(Store):
         return storage_error(exc) if isinstance(exc, sqlite3.Error) else exc
 
     def _abandon(self) -> None:
+        self._origin_ids = {}
         # On a full disk SQLite may have rolled back already; without a transaction
         # every later statement of the doomed block would commit on its own.
         if not self.db.in_transaction:
@@ -359,6 +361,7 @@ class SQLiteStore(Store):
         On a full disk or an I/O error SQLite has often rolled it back itself already,
         and a failing ROLLBACK must not replace the error that caused it.
         """
+        self._origin_ids = {}
         if self.db.in_transaction:
             # If even that fails, the connection reports it at its next statement.
             with contextlib.suppress(sqlite3.Error):
@@ -574,10 +577,18 @@ class SQLiteStore(Store):
         return [(c.collection, c.key) for c in changes if (c.collection, c.key) in existed]
 
     def _origin_id(self, origin: bytes) -> int:
+        """The small integer ``origin`` is stored as. Remembered once known: an id never
+        changes, but one made in a transaction that rolls back is forgotten with it
+        (``_rollback``), as the row is."""
+        known = self._origin_ids.get(origin)
+        if known is not None:
+            return known
         self.db.execute("INSERT OR IGNORE INTO origins (origin) VALUES (?)", (origin,))
-        return int(
+        found = int(
             self.db.execute("SELECT id FROM origins WHERE origin = ?", (origin,)).fetchone()[0]
         )
+        self._origin_ids[origin] = found
+        return found
 
     def _heads(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], bytes]:
         found: dict[tuple[str, str], bytes] = {}
