@@ -155,44 +155,61 @@ def _common_prefix(a: str, b: str) -> int:
     return i
 
 
-def encode_changes(changes: Sequence[Change]) -> bytes:
-    """The encoded changes of a segment (before compression): canonical msgpack columns."""
-    hlc_deltas: list[int] = []
+def encode_changes(
+    changes: Sequence[Change], values: Sequence[dict[str, Any] | None] | None = None
+) -> bytes:
+    """The encoded changes of a segment (before compression): canonical msgpack columns.
+
+    ``values``: each change's fields as ``decode_fields`` gives them back (None for a
+    delete), when the caller has them already (a writer sealing what it just wrote):
+    then no field bytes are decoded. The bytes are the same either way.
+    """
+    n = len(changes)
+    if values is None:
+        values = [None if c.fields is None else decode_fields(c.fields) for c in changes]
+    elif len(values) != n:
+        raise ValueError("encode_changes: one value per change")
+    hlcs = [c.hlc for c in changes]
     collections: dict[str, int] = {}
-    collection_of: list[int] = []
+    collection_of = [collections.setdefault(c.collection, len(collections)) for c in changes]
     key_prefix: list[int] = []
     key_suffix: list[str] = []
-    shapes: dict[Shape, int] = {}
-    shape_of: list[int | None] = []
-    columns: list[list[list[Any]]] = []
-    parents: list[list[list[Any]]] = []
-    previous_hlc, previous_key = 0, ""
+    previous_key = ""
     for c in changes:
-        hlc_deltas.append(c.hlc - previous_hlc)
-        previous_hlc = c.hlc
-        collection_of.append(collections.setdefault(c.collection, len(collections)))
-        n = _common_prefix(previous_key, c.key)
-        key_prefix.append(n)
-        key_suffix.append(c.key[n:])
-        previous_key = c.key
-        if c.fields is None:
+        k = c.key
+        m = _common_prefix(previous_key, k)
+        key_prefix.append(m)
+        key_suffix.append(k[m:])
+        previous_key = k
+    shapes: dict[Shape, int] = {}
+    flat: dict[tuple[str, ...], int] = {}  # shapes without nested maps, by their names
+    shape_of: list[int | None] = []
+    rows: list[list[Any]] = []  # per shape: the leaves of each of its rows
+    for value in values:
+        if value is None:
             shape_of.append(None)
-        else:
-            value = decode_fields(c.fields)
-            shape = _shape(value)
-            i = shapes.get(shape)
-            if i is None:
-                i = shapes[shape] = len(shapes)
-                columns.append([[] for _ in range(_leaf_count(shape))])
+            continue
+        names = tuple(value)
+        i = flat.get(names)
+        if i is not None and dict not in map(type, value.values()):
             shape_of.append(i)
-            leaves: list[Any] = []
-            _leaves(value, shape, leaves)
-            for column, leaf in zip(columns[i], leaves, strict=True):
-                column.append(leaf)
-        parents.append([[p.origin, p.seq] for p in c.parents])
+            rows[i].append(list(value.values()))
+            continue
+        shape = _shape(value)
+        i = shapes.get(shape)
+        if i is None:
+            i = shapes[shape] = len(shapes)
+            rows.append([])
+            if all(sub is None for _, sub in shape):
+                flat[names] = i
+        shape_of.append(i)
+        leaves: list[Any] = []
+        _leaves(value, shape, leaves)
+        rows[i].append(leaves)
+    columns = [[list(column) for column in zip(*shape_rows, strict=True)] for shape_rows in rows]
     return packb(
         [
-            hlc_deltas,
+            [b - a for a, b in zip([0, *hlcs], hlcs, strict=False)],
             list(collections),
             collection_of,
             key_prefix,
@@ -200,7 +217,7 @@ def encode_changes(changes: Sequence[Change]) -> bytes:
             [_shape_wire(s) for s in shapes],
             shape_of,
             [[_column(col) for col in cols] for cols in columns],
-            parents,
+            [[[p.origin, p.seq] for p in c.parents] for c in changes],
         ]
     )
 
