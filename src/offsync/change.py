@@ -129,6 +129,7 @@ def _leaf_count(shape: Shape) -> int:
     return sum(1 if sub is None else _leaf_count(sub) for _, sub in shape)
 
 
+_STR_ONLY = {str}
 #: Entries of a dictionary-coded column's table: its indexes are one byte each.
 MAX_TABLE = 256
 #: Memory of one rebuilt field map besides its bytes: a bytes object's header, its slot.
@@ -139,11 +140,11 @@ def _column(values: list[Any]) -> list[Any]:
     """A column as ``[nil, values]``, or ``[table, indexes]`` for a column of repeated
     strings (dictionary coding: each row is then one byte before compression, and the
     receiver gets it with one C-level pass)."""
-    if values and all(type(v) is str for v in values):
-        table: dict[str, int] = {}
-        indexes = [table.setdefault(v, len(table)) for v in values]
+    if values and set(map(type, values)) == _STR_ONLY:
+        table = dict.fromkeys(values)  # in order of first appearance
         if len(table) <= MAX_TABLE and len(table) * 2 <= len(values):
-            return [list(table), bytes(indexes)]
+            index = {v: i for i, v in enumerate(table)}
+            return [list(table), bytes(map(index.__getitem__, values))]
     return [None, values]
 
 

@@ -8,16 +8,21 @@ trust store or a validator says no). This module is sans-IO.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
+from functools import partial
+from itertools import repeat
+from typing import Any, NamedTuple
 
 from ..change import DELETE, PUT, Change, ChangeId
-from ..encoding import canonical_fields
-from ..errors import ImmutableRecordError, NotAuthorisedError, UsageError
+from ..clock import MAX_HLC
+from ..encoding import canonical_fields, canonical_value
+from ..errors import ClockError, ImmutableRecordError, NotAuthorisedError, UsageError
 from ..limits import Limits
 from ..trust import TrustStore, Validator, verdict
 
-__all__ = ["check_name", "encode_write", "plan_write"]
+__all__ = ["EncodedWrites", "check_name", "encode_write", "encode_writes", "plan_new", "plan_write"]
+
+_new_change = partial(tuple.__new__, Change)  # Change(*row) without the Python-level __new__
 
 
 def check_name(value: str, what: str, max_bytes: int) -> None:
@@ -74,3 +79,86 @@ def plan_write(
     if status is not None:
         raise NotAuthorisedError(f"this site may not write this record: {status}")
     return change
+
+
+class EncodedWrites(NamedTuple):
+    """A bulk write's records, checked and encoded (``encode_writes``), in input order."""
+
+    keys: list[str]
+    encoded: list[bytes]  # canonical field bytes
+    values: list[dict[str, Any]]  # the canonical values those bytes decode to
+    key_bytes: list[int]  # each key's length in UTF-8
+
+
+def encode_writes(
+    collection: str, records: Iterable[tuple[str, Mapping[str, Any]]], limits: Limits
+) -> EncodedWrites:
+    """Check the names and encode the fields of many puts into ``collection`` (raises
+    ``UsageError`` at the first that ``put`` would refuse, naming its position)."""
+    check_name(collection, "collection", limits.max_collection_bytes)
+    out = EncodedWrites([], [], [], [])
+    longest = limits.max_fields_bytes
+    for i, item in enumerate(records):
+        try:
+            key, fields = item
+        except (TypeError, ValueError):
+            raise UsageError(f"record {i}: give (key, fields) pairs") from None
+        if type(key) is not str or not key:
+            raise UsageError(f"record {i}: the key must be a non-empty string")
+        size = len(key.encode())
+        if size > limits.max_key_bytes:
+            raise UsageError(f"record {i}: key longer than {limits.max_key_bytes} bytes")
+        try:
+            encoded, value = canonical_value(fields)
+        except UsageError as exc:
+            raise type(exc)(f"record {i}: {exc}") from exc
+        if len(encoded) > longest:
+            raise UsageError(f"record {i}: fields encode to more than {longest} bytes")
+        out.keys.append(key)
+        out.encoded.append(encoded)
+        out.values.append(value)
+        out.key_bytes.append(size)
+    return out
+
+
+def plan_new(
+    origin: bytes,
+    first_seq: int,
+    first_hlc: int,
+    collection: str,
+    keys: Sequence[str],
+    encoded: Sequence[bytes],
+    *,
+    trust: TrustStore | None,
+    validators: Mapping[str, Validator],
+) -> list[Change]:
+    """The puts that create records which have no change yet (so no parents, and a
+    first-writer-wins policy has nothing to refuse), as consecutive own seqs from
+    ``first_seq`` with consecutive timestamps from ``first_hlc`` (what a run of
+    ``plan_write`` gives when the wall clock does not move past them). All of them, or
+    ``NotAuthorisedError`` for the first the trust store or a validator refuses."""
+    n = len(keys)
+    if first_hlc + n - 1 > MAX_HLC:
+        raise ClockError("hybrid logical clock exhausted: no HLC is left below 2^63")
+    changes = list(
+        map(
+            _new_change,
+            zip(
+                repeat(origin, n),
+                range(first_seq, first_seq + n),
+                range(first_hlc, first_hlc + n),
+                repeat(collection, n),
+                keys,
+                repeat(PUT, n),
+                encoded,
+                repeat((), n),
+                strict=True,
+            ),
+        )
+    )
+    if trust is not None or validators.get(collection) is not None:
+        for change in changes:
+            status = verdict(change, trust, validators)
+            if status is not None:
+                raise NotAuthorisedError(f"this site may not write this record: {status}")
+    return changes

@@ -19,10 +19,10 @@ from ..status import Kind
 from ..stores.base import Store
 from ..trust import TRUST_COLLECTION, Validator
 from .applying import _Applying
+from .bulk import _Bulk
 from .examine import _log_evicted
 from .packing import _Packing
 from .state import ReplicaState
-from .writes import _Writes
 
 __all__ = ["DEFAULT_LEVEL", "Replica", "ReplicaClock"]
 
@@ -31,7 +31,7 @@ __all__ = ["DEFAULT_LEVEL", "Replica", "ReplicaClock"]
 DEFAULT_LEVEL = 15
 
 
-class Replica(_Writes, _Applying, _Packing):
+class Replica(_Bulk, _Applying, _Packing):
     """One site's replica. Open with ``Replica.open(path, identity=..., policies=...)``.
 
     Every public method takes ``lock``, so one ``Replica`` may be shared by the threads
