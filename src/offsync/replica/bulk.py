@@ -17,6 +17,7 @@ from typing import Any
 from ..change import Change
 from ..clock import next_hlc
 from ..encoding import decode_fields
+from ..errors import UsageError
 from ..plan.seal import may_seal, row_bound, segment_ends
 from ..plan.write import EncodedWrites, encode_writes, plan_new
 from ..segindex import HeldSegment
@@ -53,6 +54,8 @@ class _Bulk(_Writes):
         writes = encode_writes(collection, items, self.limits)
         if level is None:
             level = min(self.level, BULK_LEVEL)
+        elif not 1 <= level <= 22:
+            raise UsageError("level must be a zstd level from 1 to 22")
         with self._lock:
             outermost = self._work is None
             with self._transaction():
