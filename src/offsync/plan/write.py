@@ -15,12 +15,20 @@ from typing import Any, NamedTuple
 
 from ..change import DELETE, PUT, Change, ChangeId
 from ..clock import MAX_HLC
-from ..encoding import canonical_fields, canonical_value
+from ..encoding import canonical_value
 from ..errors import ClockError, ImmutableRecordError, NotAuthorisedError, UsageError
 from ..limits import Limits
 from ..trust import TrustStore, Validator, verdict
 
-__all__ = ["EncodedWrites", "check_name", "encode_write", "encode_writes", "plan_new", "plan_write"]
+__all__ = [
+    "EncodedWrites",
+    "check_name",
+    "encode_write",
+    "encode_write_value",
+    "encode_writes",
+    "plan_new",
+    "plan_write",
+]
 
 _new_change = partial(tuple.__new__, Change)  # Change(*row) without the Python-level __new__
 
@@ -36,17 +44,25 @@ def encode_write(
     collection: str, key: str, fields: Mapping[str, Any] | None, limits: Limits
 ) -> bytes | None:
     """Check the names and encode the fields of a write (None: a delete)."""
+    return encode_write_value(collection, key, fields, limits)[0]
+
+
+def encode_write_value(
+    collection: str, key: str, fields: Mapping[str, Any] | None, limits: Limits
+) -> tuple[bytes | None, dict[str, Any] | None]:
+    """``encode_write``, and the value its bytes decode to (``canonical_value``): what
+    sealing the change needs, so that it is not decoded again."""
     check_name(collection, "collection", limits.max_collection_bytes)
     check_name(key, "key", limits.max_key_bytes)
     if fields is None:
-        return None
+        return None, None
     try:
-        encoded = canonical_fields(fields)
+        encoded, value = canonical_value(fields)
     except TypeError as exc:
         raise UsageError(str(exc)) from exc
     if len(encoded) > limits.max_fields_bytes:
         raise UsageError(f"fields encode to more than {limits.max_fields_bytes} bytes")
-    return encoded
+    return encoded, value
 
 
 def plan_write(

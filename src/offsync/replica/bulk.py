@@ -22,9 +22,8 @@ from ..plan.seal import may_seal, row_bound, segment_ends
 from ..plan.write import EncodedWrites, encode_writes, plan_new
 from ..segindex import HeldSegment
 from ..segment import NO_PREVIOUS, Segment
-from ..status import APPLIED
-from ..stores.base import SegmentRow
 from ..trust import TRUST_COLLECTION
+from .applying import _gc_paused
 from .writes import _Writes
 
 __all__ = ["BULK_LEVEL"]
@@ -51,12 +50,13 @@ class _Bulk(_Writes):
         millions of records, call it with chunks of about 100,000.
         """
         items = records.items() if isinstance(records, Mapping) else records
-        writes = encode_writes(collection, items, self.limits)
+        with _gc_paused():
+            writes = encode_writes(collection, items, self.limits)
         if level is None:
             level = min(self.level, BULK_LEVEL)
         elif not 1 <= level <= 22:
             raise UsageError("level must be a zstd level from 1 to 22")
-        with self._lock:
+        with self._lock, _gc_paused():
             outermost = self._work is None
             with self._transaction():
                 st = self._st
@@ -128,48 +128,44 @@ class _Bulk(_Writes):
         outbox, where it waits for more writes like any put's change."""
         st = self._st
         if not may_seal(st.seq, st.sealed, st.claim):  # sealing now could fork
-            self.store.add_outbox([(c.seq, c.to_row()) for c in changes])
+            self._to_outbox(changes, values)
             return
         first_new = changes[0].seq
-        waiting: list[Change] = []
-        waiting_sizes: list[int] = []
-        for page in self._outbox_pages(st.sealed):
-            waiting += (Change.from_row(self.id, seq, bytes(data)) for seq, data in page)
-            waiting_sizes += (len(data) for _, data in page)
+        self._flush_fresh()
+        waiting = self._held_unsealed(st.sealed, first_new - 1)
+        if waiting is None:  # not all in memory: read them back
+            waiting = [
+                (c, None if c.fields is None else decode_fields(c.fields), len(data))
+                for page in self._outbox_pages(st.sealed)
+                for c, data in ((Change.from_row(self.id, s, bytes(d)), d) for s, d in page)
+            ]
         if waiting:  # older own changes go first, into the first segment
-            sizes = waiting_sizes + sizes
-            values = [
-                None if c.fields is None else decode_fields(c.fields) for c in waiting
-            ] + values
-            changes = waiting + changes
-        ends = segment_ends(sizes, complete_only=True)
+            sizes = [size for _, _, size in waiting] + sizes
+            values = [value for _, value, _ in waiting] + values
+            changes = [c for c, _, _ in waiting] + changes
         own = st.segments.get(self.id, ())
         prev = own[-1].hash if own else NO_PREVIOUS
         sealed: list[tuple[bytes, HeldSegment]] = []
         start = 0
-        for end in ends:
+        for end in segment_ends(sizes, complete_only=True):
             seg = Segment.seal(self.identity, changes[start:end], prev, level, values[start:end])
             prev = self._store_sealed(seg, prev, sealed)
             start = end
-        tail = [c for c in changes[start:] if c.seq >= first_new]  # the rest waits there
-        self.store.add_outbox([(c.seq, c.to_row()) for c in tail])
+        tail = [i for i in range(start, len(changes)) if changes[i].seq >= first_new]
+        self._to_outbox([changes[i] for i in tail], [values[i] for i in tail])
         if sealed:
             last = sealed[-1][1].last
             if waiting:
-                self.store.clear_outbox(min(last, waiting[-1].seq))
+                self.store.clear_outbox(min(last, first_new - 1))
             self.store.set_meta("sealed", str(last).encode())
             self._put(st._replace(sealed=last, segments=st.segments.updated(add=sealed)))
+            self._forget_sealed(st.sealed, last)
 
-    def _store_sealed(
-        self, seg: Segment, prev: bytes, sealed: list[tuple[bytes, HeldSegment]]
-    ) -> bytes:
-        """Store one segment just sealed (chained to ``prev``); returns its hash."""
-        h = seg.hash
-        encoded = seg.encode()
-        self.store.add_segments(
-            [SegmentRow(self.id, seg.first_seq, seg.last_seq, h, prev, encoded, "applied")]
-        )
-        sealed.append(
-            (self.id, HeldSegment(seg.first_seq, seg.last_seq, h, prev, APPLIED, len(encoded)))
-        )
-        return h
+    def _to_outbox(self, changes: list[Change], values: list[dict[str, Any] | None]) -> None:
+        """Write own changes to the outbox, where they wait to be sealed; remembered as
+        this transaction's own changes (``_fresh``), so that sealing finds them in memory."""
+        rows = [(c.seq, c.to_row()) for c in changes]
+        self.store.add_outbox(rows)
+        self._fresh += zip(changes, values, strict=True)
+        self._fresh_sizes += (len(row) for _, row in rows)
+        self._fresh_stored = len(self._fresh)

@@ -12,6 +12,7 @@ import threading
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
 from types import TracebackType
+from typing import Any
 
 import msgpack
 
@@ -34,6 +35,10 @@ from .state import ReplicaState
 
 __all__: list[str] = []
 
+#: Own unsealed changes a replica keeps in memory for sealing (``_Core._recent``); past
+#: this (sealing held back by a restore, say) it reads them back from the outbox.
+MAX_RECENT = 100_000
+
 
 class _Core:
     """State and transactions; the job mixins (reads, writes, apply, pack) build on it."""
@@ -51,6 +56,16 @@ class _Core:
     _state: ReplicaState
     _work: ReplicaState | None = None  # the working copy inside a transaction
     _owed_counters = False  # local writes in this transaction: seq and hlc to store
+    #: Own changes written in this transaction (with their decoded fields), and how many
+    #: of them are in the store's outbox yet: the rest go there in one statement, before
+    #: anything reads the outbox and at the latest when the transaction ends.
+    _fresh: list[tuple[Change, dict[str, Any] | None]]
+    _fresh_stored = 0
+    _fresh_sizes: list[int]  # the lengths of the outbox rows stored so far
+    #: Committed own changes not sealed yet, by seq, with their decoded fields and the
+    #: length of their outbox row: sealing takes them from here instead of reading the
+    #: outbox back and decoding it (it does that for any seq missing here).
+    _recent: dict[int, tuple[Change, dict[str, Any] | None, int]]
     _known: tuple[SegmentIndex, int, int, Knowledge] | None = None  # knowledge() cache
 
     @property
@@ -84,11 +99,32 @@ class _Core:
         return _Transaction(self)
 
     def _store_counters(self) -> None:
-        """Store the working state's own seq and clock: once per transaction of local
-        writes (a batch of 10,000 puts writes them once), in that transaction."""
+        """Store what local writes in this transaction owe the store: their outbox rows
+        and the working state's own seq and clock, once per transaction (a batch of
+        10,000 puts writes them in one statement each), in that transaction."""
+        self._flush_fresh()
         st = self._st
         self.store.set_meta("seq", str(st.seq).encode())
         self.store.set_meta("hlc", str(st.hlc).encode())
+
+    def _flush_fresh(self) -> None:
+        """Write the outbox rows of own changes written in this transaction that are not
+        in the store yet (before anything reads the outbox)."""
+        waiting = self._fresh[self._fresh_stored :]
+        if waiting:
+            rows = [(c.seq, c.to_row()) for c, _ in waiting]
+            self.store.add_outbox(rows)
+            self._fresh_sizes += (len(row) for _, row in rows)
+            self._fresh_stored = len(self._fresh)
+
+    def _remember_fresh(self) -> None:
+        """After a commit: keep the transaction's own changes for sealing (bounded)."""
+        recent = self._recent
+        sealed = self._state.sealed  # (what the transaction sealed itself is not kept)
+        if len(recent) + len(self._fresh) <= MAX_RECENT:
+            for (c, value), size in zip(self._fresh, self._fresh_sizes, strict=True):
+                if c.seq > sealed:
+                    recent[c.seq] = (c, value, size)
 
     def _tick(self) -> int:
         """A new timestamp from the clock (``offsync.clock.next_hlc``), kept in the state."""
@@ -137,7 +173,14 @@ class _Core:
         """Store changes and recompute the records they touch; returns new conflicts."""
         if not changes:
             return []
-        plan = merge.split(changes, self.policy)
+        if len(changes) == 1 and not changes[0].parents:  # a put of a new record: no split
+            c = changes[0]
+            simple = self.policy(c.collection).single_change_is_identity
+            plan = merge.MergeSplit((c,), (), (), ((c.collection, c.key),)) if simple else None
+        else:
+            plan = None
+        if plan is None:
+            plan = merge.split(changes, self.policy)
         if plan.rest:
             self.store.add_changes(plan.rest)
         existed = self.store.add_first_changes(plan.firsts)
@@ -198,6 +241,7 @@ class _Transaction:
         core = self._core
         core._work = core._state
         core._owed_counters = False
+        core._fresh, core._fresh_sizes, core._fresh_stored = [], [], 0
         self._store = core.store.transaction()
         try:
             self._store.__enter__()
@@ -210,7 +254,7 @@ class _Transaction:
     ) -> None:
         core = self._core
         try:
-            if kind is None and core._owed_counters:
+            if kind is None and (core._owed_counters or core._fresh):
                 try:
                     core._store_counters()
                 except BaseException as failed:
@@ -221,6 +265,9 @@ class _Transaction:
             if kind is None:
                 assert core._work is not None
                 core._state = core._work
+                if core._fresh:
+                    core._remember_fresh()
         finally:
             core._work = None
             core._owed_counters = False
+            core._fresh, core._fresh_sizes, core._fresh_stored = [], [], 0

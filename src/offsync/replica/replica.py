@@ -78,6 +78,7 @@ class Replica(_Bulk, _Applying, _Packing):
         self.validators = dict(validators or {})
         self._lock = threading.RLock()
         self._wall = wall
+        self._fresh, self._fresh_sizes, self._recent = [], [], {}
         self._claim_store()
         self._state = self._loaded_state()
         self._examine_on_open()

@@ -13,7 +13,7 @@ from ..encoding import decode_fields
 from ..errors import StorageError, UsageError
 from ..plan.claims import reuse_error
 from ..plan.seal import whole_segment_waits
-from ..plan.write import encode_write, plan_write
+from ..plan.write import encode_write_value, plan_write
 from ..policies import fold
 from ..stores.base import unpack_ids
 from ..trust import TRUST_COLLECTION
@@ -87,7 +87,7 @@ class _Writes(_Examining, _Sealing):
     def _write(
         self, collection: str, key: str, fields: Mapping[str, Any] | None, *, resolving: bool
     ) -> ChangeId:
-        encoded = encode_write(collection, key, fields, self.limits)
+        encoded, value = encode_write_value(collection, key, fields, self.limits)
         with self._lock:
             outermost = self._work is None
             st = self._state if outermost else self._st
@@ -110,8 +110,8 @@ class _Writes(_Examining, _Sealing):
             )
             with self._transaction():
                 st = self._st
-                self.store.add_outbox([(change.seq, change.to_row())])
                 self._merge([change])
+                self._fresh.append((change, value))  # to the outbox when it ends (or is read)
                 self._owed_counters = True  # stored when the transaction ends, in it
                 self._put(st.wrote(change.seq, change.hlc))
             if outermost:

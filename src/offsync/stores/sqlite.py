@@ -101,6 +101,12 @@ _key_of = operator.itemgetter(1)
 #: (collection, key, fields, seq, hlc) of a Change: a first change's row (and its origin).
 _FIRST_PARAMS = operator.itemgetter(3, 4, 6, 1, 2)
 _ORIGIN = operator.itemgetter(0)
+#: A first change kept in its record's row (``add_first_changes``), for one change.
+_INSERT_FIRST = (
+    "INSERT INTO records"
+    " (collection, key, fields, heads, conflict, sole_origin, sole_seq, sole_hlc)"
+    " VALUES (?, ?, ?, x'', 0, ?, ?, ?) ON CONFLICT DO NOTHING"
+)
 #: A record's heads as stored: empty when the record is its sole change's alone.
 _HEADS = "heads, (SELECT origin FROM origins WHERE id = sole_origin), sole_seq"
 
@@ -554,8 +560,16 @@ class SQLiteStore(Store):
         # the row is ever replaced.
         if not changes:
             return []
-        origins = set(map(_ORIGIN, changes))
         inserted = 0
+        if len(changes) == 1:  # a local put, one at a time: no sorting or grouping
+            c = changes[0]
+            inserted = self.db.execute(
+                _INSERT_FIRST,
+                (c.collection, c.key, c.fields, self._origin_id(c.origin), c.seq, c.hlc),
+            ).rowcount
+            origins: set[bytes] = set()
+        else:
+            origins = set(map(_ORIGIN, changes))
         for origin in sorted(origins):
             part = changes if len(origins) == 1 else [c for c in changes if c.origin == origin]
             inserted += self.db.executemany(
