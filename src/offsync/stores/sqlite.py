@@ -590,6 +590,11 @@ class SQLiteStore(Store):
         self.add_changes([c for c in changes if (c.collection, c.key) in existed])
         return [(c.collection, c.key) for c in changes if (c.collection, c.key) in existed]
 
+    def try_first_change(self, change: Change) -> bool:
+        c = change
+        params = (c.collection, c.key, c.fields, self._origin_id(c.origin), c.seq, c.hlc)
+        return int(self.db.execute(_INSERT_FIRST, params).rowcount) == 1
+
     def _origin_id(self, origin: bytes) -> int:
         """The small integer ``origin`` is stored as. Remembered once known: an id never
         changes, but one made in a transaction that rolls back is forgotten with it
