@@ -156,6 +156,44 @@ def _common_prefix(a: str, b: str) -> int:
     return i
 
 
+#: Where a shape of two levels holds its maps: (position, the map's names), in order.
+_Nesting = tuple[tuple[int, tuple[str, ...]], ...]
+
+
+def _nesting(shape: Shape) -> _Nesting | None:
+    """The nesting of a shape whose nested maps hold no maps (empty: no nested maps),
+    or None for a deeper shape."""
+    out = []
+    for position, (_, sub) in enumerate(shape):
+        if sub is not None:
+            if any(inner is not None for _, inner in sub):
+                return None
+            out.append((position, tuple(name for name, _ in sub)))
+    return tuple(out)
+
+
+def _nested_leaves(value: dict[str, Any], nesting: _Nesting) -> list[Any] | None:
+    """``_leaves`` of a value of the two-level shape ``nesting`` describes, or None if
+    the value has another shape (the names of the top level alone do not say)."""
+    items = list(value.values())
+    if list(map(type, items)).count(dict) != len(nesting):
+        return None
+    leaves: list[Any] = []
+    start = 0
+    for position, names in nesting:
+        sub = items[position]
+        if type(sub) is not dict or tuple(sub) != names:
+            return None
+        inner = list(sub.values())
+        if dict in map(type, inner):
+            return None
+        leaves += items[start:position]
+        leaves += inner
+        start = position + 1
+    leaves += items[start:]
+    return leaves
+
+
 def encode_changes(
     changes: Sequence[Change], values: Sequence[dict[str, Any] | None] | None = None
 ) -> bytes:
@@ -184,6 +222,7 @@ def encode_changes(
         previous_key = k
     shapes: dict[Shape, int] = {}
     flat: dict[tuple[str, ...], int] = {}  # shapes without nested maps, by their names
+    nested: dict[tuple[str, ...], tuple[int, _Nesting]] = {}  # maps in maps, by names
     shape_of: list[int | None] = []
     rows: list[list[Any]] = []  # per shape: the leaves of each of its rows
     for value in values:
@@ -196,15 +235,25 @@ def encode_changes(
             shape_of.append(i)
             rows[i].append(list(value.values()))
             continue
+        known = nested.get(names)
+        if known is not None:
+            leaves = _nested_leaves(value, known[1])
+            if leaves is not None:
+                shape_of.append(known[0])
+                rows[known[0]].append(leaves)
+                continue
         shape = _shape(value)
         i = shapes.get(shape)
         if i is None:
             i = shapes[shape] = len(shapes)
             rows.append([])
-            if all(sub is None for _, sub in shape):
+            nesting = _nesting(shape)
+            if not nesting:
                 flat[names] = i
+            elif nesting is not None:
+                nested[names] = (i, nesting)
         shape_of.append(i)
-        leaves: list[Any] = []
+        leaves = []
         _leaves(value, shape, leaves)
         rows[i].append(leaves)
     columns = [[list(column) for column in zip(*shape_rows, strict=True)] for shape_rows in rows]
