@@ -30,6 +30,7 @@ __all__ = [
     "plan_write",
 ]
 
+_STR_ONLY = frozenset({str})
 _new_change = partial(tuple.__new__, Change)  # Change(*row) without the Python-level __new__
 
 
@@ -110,31 +111,45 @@ def encode_writes(
     collection: str, records: Iterable[tuple[str, Mapping[str, Any]]], limits: Limits
 ) -> EncodedWrites:
     """Check the names and encode the fields of many puts into ``collection`` (raises
-    ``UsageError`` at the first that ``put`` would refuse, naming its position)."""
+    ``UsageError`` for the first that ``put`` would refuse, naming its position). The
+    checks are passes over all records; only a refusal looks for the first culprit."""
     check_name(collection, "collection", limits.max_collection_bytes)
-    out = EncodedWrites([], [], [], [])
+    pairs = list(records)
+    if not pairs:
+        return EncodedWrites([], [], [], [])
+    try:
+        keys, fields = map(list, zip(*pairs, strict=True))
+    except (TypeError, ValueError):
+        i = next(i for i, item in enumerate(pairs) if not _is_pair(item))
+        raise UsageError(f"record {i}: give (key, fields) pairs") from None
+    if not set(map(type, keys)) <= _STR_ONLY or not all(keys):
+        i = next(i for i, k in enumerate(keys) if type(k) is not str or not k)
+        raise UsageError(f"record {i}: the key must be a non-empty string")
+    key_bytes = list(map(len, map(str.encode, keys)))
+    if max(key_bytes) > limits.max_key_bytes:
+        i = next(i for i, n in enumerate(key_bytes) if n > limits.max_key_bytes)
+        raise UsageError(f"record {i}: key longer than {limits.max_key_bytes} bytes")
+    encoded: list[bytes] = []
+    values: list[dict[str, Any]] = []
+    try:
+        for encoded_fields, value in map(canonical_value, fields):
+            encoded.append(encoded_fields)
+            values.append(value)
+    except UsageError as exc:
+        raise type(exc)(f"record {len(encoded)}: {exc}") from exc
     longest = limits.max_fields_bytes
-    for i, item in enumerate(records):
-        try:
-            key, fields = item
-        except (TypeError, ValueError):
-            raise UsageError(f"record {i}: give (key, fields) pairs") from None
-        if type(key) is not str or not key:
-            raise UsageError(f"record {i}: the key must be a non-empty string")
-        size = len(key.encode())
-        if size > limits.max_key_bytes:
-            raise UsageError(f"record {i}: key longer than {limits.max_key_bytes} bytes")
-        try:
-            encoded, value = canonical_value(fields)
-        except UsageError as exc:
-            raise type(exc)(f"record {i}: {exc}") from exc
-        if len(encoded) > longest:
-            raise UsageError(f"record {i}: fields encode to more than {longest} bytes")
-        out.keys.append(key)
-        out.encoded.append(encoded)
-        out.values.append(value)
-        out.key_bytes.append(size)
-    return out
+    if max(map(len, encoded)) > longest:
+        i = next(i for i, e in enumerate(encoded) if len(e) > longest)
+        raise UsageError(f"record {i}: fields encode to more than {longest} bytes")
+    return EncodedWrites(keys, encoded, values, key_bytes)
+
+
+def _is_pair(item: Any) -> bool:
+    try:
+        _, _ = item
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 def plan_new(

@@ -18,7 +18,7 @@ from ..change import Change
 from ..clock import next_hlc
 from ..encoding import decode_fields
 from ..errors import UsageError
-from ..plan.seal import may_seal, row_bound, segment_ends
+from ..plan.seal import may_seal, row_bounds, segment_ends
 from ..plan.write import EncodedWrites, encode_writes, plan_new
 from ..segindex import HeldSegment
 from ..segment import NO_PREVIOUS, Segment
@@ -74,21 +74,21 @@ class _Bulk(_Writes):
     def _split_new(self, collection: str, writes: EncodedWrites) -> tuple[list[int], list[int]]:
         """The positions of records that do not exist yet (each key's first), in key
         order; and of the rest (records that exist, keys given again), in input order."""
-        first: dict[str, int] = {}
+        keys = writes.keys
+        # Each key's first position: assigned from the last to the first, the first wins.
+        first = dict(zip(reversed(keys), range(len(keys) - 1, -1, -1), strict=True))
         rest: list[int] = []
-        for i, key in enumerate(writes.keys):
-            if key in first:
-                rest.append(i)
-            else:
-                first[key] = i
+        if len(first) < len(keys):  # keys given twice: the later ones take put's path
+            rest = [i for i, key in enumerate(keys) if first[key] != i]
         if collection == TRUST_COLLECTION:  # trust writes re-examine as they go: put's path
             return [], sorted(first.values())
         held = self.store.existing([(collection, k) for k in first])
         if held:
             rest.extend(i for k, i in first.items() if (collection, k) in held)
             rest.sort()
-        new = [first[k] for k in sorted(first) if (collection, k) not in held]
-        return new, rest
+        if held:
+            return [first[k] for k in sorted(first) if (collection, k) not in held], rest
+        return list(map(first.__getitem__, sorted(first))), rest
 
     def _write_new(
         self, collection: str, writes: EncodedWrites, new: list[int], level: int
@@ -96,8 +96,8 @@ class _Bulk(_Writes):
         """Write the records at positions ``new`` (which do not exist) as own changes,
         and seal every whole segment of own changes now, in the caller's transaction."""
         st = self._st
-        keys = [writes.keys[i] for i in new]
-        encoded = [writes.encoded[i] for i in new]
+        keys = list(map(writes.keys.__getitem__, new))
+        encoded = list(map(writes.encoded.__getitem__, new))
         changes = plan_new(
             self.id,
             st.seq + 1,
@@ -111,9 +111,9 @@ class _Bulk(_Writes):
         self._merge(changes)
         self._owed_counters = True
         self._put(st.wrote(changes[-1].seq, changes[-1].hlc))
-        values: list[dict[str, Any] | None] = [writes.values[i] for i in new]
-        cb = len(collection.encode())
-        sizes = [row_bound(cb, writes.key_bytes[i], len(writes.encoded[i])) for i in new]
+        values: list[dict[str, Any] | None] = list(map(writes.values.__getitem__, new))
+        key_bytes = list(map(writes.key_bytes.__getitem__, new))
+        sizes = row_bounds(len(collection.encode()), key_bytes, list(map(len, encoded)))
         self._seal_with(changes, values, sizes, level)
 
     def _seal_with(
