@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from offsync import Identity, Replica, policies
@@ -356,6 +356,10 @@ def reference_encode(changes: list[Change]) -> bytes:
 
 @settings(max_examples=80)
 @given(st.lists(st.one_of(st.none(), field_maps), min_size=1, max_size=30))
+@example([{"name": {"a": {}}}, {"name": None}, {"name": {"a": 1}}, {"name": {"a": {"b": 2}}}])
+@example(
+    [{"a": {"x": 1}, "b": 2}, {"a": {"y": 1}, "b": 2}, {"a": 5, "b": 2}, {"a": {"x": 3}, "b": 4}]
+)
 def test_encode_changes_gives_the_reference_bytes(rows: list[Any]) -> None:
     changes, values = [], []
     for i, fields in enumerate(rows):

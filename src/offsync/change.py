@@ -248,7 +248,7 @@ def encode_changes(
             i = shapes[shape] = len(shapes)
             rows.append([])
             nesting = _nesting(shape)
-            if not nesting:
+            if nesting == ():
                 flat[names] = i
             elif nesting is not None:
                 nested[names] = (i, nesting)
