@@ -26,7 +26,7 @@ import msgpack
 
 from .clock import MAX_HLC
 from .encoding import decode_fields, packb
-from .errors import BundleFormatError, LimitExceededError, StorageError
+from .errors import BundleFormatError, LimitExceededError, StorageError, UsageError
 from .limits import DEFAULT_LIMITS, Limits
 from .unpack import unpack
 
@@ -207,7 +207,7 @@ def encode_changes(
     if values is None:
         values = [None if c.fields is None else decode_fields(c.fields) for c in changes]
     elif len(values) != n:
-        raise ValueError("encode_changes: one value per change")
+        raise UsageError("encode_changes: one value per change")
     hlcs = [c.hlc for c in changes]
     collections: dict[str, int] = {}
     collection_of = [collections.setdefault(c.collection, len(collections)) for c in changes]
