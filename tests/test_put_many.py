@@ -229,6 +229,49 @@ def test_a_restored_site_refuses_put_many_like_put(tmp_path: Path) -> None:
     district.close()
 
 
+def test_while_sealing_would_fork_everything_waits_in_the_outbox(tmp_path: Path) -> None:
+    """A site restored from a backup taken before it sealed: a peer holds its first
+    seqs, so it may write but not seal until it has them back (sealing could fork)."""
+    path = tmp_path / "site.sqlite"
+    site = open_replica(path)
+    district = open_replica(tmp_path / "district.sqlite", PEER)
+    site.put_many("residents", [(key(i), person(i)) for i in range(3)])
+    site.close()
+    shutil.copyfile(path, tmp_path / "saved")  # three own changes, none sealed
+    site = open_replica(path)
+    send(site, district)  # sealed now, and the district holds them
+    site.close()
+    for suffix in ("-wal", "-shm"):
+        path.with_name(path.name + suffix).unlink(missing_ok=True)
+    shutil.copyfile(tmp_path / "saved", path)
+    site = open_replica(path)
+    (receipt_only,) = district.pack(district.knowledge(), always=True)
+    site.apply(receipt_only)
+    with site.batch():
+        site.put("residents", "before", {"n": 1})
+        site.put_many("residents", [(key(i), person(i)) for i in range(3, 2600)])
+        site.put("residents", "after", {"n": 2})
+    assert site.store.segment_index() == []  # nothing sealed
+    assert [seq for seq, _ in site.store.outbox()] == list(range(1, 2603))
+    digest = site.state_digest()
+    site.close()
+    site = open_replica(path)  # all of it is in the store, in order
+    assert site.seq == 2602 and site.state_digest() == digest
+    assert [seq for seq, _ in site.store.outbox()] == list(range(1, 2603))
+    site.close()
+    district.close()
+
+
+def test_trust_records_and_repeats_take_puts_path(tmp_path: Path) -> None:
+    rep = open_replica(tmp_path / "a.sqlite")
+    rep.put_many(
+        "_offsync_trust", [("note/a", {"n": 1}), ("note/b", {"n": 2}), ("note/a", {"m": 3})]
+    )
+    assert rep.get("_offsync_trust", "note/a") == {"n": 1, "m": 3}
+    assert rep.seq == 3
+    rep.close()
+
+
 def test_put_many_inside_a_batch_rolls_back_with_it(tmp_path: Path) -> None:
     rep = open_replica(tmp_path / "a.sqlite")
     rep.put("residents", "first", {"n": 0})

@@ -81,14 +81,13 @@ class _Bulk(_Writes):
         if len(first) < len(keys):  # keys given twice: the later ones take put's path
             rest = [i for i, key in enumerate(keys) if first[key] != i]
         if collection == TRUST_COLLECTION:  # trust writes re-examine as they go: put's path
-            return [], sorted(first.values())
+            return [], list(range(len(keys)))
         held = self.store.existing([(collection, k) for k in first])
-        if held:
-            rest.extend(i for k, i in first.items() if (collection, k) in held)
-            rest.sort()
-        if held:
-            return [first[k] for k in sorted(first) if (collection, k) not in held], rest
-        return list(map(first.__getitem__, sorted(first))), rest
+        if not held:
+            return list(map(first.__getitem__, sorted(first))), rest
+        rest.extend(i for k, i in first.items() if (collection, k) in held)
+        rest.sort()
+        return [first[k] for k in sorted(first) if (collection, k) not in held], rest
 
     def _write_new(
         self, collection: str, writes: EncodedWrites, new: list[int], level: int
@@ -164,6 +163,7 @@ class _Bulk(_Writes):
     def _to_outbox(self, changes: list[Change], values: list[dict[str, Any] | None]) -> None:
         """Write own changes to the outbox, where they wait to be sealed; remembered as
         this transaction's own changes (``_fresh``), so that sealing finds them in memory."""
+        self._flush_fresh()  # (rows of earlier writes first: all of _fresh is then stored)
         rows = [(c.seq, c.to_row()) for c in changes]
         self.store.add_outbox(rows)
         self._fresh += zip(changes, values, strict=True)
