@@ -36,8 +36,9 @@ from .state import ReplicaState
 __all__: list[str] = []
 
 #: Own unsealed changes a replica keeps in memory for sealing (``_Core._recent``); past
-#: this (sealing held back by a restore, say) it reads them back from the outbox.
-MAX_RECENT = 100_000
+#: this (a batch of more writes, sealing held back by a restore) it reads them back from
+#: the outbox. About a kilobyte each for a registry record.
+MAX_RECENT = 20_000
 
 
 class _Core:
