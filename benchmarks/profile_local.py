@@ -87,7 +87,7 @@ def _statements(rep: Replica) -> Counter[str]:
 
 
 def put(n: int) -> None:
-    from offsync import replica as replica_module
+    from offsync.plan import write as write_plan
 
     data = list(records(n))
     with tempfile.TemporaryDirectory() as tmp:
@@ -95,11 +95,17 @@ def put(n: int) -> None:
             f"{tmp}/w.sqlite", identity=Identity(SENDER_SEED, "writer"), policies=POLICIES
         )
         timed = Timed()
-        for name in ("get_record", "add_outbox", "add_first_changes", "set_meta"):
+        for name in (
+            "get_record",
+            "try_first_change",
+            "add_outbox",
+            "add_first_changes",
+            "set_meta",
+        ):
             timed.wrap(rep.store, name, f"store.{name}")
         timed.wrap(rep, "_seal", "sealing (_seal: encode columns, zstd, sign, store)")
         timed.wrap(rep, "_merge", "_merge (store the change, the record row)")
-        timed.wrap(replica_module, "canonical_fields", "canonical_fields")
+        timed.wrap(write_plan, "canonical_value", "canonical_value (canonical_fields)")
         seen = _statements(rep)
         cpu, wall = time.process_time(), time.perf_counter()
         for i in range(0, n, WRITE_BATCH):
@@ -161,7 +167,7 @@ def put(n: int) -> None:
 
 
 def apply(n: int, workdir: Path) -> None:
-    from offsync import replica as replica_module
+    from offsync.replica import applying as replica_module
 
     bundles = sorted((workdir / f"n{n}" / "bundles").iterdir())
     with tempfile.TemporaryDirectory() as tmp:

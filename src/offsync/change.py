@@ -25,7 +25,7 @@ import msgpack
 
 from .clock import MAX_HLC
 from .encoding import decode_fields, packb
-from .errors import BundleFormatError, LimitExceededError, StorageError
+from .errors import BundleFormatError, LimitExceededError, StorageError, UsageError
 from .limits import DEFAULT_LIMITS, Limits
 from .unpack import sorted_pairs, unpack
 from .v3.content import decode_content, nan_like, refuse_noncanonical_nan
@@ -129,6 +129,7 @@ def _leaf_count(shape: Shape) -> int:
     return sum(1 if sub is None else _leaf_count(sub) for _, sub in shape)
 
 
+_STR_ONLY = {str}
 #: Entries of a dictionary-coded column's table: its indexes are one byte each.
 MAX_TABLE = 256
 #: Memory of one rebuilt field map besides its bytes: a bytes object's header, its slot.
@@ -139,11 +140,11 @@ def _column(values: list[Any]) -> list[Any]:
     """A column as ``[nil, values]``, or ``[table, indexes]`` for a column of repeated
     strings (dictionary coding: each row is then one byte before compression, and the
     receiver gets it with one C-level pass)."""
-    if values and all(type(v) is str for v in values):
-        table: dict[str, int] = {}
-        indexes = [table.setdefault(v, len(table)) for v in values]
+    if values and set(map(type, values)) == _STR_ONLY:
+        table = dict.fromkeys(values)  # in order of first appearance
         if len(table) <= MAX_TABLE and len(table) * 2 <= len(values):
-            return [list(table), bytes(indexes)]
+            index = {v: i for i, v in enumerate(table)}
+            return [list(table), bytes(map(index.__getitem__, values))]
     return [None, values]
 
 
@@ -155,44 +156,110 @@ def _common_prefix(a: str, b: str) -> int:
     return i
 
 
-def encode_changes(changes: Sequence[Change]) -> bytes:
-    """The encoded changes of a segment (before compression): canonical msgpack columns."""
-    hlc_deltas: list[int] = []
+#: Where a shape of two levels holds its maps: (position, the map's names), in order.
+_Nesting = tuple[tuple[int, tuple[str, ...]], ...]
+
+
+def _nesting(shape: Shape) -> _Nesting | None:
+    """The nesting of a shape whose nested maps hold no maps (empty: no nested maps),
+    or None for a deeper shape."""
+    out = []
+    for position, (_, sub) in enumerate(shape):
+        if sub is not None:
+            if any(inner is not None for _, inner in sub):
+                return None
+            out.append((position, tuple(name for name, _ in sub)))
+    return tuple(out)
+
+
+def _nested_leaves(value: dict[str, Any], nesting: _Nesting) -> list[Any] | None:
+    """``_leaves`` of a value of the two-level shape ``nesting`` describes, or None if
+    the value has another shape (the names of the top level alone do not say)."""
+    items = list(value.values())
+    if list(map(type, items)).count(dict) != len(nesting):
+        return None
+    leaves: list[Any] = []
+    start = 0
+    for position, names in nesting:
+        sub = items[position]
+        if type(sub) is not dict or tuple(sub) != names:
+            return None
+        inner = list(sub.values())
+        if dict in map(type, inner):
+            return None
+        leaves += items[start:position]
+        leaves += inner
+        start = position + 1
+    leaves += items[start:]
+    return leaves
+
+
+def encode_changes(
+    changes: Sequence[Change], values: Sequence[dict[str, Any] | None] | None = None
+) -> bytes:
+    """The encoded changes of a segment (before compression): canonical msgpack columns.
+
+    ``values``: each change's fields as ``decode_fields`` gives them back (None for a
+    delete), when the caller has them already (a writer sealing what it just wrote):
+    then no field bytes are decoded. The bytes are the same either way.
+    """
+    n = len(changes)
+    if values is None:
+        values = [None if c.fields is None else decode_fields(c.fields) for c in changes]
+    elif len(values) != n:
+        raise UsageError("encode_changes: one value per change")
+    hlcs = [c.hlc for c in changes]
     collections: dict[str, int] = {}
-    collection_of: list[int] = []
+    collection_of = [collections.setdefault(c.collection, len(collections)) for c in changes]
     key_prefix: list[int] = []
     key_suffix: list[str] = []
-    shapes: dict[Shape, int] = {}
-    shape_of: list[int | None] = []
-    columns: list[list[list[Any]]] = []
-    parents: list[list[list[Any]]] = []
-    previous_hlc, previous_key = 0, ""
+    previous_key = ""
     for c in changes:
-        hlc_deltas.append(c.hlc - previous_hlc)
-        previous_hlc = c.hlc
-        collection_of.append(collections.setdefault(c.collection, len(collections)))
-        n = _common_prefix(previous_key, c.key)
-        key_prefix.append(n)
-        key_suffix.append(c.key[n:])
-        previous_key = c.key
-        if c.fields is None:
+        k = c.key
+        m = _common_prefix(previous_key, k)
+        key_prefix.append(m)
+        key_suffix.append(k[m:])
+        previous_key = k
+    shapes: dict[Shape, int] = {}
+    flat: dict[tuple[str, ...], int] = {}  # shapes without nested maps, by their names
+    nested: dict[tuple[str, ...], tuple[int, _Nesting]] = {}  # maps in maps, by names
+    shape_of: list[int | None] = []
+    rows: list[list[Any]] = []  # per shape: the leaves of each of its rows
+    for value in values:
+        if value is None:
             shape_of.append(None)
-        else:
-            value = decode_fields(c.fields)
-            shape = _shape(value)
-            i = shapes.get(shape)
-            if i is None:
-                i = shapes[shape] = len(shapes)
-                columns.append([[] for _ in range(_leaf_count(shape))])
+            continue
+        names = tuple(value)
+        i = flat.get(names)
+        if i is not None and dict not in map(type, value.values()):
             shape_of.append(i)
-            leaves: list[Any] = []
-            _leaves(value, shape, leaves)
-            for column, leaf in zip(columns[i], leaves, strict=True):
-                column.append(leaf)
-        parents.append([[p.origin, p.seq] for p in c.parents])
+            rows[i].append(list(value.values()))
+            continue
+        known = nested.get(names)
+        if known is not None:
+            leaves = _nested_leaves(value, known[1])
+            if leaves is not None:
+                shape_of.append(known[0])
+                rows[known[0]].append(leaves)
+                continue
+        shape = _shape(value)
+        i = shapes.get(shape)
+        if i is None:
+            i = shapes[shape] = len(shapes)
+            rows.append([])
+            nesting = _nesting(shape)
+            if nesting == ():
+                flat[names] = i
+            elif nesting is not None:
+                nested[names] = (i, nesting)
+        shape_of.append(i)
+        leaves = []
+        _leaves(value, shape, leaves)
+        rows[i].append(leaves)
+    columns = [[list(column) for column in zip(*shape_rows, strict=True)] for shape_rows in rows]
     return packb(
         [
-            hlc_deltas,
+            [b - a for a, b in zip([0, *hlcs], hlcs, strict=False)],
             list(collections),
             collection_of,
             key_prefix,
@@ -200,7 +267,7 @@ def encode_changes(changes: Sequence[Change]) -> bytes:
             [_shape_wire(s) for s in shapes],
             shape_of,
             [[_column(col) for col in cols] for cols in columns],
-            parents,
+            [[[p.origin, p.seq] for p in c.parents] for c in changes],
         ]
     )
 

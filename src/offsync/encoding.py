@@ -23,6 +23,7 @@ from .unpack import MAP_COST, VALUE_COST, check_cost, sorted_pairs, unpack
 
 __all__ = [
     "canonical_fields",
+    "canonical_value",
     "decode_fields",
     "packb",
     "sorted_pairs",
@@ -67,27 +68,49 @@ _FREE_BELOW = MAX_FIELDS_COST // (VALUE_COST + MAP_COST)
 MAX_FIELD_DEPTH = 500
 
 
+#: Value types that are their own canonical form (exact types: subclasses, such as an
+#: ``IntEnum``, take the general path, which checks them one by one). Not float: a NaN
+#: must become the one canonical NaN.
+_PLAIN = frozenset({str, int, bool, type(None), bytes})
+_STR_ONLY = frozenset({str})
+
+
+def _key_error(value: Mapping[Any, Any]) -> FieldTypeError:
+    bad = next(k for k in value if type(k) is not str)
+    return FieldTypeError(f"field names and nested map keys must be str, not {type(bad).__name__}")
+
+
+def _filled(value: Any) -> bool:
+    return isinstance(value, (Mapping, list, tuple)) and len(value) > 0
+
+
 def _canonical(value: Any, depth: int = 1) -> Any:
-    if depth > MAX_FIELD_DEPTH:
+    """The canonical value of ``value``: maps as dicts with sorted str keys, tuples as
+    lists. Runs once per write and per nested value, so the common shapes (a dict of
+    plain values) are checked with a few C-level passes instead of a test per value."""
+    if depth > MAX_FIELD_DEPTH or (depth == MAX_FIELD_DEPTH and _filled(value)):
+        # (the values of a filled container at the deepest level would be one deeper)
         raise FieldTypeError(f"field values nest more than {MAX_FIELD_DEPTH} arrays or maps deep")
     if isinstance(value, Mapping):
-        items = []
-        for k, v in value.items():
-            if type(k) is not str:
-                raise FieldTypeError(
-                    f"field names and nested map keys must be str, not {type(k).__name__}"
-                )
-            items.append((k, _canonical(v, depth + 1)))
-        items.sort(key=lambda kv: kv[0])
-        return dict(items)
+        if not set(map(type, value)) <= _STR_ONLY:
+            raise _key_error(value)
+        # Keys are unique strs, so sorting the pairs never compares two values.
+        items = sorted(value.items())
+        if set(map(type, value.values())) <= _PLAIN:
+            return dict(items)
+        return {k: v if type(v) in _PLAIN else _canonical(v, depth + 1) for k, v in items}
     if isinstance(value, (list, tuple)):
-        return [_canonical(v, depth + 1) for v in value]
+        if set(map(type, value)) <= _PLAIN:
+            return list(value)
+        return [v if type(v) in _PLAIN else _canonical(v, depth + 1) for v in value]
     if isinstance(value, float) and value != value:
         # One NaN on the wire (docs/spec.md §1): payloads do not survive every
         # language's floats, and equal values must have equal bytes.
         return math.nan
-    if value is None or isinstance(value, (bool, int, float, str, bytes)):
+    if type(value) is float:  # not in _PLAIN, so that a NaN is seen here
         return value
+    if isinstance(value, (int, float, str, bytes)):  # a subclass (exact ones are _PLAIN):
+        return msgpack.unpackb(packb(value))  # the plain value its bytes decode to
     raise FieldTypeError(f"a field value of type {type(value).__name__} cannot be stored")
 
 
@@ -99,10 +122,17 @@ def canonical_fields(fields: Mapping[str, Any]) -> bytes:
     ``MAX_FIELD_DEPTH``; ``UsageError`` for fields whose decoding would cost more than
     ``MAX_FIELDS_COST`` (a megabyte of empty lists, say), which readers would refuse.
     """
+    return canonical_value(fields)[0]
+
+
+def canonical_value(fields: Mapping[str, Any]) -> tuple[bytes, dict[str, Any]]:
+    """``canonical_fields``, and the canonical value it encodes: what ``decode_fields``
+    would give back from those bytes (so a writer that seals soon need not decode them)."""
     if not isinstance(fields, Mapping):
         raise FieldTypeError("fields must be a mapping of str to msgpack-able values")
     try:
-        encoded = packb(_canonical(fields))
+        value = _canonical(fields)
+        encoded = packb(value)
     except (OverflowError, ValueError, TypeError) as exc:
         if isinstance(exc, FieldTypeError):
             raise
@@ -115,4 +145,4 @@ def canonical_fields(fields: Mapping[str, Any]) -> bytes:
                 f"fields hold so many arrays, maps and values that decoding them would take "
                 f"more than {MAX_FIELDS_COST} bytes of memory; peers would refuse them"
             ) from exc
-    return encoded
+    return encoded, value

@@ -95,9 +95,15 @@ class Segment:
 
     @classmethod
     def seal(
-        cls, identity: Identity, changes: Sequence[Change], prev_hash: bytes, level: int
+        cls,
+        identity: Identity,
+        changes: Sequence[Change],
+        prev_hash: bytes,
+        level: int,
+        values: Sequence[dict[str, Any] | None] | None = None,
     ) -> Segment:
-        """Encode, compress (zstd ``level``) and sign ``identity``'s consecutive changes."""
+        """Encode, compress (zstd ``level``) and sign ``identity``'s consecutive changes
+        (``values``: their fields decoded, if the caller has them: ``encode_changes``)."""
         if (
             not changes
             or changes[0].origin != identity.public_key
@@ -108,7 +114,7 @@ class Segment:
             identity,
             changes[0].seq,
             len(changes),
-            compress(encode_changes(changes), level),
+            compress(encode_changes(changes, values), level),
             prev_hash,
         )
 

@@ -23,7 +23,10 @@ __all__ = [
     "SEGMENT_MAX_CHANGES",
     "cut",
     "may_seal",
+    "row_bound",
+    "row_bounds",
     "seal_rows",
+    "segment_ends",
     "whole_segment_waits",
 ]
 
@@ -74,3 +77,55 @@ def seal_rows(identity: Identity, rows: Sequence[OutboxRow], prev: bytes, level:
     origin = identity.public_key
     changes = [Change.from_row(origin, seq, data) for seq, data in rows]
     return Segment.seal(identity, changes, prev, level)
+
+
+def segment_ends(sizes: Sequence[int], *, complete_only: bool) -> list[int]:
+    """Where ``cut`` would end each segment of rows of these sizes (row bytes), as
+    indexes one past each segment's last row: for a writer that seals changes it holds
+    in memory rather than reading the outbox back."""
+    ends: list[int] = []
+    count = size = 0
+    for i, n in enumerate(sizes):
+        if count and (count >= SEGMENT_MAX_CHANGES or size + n > SEGMENT_MAX_BYTES):
+            ends.append(i)
+            count = size = 0
+        count += 1
+        size += n
+    if count and (count >= SEGMENT_MAX_CHANGES or not complete_only):
+        ends.append(len(sizes))
+    return ends
+
+
+def _header(n: int, small: int) -> int:
+    """Bytes of a msgpack str or bin header for ``n`` bytes (``small``: fixstr's 32, or
+    0 for bin, which has no fix form)."""
+    return 1 if n < small else 2 if n < 1 << 8 else 3 if n < 1 << 16 else 5
+
+
+def row_bound(collection_bytes: int, key_bytes: int, fields_bytes: int) -> int:
+    """At most the bytes of a put's outbox row (``Change.to_row``: an array of an HLC
+    of at most 9 bytes, the names, the op, the fields and no parents)."""
+    return (
+        13  # array header 1, hlc 9, op 1, empty parents 1, and 1 for luck
+        + _header(collection_bytes, 32)
+        + collection_bytes
+        + _header(key_bytes, 32)
+        + key_bytes
+        + _header(fields_bytes, 0)
+        + fields_bytes
+    )
+
+
+def row_bounds(
+    collection_bytes: int, key_bytes: Sequence[int], fields_bytes: Sequence[int]
+) -> list[int]:
+    """``row_bound`` of many puts into one collection, in one pass."""
+    fixed = 13 + _header(collection_bytes, 32) + collection_bytes
+    return [
+        fixed
+        + (1 if k < 32 else 2 if k < 1 << 8 else 3 if k < 1 << 16 else 5)
+        + k
+        + (2 if f < 1 << 8 else 3 if f < 1 << 16 else 5)
+        + f
+        for k, f in zip(key_bytes, fields_bytes, strict=True)
+    ]

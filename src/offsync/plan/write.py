@@ -8,17 +8,37 @@ trust store or a validator says no). This module is sans-IO.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
+from functools import partial
+from itertools import repeat
+from typing import Any, NamedTuple
 
 from ..blobs import BLOB_KEY, BLOB_MARK, check_references
 from ..change import DELETE, PUT, Change, ChangeId
-from ..encoding import canonical_fields, decode_fields
-from ..errors import BlobReferenceError, ImmutableRecordError, NotAuthorisedError, UsageError
+from ..clock import MAX_HLC
+from ..encoding import canonical_value, decode_fields
+from ..errors import (
+    BlobReferenceError,
+    ClockError,
+    ImmutableRecordError,
+    NotAuthorisedError,
+    UsageError,
+)
 from ..limits import Limits
 from ..trust import TrustStore, Validator, verdict
 
-__all__ = ["check_name", "encode_write", "plan_write"]
+__all__ = [
+    "EncodedWrites",
+    "check_name",
+    "encode_write",
+    "encode_write_value",
+    "encode_writes",
+    "plan_new",
+    "plan_write",
+]
+
+_STR_ONLY = frozenset({str})
+_new_change = partial(tuple.__new__, Change)  # Change(*row) without the Python-level __new__
 
 
 def check_name(value: str, what: str, max_bytes: int) -> None:
@@ -32,12 +52,20 @@ def encode_write(
     collection: str, key: str, fields: Mapping[str, Any] | None, limits: Limits
 ) -> bytes | None:
     """Check the names and encode the fields of a write (None: a delete)."""
+    return encode_write_value(collection, key, fields, limits)[0]
+
+
+def encode_write_value(
+    collection: str, key: str, fields: Mapping[str, Any] | None, limits: Limits
+) -> tuple[bytes | None, dict[str, Any] | None]:
+    """``encode_write``, and the value its bytes decode to (``canonical_value``): what
+    sealing the change needs, so that it is not decoded again."""
     check_name(collection, "collection", limits.max_collection_bytes)
     check_name(key, "key", limits.max_key_bytes)
     if fields is None:
-        return None
+        return None, None
     try:
-        encoded = canonical_fields(fields)
+        encoded, value = canonical_value(fields)
     except TypeError as exc:
         raise UsageError(str(exc)) from exc
     if BLOB_MARK in encoded:
@@ -51,7 +79,7 @@ def encode_write(
             ) from exc
     if len(encoded) > limits.max_fields_bytes:
         raise UsageError(f"fields encode to more than {limits.max_fields_bytes} bytes")
-    return encoded
+    return encoded, value
 
 
 def plan_write(
@@ -84,3 +112,100 @@ def plan_write(
     if status is not None:
         raise NotAuthorisedError(f"this site may not write this record: {status}")
     return change
+
+
+class EncodedWrites(NamedTuple):
+    """A bulk write's records, checked and encoded (``encode_writes``), in input order."""
+
+    keys: list[str]
+    encoded: list[bytes]  # canonical field bytes
+    values: list[dict[str, Any]]  # the canonical values those bytes decode to
+    key_bytes: list[int]  # each key's length in UTF-8
+
+
+def encode_writes(
+    collection: str, records: Iterable[tuple[str, Mapping[str, Any]]], limits: Limits
+) -> EncodedWrites:
+    """Check the names and encode the fields of many puts into ``collection`` (raises
+    ``UsageError`` for the first that ``put`` would refuse, naming its position). The
+    checks are passes over all records; only a refusal looks for the first culprit."""
+    check_name(collection, "collection", limits.max_collection_bytes)
+    pairs = list(records)
+    if not pairs:
+        return EncodedWrites([], [], [], [])
+    try:
+        keys, fields = map(list, zip(*pairs, strict=True))
+    except (TypeError, ValueError):
+        i = next(i for i, item in enumerate(pairs) if not _is_pair(item))
+        raise UsageError(f"record {i}: give (key, fields) pairs") from None
+    if not set(map(type, keys)) <= _STR_ONLY or not all(keys):
+        i = next(i for i, k in enumerate(keys) if type(k) is not str or not k)
+        raise UsageError(f"record {i}: the key must be a non-empty string")
+    key_bytes = list(map(len, map(str.encode, keys)))
+    if max(key_bytes) > limits.max_key_bytes:
+        i = next(i for i, n in enumerate(key_bytes) if n > limits.max_key_bytes)
+        raise UsageError(f"record {i}: key longer than {limits.max_key_bytes} bytes")
+    encoded: list[bytes] = []
+    values: list[dict[str, Any]] = []
+    try:
+        for encoded_fields, value in map(canonical_value, fields):
+            encoded.append(encoded_fields)
+            values.append(value)
+    except UsageError as exc:
+        raise type(exc)(f"record {len(encoded)}: {exc}") from exc
+    longest = limits.max_fields_bytes
+    if max(map(len, encoded)) > longest:
+        i = next(i for i, e in enumerate(encoded) if len(e) > longest)
+        raise UsageError(f"record {i}: fields encode to more than {longest} bytes")
+    return EncodedWrites(keys, encoded, values, key_bytes)
+
+
+def _is_pair(item: Any) -> bool:
+    try:
+        _, _ = item
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def plan_new(
+    origin: bytes,
+    first_seq: int,
+    first_hlc: int,
+    collection: str,
+    keys: Sequence[str],
+    encoded: Sequence[bytes],
+    *,
+    trust: TrustStore | None,
+    validators: Mapping[str, Validator],
+) -> list[Change]:
+    """The puts that create records which have no change yet (so no parents, and a
+    first-writer-wins policy has nothing to refuse), as consecutive own seqs from
+    ``first_seq`` with consecutive timestamps from ``first_hlc`` (what a run of
+    ``plan_write`` gives when the wall clock does not move past them). All of them, or
+    ``NotAuthorisedError`` for the first the trust store or a validator refuses."""
+    n = len(keys)
+    if first_hlc + n - 1 > MAX_HLC:
+        raise ClockError("hybrid logical clock exhausted: no HLC is left below 2^63")
+    changes = list(
+        map(
+            _new_change,
+            zip(
+                repeat(origin, n),
+                range(first_seq, first_seq + n),
+                range(first_hlc, first_hlc + n),
+                repeat(collection, n),
+                keys,
+                repeat(PUT, n),
+                encoded,
+                repeat((), n),
+                strict=True,
+            ),
+        )
+    )
+    if trust is not None or validators.get(collection) is not None:
+        for change in changes:
+            status = verdict(change, trust, validators)
+            if status is not None:
+                raise NotAuthorisedError(f"this site may not write this record: {status}")
+    return changes

@@ -12,6 +12,7 @@ import threading
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
 from types import TracebackType
+from typing import Any
 
 import msgpack
 
@@ -34,6 +35,11 @@ from .state import ReplicaState
 
 __all__: list[str] = []
 
+#: Own unsealed changes a replica keeps in memory for sealing (``_Core._recent``); past
+#: this (a batch of more writes, sealing held back by a restore) it reads them back from
+#: the outbox. About a kilobyte each for a registry record.
+MAX_RECENT = 20_000
+
 
 class _Core:
     """State and transactions; the job mixins (reads, writes, apply, pack) build on it."""
@@ -50,6 +56,17 @@ class _Core:
     _wall: Callable[[], int]
     _state: ReplicaState
     _work: ReplicaState | None = None  # the working copy inside a transaction
+    _owed_counters = False  # local writes in this transaction: seq and hlc to store
+    #: Own changes written in this transaction (with their decoded fields), and how many
+    #: of them are in the store's outbox yet: the rest go there in one statement, before
+    #: anything reads the outbox and at the latest when the transaction ends.
+    _fresh: list[tuple[Change, dict[str, Any] | None]]
+    _fresh_stored = 0
+    _fresh_sizes: list[int]  # the lengths of the outbox rows stored so far
+    #: Committed own changes not sealed yet, by seq, with their decoded fields and the
+    #: length of their outbox row: sealing takes them from here instead of reading the
+    #: outbox back and decoding it (it does that for any seq missing here).
+    _recent: dict[int, tuple[Change, dict[str, Any] | None, int]]
     _known: tuple[SegmentIndex, int, int, Knowledge] | None = None  # knowledge() cache
 
     @property
@@ -81,6 +98,34 @@ class _Core:
         if self._work is not None:  # joins: the outermost one publishes
             return self.store.transaction()
         return _Transaction(self)
+
+    def _store_counters(self) -> None:
+        """Store what local writes in this transaction owe the store: their outbox rows
+        and the working state's own seq and clock, once per transaction (a batch of
+        10,000 puts writes them in one statement each), in that transaction."""
+        self._flush_fresh()
+        st = self._st
+        self.store.set_meta("seq", str(st.seq).encode())
+        self.store.set_meta("hlc", str(st.hlc).encode())
+
+    def _flush_fresh(self) -> None:
+        """Write the outbox rows of own changes written in this transaction that are not
+        in the store yet (before anything reads the outbox)."""
+        waiting = self._fresh[self._fresh_stored :]
+        if waiting:
+            rows = [(c.seq, c.to_row()) for c, _ in waiting]
+            self.store.add_outbox(rows)
+            self._fresh_sizes += (len(row) for _, row in rows)
+            self._fresh_stored = len(self._fresh)
+
+    def _remember_fresh(self) -> None:
+        """After a commit: keep the transaction's own changes for sealing (bounded)."""
+        recent = self._recent
+        sealed = self._state.sealed  # (what the transaction sealed itself is not kept)
+        if len(recent) + len(self._fresh) <= MAX_RECENT:
+            for (c, value), size in zip(self._fresh, self._fresh_sizes, strict=True):
+                if c.seq > sealed:
+                    recent[c.seq] = (c, value, size)
 
     def _tick(self) -> int:
         """A new timestamp from the clock (``offsync.clock.next_hlc``), kept in the state."""
@@ -129,7 +174,14 @@ class _Core:
         """Store changes and recompute the records they touch; returns new conflicts."""
         if not changes:
             return []
-        plan = merge.split(changes, self.policy)
+        if len(changes) == 1 and not changes[0].parents:  # a put of a new record: no split
+            c = changes[0]
+            simple = self.policy(c.collection).single_change_is_identity
+            plan = merge.MergeSplit((c,), (), (), ((c.collection, c.key),)) if simple else None
+        else:
+            plan = None
+        if plan is None:
+            plan = merge.split(changes, self.policy)
         if plan.rest:
             self.store.add_changes(plan.rest)
         existed = self.store.add_first_changes(plan.firsts)
@@ -189,6 +241,8 @@ class _Transaction:
     def __enter__(self) -> None:
         core = self._core
         core._work = core._state
+        core._owed_counters = False
+        core._fresh, core._fresh_sizes, core._fresh_stored = [], [], 0
         self._store = core.store.transaction()
         try:
             self._store.__enter__()
@@ -201,9 +255,20 @@ class _Transaction:
     ) -> None:
         core = self._core
         try:
+            if kind is None and (core._owed_counters or core._fresh):
+                try:
+                    core._store_counters()
+                except BaseException as failed:
+                    # Rolls back (and raises the store's error for it, if it maps it).
+                    self._store.__exit__(type(failed), failed, failed.__traceback__)
+                    raise
             self._store.__exit__(kind, exc, tb)  # commits, or rolls back and re-raises
             if kind is None:
                 assert core._work is not None
                 core._state = core._work
+                if core._fresh:
+                    core._remember_fresh()
         finally:
             core._work = None
+            core._owed_counters = False
+            core._fresh, core._fresh_sizes, core._fresh_stored = [], [], 0

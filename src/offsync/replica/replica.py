@@ -20,10 +20,10 @@ from ..stores.base import Store
 from ..trust import TRUST_COLLECTION, Validator
 from .applying import _Applying
 from .blobs import _Blobs
+from .bulk import _Bulk
 from .examine import _log_evicted
 from .packing import _Packing
 from .state import ReplicaState
-from .writes import _Writes
 
 __all__ = ["DEFAULT_LEVEL", "Replica", "ReplicaClock"]
 
@@ -32,7 +32,7 @@ __all__ = ["DEFAULT_LEVEL", "Replica", "ReplicaClock"]
 DEFAULT_LEVEL = 15
 
 
-class Replica(_Writes, _Applying, _Packing, _Blobs):
+class Replica(_Bulk, _Applying, _Packing, _Blobs):
     """One site's replica. Open with ``Replica.open(path, identity=..., policies=...)``.
 
     Every public method takes ``lock``, so one ``Replica`` may be shared by the threads
@@ -79,6 +79,7 @@ class Replica(_Writes, _Applying, _Packing, _Blobs):
         self.validators = dict(validators or {})
         self._lock = threading.RLock()
         self._wall = wall
+        self._fresh, self._fresh_sizes, self._recent = [], [], {}
         self._claim_store()
         self._state = self._loaded_state()
         self._examine_on_open()

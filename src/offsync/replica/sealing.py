@@ -3,26 +3,33 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
+from ..change import Change
 from ..plan import seal as plan
-from ..plan.seal import OutboxRow, cut, may_seal, seal_rows
+from ..plan.seal import OutboxRow, cut, may_seal, seal_rows, segment_ends
 from ..segindex import HeldSegment
-from ..segment import NO_PREVIOUS
+from ..segment import NO_PREVIOUS, Segment
 from ..status import APPLIED
 from ..stores.base import SegmentRow
 from .core import _Core
 
 __all__: list[str] = []
 
+#: An own unsealed change held in memory: the change, its decoded fields (None for a
+#: delete) and the length of its outbox row.
+Held = tuple[Change, dict[str, Any] | None, int]
+
 
 class _Sealing(_Core):
     def _seal(self, *, complete_only: bool = False) -> None:
         """Seal own changes written since the last seal into signed segments.
 
-        Pages through the outbox, so sealing a long offline backlog needs memory for one
-        page, not for the backlog. With ``complete_only`` (called as writes accumulate),
-        only segments that reached their size limit are sealed and the tail waits in the
-        outbox for more writes or for the next pack.
+        Takes them from memory when this process wrote them all since it opened (the
+        usual case), else pages through the outbox, so sealing a long offline backlog
+        needs memory for one page, not for the backlog. With ``complete_only`` (called
+        as writes accumulate), only segments that reached their size limit are sealed
+        and the tail waits in the outbox for more writes or for the next pack.
         """
         st = self._st
         if not may_seal(st.seq, st.sealed, st.claim):
@@ -31,26 +38,75 @@ class _Sealing(_Core):
         prev = own[-1].hash if own else NO_PREVIOUS
         sealed: list[tuple[bytes, HeldSegment]] = []
         with self._transaction():
+            self._flush_fresh()
             st = self._st
-            for rows in cut(self._outbox_pages(st.sealed), complete_only=complete_only):
-                seg = seal_rows(self.identity, rows, prev, self.level)
-                h = seg.hash  # hashes all the data: once, not per use
-                encoded = seg.encode()
-                self.store.add_segments(
-                    [SegmentRow(self.id, seg.first_seq, seg.last_seq, h, prev, encoded, "applied")]
-                )
-                entry = HeldSegment(seg.first_seq, seg.last_seq, h, prev, APPLIED, len(encoded))
-                sealed.append((self.id, entry))
-                prev = h
+            held = self._held_unsealed(st.sealed, st.seq)
+            if held is not None:
+                for changes, values in _chunks(held, complete_only):
+                    seg = Segment.seal(self.identity, changes, prev, self.level, values)
+                    prev = self._store_sealed(seg, prev, sealed)
+            else:
+                for rows in cut(self._outbox_pages(st.sealed), complete_only=complete_only):
+                    seg = seal_rows(self.identity, rows, prev, self.level)
+                    prev = self._store_sealed(seg, prev, sealed)
             if not sealed:
                 return
             last = sealed[-1][1].last
             self.store.clear_outbox(last)
             self.store.set_meta("sealed", str(last).encode())
             self._put(st._replace(sealed=last, segments=st.segments.updated(add=sealed)))
+        self._forget_sealed(st.sealed, last)
+
+    def _store_sealed(
+        self, seg: Segment, prev: bytes, sealed: list[tuple[bytes, HeldSegment]]
+    ) -> bytes:
+        """Store one own segment just sealed (chained to ``prev``); returns its hash."""
+        h = seg.hash  # hashes all the data: once, not per use
+        encoded = seg.encode()
+        self.store.add_segments(
+            [SegmentRow(self.id, seg.first_seq, seg.last_seq, h, prev, encoded, "applied")]
+        )
+        sealed.append(
+            (self.id, HeldSegment(seg.first_seq, seg.last_seq, h, prev, APPLIED, len(encoded)))
+        )
+        return h
+
+    def _held_unsealed(self, after: int, upto: int) -> list[Held] | None:
+        """Own changes ``after`` < seq <= ``upto`` as held in memory (committed, or
+        written in this transaction and in the outbox already); None if any is not."""
+        recent = self._recent
+        fresh = {
+            c.seq: (c, value, size)
+            for (c, value), size in zip(self._fresh, self._fresh_sizes, strict=False)
+        }
+        out: list[Held] = []
+        for seq in range(after + 1, upto + 1):
+            entry = recent.get(seq) or fresh.get(seq)
+            if entry is None:
+                return None
+            out.append(entry)
+        return out
+
+    def _forget_sealed(self, after: int, upto: int) -> None:
+        """Drop sealed changes from memory."""
+        recent = self._recent
+        for seq in range(after + 1, upto + 1):
+            recent.pop(seq, None)
 
     def _outbox_pages(self, after: int) -> Iterator[list[OutboxRow]]:
         """The outbox after seq ``after``, one page at a time."""
+        self._flush_fresh()
         while page := self.store.outbox_page(after, plan.SEAL_PAGE):
             yield page
             after = page[-1][0]
+
+
+def _chunks(
+    held: list[Held], complete_only: bool
+) -> Iterator[tuple[list[Change], list[dict[str, Any] | None]]]:
+    """The changes and values of each segment to seal, as ``cut`` would cut them."""
+    start = 0
+    for end in segment_ends([size for _, _, size in held], complete_only=complete_only):
+        part = held[start:end]
+        yield [c for c, _, _ in part], [value for _, value, _ in part]
+        start = end

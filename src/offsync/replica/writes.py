@@ -7,16 +7,16 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
-from ..change import ChangeId
+from ..change import DELETE, PUT, Change, ChangeId
 from ..clock import next_hlc
 from ..encoding import decode_fields
 from ..errors import StorageError, UsageError
 from ..plan.claims import reuse_error
 from ..plan.seal import whole_segment_waits
-from ..plan.write import encode_write, plan_write
+from ..plan.write import encode_write_value, plan_write
 from ..policies import fold
 from ..stores.base import unpack_ids
-from ..trust import TRUST_COLLECTION
+from ..trust import TRUST_COLLECTION, verdict
 from .examine import _Examining
 from .sealing import _Sealing
 
@@ -87,17 +87,22 @@ class _Writes(_Examining, _Sealing):
     def _write(
         self, collection: str, key: str, fields: Mapping[str, Any] | None, *, resolving: bool
     ) -> ChangeId:
-        encoded = encode_write(collection, key, fields, self.limits)
+        encoded, value = encode_write_value(collection, key, fields, self.limits)
         with self._lock:
             outermost = self._work is None
             st = self._state if outermost else self._st
             if st.claim > st.seq:
                 self._refuse_reuse()
+            seq, hlc = st.seq + 1, next_hlc(st.hlc, self._wall())
+            if not outermost and self._guesses_new(collection):
+                change = self._write_if_new(seq, hlc, collection, key, encoded, value)
+                if change is not None:
+                    return change.id
             row = self.store.get_record(collection, key)
             change = plan_write(
                 self.id,
-                st.seq + 1,
-                next_hlc(st.hlc, self._wall()),
+                seq,
+                hlc,
                 collection,
                 key,
                 encoded,
@@ -109,17 +114,57 @@ class _Writes(_Examining, _Sealing):
                 validators=self.validators,
             )
             with self._transaction():
-                st = self._st
-                self.store.add_outbox([(change.seq, change.to_row())])
                 self._merge([change])
-                self.store.set_meta("seq", str(change.seq).encode())
-                self.store.set_meta("hlc", str(change.hlc).encode())
-                self._put(st.wrote(change.seq, change.hlc))
+                self._wrote(change, value)
             if outermost:
                 self._after_commit(reexamine=collection == TRUST_COLLECTION)
             elif collection == TRUST_COLLECTION:
                 self._reexamine()  # inside the batch's transaction: fails with it
             return change.id
+
+    def _guesses_new(self, collection: str) -> bool:
+        """Whether a write into ``collection`` may first try as the first change of a
+        new record (``_write_if_new``): a store of its own, a policy that takes a sole
+        change as the state, and not the trust collection (its writes re-examine)."""
+        return (
+            not self.store.shared
+            and self.policy(collection).single_change_is_identity
+            and collection != TRUST_COLLECTION
+        )
+
+    def _write_if_new(
+        self,
+        seq: int,
+        hlc: int,
+        collection: str,
+        key: str,
+        encoded: bytes | None,
+        value: dict[str, Any] | None,
+    ) -> Change | None:
+        """Inside a batch: write the change as its record's first, if the record does
+        not exist, in one statement (no read first); None if it exists (or the write
+        would be refused): then ``put``'s general path decides, and raises what it raises.
+
+        The change a write makes on a new record has no parents and passes the
+        first-writer-wins check, so only the trust store and validators can refuse it.
+        """
+        change = Change(
+            self.id, seq, hlc, collection, key, PUT if encoded is not None else DELETE, encoded
+        )
+        if verdict(change, self._st.trust, self.validators) is not None:
+            return None
+        with self._transaction():
+            if not self.store.try_first_change(change):
+                return None
+            self._wrote(change, value)
+        return change
+
+    def _wrote(self, change: Change, value: dict[str, Any] | None) -> None:
+        """Account for an own change just stored (inside its transaction): its outbox
+        row, the seq and clock, all written when the transaction ends."""
+        self._fresh.append((change, value))
+        self._owed_counters = True
+        self._put(self._st.wrote(change.seq, change.hlc))
 
     def _refuse_reuse(self) -> None:
         """Refuse to issue seqs that peers say this origin already used."""

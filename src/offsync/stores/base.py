@@ -300,6 +300,18 @@ class Store(ABC):
         self.add_changes(changes)
         return self.add_new_records(list(map(first_record, changes)))
 
+    def try_first_change(self, change: Change) -> bool:
+        """Store ``change`` as the first and only change of its record, as
+        ``add_first_changes`` does, if the store holds no row of that record at all (not
+        even a deleted one); else write nothing and return False. A local put of a new
+        record: a store can do it in one statement instead of a read and a write. Only
+        asked of stores that are not ``shared``, inside a transaction."""
+        if self.get_record(change.collection, change.key) is not None:
+            return False
+        if self.add_first_changes([change]):
+            raise StorageError("a record appeared inside a transaction")
+        return True
+
     @abstractmethod
     def get_record(self, collection: str, key: str) -> RecordRow | None: ...
 

@@ -104,6 +104,12 @@ _key_of = operator.itemgetter(1)
 #: (collection, key, fields, seq, hlc) of a Change: a first change's row (and its origin).
 _FIRST_PARAMS = operator.itemgetter(3, 4, 6, 1, 2)
 _ORIGIN = operator.itemgetter(0)
+#: A first change kept in its record's row (``add_first_changes``), for one change.
+_INSERT_FIRST = (
+    "INSERT INTO records"
+    " (collection, key, fields, heads, conflict, sole_origin, sole_seq, sole_hlc)"
+    " VALUES (?, ?, ?, x'', 0, ?, ?, ?) ON CONFLICT DO NOTHING"
+)
 #: A record's heads as stored: empty when the record is its sole change's alone.
 _HEADS = "heads, (SELECT origin FROM origins WHERE id = sole_origin), sole_seq"
 
@@ -275,6 +281,7 @@ class SQLiteStore(Store):
     def __init__(self, path: str, *, synchronous: str = "NORMAL", read_only: bool = False) -> None:
         self._pid = os.getpid()
         self._path = path
+        self._origin_ids: dict[bytes, int] = {}  # ``_origin_id``
         self._owner: OwnerLock | None = None
         self.read_only = read_only
         #: Schema versions this open upgraded the store to (``migrate``).
@@ -350,6 +357,7 @@ class SQLiteStore(Store):
         return storage_error(exc) if isinstance(exc, sqlite3.Error) else exc
 
     def _abandon(self) -> None:
+        self._origin_ids = {}
         # On a full disk SQLite may have rolled back already; without a transaction
         # every later statement of the doomed block would commit on its own.
         if not self.db.in_transaction:
@@ -362,6 +370,7 @@ class SQLiteStore(Store):
         On a full disk or an I/O error SQLite has often rolled it back itself already,
         and a failing ROLLBACK must not replace the error that caused it.
         """
+        self._origin_ids = {}
         if self.db.in_transaction:
             # If even that fails, the connection reports it at its next statement.
             with contextlib.suppress(sqlite3.Error):
@@ -557,8 +566,16 @@ class SQLiteStore(Store):
         # the row is ever replaced.
         if not changes:
             return []
-        origins = set(map(_ORIGIN, changes))
         inserted = 0
+        if len(changes) == 1:  # a local put, one at a time: no sorting or grouping
+            c = changes[0]
+            inserted = self.db.execute(
+                _INSERT_FIRST,
+                (c.collection, c.key, c.fields, self._origin_id(c.origin), c.seq, c.hlc),
+            ).rowcount
+            origins: set[bytes] = set()
+        else:
+            origins = set(map(_ORIGIN, changes))
         for origin in sorted(origins):
             part = changes if len(origins) == 1 else [c for c in changes if c.origin == origin]
             inserted += self.db.executemany(
@@ -579,11 +596,24 @@ class SQLiteStore(Store):
         self.add_changes([c for c in changes if (c.collection, c.key) in existed])
         return [(c.collection, c.key) for c in changes if (c.collection, c.key) in existed]
 
+    def try_first_change(self, change: Change) -> bool:
+        c = change
+        params = (c.collection, c.key, c.fields, self._origin_id(c.origin), c.seq, c.hlc)
+        return int(self.db.execute(_INSERT_FIRST, params).rowcount) == 1
+
     def _origin_id(self, origin: bytes) -> int:
+        """The small integer ``origin`` is stored as. Remembered once known: an id never
+        changes, but one made in a transaction that rolls back is forgotten with it
+        (``_rollback``), as the row is."""
+        known = self._origin_ids.get(origin)
+        if known is not None:
+            return known
         self.db.execute("INSERT OR IGNORE INTO origins (origin) VALUES (?)", (origin,))
-        return int(
+        found = int(
             self.db.execute("SELECT id FROM origins WHERE origin = ?", (origin,)).fetchone()[0]
         )
+        self._origin_ids[origin] = found
+        return found
 
     def _heads(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], bytes]:
         found: dict[tuple[str, str], bytes] = {}
