@@ -77,7 +77,7 @@ def test_the_environment_is_read_and_checked() -> None:
         ({"OFFSYNC_RETRY_AFTER": "900"}, "clients give up"),
         ({"OFFSYNC_MAX_UPLOAD_BYTES": "100K"}, "is below 512K"),
         ({"OFFSYNC_BUSY_TIMEOUT": "soon"}, "not a duration"),
-        ({"OFFSYNC_READABLE": "some"}, "choose one of everything, certified"),
+        ({"OFFSYNC_READABLE": "some"}, "choose one of auto, everything, certified"),
         ({"OFFSYNC_LOG_FORMAT": "xml"}, "choose one of text, json"),
     ]:
         with pytest.raises(UsageError, match=words):
