@@ -292,6 +292,24 @@ class TrustStore:
     def rule(self, key: bytes) -> _Rule | None:
         return self.rules.get(key)
 
+    def may_read(self, site: bytes, now_ms: int) -> bool:
+        """Whether ``site`` may be given data at ``now_ms``: an authority, or a key
+        whose certificate is in force (valid now, not revoked, not replaced). The one
+        rule every server and courier stop applies before handing data to a key."""
+        if site in self.authorities:
+            return True
+        rule = self.rules.get(site)
+        if rule is None or rule.cert is None:
+            return False
+        cert = rule.cert
+        if rule.revocation is not None:
+            effective = rule.revocation.effective_ms
+            if effective is None or effective <= now_ms:
+                return False
+        if rule.retired_ms is not None and rule.retired_ms <= now_ms:
+            return False
+        return cert.valid_from <= now_ms and (cert.valid_until is None or now_ms < cert.valid_until)
+
     def changed_keys(self, other: TrustStore) -> set[bytes]:
         """Keys whose rules differ between two trust stores."""
         keys = set(self.rules) | set(other.rules)

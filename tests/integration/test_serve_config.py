@@ -79,7 +79,7 @@ def test_the_environment_is_read_and_checked() -> None:
         ({"OFFSYNC_BUSY_TIMEOUT": "soon"}, "not a duration"),
         ({"OFFSYNC_ADMISSION_WAIT": "11m"}, "is above"),
         ({"OFFSYNC_MAX_WAITING": "-1"}, "is below 0"),
-        ({"OFFSYNC_READABLE": "some"}, "choose one of everything, certified"),
+        ({"OFFSYNC_READABLE": "some"}, "choose one of auto, everything, certified"),
         ({"OFFSYNC_LOG_FORMAT": "xml"}, "choose one of text, json"),
     ]:
         with pytest.raises(UsageError, match=words):

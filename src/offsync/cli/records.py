@@ -14,7 +14,7 @@ from .. import Identity
 from ..blobs import DEFAULT_MEDIA_TYPE, BlobRef, is_reference
 from .app import cli, json_option, pass_state
 from .exits import EXIT_ERROR, fail, show_error
-from .output import emit_json, head_name, json_text, out
+from .output import emit_json, err, head_name, json_text, out
 from .params import parse_fields, parse_key
 from .site import Site, State
 
@@ -81,12 +81,19 @@ def init(
                 "public_key": site.public_key,
                 "policies": site.policies,
                 "authorities": site.authorities,
+                "mode": "trust" if site.authorities else "open",
             }
         )
     else:
         out.print(f"Created site [bold]{site.label}[/] in {path}")
         out.print(f"public key {site.public_key.hex()}")
         out.print("Back up identity.key and keep the passphrase apart from it.")
+    if not site.authorities:
+        err.print(
+            "[yellow]open mode:[/] this site applies the changes of any signed key, and "
+            "serves any key everything it holds. For real data, create it with "
+            "--trust AUTHORITY_KEY (or --authority): docs/operations-keys.md"
+        )
 
 
 @cli.command("id")

@@ -63,9 +63,11 @@ def _report_sync(
     not_written: Sequence[NotWritten] = (),
     missing: str = "not written",
     extra: dict[str, Any] | None = None,
+    withheld: Sequence[bytes] = (),
 ) -> None:
     """The rounds as a table (or JSON with the site's status), then the courier replies
-    that could not be written; exit 4 if any was not, else 3 if anything was refused."""
+    that could not be written and those withheld from sites that may not read (trust
+    mode); exit 4 if any was not written, else 3 if anything was refused."""
     replica = state.replica()
     names = state.names(replica)
     events.rounds(reports, names)
@@ -76,9 +78,23 @@ def _report_sync(
         ]
         status = status_document(replica, names, centre_keys(state))
         status["restore"] = restore_document(state, replica)
-        emit_json({"rounds": rows, "not_written": unwritten, "status": status, **(extra or {})})
+        kept_back = [{"peer": k, "label": names.get(k)} for k in withheld]
+        emit_json(
+            {
+                "rounds": rows,
+                "not_written": unwritten,
+                "withheld": kept_back,
+                "status": status,
+                **(extra or {}),
+            }
+        )
     else:
         _print_rounds(rows, names, what, not_written, missing)
+        for k in withheld:
+            out.print(
+                f"[yellow]no reply[/] to {escape(short(k, names))}: not certified to read "
+                "here (trust mode); its bundles were imported"
+            )
     refused = any(r["refused"] for r in rows)
     if refused:
         err.print(
@@ -336,7 +352,7 @@ def _sync_folder(
             "[yellow]note:[/] nothing was left in the folder: no peer named; "
             "pass --peer KEY for the site that reads this folder"
         )
-    _report_sync(state, stop.rounds, f"sync with folder {where.path}")
+    _report_sync(state, stop.rounds, f"sync with folder {where.path}", withheld=stop.withheld)
 
 
 _SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?", re.I)
@@ -460,6 +476,7 @@ def disk_import(
             f"imported from {mount}",
             stop.not_written,
             "reply not written",
+            withheld=stop.withheld,
         )
     else:
         with open_transport(mount, replica, kind="disk") as t:

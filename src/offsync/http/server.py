@@ -24,6 +24,7 @@ from ..replica import Replica
 from .metrics import Metrics
 from .observe import Observer
 from .openapi import ENDPOINTS
+from .readers import Policy, readers
 from .refusals import Refusal, refusal_for
 from .routes import ROUTES, site_of
 from .state import Readable, ServerState
@@ -46,7 +47,7 @@ def create_app(
     busy_timeout: float = 10.0,
     retry_after: int = 2,
     replay_window: float = 300.0,
-    readable: Readable | None = None,
+    readable: Policy | Readable | None = "auto",
     max_partial_uploads: int = 1000,
     partial_ttl: float = 7 * 24 * 3600,
     metrics: bool = False,
@@ -64,10 +65,12 @@ def create_app(
     ``Retry-After: retry_after`` (docs/scale.md, "Admission"). A pull must be signed over
     a challenge issued at most ``replay_window`` seconds before (by the server's clock;
     each challenge is accepted once).
-    ``readable(site_key, origin_key)`` restricts what a site may pull (default:
-    everything the server holds). At most ``max_partial_uploads`` partial uploads are
-    kept (beyond, the one untouched longest gives way); one untouched for ``partial_ttl``
-    seconds is dropped.
+    ``readable`` says what a site may pull: ``"auto"`` (the default) serves only sites
+    the trust store certifies now in trust mode and everything in open mode;
+    ``"certified"``, ``"everything"`` (``None`` too), or a function
+    ``readable(site_key, origin_key) -> bool`` (``offsync.http.readers``). At most
+    ``max_partial_uploads`` partial uploads are kept (beyond, the one untouched longest
+    gives way); one untouched for ``partial_ttl`` seconds is dropped.
 
     What the server does is logged to the logger ``offsync.server`` (docs/operations.md,
     "Logs"). ``metrics=True`` serves Prometheus metrics at ``GET /metrics`` (the
@@ -91,7 +94,7 @@ def create_app(
         busy_timeout=busy_timeout,
         retry_after=retry_after,
         replay_window=replay_window,
-        readable=readable,
+        readable=readers(replica, readable),
         max_partial_uploads=max_partial_uploads,
         partial_ttl=partial_ttl,
         observer=observer,

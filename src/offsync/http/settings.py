@@ -9,14 +9,14 @@ accept the same values and refuse the same mistakes with the same words. Sizes t
 ``d`` (``7d``); plain numbers are bytes and seconds. No setting holds a secret: the
 key's passphrase comes from a file (``--passphrase-file``, ``OFFSYNC_PASSPHRASE_FILE``).
 
-``readable`` takes the policies that can be said in one word (``everything``,
-``certified``); finer ones are Python (``create_app(readable=...)``).
+``readable`` takes the policies that can be said in one word (``auto``, ``certified``,
+``everything``: ``offsync.http.readers``); finer ones are Python
+(``create_app(readable=...)``).
 """
 
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -25,8 +25,7 @@ from ..errors import UsageError
 from ..limits import DEFAULT_LIMITS
 from ..logs import FORMATS, LEVELS
 from ..replica import Replica
-from ..trust import TrustStore
-from .state import Readable
+from .readers import READABLE, certified_readers, readers
 
 __all__ = [
     "APP_SETTINGS",
@@ -46,9 +45,6 @@ _UNITS_SECONDS = {"": 1.0, "S": 1.0, "M": 60.0, "H": 3600.0, "D": 86400.0}
 _BYTES = re.compile(r"(\d+(?:\.\d+)?)\s*([KMGT]?)(?:I?B)?", re.I)
 _SECONDS = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*([SMHD]?)", re.I)
 _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
-
-#: ``readable`` policies that fit in one word.
-READABLE = ("everything", "certified")
 
 
 def parse_bytes(text: str) -> int:
@@ -257,9 +253,10 @@ APP_SETTINGS: tuple[Setting, ...] = (
     Setting(
         "readable",
         "choice",
-        "everything",
-        "Who may pull what: everything (any site, every origin), or certified (only "
-        "sites certified now by the trust store; trust mode).",
+        "auto",
+        "Who may pull what: certified (only sites the trust store certifies now), "
+        "everything (any key, every origin), or auto: certified in trust mode, "
+        "everything in open mode.",
         choices=READABLE,
     ),
     Setting(
@@ -340,43 +337,11 @@ def from_env(env: Mapping[str, str], settings: tuple[Setting, ...] = SETTINGS) -
     return out
 
 
-def certified_readers(replica: Replica) -> Readable:
-    """``readable`` for ``certified``: a site may pull when the trust store, now, holds
-    a certificate of its key in force (valid, not revoked, not replaced), or it is an
-    authority. Everything else is hidden from it, as if it held it already."""
-
-    def readable(site: bytes, origin: bytes) -> bool:
-        trust = replica.trust_store
-        return trust is not None and _reads(trust, site, int(time.time() * 1000))
-
-    return readable
-
-
-def _reads(trust: TrustStore, site: bytes, now_ms: int) -> bool:
-    if site in trust.authorities:
-        return True
-    rule = trust.rule(site)
-    if rule is None or rule.cert is None:
-        return False
-    cert = rule.cert
-    if rule.revocation is not None:
-        effective = rule.revocation.effective_ms
-        if effective is None or effective <= now_ms:
-            return False
-    if rule.retired_ms is not None and rule.retired_ms <= now_ms:
-        return False
-    return cert.valid_from <= now_ms and (cert.valid_until is None or now_ms < cert.valid_until)
-
-
 def app_options(replica: Replica, values: Mapping[str, Any]) -> dict[str, Any]:
     """``create_app`` keywords from setting values (defaults for those not given);
     ``UsageError`` for a ``readable`` policy the replica cannot follow."""
     options = {s.name: values.get(s.name, s.default) for s in APP_SETTINGS}
-    policy = options.pop("readable")
-    if policy == "certified":
-        if replica.trust_store is None:
-            raise UsageError("readable=certified needs trust mode: this server trusts no authority")
-        options["readable"] = certified_readers(replica)
+    options["readable"] = readers(replica, options["readable"])
     return options
 
 

@@ -5,7 +5,10 @@ destination). A stop at one site runs several rounds over it: one that takes
 everything left for this replica, then one per site to answer, each leaving what that
 site lacks and this replica's receipt. Whom to answer is the driver's decision, made
 here and not in a transport (transports know nothing of rounds) nor in the command
-line: the sites named, and every site this stop received bundles from.
+line: the sites named, and every site this stop received bundles from. In trust mode
+only sites that may read (``TrustStore.may_read``: certified now, or an authority) are
+answered; the others are listed in ``ExchangeReport.withheld``, so a bundle signed by a
+stranger's key never earns that key a copy of the registry.
 
 * ``exchange(replica, mount, peers)`` — the courier's stop at a removable disk. It also
   answers the senders whose manifests still wait in this replica's directory (mail
@@ -23,6 +26,7 @@ Both return an ``ExchangeReport`` and open their transports with
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -50,12 +54,15 @@ class ExchangeReport:
 
     A reply that is not written does not undo the import: what was applied stays
     applied, and the next ``exchange`` with room on the disk writes the reply.
+    ``withheld`` lists the sites not answered because they may not read (trust mode:
+    no certificate in force); that is the policy working, not a failure.
     ``where`` names the mailbox in ``str(report)``.
     """
 
     imported: SyncReport
     replies: list[SyncReport] = field(default_factory=list)
     not_written: list[NotWritten] = field(default_factory=list)
+    withheld: list[bytes] = field(default_factory=list)
     where: str = "the disk"
 
     @property
@@ -80,6 +87,10 @@ class ExchangeReport:
             "free space on the disk and run the exchange again to write the reply."
             for n in self.not_written
         ]
+        lines += [
+            f"no reply to {k.hex()[:12]}: not certified to read here (trust mode)"
+            for k in self.withheld
+        ]
         return "\n".join(lines)
 
 
@@ -90,6 +101,16 @@ def _reply_to(
     targets = [key_of(p) for p in peers]
     targets += sorted(s for s in senders if s not in targets and s != replica.id)
     return targets
+
+
+def _readers(replica: Replica, targets: list[bytes], report: ExchangeReport) -> list[bytes]:
+    """``targets`` that may read; in trust mode the others go to ``report.withheld``."""
+    trust = replica.trust_store
+    if trust is None:
+        return targets
+    now_ms = int(time.time() * 1000)
+    report.withheld += [t for t in targets if not trust.may_read(t, now_ms)]
+    return [t for t in targets if trust.may_read(t, now_ms)]
 
 
 def exchange(
@@ -115,7 +136,7 @@ def exchange(
     if waiting:
         heard = replica.receipts()  # never write for a key only a manifest names
         targets += sorted(s for s in waiting if s in heard)
-    for peer in targets:
+    for peer in _readers(replica, targets, report):
         try:
             with open_transport(mount, replica.id, peer, kind="disk", **options) as transport:
                 report.replies.append(sync(replica, transport))
@@ -148,7 +169,7 @@ def exchange_folder(
         report = ExchangeReport(sync(replica, inbound, push=False), where="the folder")
     if may_reply is not None and not may_reply():
         return report
-    for peer in _reply_to(replica, peers, inbound.senders):
+    for peer in _readers(replica, _reply_to(replica, peers, inbound.senders), report):
         with open_transport(folder, replica.id, peer, kind="folder", **options) as transport:
             report.replies.append(sync(replica, transport))
     return report
