@@ -123,9 +123,17 @@ class Segment:
         cls, identity: Identity, first_seq: int, count: int, block: bytes, prev_hash: bytes
     ) -> Segment:
         """Sign an already compressed block (tests and tools that need odd blocks)."""
-        if type(first_seq) is not int or type(count) is not int or type(block) is not bytes:
+        if (
+            type(first_seq) is not int
+            or type(count) is not int
+            or type(block) is not bytes
+            or type(prev_hash) is not bytes
+            or len(prev_hash) != 32
+        ):
             raise UsageError("a segment is a block of count changes from first_seq")
         last = first_seq + count - 1
+        if not 1 <= first_seq <= last <= MAX_SEQ:
+            raise UsageError(f"a segment's seqs run from 1 to at most {MAX_SEQ}, count >= 1")
         msg = _signing_message(identity.public_key, first_seq, last, hash32(block), prev_hash)
         return cls(identity.public_key, first_seq, last, prev_hash, block, identity.sign(msg))
 

@@ -9,7 +9,7 @@ import zstandard
 from offsync.change import DELETE, PUT, Change, encode_changes
 from offsync.compression import compress
 from offsync.encoding import canonical_fields
-from offsync.errors import BundleFormatError, LimitExceededError, SignatureError
+from offsync.errors import BundleFormatError, LimitExceededError, SignatureError, UsageError
 from offsync.identity import Identity
 from offsync.limits import Limits
 from offsync.segment import NO_PREVIOUS, SEGMENT_DOMAIN, Segment, hash32
@@ -225,3 +225,20 @@ def test_constructor_checks() -> None:
         Segment(bytes(31), 1, 1, bytes(32), b"", bytes(64))
     with pytest.raises(ValueError):
         Segment(bytes(32), 2, 1, bytes(32), b"", bytes(64))
+
+
+@pytest.mark.parametrize(
+    ("first", "count", "prev"),
+    [
+        (0, 1, NO_PREVIOUS),
+        (-5, 2, NO_PREVIOUS),
+        (1, 0, NO_PREVIOUS),
+        (1 << 63, 1, NO_PREVIOUS),
+        ((1 << 63) - 1, 2, NO_PREVIOUS),
+        (1, 1, b"short"),
+    ],
+)
+def test_seal_block_refuses_seqs_outside_the_format(first: int, count: int, prev: bytes) -> None:
+    """Found by the error-tree property test: these raised OverflowError from to_bytes."""
+    with pytest.raises(UsageError):
+        Segment.seal_block(IDENT, first, count, b"block", prev)
