@@ -1,0 +1,135 @@
+"""Run the blob lane against a peer, after the bundle round (``offsync.lane``).
+
+Push: the blobs held here that visible records reference, minus what the peer holds,
+each sent in chunks from the offset the peer holds (an interrupted upload resumes
+there). Pull: the blobs our records reference and we lack that the peer holds whole,
+each fetched in chunks from the offset we hold. A blob either side refuses (a corrupt
+chunk, a blob no record of the peer references) is reported and skipped: the lane
+never stops for one blob, and records never wait for any.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from ..blobs import BlobRef
+from ..errors import BlobError, LimitExceededError, MissingBlobError, PeerRefusedError
+from ..lane import MAX_LANE_QUERY, BlobTransfer, LaneReport, to_fetch, to_send, transfer_spans
+from ..replica import Replica
+
+__all__ = ["BlobPeer", "ReplicaBlobPeer", "sync_blobs"]
+
+#: What refusing one blob may raise: reported, and the lane goes on with the next.
+_REFUSALS = (BlobError, LimitExceededError, MissingBlobError, PeerRefusedError)
+
+
+class BlobPeer(Protocol):
+    """The other side of the lane, as a transport offers it (``Transport.blob_peer``)."""
+
+    #: The largest chunk the peer takes or gives.
+    chunk_bytes: int
+
+    def held(self, hashes: list[bytes]) -> dict[bytes, int]:
+        """Of at most ``MAX_LANE_QUERY`` hashes, those the peer holds whole or in part:
+        the bytes it holds (size when whole)."""
+        ...
+
+    def put_chunk(self, ref: BlobRef, offset: int, data: bytes) -> int:
+        """Send one chunk; the bytes the peer now holds of the blob."""
+        ...
+
+    def get_chunk(self, ref: BlobRef, offset: int, length: int) -> bytes:
+        """Fetch ``length`` bytes of a blob the peer holds whole, from ``offset``."""
+        ...
+
+
+class ReplicaBlobPeer:
+    """A replica in this process as a lane peer (tests, and in-process relays).
+
+    Like a server, it takes only blobs that its visible records reference and it lacks.
+    """
+
+    def __init__(self, replica: Replica, chunk_bytes: int | None = None) -> None:
+        self.replica = replica
+        self.chunk_bytes = chunk_bytes or replica.limits.blob_chunk_bytes
+
+    def held(self, hashes: list[bytes]) -> dict[bytes, int]:
+        return self.replica.held_blobs(hashes)
+
+    def put_chunk(self, ref: BlobRef, offset: int, data: bytes) -> int:
+        if ref not in self.replica.missing_blobs().blobs and not self.replica.has_blob(ref):
+            raise BlobError(f"blob {ref.hex[:16]}: no record here references it")
+        return self.replica.receive_blob_chunk(ref, offset, data)
+
+    def get_chunk(self, ref: BlobRef, offset: int, length: int) -> bytes:
+        return self.replica.read_blob_chunk(ref, offset, length)
+
+
+def _held(peer: BlobPeer, hashes: list[bytes]) -> dict[bytes, int]:
+    out: dict[bytes, int] = {}
+    for i in range(0, len(hashes), MAX_LANE_QUERY):
+        out.update(peer.held(hashes[i : i + MAX_LANE_QUERY]))
+    return out
+
+
+def sync_blobs(
+    replica: Replica, peer: BlobPeer, *, push: bool = True, pull: bool = True
+) -> LaneReport:
+    """Move the blobs each side lacks (push first, then pull); what moved and what was
+    refused. Transport failures (a broken link) propagate: the next run resumes."""
+    report = LaneReport()
+    chunk = max(1, min(peer.chunk_bytes, replica.limits.blob_chunk_bytes))
+    if push:
+        offered = replica.offered_blobs()
+        theirs = _held(peer, [r.hash for r in offered])
+        for t in to_send(offered, theirs):
+            _refusing(report, t.ref, lambda t=t: _push_one(replica, peer, t, chunk, report))
+    if pull:
+        wanted = list(replica.missing_blobs().blobs)
+        theirs = _held(peer, [r.hash for r in wanted])
+        ours = replica.held_blobs(r.hash for r in wanted)
+        for t in to_fetch(wanted, theirs, ours):
+            _refusing(report, t.ref, lambda t=t: _pull_one(replica, peer, t, chunk, report))
+    return report
+
+
+def _refusing(report: LaneReport, ref: BlobRef, move: object) -> None:
+    assert callable(move)
+    try:
+        move()
+    except _REFUSALS as exc:
+        report.refused.append((ref.hex, f"{type(exc).__name__}: {exc}"))
+
+
+def _push_one(
+    replica: Replica, peer: BlobPeer, t: BlobTransfer, chunk: int, report: LaneReport
+) -> None:
+    held = t.offset
+    for offset, length in transfer_spans(t, chunk):
+        if offset < held:
+            continue  # the peer said it holds more than we thought
+        data = replica.read_blob_chunk(t.ref, offset, length)
+        held = peer.put_chunk(t.ref, offset, data)
+        report.sent_bytes += len(data)
+    if t.ref.size == 0:
+        held = peer.put_chunk(t.ref, 0, b"")
+    if held >= t.ref.size:
+        report.sent += 1
+
+
+def _pull_one(
+    replica: Replica, peer: BlobPeer, t: BlobTransfer, chunk: int, report: LaneReport
+) -> None:
+    held = t.offset
+    for offset, length in transfer_spans(t, chunk):
+        data = peer.get_chunk(t.ref, offset, length)
+        if len(data) != length:
+            raise BlobError(
+                f"blob {t.ref.hex[:16]}: the peer sent {len(data)} bytes at {offset}, not {length}"
+            )
+        held = replica.receive_blob_chunk(t.ref, offset, data)
+        report.received_bytes += len(data)
+    if t.ref.size == 0:
+        held = replica.receive_blob_chunk(t.ref, 0, b"")
+    if held >= t.ref.size and replica.has_blob(t.ref):
+        report.received += 1
