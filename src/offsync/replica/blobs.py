@@ -21,6 +21,7 @@ from ..blobs import BLOB_MARK, DEFAULT_MEDIA_TYPE, BlobHasher, BlobRef, BlobVeri
 from ..encoding import decode_fields
 from ..errors import UsageError
 from ..lane import BlobChunk
+from ..stores.base import unpack_ids
 from ..stores.blobs import BlobStore
 from .core import _Core
 
@@ -148,6 +149,20 @@ class _Blobs(_Core):
             if ref.hash not in seen and store.has(ref.hash):
                 seen[ref.hash] = ref
         return list(seen.values())
+
+    def blob_index(self) -> dict[bytes, tuple[BlobRef, frozenset[bytes]]]:
+        """Every blob visible records reference: its reference and the origins of the
+        changes that made those records (whose readers may read it). A server builds
+        it once per change of its knowledge, to take and serve only these blobs."""
+        out: dict[bytes, tuple[BlobRef, set[bytes]]] = {}
+        for row in self.store.iter_records():
+            if row.fields is None or BLOB_MARK not in row.fields:
+                continue
+            origins = {h.origin for h in unpack_ids(row.heads)}
+            for ref in references(decode_fields(row.fields)):
+                entry = out.setdefault(ref.hash, (ref, set()))
+                entry[1].update(origins)
+        return {h: (ref, frozenset(o)) for h, (ref, o) in out.items()}
 
     def receive_blob_chunk(self, ref: BlobRef, offset: int, data: bytes) -> int:
         """Keep one chunk of a blob arriving from a peer; the bytes now held. With the

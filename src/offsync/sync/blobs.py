@@ -105,22 +105,24 @@ def _push_one(
     replica: Replica, peer: BlobPeer, t: BlobTransfer, chunk: int, report: LaneReport
 ) -> None:
     held = t.offset
-    for offset, length in transfer_spans(t, chunk):
-        if offset < held:
-            continue  # the peer said it holds more than we thought
-        data = replica.read_blob_chunk(t.ref, offset, length)
-        held = peer.put_chunk(t.ref, offset, data)
-        report.sent_bytes += len(data)
     if t.ref.size == 0:
         held = peer.put_chunk(t.ref, 0, b"")
-    if held >= t.ref.size:
-        report.sent += 1
+    while held < t.ref.size:
+        data = replica.read_blob_chunk(t.ref, held, min(chunk, t.ref.size - held))
+        now = peer.put_chunk(t.ref, held, data)
+        report.sent_bytes += len(data)
+        if now <= held:
+            raise BlobError(f"blob {t.ref.hex[:16]}: the peer holds no more after a chunk")
+        held = now  # the peer's word: a conflicting uploader may have got ahead
+    report.sent += 1
 
 
 def _pull_one(
     replica: Replica, peer: BlobPeer, t: BlobTransfer, chunk: int, report: LaneReport
 ) -> None:
     held = t.offset
+    if t.ref.size == 0:
+        held = replica.receive_blob_chunk(t.ref, 0, b"")
     for offset, length in transfer_spans(t, chunk):
         data = peer.get_chunk(t.ref, offset, length)
         if len(data) != length:
@@ -129,7 +131,5 @@ def _pull_one(
             )
         held = replica.receive_blob_chunk(t.ref, offset, data)
         report.received_bytes += len(data)
-    if t.ref.size == 0:
-        held = replica.receive_blob_chunk(t.ref, 0, b"")
     if held >= t.ref.size and replica.has_blob(t.ref):
         report.received += 1
