@@ -183,16 +183,16 @@ def test_every_documented_blob_answer_is_given_by_a_real_server_and_matches(
 
         hashes = packb([ref.hash, bad.hash])
         held = signed(http, centre, "blobs-held", hashes)
-        assert http.post("/blobs/held", content=hashes, headers=held).status_code == 200
-        assert http.post("/blobs/held", content=hashes).status_code == 401
+        assert http.post("/blobs", content=hashes, headers=held).status_code == 200
+        assert http.post("/blobs", content=hashes).status_code == 401
         junk = packb([b"short"])
         assert (
             http.post(
-                "/blobs/held", content=junk, headers=signed(http, centre, "blobs-held", junk)
+                "/blobs", content=junk, headers=signed(http, centre, "blobs-held", junk)
             ).status_code
             == 422
         )
-        assert http.post("/blobs/held", content=b"x" * (MAX_HELD_BODY + 1)).status_code == 413
+        assert http.post("/blobs", content=b"x" * (MAX_HELD_BODY + 1)).status_code == 413
         assert put(0, data[:1000]) == 202
         assert put(0, data[:1000]) == 409
         assert put(1000, data[1000:]) == 200
@@ -215,9 +215,7 @@ def test_every_documented_blob_answer_is_given_by_a_real_server_and_matches(
                 == 503
             )
             headers = signed(jammed_http, centre, "blobs-held", hashes)
-            assert (
-                jammed_http.post("/blobs/held", content=hashes, headers=headers).status_code == 503
-            )
+            assert jammed_http.post("/blobs", content=hashes, headers=headers).status_code == 503
             rng = "bytes=0-9"
             headers = signed(jammed_http, centre, "blob", blob_get_message(ref.hex, rng))
             answer = jammed_http.get(url, headers={**headers, "Range": rng})

@@ -158,3 +158,19 @@ def test_a_peer_takes_no_blob_its_records_do_not_reference() -> None:
     report = sync_blobs(a, ReplicaBlobPeer(b))  # b has not got the record
     assert report.sent == 0 and report.refused and "references" in report.refused[0][1]
     assert b.blob_store.blobs() == []
+
+
+def test_sync_over_a_loopback_carries_blobs_after_the_records() -> None:
+    from offsync.sync import sync
+    from offsync.transports.memory import LoopbackTransport
+
+    a, b = replica(A), replica(B)
+    face = photo(2500, 7)
+    ref = a.put_blob(face, "image/jpeg")
+    a.put("people", "p1", {"photo": ref.field()})
+    report = sync(a, LoopbackTransport(b))
+    assert report.ok and report.blobs is not None and report.blobs.sent == 1
+    assert b.open_blob(ref).read() == face
+    c = replica(Identity(bytes([9]) * 32, "site-c"))
+    pulled = sync(c, LoopbackTransport(b))
+    assert pulled.blobs is not None and pulled.blobs.received == 1 and c.has_blob(ref)

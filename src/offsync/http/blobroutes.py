@@ -2,7 +2,7 @@
 
 Three endpoints, beside the bundle ones:
 
-* ``POST /blobs/held`` (signed): of up to ``MAX_LANE_QUERY`` hashes, how many bytes
+* ``POST /blobs`` (signed): of up to ``MAX_LANE_QUERY`` hashes, how many bytes
   the server holds of each (its size when whole, the bytes held from its start when a
   transfer was cut: where it resumes, like tus's ``Upload-Offset``).
 * ``PUT /blobs/{hash}``: one chunk at an offset (``Content-Range``), at most
@@ -51,7 +51,7 @@ from .wire import MSGPACK_MEDIA_TYPE, OCTET_STREAM, is_bundle_id
 __all__ = ["BLOB_ROUTES", "blob_get_message"]
 
 NO_STORE = {"Cache-Control": "no-store"}
-#: The largest body of ``POST /blobs/held``: MAX_LANE_QUERY hashes of 32 bytes, framed.
+#: The largest body of ``POST /blobs``: MAX_LANE_QUERY hashes of 32 bytes, framed.
 MAX_HELD_BODY = MAX_LANE_QUERY * 34 + 16
 _RANGE = re.compile(r"bytes=([0-9]{1,19})-([0-9]{1,19})")
 
@@ -128,7 +128,7 @@ async def _body(request: Request, limit: int) -> bytes | None:
     return bytes(data)
 
 
-# -- POST /blobs/held ------------------------------------------------------------------
+# -- POST /blobs ------------------------------------------------------------------
 
 
 async def blobs_held(state: ServerState, request: Request) -> Response:

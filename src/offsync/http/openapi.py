@@ -151,7 +151,7 @@ _BLOB_HASH = {
 _BLOB_ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint(
         "post",
-        "/blobs/held",
+        "/blobs",
         "blobs_held",
         "How much the server holds of each of some blobs (to send only what it lacks)",
         (
@@ -198,7 +198,7 @@ _BLOB_ENDPOINTS: tuple[Endpoint, ...] = (
             _FULL,
         ),
         description=(
-            "Chunks start where the server's copy ends (POST /blobs/held or a 202/409 says "
+            "Chunks start where the server's copy ends (POST /blobs or a 202/409 says "
             "where), so an interrupted upload resumes there. With the last byte the server "
             "verifies size and hash before the blob is visible. bytes */TOTAL (no body) "
             "asks how much is held (and stores an empty blob)."

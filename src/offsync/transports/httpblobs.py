@@ -47,7 +47,7 @@ class HTTPBlobPeer:
         def ask() -> httpx.Response:
             headers = sign_request(t.identity, server, "blobs-held", body, t._http.challenge())
             headers["Content-Type"] = MSGPACK_MEDIA_TYPE
-            return t._http.request("POST", "blobs/held", content=body, headers=headers)
+            return t._http.request("POST", "blobs", content=body, headers=headers)
 
         response = t._retrying("asking which blobs the server holds", ask)
         if response.status_code != 200 or media(response) != MSGPACK_MEDIA_TYPE:

@@ -22,6 +22,7 @@ from .base import Refused, Transport
 
 if TYPE_CHECKING:  # the other side of a loopback is a replica object; no import needed
     from ..replica import Replica
+    from ..sync.blobs import BlobPeer
 
 __all__ = ["LoopbackTransport", "MemoryTransport"]
 
@@ -134,6 +135,14 @@ class LoopbackTransport(Transport):
     def knowledge(self) -> Knowledge:
         self._check()
         return self.remote.knowledge()
+
+    def blob_peer(self) -> BlobPeer:
+        """The remote replica's blobs, as a server's (it takes only blobs its records
+        reference)."""
+        from ..sync.blobs import ReplicaBlobPeer
+
+        self._check()
+        return ReplicaBlobPeer(self.remote)
 
     def send(self, bundles: Iterable[bytes]) -> int:
         n = 0
