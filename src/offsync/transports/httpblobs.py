@@ -15,7 +15,7 @@ from ..encoding import packb, unpack_strict
 from ..errors import RemoteDataError
 from ..http.blobroutes import blob_get_message
 from ..http.bodies import BlobProgress, ErrorBody
-from ..http.client import media
+from ..http.client import Retry, media
 from ..http.ranges import content_range
 from ..http.signing import sign_request
 from ..http.wire import MSGPACK_MEDIA_TYPE, OCTET_STREAM
@@ -99,17 +99,30 @@ class HTTPBlobPeer:
         return received
 
     def get_chunk(self, ref: BlobRef, offset: int, length: int) -> bytes:
+        """The bytes asked, read as they stream: more than ``length`` is refused before
+        it is held (a server cannot make the client hold more than one chunk)."""
+        t = self.transport
+        attempt = 0
+        while True:
+            try:
+                return self._get_once(ref, offset, length)
+            except Retry as failure:
+                attempt += 1
+                t._wait(attempt, failure, "fetching a blob chunk")
+
+    def _get_once(self, ref: BlobRef, offset: int, length: int) -> bytes:
         t = self.transport
         server = t._server()
         wanted = f"bytes={offset}-{offset + length - 1}"
         message = blob_get_message(ref.hex, wanted)
-
-        def get() -> httpx.Response:
-            headers = sign_request(t.identity, server, "blob", message, t._http.challenge())
-            headers["Range"] = wanted
-            return t._http.request("GET", f"blobs/{ref.hex}", headers=headers)
-
-        response = t._retrying("fetching a blob chunk", get)
-        if response.status_code != 206 or media(response) != OCTET_STREAM:
-            raise t._foreign(f"answered {response.status_code} for a blob range")
-        return response.content[: length + 1]  # the lane refuses a wrong length
+        headers = sign_request(t.identity, server, "blob", message, t._http.challenge())
+        headers["Range"] = wanted
+        with t._http.stream("GET", f"blobs/{ref.hex}", headers=headers) as response:
+            if response.status_code != 206 or media(response) != OCTET_STREAM:
+                raise t._foreign(f"answered {response.status_code} for a blob range")
+            data = bytearray()
+            for chunk in response.iter_bytes():
+                data += chunk
+                if len(data) > length:
+                    raise t._foreign(f"sent more than the {length} bytes of a blob range asked")
+        return bytes(data)
