@@ -15,6 +15,11 @@ reported and the push goes on, so what this site wrote still gets delivered. Oth
 transport failures (``TransportError``) end the round: what was applied stays
 applied, and the next round picks up where this one stopped, because applying a bundle
 twice changes nothing.
+
+After the records, a transport that carries blobs (``Transport.blob_peer``: HTTP, a
+loopback) runs the blob lane (``offsync.sync.blobs``): records never wait for it, a
+refused blob is reported and the others go on, and a broken link there is reported
+(``Refused("blobs", ...)``) rather than raised, since the records already arrived.
 """
 
 from __future__ import annotations
@@ -114,10 +119,10 @@ def _lane(
     """Blobs after records (which never wait for them): a refused blob is reported and
     the lane goes on; a broken link ends the lane, reported, and the next round resumes
     each blob from the offset its receiver holds."""
-    peer = transport.blob_peer()
-    if peer is None:
-        return
     try:
+        peer = transport.blob_peer()
+        if peer is None:
+            return
         report.blobs = lane = sync_blobs(replica, peer, push=push, pull=pull)
     except TransportError as exc:
         report.refused.append(Refused("blobs", f"{type(exc).__name__}: {exc}"))
