@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from .blobs import HASH_BYTES, BlobRef, chunk_spans
 from .errors import BlobError, LimitExceededError
@@ -25,6 +26,7 @@ from .limits import DEFAULT_LIMITS, Limits
 __all__ = [
     "MAX_LANE_QUERY",
     "BlobChunk",
+    "BlobPeer",
     "BlobTransfer",
     "LaneReport",
     "check_hashes",
@@ -134,6 +136,26 @@ def check_hashes(hashes: object) -> list[bytes]:
     if not all(type(h) is bytes and len(h) == HASH_BYTES for h in hashes):
         raise BlobError(f"a blob hash is {HASH_BYTES} bytes")
     return list(hashes)
+
+
+class BlobPeer(Protocol):
+    """The other side of the lane, as a transport offers it (``Transport.blob_peer``)."""
+
+    #: The largest chunk the peer takes or gives.
+    chunk_bytes: int
+
+    def held(self, hashes: list[bytes]) -> dict[bytes, int]:
+        """Of at most ``MAX_LANE_QUERY`` hashes, those the peer holds whole or in part:
+        the bytes it holds (size when whole)."""
+        ...
+
+    def put_chunk(self, ref: BlobRef, offset: int, data: bytes) -> int:
+        """Send one chunk; the bytes the peer now holds of the blob."""
+        ...
+
+    def get_chunk(self, ref: BlobRef, offset: int, length: int) -> bytes:
+        """Fetch ``length`` bytes of a blob the peer holds whole, from ``offset``."""
+        ...
 
 
 @dataclass(slots=True)

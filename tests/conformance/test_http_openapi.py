@@ -21,10 +21,10 @@ from offsync import Identity, Knowledge, Replica
 from offsync.blobs import BlobRef, blob_hash
 from offsync.encoding import packb
 from offsync.errors import StorageFullError
-from offsync.http.blobroutes import MAX_HELD_BODY, blob_get_message
+from offsync.http.blobroutes import MAX_HELD_BODY
 from offsync.http.bodies import encode_pull_request
 from offsync.http.openapi import ENDPOINTS, docs_block
-from offsync.http.signing import sign_request
+from offsync.http.signing import blob_get_message, sign_request
 from offsync.limits import DEFAULT_LIMITS, Limits
 from offsync.segment import hash32
 from offsync.server import create_app, openapi

@@ -44,11 +44,11 @@ from .refusals import (
     too_large,
     unauthorized,
 )
-from .signing import SignedRequest, verify_request
+from .signing import SignedRequest, blob_get_message, verify_request
 from .state import ServerState
 from .wire import MSGPACK_MEDIA_TYPE, OCTET_STREAM, is_bundle_id
 
-__all__ = ["BLOB_ROUTES", "blob_get_message"]
+__all__ = ["BLOB_ROUTES", "MAX_HELD_BODY"]
 
 NO_STORE = {"Cache-Control": "no-store"}
 #: The largest body of ``POST /blobs``: MAX_LANE_QUERY hashes of 32 bytes, framed.
@@ -63,11 +63,6 @@ _INDEXES: weakref.WeakKeyDictionary[ServerState, tuple[Knowledge, Index]] = (
 
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
-
-
-def blob_get_message(digest_hex: str, range_header: str) -> bytes:
-    """What a ``GET /blobs/{hash}`` signs as its body: the blob and the range asked."""
-    return f"GET /blobs/{digest_hex} {range_header}".encode("ascii")
 
 
 def _index(state: ServerState) -> Index:

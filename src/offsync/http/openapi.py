@@ -226,7 +226,7 @@ _BLOB_ENDPOINTS: tuple[Endpoint, ...] = (
         ),
         description=(
             "Signed: the signed body is the ASCII of 'GET /blobs/{hash} {Range header}' "
-            "(offsync.http.blobroutes.blob_get_message)."
+            "(offsync.http.signing.blob_get_message)."
         ),
         parameters=(
             _BLOB_HASH,

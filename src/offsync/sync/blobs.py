@@ -10,59 +10,24 @@ never stops for one blob, and records never wait for any.
 
 from __future__ import annotations
 
-from typing import Protocol
-
 from ..blobs import BlobRef
 from ..errors import BlobError, LimitExceededError, MissingBlobError, PeerRefusedError
-from ..lane import MAX_LANE_QUERY, BlobTransfer, LaneReport, to_fetch, to_send, transfer_spans
+from ..lane import (
+    MAX_LANE_QUERY,
+    BlobPeer,
+    BlobTransfer,
+    LaneReport,
+    to_fetch,
+    to_send,
+    transfer_spans,
+)
 from ..replica import Replica
+from ..transports.memory import ReplicaBlobPeer
 
 __all__ = ["BlobPeer", "ReplicaBlobPeer", "sync_blobs"]
 
 #: What refusing one blob may raise: reported, and the lane goes on with the next.
 _REFUSALS = (BlobError, LimitExceededError, MissingBlobError, PeerRefusedError)
-
-
-class BlobPeer(Protocol):
-    """The other side of the lane, as a transport offers it (``Transport.blob_peer``)."""
-
-    #: The largest chunk the peer takes or gives.
-    chunk_bytes: int
-
-    def held(self, hashes: list[bytes]) -> dict[bytes, int]:
-        """Of at most ``MAX_LANE_QUERY`` hashes, those the peer holds whole or in part:
-        the bytes it holds (size when whole)."""
-        ...
-
-    def put_chunk(self, ref: BlobRef, offset: int, data: bytes) -> int:
-        """Send one chunk; the bytes the peer now holds of the blob."""
-        ...
-
-    def get_chunk(self, ref: BlobRef, offset: int, length: int) -> bytes:
-        """Fetch ``length`` bytes of a blob the peer holds whole, from ``offset``."""
-        ...
-
-
-class ReplicaBlobPeer:
-    """A replica in this process as a lane peer (tests, and in-process relays).
-
-    Like a server, it takes only blobs that its visible records reference and it lacks.
-    """
-
-    def __init__(self, replica: Replica, chunk_bytes: int | None = None) -> None:
-        self.replica = replica
-        self.chunk_bytes = chunk_bytes or replica.limits.blob_chunk_bytes
-
-    def held(self, hashes: list[bytes]) -> dict[bytes, int]:
-        return self.replica.held_blobs(hashes)
-
-    def put_chunk(self, ref: BlobRef, offset: int, data: bytes) -> int:
-        if ref not in self.replica.missing_blobs().blobs and not self.replica.has_blob(ref):
-            raise BlobError(f"blob {ref.hex[:16]}: no record here references it")
-        return self.replica.receive_blob_chunk(ref, offset, data)
-
-    def get_chunk(self, ref: BlobRef, offset: int, length: int) -> bytes:
-        return self.replica.read_blob_chunk(ref, offset, length)
 
 
 def _held(peer: BlobPeer, hashes: list[bytes]) -> dict[bytes, int]:

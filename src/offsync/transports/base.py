@@ -43,7 +43,7 @@ from ..knowledge import Knowledge
 from ..receipt import Receipt
 
 if TYPE_CHECKING:
-    from ..sync.blobs import BlobPeer
+    from ..lane import BlobPeer
 
 __all__ = ["DEFAULT_MAX_BUNDLE", "Refused", "Transport"]
 

@@ -13,11 +13,10 @@ from typing import TYPE_CHECKING
 from ..blobs import HASH_BYTES, BlobRef
 from ..encoding import packb, unpack_strict
 from ..errors import RemoteDataError
-from ..http.blobroutes import blob_get_message
 from ..http.bodies import BlobProgress, ErrorBody
 from ..http.client import Retry, media
 from ..http.ranges import content_range
-from ..http.signing import sign_request
+from ..http.signing import blob_get_message, sign_request
 from ..http.wire import MSGPACK_MEDIA_TYPE, OCTET_STREAM
 
 if TYPE_CHECKING:
