@@ -518,6 +518,8 @@ def test_info_and_openapi(centre: Replica, served: LiveServer) -> None:
     assert spec["openapi"].startswith("3.1")
     assert set(spec["paths"]) == {
         "/",
+        "/blobs",
+        "/blobs/{hash}",
         "/knowledge",
         "/challenge",
         "/bundles/{id}",

@@ -29,6 +29,7 @@ from .wire import BUNDLE_ID_PATTERN, MIN_PULL_BUNDLE_BYTES
 
 __all__ = [
     "ANSWER_BODIES",
+    "BlobProgress",
     "Body",
     "ChallengeBody",
     "ErrorBody",
@@ -246,6 +247,19 @@ class UploadResult(Body):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class BlobProgress(Body):
+    """How much of a blob the server holds after a chunk (``PUT /blobs/{hash}``):
+    all of it and verified (complete), or the bytes held from its start (where the
+    next chunk must start)."""
+
+    NAME = "BlobProgress"
+    status: Literal["complete", "incomplete"]
+    hash: str = _doc("The blob's BLAKE2b-256, hex", BUNDLE_ID_PATTERN)
+    received: int
+    size: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Health(Body):
     """The process answers (alive, GET /healthz), and its store is reachable and at the
     schema this offsync uses (ready, GET /readyz)."""
@@ -262,6 +276,7 @@ ANSWER_BODIES: tuple[type[Body], ...] = (
     UploadStatus,
     UploadProgress,
     UploadResult,
+    BlobProgress,
     Health,
 )
 

@@ -18,8 +18,10 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..lane import MAX_LANE_QUERY
 from .bodies import (
     ANSWER_BODIES,
+    BlobProgress,
     Body,
     ChallengeBody,
     ErrorBody,
@@ -137,6 +139,107 @@ _SIGNED = tuple(
         ("Offsync-Challenge", CHALLENGE_BYTES, "A challenge from GET /challenge, hex"),
         ("Offsync-Signature", 64, "ed25519 signature over the request (docs/spec.md)"),
     )
+)
+
+_BLOB_HASH = {
+    "name": "hash",
+    "in": "path",
+    "required": True,
+    "description": "BLAKE2b-256 of the blob's bytes (its reference's hash), 64 lowercase hex digits",
+    "schema": {"type": "string", "pattern": BUNDLE_ID_PATTERN},
+}
+_BLOB_ENDPOINTS: tuple[Endpoint, ...] = (
+    Endpoint(
+        "post",
+        "/blobs",
+        "blobs_held",
+        "How much the server holds of each of some blobs (to send only what it lacks)",
+        (
+            Answer(
+                200,
+                "Canonical msgpack array of [hash, bytes held] for each blob asked that "
+                "the server holds whole (bytes = its size) or in part (bytes held from its "
+                "start: where an upload resumes); blobs it holds nothing of, or that no "
+                "record the site may read references, are left out",
+                media=MSGPACK_MEDIA_TYPE,
+            ),
+            _error(401, "Unsigned, badly signed, or over a challenge not valid here"),
+            _error(413, f"More than {MAX_LANE_QUERY} hashes"),
+            _error(422, "Not a msgpack array of 32-byte hashes"),
+            _BUSY,
+        ),
+        parameters=_SIGNED,
+        request={
+            "required": True,
+            "description": f"Canonical msgpack array of at most {MAX_LANE_QUERY} bin(32) hashes",
+            "content": {MSGPACK_MEDIA_TYPE: {}},
+        },
+    ),
+    Endpoint(
+        "put",
+        "/blobs/{hash}",
+        "blob_put",
+        "Upload one chunk of a blob that a record on the server references",
+        (
+            Answer(200, "The blob is held whole and verified", BlobProgress),
+            Answer(
+                202, "Chunk stored; more to come (received: where the next starts)", BlobProgress
+            ),
+            _error(400, "Malformed hash, Content-Range or length, or a total not the blob's size"),
+            _error(404, "No visible record on the server references this blob"),
+            _error(409, "Chunk does not start where the server's copy ends (see received)"),
+            _error(413, "Chunk larger than blob_chunk_bytes (see limit)"),
+            _error(
+                422,
+                "The whole blob does not match its reference (BlobError): dropped whole, "
+                "send it again from byte 0",
+            ),
+            _BUSY,
+            _FULL,
+        ),
+        description=(
+            "Chunks start where the server's copy ends (POST /blobs or a 202/409 says "
+            "where), so an interrupted upload resumes there. With the last byte the server "
+            "verifies size and hash before the blob is visible. bytes */TOTAL (no body) "
+            "asks how much is held (and stores an empty blob)."
+        ),
+        parameters=(_BLOB_HASH, _CONTENT_RANGE),
+        request={"required": True, "content": {OCTET_STREAM: {}}},
+    ),
+    Endpoint(
+        "get",
+        "/blobs/{hash}",
+        "blob_get",
+        "A range of a blob the server holds whole",
+        (
+            Answer(
+                206,
+                "The bytes asked (fewer at the blob's end), with Content-Range",
+                media=OCTET_STREAM,
+            ),
+            _error(400, "Malformed hash or Range"),
+            _error(401, "Unsigned, badly signed, or over a challenge not valid here"),
+            _error(404, "Not held whole here, or not readable by the signing site"),
+            _error(413, "Range longer than blob_chunk_bytes (see limit)"),
+            _error(416, "Range starts beyond the blob's end"),
+            _BUSY,
+        ),
+        description=(
+            "Signed: the signed body is the ASCII of 'GET /blobs/{hash} {Range header}' "
+            "(offsync.http.signing.blob_get_message)."
+        ),
+        parameters=(
+            _BLOB_HASH,
+            {
+                "name": "Range",
+                "in": "header",
+                "required": True,
+                "description": "bytes=FIRST-LAST, at most blob_chunk_bytes",
+                "schema": {"type": "string", "pattern": "^bytes=[0-9]+-[0-9]+$"},
+            },
+            *_SIGNED,
+        ),
+    ),
 )
 
 #: Every endpoint of the server, in the order the document lists them.
@@ -290,6 +393,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
             ),
         ),
     ),
+    *_BLOB_ENDPOINTS,
 )
 
 

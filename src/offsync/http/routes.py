@@ -23,6 +23,7 @@ from starlette.types import Receive, Scope, Send
 from ..errors import RemoteDataError, SignatureError, StorageError
 from ..knowledge import Knowledge
 from ..segment import hash32
+from .blobroutes import BLOB_ROUTES
 from .bodies import (
     Body,
     ChallengeBody,
@@ -443,4 +444,5 @@ ROUTES: dict[str, Callable[[ServerState, Request], Awaitable[Response]]] = {
     "upload_status": upload_status,
     "upload": upload,
     "pull": pull,
+    **BLOB_ROUTES,
 }

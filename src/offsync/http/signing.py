@@ -39,6 +39,7 @@ __all__ = [
     "REQUEST_DOMAIN",
     "Challenges",
     "SignedRequest",
+    "blob_get_message",
     "challenge_key",
     "parse_challenge",
     "request_message",
@@ -64,6 +65,12 @@ def request_message(
     """The exact bytes a site signs for one request."""
     body_hash = hashlib.blake2b(body, digest_size=32).digest()
     return REQUEST_DOMAIN + packb([server, endpoint, site, challenge, body_hash])
+
+
+def blob_get_message(digest_hex: str, range_header: str) -> bytes:
+    """What a ``GET /blobs/{hash}`` signs as its body: the blob and the range asked
+    (a GET has no body; this binds the signature to what is read)."""
+    return f"GET /blobs/{digest_hex} {range_header}".encode("ascii")
 
 
 def sign_request(

@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import io
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 from ..blobs import BLOB_MARK, DEFAULT_MEDIA_TYPE, BlobHasher, BlobRef, BlobVerifier, references
 from ..encoding import decode_fields
 from ..errors import UsageError
+from ..lane import BlobChunk
+from ..stores.base import unpack_ids
 from ..stores.blobs import BlobStore
 from .core import _Core
 
@@ -123,6 +125,65 @@ class _Blobs(_Core):
                 if ref not in refs:
                     refs.append(ref)
         return MissingBlobs({k: tuple(v) for k, v in by_record.items()})
+
+    # -- the lane (offsync.lane, offsync.sync.blobs) ----------------------------------
+
+    def held_blobs(self, hashes: Iterable[bytes]) -> dict[bytes, int]:
+        """For each of ``hashes`` held whole or in part: the bytes held (its size when
+        whole, the bytes staged contiguously from its start when not). A hash of which
+        nothing is held is absent."""
+        store = self.blob_store
+        out: dict[bytes, int] = {}
+        for digest in hashes:
+            n = store.held(digest)
+            if n is not None and (n > 0 or store.has(digest)):
+                out[digest] = n
+        return out
+
+    def offered_blobs(self) -> list[BlobRef]:
+        """The blobs held whole here that visible records reference: what the lane
+        offers a peer that holds those records (once per hash)."""
+        store = self.blob_store
+        seen: dict[bytes, BlobRef] = {}
+        for _, _, ref in self.blob_references():
+            if ref.hash not in seen and store.has(ref.hash):
+                seen[ref.hash] = ref
+        return list(seen.values())
+
+    def blob_index(self) -> dict[bytes, tuple[BlobRef, frozenset[bytes]]]:
+        """Every blob visible records reference: its reference and the origins of the
+        changes that made those records (whose readers may read it). A server builds
+        it once per change of its knowledge, to take and serve only these blobs."""
+        out: dict[bytes, tuple[BlobRef, set[bytes]]] = {}
+        for row in self.store.iter_records():
+            if row.fields is None or BLOB_MARK not in row.fields:
+                continue
+            origins = {h.origin for h in unpack_ids(row.heads)}
+            for ref in references(decode_fields(row.fields)):
+                entry = out.setdefault(ref.hash, (ref, set()))
+                entry[1].update(origins)
+        return {h: (ref, frozenset(o)) for h, (ref, o) in out.items()}
+
+    def receive_blob_chunk(self, ref: BlobRef, offset: int, data: bytes) -> int:
+        """Keep one chunk of a blob arriving from a peer; the bytes now held. With the
+        last byte here, the whole blob is verified: one that does not match its
+        reference is dropped whole and refused (``BlobError``), nothing else touched."""
+        BlobChunk(ref, offset, data).check(self.limits)
+        with self._lock:
+            store = self.blob_store
+            if ref.size == 0:  # nothing to carry: verified and kept at once
+                store.put(ref, io.BytesIO(b""), self._wall())
+            elif store.begin(ref, self._wall()):
+                store.write_chunk(ref, offset, data)
+                held = store.held(ref.hash) or 0
+                if held < ref.size:
+                    return held
+                store.finish(ref)
+        return ref.size
+
+    def read_blob_chunk(self, ref: BlobRef, offset: int, length: int) -> bytes:
+        """Bytes of a held blob, from ``offset``, at most ``blob_chunk_bytes``."""
+        return self.blob_store.read(ref, offset, length)
 
     def collect_blobs(self, grace_ms: int = BLOB_GRACE_MS) -> list[bytes]:
         """Delete the blobs (whole or half-written) that no visible record references

@@ -169,6 +169,43 @@ class BlobStore(ABC):
             pos += len(chunk)
         self.finish(ref)
 
+    def held(self, digest: bytes) -> int | None:
+        """How much of a blob is here: its size when whole, the bytes staged
+        contiguously from the start when not (where a transfer resumes), None when
+        nothing is (``offsync.lane``)."""
+        info = self._info(digest)
+        if info is None:
+            return None
+        if info.complete:
+            return info.size
+        end = 0
+        for pos, length in self._spans(digest):
+            if pos > end:
+                break
+            end = max(end, pos + length)
+        return end
+
+    def read(self, ref: BlobRef, offset: int, length: int) -> bytes:
+        """``length`` bytes of a held blob from ``offset`` (fewer at its end), read from
+        the chunks that cover them: what the lane sends of a blob, one chunk at a time."""
+        info = self._info(ref.hash)
+        if info is None or not info.complete or info.size != ref.size:
+            raise MissingBlobError(f"blob {ref.hex} is not held here (yet)")
+        if type(offset) is not int or offset < 0 or length < 0 or offset > ref.size:
+            raise UsageError(f"blob {ref.hex[:16]}: no bytes at {offset} (size {ref.size})")
+        if length > self.limits.blob_chunk_bytes:
+            raise LimitExceededError(
+                f"a blob chunk is at most {self.limits.blob_chunk_bytes} bytes (blob_chunk_bytes)"
+            )
+        end = min(ref.size, offset + length)
+        out = bytearray()
+        for pos, size in self._spans(ref.hash):
+            if pos + size <= offset or pos >= end:
+                continue
+            data = self._chunk(ref.hash, pos)
+            out += data[max(0, offset - pos) : end - pos]
+        return bytes(out)
+
     def has(self, digest: bytes) -> bool:
         info = self._info(digest)
         return info is not None and info.complete

@@ -15,6 +15,11 @@ reported and the push goes on, so what this site wrote still gets delivered. Oth
 transport failures (``TransportError``) end the round: what was applied stays
 applied, and the next round picks up where this one stopped, because applying a bundle
 twice changes nothing.
+
+After the records, a transport that carries blobs (``Transport.blob_peer``: HTTP, a
+loopback) runs the blob lane (``offsync.sync.blobs``): records never wait for it, a
+refused blob is reported and the others go on, and a broken link there is reported
+(``Refused("blobs", ...)``) rather than raised, since the records already arrived.
 """
 
 from __future__ import annotations
@@ -23,11 +28,13 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from ..bundle import peek_header
-from ..errors import PeerRefusedError, RemoteDataError
+from ..errors import PeerRefusedError, RemoteDataError, TransportError
 from ..knowledge import Knowledge
+from ..lane import LaneReport
 from ..replica import ApplyReport, Replica
 from ..segment import hash32
 from ..transports.base import Refused, Transport
+from .blobs import sync_blobs
 
 __all__ = ["SyncReport", "bundle_name", "sync"]
 
@@ -46,6 +53,8 @@ class SyncReport:
     peer_knowledge: Knowledge = field(default_factory=Knowledge)
     #: Receipts the transport learnt outside bundles that told us something new.
     receipts: int = 0
+    #: What the blob lane moved after the records (None: the transport carries none).
+    blobs: LaneReport | None = None
 
     @property
     def applied(self) -> int:
@@ -100,7 +109,25 @@ def sync(
     finally:
         # Also after a failed round: what the peer acknowledged before it is known.
         _record_receipts(replica, transport, report)
+    _lane(replica, transport, report, pull=pull, push=push)
     return report
+
+
+def _lane(
+    replica: Replica, transport: Transport, report: SyncReport, pull: bool, push: bool
+) -> None:
+    """Blobs after records (which never wait for them): a refused blob is reported and
+    the lane goes on; a broken link ends the lane, reported, and the next round resumes
+    each blob from the offset its receiver holds."""
+    try:
+        peer = transport.blob_peer()
+        if peer is None:
+            return
+        report.blobs = lane = sync_blobs(replica, peer, push=push, pull=pull)
+    except TransportError as exc:
+        report.refused.append(Refused("blobs", f"{type(exc).__name__}: {exc}"))
+        return
+    report.refused.extend(Refused(f"blob {h[:16]}", why) for h, why in lane.refused)
 
 
 def _round(

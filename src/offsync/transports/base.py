@@ -37,10 +37,13 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Self
+from typing import TYPE_CHECKING, Self
 
 from ..knowledge import Knowledge
 from ..receipt import Receipt
+
+if TYPE_CHECKING:
+    from ..lane import BlobPeer
 
 __all__ = ["DEFAULT_MAX_BUNDLE", "Refused", "Transport"]
 
@@ -85,6 +88,11 @@ class Transport(ABC):
         an upload answered with the peer's receipt counts as delivered at once.
         """
         return []
+
+    def blob_peer(self) -> BlobPeer | None:
+        """The other side of the blob lane (``offsync.sync.blobs``), if this transport
+        carries blobs; ``None`` (the default) if it does not yet."""
+        return None
 
     def acknowledge(self, bundle: bytes) -> None:  # noqa: B027 - optional hook
         """``bundle`` was applied (or was a duplicate): it may be cleaned up."""

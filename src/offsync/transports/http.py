@@ -70,6 +70,8 @@ from .base import DEFAULT_MAX_BUNDLE, Transport
 if TYPE_CHECKING:
     import httpx  # imported by offsync.http.client, which names the extra if it is missing
 
+    from .httpblobs import HTTPBlobPeer
+
 __all__ = ["HTTPTransport"]
 
 #: Bundles larger than this go up in resumable chunks of this size.
@@ -252,6 +254,12 @@ class HTTPTransport(Transport):
                 newest[r.replica] = r
         self._learnt = []
         return list(newest.values())
+
+    def blob_peer(self) -> HTTPBlobPeer:
+        """The server's blobs, for the lane that runs after the bundle round."""
+        from .httpblobs import HTTPBlobPeer
+
+        return HTTPBlobPeer(self)
 
     def _server(self) -> bytes:
         if self.peer is None:

@@ -14,8 +14,9 @@ import threading
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
+from ..blobs import BlobRef
 from ..bundle import peek_header, read_header
-from ..errors import RemoteDataError, TransportError
+from ..errors import BlobError, RemoteDataError, TransportError
 from ..identity import Identity, PublicIdentity, key_of
 from ..knowledge import Knowledge
 from .base import Refused, Transport
@@ -23,7 +24,7 @@ from .base import Refused, Transport
 if TYPE_CHECKING:  # the other side of a loopback is a replica object; no import needed
     from ..replica import Replica
 
-__all__ = ["LoopbackTransport", "MemoryTransport"]
+__all__ = ["LoopbackTransport", "MemoryTransport", "ReplicaBlobPeer"]
 
 
 class _Mailbox:
@@ -135,6 +136,12 @@ class LoopbackTransport(Transport):
         self._check()
         return self.remote.knowledge()
 
+    def blob_peer(self) -> ReplicaBlobPeer:
+        """The remote replica's blobs, as a server's (it takes only blobs its records
+        reference)."""
+        self._check()
+        return ReplicaBlobPeer(self.remote)
+
     def send(self, bundles: Iterable[bytes]) -> int:
         n = 0
         for bundle in bundles:
@@ -151,3 +158,25 @@ class LoopbackTransport(Transport):
         yield from self.remote.iter_pack(
             knowledge, max_bytes=self.max_bundle_bytes, recipient=None, always=True
         )
+
+
+class ReplicaBlobPeer:
+    """A replica in this process as a lane peer (tests, and in-process relays).
+
+    Like a server, it takes only blobs that its visible records reference and it lacks.
+    """
+
+    def __init__(self, replica: Replica, chunk_bytes: int | None = None) -> None:
+        self.replica = replica
+        self.chunk_bytes = chunk_bytes or replica.limits.blob_chunk_bytes
+
+    def held(self, hashes: list[bytes]) -> dict[bytes, int]:
+        return self.replica.held_blobs(hashes)
+
+    def put_chunk(self, ref: BlobRef, offset: int, data: bytes) -> int:
+        if ref not in self.replica.missing_blobs().blobs and not self.replica.has_blob(ref):
+            raise BlobError(f"blob {ref.hex[:16]}: no record here references it")
+        return self.replica.receive_blob_chunk(ref, offset, data)
+
+    def get_chunk(self, ref: BlobRef, offset: int, length: int) -> bytes:
+        return self.replica.read_blob_chunk(ref, offset, length)

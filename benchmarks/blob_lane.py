@@ -1,0 +1,122 @@
+"""The blob lane over HTTP: a site pushes N blobs of SIZE random bytes to a server
+(uvicorn on a free loopback port, SQLite on both sides), over a link that breaks every
+BREAK bytes of chunks sent; it syncs again after each break, as a field PC would on the
+next link. Then a second site pulls them all.
+
+Prints the blob bytes, the chunk bytes that crossed the wire (the lane resumes at the
+offset the server holds, so only a chunk cut in flight is sent twice; here the link
+breaks *between* chunks, so nothing is), the syncs it took, and MB/s by wall time and
+by CPU time of this process (server and client share it; wall time is noisy on a
+shared machine). Nothing is asserted.
+
+    .venv/bin/python benchmarks/blob_lane.py --n 200 --size 250000 --break-every 10000000
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import uvicorn
+
+from offsync import Identity, Replica
+from offsync.blobs import BlobRef
+from offsync.errors import TransportError
+from offsync.server import create_app
+from offsync.stores.sqlite import SQLiteStore
+from offsync.sync import sync
+from offsync.transports.http import HTTPTransport
+from offsync.transports.httpblobs import HTTPBlobPeer
+
+
+class BreakingPeer(HTTPBlobPeer):
+    """Breaks the link each time ``every`` more chunk bytes went out."""
+
+    def __init__(self, transport: HTTPTransport, every: int) -> None:
+        super().__init__(transport)
+        self.every, self.since, self.breaks = every, 0, 0
+
+    def put_chunk(self, ref: BlobRef, offset: int, data: bytes) -> int:
+        if self.since + len(data) > self.every:
+            self.since, self.breaks = 0, self.breaks + 1
+            raise TransportError("the link broke")
+        self.since += len(data)
+        return super().put_chunk(ref, offset, data)
+
+
+def _serve(replica: Replica) -> tuple[uvicorn.Server, str]:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    config = uvicorn.Config(
+        create_app(replica, readable=None), log_level="warning", access_log=False, lifespan="off"
+    )
+    server = uvicorn.Server(config)
+    threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True).start()
+    while not server.started:
+        time.sleep(0.05)
+    return server, f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, default=200)
+    parser.add_argument("--size", type=int, default=250_000)
+    parser.add_argument("--break-every", type=int, default=10_000_000)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+
+        def open_site(name: str) -> Replica:
+            identity = Identity.generate(label=name)
+            return Replica(SQLiteStore(str(root / f"{name}.sqlite")), identity)
+
+        site, centre, other = open_site("site"), open_site("centre"), open_site("other")
+        with site.batch():
+            for i in range(args.n):
+                ref = site.put_blob(os.urandom(args.size), "image/jpeg")
+                site.put("people", f"p{i:06d}", {"photo": ref.field()})
+        server, url = _serve(centre)
+        total = args.n * args.size
+        wall, cpu = time.perf_counter(), time.process_time()
+        with HTTPTransport(url, site.identity) as link:
+            peer = BreakingPeer(link, args.break_every)
+            link.blob_peer = lambda: peer  # type: ignore[method-assign]
+            rounds = 0
+            while True:
+                rounds += 1
+                report = sync(site, link)
+                if report.ok:
+                    break
+        push = time.perf_counter() - wall, time.process_time() - cpu
+        assert centre.missing_blobs().count == 0
+        wall, cpu = time.perf_counter(), time.process_time()
+        with HTTPTransport(url, other.identity) as link:
+            pulled = sync(other, link)
+        pull = time.perf_counter() - wall, time.process_time() - cpu
+        assert other.missing_blobs().count == 0 and pulled.blobs is not None
+        server.should_exit = True
+        mb = total / 1e6
+        print(
+            f"== {args.n} blobs x {args.size} bytes = {mb:.1f} MB, link broken every "
+            f"{args.break_every} bytes"
+        )
+        print(
+            f"push  syncs {rounds}  breaks {peer.breaks}  chunk bytes sent {peer.sent_bytes}"
+            f"  ({peer.sent_bytes / total:.3f} x the blob bytes)"
+        )
+        print(f"push  MB/s {mb / push[0]:.1f} wall  {mb / push[1]:.1f} cpu")
+        print(
+            f"pull  blobs {pulled.blobs.received}  bytes {pulled.blobs.received_bytes}"
+            f"  MB/s {mb / pull[0]:.1f} wall  {mb / pull[1]:.1f} cpu"
+        )
+        for r in (site, centre, other):
+            r.close()
+
+
+if __name__ == "__main__":
+    main()
