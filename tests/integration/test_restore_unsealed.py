@@ -10,6 +10,7 @@ not list them, or the peer never sends them and the site's new changes never lea
 
 from __future__ import annotations
 
+import random
 import shutil
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import pytest
 
 from offsync import Identity, Replica
 from offsync.errors import SequenceReuseError
+from offsync.plan.seal import SEGMENT_MAX_BYTES
 
 SITE = Identity(bytes([2]) * 32, "saradan")
 DISTRICT = Identity(bytes([5]) * 32, "district")
@@ -87,40 +89,43 @@ def test_a_claim_below_the_issued_seq_still_stops_writes_until_the_changes_are_b
 
 
 def test_the_peer_holds_part_of_what_the_backup_holds_unsealed(tmp_path: Path) -> None:
-    """The site sealed seqs 1..2 after the backup; the backup held 1..3 unsealed."""
+    """The backup holds seqs 1..4 unsealed; after it, the site sealed them as two
+    segments (1..2 and 3..4, cut at SEGMENT_MAX_BYTES) and the district took only the
+    first bundle. Restored, the site cannot know that 3..4 reached no one else."""
     district = Replica.open(str(tmp_path / "district.sqlite"), identity=DISTRICT)
     path = tmp_path / "site.sqlite"
     site = Replica.open(str(path), identity=SITE)
-    for i in range(3):
-        site.put("residents", f"35190000000000{i:02d}", {"n": i})
+    photos = [random.Random(i).randbytes(SEGMENT_MAX_BYTES // 2 - 1000) for i in range(4)]
+    for i in range(4):
+        site.put("residents", f"35190000000000{i:02d}", {"n": i, "photo": photos[i]})
     site.close()
     saved = path.with_name("site.sqlite.bak")
     shutil.copyfile(path, saved)
-    # After the backup, a segment of only seqs 1..2 reaches the district: as if the
-    # site had been packed between its second and third write (seal the outbox by
-    # hand: rebuild a site that wrote 2, packed, then wrote the third).
-    path.unlink()
-    for suffix in ("-wal", "-shm"):
-        path.with_name(path.name + suffix).unlink(missing_ok=True)
-    other = Replica.open(str(path), identity=SITE)
-    for i in range(2):
-        other.put("residents", f"35190000000000{i:02d}", {"n": i})
-    send(other, district)  # seals 1..2
-    other.close()
-    restore(saved, path)
     site = Replica.open(str(path), identity=SITE)
-    receipt_only(district, site)  # claims 1..2 of the 1..3 we hold unsealed
-    with pytest.raises(SequenceReuseError):
+    first, *rest = site.pack(district.knowledge(), max_bytes=SEGMENT_MAX_BYTES * 3 // 2)
+    assert rest  # the link broke after the first bundle
+    district.apply(first)
+    assert district.knowledge().max_seq(SITE.public_key) == 2
+    site.close()
+    restore(saved, path)
+
+    site = Replica.open(str(path), identity=SITE)
+    # The district claims 1..2; the receipt it passes on, ours from before the loss,
+    # says we had sealed 1..4: a peer not heard from yet may hold 3..4.
+    receipt_only(district, site)
+    with pytest.raises(SequenceReuseError, match="up to seq 4"):
         site.put("residents", "3519000000000099", {"n": 99})
-    send(district, site)  # 1..2 come back, 3 waits in the outbox, ours alone
-    assert site.seq == 3 and site.has_unsealed()
-    site.put("residents", "3519000000000099", {"n": 99})
+    send(district, site)  # 1..2 come back; 3..4 wait in the outbox, unsealed
+    assert (site.seq, site.has_unsealed()) == (4, True)
+    assert site.knowledge().max_seq(SITE.public_key) == 2
+    # Still refused: 3..4 must come back as sealed before the loss, or the site moves
+    # to a new key. Nothing was written twice, and nothing was lost here.
+    with pytest.raises(SequenceReuseError, match="sealed up to seq 2"):
+        site.put("residents", "3519000000000099", {"n": 99})
+    assert site.get("residents", "3519000000000003") == {"n": 3, "photo": photos[3]}
     send(site, district)
-    send(district, site)
     assert district.quarantined() == [] and site.quarantined() == []
     assert district.forks() == [] and site.forks() == []
-    assert district.get("residents", "3519000000000002") == {"n": 2}
-    assert district.get("residents", "3519000000000099") == {"n": 99}
-    assert district.state_digest() == site.state_digest()
+    assert district.knowledge().max_seq(SITE.public_key) == 2
     site.close()
     district.close()

@@ -131,7 +131,7 @@ class _Reads(_Core):
     def receipt(self) -> Receipt:
         """A fresh signed statement of what this replica holds."""
         with self._lock:
-            return Receipt.issue(self.identity, self._tick(), self.knowledge())
+            return Receipt.issue(self.identity, self._tick(), self._receipt_knowledge())
 
     def record_receipt(self, receipt: Receipt) -> bool:
         """Take in a peer's receipt heard outside a bundle; True if it told us something new.
