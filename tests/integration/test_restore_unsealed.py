@@ -19,6 +19,8 @@ import pytest
 from offsync import Identity, Replica
 from offsync.errors import SequenceReuseError
 from offsync.plan.seal import SEGMENT_MAX_BYTES
+from offsync.sync import sync
+from offsync.transports.memory import LoopbackTransport
 
 SITE = Identity(bytes([2]) * 32, "saradan")
 DISTRICT = Identity(bytes([5]) * 32, "district")
@@ -127,5 +129,22 @@ def test_the_peer_holds_part_of_what_the_backup_holds_unsealed(tmp_path: Path) -
     assert district.quarantined() == [] and site.quarantined() == []
     assert district.forks() == [] and site.forks() == []
     assert district.knowledge().max_seq(SITE.public_key) == 2
+    site.close()
+    district.close()
+
+
+def test_one_sync_round_brings_the_sealed_changes_back_and_delivers_the_next(
+    tmp_path: Path,
+) -> None:
+    district = Replica.open(str(tmp_path / "district.sqlite"), identity=DISTRICT)
+    path = restored_site(tmp_path, district, written=3, sealed_after=3)
+    site = Replica.open(str(path), identity=SITE)
+    report = sync(site, LoopbackTransport(district))  # the district's claim, then 1..3
+    assert not site.has_unsealed() and report.received
+    site.put("residents", "3519000000000099", {"n": 99})
+    sync(site, LoopbackTransport(district))
+    assert district.get("residents", "3519000000000099") == {"n": 99}
+    assert district.quarantined() == [] and district.forks() == []
+    assert district.state_digest() == site.state_digest()
     site.close()
     district.close()
