@@ -237,3 +237,40 @@ def test_an_upgrade_of_the_store_by_the_command_keeps_a_copy_of_it_as_it_was(
         (tmp_path / "kec" / name).unlink(missing_ok=True)
     (tmp_path / "kec" / "replica.sqlite").write_bytes(copy.read_bytes())
     assert sh.json("--site", "kec", "status")["state_digest"] == digest
+
+
+@pytest.mark.slow
+def test_a_site_restored_from_before_it_sealed_waits_for_what_it_sealed_since(
+    sh: Shell,
+) -> None:
+    """The backup holds seqs 1-2 unsealed; after it, the site sealed them and the
+    district took them. Restored, the site is at seq 2 like the district's claim, but
+    has sealed nothing: it must get 1-2 back as the district holds them before it
+    writes, or its later changes would wait unsealed for ever."""
+    _pair(sh)
+    for i in (1, 2):
+        sh.run("--site", "kec", "put", "residents", NIK.format(i), f"name=R{i}")
+    sh.run("--site", "kec", "backup", "last-night")
+    _deliver(sh, "kec", "kab", "out1")  # seals 1-2: the district holds them
+
+    for name in os.listdir(sh.cwd / "kec"):
+        (sh.cwd / "kec" / name).unlink()
+    assert sh.json("--site", "kec", "restore", "last-night")["seq"] == 2
+    _deliver(sh, "kab", "kec", "mail", "--for", "kec-wungu")  # the district answers
+    refused = sh.run("--site", "kec", "put", "residents", NIK.format(4), "name=Sri", code=2)
+    assert "up to seq 2" in refused.stderr and "not sealed" in refused.stderr
+    status = sh.json("--site", "kec", "status")
+    assert (status["seq"], status["sealed"]) == (2, 0)
+    [blocking] = status["seq_claims"]
+    assert blocking["label"] == "kab-madiun" and blocking["blocks_writing"]
+    # This site's receipt tells the district what it lacks; its answer brings it back.
+    _deliver(sh, "kec", "kab", "reply")
+    _deliver(sh, "kab", "kec", "mail2", "--for", "kec-wungu")
+    sh.run("--site", "kec", "put", "residents", NIK.format(4), "name=Sri")
+    _deliver(sh, "kec", "kab", "out2", "--for", "kab-madiun")
+
+    site, district = sh.json("--site", "kec", "status"), sh.json("--site", "kab", "status")
+    assert (site["seq"], site["sealed"], site["seq_claims"]) == (3, 3, [])
+    assert district["quarantined"] == [] and site["quarantined"] == []
+    assert site["state_digest"] == district["state_digest"]
+    assert sh.json("--site", "kab", "get", "residents", NIK.format(4)) == {"name": "Sri"}

@@ -256,9 +256,10 @@ def test_a_restored_site_refuses_put_many_like_put(tmp_path: Path) -> None:
     district.close()
 
 
-def test_while_sealing_would_fork_everything_waits_in_the_outbox(tmp_path: Path) -> None:
+def test_while_sealing_would_fork_nothing_is_written(tmp_path: Path) -> None:
     """A site restored from a backup taken before it sealed: a peer holds its first
-    seqs, so it may write but not seal until it has them back (sealing could fork)."""
+    seqs, so it may neither seal nor write until it has them back (sealing could fork,
+    and what it wrote could never leave: docs/design.md)."""
     path = tmp_path / "site.sqlite"
     site = open_replica(path)
     district = open_replica(tmp_path / "district.sqlite", PEER)
@@ -274,17 +275,22 @@ def test_while_sealing_would_fork_everything_waits_in_the_outbox(tmp_path: Path)
     site = open_replica(path)
     (receipt_only,) = district.pack(district.knowledge(), always=True)
     site.apply(receipt_only)
+    digest = site.state_digest()
+    with pytest.raises(SequenceReuseError, match="not sealed"):
+        site.put_many("residents", [(key(i), person(i)) for i in range(3, 2600)])
+    with pytest.raises(SequenceReuseError), site.batch():
+        site.put_many("residents", [(key(i), person(i)) for i in range(3, 2600)])
+    assert site.store.segment_index() == []  # nothing sealed, nothing written
+    assert [seq for seq, _ in site.store.outbox()] == [1, 2, 3]
+    assert site.seq == 3 and site.state_digest() == digest
+    send(district, site)  # seqs 1-3 come back as the district holds them
     with site.batch():
         site.put("residents", "before", {"n": 1})
         site.put_many("residents", [(key(i), person(i)) for i in range(3, 2600)])
         site.put("residents", "after", {"n": 2})
-    assert site.store.segment_index() == []  # nothing sealed
-    assert [seq for seq, _ in site.store.outbox()] == list(range(1, 2603))
-    digest = site.state_digest()
-    site.close()
-    site = open_replica(path)  # all of it is in the store, in order
-    assert site.seq == 2602 and site.state_digest() == digest
-    assert [seq for seq, _ in site.store.outbox()] == list(range(1, 2603))
+    assert site.seq == 2602 and site.store.segment_index()[0][1:3] == (1, 3)
+    send(site, district)
+    assert district.state_digest() == site.state_digest() and district.quarantined() == []
     site.close()
     district.close()
 

@@ -101,6 +101,7 @@ def test_record_receipt_keeps_only_newer_verified_receipts(tmp_path: Path) -> No
     site = open_replica(tmp_path, "site")
     peer = Identity.generate("peer")
     site.put("residents", "k", {"n": 1})
+    site.pack(site.knowledge())  # seals seq 1: a peer can only hold what is sealed
     held = Knowledge({site.id: [(1, 1)]})
     newer = Receipt.issue(peer, 200, held)
     assert site.record_receipt(newer) is True

@@ -123,6 +123,18 @@ def test_receipts_raise_the_claim_and_our_own_always_counts() -> None:
     assert "seq 7" in str(error) and OTHER.public_key.hex()[:12] in str(error)
 
 
+def test_a_site_writes_only_while_no_claim_is_above_its_sealed_seq() -> None:
+    """Restored from a backup taken before it sealed, a site holds seqs 1..6 unsealed
+    while a peer claims 1..4: it must get 1..4 back before it writes."""
+    assert reuse_error(4, 6, [], sealed=4) is None
+    assert reuse_error(4, 6, [], sealed=6) is None
+    error = reuse_error(4, 6, [OTHER.public_key], sealed=0)
+    assert isinstance(error, SequenceReuseError)
+    assert "seq 4" in str(error) and "not sealed" in str(error)
+    above = reuse_error(7, 6, [OTHER.public_key], sealed=2)
+    assert above is not None and "at seq 6" in str(above)  # lost seqs: as before
+
+
 # -- merges -------------------------------------------------------------------------------
 
 

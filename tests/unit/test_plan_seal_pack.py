@@ -16,6 +16,7 @@ from offsync.plan.pack import (
     carried,
     fit,
     held_knowledge,
+    receipt_knowledge,
     select,
 )
 from offsync.plan.seal import cut, may_seal, seal_rows, whole_segment_waits
@@ -96,6 +97,25 @@ def test_knowledge_is_every_held_segment_and_the_unsealed_own_changes() -> None:
         {SITE.public_key: [(1, 4)], ME.public_key: [(1, 5)]}
     )
     assert held_knowledge(SegmentIndex(), ME.public_key, 0, 0) == Knowledge()
+
+
+def test_knowledge_leaves_out_unsealed_own_seqs_that_peers_claim() -> None:
+    """Restored from a backup taken before it sealed 4..6, a site holds them unsealed
+    while a peer holds them sealed: listed, the peer would never send them back."""
+    idx = index(seal(ME, 1, 3))
+    me = ME.public_key
+    assert held_knowledge(idx, me, seq=8, sealed=3, claim=3) == Knowledge.of(me, 1, 8)
+    assert held_knowledge(idx, me, seq=8, sealed=3, claim=6) == Knowledge({me: [(1, 3), (7, 8)]})
+    assert held_knowledge(idx, me, seq=8, sealed=3, claim=8) == Knowledge.of(me, 1, 3)
+    assert held_knowledge(idx, me, seq=8, sealed=3, claim=11) == Knowledge.of(me, 1, 3)
+
+
+def test_a_receipt_states_own_changes_only_as_far_as_they_are_sealed() -> None:
+    idx = index(*chain(SITE, 2, 2), seal(ME, 1, 3))
+    assert receipt_knowledge(idx, ME.public_key, sealed=3) == Knowledge(
+        {SITE.public_key: [(1, 4)], ME.public_key: [(1, 3)]}
+    )
+    assert receipt_knowledge(SegmentIndex(), ME.public_key, 0) == Knowledge()
 
 
 def test_pack_selects_whole_segments_the_peer_lacks_and_never_fork_evidence() -> None:

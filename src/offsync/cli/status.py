@@ -62,6 +62,7 @@ def status_document(
         "site": replica.identity.label,
         "public_key": replica.id,
         "seq": replica.seq,
+        "sealed": replica.sealed,
         "changes_held": mine.count(),
         "state_digest": replica.state_digest(),
         "origins": len(mine.intervals),
@@ -79,8 +80,9 @@ def status_document(
         "conflicts": [f"{c.collection}/{c.key}" for c in replica.conflicts()],
         "centres": centres_document(replica, centres) if centres else None,
         "missing_blobs": _missing_blobs(replica),
-        # Peers saying they hold more of this site's changes than it has (a restore
-        # from backup, or a false claim): counted claims block writing until resolved.
+        # Peers saying they hold more of this site's changes than it has sealed (a
+        # restore from backup, or a false claim): counted claims block writing until
+        # resolved.
         "seq_claims": [
             {
                 "peer": c.peer,
@@ -90,7 +92,7 @@ def status_document(
                 "blocks_writing": c.counted,
             }
             for c in replica.seq_claims()
-            if c.seq > replica.seq
+            if c.seq > replica.sealed
         ],
     }
 
@@ -211,7 +213,8 @@ def status(state: State) -> None:
         )
         out.print(
             f"Peer {escape(short(claim['peer'], names))} says it holds this site's changes up"
-            f" to seq {claim['seq']} (this replica is at {doc['seq']}): {verdict}"
+            f" to seq {claim['seq']} (this replica is at {doc['seq']}, sealed up to"
+            f" {doc['sealed']}): {verdict}"
         )
 
 

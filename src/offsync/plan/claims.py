@@ -1,8 +1,10 @@
 """Receipts: which to keep, and whose claims on this site's own seqs count.
 
 A peer's receipt says which of this site's own changes it holds. A site restored from
-an old backup learns that way that it has issued more seqs than it holds, and must not
-issue them again (``SequenceReuseError``) until it has its changes back. In open mode
+an old backup learns that way that it has issued more seqs than it holds, or holds
+unsealed seqs that were sealed before the restore, and must not write
+(``SequenceReuseError``) until it has those segments back: the rule is that a site
+writes only while no counted claim is above its sealed seq. In open mode
 every validly signed key's claim counts (any key can block a site: a denial of service,
 docs/threat-model.md); in trust mode only an authority's and a certified, unrevoked
 site's. This module is sans-IO.
@@ -50,14 +52,26 @@ def raised_claim(
     return max([claim, *(r.knowledge.max_seq(own) for r in counted)])
 
 
-def reuse_error(claim: int, seq: int, claimants: Iterable[bytes]) -> SequenceReuseError | None:
-    """Why this site may not issue seq ``seq + 1``, if peers say it used it already."""
-    if claim <= seq:
+def reuse_error(
+    claim: int, seq: int, claimants: Iterable[bytes], *, sealed: int | None = None
+) -> SequenceReuseError | None:
+    """Why this site may not write (issue seq ``seq + 1``), if peers say they hold own
+    changes it has not sealed (``sealed``: its highest sealed seq; None: ``seq``).
+
+    A claim above ``seq`` names seqs this site lost; a claim above ``sealed`` but not
+    above ``seq`` names seqs it holds only unsealed (restored from a backup taken before
+    they were sealed). Either way the peer's segments must come back first: until then
+    nothing can be sealed (sealing could fork), so a change written now could not leave."""
+    top = seq if sealed is None else min(sealed, seq)
+    if claim <= top:
         return None
     names = ", ".join(c.hex()[:12] for c in claimants)
+    if claim > seq:
+        held = f"but this replica is at seq {seq}"
+    else:
+        held = f"that this replica holds but has not sealed (it has sealed up to seq {top})"
     return SequenceReuseError(
-        f"peers hold changes of this site up to seq {claim} but this replica "
-        f"is at seq {seq} (restored from a backup?): sync with a peer to get them "
-        f"back before writing, or move this site to a new key (claimed by {names}; "
-        "see Replica.seq_claims)"
+        f"peers hold changes of this site up to seq {claim} {held} (restored from a "
+        "backup?): sync with a peer to get them back before writing, or move this site "
+        f"to a new key (claimed by {names}; see Replica.seq_claims)"
     )

@@ -30,6 +30,7 @@ __all__ = [
     "carried",
     "fit",
     "held_knowledge",
+    "receipt_knowledge",
     "select",
 ]
 
@@ -42,13 +43,32 @@ BUNDLE_OVERHEAD = 4096
 Item = tuple[Stream, HeldSegment]
 
 
-def held_knowledge(index: SegmentIndex, own: bytes, seq: int, sealed: int) -> Knowledge:
+def held_knowledge(
+    index: SegmentIndex, own: bytes, seq: int, sealed: int, claim: int = 0
+) -> Knowledge:
     """What a replica holds: every held segment (quarantined ones too: they are held,
-    so they are not sent again), and its own changes not yet sealed."""
+    so they are not sent again), and its own changes not yet sealed, except those at or
+    below ``claim``.
+
+    A counted claim above ``sealed`` means a peer holds own seqs sealed by this site
+    before a restore that this site holds only in its outbox (a backup taken before they
+    were sealed). Those must come back as the segments the peer holds (sealing them here
+    could cut them differently: a fork), so they are not listed: listed, the peer would
+    never send them, sealing would wait for them for ever, and every change written
+    meanwhile would stay in the outbox."""
     held = index.intervals()
-    if seq > sealed:
-        held.setdefault(own, []).append((sealed + 1, seq))
+    first = max(sealed, claim) + 1
+    if seq >= first:
+        held.setdefault(own, []).append((first, seq))
     return Knowledge(held)
+
+
+def receipt_knowledge(index: SegmentIndex, own: bytes, sealed: int) -> Knowledge:
+    """What a replica's own receipt states: what it holds, with only its own changes
+    that are sealed. A receipt is a claim on the issuer's own seqs too (relayed back
+    after a restore, ``offsync.plan.claims``): a claim on seqs that were never sealed
+    could never be met, as no peer can send them back."""
+    return held_knowledge(index, own, sealed, sealed)
 
 
 def select(

@@ -60,7 +60,7 @@ class _Bulk(_Writes):
             outermost = self._work is None
             with self._transaction():
                 st = self._st
-                if st.claim > st.seq:
+                if st.claim > st.sealed:
                     self._refuse_reuse()
                 new, rest = self._split_new(collection, writes)
                 if new:

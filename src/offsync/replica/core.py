@@ -24,7 +24,7 @@ from ..knowledge import Knowledge
 from ..limits import Limits
 from ..plan import merge
 from ..plan.admit import Admission
-from ..plan.pack import held_knowledge
+from ..plan.pack import held_knowledge, receipt_knowledge
 from ..policies import Policy
 from ..receipt import Receipt
 from ..segindex import HeldSegment, SegmentIndex
@@ -67,7 +67,8 @@ class _Core:
     #: length of their outbox row: sealing takes them from here instead of reading the
     #: outbox back and decoding it (it does that for any seq missing here).
     _recent: dict[int, tuple[Change, dict[str, Any] | None, int]]
-    _known: tuple[SegmentIndex, int, int, Knowledge] | None = None  # knowledge() cache
+    #: knowledge() cache: the index, (seq, sealed, claim) and the knowledge they give
+    _known: tuple[SegmentIndex, tuple[int, int, int], Knowledge] | None = None
 
     @property
     def id(self) -> bytes:
@@ -145,10 +146,18 @@ class _Core:
             self._follow_store()
             st = self._st
             known = self._known
-            if known is None or known[0] is not st.segments or known[1:3] != (st.seq, st.sealed):
-                held = held_knowledge(st.segments, self.id, st.seq, st.sealed)
-                known = self._known = (st.segments, st.seq, st.sealed, held)
-            return known[3]
+            mark = (st.seq, st.sealed, st.claim)
+            if known is None or known[0] is not st.segments or known[1] != mark:
+                held = held_knowledge(st.segments, self.id, st.seq, st.sealed, st.claim)
+                known = self._known = (st.segments, mark, held)
+            return known[2]
+
+    def _receipt_knowledge(self) -> Knowledge:
+        """What this replica's own receipt states (``offsync.plan.pack.receipt_knowledge``:
+        its own changes only as far as they are sealed)."""
+        self._follow_store()
+        st = self._st
+        return receipt_knowledge(st.segments, self.id, st.sealed)
 
     def _follow_store(self) -> None:
         """On a shared store, take in the segments other processes added or re-statused."""

@@ -66,7 +66,7 @@ class _Packing(_Sealing):
         with self._lock:
             data = self.store.segment_data([(o, s.first) for o, s in group])
             now = self._tick()
-            own = Receipt.issue(self.identity, now, self.knowledge())
+            own = Receipt.issue(self.identity, now, self._receipt_knowledge())
         bundle = build_bundle(
             self.identity,
             data,

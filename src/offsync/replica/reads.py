@@ -131,7 +131,7 @@ class _Reads(_Core):
     def receipt(self) -> Receipt:
         """A fresh signed statement of what this replica holds."""
         with self._lock:
-            return Receipt.issue(self.identity, self._tick(), self.knowledge())
+            return Receipt.issue(self.identity, self._tick(), self._receipt_knowledge())
 
     def record_receipt(self, receipt: Receipt) -> bool:
         """Take in a peer's receipt heard outside a bundle; True if it told us something new.
@@ -166,9 +166,10 @@ class _Reads(_Core):
     def seq_claims(self) -> list[SeqClaim]:
         """Peers whose newest receipt claims some of this site's own seqs, highest first.
 
-        While a counted claim is above ``seq``, writes raise ``SequenceReuseError``; while
-        one is above the sealed seqs, new changes wait unsealed. Either clears once the
-        claimed changes come back from a peer. A claim that is false (a hostile or broken
+        While a counted claim is above ``sealed`` (above ``seq``: changes this site lost;
+        between the two: changes its backup held unsealed that it sealed since), writes
+        raise ``SequenceReuseError`` and nothing is sealed. That clears once the claimed
+        changes come back from a peer. A claim that is false (a hostile or broken
         peer) clears in trust mode when the authority revokes the claimant's key; in open
         mode the remedy is moving this site to a new key (docs/threat-model.md).
         """

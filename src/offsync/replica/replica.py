@@ -189,6 +189,13 @@ class Replica(_Bulk, _Applying, _Packing, _Blobs):
         return self._st.seq
 
     @property
+    def sealed(self) -> int:
+        """The last own seq sealed into a segment: the seqs above it, up to ``seq``, wait
+        unsealed in the outbox. Writing waits while a counted claim is above it
+        (``seq_claims``)."""
+        return self._st.sealed
+
+    @property
     def lock(self) -> threading.RLock:
         """The re-entrant lock every public method takes.
 

@@ -91,7 +91,7 @@ class _Writes(_Examining, _Sealing):
         with self._lock:
             outermost = self._work is None
             st = self._state if outermost else self._st
-            if st.claim > st.seq:
+            if st.claim > st.sealed:
                 self._refuse_reuse()
             seq, hlc = st.seq + 1, next_hlc(st.hlc, self._wall())
             if not outermost and self._guesses_new(collection):
@@ -167,10 +167,11 @@ class _Writes(_Examining, _Sealing):
         self._put(self._st.wrote(change.seq, change.hlc))
 
     def _refuse_reuse(self) -> None:
-        """Refuse to issue seqs that peers say this origin already used."""
+        """Refuse to write while peers hold own changes this site has not sealed
+        (``offsync.plan.claims.reuse_error``)."""
         st = self._st
-        claimants = [c.peer for c in self.seq_claims() if c.counted and c.seq > st.seq]
-        error = reuse_error(st.claim, st.seq, claimants)
+        claimants = [c.peer for c in self.seq_claims() if c.counted and c.seq > st.sealed]
+        error = reuse_error(st.claim, st.seq, claimants, sealed=st.sealed)
         if error is not None:
             raise error
 

@@ -138,6 +138,7 @@ def _round(
     pull: bool,
     push: bool,
 ) -> None:
+    asked = replica.knowledge()
     allowed = pull and _pull(replica, transport, report)
     if push:
         theirs = transport.knowledge() or Knowledge()
@@ -154,11 +155,14 @@ def _round(
             always=True,
         )
         report.sent_bundles = transport.send(_counted(bundles, report))
-        if allowed and report.sent_changes:
-            # A live peer (HTTP) answers this second pull with a receipt that covers
-            # what we just pushed, so one round tells the origin it arrived. For a
-            # mailbox it is one more look at an inbox that is almost always empty.
-            _pull(replica, transport, report)
+    if allowed and (report.sent_changes or not asked <= replica.knowledge()):
+        # A live peer (HTTP) answers this second pull with a receipt that covers what
+        # we just pushed, so one round tells the origin it arrived. For a mailbox it is
+        # one more look at an inbox that is almost always empty. Knowledge that shrank
+        # in the first pull: the peer's receipt claims own seqs this site holds only
+        # unsealed (restored from a backup taken before it sealed them), which its
+        # knowledge now leaves out, so this pull brings them back as the peer holds them.
+        _pull(replica, transport, report)
 
 
 def _record_receipts(replica: Replica, transport: Transport, report: SyncReport) -> None:
