@@ -74,7 +74,12 @@ def test_values_out_of_range_are_refused_before_anything_is_sent() -> None:
 @given(
     blobs=st.lists(st.none() | st.binary(max_size=40), max_size=30),
     ints=st.lists(INT8, max_size=30),
-    texts=st.lists(st.text(st.characters(exclude_characters="\x00"), max_size=12), max_size=30),
+    # Text that reaches the store is valid Unicode: names with lone surrogates are refused
+    # at the write (plan.write.check_name) and decoders refuse invalid UTF-8.
+    texts=st.lists(
+        st.text(st.characters(exclude_characters="\x00", exclude_categories=["Cs"]), max_size=12),
+        max_size=30,
+    ),
 )
 def test_any_arrays_round_trip(
     conn: Any, blobs: list[bytes | None], ints: list[int], texts: list[str]

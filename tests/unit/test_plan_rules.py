@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from offsync.change import Change, ChangeId
 from offsync.errors import ImmutableRecordError, NotAuthorisedError, SequenceReuseError, UsageError
 from offsync.knowledge import Knowledge
-from offsync.limits import Limits
+from offsync.limits import DEFAULT_LIMITS, Limits
 from offsync.plan.claims import claim_counts, counted_claim, raised_claim, reuse_error
 from offsync.plan.examine import candidates, changed_origins, fingerprint, reexamine_segment
 from offsync.plan.merge import recompute, split, to_recompute
 from offsync.plan.quarantine import is_unknown, plan_evictions
-from offsync.plan.write import encode_write, plan_write
+from offsync.plan.write import encode_write, encode_writes, plan_write
 from offsync.policies import FirstWriterWins, LastWriterWins, MultiValue, Policy
 from offsync.receipt import Receipt
 from offsync.segindex import SegmentIndex
@@ -252,3 +254,22 @@ def test_evictions_drop_the_oldest_unknown_data_beyond_the_bounds() -> None:
     # Certified later: nothing of it is a candidate any more.
     plan = plan_evictions(idx, (OTHER.public_key,), certified(SITE, OTHER), ME.public_key, none)
     assert (plan.drop, plan.order) == ([], ())
+
+
+@pytest.mark.parametrize(
+    ("collection", "key", "fields"),
+    [
+        ("residents", "\ud800", {"name": "x"}),
+        ("\udc00", "3519", {"name": "x"}),
+        ("residents", "3519", {"name": "\ud800"}),
+        ("residents", "3519", {"\ud800": 1}),
+    ],
+)
+def test_lone_surrogates_are_refused_as_usage_errors(
+    collection: str, key: str, fields: dict[str, Any]
+) -> None:
+    """Not text any peer could read; they used to escape as UnicodeEncodeError."""
+    with pytest.raises(UsageError):
+        encode_write(collection, key, fields, DEFAULT_LIMITS)
+    with pytest.raises(UsageError):
+        encode_writes(collection, [("ok", {"a": 1}), (key, fields)], DEFAULT_LIMITS)

@@ -44,7 +44,11 @@ _new_change = partial(tuple.__new__, Change)  # Change(*row) without the Python-
 def check_name(value: str, what: str, max_bytes: int) -> None:
     if not isinstance(value, str) or not value:
         raise UsageError(f"{what} must be a non-empty string")
-    if len(value.encode()) > max_bytes:
+    try:
+        size = len(value.encode())
+    except UnicodeEncodeError:  # a lone surrogate: not text any peer could read
+        raise UsageError(f"{what} must be valid Unicode text (no lone surrogates)") from None
+    if size > max_bytes:
         raise UsageError(f"{what} longer than {max_bytes} bytes")
 
 
@@ -141,7 +145,12 @@ def encode_writes(
     if not set(map(type, keys)) <= _STR_ONLY or not all(keys):
         i = next(i for i, k in enumerate(keys) if type(k) is not str or not k)
         raise UsageError(f"record {i}: the key must be a non-empty string")
-    key_bytes = list(map(len, map(str.encode, keys)))
+    try:
+        key_bytes = list(map(len, map(str.encode, keys)))
+    except UnicodeEncodeError:
+        for i, k in enumerate(keys):
+            check_name(k, f"record {i}: the key", limits.max_key_bytes)
+        raise  # pragma: no cover - check_name refused the key that failed
     if max(key_bytes) > limits.max_key_bytes:
         i = next(i for i, n in enumerate(key_bytes) if n > limits.max_key_bytes)
         raise UsageError(f"record {i}: key longer than {limits.max_key_bytes} bytes")
