@@ -109,8 +109,9 @@ def _readers(replica: Replica, targets: list[bytes], report: ExchangeReport) -> 
     if trust is None:
         return targets
     now_ms = int(time.time() * 1000)
-    report.withheld += [t for t in targets if not trust.may_read(t, now_ms)]
-    return [t for t in targets if trust.may_read(t, now_ms)]
+    readers = [t for t in targets if trust.may_read(t, now_ms)]
+    report.withheld += [t for t in targets if t not in readers]
+    return readers
 
 
 def exchange(
