@@ -75,7 +75,10 @@ class Shell:
         return json.loads(self.run(*args, "--json", code=code).stdout)
 
     def init(self, name: str, *args: str) -> str:
-        """Create a site directory; returns its public key in hex."""
+        """Create a site directory (open mode unless ``args`` name an authority);
+        returns its public key in hex."""
+        if not {"--trust", "--authority", "--open"} & set(args):
+            args = (*args, "--open")
         doc = self.json("init", name, "--label", name, *args)
         key: str = doc["public_key"]
         return key

@@ -50,7 +50,7 @@ def test_usage_errors_say_what_to_do(sh: Shell) -> None:
     missing = sh.run("--site", "nowhere", "status", code=2)
     assert "not an offsync site" in missing.stderr and "offsync init" in missing.stderr
     sh.init("a")
-    again = sh.run("init", "a", code=2)
+    again = sh.run("init", "a", "--open", code=2)
     assert "already holds a site" in again.stderr
     wrong = sh.run("--site", "a", "status", code=2, env={"OFFSYNC_PASSPHRASE": "nope"})
     assert "passphrase" in wrong.stderr and "next:" in wrong.stderr
@@ -58,7 +58,8 @@ def test_usage_errors_say_what_to_do(sh: Shell) -> None:
     assert "passphrase" in no_pass.stderr
     sh.run("--site", "a", "put", "residents", "1", "no-equals-sign", code=2)
     sh.run("--site", "a", "frobnicate", code=2)
-    sh.run("init", "b", "--policy", "doses=sometimes", code=2)
+    bad = sh.run("init", "b", "--open", "--policy", "doses=sometimes", code=2)
+    assert "sometimes" in bad.stderr
     # A passphrase file works instead of the environment variable.
     (sh.cwd / "pass.txt").write_text("kare-klecorejo-2021\n")
     sh.run("--passphrase-file", "pass.txt", "--site", "a", "status")

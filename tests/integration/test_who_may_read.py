@@ -140,9 +140,14 @@ def test_a_folder_stop_answers_no_stranger(tmp_path: Path, world: World) -> None
     world.close()
 
 
-def test_init_says_open_mode_out_loud(tmp_path: Path) -> None:
+def test_init_requires_an_authority_or_an_explicit_open(tmp_path: Path) -> None:
     sh = Shell(tmp_path)
-    made = sh.run("init", "open-site", "--label", "open")
+    refused = sh.run("init", "site", "--label", "site", code=2)
+    assert "authority" in refused.stderr and "--trust AUTHORITY_KEY" in refused.stderr
+    assert not (tmp_path / "site").exists()
+    both = sh.run("init", "site", "--open", "--authority", code=2)
+    assert "--open" in both.stderr and not (tmp_path / "site").exists()
+    made = sh.run("init", "open-site", "--label", "open", "--open")
     assert "open mode:" in made.stderr and "--trust AUTHORITY_KEY" in made.stderr
     trusted = sh.run("init", "authority", "--authority", "--json")
     assert "open mode" not in trusted.stderr

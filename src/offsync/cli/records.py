@@ -42,6 +42,12 @@ from .site import Site, State
 @click.option(
     "--authority", is_flag=True, help="This site is an authority: it issues certificates."
 )
+@click.option(
+    "--open",
+    "open_mode",
+    is_flag=True,
+    help="Open mode, for trials only: any signed key may write, and may read everything.",
+)
 @json_option
 @pass_state
 def init(
@@ -52,12 +58,23 @@ def init(
     default_policy: str,
     trusted: tuple[str, ...],
     authority: bool,
+    open_mode: bool,
 ) -> None:
     """Create a site: a new key (sealed with the passphrase) and an empty store.
 
-    Without --trust or --authority the site is in open mode: it applies the changes of
-    any validly signed site. With them, only sites certified by an authority.
+    A site trusts an authority (--trust KEY, or --authority for the authority itself):
+    then only certified sites write, and each reads what its certificate allows. Open
+    mode, where any signed key writes and reads everything, must be asked for (--open):
+    personal data must never end up there by default.
     """
+    if open_mode and (trusted or authority):
+        fail("--open cannot be combined with --trust or --authority", hint="choose one")
+    if not (open_mode or trusted or authority):
+        fail(
+            "a site needs an authority to trust",
+            hint="offsync init DIR --trust AUTHORITY_KEY (or --authority for the authority "
+            "itself); --open makes a trial site that anyone may read: docs/operations-keys.md",
+        )
     path = directory or state.site_dir
     site_policies: dict[str, str] = {}
     for spec in policy_specs:
