@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Literal
 
 import pytest
 
@@ -16,6 +17,7 @@ from offsync.errors import UsageError
 from offsync.http.readers import readers
 from offsync.server import create_app
 from offsync.sync import exchange, exchange_folder
+from offsync.transports import open_transport
 from offsync.transports.folder import outbox_name
 from offsync.transports.http import HTTPTransport
 from offsync.trust import issue_certificate, revoke
@@ -152,3 +154,54 @@ def test_init_requires_an_authority_or_an_explicit_open(tmp_path: Path) -> None:
     trusted = sh.run("init", "authority", "--authority", "--json")
     assert "open mode" not in trusted.stderr
     assert json.loads(trusted.stdout)["mode"] == "trust"
+
+
+@pytest.mark.parametrize("kind", ["disk", "folder"])
+def test_a_trust_mode_round_sends_nothing_to_a_key_that_may_not_read(
+    tmp_path: Path, world: World, kind: Literal["disk", "folder"]
+) -> None:
+    """A round names its reader: a stranger, a revoked key or nobody gets nothing on the
+    disk or in the folder; a certified site gets what it lacks."""
+    mount = tmp_path / "mount"
+    mount.mkdir()
+    for peer in (world.stranger.id, world.gone.id, None):
+        with open_transport(mount, world.centre, peer, kind=kind) as t:
+            report = offsync.sync(world.centre, t, pull=False)
+        assert report.withheld and report.sent_bundles == 0 and report.peer == peer
+    assert not [p for p in mount.rglob("*") if p.is_file()]
+    with open_transport(mount, world.centre, world.kec.id, kind=kind) as t:
+        report = offsync.sync(world.centre, t, pull=False)
+    assert not report.withheld and report.sent_changes >= 3
+    world.close()
+
+
+def test_a_trust_mode_site_uploads_nothing_to_a_server_that_may_not_read(world: World) -> None:
+    """A server whose key no authority certified (a rogue or a misconfigured one) may
+    answer a pull, but receives none of the site's records."""
+    world.kec.put("residents", "351901", {"name": "Siti"})
+    with (
+        LiveServer(create_app(world.stranger)) as srv,
+        HTTPTransport(srv.url, world.kec.identity, server_key=world.stranger.id) as t,
+    ):
+        report = offsync.sync(world.kec, t)
+    assert report.withheld and report.sent_changes == 0
+    assert world.stranger.knowledge().count(world.kec.id) == 0
+    assert world.stranger.get("residents", "351901") is None
+    world.close()
+
+
+def test_disk_export_to_a_stranger_writes_nothing_and_fails(tmp_path: Path) -> None:
+    sh = Shell(tmp_path)
+    auth = sh.init("authority", "--authority")
+    kec = sh.init("kec", "--trust", auth)
+    stranger = sh.init("stranger")
+    sh.run("--site", "authority", "trust", "issue", kec, "--label", "kec")
+    sh.run("--site", "authority", "pack", "certs")
+    sh.run("--site", "kec", "apply", "certs")
+    sh.run("--site", "kec", "put", "residents", "3519010101900001", "name=Siti")
+    (tmp_path / "usb").mkdir()
+    done = sh.run("--site", "kec", "disk", "export", "usb", "--to", stranger, code=3)
+    assert "nothing sent" in done.stdout and "not certified to read" in done.stdout
+    assert not [p for p in (tmp_path / "usb").rglob("*.ofb")]
+    doc = sh.json("--site", "kec", "disk", "export", "usb", "--to", auth)
+    assert doc["withheld"] == [] and doc["rounds"][0]["sent_changes"] >= 1

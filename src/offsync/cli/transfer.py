@@ -67,8 +67,11 @@ def _report_sync(
 ) -> None:
     """The rounds as a table (or JSON with the site's status), then the courier replies
     that could not be written and those withheld from sites that may not read (trust
-    mode); exit 4 if any was not written, else 3 if anything was refused."""
+    mode); exit 4 if any was not written, else 3 if anything was refused or a site this
+    command was asked to send to may not read."""
     replica = state.replica()
+    denied = [r.peer for r in reports if r.withheld and r.peer is not None]
+    withheld = [*withheld, *(k for k in denied if k not in withheld)]
     names = state.names(replica)
     events.rounds(reports, names)
     rows = _sync_rows(reports, names)
@@ -92,9 +95,14 @@ def _report_sync(
         _print_rounds(rows, names, what, not_written, missing)
         for k in withheld:
             out.print(
-                f"[yellow]no reply[/] to {escape(short(k, names))}: not certified to read "
-                "here (trust mode); its bundles were imported"
+                f"[yellow]nothing sent[/] to {escape(short(k, names))}: not certified to "
+                "read here (trust mode)"
             )
+    if any(r.withheld and r.peer is None for r in reports):
+        err.print(
+            "[yellow]nothing sent:[/] in trust mode a round sends only to a named site "
+            "that may read (--peer, --to)"
+        )
     refused = any(r["refused"] for r in rows)
     if refused:
         err.print(
@@ -111,7 +119,7 @@ def _report_sync(
             "command again."
         )
         raise click.exceptions.Exit(EXIT_TRANSPORT)
-    if refused:
+    if refused or any(r.withheld for r in reports):
         raise click.exceptions.Exit(EXIT_REFUSED)
 
 

@@ -24,6 +24,7 @@ refused blob is reported and the others go on, and a broken link there is report
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
@@ -55,6 +56,9 @@ class SyncReport:
     receipts: int = 0
     #: What the blob lane moved after the records (None: the transport carries none).
     blobs: LaneReport | None = None
+    #: Nothing was sent: in trust mode the peer may not read (not certified now, or not
+    #: named, so whoever reads the folder or disk is unknown).
+    withheld: bool = False
 
     @property
     def applied(self) -> int:
@@ -140,6 +144,10 @@ def _round(
 ) -> None:
     asked = replica.knowledge()
     allowed = pull and _pull(replica, transport, report)
+    if push and not may_receive(replica, transport.peer):
+        report.peer = transport.peer
+        report.withheld = True
+        push = False
     if push:
         theirs = transport.knowledge() or Knowledge()
         report.peer = peer = transport.peer
@@ -163,6 +171,17 @@ def _round(
         # unsealed (restored from a backup taken before it sealed them), which its
         # knowledge now leaves out, so this pull brings them back as the peer holds them.
         _pull(replica, transport, report)
+
+
+def may_receive(replica: Replica, peer: bytes | None) -> bool:
+    """Whether this replica may hand its data to ``peer``: always in open mode; in trust
+    mode only a named peer that may read now (``TrustStore.may_read``), the rule every
+    server and courier stop applies, so that no path gives personal data to a key no
+    authority certified (a stranger's disk, a rogue server, a revoked site)."""
+    trust = replica.trust_store
+    if trust is None:
+        return True
+    return peer is not None and trust.may_read(peer, int(time.time() * 1000))
 
 
 def _record_receipts(replica: Replica, transport: Transport, report: SyncReport) -> None:
