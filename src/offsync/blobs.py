@@ -15,7 +15,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
-from .encoding import packb
+from .encoding import decode_fields, packb
 from .errors import BlobError, BlobReferenceError, LimitExceededError, UsageError
 from .limits import DEFAULT_LIMITS, Limits
 from .unpack import unpack
@@ -29,6 +29,7 @@ __all__ = [
     "blob_hash",
     "check_references",
     "chunk_spans",
+    "field_references",
     "is_reference",
     "read_chunks",
     "references",
@@ -153,6 +154,21 @@ def references(fields: Mapping[str, Any]) -> list[BlobRef]:
         except BlobReferenceError:
             continue
     return found
+
+
+def ref_order(ref: BlobRef) -> tuple[bytes, int, bytes]:
+    """The order in which a record's references are listed (by hash, then size and
+    media type): stores index them as a set, so no other order survives."""
+    return ref.hash, ref.size, ref.media_type.encode()
+
+
+def field_references(fields: bytes | None) -> tuple[BlobRef, ...]:
+    """The distinct well-formed references in a record's stored field bytes, in
+    ``ref_order``: what a store's reference index holds for that record. Bytes without
+    ``BLOB_MARK`` hold none and are not decoded (the common case costs one search)."""
+    if not fields or BLOB_MARK not in fields:
+        return ()
+    return tuple(sorted(set(references(decode_fields(fields))), key=ref_order))
 
 
 def check_references(fields: Mapping[str, Any] | None, limits: Limits = DEFAULT_LIMITS) -> None:
