@@ -125,6 +125,12 @@ class _Blobs(_Core):
             if ref not in held:
                 self._set_demands([*held, ref])
 
+    def _fulfil(self, ref: BlobRef) -> None:
+        """A blob is here whole now: forget that it was asked for (inside the lock)."""
+        raw = self.store.get_meta("blob_demand")
+        if raw and ref.to_bytes() in msgpack.unpackb(raw):
+            self._set_demands([r for r in self.demanded_blobs() if r.hash != ref.hash])
+
     def blobs_to_fetch(self) -> tuple[list[BlobRef], list[BlobRef]]:
         """What the lane's pull side asks peers for, by this site's fetch policy: the
         missing blobs asked for (fetched first), then the other missing blobs (none
@@ -161,6 +167,7 @@ class _Blobs(_Core):
             ref = hasher.ref(media_type)
             with self._lock:
                 self.blob_store.put(ref, io.BytesIO(raw), self._wall())
+                self._fulfil(ref)
             return ref
         with tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES) as spool:
             hasher = BlobHasher(self.limits)
@@ -173,6 +180,7 @@ class _Blobs(_Core):
             spool.seek(0)
             with self._lock:
                 self.blob_store.put(ref, spool, self._wall())  # type: ignore[arg-type]
+                self._fulfil(ref)
         return ref
 
     def has_blob(self, ref: BlobRef | Mapping[str, Any]) -> bool:
@@ -281,6 +289,7 @@ class _Blobs(_Core):
                 if held < ref.size:
                     return held
                 store.finish(ref)
+            self._fulfil(ref)
         return ref.size
 
     def read_blob_chunk(self, ref: BlobRef, offset: int, length: int) -> bytes:
