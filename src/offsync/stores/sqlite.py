@@ -638,8 +638,9 @@ class SQLiteStore(Store):
                 " ON CONFLICT DO NOTHING",
                 sorted(map(_FIRST_PARAMS, part), key=_key_of),
             ).rowcount
+        marked = [c for c in changes if c.fields is not None and BLOB_MARK in c.fields]
         if inserted == len(changes):
-            self._index_refs((c.collection, c.key, c.fields) for c in changes)
+            self._index_refs((c.collection, c.key, c.fields) for c in marked)
             return []
         held = self._heads([(c.collection, c.key) for c in changes])
         existed = {
@@ -648,7 +649,7 @@ class SQLiteStore(Store):
             if held[c.collection, c.key] != sole_head(c.origin, c.seq)
         }
         self._index_refs(
-            (c.collection, c.key, c.fields) for c in changes if (c.collection, c.key) not in existed
+            (c.collection, c.key, c.fields) for c in marked if (c.collection, c.key) not in existed
         )
         self.add_changes([c for c in changes if (c.collection, c.key) in existed])
         return [(c.collection, c.key) for c in changes if (c.collection, c.key) in existed]
