@@ -50,7 +50,8 @@ class BreakingPeer(HTTPBlobPeer):
 
 
 def _serve(replica: Replica) -> tuple[uvicorn.Server, str]:
-    sock = socket.socket()
+    # IPPROTO_TCP, not 0: else asyncio leaves Nagle on (offsync.cli.serve._listen).
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.bind(("127.0.0.1", 0))
     config = uvicorn.Config(
         create_app(replica, readable=None), log_level="warning", access_log=False, lifespan="off"
