@@ -76,10 +76,10 @@ def test_demo_converges_and_prints_the_final_table() -> None:
     recorded = sum(int(n) for n in re.findall(r"changes recorded offline, (\d+) ID-card", out))
     uploaded = re.search(r"kec-wungu uploads .* and (\d+) photos", out)
     assert uploaded is not None and int(uploaded.group(1)) > 0
-    held, referenced = map(int, rows["pusat"][col["photos"]].split("/"))
-    assert referenced == recorded and int(uploaded.group(1)) <= held <= recorded
+    photos, referenced = map(int, rows["pusat"][col["photos"]].split("/"))
+    assert referenced == recorded and int(uploaded.group(1)) <= photos <= recorded
     assert rows["pos-wungu"][col["photos"]] == f"0/{recorded}"
-    assert f"photos at the centre: {held} of {recorded} recorded" in out
+    assert f"photos at the centre: {photos} of {recorded} recorded" in out
 
 
 def test_demo_refuses_nonsense_arguments() -> None:
