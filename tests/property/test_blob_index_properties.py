@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from offsync import Identity, Replica
-from offsync.blobs import BlobRef, blob_hash
+from offsync.blobs import BlobRef, blob_hash, ref_order
 from offsync.policies import MultiValue
 from offsync.stores.base import Store
 from offsync.stores.memory import MemoryStore
@@ -47,11 +47,17 @@ def fields(chosen: list[int], nested: bool) -> dict[str, Any]:
     return out
 
 
+def ref_heads(item: tuple[BlobRef, bytes]) -> tuple[Any, ...]:
+    return (*ref_order(item[0]), item[1])
+
+
 def same_as_scan(store: Store) -> None:
     assert store.blob_refs() == Store.blob_refs(store)
     assert store.missing_blob_refs() == Store.missing_blob_refs(store)
     hashes = [r.hash for r in REFS]
     assert store.referenced_blobs(hashes) == Store.referenced_blobs(store, hashes)
+    got, scanned = store.blob_ref_heads(hashes), Store.blob_ref_heads(store, hashes)
+    assert sorted(got, key=ref_heads) == sorted(scanned, key=ref_heads)
 
 
 def run(op: tuple[Any, ...], sites: list[Replica], now: list[int]) -> None:

@@ -28,8 +28,7 @@ from typing import Any, BinaryIO
 
 import msgpack
 
-from ..blobs import BLOB_MARK, DEFAULT_MEDIA_TYPE, BlobHasher, BlobRef, BlobVerifier, references
-from ..encoding import decode_fields
+from ..blobs import DEFAULT_MEDIA_TYPE, BlobHasher, BlobRef, BlobVerifier, ref_order
 from ..errors import MissingBlobError, UsageError
 from ..lane import BlobChunk
 from ..stores.base import unpack_ids
@@ -260,19 +259,23 @@ class _Blobs(_Core):
                 seen[ref.hash] = ref if store.has(ref.hash) else None
         return [r for r in seen.values() if r is not None]
 
-    def blob_index(self) -> dict[bytes, tuple[BlobRef, frozenset[bytes]]]:
-        """Every blob visible records reference: its reference and the origins of the
-        changes that made those records (whose readers may read it). A server builds
-        it once per change of its knowledge, to take and serve only these blobs."""
+    def blob_entries(
+        self, hashes: Iterable[bytes]
+    ) -> dict[bytes, tuple[BlobRef, frozenset[bytes]]]:
+        """Of ``hashes``, those visible records reference: the reference and the
+        origins of the changes that made those records (whose readers may read it).
+        One indexed query (``Store.blob_ref_heads``): what a server asks per request.
+        Should records reference one hash with different sizes or media types, the
+        first reference in ``ref_order`` stands."""
         out: dict[bytes, tuple[BlobRef, set[bytes]]] = {}
-        for row in self.store.iter_records():
-            if row.fields is None or BLOB_MARK not in row.fields:
-                continue
-            origins = {h.origin for h in unpack_ids(row.heads)}
-            for ref in references(decode_fields(row.fields)):
-                entry = out.setdefault(ref.hash, (ref, set()))
-                entry[1].update(origins)
+        for ref, heads in sorted(self.store.blob_ref_heads(list(hashes)), key=_by_ref):
+            entry = out.setdefault(ref.hash, (ref, set()))
+            entry[1].update(h.origin for h in unpack_ids(heads))
         return {h: (ref, frozenset(o)) for h, (ref, o) in out.items()}
+
+    def blob_index(self) -> dict[bytes, tuple[BlobRef, frozenset[bytes]]]:
+        """``blob_entries`` of every blob visible records reference."""
+        return self.blob_entries({r.hash for _, _, r in self.store.blob_refs()})
 
     def receive_blob_chunk(self, ref: BlobRef, offset: int, data: bytes) -> int:
         """Keep one chunk of a blob arriving from a peer; the bytes now held. With the
@@ -309,6 +312,10 @@ class _Blobs(_Core):
             gone = [h for h in old if h not in referenced]
             store.delete(gone)
         return gone
+
+
+def _by_ref(item: tuple[BlobRef, bytes]) -> tuple[bytes, int, bytes]:
+    return ref_order(item[0])
 
 
 def _check_fetch(policy: object) -> str:

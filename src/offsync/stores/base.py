@@ -363,6 +363,19 @@ class Store(ABC):
                 out.append(row)
         return out
 
+    def blob_ref_heads(self, hashes: Sequence[bytes]) -> list[tuple[BlobRef, bytes]]:
+        """For each reference to one of ``hashes`` held by a visible record: the
+        reference and that record's heads (``pack_ids``), whose origins may read the
+        blob. What a server asks per request instead of indexing every record; any
+        order."""
+        wanted = set(hashes)
+        return [
+            (ref, row.heads)
+            for row in self.iter_records()
+            for ref in field_references(row.fields)
+            if ref.hash in wanted
+        ]
+
     def referenced_blobs(self, hashes: Sequence[bytes]) -> set[bytes]:
         """Those of ``hashes`` that some visible record references (what
         ``collect_blobs`` must keep)."""

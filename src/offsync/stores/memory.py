@@ -200,6 +200,16 @@ class MemoryStore(Store):
         ]
         return sorted(rows, key=ref_row_order)
 
+    def blob_ref_heads(self, hashes: Sequence[bytes]) -> list[tuple[BlobRef, bytes]]:
+        self._check_open()
+        wanted = set(hashes)
+        return [
+            (ref, self._records[ck].heads)
+            for ck, refs in self._refs.items()
+            for ref in refs
+            if ref.hash in wanted
+        ]
+
     def referenced_blobs(self, hashes: Sequence[bytes]) -> set[bytes]:
         self._check_open()
         held = {r.hash for refs in self._refs.values() for r in refs}

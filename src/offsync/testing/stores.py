@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from ..blobs import BlobRef, blob_hash
+from ..blobs import BlobRef, blob_hash, ref_order
 from ..change import DELETE, PUT, Change, ChangeId
 from ..encoding import packb
 from ..errors import RemoteDataError, StorageError, UsageError
@@ -140,6 +140,10 @@ def _ref_row(key: str, *refs: BlobRef, heads: bytes = b"\x91\x92\xc4\x01x\x01") 
     return RecordRow("c", key, _ref_fields(*refs), heads, False)
 
 
+def _ref_heads(item: tuple[BlobRef, bytes]) -> tuple[Any, ...]:
+    return (*ref_order(item[0]), item[1])
+
+
 def _same_as_scan(s: Store, what: str) -> None:
     """The store's index of references equals what a scan of its records finds."""
     scan = Store.blob_refs(s)
@@ -150,6 +154,11 @@ def _same_as_scan(s: Store, what: str) -> None:
         assert s.blob_refs(c, k) == [r for r in scan if r[:2] == (c, k)], f"{what}: one record"
     assert s.missing_blob_refs() == Store.missing_blob_refs(s), f"{what}: missing_blob_refs"
     hashes = [r.hash for r in REFS] + [b"\x09" * 32]
+    for some in (hashes, hashes[:1], []):
+        got, scanned = s.blob_ref_heads(some), Store.blob_ref_heads(s, some)
+        assert sorted(got, key=_ref_heads) == sorted(scanned, key=_ref_heads), (
+            f"{what}: blob_ref_heads"
+        )
     assert s.referenced_blobs(hashes) == {r.hash for _, _, r in scan}, f"{what}: referenced"
 
 
