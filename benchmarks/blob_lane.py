@@ -1,15 +1,22 @@
 """The blob lane over HTTP: a site pushes N blobs of SIZE random bytes to a server
 (uvicorn on a free loopback port, SQLite on both sides), over a link that breaks every
-BREAK bytes of chunks sent; it syncs again after each break, as a field PC would on the
-next link. Then a second site pulls them all.
+BREAK bytes put on the wire; it syncs again after each break, as a field PC would on
+the next link. Then a second site pulls them all.
 
-Prints the blob bytes, the chunk bytes that crossed the wire (the lane resumes at the
-offset the server holds, so only a chunk cut in flight is sent twice; here the link
-breaks *between* chunks, so nothing is), the syncs it took, and MB/s by wall time and
-by CPU time of this process (server and client share it; wall time is noisy on a
+``--cut inflight`` (the default) breaks the link in the middle of the chunk that
+crosses each BREAK bytes: the bytes of that chunk already on the wire are lost (the
+server keeps no part of a chunk) and the chunk is sent again whole at the next sync,
+from the offset the server holds. ``--cut between`` breaks it just before that chunk
+(nothing is lost). Large blobs (``--size`` over ``blob_chunk_bytes``, 1 MiB) are cut
+in the middle and resume there.
+
+Prints the blob bytes, the chunk bytes delivered, the bytes put on the wire (delivered
+plus lost to cuts) against the blob bytes, the syncs it took, and MB/s by wall time
+and by CPU time of this process (server and client share it; wall time is noisy on a
 shared machine). Nothing is asserted.
 
     .venv/bin/python benchmarks/blob_lane.py --n 200 --size 250000 --break-every 10000000
+    .venv/bin/python benchmarks/blob_lane.py --n 4 --size 30000000 --break-every 10000000
 """
 
 from __future__ import annotations
@@ -35,22 +42,28 @@ from offsync.transports.httpblobs import HTTPBlobPeer
 
 
 class BreakingPeer(HTTPBlobPeer):
-    """Breaks the link each time ``every`` more chunk bytes went out."""
+    """Breaks the link each time ``every`` more bytes went on the wire: in the middle
+    of a chunk (``inflight``: the part sent is lost) or just before it."""
 
-    def __init__(self, transport: HTTPTransport, every: int) -> None:
+    def __init__(self, transport: HTTPTransport, every: int, inflight: bool) -> None:
         super().__init__(transport)
-        self.every, self.since, self.breaks = every, 0, 0
+        self.every, self.inflight = every, inflight
+        self.since, self.breaks, self.wire, self.lost = 0, 0, 0, 0
 
     def put_chunk(self, ref: BlobRef, offset: int, data: bytes) -> int:
         if self.since + len(data) > self.every:
-            self.since, self.breaks = 0, self.breaks + 1
+            self.breaks += 1
+            part = self.every - self.since if self.inflight else 0
+            self.wire, self.lost, self.since = self.wire + part, self.lost + part, 0
             raise TransportError("the link broke")
         self.since += len(data)
+        self.wire += len(data)
         return super().put_chunk(ref, offset, data)
 
 
 def _serve(replica: Replica) -> tuple[uvicorn.Server, str]:
-    sock = socket.socket()
+    # IPPROTO_TCP, not 0: else asyncio leaves Nagle on (offsync.cli.serve._listen).
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.bind(("127.0.0.1", 0))
     config = uvicorn.Config(
         create_app(replica, readable=None), log_level="warning", access_log=False, lifespan="off"
@@ -67,6 +80,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=200)
     parser.add_argument("--size", type=int, default=250_000)
     parser.add_argument("--break-every", type=int, default=10_000_000)
+    parser.add_argument("--cut", choices=("inflight", "between"), default="inflight")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -84,7 +98,7 @@ def main() -> None:
         total = args.n * args.size
         wall, cpu = time.perf_counter(), time.process_time()
         with HTTPTransport(url, site.identity) as link:
-            peer = BreakingPeer(link, args.break_every)
+            peer = BreakingPeer(link, args.break_every, args.cut == "inflight")
             link.blob_peer = lambda: peer  # type: ignore[method-assign]
             rounds = 0
             while True:
@@ -103,11 +117,15 @@ def main() -> None:
         mb = total / 1e6
         print(
             f"== {args.n} blobs x {args.size} bytes = {mb:.1f} MB, link broken every "
-            f"{args.break_every} bytes"
+            f"{args.break_every} bytes ({args.cut})"
         )
         print(
             f"push  syncs {rounds}  breaks {peer.breaks}  chunk bytes sent {peer.sent_bytes}"
             f"  ({peer.sent_bytes / total:.3f} x the blob bytes)"
+        )
+        print(
+            f"push  wire bytes {peer.wire}  ({peer.wire / total:.3f} x the blob bytes;"
+            f" {peer.lost} lost in chunks cut in flight, sent again)"
         )
         print(f"push  MB/s {mb / push[0]:.1f} wall  {mb / push[1]:.1f} cpu")
         print(

@@ -10,12 +10,13 @@ module says what a reference is and checks bytes against one.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
-from .encoding import packb
+from .encoding import decode_fields, packb
 from .errors import BlobError, BlobReferenceError, LimitExceededError, UsageError
 from .limits import DEFAULT_LIMITS, Limits
 from .unpack import unpack
@@ -29,6 +30,7 @@ __all__ = [
     "blob_hash",
     "check_references",
     "chunk_spans",
+    "field_references",
     "is_reference",
     "read_chunks",
     "references",
@@ -53,6 +55,10 @@ def blob_hash(data: bytes) -> bytes:
 def _check_media_type(media_type: object, limits: Limits) -> str:
     if type(media_type) is not str:
         raise BlobReferenceError("a blob's media type is a str")
+    # A few media types recur in millions of references (indexing them on every write):
+    # those already found good skip the checks.
+    if (media_type, limits.max_media_type) in _GOOD_MEDIA_TYPES:
+        return media_type
     raw = media_type.encode("utf-8", "surrogatepass")
     if not 3 <= len(raw) <= limits.max_media_type:
         raise BlobReferenceError(
@@ -67,7 +73,15 @@ def _check_media_type(media_type: object, limits: Limits) -> str:
         raise BlobReferenceError(
             f"a blob's media type is printable ASCII of the form type/subtype: {media_type!r}"
         )
+    if len(_GOOD_MEDIA_TYPES) < _MAX_GOOD_MEDIA_TYPES:
+        _GOOD_MEDIA_TYPES.add((media_type, limits.max_media_type))
     return media_type
+
+
+#: Media types found well-formed, with the limit they were checked against (bounded:
+#: media types from peers could otherwise fill it).
+_GOOD_MEDIA_TYPES: set[tuple[str, int]] = set()
+_MAX_GOOD_MEDIA_TYPES = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +167,34 @@ def references(fields: Mapping[str, Any]) -> list[BlobRef]:
         except BlobReferenceError:
             continue
     return found
+
+
+def ref_order(ref: BlobRef) -> tuple[bytes, int, bytes]:
+    """The order in which a record's references are listed (by hash, then size and
+    media type): stores index them as a set, so no other order survives."""
+    return ref.hash, ref.size, ref.media_type.encode()
+
+
+def field_references(fields: bytes | None) -> tuple[BlobRef, ...]:
+    """The distinct well-formed references in a record's stored field bytes, in
+    ``ref_order``: what a store's reference index holds for that record. Bytes without
+    ``BLOB_MARK`` hold none and are not decoded (the common case costs one search)."""
+    if not fields or BLOB_MARK not in fields:
+        return ()
+    found: set[BlobRef] = set()
+    stack: list[Any] = [decode_fields(fields)]
+    while stack:  # as ``references`` finds them, without keeping their order
+        v = stack.pop()
+        kind = type(v)
+        if kind is dict:
+            if len(v) == 1 and BLOB_KEY in v:
+                with contextlib.suppress(BlobReferenceError):
+                    found.add(BlobRef.from_field(v))
+            else:
+                stack.extend(v.values())
+        elif kind is list or kind is tuple:
+            stack.extend(v)
+    return tuple(sorted(found, key=ref_order))
 
 
 def check_references(fields: Mapping[str, Any] | None, limits: Limits = DEFAULT_LIMITS) -> None:

@@ -10,6 +10,10 @@ the centre once it is back (a real uvicorn server on a free loopback port). Two 
 record the same person's first dose differently; a district clerk settles the conflict.
 An uncertified laptop slips a bundle into the shared folder: every replica holds it in
 quarantine and none applies it.
+Residents recorded for an ID card carry a photo (a few KB of random bytes standing in
+for a JPEG): a blob beside the record, which travels after the records on roads that
+carry blobs (HTTP here; the records never wait for it). A village vaccination post,
+which needs the names and not the photos, syncs with the centre with ``blobs="none"``.
 The centre's receipts travel back the same roads, so every office can see that its
 work has arrived. Exits 1 if any replica does not converge.
 
@@ -49,6 +53,8 @@ FAMILY = ["Aminah", "Santoso", "Wahyuni", "Prasetyo", "Rahayu", "Hidayat", "Susa
 VACCINES = ["CoronaVac", "AstraZeneca", "Pfizer", "Moderna"]
 #: The record an uncertified laptop tries to slip in; no replica may show it.
 GHOST = "3519019999990001"
+#: One resident in this many is recorded for an ID card, with a photo.
+PHOTO_EVERY = 6
 
 
 @dataclass
@@ -73,15 +79,15 @@ def record_backlog(office: Office, residents: int, rng: random.Random) -> list[s
         for i in range(residents):
             nik = f"{office.region}{rng.randint(1, 28):02d}{rng.randint(1, 12):02d}{rng.randint(50, 99):02d}{i + 1:04d}"
             niks.append(nik)
-            office.replica.put(
-                "residents",
-                nik,
-                {
-                    "name": f"{rng.choice(GIVEN)} {rng.choice(FAMILY)}",
-                    "village": f"{office.name.split('-')[1].title()} {rng.randint(1, 9)}",
-                    "recorded_by": office.name,
-                },
-            )
+            fields: dict[str, Any] = {
+                "name": f"{rng.choice(GIVEN)} {rng.choice(FAMILY)}",
+                "village": f"{office.name.split('-')[1].title()} {rng.randint(1, 9)}",
+                "recorded_by": office.name,
+            }
+            if i % PHOTO_EVERY == 0:  # an ID-card recording: its photo, beside the record
+                photo = rng.randbytes(rng.randint(2000, 4000))
+                fields["photo"] = office.replica.put_blob(photo, "image/jpeg").field()
+            office.replica.put("residents", nik, fields)
             if rng.random() < 0.8:
                 office.replica.put(
                     "doses",
@@ -97,7 +103,8 @@ def record_backlog(office: Office, residents: int, rng: random.Random) -> list[s
 
 def free_loopback_socket() -> socket.socket:
     """A socket bound to a free loopback port, not yet listening (connections fail)."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # IPPROTO_TCP, not 0: else asyncio leaves Nagle on (offsync.cli.serve._listen).
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     return sock
@@ -156,6 +163,26 @@ def got(reports: SyncReport | Sequence[SyncReport]) -> str:
     return f"{applied} changes applied ({dup} duplicates{extra})"
 
 
+def photos_sent(report: SyncReport) -> str:
+    lane = report.blobs
+    return (
+        f" and {lane.sent} photos ({lane.sent_bytes / 1024:.1f} KiB)" if lane and lane.sent else ""
+    )
+
+
+def photos_got(report: SyncReport) -> str:
+    lane = report.blobs
+    return f" and {lane.received} photos" if lane and lane.received else ""
+
+
+def photos(replica: Replica) -> tuple[int, int]:
+    """(held, referenced): the distinct photos this replica's records reference, and how
+    many of them it holds."""
+    referenced = {ref.hash for _, _, ref in replica.blob_references()}
+    store = replica.blob_store
+    return sum(store.has(h) for h in referenced), len(referenced)
+
+
 def table(rows: list[list[str]], header: list[str]) -> str:
     widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=True)]
     line = "+" + "+".join("-" * (w + 2) for w in widths) + "+"
@@ -172,12 +199,15 @@ def run(root: Path, residents: int = 300, say: Callable[[str], None] = print) ->
 
     authority = Identity.generate(label="pusat")  # the centre is also the authority
 
-    def open_office(name: str, role: str, road: str, region: str = "") -> Office:
+    def open_office(
+        name: str, role: str, road: str, region: str = "", blobs: str = "eager"
+    ) -> Office:
         replica = Replica.open(
             str(root / f"{name}.sqlite"),
             identity=authority if name == "pusat" else Identity.generate(label=name),
             policies=POLICIES,
             trust=[authority.public_key],
+            blobs=blobs,
         )
         return Office(name, role, road, replica, region)
 
@@ -186,7 +216,8 @@ def run(root: Path, residents: int = 300, say: Callable[[str], None] = print) ->
     saradan = open_office("kec-saradan", "sub-district", "courier disk", "351901")
     mejayan = open_office("kec-mejayan", "sub-district", "shared folder", "351902")
     wungu = open_office("kec-wungu", "sub-district", "HTTP", "351903")
-    offices = [centre, district, saradan, mejayan, wungu]
+    post = open_office("pos-wungu", "vaccination post", "HTTP", "351903", blobs="none")
+    offices = [centre, district, saradan, mejayan, wungu, post]
     disk = root / "usb-disk"
     share = root / "district-share"
     disk.mkdir()
@@ -214,7 +245,11 @@ def run(root: Path, residents: int = 300, say: Callable[[str], None] = print) ->
         niks: dict[str, list[str]] = {}
         for office in (saradan, mejayan, wungu):
             niks[office.name] = record_backlog(office, residents, rng)
-            say(f"  {office.name}: {office.replica.seq} changes recorded offline")
+            n_photos = len(office.replica.blob_store.blobs())
+            say(
+                f"  {office.name}: {office.replica.seq} changes recorded offline,"
+                f" {n_photos} ID-card photos"
+            )
         # A Saradan resident gets her first dose in Mejayan, and Saradan records it too.
         shared_nik = niks["kec-saradan"][0]
         dose = f"{shared_nik}/1"
@@ -290,10 +325,26 @@ def run(root: Path, residents: int = 300, say: Callable[[str], None] = print) ->
             first = http_sync(district, base, centre)
             say(f"  kab-madiun uploads {sent(first)}")
             report = http_sync(wungu, base, centre)
-            say(f"  kec-wungu uploads {sent(report)}; downloads {got(report)}")
+            say(f"  kec-wungu uploads {sent(report)}{photos_sent(report)}; downloads {got(report)}")
+            with post.replica.batch():  # second doses, given at the village post
+                for nik in niks["kec-wungu"][:20]:
+                    post.replica.put(
+                        "doses", f"{nik}/2", {"vaccine": "Pfizer", "date": "2021-10-04"}
+                    )
+            report = http_sync(post, base, centre)
+            say(f"  pos-wungu uploads {sent(report)}; downloads {got(report)}")
             report = http_sync(district, base, centre)
-            say(f"  kab-madiun downloads {got(report)} and the centre's receipt")
+            say(
+                f"  kab-madiun downloads {got(report)}{photos_got(report)} and the centre's receipt"
+            )
             http_sync(wungu, base, centre)
+            http_sync(post, base, centre)
+            names = sum(1 for _ in post.replica.items("residents"))
+            no_photos = post.replica.missing_blobs().count
+            say(
+                f"  pos-wungu holds the names of {names} residents and none of their"
+                f" {no_photos} photos (blobs=none: it needs names, not photos)"
+            )
         port = None  # closed by the server
 
         say("== Receipts travel back ==")
@@ -328,6 +379,7 @@ def report_table(offices: list[Office], centre: Office, say: Callable[[str], Non
         known = "yes" if o is centre or delivery.reached_centre() else "no"
         conflicts = len(rep.conflicts())
         held_back = len(rep.quarantined_changes())
+        held_photos, referenced = photos(rep)
         ok = ok and at_centre == written and known == "yes" and conflicts == 0
         ok = ok and rep.get("residents", GHOST) is None
         rows.append(
@@ -341,6 +393,7 @@ def report_table(offices: list[Office], centre: Office, say: Callable[[str], Non
                 known,
                 str(conflicts),
                 str(held_back),
+                f"{held_photos}/{referenced}",
                 digests[o.name].hex()[:16],
             ]
         )
@@ -358,9 +411,15 @@ def report_table(offices: list[Office], centre: Office, say: Callable[[str], Non
                 "knows it",
                 "conflicts",
                 "quarantined",
+                "photos",
                 "state digest",
             ],
         )
+    )
+    at_centre, recorded = photos(centre.replica)
+    say(
+        f"photos at the centre: {at_centre} of {recorded} recorded (blobs travel on roads"
+        " that carry them: HTTP here; a post with blobs=none fetches none)"
     )
     total = sum(o.replica.seq for o in offices)
     reached = sum(centre_knowledge.count(o.id) for o in offices)

@@ -8,7 +8,7 @@ import sys
 
 from tests.helpers import ROOT
 
-SITES = ["pusat", "kab-madiun", "kec-saradan", "kec-mejayan", "kec-wungu"]
+SITES = ["pusat", "kab-madiun", "kec-saradan", "kec-mejayan", "kec-wungu", "pos-wungu"]
 
 
 def run_demo(*args: str) -> subprocess.CompletedProcess[str]:
@@ -46,6 +46,8 @@ def test_demo_converges_and_prints_the_final_table() -> None:
         "Surabaya NIK: refused at the desk",
         "uncertified laptop",
         "Receipts travel back",
+        "ID-card photos",
+        "and none of their",
     ):
         assert phrase in out, phrase
     rows = table_rows(out)
@@ -68,6 +70,16 @@ def test_demo_converges_and_prints_the_final_table() -> None:
         assert r[col["conflicts"]] == "0", name
         assert r[col["quarantined"]] == "1", name
     assert f"centre holds {written} of {written} changes written (and 1 refused" in out
+
+    # Photos: the ones that travelled over HTTP reached the centre (the lane over disks
+    # and folders carries the others once it is there); the post fetched none.
+    recorded = sum(int(n) for n in re.findall(r"changes recorded offline, (\d+) ID-card", out))
+    uploaded = re.search(r"kec-wungu uploads .* and (\d+) photos", out)
+    assert uploaded is not None and int(uploaded.group(1)) > 0
+    photos, referenced = map(int, rows["pusat"][col["photos"]].split("/"))
+    assert referenced == recorded and int(uploaded.group(1)) <= photos <= recorded
+    assert rows["pos-wungu"][col["photos"]] == f"0/{recorded}"
+    assert f"photos at the centre: {photos} of {recorded} recorded" in out
 
 
 def test_demo_refuses_nonsense_arguments() -> None:

@@ -16,7 +16,7 @@ import pytest
 
 from offsync import Identity, Replica
 from offsync.errors import StorageError, UsageError
-from offsync.stores.sqlite import backup, check_backup
+from offsync.stores.sqlite import backup, check_backup, schema_version
 
 SITE = Identity(bytes([4]) * 32, "kec-saradan")
 
@@ -48,7 +48,7 @@ def test_a_backup_of_a_store_being_written_is_the_store_at_one_moment(tmp_path: 
         writer.join()
     assert written[0] > 200  # the owner did write while the copies were taken
     for report in reports:
-        assert report.schema_version == 4 and report.identity == SITE.public_key
+        assert report.schema_version == schema_version() and report.identity == SITE.public_key
         assert report.size == os.path.getsize(report.path)
         with Replica.open(report.path, identity=SITE, read_only=True) as copy:
             keys = [k for k, _ in copy.items("residents")]

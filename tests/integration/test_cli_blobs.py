@@ -44,6 +44,8 @@ def test_attach_a_file_then_save_it_and_status_lists_missing_blobs(sh: Shell) ->
     assert sh.json("--site", "b", "get", "people", key)["name"] == "Dewi"
     missing = sh.json("--site", "b", "status")["missing_blobs"]
     assert missing == {
+        "fetch": "eager",
+        "asked_for": 0,
         "blobs": 2,
         "bytes": 250_004,
         "records": 1,
@@ -51,7 +53,7 @@ def test_attach_a_file_then_save_it_and_status_lists_missing_blobs(sh: Shell) ->
     }
     assert "2 blob(s) missing" in sh.run("--site", "b", "status").stdout
     refused = sh.run("--site", "b", "get", "people", key, "--save", "photo=x.jpg", code=1)
-    assert blob_hash(face).hex() in refused.stderr and "not arrived yet" in refused.stderr
+    assert blob_hash(face).hex() in refused.stderr and "not here yet" in refused.stderr
     assert not (sh.cwd / "x.jpg").exists()
 
     # Attaching the same file at b completes it.

@@ -112,8 +112,8 @@ def classify(exc: e.OffsyncError) -> CommandError:
         return CommandError(
             msg,
             EXIT_ERROR,
-            "the blob has not arrived yet: sync with the site that wrote the record"
-            " (`offsync status` lists missing blobs)",
+            "sync with a site that holds it (`offsync status` lists missing blobs;"
+            " `offsync blobs` says which blobs this site fetches)",
         )
     if isinstance(exc, e.StoreLockedError):
         return CommandError(

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from .. import Identity
 from ..blobs import DEFAULT_MEDIA_TYPE, BlobRef, is_reference
+from ..replica.blobs import BLOB_FETCH
 from .app import cli, json_option, pass_state
 from .exits import EXIT_ERROR, fail, show_error
 from .output import emit_json, err, head_name, json_text, out
@@ -48,6 +49,15 @@ from .site import Site, State
     is_flag=True,
     help="Open mode, for trials only: any signed key may write, and may read everything.",
 )
+@click.option(
+    "--blobs",
+    "blob_fetch",
+    type=click.Choice(BLOB_FETCH),
+    default=BLOB_FETCH[0],
+    show_default=True,
+    help="Which blobs (photos, fingerprints) this site fetches: all its records reference"
+    " (eager), only those asked for (lazy), or none (it still forwards those it holds).",
+)
 @json_option
 @pass_state
 def init(
@@ -59,6 +69,7 @@ def init(
     trusted: tuple[str, ...],
     authority: bool,
     open_mode: bool,
+    blob_fetch: str,
 ) -> None:
     """Create a site: a new key (sealed with the passphrase) and an empty store.
 
@@ -89,7 +100,9 @@ def init(
     identity = Identity.generate(label=label or path.resolve().name)
     if authority:
         authorities.insert(0, identity.public_key.hex())
-    site = Site.create(path, identity, passphrase, site_policies, default_policy, authorities)
+    site = Site.create(
+        path, identity, passphrase, site_policies, default_policy, authorities, blob_fetch
+    )
     if state.json:
         emit_json(
             {
@@ -99,11 +112,14 @@ def init(
                 "policies": site.policies,
                 "authorities": site.authorities,
                 "mode": "trust" if site.authorities else "open",
+                "blobs": blob_fetch,
             }
         )
     else:
         out.print(f"Created site [bold]{site.label}[/] in {path}")
         out.print(f"public key {site.public_key.hex()}")
+        if blob_fetch != BLOB_FETCH[0]:
+            out.print(f"blobs: {blob_fetch} ({_FETCH_TEXT[blob_fetch]})")
         out.print("Back up identity.key and keep the passphrase apart from it.")
     if not site.authorities:
         err.print(
@@ -111,6 +127,50 @@ def init(
             "serves any key everything it holds. For real data, create it with "
             "--trust AUTHORITY_KEY (or --authority): docs/operations-keys.md"
         )
+
+
+#: What each fetch policy means, as ``init`` and ``blobs`` say it.
+_FETCH_TEXT = {
+    "eager": "fetches every blob its records reference",
+    "lazy": "fetches a blob when it is asked for (`get --save`), at the next sync",
+    "none": "fetches no blobs: it keeps the records, and forwards the blobs it holds",
+}
+
+
+@cli.command("blobs")
+@click.option(
+    "--fetch",
+    "policy",
+    type=click.Choice(BLOB_FETCH),
+    help="Change which blobs this site fetches (kept in its store).",
+)
+@json_option
+@pass_state
+def blobs_command(state: State, policy: str | None) -> None:
+    """Show (or with --fetch change) which blobs this site fetches, and what it holds,
+    misses and was asked for."""
+    replica = state.replica() if policy else state.reader()
+    if policy:
+        replica.set_blob_fetch(policy)
+    missing = replica.missing_blobs()
+    held = [b for b in replica.blob_store.blobs() if b.complete]
+    asked = [r.hex for r in replica.demanded_blobs()]
+    doc: dict[str, Any] = {
+        "fetch": replica.blob_fetch,
+        "held": len(held),
+        "held_bytes": sum(b.size for b in held),
+        "missing": missing.count,
+        "missing_bytes": missing.bytes,
+        "asked_for": asked,
+    }
+    if state.json:
+        emit_json(doc)
+        return
+    out.print(f"fetch: {doc['fetch']} ({_FETCH_TEXT[replica.blob_fetch]})")
+    out.print(f"held: {doc['held']} blob(s), {doc['held_bytes']} bytes")
+    out.print(f"missing: {doc['missing']} blob(s), {doc['missing_bytes']} bytes")
+    if asked:
+        out.print(f"asked for, fetched at the next sync: {len(asked)}")
 
 
 @cli.command("id")

@@ -110,7 +110,10 @@ def _listen(host: str, port: int) -> tuple[socket.socket, str]:
     the URL waits in the backlog until uvicorn accepts, instead of being refused while
     uvicorn starts (uvicorn listens again with its own backlog)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP named, not 0: asyncio turns Nagle's algorithm off (TCP_NODELAY) only
+    # on connections accepted from a socket whose proto says TCP; with Nagle on, every
+    # answer written in two parts waited for the client's delayed ACK (~40 ms a request).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))

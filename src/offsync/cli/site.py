@@ -154,6 +154,7 @@ class Site:
         site_policies: dict[str, str],
         default_policy: str = "lww",
         authorities: Sequence[str] = (),
+        blobs: str | None = None,
     ) -> Site:
         for name in [*site_policies.values(), default_policy]:
             policy_of(name)
@@ -182,7 +183,7 @@ class Site:
             list(dict.fromkeys(authorities)),
         )
         site.save()
-        site.open(identity, create=True).close()
+        site.open(identity, create=True, blobs=blobs).close()
         return site
 
     @property
@@ -203,7 +204,14 @@ class Site:
     def store_path(self) -> Path:
         return self.path / STORE_FILE
 
-    def open(self, identity: Identity, *, read_only: bool = False, create: bool = False) -> Replica:
+    def open(
+        self,
+        identity: Identity,
+        *,
+        read_only: bool = False,
+        create: bool = False,
+        blobs: str | None = None,
+    ) -> Replica:
         """The site's replica. A missing store is an error unless ``create``: an empty
         store under an existing key would reuse the change numbers of what it lost. A
         store of an older schema is copied to ``backups/`` before it is upgraded."""
@@ -224,6 +232,7 @@ class Site:
             policies={c: policy_of(p) for c, p in self.policies.items()},
             default_policy=policy_of(self.default_policy),
             trust=[bytes.fromhex(a) for a in self.authorities] if self.authorities else None,
+            blobs=blobs,
         )
 
     def _backup_before_upgrade(self) -> None:

@@ -106,6 +106,10 @@ def _missing_blobs(replica: Replica) -> dict[str, Any]:
     missing = replica.missing_blobs()
     records = sorted(missing.by_record)
     return {
+        # eager: a missing blob is awaited; lazy: only those asked for are; none: no
+        # blob is, and the missing ones are what this site chose not to fetch.
+        "fetch": replica.blob_fetch,
+        "asked_for": len(replica.demanded_blobs()),
         "blobs": missing.count,
         "bytes": missing.bytes,
         "records": len(records),
@@ -195,7 +199,17 @@ def status(state: State) -> None:
     n = len(doc["conflicts"])
     out.print(f"{n} open conflict(s)" + (": see `offsync conflicts`" if n else ""))
     blobs = doc["missing_blobs"]
-    if blobs["blobs"]:
+    if blobs["blobs"] and blobs["fetch"] == "none":
+        out.print(
+            f"{blobs['blobs']} blob(s) not fetched here ({blobs['bytes']} bytes): this site"
+            " keeps the records, not their blobs (blobs=none)"
+        )
+    elif blobs["blobs"] and blobs["fetch"] == "lazy":
+        out.print(
+            f"{blobs['blobs']} blob(s) not fetched here ({blobs['bytes']} bytes; blobs=lazy);"
+            f" {blobs['asked_for']} asked for, fetched at the next sync"
+        )
+    elif blobs["blobs"]:
         out.print(
             f"{blobs['blobs']} blob(s) missing ({blobs['bytes']} bytes) for"
             f" {blobs['records']} record(s), e.g. "

@@ -14,15 +14,15 @@ Three endpoints, beside the bundle ones:
 * ``GET /blobs/{hash}`` (signed, ``Range: bytes=FIRST-LAST``): a chunk of a blob held
   whole, to a site that may read one of the origins whose records reference it.
 
-The references the server knows are indexed once per change of its knowledge (one
-pass over the records), not per request.
+Each request asks the store's index of references about its hashes alone
+(``Replica.blob_entries``: one indexed query), so that a centre of a million records
+neither scans them per request nor once per bundle it applies.
 """
 
 from __future__ import annotations
 
 import re
 import time
-import weakref
 from typing import Any
 
 from starlette.requests import ClientDisconnect, Request
@@ -31,7 +31,6 @@ from starlette.responses import JSONResponse, Response
 from ..blobs import BlobRef
 from ..encoding import packb, unpack_strict
 from ..errors import OffsyncError, RemoteDataError, SignatureError
-from ..knowledge import Knowledge
 from ..lane import MAX_LANE_QUERY, check_hashes
 from .bodies import BlobProgress, ErrorBody
 from .ranges import ChunkRange, CommitRange, ContentRange, parse_content_range
@@ -55,27 +54,19 @@ NO_STORE = {"Cache-Control": "no-store"}
 MAX_HELD_BODY = MAX_LANE_QUERY * 34 + 16
 _RANGE = re.compile(r"bytes=([0-9]{1,19})-([0-9]{1,19})")
 
-Index = dict[bytes, tuple[BlobRef, frozenset[bytes]]]
-_INDEXES: weakref.WeakKeyDictionary[ServerState, tuple[Knowledge, Index]] = (
-    weakref.WeakKeyDictionary()
-)
+Entry = tuple[BlobRef, frozenset[bytes]]
 
 
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def _index(state: ServerState) -> Index:
-    """The blobs visible records reference (call holding the replica's lock)."""
-    known = state.replica.knowledge()
-    cached = _INDEXES.get(state)
-    if cached is None or cached[0] != known:
-        cached = (known, state.replica.blob_index())
-        _INDEXES[state] = cached
-    return cached[1]
+def _entries(state: ServerState, hashes: list[bytes]) -> dict[bytes, Entry]:
+    """Of ``hashes``, the blobs visible records reference (call holding the lock)."""
+    return state.replica.blob_entries(hashes)
 
 
-def _may_read(state: ServerState, site: bytes, entry: tuple[BlobRef, frozenset[bytes]]) -> bool:
+def _may_read(state: ServerState, site: bytes, entry: Entry) -> bool:
     return state.readable is None or any(state.readable(site, o) for o in entry[1])
 
 
@@ -139,7 +130,7 @@ async def blobs_held(state: ServerState, request: Request) -> Response:
 
     def held() -> list[list[Any]]:
         _spend(state, signed)
-        index = _index(state)
+        index = _entries(state, hashes)
         readable = [h for h in hashes if h in index and _may_read(state, signed.site, index[h])]
         return [[h, n] for h, n in sorted(state.replica.held_blobs(readable).items())]
 
@@ -186,7 +177,7 @@ async def blob_put(state: ServerState, request: Request) -> Response:
 
 def _take_chunk(state: ServerState, digest: bytes, rng: ContentRange, data: bytes) -> BlobProgress:
     replica = state.replica
-    entry = _index(state).get(digest)
+    entry = _entries(state, [digest]).get(digest)
     if entry is None:
         raise not_found(f"no record here references blob {digest.hex()[:16]}")
     ref = entry[0]
@@ -232,7 +223,7 @@ async def blob_get(state: ServerState, request: Request) -> Response:
 
     def read() -> tuple[bytes, int]:
         _spend(state, signed)
-        entry = _index(state).get(digest)
+        entry = _entries(state, [digest]).get(digest)
         if entry is None or not _may_read(state, signed.site, entry):
             raise not_found(f"no blob {digest.hex()[:16]} here")
         ref = entry[0]

@@ -6,7 +6,16 @@ reference then written in a record field like any value. Records never wait for 
 a record from a peer whose blob has not arrived is applied and visible, and listed by
 ``missing_blobs`` until the blob is here. ``collect_blobs`` deletes blobs that no visible
 record references, once they are older than a grace period, so that a blob put but not
-yet referenced (or arrived ahead of its record) is kept.
+yet referenced (or arrived ahead of its record) is kept. Both read the store's index
+of references (``Store.blob_refs``), written with the records, not the records.
+
+A site fetches blobs by its **fetch policy** (``BLOB_FETCH``, kept in the store's meta
+so that the command line and a server opened on the store follow it): ``"eager"``
+fetches every blob its records reference, ``"lazy"`` only those asked for (an
+``open_blob`` of a blob not here records the demand and raises ``MissingBlobError``; the
+next sync fetches demanded blobs first), ``"none"`` fetches nothing (a vaccination post
+needs the names, not the fingerprints). The policy governs fetching only: every site
+sends the blobs it holds to its peers.
 """
 
 from __future__ import annotations
@@ -17,15 +26,22 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
-from ..blobs import BLOB_MARK, DEFAULT_MEDIA_TYPE, BlobHasher, BlobRef, BlobVerifier, references
-from ..encoding import decode_fields
-from ..errors import UsageError
+import msgpack
+
+from ..blobs import DEFAULT_MEDIA_TYPE, BlobHasher, BlobRef, BlobVerifier, ref_order
+from ..errors import MissingBlobError, UsageError
 from ..lane import BlobChunk
 from ..stores.base import unpack_ids
 from ..stores.blobs import BlobStore
 from .core import _Core
 
-__all__ = ["BLOB_GRACE_MS", "MissingBlobs"]
+__all__ = ["BLOB_FETCH", "BLOB_GRACE_MS", "MAX_BLOB_DEMANDS", "MissingBlobs"]
+
+#: The fetch policies, the default first (module docstring; docs/design.md, "Blobs").
+BLOB_FETCH = ("eager", "lazy", "none")
+#: The most blobs a lazy site remembers it was asked for (the oldest are forgotten):
+#: bounds the meta value the demands are kept in.
+MAX_BLOB_DEMANDS = 10_000
 
 #: How long (ms) ``collect_blobs`` keeps a blob no visible record references: a blob is
 #: put before the record that refers to it, and may arrive ahead of that record.
@@ -58,6 +74,82 @@ class MissingBlobs:
 
 
 class _Blobs(_Core):
+    _blob_fetch = BLOB_FETCH[0]
+
+    def _open_blob_fetch(self, policy: str | None) -> None:
+        """At open: the stored policy, or ``policy`` (then stored, unless read-only)."""
+        if policy is not None:
+            _check_fetch(policy)
+        stored = self.store.get_meta("blob_fetch")
+        current = stored.decode() if stored else BLOB_FETCH[0]
+        if policy is None or policy == current:
+            self._blob_fetch = current if current in BLOB_FETCH else BLOB_FETCH[0]
+            return
+        if self.store.read_only:
+            self._blob_fetch = _check_fetch(policy)
+            return
+        self.set_blob_fetch(policy)
+
+    @property
+    def blob_fetch(self) -> str:
+        """This site's fetch policy: ``"eager"``, ``"lazy"`` or ``"none"``."""
+        return self._blob_fetch
+
+    def set_blob_fetch(self, policy: str) -> None:
+        """Change the fetch policy, kept in the store for every later open."""
+        policy = _check_fetch(policy)
+        with self._lock, self.store.transaction():
+            self.store.set_meta("blob_fetch", policy.encode())
+        self._blob_fetch = policy
+
+    def demanded_blobs(self) -> list[BlobRef]:
+        """Blobs asked for here (``open_blob``) and not fetched yet, oldest first."""
+        raw = self.store.get_meta("blob_demand")
+        return (
+            [BlobRef.from_bytes(bytes(b), self.limits) for b in msgpack.unpackb(raw)] if raw else []
+        )
+
+    def _set_demands(self, refs: list[BlobRef]) -> None:
+        refs = list(dict.fromkeys(refs))[-MAX_BLOB_DEMANDS:]
+        with self.store.transaction():
+            self.store.set_meta("blob_demand", msgpack.packb([r.to_bytes() for r in refs]))
+
+    def _demand(self, ref: BlobRef) -> None:
+        """Remember that ``ref`` was asked for (a read-only replica cannot: it asks
+        nothing of its peers)."""
+        if self.store.read_only:
+            return
+        with self._lock:
+            held = self.demanded_blobs()
+            if ref not in held:
+                self._set_demands([*held, ref])
+
+    def _fulfil(self, ref: BlobRef) -> None:
+        """A blob is here whole now: forget that it was asked for (inside the lock)."""
+        raw = self.store.get_meta("blob_demand")
+        if raw and ref.to_bytes() in msgpack.unpackb(raw):
+            self._set_demands([r for r in self.demanded_blobs() if r.hash != ref.hash])
+
+    def blobs_to_fetch(self) -> tuple[list[BlobRef], list[BlobRef]]:
+        """What the lane's pull side asks peers for, by this site's fetch policy: the
+        missing blobs asked for (fetched first), then the other missing blobs (none
+        unless the policy is ``"eager"``). Demands no longer missing (fetched, or no
+        longer referenced by a visible record) are forgotten here."""
+        with self._lock:
+            if self._blob_fetch == "none":
+                return [], []
+            missing = self.missing_blobs().blobs
+            by_hash = {r.hash: r for r in sorted(missing, key=lambda r: (r.hash, r.size))}
+            asked = self.demanded_blobs()
+            first = [r for r in asked if r in missing]
+            if len(first) != len(asked) and not self.store.read_only:
+                self._set_demands(first)
+            if self._blob_fetch == "lazy":
+                return first, []
+            firsts = {r.hash for r in first}
+            rest = [r for h, r in sorted(by_hash.items()) if h not in firsts]
+            return first, rest
+
     @property
     def blob_store(self) -> BlobStore:
         """Where this replica's store keeps blobs, checked against its limits."""
@@ -74,6 +166,7 @@ class _Blobs(_Core):
             ref = hasher.ref(media_type)
             with self._lock:
                 self.blob_store.put(ref, io.BytesIO(raw), self._wall())
+                self._fulfil(ref)
             return ref
         with tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES) as spool:
             hasher = BlobHasher(self.limits)
@@ -86,6 +179,7 @@ class _Blobs(_Core):
             spool.seek(0)
             with self._lock:
                 self.blob_store.put(ref, spool, self._wall())  # type: ignore[arg-type]
+                self._fulfil(ref)
         return ref
 
     def has_blob(self, ref: BlobRef | Mapping[str, Any]) -> bool:
@@ -93,10 +187,23 @@ class _Blobs(_Core):
 
     def open_blob(self, ref: BlobRef | Mapping[str, Any]) -> BinaryIO:
         """The blob's bytes as a stream, checked against its hash before this returns
-        (a blob not held: ``MissingBlobError``; held but altered: ``BlobError``).
+        (a blob not held: ``MissingBlobError``, and a lazy site remembers it was asked
+        for, to fetch it first at the next sync; held but altered: ``BlobError``).
         ``ref`` is a ``BlobRef`` or the field value that holds one."""
         ref = _ref(ref, self)
         store = self.blob_store
+        if not store.has(ref.hash):
+            if self._blob_fetch == "lazy":
+                self._demand(ref)
+                why = (
+                    "this site fetches blobs when asked (blobs='lazy'): it is asked for now,"
+                    " and the next sync fetches it first"
+                )
+            elif self._blob_fetch == "none":
+                why = "this site does not fetch blobs (blobs='none')"
+            else:
+                why = "it arrives when a site that holds it syncs with this one"
+            raise MissingBlobError(f"blob {ref.hex} is not here yet: {why}")
         check = BlobVerifier(ref, self.limits)
         with store.open(ref) as stream:
             for chunk in iter(lambda: stream.read(1 << 20), b""):
@@ -105,25 +212,27 @@ class _Blobs(_Core):
         return store.open(ref)
 
     def blob_references(self) -> Iterator[tuple[str, str, BlobRef]]:
-        """``(collection, key, ref)`` of every reference held by a visible record."""
-        for row in self.store.iter_records():
-            if row.fields is None or BLOB_MARK not in row.fields:
-                continue
-            for ref in references(decode_fields(row.fields)):
-                yield row.collection, row.key, ref
+        """``(collection, key, ref)`` of every reference held by a visible record (from
+        the store's index of references, by record)."""
+        yield from self.store.blob_refs()
 
-    def missing_blobs(self) -> MissingBlobs:
-        """References of visible records whose blobs are not here (yet), per record."""
-        store = self.blob_store
-        held: dict[bytes, bool] = {}
+    def missing_blobs(self, collection: str | None = None, key: str | None = None) -> MissingBlobs:
+        """References of visible records whose blobs are not here (yet), per record:
+        of every record, of one ``collection``, or of one record (``collection`` and
+        ``key``). Read from the store's index, not by decoding records: at a centre of a
+        million records this costs what is missing, not what is held."""
+        if key is not None:
+            if collection is None:
+                raise UsageError("missing_blobs: a key is asked for with its collection")
+            store = self.blob_store
+            rows = [r for r in self.store.blob_refs(collection, key) if not store.has(r[2].hash)]
+        else:
+            rows = self.store.missing_blob_refs()
+            if collection is not None:
+                rows = [r for r in rows if r[0] == collection]
         by_record: dict[tuple[str, str], list[BlobRef]] = {}
-        for collection, key, ref in self.blob_references():
-            if ref.hash not in held:
-                held[ref.hash] = store.has(ref.hash)
-            if not held[ref.hash]:
-                refs = by_record.setdefault((collection, key), [])
-                if ref not in refs:
-                    refs.append(ref)
+        for c, k, ref in rows:
+            by_record.setdefault((c, k), []).append(ref)
         return MissingBlobs({k: tuple(v) for k, v in by_record.items()})
 
     # -- the lane (offsync.lane, offsync.sync.blobs) ----------------------------------
@@ -144,25 +253,29 @@ class _Blobs(_Core):
         """The blobs held whole here that visible records reference: what the lane
         offers a peer that holds those records (once per hash)."""
         store = self.blob_store
-        seen: dict[bytes, BlobRef] = {}
+        seen: dict[bytes, BlobRef | None] = {}
         for _, _, ref in self.blob_references():
-            if ref.hash not in seen and store.has(ref.hash):
-                seen[ref.hash] = ref
-        return list(seen.values())
+            if ref.hash not in seen:
+                seen[ref.hash] = ref if store.has(ref.hash) else None
+        return [r for r in seen.values() if r is not None]
+
+    def blob_entries(
+        self, hashes: Iterable[bytes]
+    ) -> dict[bytes, tuple[BlobRef, frozenset[bytes]]]:
+        """Of ``hashes``, those visible records reference: the reference and the
+        origins of the changes that made those records (whose readers may read it).
+        One indexed query (``Store.blob_ref_heads``): what a server asks per request.
+        Should records reference one hash with different sizes or media types, the
+        first reference in ``ref_order`` stands."""
+        out: dict[bytes, tuple[BlobRef, set[bytes]]] = {}
+        for ref, heads in sorted(self.store.blob_ref_heads(list(hashes)), key=_by_ref):
+            entry = out.setdefault(ref.hash, (ref, set()))
+            entry[1].update(h.origin for h in unpack_ids(heads))
+        return {h: (ref, frozenset(o)) for h, (ref, o) in out.items()}
 
     def blob_index(self) -> dict[bytes, tuple[BlobRef, frozenset[bytes]]]:
-        """Every blob visible records reference: its reference and the origins of the
-        changes that made those records (whose readers may read it). A server builds
-        it once per change of its knowledge, to take and serve only these blobs."""
-        out: dict[bytes, tuple[BlobRef, set[bytes]]] = {}
-        for row in self.store.iter_records():
-            if row.fields is None or BLOB_MARK not in row.fields:
-                continue
-            origins = {h.origin for h in unpack_ids(row.heads)}
-            for ref in references(decode_fields(row.fields)):
-                entry = out.setdefault(ref.hash, (ref, set()))
-                entry[1].update(origins)
-        return {h: (ref, frozenset(o)) for h, (ref, o) in out.items()}
+        """``blob_entries`` of every blob visible records reference."""
+        return self.blob_entries({r.hash for _, _, r in self.store.blob_refs()})
 
     def receive_blob_chunk(self, ref: BlobRef, offset: int, data: bytes) -> int:
         """Keep one chunk of a blob arriving from a peer; the bytes now held. With the
@@ -179,6 +292,7 @@ class _Blobs(_Core):
                 if held < ref.size:
                     return held
                 store.finish(ref)
+            self._fulfil(ref)
         return ref.size
 
     def read_blob_chunk(self, ref: BlobRef, offset: int, length: int) -> bytes:
@@ -193,12 +307,21 @@ class _Blobs(_Core):
         with self._lock:
             store = self.blob_store
             before = self._wall() - grace_ms
-            referenced = {ref.hash for _, _, ref in self.blob_references()}
-            gone = [
-                b.hash for b in store.blobs() if b.hash not in referenced and b.created < before
-            ]
+            old = [b.hash for b in store.blobs() if b.created < before]
+            referenced = self.store.referenced_blobs(old)  # the index, not the records
+            gone = [h for h in old if h not in referenced]
             store.delete(gone)
         return gone
+
+
+def _by_ref(item: tuple[BlobRef, bytes]) -> tuple[bytes, int, bytes]:
+    return ref_order(item[0])
+
+
+def _check_fetch(policy: object) -> str:
+    if policy not in BLOB_FETCH:
+        raise UsageError(f"blobs is one of {', '.join(BLOB_FETCH)}, not {policy!r}")
+    return str(policy)
 
 
 def _ref(ref: BlobRef | Mapping[str, Any], replica: _Core) -> BlobRef:

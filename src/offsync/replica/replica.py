@@ -53,12 +53,16 @@ class Replica(_Bulk, _Applying, _Packing, _Blobs):
         trust: Iterable[bytes | PublicIdentity] | None = None,
         validators: Mapping[str, Validator] | None = None,
         level: int = DEFAULT_LEVEL,
+        blobs: str | None = None,
     ) -> None:
         """``trust``: the authority keys (the root of trust), or None for open mode, in
         which every validly signed origin may write anything. ``validators``: per
         collection, a check every change must pass (``offsync.trust.Validator``).
         ``level``: the zstd level own changes are compressed at when sealed (1-22;
-        higher costs write time for fewer bytes; receivers need nothing different)."""
+        higher costs write time for fewer bytes; receivers need nothing different).
+        ``blobs``: the blob fetch policy, ``"eager"``, ``"lazy"`` or ``"none"``
+        (``offsync.replica.blobs``), kept in the store; None: as the store says
+        (``"eager"`` for a new one)."""
         if not 1 <= level <= 22:
             raise UsageError("level must be a zstd level from 1 to 22")
         self.level = level
@@ -81,6 +85,7 @@ class Replica(_Bulk, _Applying, _Packing, _Blobs):
         self._wall = wall
         self._fresh, self._fresh_sizes, self._recent = [], [], {}
         self._claim_store()
+        self._open_blob_fetch(blobs)
         self._state = self._loaded_state()
         self._examine_on_open()
         self._put(self._st._replace(claim=self._counted_claim(self._st.trust)))

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import msgpack
 
+from ..blobs import BlobRef, field_references, ref_order
 from ..change import Change, ChangeId
 from ..errors import StorageError, UsageError
 from ..limits import DEFAULT_LIMITS, Limits
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
     from .blobs import BlobStore
 
 __all__ = [
+    "BlobRefRow",
     "IndexRow",
     "RecordRow",
     "SegmentRow",
@@ -84,6 +86,14 @@ def first_record(c: Change) -> RecordRow:
 
 
 IndexRow = tuple[bytes, int, int, bytes, bytes, str, int]
+#: ``(collection, key, ref)``: one blob reference held by one visible record.
+BlobRefRow = tuple[str, str, BlobRef]
+
+
+def ref_row_order(row: BlobRefRow) -> tuple[bytes, bytes, tuple[bytes, int, bytes]]:
+    """How reference rows are listed: by record (UTF-8 bytes, as ``iter_records``),
+    then ``offsync.blobs.ref_order``."""
+    return row[0].encode(), row[1].encode(), ref_order(row[2])
 
 
 class Store(ABC):
@@ -321,6 +331,56 @@ class Store(ABC):
 
     @abstractmethod
     def conflicted(self) -> list[tuple[str, str]]: ...
+
+    # the blob references of visible records (docs/design.md, "Blobs": the index)
+    def blob_refs(self, collection: str | None = None, key: str | None = None) -> list[BlobRefRow]:
+        """The references visible records hold (of one collection, or one record), in
+        ``ref_row_order``, each once per record. This default reads every record; the
+        stores offsync ships keep an index of references, written with the records
+        (``check_store`` holds it to this scan)."""
+        rows = self.iter_records(collection)
+        if key is not None:
+            if collection is None:
+                raise UsageError("blob_refs: a key is asked for with its collection")
+            one = self.get_record(collection, key)
+            rows = iter([one] if one is not None else [])
+        out: list[BlobRefRow] = []
+        for row in rows:
+            out += [(row.collection, row.key, ref) for ref in field_references(row.fields)]
+        return out
+
+    def missing_blob_refs(self) -> list[BlobRefRow]:
+        """The references of visible records whose blobs this store does not hold
+        whole, in ``ref_row_order``."""
+        blobs = self.blobs()
+        held: dict[bytes, bool] = {}
+        out = []
+        for row in self.blob_refs():
+            digest = row[2].hash
+            if digest not in held:
+                held[digest] = blobs.has(digest)
+            if not held[digest]:
+                out.append(row)
+        return out
+
+    def blob_ref_heads(self, hashes: Sequence[bytes]) -> list[tuple[BlobRef, bytes]]:
+        """For each reference to one of ``hashes`` held by a visible record: the
+        reference and that record's heads (``pack_ids``), whose origins may read the
+        blob. What a server asks per request instead of indexing every record; any
+        order."""
+        wanted = set(hashes)
+        return [
+            (ref, row.heads)
+            for row in self.iter_records()
+            for ref in field_references(row.fields)
+            if ref.hash in wanted
+        ]
+
+    def referenced_blobs(self, hashes: Sequence[bytes]) -> set[bytes]:
+        """Those of ``hashes`` that some visible record references (what
+        ``collect_blobs`` must keep)."""
+        wanted = set(hashes)
+        return {r.hash for _, _, r in self.blob_refs() if r.hash in wanted}
 
     # what peers said they hold (receipts)
     @abstractmethod

@@ -11,10 +11,11 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+from ..blobs import BlobRef, field_references
 from ..change import Change, ChangeId
 from ..errors import StorageError
 from ..limits import DEFAULT_LIMITS, Limits
-from .base import RecordRow, SegmentRow, Store
+from .base import BlobRefRow, RecordRow, SegmentRow, Store, ref_row_order
 from .blobs import BlobStore, MemoryBlobStore
 
 __all__ = ["MemoryStore"]
@@ -33,6 +34,8 @@ class MemoryStore(Store):
         self._records: dict[tuple[str, str], RecordRow] = {}
         self._peers: dict[bytes, tuple[bytes, int, bytes, bytes]] = {}
         self._nonces: dict[bytes, int] = {}
+        #: The reference index: the blob references of each visible record that has any.
+        self._refs: dict[tuple[str, str], tuple[BlobRef, ...]] = {}
         self._closed = False
         self._blobs = MemoryBlobStore()
 
@@ -45,6 +48,7 @@ class MemoryStore(Store):
             dict(self._records),
             dict(self._peers),
             dict(self._nonces),
+            dict(self._refs),
         )
 
     def _restore(self, saved: tuple[Any, ...]) -> None:
@@ -56,6 +60,7 @@ class MemoryStore(Store):
             self._records,
             self._peers,
             self._nonces,
+            self._refs,
         ) = saved
 
     def _check_open(self) -> None:
@@ -165,6 +170,11 @@ class MemoryStore(Store):
             self._records[(r.collection, r.key)] = RecordRow(
                 r.collection, r.key, r.fields, r.heads, bool(r.conflict)
             )
+            refs = field_references(r.fields)
+            if refs:
+                self._refs[(r.collection, r.key)] = refs
+            else:
+                self._refs.pop((r.collection, r.key), None)
 
     def get_record(self, collection: str, key: str) -> RecordRow | None:
         self._check_open()
@@ -177,6 +187,33 @@ class MemoryStore(Store):
         ]
         rows.sort(key=lambda r: _utf8(r.collection, r.key))
         yield from rows
+
+    def blob_refs(self, collection: str | None = None, key: str | None = None) -> list[BlobRefRow]:
+        self._check_open()
+        if key is not None and collection is None:
+            return super().blob_refs(collection, key)  # refuses it
+        rows = [
+            (c, k, ref)
+            for (c, k), refs in self._refs.items()
+            if (collection is None or c == collection) and (key is None or k == key)
+            for ref in refs
+        ]
+        return sorted(rows, key=ref_row_order)
+
+    def blob_ref_heads(self, hashes: Sequence[bytes]) -> list[tuple[BlobRef, bytes]]:
+        self._check_open()
+        wanted = set(hashes)
+        return [
+            (ref, self._records[ck].heads)
+            for ck, refs in self._refs.items()
+            for ref in refs
+            if ref.hash in wanted
+        ]
+
+    def referenced_blobs(self, hashes: Sequence[bytes]) -> set[bytes]:
+        self._check_open()
+        held = {r.hash for refs in self._refs.values() for r in refs}
+        return held.intersection(hashes)
 
     def conflicted(self) -> list[tuple[str, str]]:
         self._check_open()

@@ -24,10 +24,20 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from ..blobs import BLOB_MARK, BlobRef, field_references
 from ..change import Change
 from ..errors import StorageConflictError, StorageError, StorageFullError, UsageError
 from ..limits import DEFAULT_LIMITS, Limits
-from .base import IndexRow, RecordRow, SegmentRow, Store, pack_ids, sole_head, unpack_ids
+from .base import (
+    BlobRefRow,
+    IndexRow,
+    RecordRow,
+    SegmentRow,
+    Store,
+    pack_ids,
+    sole_head,
+    unpack_ids,
+)
 from .blobs import BlobStore
 from .migrations import migrations
 from .pgarrays import bool_array, bytea_array, int2_array, int8_array, register, text_array
@@ -92,6 +102,26 @@ _FIRST_CHANGES = (
     " heads = EXCLUDED.heads, conflict = EXCLUDED.conflict WHERE records.heads = ''"
     " RETURNING collection, key"
 )
+
+
+#: References of records just written into the index (``blob_refs``), each held if its
+#: blob is whole. ``FOR SHARE``: a blob being completed or dropped by another worker at
+#: this moment is waited for, so that ``held`` is read after it, never before.
+_INSERT_REFS = (
+    "INSERT INTO blob_refs (collection, key, hash, size, media_type, held)"
+    " SELECT c, k, h, n, m, EXISTS (SELECT 1 FROM blobs b WHERE b.hash = u.h AND b.complete"
+    " FOR SHARE) FROM unnest(%b::bytea[], %b::bytea[], %b::bytea[], %b::bigint[], %b::text[])"
+    " AS u(c, k, h, n, m) ON CONFLICT DO NOTHING"
+)
+_REF_COLUMNS = "collection, key, hash, size, media_type"
+_REF_ORDER = 'collection, key, hash, size, media_type COLLATE "C"'
+
+
+def _ref_rows(rows: list[Any]) -> list[BlobRefRow]:
+    return [
+        (bytes(c).decode(), bytes(k).decode(), BlobRef(bytes(h), int(n), m))
+        for c, k, h, n, m in rows
+    ]
 
 
 def _record_chunks(rows: Sequence[RecordRow]) -> Iterator[Sequence[RecordRow]]:
@@ -220,6 +250,44 @@ class PostgresStore(Store):
                 f"this offsync uses {len(migrations())}: open it with migrate=True"
             )
         self._lock_prefix = schema.encode()
+        self._backfill_blob_refs()
+
+    def _backfill_blob_refs(self) -> None:
+        """Index the references of records held before migration 5 (which left a note in
+        ``meta`` when there were any): once, by the first store opened after it."""
+        if not self.get_meta("blob_refs_backfill"):
+            return
+        with self.transaction():
+            self._x("SELECT pg_advisory_xact_lock(%s)", (lock_key(self._lock_prefix, b"refs"),))
+            if not self._q("SELECT 1 FROM meta WHERE name = 'blob_refs_backfill'"):
+                return  # another worker did it meanwhile
+            rows = self._q(
+                "SELECT collection, key, fields FROM records WHERE heads <> ''"
+                " AND position(%b::bytea IN fields) > 0",
+                (BLOB_MARK,),
+            )
+            self._index_refs([(bytes(c).decode(), bytes(k).decode(), bytes(f)) for c, k, f in rows])
+            self._x("DELETE FROM meta WHERE name = 'blob_refs_backfill'")
+
+    def _index_refs(self, items: Sequence[tuple[str, str, bytes | None]]) -> None:
+        """Add the references of records just written to the index."""
+        params = [
+            (c, k, r)
+            for c, k, f in items
+            if f is not None and BLOB_MARK in f
+            for r in field_references(f)
+        ]
+        for chunk in _chunks(params):
+            self._x(
+                _INSERT_REFS,
+                (
+                    bytea_array([c.encode() for c, _, _ in chunk]),
+                    bytea_array([k.encode() for _, k, _ in chunk]),
+                    bytea_array([r.hash for _, _, r in chunk]),
+                    int8_array([r.size for _, _, r in chunk]),
+                    text_array([r.media_type for _, _, r in chunk]),
+                ),
+            )
 
     def __repr__(self) -> str:
         return f"<PostgresStore schema={self.schema!r}>"
@@ -496,7 +564,11 @@ class PostgresStore(Store):
                 "p": bytea_array([pack_ids(c.parents) if c.parents else None for c in cs]),
                 "heads": bytea_array([sole_head(c.origin, c.seq) for c in cs]),
             }
-            written.update((bytes(c), bytes(k)) for c, k in self._q(_FIRST_CHANGES, args))
+            done = {(bytes(c), bytes(k)) for c, k in self._q(_FIRST_CHANGES, args)}
+            written |= done
+            self._index_refs(
+                [(c.collection, c.key, c.fields) for ck, kk, c in chunk if (ck, kk) in done]
+            )
         return [
             (c.collection, c.key)
             for c in changes
@@ -584,19 +656,35 @@ class PostgresStore(Store):
 
     def put_records(self, rows: Sequence[RecordRow]) -> None:
         for chunk in _record_chunks(rows):
-            self._x(_UPSERT_RECORDS, _record_columns(chunk))
+            columns = _record_columns(chunk)
+            self._x(_UPSERT_RECORDS, columns)
+            # The index follows: the references these records held go, theirs come.
+            self._x(
+                "DELETE FROM blob_refs r USING unnest(%b::bytea[], %b::bytea[]) AS k(c, k)"
+                " WHERE r.collection = k.c AND r.key = k.k",
+                columns[:2],
+            )
+            self._index_refs([(r.collection, r.key, r.fields) for r in chunk])
 
     def add_new_records(self, rows: Sequence[RecordRow]) -> list[tuple[str, str]]:
         # One statement: insert, or fill the placeholder lock_records left; a record that
         # really exists is left alone and reported back for merging.
         written: set[tuple[bytes, bytes]] = set()
         for chunk in _record_chunks(rows):
-            written.update(
+            done = {
                 (bytes(c), bytes(k))
                 for c, k in self._q(
                     _UPSERT_RECORDS + " WHERE records.heads = '' RETURNING collection, key",
                     _record_columns(chunk),
                 )
+            }
+            written |= done
+            self._index_refs(
+                [
+                    (r.collection, r.key, r.fields)
+                    for r in chunk
+                    if (r.collection.encode(), r.key.encode()) in done
+                ]
             )
         return [
             (r.collection, r.key)
@@ -652,6 +740,54 @@ class PostgresStore(Store):
                 "SELECT collection, key FROM records WHERE conflict ORDER BY collection, key"
             )
         ]
+
+    # -- the index of blob references ----------------------------------------------------
+
+    def blob_refs(self, collection: str | None = None, key: str | None = None) -> list[BlobRefRow]:
+        if key is not None and collection is None:
+            return super().blob_refs(collection, key)  # refuses it
+        where, args = "", [c.encode() for c in (collection, key) if c is not None]
+        if args:
+            where = " WHERE collection = %s" + (" AND key = %s" if key is not None else "")
+        return _ref_rows(
+            self._q(f"SELECT {_REF_COLUMNS} FROM blob_refs{where} ORDER BY {_REF_ORDER}", args)
+        )
+
+    def missing_blob_refs(self) -> list[BlobRefRow]:
+        # The partial index holds the references not held; a blob completed by another
+        # worker while its reference was being written may leave one flagged that is
+        # held, so the blobs are asked too (for these rows only).
+        return _ref_rows(
+            self._q(
+                f"SELECT {_REF_COLUMNS} FROM blob_refs r WHERE NOT held AND NOT EXISTS"
+                " (SELECT 1 FROM blobs b WHERE b.hash = r.hash AND b.complete)"
+                f" ORDER BY {_REF_ORDER}"
+            )
+        )
+
+    def blob_ref_heads(self, hashes: Sequence[bytes]) -> list[tuple[BlobRef, bytes]]:
+        out: list[tuple[BlobRef, bytes]] = []
+        for chunk in _chunks(sorted(set(hashes))):
+            rows = self._q(
+                "SELECT b.hash, b.size, b.media_type, r.heads FROM blob_refs b"
+                " JOIN records r ON r.collection = b.collection AND r.key = b.key"
+                " WHERE b.hash = ANY(%b::bytea[]) AND r.heads <> ''",
+                (bytea_array(list(chunk)),),
+            )
+            out += [(BlobRef(bytes(h), int(n), m), bytes(hd)) for h, n, m, hd in rows]
+        return out
+
+    def referenced_blobs(self, hashes: Sequence[bytes]) -> set[bytes]:
+        found: set[bytes] = set()
+        for chunk in _chunks(sorted(set(hashes))):
+            found.update(
+                bytes(h)
+                for (h,) in self._q(
+                    "SELECT DISTINCT hash FROM blob_refs WHERE hash = ANY(%b::bytea[])",
+                    (bytea_array(list(chunk)),),
+                )
+            )
+        return found
 
     # -- peers ---------------------------------------------------------------------------
 

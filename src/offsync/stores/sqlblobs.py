@@ -18,7 +18,7 @@ from ..limits import Limits
 from .base import Store
 from .blobs import BlobInfo, BlobStore
 
-__all__ = ["SQLITE_BLOBS", "SQLBlobStore"]
+__all__ = ["SQLITE_BLOBS", "SQLITE_BLOB_REFS", "SQLBlobStore"]
 
 #: SQLite schema 4. A rowid table for the chunks: rows of a few hundred KB belong in
 #: overflow pages, not in the b-tree of a WITHOUT ROWID table.
@@ -28,6 +28,20 @@ CREATE TABLE IF NOT EXISTS blobs (
     created INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS blob_chunks (
     hash BLOB NOT NULL, pos INTEGER NOT NULL, data BLOB NOT NULL, UNIQUE (hash, pos));
+"""
+
+
+#: SQLite schema 5: the reference index (docs/design.md, "Blobs"). One row per distinct
+#: reference of a visible record, written with the record; ``held`` says whether the
+#: blob is here whole, kept by ``SQLBlobStore`` as blobs complete and go, so that the
+#: missing references are read from a partial index, however many records there are.
+SQLITE_BLOB_REFS = """
+CREATE TABLE IF NOT EXISTS blob_refs (
+    collection TEXT NOT NULL, key TEXT NOT NULL, hash BLOB NOT NULL, size INTEGER NOT NULL,
+    media_type TEXT NOT NULL, held INTEGER NOT NULL,
+    PRIMARY KEY (collection, key, hash, size, media_type)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS blob_refs_hash ON blob_refs (hash);
+CREATE INDEX IF NOT EXISTS blob_refs_missing ON blob_refs (collection, key) WHERE NOT held;
 """
 
 
@@ -83,11 +97,13 @@ class SQLBlobStore(BlobStore):
 
     def _complete(self, digest: bytes) -> None:
         self._q("UPDATE blobs SET complete = ? WHERE hash = ?", (True, digest))
+        self._q("UPDATE blob_refs SET held = ? WHERE hash = ?", (True, digest))
 
     def _drop(self, digests: list[bytes]) -> None:
         for d in digests:
             self._q("DELETE FROM blob_chunks WHERE hash = ?", (d,))
             self._q("DELETE FROM blobs WHERE hash = ?", (d,))
+            self._q("UPDATE blob_refs SET held = ? WHERE hash = ? AND held", (False, d))
 
     def _all(self) -> list[BlobInfo]:
         rows = self._q("SELECT hash, size, complete, created FROM blobs")

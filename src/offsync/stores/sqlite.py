@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..blobs import BLOB_MARK, BlobRef, field_references
 from ..change import Change
 from ..encoding import packb
 from ..errors import (
@@ -40,9 +41,17 @@ from ..errors import (
     UsageError,
 )
 from ..limits import DEFAULT_LIMITS, Limits
-from .base import RecordRow, SegmentRow, Store, pack_ids, sole_head, unpack_ids
+from .base import (
+    BlobRefRow,
+    RecordRow,
+    SegmentRow,
+    Store,
+    pack_ids,
+    sole_head,
+    unpack_ids,
+)
 from .blobs import BlobStore
-from .sqlblobs import SQLITE_BLOBS, SQLBlobStore
+from .sqlblobs import SQLITE_BLOB_REFS, SQLITE_BLOBS, SQLBlobStore
 
 __all__ = [
     "BackupReport",
@@ -110,6 +119,30 @@ _INSERT_FIRST = (
     " (collection, key, fields, heads, conflict, sole_origin, sole_seq, sole_hlc)"
     " VALUES (?, ?, ?, x'', 0, ?, ?, ?) ON CONFLICT DO NOTHING"
 )
+#: One reference of a record into the index (``blob_refs``), held if its blob is whole.
+_INSERT_REF = (
+    "INSERT OR IGNORE INTO blob_refs (collection, key, hash, size, media_type, held)"
+    " VALUES (?1, ?2, ?3, ?4, ?5, EXISTS (SELECT 1 FROM blobs WHERE hash = ?3 AND complete))"
+)
+_REF_COLUMNS = "collection, key, hash, size, media_type"
+
+
+def _ref_params(
+    items: Iterator[tuple[str, str, bytes | None]],
+) -> list[tuple[str, str, bytes, int, str]]:
+    """Index rows of the references in records given as (collection, key, fields)."""
+    return [
+        (c, k, r.hash, r.size, r.media_type)
+        for c, k, f in items
+        if f is not None and BLOB_MARK in f
+        for r in field_references(f)
+    ]
+
+
+def _ref_rows(rows: list[Any]) -> list[BlobRefRow]:
+    return [(c, k, BlobRef(bytes(h), int(n), m)) for c, k, h, n, m in rows]
+
+
 #: A record's heads as stored: empty when the record is its sole change's alone.
 _HEADS = "heads, (SELECT origin FROM origins WHERE id = sole_origin), sole_seq"
 
@@ -542,6 +575,20 @@ class SQLiteStore(Store):
             "INSERT OR REPLACE INTO records (collection, key, fields, heads, conflict) VALUES (?, ?, ?, ?, ?)",
             ordered,
         )
+        # The index follows: the references these records held go, theirs now come.
+        if self._q("SELECT 1 FROM blob_refs LIMIT 1"):
+            self.db.executemany(
+                "DELETE FROM blob_refs WHERE collection = ? AND key = ?",
+                [(r.collection, r.key) for r in ordered],
+            )
+        latest = {(r.collection, r.key): r.fields for r in ordered}
+        self._index_refs((c, k, f) for (c, k), f in latest.items())
+
+    def _index_refs(self, items: Iterator[tuple[str, str, bytes | None]]) -> None:
+        """Add the references of records just written to the index (``blob_refs``)."""
+        params = _ref_params(items)
+        if params:
+            self.db.executemany(_INSERT_REF, params)
 
     def add_new_records(self, rows: Sequence[RecordRow]) -> list[tuple[str, str]]:
         # One statement in the common case: insert all, skipping records that exist. Only
@@ -554,9 +601,15 @@ class SQLiteStore(Store):
             ordered,
         ).rowcount
         if inserted == len(rows):
+            self._index_refs((r.collection, r.key, r.fields) for r in ordered)
             return []
         held = self._heads([(r.collection, r.key) for r in ordered])
-        return [(r.collection, r.key) for r in ordered if held[r.collection, r.key] != r.heads]
+        left = [(r.collection, r.key) for r in ordered if held[r.collection, r.key] != r.heads]
+        skip = set(left)
+        self._index_refs(
+            (r.collection, r.key, r.fields) for r in ordered if (r.collection, r.key) not in skip
+        )
+        return left
 
     def add_first_changes(self, changes: Sequence[Change]) -> list[tuple[str, str]]:
         # The change is kept in its record's row (sole_*), not in ``changes``: one row
@@ -585,7 +638,9 @@ class SQLiteStore(Store):
                 " ON CONFLICT DO NOTHING",
                 sorted(map(_FIRST_PARAMS, part), key=_key_of),
             ).rowcount
+        marked = [c for c in changes if c.fields is not None and BLOB_MARK in c.fields]
         if inserted == len(changes):
+            self._index_refs((c.collection, c.key, c.fields) for c in marked)
             return []
         held = self._heads([(c.collection, c.key) for c in changes])
         existed = {
@@ -593,13 +648,19 @@ class SQLiteStore(Store):
             for c in changes
             if held[c.collection, c.key] != sole_head(c.origin, c.seq)
         }
+        self._index_refs(
+            (c.collection, c.key, c.fields) for c in marked if (c.collection, c.key) not in existed
+        )
         self.add_changes([c for c in changes if (c.collection, c.key) in existed])
         return [(c.collection, c.key) for c in changes if (c.collection, c.key) in existed]
 
     def try_first_change(self, change: Change) -> bool:
         c = change
         params = (c.collection, c.key, c.fields, self._origin_id(c.origin), c.seq, c.hlc)
-        return int(self.db.execute(_INSERT_FIRST, params).rowcount) == 1
+        if int(self.db.execute(_INSERT_FIRST, params).rowcount) != 1:
+            return False
+        self._index_refs(iter([(c.collection, c.key, c.fields)]))
+        return True
 
     def _origin_id(self, origin: bytes) -> int:
         """The small integer ``origin`` is stored as. Remembered once known: an id never
@@ -655,6 +716,55 @@ class SQLiteStore(Store):
         return self._q(
             "SELECT collection, key FROM records WHERE conflict ORDER BY collection, key"
         )
+
+    def blob_refs(self, collection: str | None = None, key: str | None = None) -> list[BlobRefRow]:
+        if key is not None and collection is None:
+            return super().blob_refs(collection, key)  # refuses it
+        where, args = "", [c for c in (collection, key) if c is not None]
+        if args:
+            where = " WHERE collection = ?" + (" AND key = ?" if key is not None else "")
+        return _ref_rows(
+            self._q(f"SELECT {_REF_COLUMNS} FROM blob_refs{where} ORDER BY {_REF_COLUMNS}", args)
+        )
+
+    def missing_blob_refs(self) -> list[BlobRefRow]:
+        # The partial index holds only references whose blob is not here: this reads
+        # what is missing, not every reference (nor every record).
+        return _ref_rows(
+            self._q(f"SELECT {_REF_COLUMNS} FROM blob_refs WHERE NOT held ORDER BY {_REF_COLUMNS}")
+        )
+
+    def blob_ref_heads(self, hashes: Sequence[bytes]) -> list[tuple[BlobRef, bytes]]:
+        out: list[tuple[BlobRef, bytes]] = []
+        wanted = sorted(set(hashes))
+        for i in range(0, len(wanted), 400):
+            chunk = wanted[i : i + 400]
+            marks = ", ".join("?" * len(chunk))
+            rows = self._q(
+                "SELECT b.hash, b.size, b.media_type, r.heads,"
+                " (SELECT origin FROM origins WHERE id = r.sole_origin), r.sole_seq"
+                " FROM blob_refs b JOIN records r ON r.collection = b.collection"
+                f" AND r.key = b.key WHERE b.hash IN ({marks})",
+                chunk,
+            )
+            out += [
+                (BlobRef(bytes(h), int(n), m), _heads_of(hd, o, q)) for h, n, m, hd, o, q in rows
+            ]
+        return out
+
+    def referenced_blobs(self, hashes: Sequence[bytes]) -> set[bytes]:
+        found: set[bytes] = set()
+        wanted = sorted(set(hashes))
+        for i in range(0, len(wanted), 400):
+            chunk = wanted[i : i + 400]
+            marks = ", ".join("?" * len(chunk))
+            found.update(
+                bytes(h)
+                for (h,) in self._q(
+                    f"SELECT DISTINCT hash FROM blob_refs WHERE hash IN ({marks})", chunk
+                )
+            )
+        return found
 
     def set_peer(self, peer: bytes, created: int, knowledge: bytes, receipt: bytes) -> None:
         self._q(
@@ -716,6 +826,19 @@ def _create(db: sqlite3.Connection, script: str) -> None:
             db.execute(statement)
 
 
+def _index_blob_refs(db: sqlite3.Connection) -> None:
+    """Schema 5: create the reference index and fill it from the records held (only
+    those whose field bytes hold ``BLOB_MARK`` are decoded)."""
+    _create(db, SQLITE_BLOB_REFS)
+    rows = db.execute(
+        "SELECT collection, key, fields FROM records"
+        " WHERE fields IS NOT NULL AND instr(fields, ?) > 0",
+        (BLOB_MARK,),
+    ).fetchall()
+    params = _ref_params(iter((c, k, bytes(f)) for c, k, f in rows))
+    db.executemany(_INSERT_REF, params)
+
+
 #: Tables that hold changes, sealed or not: what a change of wire format cannot convert.
 _CHANGE_TABLES = ("segments", "outbox", "changes", "records")
 
@@ -746,13 +869,14 @@ def format_barrier(version: int, name: str, *, old: int, new: int) -> Migration:
 
 
 #: Every step, in order. Schemas 1 and 2 were wire format 1 (never released); schema 3
-#: is ``SCHEMA``; schema 4 adds the blob tables. The next change of the schema is
-#: ``Migration(5, ...)`` here, and the
-#: next wire format a ``format_barrier``.
+#: is ``SCHEMA``; schema 4 adds the blob tables, schema 5 the index of the blob
+#: references records hold. The next change of the schema is ``Migration(6, ...)`` here,
+#: and the next wire format a ``format_barrier``.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(2, "format_1_schema_2", _refuse_format_1),
     Migration(3, "format_2", _refuse_format_1),
     Migration(4, "blobs", lambda db, path: _create(db, SQLITE_BLOBS)),
+    Migration(5, "blob_refs", lambda db, path: _index_blob_refs(db)),
 )
 #: The schema this offsync writes (the last step; ``schema_version()`` reads it anew).
 SCHEMA_VERSION = MIGRATIONS[-1].version

@@ -3,7 +3,8 @@
 Push: the blobs held here that visible records reference, minus what the peer holds,
 each sent in chunks from the offset the peer holds (an interrupted upload resumes
 there). Pull: the blobs our records reference and we lack that the peer holds whole,
-each fetched in chunks from the offset we hold. A blob either side refuses (a corrupt
+as the site's fetch policy asks (``Replica.blobs_to_fetch``: demanded blobs first, the
+rest only when eager), each fetched in chunks from the offset we hold. A blob either side refuses (a corrupt
 chunk, a blob no record of the peer references) is reported and skipped: the lane
 never stops for one blob, and records never wait for any.
 """
@@ -49,11 +50,12 @@ def sync_blobs(
         theirs = _held(peer, [r.hash for r in offered])
         for t in to_send(offered, theirs):
             _refusing(report, t.ref, lambda t=t: _push_one(replica, peer, t, chunk, report))
-    if pull:
-        wanted = list(replica.missing_blobs().blobs)
-        theirs = _held(peer, [r.hash for r in wanted])
+    if pull:  # by the site's fetch policy: demanded blobs first, then (eager) the rest
+        first, rest = replica.blobs_to_fetch()
+        wanted = first + rest
+        theirs = _held(peer, [r.hash for r in wanted]) if wanted else {}
         ours = replica.held_blobs(r.hash for r in wanted)
-        for t in to_fetch(wanted, theirs, ours):
+        for t in to_fetch(first, theirs, ours) + to_fetch(rest, theirs, ours):
             _refusing(report, t.ref, lambda t=t: _pull_one(replica, peer, t, chunk, report))
     return report
 

@@ -8,7 +8,8 @@ and PostgreSQL stores)::
 
 It checks each part of the contract on a fresh store (transactions all-or-nothing and
 re-entrant, meta, segments, outbox, changes, records in UTF-8 byte order, conflicts,
-newest-wins peers, single-use nonces that expire), then runs seeded random operation
+newest-wins peers, single-use nonces that expire, the index of blob references equal to
+a scan of the records by every write path), then runs seeded random operation
 sequences against the store and ``MemoryStore`` (the reference) side by side, and
 finally feeds the same bundles to a replica on the store and to one on SQLite and
 compares ``state_digest()``, knowledge, quarantine and conflicts. It raises ``AssertionError`` naming what differs.
@@ -16,13 +17,16 @@ compares ``state_digest()``, knowledge, quarantine and conflicts. It raises ``As
 
 from __future__ import annotations
 
+import io
 import random
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from ..blobs import BlobRef, blob_hash, ref_order
 from ..change import DELETE, PUT, Change, ChangeId
-from ..errors import RemoteDataError, StorageError
+from ..encoding import packb
+from ..errors import RemoteDataError, StorageError, UsageError
 from ..stores.base import RecordRow, SegmentRow, Store
 from ..stores.memory import MemoryStore
 
@@ -55,6 +59,7 @@ def check_store(make_store: MakeStore, *, random_runs: int = 6) -> None:
         _check_first_changes,
         _check_peers,
         _check_nonces,
+        _check_blob_refs,
     ):
         with _fresh(make_store) as store:
             check(store)
@@ -115,6 +120,46 @@ def _row(
     key: str, collection: str = "c", *, conflict: bool = False, gone: bool = False
 ) -> RecordRow:
     return RecordRow(collection, key, None if gone else b"\x80", b"\x91\x92\xc4\x01x\x01", conflict)
+
+
+#: Blobs the checks reference: the bytes of the first two, and a third never held.
+BLOB_BYTES = (b"photo of a", b"fingerprint")
+REFS = (
+    BlobRef(blob_hash(BLOB_BYTES[0]), len(BLOB_BYTES[0]), "image/jpeg"),
+    BlobRef(blob_hash(BLOB_BYTES[1]), len(BLOB_BYTES[1]), "application/octet-stream"),
+    BlobRef(b"\x02" * 32, 123, "image/png"),
+)
+
+
+def _ref_fields(*refs: BlobRef, name: str = "x") -> bytes:
+    """Field bytes holding these references (nested, and one twice, as peers may)."""
+    return packb({"name": name, "photo": [r.field() for r in refs], "again": refs[0].field()})
+
+
+def _ref_row(key: str, *refs: BlobRef, heads: bytes = b"\x91\x92\xc4\x01x\x01") -> RecordRow:
+    return RecordRow("c", key, _ref_fields(*refs), heads, False)
+
+
+def _ref_heads(item: tuple[BlobRef, bytes]) -> tuple[Any, ...]:
+    return (*ref_order(item[0]), item[1])
+
+
+def _same_as_scan(s: Store, what: str) -> None:
+    """The store's index of references equals what a scan of its records finds."""
+    scan = Store.blob_refs(s)
+    assert s.blob_refs() == scan, f"{what}: the index of blob references differs from a scan"
+    for c in {c for c, _, _ in scan} | {"none"}:
+        assert s.blob_refs(c) == [r for r in scan if r[0] == c], f"{what}: blob_refs({c!r})"
+    for c, k, _ in scan[:5]:
+        assert s.blob_refs(c, k) == [r for r in scan if r[:2] == (c, k)], f"{what}: one record"
+    assert s.missing_blob_refs() == Store.missing_blob_refs(s), f"{what}: missing_blob_refs"
+    hashes = [r.hash for r in REFS] + [b"\x09" * 32]
+    for some in (hashes, hashes[:1], []):
+        got, scanned = s.blob_ref_heads(some), Store.blob_ref_heads(s, some)
+        assert sorted(got, key=_ref_heads) == sorted(scanned, key=_ref_heads), (
+            f"{what}: blob_ref_heads"
+        )
+    assert s.referenced_blobs(hashes) == {r.hash for _, _, r in scan}, f"{what}: referenced"
 
 
 # -- the parts of the contract ---------------------------------------------------------
@@ -474,6 +519,62 @@ def _check_nonces(s: Store) -> None:
     assert not s.record_nonce(b"n" + (49).to_bytes(39, "big"), 10**9, 49 * 10**6 + 1)
 
 
+def _check_blob_refs(s: Store) -> None:
+    a, b, gone = REFS
+    assert s.blob_refs() == [] and s.missing_blob_refs() == []
+    with s.transaction():  # every way a record is written
+        s.put_records([_ref_row("p", a, b), _row("plain"), _ref_row("p2", gone)])
+        other = _ref_row("p", gone, heads=b"\x90")  # p exists: left as it is
+        assert s.add_new_records([_ref_row("n", b), other]) == [("c", "p")]
+        first = Change(O1, 1, 1 << 40, "d", "f", PUT, _ref_fields(a), ())
+        taken = Change(O1, 2, 1 << 40, "c", "n", PUT, _ref_fields(gone), ())
+        assert s.add_first_changes([first, taken]) == [("c", "n")]
+    if not s.shared:
+        with s.transaction():
+            assert s.try_first_change(Change(O2, 1, 1 << 40, "d", "t", PUT, _ref_fields(b), ()))
+    _same_as_scan(s, "after each way of writing records")
+    got = {
+        (c, k): {r for cc, kk, r in s.blob_refs() if (cc, kk) == (c, k)}
+        for c, k, _ in s.blob_refs()
+    }
+    assert got[("c", "p")] == {a, b} and got[("c", "n")] == {b} and got[("d", "f")] == {a}
+    assert {r for _, _, r in s.missing_blob_refs()} == {a, b, gone}, "nothing held: all missing"
+    try:
+        with s.transaction():
+            s.put_records([_ref_row("p", gone), _row("p2"), _ref_row("q", a)])
+            raise _Boom
+    except _Boom:
+        pass
+    assert {r for _, _, r in s.blob_refs("c", "p")} == {a, b}, "a rolled back write: index kept"
+    _same_as_scan(s, "after a rolled back write")
+    try:
+        blobs = s.blobs()
+    except UsageError:
+        blobs = None
+    if blobs is not None:  # held blobs are not missing; dropped ones are again
+        blobs.put(a, io.BytesIO(BLOB_BYTES[0]), 1)
+        blobs.put(b, io.BytesIO(BLOB_BYTES[1]), 1)
+        assert {r for _, _, r in s.missing_blob_refs()} == {gone}, "held blobs are not missing"
+        _same_as_scan(s, "after putting blobs")
+        blobs.delete([b.hash])
+        assert {r for _, _, r in s.missing_blob_refs()} == {b, gone}, "a dropped blob is missing"
+        _same_as_scan(s, "after dropping a blob")
+    with s.transaction():  # replaced, deleted, a conflict row: the index follows each
+        s.put_records([_ref_row("p", gone), _row("p2", gone=True), _ref_row("p", b)])
+        s.put_records([RecordRow("d", "f", _ref_fields(a, b), b"\x90", True)])
+    assert {r for _, _, r in s.blob_refs("c", "p")} == {b}, "of two rows, the last wins"
+    assert s.blob_refs("c", "p2") == [], "a deleted record references nothing"
+    _same_as_scan(s, "after replacing and deleting records")
+    if blobs is not None:
+        assert {r for c, k, r in s.missing_blob_refs()} == {b}
+    try:
+        s.blob_refs(key="p")
+    except UsageError:
+        pass
+    else:
+        raise AssertionError("blob_refs: a key without its collection is refused")
+
+
 # -- random operation sequences against the reference ------------------------------------
 
 
@@ -488,6 +589,8 @@ def _observe(s: Store) -> tuple[Any, ...]:
         s.peers(),
         s.existing(keys),
         s.get_meta("m"),
+        s.blob_refs(),
+        s.missing_blob_refs(),
     )
 
 
@@ -504,6 +607,8 @@ def _random_op(rng: random.Random, step: int) -> Callable[[Store], None]:
         return lambda s: s.add_changes([_change(origin, q, key) for q in seqs])
     if kind == 2:
         rows = [_row(rng.choice(TRICKY_KEYS[:6]), conflict=rng.random() < 0.3) for _ in range(3)]
+        if rng.random() < 0.5:  # records that reference blobs, and replace references
+            rows[rng.randrange(3)] = _ref_row(key, *rng.sample(REFS, rng.randrange(1, 3)))
         return lambda s: s.put_records(rows)
     if kind == 3:
         created = rng.randrange(20)
@@ -549,6 +654,7 @@ def _check_against_reference(s: Store, seed: int) -> None:
             outcomes = ["failed" if o == "rolled back" else o for o in outcomes]
         assert outcomes[0] == outcomes[1], f"seed {seed} step {step}: {outcomes} (reference first)"
         assert _observe(s) == _observe(ref), f"seed {seed} step {step}: differs from MemoryStore"
+        assert s.blob_refs() == Store.blob_refs(s), f"seed {seed} step {step}: index != scan"
     ref.close()
 
 
