@@ -23,10 +23,13 @@ from starlette.types import Receive, Scope, Send
 from ..errors import RemoteDataError, SignatureError, StorageError
 from ..knowledge import Knowledge
 from ..segment import hash32
+from ..stores import pgspool
+from ..stores.pgspool import Spooled
 from .blobroutes import BLOB_ROUTES
 from .bodies import (
     Body,
     ChallengeBody,
+    ErrorBody,
     Health,
     ServerInfo,
     UploadProgress,
@@ -35,7 +38,7 @@ from .bodies import (
 )
 from .frames import encode_frame, end_frame
 from .openapi import openapi
-from .ranges import ContentRange, parse_content_range
+from .ranges import ChunkRange, ContentRange, parse_content_range
 from .refusals import (
     Refusal,
     bad_request,
@@ -169,6 +172,8 @@ async def upload_status(state: ServerState, request: Request) -> Response:
 async def upload(state: ServerState, request: Request) -> Response:
     """A whole bundle, or one ``Content-Range`` chunk of it; idempotent by id."""
     bundle_id = _bundle_id(request)
+    if state.spool is not None:
+        return await _spooled_upload(state, request, bundle_id)
     if bundle_id in state.done:
         return await _duplicate(state, bundle_id)
     async with state.slot(), state.upload_lock(bundle_id):
@@ -191,6 +196,55 @@ async def upload(state: ServerState, request: Request) -> Response:
             return await _chunk(state, request, bundle_id, rng, length)
         finally:
             await anyio.to_thread.run_sync(state.uploads.unlock, bundle_id, held)
+
+
+async def _spooled_upload(state: ServerState, request: Request, bundle_id: str) -> Response:
+    """An upload to a spooling server: held durably and answered 202 at once, applied
+    by the spool's appliers in group commits; asked again, the answer says what became
+    of it (``offsync.http.spool``, docs/scale.md)."""
+    spool, applier = state.spool, state.applier
+    assert spool is not None and applier is not None
+    header = request.headers.get("content-range")
+    rng = None
+    if header is not None:
+        rng = parse_content_range(header)
+        if rng is None:
+            raise bad_request("Content-Range must be 'bytes FIRST-LAST/TOTAL' or 'bytes */TOTAL'")
+        state.uploads.check_size(rng.total)
+    if rng is not None and not isinstance(rng, ChunkRange):
+        # A commit asks what became of a bundle: the spool knows, if it holds it.
+        found = await spool.lookup(bytes.fromhex(bundle_id))
+        if found is not None:
+            return await _spool_answer(state, bundle_id, found, rng.total)
+    if applier.held >= state.spool_max_held:
+        raise busy()  # the appliers are this far behind: truly saturated
+    async with state.upload_lock(bundle_id):
+        length = _content_length(request)
+        if rng is None:
+            return await _whole(state, request, bundle_id, length)
+        held = await anyio.to_thread.run_sync(state.uploads.lock, bundle_id)
+        if held is None:
+            raise busy()
+        try:
+            return await _chunk(state, request, bundle_id, rng, length)
+        finally:
+            await anyio.to_thread.run_sync(state.uploads.unlock, bundle_id, held)
+
+
+async def _spool_answer(state: ServerState, bundle_id: str, found: Spooled, total: int) -> Response:
+    """What the spool says of an upload, as the answer to it."""
+    if found.state == pgspool.APPLIED:
+        # Seen applied now: any receipt built from now on states it (never before).
+        receipt = await state.receipt_since(time.monotonic())
+        state.observe.duplicate(bundle_id)
+        return _json(UploadResult(status="duplicate", id=bundle_id, receipt=_b64(receipt)))
+    if found.state == pgspool.REFUSED:
+        raise Refusal(
+            found.status or 422,
+            ErrorBody(error=found.error or "RemoteDataError", reason=found.reason or "refused"),
+        )
+    held = UploadProgress(status="held", id=bundle_id, received=total, total=total)
+    return _json(held, status=202, headers={"Retry-After": str(state.spool_retry_after)})
 
 
 async def _duplicate(state: ServerState, bundle_id: str) -> Response:
@@ -286,6 +340,11 @@ async def _finish(
         digest = await anyio.to_thread.run_sync(hash32, data)
     if digest.hex() != bundle_id:
         raise id_mismatch()
+    if state.spool is not None:
+        found = await state.spool.put(digest, data)
+        if partial is not None:  # held in the spool now, durably
+            await anyio.to_thread.run_sync(lambda: partial.unlink(missing_ok=True))
+        return await _spool_answer(state, bundle_id, found, len(data))
     body, ticket, receipt = await state.locked(lambda: _apply(state, data))
     state.remember_done(bundle_id)  # a retry, should the receipt fail, is a duplicate
     if partial is not None:

@@ -96,6 +96,35 @@ class _Applying(_Examining):
                     )
             return report
 
+    @contextmanager
+    def group_commit(self) -> Iterator[ApplyGroup]:
+        """One transaction for many bundles (a group commit: the upload spool's applier,
+        docs/scale.md): ``group.apply(datas)`` inside the block applies them, and what
+        else the caller writes on the store in the block (marking its spool rows applied)
+        commits with them, all or nothing. Any error rolls everything back; the caller
+        then applies the bundles one by one (``apply``) to find the one refused."""
+        with self._lock, _gc_paused():
+            group = ApplyGroup(self)
+            with self._transaction():
+                yield group
+            # Committed: what ``apply`` does after its commit, once for the group.
+            for dropped in group.dropped:
+                _log_evicted(dropped)
+            st = self._st
+            due = st.clock_due is not None and self._wall() >= st.clock_due
+            if due or group.trust_touched or st.pending is not None:
+                try:
+                    self._reexamine()
+                except Exception as exc:
+                    log.warning(
+                        "bundles were applied, but re-examining held changes after them"
+                        " failed and will be tried again after the next write or bundle:"
+                        " %s: %s",
+                        type(exc).__name__,
+                        exc,
+                        exc_info=not isinstance(exc, StorageError),
+                    )
+
     def _apply_shared(self, bundle: Bundle) -> tuple[ApplyReport, _Run, tuple[int, int]]:
         """Apply a bundle to a store that other processes write at the same time.
 
@@ -236,6 +265,37 @@ class _Applying(_Examining):
             return held
         self.store.set_meta("forks", packb([s.encode() for s in forks]))
         return forks
+
+
+class ApplyGroup:
+    """The bundles of one ``group_commit``; ``apply`` may be called several times."""
+
+    def __init__(self, replica: _Applying) -> None:
+        self._replica = replica
+        self.dropped: list[tuple[int, int]] = []
+        self.trust_touched = False
+
+    def apply(self, datas: Sequence[bytes]) -> list[ApplyReport]:
+        """Verify and apply these bundles, in order, in the group's transaction.
+
+        On a shared store their origins are locked together (sorted, so two groups lock
+        common origins in one order) and the segments around their ranges read once;
+        each bundle then sees the ones before it, as separate applies would.
+        """
+        r = self._replica
+        bundles = [open_bundle(d, r.identity, r.limits) for d in datas]
+        if r.store.shared:
+            r.store.lock_origins(sorted({s.origin for b in bundles for s in b.segments}))
+            r._reload_near(
+                [(s.origin, s.first_seq, s.last_seq) for b in bundles for s in b.segments]
+            )
+        reports = []
+        for bundle in bundles:
+            report, run, dropped = r._apply_bundle(bundle)
+            self.dropped.append(dropped)
+            self.trust_touched = self.trust_touched or run.trust_touched
+            reports.append(report)
+        return reports
 
 
 def _earliest(a: int | None, b: int | None) -> int | None:

@@ -1,0 +1,316 @@
+"""The upload spool of a centre: uploads held durably, applied in group commits.
+
+Without a spool each upload is applied in its request: one transaction, one commit and
+one receipt per bundle, the request waiting for all of it. With one (``create_app(...,
+spool=...)``, a PostgreSQL store; docs/scale.md, "The upload spool"):
+
+* ``SpoolWriter`` writes each whole upload into ``upload_spool`` and the request is
+  answered ``202 held``. The uploads that arrive while one spool transaction commits go
+  in the next, so a flood costs one commit (one WAL flush) per group, not per bundle.
+* ``Applier`` (a thread per worker process, on a connection of its own) claims the
+  oldest held bundles, applies a group of them in one transaction and marks them
+  applied in that same transaction: a bundle is applied exactly once, and a crash at
+  any point leaves it either held (applied later) or applied, never half.
+* A bundle refused while applying (it does not verify, breaks its chain ...) is
+  applied alone to find it, then marked refused with the answer its uploader would
+  have had; nothing of it is kept.
+
+The uploader asks again (``PUT`` with ``Content-Range: bytes */TOTAL``, no body): held
+(202 again), applied (``200 duplicate`` with a receipt built after it was seen applied,
+so the receipt never claims what is not durably held) or the refusal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ..bundle import peek_header
+from ..errors import RemoteDataError, StorageConflictError, StorageError
+from ..replica import Replica
+from ..stores import pgspool
+from ..stores.pgspool import Spooled
+from ..stores.postgres import PostgresStore
+from .refusals import refusal_for
+
+__all__ = ["Applier", "SpoolSettings", "SpoolWriter", "replica_beside"]
+
+log = logging.getLogger("offsync.server")
+
+
+@dataclass(frozen=True, slots=True)
+class SpoolSettings:
+    """``group``: bundles per apply transaction at most; ``group_bytes``: their bytes at
+    most; ``max_held``: held bundles beyond which uploads are answered 503 (the centre
+    is truly behind); ``idle``: seconds an applier waits when nothing is held;
+    ``keep_settled``: seconds an applied or refused row is remembered for its uploader."""
+
+    group: int = 64
+    group_bytes: int = 32 * 1024 * 1024
+    max_held: int = 100_000
+    idle: float = 0.02
+    keep_settled: float = 7 * 24 * 3600
+    batch: int = 512
+    batch_bytes: int = 32 * 1024 * 1024
+
+
+def replica_beside(replica: Replica) -> Replica:
+    """A second replica of ``replica``'s centre on a connection of its own (the same
+    identity, policies, trust and limits): what the applier applies with, so that it
+    never waits for the request path's replica lock, nor holds it."""
+    store = replica.store
+    if not isinstance(store, PostgresStore):
+        raise TypeError("the upload spool needs the PostgreSQL store")
+    own = PostgresStore(store._dsn, schema=store.schema, migrate=False)
+    return Replica(
+        own,
+        replica.identity,
+        replica.policies,
+        default_policy=replica.default_policy,
+        limits=replica.limits,
+        trust=replica.authorities,
+        validators=replica.validators,
+        level=replica.level,
+    )
+
+
+@dataclass(slots=True)
+class _Op:
+    bundle_id: bytes
+    data: bytes | None  # None: a lookup
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[Spooled | None] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.future = self.loop.create_future()
+
+    def settle(self, value: Spooled | None, error: BaseException | None) -> None:
+        def done() -> None:
+            if self.future.done():
+                return
+            if error is not None:
+                self.future.set_exception(error)
+            else:
+                self.future.set_result(value)
+
+        with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
+            self.loop.call_soon_threadsafe(done)
+
+
+class SpoolWriter:
+    """Writes uploads into the spool from one thread, many per transaction.
+
+    ``put`` and ``lookup`` are awaited by requests; the thread takes everything queued
+    (up to ``batch`` uploads or ``batch_bytes``) into one transaction, so the commit's
+    WAL flush is shared by every upload that arrived while the previous one committed.
+    """
+
+    def __init__(self, store: PostgresStore, settings: SpoolSettings) -> None:
+        self.store = store
+        self.settings = settings
+        self._queue: queue.SimpleQueue[_Op | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="offsync-spool", daemon=True)
+        self._thread.start()
+
+    async def put(self, bundle_id: bytes, data: bytes) -> Spooled:
+        """Spool a whole bundle (its id checked by the caller); what the spool says."""
+        op = _Op(bundle_id, data, asyncio.get_running_loop())
+        self._queue.put(op)
+        found = await op.future
+        assert found is not None
+        return found
+
+    async def lookup(self, bundle_id: bytes) -> Spooled | None:
+        op = _Op(bundle_id, None, asyncio.get_running_loop())
+        self._queue.put(op)
+        return await op.future
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout=10)
+        self.store.close()
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            ops, size = [first], len(first.data or b"")
+            while len(ops) < self.settings.batch and size < self.settings.batch_bytes:
+                try:
+                    op = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if op is None:
+                    self._queue.put(None)  # stop after this batch
+                    break
+                ops.append(op)
+                size += len(op.data or b"")
+            self._write(ops)
+
+    def _write(self, ops: list[_Op]) -> None:
+        puts: dict[bytes, bytes] = {}
+        for op in ops:
+            if op.data is not None:
+                puts.setdefault(op.bundle_id, op.data)
+        try:
+            found = pgspool.put(self.store, list(puts.items()))
+            asked = [op.bundle_id for op in ops if op.data is None and op.bundle_id not in found]
+            found.update(pgspool.lookup(self.store, asked))
+        except StorageError as exc:
+            for op in ops:
+                op.settle(None, exc)
+            return
+        except Exception as exc:  # pragma: no cover - a bug: fail the requests, keep going
+            log.exception("the upload spool failed")
+            for op in ops:
+                op.settle(None, StorageError(f"upload spool failed: {exc}"))
+            return
+        for op in ops:
+            op.settle(found.get(op.bundle_id), None)
+
+
+class Applier:
+    """Applies held bundles in group commits, in a thread of its own.
+
+    Several appliers (one per worker process) share the spool: each claims the oldest
+    held rows nobody else has claimed. Claiming a group and locking its origins happen
+    under one centre-wide lock, so a later bundle of an origin is never applied before
+    an earlier one that another applier claimed first.
+    """
+
+    def __init__(
+        self,
+        replica: Replica,
+        settings: SpoolSettings,
+        on_applied: Callable[[int], None] | None = None,
+    ) -> None:
+        self.replica = replica
+        self.settings = settings
+        self.on_applied = on_applied
+        #: Held bundles the last time this applier looked, and bundles it applied.
+        self.held = 0
+        self.applied = 0
+        self.refused = 0
+        self.groups = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._purged = 0.0
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="offsync-applier", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+        self.replica.close()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                done = self.step()
+            except StorageError as exc:
+                log.warning("upload spool applier: %s; trying again", exc)
+                done = 0
+                self._stop.wait(1.0)
+            except Exception:  # pragma: no cover - a bug: keep the centre applying
+                log.exception("upload spool applier failed; trying again")
+                done = 0
+                self._stop.wait(1.0)
+            if not done:
+                self._stop.wait(self.settings.idle)
+
+    def step(self) -> int:
+        """Apply one group of held bundles; how many were settled (0: none held)."""
+        store = self.replica.store
+        assert isinstance(store, PostgresStore)
+        now = time.monotonic()
+        if now - self._purged > 60:
+            self._purged = now
+            pgspool.purge(store, self.settings.keep_settled)
+            self.held = pgspool.depth(store)[0]
+        claimed: list[tuple[bytes, bytes]] = []
+        try:
+            with self.replica.group_commit() as group:
+                pgspool.claim_lock(store)
+                claimed = pgspool.claim(store, self.settings.group, self.settings.group_bytes)
+                if not claimed:
+                    pgspool.claim_unlock(store)
+                    return 0
+                store.lock_origins(sorted(_origins(claimed)))
+                pgspool.claim_unlock(store)
+                group.apply([d for _, d in claimed])
+                pgspool.mark_applied(store, [i for i, _ in claimed])
+        except (RemoteDataError, StorageConflictError) as exc:
+            _unlock_all(store)
+            if isinstance(exc, StorageConflictError):
+                return 0  # lost a race: the rows are held still, tried again
+            return self._one_by_one([i for i, _ in claimed])
+        except BaseException:
+            _unlock_all(store)
+            raise
+        self.groups += 1
+        self.applied += len(claimed)
+        self.held = max(0, self.held - len(claimed))
+        if self.on_applied is not None:
+            self.on_applied(len(claimed))
+        return len(claimed)
+
+    def _one_by_one(self, ids: list[bytes]) -> int:
+        """A group met a refusal: apply each bundle alone, refusing the bad ones."""
+        store = self.replica.store
+        assert isinstance(store, PostgresStore)
+        settled = 0
+        for bundle_id in ids:
+            try:
+                with self.replica.group_commit() as group:
+                    rows = store._q(
+                        "SELECT data FROM upload_spool WHERE id = %b AND state = 0"
+                        " FOR UPDATE SKIP LOCKED",
+                        (bundle_id,),
+                    )
+                    if not rows:
+                        continue  # another applier has it, or it is settled
+                    group.apply([bytes(rows[0][0])])
+                    pgspool.mark_applied(store, [bundle_id])
+                settled += 1
+                self.applied += 1
+            except RemoteDataError as exc:
+                refusal = refusal_for(exc)
+                assert refusal is not None
+                pgspool.mark_refused(
+                    store, bundle_id, refusal.status, refusal.body.error, refusal.body.reason
+                )
+                log.warning("spooled bundle %s refused: %s", bundle_id.hex()[:16], exc)
+                settled += 1
+                self.refused += 1
+            except StorageConflictError:
+                continue  # still held: the next step takes it again
+        return settled
+
+
+def _origins(claimed: list[tuple[bytes, bytes]]) -> set[bytes]:
+    """The origins the claimed bundles say they carry (headers, unverified: only for
+    the order of locking; applying verifies everything)."""
+    out: set[bytes] = set()
+    for _, data in claimed:
+        try:
+            out.update(peek_header(data).ranges.intervals)
+        except RemoteDataError:
+            continue  # refused when applied
+    return out
+
+
+def _unlock_all(store: PostgresStore) -> None:
+    """Release the claim lock after a failed transaction (a session lock outlives a
+    rollback); this connection holds no other session lock."""
+    with contextlib.suppress(StorageError):  # the connection is gone: so is the lock
+        store._q("SELECT pg_advisory_unlock_all()")
