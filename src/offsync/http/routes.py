@@ -13,6 +13,7 @@ import dataclasses
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Literal
 
 import anyio
 import anyio.to_thread
@@ -232,12 +233,20 @@ async def _spooled_upload(state: ServerState, request: Request, bundle_id: str) 
 
 
 async def _spool_answer(state: ServerState, bundle_id: str, found: Spooled, total: int) -> Response:
-    """What the spool says of an upload, as the answer to it."""
+    """What the spool says of an upload, as the answer to it. A held bundle is waited
+    for (``hold`` seconds): in a flood the appliers usually get to it by then, and the
+    upload is answered once, applied, instead of asked after again."""
+    assert state.spool is not None
+    fresh = found.new
+    if found.state == pgspool.HELD and state.spool_hold > 0:
+        found = await state.spool.wait(bytes.fromhex(bundle_id), state.spool_hold)
     if found.state == pgspool.APPLIED:
         # Seen applied now: any receipt built from now on states it (never before).
         receipt = await state.receipt_since(time.monotonic())
-        state.observe.duplicate(bundle_id)
-        return _json(UploadResult(status="duplicate", id=bundle_id, receipt=_b64(receipt)))
+        if not fresh:
+            state.observe.duplicate(bundle_id)
+        status: Literal["applied", "duplicate"] = "applied" if fresh else "duplicate"
+        return _json(UploadResult(status=status, id=bundle_id, receipt=_b64(receipt)))
     if found.state == pgspool.REFUSED:
         raise Refusal(
             found.status or 422,

@@ -139,8 +139,9 @@ def _start_spool(state: ServerState, replica: Replica, group: int) -> None:
     if not isinstance(store, PostgresStore):
         raise UsageError("the upload spool (spool=) needs a replica on the PostgreSQL store")
     settings = SpoolSettings(group=group)
-    writer = SpoolWriter(PostgresStore(store._dsn, schema=store.schema, migrate=False), settings)
-    state.spooling(writer, Applier(replica_beside(replica), settings))
+    applier = Applier(replica_beside(replica), settings)
+    own = PostgresStore(store._dsn, schema=store.schema, migrate=False)
+    state.spooling(SpoolWriter(own, settings, on_spooled=applier.wake), applier)
 
 
 def answer(state: ServerState, refusal: Refusal) -> Response:

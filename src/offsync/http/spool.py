@@ -31,7 +31,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ..bundle import peek_header
 from ..errors import RemoteDataError, StorageConflictError, StorageError
 from ..replica import Replica
 from ..stores import pgspool
@@ -54,7 +53,9 @@ class SpoolSettings:
     group: int = 64
     group_bytes: int = 32 * 1024 * 1024
     max_held: int = 100_000
-    idle: float = 0.02
+    idle: float = 0.05
+    hold: float = 2.0
+    watch: float = 0.02
     keep_settled: float = 7 * 24 * 3600
     batch: int = 512
     batch_bytes: int = 32 * 1024 * 1024
@@ -83,8 +84,9 @@ def replica_beside(replica: Replica) -> Replica:
 @dataclass(slots=True)
 class _Op:
     bundle_id: bytes
-    data: bytes | None  # None: a lookup
+    data: bytes | None  # None: a lookup (or a wait, with ``until``)
     loop: asyncio.AbstractEventLoop
+    until: float | None = None  # a wait: answer once settled, or HELD at this time
     future: asyncio.Future[Spooled | None] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -111,10 +113,18 @@ class SpoolWriter:
     WAL flush is shared by every upload that arrived while the previous one committed.
     """
 
-    def __init__(self, store: PostgresStore, settings: SpoolSettings) -> None:
+    def __init__(
+        self,
+        store: PostgresStore,
+        settings: SpoolSettings,
+        on_spooled: Callable[[], None] | None = None,
+    ) -> None:
         self.store = store
         self.settings = settings
+        self.on_spooled = on_spooled
         self._queue: queue.SimpleQueue[_Op | None] = queue.SimpleQueue()
+        #: Requests waiting for their bundle to be settled, by id.
+        self._waiting: dict[bytes, list[_Op]] = {}
         self._thread = threading.Thread(target=self._run, name="offsync-spool", daemon=True)
         self._thread.start()
 
@@ -131,6 +141,14 @@ class SpoolWriter:
         self._queue.put(op)
         return await op.future
 
+    async def wait(self, bundle_id: bytes, seconds: float) -> Spooled:
+        """What becomes of a held bundle within ``seconds``: applied or refused (as
+        soon as the watcher sees it), else still held. Whichever process applies it."""
+        op = _Op(bundle_id, None, asyncio.get_running_loop(), time.monotonic() + seconds)
+        self._queue.put(op)
+        found = await op.future
+        return found or Spooled(pgspool.HELD)
+
     def close(self) -> None:
         self._queue.put(None)
         self._thread.join(timeout=10)
@@ -138,9 +156,19 @@ class SpoolWriter:
 
     def _run(self) -> None:
         while True:
-            first = self._queue.get()
+            try:
+                first = self._queue.get(timeout=self.settings.watch if self._waiting else None)
+            except queue.Empty:
+                self._watch()
+                continue
             if first is None:
+                for waiters in self._waiting.values():
+                    for waiter in waiters:
+                        waiter.settle(Spooled(pgspool.HELD), None)
                 return
+            if first.until is not None:
+                self._waiting.setdefault(first.bundle_id, []).append(first)
+                continue
             ops, size = [first], len(first.data or b"")
             while len(ops) < self.settings.batch and size < self.settings.batch_bytes:
                 try:
@@ -150,9 +178,37 @@ class SpoolWriter:
                 if op is None:
                     self._queue.put(None)  # stop after this batch
                     break
+                if op.until is not None:
+                    self._waiting.setdefault(op.bundle_id, []).append(op)
+                    continue
                 ops.append(op)
                 size += len(op.data or b"")
             self._write(ops)
+            if self._waiting:
+                self._watch()
+
+    def _watch(self) -> None:
+        """Answer the waiting requests whose bundles were settled, or whose time is up."""
+        try:
+            found = pgspool.lookup(self.store, list(self._waiting))
+        except StorageError:
+            found = {}  # tried again at the next watch; the waits still time out
+        now = time.monotonic()
+        for bundle_id in list(self._waiting):
+            spooled = found.get(bundle_id)
+            settled = spooled is not None and spooled.state != pgspool.HELD
+            keep = []
+            for op in self._waiting[bundle_id]:
+                if settled:
+                    op.settle(spooled, None)
+                elif op.until is not None and now >= op.until:
+                    op.settle(Spooled(pgspool.HELD), None)
+                else:
+                    keep.append(op)
+            if keep:
+                self._waiting[bundle_id] = keep
+            else:
+                del self._waiting[bundle_id]
 
     def _write(self, ops: list[_Op]) -> None:
         puts: dict[bytes, bytes] = {}
@@ -174,15 +230,19 @@ class SpoolWriter:
             return
         for op in ops:
             op.settle(found.get(op.bundle_id), None)
+        if puts and self.on_spooled is not None:
+            self.on_spooled()
 
 
 class Applier:
     """Applies held bundles in group commits, in a thread of its own.
 
-    Several appliers (one per worker process) share the spool: each claims the oldest
-    held rows nobody else has claimed. Claiming a group and locking its origins happen
-    under one centre-wide lock, so a later bundle of an origin is never applied before
-    an earlier one that another applier claimed first.
+    Several appliers (one per worker process) share the spool and take turns (a
+    centre-wide transaction lock): one group is applied at a time, made of the oldest
+    held bundles. So a group grows while the one before it commits (group commit), a
+    later bundle of an origin is never applied before an earlier one, and two groups
+    never deadlock on records both merge. Applying is serial across the centre; what
+    runs in parallel is everything else (HTTP, spooling, receipts, pulls).
     """
 
     def __init__(
@@ -200,8 +260,13 @@ class Applier:
         self.refused = 0
         self.groups = 0
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._purged = 0.0
+
+    def wake(self) -> None:
+        """Something was spooled (by this process): look now, not after ``idle``."""
+        self._wake.set()
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="offsync-applier", daemon=True)
@@ -209,6 +274,7 @@ class Applier:
 
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=30)
         self.replica.close()
@@ -226,7 +292,8 @@ class Applier:
                 done = 0
                 self._stop.wait(1.0)
             if not done:
-                self._stop.wait(self.settings.idle)
+                self._wake.wait(self.settings.idle)
+                self._wake.clear()
 
     def step(self) -> int:
         """Apply one group of held bundles; how many were settled (0: none held)."""
@@ -237,26 +304,21 @@ class Applier:
             self._purged = now
             pgspool.purge(store, self.settings.keep_settled)
             self.held = pgspool.depth(store)[0]
+        if not pgspool.any_held(store):
+            return 0
         claimed: list[tuple[bytes, bytes]] = []
         try:
             with self.replica.group_commit() as group:
-                pgspool.claim_lock(store)
+                pgspool.claim_turn(store)
                 claimed = pgspool.claim(store, self.settings.group, self.settings.group_bytes)
                 if not claimed:
-                    pgspool.claim_unlock(store)
                     return 0
-                store.lock_origins(sorted(_origins(claimed)))
-                pgspool.claim_unlock(store)
                 group.apply([d for _, d in claimed])
                 pgspool.mark_applied(store, [i for i, _ in claimed])
-        except (RemoteDataError, StorageConflictError) as exc:
-            _unlock_all(store)
-            if isinstance(exc, StorageConflictError):
-                return 0  # lost a race: the rows are held still, tried again
+        except StorageConflictError:
+            return 0  # lost a race: the rows are held still, tried again
+        except RemoteDataError:
             return self._one_by_one([i for i, _ in claimed])
-        except BaseException:
-            _unlock_all(store)
-            raise
         self.groups += 1
         self.applied += len(claimed)
         self.held = max(0, self.held - len(claimed))
@@ -272,6 +334,7 @@ class Applier:
         for bundle_id in ids:
             try:
                 with self.replica.group_commit() as group:
+                    pgspool.claim_turn(store)
                     rows = store._q(
                         "SELECT data FROM upload_spool WHERE id = %b AND state = 0"
                         " FOR UPDATE SKIP LOCKED",
@@ -295,22 +358,3 @@ class Applier:
             except StorageConflictError:
                 continue  # still held: the next step takes it again
         return settled
-
-
-def _origins(claimed: list[tuple[bytes, bytes]]) -> set[bytes]:
-    """The origins the claimed bundles say they carry (headers, unverified: only for
-    the order of locking; applying verifies everything)."""
-    out: set[bytes] = set()
-    for _, data in claimed:
-        try:
-            out.update(peek_header(data).ranges.intervals)
-        except RemoteDataError:
-            continue  # refused when applied
-    return out
-
-
-def _unlock_all(store: PostgresStore) -> None:
-    """Release the claim lock after a failed transaction (a session lock outlives a
-    rollback); this connection holds no other session lock."""
-    with contextlib.suppress(StorageError):  # the connection is gone: so is the lock
-        store._q("SELECT pg_advisory_unlock_all()")

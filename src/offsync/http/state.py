@@ -102,6 +102,7 @@ class ServerState:
         self.spool: SpoolWriter | None = None
         self.applier: Applier | None = None
         self.spool_max_held = 0
+        self.spool_hold = 0.0
         self.spool_retry_after = 1
         #: The last receipt built by ``receipt_since``, with when its build started.
         self._since_receipt: tuple[float, bytes] | None = None
@@ -278,6 +279,7 @@ class ServerState:
         the Retry-After of a held answer (when to ask again)."""
         self.spool, self.applier = writer, applier
         self.spool_max_held = writer.settings.max_held
+        self.spool_hold = writer.settings.hold
         self.spool_retry_after = retry_after
         applier.start()
 

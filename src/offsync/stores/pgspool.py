@@ -20,9 +20,9 @@ __all__ = [
     "HELD",
     "REFUSED",
     "Spooled",
+    "any_held",
     "claim",
-    "claim_lock",
-    "claim_unlock",
+    "claim_turn",
     "depth",
     "lookup",
     "mark_applied",
@@ -41,10 +41,11 @@ class Spooled(NamedTuple):
     status: int | None = None
     error: str | None = None
     reason: str | None = None
+    new: bool = False  # held because this very call spooled it
 
 
 #: Answer for a row this call inserted: held, new.
-NEW = Spooled(HELD)
+NEW = Spooled(HELD, new=True)
 
 
 def put(store: PostgresStore, items: Sequence[tuple[bytes, bytes]]) -> dict[bytes, Spooled]:
@@ -89,19 +90,17 @@ def _states(store: PostgresStore, ids: Sequence[bytes]) -> dict[bytes, Spooled]:
     return {bytes(i): Spooled(s, st, e, r) for i, s, st, e, r in rows}
 
 
-def claim_lock(store: PostgresStore) -> None:
-    """Take the centre-wide claim lock (a session lock, released by ``claim_unlock``):
-    held from claiming a group until its origins are locked, so that two appliers never
-    apply a later bundle of one origin before an earlier one another has claimed."""
-    store._q("SELECT pg_advisory_lock(%s)", (_claim_key(store),))
+def claim_turn(store: PostgresStore) -> None:
+    """Inside the applier's transaction: wait for the centre-wide applier's turn (an
+    advisory transaction lock). One group is applied at a time: groups grow while one
+    commits, never apply a later bundle of an origin before an earlier one, and never
+    deadlock on the records two groups both merge."""
+    store._x("SELECT pg_advisory_xact_lock(%s)", (lock_key(store.schema.encode(), b"spool"),))
 
 
-def claim_unlock(store: PostgresStore) -> None:
-    store._q("SELECT pg_advisory_unlock(%s)", (_claim_key(store),))
-
-
-def _claim_key(store: PostgresStore) -> int:
-    return lock_key(store.schema.encode(), b"spool-claim")
+def any_held(store: PostgresStore) -> bool:
+    """Whether any bundle is held (one index probe, outside any transaction)."""
+    return bool(store._q("SELECT EXISTS (SELECT 1 FROM upload_spool WHERE state = 0)")[0][0])
 
 
 def claim(store: PostgresStore, limit: int, max_bytes: int) -> list[tuple[bytes, bytes]]:
