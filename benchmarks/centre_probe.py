@@ -72,6 +72,37 @@ def app_from_env() -> Any:
     replica.apply = timing("apply", replica.apply)
     replica.receipt = timing("receipt", replica.receipt)
 
+    def atiming(name: str, method: Callable[..., Any]) -> Callable[..., Any]:
+        async def timed(*args: Any, **kwargs: Any) -> Any:
+            wall = time.perf_counter()
+            try:
+                return await method(*args, **kwargs)
+            finally:
+                rec = _REC.get()
+                if rec is not None:
+                    rec[name] = rec.get(name, 0.0) + time.perf_counter() - wall
+
+        return timed
+
+    spool, applier = state.spool, state.applier
+    if spool is not None and applier is not None:  # a spooling centre (--spool)
+        spool.put = atiming("spool_put", spool.put)
+        spool.wait = atiming("spool_wait", spool.wait)
+        spool.lookup = atiming("spool_lookup", spool.lookup)
+        step = applier.step
+
+        def timed_step() -> int:
+            wall, cpu = time.perf_counter(), time.thread_time()
+            done: int = step()
+            if done:
+                rec = {"method": "APPLY", "status": 0, "bundles": done}
+                rec["total"] = time.perf_counter() - wall
+                rec["apply_cpu"] = time.thread_time() - cpu
+                out.write(json.dumps(rec) + "\n")
+            return done
+
+        applier.step = timed_step
+
     async def probe(scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await app(scope, receive, send)
@@ -105,11 +136,32 @@ def summary(directory: Path) -> list[str]:
     lines = [f"centre-side timing of {len(puts)} uploads (in the app, ms: p50 / p99 / mean):"]
     for status in sorted({r.get("status", 0) for r in puts}):
         group = [r for r in puts if r.get("status", 0) == status]
-        for name in ("total", "lock_wait", "apply", "apply_cpu", "receipt", "receipt_cpu"):
+        for name in (
+            "total",
+            "lock_wait",
+            "apply",
+            "apply_cpu",
+            "receipt",
+            "receipt_cpu",
+            "spool_put",
+            "spool_wait",
+            "spool_lookup",
+        ):
             values = [r[name] * 1000 for r in group if name in r]
             if values:
                 lines.append(
                     f"  {status} {name:12} n={len(values):5} {_p(values, 50):8.1f}"
                     f" {_p(values, 99):8.1f} {statistics.fmean(values):8.1f}"
                 )
+    groups = [r for r in recs if r["method"] == "APPLY"]
+    if groups:
+        n = sum(r["bundles"] for r in groups)
+        lines.append(
+            f"spool appliers: {len(groups)} groups, {n / len(groups):.1f} bundles per group;"
+            f" per group ms p50 / p99: wall {_p([r['total'] * 1000 for r in groups], 50):.0f}"
+            f" / {_p([r['total'] * 1000 for r in groups], 99):.0f},"
+            f" thread CPU {_p([r['apply_cpu'] * 1000 for r in groups], 50):.0f}"
+            f" / {_p([r['apply_cpu'] * 1000 for r in groups], 99):.0f};"
+            f" CPU per bundle {sum(r['apply_cpu'] for r in groups) / n * 1000:.2f} ms"
+        )
     return lines

@@ -214,9 +214,9 @@ async def _spooled_upload(state: ServerState, request: Request, bundle_id: str) 
         state.uploads.check_size(rng.total)
     if rng is not None and not isinstance(rng, ChunkRange):
         # A commit asks what became of a bundle: the spool knows, if it holds it.
-        found = await spool.lookup(bytes.fromhex(bundle_id))
+        found, seen = await spool.lookup(bytes.fromhex(bundle_id))
         if found is not None:
-            return await _spool_answer(state, bundle_id, found, rng.total)
+            return await _spool_answer(state, bundle_id, found, seen, rng.total)
     if applier.held >= state.spool_max_held:
         raise busy()  # the appliers are this far behind: truly saturated
     async with state.upload_lock(bundle_id):
@@ -232,17 +232,21 @@ async def _spooled_upload(state: ServerState, request: Request, bundle_id: str) 
             await anyio.to_thread.run_sync(state.uploads.unlock, bundle_id, held)
 
 
-async def _spool_answer(state: ServerState, bundle_id: str, found: Spooled, total: int) -> Response:
+async def _spool_answer(
+    state: ServerState, bundle_id: str, found: Spooled, seen: float, total: int
+) -> Response:
     """What the spool says of an upload, as the answer to it. A held bundle is waited
     for (``hold`` seconds): in a flood the appliers usually get to it by then, and the
     upload is answered once, applied, instead of asked after again."""
     assert state.spool is not None
     fresh = found.new
     if found.state == pgspool.HELD and state.spool_hold > 0:
-        found = await state.spool.wait(bytes.fromhex(bundle_id), state.spool_hold)
+        found, seen = await state.spool.wait(bytes.fromhex(bundle_id), state.spool_hold)
     if found.state == pgspool.APPLIED:
-        # Seen applied now: any receipt built from now on states it (never before).
-        receipt = await state.receipt_since(time.monotonic())
+        # Seen applied by a query sent at ``seen``: any receipt whose build started
+        # after that states it (never one started before). Requests answered by the
+        # same query share one.
+        receipt = await state.receipt_since(seen)
         if not fresh:
             state.observe.duplicate(bundle_id)
         status: Literal["applied", "duplicate"] = "applied" if fresh else "duplicate"
@@ -350,10 +354,10 @@ async def _finish(
     if digest.hex() != bundle_id:
         raise id_mismatch()
     if state.spool is not None:
-        found = await state.spool.put(digest, data)
+        found, seen = await state.spool.put(digest, data)
         if partial is not None:  # held in the spool now, durably
             await anyio.to_thread.run_sync(lambda: partial.unlink(missing_ok=True))
-        return await _spool_answer(state, bundle_id, found, len(data))
+        return await _spool_answer(state, bundle_id, found, seen, len(data))
     body, ticket, receipt = await state.locked(lambda: _apply(state, data))
     state.remember_done(bundle_id)  # a retry, should the receipt fail, is a duplicate
     if partial is not None:

@@ -54,8 +54,8 @@ class SpoolSettings:
     group_bytes: int = 32 * 1024 * 1024
     max_held: int = 100_000
     idle: float = 0.05
-    hold: float = 2.0
-    watch: float = 0.02
+    hold: float = 4.0
+    watch: float = 0.05
     keep_settled: float = 7 * 24 * 3600
     batch: int = 512
     batch_bytes: int = 32 * 1024 * 1024
@@ -88,11 +88,16 @@ class _Op:
     loop: asyncio.AbstractEventLoop
     until: float | None = None  # a wait: answer once settled, or HELD at this time
     future: asyncio.Future[Spooled | None] = field(init=False)
+    #: When the query that answered was sent (``time.monotonic()``): the bundle was
+    #: settled by then, so a receipt built after this states it.
+    seen: float = 0.0
 
     def __post_init__(self) -> None:
         self.future = self.loop.create_future()
 
-    def settle(self, value: Spooled | None, error: BaseException | None) -> None:
+    def settle(self, value: Spooled | None, error: BaseException | None, seen: float = 0.0) -> None:
+        self.seen = seen
+
         def done() -> None:
             if self.future.done():
                 return
@@ -128,26 +133,27 @@ class SpoolWriter:
         self._thread = threading.Thread(target=self._run, name="offsync-spool", daemon=True)
         self._thread.start()
 
-    async def put(self, bundle_id: bytes, data: bytes) -> Spooled:
-        """Spool a whole bundle (its id checked by the caller); what the spool says."""
+    async def put(self, bundle_id: bytes, data: bytes) -> tuple[Spooled, float]:
+        """Spool a whole bundle (its id checked by the caller); what the spool says,
+        and when it was asked (``_Op.seen``)."""
         op = _Op(bundle_id, data, asyncio.get_running_loop())
         self._queue.put(op)
         found = await op.future
         assert found is not None
-        return found
+        return found, op.seen
 
-    async def lookup(self, bundle_id: bytes) -> Spooled | None:
+    async def lookup(self, bundle_id: bytes) -> tuple[Spooled | None, float]:
         op = _Op(bundle_id, None, asyncio.get_running_loop())
         self._queue.put(op)
-        return await op.future
+        return await op.future, op.seen
 
-    async def wait(self, bundle_id: bytes, seconds: float) -> Spooled:
+    async def wait(self, bundle_id: bytes, seconds: float) -> tuple[Spooled, float]:
         """What becomes of a held bundle within ``seconds``: applied or refused (as
         soon as the watcher sees it), else still held. Whichever process applies it."""
         op = _Op(bundle_id, None, asyncio.get_running_loop(), time.monotonic() + seconds)
         self._queue.put(op)
         found = await op.future
-        return found or Spooled(pgspool.HELD)
+        return found or Spooled(pgspool.HELD), op.seen
 
     def close(self) -> None:
         self._queue.put(None)
@@ -189,8 +195,9 @@ class SpoolWriter:
 
     def _watch(self) -> None:
         """Answer the waiting requests whose bundles were settled, or whose time is up."""
+        seen = time.monotonic()
         try:
-            found = pgspool.lookup(self.store, list(self._waiting))
+            found = pgspool.settled(self.store, list(self._waiting))
         except StorageError:
             found = {}  # tried again at the next watch; the waits still time out
         now = time.monotonic()
@@ -200,7 +207,7 @@ class SpoolWriter:
             keep = []
             for op in self._waiting[bundle_id]:
                 if settled:
-                    op.settle(spooled, None)
+                    op.settle(spooled, None, seen)
                 elif op.until is not None and now >= op.until:
                     op.settle(Spooled(pgspool.HELD), None)
                 else:
@@ -215,6 +222,7 @@ class SpoolWriter:
         for op in ops:
             if op.data is not None:
                 puts.setdefault(op.bundle_id, op.data)
+        seen = time.monotonic()
         try:
             found = pgspool.put(self.store, list(puts.items()))
             asked = [op.bundle_id for op in ops if op.data is None and op.bundle_id not in found]
@@ -229,7 +237,7 @@ class SpoolWriter:
                 op.settle(None, StorageError(f"upload spool failed: {exc}"))
             return
         for op in ops:
-            op.settle(found.get(op.bundle_id), None)
+            op.settle(found.get(op.bundle_id), None, seen)
         if puts and self.on_spooled is not None:
             self.on_spooled()
 

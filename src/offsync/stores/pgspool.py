@@ -29,6 +29,7 @@ __all__ = [
     "mark_refused",
     "purge",
     "put",
+    "settled",
 ]
 
 HELD, APPLIED, REFUSED = 0, 1, 2
@@ -78,6 +79,19 @@ def put(store: PostgresStore, items: Sequence[tuple[bytes, bytes]]) -> dict[byte
 def lookup(store: PostgresStore, ids: Sequence[bytes]) -> dict[bytes, Spooled]:
     """What the spool says of these ids (those it does not hold are left out)."""
     return _states(store, ids)
+
+
+def settled(store: PostgresStore, ids: Sequence[bytes]) -> dict[bytes, Spooled]:
+    """Those of these ids that are applied or refused (what waiting requests watch for:
+    the held ones, most of them, cost no row)."""
+    if not ids:
+        return {}
+    rows = store._q(
+        "SELECT id, state, status, error, reason FROM upload_spool"
+        " WHERE id = ANY(%b::bytea[]) AND state <> 0",
+        (bytea_array(list(ids)),),
+    )
+    return {bytes(i): Spooled(s, st, e, r) for i, s, st, e, r in rows}
 
 
 def _states(store: PostgresStore, ids: Sequence[bytes]) -> dict[bytes, Spooled]:
