@@ -113,6 +113,50 @@ def test_sites_deliver_through_the_spool_and_get_receipts_once_applied(schema: s
     centre.close()
 
 
+def test_a_held_upload_is_not_delivered_until_a_receipt_covers_it(
+    schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 202 held is no delivery: with nothing applying, the client asks, then gives up
+    for now (retryable); once an applier has applied it, asking again is answered with
+    a receipt that covers the bundle."""
+    import offsync.transports.http as http_transport
+    from offsync.errors import RetryableTransportError
+
+    centre = _centre(schema)
+    app = create_app(centre, spool=8)
+    state = app.state.offsync
+    state.applier.stop()  # nothing applies: uploads stay held
+    state.spool_hold = 0.0  # answer at once
+    site, bundles = _site("h", 20)
+    asked: list[float] = []
+    monkeypatch.setattr(http_transport, "MAX_HELD_ASKS", 3)
+    try:
+        with LiveServer(app) as srv:
+            transport = HTTPTransport(
+                srv.url, site.identity, server_key=centre.id, sleep=asked.append
+            )
+            with pytest.raises(RetryableTransportError, match="held"):
+                transport.upload(bundles[0])
+            assert len(asked) == 3 and all(0 < a <= 1 for a in asked)
+            assert not transport.uploads  # nothing taken as delivered
+            store = centre.store
+            assert isinstance(store, PostgresStore)
+            assert _count(store) == (0, 0)
+            applier = Applier(_centre(schema), SpoolSettings())
+            assert applier.step() == 1
+            applier.stop()
+            answer = transport.upload(bundles[0])
+            assert answer["status"] == "duplicate"
+            assert transport.last_receipt is not None
+            assert transport.last_receipt.knowledge.intervals.get(site.id)
+            transport.close()
+    finally:
+        state.close()
+    assert _count(centre.store) == (20, 20)  # type: ignore[arg-type]
+    centre.close()
+    site.close()
+
+
 def test_a_spooled_bundle_refused_later_leaves_nothing_and_its_uploader_learns(
     schema: str,
 ) -> None:
