@@ -53,7 +53,7 @@ class SpoolSettings:
     group: int = 64
     group_bytes: int = 32 * 1024 * 1024
     max_held: int = 100_000
-    idle: float = 0.05
+    idle: float = 0.25
     hold: float = 4.0
     watch: float = 0.05
     keep_settled: float = 7 * 24 * 3600
