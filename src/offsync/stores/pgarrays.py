@@ -18,8 +18,8 @@ psycopg is imported only by ``register`` (the store imports it when it opens).
 from __future__ import annotations
 
 import struct
-from itertools import chain
 from collections.abc import Sequence
+from itertools import chain
 from typing import Any
 
 __all__ = [
