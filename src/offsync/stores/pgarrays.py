@@ -81,7 +81,7 @@ def bytea_array(values: Sequence[bytes | None]) -> ByteaArray:
     if None not in values:
         present: Sequence[bytes] = values  # type: ignore[assignment]
         lengths = map(_LEN.pack, map(len, present))
-        body = b"".join(chain.from_iterable(zip(lengths, present)))
+        body = b"".join(chain.from_iterable(zip(lengths, present, strict=True)))
         return ByteaArray(_head(len(present), False, 17) + body)
     parts = [b""]
     nulls = False
