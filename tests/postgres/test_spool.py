@@ -113,6 +113,36 @@ def test_sites_deliver_through_the_spool_and_get_receipts_once_applied(schema: s
     centre.close()
 
 
+def test_a_chunked_upload_is_spooled_once_whole(schema: str) -> None:
+    """Chunks go to the partial file as always; the last one spools the whole bundle,
+    and resuming it afterwards finds it spooled (``GET /bundles/{id}``: complete)."""
+    centre = _centre(schema)
+    app = create_app(centre, spool=8)
+    site = Replica.open(":memory:", identity=Identity.generate(label="big"), policies=POLICIES)
+    with site.batch():
+        for i in range(1000):
+            site.put("residents", f"big-{i:04d}", {"noise": os.urandom(48).hex()})
+    (bundle,) = site.pack()
+    assert len(bundle) > 3 * 16384
+    try:
+        with LiveServer(app) as srv:
+            transport = HTTPTransport(
+                srv.url, site.identity, server_key=centre.id, sleep=_quick, chunk_bytes=16384
+            )
+            assert transport.upload(bundle)["status"] == "applied"
+            status = httpx.get(f"{srv.url}/bundles/{hash32(bundle).hex()}").json()
+            assert status["complete"] is True
+            assert transport.upload(bundle)["status"] == "duplicate"
+            transport.close()
+    finally:
+        app.state.offsync.close()
+    store = centre.store
+    assert isinstance(store, PostgresStore)
+    assert _count(store) == (1000, 1000)
+    centre.close()
+    site.close()
+
+
 def test_a_held_upload_is_not_delivered_until_a_receipt_covers_it(
     schema: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

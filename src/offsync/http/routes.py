@@ -35,6 +35,7 @@ from .bodies import (
     ServerInfo,
     UploadProgress,
     UploadResult,
+    UploadStatus,
     decode_pull_request,
 )
 from .frames import encode_frame, end_frame
@@ -167,6 +168,10 @@ async def metrics(state: ServerState, request: Request) -> Response:
 
 async def upload_status(state: ServerState, request: Request) -> Response:
     bundle_id = _bundle_id(request)
+    if state.spool is not None:
+        found, _ = await state.spool.lookup(bytes.fromhex(bundle_id))
+        if found is not None:  # whole and spooled: a commit (bytes */TOTAL) says the rest
+            return _json(UploadStatus(id=bundle_id, received=None, complete=True))
     return _json(await anyio.to_thread.run_sync(state.uploads.status, bundle_id))
 
 
