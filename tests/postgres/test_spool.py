@@ -180,6 +180,11 @@ def test_a_held_upload_is_not_delivered_until_a_receipt_covers_it(
             assert transport.last_receipt is not None
             assert transport.last_receipt.knowledge.intervals.get(site.id)
             transport.close()
+            # 503 only when the appliers are this far behind: max_held bundles held.
+            state.spool_max_held = 0
+            other = _site("o", 3)[1][0]
+            refused = httpx.put(f"{srv.url}/bundles/{hash32(other).hex()}", content=other)
+            assert refused.status_code == 503 and refused.headers["retry-after"]
     finally:
         state.close()
     assert _count(centre.store) == (20, 20)  # type: ignore[arg-type]

@@ -311,9 +311,10 @@ class Applier:
         if now - self._purged > 60:
             self._purged = now
             pgspool.purge(store, self.settings.keep_settled)
-            self.held = pgspool.depth(store)[0]
         if not pgspool.any_held(store):
+            self.held = 0
             return 0
+        self.held = pgspool.depth(store)[0]  # what the 503 of ``max_held`` goes by
         claimed: list[tuple[bytes, bytes]] = []
         try:
             with self.replica.group_commit() as group:
@@ -325,7 +326,11 @@ class Applier:
                 pgspool.mark_applied(store, [i for i, _ in claimed])
         except StorageConflictError:
             return 0  # lost a race: the rows are held still, tried again
-        except RemoteDataError:
+        except StorageError:
+            raise  # the database: back off (``_run``), the rows are held still
+        except Exception as exc:
+            if not isinstance(exc, RemoteDataError):  # a bug: isolate its bundle
+                log.exception("a group of spooled bundles failed; applying them one by one")
             return self._one_by_one([i for i, _ in claimed])
         self.groups += 1
         self.applied += len(claimed)
@@ -365,4 +370,8 @@ class Applier:
                 self.refused += 1
             except StorageConflictError:
                 continue  # still held: the next step takes it again
+            except StorageError:
+                raise
+            except Exception:  # a bug met on this bundle: it stays held, the others go on
+                log.exception("spooled bundle %s failed to apply", bundle_id.hex()[:16])
         return settled
