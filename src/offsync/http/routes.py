@@ -248,9 +248,9 @@ async def _spool_answer(
     if found.state == pgspool.HELD and state.spool_hold > 0:
         found, seen = await state.spool.wait(bytes.fromhex(bundle_id), state.spool_hold)
     if found.state == pgspool.APPLIED:
-        # Seen applied by a query sent at ``seen``: any receipt whose build started
-        # after that states it (never one started before). Requests answered by the
-        # same query share one.
+        # Seen applied by a query that had returned at ``seen``: any receipt whose
+        # build started after that states it. Requests answered by the same query
+        # share one.
         receipt = await state.receipt_since(seen)
         if not fresh:
             state.observe.duplicate(bundle_id)

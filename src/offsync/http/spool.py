@@ -88,8 +88,10 @@ class _Op:
     loop: asyncio.AbstractEventLoop
     until: float | None = None  # a wait: answer once settled, or HELD at this time
     future: asyncio.Future[Spooled | None] = field(init=False)
-    #: When the query that answered was sent (``time.monotonic()``): the bundle was
-    #: settled by then, so a receipt built after this states it.
+    #: When the query that answered had returned (``time.monotonic()``): what it saw
+    #: applied was committed before then, so a receipt whose build starts after this
+    #: states it (a time taken before the query would not do: the apply may commit
+    #: between that time and the query's snapshot).
     seen: float = 0.0
 
     def __post_init__(self) -> None:
@@ -195,11 +197,11 @@ class SpoolWriter:
 
     def _watch(self) -> None:
         """Answer the waiting requests whose bundles were settled, or whose time is up."""
-        seen = time.monotonic()
         try:
             found = pgspool.settled(self.store, list(self._waiting))
         except StorageError:
             found = {}  # tried again at the next watch; the waits still time out
+        seen = time.monotonic()
         now = time.monotonic()
         for bundle_id in list(self._waiting):
             spooled = found.get(bundle_id)
@@ -222,11 +224,11 @@ class SpoolWriter:
         for op in ops:
             if op.data is not None:
                 puts.setdefault(op.bundle_id, op.data)
-        seen = time.monotonic()
         try:
             found = pgspool.put(self.store, list(puts.items()))
             asked = [op.bundle_id for op in ops if op.data is None and op.bundle_id not in found]
             found.update(pgspool.lookup(self.store, asked))
+            seen = time.monotonic()
         except StorageError as exc:
             for op in ops:
                 op.settle(None, exc)
