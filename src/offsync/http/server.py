@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from ..errors import StorageError, UsageError
+from ..errors import StorageError
 from ..replica import Replica
 from .metrics import Metrics
 from .observe import Observer
@@ -132,16 +132,13 @@ def create_app(
 
 
 def _start_spool(state: ServerState, replica: Replica, group: int) -> None:
-    from ..stores.postgres import PostgresStore
-    from .spool import Applier, SpoolSettings, SpoolWriter, replica_beside
+    from ..replica.spooling import replica_beside, spool_store
+    from .spool import Applier, SpoolSettings, SpoolWriter
 
-    store = replica.store
-    if not isinstance(store, PostgresStore):
-        raise UsageError("the upload spool (spool=) needs a replica on the PostgreSQL store")
     settings = SpoolSettings(group=group)
+    writer_db = spool_store(replica)  # UsageError unless the store is PostgreSQL
     applier = Applier(replica_beside(replica), settings)
-    own = PostgresStore(store._dsn, schema=store.schema, migrate=False)
-    state.spooling(SpoolWriter(own, settings, on_spooled=applier.wake), applier)
+    state.spooling(SpoolWriter(writer_db, settings, on_spooled=applier.wake), applier)
 
 
 def answer(state: ServerState, refusal: Refusal) -> Response:

@@ -32,7 +32,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..errors import RemoteDataError, StorageConflictError, StorageError
-from ..replica import Replica
+from ..replica import Replica, spooling
+from ..replica.spooling import replica_beside
 from ..stores import pgspool
 from ..stores.pgspool import Spooled
 from ..stores.postgres import PostgresStore
@@ -59,26 +60,6 @@ class SpoolSettings:
     keep_settled: float = 7 * 24 * 3600
     batch: int = 512
     batch_bytes: int = 32 * 1024 * 1024
-
-
-def replica_beside(replica: Replica) -> Replica:
-    """A second replica of ``replica``'s centre on a connection of its own (the same
-    identity, policies, trust and limits): what the applier applies with, so that it
-    never waits for the request path's replica lock, nor holds it."""
-    store = replica.store
-    if not isinstance(store, PostgresStore):
-        raise TypeError("the upload spool needs the PostgreSQL store")
-    own = PostgresStore(store._dsn, schema=store.schema, migrate=False)
-    return Replica(
-        own,
-        replica.identity,
-        replica.policies,
-        default_policy=replica.default_policy,
-        limits=replica.limits,
-        trust=replica.authorities,
-        validators=replica.validators,
-        level=replica.level,
-    )
 
 
 @dataclass(slots=True)
@@ -126,7 +107,7 @@ class SpoolWriter:
         settings: SpoolSettings,
         on_spooled: Callable[[], None] | None = None,
     ) -> None:
-        self.store = store
+        self._db = store  # a connection of its own, not a replica's store
         self.settings = settings
         self.on_spooled = on_spooled
         self._queue: queue.SimpleQueue[_Op | None] = queue.SimpleQueue()
@@ -160,7 +141,7 @@ class SpoolWriter:
     def close(self) -> None:
         self._queue.put(None)
         self._thread.join(timeout=10)
-        self.store.close()
+        self._db.close()
 
     def _run(self) -> None:
         while True:
@@ -198,7 +179,7 @@ class SpoolWriter:
     def _watch(self) -> None:
         """Answer the waiting requests whose bundles were settled, or whose time is up."""
         try:
-            found = pgspool.settled(self.store, list(self._waiting))
+            found = pgspool.settled(self._db, list(self._waiting))
         except StorageError:
             found = {}  # tried again at the next watch; the waits still time out
         seen = time.monotonic()
@@ -225,9 +206,9 @@ class SpoolWriter:
             if op.data is not None:
                 puts.setdefault(op.bundle_id, op.data)
         try:
-            found = pgspool.put(self.store, list(puts.items()))
+            found = pgspool.put(self._db, list(puts.items()))
             asked = [op.bundle_id for op in ops if op.data is None and op.bundle_id not in found]
-            found.update(pgspool.lookup(self.store, asked))
+            found.update(pgspool.lookup(self._db, asked))
             seen = time.monotonic()
         except StorageError as exc:
             for op in ops:
@@ -307,25 +288,19 @@ class Applier:
 
     def step(self) -> int:
         """Apply one group of held bundles; how many were settled (0: none held)."""
-        store = self.replica.store
-        assert isinstance(store, PostgresStore)
         now = time.monotonic()
         if now - self._purged > 60:
             self._purged = now
-            pgspool.purge(store, self.settings.keep_settled)
-        if not pgspool.any_held(store):
-            self.held = 0
+            spooling.purge(self.replica, self.settings.keep_settled)
+        held = spooling.held(self.replica)
+        self.held = held or 0  # what the 503 of ``max_held`` goes by
+        if held is None:
             return 0
-        self.held = pgspool.depth(store)[0]  # what the 503 of ``max_held`` goes by
-        claimed: list[tuple[bytes, bytes]] = []
+        claimed: list[bytes] = []
         try:
-            with self.replica.group_commit() as group:
-                pgspool.claim_turn(store)
-                claimed = pgspool.claim(store, self.settings.group, self.settings.group_bytes)
-                if not claimed:
-                    return 0
-                group.apply([d for _, d in claimed])
-                pgspool.mark_applied(store, [i for i, _ in claimed])
+            done = spooling.apply_group(
+                self.replica, self.settings.group, self.settings.group_bytes, claimed
+            )
         except StorageConflictError:
             return 0  # lost a race: the rows are held still, tried again
         except StorageError:
@@ -333,39 +308,33 @@ class Applier:
         except Exception as exc:
             if not isinstance(exc, RemoteDataError):  # a bug: isolate its bundle
                 log.exception("a group of spooled bundles failed; applying them one by one")
-            return self._one_by_one([i for i, _ in claimed])
-        self.groups += 1
-        self.applied += len(claimed)
-        self.held = max(0, self.held - len(claimed))
-        if self.on_applied is not None:
-            self.on_applied(len(claimed))
-        return len(claimed)
+            return self._one_by_one(claimed)
+        if done:
+            self.groups += 1
+            self.applied += done
+            self.held = max(0, self.held - done)
+            if self.on_applied is not None:
+                self.on_applied(done)
+        return done
 
     def _one_by_one(self, ids: list[bytes]) -> int:
         """A group met a refusal: apply each bundle alone, refusing the bad ones."""
-        store = self.replica.store
-        assert isinstance(store, PostgresStore)
         settled = 0
         for bundle_id in ids:
             try:
-                with self.replica.group_commit() as group:
-                    pgspool.claim_turn(store)
-                    rows = store._q(
-                        "SELECT data FROM upload_spool WHERE id = %b AND state = 0"
-                        " FOR UPDATE SKIP LOCKED",
-                        (bundle_id,),
-                    )
-                    if not rows:
-                        continue  # another applier has it, or it is settled
-                    group.apply([bytes(rows[0][0])])
-                    pgspool.mark_applied(store, [bundle_id])
+                if not spooling.apply_alone(self.replica, bundle_id):
+                    continue  # another applier has it, or it is settled
                 settled += 1
                 self.applied += 1
             except RemoteDataError as exc:
                 refusal = refusal_for(exc)
                 assert refusal is not None
-                pgspool.mark_refused(
-                    store, bundle_id, refusal.status, refusal.body.error, refusal.body.reason
+                spooling.mark_refused(
+                    self.replica,
+                    bundle_id,
+                    refusal.status,
+                    refusal.body.error,
+                    refusal.body.reason,
                 )
                 log.warning("spooled bundle %s refused: %s", bundle_id.hex()[:16], exc)
                 settled += 1
