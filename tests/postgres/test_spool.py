@@ -232,10 +232,12 @@ def test_a_spooled_bundle_refused_later_leaves_nothing_and_its_uploader_learns(
             with pytest.raises(PeerRefusedError) as refusal:
                 transport.upload(forged)
             assert refusal.value.status == 422
-            # A forged bundle never spooled before: held, then refused on asking again.
+            # A forged bundle never spooled before is refused at once, and not held.
             bad[-2] ^= 1
-            with pytest.raises(PeerRefusedError):
+            with pytest.raises(PeerRefusedError) as at_once:
                 transport.upload(bytes(bad))
+            assert at_once.value.status == 422
+            assert pgspool.lookup(store, [hash32(bytes(bad))]) == {}
             answer = transport.upload(bundles_a[0])  # applied before: a duplicate
             assert answer["status"] == "duplicate"
             transport.close()

@@ -21,6 +21,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from ..bundle import read_header
 from ..errors import RemoteDataError, SignatureError, StorageError
 from ..knowledge import Knowledge
 from ..segment import hash32
@@ -359,6 +360,16 @@ async def _finish(
     if digest.hex() != bundle_id:
         raise id_mismatch()
     if state.spool is not None:
+        # The bundle's own signature, before it is held: junk and forgeries are refused
+        # now and never take spool space (what a bundle carries is checked when it is
+        # applied, and a refusal then is the answer to asking again).
+        try:
+            if len(data) <= INLINE_HASH_BYTES:
+                read_header(data, state.replica.limits)
+            else:
+                await anyio.to_thread.run_sync(read_header, data, state.replica.limits)
+        except RemoteDataError as exc:
+            raise refusal_for(exc) or unprocessable(exc) from exc
         found, seen = await state.spool.put(digest, data)
         if partial is not None:  # held in the spool now, durably
             await anyio.to_thread.run_sync(lambda: partial.unlink(missing_ok=True))
