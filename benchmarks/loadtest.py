@@ -86,6 +86,9 @@ class Stats:
     delivery: list[float] = field(default_factory=list)  # first try to 200, per delivery
     cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds by part
     elapsed: float = 0.0  # seconds the push took
+    held: int = 0  # 202 held answers (a spooling centre): asked again later
+    held_latencies: list[float] = field(default_factory=list)  # seconds, answered 202 held
+    upload_latencies: list[float] = field(default_factory=list)  # requests carrying a body
 
 
 # -- CPU time of processes, from /proc (Linux) ---------------------------------------------
@@ -266,19 +269,40 @@ async def push_site(
         bundle = queue.pop(0)
         bundle_id = hash32(bundle).hex()
         first_try = time.perf_counter()
+        asking = False  # held by a spooling centre: ask what became of it, no body
         while True:
             if time.monotonic() > deadline:
                 raise TimeoutError("load test deadline passed")
             start = time.perf_counter()
             stats.requests += 1
             try:
-                response = await client.put(f"/bundles/{bundle_id}", content=bundle)
+                if asking:
+                    response = await client.put(
+                        f"/bundles/{bundle_id}",
+                        content=b"",
+                        headers={"Content-Range": f"bytes */{len(bundle)}"},
+                    )
+                else:
+                    response = await client.put(f"/bundles/{bundle_id}", content=bundle)
             except httpx.TransportError as exc:  # a dropped connection: try again
                 name = type(exc).__name__
                 stats.retried[name] = stats.retried.get(name, 0) + 1
                 await asyncio.sleep(rng.uniform(0.05, 0.3))
                 continue
             elapsed = time.perf_counter() - start
+            if response.status_code == 202 and response.json().get("status") == "held":
+                # Held durably, not applied yet: not delivered. Ask again after Retry-After.
+                stats.held += 1
+                stats.held_latencies.append(elapsed)
+                if not asking:
+                    stats.upload_latencies.append(elapsed)
+                asking = True
+                pause = float(response.headers.get("retry-after", "1")) * rng.uniform(0.5, 1.0)
+                await asyncio.sleep(pause)
+                continue
+            if response.status_code == 202:  # it forgot what it held: upload it again
+                asking = False
+                continue
             if response.status_code == 503:
                 stats.busy += 1
                 stats.busy_latencies.append(elapsed)
@@ -292,6 +316,8 @@ async def push_site(
                 stats.errors[key] = stats.errors.get(key, 0) + 1
                 raise RuntimeError(key)
             stats.latencies.append(elapsed)
+            if not asking:
+                stats.upload_latencies.append(elapsed)
             stats.delivery.append(time.perf_counter() - first_try)
             if rng.random() < lost_rate:  # the answer "never arrived": send it again
                 stats.lost_answers += 1
@@ -502,6 +528,8 @@ def serve_and_push(
         env["OFFSYNC_ADMISSION_WAIT"] = str(args.admission_wait)
     if args.max_waiting is not None:
         env["OFFSYNC_MAX_WAITING"] = str(args.max_waiting)
+    if args.spool:
+        env["OFFSYNC_SPOOL"] = str(args.spool)
     factory = "offsync.centre:app_from_env"
     probe_dir = tmp / "probe"
     if args.probe:  # the same worker, timing its requests (benchmarks/centre_probe.py)
@@ -571,6 +599,14 @@ def report(stats: Stats, elapsed: float, total: int, n_bundles: int) -> None:
     print(
         f"duplicate deliveries {stats.duplicates_sent}, lost answers re-sent {stats.lost_answers}"
     )
+    if stats.held:
+        up = stats.upload_latencies
+        print(
+            f"spool: {stats.held} answers 202 held (asked again after Retry-After);"
+            f" uploads answered in p50 {ms(up, 50)} / p99 {ms(up, 99)} ms;"
+            f" receipt (first try to 200 with a receipt covering it):"
+            f" p50 {ms(stats.delivery, 50)} / p99 {ms(stats.delivery, 99)} ms"
+        )
     if stats.retried:
         print(f"connection errors, tried again: {stats.retried}")
     print(
@@ -594,6 +630,14 @@ def report(stats: Stats, elapsed: float, total: int, n_bundles: int) -> None:
             f"{name} {cpu:.1f} s = {cpu / total * 1e6:.0f}" for name, cpu in stats.cpu.items()
         )
         print(f"CPU during the push (s, us/change): {parts}")
+        centre = stats.cpu.get("centre workers", 0) + stats.cpu.get("postgres backends", 0)
+        machine = centre + stats.cpu.get("load generator", 0)
+        if centre:
+            print(
+                f"changes per centre-CPU-second (workers + backends): {total / centre:,.0f};"
+                f" the load generator took {100 * stats.cpu.get('load generator', 0) / machine:.0f}%"
+                " of the CPU used"
+            )
 
 
 # -- the baselines: the same rows, written from one process ----------------------------------
@@ -748,6 +792,8 @@ def one_round(
             "p99 ms": percentile(stats.latencies, 99) * 1000,
             "delivery p99 ms": percentile(stats.delivery, 99) * 1000,
             "centre cpu us/chg": centre_cpu / total * 1e6,
+            "changes per centre cpu s": total / max(centre_cpu, 1e-9),
+            "upload p99 ms": percentile(stats.upload_latencies, 99) * 1000,
             "client cpu us/chg": stats.cpu.get("load generator", 0) / total * 1e6,
             "fsyncs/bundle": delta["wal_sync"] / n_bundles,
             "cpu pressure %": pressure,
@@ -817,6 +863,13 @@ def main(argv: list[str] | None = None) -> int:
         help="seconds a request may wait for a slot (server default; 0: 503 at once)",
     )
     parser.add_argument("--max-waiting", type=int, default=None, help="requests waiting per worker")
+    parser.add_argument(
+        "--spool",
+        type=int,
+        default=0,
+        help="the centre spools uploads and applies up to this many bundles per"
+        " transaction (OFFSYNC_SPOOL; 0: applied in the request)",
+    )
     parser.add_argument("--dup-rate", type=float, default=0.1)
     parser.add_argument("--lost-rate", type=float, default=0.05)
     parser.add_argument("--timeout", type=float, default=600, help="seconds for the push phase")

@@ -33,6 +33,9 @@ OFFSYNC_AUTHORITIES            comma-separated hex keys of the trust authorities
 OFFSYNC_MAX_IN_FLIGHT          uploads/applies/pulls at once per worker (default 8)
 OFFSYNC_BUSY_TIMEOUT           seconds to wait for the replica before 503 (default 10)
 OFFSYNC_RETRY_AFTER            the Retry-After of a 503, seconds (default 2)
+OFFSYNC_SPOOL                  spool uploads and apply up to this many bundles per
+                               transaction in the background (default 0: off;
+                               docs/scale.md, "The upload spool")
 OFFSYNC_UPLOAD_DIR             where partial uploads wait (default: a temporary directory)
 OFFSYNC_MAX_UPLOAD_BYTES, OFFSYNC_MAX_PULL_BUNDLE_BYTES, OFFSYNC_MAX_PULL_RESPONSE_BYTES,
 OFFSYNC_MAX_PARTIAL_UPLOADS, OFFSYNC_PARTIAL_TTL, OFFSYNC_CHALLENGE_LIFETIME,

@@ -22,7 +22,9 @@ SCRIPT = ROOT / "benchmarks" / "loadtest.py"
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
 
-@pytest.mark.parametrize("mode", [[], ["--direct"]], ids=["http", "direct"])
+@pytest.mark.parametrize(
+    "mode", [[], ["--direct"], ["--spool", "4"]], ids=["http", "direct", "spool"]
+)
 def test_tiny_load_test_passes_and_prints_every_figure(mode: list[str]) -> None:
     proc = subprocess.run(
         [
@@ -45,6 +47,7 @@ def test_tiny_load_test_passes_and_prints_every_figure(mode: list[str]) -> None:
         "x copy by cpu",
         "x executemany by cpu",
         "centre cpu us/chg",
+        "changes per centre cpu s",
         "WAL fsyncs",
         "== median of 2 rounds",
     ):

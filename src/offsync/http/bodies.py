@@ -221,10 +221,12 @@ class UploadStatus(Body):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class UploadProgress(Body):
-    """A chunk was stored; more are to come."""
+    """A chunk was stored and more are to come (incomplete), or the whole bundle is
+    held durably by a spooling server, to be applied soon (held: ask again with
+    ``Content-Range: bytes */TOTAL`` after Retry-After; it is not delivered yet)."""
 
     NAME = "UploadProgress"
-    status: Literal["incomplete"] = "incomplete"
+    status: Literal["incomplete", "held"] = "incomplete"
     id: str = _doc("", BUNDLE_ID_PATTERN)
     received: int
     total: int

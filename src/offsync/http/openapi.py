@@ -293,7 +293,13 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "Upload a bundle, whole or in Content-Range chunks",
         (
             Answer(200, "Applied now, or already applied (duplicate)", UploadResult),
-            Answer(202, "Chunk stored; more to come", UploadProgress),
+            Answer(
+                202,
+                "Chunk stored; more to come (incomplete), or, on a spooling server, the "
+                "whole bundle held durably but not applied yet (held: not delivered; ask "
+                "again with Content-Range bytes */TOTAL after Retry-After)",
+                UploadProgress,
+            ),
             _error(400, "Malformed id, Content-Range or length"),
             _error(409, "Chunk does not start where the server's copy ends (see received)"),
             _error(413, "Bundle larger than the server accepts"),
@@ -307,7 +313,10 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         ),
         description=(
             "Idempotent by id. Chunks must start where the server's partial upload ends. "
-            "Once all bytes are held and hash to the id, the bundle is verified and applied."
+            "Once all bytes are held and hash to the id, the bundle is verified and applied "
+            "(a spooling server holds it durably first and applies it in a group commit, "
+            "answering 202 held if that takes longer than it waits; the outcome, applied "
+            "with a receipt or refused, is the answer to asking again)."
         ),
         parameters=(_BUNDLE_ID, _CONTENT_RANGE),
         request={"required": True, "content": {OCTET_STREAM: {}}},

@@ -13,6 +13,7 @@ import dataclasses
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Literal
 
 import anyio
 import anyio.to_thread
@@ -20,22 +21,27 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from ..bundle import read_header
 from ..errors import RemoteDataError, SignatureError, StorageError
 from ..knowledge import Knowledge
 from ..segment import hash32
+from ..stores import pgspool
+from ..stores.pgspool import Spooled
 from .blobroutes import BLOB_ROUTES
 from .bodies import (
     Body,
     ChallengeBody,
+    ErrorBody,
     Health,
     ServerInfo,
     UploadProgress,
     UploadResult,
+    UploadStatus,
     decode_pull_request,
 )
 from .frames import encode_frame, end_frame
 from .openapi import openapi
-from .ranges import ContentRange, parse_content_range
+from .ranges import ChunkRange, ContentRange, parse_content_range
 from .refusals import (
     Refusal,
     bad_request,
@@ -163,12 +169,18 @@ async def metrics(state: ServerState, request: Request) -> Response:
 
 async def upload_status(state: ServerState, request: Request) -> Response:
     bundle_id = _bundle_id(request)
+    if state.spool is not None:
+        found, _ = await state.spool.lookup(bytes.fromhex(bundle_id))
+        if found is not None:  # whole and spooled: a commit (bytes */TOTAL) says the rest
+            return _json(UploadStatus(id=bundle_id, received=None, complete=True))
     return _json(await anyio.to_thread.run_sync(state.uploads.status, bundle_id))
 
 
 async def upload(state: ServerState, request: Request) -> Response:
     """A whole bundle, or one ``Content-Range`` chunk of it; idempotent by id."""
     bundle_id = _bundle_id(request)
+    if state.spool is not None:
+        return await _spooled_upload(state, request, bundle_id)
     if bundle_id in state.done:
         return await _duplicate(state, bundle_id)
     async with state.slot(), state.upload_lock(bundle_id):
@@ -191,6 +203,67 @@ async def upload(state: ServerState, request: Request) -> Response:
             return await _chunk(state, request, bundle_id, rng, length)
         finally:
             await anyio.to_thread.run_sync(state.uploads.unlock, bundle_id, held)
+
+
+async def _spooled_upload(state: ServerState, request: Request, bundle_id: str) -> Response:
+    """An upload to a spooling server: held durably and answered 202 at once, applied
+    by the spool's appliers in group commits; asked again, the answer says what became
+    of it (``offsync.http.spool``, docs/scale.md)."""
+    spool, applier = state.spool, state.applier
+    assert spool is not None and applier is not None
+    header = request.headers.get("content-range")
+    rng = None
+    if header is not None:
+        rng = parse_content_range(header)
+        if rng is None:
+            raise bad_request("Content-Range must be 'bytes FIRST-LAST/TOTAL' or 'bytes */TOTAL'")
+        state.uploads.check_size(rng.total)
+    if rng is not None and not isinstance(rng, ChunkRange):
+        # A commit asks what became of a bundle: the spool knows, if it holds it.
+        found, seen = await spool.lookup(bytes.fromhex(bundle_id))
+        if found is not None:
+            return await _spool_answer(state, bundle_id, found, seen, rng.total)
+    if applier.held >= state.spool_max_held:
+        raise busy()  # the appliers are this far behind: truly saturated
+    async with state.upload_lock(bundle_id):
+        length = _content_length(request)
+        if rng is None:
+            return await _whole(state, request, bundle_id, length)
+        held = await anyio.to_thread.run_sync(state.uploads.lock, bundle_id)
+        if held is None:
+            raise busy()
+        try:
+            return await _chunk(state, request, bundle_id, rng, length)
+        finally:
+            await anyio.to_thread.run_sync(state.uploads.unlock, bundle_id, held)
+
+
+async def _spool_answer(
+    state: ServerState, bundle_id: str, found: Spooled, seen: float, total: int
+) -> Response:
+    """What the spool says of an upload, as the answer to it. A held bundle is waited
+    for (``hold`` seconds): in a flood the appliers usually get to it by then, and the
+    upload is answered once, applied, instead of asked after again."""
+    assert state.spool is not None
+    fresh = found.new
+    if found.state == pgspool.HELD and state.spool_hold > 0:
+        found, seen = await state.spool.wait(bytes.fromhex(bundle_id), state.spool_hold)
+    if found.state == pgspool.APPLIED:
+        # Seen applied by a query that had returned at ``seen``: any receipt whose
+        # build started after that states it. Requests answered by the same query
+        # share one.
+        receipt = await state.receipt_since(seen)
+        if not fresh:
+            state.observe.duplicate(bundle_id)
+        status: Literal["applied", "duplicate"] = "applied" if fresh else "duplicate"
+        return _json(UploadResult(status=status, id=bundle_id, receipt=_b64(receipt)))
+    if found.state == pgspool.REFUSED:
+        raise Refusal(
+            found.status or 422,
+            ErrorBody(error=found.error or "RemoteDataError", reason=found.reason or "refused"),
+        )
+    held = UploadProgress(status="held", id=bundle_id, received=total, total=total)
+    return _json(held, status=202, headers={"Retry-After": str(state.spool_retry_after)})
 
 
 async def _duplicate(state: ServerState, bundle_id: str) -> Response:
@@ -286,6 +359,21 @@ async def _finish(
         digest = await anyio.to_thread.run_sync(hash32, data)
     if digest.hex() != bundle_id:
         raise id_mismatch()
+    if state.spool is not None:
+        # The bundle's own signature, before it is held: junk and forgeries are refused
+        # now and never take spool space (what a bundle carries is checked when it is
+        # applied, and a refusal then is the answer to asking again).
+        try:
+            if len(data) <= INLINE_HASH_BYTES:
+                read_header(data, state.replica.limits)
+            else:
+                await anyio.to_thread.run_sync(read_header, data, state.replica.limits)
+        except RemoteDataError as exc:
+            raise refusal_for(exc) or unprocessable(exc) from exc
+        found, seen = await state.spool.put(digest, data)
+        if partial is not None:  # held in the spool now, durably
+            await anyio.to_thread.run_sync(lambda: partial.unlink(missing_ok=True))
+        return await _spool_answer(state, bundle_id, found, seen, len(data))
     body, ticket, receipt = await state.locked(lambda: _apply(state, data))
     state.remember_done(bundle_id)  # a retry, should the receipt fail, is a duplicate
     if partial is not None:

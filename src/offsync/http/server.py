@@ -8,9 +8,10 @@ function per endpoint (``offsync.http.routes``) and answers every refusal in one
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,7 @@ def create_app(
     partial_ttl: float = 7 * 24 * 3600,
     metrics: bool = False,
     site_labels: Mapping[bytes, str] | None = None,
+    spool: int = 0,
 ) -> Starlette:
     """An ASGI app serving ``replica``.
 
@@ -77,6 +79,12 @@ def create_app(
     ``metrics`` extra; ``ImportError`` naming it without); ``site_labels`` names sites
     in logs and gives them a last-contact series of their own, as a certificate does in
     trust mode (any other key is counted in one series: docs/operations.md, "Metrics").
+
+    ``spool`` (a replica on the PostgreSQL store only): hold each whole upload durably
+    in the store's upload spool and answer it 202 (held) at once; a background applier
+    applies up to ``spool`` held bundles per transaction, and the uploader learns the
+    outcome by asking again (``offsync.http.spool``, docs/scale.md). Its threads stop
+    when the app's lifespan ends (or ``app.state.offsync.close()``).
     """
     observer = Observer(replica, metrics=Metrics() if metrics else None, site_labels=site_labels)
     if upload_dir is None:
@@ -108,9 +116,29 @@ def create_app(
         upload_dir=str(upload_path),
     )
 
-    app = Starlette(routes=_routes(state), exception_handlers=_handlers(state))
+    if spool:
+        _start_spool(state, replica, spool)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            state.close()
+
+    app = Starlette(routes=_routes(state), exception_handlers=_handlers(state), lifespan=lifespan)
     app.state.offsync = state
     return app
+
+
+def _start_spool(state: ServerState, replica: Replica, group: int) -> None:
+    from ..replica.spooling import replica_beside, spool_store
+    from .spool import Applier, SpoolSettings, SpoolWriter
+
+    settings = SpoolSettings(group=group)
+    writer_db = spool_store(replica)  # UsageError unless the store is PostgreSQL
+    applier = Applier(replica_beside(replica), settings)
+    state.spooling(SpoolWriter(writer_db, settings, on_spooled=applier.wake), applier)
 
 
 def answer(state: ServerState, refusal: Refusal) -> Response:

@@ -194,6 +194,16 @@ APP_SETTINGS: tuple[Setting, ...] = (
         why="clients give up at once on a Retry-After over 600 s",
     ),
     Setting(
+        "spool",
+        "int",
+        0,
+        "Upload spool (PostgreSQL centres): hold each upload durably and answer 202, "
+        "and apply up to this many bundles per transaction in the background; 0 "
+        "applies each upload in its request (docs/scale.md).",
+        minimum=0,
+        maximum=4096,
+    ),
+    Setting(
         "max_upload_bytes",
         "bytes",
         None,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -17,6 +18,7 @@ from ..replica import Replica
 from .observe import Observer
 from .refusals import busy
 from .signing import Challenges, challenge_key
+from .spool import Applier, SpoolWriter
 from .uploads import Uploads
 
 __all__ = ["Readable", "ServerState"]
@@ -96,6 +98,14 @@ class ServerState:
         #: This process's uploads in progress: a lock per id, and how many wait on it.
         self.upload_locks: dict[str, tuple[anyio.Lock, int]] = {}
         self._counter_lock = threading.Lock()
+        #: The upload spool (``offsync.http.spool``), when uploads are spooled.
+        self.spool: SpoolWriter | None = None
+        self.applier: Applier | None = None
+        self.spool_max_held = 0
+        self.spool_hold = 0.0
+        self.spool_retry_after = 1
+        #: The last receipt built by ``receipt_since``, with when its build started.
+        self._since_receipt: tuple[float, bytes] | None = None
 
     # -- bounded in-flight work --------------------------------------------------------
 
@@ -263,6 +273,42 @@ class ServerState:
         data = self.replica.receipt().encode()
         self._last_receipt = (covers, data)
         return data
+
+    def spooling(self, writer: SpoolWriter, applier: Applier, retry_after: int = 1) -> None:
+        """Spool uploads from now on (``create_app(spool=...)``): ``retry_after`` is
+        the Retry-After of a held answer (when to ask again)."""
+        self.spool, self.applier = writer, applier
+        self.spool_max_held = writer.settings.max_held
+        self.spool_hold = writer.settings.hold
+        self.spool_retry_after = retry_after
+        applier.start()
+
+    def close(self) -> None:
+        """Stop the spool's threads (at shutdown); nothing else needs closing."""
+        if self.applier is not None:
+            self.applier.stop()
+        if self.spool is not None:
+            self.spool.close()
+
+    async def receipt_since(self, seen: float) -> bytes:
+        """A receipt whose build started after ``seen`` (``time.monotonic()``): it
+        states every bundle that was committed by then, whichever process applied it
+        (the spool's appliers). One built for another request is shared when it
+        started late enough."""
+        last = self._since_receipt
+        if last is not None and last[0] >= seen:
+            return last[1]
+
+        def build() -> bytes:
+            found = self._since_receipt
+            if found is not None and found[0] >= seen:
+                return found[1]  # built while this one waited for the lock
+            started = time.monotonic()
+            data = self.replica.receipt().encode()
+            self._since_receipt = (started, data)
+            return data
+
+        return await self.locked(build)
 
 
 class _Waiter:

@@ -17,6 +17,7 @@ from ..encoding import packb
 from ..errors import StorageConflictError, StorageError
 from ..plan.apply import ApplyContext, SegmentPlan, Verdict, kept_forks, own_returned, plan_segments
 from ..plan.claims import kept_receipts, raised_claim
+from ..receipt import Receipt
 from ..segindex import HeldSegment
 from ..segment import Segment
 from ..stores.base import SegmentRow
@@ -96,6 +97,35 @@ class _Applying(_Examining):
                     )
             return report
 
+    @contextmanager
+    def group_commit(self) -> Iterator[ApplyGroup]:
+        """One transaction for many bundles (a group commit: the upload spool's applier,
+        docs/scale.md): ``group.apply(datas)`` inside the block applies them, and what
+        else the caller writes on the store in the block (marking its spool rows applied)
+        commits with them, all or nothing. Any error rolls everything back; the caller
+        then applies the bundles one by one (``apply``) to find the one refused."""
+        with self._lock, _gc_paused():
+            group = ApplyGroup(self)
+            with self._transaction():
+                yield group
+            # Committed: what ``apply`` does after its commit, once for the group.
+            for dropped in group.dropped:
+                _log_evicted(dropped)
+            st = self._st
+            due = st.clock_due is not None and self._wall() >= st.clock_due
+            if due or group.trust_touched or st.pending is not None:
+                try:
+                    self._reexamine()
+                except Exception as exc:
+                    log.warning(
+                        "bundles were applied, but re-examining held changes after them"
+                        " failed and will be tried again after the next write or bundle:"
+                        " %s: %s",
+                        type(exc).__name__,
+                        exc,
+                        exc_info=not isinstance(exc, StorageError),
+                    )
+
     def _apply_shared(self, bundle: Bundle) -> tuple[ApplyReport, _Run, tuple[int, int]]:
         """Apply a bundle to a store that other processes write at the same time.
 
@@ -147,7 +177,7 @@ class _Applying(_Examining):
                 self._flush(run)
         self._flush(run)
         report.conflicts = list(run.conflicts)
-        dropped = self._finish(bundle, run, report)
+        dropped = self._finish(bundle.header.receipts, run, report)
         return report, run, dropped
 
     def _take(self, plan: SegmentPlan, run: _Run, report: ApplyReport) -> None:
@@ -195,7 +225,9 @@ class _Applying(_Examining):
         run.rows.clear()
         run.merge.clear()
 
-    def _finish(self, bundle: Bundle, run: _Run, report: ApplyReport) -> tuple[int, int]:
+    def _finish(
+        self, receipts: Sequence[Receipt], run: _Run, report: ApplyReport
+    ) -> tuple[int, int]:
         """Write what follows from the whole bundle and advance the working state."""
         st = self._st
         forks = self._record_forks(run.forks) if run.forks else st.forks
@@ -204,7 +236,6 @@ class _Applying(_Examining):
             self.store.clear_outbox(own)  # they are sealed now, by us, before the loss
             self.store.set_meta("seq", str(max(own, st.seq)).encode())
             self.store.set_meta("sealed", str(own).encode())
-        receipts = bundle.header.receipts
         for receipt in kept_receipts(receipts, self.id):
             self.store.set_peer(
                 receipt.replica, receipt.created, receipt.knowledge.to_bytes(), receipt.encode()
@@ -236,6 +267,47 @@ class _Applying(_Examining):
             return held
         self.store.set_meta("forks", packb([s.encode() for s in forks]))
         return forks
+
+
+class ApplyGroup:
+    """The bundles of one ``group_commit``; ``apply`` may be called several times."""
+
+    def __init__(self, replica: _Applying) -> None:
+        self._replica = replica
+        self.dropped: list[tuple[int, int]] = []
+        self.trust_touched = False
+
+    def apply(self, datas: Sequence[bytes]) -> ApplyReport:
+        """Verify and apply these bundles in the group's transaction, as if they were
+        one bundle carrying all their segments and receipts, in order: one pass of
+        planning, one write of the segments and one merge for all of them (statements
+        per group, not per bundle). What one bundle could not carry (two overlapping
+        segments of one origin: ``ForkError``) fails the group; the caller then
+        applies them one by one. The report counts the whole group.
+
+        On a shared store their origins are locked together (sorted, so two groups lock
+        common origins in one order) and the segments around their ranges read once.
+        """
+        r = self._replica
+        bundles = [open_bundle(d, r.identity, r.limits) for d in datas]
+        segments = [s for b in bundles for s in b.segments]
+        if r.store.shared:
+            r.store.lock_origins(sorted({s.origin for s in segments}))
+            r._reload_near([(s.origin, s.first_seq, s.last_seq) for s in segments])
+        report = ApplyReport(bundles[0].id, bundles[0].header.sender)
+        run = _Run()
+        st = r._st
+        ctx = ApplyContext(r.id, st.seq, st.segments, r._rules(st.trust), r.store.changes_for)
+        for plan in plan_segments(segments, ctx):
+            r._take(plan, run, report)
+            if len(run.merge) >= APPLY_CHUNK:
+                r._flush(run)
+        r._flush(run)
+        report.conflicts = list(run.conflicts)
+        receipts = [rc for b in bundles for rc in b.header.receipts]
+        self.dropped.append(r._finish(receipts, run, report))
+        self.trust_touched = self.trust_touched or run.trust_touched
+        return report
 
 
 def _earliest(a: int | None, b: int | None) -> int | None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Sequence
+from itertools import chain
 from typing import Any
 
 __all__ = [
@@ -72,7 +73,16 @@ def _head(n: int, nulls: bool, element_oid: int) -> bytes:
 
 
 def bytea_array(values: Sequence[bytes | None]) -> ByteaArray:
-    """``bytea[]``; None is NULL."""
+    """``bytea[]``; None is NULL.
+
+    Without NULLs (the common case), every step runs in C: the lengths packed by
+    ``map``, interleaved with the values by ``zip`` and joined once (a Python loop
+    appending two parts per element was a third of a spool applier's CPU)."""
+    if None not in values:
+        present: Sequence[bytes] = values  # type: ignore[assignment]
+        lengths = map(_LEN.pack, map(len, present))
+        body = b"".join(chain.from_iterable(zip(lengths, present, strict=True)))
+        return ByteaArray(_head(len(present), False, 17) + body)
     parts = [b""]
     nulls = False
     pack = _LEN.pack

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import random
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -48,13 +49,14 @@ from ..http.bodies import (
     UploadStatus,
     encode_pull_request,
 )
-from ..http.client import Retry, Session, media
+from ..http.client import Retry, Session, media, retry_after
 from ..http.frames import EndOfAnswer
 from ..http.ranges import content_range
 from ..http.signing import sign_request
 from ..http.wire import (
     BUNDLES_MEDIA_TYPE,
     H_MAX_UPLOAD,
+    JSON_MEDIA_TYPE,
     MIN_PULL_BUNDLE_BYTES,
     MSGPACK_MEDIA_TYPE,
     OCTET_STREAM,
@@ -287,18 +289,52 @@ class HTTPTransport(Transport):
         bundle_id = hash32(bundle).hex()
         carried = self._carried(bundle)
         self._server()
+        forgotten = 0
         while True:
             try:
                 if len(bundle) <= self.chunk_bytes:
                     response = self._upload_whole(bundle, bundle_id)
                 else:
                     response = self._upload_chunked(bundle, bundle_id)
-                return self._delivered(response, bundle_id, carried)
+                answered = self._until_applied(response, bundle, bundle_id)
+                if answered is None:  # the server no longer holds it: upload it again
+                    forgotten += 1
+                    if forgotten > 3:
+                        raise TransportError(f"{self.url} keeps forgetting upload {bundle_id}")
+                    continue
+                return self._delivered(answered, bundle_id, carried)
             except UnverifiedAnswerError as exc:
                 # A 413 that is not the server's: something between limits bodies.
                 if exc.status != 413 or self.chunk_bytes <= MIN_CHUNK_BYTES:
                     raise
                 self.chunk_bytes = max(MIN_CHUNK_BYTES, min(self.chunk_bytes, len(bundle)) // 2)
+
+    def _until_applied(
+        self, response: httpx.Response, bundle: bytes, bundle_id: str
+    ) -> httpx.Response | None:
+        """A spooling server answers 202 ``held``: the bundle is held durably but not
+        applied, so not delivered. Ask again (``bytes */TOTAL``, no body) after its
+        Retry-After until it answers applied (with a receipt) or refuses; None if it
+        says it holds less than the bundle (it forgot it: upload again)."""
+        asked, total = 0, len(bundle)
+        while response.status_code == 202:
+            answer = self._http.json(response, 202, "the state of an upload")
+            progress = self._http.body(UploadProgress, answer, _NO_COUNT, None)
+            if progress.status != "held" or progress.id != bundle_id:
+                return None
+            asked += 1
+            if asked > MAX_HELD_ASKS:
+                raise RetryableTransportError(
+                    f"{self.url} holds bundle {bundle_id[:16]} but has not applied it after "
+                    f"{MAX_HELD_ASKS} asks; it stays held there: sync again later"
+                )
+            wait = retry_after(response.headers.get("retry-after"))
+            self.sleep(min(self.max_retry_after, 1.0 if wait is None else wait))
+            response = self._retrying(
+                "asking after a held upload",
+                lambda: self._request_chunk(bundle_id, bundle, total, total),
+            )
+        return response
 
     def _carried(self, bundle: bytes) -> Knowledge | None:
         """The changes a bundle carries by its header (None if it has no readable one:
@@ -386,7 +422,7 @@ class HTTPTransport(Transport):
                     attempt = 0  # progress: a long upload over a bad link gets there
                     if self.progress:
                         self.progress(key, end, total)
-                    if response.status_code == 202:
+                    if response.status_code == 202 and not _held(response):
                         offset = self._received(response, 202, total)
                         continue
                     return response
@@ -405,7 +441,7 @@ class HTTPTransport(Transport):
             # Applied recently: a commit asks for the answer (a worker that does not
             # remember it says 202 with what it holds, and we go on).
             response = self._request_chunk(bundle_id, bundle, total, total)
-            if response.status_code != 202:
+            if response.status_code != 202 or _held(response):
                 return response
             return self._received(response, 202, total)
         offset = self._count(state.received, total)
@@ -497,3 +533,15 @@ class HTTPTransport(Transport):
 
 
 _NO_COUNT = "sent an upload state without a byte count"
+#: Times an upload held by a spooling server is asked after before giving up for now.
+MAX_HELD_ASKS = 600
+
+
+def _held(response: httpx.Response) -> bool:
+    """A 202 that says the whole bundle is held (a spooling server), not a chunk's."""
+    if media(response) != JSON_MEDIA_TYPE:
+        return False
+    try:
+        return bool(json.loads(response.content).get("status") == "held")
+    except (ValueError, AttributeError):
+        return False
