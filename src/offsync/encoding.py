@@ -36,6 +36,13 @@ def packb(value: Any) -> bytes:
     return msgpack.packb(value, use_bin_type=True)  # type: ignore[no-any-return]
 
 
+#: ``packb`` for canonical values only (plain dicts, lists, str, bytes, int, float, bool,
+#: None: ``_canonical``'s output), with one packer kept instead of one made per call.
+#: Packing those runs no Python code, so under the GIL no other thread can interleave,
+#: and a failed pack (an int past 64 bits) leaves the packer empty for the next call.
+_pack_plain = msgpack.Packer(use_bin_type=True, autoreset=True).pack
+
+
 def unpack_strict(data: bytes, what: str) -> Any:
     """Decode one msgpack value that must fill ``data`` exactly, under the default limits
     (``offsync.unpack.unpack`` is the decoder; this is its generic form)."""
@@ -128,11 +135,11 @@ def canonical_fields(fields: Mapping[str, Any]) -> bytes:
 def canonical_value(fields: Mapping[str, Any]) -> tuple[bytes, dict[str, Any]]:
     """``canonical_fields``, and the canonical value it encodes: what ``decode_fields``
     would give back from those bytes (so a writer that seals soon need not decode them)."""
-    if not isinstance(fields, Mapping):
+    if type(fields) is not dict and not isinstance(fields, Mapping):
         raise FieldTypeError("fields must be a mapping of str to msgpack-able values")
     try:
         value = _canonical(fields)
-        encoded = packb(value)
+        encoded = _pack_plain(value)
     except (OverflowError, ValueError, TypeError) as exc:
         if isinstance(exc, FieldTypeError):
             raise

@@ -437,16 +437,58 @@ def reference_encode(changes: list[Change]) -> bytes:
     [{"a": {"x": 1}, "b": 2}, {"a": {"y": 1}, "b": 2}, {"a": 5, "b": 2}, {"a": {"x": 3}, "b": 4}]
 )
 def test_encode_changes_gives_the_reference_bytes(rows: list[Any]) -> None:
+    _encodes_as_the_reference(rows)
+
+
+def _encodes_as_the_reference(rows: list[Any], collections: tuple[str, ...] = ("c",)) -> None:
     changes, values = [], []
     for i, fields in enumerate(rows):
         data, value = (None, None) if fields is None else canonical_value(fields)
+        collection = collections[i % len(collections)]
         changes.append(
-            Change(b"o" * 32, i + 1, 100 + i, "c", f"k{i % 7}{i}", int(data is None), data)
+            Change(b"o" * 32, i + 1, 100 + i, collection, f"k{i % 7}{i}", int(data is None), data)
         )
         values.append(value)
     expected = reference_encode(changes)
     assert encode_changes(changes) == expected
     assert encode_changes(changes, values) == expected
+
+
+@st.composite
+def _forms(draw: st.DrawFn) -> list[dict[str, Any]]:
+    """Rows entered through a few forms: each form has its names (and maybe a nested
+    map of fixed names), its rows values of any shape, often plain ones: the encoder's
+    whole-column path, and its way back to the value-by-value one."""
+    names = st.sampled_from(["a", "b", "c", "name", "é"])
+    leaf = st.one_of(st.integers(0, 3), st.sampled_from(["Islam", "Kristen"]), field_values)
+    forms = []
+    for _ in range(draw(st.integers(1, 3))):
+        top = draw(st.lists(names, unique=True, min_size=1, max_size=4))
+        inner = draw(st.lists(names, unique=True, max_size=3))
+        nested = draw(st.sampled_from([None, *top]))
+        forms.append((top, nested, inner))
+    rows = []
+    for _ in range(draw(st.integers(1, 30))):
+        top, nested, inner = draw(st.sampled_from(forms))
+        row = {name: draw(leaf) for name in top}
+        if nested is not None:
+            row[nested] = {name: draw(leaf) for name in inner}
+        rows.append(row)
+    return rows
+
+
+@settings(max_examples=120)
+@given(_forms(), st.sampled_from([("c",), ("c", "d")]))
+@example([{"a": {"x": 1, "y": "s"}, "b": 2}] * 3, ("c",))
+@example([{"a": {}, "b": 2}, {"a": {}, "b": 3}], ("c",))
+@example([{"a": {"x": {"z": 1}}, "b": 2}, {"a": {"x": {"z": 2}}, "b": 2}], ("c",))
+@example([{"a": {"x": 1}}, {"a": 5}, {"a": {"x": 2}}], ("c",))
+@example([{"a": {"x": 1}}, {"a": {"y": 1}}], ("c", "d"))
+@example([{"b": 1, "a": 2}, {"a": 1}, {"b": 1, "a": 3}], ("c", "d"))
+def test_encode_changes_by_whole_columns_gives_the_reference_bytes(
+    rows: list[dict[str, Any]], collections: tuple[str, ...]
+) -> None:
+    _encodes_as_the_reference(rows, collections)
 
 
 @given(st.lists(st.integers(1, SEGMENT_MAX_BYTES), max_size=60), st.booleans())
