@@ -5,10 +5,12 @@ in its own transaction; and the pieces it is built from (``canonical_value``,
 
 from __future__ import annotations
 
+import enum
 import itertools
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import pytest
@@ -17,7 +19,13 @@ from hypothesis import strategies as st
 
 from offsync import Identity, Knowledge, Replica, policies
 from offsync.change import MAX_SHAPE_DEPTH, Change, encode_changes
-from offsync.encoding import canonical_fields, canonical_value, decode_fields, packb
+from offsync.encoding import (
+    canonical_fields,
+    canonical_value,
+    canonical_values,
+    decode_fields,
+    packb,
+)
 from offsync.errors import (
     ImmutableRecordError,
     NotAuthorisedError,
@@ -191,6 +199,9 @@ def snapshot(rep: Replica) -> tuple[Any, ...]:
         [("ok", {"a": 1}), ("x", {1: "a"})],
         [("ok", {"a": 1}), ("x", ["not", "a", "map"])],
         [("ok", {"a": 1}), "not a pair"],
+        [("ok", {"a": 1}), ("x", {"photo": {"$blob": None}})],  # as put: blob reference
+        [("ok", {"a": {"b": 1}}), ("x", {"a": {"b": 1 << 64}})],
+        [("ok", {"a": {"b": 1}}), ("x", {"a": {"b": [object()]}})],
     ],
 )
 def test_refused_input_changes_nothing(places: list[Path | None], bad: list[Any]) -> None:
@@ -347,12 +358,57 @@ field_maps = st.dictionaries(
 )
 
 
+class IntEnumValue(enum.IntEnum):
+    ONE = 1
+
+
+@st.composite
+def _same_names(draw: st.DrawFn, maps: st.SearchStrategy[dict[str, Any]]) -> list[Any]:
+    """Maps that share their names, in the same order (one form's records)."""
+    names = list(draw(maps))
+    n = draw(st.integers(1, 12))
+    return [{name: draw(field_values) for name in names} for _ in range(n)]
+
+
 @given(field_maps)
 def test_canonical_value_is_what_its_bytes_decode_to(fields: dict[str, Any]) -> None:
     data, value = canonical_value(fields)
     assert data == canonical_fields(fields)
     assert value == decode_fields(data)
     assert list(value) == sorted(value)
+
+
+@settings(max_examples=120)
+@given(st.lists(field_maps, max_size=12) | _same_names(field_maps))
+@example([{"b": 1.5, "a": float("nan")}, {"b": (1, 2), "a": {"y": 1, "x": [3]}}])
+@example([{"a": {"x": 1, "y": 2}}, {"a": {"y": 1, "x": 2}}, {"a": {}}])
+@example([{"a": 1}, {"a": IntEnumValue.ONE}, {"a": "s"}])
+def test_canonical_values_are_canonical_value_of_each(many: list[dict[str, Any]]) -> None:
+    one_by_one = [canonical_value(fields) for fields in many]
+    done = canonical_values(many)
+    if done is None:  # not the plain case: the caller takes them one by one
+        return
+    encoded, values = done
+    assert encoded == [e for e, _ in one_by_one]
+    assert values == [v for _, v in one_by_one]
+    for value, (_, expected) in zip(values, one_by_one, strict=True):
+        assert _names_in_order(value) == _names_in_order(expected)
+
+
+def _names_in_order(value: Any) -> Any:
+    if isinstance(value, dict):
+        return [(k, _names_in_order(v)) for k, v in value.items()]
+    if isinstance(value, list):
+        return [_names_in_order(v) for v in value]
+    return type(value).__name__
+
+
+def test_canonical_values_leave_refusals_to_canonical_value() -> None:
+    assert canonical_values([{"a": 1}, {1: "a"}]) is None
+    assert canonical_values([{"a": 1}, {"a": 1 << 64}]) is None
+    assert canonical_values([{"a": {"b": object()}}]) is None
+    assert canonical_values([{"a": 1}, MappingProxyType({"a": 1})]) is None
+    assert canonical_values([]) is None
 
 
 def reference_encode(changes: list[Change]) -> bytes:
