@@ -149,14 +149,6 @@ def _column(values: list[Any]) -> list[Any]:
     return [None, values]
 
 
-def _common_prefix(a: str, b: str) -> int:
-    n = min(len(a), len(b))
-    i = 0
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i
-
-
 #: Where a shape of two levels holds its maps: (position, the map's names), in order.
 _Nesting = tuple[tuple[int, tuple[str, ...]], ...]
 
@@ -246,15 +238,21 @@ _PARENTS = itemgetter(7)
 
 
 def _front_coded(keys: list[str]) -> tuple[list[int], list[str]]:
-    """Each key as (the length it shares with the key before, the rest)."""
+    """Each key as (the length it shares with the key before, the rest). One loop with
+    the comparison inline: it runs per key and per shared character."""
     key_prefix: list[int] = []
     key_suffix: list[str] = []
-    previous_key = ""
+    add_prefix, add_suffix = key_prefix.append, key_suffix.append
+    previous = ""
     for k in keys:
-        m = _common_prefix(previous_key, k)
-        key_prefix.append(m)
-        key_suffix.append(k[m:])
-        previous_key = k
+        m = 0
+        for a, b in zip(previous, k, strict=False):  # (stops at the shorter key)
+            if a != b:
+                break
+            m += 1
+        add_prefix(m)
+        add_suffix(k[m:])
+        previous = k
     return key_prefix, key_suffix
 
 
