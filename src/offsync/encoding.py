@@ -102,7 +102,7 @@ def _canonical(value: Any, depth: int = 1) -> Any:
     if depth > MAX_FIELD_DEPTH or (depth == MAX_FIELD_DEPTH and _filled(value)):
         # (the values of a filled container at the deepest level would be one deeper)
         raise FieldTypeError(f"field values nest more than {MAX_FIELD_DEPTH} arrays or maps deep")
-    if isinstance(value, Mapping):
+    if type(value) is dict or isinstance(value, Mapping):
         if not set(map(type, value)) <= _STR_ONLY:
             raise _key_error(value)
         # Keys are unique strs, so sorting the pairs never compares two values.

@@ -42,6 +42,8 @@ _new_change = partial(tuple.__new__, Change)  # Change(*row) without the Python-
 
 
 def check_name(value: str, what: str, max_bytes: int) -> None:
+    if type(value) is str and value.isascii() and 0 < len(value) <= max_bytes:
+        return  # the common case, checked in C: ASCII has no lone surrogates, 1 byte each
     if not isinstance(value, str) or not value:
         raise UsageError(f"{what} must be a non-empty string")
     try:
