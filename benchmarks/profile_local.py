@@ -14,6 +14,12 @@ encoding by wrapping them; then each piece alone on the same records: canonical 
 ``throughput.py``'s raw table, and into variants (``WITHOUT ROWID``), in three row
 orders (fully sorted by key, each chunk sorted, unsorted): CPU per row.
 
+``plain-put`` / ``plain-put-many``: the same writes (``put`` in batches, or ``put_many``
+per collection) with nothing wrapped or timed, and ``--setup-only`` the same run without
+them: run both under ``valgrind --tool=cachegrind --cache-sim=no`` and the difference of
+their instruction counts divided by N is the instructions per record, a figure that
+other processes on the machine do not move (benchmarks/README.md).
+
 ``apply``: applies the bundles ``throughput.py --workdir DIR --keep`` left in
 ``DIR/n<N>/bundles`` into a fresh replica, counting statements and store calls per
 bundle and timing the stages by wrapping them (signature checks, opening the segments'
@@ -275,12 +281,37 @@ def schema(n: int) -> None:
             )
 
 
+def plain(n: int, bulk: bool, setup_only: bool) -> None:
+    """N puts in ``batch()``es of 10,000 (``bulk``: ``put_many`` per collection) into a
+    fresh replica, nothing wrapped or timed: for counting instructions, which a busy
+    machine does not change (run it under valgrind with and without ``--setup-only``,
+    subtract, divide by N; benchmarks/README.md)."""
+    data = list(records(n))
+    by_collection: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+    for c, k, f in data:
+        by_collection.setdefault(c, []).append((k, f))
+    with tempfile.TemporaryDirectory() as tmp:
+        rep = Replica.open(
+            f"{tmp}/w.sqlite", identity=Identity(SENDER_SEED, "writer"), policies=POLICIES
+        )
+        if not setup_only and bulk:
+            for c, rows in by_collection.items():
+                rep.put_many(c, rows)
+        elif not setup_only:
+            for i in range(0, n, WRITE_BATCH):
+                with rep.batch():
+                    for c, k, f in data[i : i + WRITE_BATCH]:
+                        rep.put(c, k, f)
+        rep.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("what", choices=["put", "apply", "schema"])
+    ap.add_argument("what", choices=["put", "apply", "schema", "plain-put", "plain-put-many"])
     ap.add_argument("--n", type=int, default=100_000)
     ap.add_argument("--workdir", type=Path, help="apply: throughput.py's --workdir")
     ap.add_argument("--cprofile", action="store_true", help="CPU by module (cProfile)")
+    ap.add_argument("--setup-only", action="store_true", help="plain-*: only the setup")
     args = ap.parse_args(argv)
     if args.what == "apply" and args.workdir is None:
         ap.error("apply needs --workdir (of throughput.py --keep)")
@@ -290,6 +321,8 @@ def main(argv: list[str] | None = None) -> int:
             put(args.n)
         elif args.what == "schema":
             schema(args.n)
+        elif args.what.startswith("plain-"):
+            plain(args.n, args.what == "plain-put-many", args.setup_only)
         else:
             apply(args.n, args.workdir)
 

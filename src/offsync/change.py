@@ -15,10 +15,11 @@ columns and ``Change`` tuples, whose fields are the canonical map bytes of §4.1
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Sequence
 from functools import partial
-from itertools import accumulate, repeat
-from operator import add, le
+from itertools import accumulate, compress, repeat
+from operator import add, eq, itemgetter, le
 from typing import Any, NamedTuple, TypeAlias
 
 import msgpack
@@ -148,14 +149,6 @@ def _column(values: list[Any]) -> list[Any]:
     return [None, values]
 
 
-def _common_prefix(a: str, b: str) -> int:
-    n = min(len(a), len(b))
-    i = 0
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i
-
-
 #: Where a shape of two levels holds its maps: (position, the map's names), in order.
 _Nesting = tuple[tuple[int, tuple[str, ...]], ...]
 
@@ -208,18 +201,126 @@ def encode_changes(
         values = [None if c.fields is None else decode_fields(c.fields) for c in changes]
     elif len(values) != n:
         raise UsageError("encode_changes: one value per change")
-    hlcs = [c.hlc for c in changes]
-    collections: dict[str, int] = {}
-    collection_of = [collections.setdefault(c.collection, len(collections)) for c in changes]
+    hlcs = list(map(_HLC, changes))
+    names = list(map(_COLLECTION, changes))
+    if names and names.count(names[0]) == n:  # one collection (a bulk import, most segments)
+        collections, collection_of = {names[0]: 0}, [0] * n
+    else:
+        collections = {}
+        collection_of = [collections.setdefault(name, len(collections)) for name in names]
+    key_prefix, key_suffix = _front_coded(list(map(_KEY, changes)))
+    grouped = _uniform_columns(values)
+    if grouped is None:
+        shape_list, shape_of, columns = _columns(values)
+    else:
+        shape_list, shape_of, columns = grouped
+    return packb(
+        [
+            list(map(operator.sub, hlcs, [0, *hlcs])),
+            list(collections),
+            collection_of,
+            key_prefix,
+            key_suffix,
+            [_shape_wire(s) for s in shape_list],
+            shape_of,
+            [[_column(col) for col in cols] for cols in columns],
+            [[[p.origin, p.seq] for p in c.parents] for c in changes]
+            if any(map(_PARENTS, changes))
+            else [[]] * n,
+        ]
+    )
+
+
+_HLC = itemgetter(2)
+_COLLECTION = itemgetter(3)
+_KEY = itemgetter(4)
+_PARENTS = itemgetter(7)
+
+
+def _front_coded(keys: list[str]) -> tuple[list[int], list[str]]:
+    """Each key as (the length it shares with the key before, the rest). One loop with
+    the comparison inline: it runs per key and per shared character."""
     key_prefix: list[int] = []
     key_suffix: list[str] = []
-    previous_key = ""
-    for c in changes:
-        k = c.key
-        m = _common_prefix(previous_key, k)
-        key_prefix.append(m)
-        key_suffix.append(k[m:])
-        previous_key = k
+    add_prefix, add_suffix = key_prefix.append, key_suffix.append
+    previous = ""
+    for k in keys:
+        m = 0
+        for a, b in zip(previous, k, strict=False):  # (stops at the shorter key)
+            if a != b:
+                break
+            m += 1
+        add_prefix(m)
+        add_suffix(k[m:])
+        previous = k
+    return key_prefix, key_suffix
+
+
+#: The columns of a segment's fields: the shapes in order of first use, each change's
+#: shape (None: a delete) and each shape's leaf columns.
+Columns = tuple[list[Shape], list[int | None], list[list[list[Any]]]]
+
+
+def _uniform_columns(values: Sequence[dict[str, Any] | None]) -> Columns | None:
+    """``_columns`` in passes over whole columns, for the common case: no deletes, and
+    every value with the same names has the same shape, nested maps at most one level
+    deep (records entered by one form). None when that does not hold (then ``_columns``
+    decides, value by value); the result is the same either way."""
+    if not values or None in values:
+        return None
+    names_of = list(map(tuple, values))  # type: ignore[arg-type]
+    if names_of.count(names_of[0]) == len(names_of):
+        groups: dict[tuple[str, ...], int] = {names_of[0]: 0}
+        shape_of: list[int | None] = [0] * len(names_of)
+        members: list[Sequence[dict[str, Any]]] = [values]  # type: ignore[list-item]
+    else:
+        groups = {}
+        shape_of = [groups.setdefault(names, len(groups)) for names in names_of]
+        members = [
+            list(compress(values, map(eq, shape_of, repeat(i))))  # type: ignore[arg-type]
+            for i in range(len(groups))
+        ]
+    shapes: list[Shape] = []
+    columns: list[list[list[Any]]] = []
+    for names, group in zip(groups, members, strict=True):
+        found = _group_columns(names, group)
+        if found is None:
+            return None
+        shapes.append(found[0])
+        columns.append(found[1])
+    return shapes, shape_of, columns
+
+
+def _group_columns(
+    names: tuple[str, ...], group: Sequence[dict[str, Any]]
+) -> tuple[Shape, list[list[Any]]] | None:
+    """The one shape of maps that all have ``names`` (in that order) and their leaf
+    columns; None unless every map of the group has the same shape, of at most two
+    levels (``MAX_SHAPE_DEPTH`` is more)."""
+    shape: list[tuple[str, Shape | None]] = []
+    leaves: list[list[Any]] = []
+    for name, column in zip(names, zip(*map(dict.values, group), strict=True), strict=True):
+        kinds = set(map(type, column))
+        if dict not in kinds:
+            shape.append((name, None))
+            leaves.append(list(column))
+            continue
+        if len(kinds) != 1:
+            return None  # maps in some rows, other values in others
+        inner = list(map(tuple, column))
+        if inner.count(inner[0]) != len(inner):
+            return None
+        sub = list(zip(*map(dict.values, column), strict=True))
+        for inner_column in sub:
+            if dict in set(map(type, inner_column)):
+                return None
+        shape.append((name, tuple((inner_name, None) for inner_name in inner[0])))
+        leaves.extend(map(list, sub))
+    return tuple(shape), leaves
+
+
+def _columns(values: Sequence[dict[str, Any] | None]) -> Columns:
+    """The shapes, each change's shape and the leaf columns, value by value."""
     shapes: dict[Shape, int] = {}
     flat: dict[tuple[str, ...], int] = {}  # shapes without nested maps, by their names
     nested: dict[tuple[str, ...], tuple[int, _Nesting]] = {}  # maps in maps, by names
@@ -257,19 +358,7 @@ def encode_changes(
         _leaves(value, shape, leaves)
         rows[i].append(leaves)
     columns = [[list(column) for column in zip(*shape_rows, strict=True)] for shape_rows in rows]
-    return packb(
-        [
-            [b - a for a, b in zip([0, *hlcs], hlcs, strict=False)],
-            list(collections),
-            collection_of,
-            key_prefix,
-            key_suffix,
-            [_shape_wire(s) for s in shapes],
-            shape_of,
-            [[_column(col) for col in cols] for cols in columns],
-            [[[p.origin, p.seq] for p in c.parents] for c in changes],
-        ]
-    )
+    return list(shapes), shape_of, columns
 
 
 def _ints(value: Any, n: int, what: str) -> list[int]:

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from itertools import chain, repeat
+from operator import itemgetter
 from typing import Any
 
 import msgpack
@@ -24,6 +26,7 @@ from .unpack import MAP_COST, VALUE_COST, check_cost, sorted_pairs, unpack
 __all__ = [
     "canonical_fields",
     "canonical_value",
+    "canonical_values",
     "decode_fields",
     "packb",
     "sorted_pairs",
@@ -34,6 +37,13 @@ __all__ = [
 def packb(value: Any) -> bytes:
     """Encode with the one set of options offsync uses everywhere."""
     return msgpack.packb(value, use_bin_type=True)  # type: ignore[no-any-return]
+
+
+#: ``packb`` for canonical values only (plain dicts, lists, str, bytes, int, float, bool,
+#: None: ``_canonical``'s output), with one packer kept instead of one made per call.
+#: Packing those runs no Python code, so under the GIL no other thread can interleave,
+#: and a failed pack (an int past 64 bits) leaves the packer empty for the next call.
+_pack_plain = msgpack.Packer(use_bin_type=True, autoreset=True).pack
 
 
 def unpack_strict(data: bytes, what: str) -> Any:
@@ -73,6 +83,7 @@ MAX_FIELD_DEPTH = 500
 #: must become the one canonical NaN.
 _PLAIN = frozenset({str, int, bool, type(None), bytes})
 _STR_ONLY = frozenset({str})
+_DICT_ONLY = frozenset({dict})
 
 
 def _key_error(value: Mapping[Any, Any]) -> FieldTypeError:
@@ -91,7 +102,7 @@ def _canonical(value: Any, depth: int = 1) -> Any:
     if depth > MAX_FIELD_DEPTH or (depth == MAX_FIELD_DEPTH and _filled(value)):
         # (the values of a filled container at the deepest level would be one deeper)
         raise FieldTypeError(f"field values nest more than {MAX_FIELD_DEPTH} arrays or maps deep")
-    if isinstance(value, Mapping):
+    if type(value) is dict or isinstance(value, Mapping):
         if not set(map(type, value)) <= _STR_ONLY:
             raise _key_error(value)
         # Keys are unique strs, so sorting the pairs never compares two values.
@@ -114,6 +125,76 @@ def _canonical(value: Any, depth: int = 1) -> Any:
     raise FieldTypeError(f"a field value of type {type(value).__name__} cannot be stored")
 
 
+class _Uneven(Exception):
+    """Raised inside ``_canonical_maps`` when maps are not the plain case it handles in
+    passes; ``canonical_values`` then takes them one by one."""
+
+
+def _canonical_maps(maps: list[Any], depth: int) -> list[dict[str, Any]]:
+    """``_canonical`` of each of ``maps`` (exact dicts at nesting ``depth``), in C-level
+    passes over the maps that share their names: the names are checked in one pass and
+    sorted once per set of names, each map's values taken in that order by one
+    ``itemgetter`` call, and each value column checked in one pass (nested maps by a
+    pass of their own, other values that are not plain one by one)."""
+    if depth >= MAX_FIELD_DEPTH - 1 or not maps:
+        raise _Uneven
+    names_of = list(map(tuple, maps))
+    if not set(map(type, chain.from_iterable(names_of))) <= _STR_ONLY:
+        raise _Uneven  # (canonical_value says which, and how)
+    first = names_of[0]
+    if names_of.count(first) == len(names_of):
+        return _canonical_group(first, maps, depth)
+    groups: dict[tuple[str, ...], list[int]] = {}
+    for i, names in enumerate(names_of):
+        groups.setdefault(names, []).append(i)
+    out: list[Any] = [None] * len(maps)
+    for names, positions in groups.items():
+        done = _canonical_group(names, list(map(maps.__getitem__, positions)), depth)
+        for i, value in zip(positions, done, strict=True):
+            out[i] = value
+    return out
+
+
+def _canonical_group(
+    names: tuple[str, ...], maps: list[dict[str, Any]], depth: int
+) -> list[dict[str, Any]]:
+    """``_canonical_maps`` of maps whose names are all ``names``, in that order."""
+    ordered = tuple(sorted(names))
+    if len(ordered) < 2:
+        if not ordered:
+            return [{} for _ in maps]
+        rows: Any = zip(map(itemgetter(ordered[0]), maps))
+    else:
+        rows = map(itemgetter(*ordered), maps)
+    columns: list[Any] = list(zip(*rows, strict=True)) if ordered else []
+    for i, column in enumerate(columns):
+        kinds = set(map(type, column))
+        if kinds <= _PLAIN:
+            continue
+        if kinds == {dict}:
+            columns[i] = _canonical_maps(list(column), depth + 1)
+        else:
+            columns[i] = [v if type(v) in _PLAIN else _canonical(v, depth + 1) for v in column]
+    return list(map(dict, map(zip, repeat(ordered), zip(*columns, strict=True))))
+
+
+def canonical_values(many: list[Any]) -> tuple[list[bytes], list[dict[str, Any]]] | None:
+    """``canonical_value`` of each of ``many`` fields maps, for a bulk write: the same
+    bytes and values, in passes over whole columns (``_canonical_maps``). None when
+    some map is not a plain dict of str names, or would be refused: then the caller
+    takes them one by one with ``canonical_value``, which says which and why."""
+    try:
+        if not set(map(type, many)) <= _DICT_ONLY:
+            return None
+        values = _canonical_maps(many, 1)
+        encoded = list(map(_pack_plain, values))
+    except (_Uneven, OverflowError, ValueError, TypeError):
+        return None
+    if encoded and max(map(len, encoded)) > _FREE_BELOW:
+        return None  # (long fields: their decoding cost is checked one by one)
+    return encoded, values
+
+
 def canonical_fields(fields: Mapping[str, Any]) -> bytes:
     """Encode a fields map canonically.
 
@@ -128,11 +209,11 @@ def canonical_fields(fields: Mapping[str, Any]) -> bytes:
 def canonical_value(fields: Mapping[str, Any]) -> tuple[bytes, dict[str, Any]]:
     """``canonical_fields``, and the canonical value it encodes: what ``decode_fields``
     would give back from those bytes (so a writer that seals soon need not decode them)."""
-    if not isinstance(fields, Mapping):
+    if type(fields) is not dict and not isinstance(fields, Mapping):
         raise FieldTypeError("fields must be a mapping of str to msgpack-able values")
     try:
         value = _canonical(fields)
-        encoded = packb(value)
+        encoded = _pack_plain(value)
     except (OverflowError, ValueError, TypeError) as exc:
         if isinstance(exc, FieldTypeError):
             raise

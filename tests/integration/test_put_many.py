@@ -5,10 +5,12 @@ in its own transaction; and the pieces it is built from (``canonical_value``,
 
 from __future__ import annotations
 
+import enum
 import itertools
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import pytest
@@ -17,7 +19,13 @@ from hypothesis import strategies as st
 
 from offsync import Identity, Knowledge, Replica, policies
 from offsync.change import MAX_SHAPE_DEPTH, Change, encode_changes
-from offsync.encoding import canonical_fields, canonical_value, decode_fields, packb
+from offsync.encoding import (
+    canonical_fields,
+    canonical_value,
+    canonical_values,
+    decode_fields,
+    packb,
+)
 from offsync.errors import (
     ImmutableRecordError,
     NotAuthorisedError,
@@ -191,6 +199,9 @@ def snapshot(rep: Replica) -> tuple[Any, ...]:
         [("ok", {"a": 1}), ("x", {1: "a"})],
         [("ok", {"a": 1}), ("x", ["not", "a", "map"])],
         [("ok", {"a": 1}), "not a pair"],
+        [("ok", {"a": 1}), ("x", {"photo": {"$blob": None}})],  # as put: blob reference
+        [("ok", {"a": {"b": 1}}), ("x", {"a": {"b": 1 << 64}})],
+        [("ok", {"a": {"b": 1}}), ("x", {"a": {"b": [object()]}})],
     ],
 )
 def test_refused_input_changes_nothing(places: list[Path | None], bad: list[Any]) -> None:
@@ -347,12 +358,57 @@ field_maps = st.dictionaries(
 )
 
 
+class IntEnumValue(enum.IntEnum):
+    ONE = 1
+
+
+@st.composite
+def _same_names(draw: st.DrawFn, maps: st.SearchStrategy[dict[str, Any]]) -> list[Any]:
+    """Maps that share their names, in the same order (one form's records)."""
+    names = list(draw(maps))
+    n = draw(st.integers(1, 12))
+    return [{name: draw(field_values) for name in names} for _ in range(n)]
+
+
 @given(field_maps)
 def test_canonical_value_is_what_its_bytes_decode_to(fields: dict[str, Any]) -> None:
     data, value = canonical_value(fields)
     assert data == canonical_fields(fields)
     assert value == decode_fields(data)
     assert list(value) == sorted(value)
+
+
+@settings(max_examples=120)
+@given(st.lists(field_maps, max_size=12) | _same_names(field_maps))
+@example([{"b": 1.5, "a": float("nan")}, {"b": (1, 2), "a": {"y": 1, "x": [3]}}])
+@example([{"a": {"x": 1, "y": 2}}, {"a": {"y": 1, "x": 2}}, {"a": {}}])
+@example([{"a": 1}, {"a": IntEnumValue.ONE}, {"a": "s"}])
+def test_canonical_values_are_canonical_value_of_each(many: list[dict[str, Any]]) -> None:
+    one_by_one = [canonical_value(fields) for fields in many]
+    done = canonical_values(many)
+    if done is None:  # not the plain case: the caller takes them one by one
+        return
+    encoded, values = done
+    assert encoded == [e for e, _ in one_by_one]
+    assert values == [v for _, v in one_by_one]
+    for value, (_, expected) in zip(values, one_by_one, strict=True):
+        assert _names_in_order(value) == _names_in_order(expected)
+
+
+def _names_in_order(value: Any) -> Any:
+    if isinstance(value, dict):
+        return [(k, _names_in_order(v)) for k, v in value.items()]
+    if isinstance(value, list):
+        return [_names_in_order(v) for v in value]
+    return type(value).__name__
+
+
+def test_canonical_values_leave_refusals_to_canonical_value() -> None:
+    assert canonical_values([{"a": 1}, {1: "a"}]) is None
+    assert canonical_values([{"a": 1}, {"a": 1 << 64}]) is None
+    assert canonical_values([{"a": {"b": object()}}]) is None
+    assert canonical_values([{"a": 1}, MappingProxyType({"a": 1})]) is None
+    assert canonical_values([]) is None
 
 
 def reference_encode(changes: list[Change]) -> bytes:
@@ -437,16 +493,58 @@ def reference_encode(changes: list[Change]) -> bytes:
     [{"a": {"x": 1}, "b": 2}, {"a": {"y": 1}, "b": 2}, {"a": 5, "b": 2}, {"a": {"x": 3}, "b": 4}]
 )
 def test_encode_changes_gives_the_reference_bytes(rows: list[Any]) -> None:
+    _encodes_as_the_reference(rows)
+
+
+def _encodes_as_the_reference(rows: list[Any], collections: tuple[str, ...] = ("c",)) -> None:
     changes, values = [], []
     for i, fields in enumerate(rows):
         data, value = (None, None) if fields is None else canonical_value(fields)
+        collection = collections[i % len(collections)]
         changes.append(
-            Change(b"o" * 32, i + 1, 100 + i, "c", f"k{i % 7}{i}", int(data is None), data)
+            Change(b"o" * 32, i + 1, 100 + i, collection, f"k{i % 7}{i}", int(data is None), data)
         )
         values.append(value)
     expected = reference_encode(changes)
     assert encode_changes(changes) == expected
     assert encode_changes(changes, values) == expected
+
+
+@st.composite
+def _forms(draw: st.DrawFn) -> list[dict[str, Any]]:
+    """Rows entered through a few forms: each form has its names (and maybe a nested
+    map of fixed names), its rows values of any shape, often plain ones: the encoder's
+    whole-column path, and its way back to the value-by-value one."""
+    names = st.sampled_from(["a", "b", "c", "name", "é"])
+    leaf = st.one_of(st.integers(0, 3), st.sampled_from(["Islam", "Kristen"]), field_values)
+    forms = []
+    for _ in range(draw(st.integers(1, 3))):
+        top = draw(st.lists(names, unique=True, min_size=1, max_size=4))
+        inner = draw(st.lists(names, unique=True, max_size=3))
+        nested = draw(st.sampled_from([None, *top]))
+        forms.append((top, nested, inner))
+    rows = []
+    for _ in range(draw(st.integers(1, 30))):
+        top, nested, inner = draw(st.sampled_from(forms))
+        row = {name: draw(leaf) for name in top}
+        if nested is not None:
+            row[nested] = {name: draw(leaf) for name in inner}
+        rows.append(row)
+    return rows
+
+
+@settings(max_examples=120)
+@given(_forms(), st.sampled_from([("c",), ("c", "d")]))
+@example([{"a": {"x": 1, "y": "s"}, "b": 2}] * 3, ("c",))
+@example([{"a": {}, "b": 2}, {"a": {}, "b": 3}], ("c",))
+@example([{"a": {"x": {"z": 1}}, "b": 2}, {"a": {"x": {"z": 2}}, "b": 2}], ("c",))
+@example([{"a": {"x": 1}}, {"a": 5}, {"a": {"x": 2}}], ("c",))
+@example([{"a": {"x": 1}}, {"a": {"y": 1}}], ("c", "d"))
+@example([{"b": 1, "a": 2}, {"a": 1}, {"b": 1, "a": 3}], ("c", "d"))
+def test_encode_changes_by_whole_columns_gives_the_reference_bytes(
+    rows: list[dict[str, Any]], collections: tuple[str, ...]
+) -> None:
+    _encodes_as_the_reference(rows, collections)
 
 
 @given(st.lists(st.integers(1, SEGMENT_MAX_BYTES), max_size=60), st.booleans())

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from functools import partial
-from itertools import repeat
+from itertools import compress, repeat
 from typing import Any, NamedTuple
 
 from ..blobs import BLOB_KEY, BLOB_MARK, check_references
 from ..change import DELETE, PUT, Change, ChangeId
 from ..clock import MAX_HLC
-from ..encoding import canonical_value, decode_fields
+from ..encoding import canonical_value, canonical_values
 from ..errors import (
     BlobReferenceError,
     ClockError,
@@ -42,6 +42,8 @@ _new_change = partial(tuple.__new__, Change)  # Change(*row) without the Python-
 
 
 def check_name(value: str, what: str, max_bytes: int) -> None:
+    if type(value) is str and value.isascii() and 0 < len(value) <= max_bytes:
+        return  # the common case, checked in C: ASCII has no lone surrogates, 1 byte each
     if not isinstance(value, str) or not value:
         raise UsageError(f"{what} must be a non-empty string")
     try:
@@ -73,17 +75,22 @@ def encode_write_value(
     except TypeError as exc:
         raise UsageError(str(exc)) from exc
     if BLOB_MARK in encoded:
-        try:
-            check_references(decode_fields(encoded), limits)
-        except BlobReferenceError as exc:
-            raise UsageError(
-                f"{exc}: a map whose only key is {BLOB_KEY!r} is a blob reference"
-                " (docs/spec.md, 'Blob references'); to keep other data under that key,"
-                " give the map a second key"
-            ) from exc
+        _check_blob_references(value, limits)
     if len(encoded) > limits.max_fields_bytes:
         raise UsageError(f"fields encode to more than {limits.max_fields_bytes} bytes")
     return encoded, value
+
+
+def _check_blob_references(value: dict[str, Any], limits: Limits) -> None:
+    """Refuse fields that hold a malformed blob reference (a writer never writes one)."""
+    try:
+        check_references(value, limits)
+    except BlobReferenceError as exc:
+        raise UsageError(
+            f"{exc}: a map whose only key is {BLOB_KEY!r} is a blob reference"
+            " (docs/spec.md, 'Blob references'); to keep other data under that key,"
+            " give the map a second key"
+        ) from exc
 
 
 def plan_write(
@@ -154,14 +161,22 @@ def encode_writes(
     if max(key_bytes) > limits.max_key_bytes:
         i = next(i for i, n in enumerate(key_bytes) if n > limits.max_key_bytes)
         raise UsageError(f"record {i}: key longer than {limits.max_key_bytes} bytes")
-    encoded: list[bytes] = []
-    values: list[dict[str, Any]] = []
-    try:
-        for encoded_fields, value in map(canonical_value, fields):
-            encoded.append(encoded_fields)
-            values.append(value)
-    except UsageError as exc:
-        raise type(exc)(f"record {len(encoded)}: {exc}") from exc
+    done = canonical_values(fields)
+    if done is not None:
+        encoded, values = done
+    else:  # one by one, to say which record is refused and why
+        encoded, values = [], []
+        try:
+            for encoded_fields, value in map(canonical_value, fields):
+                encoded.append(encoded_fields)
+                values.append(value)
+        except UsageError as exc:
+            raise type(exc)(f"record {len(encoded)}: {exc}") from exc
+    for i in compress(range(len(encoded)), map(bytes.__contains__, encoded, repeat(BLOB_MARK))):
+        try:
+            _check_blob_references(values[i], limits)
+        except UsageError as exc:
+            raise UsageError(f"record {i}: {exc}") from exc
     longest = limits.max_fields_bytes
     if max(map(len, encoded)) > longest:
         i = next(i for i, e in enumerate(encoded) if len(e) > longest)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
+from types import TracebackType
 from typing import TYPE_CHECKING, NamedTuple
 
 import msgpack
@@ -111,8 +112,7 @@ class Store(ABC):
     _depth = 0  # transaction() blocks open; only the outermost is a real transaction
     _doomed = False  # an inner block raised: the outermost must not commit
 
-    @contextmanager
-    def transaction(self) -> Iterator[None]:
+    def transaction(self) -> AbstractContextManager[None]:
         """All-or-nothing block; re-entrant (inner blocks join the outer one).
 
         An inner block that raises cannot be undone alone, so it dooms the whole
@@ -121,19 +121,11 @@ class Store(ABC):
         leave every block as offsync errors (``_storage_error``).
         """
         if self._depth:
-            self._depth += 1
-            try:
-                yield
-            except BaseException as exc:
-                self._doomed = True
-                self._abandon()
-                mapped = self._storage_error(exc)
-                if mapped is exc:
-                    raise
-                raise mapped from exc
-            finally:
-                self._depth -= 1
-            return
+            return _Joined(self)  # a class, not a generator: one per write in a batch
+        return self._outermost_transaction()
+
+    @contextmanager
+    def _outermost_transaction(self) -> Iterator[None]:
         if self.read_only:
             raise UsageError(
                 "this replica is open read-only (for inspection): write through the"
@@ -398,3 +390,32 @@ class Store(ABC):
         store, so one nonce is accepted once by all of them. A record expired by ``now``
         no longer counts, and the store may drop it (times are the caller's, in ms).
         """
+
+
+class _Joined:
+    """An inner ``Store.transaction()`` block: it joins the outer one, and dooms it if
+    it raises (``Store.transaction``)."""
+
+    __slots__ = ("_store",)
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def __enter__(self) -> None:
+        self._store._depth += 1
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        store = self._store
+        if exc is None:
+            store._depth -= 1
+            return
+        try:
+            store._doomed = True
+            store._abandon()
+            mapped = store._storage_error(exc)
+        finally:
+            store._depth -= 1
+        if mapped is not exc:
+            raise mapped from exc
