@@ -318,7 +318,10 @@ def _apply(state: ServerState, data: bytes) -> tuple[UploadResult, int, bytes | 
         receipt="",
     )
     ticket = state.applied()
-    return result, ticket, state.receipt_now(ticket)
+    # Bounded by the uploader's needs (docs/spec.md §6): its origin, what the bundle
+    # carried, what its receipts said it holds; never every origin the centre holds.
+    receipt = replica.receipt_for(report.sender, report.ranges).encode()
+    return result, ticket, receipt
 
 
 # -- pulls -----------------------------------------------------------------------------
@@ -378,6 +381,7 @@ def _start_pull(
     if not replica.record_nonce(signed.challenge, signed.forget_after, _now_ms()):
         raise unauthorized("replayed request (challenge already used)")
     site = signed.site
+    stated = since  # what the site said it holds: its answer's receipts are bounded by it
     if state.readable is not None:
         # What the site may not read is treated as if it held it already.
         hidden = {
@@ -387,7 +391,9 @@ def _start_pull(
         }
         since = since | Knowledge(hidden)
     recipient = site if encrypt else None
-    packer = replica.iter_pack(since, max_bytes=max_bytes, recipient=recipient, always=True)
+    packer = replica.iter_pack(
+        since, max_bytes=max_bytes, recipient=recipient, always=True, receiver=site, stated=stated
+    )
     return packer, next(packer, None)
 
 

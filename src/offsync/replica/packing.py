@@ -3,19 +3,27 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 
 from ..bundle import build_bundle
-from ..errors import UsageError
+from ..encoding import packb
+from ..errors import RemoteDataError, UsageError
 from ..identity import PublicIdentity
 from ..knowledge import Knowledge
 from ..plan.pack import DEFAULT_MAX_BUNDLE, Fit, Item, bundles, carried, fit, select
+from ..plan.receipts import forward_budget, needs
 from ..receipt import Receipt
+from ..unpack import unpack
 from .sealing import _Sealing
 
 __all__: list[str] = []
 
 
 class _Packing(_Sealing):
+    #: Receipts bounded by their receiver (issue 18). False restores the sender rule
+    #: before it, for comparison (benchmarks/metadata_scale.py); both are format 2.
+    bounded_receipts: bool = True
+
     def pack(
         self,
         since: Knowledge | None = None,
@@ -42,48 +50,178 @@ class _Packing(_Sealing):
         max_bytes: int = DEFAULT_MAX_BUNDLE,
         recipient: bytes | PublicIdentity | None = None,
         always: bool = False,
+        receiver: bytes | None = None,
+        stated: Knowledge | None = None,
+        quiet: bool = False,
     ) -> Iterator[bytes]:
-        """Like ``pack``, one bundle at a time, so a large backlog is never all in memory."""
+        """Like ``pack``, one bundle at a time, so a large backlog is never all in memory.
+
+        ``receiver``: the replica the bundles are for. Then the receipts they carry are
+        bounded by what it needs (``offsync.plan.receipts``, docs/spec.md §6): this
+        replica's own receipt states only the origins it needs (its own, ours, those it
+        ``stated`` or its receipts said it holds, those carried) and only receipts that
+        say something about those origins are passed on, within a byte budget. Without
+        a receiver, every receipt held is passed on (within that budget) and our own
+        states everything. ``quiet`` (with a receiver, as ``offsync.sync`` packs): no
+        bundle at all when there is nothing to send and nothing new to say; receipts
+        the receiver already had from us are not sent again (what it was sent is kept
+        per receiver, once the consumer of this generator has moved past the bundle)."""
         if isinstance(recipient, PublicIdentity):
             recipient = recipient.public_key
+        if not self.bounded_receipts:
+            yield from self._iter_pack_unbounded(since, max_bytes, recipient, always)
+            return
+        quiet = quiet and receiver is not None
         with self._lock:
             self._seal()
             missing = self.knowledge() - (since or Knowledge())
             plan = select(self._st.segments, missing)
-            forwarded = [self._kept(r) for p, _, _, r in self.store.peers() if p != recipient][
+            told = _Told.read(self, receiver) if quiet else _Told()
+            wanted: frozenset[bytes] | None = None
+            if receiver is not None:
+                row = self.store.peer(receiver)
+                heard = None if row is None else Knowledge.from_bytes(row[2], self.limits)
+                wanted = needs(receiver, self.id, heard, stated) | {o for o, _ in plan}
+            top = self.knowledge().max_seq(receiver) if receiver is not None else 0
+            candidates = self._heard_receipts().candidates(
+                receiver or recipient, self.id, wanted, told.forwarded if quiet else None, top
+            )[: self.limits.max_receipts - 1]
+            if quiet and not plan:
+                assert wanted is not None
+                if not candidates and self._bounded_receipt_knowledge(wanted) <= told.own:
+                    return  # nothing to send, nothing new to say: no bundle
+        pending = [_Pending(s, c, e) for s, c, e in candidates]
+        for group in bundles(plan, max_bytes, always=always or quiet):
+            for bundle, said in self._build(group, max_bytes, recipient, pending, wanted):
+                yield bundle
+                if quiet:  # resumed: the consumer sent it
+                    assert receiver is not None
+                    told.note(said)
+                    told.write(self, receiver)
+            pending = []
+
+    def _iter_pack_unbounded(
+        self, since: Knowledge | None, max_bytes: int, recipient: bytes | None, always: bool
+    ) -> Iterator[bytes]:
+        """The sender rule before issue 18 (``bounded_receipts = False``, for comparison
+        in benchmarks/metadata_scale.py): our receipt states everything held and every
+        receipt heard is passed on."""
+        with self._lock:
+            self._seal()
+            missing = self.knowledge() - (since or Knowledge())
+            plan = select(self._st.segments, missing)
+            forwarded = [_Pending(p, c, r) for p, c, _, r in self.store.peers() if p != recipient][
                 : self.limits.max_receipts - 1
             ]
         for i, group in enumerate(bundles(plan, max_bytes, always=always)):
-            yield from self._build(group, max_bytes, recipient, [] if i else forwarded)
+            for bundle, _ in self._build(group, max_bytes, recipient, [] if i else forwarded, None):
+                yield bundle
 
     def _build(
         self,
         group: Sequence[Item],
         max_bytes: int,
         recipient: bytes | None,
-        forwarded: list[Receipt],
-    ) -> Iterator[bytes]:
+        forwarded: list[_Pending],
+        wanted: frozenset[bytes] | None,
+    ) -> Iterator[tuple[bytes, _Said]]:
+        """The bundle(s) of ``group`` with what each said (our receipt's knowledge, the
+        receipts passed on). ``wanted``: the origins the receiver needs (None: all)."""
+        ranges = carried(group)
         with self._lock:
             data = self.store.segment_data([(o, s.first) for o, s in group])
             now = self._tick()
-            own = Receipt.issue(self.identity, now, self._receipt_knowledge())
+            if wanted is None:
+                knowledge = self._receipt_knowledge()
+            else:
+                knowledge = self._bounded_receipt_knowledge(wanted | set(ranges.intervals))
+            own = Receipt.issue(self.identity, now, knowledge)
+        passed = forwarded
+        if self.bounded_receipts:
+            budget = forward_budget(
+                self.limits.max_header_bytes,
+                max_bytes,
+                len(own.encode()),
+                len(ranges.to_bytes()),
+            )
+            passed = []
+            for p in forwarded:
+                if len(p.encoded) > budget:
+                    continue
+                budget -= len(p.encoded)
+                passed.append(p)
         bundle = build_bundle(
             self.identity,
             data,
-            ranges=carried(group),
-            receipts=[own, *forwarded],
+            ranges=ranges,
+            receipts=[own, *(self._kept(p.encoded) for p in passed)],
             created=now,
             recipient=recipient,
         )
         verdict = fit(len(bundle), len(group), max_bytes, self.limits)
         if verdict is Fit.SEND:
-            yield bundle
+            yield bundle, _Said(knowledge, passed)
         elif verdict is Fit.SPLIT:  # the receipts in the header took more room than planned
             half = len(group) // 2
-            yield from self._build(group[:half], max_bytes, recipient, forwarded)
-            yield from self._build(group[half:], max_bytes, recipient, [])
+            yield from self._build(group[:half], max_bytes, recipient, forwarded, wanted)
+            yield from self._build(group[half:], max_bytes, recipient, [], wanted)
         else:
             raise UsageError(
                 f"one segment's bundle is {len(bundle)} bytes, over the bundle limit"
                 f" of {self.limits.max_bundle_bytes}"
             )
+
+
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    """A receipt heard from ``signer`` that may be passed on (encoded, as kept)."""
+
+    signer: bytes
+    created: int
+    encoded: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class _Said:
+    """What one bundle told its receiver: our receipt's knowledge, receipts passed on."""
+
+    own: Knowledge
+    passed: list[_Pending]
+
+
+@dataclass(slots=True)
+class _Told:
+    """What a receiver was told by us (kept in the store's meta per receiver): the union
+    of our receipts' knowledge sent to it, and per signer the ``created`` of the newest
+    receipt passed on to it. Losing it (a restore) only means saying things again."""
+
+    own: Knowledge = field(default_factory=Knowledge)
+    forwarded: dict[bytes, int] = field(default_factory=dict)
+
+    @staticmethod
+    def _name(receiver: bytes) -> str:
+        return "told:" + receiver.hex()
+
+    @classmethod
+    def read(cls, replica: _Packing, receiver: bytes | None) -> _Told:
+        raw = None if receiver is None else replica.store.get_meta(cls._name(receiver))
+        if raw is None:
+            return cls()
+        try:
+            own, passed = unpack(raw, "told", replica.limits, max_depth=4)
+            return cls(
+                Knowledge.from_wire(own, replica.limits), {bytes(s): int(c) for s, c in passed}
+            )
+        except (ValueError, TypeError, RemoteDataError):
+            return cls()  # unreadable: say everything again
+
+    def note(self, said: _Said) -> None:
+        if not said.own <= self.own:
+            self.own = self.own | said.own
+        for p in said.passed:
+            self.forwarded[p.signer] = max(p.created, self.forwarded.get(p.signer, -1))
+
+    def write(self, replica: _Packing, receiver: bytes) -> None:
+        value = packb([self.own.to_wire(), [[s, c] for s, c in sorted(self.forwarded.items())]])
+        with replica._lock, replica._transaction():
+            replica.store.set_meta(self._name(receiver), value)
