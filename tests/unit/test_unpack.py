@@ -179,6 +179,7 @@ TRUSTED_DECODES = {
     "stores/base.py": "parent ids the store wrote",
     "replica/core.py": "lists of segments the store wrote, each decoded again by Segment.decode",
     "replica/replica.py": "the order of unknown signers, as the store wrote it",
+    "plan/receipts.py": "receipts the store kept, verified and canonical when kept",
 }
 
 

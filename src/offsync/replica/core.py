@@ -25,7 +25,7 @@ from ..limits import Limits
 from ..plan import merge
 from ..plan.admit import Admission
 from ..plan.pack import held_knowledge, receipt_knowledge
-from ..plan.receipts import HeardReceipts, restricted
+from ..plan.receipts import HeardReceipts, heard_union, kept_knowledge, restricted
 from ..policies import Policy
 from ..receipt import Receipt
 from ..segindex import HeldSegment, SegmentIndex
@@ -185,7 +185,7 @@ class _Core:
         if heard is None or self.store.shared:
             heard = HeardReceipts()
             for peer, created, _, data in self.store.peers():
-                heard.put(peer, created, self._kept(data).knowledge, data)
+                heard.put_kept(peer, created, data)
             self._heard = heard
         return heard
 
@@ -201,8 +201,7 @@ class _Core:
         else:
             if held[1] >= receipt.created:
                 return False  # not newer: the store keeps the newest signed receipt
-            before = Knowledge.from_bytes(held[2], self.limits)
-            union = before if stated <= before else before | stated
+            union = heard_union(receipt.replica, kept_knowledge(held[2]), stated)
         encoded = receipt.encode()
         self.store.set_peer(receipt.replica, receipt.created, union.to_bytes(), encoded)
         if self._heard is not None:

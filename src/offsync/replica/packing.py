@@ -11,7 +11,7 @@ from ..errors import RemoteDataError, UsageError
 from ..identity import PublicIdentity
 from ..knowledge import Knowledge
 from ..plan.pack import DEFAULT_MAX_BUNDLE, Fit, Item, bundles, carried, fit, select
-from ..plan.receipts import forward_budget, needs
+from ..plan.receipts import forward_budget, kept_knowledge, needs
 from ..receipt import Receipt
 from ..unpack import unpack
 from .sealing import _Sealing
@@ -80,7 +80,7 @@ class _Packing(_Sealing):
             wanted: frozenset[bytes] | None = None
             if receiver is not None:
                 row = self.store.peer(receiver)
-                heard = None if row is None else Knowledge.from_bytes(row[2], self.limits)
+                heard = None if row is None else kept_knowledge(row[2])
                 wanted = needs(receiver, self.id, heard, stated) | {o for o, _ in plan}
             top = self.knowledge().max_seq(receiver) if receiver is not None else 0
             candidates = self._heard_receipts().candidates(

@@ -11,7 +11,7 @@ from ..encoding import decode_fields, packb
 from ..knowledge import Knowledge
 from ..plan.admit import held_reasons
 from ..plan.claims import claim_counts, counted_claim
-from ..plan.receipts import needs
+from ..plan.receipts import kept_knowledge, needs
 from ..receipt import Receipt
 from ..segment import Segment
 from ..status import FORK_AT_SAME_SEQS
@@ -141,7 +141,7 @@ class _Reads(_Core):
                 rows = [] if row is None else [row]
             else:
                 rows = self.store.peers()
-            return {p: Knowledge.from_bytes(k, self.limits) for p, _, k, _ in rows}
+            return {p: kept_knowledge(k) for p, _, k, _ in rows}
 
     def receipt(self) -> Receipt:
         """A fresh signed statement of what this replica holds."""
@@ -157,7 +157,7 @@ class _Reads(_Core):
 
     def _receipt_for(self, receiver: bytes, stated: Sequence[Knowledge | None]) -> Knowledge:
         row = self.store.peer(receiver)
-        heard = None if row is None else Knowledge.from_bytes(row[2], self.limits)
+        heard = None if row is None else kept_knowledge(row[2])
         return self._bounded_receipt_knowledge(needs(receiver, self.id, heard, *stated))
 
     def record_receipt(self, receipt: Receipt) -> bool:
@@ -204,7 +204,7 @@ class _Reads(_Core):
 
     def _peer_knowledge(self) -> list[tuple[bytes, Knowledge]]:
         """Each peer's newest knowledge, as its receipt said."""
-        return [(p, Knowledge.from_bytes(k, self.limits)) for p, _, k, _ in self.store.peers()]
+        return [(p, kept_knowledge(k)) for p, _, k, _ in self.store.peers()]
 
     def _counted_claim(self, trust: TrustStore | None) -> int:
         return counted_claim(self._peer_knowledge(), self.id, trust)
