@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
-from ..bundle import build_bundle
+from ..bundle import BundleHeader, build_bundle
 from ..encoding import packb
 from ..errors import RemoteDataError, UsageError
 from ..identity import PublicIdentity
@@ -65,7 +65,7 @@ class _Packing(_Sealing):
         states everything. ``quiet`` (with a receiver, as ``offsync.sync`` packs): no
         bundle at all when there is nothing to send and nothing new to say; receipts
         the receiver already had from us are not sent again (what it was sent is kept
-        per receiver, once the consumer of this generator has moved past the bundle)."""
+        per receiver by ``told``, once the bundles were delivered)."""
         if isinstance(recipient, PublicIdentity):
             recipient = recipient.public_key
         if not self.bounded_receipts:
@@ -92,13 +92,18 @@ class _Packing(_Sealing):
                     return  # nothing to send, nothing new to say: no bundle
         pending = [_Pending(s, c, e) for s, c, e in candidates]
         for group in bundles(plan, max_bytes, always=always or quiet):
-            for bundle, said in self._build(group, max_bytes, recipient, pending, wanted):
-                yield bundle
-                if quiet:  # resumed: the consumer sent it
-                    assert receiver is not None
-                    told.note(said)
-                    told.write(self, receiver)
+            yield from self._build(group, max_bytes, recipient, pending, wanted)
             pending = []
+
+    def told(self, receiver: bytes, headers: Iterable[BundleHeader]) -> None:
+        """Remember that ``receiver`` got bundles with these headers (packed by us):
+        ``iter_pack(quiet=True)`` does not say again what they said. ``offsync.sync``
+        calls it once the transport took them all."""
+        with self._lock:
+            told = _Told.read(self, receiver)
+            for header in headers:
+                told.note(header.receipts[0].knowledge, header.receipts[1:])
+            told.write(self, receiver)
 
     def _iter_pack_unbounded(
         self, since: Knowledge | None, max_bytes: int, recipient: bytes | None, always: bool
@@ -114,8 +119,7 @@ class _Packing(_Sealing):
                 : self.limits.max_receipts - 1
             ]
         for i, group in enumerate(bundles(plan, max_bytes, always=always)):
-            for bundle, _ in self._build(group, max_bytes, recipient, [] if i else forwarded, None):
-                yield bundle
+            yield from self._build(group, max_bytes, recipient, [] if i else forwarded, None)
 
     def _build(
         self,
@@ -124,9 +128,9 @@ class _Packing(_Sealing):
         recipient: bytes | None,
         forwarded: list[_Pending],
         wanted: frozenset[bytes] | None,
-    ) -> Iterator[tuple[bytes, _Said]]:
-        """The bundle(s) of ``group`` with what each said (our receipt's knowledge, the
-        receipts passed on). ``wanted``: the origins the receiver needs (None: all)."""
+    ) -> Iterator[bytes]:
+        """The bundle(s) of ``group``; ``wanted``: the origins the receiver needs (None:
+        all), which our receipt states and the receipts passed on concern."""
         ranges = carried(group)
         with self._lock:
             data = self.store.segment_data([(o, s.first) for o, s in group])
@@ -160,7 +164,7 @@ class _Packing(_Sealing):
         )
         verdict = fit(len(bundle), len(group), max_bytes, self.limits)
         if verdict is Fit.SEND:
-            yield bundle, _Said(knowledge, passed)
+            yield bundle
         elif verdict is Fit.SPLIT:  # the receipts in the header took more room than planned
             half = len(group) // 2
             yield from self._build(group[:half], max_bytes, recipient, forwarded, wanted)
@@ -179,14 +183,6 @@ class _Pending:
     signer: bytes
     created: int
     encoded: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class _Said:
-    """What one bundle told its receiver: our receipt's knowledge, receipts passed on."""
-
-    own: Knowledge
-    passed: list[_Pending]
 
 
 @dataclass(slots=True)
@@ -215,11 +211,11 @@ class _Told:
         except (ValueError, TypeError, RemoteDataError):
             return cls()  # unreadable: say everything again
 
-    def note(self, said: _Said) -> None:
-        if not said.own <= self.own:
-            self.own = self.own | said.own
-        for p in said.passed:
-            self.forwarded[p.signer] = max(p.created, self.forwarded.get(p.signer, -1))
+    def note(self, own: Knowledge, passed: Iterable[Receipt]) -> None:
+        if not own <= self.own:
+            self.own = self.own | own
+        for r in passed:
+            self.forwarded[r.replica] = max(r.created, self.forwarded.get(r.replica, -1))
 
     def write(self, replica: _Packing, receiver: bytes) -> None:
         value = packb([self.own.to_wire(), [[s, c] for s, c in sorted(self.forwarded.items())]])

@@ -28,7 +28,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
-from ..bundle import peek_header
+from ..bundle import BundleHeader, peek_header
 from ..errors import PeerRefusedError, RemoteDataError, TransportError
 from ..knowledge import Knowledge
 from ..lane import LaneReport
@@ -161,7 +161,10 @@ def _round(
             quiet=peer is not None,
             always=peer is None,
         )
-        report.sent_bundles = transport.send(_counted(bundles, report))
+        sent: list[BundleHeader] = []
+        report.sent_bundles = transport.send(_counted(bundles, report, sent))
+        if peer is not None and sent:  # taken by the transport: not said again
+            replica.told(peer, sent)
     if allowed and (report.sent_changes or not asked <= replica.knowledge()):
         # A live peer (HTTP) answers this second pull with a receipt that covers what
         # we just pushed, so one round tells the origin it arrived. For a mailbox it is
@@ -214,9 +217,12 @@ def _take(replica: Replica, transport: Transport, report: SyncReport) -> None:
         transport.acknowledge(item)
 
 
-def _counted(bundles: Iterable[bytes], report: SyncReport) -> Iterator[bytes]:
+def _counted(
+    bundles: Iterable[bytes], report: SyncReport, headers: list[BundleHeader]
+) -> Iterator[bytes]:
     for bundle in bundles:
         header = peek_header(bundle)  # made just now by the replica: no need to verify
+        headers.append(header)
         report.sent_changes += header.ranges.count()
         report.sent_bytes += len(bundle)
         yield bundle
