@@ -88,7 +88,11 @@ class _Packing(_Sealing):
             )[: self.limits.max_receipts - 1]
             if quiet and not plan:
                 assert wanted is not None
-                if not candidates and self._bounded_receipt_knowledge(wanted) <= told.own:
+                if (
+                    told.known
+                    and not candidates
+                    and self._bounded_receipt_knowledge(wanted) <= told.own
+                ):
                     return  # nothing to send, nothing new to say: no bundle
         pending = [_Pending(s, c, e) for s, c, e in candidates]
         for group in bundles(plan, max_bytes, always=always or quiet):
@@ -193,6 +197,7 @@ class _Told:
 
     own: Knowledge = field(default_factory=Knowledge)
     forwarded: dict[bytes, int] = field(default_factory=dict)
+    known: bool = False  # False: never told this receiver anything (a first contact)
 
     @staticmethod
     def _name(receiver: bytes) -> str:
@@ -206,7 +211,9 @@ class _Told:
         try:
             own, passed = unpack(raw, "told", replica.limits, max_depth=4)
             return cls(
-                Knowledge.from_wire(own, replica.limits), {bytes(s): int(c) for s, c in passed}
+                Knowledge.from_wire(own, replica.limits),
+                {bytes(s): int(c) for s, c in passed},
+                known=True,
             )
         except (ValueError, TypeError, RemoteDataError):
             return cls()  # unreadable: say everything again
