@@ -384,12 +384,9 @@ def _start_pull(
     stated = since  # what the site said it holds: its answer's receipts are bounded by it
     if state.readable is not None:
         # What the site may not read is treated as if it held it already.
-        hidden = {
-            o: ivs
-            for o, ivs in replica.knowledge().intervals.items()
-            if not state.readable(site, o)
-        }
-        since = since | Knowledge(hidden)
+        held = replica.knowledge().intervals  # normalised and sorted: so is any part of it
+        hidden = {o: ivs for o, ivs in held.items() if not state.readable(site, o)}
+        since = since | Knowledge._normalised(hidden)  # type: ignore[arg-type]
     recipient = site if encrypt else None
     packer = replica.iter_pack(
         since, max_bytes=max_bytes, recipient=recipient, always=True, receiver=site, stated=stated

@@ -111,7 +111,7 @@ def answer(
     """What the centre answers site ``i``'s pull stating ``stated`` (``hidden``: what the
     server's ``readable`` hides from it, added as a server does), measured."""
     site = dep.sites[i]
-    since = stated | hidden if hidden is not None else stated
+    since = stated | hidden if hidden is not None else stated  # as the server adds it
     wall, cpu = time.perf_counter(), time.process_time()
     bundles = list(dep.centre.iter_pack(since, always=True, receiver=site, stated=stated))
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
