@@ -136,6 +136,7 @@ def test_an_idle_round_uploads_nothing(kind: str) -> None:
         assert Delivery(site, [centre.id]).reached_centre() or link.down is not None
 
 
+@pytest.mark.slow
 def test_an_idle_http_round_is_small_and_does_not_read_the_whole_knowledge() -> None:
     centre = _replica("centre")
     others = [_replica(f"s{i}") for i in range(40)]

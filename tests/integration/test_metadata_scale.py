@@ -14,6 +14,8 @@ from offsync.testing.deployment import Deployment, answer, simulate
 
 SITES = 80_000
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def deployment() -> Iterator[Deployment]:
