@@ -33,16 +33,20 @@ from ..knowledge import Interval, Knowledge
 __all__ = [
     "FORWARD_BYTES",
     "HEADER_SLACK",
+    "OTHERS_BYTES",
     "HeardReceipts",
     "forward_budget",
     "heard_union",
     "kept_knowledge",
     "needs",
+    "passed_on",
     "restricted",
 ]
 
 #: At most this many bytes of receipts passed on in one bundle (whatever else fits).
 FORWARD_BYTES = 256 * 1024
+#: Of those, at most this many bytes of receipts that say nothing of the receiver's own.
+OTHERS_BYTES = 64 * 1024
 #: Room kept in a header for its framing and ranges' msgpack beside the receipts.
 HEADER_SLACK = 64 * 1024
 
@@ -94,9 +98,30 @@ def kept_knowledge(data: bytes) -> Knowledge:
 def forward_budget(max_header: int, max_bytes: int, own: int, ranges: int) -> int:
     """Bytes of receipts a bundle may pass on beside its own receipt (``own`` bytes) and
     ranges (``ranges`` bytes): never enough to take a header over ``max_header`` or a
-    receipt-only bundle over a quarter of ``max_bytes``."""
+    receipt-only bundle over a quarter of ``max_bytes``. Of it, receipts that say
+    nothing of the receiver's own changes take at most ``OTHERS_BYTES``."""
     room = max_header - own - ranges - HEADER_SLACK
     return max(0, min(FORWARD_BYTES, room, max_bytes // 4))
+
+
+def passed_on(
+    candidates: Sequence[tuple[bytes, int, bytes, bool]], budget: int
+) -> list[tuple[bytes, int, bytes, bool]]:
+    """The prefix of ``candidates`` (in their order, skipping what does not fit) that
+    fits in ``budget`` bytes, those not about the receiver's own changes in at most
+    ``OTHERS_BYTES`` of it (they tell it what other sites hold of the origins it holds:
+    useful, never needed)."""
+    out = []
+    others = min(budget, OTHERS_BYTES)
+    for row in candidates:
+        size = len(row[2])
+        if size > budget or (not row[3] and size > others):
+            continue
+        budget -= size
+        if not row[3]:
+            others -= size
+        out.append(row)
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,9 +190,10 @@ class HeardReceipts:
         wanted: frozenset[bytes] | None,
         told: Mapping[bytes, int] | None = None,
         receiver_top: int = 0,
-    ) -> list[tuple[bytes, int, bytes]]:
-        """(signer, created, encoded) of the receipts to pass on to ``receiver``, most
-        useful first; never ``exclude``'s (the sender's own travels first anyway).
+    ) -> list[tuple[bytes, int, bytes, bool]]:
+        """(signer, created, encoded, about the receiver's own changes) of the receipts
+        to pass on to ``receiver``, most useful first; never ``exclude``'s (the
+        sender's own travels first anyway).
 
         ``wanted``: the origins the receiver needs (None: unknown receiver, every receipt
         is passed on, newest first: the rule before issue 18). ``told``: per signer, the
@@ -184,7 +210,7 @@ class HeardReceipts:
         if wanted is None or receiver is None:
             every = [s for s in self._by_signer if s != receiver and fresh(s)]
             every.sort(key=lambda s: -self._by_signer[s].created)
-            return [self._row(s) for s in every]
+            return [self._row(s, False) for s in every]
         about_receiver = self._by_origin.get(receiver, {})
         first = sorted(
             (s for s in about_receiver if s != receiver and fresh(s)),
@@ -206,8 +232,12 @@ class HeardReceipts:
         )
         mine = self._by_signer.get(receiver)
         echo = [receiver] if mine and mine.own_top > receiver_top and fresh(receiver) else []
-        return [self._row(s) for s in (*first, *others, *echo)]
+        return [
+            *(self._row(s, True) for s in first),
+            *(self._row(s, False) for s in others),
+            *(self._row(s, True) for s in echo),
+        ]
 
-    def _row(self, signer: bytes) -> tuple[bytes, int, bytes]:
+    def _row(self, signer: bytes, about: bool) -> tuple[bytes, int, bytes, bool]:
         entry = self._by_signer[signer]
-        return signer, entry.created, entry.encoded
+        return signer, entry.created, entry.encoded, about

@@ -73,6 +73,9 @@ class _Core:
     #: The newest receipt of each signer, indexed by origin (``_heard_receipts``);
     #: None: to be read from the store (dropped when a transaction rolls back).
     _heard: HeardReceipts | None = None
+    #: Receipts bounded by their receiver (issue 18). False restores the sender rule
+    #: before it, for comparison (benchmarks/metadata_scale.py); both are format 2.
+    bounded_receipts: bool = True
 
     @property
     def id(self) -> bytes:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from ..bundle import BundleHeader, build_bundle
 from ..encoding import packb
@@ -11,7 +12,7 @@ from ..errors import RemoteDataError, UsageError
 from ..identity import PublicIdentity
 from ..knowledge import Knowledge
 from ..plan.pack import DEFAULT_MAX_BUNDLE, Fit, Item, bundles, carried, fit, select
-from ..plan.receipts import forward_budget, kept_knowledge, needs
+from ..plan.receipts import forward_budget, kept_knowledge, needs, passed_on
 from ..receipt import Receipt
 from ..unpack import unpack
 from .sealing import _Sealing
@@ -20,10 +21,6 @@ __all__: list[str] = []
 
 
 class _Packing(_Sealing):
-    #: Receipts bounded by their receiver (issue 18). False restores the sender rule
-    #: before it, for comparison (benchmarks/metadata_scale.py); both are format 2.
-    bounded_receipts: bool = True
-
     def pack(
         self,
         since: Knowledge | None = None,
@@ -69,7 +66,8 @@ class _Packing(_Sealing):
         if isinstance(recipient, PublicIdentity):
             recipient = recipient.public_key
         if not self.bounded_receipts:
-            yield from self._iter_pack_unbounded(since, max_bytes, recipient, always)
+            # Before issue 18 every round sent a bundle: ``quiet`` did not exist.
+            yield from self._iter_pack_unbounded(since, max_bytes, recipient, always or quiet)
             return
         quiet = quiet and receiver is not None
         with self._lock:
@@ -94,7 +92,7 @@ class _Packing(_Sealing):
                     and self._bounded_receipt_knowledge(wanted) <= told.own
                 ):
                     return  # nothing to send, nothing new to say: no bundle
-        pending = [_Pending(s, c, e) for s, c, e in candidates]
+        pending = [_Pending(s, c, e, about) for s, c, e, about in candidates]
         for group in bundles(plan, max_bytes, always=always or quiet):
             yield from self._build(group, max_bytes, recipient, pending, wanted)
             pending = []
@@ -119,9 +117,9 @@ class _Packing(_Sealing):
             self._seal()
             missing = self.knowledge() - (since or Knowledge())
             plan = select(self._st.segments, missing)
-            forwarded = [_Pending(p, c, r) for p, c, _, r in self.store.peers() if p != recipient][
-                : self.limits.max_receipts - 1
-            ]
+            forwarded = [
+                _Pending(p, c, r, True) for p, c, _, r in self.store.peers() if p != recipient
+            ][: self.limits.max_receipts - 1]
         for i, group in enumerate(bundles(plan, max_bytes, always=always)):
             yield from self._build(group, max_bytes, recipient, [] if i else forwarded, None)
 
@@ -152,12 +150,7 @@ class _Packing(_Sealing):
                 len(own.encode()),
                 len(ranges.to_bytes()),
             )
-            passed = []
-            for p in forwarded:
-                if len(p.encoded) > budget:
-                    continue
-                budget -= len(p.encoded)
-                passed.append(p)
+            passed = [_Pending(*row) for row in passed_on(forwarded, budget)]
         bundle = build_bundle(
             self.identity,
             data,
@@ -180,13 +173,13 @@ class _Packing(_Sealing):
             )
 
 
-@dataclass(frozen=True, slots=True)
-class _Pending:
+class _Pending(NamedTuple):
     """A receipt heard from ``signer`` that may be passed on (encoded, as kept)."""
 
     signer: bytes
     created: int
     encoded: bytes
+    about: bool  # states the receiver's own changes (or is its own receipt)
 
 
 @dataclass(slots=True)
