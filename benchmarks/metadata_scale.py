@@ -32,6 +32,7 @@ import tracemalloc
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import uvicorn
@@ -169,13 +170,13 @@ def rounds(n: int, dep: Deployment, rules: tuple[bool, ...] = (False, True)) -> 
                 sync(site, t)
                 sync(site, t)
                 traffic.reset()
-                report, cost = timed(lambda site=site, t=t: sync(site, t))
+                report, cost = timed(partial(sync, site, t))
                 refused = f", {len(report.refused)} refused" if report.refused else ""
                 what = f"idle HTTP round ({report.sent_bundles} uploads{refused})"
                 _row(n, what, rule, str(traffic.requests), traffic.up, traffic.down, cost)
                 site.put("residents", "k", {"n": 1})
                 traffic.reset()
-                report, cost = timed(lambda site=site, t=t: sync(site, t))
+                report, cost = timed(partial(sync, site, t))
                 what = f"one-change HTTP round ({report.sent_changes} sent{refused})"
                 _row(n, what, rule, str(traffic.requests), traffic.up, traffic.down, cost)
             finally:
