@@ -49,7 +49,7 @@ def _sound(sites: list[Replica]) -> None:
             assert said <= by_id[peer].knowledge(), "a union of receipts claimed too much"
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=20, deadline=None)
 @given(
     kinds=st.lists(st.booleans(), min_size=3, max_size=3),
     steps=st.lists(
