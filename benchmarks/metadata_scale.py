@@ -37,7 +37,7 @@ from typing import Any
 
 import uvicorn
 
-from offsync import Identity, Knowledge, Replica, sync
+from offsync import Identity, Replica, sync
 from offsync.server import create_app
 from offsync.testing.deployment import Deployment, answer, simulate
 from offsync.transports.http import HTTPTransport
@@ -117,11 +117,6 @@ def timed(fn: Callable[[], Any]) -> tuple[Any, Cost]:
     return out, (time.perf_counter() - wall, time.process_time() - cpu)
 
 
-def _hidden(dep: Deployment, stated: Knowledge) -> Knowledge:
-    held = dep.centre.knowledge().intervals
-    return Knowledge({o: ivs for o, ivs in held.items() if o not in stated.intervals})
-
-
 def _row(n: int, what: str, rule: str, requests: str, up: int, down: int, cost: Cost) -> None:
     print(
         f"| {n:,} | {what} | {rule} | {requests} | {up:,} | {down:,} | "
@@ -133,17 +128,16 @@ def _row(n: int, what: str, rule: str, requests: str, up: int, down: int, cost: 
 def answers(n: int, dep: Deployment) -> None:
     i = n // 2
     scoped = dep.scoped_knowledge(i)
-    hidden = _hidden(dep, scoped)
     everything = dep.centre.knowledge()
-    answer(dep, i, scoped, hidden=hidden)  # warm: the centre indexes the receipts it heard
+    answer(dep, i, scoped, scoped=True)  # warm: the centre indexes the receipts it heard
     for bounded in (False, True):
         dep.centre.bounded_receipts = bounded
         rule = "after" if bounded else "before"
-        for what, stated, hide in (
-            ("receipt-only answer, scoped site", scoped, hidden),
-            ("receipt-only answer, unscoped site", everything, None),
+        for what, stated, in_scope in (
+            ("receipt-only answer, scoped site", scoped, True),
+            ("receipt-only answer, unscoped site", everything, False),
         ):
-            got = answer(dep, i, stated, hidden=hide)
+            got = answer(dep, i, stated, scoped=in_scope)
             over = got.within()
             note = f"1 ({', '.join(over)} reached)" if over else "1"
             _row(n, what, rule, note, got.request_bytes, got.bytes, (got.seconds, got.cpu_seconds))
@@ -188,9 +182,8 @@ def rounds(n: int, dep: Deployment, rules: tuple[bool, ...] = (False, True)) -> 
 def memory(n: int, dep: Deployment) -> None:
     i = n // 3
     scoped = dep.scoped_knowledge(i)
-    hidden = _hidden(dep, scoped)
     tracemalloc.start()
-    got = answer(dep, i, scoped, hidden=hidden)
+    got = answer(dep, i, scoped, scoped=True)
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -8,7 +8,7 @@ Intervals are kept sorted, disjoint and non-adjacent, so equal knowledge has one
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -165,6 +165,11 @@ class Knowledge:
         return Knowledge._normalised(out)
 
     __sub__ = difference
+
+    def select(self, keep: Callable[[bytes], bool]) -> Knowledge:
+        """The part of this knowledge about the origins ``keep`` accepts."""
+        kept = {o: tuple(ivs) for o, ivs in self.intervals.items() if keep(o)}
+        return Knowledge._normalised(kept)
 
     def intersection(self, other: Knowledge) -> Knowledge:
         return self - (self - other)

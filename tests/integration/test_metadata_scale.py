@@ -24,16 +24,10 @@ def deployment() -> Iterator[Deployment]:
     dep.centre.close()
 
 
-def _hidden(dep: Deployment, stated: Knowledge) -> Knowledge:
-    """What a server's ``readable`` hides from a site that may read only ``stated``."""
-    held = dep.centre.knowledge().intervals
-    return Knowledge({o: ivs for o, ivs in held.items() if o not in stated.intervals})
-
-
 def test_a_scoped_site_gets_an_answer_of_its_district_size(deployment: Deployment) -> None:
     i = SITES // 2
     stated = deployment.scoped_knowledge(i)
-    got = answer(deployment, i, stated, hidden=_hidden(deployment, stated))
+    got = answer(deployment, i, stated, scoped=True)
     assert got.within() == []
     assert got.bundles == 1
     # Its centre's receipt names its district, and the receipts passed on are its
@@ -70,7 +64,7 @@ def test_the_old_sender_rule_reaches_the_header_limit(deployment: Deployment) ->
     stated = deployment.scoped_knowledge(i)
     deployment.centre.bounded_receipts = False
     try:
-        got = answer(deployment, i, stated, hidden=_hidden(deployment, stated))
+        got = answer(deployment, i, stated, scoped=True)
     finally:
         deployment.centre.bounded_receipts = True
     assert "max_header_bytes" in got.within()

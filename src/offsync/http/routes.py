@@ -381,15 +381,17 @@ def _start_pull(
     if not replica.record_nonce(signed.challenge, signed.forget_after, _now_ms()):
         raise unauthorized("replayed request (challenge already used)")
     site = signed.site
-    stated = since  # what the site said it holds: its answer's receipts are bounded by it
-    if state.readable is not None:
-        # What the site may not read is treated as if it held it already.
-        held = replica.knowledge().intervals  # normalised and sorted: so is any part of it
-        hidden = {o: ivs for o, ivs in held.items() if not state.readable(site, o)}
-        since = since | Knowledge._normalised(hidden)  # type: ignore[arg-type]
-    recipient = site if encrypt else None
+    readable = state.readable
+    # What the site may not read is treated as if it held it already (``readable``); its
+    # answer's receipts are bounded by what it stated it holds.
     packer = replica.iter_pack(
-        since, max_bytes=max_bytes, recipient=recipient, always=True, receiver=site, stated=stated
+        since,
+        max_bytes=max_bytes,
+        recipient=site if encrypt else None,
+        always=True,
+        receiver=site,
+        stated=since,
+        readable=None if readable is None else lambda origin: readable(site, origin),
     )
     return packer, next(packer, None)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -50,6 +50,7 @@ class _Packing(_Sealing):
         receiver: bytes | None = None,
         stated: Knowledge | None = None,
         quiet: bool = False,
+        readable: Callable[[bytes], bool] | None = None,
     ) -> Iterator[bytes]:
         """Like ``pack``, one bundle at a time, so a large backlog is never all in memory.
 
@@ -62,17 +63,22 @@ class _Packing(_Sealing):
         states everything. ``quiet`` (with a receiver, as ``offsync.sync`` packs): no
         bundle at all when there is nothing to send and nothing new to say; receipts
         the receiver already had from us are not sent again (what it was sent is kept
-        per receiver by ``told``, once the bundles were delivered)."""
+        per receiver by ``told``, once the bundles were delivered). ``readable``: the
+        origins the receiver may be sent (a server's policy); the others are treated
+        as held by it, without building knowledge of them (None: every origin)."""
         if isinstance(recipient, PublicIdentity):
             recipient = recipient.public_key
         if not self.bounded_receipts:
             # Before issue 18 every round sent a bundle: ``quiet`` did not exist.
-            yield from self._iter_pack_unbounded(since, max_bytes, recipient, always or quiet)
+            yield from self._iter_pack_unbounded(
+                since, max_bytes, recipient, always or quiet, readable
+            )
             return
         quiet = quiet and receiver is not None
         with self._lock:
             self._seal()
-            missing = self.knowledge() - (since or Knowledge())
+            held = self.knowledge() if readable is None else self.knowledge().select(readable)
+            missing = held - (since or Knowledge())
             plan = select(self._st.segments, missing)
             told = _Told.read(self, receiver) if quiet else _Told()
             wanted: frozenset[bytes] | None = None
@@ -108,14 +114,20 @@ class _Packing(_Sealing):
             told.write(self, receiver)
 
     def _iter_pack_unbounded(
-        self, since: Knowledge | None, max_bytes: int, recipient: bytes | None, always: bool
+        self,
+        since: Knowledge | None,
+        max_bytes: int,
+        recipient: bytes | None,
+        always: bool,
+        readable: Callable[[bytes], bool] | None,
     ) -> Iterator[bytes]:
         """The sender rule before issue 18 (``bounded_receipts = False``, for comparison
         in benchmarks/metadata_scale.py): our receipt states everything held and every
         receipt heard is passed on."""
         with self._lock:
             self._seal()
-            missing = self.knowledge() - (since or Knowledge())
+            held = self.knowledge() if readable is None else self.knowledge().select(readable)
+            missing = held - (since or Knowledge())
             plan = select(self._st.segments, missing)
             forwarded = [
                 _Pending(p, c, r, True) for p, c, _, r in self.store.peers() if p != recipient

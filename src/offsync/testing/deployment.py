@@ -105,15 +105,18 @@ def simulate(sites: int, *, district: int = 8, changes: int = 3, sign: bool = Tr
     return Deployment(Replica(store, centre_id), keys, district, changes, sign)
 
 
-def answer(
-    dep: Deployment, i: int, stated: Knowledge, *, hidden: Knowledge | None = None
-) -> Answer:
-    """What the centre answers site ``i``'s pull stating ``stated`` (``hidden``: what the
-    server's ``readable`` hides from it, added as a server does), measured."""
+def answer(dep: Deployment, i: int, stated: Knowledge, *, scoped: bool = False) -> Answer:
+    """What the centre answers site ``i``'s pull stating ``stated``, measured, packed as
+    the HTTP server packs it (``scoped``: the server lets a site read only its
+    district's changes, as ``readable`` does)."""
     site = dep.sites[i]
-    since = stated | hidden if hidden is not None else stated  # as the server adds it
+    district = set(dep.district_of(i))
+    readable = district.__contains__ if scoped else None
     wall, cpu = time.perf_counter(), time.process_time()
-    bundles = list(dep.centre.iter_pack(since, always=True, receiver=site, stated=stated))
+    packer = dep.centre.iter_pack(
+        stated, always=True, receiver=site, stated=stated, readable=readable
+    )
+    bundles = list(packer)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     header_bytes = receipts = origins = 0
     for b in bundles:
