@@ -1,9 +1,10 @@
 """Delivery status from receipts: has this change, this record, reached the centre?
 
-Every bundle carries its sender's signed receipt (a statement of what it holds), and
-relays pass on the receipts they hear, so a sub-district learns through its district
-what the centre holds. From the newest receipt of each peer this module answers, per
-change and per record, one of:
+Every bundle carries its sender's signed receipt (a statement of what it holds, bounded
+by what its receiver needs), and relays pass on the receipts they hear that concern
+their receiver, so a sub-district learns through its district what the centre holds.
+From what the receipts of each peer said (their union) this module answers, per change
+and per record, one of:
 
 * ``LOCAL``  — held here; no receipt yet says anyone else holds it;
 * ``RELAY``  — some peer that is not the centre holds it (it is on its way);
@@ -30,7 +31,6 @@ from .change import ChangeId
 from .identity import SiteRef, key_of
 from .knowledge import Knowledge
 from .plan.claims import claim_counts
-from .receipt import Receipt
 from .replica import Replica
 
 __all__ = ["Delivery", "PeerPending", "Status"]
@@ -59,6 +59,12 @@ class PeerPending:
         return self.missing.count()
 
 
+@dataclass(frozen=True, slots=True)
+class _Heard:
+    created: int
+    knowledge: Knowledge
+
+
 class Delivery:
     """Answers delivery questions for ``replica``; ``centre`` names the central keys."""
 
@@ -66,8 +72,16 @@ class Delivery:
         self.replica = replica
         self.centre = frozenset(key_of(c) for c in centre)
 
-    def _receipts(self) -> dict[bytes, Receipt]:
-        return {p: r for p, r in self.replica.receipts().items() if p != self.replica.id}
+    def _receipts(self) -> dict[bytes, _Heard]:
+        """Per peer: the newest receipt's HLC and the union of what its receipts said
+        (a receipt may state only what its receiver needed, docs/spec.md §6)."""
+        me = self.replica.id
+        union = self.replica.peer_knowledge()
+        return {
+            p: _Heard(r.created, union.get(p, r.knowledge))
+            for p, r in self.replica.receipts().items()
+            if p != me
+        }
 
     def counted_centres(self) -> frozenset[bytes]:
         """The centre keys whose receipts count now: all of them in open mode; in trust
@@ -78,7 +92,7 @@ class Delivery:
     def _status(
         self,
         change: ChangeId,
-        receipts: dict[bytes, Receipt],
+        receipts: dict[bytes, _Heard],
         here: Knowledge,
         centres: frozenset[bytes] | None = None,
     ) -> Status:

@@ -8,7 +8,7 @@ Intervals are kept sorted, disjoint and non-adjacent, so equal knowledge has one
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -132,20 +132,44 @@ class Knowledge:
         return sum(b - a + 1 for o in origins for a, b in self.get(o))
 
     def union(self, other: Knowledge) -> Knowledge:
-        merged: dict[bytes, list[Interval]] = {o: list(v) for o, v in self.intervals.items()}
+        # Both sides are normalised: only origins they share are normalised again, and
+        # the origins sorted again only if ``other`` adds some (a centre's knowledge of
+        # 80,000 origins unions with a site's few in milliseconds).
+        if not other.intervals:
+            return self
+        if not self.intervals:
+            return other
+        merged: dict[bytes, tuple[Interval, ...]] = dict(self.intervals)  # type: ignore[arg-type]
+        added = False
         for o, ivs in other.intervals.items():
-            merged.setdefault(o, []).extend(ivs)
-        return Knowledge(merged)
+            mine = merged.get(o)
+            if mine is None:
+                merged[o] = tuple(ivs)
+                added = True
+            else:
+                merged[o] = _normalise([*mine, *ivs])
+        return Knowledge._normalised(dict(sorted(merged.items())) if added else merged)
 
     __or__ = union
 
     def difference(self, other: Knowledge) -> Knowledge:
         """What this knowledge holds that ``other`` lacks."""
-        return Knowledge(
-            {o: _subtract(tuple(ivs), other.get(o)) for o, ivs in self.intervals.items()}
-        )
+        # What is left of normalised intervals is normalised (pieces of one interval are
+        # separated by what was taken out), in the same origin order.
+        out: dict[bytes, tuple[Interval, ...]] = {}
+        for o, ivs in self.intervals.items():
+            theirs = other.intervals.get(o)
+            left = tuple(ivs) if not theirs else _subtract(tuple(ivs), tuple(theirs))
+            if left:
+                out[o] = left
+        return Knowledge._normalised(out)
 
     __sub__ = difference
+
+    def select(self, keep: Callable[[bytes], bool]) -> Knowledge:
+        """The part of this knowledge about the origins ``keep`` accepts."""
+        kept = {o: tuple(ivs) for o, ivs in self.intervals.items() if keep(o)}
+        return Knowledge._normalised(kept)
 
     def intersection(self, other: Knowledge) -> Knowledge:
         return self - (self - other)

@@ -180,6 +180,7 @@ TRUSTED_DECODES = {
     "replica/core.py": "lists of segments the store wrote, each decoded again by Segment.decode",
     "replica/replica.py": "the order of unknown signers, as the store wrote it",
     "replica/blobs.py": "the blobs asked for, as the store wrote them (BlobRef.from_bytes each)",
+    "plan/receipts.py": "receipts the store kept, verified and canonical when kept",
 }
 
 

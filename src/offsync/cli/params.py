@@ -130,6 +130,5 @@ def resolve_peer(replica: Replica, text: str, book: Mapping[str, str] | None = N
 
 
 def peer_knowledge(replica: Replica, peer: bytes) -> Knowledge:
-    """What ``peer`` holds, from its newest receipt heard here (nothing if none)."""
-    receipt = replica.receipts().get(peer)
-    return receipt.knowledge if receipt is not None else Knowledge()
+    """What ``peer`` holds, from what its receipts heard here said (nothing if none)."""
+    return replica.peer_knowledge(peer).get(peer, Knowledge())

@@ -46,16 +46,18 @@ def status_document(
     names = names or {}
     mine = replica.knowledge()
     peers = []
+    union = replica.peer_knowledge()  # what all of a peer's receipts said (spec §6)
     for peer, receipt in sorted(replica.receipts().items(), key=lambda kv: -kv[1].created):
+        holds = union.get(peer, receipt.knowledge)
         peers.append(
             {
                 "peer": peer,
                 "label": names.get(peer),
                 "last_receipt": iso_hlc(receipt.created),
-                "holds": receipt.knowledge.count(),
-                "holds_of_mine": receipt.knowledge.count(replica.id),
-                "pending": (mine - receipt.knowledge).count(),
-                "pending_of_mine": (mine - receipt.knowledge).count(replica.id),
+                "holds": holds.count(),
+                "holds_of_mine": holds.count(replica.id),
+                "pending": (mine - holds).count(),
+                "pending_of_mine": (mine - holds).count(replica.id),
             }
         )
     return {

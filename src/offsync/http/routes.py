@@ -406,7 +406,10 @@ def _apply(state: ServerState, data: bytes) -> tuple[UploadResult, int, bytes | 
         receipt="",
     )
     ticket = state.applied()
-    return result, ticket, state.receipt_now(ticket)
+    # Bounded by the uploader's needs (docs/spec.md §6): its origin, what the bundle
+    # carried, what its receipts said it holds; never every origin the centre holds.
+    receipt = replica.receipt_for(report.sender, report.ranges).encode()
+    return result, ticket, receipt
 
 
 # -- pulls -----------------------------------------------------------------------------
@@ -466,16 +469,18 @@ def _start_pull(
     if not replica.record_nonce(signed.challenge, signed.forget_after, _now_ms()):
         raise unauthorized("replayed request (challenge already used)")
     site = signed.site
-    if state.readable is not None:
-        # What the site may not read is treated as if it held it already.
-        hidden = {
-            o: ivs
-            for o, ivs in replica.knowledge().intervals.items()
-            if not state.readable(site, o)
-        }
-        since = since | Knowledge(hidden)
-    recipient = site if encrypt else None
-    packer = replica.iter_pack(since, max_bytes=max_bytes, recipient=recipient, always=True)
+    readable = state.readable
+    # What the site may not read is treated as if it held it already (``readable``); its
+    # answer's receipts are bounded by what it stated it holds.
+    packer = replica.iter_pack(
+        since,
+        max_bytes=max_bytes,
+        recipient=site if encrypt else None,
+        always=True,
+        receiver=site,
+        stated=since,
+        readable=None if readable is None else lambda origin: readable(site, origin),
+    )
     return packer, next(packer, None)
 
 

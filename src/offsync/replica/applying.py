@@ -165,7 +165,7 @@ class _Applying(_Examining):
         transaction, so memory is bounded by the chunk, not by the bundle; any error
         rolls the whole bundle back (and drops the working state with it).
         """
-        report = ApplyReport(bundle.id, bundle.header.sender)
+        report = ApplyReport(bundle.id, bundle.header.sender, ranges=bundle.header.ranges)
         run = _Run()
         st = self._st
         ctx = ApplyContext(
@@ -237,10 +237,8 @@ class _Applying(_Examining):
             self.store.set_meta("seq", str(max(own, st.seq)).encode())
             self.store.set_meta("sealed", str(own).encode())
         for receipt in kept_receipts(receipts, self.id):
-            self.store.set_peer(
-                receipt.replica, receipt.created, receipt.knowledge.to_bytes(), receipt.encode()
-            )
-            report.receipts += 1
+            if self._keep_receipt(receipt):
+                report.receipts += 1
         if run.max_hlc > st.hlc:
             self.store.set_meta("hlc", str(run.max_hlc).encode())
         self._put(

@@ -25,6 +25,7 @@ from ..limits import Limits
 from ..plan import merge
 from ..plan.admit import Admission
 from ..plan.pack import held_knowledge, receipt_knowledge
+from ..plan.receipts import HeardReceipts, heard_union, kept_knowledge, restricted
 from ..policies import Policy
 from ..receipt import Receipt
 from ..segindex import HeldSegment, SegmentIndex
@@ -69,6 +70,12 @@ class _Core:
     _recent: dict[int, tuple[Change, dict[str, Any] | None, int]]
     #: knowledge() cache: the index, (seq, sealed, claim) and the knowledge they give
     _known: tuple[SegmentIndex, tuple[int, int, int], Knowledge] | None = None
+    #: The newest receipt of each signer, indexed by origin (``_heard_receipts``);
+    #: None: to be read from the store (dropped when a transaction rolls back).
+    _heard: HeardReceipts | None = None
+    #: Receipts bounded by their receiver (issue 18). False restores the sender rule
+    #: before it, for comparison (benchmarks/metadata_scale.py); both are format 2.
+    bounded_receipts: bool = True
 
     @property
     def id(self) -> bytes:
@@ -158,6 +165,51 @@ class _Core:
         self._follow_store()
         st = self._st
         return receipt_knowledge(st.segments, self.id, st.sealed)
+
+    def _bounded_receipt_knowledge(self, origins: frozenset[bytes]) -> Knowledge:
+        """``_receipt_knowledge`` restricted to ``origins`` (a receipt bounded by its
+        receiver, ``offsync.plan.receipts``), without building the whole of it: this
+        replica's own changes as far as sealed, every other origin as held."""
+        known = self.knowledge()  # cached; equal to the receipt's for other origins
+        st = self._st
+        held = restricted(known.intervals, origins - {self.id})
+        if self.id not in origins:
+            return held
+        own = [(s.first, s.last) for s in st.segments.get(self.id, ())]
+        return held | Knowledge({self.id: own}) if own else held
+
+    # -- receipts heard (docs/spec.md §6: a reader unions what one signer's receipts say) --
+
+    def _heard_receipts(self) -> HeardReceipts:
+        """The newest receipt of each signer, indexed by the origins it states; read
+        from the store once (again on every use with a shared store, which other
+        processes write to)."""
+        heard = self._heard
+        if heard is None or self.store.shared:
+            heard = HeardReceipts()
+            for peer, created, _, data in self.store.peers():
+                heard.put_kept(peer, created, data)
+            self._heard = heard
+        return heard
+
+    def _keep_receipt(self, receipt: Receipt) -> bool:
+        """Keep a verified receipt of another replica (inside a transaction): the store
+        keeps the newest signed receipt of its signer beside the UNION of what all its
+        receipts said, since a receipt may be restricted to what its receiver needs
+        and an older one is never false. True if it told us something new."""
+        held = self.store.peer(receipt.replica)
+        stated = receipt.knowledge
+        if held is None:
+            union = stated
+        else:
+            if held[1] >= receipt.created:
+                return False  # not newer: the store keeps the newest signed receipt
+            union = heard_union(receipt.replica, kept_knowledge(held[2]), stated)
+        encoded = receipt.encode()
+        self.store.set_peer(receipt.replica, receipt.created, union.to_bytes(), encoded)
+        if self._heard is not None:
+            self._heard.put(receipt.replica, receipt.created, stated, encoded)
+        return True
 
     def _follow_store(self) -> None:
         """On a shared store, take in the segments other processes added or re-statused."""
@@ -271,6 +323,8 @@ class _Transaction:
                     # Rolls back (and raises the store's error for it, if it maps it).
                     self._store.__exit__(type(failed), failed, failed.__traceback__)
                     raise
+            if kind is not None:
+                core._heard = None  # receipts kept in it may be rolled back
             self._store.__exit__(kind, exc, tb)  # commits, or rolls back and re-raises
             if kind is None:
                 assert core._work is not None

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import NamedTuple
 
-from ..bundle import build_bundle
-from ..errors import UsageError
+from ..bundle import BundleHeader, build_bundle
+from ..encoding import packb
+from ..errors import RemoteDataError, UsageError
 from ..identity import PublicIdentity
 from ..knowledge import Knowledge
 from ..plan.pack import DEFAULT_MAX_BUNDLE, Fit, Item, bundles, carried, fit, select
+from ..plan.receipts import forward_budget, kept_knowledge, needs, passed_on
 from ..receipt import Receipt
+from ..unpack import unpack
 from .sealing import _Sealing
 
 __all__: list[str] = []
@@ -42,36 +47,127 @@ class _Packing(_Sealing):
         max_bytes: int = DEFAULT_MAX_BUNDLE,
         recipient: bytes | PublicIdentity | None = None,
         always: bool = False,
+        receiver: bytes | None = None,
+        stated: Knowledge | None = None,
+        quiet: bool = False,
+        readable: Callable[[bytes], bool] | None = None,
     ) -> Iterator[bytes]:
-        """Like ``pack``, one bundle at a time, so a large backlog is never all in memory."""
+        """Like ``pack``, one bundle at a time, so a large backlog is never all in memory.
+
+        ``receiver``: the replica the bundles are for. Then the receipts they carry are
+        bounded by what it needs (``offsync.plan.receipts``, docs/spec.md §6): this
+        replica's own receipt states only the origins it needs (its own, ours, those it
+        ``stated`` or its receipts said it holds, those carried) and only receipts that
+        say something about those origins are passed on, within a byte budget. Without
+        a receiver, every receipt held is passed on (within that budget) and our own
+        states everything. ``quiet`` (with a receiver, as ``offsync.sync`` packs): no
+        bundle at all when there is nothing to send and nothing new to say; receipts
+        the receiver already had from us are not sent again (what it was sent is kept
+        per receiver by ``told``, once the bundles were delivered). ``readable``: the
+        origins the receiver may be sent (a server's policy); the others are treated
+        as held by it, without building knowledge of them (None: every origin)."""
         if isinstance(recipient, PublicIdentity):
             recipient = recipient.public_key
+        if not self.bounded_receipts:
+            # Before issue 18 every round sent a bundle: ``quiet`` did not exist.
+            yield from self._iter_pack_unbounded(
+                since, max_bytes, recipient, always or quiet, readable
+            )
+            return
+        quiet = quiet and receiver is not None
         with self._lock:
             self._seal()
-            missing = self.knowledge() - (since or Knowledge())
+            held = self.knowledge() if readable is None else self.knowledge().select(readable)
+            missing = held - (since or Knowledge())
             plan = select(self._st.segments, missing)
-            forwarded = [self._kept(r) for p, _, _, r in self.store.peers() if p != recipient][
-                : self.limits.max_receipts - 1
-            ]
+            told = _Told.read(self, receiver) if quiet else _Told()
+            wanted: frozenset[bytes] | None = None
+            if receiver is not None:
+                row = self.store.peer(receiver)
+                heard = None if row is None else kept_knowledge(row[2])
+                wanted = needs(receiver, self.id, heard, stated) | {o for o, _ in plan}
+            top = self.knowledge().max_seq(receiver) if receiver is not None else 0
+            candidates = self._heard_receipts().candidates(
+                receiver or recipient, self.id, wanted, told.forwarded if quiet else None, top
+            )[: self.limits.max_receipts - 1]
+            if quiet and not plan:
+                assert wanted is not None
+                if (
+                    told.known
+                    and not candidates
+                    and self._bounded_receipt_knowledge(wanted) <= told.own
+                ):
+                    return  # nothing to send, nothing new to say: no bundle
+        pending = [_Pending(s, c, e, about) for s, c, e, about in candidates]
+        for group in bundles(plan, max_bytes, always=always or quiet):
+            yield from self._build(group, max_bytes, recipient, pending, wanted)
+            pending = []
+
+    def told(self, receiver: bytes, headers: Iterable[BundleHeader]) -> None:
+        """Remember that ``receiver`` got bundles with these headers (packed by us):
+        ``iter_pack(quiet=True)`` does not say again what they said. ``offsync.sync``
+        calls it once the transport took them all."""
+        with self._lock:
+            told = _Told.read(self, receiver)
+            for header in headers:
+                told.note(header.receipts[0].knowledge, header.receipts[1:])
+            told.write(self, receiver)
+
+    def _iter_pack_unbounded(
+        self,
+        since: Knowledge | None,
+        max_bytes: int,
+        recipient: bytes | None,
+        always: bool,
+        readable: Callable[[bytes], bool] | None,
+    ) -> Iterator[bytes]:
+        """The sender rule before issue 18 (``bounded_receipts = False``, for comparison
+        in benchmarks/metadata_scale.py): our receipt states everything held and every
+        receipt heard is passed on."""
+        with self._lock:
+            self._seal()
+            held = self.knowledge() if readable is None else self.knowledge().select(readable)
+            missing = held - (since or Knowledge())
+            plan = select(self._st.segments, missing)
+            forwarded = [
+                _Pending(p, c, r, True) for p, c, _, r in self.store.peers() if p != recipient
+            ][: self.limits.max_receipts - 1]
         for i, group in enumerate(bundles(plan, max_bytes, always=always)):
-            yield from self._build(group, max_bytes, recipient, [] if i else forwarded)
+            yield from self._build(group, max_bytes, recipient, [] if i else forwarded, None)
 
     def _build(
         self,
         group: Sequence[Item],
         max_bytes: int,
         recipient: bytes | None,
-        forwarded: list[Receipt],
+        forwarded: list[_Pending],
+        wanted: frozenset[bytes] | None,
     ) -> Iterator[bytes]:
+        """The bundle(s) of ``group``; ``wanted``: the origins the receiver needs (None:
+        all), which our receipt states and the receipts passed on concern."""
+        ranges = carried(group)
         with self._lock:
             data = self.store.segment_data([(o, s.first) for o, s in group])
             now = self._tick()
-            own = Receipt.issue(self.identity, now, self._receipt_knowledge())
+            if wanted is None:
+                knowledge = self._receipt_knowledge()
+            else:
+                knowledge = self._bounded_receipt_knowledge(wanted | set(ranges.intervals))
+            own = Receipt.issue(self.identity, now, knowledge)
+        passed = forwarded
+        if self.bounded_receipts:
+            budget = forward_budget(
+                self.limits.max_header_bytes,
+                max_bytes,
+                len(own.encode()),
+                len(ranges.to_bytes()),
+            )
+            passed = [_Pending(*row) for row in passed_on(forwarded, budget)]
         bundle = build_bundle(
             self.identity,
             data,
-            ranges=carried(group),
-            receipts=[own, *forwarded],
+            ranges=ranges,
+            receipts=[own, *(self._kept(p.encoded) for p in passed)],
             created=now,
             recipient=recipient,
         )
@@ -80,10 +176,60 @@ class _Packing(_Sealing):
             yield bundle
         elif verdict is Fit.SPLIT:  # the receipts in the header took more room than planned
             half = len(group) // 2
-            yield from self._build(group[:half], max_bytes, recipient, forwarded)
-            yield from self._build(group[half:], max_bytes, recipient, [])
+            yield from self._build(group[:half], max_bytes, recipient, forwarded, wanted)
+            yield from self._build(group[half:], max_bytes, recipient, [], wanted)
         else:
             raise UsageError(
                 f"one segment's bundle is {len(bundle)} bytes, over the bundle limit"
                 f" of {self.limits.max_bundle_bytes}"
             )
+
+
+class _Pending(NamedTuple):
+    """A receipt heard from ``signer`` that may be passed on (encoded, as kept)."""
+
+    signer: bytes
+    created: int
+    encoded: bytes
+    about: bool  # states the receiver's own changes (or is its own receipt)
+
+
+@dataclass(slots=True)
+class _Told:
+    """What a receiver was told by us (kept in the store's meta per receiver): the union
+    of our receipts' knowledge sent to it, and per signer the ``created`` of the newest
+    receipt passed on to it. Losing it (a restore) only means saying things again."""
+
+    own: Knowledge = field(default_factory=Knowledge)
+    forwarded: dict[bytes, int] = field(default_factory=dict)
+    known: bool = False  # False: never told this receiver anything (a first contact)
+
+    @staticmethod
+    def _name(receiver: bytes) -> str:
+        return "told:" + receiver.hex()
+
+    @classmethod
+    def read(cls, replica: _Packing, receiver: bytes | None) -> _Told:
+        raw = None if receiver is None else replica.store.get_meta(cls._name(receiver))
+        if raw is None:
+            return cls()
+        try:
+            own, passed = unpack(raw, "told", replica.limits, max_depth=4)
+            return cls(
+                Knowledge.from_wire(own, replica.limits),
+                {bytes(s): int(c) for s, c in passed},
+                known=True,
+            )
+        except (ValueError, TypeError, RemoteDataError):
+            return cls()  # unreadable: say everything again
+
+    def note(self, own: Knowledge, passed: Iterable[Receipt]) -> None:
+        if not own <= self.own:
+            self.own = self.own | own
+        for r in passed:
+            self.forwarded[r.replica] = max(r.created, self.forwarded.get(r.replica, -1))
+
+    def write(self, replica: _Packing, receiver: bytes) -> None:
+        value = packb([self.own.to_wire(), [[s, c] for s, c in sorted(self.forwarded.items())]])
+        with replica._lock, replica._transaction():
+            replica.store.set_meta(self._name(receiver), value)

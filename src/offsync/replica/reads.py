@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from ..change import Change
@@ -11,6 +11,7 @@ from ..encoding import decode_fields, packb
 from ..knowledge import Knowledge
 from ..plan.admit import held_reasons
 from ..plan.claims import claim_counts, counted_claim
+from ..plan.receipts import kept_knowledge, needs
 from ..receipt import Receipt
 from ..segment import Segment
 from ..status import FORK_AT_SAME_SEQS
@@ -124,14 +125,42 @@ class _Reads(_Core):
     # -- receipts and claims (offsync.plan.claims) ---------------------------------------
 
     def receipts(self) -> dict[bytes, Receipt]:
-        """The newest receipt heard from each peer (directly or passed on by relays)."""
+        """The newest receipt heard from each peer (directly or passed on by relays).
+
+        A receipt may state only what its receiver needed (docs/spec.md §6), so what a
+        peer holds is the union of everything its receipts said: ``peer_knowledge``."""
         with self._lock:
             return {p: self._kept(r) for p, _, _, r in self.store.peers()}
+
+    def peer_knowledge(self, peer: bytes | None = None) -> dict[bytes, Knowledge]:
+        """What each peer holds as far as its receipts said: the union of them all
+        (``peer``: that one only; an empty dict if none was heard from)."""
+        with self._lock:
+            if peer is not None:
+                row = self.store.peer(peer)
+                rows = [] if row is None else [row]
+            else:
+                rows = self.store.peers()
+            return {p: kept_knowledge(k) for p, _, k, _ in rows}
 
     def receipt(self) -> Receipt:
         """A fresh signed statement of what this replica holds."""
         with self._lock:
             return Receipt.issue(self.identity, self._tick(), self._receipt_knowledge())
+
+    def receipt_for(self, receiver: bytes, *stated: Knowledge | None) -> Receipt:
+        """A fresh receipt restricted to what ``receiver`` needs (``offsync.plan.receipts``):
+        its origin and ours, what it ``stated`` it holds (a pull request; a bundle's
+        ranges), and what its own receipts said it holds."""
+        with self._lock:
+            if not self.bounded_receipts:  # the rule before issue 18 (benchmarks)
+                return Receipt.issue(self.identity, self._tick(), self._receipt_knowledge())
+            return Receipt.issue(self.identity, self._tick(), self._receipt_for(receiver, stated))
+
+    def _receipt_for(self, receiver: bytes, stated: Sequence[Knowledge | None]) -> Knowledge:
+        row = self.store.peer(receiver)
+        heard = None if row is None else kept_knowledge(row[2])
+        return self._bounded_receipt_knowledge(needs(receiver, self.id, heard, *stated))
 
     def record_receipt(self, receipt: Receipt) -> bool:
         """Take in a peer's receipt heard outside a bundle; True if it told us something new.
@@ -140,27 +169,20 @@ class _Reads(_Core):
         ``offsync.sync`` hands those to this method (``Transport.receipts``) so delivery
         status moves as soon as the peer has the changes, not at the next pull. The
         receipt is verified (``SignatureError`` if it does not), kept if it is newer
-        than the one held from its signer, and its claim on this site's seqs counted
-        as for a receipt carried in a bundle (``seq_claims``).
+        than the one held from its signer (what it states is added to what that
+        signer's receipts said before: ``peer_knowledge``), and its claim on this site's
+        seqs counted as for a receipt carried in a bundle (``seq_claims``).
         """
         receipt.verify()
         if receipt.replica == self.id:
             return False
-        with self._lock:
-            held = [c for p, c, _, _ in self.store.peers() if p == receipt.replica]
-            if held and held[0] >= receipt.created:
+        with self._lock, self._transaction():
+            if not self._keep_receipt(receipt):
                 return False
-            with self._transaction():
-                st = self._st
-                self.store.set_peer(
-                    receipt.replica,
-                    receipt.created,
-                    receipt.knowledge.to_bytes(),
-                    receipt.encode(),
-                )
-                if claim_counts(receipt.replica, st.trust):
-                    claim = max(st.claim, receipt.knowledge.max_seq(self.id))
-                    self._put(st._replace(claim=claim))
+            st = self._st
+            if claim_counts(receipt.replica, st.trust):
+                claim = max(st.claim, receipt.knowledge.max_seq(self.id))
+                self._put(st._replace(claim=claim))
             return True
 
     def seq_claims(self) -> list[SeqClaim]:
@@ -184,7 +206,7 @@ class _Reads(_Core):
 
     def _peer_knowledge(self) -> list[tuple[bytes, Knowledge]]:
         """Each peer's newest knowledge, as its receipt said."""
-        return [(p, Knowledge.from_bytes(k, self.limits)) for p, _, k, _ in self.store.peers()]
+        return [(p, kept_knowledge(k)) for p, _, k, _ in self.store.peers()]
 
     def _counted_claim(self, trust: TrustStore | None) -> int:
         return counted_claim(self._peer_knowledge(), self.id, trust)

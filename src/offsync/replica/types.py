@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from ..change import ChangeId
+from ..knowledge import Knowledge
 
 __all__ = ["APPLIED", "ApplyReport", "Conflict", "Quarantined", "QuarantinedChange", "SeqClaim"]
 
@@ -26,6 +27,8 @@ class ApplyReport:
     conflicts: list[tuple[str, str]] = field(default_factory=list)
     receipts: int = 0  # receipts that told us something new
     unlocked: int = 0  # held changes applied because this bundle changed trust (or time passed)
+    #: What the bundle carried (its header's ranges): an answer's receipt covers them.
+    ranges: Knowledge = field(default_factory=Knowledge)
 
 
 @dataclass(frozen=True, slots=True)

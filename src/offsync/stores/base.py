@@ -382,6 +382,11 @@ class Store(ABC):
     def peers(self) -> list[tuple[bytes, int, bytes, bytes]]:
         """(peer, created, knowledge, receipt) for every peer heard from."""
 
+    def peer(self, peer: bytes) -> tuple[bytes, int, bytes, bytes] | None:
+        """``peers()``'s row for one peer, or None. Stores override this with a lookup:
+        a centre keeps a row per site, and every receipt it takes in reads one."""
+        return next((row for row in self.peers() if row[0] == peer), None)
+
     # single-use values (the HTTP server's challenges, docs/http.md)
     @abstractmethod
     def record_nonce(self, nonce: bytes, expires: int, now: int) -> bool:

@@ -232,6 +232,10 @@ class MemoryStore(Store):
         self._check_open()
         return [self._peers[p] for p in sorted(self._peers)]
 
+    def peer(self, peer: bytes) -> tuple[bytes, int, bytes, bytes] | None:
+        self._check_open()
+        return self._peers.get(bytes(peer))
+
     def record_nonce(self, nonce: bytes, expires: int, now: int) -> bool:
         self._check_open()
         with self.transaction():

@@ -808,6 +808,12 @@ class PostgresStore(Store):
             )
         ]
 
+    def peer(self, peer: bytes) -> tuple[bytes, int, bytes, bytes] | None:
+        rows = self._q(
+            "SELECT peer, created, knowledge, receipt FROM peers WHERE peer = %b", (bytes(peer),)
+        )
+        return next(((bytes(p), int(c), bytes(k), bytes(r)) for p, c, k, r in rows), None)
+
     # -- single-use values ---------------------------------------------------------------
 
     def record_nonce(self, nonce: bytes, expires: int, now: int) -> bool:

@@ -778,6 +778,12 @@ class SQLiteStore(Store):
     def peers(self) -> list[tuple[bytes, int, bytes, bytes]]:
         return [(bytes(p), c, bytes(k), bytes(r)) for p, c, k, r in self._q("SELECT * FROM peers")]
 
+    def peer(self, peer: bytes) -> tuple[bytes, int, bytes, bytes] | None:
+        rows = self._q(
+            "SELECT peer, created, knowledge, receipt FROM peers WHERE peer = ?", (bytes(peer),)
+        )
+        return next(((bytes(p), c, bytes(k), bytes(r)) for p, c, k, r in rows), None)
+
     def record_nonce(self, nonce: bytes, expires: int, now: int) -> bool:
         with self.transaction():
             if now - self._nonces_purged >= NONCE_SWEEP_MS:  # not on every call

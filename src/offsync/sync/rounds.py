@@ -6,9 +6,10 @@ Pulling first means the bundles we send carry a receipt that covers what we just
 applied. A live peer (HTTP) answers each upload with its fresh receipt; the round
 records those in the replica (``Transport.receipts``, ``Replica.record_receipt``), so
 a push-only round already shows what the peer holds. When the round sent changes it
-pulls once more, which brings a mailbox peer's news too. Every round sends at least one
-bundle, so this replica's receipt (and the receipts it passes on) travels even when
-there is no data. A refused bundle is reported, set aside through the transport and
+pulls once more, which brings a mailbox peer's news too. A round sends a bundle only
+when it has changes to send or something new to say (a receipt the peer has not had
+from us: ``Replica.iter_pack(quiet=True)``), so an idle round uploads nothing; the
+receipts it carries are bounded by what the peer needs (docs/spec.md §6). A refused bundle is reported, set aside through the transport and
 never applied; it does not end the round. Nor does a peer that refuses to let us pull
 (``PeerRefusedError`` at the pull: a certificate it does not know yet, say): that is
 reported and the push goes on, so what this site wrote still gets delivered. Other
@@ -28,7 +29,7 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
-from ..bundle import peek_header
+from ..bundle import BundleHeader, peek_header
 from ..errors import PeerRefusedError, RemoteDataError, TransportError
 from ..knowledge import Knowledge
 from ..lane import LaneReport
@@ -149,20 +150,29 @@ def _round(
         report.withheld = True
         push = False
     if push:
-        theirs = transport.knowledge() or Knowledge()
-        report.peer = peer = transport.peer
+        peer = transport.peer
+        # A pull answer carries the peer's fresh receipt, bounded by what we stated we
+        # hold: asking for its knowledge again adds nothing (over HTTP it would move a
+        # receipt of every origin the server holds).
+        answered = transport.receipt_in_pull and any(r.sender == peer for r in report.received)
+        theirs = Knowledge() if answered else transport.knowledge() or Knowledge()
+        report.peer = peer
         if peer is not None:
-            receipt = replica.receipts().get(peer)
-            if receipt is not None:
-                theirs = theirs | receipt.knowledge
+            # The union of what its receipts said: one may be restricted (spec §6).
+            theirs = theirs | replica.peer_knowledge(peer).get(peer, Knowledge())
         report.peer_knowledge = theirs
         bundles = replica.iter_pack(
             theirs,
             max_bytes=max_bytes or transport.max_bundle_bytes,
             recipient=transport.recipient,
-            always=True,
+            receiver=peer,
+            quiet=peer is not None,
+            always=peer is None,
         )
-        report.sent_bundles = transport.send(_counted(bundles, report))
+        sent: list[BundleHeader] = []
+        report.sent_bundles = transport.send(_counted(bundles, report, sent))
+        if peer is not None and sent:  # taken by the transport: not said again
+            replica.told(peer, sent)
     if allowed and (report.sent_changes or not asked <= replica.knowledge()):
         # A live peer (HTTP) answers this second pull with a receipt that covers what
         # we just pushed, so one round tells the origin it arrived. For a mailbox it is
@@ -226,9 +236,12 @@ def _take(replica: Replica, transport: Transport, report: SyncReport) -> None:
         transport.acknowledge(item)
 
 
-def _counted(bundles: Iterable[bytes], report: SyncReport) -> Iterator[bytes]:
+def _counted(
+    bundles: Iterable[bytes], report: SyncReport, headers: list[BundleHeader]
+) -> Iterator[bytes]:
     for bundle in bundles:
         header = peek_header(bundle)  # made just now by the replica: no need to verify
+        headers.append(header)
         report.sent_changes += header.ranges.count()
         report.sent_bytes += len(bundle)
         yield bundle

@@ -68,6 +68,10 @@ class Transport(ABC):
     recipient: bytes | None = None
     #: Largest bundle to hand this transport (``offsync.sync`` packs to this size).
     max_bundle_bytes: int = DEFAULT_MAX_BUNDLE
+    #: A pull answer always carries the peer's fresh receipt covering every origin we
+    #: said we hold (HTTP, a loopback): after a pull that brought one, ``offsync.sync``
+    #: does not ask ``knowledge()`` again.
+    receipt_in_pull: bool = False
 
     def knowledge(self) -> Knowledge | None:
         """What the peer holds (or has in transit from us), or ``None`` if unknown."""

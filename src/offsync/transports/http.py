@@ -105,6 +105,8 @@ class HTTPTransport(Transport):
     something between (a proxy's body limit) halves ``chunk_bytes`` and tries again.
     """
 
+    receipt_in_pull = True
+
     def __init__(
         self,
         url: str,

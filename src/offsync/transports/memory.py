@@ -116,7 +116,10 @@ class MemoryTransport(Transport):
 
 
 class LoopbackTransport(Transport):
-    """A direct line to another replica in this process (a stand-in for HTTP)."""
+    """A direct line to another replica in this process (a stand-in for HTTP): with
+    ``me``, what it receives is packed for ``me`` as a server answers a pull."""
+
+    receipt_in_pull = True
 
     def __init__(
         self, remote: Replica, *, me: bytes | None = None, max_bundle_bytes: int | None = None
@@ -156,7 +159,12 @@ class LoopbackTransport(Transport):
     def receive(self, knowledge: Knowledge) -> Iterator[bytes | Refused]:
         self._check()
         yield from self.remote.iter_pack(
-            knowledge, max_bytes=self.max_bundle_bytes, recipient=None, always=True
+            knowledge,
+            max_bytes=self.max_bundle_bytes,
+            recipient=None,
+            always=True,
+            receiver=self.me,
+            stated=knowledge,
         )
 
 

@@ -1,0 +1,243 @@
+"""Receipts bounded by their receiver (issue 18, within format 2). Sans-IO.
+
+A receipt is a signed true statement "the signer holds at least this". Nothing in
+format 2 says it lists everything, so a sender may sign one restricted to the origins
+its receiver needs, and a reader unions what the receipts of one signer say (knowledge
+only grows) instead of letting a newer, narrower receipt replace an older one
+(docs/spec.md §6, docs/design.md "Receipts bounded by the receiver").
+
+What a receiver needs (``needs``) is: its own origin and the sender's; every origin it
+said it holds (the knowledge of its signed pull request, the union of its receipts the
+sender heard); and every origin a bundle carries. That is exactly the set of origins
+for which it can use the sender's statement: to plan what to send back (it only ever
+sends what it holds), to tell whether its own changes arrived, and to pass it on to the
+sites behind it (whose origins it holds, since it relays their changes).
+
+Receipts passed on (``HeardReceipts.candidates``) are those that say something about
+an origin the receiver needs other than the signer's own (a site's word that it holds
+its own changes tells nobody else anything), the receiver's own receipt last; those
+stating the receiver's own changes first, highest seq first, then those stating most of
+the origins it needs (a centre's, a relay's), so that the receipts that matter for
+delivery and for restore safety travel before the byte budget runs out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+import msgpack
+
+from ..knowledge import Interval, Knowledge
+
+__all__ = [
+    "FORWARD_BYTES",
+    "HEADER_SLACK",
+    "OTHERS_BYTES",
+    "HeardReceipts",
+    "forward_budget",
+    "heard_union",
+    "kept_knowledge",
+    "needs",
+    "passed_on",
+    "restricted",
+]
+
+#: At most this many bytes of receipts passed on in one bundle (whatever else fits).
+FORWARD_BYTES = 256 * 1024
+#: Of those, at most this many bytes of receipts that say nothing of the receiver's own.
+OTHERS_BYTES = 64 * 1024
+#: Room kept in a header for its framing and ranges' msgpack beside the receipts.
+HEADER_SLACK = 64 * 1024
+
+
+def needs(receiver: bytes, sender: bytes, *statements: Knowledge | None) -> frozenset[bytes]:
+    """The origins a receiver needs to hear about from ``sender``: both keys, and every
+    origin of ``statements`` (what it said it holds; what a bundle carries)."""
+    out = {receiver, sender}
+    for k in statements:
+        if k is not None:
+            out.update(k.intervals)
+    return frozenset(out)
+
+
+def restricted(held: Mapping[bytes, Sequence[Interval]], origins: Iterable[bytes]) -> Knowledge:
+    """``held`` (normalised intervals per origin) restricted to ``origins``: what a
+    bounded receipt states. Costs in proportion to the smaller of the two."""
+    if isinstance(origins, (set, frozenset)) and len(origins) > len(held):
+        picked = {o: tuple(ivs) for o, ivs in held.items() if o in origins}
+    else:
+        picked = {o: tuple(held[o]) for o in origins if o in held}
+    return Knowledge._normalised(dict(sorted(picked.items())))
+
+
+def heard_union(signer: bytes, before: Knowledge, stated: Knowledge) -> Knowledge:
+    """What ``signer`` holds after a newer receipt ``stated``, given what its receipts
+    said ``before``: the union, unless ``stated`` names an origin with less than
+    ``before`` said of it, or does not name the signer's own origin that ``before``
+    named (a receipt always names its signer's own origin when it holds any of it). A
+    receipt states everything its signer holds of each origin it names, and knowledge
+    only grows, except when the signer was restored from a backup (or dropped
+    quarantined data): then the newer receipt is taken alone, as before issue 18, so
+    that peers send back what it lost."""
+    named = restricted(before.intervals, stated.intervals)
+    if not named <= stated or (signer in before.intervals and signer not in stated.intervals):
+        return stated
+    return before if stated <= before else before | stated
+
+
+def kept_knowledge(data: bytes) -> Knowledge:
+    """Knowledge a store kept (canonical, checked when it was kept), decoded without
+    checking it again: a centre reads one per site it heard from."""
+    wire = msgpack.unpackb(data)
+    return Knowledge._normalised(
+        {bytes(o): tuple(zip(f[::2], f[1::2], strict=True)) for o, f in wire}
+    )
+
+
+def forward_budget(max_header: int, max_bytes: int, own: int, ranges: int) -> int:
+    """Bytes of receipts a bundle may pass on beside its own receipt (``own`` bytes) and
+    ranges (``ranges`` bytes): never enough to take a header over ``max_header`` or a
+    receipt-only bundle over a quarter of ``max_bytes``. Of it, receipts that say
+    nothing of the receiver's own changes take at most ``OTHERS_BYTES``."""
+    room = max_header - own - ranges - HEADER_SLACK
+    return max(0, min(FORWARD_BYTES, room, max_bytes // 4))
+
+
+def passed_on(
+    candidates: Sequence[tuple[bytes, int, bytes, bool]], budget: int
+) -> list[tuple[bytes, int, bytes, bool]]:
+    """The prefix of ``candidates`` (in their order, skipping what does not fit) that
+    fits in ``budget`` bytes, those not about the receiver's own changes in at most
+    ``OTHERS_BYTES`` of it (they tell it what other sites hold of the origins it holds:
+    useful, never needed)."""
+    out = []
+    others = min(budget, OTHERS_BYTES)
+    for row in candidates:
+        size = len(row[2])
+        if size > budget or (not row[3] and size > others):
+            continue
+        budget -= size
+        if not row[3]:
+            others -= size
+        out.append(row)
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    created: int
+    encoded: bytes
+    mentions: tuple[tuple[bytes, int], ...]  # (origin, highest seq stated), not the signer
+    own_top: int  # the highest seq of the signer's own that it states
+
+
+class HeardReceipts:
+    """The newest receipt heard from each signer, indexed by the origins it states, so
+    that choosing what to pass on to one receiver costs in proportion to what that
+    receiver needs, not to the number of signers heard from."""
+
+    def __init__(self) -> None:
+        self._by_signer: dict[bytes, _Entry] = {}
+        self._by_origin: dict[bytes, dict[bytes, int]] = {}
+
+    def __len__(self) -> int:
+        return len(self._by_signer)
+
+    def put(self, signer: bytes, created: int, knowledge: Knowledge, encoded: bytes) -> None:
+        """Keep ``encoded`` (a receipt of ``signer``) if it is newer than the held one."""
+        flat = ((o, ivs[-1][1]) for o, ivs in knowledge.intervals.items() if ivs)
+        self._put(signer, created, flat, encoded)
+
+    def put_kept(self, signer: bytes, created: int, encoded: bytes) -> None:
+        """Like ``put``, for a receipt a store kept (verified and canonical when it was
+        kept): only the origins and top seqs it states are read, without building its
+        knowledge, so that a centre indexes 80,000 receipts in about a second."""
+        wire = msgpack.unpackb(encoded)[2]
+        self._put(signer, created, ((bytes(o), ivs[-1]) for o, ivs in wire if ivs), encoded)
+
+    def _put(
+        self, signer: bytes, created: int, tops: Iterable[tuple[bytes, int]], encoded: bytes
+    ) -> None:
+        held = self._by_signer.get(signer)
+        if held is not None:
+            if held.created >= created:
+                return
+            for origin, _ in held.mentions:
+                signers = self._by_origin[origin]
+                del signers[signer]
+                if not signers:
+                    del self._by_origin[origin]
+        own_top = 0
+        mentions = []
+        for origin, top in tops:
+            if origin == signer:
+                own_top = top
+            else:
+                mentions.append((origin, top))
+        self._by_signer[signer] = _Entry(created, encoded, tuple(mentions), own_top)
+        for origin, top in mentions:
+            self._by_origin.setdefault(origin, {})[signer] = top
+
+    def created(self, signer: bytes) -> int | None:
+        held = self._by_signer.get(signer)
+        return None if held is None else held.created
+
+    def candidates(
+        self,
+        receiver: bytes | None,
+        exclude: bytes,
+        wanted: frozenset[bytes] | None,
+        told: Mapping[bytes, int] | None = None,
+        receiver_top: int = 0,
+    ) -> list[tuple[bytes, int, bytes, bool]]:
+        """(signer, created, encoded, about the receiver's own changes) of the receipts
+        to pass on to ``receiver``, most useful first; never ``exclude``'s (the
+        sender's own travels first anyway).
+
+        ``wanted``: the origins the receiver needs (None: unknown receiver, every receipt
+        is passed on, newest first: the rule before issue 18). ``told``: per signer, the
+        ``created`` of the receipt this receiver already got from us (not sent again).
+        The receiver's own receipt goes back to it (last) only if it states own seqs
+        above ``receiver_top`` (the sender's own statement covers the rest): a site
+        restored from a backup learns that way what it had sealed before."""
+        told = told or {}
+
+        def fresh(signer: bytes) -> bool:
+            entry = self._by_signer[signer]
+            return signer != exclude and entry.created > told.get(signer, -1)
+
+        if wanted is None or receiver is None:
+            every = [s for s in self._by_signer if s != receiver and fresh(s)]
+            every.sort(key=lambda s: -self._by_signer[s].created)
+            return [self._row(s, False) for s in every]
+        about_receiver = self._by_origin.get(receiver, {})
+        first = sorted(
+            (s for s in about_receiver if s != receiver and fresh(s)),
+            key=lambda s: (-about_receiver[s], -self._by_signer[s].created, s),
+        )
+        seen = set(first)
+        stated: dict[bytes, int] = {}  # signer -> how many needed origins it states
+        if len(wanted) < len(self._by_origin):
+            pairs = ((o, self._by_origin.get(o)) for o in wanted)
+        else:
+            pairs = ((o, s) for o, s in self._by_origin.items() if o in wanted)
+        for _, signers in pairs:
+            for s in signers or ():
+                stated[s] = stated.get(s, 0) + 1
+        # A relay's or a centre's receipt (stating many of the receiver's origins) first.
+        others = sorted(
+            (s for s in stated if s not in seen and s != receiver and fresh(s)),
+            key=lambda s: (-stated[s], -self._by_signer[s].created, s),
+        )
+        mine = self._by_signer.get(receiver)
+        echo = [receiver] if mine and mine.own_top > receiver_top and fresh(receiver) else []
+        return [
+            *(self._row(s, True) for s in first),
+            *(self._row(s, False) for s in others),
+            *(self._row(s, True) for s in echo),
+        ]
+
+    def _row(self, signer: bytes, about: bool) -> tuple[bytes, int, bytes, bool]:
+        entry = self._by_signer[signer]
+        return signer, entry.created, entry.encoded, about
