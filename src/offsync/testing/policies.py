@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from hypothesis import given
+from hypothesis import HealthCheck, given
 from hypothesis import settings as Settings
 from hypothesis import strategies as st
 
@@ -143,6 +143,14 @@ def check_policy(policy: Policy, *, settings: Settings | None = None) -> None:
             f"{policy!r}: versions depend on the order of their input"
         )
 
-    # One clear AssertionError rather than a group of distinct failures.
-    run = Settings(settings, report_multiple_bugs=False)(run)
+    # One clear AssertionError rather than a group of distinct failures; and a check of
+    # a policy, not of the machine: a slow or busy machine must not fail it.
+    run = Settings(
+        settings,
+        report_multiple_bugs=False,
+        suppress_health_check=[
+            *(settings or Settings()).suppress_health_check,
+            HealthCheck.too_slow,
+        ],
+    )(run)
     run()
