@@ -154,7 +154,9 @@ def decode_chunk(
     over ``chunk_file_max`` is ``LimitExceededError``; one that does not open is
     ``DecryptionError``; a malformed plain or chunk, ``BlobError`` (or a subclass)."""
     if len(data) > chunk_file_max(limits):
-        raise LimitExceededError(f"a chunk file of {len(data)} bytes, over {chunk_file_max(limits)}")
+        raise LimitExceededError(
+            f"a chunk file of {len(data)} bytes, over {chunk_file_max(limits)}"
+        )
     plain = _open(data, KIND_CHUNK, unseal, me)
     try:
         value = unpack(plain, "blob chunk", limits, max_items=5, max_depth=1, canonical=True)
@@ -200,7 +202,9 @@ def encode_want(want: WantList, recipient: bytes, limits: Limits = DEFAULT_LIMIT
     return _frame(KIND_WANT, recipient, _seal(plain, recipient))
 
 
-def decode_want(data: bytes, me: bytes, unseal: object, limits: Limits = DEFAULT_LIMITS) -> WantList:
+def decode_want(
+    data: bytes, me: bytes, unseal: object, limits: Limits = DEFAULT_LIMITS
+) -> WantList:
     if len(data) > want_list_max(limits):
         raise LimitExceededError(f"a want list of {len(data)} bytes, over {want_list_max(limits)}")
     plain = _open(data, KIND_WANT, unseal, me)

@@ -13,7 +13,6 @@ from offsync.limits import Limits
 from offsync.stores.sqlite import SQLiteStore
 from offsync.sync import exchange, exchange_folder, sync
 from offsync.transports import DiskTransport
-from offsync.transports.folder import FolderTransport
 
 A = Identity(bytes([1]) * 32, "sub-a")
 B = Identity(bytes([2]) * 32, "district")
@@ -58,8 +57,9 @@ def test_blobs_cross_a_disk_sealed_and_once_per_hash(tmp_path: Path) -> None:
     assert got.applied == 2 and got.blobs is not None
     assert got.blobs.received == 3 and got.blobs.ok
     for ref in refs:
-        assert b.open_blob(ref).read() == (shared if ref.hash == refs[1].hash else
-                                            photo(9000) if ref.size == 9000 else b"")
+        assert b.open_blob(ref).read() == (
+            shared if ref.hash == refs[1].hash else photo(9000) if ref.size == 9000 else b""
+        )
     assert chunk_files(usb) == []  # taken
     assert b.missing_blobs().count == 0
     # Exported again: nothing new written (in transit, then held per the receipt).

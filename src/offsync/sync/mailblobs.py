@@ -83,7 +83,9 @@ def take_chunks(replica: Replica, box: BlobBox, report: LaneReport) -> None:
         named = parse_chunk_name(path.name)
         assert named is not None
         try:
-            chunk = decode_chunk(box.read(path), replica.id, replica.identity.unseal, replica.limits)
+            chunk = decode_chunk(
+                box.read(path), replica.id, replica.identity.unseal, replica.limits
+            )
             if chunk.ref.hash.hex()[:32] != named[0] or chunk.offset != named[1]:
                 raise RemoteDataError("its contents are not the chunk its name says")
         except (OSError, RemoteDataError) as exc:
@@ -167,7 +169,8 @@ def leave_chunks(replica: Replica, box: BlobBox, report: LaneReport) -> None:
     todo = [
         BlobTransfer(r, min(asked.get(r.hash, 0), r.size))
         for r in sorted(lacks, key=lambda r: (r.size, r.hash))
-        if r.hash not in log or (r.hash in asked and want is not None and want.created > log[r.hash])
+        if r.hash not in log
+        or (r.hash in asked and want is not None and want.created > log[r.hash])
     ]
     chunk = replica.limits.blob_chunk_bytes
     try:
