@@ -93,8 +93,8 @@ def test_a_backlog_larger_than_a_disk_goes_on_the_next_disk(tmp_path: Path) -> N
     disk1, disk2 = tmp_path / "disk1", tmp_path / "disk2"
     disk1.mkdir()
     disk2.mkdir()
-    # Room for the bundles, then a want list and five chunk files (32 KiB clusters).
-    room = iter([10**9, 1_048_576 + 6 * 33_280 + 100])
+    # Room for the bundles, then five chunk files (32 KiB clusters each).
+    room = iter([10**9, 1_048_576 + 5 * 33_280 + 100])
     first = sync(a, DiskTransport(disk1, a, b, free_space=lambda p: next(room)), pull=False)
     assert first.blobs is not None
     assert first.blobs.sent == 5 and first.blobs.left == 7

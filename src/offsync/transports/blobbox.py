@@ -151,8 +151,12 @@ class BlobBox:
         return len(data)
 
     def write_want(self, want: WantList) -> None:
-        """Leave this replica's want list for the peer (replacing the previous one)."""
+        """Leave this replica's want list for the peer (replacing the previous one);
+        an empty one removes the previous one (no list: nothing wanted)."""
         assert self.peer is not None
+        if not want.held:
+            self.remove(self.outbox / want_name(self.me))
+            return
         data = encode_want(want, self.peer, self.limits)
         if self.budget is not None and not self.budget.take(len(data)):
             raise NoRoom("no room left on the disk for the list of missing blobs")
