@@ -166,6 +166,24 @@ class BlobBox:
         except OSError as exc:
             raise NoRoom(f"cannot write to {self.outbox}: {exc}") from exc
 
+    def carry(self, name: str, data: bytes, subdir: str | None = None) -> None:
+        """Write a file another site sealed for the peer, as it is (a relay carrying
+        chunk files unopened: ``offsync.sync.forward``)."""
+        if self.budget is not None and not self.budget.take(len(data)):
+            raise NoRoom("no room left on the disk for the next blob file")
+        directory = self.outbox / subdir if subdir else self.outbox
+        try:
+            self._mkdir(directory)
+            write_atomically(directory, name, data)
+        except OSError as exc:
+            raise NoRoom(f"cannot write a blob file to {directory}: {exc}") from exc
+
+    def want_files(self) -> Iterator[Path]:
+        """Want lists left for this replica (whoever wrote them)."""
+        for name in sorted(_listdir(self.inbox)):
+            if name.startswith("want-") and name.endswith(".ofw"):
+                yield self.inbox / name
+
     def _mkdir(self, directory: Path) -> None:
         if directory not in self._made:
             directory.mkdir(parents=True, exist_ok=True)
@@ -209,11 +227,11 @@ class BlobBox:
                 if not name.endswith(".ofc") and not name.startswith(".tmp-"):
                     yield directory / name
 
-    def read(self, path: Path) -> bytes:
-        """A chunk file's bytes, bounded by ``chunk_file_max``; ``RemoteDataError`` (or
-        ``LimitExceededError``) for what is not a regular file of that size,
-        ``OSError`` if it cannot be read."""
-        limit = chunk_file_max(self.limits)
+    def read(self, path: Path, limit: int | None = None) -> bytes:
+        """A chunk file's bytes, bounded by ``chunk_file_max`` (or ``limit``);
+        ``RemoteDataError`` for what is not a regular file of that size, ``OSError``
+        if it cannot be read."""
+        limit = limit or chunk_file_max(self.limits)
         with open_regular(path) as (fd, size):
             if size > limit:
                 raise RemoteDataError(f"{size} bytes, over the chunk file limit of {limit}")
