@@ -99,6 +99,7 @@ def free_loopback_socket() -> socket.socket:
     """A socket bound to a free loopback port, not yet listening (connections fail)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # see cli/serve.py _listen
     sock.bind(("127.0.0.1", 0))
     return sock
 

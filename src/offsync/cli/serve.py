@@ -112,6 +112,11 @@ def _listen(host: str, port: int) -> tuple[socket.socket, str]:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    # Accepted connections inherit it. uvicorn serving a socket it was handed leaves
+    # Nagle on: an answer's headers and body then leave in two writes, the second held
+    # for the client's delayed ACK, and every request took ~40 ms more (benchmarks/
+    # README.md, "courier_recordings").
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     try:
         sock.bind((host, port))
         sock.listen()

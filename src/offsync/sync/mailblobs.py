@@ -63,6 +63,8 @@ def mail_blobs(
             leave_chunks(replica, box, report)
         except NoRoom:
             pass  # counted in report.left by leave_chunks, or nothing written at all
+        finally:
+            box.flush()
     return report
 
 

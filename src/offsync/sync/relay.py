@@ -15,12 +15,13 @@ onward, and the blob lane (``offsync.sync.blobs``) carries them.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from ..blobfile import CHUNK_SUFFIX, KIND_CHUNK, KIND_WANT, recipient_of, want_list_max
 from ..errors import PeerRefusedError, RemoteDataError
 from ..knowledge import Knowledge
 from ..transports.base import Refused, Transport
-from ..transports.blobbox import NoRoom
+from ..transports.blobbox import BlobBox, NoRoom
 from .rounds import bundle_name
 
 __all__ = ["ForwardReport", "forward"]
@@ -110,6 +111,19 @@ def _forward_blob_files(source: Transport, target: Transport, report: ForwardRep
     if onward is None or onward.peer != box.me:
         report.blob_files_left += len(files)
         return
+    carried: list[Path] = []
+    try:
+        _carry(box, onward, files, carried, report)
+    finally:
+        onward.flush()  # durable onward before anything leaves the source
+        for path in carried:
+            box.remove(path)
+        report.blob_files += len(carried)
+
+
+def _carry(
+    box: BlobBox, onward: BlobBox, files: list[Path], carried: list[Path], report: ForwardReport
+) -> None:
     for i, path in enumerate(files):
         kind = KIND_CHUNK if path.suffix == CHUNK_SUFFIX else KIND_WANT
         try:
@@ -126,5 +140,4 @@ def _forward_blob_files(source: Transport, target: Transport, report: ForwardRep
         except NoRoom:
             report.blob_files_left += len(files) - i
             return
-        box.remove(path)
-        report.blob_files += 1
+        carried.append(path)
