@@ -162,7 +162,10 @@ class _Blobs(_Core):
             for ref in references(decode_fields(row.fields)):
                 entry = out.setdefault(ref.hash, (ref, set()))
                 entry[1].update(origins)
-        return {h: (ref, frozenset(o)) for h, (ref, o) in out.items()}
+        shared: dict[frozenset[bytes], frozenset[bytes]] = {}  # most share one set of origins
+        return {
+            h: (ref, shared.setdefault(frozenset(o), frozenset(o))) for h, (ref, o) in out.items()
+        }
 
     def receive_blob_chunk(self, ref: BlobRef, offset: int, data: bytes) -> int:
         """Keep one chunk of a blob arriving from a peer; the bytes now held. With the

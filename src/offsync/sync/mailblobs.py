@@ -78,7 +78,7 @@ def _may_read(replica: Replica, peer: bytes) -> bool:
 
 def take_chunks(replica: Replica, box: BlobBox, report: LaneReport) -> None:
     """Keep every chunk left for this replica that one of its records wants."""
-    wanted = {r.hash: r for r in replica.missing_blobs().blobs}
+    wanted = _missing_sizes(replica)
     for path in box.stray_files():
         box.set_aside(path, "not a chunk file name: not read")
     for path in box.chunk_files():
@@ -93,18 +93,19 @@ def take_chunks(replica: Replica, box: BlobBox, report: LaneReport) -> None:
         except (OSError, RemoteDataError) as exc:
             _refuse(box, report, path, named[0], exc)
             continue
-        ref = wanted.get(chunk.ref.hash)
-        if ref is None:
+        size = wanted.get(chunk.ref.hash)
+        if size is None:
             if replica.has_blob(chunk.ref):
                 box.remove(path)  # held already (sent twice, or by two senders)
             else:
                 why = RemoteDataError("no visible record here references this blob")
                 _refuse(box, report, path, named[0], why)
             continue
+        ref = chunk.ref
         try:
-            if chunk.ref.size != ref.size:
+            if ref.size != size:
                 raise RemoteDataError(
-                    f"the chunk says the blob has {chunk.ref.size} bytes, its record {ref.size}"
+                    f"the chunk says the blob has {ref.size} bytes, its record {size}"
                 )
             held = replica.receive_blob_chunk(ref, chunk.offset, chunk.data)
         except RemoteDataError as exc:  # BlobError (the whole blob dropped), limits
@@ -115,6 +116,26 @@ def take_chunks(replica: Replica, box: BlobBox, report: LaneReport) -> None:
         if held >= ref.size:
             report.received += 1
             del wanted[ref.hash]
+
+
+def _missing_sizes(replica: Replica) -> dict[bytes, int]:
+    """Hash -> size of the blobs visible records reference and this replica does not
+    hold whole: ``missing_blobs`` without its per-record map, so that a district
+    waiting for 218,400 blobs holds 218,400 small entries, not their references."""
+    store = replica.blob_store
+    out: dict[bytes, int] = {}
+    held: set[bytes] = set()
+    for row in replica.store.iter_records():
+        if row.fields is None or BLOB_MARK not in row.fields:
+            continue
+        for ref in references(decode_fields(row.fields)):
+            if ref.hash in out or ref.hash in held:
+                continue
+            if store.has(ref.hash):
+                held.add(ref.hash)
+            else:
+                out[ref.hash] = ref.size
+    return out
 
 
 def _refuse(box: BlobBox, report: LaneReport, path: object, prefix: str, exc: Exception) -> None:
@@ -129,13 +150,12 @@ def _refuse(box: BlobBox, report: LaneReport, path: object, prefix: str, exc: Ex
 def wanted_blobs(replica: Replica) -> WantList:
     """This replica's want list: the blobs its visible records reference and it lacks,
     with the bytes it holds of each (at most what one list holds; the rest next time)."""
-    missing = sorted(replica.missing_blobs().blobs, key=lambda r: r.hash)
-    missing = missing[: want_capacity(replica.limits)]
-    held = replica.held_blobs(r.hash for r in missing)
+    missing = sorted(_missing_sizes(replica).items())[: want_capacity(replica.limits)]
+    held = replica.held_blobs(h for h, _ in missing)
     return WantList(
         replica.id,
         int(time.time() * 1000),
-        {r.hash: min(held.get(r.hash, 0), r.size) for r in missing},
+        {h: min(held.get(h, 0), size) for h, size in missing},
     )
 
 
@@ -160,34 +180,62 @@ def _peer_lacks(replica: Replica, peer: bytes, want: WantList | None) -> Iterato
 
 
 def leave_chunks(replica: Replica, box: BlobBox, report: LaneReport) -> None:
-    """Write the chunks of the blobs the peer lacks that are not on their way already."""
+    """Write the chunks of the blobs the peer lacks that are not on their way already,
+    record by record (a recording's blobs travel together, and a backlog streams: what
+    is held in memory is a set of hashes, never the blobs' references)."""
     peer = box.peer
     assert peer is not None
     want = box.read_want(replica.identity.unseal)
     asked = want.held if want is not None else {}
     log = _load_log(replica, peer)
-    lacks = [r for r in _peer_lacks(replica, peer, want) if replica.has_blob(r)]
-    log = {h: t for h, t in log.items() if h in {r.hash for r in lacks}}  # the rest arrived
-    todo = [
-        BlobTransfer(r, min(asked.get(r.hash, 0), r.size))
-        for r in sorted(lacks, key=lambda r: (r.size, r.hash))
-        if r.hash not in log
-        or (r.hash in asked and want is not None and want.created > log[r.hash])
-    ]
+    lacking: set[bytes] = set()
+    now = int(time.time() * 1000)
     chunk = replica.limits.blob_chunk_bytes
+    pending = _peer_lacks(replica, peer, want)
     try:
-        for i, t in enumerate(todo):
+        for ref in pending:
+            lacking.add(ref.hash)
+            if not replica.has_blob(ref):
+                continue
+            sent = log.get(ref.hash)
+            if sent is not None and not (
+                want is not None and ref.hash in asked and want.created > sent
+            ):
+                continue  # on its way (another disk, or this folder)
+            t = BlobTransfer(ref, min(asked.get(ref.hash, 0), ref.size))
             try:
                 report.sent_bytes += _leave_one(replica, box, t, chunk)
             except NoRoom:
-                rest = todo[i:]
-                report.left = len(rest)
-                report.left_bytes = sum(x.remaining for x in rest)
+                _count_left(replica, t, pending, log, lacking, report)
                 raise
-            log[t.ref.hash] = int(time.time() * 1000)
+            log[ref.hash] = now
             report.sent += 1
     finally:
+        # Entries of blobs the peer no longer lacks go; an export cut short keeps all.
+        if report.left == 0 and not _cut_short(pending):
+            log = {h: t for h, t in log.items() if h in lacking}
         _save_log(replica, peer, log)
+
+
+def _cut_short(pending: Iterator[BlobRef]) -> bool:
+    return next(pending, None) is not None
+
+
+def _count_left(
+    replica: Replica,
+    first: BlobTransfer,
+    pending: Iterator[BlobRef],
+    log: dict[bytes, int],
+    lacking: set[bytes],
+    report: LaneReport,
+) -> None:
+    """What did not fit on the disk: the blob that was being written and the rest."""
+    report.left, report.left_bytes = 1, first.remaining
+    for ref in pending:
+        lacking.add(ref.hash)
+        if ref.hash not in log and replica.has_blob(ref):
+            report.left += 1
+            report.left_bytes += ref.size
 
 
 def _leave_one(replica: Replica, box: BlobBox, t: BlobTransfer, chunk: int) -> int:
