@@ -18,8 +18,8 @@ disks"):
   got them, so not their blobs either), and those its newest want list asks for, from
   the offset it holds. Not written again: a chunk file already on the medium, and a
   blob already written to a mailbox for this peer (the **in-transit log**, kept in
-  the replica's store) until the peer's want list, written after that, asks for it
-  again, so the second disk of a backlog carries what the first did not. A full disk
+  the replica's store) until a newer want list of the peer's (by the peer's clock)
+  asks for it again, so the second disk of a backlog carries what the first did not. A full disk
   stops the writing; what was left is counted (``LaneReport.left``).
 
 Trust mode: no chunk is left for a site that may not read (``TrustStore.may_read``),
@@ -44,7 +44,8 @@ from ..transports.blobbox import BlobBox, NoRoom
 __all__ = ["IN_TRANSIT", "mail_blobs", "wanted_blobs"]
 
 #: The store meta name (+ the peer's key in hex) of the in-transit log: blob hash ->
-#: when (ms) it was last written to a mailbox for that peer.
+#: the ``created`` of the peer's newest want list when the blob was last written to a
+#: mailbox for it (0: none yet).
 IN_TRANSIT = "blob-mail:"
 
 
@@ -189,7 +190,9 @@ def leave_chunks(replica: Replica, box: BlobBox, report: LaneReport) -> None:
     asked = want.held if want is not None else {}
     log = _load_log(replica, peer)
     lacking: set[bytes] = set()
-    now = int(time.time() * 1000)
+    # The peer's clock, not ours: a blob written when the peer's newest want list was
+    # of time T is written again only for a want list of the peer's after T.
+    stamp = want.created if want is not None else 0
     chunk = replica.limits.blob_chunk_bytes
     pending = _peer_lacks(replica, peer, want)
     try:
@@ -208,7 +211,7 @@ def leave_chunks(replica: Replica, box: BlobBox, report: LaneReport) -> None:
             except NoRoom:
                 _count_left(replica, t, pending, log, lacking, report)
                 raise
-            log[ref.hash] = now
+            log[ref.hash] = stamp
             report.sent += 1
     finally:
         # Entries of blobs the peer no longer lacks go; an export cut short keeps all.
