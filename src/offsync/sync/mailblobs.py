@@ -32,21 +32,19 @@ import time
 from collections.abc import Iterator
 
 from ..blobfile import WantList, decode_chunk, parse_chunk_name, want_capacity
-from ..blobs import BLOB_MARK, BlobRef, references
-from ..encoding import decode_fields
+from ..blobs import BlobRef
 from ..errors import RemoteDataError
 from ..knowledge import Knowledge
 from ..lane import BlobChunk, BlobTransfer, LaneReport, transfer_spans
 from ..replica import Replica
-from ..stores.base import unpack_ids
+from ..replica.mailing import LANE_LOG
 from ..transports.blobbox import BlobBox, NoRoom
 
 __all__ = ["IN_TRANSIT", "mail_blobs", "wanted_blobs"]
 
-#: The store meta name (+ the peer's key in hex) of the in-transit log: blob hash ->
-#: the ``created`` of the peer's newest want list when the blob was last written to a
-#: mailbox for it (0: none yet).
-IN_TRANSIT = "blob-mail:"
+#: The in-transit log (``Replica.lane_log``): blob hash -> the ``created`` of the
+#: peer's newest want list when the blob was last written to a mailbox for it (0: none).
+IN_TRANSIT = LANE_LOG
 
 
 def mail_blobs(
@@ -126,16 +124,13 @@ def _missing_sizes(replica: Replica) -> dict[bytes, int]:
     store = replica.blob_store
     out: dict[bytes, int] = {}
     held: set[bytes] = set()
-    for row in replica.store.iter_records():
-        if row.fields is None or BLOB_MARK not in row.fields:
+    for _, _, ref in replica.blob_references():
+        if ref.hash in out or ref.hash in held:
             continue
-        for ref in references(decode_fields(row.fields)):
-            if ref.hash in out or ref.hash in held:
-                continue
-            if store.has(ref.hash):
-                held.add(ref.hash)
-            else:
-                out[ref.hash] = ref.size
+        if store.has(ref.hash):
+            held.add(ref.hash)
+        else:
+            out[ref.hash] = ref.size
     return out
 
 
@@ -168,16 +163,8 @@ def _peer_lacks(replica: Replica, peer: bytes, want: WantList | None) -> Iterato
     want list names (once per hash, held whole here or not)."""
     receipt = replica.receipts().get(peer)
     known = receipt.knowledge if receipt is not None else Knowledge()
-    asked = want.held if want is not None else {}
-    seen: set[bytes] = set()
-    for row in replica.store.iter_records():
-        if row.fields is None or BLOB_MARK not in row.fields:
-            continue
-        covered = all(known.contains(h.origin, h.seq) for h in unpack_ids(row.heads))
-        for ref in references(decode_fields(row.fields)):
-            if ref.hash not in seen and (not covered or ref.hash in asked):
-                seen.add(ref.hash)
-                yield ref
+    asked = frozenset(want.held) if want is not None else frozenset()
+    return replica.blobs_beyond(known, asked)
 
 
 def leave_chunks(replica: Replica, box: BlobBox, report: LaneReport) -> None:
@@ -254,11 +241,11 @@ def _leave_one(replica: Replica, box: BlobBox, t: BlobTransfer, chunk: int) -> i
     return written
 
 
-_LOG_ENTRY = 32 + 8  # blob hash, then ms (u64 big-endian)
+_LOG_ENTRY = 32 + 8  # blob hash, then the stamp (u64 big-endian)
 
 
 def _load_log(replica: Replica, peer: bytes) -> dict[bytes, int]:
-    raw = replica.store.get_meta(IN_TRANSIT + peer.hex()) or b""
+    raw = replica.lane_log(peer)
     if len(raw) % _LOG_ENTRY:
         return {}  # local state that cannot be read only costs a second copy
     return {
@@ -268,6 +255,4 @@ def _load_log(replica: Replica, peer: bytes) -> dict[bytes, int]:
 
 
 def _save_log(replica: Replica, peer: bytes, log: dict[bytes, int]) -> None:
-    raw = b"".join(h + t.to_bytes(8, "big") for h, t in sorted(log.items()))
-    with replica.store.transaction():
-        replica.store.set_meta(IN_TRANSIT + peer.hex(), raw)
+    replica.set_lane_log(peer, b"".join(h + t.to_bytes(8, "big") for h, t in sorted(log.items())))

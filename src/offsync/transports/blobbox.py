@@ -280,7 +280,7 @@ class BlobBox:
         try:
             self.refused_dir.mkdir(parents=True, exist_ok=True)
             if not stat.S_ISDIR(self.refused_dir.lstat().st_mode):
-                raise NotADirectoryError(str(self.refused_dir))
+                return  # a link or a file planted as refused/: never written through
             os.replace(path, self.refused_dir / path.name)
             write_atomically(self.refused_dir, path.name + ".txt", (reason + "\n").encode())
         except OSError:
