@@ -106,6 +106,7 @@ def free_loopback_socket() -> socket.socket:
     # IPPROTO_TCP, not 0: else asyncio leaves Nagle on (offsync.cli.serve._listen).
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # see cli/serve.py _listen
     sock.bind(("127.0.0.1", 0))
     return sock
 

@@ -168,6 +168,10 @@ class LaneReport:
     received_bytes: int = 0
     #: ``(blob hash hex, reason)`` of each blob refused by either side.
     refused: list[tuple[str, str]] = field(default_factory=list)
+    #: Blobs (and their bytes still to write) that did not fit on a disk: the next
+    #: disk carries them (``offsync.sync.mailblobs``).
+    left: int = 0
+    left_bytes: int = 0
 
     @property
     def ok(self) -> bool:

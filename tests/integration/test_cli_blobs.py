@@ -69,3 +69,34 @@ def test_attach_and_save_usage_errors(sh: Shell) -> None:
     sh.run("--site", "a", "put", "people", "k", "name=x")
     bad = sh.run("--site", "a", "get", "people", "k", "--save", "name=x.txt", code=2)
     assert "holds no blob reference" in bad.stderr
+
+
+def test_disk_export_and_import_carry_blobs_and_a_full_disk_says_what_is_left(
+    sh: Shell,
+) -> None:
+    sh.init("a")
+    b = sh.init("b")
+    faces = [os.urandom(200_000 + i) for i in range(3)]
+    for i, face in enumerate(faces):
+        (sh.cwd / f"face{i}.jpg").write_bytes(face)
+        sh.run("--site", "a", "put", "people", f"k{i}", "--attach", f"photo=face{i}.jpg")
+    usb, second = sh.cwd / "usb", sh.cwd / "usb2"
+    usb.mkdir()
+    second.mkdir()
+    # A disk with room for the bundles, the reserve and two photos (1 MiB chunks).
+    room = str(1_048_576 + 100_000 + 2 * 233_472)
+    full = sh.json("--site", "a", "disk", "export", str(usb), "--to", b, "--assume-free", room)
+    [row] = full["rounds"]
+    assert row["blobs_sent"] == 2 and row["blobs_left"] == 1
+    assert row["blobs_sent_bytes"] == sum(sorted(len(f) for f in faces)[:2])
+    text = sh.run("--site", "a", "disk", "export", str(second), "--to", b)
+    assert "1 out" in text.stdout  # the one that did not fit, and only that one
+    got = sh.json("--site", "b", "disk", "import", str(usb), "--no-reply")
+    assert got["rounds"][0]["blobs_received"] == 2
+    assert got["status"]["missing_blobs"]["blobs"] == 1
+    shown = sh.run("--site", "b", "disk", "import", str(second), "--no-reply")
+    assert "1 in (" in shown.stdout
+    assert sh.json("--site", "b", "status")["missing_blobs"]["blobs"] == 0
+    for i, face in enumerate(faces):
+        sh.run("--site", "b", "get", "people", f"k{i}", "--save", f"photo=got{i}.jpg")
+        assert (sh.cwd / f"got{i}.jpg").read_bytes() == face

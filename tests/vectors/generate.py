@@ -1354,6 +1354,50 @@ def blob_refs() -> dict[str, Any]:
     }
 
 
+def blob_files() -> dict[str, Any]:
+    """A blob chunk file and a want list (docs/spec.md §15.3), sealed with the fixed
+    ephemeral key: blob_refs.json's 1000-byte photo in chunks of 512, the second chunk
+    left for the centre by site_b, and the centre's want list for site_b."""
+    b, centre = ids()["site_b"], ids()["centre"]
+    photo = bytes(i * 7 % 256 for i in range(1000))
+    digest = hash32(photo)
+    chunk_plain = packb([digest, 1000, "image/jpeg", 512, photo[512:]])
+    header = b"OFBLOB\x00\x01"
+    chunk = header + b"\x01" + centre.public_key
+    chunk += sealed_box(chunk_plain, centre.public_key, EPHEMERAL_SECRET)
+    want_plain = packb([centre.public_key, MILLIS, [[digest, 512]]])
+    want = header + b"\x02" + b.public_key
+    want += sealed_box(want_plain, b.public_key, EPHEMERAL_SECRET)
+    to_centre = "OFFSYNC/to-" + centre.public_key.hex()[:32] + "/blobs/"
+    to_b = "OFFSYNC/to-" + b.public_key.hex()[:32] + "/blobs/"
+    return {
+        "description": (
+            "blob files on a courier disk (docs/spec.md §15.3): the second 512-byte chunk"
+            " of blob_refs.json's 1000-byte photo, sealed to the centre, and the centre's"
+            " list of what it lacks (512 bytes of that photo held), sealed to site_b;"
+            " libsodium crypto_box_seal with the ephemeral X25519 secret fixed"
+        ),
+        "recipient_seed": SEEDS["centre"].hex(),
+        "ephemeral_secret": EPHEMERAL_SECRET.hex(),
+        "blob": photo.hex(),
+        "hash": digest.hex(),
+        "chunk": {
+            "offset": 512,
+            "plain": chunk_plain.hex(),
+            "file": chunk.hex(),
+            "path": to_centre + digest.hex()[:2] + "/" + digest.hex()[:32] + "-000000000200.ofc",
+        },
+        "want": {
+            "sender": centre.public_key.hex(),
+            "created": MILLIS,
+            "held": [[digest.hex(), 512]],
+            "plain": want_plain.hex(),
+            "file": want.hex(),
+            "path": to_b + "want-" + centre.public_key.hex()[:32] + ".ofw",
+        },
+    }
+
+
 FILES = {
     "identities.json": identities,
     "hlc.json": hlc_values,
@@ -1373,6 +1417,7 @@ FILES = {
     "disk_manifest.json": disk_manifest,
     "invalid.json": invalid,
     "blob_refs.json": blob_refs,
+    "blob_files.json": blob_files,
 }
 
 

@@ -21,6 +21,8 @@ import pytest
 
 from offsync import Replica, open_bundle, read_header
 from offsync.attest import from_text, issue_attestation, read_attestation, to_text
+from offsync.blobfile import WantList, chunk_name, decode_chunk, decode_want, want_name
+from offsync.blobs import BlobRef
 from offsync.bundle import FORMAT_VERSION, MAGIC, BundleHeader
 from offsync.change import Change, ChangeId, decode_changes, encode_changes
 from offsync.clock import MAX_HLC, hlc_millis, make_hlc
@@ -69,6 +71,7 @@ FILES = [
     "disk_manifest.json",
     "invalid.json",
     "blob_refs.json",
+    "blob_files.json",
 ]
 
 
@@ -482,6 +485,27 @@ def test_disk_manifest() -> None:
     assert entry["blake2b"] == v["bundle_id"] == hash32(bundle).hex()
     assert entry["size"] == len(bundle)
     assert v["path"].endswith(f"-{doc['generation']:08d}.man")
+
+
+def test_blob_files() -> None:
+    v = vector("blob_files.json")
+    centre = Identity(h(v["recipient_seed"]), "centre")
+    site_b = Identity(bytes(range(32, 64)), "site_b")
+    photo = h(v["blob"])
+    c = v["chunk"]
+    chunk = decode_chunk(h(c["file"]), centre.public_key, centre.unseal)
+    assert chunk.ref == BlobRef(h(v["hash"]), 1000, "image/jpeg")
+    assert chunk.offset == c["offset"] and chunk.data == photo[512:]
+    assert centre.unseal(h(c["file"])[41:]) == h(c["plain"])
+    assert c["path"].endswith("/" + chunk_name(chunk.ref.hash, chunk.offset))
+    assert c["path"].split("/")[2] == "blobs" and c["path"].split("/")[3] == v["hash"][:2]
+    w = v["want"]
+    want = decode_want(h(w["file"]), site_b.public_key, site_b.unseal)
+    assert want == WantList(h(w["sender"]), w["created"], {h(x): n for x, n in w["held"]})
+    assert site_b.unseal(h(w["file"])[41:]) == h(w["plain"])
+    assert w["path"].endswith("/" + want_name(want.sender))
+    with pytest.raises(DecryptionError):  # sealed to the centre: site_b cannot open it
+        decode_chunk(h(c["file"]), site_b.public_key, site_b.unseal)
 
 
 # -- invalid vectors: every refusal rule, with its exact error -------------------------

@@ -110,11 +110,12 @@ def _listen(host: str, port: int) -> tuple[socket.socket, str]:
     the URL waits in the backlog until uvicorn accepts, instead of being refused while
     uvicorn starts (uvicorn listens again with its own backlog)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    # IPPROTO_TCP named, not 0: asyncio turns Nagle's algorithm off (TCP_NODELAY) only
-    # on connections accepted from a socket whose proto says TCP; with Nagle on, every
-    # answer written in two parts waited for the client's delayed ACK (~40 ms a request).
+    # Nagle off (TCP_NODELAY, inherited by accepted connections; and IPPROTO_TCP named,
+    # which asyncio needs to turn it off itself): with it on, an answer written in two
+    # parts waited for the client's delayed ACK, ~40 ms a request (docs/design.md, Blobs).
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     try:
         sock.bind((host, port))
         sock.listen()

@@ -51,9 +51,41 @@ def _sync_rows(
             "sent_bundles": r.sent_bundles,
             "sent_changes": r.sent_changes,
             "sent_bytes": r.sent_bytes,
+            **_blob_columns(r),
         }
         for r in reports
     ]
+
+
+def _blob_columns(r: SyncReport) -> dict[str, int]:
+    """What the blob lane moved in a round (zeros when it did not run)."""
+    lane = r.blobs
+    return {
+        "blobs_sent": lane.sent if lane else 0,
+        "blobs_sent_bytes": lane.sent_bytes if lane else 0,
+        "blobs_received": lane.received if lane else 0,
+        "blobs_received_bytes": lane.received_bytes if lane else 0,
+        "blobs_left": lane.left if lane else 0,
+        "blobs_left_bytes": lane.left_bytes if lane else 0,
+    }
+
+
+def _blobs_cell(r: Mapping[str, Any]) -> str:
+    cell = f"{r['blobs_sent']} out ({_size(r['blobs_sent_bytes'])})"
+    cell += f", {r['blobs_received']} in ({_size(r['blobs_received_bytes'])})"
+    if r["blobs_left"]:
+        cell += f", {r['blobs_left']} left"
+    return cell
+
+
+def _size(n: int) -> str:
+    """Bytes for a clerk: ``512 B``, ``2.0 KiB``, ``3.4 MiB``, ``1.9 GiB``."""
+    value, unit = float(n), "B"
+    for bigger in ("KiB", "MiB", "GiB"):
+        if value < 1024:
+            break
+        value, unit = value / 1024, bigger
+    return f"{n} B" if unit == "B" else f"{value:.1f} {unit}"
 
 
 def _report_sync(
@@ -138,6 +170,7 @@ def _print_rounds(
         "dup",
         "quar.",
         "sent",
+        "blobs",
         "refused",
         title=what,
         title_justify="left",
@@ -150,6 +183,7 @@ def _print_rounds(
             str(r["duplicates"]),
             str(r["quarantined"]),
             f"{r['sent_changes']} change(s), {r['sent_bundles']} bundle(s), {r['sent_bytes']} B",
+            _blobs_cell(r),
             str(len(r["refused"])),
         )
     out.print(table)
@@ -158,6 +192,14 @@ def _print_rounds(
             out.print(f"[red]refused[/] {escape(x['source'])}: {escape(x['reason'])}")
     for n in not_written:
         out.print(f"[red]{missing}[/] for {escape(short(n.peer, names))}: {escape(n.reason)}")
+    left = sum(r["blobs_left"] for r in rows)
+    if left:
+        left_bytes = sum(r["blobs_left_bytes"] for r in rows)
+        out.print(
+            f"[yellow]{left} blob(s) ({_size(left_bytes)}) did not fit[/] on this disk: "
+            "the records are all on it; export again onto another disk to carry the rest "
+            "(blobs already on this disk are not written again)."
+        )
     conflicts = sum(len(r["conflicts"]) for r in rows)
     if conflicts:
         out.print(f"{conflicts} new conflict(s): see `offsync conflicts`.")

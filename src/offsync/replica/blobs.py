@@ -249,16 +249,6 @@ class _Blobs(_Core):
                 out[digest] = n
         return out
 
-    def offered_blobs(self) -> list[BlobRef]:
-        """The blobs held whole here that visible records reference: what the lane
-        offers a peer that holds those records (once per hash)."""
-        store = self.blob_store
-        seen: dict[bytes, BlobRef | None] = {}
-        for _, _, ref in self.blob_references():
-            if ref.hash not in seen:
-                seen[ref.hash] = ref if store.has(ref.hash) else None
-        return [r for r in seen.values() if r is not None]
-
     def blob_entries(
         self, hashes: Iterable[bytes]
     ) -> dict[bytes, tuple[BlobRef, frozenset[bytes]]]:

@@ -22,6 +22,7 @@ from .applying import _Applying
 from .blobs import _Blobs
 from .bulk import _Bulk
 from .examine import _log_evicted
+from .mailing import _Mailing
 from .packing import _Packing
 from .state import ReplicaState
 
@@ -32,7 +33,7 @@ __all__ = ["DEFAULT_LEVEL", "Replica", "ReplicaClock"]
 DEFAULT_LEVEL = 15
 
 
-class Replica(_Bulk, _Applying, _Packing, _Blobs):
+class Replica(_Bulk, _Applying, _Packing, _Blobs, _Mailing):
     """One site's replica. Open with ``Replica.open(path, identity=..., policies=...)``.
 
     Every public method takes ``lock``, so one ``Replica`` may be shared by the threads

@@ -11,6 +11,8 @@ never stops for one blob, and records never wait for any.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from ..blobs import BlobRef
 from ..errors import BlobError, LimitExceededError, MissingBlobError, PeerRefusedError
 from ..lane import (
@@ -46,10 +48,10 @@ def sync_blobs(
     report = LaneReport()
     chunk = max(1, min(peer.chunk_bytes, replica.limits.blob_chunk_bytes))
     if push:
-        offered = replica.offered_blobs()
-        theirs = _held(peer, [r.hash for r in offered])
-        for t in to_send(offered, theirs):
-            _refusing(report, t.ref, lambda t=t: _push_one(replica, peer, t, chunk, report))
+        for offered in offered_batches(replica):
+            theirs = _held(peer, [r.hash for r in offered])
+            for t in to_send(offered, theirs):
+                _refusing(report, t.ref, lambda t=t: _push_one(replica, peer, t, chunk, report))
     if pull:  # by the site's fetch policy: demanded blobs first, then (eager) the rest
         first, rest = replica.blobs_to_fetch()
         wanted = first + rest
@@ -58,6 +60,29 @@ def sync_blobs(
         for t in to_fetch(first, theirs, ours) + to_fetch(rest, theirs, ours):
             _refusing(report, t.ref, lambda t=t: _pull_one(replica, peer, t, chunk, report))
     return report
+
+
+def offered_batches(replica: Replica, size: int = MAX_LANE_QUERY) -> Iterator[list[BlobRef]]:
+    """The blobs held whole here that visible records reference (what the lane offers a
+    peer), once per hash, in batches of at most ``size`` (one question to the peer
+    each), read as the records stream: a backlog of 218,400 blobs is never held as
+    references at once, only their hashes (a district forwarding 15,600 recordings
+    stays well under 300 MB; benchmarks/courier_recordings.py). Smallest first within
+    a batch."""
+    store = replica.blob_store
+    seen: set[bytes] = set()
+    batch: list[BlobRef] = []
+    for _, _, ref in replica.blob_references():
+        if ref.hash in seen:
+            continue
+        seen.add(ref.hash)
+        if store.has(ref.hash):
+            batch.append(ref)
+            if len(batch) == size:
+                yield batch
+                batch = []
+    if batch:
+        yield batch
 
 
 def _refusing(report: LaneReport, ref: BlobRef, move: object) -> None:

@@ -4,15 +4,24 @@
 without opening them. A bundle the next hop refuses is set aside through the source
 with the reason and the rest go on; a failure that may clear stops the pass and loses
 nothing.
+
+Blob chunk files sealed for the same site go after the bundles, unopened, when the
+next hop is a mailbox (a folder, another disk). A server cannot take them (it takes
+only chunks it can verify, in the clear over TLS): a relay that must pass blobs on
+over HTTP imports the disk as the site it is (``offsync.sync.exchange``) and syncs
+onward, and the blob lane (``offsync.sync.blobs``) carries them.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from ..errors import PeerRefusedError
+from ..blobfile import CHUNK_SUFFIX, KIND_CHUNK, KIND_WANT, recipient_of, want_list_max
+from ..errors import PeerRefusedError, RemoteDataError
 from ..knowledge import Knowledge
 from ..transports.base import Refused, Transport
+from ..transports.blobbox import BlobBox, NoRoom
 from .rounds import bundle_name
 
 __all__ = ["ForwardReport", "forward"]
@@ -27,6 +36,12 @@ class ForwardReport:
     forwarded: list[str] = field(default_factory=list)
     #: Set aside on the source, never offered again: ``Refused(source or id, reason)``.
     refused: list[Refused] = field(default_factory=list)
+    #: Blob files (chunks, want lists) sealed for the addressee carried onward unopened.
+    blob_files: int = 0
+    #: Blob files left on the source: the next hop is not a mailbox (a server takes
+    #: only chunks it can verify; the addressee imports these from the medium), or it
+    #: is full.
+    blob_files_left: int = 0
 
     @property
     def ok(self) -> bool:
@@ -34,7 +49,10 @@ class ForwardReport:
         return not self.refused
 
     def __str__(self) -> str:
-        return f"forwarded {len(self.forwarded)} bundles, refused {len(self.refused)}"
+        text = f"forwarded {len(self.forwarded)} bundles, refused {len(self.refused)}"
+        if self.blob_files or self.blob_files_left:
+            text += f"; {self.blob_files} blob files carried, {self.blob_files_left} left"
+        return text
 
 
 def _refuses_the_bundle(exc: PeerRefusedError) -> bool:
@@ -76,4 +94,50 @@ def forward(source: Transport, target: Transport) -> ForwardReport:
         if taken == 1:
             source.acknowledge(item)
             report.forwarded.append(bundle_name(item))
+    _forward_blob_files(source, target, report)
     return report
+
+
+def _forward_blob_files(source: Transport, target: Transport, report: ForwardReport) -> None:
+    """Carry the blob files sealed for the source's addressee (after its bundles, which
+    never wait for them) to the target's mailbox for the same site, unopened; a file
+    is removed from the source once it is written onward. A next hop that is not a
+    mailbox for that site (a server) leaves them where they are, counted."""
+    box = source.blob_mailbox()
+    if box is None:
+        return
+    files = [*box.chunk_files(), *box.want_files()]
+    onward = target.blob_mailbox()
+    if onward is None or onward.peer != box.me:
+        report.blob_files_left += len(files)
+        return
+    carried: list[Path] = []
+    try:
+        _carry(box, onward, files, carried, report)
+    finally:
+        onward.flush()  # durable onward before anything leaves the source
+        for path in carried:
+            box.remove(path)
+        report.blob_files += len(carried)
+
+
+def _carry(
+    box: BlobBox, onward: BlobBox, files: list[Path], carried: list[Path], report: ForwardReport
+) -> None:
+    for i, path in enumerate(files):
+        kind = KIND_CHUNK if path.suffix == CHUNK_SUFFIX else KIND_WANT
+        try:
+            data = box.read(path, want_list_max(box.limits) if kind == KIND_WANT else None)
+            if recipient_of(data, kind) != box.me:
+                raise RemoteDataError("sealed for another site than the one it is left for")
+        except (OSError, RemoteDataError) as exc:
+            reason = f"{type(exc).__name__}: {exc}"
+            box.set_aside(path, reason)
+            report.refused.append(Refused(path.name, reason))
+            continue
+        try:
+            onward.carry(path.name, data, path.parent.name if kind == KIND_CHUNK else None)
+        except NoRoom:
+            report.blob_files_left += len(files) - i
+            return
+        carried.append(path)

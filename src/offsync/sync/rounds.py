@@ -18,7 +18,8 @@ applied, and the next round picks up where this one stopped, because applying a 
 twice changes nothing.
 
 After the records, a transport that carries blobs (``Transport.blob_peer``: HTTP, a
-loopback) runs the blob lane (``offsync.sync.blobs``): records never wait for it, a
+loopback; ``Transport.blob_mailbox``: a folder, a disk) runs the blob lane
+(``offsync.sync.blobs``, ``offsync.sync.mailblobs``): records never wait for it, a
 refused blob is reported and the others go on, and a broken link there is reported
 (``Refused("blobs", ...)``) rather than raised, since the records already arrived.
 """
@@ -37,6 +38,7 @@ from ..replica import ApplyReport, Replica
 from ..segment import hash32
 from ..transports.base import Refused, Transport
 from .blobs import sync_blobs
+from .mailblobs import mail_blobs
 
 __all__ = ["SyncReport", "bundle_name", "sync"]
 
@@ -125,10 +127,14 @@ def _lane(
     the lane goes on; a broken link ends the lane, reported, and the next round resumes
     each blob from the offset its receiver holds."""
     try:
-        peer = transport.blob_peer()
-        if peer is None:
-            return
-        report.blobs = lane = sync_blobs(replica, peer, push=push, pull=pull)
+        box = transport.blob_mailbox()
+        if box is not None:
+            report.blobs = lane = mail_blobs(replica, box, push=push, pull=pull)
+        else:
+            peer = transport.blob_peer()
+            if peer is None:
+                return
+            report.blobs = lane = sync_blobs(replica, peer, push=push, pull=pull)
     except TransportError as exc:
         report.refused.append(Refused("blobs", f"{type(exc).__name__}: {exc}"))
         return

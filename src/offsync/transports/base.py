@@ -44,6 +44,7 @@ from ..receipt import Receipt
 
 if TYPE_CHECKING:
     from ..lane import BlobPeer
+    from .blobbox import BlobBox
 
 __all__ = ["DEFAULT_MAX_BUNDLE", "Refused", "Transport"]
 
@@ -96,6 +97,11 @@ class Transport(ABC):
     def blob_peer(self) -> BlobPeer | None:
         """The other side of the blob lane (``offsync.sync.blobs``), if this transport
         carries blobs; ``None`` (the default) if it does not yet."""
+        return None
+
+    def blob_mailbox(self) -> BlobBox | None:
+        """The chunk files of a mailbox (a folder, a disk: ``offsync.sync.mailblobs``),
+        if this transport is one; ``None`` (the default) if it is not."""
         return None
 
     def acknowledge(self, bundle: bytes) -> None:  # noqa: B027 - optional hook

@@ -48,6 +48,7 @@ from ..knowledge import Knowledge
 from ..limits import DEFAULT_LIMITS, Limits
 from ..segment import hash32
 from .base import Refused
+from .blobbox import BlobBox, SpaceBudget
 from .folder import (
     _BUNDLE_NAME,
     NAME_HEX,
@@ -372,6 +373,13 @@ class DiskTransport(FolderTransport):
                 "bytes than were written (failing disk or a bad connection). Nothing from "
                 "this export will be imported; try another disk."
             )
+
+    def blob_mailbox(self) -> BlobBox:
+        """Blob chunk files beside the bundles, written until the disk is full (less
+        ``reserve_bytes``): what did not fit goes on the next disk. Temporary files of
+        an unfinished write are removed at once (one courier's stop writes at a time)."""
+        budget = SpaceBudget(self._free, self.reserve_bytes)
+        return BlobBox(self.root, self.me, self.peer, limits=self.limits, budget=budget, temp_age=0)
 
     # -- importing ---------------------------------------------------------------------
 

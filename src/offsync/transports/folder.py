@@ -38,6 +38,7 @@ import tempfile
 import time
 from collections.abc import Collection, Iterable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..bundle import BundleHeader, read_header
 from ..bundle import peek_header as bundle_header
@@ -53,6 +54,9 @@ from ..knowledge import Knowledge
 from ..limits import DEFAULT_LIMITS, Limits
 from ..segment import hash32
 from .base import Refused, Transport
+
+if TYPE_CHECKING:
+    from .blobbox import BlobBox
 
 __all__ = ["FolderTransport", "peek_header"]
 
@@ -266,6 +270,12 @@ class FolderTransport(Transport):
                 return 0.0
 
         return sorted(files, key=lambda p: (mtime(p), p.name))
+
+    def blob_mailbox(self) -> BlobBox:
+        """Blob chunk files beside the bundles (``offsync.transports.blobbox``)."""
+        from .blobbox import BlobBox  # it reads and writes files as this module does
+
+        return BlobBox(self.root, self.me, self.peer, limits=self.limits)
 
     def _require_peer(self) -> bytes:
         if self.peer is None:

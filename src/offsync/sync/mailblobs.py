@@ -1,0 +1,258 @@
+"""The blob lane over a mailbox (a shared folder, a courier disk), after the bundles.
+
+A mailbox is not a live peer: nobody answers "how much of this blob do you hold?". So
+the lane runs on what the mailbox carries (docs/design.md "Blobs over folders and
+disks"):
+
+* **Take** (pull): every chunk file left for this replica, after the bundles of the
+  same round were applied (records first, never waiting for blobs). A chunk is kept
+  only for a blob that a visible record here references, of the size that record says;
+  the whole blob is verified when its last byte arrives. A file that does not open,
+  does not match its name, or belongs to a blob that is refused is set aside with its
+  reason and the next file is taken: one bad chunk blocks nothing. A taken file is
+  removed, so an import cut short resumes at the next file.
+* **Ask**: this replica leaves its **want list** for the peer: the blobs its records
+  reference and it lacks, and the bytes it holds of each.
+* **Leave** (push): the blobs held here that the peer lacks, as far as this replica
+  can tell: those of records the peer's newest receipt does not cover (it has not
+  got them, so not their blobs either), and those its newest want list asks for, from
+  the offset it holds. Not written again: a chunk file already on the medium, and a
+  blob already written to a mailbox for this peer (the **in-transit log**, kept in
+  the replica's store) until a newer want list of the peer's (by the peer's clock)
+  asks for it again, so the second disk of a backlog carries what the first did not. A full disk
+  stops the writing; what was left is counted (``LaneReport.left``).
+
+Trust mode: no chunk is left for a site that may not read (``TrustStore.may_read``),
+as no bundle is (``offsync.sync.mailbox``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+from ..blobfile import WantList, decode_chunk, parse_chunk_name, want_capacity
+from ..blobs import BlobRef
+from ..errors import RemoteDataError
+from ..knowledge import Knowledge
+from ..lane import BlobChunk, BlobTransfer, LaneReport, transfer_spans
+from ..replica import Replica
+from ..replica.mailing import LANE_LOG
+from ..transports.blobbox import BlobBox, NoRoom
+
+__all__ = ["IN_TRANSIT", "mail_blobs", "wanted_blobs"]
+
+#: The in-transit log (``Replica.lane_log``): blob hash -> the ``created`` of the
+#: peer's newest want list when the blob was last written to a mailbox for it (0: none).
+IN_TRANSIT = LANE_LOG
+
+
+def mail_blobs(
+    replica: Replica, box: BlobBox, *, push: bool = True, pull: bool = True
+) -> LaneReport:
+    """Take the chunks left here, then (with a peer) leave this replica's want list and
+    the blobs the peer lacks. What moved, what was refused, what did not fit."""
+    report = LaneReport()
+    if pull:
+        take_chunks(replica, box, report)
+    if push and box.peer is not None and _may_read(replica, box.peer):
+        box.clean_temps()
+        try:
+            box.write_want(wanted_blobs(replica))
+            leave_chunks(replica, box, report)
+        except NoRoom:
+            pass  # counted in report.left by leave_chunks, or nothing written at all
+        finally:
+            box.flush()
+    return report
+
+
+def _may_read(replica: Replica, peer: bytes) -> bool:
+    trust = replica.trust_store
+    return trust is None or trust.may_read(peer, int(time.time() * 1000))
+
+
+# -- taking ----------------------------------------------------------------------------
+
+
+def take_chunks(replica: Replica, box: BlobBox, report: LaneReport) -> None:
+    """Keep every chunk left for this replica that one of its records wants."""
+    wanted = _missing_sizes(replica)
+    for path in box.stray_files():
+        box.set_aside(path, "not a chunk file name: not read")
+    for path in box.chunk_files():
+        named = parse_chunk_name(path.name)
+        assert named is not None
+        try:
+            chunk = decode_chunk(
+                box.read(path), replica.id, replica.identity.unseal, replica.limits
+            )
+            if chunk.ref.hash.hex()[:32] != named[0] or chunk.offset != named[1]:
+                raise RemoteDataError("its contents are not the chunk its name says")
+        except (OSError, RemoteDataError) as exc:
+            _refuse(box, report, path, named[0], exc)
+            continue
+        size = wanted.get(chunk.ref.hash)
+        if size is None:
+            if replica.has_blob(chunk.ref):
+                box.remove(path)  # held already (sent twice, or by two senders)
+            else:
+                why = RemoteDataError("no visible record here references this blob")
+                _refuse(box, report, path, named[0], why)
+            continue
+        ref = chunk.ref
+        try:
+            if ref.size != size:
+                raise RemoteDataError(
+                    f"the chunk says the blob has {ref.size} bytes, its record {size}"
+                )
+            held = replica.receive_blob_chunk(ref, chunk.offset, chunk.data)
+        except RemoteDataError as exc:  # BlobError (the whole blob dropped), limits
+            _refuse(box, report, path, named[0], exc)
+            continue
+        box.remove(path)
+        report.received_bytes += len(chunk.data)
+        if held >= ref.size:
+            report.received += 1
+            del wanted[ref.hash]
+
+
+def _missing_sizes(replica: Replica) -> dict[bytes, int]:
+    """Hash -> size of the blobs visible records reference and this replica does not
+    hold whole: ``missing_blobs`` without its per-record map, so that a district
+    waiting for 218,400 blobs holds 218,400 small entries, not their references."""
+    store = replica.blob_store
+    out: dict[bytes, int] = {}
+    held: set[bytes] = set()
+    for _, _, ref in replica.blob_references():
+        if ref.hash in out or ref.hash in held:
+            continue
+        if store.has(ref.hash):
+            held.add(ref.hash)
+        else:
+            out[ref.hash] = ref.size
+    return out
+
+
+def _refuse(box: BlobBox, report: LaneReport, path: object, prefix: str, exc: Exception) -> None:
+    reason = f"{type(exc).__name__}: {exc}"
+    box.set_aside(path, reason)  # type: ignore[arg-type]
+    report.refused.append((prefix, reason))
+
+
+# -- asking ----------------------------------------------------------------------------
+
+
+def wanted_blobs(replica: Replica) -> WantList:
+    """This replica's want list: the blobs its visible records reference and it lacks,
+    with the bytes it holds of each (at most what one list holds; the rest next time)."""
+    missing = sorted(_missing_sizes(replica).items())[: want_capacity(replica.limits)]
+    held = replica.held_blobs(h for h, _ in missing)
+    return WantList(
+        replica.id,
+        int(time.time() * 1000),
+        {h: min(held.get(h, 0), size) for h, size in missing},
+    )
+
+
+# -- leaving ---------------------------------------------------------------------------
+
+
+def _peer_lacks(replica: Replica, peer: bytes, want: WantList | None) -> Iterator[BlobRef]:
+    """References of visible records the peer's receipt does not cover, and those its
+    want list names (once per hash, held whole here or not)."""
+    receipt = replica.receipts().get(peer)
+    known = receipt.knowledge if receipt is not None else Knowledge()
+    asked = frozenset(want.held) if want is not None else frozenset()
+    return replica.blobs_beyond(known, asked)
+
+
+def leave_chunks(replica: Replica, box: BlobBox, report: LaneReport) -> None:
+    """Write the chunks of the blobs the peer lacks that are not on their way already,
+    record by record (a recording's blobs travel together, and a backlog streams: what
+    is held in memory is a set of hashes, never the blobs' references)."""
+    peer = box.peer
+    assert peer is not None
+    want = box.read_want(replica.identity.unseal)
+    asked = want.held if want is not None else {}
+    log = _load_log(replica, peer)
+    lacking: set[bytes] = set()
+    # The peer's clock, not ours: a blob written when the peer's newest want list was
+    # of time T is written again only for a want list of the peer's after T.
+    stamp = want.created if want is not None else 0
+    chunk = replica.limits.blob_chunk_bytes
+    pending = _peer_lacks(replica, peer, want)
+    try:
+        for ref in pending:
+            lacking.add(ref.hash)
+            if not replica.has_blob(ref):
+                continue
+            sent = log.get(ref.hash)
+            if sent is not None and not (
+                want is not None and ref.hash in asked and want.created > sent
+            ):
+                continue  # on its way (another disk, or this folder)
+            t = BlobTransfer(ref, min(asked.get(ref.hash, 0), ref.size))
+            try:
+                report.sent_bytes += _leave_one(replica, box, t, chunk)
+            except NoRoom:
+                _count_left(replica, t, pending, log, lacking, report)
+                raise
+            log[ref.hash] = stamp
+            report.sent += 1
+    finally:
+        # Entries of blobs the peer no longer lacks go; an export cut short keeps all.
+        if report.left == 0 and not _cut_short(pending):
+            log = {h: t for h, t in log.items() if h in lacking}
+        _save_log(replica, peer, log)
+
+
+def _cut_short(pending: Iterator[BlobRef]) -> bool:
+    return next(pending, None) is not None
+
+
+def _count_left(
+    replica: Replica,
+    first: BlobTransfer,
+    pending: Iterator[BlobRef],
+    log: dict[bytes, int],
+    lacking: set[bytes],
+    report: LaneReport,
+) -> None:
+    """What did not fit on the disk: the blob that was being written and the rest."""
+    report.left, report.left_bytes = 1, first.remaining
+    for ref in pending:
+        lacking.add(ref.hash)
+        if ref.hash not in log and replica.has_blob(ref):
+            report.left += 1
+            report.left_bytes += ref.size
+
+
+def _leave_one(replica: Replica, box: BlobBox, t: BlobTransfer, chunk: int) -> int:
+    """Write one blob's chunks not on the medium yet; the data bytes written."""
+    written = 0
+    spans = list(transfer_spans(t, chunk)) if t.ref.size else [(0, 0)]
+    for offset, length in spans:
+        if box.present(t.ref.hash, offset):
+            continue
+        data = replica.read_blob_chunk(t.ref, offset, length) if length else b""
+        box.write_chunk(BlobChunk(t.ref, offset, data))
+        written += length
+    return written
+
+
+_LOG_ENTRY = 32 + 8  # blob hash, then the stamp (u64 big-endian)
+
+
+def _load_log(replica: Replica, peer: bytes) -> dict[bytes, int]:
+    raw = replica.lane_log(peer)
+    if len(raw) % _LOG_ENTRY:
+        return {}  # local state that cannot be read only costs a second copy
+    return {
+        raw[i : i + 32]: int.from_bytes(raw[i + 32 : i + _LOG_ENTRY], "big")
+        for i in range(0, len(raw), _LOG_ENTRY)
+    }
+
+
+def _save_log(replica: Replica, peer: bytes, log: dict[bytes, int]) -> None:
+    replica.set_lane_log(peer, b"".join(h + t.to_bytes(8, "big") for h, t in sorted(log.items())))
