@@ -6,9 +6,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from offsync import Identity, Replica
 from offsync.blobfile import KIND_CHUNK, recipient_of
 from offsync.blobs import BlobRef
+from offsync.errors import MissingBlobError
 from offsync.limits import Limits
 from offsync.stores.sqlite import SQLiteStore
 from offsync.sync import exchange, exchange_folder, sync
@@ -120,3 +123,43 @@ def test_the_courier_stop_carries_blobs_both_ways(tmp_path: Path) -> None:
     assert stop.replies[0].blobs is not None and stop.replies[0].blobs.sent == 1
     exchange(a, usb)
     assert a.open_blob(rb).read() == photo(6000, 2)
+
+
+def test_a_lazy_or_none_site_takes_from_a_folder_only_what_it_asked_for(tmp_path: Path) -> None:
+    """Chunks a site does not fetch are removed unread, its want list names only what it
+    asked for, and what it asks for comes on the next trip."""
+    a, b = replica(tmp_path, "a", A), replica(tmp_path, "b", B)
+    b.set_blob_fetch("lazy")
+    folder = tmp_path / "share"
+    folder.mkdir()
+    (one,) = record(a, "p1", photo(9000, 1))
+    (two,) = record(a, "p2", photo(9000, 2))
+    exchange_folder(a, folder, [B.public_key])
+    assert chunk_files(folder)  # the writer cannot know b's policy on the first trip
+    exchange_folder(b, folder, [A.public_key])
+    assert b.get("people", "p1") is not None and b.get("people", "p2") is not None
+    assert not b.has_blob(one) and not b.has_blob(two)
+    assert [
+        f for f in chunk_files(folder) if recipient_of(f.read_bytes(), KIND_CHUNK) == B.public_key
+    ] == []
+    with pytest.raises(MissingBlobError):
+        b.open_blob(one)  # asked for: fetched at the next exchange
+    exchange_folder(b, folder, [A.public_key])  # its want list names it
+    exchange_folder(a, folder, [B.public_key])
+    exchange_folder(b, folder, [A.public_key])
+    assert b.open_blob(one).read() == photo(9000, 1) and not b.has_blob(two)
+    b.set_blob_fetch("none")
+    assert b.blobs_to_fetch() == ([], [])
+
+
+def test_a_site_that_fetches_no_blobs_keeps_none_from_a_disk(tmp_path: Path) -> None:
+    a, b = replica(tmp_path, "a", A), replica(tmp_path, "b", B)
+    b.set_blob_fetch("none")
+    usb = tmp_path / "usb"
+    usb.mkdir()
+    refs = record(a, "p1", photo(9000), photo(5000, 3))
+    sync(a, DiskTransport(usb, a, b), pull=False)
+    got = sync(b, DiskTransport(usb, b), push=False)
+    assert got.applied == 1 and got.blobs is not None and got.blobs.received == 0
+    assert not any(b.has_blob(r) for r in refs) and chunk_files(usb) == []
+    assert b.missing_blobs().count == 2

@@ -76,8 +76,9 @@ def _may_read(replica: Replica, peer: bytes) -> bool:
 
 
 def take_chunks(replica: Replica, box: BlobBox, report: LaneReport) -> None:
-    """Keep every chunk left for this replica that one of its records wants."""
-    wanted = _missing_sizes(replica)
+    """Keep every chunk left for this replica that one of its records wants and its
+    fetch policy takes; the chunks of blobs it does not fetch are removed unread."""
+    wanted = _fetched_sizes(replica)
     for path in box.stray_files():
         box.set_aside(path, "not a chunk file name: not read")
     for path in box.chunk_files():
@@ -94,8 +95,10 @@ def take_chunks(replica: Replica, box: BlobBox, report: LaneReport) -> None:
             continue
         size = wanted.get(chunk.ref.hash)
         if size is None:
-            if replica.has_blob(chunk.ref):
-                box.remove(path)  # held already (sent twice, or by two senders)
+            if replica.has_blob(chunk.ref) or replica.blob_fetch != "eager":
+                # Held already (sent twice, or by two senders), or not fetched here:
+                # a lazy or "none" site takes only what it asked for.
+                box.remove(path)
             else:
                 why = RemoteDataError("no visible record here references this blob")
                 _refuse(box, report, path, named[0], why)
@@ -115,6 +118,15 @@ def take_chunks(replica: Replica, box: BlobBox, report: LaneReport) -> None:
         if held >= ref.size:
             report.received += 1
             del wanted[ref.hash]
+
+
+def _fetched_sizes(replica: Replica) -> dict[bytes, int]:
+    """Hash -> size of the missing blobs this replica fetches: every one (``eager``),
+    those asked for (``lazy``) or none."""
+    if replica.blob_fetch == "eager":
+        return _missing_sizes(replica)
+    first, _ = replica.blobs_to_fetch()
+    return {r.hash: r.size for r in first}
 
 
 def _missing_sizes(replica: Replica) -> dict[bytes, int]:
@@ -144,9 +156,10 @@ def _refuse(box: BlobBox, report: LaneReport, path: object, prefix: str, exc: Ex
 
 
 def wanted_blobs(replica: Replica) -> WantList:
-    """This replica's want list: the blobs its visible records reference and it lacks,
-    with the bytes it holds of each (at most what one list holds; the rest next time)."""
-    missing = sorted(_missing_sizes(replica).items())[: want_capacity(replica.limits)]
+    """This replica's want list: the blobs its visible records reference, it lacks and
+    its fetch policy takes, with the bytes it holds of each (at most what one list
+    holds; the rest next time)."""
+    missing = sorted(_fetched_sizes(replica).items())[: want_capacity(replica.limits)]
     held = replica.held_blobs(h for h, _ in missing)
     return WantList(
         replica.id,
