@@ -109,6 +109,12 @@ def test_a_centres_workers_get_no_passphrase_in_their_environment_and_share_metr
                 environ = Path(f"/proc/{process}/environ").read_bytes()
                 assert PASSPHRASE.encode() not in environ, f"process {process}"
                 assert b"OFFSYNC_PASSPHRASE=" not in environ
+            # A worker sets its gauge when its app starts, which may come after the
+            # other worker answered the sync: wait (bounded) until both have.
+            deadline = time.monotonic() + 60
+            while value(scrape(url), "offsync_max_in_flight") != 16:
+                assert time.monotonic() < deadline, "the second worker never started"
+                time.sleep(0.2)
             for _ in range(6):  # new connections: any worker answers for both
                 samples = scrape(url)
                 assert value(samples, "offsync_changes_total", outcome="applied") == 2
