@@ -245,7 +245,7 @@ class _Applying(_Examining):
         if own:  # our own changes, lost in a restore, came back
             self.store.clear_outbox(own)  # they are sealed now, by us, before the loss
             if run.displaced:  # ours at their seqs give way, and come after
-                seq = self._issue_again(run, max(own, claim))
+                seq = self._issue_again(run, max(own, claim)) or seq
             self.store.set_meta("seq", str(seq).encode())
             self.store.set_meta("sealed", str(own).encode())
         for receipt in kept_receipts(receipts, self.id):
@@ -288,7 +288,8 @@ class _Applying(_Examining):
         """Issue the changes ``_give_way`` took back under fresh seqs after ``claimed``
         (the highest own seq the world may hold), in their order, with their clocks,
         contents and parents (a parent among them renamed with it); returns the own seq
-        now issued. They never left this site, so no peer knows their old seqs."""
+        now issued (0: none issued). They never left this site, so no peer knows their
+        old seqs."""
         renamed: dict[ChangeId, ChangeId] = {}
         fresh: list[Change] = []
         # One the sealed history holds as it is (sealed in the abandoned timeline, with
@@ -300,7 +301,7 @@ class _Applying(_Examining):
             renamed[c.id] = new.id
             fresh.append(new)
         if not fresh:
-            return claimed
+            return 0
         run.conflicts.update(dict.fromkeys(self._merge(fresh)))
         self.store.add_outbox([(c.seq, c.to_row()) for c in fresh])
         log.warning(
