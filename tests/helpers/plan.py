@@ -73,6 +73,7 @@ def context(
     idx: SegmentIndex,
     *,
     seq: int = 0,
+    sealed: int = 0,
     trust: TrustStore | None = None,
     now: int = T0,
     held: Sequence[Change] = (),
@@ -87,6 +88,7 @@ def context(
         idx,
         rules(trust, now),
         lambda collection, key: by_record.get((collection, key), []),
+        sealed,
     )
 
 

@@ -116,10 +116,18 @@ def test_own_changes_coming_back_after_a_restore_apply_and_a_fork_of_them_does_n
     # A restored site at seq 3 holds these changes (unsealed): its own work comes back.
     (plan,) = plan_segments([ours], context(SegmentIndex(), seq=3, held=held))
     assert plan.verdict is Verdict.APPLY
-    # The same seqs with other content: this very site forked.
+    # The same seqs with other content, where this site has sealed them: it forked.
     forked = seal(ME, 1, 3, ms=T0 + 1)
-    (plan,) = plan_segments([forked], context(SegmentIndex(), seq=3, held=held))
+    (plan,) = plan_segments([forked], context(SegmentIndex(), seq=3, sealed=3, held=held))
     assert str(plan.status) == "fork: reuses seqs this site has issued"
+    assert not plan.displaces
+    # Where it holds them unsealed (they never left), the sealed history wins: they
+    # give way (and are issued again after it, by the executor).
+    (plan,) = plan_segments([forked], context(SegmentIndex(), seq=3, held=held))
+    assert (plan.verdict, plan.displaces) == (Verdict.APPLY, True)
+    # Reaching into sealed seqs, it is a fork still.
+    (plan,) = plan_segments([forked], context(SegmentIndex(), seq=3, sealed=1, held=held))
+    assert (plan.verdict, plan.displaces) == (Verdict.QUARANTINE, False)
     # Seqs it never issued are simply new.
     (plan,) = plan_segments([seal(ME, 1, 3)], context(SegmentIndex(), seq=0))
     assert plan.verdict is Verdict.APPLY

@@ -70,6 +70,9 @@ class SegmentPlan:
     max_hlc: int = 0  # the largest timestamp among them (the clock moves past it)
     due: int | None = None  # a clock hold: wall ms from which it may be admitted
     error: RemoteDataError | None = None  # REFUSE: what the apply raises
+    #: This site's own sealed history, held by a peer, at seqs this site holds only
+    #: unsealed with other changes: those give way (``displaces_unsealed``).
+    displaces: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +84,7 @@ class ApplyContext:
     index: SegmentIndex  # the segments held before the bundle
     rules: Admission
     held_changes: HeldChanges
+    sealed: int = 0  # the highest own seq sealed (what is above it is unsealed)
 
 
 def _stage_range(staged: list[tuple[int, int]], first: int, last: int) -> None:
@@ -125,15 +129,31 @@ def judge(seg: Segment, h: bytes, changes: Sequence[Change], ctx: ApplyContext) 
     reuses_own = (
         seg.origin == ctx.own and seg.first_seq <= ctx.seq and not recovers_own(changes, ctx)
     )
-    status = ctx.index.chain_problem(seg, reuses_own=reuses_own)
+    displaces = reuses_own and displaces_unsealed(seg, ctx)
+    status = ctx.index.chain_problem(seg, reuses_own=reuses_own and not displaces)
     due = None
     if status is None:
         status, due = admit(changes, ctx.rules)
     if status.applied:
-        return SegmentPlan(Verdict.APPLY, seg, h, status, changes, max(map(_HLC, changes)))
+        top = max(map(_HLC, changes))
+        return SegmentPlan(Verdict.APPLY, seg, h, status, changes, top, displaces=displaces)
     part = admitted_part(status, changes, ctx.rules)  # trust refusals: per change
     top = max(map(_HLC, part), default=0)
-    return SegmentPlan(Verdict.QUARANTINE, seg, h, status, part, top, due)
+    return SegmentPlan(Verdict.QUARANTINE, seg, h, status, part, top, due, displaces=displaces)
+
+
+def displaces_unsealed(seg: Segment, ctx: ApplyContext) -> bool:
+    """Whether an own segment with other changes than this site holds at its seqs is
+    this site's sealed history, to which its unsealed changes there give way.
+
+    It is when it lies wholly above the seqs sealed here and fits the chain as held: it
+    is signed with this site's key, so this site sealed it, in a timeline a restore
+    abandoned; a peer holds it, so the world has it at those seqs. The unsealed changes
+    it collides with never left this site (only sealed changes leave), so nobody saw
+    their seqs: they are issued again after the claimed seqs (``Replica.apply``), not
+    lost. A segment reaching into sealed seqs is a real fork of this site (quarantined).
+    """
+    return seg.first_seq > ctx.sealed and ctx.index.chain_problem(seg) is None
 
 
 def recovers_own(changes: Sequence[Change], ctx: ApplyContext) -> bool:

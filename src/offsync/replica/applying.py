@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from ..bundle import Bundle, open_bundle
-from ..change import Change
+from ..change import Change, ChangeId
 from ..encoding import packb
 from ..errors import StorageConflictError, StorageError
 from ..plan.apply import ApplyContext, SegmentPlan, Verdict, kept_forks, own_returned, plan_segments
@@ -68,6 +68,10 @@ class _Run:
     max_hlc: int = 0
     due: int | None = None
     trust_touched: bool = False
+    #: Own unsealed changes taken back for an own sealed segment at their seqs, to be
+    #: issued again under fresh seqs (``_Applying._give_way``); None: none taken.
+    displaced: list[Change] | None = None
+    own: set[Change] = field(default_factory=set)  # own changes in the segments stored
 
 
 class _Applying(_Examining):
@@ -169,7 +173,7 @@ class _Applying(_Examining):
         run = _Run()
         st = self._st
         ctx = ApplyContext(
-            self.id, st.seq, st.segments, self._rules(st.trust), self.store.changes_for
+            self.id, st.seq, st.segments, self._rules(st.trust), self.store.changes_for, st.sealed
         )
         for plan in plan_segments(bundle.segments, ctx):
             self._take(plan, run, report)
@@ -193,6 +197,8 @@ class _Applying(_Examining):
             run.forks.append(seg)
             report.quarantined += seg.count
             return
+        if plan.displaces and run.displaced is None:
+            run.displaced = self._give_way(run)
         encoded = seg.encode()
         run.rows.append(
             SegmentRow(
@@ -210,6 +216,8 @@ class _Applying(_Examining):
         )
         run.stored.append((seg.origin, entry))
         run.merge.extend(plan.merge)
+        if seg.origin == self.id:
+            run.own.update(plan.merge)
         report.applied += len(plan.merge)
         report.quarantined += seg.count - len(plan.merge)
         run.max_hlc = max(run.max_hlc, plan.max_hlc)
@@ -232,9 +240,13 @@ class _Applying(_Examining):
         st = self._st
         forks = self._record_forks(run.forks) if run.forks else st.forks
         own = own_returned(((o, s.last, s.status) for o, s in run.stored), self.id, st.sealed)
+        claim = raised_claim(st.claim, receipts, self.id, st.trust)
+        seq = max(own, st.seq)
         if own:  # our own changes, lost in a restore, came back
             self.store.clear_outbox(own)  # they are sealed now, by us, before the loss
-            self.store.set_meta("seq", str(max(own, st.seq)).encode())
+            if run.displaced:  # ours at their seqs give way, and come after
+                seq = self._issue_again(run, max(own, claim)) or seq
+            self.store.set_meta("seq", str(seq).encode())
             self.store.set_meta("sealed", str(own).encode())
         for receipt in kept_receipts(receipts, self.id):
             if self._keep_receipt(receipt):
@@ -244,15 +256,63 @@ class _Applying(_Examining):
         self._put(
             st._replace(
                 segments=st.segments.updated(add=run.stored),
-                seq=max(own, st.seq),
+                seq=seq,
                 sealed=own or st.sealed,
                 hlc=max(st.hlc, run.max_hlc),
-                claim=raised_claim(st.claim, receipts, self.id, st.trust),
+                claim=claim,
                 forks=forks,
                 clock_due=_earliest(st.clock_due, run.due),
             )
         )
         return self._bound_unknown([o for o, _ in run.stored], run.trust_touched)
+
+    def _give_way(self, run: _Run) -> list[Change]:
+        """Take back the own unsealed changes (``plan.apply.displaces_unsealed``) above
+        the own segments this bundle stored so far (those came back as they are): their
+        changes and outbox rows, before the segment at their seqs is merged. Returned in
+        seq order for ``_issue_again``; the records are recomputed when they are merged
+        again (in this transaction, so a failure rolls both back)."""
+        st = self._st
+        taken: list[Change] = []
+        after = max([st.sealed, *(s.last for o, s in run.stored if o == self.id)])
+        while page := self.store.outbox_page(after, 10_000):
+            taken += (Change.from_row(self.id, seq, bytes(row)) for seq, row in page)
+            after = page[-1][0]
+        self.store.remove_changes(taken)
+        # Every outbox row goes: those at or below ``after`` are in segments stored now.
+        self.store.clear_outbox(st.seq)
+        self._recent.clear()  # sealing must not take the old changes from memory
+        return taken
+
+    def _issue_again(self, run: _Run, claimed: int) -> int:
+        """Issue the changes ``_give_way`` took back under fresh seqs after ``claimed``
+        (the highest own seq the world may hold), in their order, with their clocks,
+        contents and parents (a parent among them renamed with it); returns the own seq
+        now issued (0: none issued). They never left this site, so no peer knows their
+        old seqs."""
+        renamed: dict[ChangeId, ChangeId] = {}
+        fresh: list[Change] = []
+        # One the sealed history holds as it is (sealed in the abandoned timeline, with
+        # others that differ) is not issued twice.
+        again = [c for c in run.displaced or () if c not in run.own]
+        for i, c in enumerate(again, start=claimed + 1):
+            parents = tuple(renamed.get(p, p) for p in c.parents)
+            new = c._replace(seq=i, parents=parents)
+            renamed[c.id] = new.id
+            fresh.append(new)
+        if not fresh:
+            return 0
+        run.conflicts.update(dict.fromkeys(self._merge(fresh)))
+        self.store.add_outbox([(c.seq, c.to_row()) for c in fresh])
+        log.warning(
+            "own changes this site held unsealed gave way to its own sealed history a"
+            " peer holds at their seqs (a restore from an older backup): %d issued"
+            " again as seqs %d..%d",
+            len(fresh),
+            fresh[0].seq,
+            fresh[-1].seq,
+        )
+        return fresh[-1].seq
 
     def _record_forks(self, segs: Sequence[Segment]) -> tuple[Segment, ...]:
         """Keep (a bounded number of) validly signed segments that fork a held one;
@@ -295,7 +355,9 @@ class ApplyGroup:
         report = ApplyReport(bundles[0].id, bundles[0].header.sender)
         run = _Run()
         st = r._st
-        ctx = ApplyContext(r.id, st.seq, st.segments, r._rules(st.trust), r.store.changes_for)
+        ctx = ApplyContext(
+            r.id, st.seq, st.segments, r._rules(st.trust), r.store.changes_for, st.sealed
+        )
         for plan in plan_segments(segments, ctx):
             r._take(plan, run, report)
             if len(run.merge) >= APPLY_CHUNK:
