@@ -187,22 +187,40 @@ async def upload(state: ServerState, request: Request) -> Response:
         if bundle_id in state.done:  # a concurrent upload of it just finished
             return await _duplicate(state, bundle_id)
         length = _content_length(request)
-        header = request.headers.get("content-range")
-        if header is None:
-            return await _whole(state, request, bundle_id, length)
-        rng = parse_content_range(header)
-        if rng is None:
-            raise bad_request("Content-Range must be 'bytes FIRST-LAST/TOTAL' or 'bytes */TOTAL'")
-        state.uploads.check_size(rng.total)
-        # Other workers may serve chunks of this upload from the same upload_dir: the
-        # offset check, the append and the apply happen holding its lock file.
-        held = await anyio.to_thread.run_sync(state.uploads.lock, bundle_id)
-        if held is None:
-            raise busy()
-        try:
-            return await _chunk(state, request, bundle_id, rng, length)
-        finally:
-            await anyio.to_thread.run_sync(state.uploads.unlock, bundle_id, held)
+        return await _receive(state, request, bundle_id, _content_range(state, request), length)
+
+
+def _content_range(state: ServerState, request: Request) -> ContentRange | None:
+    """The upload's ``Content-Range`` within the upload size limit; None: a whole body."""
+    header = request.headers.get("content-range")
+    if header is None:
+        return None
+    rng = parse_content_range(header)
+    if rng is None:
+        raise bad_request("Content-Range must be 'bytes FIRST-LAST/TOTAL' or 'bytes */TOTAL'")
+    state.uploads.check_size(rng.total)
+    return rng
+
+
+async def _receive(
+    state: ServerState,
+    request: Request,
+    bundle_id: str,
+    rng: ContentRange | None,
+    length: int | None,
+) -> Response:
+    """A whole body, or one range of it. Other workers may serve chunks of this upload
+    from the same upload_dir: the offset check, the append and the apply happen holding
+    its lock file."""
+    if rng is None:
+        return await _whole(state, request, bundle_id, length)
+    held = await anyio.to_thread.run_sync(state.uploads.lock, bundle_id)
+    if held is None:
+        raise busy()
+    try:
+        return await _chunk(state, request, bundle_id, rng, length)
+    finally:
+        await anyio.to_thread.run_sync(state.uploads.unlock, bundle_id, held)
 
 
 async def _spooled_upload(state: ServerState, request: Request, bundle_id: str) -> Response:
@@ -211,13 +229,7 @@ async def _spooled_upload(state: ServerState, request: Request, bundle_id: str) 
     of it (``offsync.http.spool``, docs/scale.md)."""
     spool, applier = state.spool, state.applier
     assert spool is not None and applier is not None
-    header = request.headers.get("content-range")
-    rng = None
-    if header is not None:
-        rng = parse_content_range(header)
-        if rng is None:
-            raise bad_request("Content-Range must be 'bytes FIRST-LAST/TOTAL' or 'bytes */TOTAL'")
-        state.uploads.check_size(rng.total)
+    rng = _content_range(state, request)
     if rng is not None and not isinstance(rng, ChunkRange):
         # A commit asks what became of a bundle: the spool knows, if it holds it.
         found, seen = await spool.lookup(bytes.fromhex(bundle_id))
@@ -226,16 +238,7 @@ async def _spooled_upload(state: ServerState, request: Request, bundle_id: str) 
     if applier.held >= state.spool_max_held:
         raise busy()  # the appliers are this far behind: truly saturated
     async with state.upload_lock(bundle_id):
-        length = _content_length(request)
-        if rng is None:
-            return await _whole(state, request, bundle_id, length)
-        held = await anyio.to_thread.run_sync(state.uploads.lock, bundle_id)
-        if held is None:
-            raise busy()
-        try:
-            return await _chunk(state, request, bundle_id, rng, length)
-        finally:
-            await anyio.to_thread.run_sync(state.uploads.unlock, bundle_id, held)
+        return await _receive(state, request, bundle_id, rng, _content_length(request))
 
 
 async def _spool_answer(
