@@ -23,18 +23,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import tempfile
-import threading
 import time
+from contextlib import ExitStack
 from pathlib import Path
-
-import uvicorn
 
 from offsync import Identity, Replica
 from offsync.blobs import BlobRef
+from offsync.demo import free_loopback_socket, serving
 from offsync.errors import TransportError
-from offsync.server import create_app
 from offsync.stores.sqlite import SQLiteStore
 from offsync.sync import sync
 from offsync.transports.http import HTTPTransport
@@ -61,20 +58,6 @@ class BreakingPeer(HTTPBlobPeer):
         return super().put_chunk(ref, offset, data)
 
 
-def _serve(replica: Replica) -> tuple[uvicorn.Server, str]:
-    # IPPROTO_TCP, not 0: else asyncio leaves Nagle on (offsync.cli.serve._listen).
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.bind(("127.0.0.1", 0))
-    config = uvicorn.Config(
-        create_app(replica, readable=None), log_level="warning", access_log=False, lifespan="off"
-    )
-    server = uvicorn.Server(config)
-    threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True).start()
-    while not server.started:
-        time.sleep(0.05)
-    return server, f"http://127.0.0.1:{sock.getsockname()[1]}"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=200)
@@ -94,7 +77,8 @@ def main() -> None:
             for i in range(args.n):
                 ref = site.put_blob(os.urandom(args.size), "image/jpeg")
                 site.put("people", f"p{i:06d}", {"photo": ref.field()})
-        server, url = _serve(centre)
+        served = ExitStack()
+        url = served.enter_context(serving(centre, free_loopback_socket(), readable=None))
         total = args.n * args.size
         wall, cpu = time.perf_counter(), time.process_time()
         with HTTPTransport(url, site.identity) as link:
@@ -113,7 +97,7 @@ def main() -> None:
             pulled = sync(other, link)
         pull = time.perf_counter() - wall, time.process_time() - cpu
         assert other.missing_blobs().count == 0 and pulled.blobs is not None
-        server.should_exit = True
+        served.close()
         mb = total / 1e6
         print(
             f"== {args.n} blobs x {args.size} bytes = {mb:.1f} MB, link broken every "

@@ -29,19 +29,16 @@ import argparse
 import os
 import resource
 import shutil
-import socket
 import subprocess
 import tempfile
-import threading
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-import uvicorn
-
 from offsync import Identity, Replica
-from offsync.server import create_app
+from offsync.demo import free_loopback_socket, serving
 from offsync.stores.sqlite import SQLiteStore
 from offsync.sync import sync
 from offsync.transports import DiskTransport
@@ -71,20 +68,6 @@ def disk_usage(root: Path) -> tuple[int, int, int]:
             apparent += st.st_size
             allocated += st.st_blocks * 512
     return files, apparent, allocated
-
-
-def serve(replica: Replica) -> tuple[uvicorn.Server, str]:
-    sock = socket.socket()
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as ``offsync serve`` does
-    sock.bind(("127.0.0.1", 0))
-    config = uvicorn.Config(
-        create_app(replica, readable=None), log_level="warning", access_log=False, lifespan="off"
-    )
-    server = uvicorn.Server(config)
-    threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True).start()
-    while not server.started:
-        time.sleep(0.05)
-    return server, f"http://127.0.0.1:{sock.getsockname()[1]}"
 
 
 def timed(what: str, mb: float, fn: Callable[[], Any]) -> Any:
@@ -168,7 +151,8 @@ def main() -> None:
             assert district.missing_blobs().count == 0
 
         timed("import", mb, take)
-        server, url = serve(centre)
+        served = ExitStack()
+        url = served.enter_context(serving(centre, free_loopback_socket(), readable=None))
 
         def onward() -> None:
             with HTTPTransport(url, district.identity) as link:
@@ -176,7 +160,7 @@ def main() -> None:
             assert report.ok and report.blobs is not None
 
         timed("forward", mb, onward)
-        server.should_exit = True
+        served.close()
         missing = centre.missing_blobs()
         held = len(centre.blob_store.blobs())
         print(f"centre   {held} blobs held, {missing.count} missing")

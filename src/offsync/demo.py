@@ -112,13 +112,14 @@ def free_loopback_socket() -> socket.socket:
 
 
 @contextmanager
-def serving(replica: Replica, sock: socket.socket) -> Iterator[str]:
-    """Serve ``replica`` with uvicorn on ``sock`` in a thread; yields the base URL."""
+def serving(replica: Replica, sock: socket.socket, **app_options: Any) -> Iterator[str]:
+    """Serve ``replica`` with uvicorn on ``sock`` in a thread (``create_app`` with
+    ``app_options``); yields the base URL. The benchmarks serve with it too."""
     import uvicorn
 
     from .server import create_app
 
-    app = create_app(replica)
+    app = create_app(replica, **app_options)
     config = uvicorn.Config(app, log_level="warning", lifespan="off")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
