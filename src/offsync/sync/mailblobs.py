@@ -39,6 +39,7 @@ from ..lane import BlobChunk, BlobTransfer, LaneReport, transfer_spans
 from ..replica import Replica
 from ..replica.mailing import LANE_LOG
 from ..transports.blobbox import BlobBox, NoRoom
+from .readers import may_receive
 
 __all__ = ["IN_TRANSIT", "mail_blobs", "wanted_blobs"]
 
@@ -55,7 +56,7 @@ def mail_blobs(
     report = LaneReport()
     if pull:
         take_chunks(replica, box, report)
-    if push and box.peer is not None and _may_read(replica, box.peer):
+    if push and box.peer is not None and may_receive(replica, box.peer):
         box.clean_temps()
         try:
             box.write_want(wanted_blobs(replica))
@@ -65,11 +66,6 @@ def mail_blobs(
         finally:
             box.flush()
     return report
-
-
-def _may_read(replica: Replica, peer: bytes) -> bool:
-    trust = replica.trust_store
-    return trust is None or trust.may_read(peer, int(time.time() * 1000))
 
 
 # -- taking ----------------------------------------------------------------------------

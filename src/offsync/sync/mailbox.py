@@ -26,7 +26,6 @@ Both return an ``ExchangeReport`` and open their transports with
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,6 +34,7 @@ from ..errors import TransportError
 from ..identity import SiteRef, key_of
 from ..replica import Replica
 from ..transports.locations import open_transport
+from .readers import may_receive
 from .rounds import SyncReport, sync
 
 __all__ = ["ExchangeReport", "NotWritten", "exchange", "exchange_folder"]
@@ -105,11 +105,7 @@ def _reply_to(
 
 def _readers(replica: Replica, targets: list[bytes], report: ExchangeReport) -> list[bytes]:
     """``targets`` that may read; in trust mode the others go to ``report.withheld``."""
-    trust = replica.trust_store
-    if trust is None:
-        return targets
-    now_ms = int(time.time() * 1000)
-    readers = [t for t in targets if trust.may_read(t, now_ms)]
+    readers = [t for t in targets if may_receive(replica, t)]
     report.withheld += [t for t in targets if t not in readers]
     return readers
 

@@ -26,7 +26,6 @@ refused blob is reported and the others go on, and a broken link there is report
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
@@ -39,6 +38,7 @@ from ..segment import hash32
 from ..transports.base import Refused, Transport
 from .blobs import sync_blobs
 from .mailblobs import mail_blobs
+from .readers import may_receive
 
 __all__ = ["SyncReport", "bundle_name", "sync"]
 
@@ -187,17 +187,6 @@ def _round(
         # unsealed (restored from a backup taken before it sealed them), which its
         # knowledge now leaves out, so this pull brings them back as the peer holds them.
         _pull(replica, transport, report)
-
-
-def may_receive(replica: Replica, peer: bytes | None) -> bool:
-    """Whether this replica may hand its data to ``peer``: always in open mode; in trust
-    mode only a named peer that may read now (``TrustStore.may_read``), the rule every
-    server and courier stop applies, so that no path gives personal data to a key no
-    authority certified (a stranger's disk, a rogue server, a revoked site)."""
-    trust = replica.trust_store
-    if trust is None:
-        return True
-    return peer is not None and trust.may_read(peer, int(time.time() * 1000))
 
 
 def _record_receipts(replica: Replica, transport: Transport, report: SyncReport) -> None:
