@@ -8,6 +8,7 @@ each applied to arbitrary field maps.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from hypothesis import given
@@ -29,7 +30,7 @@ FIELDS = st.dictionaries(NAMES, VALUES, max_size=5)
 STEP = st.tuples(st.sampled_from(["rename", "add", "drop", "wrap", "text"]), NAMES, NAMES)
 
 
-def step_of(spec: tuple[str, str, str]) -> Upcaster:
+def step_of(spec: tuple[str, str, str]) -> Callable[[dict[str, Any]], dict[str, Any]]:
     """A pure, total upcaster from a step's data (never changes its argument)."""
     kind, a, b = spec
 
@@ -53,7 +54,7 @@ def step_of(spec: tuple[str, str, str]) -> Upcaster:
 def registry(specs: list[tuple[str, str, str]], version: int | None = None) -> Schemas:
     """``residents`` at ``version`` (default: every step), with the first steps of ``specs``."""
     version = len(specs) + 1 if version is None else version
-    steps = {v: step_of(specs[v - 1]) for v in range(1, version)}
+    steps: dict[int, Upcaster] = {v: step_of(specs[v - 1]) for v in range(1, version)}
     return Schemas({"residents": Schema(version, steps)})
 
 
