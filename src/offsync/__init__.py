@@ -2,9 +2,8 @@
 
 The protocol core (``encoding``, ``clock``, ``identity``, ``knowledge``, ``change``,
 ``segment``, ``bundle``, ``receipt``, ``policies``, ``limits``, ``errors``, ``trust``,
-``attest``, ``httpwire``, ``status``, ``segindex``, the planners in ``plan`` and the
-byte-level modules of ``offsync.http``) is
-sans-IO: it turns bytes into values and values into bytes and decides merges, what to
+``attest``, ``httpwire``, ``status``, ``schemas``, ``segindex``, the planners in ``plan``
+and the byte-level modules of ``offsync.http``) is sans-IO: it turns bytes into values and values into bytes and decides merges, what to
 apply, seal and send, and never touches a file, socket or database. ``Replica`` runs
 its plans against a store; transports, the HTTP server and the command line sit around
 that.
@@ -19,7 +18,16 @@ from .identity import Identity, PublicIdentity
 from .knowledge import Knowledge
 from .limits import Limits
 from .receipt import Receipt
-from .replica import ApplyReport, Conflict, Quarantined, QuarantinedChange, Replica, SeqClaim
+from .replica import (
+    ApplyReport,
+    Conflict,
+    HistoryEntry,
+    Quarantined,
+    QuarantinedChange,
+    Replica,
+    SeqClaim,
+)
+from .schemas import Schema, Schemas
 from .sync import SyncReport, sync
 from .trust import Certificate, Revocation, TrustStore, issue_certificate, revoke
 
@@ -35,6 +43,7 @@ __all__ = [
     "Change",
     "ChangeId",
     "Conflict",
+    "HistoryEntry",
     "Identity",
     "Knowledge",
     "Limits",
@@ -45,6 +54,8 @@ __all__ = [
     "Receipt",
     "Replica",
     "Revocation",
+    "Schema",
+    "Schemas",
     "SeqClaim",
     "SyncReport",
     "TrustStore",

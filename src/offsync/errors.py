@@ -7,7 +7,8 @@ and failures of the machinery around the core (storage, transports)::
     ├── UsageError (ValueError)            the calling code misused the API
     │   ├── ImmutableRecordError           a plain write to a first-writer-wins record
     │   ├── NotAuthorisedError             a local write this site's certificate forbids
-    │   └── FieldTypeError (TypeError)     fields msgpack cannot carry canonically
+    │   ├── FieldTypeError (TypeError)     fields msgpack cannot carry canonically
+    │   └── UpcastError                    a registered upcaster raised or gave no field map
     ├── IdentityError
     │   └── WrongPassphraseError           a key file that the passphrase does not open
     ├── RemoteDataError                    input from elsewhere that must be refused
@@ -20,6 +21,7 @@ and failures of the machinery around the core (storage, transports)::
     │   ├── DecryptionError                encrypted for someone else, or tampered with
     │   ├── ForkError                      two different changes under one change id
     │   ├── ScopeError                     a trusted signer writing outside its scope
+    │   ├── SchemaVersionError             written under a schema newer than this replica's
     │   └── BlobError                      blob bytes that do not match their reference
     │       └── BlobReferenceError (ValueError)  a malformed blob reference
     ├── MissingBlobError (LookupError)     a blob this replica does not hold (yet)
@@ -39,6 +41,11 @@ Every refusal of remote data leaves the store exactly as it was.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .status import Status
 
 __all__ = [
     "BlobError",
@@ -60,6 +67,7 @@ __all__ = [
     "RemoteDataError",
     "RetryableTransportError",
     "RevokedKeyError",
+    "SchemaVersionError",
     "ScopeError",
     "SequenceReuseError",
     "SignatureError",
@@ -70,6 +78,7 @@ __all__ = [
     "TransportError",
     "UnknownSignerError",
     "UnverifiedAnswerError",
+    "UpcastError",
     "UsageError",
     "WrongPassphraseError",
 ]
@@ -95,6 +104,18 @@ class NotAuthorisedError(UsageError):
 class FieldTypeError(UsageError, TypeError):
     """Fields that msgpack cannot carry canonically: a value of another type, a map key
     that is not a str, an int beyond 64 bits, arrays and maps nested too deep."""
+
+
+class UpcastError(UsageError):
+    """An upcaster the application registered (``offsync.schemas``) raised, or gave
+    back something other than a field map msgpack can carry; the original error is
+    its ``__cause__``. ``collection`` and ``version`` name the step that failed (from
+    ``version`` to ``version + 1``), or for fields that cannot be encoded, the version
+    the upcast started from."""
+
+    def __init__(self, message: str, *, collection: str, version: int) -> None:
+        super().__init__(message)
+        self.collection, self.version = collection, version
 
 
 class IdentityError(OffsyncError):
@@ -143,6 +164,17 @@ class ForkError(RemoteDataError):
 
 class ScopeError(RemoteDataError):
     """A trusted signer wrote outside the collections or key prefixes it may write."""
+
+
+class SchemaVersionError(RemoteDataError):
+    """A change written under a schema version newer than this replica knows for its
+    collection (docs/spec-v3.md §10.2). Such a change is held, not dropped, with
+    ``status`` (its string form is the quarantine reason ``schema: …``) and applied
+    once the replica is upgraded."""
+
+    def __init__(self, message: str, *, status: Status | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class BlobError(RemoteDataError):

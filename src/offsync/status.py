@@ -16,6 +16,8 @@ What each kind means for the segment's changes:
 ``validity``   per change: outside the signer's certificate's validity period
 ``scope``      per change: outside the collections or prefixes it may write
 ``validator``  per change: the deployment's validator for the collection refused
+``schema``     per change: written under a schema version newer than this replica's
+               (format 3, docs/spec-v3.md §10.2; ``offsync.schemas``)
 =============  =============================================================
 
 ``error_class`` maps a status to the error that refusing such data raises (one table,
@@ -32,6 +34,7 @@ from .errors import (
     ForkError,
     RemoteDataError,
     RevokedKeyError,
+    SchemaVersionError,
     ScopeError,
     StorageError,
     UnknownSignerError,
@@ -59,6 +62,7 @@ class Kind(enum.Enum):
     VALIDITY = "validity"
     SCOPE = "scope"
     VALIDATOR = "validator"
+    SCHEMA = "schema"
 
 
 #: Kinds under which no change of the segment is applied, whatever each change says.
@@ -132,6 +136,7 @@ ERRORS: dict[tuple[Kind, str | None], type[RemoteDataError]] = {
     (Kind.VALIDATOR, None): RemoteDataError,
     (Kind.FORK, None): ForkError,
     (Kind.CLOCK, None): RemoteDataError,
+    (Kind.SCHEMA, None): SchemaVersionError,
 }
 
 

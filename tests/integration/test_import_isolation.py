@@ -26,6 +26,7 @@ CORE = [
     "attest",
     "httpwire",
     "segindex",
+    "schemas",
     # The HTTP protocol's sans-IO modules: the server and the client share them.
     "http",
     "http.wire",

@@ -12,6 +12,7 @@ from offsync.errors import (
     ForkError,
     RemoteDataError,
     RevokedKeyError,
+    SchemaVersionError,
     ScopeError,
     StorageError,
     UnknownSignerError,
@@ -40,6 +41,7 @@ TEXTS = [
     "validator: residents raised KeyError",
     "validator: residents: a NIK has 16 digits",
     "validator: residents refused",
+    "schema: version 5 of 'residents' is newer than this replica's 3",
 ]
 
 
@@ -54,7 +56,7 @@ def test_every_reason_text_parses_to_a_kind_and_back_to_the_same_bytes(text: str
 def test_kinds_say_what_happens_to_the_changes() -> None:
     assert APPLIED.applied and not APPLIED.whole and str(APPLIED) == "applied"
     assert CLOCK_AHEAD.whole and FORK_AT_SAME_SEQS.whole
-    for kind in (Kind.TRUST, Kind.VALIDITY, Kind.SCOPE, Kind.VALIDATOR):
+    for kind in (Kind.TRUST, Kind.VALIDITY, Kind.SCOPE, Kind.VALIDATOR, Kind.SCHEMA):
         status = Status(kind, "x")
         assert not status.whole and not status.applied
 
@@ -85,6 +87,7 @@ def test_a_status_has_a_detail_exactly_when_it_is_not_applied() -> None:
         ("fork: reuses seqs this site has issued", ForkError),
         ("clock: timestamp too far in the future", RemoteDataError),
         ("validator: residents refused", RemoteDataError),
+        ("schema: version 5 of 'residents' is newer than this replica's 3", SchemaVersionError),
     ],
 )
 def test_one_table_maps_statuses_to_errors(text: str, error: type[RemoteDataError]) -> None:

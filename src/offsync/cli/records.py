@@ -1,4 +1,5 @@
-"""Commands on this site alone: create it, show its key, write and read records."""
+"""Commands on this site alone: create it, show its key, write and read records and
+their history."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
 from .. import Identity
@@ -15,7 +17,7 @@ from ..blobs import DEFAULT_MEDIA_TYPE, BlobRef, is_reference
 from ..replica.blobs import BLOB_FETCH
 from .app import cli, json_option, pass_state
 from .exits import EXIT_ERROR, fail, show_error
-from .output import emit_json, err, head_name, json_text, out
+from .output import emit_json, err, head_name, iso_hlc, json_text, out, when
 from .params import parse_fields, parse_key
 from .site import Site, State
 
@@ -328,3 +330,64 @@ def ls(state: State, collection: str | None, limit: int) -> None:
     for key, value in records:
         table.add_row(key, json_text(value))
     out.print(table)
+
+
+@cli.command()
+@click.argument("collection")
+@click.argument("key")
+@click.option(
+    "--held",
+    is_flag=True,
+    help="Also list the record's changes held in quarantine (not applied), with why.",
+)
+@json_option
+@pass_state
+def history(state: State, collection: str, key: str, held: bool) -> None:
+    """Every version of one record this site holds, oldest first (exit 1 if none).
+
+    Each change with its time, site, change id (ORIGIN:SEQ), op and the fields it
+    wrote, intermediate offline edits included, in the order every replica that holds
+    the same changes lists them. `current` marks the versions no later change
+    replaced (two or more: a conflict or concurrent edits)."""
+    replica = state.reader()
+    entries = replica.history(collection, key, held=held)
+    names = state.names(replica)
+    doc = [
+        {
+            "change": head_name(e.id),
+            "origin": e.origin,
+            "site": names.get(e.origin),
+            "seq": e.seq,
+            "time": iso_hlc(e.hlc),
+            "hlc": e.hlc,
+            "op": e.op,
+            "fields": e.fields,
+            "parents": [head_name(p) for p in e.parents],
+            "current": e.head,
+            "author": e.author,
+            "schema": e.schema,
+            "held": e.reason,
+        }
+        for e in entries
+    ]
+    if state.json:
+        emit_json(doc)
+    elif entries:
+        table = Table("time", "site", "change", "op", "fields", title=f"{collection}/{key}")
+        for e in entries:
+            mark = "  [dim](current)[/]" if e.head else ""
+            if e.reason is not None:
+                mark = f"  [yellow](held: {escape(e.reason)})[/]"
+            shown = "-" if e.fields is None else escape(json_text(e.fields, sort_keys=False))
+            table.add_row(
+                when(e.hlc),
+                escape(names.get(e.origin) or e.origin[:6].hex()),
+                head_name(e.id),
+                e.op,
+                shown + mark,
+            )
+        out.print(table)
+    if not entries:
+        if not state.json:
+            show_error(f"{collection}/{key}: this site holds no change of it")
+        raise click.exceptions.Exit(EXIT_ERROR)

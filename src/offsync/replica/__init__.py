@@ -13,9 +13,11 @@ the transaction has committed. The class is assembled from one part per job:
 * ``applying`` — bundles, on a store of its own or shared by several processes;
 * ``examine``  — trust: re-examining held segments, bounding unknown signers' data;
 * ``packing``  — bundles for a peer;
+* ``history``  — every version of a record, for audit;
 * ``replica``  — ``Replica`` itself: opening, closing, the lock and the clock.
 """
 
+from .history import HistoryEntry
 from .replica import Replica
 from .types import APPLIED, ApplyReport, Conflict, Quarantined, QuarantinedChange, SeqClaim
 
@@ -23,6 +25,7 @@ __all__ = [
     "APPLIED",
     "ApplyReport",
     "Conflict",
+    "HistoryEntry",
     "Quarantined",
     "QuarantinedChange",
     "Replica",

@@ -22,6 +22,7 @@ from .applying import _Applying
 from .blobs import _Blobs
 from .bulk import _Bulk
 from .examine import _log_evicted
+from .history import _History
 from .mailing import _Mailing
 from .packing import _Packing
 from .state import ReplicaState
@@ -33,7 +34,7 @@ __all__ = ["DEFAULT_LEVEL", "Replica", "ReplicaClock"]
 DEFAULT_LEVEL = 15
 
 
-class Replica(_Bulk, _Applying, _Packing, _Blobs, _Mailing):
+class Replica(_Bulk, _Applying, _Packing, _Blobs, _Mailing, _History):
     """One site's replica. Open with ``Replica.open(path, identity=..., policies=...)``.
 
     Every public method takes ``lock``, so one ``Replica`` may be shared by the threads
