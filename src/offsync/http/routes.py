@@ -155,8 +155,10 @@ async def upload(state: ServerState, request: Request) -> Response:
     async with state.slot(), state.upload_lock(bundle_id):
         if bundle_id in state.done:  # a concurrent upload of it just finished
             return await _duplicate(state, bundle_id)
-        rng, length = content_range(state, request), content_length(request)
-        return await receive(state, request, bundle_id, rng, length, _finish)
+        length = content_length(request)
+        return await receive(
+            state, request, bundle_id, content_range(state, request), length, _finish
+        )
 
 
 async def _duplicate(state: ServerState, bundle_id: str) -> Response:
