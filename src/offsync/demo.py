@@ -31,13 +31,14 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from . import Identity, Replica, policies
 from .delivery import Delivery
 from .errors import NotAuthorisedError, TransportError
+from .knowledge import Knowledge
 from .sync import SyncReport, exchange, sync
 from .transports import DiskTransport, FolderTransport
 from .trust import issue_certificate
@@ -195,11 +196,43 @@ def table(rows: list[list[str]], header: list[str]) -> str:
     return "\n".join([line, fmt(header), line, *(fmt(r) for r in rows), line])
 
 
-def run(root: Path, residents: int = 300, say: Callable[[str], None] = print) -> bool:
-    """Play the scenario in ``root``; True when every replica converged."""
-    rng = random.Random(2021)
+@dataclass
+class Scenario:
+    """What the scenes share: the sites, the roads between them, what was recorded."""
 
-    authority = Identity.generate(label="pusat")  # the centre is also the authority
+    say: Callable[[str], None]
+    rng: random.Random
+    residents: int
+    root: Path
+    centre: Office
+    district: Office
+    saradan: Office
+    mejayan: Office
+    wungu: Office
+    post: Office
+    #: The courier's USB disk and the district's shared folder.
+    disk: Path
+    share: Path
+    #: The centre's socket, bound while it is down; None once its server has it.
+    port: socket.socket | None
+    #: The centre's URL, on that port.
+    url: str = field(init=False)
+    #: The NIKs each sub-district office recorded, by office name.
+    niks: dict[str, list[str]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        assert self.port is not None
+        self.url = "http://{}:{}".format(*self.port.getsockname()[:2])
+
+    @property
+    def offices(self) -> list[Office]:
+        return [self.centre, self.district, self.saradan, self.mejayan, self.wungu, self.post]
+
+
+def set_up(root: Path, residents: int, say: Callable[[str], None]) -> Scenario:
+    """The six sites' replicas in ``root`` (the centre is the authority), the disk and
+    the share, and the centre's port, bound but not listening: the centre is down."""
+    authority = Identity.generate(label="pusat")
 
     def open_office(
         name: str, role: str, road: str, region: str = "", blobs: str = "eager"
@@ -213,211 +246,247 @@ def run(root: Path, residents: int = 300, say: Callable[[str], None] = print) ->
         )
         return Office(name, role, road, replica, region)
 
-    centre = open_office("pusat", "centre", "HTTP server")
-    district = open_office("kab-madiun", "district relay", "disk, folder, HTTP")
-    saradan = open_office("kec-saradan", "sub-district", "courier disk", "351901")
-    mejayan = open_office("kec-mejayan", "sub-district", "shared folder", "351902")
-    wungu = open_office("kec-wungu", "sub-district", "HTTP", "351903")
-    post = open_office("pos-wungu", "vaccination post", "HTTP", "351903", blobs="none")
-    offices = [centre, district, saradan, mejayan, wungu, post]
-    disk = root / "usb-disk"
-    share = root / "district-share"
-    disk.mkdir()
-    share.mkdir()
-    port: socket.socket | None = free_loopback_socket()
-    assert port is not None
-    url = "http://{}:{}".format(*port.getsockname()[:2])
+    scenario = Scenario(
+        say=say,
+        rng=random.Random(2021),
+        residents=residents,
+        root=root,
+        centre=open_office("pusat", "centre", "HTTP server"),
+        district=open_office("kab-madiun", "district relay", "disk, folder, HTTP"),
+        saradan=open_office("kec-saradan", "sub-district", "courier disk", "351901"),
+        mejayan=open_office("kec-mejayan", "sub-district", "shared folder", "351902"),
+        wungu=open_office("kec-wungu", "sub-district", "HTTP", "351903"),
+        post=open_office("pos-wungu", "vaccination post", "HTTP", "351903", blobs="none"),
+        disk=root / "usb-disk",
+        share=root / "district-share",
+        port=free_loopback_socket(),
+    )
+    scenario.disk.mkdir()
+    scenario.share.mkdir()
+    return scenario
+
+
+def installation_day(sc: Scenario) -> bool:
+    sc.say("== Installation day: the centre certifies every site for district 3519 ==")
+    sites = sc.offices[1:]
+    for office in sites:
+        issue_certificate(
+            sc.centre.replica,
+            office.id,
+            label=office.name,
+            collections=["residents", "doses"],
+            prefixes=["3519"],
+        )
+    certificates = sc.centre.replica.pack()
+    for office in sites:
+        for bundle in certificates:
+            office.replica.apply(bundle)
+    sc.say(f"  {len(sites)} certificates, signed by the centre, installed everywhere")
+    return True
+
+
+def centre_down(sc: Scenario) -> bool:
+    """The offices record their backlogs, a dose twice, and try what they may not."""
+    sc.say("== The centre is down. The sub-district offices keep working. ==")
+    for office in (sc.saradan, sc.mejayan, sc.wungu):
+        sc.niks[office.name] = record_backlog(office, sc.residents, sc.rng)
+        n_photos = len(office.replica.blob_store.blobs())
+        sc.say(
+            f"  {office.name}: {office.replica.seq} changes recorded offline,"
+            f" {n_photos} ID-card photos"
+        )
+    record_one_dose_twice(sc)
+    return turned_away(sc)
+
+
+def record_one_dose_twice(sc: Scenario) -> None:
+    """A Saradan resident gets her first dose in Mejayan, and Saradan records it too."""
+    saradan, mejayan = sc.saradan.replica, sc.mejayan.replica
+    shared_nik = sc.niks["kec-saradan"][0]
+    dose = f"{shared_nik}/1"
+    if saradan.get("doses", dose) is None:
+        saradan.put("doses", dose, {"vaccine": "CoronaVac", "date": "2021-03-02"})
+    other = "Pfizer" if saradan.get("doses", dose) != {"vaccine": "Pfizer"} else "Moderna"
+    mejayan.put("doses", dose, {"vaccine": other, "date": "2021-03-03", "site": sc.mejayan.name})
+    sc.say(f"  both Saradan and Mejayan recorded dose 1 of resident {shared_nik}")
+
+
+def turned_away(sc: Scenario) -> bool:
+    """Kec-wungu tries what it cannot do: write outside its certificate, and reach the
+    centre while it is down. False if either worked."""
     try:
-        say("== Installation day: the centre certifies every site for district 3519 ==")
-        for office in offices[1:]:
-            issue_certificate(
-                centre.replica,
-                office.id,
-                label=office.name,
-                collections=["residents", "doses"],
-                prefixes=["3519"],
-            )
-        certificates = centre.replica.pack()
-        for office in offices[1:]:
-            for bundle in certificates:
-                office.replica.apply(bundle)
-        say(f"  {len(offices) - 1} certificates, signed by the centre, installed everywhere")
+        sc.wungu.replica.put("residents", "3578010101900001", {"name": "visitor from Surabaya"})
+    except NotAuthorisedError as exc:
+        sc.say(f"  kec-wungu tries to register a Surabaya NIK: refused at the desk ({exc})")
+    else:
+        sc.say("  kec-wungu wrote outside its certificate")
+        return False
+    try:
+        http_sync(sc.wungu, sc.url, sc.centre, max_retries=0, connect_timeout=2)
+    except TransportError as exc:
+        sc.say(f"  kec-wungu tries the centre: {type(exc).__name__}; it keeps working offline")
+    else:
+        sc.say("  kec-wungu reached a centre that should be down")
+        return False
+    return True
 
-        say("== The centre is down. The sub-district offices keep working. ==")
-        niks: dict[str, list[str]] = {}
-        for office in (saradan, mejayan, wungu):
-            niks[office.name] = record_backlog(office, residents, rng)
-            n_photos = len(office.replica.blob_store.blobs())
-            say(
-                f"  {office.name}: {office.replica.seq} changes recorded offline,"
-                f" {n_photos} ID-card photos"
-            )
-        # A Saradan resident gets her first dose in Mejayan, and Saradan records it too.
-        shared_nik = niks["kec-saradan"][0]
-        dose = f"{shared_nik}/1"
-        if saradan.replica.get("doses", dose) is None:
-            saradan.replica.put("doses", dose, {"vaccine": "CoronaVac", "date": "2021-03-02"})
-        other = (
-            "Pfizer" if saradan.replica.get("doses", dose) != {"vaccine": "Pfizer"} else "Moderna"
-        )
-        mejayan.replica.put(
-            "doses", dose, {"vaccine": other, "date": "2021-03-03", "site": mejayan.name}
-        )
-        say(f"  both Saradan and Mejayan recorded dose 1 of resident {shared_nik}")
-        try:
-            wungu.replica.put("residents", "3578010101900001", {"name": "visitor from Surabaya"})
-        except NotAuthorisedError as exc:
-            say(f"  kec-wungu tries to register a Surabaya NIK: refused at the desk ({exc})")
-        else:
-            say("  kec-wungu wrote outside its certificate")
-            return False
-        try:
-            http_sync(wungu, url, centre, max_retries=0, connect_timeout=2)
-        except TransportError as exc:
-            say(f"  kec-wungu tries the centre: {type(exc).__name__}; it keeps working offline")
-        else:
-            say("  kec-wungu reached a centre that should be down")
-            return False
 
-        say("== Courier: Saradan's backlog goes to the district on a USB disk ==")
-        with DiskTransport(disk, saradan.replica, district.replica) as courier:
-            report = sync(saradan.replica, courier)
-        say(f"  kec-saradan exports {sent(report)}, sealed to the district's key")
-        stop = exchange(district.replica, disk)
-        say(f"  kab-madiun imports: {got(stop.imported)}; writes the return trip")
+def courier_disk(sc: Scenario) -> bool:
+    sc.say("== Courier: Saradan's backlog goes to the district on a USB disk ==")
+    with DiskTransport(sc.disk, sc.saradan.replica, sc.district.replica) as courier:
+        report = sync(sc.saradan.replica, courier)
+    sc.say(f"  kec-saradan exports {sent(report)}, sealed to the district's key")
+    stop = exchange(sc.district.replica, sc.disk)
+    sc.say(f"  kab-madiun imports: {got(stop.imported)}; writes the return trip")
+    return True
 
-        say("== Shared folder: Mejayan's backlog goes through the district share ==")
-        with FolderTransport(share, mejayan.replica, district.replica) as out:
-            report = sync(mejayan.replica, out)
-        say(f"  kec-mejayan leaves {sent(report)} in the share")
-        stranger = Replica.open(
-            str(root / "stranger.sqlite"), identity=Identity.generate(label="stranger")
-        )
-        try:
-            stranger.put("residents", GHOST, {"name": "ghost resident"})
-            with FolderTransport(share, stranger, district.replica) as out:
-                sync(stranger, out)
-        finally:
-            stranger.close()
-        say("  an uncertified laptop on the network also leaves a bundle in the share")
-        with FolderTransport(share, district.replica, mejayan.replica) as inbox:
-            report = sync(district.replica, inbox)
-        say(f"  kab-madiun picks them up: {got(report)}")
 
-        say("== A conflict: two offices recorded the same dose differently ==")
-        conflicts = district.replica.conflicts()
-        for c in conflicts:
-            versions = sorted(str((v or {}).get("vaccine")) for v in c.versions.values())
-            say(
-                f"  {c.collection}/{c.key}: versions {', '.join(versions)}; standing: {(c.current or {}).get('vaccine')}"
-            )
-        if len(conflicts) != 1:
-            say(f"  expected one conflict at the district, found {len(conflicts)}")
-            return False
-        [conflict] = conflicts
-        standing = dict(conflict.current or {})
-        standing["note"] = "checked against the paper card by the district clerk"
-        district.replica.resolve(conflict.collection, conflict.key, standing)
-        say(
-            f"  the district clerk keeps the {standing.get('vaccine')} record (checked against the card)"
-        )
-
-        say(f"== The centre is back: {url} (uvicorn) ==")
-        with serving(centre.replica, port) as base:
-            first = http_sync(district, base, centre)
-            say(f"  kab-madiun uploads {sent(first)}")
-            report = http_sync(wungu, base, centre)
-            say(f"  kec-wungu uploads {sent(report)}{photos_sent(report)}; downloads {got(report)}")
-            with post.replica.batch():  # second doses, given at the village post
-                for nik in niks["kec-wungu"][:20]:
-                    post.replica.put(
-                        "doses", f"{nik}/2", {"vaccine": "Pfizer", "date": "2021-10-04"}
-                    )
-            report = http_sync(post, base, centre)
-            say(f"  pos-wungu uploads {sent(report)}; downloads {got(report)}")
-            report = http_sync(district, base, centre)
-            say(
-                f"  kab-madiun downloads {got(report)}{photos_got(report)} and the centre's receipt"
-            )
-            http_sync(wungu, base, centre)
-            http_sync(post, base, centre)
-            names = sum(1 for _ in post.replica.items("residents"))
-            no_photos = post.replica.missing_blobs().count
-            say(
-                f"  pos-wungu holds the names of {names} residents and none of their"
-                f" {no_photos} photos (blobs=none: it needs names, not photos)"
-            )
-        port = None  # closed by the server
-
-        say("== Receipts travel back ==")
-        with FolderTransport(share, district.replica, mejayan.replica) as out:
-            sync(district.replica, out)
-        with FolderTransport(share, mejayan.replica, district.replica) as inbox:
-            report = sync(mejayan.replica, inbox)
-        say(f"  kec-mejayan reads the share: {got(report)}")
-        exchange(district.replica, disk, [saradan.replica])
-        with DiskTransport(disk, saradan.replica, district.replica) as inbox:
-            report = sync(saradan.replica, inbox, push=False)
-        say(f"  the courier brings the disk back to kec-saradan: {got(report)}")
-
-        return report_table(offices, centre, say)
+def shared_folder(sc: Scenario) -> bool:
+    """Mejayan's backlog, and an uncertified laptop's bundle, through the share."""
+    sc.say("== Shared folder: Mejayan's backlog goes through the district share ==")
+    district, mejayan = sc.district.replica, sc.mejayan.replica
+    with FolderTransport(sc.share, mejayan, district) as out:
+        report = sync(mejayan, out)
+    sc.say(f"  kec-mejayan leaves {sent(report)} in the share")
+    stranger = Replica.open(
+        str(sc.root / "stranger.sqlite"), identity=Identity.generate(label="stranger")
+    )
+    try:
+        stranger.put("residents", GHOST, {"name": "ghost resident"})
+        with FolderTransport(sc.share, stranger, district) as out:
+            sync(stranger, out)
     finally:
-        if port is not None:
-            port.close()
-        for office in offices:
+        stranger.close()
+    sc.say("  an uncertified laptop on the network also leaves a bundle in the share")
+    with FolderTransport(sc.share, district, mejayan) as inbox:
+        report = sync(district, inbox)
+    sc.say(f"  kab-madiun picks them up: {got(report)}")
+    return True
+
+
+def conflict(sc: Scenario) -> bool:
+    """The district clerk settles the dose recorded twice."""
+    sc.say("== A conflict: two offices recorded the same dose differently ==")
+    district = sc.district.replica
+    conflicts = district.conflicts()
+    for c in conflicts:
+        versions = sorted(str((v or {}).get("vaccine")) for v in c.versions.values())
+        sc.say(
+            f"  {c.collection}/{c.key}: versions {', '.join(versions)}; standing: {(c.current or {}).get('vaccine')}"
+        )
+    if len(conflicts) != 1:
+        sc.say(f"  expected one conflict at the district, found {len(conflicts)}")
+        return False
+    [settled] = conflicts
+    standing = dict(settled.current or {})
+    standing["note"] = "checked against the paper card by the district clerk"
+    district.resolve(settled.collection, settled.key, standing)
+    sc.say(
+        f"  the district clerk keeps the {standing.get('vaccine')} record (checked against the card)"
+    )
+    return True
+
+
+def centre_back(sc: Scenario) -> bool:
+    """The centre serves over HTTP: the relay, Wungu with its photos, and the post
+    (``blobs="none"``: names, not photos) sync with it."""
+    sc.say(f"== The centre is back: {sc.url} (uvicorn) ==")
+    assert sc.port is not None
+    district, wungu, post, centre = sc.district, sc.wungu, sc.post, sc.centre
+    with serving(centre.replica, sc.port) as base:
+        sc.port = None  # closed by the server
+        report = http_sync(district, base, centre)
+        sc.say(f"  kab-madiun uploads {sent(report)}")
+        report = http_sync(wungu, base, centre)
+        sc.say(f"  kec-wungu uploads {sent(report)}{photos_sent(report)}; downloads {got(report)}")
+        with post.replica.batch():  # second doses, given at the village post
+            for nik in sc.niks["kec-wungu"][:20]:
+                post.replica.put("doses", f"{nik}/2", {"vaccine": "Pfizer", "date": "2021-10-04"})
+        report = http_sync(post, base, centre)
+        sc.say(f"  pos-wungu uploads {sent(report)}; downloads {got(report)}")
+        report = http_sync(district, base, centre)
+        sc.say(f"  kab-madiun downloads {got(report)}{photos_got(report)} and the centre's receipt")
+        http_sync(wungu, base, centre)
+        http_sync(post, base, centre)
+        names = sum(1 for _ in post.replica.items("residents"))
+        no_photos = post.replica.missing_blobs().count
+        sc.say(
+            f"  pos-wungu holds the names of {names} residents and none of their"
+            f" {no_photos} photos (blobs=none: it needs names, not photos)"
+        )
+    return True
+
+
+def receipts_travel_back(sc: Scenario) -> bool:
+    """The district relays the centre's receipts down the share and the disk."""
+    sc.say("== Receipts travel back ==")
+    district, mejayan, saradan = sc.district.replica, sc.mejayan.replica, sc.saradan.replica
+    with FolderTransport(sc.share, district, mejayan) as out:
+        sync(district, out)
+    with FolderTransport(sc.share, mejayan, district) as inbox:
+        report = sync(mejayan, inbox)
+    sc.say(f"  kec-mejayan reads the share: {got(report)}")
+    exchange(district, sc.disk, [saradan])
+    with DiskTransport(sc.disk, saradan, district) as inbox:
+        report = sync(saradan, inbox, push=False)
+    sc.say(f"  the courier brings the disk back to kec-saradan: {got(report)}")
+    return True
+
+
+#: The scenario, in order; a scene returns False when what it shows did not happen.
+SCENES: tuple[Callable[[Scenario], bool], ...] = (
+    installation_day,
+    centre_down,
+    courier_disk,
+    shared_folder,
+    conflict,
+    centre_back,
+    receipts_travel_back,
+)
+
+
+def run(root: Path, residents: int = 300, say: Callable[[str], None] = print) -> bool:
+    """Play the scenario in ``root``; True when every replica converged."""
+    sc = set_up(root, residents, say)
+    try:
+        if not all(scene(sc) for scene in SCENES):
+            return False
+        return report_table(sc.offices, sc.centre, say)
+    finally:
+        if sc.port is not None:
+            sc.port.close()
+        for office in sc.offices:
             office.replica.close()
 
 
+#: The columns of the final table, one row a site.
+COLUMNS = [
+    "site",
+    "role",
+    "road",
+    "written",
+    "held",
+    "at centre",
+    "knows it",
+    "conflicts",
+    "quarantined",
+    "photos",
+    "state digest",
+]
+
+
 def report_table(offices: list[Office], centre: Office, say: Callable[[str], None]) -> bool:
+    """Print a row a site and the centre's totals; True when every replica converged."""
     centre_knowledge = centre.replica.knowledge()
     digests = {o.name: o.replica.state_digest() for o in offices}
-    rows = []
     ok = len(set(digests.values())) == 1
+    rows = []
     for o in offices:
-        rep = o.replica
-        delivery = Delivery(rep, [centre.id])
-        written = rep.seq
-        at_centre = centre_knowledge.count(o.id)
-        known = "yes" if o is centre or delivery.reached_centre() else "no"
-        conflicts = len(rep.conflicts())
-        held_back = len(rep.quarantined_changes())
-        held_photos, referenced = photos(rep)
-        ok = ok and at_centre == written and known == "yes" and conflicts == 0
-        ok = ok and rep.get("residents", GHOST) is None
-        rows.append(
-            [
-                o.name,
-                o.role,
-                o.road,
-                str(written),
-                str(rep.knowledge().count()),
-                f"{at_centre}/{written}",
-                known,
-                str(conflicts),
-                str(held_back),
-                f"{held_photos}/{referenced}",
-                digests[o.name].hex()[:16],
-            ]
-        )
+        row, arrived = site_row(o, centre, centre_knowledge, digests[o.name])
+        ok = ok and arrived
+        rows.append(row)
     say("")
-    say(
-        table(
-            rows,
-            [
-                "site",
-                "role",
-                "road",
-                "written",
-                "held",
-                "at centre",
-                "knows it",
-                "conflicts",
-                "quarantined",
-                "photos",
-                "state digest",
-            ],
-        )
-    )
+    say(table(rows, COLUMNS))
     at_centre, recorded = photos(centre.replica)
     say(
         f"photos at the centre: {at_centre} of {recorded} recorded (blobs travel on roads"
@@ -433,6 +502,35 @@ def report_table(offices: list[Office], centre: Office, say: Callable[[str], Non
         + ("every replica has the same state digest." if ok else "NOT CONVERGED.")
     )
     return ok
+
+
+def site_row(
+    o: Office, centre: Office, centre_knowledge: Knowledge, digest: bytes
+) -> tuple[list[str], bool]:
+    """A site's row of ``COLUMNS``, and whether all it wrote reached the centre, it
+    knows so, it has no conflict left and it never applied the ghost."""
+    rep = o.replica
+    written = rep.seq
+    at_centre = centre_knowledge.count(o.id)
+    known = "yes" if o is centre or Delivery(rep, [centre.id]).reached_centre() else "no"
+    conflicts = len(rep.conflicts())
+    held_photos, referenced = photos(rep)
+    arrived = at_centre == written and known == "yes" and conflicts == 0
+    arrived = arrived and rep.get("residents", GHOST) is None
+    row = [
+        o.name,
+        o.role,
+        o.road,
+        str(written),
+        str(rep.knowledge().count()),
+        f"{at_centre}/{written}",
+        known,
+        str(conflicts),
+        str(len(rep.quarantined_changes())),
+        f"{held_photos}/{referenced}",
+        digest.hex()[:16],
+    ]
+    return row, arrived
 
 
 def main(argv: Sequence[str] | None = None) -> int:

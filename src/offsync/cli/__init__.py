@@ -6,13 +6,9 @@ Commands find it with ``--site DIR`` (or ``OFFSYNC_SITE``; default: the current
 directory) and read the passphrase from ``--passphrase-file``, ``OFFSYNC_PASSPHRASE`` or
 a prompt.
 
-Exit codes (docs/operations.md, "Exit codes")::
-
-    0  done
-    1  failure of this machine (storage, an unexpected error)
-    2  usage: bad arguments, no site here, wrong passphrase, a refused local write
-    3  refused input: a bundle or file that is damaged, forged, out of scope
-    4  transport failure: the server, folder or disk could not be reached or written
+Exit codes say what failed: this machine (1), usage (2), refused input (3), a transport
+(4); the table and which error gets which are in ``exits`` (docs/operations.md, "Exit
+codes").
 
 Every error message says what to do next. ``--json`` makes every command print one JSON
 document on stdout for scripts; progress bars and messages go to stderr.

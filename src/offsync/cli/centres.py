@@ -166,11 +166,7 @@ def centres_add(state: State, url: str, key: str | None) -> None:
         )
     address = where.address.rstrip("/")
     site.centres.append({"url": address, "key": hexkey})
-    site.save()
-    if state.json:
-        emit_json(site.centres)
-    else:
-        out.print(f"{escape(address)} listed as centre {len(site.centres)}")
+    state.saved(site.centres, f"{escape(address)} listed as centre {len(site.centres)}")
 
 
 @centres.command("remove")
@@ -184,11 +180,7 @@ def centres_remove(state: State, url: str) -> None:
     if len(kept) == len(site.centres):
         fail(f"no centre is listed at {url}", hint="`offsync centres` shows the list")
     site.centres = kept
-    site.save()
-    if state.json:
-        emit_json(site.centres)
-    else:
-        out.print(f"{escape(url)} is no longer listed")
+    state.saved(site.centres, f"{escape(url)} is no longer listed")
 
 
 def took_document(where: str, failures: Sequence[Any]) -> dict[str, Any]:

@@ -53,87 +53,95 @@ def fail(message: str, code: int = EXIT_USAGE, hint: str = "") -> NoReturn:
     raise CommandError(message, code, hint)
 
 
+#: Which exit code and next step each kind of library error gets: the first row whose
+#: classes the error is an instance of wins, so a subclass stands before its base.
+ADVICE: tuple[tuple[tuple[type[e.OffsyncError], ...], int, str], ...] = (
+    (
+        (e.WrongPassphraseError,),
+        EXIT_USAGE,
+        "check OFFSYNC_PASSPHRASE or --passphrase-file for this site",
+    ),
+    (
+        (e.NotAuthorisedError,),
+        EXIT_USAGE,
+        "peers would refuse this write: check the site's certificate with "
+        "`offsync trust list`, or ask the authority for one that covers it",
+    ),
+    ((e.IdentityError, e.UsageError), EXIT_USAGE, "see `offsync COMMAND --help`"),
+    (
+        (e.SequenceReuseError,),
+        EXIT_USAGE,
+        "sync with a peer (`offsync sync` or `offsync apply`) to get this site's changes "
+        "back; see docs/operations.md, 'Restoring a site from backup'",
+    ),
+    (
+        (e.DecryptionError,),
+        EXIT_REFUSED,
+        "apply it at the site it was sealed for, or forward it unopened",
+    ),
+    (
+        (e.UnknownSignerError, e.ScopeError),
+        EXIT_REFUSED,
+        "import the sender's certificate with `offsync trust import`",
+    ),
+    (
+        (e.RemoteDataError,),
+        EXIT_REFUSED,
+        "the input is damaged or forged: fetch a fresh copy from the sender; "
+        "`offsync inspect FILE` shows what it claims to be",
+    ),
+    (
+        (e.PeerRefusedError,),
+        EXIT_TRANSPORT,
+        "the other side refused and the same request will be refused again: check "
+        "--server-key, this site's certificate (`offsync trust list` at the server) "
+        "and the server's log",
+    ),
+    (
+        (e.RetryableTransportError,),
+        EXIT_TRANSPORT,
+        "try again later; nothing was lost or half-applied",
+    ),
+    (
+        (e.TransportError,),
+        EXIT_TRANSPORT,
+        "check the address, folder or disk, then run the command again",
+    ),
+    (
+        (e.MissingBlobError,),
+        EXIT_ERROR,
+        "sync with a site that holds it (`offsync status` lists missing blobs;"
+        " `offsync blobs` says which blobs this site fetches)",
+    ),
+    (
+        (e.StoreLockedError,),
+        EXIT_USAGE,
+        "while `offsync serve` (or another program) holds this site, write through it "
+        "over HTTP, or stop it and run the command again; `status`, `get` and `ls` "
+        "still work (read-only)",
+    ),
+    (
+        (e.StorageFullError,),
+        EXIT_ERROR,
+        "free space on the disk that holds the site directory (or replace a failing "
+        "disk), then run the command again; nothing was changed",
+    ),
+    (
+        (e.StorageError,),
+        EXIT_ERROR,
+        "check the disk and the site directory; nothing was changed",
+    ),
+)
+
+
 def classify(exc: e.OffsyncError) -> CommandError:
-    """Map the library's error tree to an exit code and a next step."""
+    """Map the library's error tree to an exit code and a next step (``ADVICE``)."""
     msg = str(exc) or type(exc).__name__
-    if isinstance(exc, e.WrongPassphraseError):
-        return CommandError(
-            msg, EXIT_USAGE, "check OFFSYNC_PASSPHRASE or --passphrase-file for this site"
-        )
-    if isinstance(exc, e.NotAuthorisedError):
-        return CommandError(
-            msg,
-            EXIT_USAGE,
-            "peers would refuse this write: check the site's certificate with "
-            "`offsync trust list`, or ask the authority for one that covers it",
-        )
-    if isinstance(exc, (e.IdentityError, e.UsageError)):
-        return CommandError(msg, EXIT_USAGE, "see `offsync COMMAND --help`")
-    if isinstance(exc, e.SequenceReuseError):
-        return CommandError(
-            msg,
-            EXIT_USAGE,
-            "sync with a peer (`offsync sync` or `offsync apply`) to get this site's changes "
-            "back; see docs/operations.md, 'Restoring a site from backup'",
-        )
-    if isinstance(exc, e.DecryptionError):
-        return CommandError(
-            msg, EXIT_REFUSED, "apply it at the site it was sealed for, or forward it unopened"
-        )
-    if isinstance(exc, (e.UnknownSignerError, e.ScopeError)):
-        return CommandError(
-            msg, EXIT_REFUSED, "import the sender's certificate with `offsync trust import`"
-        )
-    if isinstance(exc, e.RemoteDataError):
-        return CommandError(
-            msg,
-            EXIT_REFUSED,
-            "the input is damaged or forged: fetch a fresh copy from the sender; "
-            "`offsync inspect FILE` shows what it claims to be",
-        )
-    if isinstance(exc, e.PeerRefusedError):
-        return CommandError(
-            msg,
-            EXIT_TRANSPORT,
-            "the other side refused and the same request will be refused again: check "
-            "--server-key, this site's certificate (`offsync trust list` at the server) "
-            "and the server's log",
-        )
-    if isinstance(exc, e.RetryableTransportError):
-        after = f" (the other side asks for {exc.retry_after:g} s)" if exc.retry_after else ""
-        return CommandError(
-            msg + after, EXIT_TRANSPORT, "try again later; nothing was lost or half-applied"
-        )
-    if isinstance(exc, e.TransportError):
-        return CommandError(
-            msg, EXIT_TRANSPORT, "check the address, folder or disk, then run the command again"
-        )
-    if isinstance(exc, e.MissingBlobError):
-        return CommandError(
-            msg,
-            EXIT_ERROR,
-            "sync with a site that holds it (`offsync status` lists missing blobs;"
-            " `offsync blobs` says which blobs this site fetches)",
-        )
-    if isinstance(exc, e.StoreLockedError):
-        return CommandError(
-            msg,
-            EXIT_USAGE,
-            "while `offsync serve` (or another program) holds this site, write through it "
-            "over HTTP, or stop it and run the command again; `status`, `get` and `ls` "
-            "still work (read-only)",
-        )
-    if isinstance(exc, e.StorageFullError):
-        return CommandError(
-            msg,
-            EXIT_ERROR,
-            "free space on the disk that holds the site directory (or replace a failing "
-            "disk), then run the command again; nothing was changed",
-        )
-    if isinstance(exc, e.StorageError):
-        return CommandError(
-            msg, EXIT_ERROR, "check the disk and the site directory; nothing was changed"
-        )
+    if isinstance(exc, e.RetryableTransportError) and exc.retry_after:
+        msg += f" (the other side asks for {exc.retry_after:g} s)"
+    for kinds, code, hint in ADVICE:
+        if isinstance(exc, kinds):
+            return CommandError(msg, code, hint)
     return CommandError(msg, EXIT_ERROR)
 
 

@@ -73,11 +73,7 @@ def peers_add(state: State, label: str, key: str) -> None:
         )
     site.peers = {k: v for k, v in site.peers.items() if v != hexkey}
     site.peers[label] = hexkey
-    site.save()
-    if state.json:
-        emit_json(site.peers)
-    else:
-        out.print(f"{escape(label)} is {hexkey}")
+    state.saved(site.peers, f"{escape(label)} is {hexkey}")
 
 
 @peers.command("remove")
@@ -90,8 +86,4 @@ def peers_remove(state: State, label: str) -> None:
     if label not in site.peers:
         fail(f"no peer is labelled {label!r} here", hint="`offsync peers` lists the book")
     del site.peers[label]
-    site.save()
-    if state.json:
-        emit_json(site.peers)
-    else:
-        out.print(f"{escape(label)} removed from the address book")
+    state.saved(site.peers, f"{escape(label)} removed from the address book")

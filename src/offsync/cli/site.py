@@ -25,7 +25,7 @@ from .. import Identity, Replica, policies
 from ..errors import StoreLockedError
 from ..stores import sqlite as sqlite_store
 from .exits import EXIT_ERROR, EXIT_USAGE, CommandError, fail
-from .output import err, iso_ms, short
+from .output import emit_json, err, iso_ms, out, short
 
 SITE_FILE = "site.json"
 KEY_FILE = "identity.key"
@@ -377,6 +377,15 @@ class State:
         if self._site is None:
             self._site = Site.load(self.site_dir)
         return self._site
+
+    def saved(self, document: Any, message: str) -> None:
+        """Save ``site.json`` after a command changed it, and say what it holds now:
+        ``document`` with ``--json``, else ``message``."""
+        self.site.save()
+        if self.json:
+            emit_json(document)
+        else:
+            out.print(message)
 
     def own_key(self) -> bytes | None:
         """This site's public key, or None when the directory holds no site."""

@@ -17,7 +17,11 @@ With I/O:
 
 * ``uploads``   resumable uploads on disk: partial files, locks, bounds (no HTTP library)
 * ``server``    the ASGI app (Starlette): ``create_app``, routes as small functions
-* ``routes``    the routes themselves
+* ``routes``    the routes themselves; ``blobroutes`` the blob lane's, ``spoolroutes``
+                a spooling server's uploads (held, answered 202)
+* ``receive``   the one receive step of an upload (whole body or ``Content-Range``
+                chunk, then the id check), for the direct and the spooled route
+* ``answers``   what routes answer with: JSON bodies, no-store, receipts in base64
 * ``client``    the client's side of httpx: failures and answers mapped in one place
 
 ``offsync.server`` and ``offsync.transports.http`` are the public faces of the last

@@ -22,7 +22,6 @@ neither scans them per request nor once per bundle it applies.
 from __future__ import annotations
 
 import re
-import time
 from typing import Any
 
 from starlette.requests import ClientDisconnect, Request
@@ -32,6 +31,7 @@ from ..blobs import BlobRef
 from ..encoding import packb, unpack_strict
 from ..errors import OffsyncError, RemoteDataError, SignatureError
 from ..lane import MAX_LANE_QUERY, check_hashes
+from .answers import NO_STORE, now_ms
 from .bodies import BlobProgress, ErrorBody
 from .ranges import ChunkRange, CommitRange, ContentRange, parse_content_range
 from .refusals import (
@@ -49,16 +49,11 @@ from .wire import MSGPACK_MEDIA_TYPE, OCTET_STREAM, is_bundle_id
 
 __all__ = ["BLOB_ROUTES", "MAX_HELD_BODY"]
 
-NO_STORE = {"Cache-Control": "no-store"}
 #: The largest body of ``POST /blobs``: MAX_LANE_QUERY hashes of 32 bytes, framed.
 MAX_HELD_BODY = MAX_LANE_QUERY * 34 + 16
 _RANGE = re.compile(r"bytes=([0-9]{1,19})-([0-9]{1,19})")
 
 Entry = tuple[BlobRef, frozenset[bytes]]
-
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def _entries(state: ServerState, hashes: list[bytes]) -> dict[bytes, Entry]:
@@ -85,7 +80,7 @@ def _verify(state: ServerState, request: Request, endpoint: str, body: bytes) ->
             endpoint=endpoint,
             body=body,
             challenges=state.challenges,
-            now_ms=_now_ms(),
+            now_ms=now_ms(),
         )
     except SignatureError as exc:
         raise unauthorized(str(exc)) from exc
@@ -93,7 +88,7 @@ def _verify(state: ServerState, request: Request, endpoint: str, body: bytes) ->
 
 def _spend(state: ServerState, signed: SignedRequest) -> None:
     """Record the challenge as used (holding the lock): one request per challenge."""
-    if not state.replica.record_nonce(signed.challenge, signed.forget_after, _now_ms()):
+    if not state.replica.record_nonce(signed.challenge, signed.forget_after, now_ms()):
         raise unauthorized("replayed request (challenge already used)")
 
 

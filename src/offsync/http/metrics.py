@@ -38,6 +38,7 @@ from __future__ import annotations
 import glob
 import os
 import re
+from collections.abc import Sequence
 from typing import Any
 
 __all__ = ["MULTIPROC_ENV", "Metrics", "available", "multiprocess_dir"]
@@ -91,6 +92,23 @@ def _sweep_dead_workers(path: str) -> None:
             pass
 
 
+class _Make:
+    """Makes the metrics of one registry (None: the multiprocess files)."""
+
+    def __init__(self, pc: Any, registry: Any) -> None:
+        self._pc, self._registry = pc, registry
+
+    def counter(self, name: str, doc: str, labels: Sequence[str] = ()) -> Any:
+        return self._pc.Counter(name, doc, labels, registry=self._registry)
+
+    def gauge(self, name: str, doc: str, mode: str, labels: Sequence[str] = ()) -> Any:
+        """``mode``: how multiprocess mode joins the workers' values (livesum, max)."""
+        return self._pc.Gauge(name, doc, labels, registry=self._registry, multiprocess_mode=mode)
+
+    def histogram(self, name: str, doc: str, buckets: Sequence[float]) -> Any:
+        return self._pc.Histogram(name, doc, registry=self._registry, buckets=buckets)
+
+
 class Metrics:
     """The metrics of one app (in multiprocess mode: of every worker on the directory)."""
 
@@ -105,87 +123,81 @@ class Metrics:
             self._register_exit(pc)
         # One registry per app, so that several apps in one process do not collide; in
         # multiprocess mode values go to files and a scrape collects them afresh.
-        registry = None if self.multiprocess else pc.CollectorRegistry()
-        self.registry = registry
-        counter, gauge = pc.Counter, pc.Gauge
-        self.changes = counter(
+        self.registry = None if self.multiprocess else pc.CollectorRegistry()
+        # Made in this order, which is the order of the exposition.
+        make = _Make(pc, self.registry)
+        self._traffic(make)
+        self._load(make)
+        self._contacts(make)
+
+    def _traffic(self, make: _Make) -> None:
+        """What came in and went out: changes, refusals, bundles, bytes."""
+        self.changes = make.counter(
             "offsync_changes",
             "Changes in applied bundles, by outcome (applied, duplicate, quarantined)",
             ["outcome"],
-            registry=registry,
         )
-        self.refused = counter(
+        self.refused = make.counter(
             "offsync_refused",
             "Requests refused: 4xx, 503 (busy or not ready) and 507 (storage full)",
             ["status", "error"],
-            registry=registry,
         )
-        self.bundles_received = counter(
+        self.bundles_received = make.counter(
             "offsync_bundles_received",
             "Uploaded bundles: applied now, or recognised as applied before (duplicate)",
             ["outcome"],
-            registry=registry,
         )
-        self.bundles_sent = counter(
-            "offsync_bundles_sent", "Bundles sent in pull answers", registry=registry
+        self.bundles_sent = make.counter("offsync_bundles_sent", "Bundles sent in pull answers")
+        self.bytes_received = make.counter("offsync_bytes_received", "Upload body bytes received")
+        self.bytes_sent = make.counter("offsync_bytes_sent", "Bundle bytes sent in pull answers")
+
+    def _load(self, make: _Make) -> None:
+        """How busy the server is: slots, waits, the time of an apply."""
+        self.in_flight = make.gauge(
+            "offsync_in_flight", "Uploads, applies and pulls running now", "livesum"
         )
-        self.bytes_received = counter(
-            "offsync_bytes_received", "Upload body bytes received", registry=registry
-        )
-        self.bytes_sent = counter(
-            "offsync_bytes_sent", "Bundle bytes sent in pull answers", registry=registry
-        )
-        self.in_flight = gauge(
-            "offsync_in_flight",
-            "Uploads, applies and pulls running now",
-            registry=registry,
-            multiprocess_mode="livesum",
-        )
-        self.waiting = gauge(
+        self.waiting = make.gauge(
             "offsync_waiting",
             "Requests waiting for a slot now (beyond max_waiting, or after admission_wait: 503)",
-            registry=registry,
-            multiprocess_mode="livesum",
+            "livesum",
         )
-        self.max_in_flight = gauge(
+        self.max_in_flight = make.gauge(
             "offsync_max_in_flight",
             "The bound on in_flight (beyond it, requests wait: offsync_waiting)",
-            registry=registry,
-            multiprocess_mode="livesum",
+            "livesum",
         )
-        self.apply_seconds = pc.Histogram(
+        self.apply_seconds = make.histogram(
             "offsync_apply_seconds",
             "Time to verify and apply one uploaded bundle (holding the replica)",
-            registry=registry,
-            buckets=_APPLY_BUCKETS,
+            _APPLY_BUCKETS,
         )
-        self.last_contact = gauge(
+
+    def _contacts(self, make: _Make) -> None:
+        """Who was heard from, and when: known sites, peer centres, any other key.
+        Labelled only by what the operator controls (the module's docstring)."""
+        self.last_contact = make.gauge(
             "offsync_site_last_contact_timestamp_seconds",
             "When a known site (certified, or named in the app's site_labels) last "
             "delivered a bundle or pulled, by this server's clock",
+            "max",
             ["site", "label"],
-            registry=registry,
-            multiprocess_mode="max",
         )
-        self.peer_rounds = counter(
+        self.peer_rounds = make.counter(
             "offsync_peer_rounds",
             "Rounds with the other centres (offsync serve --peer), by peer URL and "
             "outcome (ok, refused: some bundle was refused, failed)",
             ["peer", "outcome"],
-            registry=registry,
         )
-        self.peer_last_success = gauge(
+        self.peer_last_success = make.gauge(
             "offsync_peer_last_success_timestamp_seconds",
             "When a round with a peer centre last completed, by this server's clock",
+            "max",
             ["peer"],
-            registry=registry,
-            multiprocess_mode="max",
         )
-        self.unknown_contact = gauge(
+        self.unknown_contact = make.gauge(
             "offsync_unknown_site_last_contact_timestamp_seconds",
             "When any key that is not a known site last delivered or pulled",
-            registry=registry,
-            multiprocess_mode="max",
+            "max",
         )
 
     def _register_exit(self, pc: Any) -> None:
