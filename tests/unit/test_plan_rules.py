@@ -32,6 +32,7 @@ from tests.helpers.plan import (
     index,
     rules,
     seal,
+    stream,
 )
 
 UNKNOWN = Status(Kind.TRUST, "unknown signer")
@@ -59,7 +60,7 @@ def test_candidates_follow_the_rules_that_changed_and_the_clock_never_forks() ->
     )
 
     def picked(changed: set[bytes], full: bool) -> set[bytes]:
-        return {o for o, _, _ in candidates(idx, changed, full)}
+        return {s.origin for s, _, _ in candidates(idx, changed, full)}
 
     assert picked(set(), False) == {OTHER.public_key}  # the clock hold only
     assert picked({SITE.public_key}, False) == {SITE.public_key, OTHER.public_key}
@@ -243,10 +244,10 @@ def test_evictions_drop_the_oldest_unknown_data_beyond_the_bounds() -> None:
     idx = index(seal(SITE, 1, 1)).updated(
         add=[entry(seal(OTHER, i, 1, prev=bytes(32)), UNKNOWN) for i in (1, 2, 3)]
     )
-    size = idx[OTHER.public_key][0].size
+    size = idx[stream(OTHER)][0].size
     limits = Limits(max_unknown_signer_segments=2, max_unknown_signer_bytes=10 * size)
     plan = plan_evictions(idx, (), trust, ME.public_key, limits, new=[OTHER.public_key])
-    assert plan.drop == [(OTHER.public_key, 1)] and plan.order == (OTHER.public_key,)
+    assert plan.drop == [(stream(OTHER), 1)] and plan.order == (OTHER.public_key,)
     # A signer whose data is all dropped leaves the order; certified ones are never in it.
     none = Limits(max_unknown_signer_segments=0)
     plan = plan_evictions(idx, (OTHER.public_key,), trust, ME.public_key, none)

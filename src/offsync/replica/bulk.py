@@ -20,7 +20,7 @@ from ..encoding import decode_fields
 from ..errors import UsageError
 from ..plan.seal import may_seal, row_bounds, segment_ends
 from ..plan.write import EncodedWrites, encode_writes, plan_new
-from ..segindex import HeldSegment
+from ..segindex import HeldSegment, Stream
 from ..segment import NO_PREVIOUS, Segment
 from ..trust import TRUST_COLLECTION
 from .applying import _gc_paused
@@ -142,9 +142,9 @@ class _Bulk(_Writes):
             sizes = [size for _, _, size in waiting] + sizes
             values = [value for _, value, _ in waiting] + values
             changes = [c for c, _, _ in waiting] + changes
-        own = st.segments.get(self.id, ())
+        own = st.segments.get(self._own, ())
         prev = own[-1].hash if own else NO_PREVIOUS
-        sealed: list[tuple[bytes, HeldSegment]] = []
+        sealed: list[tuple[Stream, HeldSegment]] = []
         start = 0
         for end in segment_ends(sizes, complete_only=True):
             seg = Segment.seal(self.identity, changes[start:end], prev, level, values[start:end])

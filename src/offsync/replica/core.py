@@ -28,7 +28,7 @@ from ..plan.pack import held_knowledge, receipt_knowledge
 from ..plan.receipts import HeardReceipts, heard_union, kept_knowledge, restricted
 from ..policies import Policy
 from ..receipt import Receipt
-from ..segindex import HeldSegment, SegmentIndex
+from ..segindex import HeldSegment, SegmentIndex, Stream, store_key, whole
 from ..segment import Segment
 from ..stores.base import RecordRow, Store, pack_ids
 from ..trust import TRUST_COLLECTION, TrustStore, Validator
@@ -80,6 +80,11 @@ class _Core:
     @property
     def id(self) -> bytes:
         return self.identity.public_key
+
+    @property
+    def _own(self) -> Stream:
+        """This site's own stream (format 2: its one stream), which it seals and seqs."""
+        return whole(self.identity.public_key)
 
     def policy(self, collection: str) -> Policy:
         return self.policies.get(collection, self.default_policy)
@@ -155,7 +160,7 @@ class _Core:
             known = self._known
             mark = (st.seq, st.sealed, st.claim)
             if known is None or known[0] is not st.segments or known[1] != mark:
-                held = held_knowledge(st.segments, self.id, st.seq, st.sealed, st.claim)
+                held = held_knowledge(st.segments, self._own, st.seq, st.sealed, st.claim)
                 known = self._known = (st.segments, mark, held)
             return known[2]
 
@@ -164,7 +169,7 @@ class _Core:
         its own changes only as far as they are sealed)."""
         self._follow_store()
         st = self._st
-        return receipt_knowledge(st.segments, self.id, st.sealed)
+        return receipt_knowledge(st.segments, self._own, st.sealed)
 
     def _bounded_receipt_knowledge(self, origins: frozenset[bytes]) -> Knowledge:
         """``_receipt_knowledge`` restricted to ``origins`` (a receipt bounded by its
@@ -175,7 +180,7 @@ class _Core:
         held = restricted(known.intervals, origins - {self.id})
         if self.id not in origins:
             return held
-        own = [(s.first, s.last) for s in st.segments.get(self.id, ())]
+        own = [(s.first, s.last) for s in st.segments.get(self._own, ())]
         return held | Knowledge({self.id: own}) if own else held
 
     # -- receipts heard (docs/spec.md §6: a reader unions what one signer's receipts say) --
@@ -285,9 +290,10 @@ class _Core:
         raw = self.store.get_meta("forks")
         return tuple(Segment.decode(x, self.limits) for x in msgpack.unpackb(raw)) if raw else ()
 
-    def _held_segment(self, origin: bytes, s: HeldSegment) -> list[Change]:
+    def _held_segment(self, stream: Stream, s: HeldSegment) -> list[Change]:
         """The changes of a held segment, read back from the store."""
-        seg = Segment.decode(self.store.segment_data([(origin, s.first)])[0], self.limits)
+        data = self.store.segment_data([store_key(stream, s.first)])[0]
+        seg = Segment.decode(data, self.limits)
         return seg.open_changes(self.limits)
 
 

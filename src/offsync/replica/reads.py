@@ -89,7 +89,8 @@ class _Reads(_Core):
             self._follow_store()
             st = self._st
             return [
-                Quarantined(o, s.first, s.last, str(s.status)) for o, s in st.segments.held_back()
+                Quarantined(o.origin, s.first, s.last, str(s.status))
+                for o, s in st.segments.held_back()
             ] + [
                 Quarantined(f.origin, f.first_seq, f.last_seq, str(FORK_AT_SAME_SEQS))
                 for f in st.forks
@@ -102,8 +103,8 @@ class _Reads(_Core):
             rules = self._rules(st.trust)
             return [
                 QuarantinedChange(c.id, c.collection, c.key, str(reason))
-                for origin, s in st.segments.held_back()
-                for c, reason in held_reasons(s.status, self._held_segment(origin, s), rules)
+                for stream, s in st.segments.held_back()
+                for c, reason in held_reasons(s.status, self._held_segment(stream, s), rules)
             ]
 
     def forks(self) -> list[Segment]:

@@ -8,7 +8,7 @@ from typing import Any
 from ..change import Change
 from ..plan import seal as plan
 from ..plan.seal import OutboxRow, cut, may_seal, seal_rows, segment_ends
-from ..segindex import HeldSegment
+from ..segindex import HeldSegment, Stream
 from ..segment import NO_PREVIOUS, Segment
 from ..status import APPLIED
 from ..stores.base import SegmentRow
@@ -34,9 +34,9 @@ class _Sealing(_Core):
         st = self._st
         if not may_seal(st.seq, st.sealed, st.claim):
             return
-        own = st.segments.get(self.id, ())
+        own = st.segments.get(self._own, ())
         prev = own[-1].hash if own else NO_PREVIOUS
-        sealed: list[tuple[bytes, HeldSegment]] = []
+        sealed: list[tuple[Stream, HeldSegment]] = []
         with self._transaction():
             self._flush_fresh()
             st = self._st
@@ -58,7 +58,7 @@ class _Sealing(_Core):
         self._forget_sealed(st.sealed, last)
 
     def _store_sealed(
-        self, seg: Segment, prev: bytes, sealed: list[tuple[bytes, HeldSegment]]
+        self, seg: Segment, prev: bytes, sealed: list[tuple[Stream, HeldSegment]]
     ) -> bytes:
         """Store one own segment just sealed (chained to ``prev``); returns its hash."""
         h = seg.hash  # hashes all the data: once, not per use
@@ -67,7 +67,7 @@ class _Sealing(_Core):
             [SegmentRow(self.id, seg.first_seq, seg.last_seq, h, prev, encoded, "applied")]
         )
         sealed.append(
-            (self.id, HeldSegment(seg.first_seq, seg.last_seq, h, prev, APPLIED, len(encoded)))
+            (seg.stream, HeldSegment(seg.first_seq, seg.last_seq, h, prev, APPLIED, len(encoded)))
         )
         return h
 
