@@ -35,6 +35,7 @@ __all__ = [
     "knowledge_of",
     "store_key",
     "stream_intervals",
+    "top_seq",
     "whole",
 ]
 
@@ -221,6 +222,11 @@ def knowledge_of(intervals: Mapping[Stream, Sequence[Interval]]) -> Knowledge:
             raise UsageError("format 2 knows one stream per origin")
         out[stream[0]] = ivs
     return Knowledge(out)
+
+
+def top_seq(knowledge: Knowledge, stream: Stream) -> int:
+    """The highest seq of ``stream`` that format-2 knowledge holds (0: none)."""
+    return knowledge.max_seq(stream[0]) if stream[1] == WHOLE else 0
 
 
 def stream_intervals(knowledge: Knowledge) -> Iterator[tuple[Stream, Sequence[Interval]]]:

@@ -109,17 +109,17 @@ def test_whose_claims_count() -> None:
         (SITE.public_key, Knowledge.of(ME.public_key, 1, 5)),
         (OTHER.public_key, Knowledge.of(ME.public_key, 1, 9)),
     ]
-    assert counted_claim(claims, ME.public_key, trust) == 5
-    assert counted_claim(claims, ME.public_key, None) == 9
+    assert counted_claim(claims, stream(ME), trust) == 5
+    assert counted_claim(claims, stream(ME), None) == 9
 
 
 def test_receipts_raise_the_claim_and_our_own_always_counts() -> None:
     theirs = Receipt.issue(OTHER, 1, Knowledge.of(ME.public_key, 1, 7))
     ours = Receipt.issue(ME, 1, Knowledge.of(ME.public_key, 1, 4))
     trust = certified(SITE)
-    assert raised_claim(2, [theirs], ME.public_key, trust) == 2  # unknown: does not count
-    assert raised_claim(2, [theirs, ours], ME.public_key, trust) == 4
-    assert raised_claim(6, [ours], ME.public_key, trust) == 6  # never lowered
+    assert raised_claim(2, [theirs], stream(ME), trust) == 2  # unknown: does not count
+    assert raised_claim(2, [theirs, ours], stream(ME), trust) == 4
+    assert raised_claim(6, [ours], stream(ME), trust) == 6  # never lowered
     assert reuse_error(4, 4, []) is None
     error = reuse_error(7, 4, [OTHER.public_key])
     assert isinstance(error, SequenceReuseError)

@@ -23,6 +23,7 @@ from ..segment import Segment
 from ..stores.base import SegmentRow
 from ..trust import TRUST_COLLECTION
 from .examine import _Examining, _log_evicted
+from .state import OwnSeqs
 from .types import ApplyReport
 
 __all__: list[str] = []
@@ -173,8 +174,14 @@ class _Applying(_Examining):
         report = ApplyReport(bundle.id, bundle.header.sender, ranges=bundle.header.ranges)
         run = _Run()
         st = self._st
+        mine = st.seqs(self._own)
         ctx = ApplyContext(
-            self._own, st.seq, st.segments, self._rules(st.trust), self.store.changes_for, st.sealed
+            self._own,
+            mine.seq,
+            st.segments,
+            self._rules(st.trust),
+            self.store.changes_for,
+            mine.sealed,
         )
         for plan in plan_segments(bundle.segments, ctx):
             self._take(plan, run, report)
@@ -240,9 +247,10 @@ class _Applying(_Examining):
         """Write what follows from the whole bundle and advance the working state."""
         st = self._st
         forks = self._record_forks(run.forks) if run.forks else st.forks
-        own = own_returned(((o, s.last, s.status) for o, s in run.stored), self._own, st.sealed)
-        claim = raised_claim(st.claim, receipts, self.id, st.trust)
-        seq = max(own, st.seq)
+        mine = st.seqs(self._own)
+        own = own_returned(((o, s.last, s.status) for o, s in run.stored), self._own, mine.sealed)
+        claim = raised_claim(mine.claim, receipts, self._own, st.trust)
+        seq = max(own, mine.seq)
         if own:  # our own changes, lost in a restore, came back
             self.store.clear_outbox(own)  # they are sealed now, by us, before the loss
             if run.displaced:  # ours at their seqs give way, and come after
@@ -257,10 +265,8 @@ class _Applying(_Examining):
         self._put(
             st._replace(
                 segments=st.segments.updated(add=run.stored),
-                seq=seq,
-                sealed=own or st.sealed,
+                own={**st.own, self._own: OwnSeqs(seq, own or mine.sealed, claim)},
                 hlc=max(st.hlc, run.max_hlc),
-                claim=claim,
                 forks=forks,
                 clock_due=_earliest(st.clock_due, run.due),
             )
@@ -273,15 +279,15 @@ class _Applying(_Examining):
         changes and outbox rows, before the segment at their seqs is merged. Returned in
         seq order for ``_issue_again``; the records are recomputed when they are merged
         again (in this transaction, so a failure rolls both back)."""
-        st = self._st
+        mine = self._st.seqs(self._own)
         taken: list[Change] = []
-        after = max([st.sealed, *(s.last for o, s in run.stored if o == self._own)])
+        after = max([mine.sealed, *(s.last for o, s in run.stored if o == self._own)])
         while page := self.store.outbox_page(after, 10_000):
             taken += (Change.from_row(self.id, seq, bytes(row)) for seq, row in page)
             after = page[-1][0]
         self.store.remove_changes(taken)
         # Every outbox row goes: those at or below ``after`` are in segments stored now.
-        self.store.clear_outbox(st.seq)
+        self.store.clear_outbox(mine.seq)
         self._recent.clear()  # sealing must not take the old changes from memory
         return taken
 
@@ -356,8 +362,9 @@ class ApplyGroup:
         report = ApplyReport(bundles[0].id, bundles[0].header.sender)
         run = _Run()
         st = r._st
+        mine = st.seqs(r._own)
         ctx = ApplyContext(
-            r._own, st.seq, st.segments, r._rules(st.trust), r.store.changes_for, st.sealed
+            r._own, mine.seq, st.segments, r._rules(st.trust), r.store.changes_for, mine.sealed
         )
         for plan in plan_segments(segments, ctx):
             r._take(plan, run, report)

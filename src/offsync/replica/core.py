@@ -8,6 +8,7 @@ applies and re-examination all merge) and reads what the state is made from.
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
@@ -32,7 +33,7 @@ from ..segindex import HeldSegment, SegmentIndex, Stream, store_key, whole
 from ..segment import Segment
 from ..stores.base import RecordRow, Store, pack_ids
 from ..trust import TRUST_COLLECTION, TrustStore, Validator
-from .state import ReplicaState
+from .state import OwnSeqs, ReplicaState
 
 __all__: list[str] = []
 
@@ -69,7 +70,7 @@ class _Core:
     #: outbox back and decoding it (it does that for any seq missing here).
     _recent: dict[int, tuple[Change, dict[str, Any] | None, int]]
     #: knowledge() cache: the index, (seq, sealed, claim) and the knowledge they give
-    _known: tuple[SegmentIndex, tuple[int, int, int], Knowledge] | None = None
+    _known: tuple[SegmentIndex, OwnSeqs, Knowledge] | None = None
     #: The newest receipt of each signer, indexed by origin (``_heard_receipts``);
     #: None: to be read from the store (dropped when a transaction rolls back).
     _heard: HeardReceipts | None = None
@@ -81,7 +82,7 @@ class _Core:
     def id(self) -> bytes:
         return self.identity.public_key
 
-    @property
+    @functools.cached_property
     def _own(self) -> Stream:
         """This site's own stream (format 2: its one stream), which it seals and seqs."""
         return whole(self.identity.public_key)
@@ -118,7 +119,7 @@ class _Core:
         10,000 puts writes them in one statement each), in that transaction."""
         self._flush_fresh()
         st = self._st
-        self.store.set_meta("seq", str(st.seq).encode())
+        self.store.set_meta("seq", str(st.seqs(self._own).seq).encode())
         self.store.set_meta("hlc", str(st.hlc).encode())
 
     def _flush_fresh(self) -> None:
@@ -134,7 +135,8 @@ class _Core:
     def _remember_fresh(self) -> None:
         """After a commit: keep the transaction's own changes for sealing (bounded)."""
         recent = self._recent
-        sealed = self._state.sealed  # (what the transaction sealed itself is not kept)
+        # (what the transaction sealed itself is not kept)
+        sealed = self._state.seqs(self._own).sealed
         if len(recent) + len(self._fresh) <= MAX_RECENT:
             for (c, value), size in zip(self._fresh, self._fresh_sizes, strict=True):
                 if c.seq > sealed:
@@ -158,9 +160,9 @@ class _Core:
             self._follow_store()
             st = self._st
             known = self._known
-            mark = (st.seq, st.sealed, st.claim)
+            mark = st.seqs(self._own)
             if known is None or known[0] is not st.segments or known[1] != mark:
-                held = held_knowledge(st.segments, self._own, st.seq, st.sealed, st.claim)
+                held = held_knowledge(st.segments, self._own, *mark)
                 known = self._known = (st.segments, mark, held)
             return known[2]
 
@@ -169,7 +171,7 @@ class _Core:
         its own changes only as far as they are sealed)."""
         self._follow_store()
         st = self._st
-        return receipt_knowledge(st.segments, self._own, st.sealed)
+        return receipt_knowledge(st.segments, self._own, st.seqs(self._own).sealed)
 
     def _bounded_receipt_knowledge(self, origins: frozenset[bytes]) -> Knowledge:
         """``_receipt_knowledge`` restricted to ``origins`` (a receipt bounded by its

@@ -32,7 +32,7 @@ class _Sealing(_Core):
         and the tail waits in the outbox for more writes or for the next pack.
         """
         st = self._st
-        if not may_seal(st.seq, st.sealed, st.claim):
+        if not may_seal(*st.seqs(self._own)):
             return
         own = st.segments.get(self._own, ())
         prev = own[-1].hash if own else NO_PREVIOUS
@@ -40,13 +40,14 @@ class _Sealing(_Core):
         with self._transaction():
             self._flush_fresh()
             st = self._st
-            held = self._held_unsealed(st.sealed, st.seq)
+            mine = st.seqs(self._own)
+            held = self._held_unsealed(mine.sealed, mine.seq)
             if held is not None:
                 for changes, values in _chunks(held, complete_only):
                     seg = Segment.seal(self.identity, changes, prev, self.level, values)
                     prev = self._store_sealed(seg, prev, sealed)
             else:
-                for rows in cut(self._outbox_pages(st.sealed), complete_only=complete_only):
+                for rows in cut(self._outbox_pages(mine.sealed), complete_only=complete_only):
                     seg = seal_rows(self.identity, rows, prev, self.level)
                     prev = self._store_sealed(seg, prev, sealed)
             if not sealed:
@@ -54,8 +55,9 @@ class _Sealing(_Core):
             last = sealed[-1][1].last
             self.store.clear_outbox(last)
             self.store.set_meta("sealed", str(last).encode())
-            self._put(st._replace(sealed=last, segments=st.segments.updated(add=sealed)))
-        self._forget_sealed(st.sealed, last)
+            st = st._replace(segments=st.segments.updated(add=sealed))
+            self._put(st.with_seqs(self._own, sealed=last))
+        self._forget_sealed(mine.sealed, last)
 
     def _store_sealed(
         self, seg: Segment, prev: bytes, sealed: list[tuple[Stream, HeldSegment]]
