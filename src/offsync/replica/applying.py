@@ -18,7 +18,7 @@ from ..errors import StorageConflictError, StorageError
 from ..plan.apply import ApplyContext, SegmentPlan, Verdict, kept_forks, own_returned, plan_segments
 from ..plan.claims import kept_receipts, raised_claim
 from ..receipt import Receipt
-from ..segindex import HeldSegment, Stream
+from ..segindex import HeldSegment, Stream, store_key
 from ..segment import Segment
 from ..stores.base import SegmentRow
 from ..trust import TRUST_COLLECTION
@@ -161,7 +161,7 @@ class _Applying(_Examining):
         never deleted, so entries elsewhere are real, if perhaps not all there are."""
         st = self._st
         # (The stores keep one stream per origin: format 2.)
-        rows = self.store.segment_index_near([(s.origin, a, b) for s, a, b in spans])
+        rows = self.store.segment_index_near([(*store_key(s, a), b) for s, a, b in spans])
         self._put(st._replace(segments=st.segments.updated(drop=spans, rows=rows)))
 
     def _apply_bundle(self, bundle: Bundle) -> tuple[ApplyReport, _Run, tuple[int, int]]:

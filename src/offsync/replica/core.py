@@ -29,7 +29,7 @@ from ..plan.pack import held_knowledge, receipt_knowledge
 from ..plan.receipts import HeardReceipts, heard_union, kept_knowledge, restricted
 from ..policies import Policy
 from ..receipt import Receipt
-from ..segindex import HeldSegment, SegmentIndex, Stream, store_key, whole
+from ..segindex import HeldSegment, SegmentIndex, Stream, knowledge_of, store_key, whole
 from ..segment import Segment
 from ..stores.base import RecordRow, Store, pack_ids
 from ..trust import TRUST_COLLECTION, TrustStore, Validator
@@ -183,7 +183,7 @@ class _Core:
         if self.id not in origins:
             return held
         own = [(s.first, s.last) for s in st.segments.get(self._own, ())]
-        return held | Knowledge({self.id: own}) if own else held
+        return held | knowledge_of({self._own: own}) if own else held
 
     # -- receipts heard (docs/spec.md §6: a reader unions what one signer's receipts say) --
 

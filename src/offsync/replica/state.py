@@ -46,7 +46,7 @@ class ReplicaState(NamedTuple):
     """One value; a new one is made with ``_replace`` (a tuple: cheap on every write)."""
 
     segments: SegmentIndex  # the index of the segments held
-    own: Mapping[Stream, OwnSeqs]  # per own stream (format 2: the one); never changed
+    own: Mapping[Stream, OwnSeqs]  # per own stream (format 2: the one); replaced, never mutated
     hlc: int  # the clock: the last timestamp issued or seen
     trust: TrustStore | None  # in force; None in open mode
     forks: tuple[Segment, ...] = ()  # evidence: validly signed segments that fork held ones
@@ -67,6 +67,5 @@ class ReplicaState(NamedTuple):
         """After one local write to ``stream``: its seq and the clock, built directly, as
         it runs once per write."""
         now = self.own.get(stream, NO_SEQS)
-        return ReplicaState(
-            self[0], {**self.own, stream: OwnSeqs(seq, now[1], now[2])}, hlc, *self[3:]
-        )
+        mine = tuple.__new__(OwnSeqs, (seq, now[1], now[2]))
+        return tuple.__new__(ReplicaState, (self[0], {**self.own, stream: mine}, hlc, *self[3:]))
