@@ -8,10 +8,10 @@ A ``SegmentIndex`` is a value: ``updated`` returns a new index and leaves the ol
 as it was (only the streams it touches are copied), so a replica can plan against one
 index and publish the next once its transaction has committed. It is keyed by
 ``Stream(origin, partition)``; format 2 is the case of one stream per origin,
-``whole(origin)``, and the stores keep an ``origin`` column that ``held`` maps at the
-boundary. Format-2 knowledge is keyed by origin: ``knowledge_of`` and ``stream_intervals``
-map at that boundary too, so that format 3 changes those two functions, not their callers.
-This module is sans-IO.
+``whole(origin)``. Where a stream meets format 2 is here and nowhere else: the stores
+keep an ``origin`` column (``held``, ``store_key``), and format-2 knowledge is keyed by
+origin (``knowledge_of``, ``stream_intervals``, ``top_seq``); format 3 changes these
+functions, not their callers. This module is sans-IO.
 """
 
 from __future__ import annotations

@@ -7,8 +7,8 @@ can make keys, so without a bound anyone could make a replica store anything: wh
 an authority, never the replica itself) leave in quarantine is bounded per signer and
 in total, by segments and by bytes (``Limits.max_unknown_*``). Beyond a bound, the
 oldest data goes first: within a signer its lowest seqs (stream by stream), across
-signers the signers first heard from earliest. Certified sites' data, revoked keys' (evidence) and
-everything applied are never candidates.
+signers the signers first heard from earliest. Certified sites' data, revoked keys'
+(evidence) and everything applied are never candidates.
 
 Dropped data is no longer held: knowledge stops claiming it, so a peer may offer it
 again, and it is judged again like anything new (kept if there is room, dropped if

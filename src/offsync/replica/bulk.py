@@ -127,7 +127,7 @@ class _Bulk(_Writes):
         outbox, where it waits for more writes like any put's change."""
         st = self._st
         mine = st.seqs(self._own)
-        if not may_seal(*mine):  # sealing now could fork
+        if not may_seal(mine.seq, mine.sealed, mine.claim):  # sealing now could fork
             self._to_outbox(changes, values)
             return
         first_new = changes[0].seq

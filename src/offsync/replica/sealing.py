@@ -32,7 +32,8 @@ class _Sealing(_Core):
         and the tail waits in the outbox for more writes or for the next pack.
         """
         st = self._st
-        if not may_seal(*st.seqs(self._own)):
+        mine = st.seqs(self._own)
+        if not may_seal(mine.seq, mine.sealed, mine.claim):
             return
         own = st.segments.get(self._own, ())
         prev = own[-1].hash if own else NO_PREVIOUS

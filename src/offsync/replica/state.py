@@ -1,11 +1,11 @@
 """The replica's in-memory state, as one value.
 
 Everything a replica keeps in memory about its store — the segment index, its own
-streams' seqs, its clock, the trust store in force, the claims peers make on its seqs, fork evidence,
-the unknown signers it holds data of — is one frozen ``ReplicaState``. A transaction
-works on a copy (``Replica._transaction``) and the replica publishes it when the store
-has committed; if anything fails, the copy is dropped, so nothing is ever put back by
-hand. Values that only refresh what the store already says (the trust store after a
+streams' seqs and the claims peers make on them, its clock, the trust store in force,
+fork evidence, the unknown signers it holds data of — is one frozen ``ReplicaState``.
+A transaction works on a copy (``Replica._transaction``) and the replica publishes it
+when the store has committed; if anything fails, the copy is dropped, so nothing is
+ever put back by hand. Values that only refresh what the store already says (the trust store after a
 committed trust write, segments other processes added) are published as they are read.
 """
 
