@@ -42,10 +42,12 @@ __all__ = [
     "MAX_COLLECTION_BYTES",
     "MAX_PREFIX_BYTES",
     "TRUST_COLLECTION",
+    "WHOLE",
     "Partition",
     "PartitionRule",
     "Scope",
     "Stream",
+    "whole",
 ]
 
 #: The reserved collection of certificates and revocations: always one partition
@@ -162,6 +164,16 @@ def new_partition(collection: str, prefix: str) -> Partition:
 
 def new_stream(origin: bytes, partition: Partition) -> Stream:
     return tuple.__new__(Stream, (origin, partition))
+
+
+#: Format 2's one partition: all of an origin's changes. Its collection is empty, which
+#: ``Partition`` refuses, so a format-2 stream is never mistaken for a format-3 one.
+WHOLE = new_partition("", "")
+
+
+def whole(origin: bytes) -> Stream:
+    """The one stream of ``origin`` in format 2 (``Stream(origin, WHOLE)``)."""
+    return tuple.__new__(Stream, (origin, WHOLE))
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,27 +6,41 @@ store that several processes share, followed as they add segments).
 
 A ``SegmentIndex`` is a value: ``updated`` returns a new index and leaves the old one
 as it was (only the streams it touches are copied), so a replica can plan against one
-index and publish the next once its transaction has committed. A stream is an origin
-in format 2 (``Stream``); format 3 keys it by (origin, partition) with the same API.
-This module is sans-IO.
+index and publish the next once its transaction has committed. It is keyed by
+``Stream(origin, partition)``; format 2 is the case of one stream per origin,
+``whole(origin)``. Where a stream meets format 2 is here and nowhere else: the stores
+keep an ``origin`` column (``held``, ``store_key``), and format-2 knowledge is keyed by
+origin (``knowledge_of``, ``stream_intervals``, ``top_seq``); format 3 changes these
+functions, not their callers. This module is sans-IO.
 """
 
 from __future__ import annotations
 
 import bisect
 import itertools
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import NamedTuple
 
-from .knowledge import Interval
+from .errors import UsageError
+from .knowledge import Interval, Knowledge
+from .scope import WHOLE, Stream, whole
 from .segment import NO_PREVIOUS, Segment
 from .status import Kind, Status
 
-__all__ = ["HeldSegment", "IndexRow", "SegmentIndex", "Stream"]
+__all__ = [
+    "HeldSegment",
+    "IndexRow",
+    "SegmentIndex",
+    "Stream",
+    "knowledge_of",
+    "store_key",
+    "stream_intervals",
+    "top_seq",
+    "whole",
+]
 
-#: What the index is keyed by: the stream a segment belongs to (its origin, format 2).
-Stream = bytes
-#: A store's index row: (origin, first, last, hash, prev_hash, status text, size).
+#: A store's index row: (origin, first, last, hash, prev_hash, status text, size); the
+#: stores keep format 2's one stream per origin, so the origin names the stream.
 IndexRow = tuple[bytes, int, int, bytes, bytes, str, int]
 
 
@@ -42,7 +56,7 @@ class HeldSegment(NamedTuple):
 def held(row: IndexRow) -> tuple[Stream, HeldSegment]:
     """A store index row as an index entry."""
     origin, first, last, h, prev, status, size = row
-    return bytes(origin), HeldSegment(
+    return whole(bytes(origin)), HeldSegment(
         first, last, bytes(h), bytes(prev), Status.parse(status), size
     )
 
@@ -61,10 +75,13 @@ _BREAKS_CHAIN_AFTER = Status(Kind.FORK, "the next segment does not chain to it")
 class SegmentIndex(Mapping[Stream, tuple[HeldSegment, ...]]):
     """stream -> held segments sorted by first seq; immutable (see ``updated``)."""
 
-    __slots__ = ("_by",)
+    __slots__ = ("_by", "_origins")
 
     def __init__(self, by: Mapping[Stream, tuple[HeldSegment, ...]] | None = None) -> None:
         self._by: dict[Stream, tuple[HeldSegment, ...]] = {k: v for k, v in (by or {}).items() if v}
+        #: origin -> its streams held, sorted: built on first use, then kept by
+        #: ``updated`` (copied only when streams come or go, which is rare).
+        self._origins: dict[bytes, tuple[Stream, ...]] | None = None
 
     @classmethod
     def from_rows(cls, rows: Iterable[IndexRow]) -> SegmentIndex:
@@ -119,10 +136,35 @@ class SegmentIndex(Mapping[Stream, tuple[HeldSegment, ...]]):
             return self
         new = SegmentIndex()
         new._by = {**self._by, **changed}
+        moved: dict[bytes, list[Stream]] = {}  # origin -> its streams that came or went
         for stream, now in changed.items():
             if not now:
                 del new._by[stream]
+                moved.setdefault(stream.origin, []).append(stream)
+            elif stream not in self._by:
+                moved.setdefault(stream.origin, []).append(stream)
+        origins = self._origins
+        if moved and origins is not None:
+            origins = dict(origins)
+            for origin, streams in moved.items():
+                mine = sorted({*origins.get(origin, ()), *streams})
+                kept = tuple(s for s in mine if s in new._by)
+                if kept:
+                    origins[origin] = kept
+                else:
+                    origins.pop(origin, None)
+        new._origins = origins
         return new
+
+    def streams_of(self, origin: bytes) -> tuple[Stream, ...]:
+        """The streams of ``origin`` held, sorted (format 2: at most its one stream)."""
+        origins = self._origins
+        if origins is None:
+            by: dict[bytes, list[Stream]] = {}
+            for stream in sorted(self._by):
+                by.setdefault(stream.origin, []).append(stream)
+            origins = self._origins = {o: tuple(v) for o, v in by.items()}
+        return origins.get(origin, ())
 
     def find(self, stream: Stream, first: int) -> HeldSegment | None:
         segs = self._by.get(stream, ())
@@ -141,11 +183,12 @@ class SegmentIndex(Mapping[Stream, tuple[HeldSegment, ...]]):
         issued, with other changes than it holds (a fork of this very site)."""
         if seg.first_seq == 1 and seg.prev_hash != NO_PREVIOUS:
             return _NAMES_PREDECESSOR
-        if self.overlaps(seg.origin, seg.first_seq, seg.last_seq):
+        stream = seg.stream
+        if self.overlaps(stream, seg.first_seq, seg.last_seq):
             return _OVERLAPS
         if reuses_own:
             return _REUSES_OWN
-        segs = self._by.get(seg.origin, ())
+        segs = self._by.get(stream, ())
         i = bisect.bisect_left(segs, seg.first_seq, key=_first)
         if i > 0 and segs[i - 1].last == seg.first_seq - 1 and segs[i - 1].hash != seg.prev_hash:
             return _BREAKS_CHAIN_BEFORE
@@ -163,3 +206,30 @@ class SegmentIndex(Mapping[Stream, tuple[HeldSegment, ...]]):
             for s in self._by[stream]:
                 if not s.status.applied:
                     yield stream, s
+
+
+def store_key(stream: Stream, first: int) -> tuple[bytes, int]:
+    """Where a store keeps a stream's segment: (origin, first seq), as the stores keep
+    format 2's one stream per origin."""
+    return stream[0], first
+
+
+def knowledge_of(intervals: Mapping[Stream, Sequence[Interval]]) -> Knowledge:
+    """Format-2 knowledge (keyed by origin) of seq ranges per stream."""
+    out: dict[bytes, Sequence[Interval]] = {}
+    for stream, ivs in intervals.items():
+        if stream[1] != WHOLE:
+            raise UsageError("format 2 knows one stream per origin")
+        out[stream[0]] = ivs
+    return Knowledge(out)
+
+
+def top_seq(knowledge: Knowledge, stream: Stream) -> int:
+    """The highest seq of ``stream`` that format-2 knowledge holds (0: none)."""
+    return knowledge.max_seq(stream[0]) if stream[1] == WHOLE else 0
+
+
+def stream_intervals(knowledge: Knowledge) -> Iterator[tuple[Stream, Sequence[Interval]]]:
+    """The seq ranges of format-2 knowledge per stream (an origin's one stream)."""
+    for origin, ivs in knowledge.intervals.items():
+        yield whole(origin), ivs

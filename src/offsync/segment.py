@@ -23,6 +23,7 @@ from .compression import compress, decompress
 from .errors import BundleFormatError, LimitExceededError, UsageError
 from .identity import Identity, verify_signature
 from .limits import DEFAULT_LIMITS, Limits
+from .scope import Stream, whole
 from .unpack import unpack
 
 __all__ = ["NO_PREVIOUS", "Segment", "hash32"]
@@ -77,6 +78,11 @@ class Segment:
             and 1 <= self.first_seq <= self.last_seq <= MAX_SEQ
         ):
             raise UsageError("segment seq range out of order")
+
+    @property
+    def stream(self) -> Stream:
+        """The stream it is a run of: in format 2, its origin's one stream."""
+        return whole(self.origin)
 
     @property
     def count(self) -> int:

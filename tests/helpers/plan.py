@@ -10,7 +10,7 @@ from offsync.encoding import canonical_fields
 from offsync.limits import DEFAULT_LIMITS
 from offsync.plan.admit import Admission
 from offsync.plan.apply import ApplyContext
-from offsync.segindex import HeldSegment, SegmentIndex
+from offsync.segindex import HeldSegment, SegmentIndex, Stream, whole
 from offsync.segment import NO_PREVIOUS, Segment
 from offsync.status import APPLIED, Status
 from offsync.trust import TrustStore
@@ -54,11 +54,16 @@ def chain(origin: Identity, *counts: int) -> list[Segment]:
     return out
 
 
-def entry(seg: Segment, status: Status = APPLIED) -> tuple[bytes, HeldSegment]:
+def stream(site: Identity) -> Stream:
+    """A site's one stream (format 2)."""
+    return whole(site.public_key)
+
+
+def entry(seg: Segment, status: Status = APPLIED) -> tuple[Stream, HeldSegment]:
     held = HeldSegment(
         seg.first_seq, seg.last_seq, seg.hash, seg.prev_hash, status, len(seg.encode())
     )
-    return seg.origin, held
+    return seg.stream, held
 
 
 def index(*segments: Segment, status: Status = APPLIED) -> SegmentIndex:
@@ -83,7 +88,7 @@ def context(
     for c in held:
         by_record.setdefault((c.collection, c.key), []).append(c)
     return ApplyContext(
-        ME.public_key,
+        whole(ME.public_key),
         seq,
         idx,
         rules(trust, now),

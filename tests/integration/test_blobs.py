@@ -154,7 +154,7 @@ def test_a_peer_record_with_a_malformed_reference_is_applied_as_data(tmp_path: P
         a.store.add_outbox([(2, change.to_row())])
         a._merge([change])
         a.store.set_meta("seq", b"2")
-        a._put(a._st.wrote(2, change.hlc))
+        a._put(a._st.wrote(a._own, 2, change.hlc))
     sync(a, b)
     assert b.get("people", "p1") is not None and b.missing_blobs().count == 0
 

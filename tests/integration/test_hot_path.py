@@ -203,7 +203,7 @@ def test_chunked_apply_matches_and_rolls_back_whole(
     monkeypatch.setattr(applying, "APPLY_CHUNK", 3)  # a flush every segment or so
     b = Replica.open(str(tmp_path / "b.sqlite"), identity=Identity.generate(), policies=POLICIES)
     # A bundle whose last segment is forged: the segments flushed before it are undone.
-    good = [s.first for s in a._state.segments[a.id]]
+    good = [s.first for s in a._state.segments[a._own]]
     data = a.store.segment_data([(a.id, f) for f in good])
     last = Segment.decode(data[-1])
     forged = Segment(

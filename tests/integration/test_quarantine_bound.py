@@ -18,6 +18,7 @@ import pytest
 from offsync import Identity, Limits, Replica, sync
 from offsync.clock import wall_millis
 from offsync.plan.quarantine import evictions
+from offsync.segindex import whole
 from offsync.server import create_app
 from offsync.transports.http import HTTPTransport
 from offsync.trust import issue_certificate, revoke
@@ -191,11 +192,16 @@ def test_evictions_take_the_oldest_first() -> None:
     )
     # a: four segments (one over the count) -> its lowest seq goes; b: 12 bytes (over
     # the per-signer bytes) -> its lowest seqs until within; c: fine on its own.
-    signers = [(a, [(1, 1), (2, 1), (3, 1), (4, 1)]), (b, [(1, 4), (5, 4), (9, 4)]), (c, [(1, 5)])]
-    assert evictions(signers, limits) == [(a, 1), (b, 1), (a, 2), (a, 3), (a, 4), (b, 5)]
+    sa, sb, sc = whole(a), whole(b), whole(c)
+    signers = [
+        (a, [(sa, 1, 1), (sa, 2, 1), (sa, 3, 1), (sa, 4, 1)]),
+        (b, [(sb, 1, 4), (sb, 5, 4), (sb, 9, 4)]),
+        (c, [(sc, 1, 5)]),
+    ]
+    assert evictions(signers, limits) == [(sa, 1), (sb, 1), (sa, 2), (sa, 3), (sa, 4), (sb, 5)]
     assert evictions(signers, Limits()) == []
     assert evictions([], limits) == []
-    assert evictions([(c, [(1, 11)])], limits) == [(c, 1)]  # one segment over a bound
+    assert evictions([(c, [(sc, 1, 11)])], limits) == [(sc, 1)]  # one segment over a bound
 
 
 def test_a_certificate_in_the_same_bundle_as_its_sites_data_counts_first(

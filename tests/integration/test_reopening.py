@@ -124,7 +124,7 @@ def test_sealing_survives_reopen(tmp_path: Path) -> None:
             a.put("residents", str(i), {"i": i})
     a.close()
     a = Replica.open(path, identity=ident)
-    assert [(s.first, s.last) for s in a._state.segments.get(a.id, ())] == [
+    assert [(s.first, s.last) for s in a._state.segments.get(a._own, ())] == [
         (1, seal_plan.SEGMENT_MAX_CHANGES)
     ]
     b = Replica.open(":memory:", identity=Identity(bytes([2]) * 32, label="r2"))

@@ -24,6 +24,7 @@ from tests.helpers.plan import (
     entry,
     index,
     seal,
+    stream,
 )
 
 DAY = 86_400_000
@@ -168,8 +169,8 @@ def test_plans_are_made_one_segment_at_a_time() -> None:
 
 
 def test_own_returned_names_the_highest_own_seq_above_the_sealed_ones() -> None:
-    me = ME.public_key
-    stored = [(me, 5, APPLIED), (me, 9, CLOCK_AHEAD), (SITE.public_key, 20, APPLIED)]
+    me = stream(ME)
+    stored = [(me, 5, APPLIED), (me, 9, CLOCK_AHEAD), (stream(SITE), 20, APPLIED)]
     assert own_returned(stored, me, sealed=3) == 9
     assert own_returned(stored, me, sealed=9) == 0
     assert own_returned([(me, 12, FORK_AT_SAME_SEQS)], me, sealed=3) == 0

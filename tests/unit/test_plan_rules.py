@@ -32,6 +32,7 @@ from tests.helpers.plan import (
     index,
     rules,
     seal,
+    stream,
 )
 
 UNKNOWN = Status(Kind.TRUST, "unknown signer")
@@ -59,7 +60,7 @@ def test_candidates_follow_the_rules_that_changed_and_the_clock_never_forks() ->
     )
 
     def picked(changed: set[bytes], full: bool) -> set[bytes]:
-        return {o for o, _, _ in candidates(idx, changed, full)}
+        return {s.origin for s, _, _ in candidates(idx, changed, full)}
 
     assert picked(set(), False) == {OTHER.public_key}  # the clock hold only
     assert picked({SITE.public_key}, False) == {SITE.public_key, OTHER.public_key}
@@ -108,17 +109,17 @@ def test_whose_claims_count() -> None:
         (SITE.public_key, Knowledge.of(ME.public_key, 1, 5)),
         (OTHER.public_key, Knowledge.of(ME.public_key, 1, 9)),
     ]
-    assert counted_claim(claims, ME.public_key, trust) == 5
-    assert counted_claim(claims, ME.public_key, None) == 9
+    assert counted_claim(claims, stream(ME), trust) == 5
+    assert counted_claim(claims, stream(ME), None) == 9
 
 
 def test_receipts_raise_the_claim_and_our_own_always_counts() -> None:
     theirs = Receipt.issue(OTHER, 1, Knowledge.of(ME.public_key, 1, 7))
     ours = Receipt.issue(ME, 1, Knowledge.of(ME.public_key, 1, 4))
     trust = certified(SITE)
-    assert raised_claim(2, [theirs], ME.public_key, trust) == 2  # unknown: does not count
-    assert raised_claim(2, [theirs, ours], ME.public_key, trust) == 4
-    assert raised_claim(6, [ours], ME.public_key, trust) == 6  # never lowered
+    assert raised_claim(2, [theirs], stream(ME), trust) == 2  # unknown: does not count
+    assert raised_claim(2, [theirs, ours], stream(ME), trust) == 4
+    assert raised_claim(6, [ours], stream(ME), trust) == 6  # never lowered
     assert reuse_error(4, 4, []) is None
     error = reuse_error(7, 4, [OTHER.public_key])
     assert isinstance(error, SequenceReuseError)
@@ -243,10 +244,10 @@ def test_evictions_drop_the_oldest_unknown_data_beyond_the_bounds() -> None:
     idx = index(seal(SITE, 1, 1)).updated(
         add=[entry(seal(OTHER, i, 1, prev=bytes(32)), UNKNOWN) for i in (1, 2, 3)]
     )
-    size = idx[OTHER.public_key][0].size
+    size = idx[stream(OTHER)][0].size
     limits = Limits(max_unknown_signer_segments=2, max_unknown_signer_bytes=10 * size)
     plan = plan_evictions(idx, (), trust, ME.public_key, limits, new=[OTHER.public_key])
-    assert plan.drop == [(OTHER.public_key, 1)] and plan.order == (OTHER.public_key,)
+    assert plan.drop == [(stream(OTHER), 1)] and plan.order == (OTHER.public_key,)
     # A signer whose data is all dropped leaves the order; certified ones are never in it.
     none = Limits(max_unknown_signer_segments=0)
     plan = plan_evictions(idx, (OTHER.public_key,), trust, ME.public_key, none)

@@ -23,7 +23,7 @@ from offsync.plan.seal import cut, may_seal, seal_rows, whole_segment_waits
 from offsync.segindex import SegmentIndex
 from offsync.segment import NO_PREVIOUS
 from offsync.status import FORK_AT_SAME_SEQS, Kind, Status
-from tests.helpers.plan import ME, OTHER, SITE, chain, change, entry, index, seal
+from tests.helpers.plan import ME, OTHER, SITE, chain, change, entry, index, seal, stream
 
 
 def outbox(first: int, n: int, size: int = 10) -> list[tuple[int, bytes]]:
@@ -93,10 +93,10 @@ def test_sealed_rows_make_a_signed_segment_of_those_changes() -> None:
 
 def test_knowledge_is_every_held_segment_and_the_unsealed_own_changes() -> None:
     idx = index(*chain(SITE, 2, 2), seal(ME, 1, 3))
-    assert held_knowledge(idx, ME.public_key, seq=5, sealed=3) == Knowledge(
+    assert held_knowledge(idx, stream(ME), seq=5, sealed=3) == Knowledge(
         {SITE.public_key: [(1, 4)], ME.public_key: [(1, 5)]}
     )
-    assert held_knowledge(SegmentIndex(), ME.public_key, 0, 0) == Knowledge()
+    assert held_knowledge(SegmentIndex(), stream(ME), 0, 0) == Knowledge()
 
 
 def test_knowledge_leaves_out_unsealed_own_seqs_that_peers_claim() -> None:
@@ -104,18 +104,20 @@ def test_knowledge_leaves_out_unsealed_own_seqs_that_peers_claim() -> None:
     while a peer holds them sealed: listed, the peer would never send them back."""
     idx = index(seal(ME, 1, 3))
     me = ME.public_key
-    assert held_knowledge(idx, me, seq=8, sealed=3, claim=3) == Knowledge.of(me, 1, 8)
-    assert held_knowledge(idx, me, seq=8, sealed=3, claim=6) == Knowledge({me: [(1, 3), (7, 8)]})
-    assert held_knowledge(idx, me, seq=8, sealed=3, claim=8) == Knowledge.of(me, 1, 3)
-    assert held_knowledge(idx, me, seq=8, sealed=3, claim=11) == Knowledge.of(me, 1, 3)
+    assert held_knowledge(idx, stream(ME), seq=8, sealed=3, claim=3) == Knowledge.of(me, 1, 8)
+    assert held_knowledge(idx, stream(ME), seq=8, sealed=3, claim=6) == Knowledge(
+        {me: [(1, 3), (7, 8)]}
+    )
+    assert held_knowledge(idx, stream(ME), seq=8, sealed=3, claim=8) == Knowledge.of(me, 1, 3)
+    assert held_knowledge(idx, stream(ME), seq=8, sealed=3, claim=11) == Knowledge.of(me, 1, 3)
 
 
 def test_a_receipt_states_own_changes_only_as_far_as_they_are_sealed() -> None:
     idx = index(*chain(SITE, 2, 2), seal(ME, 1, 3))
-    assert receipt_knowledge(idx, ME.public_key, sealed=3) == Knowledge(
+    assert receipt_knowledge(idx, stream(ME), sealed=3) == Knowledge(
         {SITE.public_key: [(1, 4)], ME.public_key: [(1, 3)]}
     )
-    assert receipt_knowledge(SegmentIndex(), ME.public_key, 0) == Knowledge()
+    assert receipt_knowledge(SegmentIndex(), stream(ME), 0) == Knowledge()
 
 
 def test_pack_selects_whole_segments_the_peer_lacks_and_never_fork_evidence() -> None:
@@ -124,12 +126,12 @@ def test_pack_selects_whole_segments_the_peer_lacks_and_never_fork_evidence() ->
     idx = index(a, b, c).updated(add=[entry(forked, FORK_AT_SAME_SEQS)])
     clock = Status(Kind.CLOCK, "timestamp too far in the future")
     idx = idx.updated(add=[entry(seal(ME, 1, 1), clock)])  # held, quarantined: still sent
-    missing = held_knowledge(idx, ME.public_key, 1, 1) - Knowledge.of(SITE.public_key, 1, 4)
+    missing = held_knowledge(idx, stream(ME), 1, 1) - Knowledge.of(SITE.public_key, 1, 4)
     chosen = select(idx, missing)
     assert [(o, s.first) for o, s in chosen] == sorted(  # by stream, then seq
-        [(ME.public_key, 1), (SITE.public_key, 4), (SITE.public_key, 7)]
+        [(stream(ME), 1), (stream(SITE), 4), (stream(SITE), 7)]
     )
-    only_site = select(idx, missing, wanted=lambda stream: stream == SITE.public_key)
+    only_site = select(idx, missing, wanted=lambda s: s == stream(SITE))
     assert [s.first for _, s in only_site] == [4, 7]
 
 

@@ -22,7 +22,7 @@ def _rep(n: int) -> Replica:
 
 
 def _own_segments(rep: Replica) -> list[tuple[int, int]]:
-    return [(s.first, s.last) for s in rep._state.segments.get(rep.id, ())]
+    return [(s.first, s.last) for s in rep._state.segments.get(rep._own, ())]
 
 
 @pytest.mark.usefixtures("small_segments")
@@ -77,7 +77,7 @@ def test_paged_sealing_chains_segments() -> None:
         for i in range(23):
             a.put("residents", str(i), {"i": i})
     a.pack()
-    segs = a._state.segments[a.id]
+    segs = a._state.segments[a._own]
     assert [(s.first, s.last) for s in segs] == [(1, 5), (6, 10), (11, 15), (16, 20), (21, 23)]
     assert segs[0].prev == bytes(32)
     assert all(later.prev == earlier.hash for earlier, later in itertools.pairwise(segs))

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 from ..change import Change
 from ..errors import BundleFormatError, ForkError, RemoteDataError
-from ..segindex import SegmentIndex
+from ..segindex import SegmentIndex, Stream
 from ..segment import Segment
 from ..status import APPLIED, FORK_AT_SAME_SEQS, Kind, Status
 from .admit import Admission, admit, admitted_part
@@ -79,7 +79,7 @@ class SegmentPlan:
 class ApplyContext:
     """The replica's state that an apply is judged against."""
 
-    own: bytes  # this site's key
+    own: Stream  # this site's own stream (format 2: its one stream)
     seq: int  # the highest own seq issued
     index: SegmentIndex  # the segments held before the bundle
     rules: Admission
@@ -88,8 +88,8 @@ class ApplyContext:
 
 
 def _stage_range(staged: list[tuple[int, int]], first: int, last: int) -> None:
-    """Add one segment's seq range to a bundle's sorted ranges of its origin; an honest
-    sender never packs overlapping segments of one origin, so overlap is a fork."""
+    """Add one segment's seq range to a bundle's sorted ranges of its stream; an honest
+    sender never packs overlapping segments of one stream, so overlap is a fork."""
     i = bisect.bisect_left(staged, (first, last))
     if (i > 0 and staged[i - 1][1] >= first) or (i < len(staged) and staged[i][0] <= last):
         raise ForkError("bundle carries overlapping segments of one origin")
@@ -98,11 +98,12 @@ def _stage_range(staged: list[tuple[int, int]], first: int, last: int) -> None:
 
 def plan_segments(segments: Iterable[Segment], ctx: ApplyContext) -> Iterator[SegmentPlan]:
     """The plan of each segment, in bundle order; after a ``REFUSE``, nothing more."""
-    staged: dict[tuple[bytes, int], bytes] = {}
-    ranges: dict[bytes, list[tuple[int, int]]] = {}
+    staged: dict[tuple[Stream, int], bytes] = {}
+    ranges: dict[Stream, list[tuple[int, int]]] = {}
     for seg in segments:
         h = seg.hash
-        position = (seg.origin, seg.first_seq)
+        stream = seg.stream
+        position = (stream, seg.first_seq)
         held = ctx.index.find(*position)
         if (held is not None and held.hash == h) or staged.get(position) == h:
             yield SegmentPlan(Verdict.DUPLICATE, seg, h)
@@ -113,7 +114,7 @@ def plan_segments(segments: Iterable[Segment], ctx: ApplyContext) -> Iterator[Se
             if position in staged:
                 raise BundleFormatError("bundle carries two different segments at one position")
             staged[position] = h
-            _stage_range(ranges.setdefault(seg.origin, []), seg.first_seq, seg.last_seq)
+            _stage_range(ranges.setdefault(stream, []), seg.first_seq, seg.last_seq)
         except RemoteDataError as exc:
             yield SegmentPlan(Verdict.REFUSE, seg, h, error=exc)
             return
@@ -127,7 +128,7 @@ def judge(seg: Segment, h: bytes, changes: Sequence[Change], ctx: ApplyContext) 
     """The plan of a verified segment that no held segment sits at: apply it, or hold
     it for its place in its origin's chain or by admission."""
     reuses_own = (
-        seg.origin == ctx.own and seg.first_seq <= ctx.seq and not recovers_own(changes, ctx)
+        seg.stream == ctx.own and seg.first_seq <= ctx.seq and not recovers_own(changes, ctx)
     )
     displaces = reuses_own and displaces_unsealed(seg, ctx)
     status = ctx.index.chain_problem(seg, reuses_own=reuses_own and not displaces)
@@ -167,9 +168,9 @@ def recovers_own(changes: Sequence[Change], ctx: ApplyContext) -> bool:
     return True
 
 
-def own_returned(stored: Iterable[tuple[bytes, int, Status]], own: bytes, sealed: int) -> int:
-    """The highest own seq among the segments a bundle stored, (origin, last seq,
-    status), when it is above ``sealed``: this site's own changes, lost in a restore,
+def own_returned(stored: Iterable[tuple[Stream, int, Status]], own: Stream, sealed: int) -> int:
+    """The highest seq of the own stream ``own`` among the segments a bundle stored,
+    (stream, last seq, status), when it is above ``sealed``: own changes, lost in a restore,
     came back (sealed by this site before the loss); else 0."""
     top = max((last for o, last, s in stored if o == own and s.kind is not Kind.FORK), default=0)
     return top if top > sealed else 0

@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from ..errors import SequenceReuseError
 from ..knowledge import Knowledge
 from ..receipt import Receipt
+from ..segindex import Stream, top_seq
 from ..trust import TrustStore
 
 __all__ = ["claim_counts", "counted_claim", "kept_receipts", "raised_claim", "reuse_error"]
@@ -31,11 +32,11 @@ def claim_counts(signer: bytes, trust: TrustStore | None) -> bool:
 
 
 def counted_claim(
-    claims: Iterable[tuple[bytes, Knowledge]], own: bytes, trust: TrustStore | None
+    claims: Iterable[tuple[bytes, Knowledge]], own: Stream, trust: TrustStore | None
 ) -> int:
-    """The highest own seq that a peer whose claims count says it holds, from each
-    peer's newest (peer, knowledge)."""
-    return max((k.max_seq(own) for p, k in claims if claim_counts(p, trust)), default=0)
+    """The highest seq of the own stream ``own`` that a peer whose claims count says it
+    holds, from each peer's newest (peer, knowledge)."""
+    return max((top_seq(k, own) for p, k in claims if claim_counts(p, trust)), default=0)
 
 
 def kept_receipts(receipts: Iterable[Receipt], own: bytes) -> list[Receipt]:
@@ -44,12 +45,13 @@ def kept_receipts(receipts: Iterable[Receipt], own: bytes) -> list[Receipt]:
 
 
 def raised_claim(
-    claim: int, receipts: Iterable[Receipt], own: bytes, trust: TrustStore | None
+    claim: int, receipts: Iterable[Receipt], own: Stream, trust: TrustStore | None
 ) -> int:
-    """The counted claim after a bundle's receipts. Our own receipt passed back by a
-    relay is our word: it always counts."""
-    counted = (r for r in receipts if r.replica == own or claim_counts(r.replica, trust))
-    return max([claim, *(r.knowledge.max_seq(own) for r in counted)])
+    """The counted claim on the own stream ``own`` after a bundle's receipts. Our own
+    receipt passed back by a relay is our word: it always counts."""
+    me = own.origin
+    counted = (r for r in receipts if r.replica == me or claim_counts(r.replica, trust))
+    return max([claim, *(top_seq(r.knowledge, own) for r in counted)])
 
 
 def reuse_error(

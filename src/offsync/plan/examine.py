@@ -42,11 +42,12 @@ def changed_origins(trust: TrustStore | None, before: TrustStore | None) -> set[
 def candidates(
     index: SegmentIndex, changed: Collection[bytes], full: bool
 ) -> Iterator[tuple[Stream, int, HeldSegment]]:
-    """The segments to judge again, as (stream, position in the stream, entry)."""
+    """The segments to judge again, as (stream, position in the stream, entry);
+    ``changed``: the origins whose rules changed (all of their streams)."""
     for stream, segs in index.items():
         for i, s in enumerate(segs):
             kind = s.status.kind
-            if kind is Kind.FORK or not (full or stream in changed or kind is Kind.CLOCK):
+            if kind is Kind.FORK or not (full or stream.origin in changed or kind is Kind.CLOCK):
                 continue
             yield stream, i, s
 

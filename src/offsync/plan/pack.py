@@ -8,8 +8,10 @@ receipts; a bundle that still comes out too large is split in two (``fit``), and
 single segment too large for ``max_bytes`` travels alone. ``bundles`` is a generator,
 so a backlog is framed one bundle at a time. This module is sans-IO.
 
-Format 3 keys the index by stream (origin, partition) and restricts what is sent to
-the receiver's scope: ``wanted`` takes that filter; knowledge is keyed the same way.
+The index is keyed by stream (origin, partition), format 2 being one stream per
+origin; format 3 restricts what is sent to the receiver's scope (``wanted``). Knowledge
+is format 2's, by origin, mapped at ``offsync.segindex.knowledge_of`` and
+``stream_intervals``.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from ..knowledge import Interval, Knowledge
 from ..limits import Limits
-from ..segindex import HeldSegment, SegmentIndex, Stream
+from ..segindex import HeldSegment, SegmentIndex, Stream, knowledge_of, stream_intervals
 from ..status import Kind
 
 __all__ = [
@@ -44,11 +46,11 @@ Item = tuple[Stream, HeldSegment]
 
 
 def held_knowledge(
-    index: SegmentIndex, own: bytes, seq: int, sealed: int, claim: int = 0
+    index: SegmentIndex, own: Stream, seq: int, sealed: int, claim: int = 0
 ) -> Knowledge:
     """What a replica holds: every held segment (quarantined ones too: they are held,
-    so they are not sent again), and its own changes not yet sealed, except those at or
-    below ``claim``.
+    so they are not sent again), and its own changes not yet sealed (of its stream
+    ``own``, at ``seq``, sealed to ``sealed``), except those at or below ``claim``.
 
     A counted claim above ``sealed`` means a peer holds own seqs sealed by this site
     before a restore that this site holds only in its outbox (a backup taken before they
@@ -60,10 +62,10 @@ def held_knowledge(
     first = max(sealed, claim) + 1
     if seq >= first:
         held.setdefault(own, []).append((first, seq))
-    return Knowledge(held)
+    return knowledge_of(held)
 
 
-def receipt_knowledge(index: SegmentIndex, own: bytes, sealed: int) -> Knowledge:
+def receipt_knowledge(index: SegmentIndex, own: Stream, sealed: int) -> Knowledge:
     """What a replica's own receipt states: what it holds, with only its own changes
     that are sealed. A receipt is a claim on the issuer's own seqs too (relayed back
     after a restore, ``offsync.plan.claims``): a claim on seqs that were never sealed
@@ -77,7 +79,7 @@ def select(
     """The held segments that carry some of ``missing``, by stream and seq; never fork
     evidence. ``wanted``: which streams may be sent at all (None: every one)."""
     out: list[Item] = []
-    for stream, ivs in missing.intervals.items():
+    for stream, ivs in stream_intervals(missing):
         if wanted is not None and not wanted(stream):
             continue
         for seg in index.get(stream, ()):
@@ -109,7 +111,7 @@ def carried(group: Sequence[Item]) -> Knowledge:
     ranges: dict[Stream, list[Interval]] = {}
     for stream, s in group:
         ranges.setdefault(stream, []).append((s.first, s.last))
-    return Knowledge(ranges)
+    return knowledge_of(ranges)
 
 
 class Fit(enum.Enum):

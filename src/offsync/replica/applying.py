@@ -18,11 +18,12 @@ from ..errors import StorageConflictError, StorageError
 from ..plan.apply import ApplyContext, SegmentPlan, Verdict, kept_forks, own_returned, plan_segments
 from ..plan.claims import kept_receipts, raised_claim
 from ..receipt import Receipt
-from ..segindex import HeldSegment
+from ..segindex import HeldSegment, Stream, store_key
 from ..segment import Segment
 from ..stores.base import SegmentRow
 from ..trust import TRUST_COLLECTION
 from .examine import _Examining, _log_evicted
+from .state import OwnSeqs
 from .types import ApplyReport
 
 __all__: list[str] = []
@@ -62,7 +63,7 @@ class _Run:
 
     rows: list[SegmentRow] = field(default_factory=list)
     merge: list[Change] = field(default_factory=list)
-    stored: list[tuple[bytes, HeldSegment]] = field(default_factory=list)
+    stored: list[tuple[Stream, HeldSegment]] = field(default_factory=list)
     conflicts: dict[tuple[str, str], None] = field(default_factory=dict)  # ordered set
     forks: list[Segment] = field(default_factory=list)
     max_hlc: int = 0
@@ -141,7 +142,7 @@ class _Applying(_Examining):
         working state dropped, and tried again.
         """
         origins = sorted({seg.origin for seg in bundle.segments})
-        spans = [(seg.origin, seg.first_seq, seg.last_seq) for seg in bundle.segments]
+        spans = [(seg.stream, seg.first_seq, seg.last_seq) for seg in bundle.segments]
         for attempt in range(SHARED_APPLY_ATTEMPTS):
             try:
                 with self._transaction():
@@ -154,12 +155,13 @@ class _Applying(_Examining):
                 time.sleep(random.uniform(0, 0.01 * 2**attempt))
         raise AssertionError("unreachable")
 
-    def _reload_near(self, spans: Sequence[tuple[bytes, int, int]]) -> None:
+    def _reload_near(self, spans: Sequence[tuple[Stream, int, int]]) -> None:
         """Make the index hold what the store holds around these seq ranges: what deciding
         on a segment there reads (``SegmentIndex.find`` and ``chain_problem``). Segments are
         never deleted, so entries elsewhere are real, if perhaps not all there are."""
         st = self._st
-        rows = self.store.segment_index_near(spans)
+        # (The stores keep one stream per origin: format 2.)
+        rows = self.store.segment_index_near([(*store_key(s, a), b) for s, a, b in spans])
         self._put(st._replace(segments=st.segments.updated(drop=spans, rows=rows)))
 
     def _apply_bundle(self, bundle: Bundle) -> tuple[ApplyReport, _Run, tuple[int, int]]:
@@ -172,8 +174,14 @@ class _Applying(_Examining):
         report = ApplyReport(bundle.id, bundle.header.sender, ranges=bundle.header.ranges)
         run = _Run()
         st = self._st
+        mine = st.seqs(self._own)
         ctx = ApplyContext(
-            self.id, st.seq, st.segments, self._rules(st.trust), self.store.changes_for, st.sealed
+            self._own,
+            mine.seq,
+            st.segments,
+            self._rules(st.trust),
+            self.store.changes_for,
+            mine.sealed,
         )
         for plan in plan_segments(bundle.segments, ctx):
             self._take(plan, run, report)
@@ -214,7 +222,7 @@ class _Applying(_Examining):
         entry = HeldSegment(
             seg.first_seq, seg.last_seq, plan.hash, seg.prev_hash, plan.status, len(encoded)
         )
-        run.stored.append((seg.origin, entry))
+        run.stored.append((seg.stream, entry))
         run.merge.extend(plan.merge)
         if seg.origin == self.id:
             run.own.update(plan.merge)
@@ -239,9 +247,10 @@ class _Applying(_Examining):
         """Write what follows from the whole bundle and advance the working state."""
         st = self._st
         forks = self._record_forks(run.forks) if run.forks else st.forks
-        own = own_returned(((o, s.last, s.status) for o, s in run.stored), self.id, st.sealed)
-        claim = raised_claim(st.claim, receipts, self.id, st.trust)
-        seq = max(own, st.seq)
+        mine = st.seqs(self._own)
+        own = own_returned(((o, s.last, s.status) for o, s in run.stored), self._own, mine.sealed)
+        claim = raised_claim(mine.claim, receipts, self._own, st.trust)
+        seq = max(own, mine.seq)
         if own:  # our own changes, lost in a restore, came back
             self.store.clear_outbox(own)  # they are sealed now, by us, before the loss
             if run.displaced:  # ours at their seqs give way, and come after
@@ -256,15 +265,13 @@ class _Applying(_Examining):
         self._put(
             st._replace(
                 segments=st.segments.updated(add=run.stored),
-                seq=seq,
-                sealed=own or st.sealed,
+                own={**st.own, self._own: OwnSeqs(seq, own or mine.sealed, claim)},
                 hlc=max(st.hlc, run.max_hlc),
-                claim=claim,
                 forks=forks,
                 clock_due=_earliest(st.clock_due, run.due),
             )
         )
-        return self._bound_unknown([o for o, _ in run.stored], run.trust_touched)
+        return self._bound_unknown([o.origin for o, _ in run.stored], run.trust_touched)
 
     def _give_way(self, run: _Run) -> list[Change]:
         """Take back the own unsealed changes (``plan.apply.displaces_unsealed``) above
@@ -272,15 +279,15 @@ class _Applying(_Examining):
         changes and outbox rows, before the segment at their seqs is merged. Returned in
         seq order for ``_issue_again``; the records are recomputed when they are merged
         again (in this transaction, so a failure rolls both back)."""
-        st = self._st
+        mine = self._st.seqs(self._own)
         taken: list[Change] = []
-        after = max([st.sealed, *(s.last for o, s in run.stored if o == self.id)])
+        after = max([mine.sealed, *(s.last for o, s in run.stored if o == self._own)])
         while page := self.store.outbox_page(after, 10_000):
             taken += (Change.from_row(self.id, seq, bytes(row)) for seq, row in page)
             after = page[-1][0]
         self.store.remove_changes(taken)
         # Every outbox row goes: those at or below ``after`` are in segments stored now.
-        self.store.clear_outbox(st.seq)
+        self.store.clear_outbox(mine.seq)
         self._recent.clear()  # sealing must not take the old changes from memory
         return taken
 
@@ -351,12 +358,13 @@ class ApplyGroup:
         segments = [s for b in bundles for s in b.segments]
         if r.store.shared:
             r.store.lock_origins(sorted({s.origin for s in segments}))
-            r._reload_near([(s.origin, s.first_seq, s.last_seq) for s in segments])
+            r._reload_near([(s.stream, s.first_seq, s.last_seq) for s in segments])
         report = ApplyReport(bundles[0].id, bundles[0].header.sender)
         run = _Run()
         st = r._st
+        mine = st.seqs(r._own)
         ctx = ApplyContext(
-            r.id, st.seq, st.segments, r._rules(st.trust), r.store.changes_for, st.sealed
+            r._own, mine.seq, st.segments, r._rules(st.trust), r.store.changes_for, mine.sealed
         )
         for plan in plan_segments(segments, ctx):
             r._take(plan, run, report)

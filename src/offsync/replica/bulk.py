@@ -20,7 +20,7 @@ from ..encoding import decode_fields
 from ..errors import UsageError
 from ..plan.seal import may_seal, row_bounds, segment_ends
 from ..plan.write import EncodedWrites, encode_writes, plan_new
-from ..segindex import HeldSegment
+from ..segindex import HeldSegment, Stream
 from ..segment import NO_PREVIOUS, Segment
 from ..trust import TRUST_COLLECTION
 from .applying import _gc_paused
@@ -59,8 +59,8 @@ class _Bulk(_Writes):
         with self._lock, _gc_paused():
             outermost = self._work is None
             with self._transaction():
-                st = self._st
-                if st.claim > st.sealed:
+                mine = self._st.seqs(self._own)
+                if mine.claim > mine.sealed:
                     self._refuse_reuse()
                 new, rest = self._split_new(collection, writes)
                 if new:
@@ -99,7 +99,7 @@ class _Bulk(_Writes):
         encoded = list(map(writes.encoded.__getitem__, new))
         changes = plan_new(
             self.id,
-            st.seq + 1,
+            st.seqs(self._own).seq + 1,
             next_hlc(st.hlc, self._wall()),
             collection,
             keys,
@@ -109,7 +109,7 @@ class _Bulk(_Writes):
         )
         self._merge(changes)
         self._owed_counters = True
-        self._put(st.wrote(changes[-1].seq, changes[-1].hlc))
+        self._put(st.wrote(self._own, changes[-1].seq, changes[-1].hlc))
         values: list[dict[str, Any] | None] = list(map(writes.values.__getitem__, new))
         key_bytes = list(map(writes.key_bytes.__getitem__, new))
         sizes = row_bounds(len(collection.encode()), key_bytes, list(map(len, encoded)))
@@ -126,25 +126,26 @@ class _Bulk(_Writes):
         not in the outbox) into whole segments; write what does not fill one to the
         outbox, where it waits for more writes like any put's change."""
         st = self._st
-        if not may_seal(st.seq, st.sealed, st.claim):  # sealing now could fork
+        mine = st.seqs(self._own)
+        if not may_seal(mine.seq, mine.sealed, mine.claim):  # sealing now could fork
             self._to_outbox(changes, values)
             return
         first_new = changes[0].seq
         self._flush_fresh()
-        waiting = self._held_unsealed(st.sealed, first_new - 1)
+        waiting = self._held_unsealed(mine.sealed, first_new - 1)
         if waiting is None:  # not all in memory: read them back
             waiting = [
                 (c, None if c.fields is None else decode_fields(c.fields), len(data))
-                for page in self._outbox_pages(st.sealed)
+                for page in self._outbox_pages(mine.sealed)
                 for c, data in ((Change.from_row(self.id, s, bytes(d)), d) for s, d in page)
             ]
         if waiting:  # older own changes go first, into the first segment
             sizes = [size for _, _, size in waiting] + sizes
             values = [value for _, value, _ in waiting] + values
             changes = [c for c, _, _ in waiting] + changes
-        own = st.segments.get(self.id, ())
+        own = st.segments.get(self._own, ())
         prev = own[-1].hash if own else NO_PREVIOUS
-        sealed: list[tuple[bytes, HeldSegment]] = []
+        sealed: list[tuple[Stream, HeldSegment]] = []
         start = 0
         for end in segment_ends(sizes, complete_only=True):
             seg = Segment.seal(self.identity, changes[start:end], prev, level, values[start:end])
@@ -157,8 +158,9 @@ class _Bulk(_Writes):
             if waiting:
                 self.store.clear_outbox(min(last, first_new - 1))
             self.store.set_meta("sealed", str(last).encode())
-            self._put(st._replace(sealed=last, segments=st.segments.updated(add=sealed)))
-            self._forget_sealed(st.sealed, last)
+            st = st._replace(segments=st.segments.updated(add=sealed))
+            self._put(st.with_seqs(self._own, sealed=last))
+            self._forget_sealed(mine.sealed, last)
 
     def _to_outbox(self, changes: list[Change], values: list[dict[str, Any] | None]) -> None:
         """Write own changes to the outbox, where they wait to be sealed; remembered as

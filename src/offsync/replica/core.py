@@ -8,6 +8,7 @@ applies and re-examination all merge) and reads what the state is made from.
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
@@ -28,11 +29,11 @@ from ..plan.pack import held_knowledge, receipt_knowledge
 from ..plan.receipts import HeardReceipts, heard_union, kept_knowledge, restricted
 from ..policies import Policy
 from ..receipt import Receipt
-from ..segindex import HeldSegment, SegmentIndex
+from ..segindex import HeldSegment, SegmentIndex, Stream, knowledge_of, store_key, whole
 from ..segment import Segment
 from ..stores.base import RecordRow, Store, pack_ids
 from ..trust import TRUST_COLLECTION, TrustStore, Validator
-from .state import ReplicaState
+from .state import OwnSeqs, ReplicaState
 
 __all__: list[str] = []
 
@@ -69,7 +70,7 @@ class _Core:
     #: outbox back and decoding it (it does that for any seq missing here).
     _recent: dict[int, tuple[Change, dict[str, Any] | None, int]]
     #: knowledge() cache: the index, (seq, sealed, claim) and the knowledge they give
-    _known: tuple[SegmentIndex, tuple[int, int, int], Knowledge] | None = None
+    _known: tuple[SegmentIndex, OwnSeqs, Knowledge] | None = None
     #: The newest receipt of each signer, indexed by origin (``_heard_receipts``);
     #: None: to be read from the store (dropped when a transaction rolls back).
     _heard: HeardReceipts | None = None
@@ -80,6 +81,11 @@ class _Core:
     @property
     def id(self) -> bytes:
         return self.identity.public_key
+
+    @functools.cached_property
+    def _own(self) -> Stream:
+        """This site's own stream (format 2: its one stream), which it seals and seqs."""
+        return whole(self.identity.public_key)
 
     def policy(self, collection: str) -> Policy:
         return self.policies.get(collection, self.default_policy)
@@ -113,7 +119,7 @@ class _Core:
         10,000 puts writes them in one statement each), in that transaction."""
         self._flush_fresh()
         st = self._st
-        self.store.set_meta("seq", str(st.seq).encode())
+        self.store.set_meta("seq", str(st.seqs(self._own).seq).encode())
         self.store.set_meta("hlc", str(st.hlc).encode())
 
     def _flush_fresh(self) -> None:
@@ -129,7 +135,8 @@ class _Core:
     def _remember_fresh(self) -> None:
         """After a commit: keep the transaction's own changes for sealing (bounded)."""
         recent = self._recent
-        sealed = self._state.sealed  # (what the transaction sealed itself is not kept)
+        # (what the transaction sealed itself is not kept)
+        sealed = self._state.seqs(self._own).sealed
         if len(recent) + len(self._fresh) <= MAX_RECENT:
             for (c, value), size in zip(self._fresh, self._fresh_sizes, strict=True):
                 if c.seq > sealed:
@@ -153,9 +160,9 @@ class _Core:
             self._follow_store()
             st = self._st
             known = self._known
-            mark = (st.seq, st.sealed, st.claim)
+            mark = st.seqs(self._own)
             if known is None or known[0] is not st.segments or known[1] != mark:
-                held = held_knowledge(st.segments, self.id, st.seq, st.sealed, st.claim)
+                held = held_knowledge(st.segments, self._own, *mark)
                 known = self._known = (st.segments, mark, held)
             return known[2]
 
@@ -164,7 +171,7 @@ class _Core:
         its own changes only as far as they are sealed)."""
         self._follow_store()
         st = self._st
-        return receipt_knowledge(st.segments, self.id, st.sealed)
+        return receipt_knowledge(st.segments, self._own, st.seqs(self._own).sealed)
 
     def _bounded_receipt_knowledge(self, origins: frozenset[bytes]) -> Knowledge:
         """``_receipt_knowledge`` restricted to ``origins`` (a receipt bounded by its
@@ -175,8 +182,8 @@ class _Core:
         held = restricted(known.intervals, origins - {self.id})
         if self.id not in origins:
             return held
-        own = [(s.first, s.last) for s in st.segments.get(self.id, ())]
-        return held | Knowledge({self.id: own}) if own else held
+        own = [(s.first, s.last) for s in st.segments.get(self._own, ())]
+        return held | knowledge_of({self._own: own}) if own else held
 
     # -- receipts heard (docs/spec.md §6: a reader unions what one signer's receipts say) --
 
@@ -285,9 +292,10 @@ class _Core:
         raw = self.store.get_meta("forks")
         return tuple(Segment.decode(x, self.limits) for x in msgpack.unpackb(raw)) if raw else ()
 
-    def _held_segment(self, origin: bytes, s: HeldSegment) -> list[Change]:
+    def _held_segment(self, stream: Stream, s: HeldSegment) -> list[Change]:
         """The changes of a held segment, read back from the store."""
-        seg = Segment.decode(self.store.segment_data([(origin, s.first)])[0], self.limits)
+        data = self.store.segment_data([store_key(stream, s.first)])[0]
+        seg = Segment.decode(data, self.limits)
         return seg.open_changes(self.limits)
 
 

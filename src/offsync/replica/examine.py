@@ -13,7 +13,7 @@ from ..change import Change
 from ..encoding import packb
 from ..plan.examine import candidates, changed_origins, fingerprint, reexamine_segment
 from ..plan.quarantine import is_unknown, plan_evictions
-from ..segindex import HeldSegment
+from ..segindex import HeldSegment, Stream, store_key
 from ..trust import TRUST_COLLECTION, TrustStore
 from .reads import _Reads
 from .state import Pending
@@ -74,7 +74,7 @@ class _Examining(_Reads):
             st = self._st
             self.store.set_meta("trust_examined", fingerprint(st.trust, self.validators))
         st = self._st  # whose claims count may have changed
-        self._put(st._replace(claim=self._counted_claim(st.trust)))
+        self._put(st.with_seqs(self._own, claim=self._counted_claim(st.trust)))
         return unlocked
 
     def _reexamine_round(
@@ -86,9 +86,9 @@ class _Examining(_Reads):
         add: list[Change] = []
         drop: list[Change] = []
         due: list[int] = []
-        statuses: list[tuple[bytes, HeldSegment]] = []
-        for origin, _, s in candidates(st.segments, changed, full):
-            changes = self._held_segment(origin, s)
+        statuses: list[tuple[Stream, HeldSegment]] = []
+        for stream, _, s in candidates(st.segments, changed, full):
+            changes = self._held_segment(stream, s)
             keys = {(c.collection, c.key) for c in changes}
             applied = {x.id for k in keys for x in self.store.changes_for(*k)}
             outcome = reexamine_segment(changes, applied, rules)
@@ -96,7 +96,7 @@ class _Examining(_Reads):
             drop += outcome.drop
             due += [outcome.due] if outcome.due is not None else []
             if outcome.status != s.status:
-                statuses.append((origin, s._replace(status=outcome.status)))
+                statuses.append((stream, s._replace(status=outcome.status)))
         clock_due = min(due, default=None)
         if not (add or drop or statuses):
             self._put(st._replace(clock_due=clock_due))
@@ -107,8 +107,8 @@ class _Examining(_Reads):
             self._merge(add)
             added = {(c.collection, c.key) for c in add}
             self._recompute({(c.collection, c.key) for c in drop} - added)
-            for origin, s in statuses:
-                self.store.set_segment_status(origin, s.first, str(s.status))
+            for stream, s in statuses:
+                self.store.set_segment_status(*store_key(stream, s.first), str(s.status))
             top = max((c.hlc for c in add), default=0)
             if top > st.hlc:
                 self.store.set_meta("hlc", str(top).encode())
@@ -150,7 +150,7 @@ class _Examining(_Reads):
             st.segments, st.unknown, trust, self.id, self.limits, new=new, rescan=rescan
         )
         if plan.drop:
-            self.store.remove_segments(plan.drop)
+            self.store.remove_segments([store_key(o, f) for o, f in plan.drop])
         if plan.order != st.unknown:
             self.store.set_meta("unknown_signers", packb(list(plan.order)))
         size = sum(s.size for o, f in plan.drop if (s := st.segments.find(o, f)) is not None)

@@ -14,6 +14,7 @@ from ..knowledge import Knowledge
 from ..plan.pack import DEFAULT_MAX_BUNDLE, Fit, Item, bundles, carried, fit, select
 from ..plan.receipts import forward_budget, kept_knowledge, needs, passed_on
 from ..receipt import Receipt
+from ..segindex import store_key
 from ..unpack import unpack
 from .sealing import _Sealing
 
@@ -85,7 +86,7 @@ class _Packing(_Sealing):
             if receiver is not None:
                 row = self.store.peer(receiver)
                 heard = None if row is None else kept_knowledge(row[2])
-                wanted = needs(receiver, self.id, heard, stated) | {o for o, _ in plan}
+                wanted = needs(receiver, self.id, heard, stated) | {o.origin for o, _ in plan}
             top = self.knowledge().max_seq(receiver) if receiver is not None else 0
             candidates = self._heard_receipts().candidates(
                 receiver or recipient, self.id, wanted, told.forwarded if quiet else None, top
@@ -147,7 +148,7 @@ class _Packing(_Sealing):
         all), which our receipt states and the receipts passed on concern."""
         ranges = carried(group)
         with self._lock:
-            data = self.store.segment_data([(o, s.first) for o, s in group])
+            data = self.store.segment_data([store_key(o, s.first) for o, s in group])
             now = self._tick()
             if wanted is None:
                 knowledge = self._receipt_knowledge()

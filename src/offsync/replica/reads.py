@@ -13,6 +13,7 @@ from ..plan.admit import held_reasons
 from ..plan.claims import claim_counts, counted_claim
 from ..plan.receipts import kept_knowledge, needs
 from ..receipt import Receipt
+from ..segindex import top_seq
 from ..segment import Segment
 from ..status import FORK_AT_SAME_SEQS
 from ..trust import TrustStore
@@ -89,7 +90,8 @@ class _Reads(_Core):
             self._follow_store()
             st = self._st
             return [
-                Quarantined(o, s.first, s.last, str(s.status)) for o, s in st.segments.held_back()
+                Quarantined(o.origin, s.first, s.last, str(s.status))
+                for o, s in st.segments.held_back()
             ] + [
                 Quarantined(f.origin, f.first_seq, f.last_seq, str(FORK_AT_SAME_SEQS))
                 for f in st.forks
@@ -102,8 +104,8 @@ class _Reads(_Core):
             rules = self._rules(st.trust)
             return [
                 QuarantinedChange(c.id, c.collection, c.key, str(reason))
-                for origin, s in st.segments.held_back()
-                for c, reason in held_reasons(s.status, self._held_segment(origin, s), rules)
+                for stream, s in st.segments.held_back()
+                for c, reason in held_reasons(s.status, self._held_segment(stream, s), rules)
             ]
 
     def forks(self) -> list[Segment]:
@@ -181,8 +183,8 @@ class _Reads(_Core):
                 return False
             st = self._st
             if claim_counts(receipt.replica, st.trust):
-                claim = max(st.claim, receipt.knowledge.max_seq(self.id))
-                self._put(st._replace(claim=claim))
+                claim = max(st.seqs(self._own).claim, top_seq(receipt.knowledge, self._own))
+                self._put(st.with_seqs(self._own, claim=claim))
             return True
 
     def seq_claims(self) -> list[SeqClaim]:
@@ -200,7 +202,7 @@ class _Reads(_Core):
             claims = [
                 SeqClaim(p, seq, claim_counts(p, trust))
                 for p, k in self._peer_knowledge()
-                if p != self.id and (seq := k.max_seq(self.id))
+                if p != self.id and (seq := top_seq(k, self._own))
             ]
         return sorted(claims, key=lambda c: (-c.seq, c.peer))
 
@@ -209,11 +211,12 @@ class _Reads(_Core):
         return [(p, kept_knowledge(k)) for p, _, k, _ in self.store.peers()]
 
     def _counted_claim(self, trust: TrustStore | None) -> int:
-        return counted_claim(self._peer_knowledge(), self.id, trust)
+        return counted_claim(self._peer_knowledge(), self._own, trust)
 
     def has_unsealed(self) -> bool:
         """Whether own changes wait in the outbox, not yet sealed into segments."""
-        return self._st.seq > self._st.sealed
+        mine = self._st.seqs(self._own)
+        return mine.seq > mine.sealed
 
     # -- for the HTTP server ----------------------------------------------------------------
 

@@ -25,7 +25,7 @@ from .examine import _log_evicted
 from .history import _History
 from .mailing import _Mailing
 from .packing import _Packing
-from .state import ReplicaState
+from .state import OwnSeqs, ReplicaState
 
 __all__ = ["DEFAULT_LEVEL", "Replica", "ReplicaClock"]
 
@@ -90,7 +90,7 @@ class Replica(_Bulk, _Applying, _Packing, _Blobs, _Mailing, _History):
         self._open_blob_fetch(blobs)
         self._state = self._loaded_state()
         self._examine_on_open()
-        self._put(self._st._replace(claim=self._counted_claim(self._st.trust)))
+        self._put(self._st.with_seqs(self._own, claim=self._counted_claim(self._st.trust)))
         self._bound_on_open()
 
     def _claim_store(self) -> None:
@@ -110,8 +110,12 @@ class Replica(_Bulk, _Applying, _Packing, _Blobs, _Mailing, _History):
         rows, cursor = store.segments_changed(0) if store.shared else (store.segment_index(), 0)
         return ReplicaState(
             segments=SegmentIndex.from_rows(rows),
-            seq=int(store.get_meta("seq") or b"0"),
-            sealed=int(store.get_meta("sealed") or b"0"),
+            # (The store keeps format 2's one own stream: its seqs are two meta values.)
+            own={
+                self._own: OwnSeqs(
+                    int(store.get_meta("seq") or b"0"), int(store.get_meta("sealed") or b"0")
+                )
+            },
             hlc=int(store.get_meta("hlc") or b"0"),
             trust=self._load_trust(),
             forks=self._stored_forks(),
@@ -193,14 +197,14 @@ class Replica(_Bulk, _Applying, _Packing, _Blobs, _Mailing, _History):
     @property
     def seq(self) -> int:
         """The last seq this site has issued."""
-        return self._st.seq
+        return self._st.seqs(self._own).seq
 
     @property
     def sealed(self) -> int:
         """The last own seq sealed into a segment: the seqs above it, up to ``seq``, wait
         unsealed in the outbox. Writing waits while a counted claim is above it
         (``seq_claims``)."""
-        return self._st.sealed
+        return self._st.seqs(self._own).sealed
 
     @property
     def lock(self) -> threading.RLock:

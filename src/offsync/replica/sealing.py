@@ -8,7 +8,7 @@ from typing import Any
 from ..change import Change
 from ..plan import seal as plan
 from ..plan.seal import OutboxRow, cut, may_seal, seal_rows, segment_ends
-from ..segindex import HeldSegment
+from ..segindex import HeldSegment, Stream
 from ..segment import NO_PREVIOUS, Segment
 from ..status import APPLIED
 from ..stores.base import SegmentRow
@@ -32,21 +32,23 @@ class _Sealing(_Core):
         and the tail waits in the outbox for more writes or for the next pack.
         """
         st = self._st
-        if not may_seal(st.seq, st.sealed, st.claim):
+        mine = st.seqs(self._own)
+        if not may_seal(mine.seq, mine.sealed, mine.claim):
             return
-        own = st.segments.get(self.id, ())
+        own = st.segments.get(self._own, ())
         prev = own[-1].hash if own else NO_PREVIOUS
-        sealed: list[tuple[bytes, HeldSegment]] = []
+        sealed: list[tuple[Stream, HeldSegment]] = []
         with self._transaction():
             self._flush_fresh()
             st = self._st
-            held = self._held_unsealed(st.sealed, st.seq)
+            mine = st.seqs(self._own)
+            held = self._held_unsealed(mine.sealed, mine.seq)
             if held is not None:
                 for changes, values in _chunks(held, complete_only):
                     seg = Segment.seal(self.identity, changes, prev, self.level, values)
                     prev = self._store_sealed(seg, prev, sealed)
             else:
-                for rows in cut(self._outbox_pages(st.sealed), complete_only=complete_only):
+                for rows in cut(self._outbox_pages(mine.sealed), complete_only=complete_only):
                     seg = seal_rows(self.identity, rows, prev, self.level)
                     prev = self._store_sealed(seg, prev, sealed)
             if not sealed:
@@ -54,11 +56,12 @@ class _Sealing(_Core):
             last = sealed[-1][1].last
             self.store.clear_outbox(last)
             self.store.set_meta("sealed", str(last).encode())
-            self._put(st._replace(sealed=last, segments=st.segments.updated(add=sealed)))
-        self._forget_sealed(st.sealed, last)
+            st = st._replace(segments=st.segments.updated(add=sealed))
+            self._put(st.with_seqs(self._own, sealed=last))
+        self._forget_sealed(mine.sealed, last)
 
     def _store_sealed(
-        self, seg: Segment, prev: bytes, sealed: list[tuple[bytes, HeldSegment]]
+        self, seg: Segment, prev: bytes, sealed: list[tuple[Stream, HeldSegment]]
     ) -> bytes:
         """Store one own segment just sealed (chained to ``prev``); returns its hash."""
         h = seg.hash  # hashes all the data: once, not per use
@@ -67,7 +70,7 @@ class _Sealing(_Core):
             [SegmentRow(self.id, seg.first_seq, seg.last_seq, h, prev, encoded, "applied")]
         )
         sealed.append(
-            (self.id, HeldSegment(seg.first_seq, seg.last_seq, h, prev, APPLIED, len(encoded)))
+            (seg.stream, HeldSegment(seg.first_seq, seg.last_seq, h, prev, APPLIED, len(encoded)))
         )
         return h
 

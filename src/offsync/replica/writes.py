@@ -91,9 +91,10 @@ class _Writes(_Examining, _Sealing):
         with self._lock:
             outermost = self._work is None
             st = self._state if outermost else self._st
-            if st.claim > st.sealed:
+            mine = st.seqs(self._own)
+            if mine.claim > mine.sealed:
                 self._refuse_reuse()
-            seq, hlc = st.seq + 1, next_hlc(st.hlc, self._wall())
+            seq, hlc = mine.seq + 1, next_hlc(st.hlc, self._wall())
             if not outermost and self._guesses_new(collection):
                 change = self._write_if_new(seq, hlc, collection, key, encoded, value)
                 if change is not None:
@@ -164,14 +165,14 @@ class _Writes(_Examining, _Sealing):
         row, the seq and clock, all written when the transaction ends."""
         self._fresh.append((change, value))
         self._owed_counters = True
-        self._put(self._st.wrote(change.seq, change.hlc))
+        self._put(self._st.wrote(self._own, change.seq, change.hlc))
 
     def _refuse_reuse(self) -> None:
         """Refuse to write while peers hold own changes this site has not sealed
         (``offsync.plan.claims.reuse_error``)."""
-        st = self._st
-        claimants = [c.peer for c in self.seq_claims() if c.counted and c.seq > st.sealed]
-        error = reuse_error(st.claim, st.seq, claimants, sealed=st.sealed)
+        mine = self._st.seqs(self._own)
+        claimants = [c.peer for c in self.seq_claims() if c.counted and c.seq > mine.sealed]
+        error = reuse_error(mine.claim, mine.seq, claimants, sealed=mine.sealed)
         if error is not None:
             raise error
 
@@ -188,8 +189,8 @@ class _Writes(_Examining, _Sealing):
         try:
             if reexamine or self._st.pending is not None:
                 self._reexamine()
-            st = self._st
-            if whole_segment_waits(st.seq, st.sealed):
+            mine = self._st.seqs(self._own)
+            if whole_segment_waits(mine.seq, mine.sealed):
                 self._seal(complete_only=True)
         except Exception as exc:
             log.warning(
