@@ -71,7 +71,9 @@ def restricted(held: Mapping[bytes, Sequence[Interval]], origins: Iterable[bytes
     return Knowledge._normalised(dict(sorted(picked.items())))
 
 
-def heard_union(signer: bytes, before: Knowledge, stated: Knowledge) -> Knowledge:
+def heard_union(
+    signer: bytes, before: Knowledge, stated: Knowledge, *, direct: bool = False
+) -> Knowledge:
     """What ``signer`` holds after a newer receipt ``stated``, given what its receipts
     said ``before``: the union, unless ``stated`` names an origin with less than
     ``before`` said of it, or does not name the signer's own origin that ``before``
@@ -79,7 +81,16 @@ def heard_union(signer: bytes, before: Knowledge, stated: Knowledge) -> Knowledg
     receipt states everything its signer holds of each origin it names, and knowledge
     only grows, except when the signer was restored from a backup (or dropped
     quarantined data): then the newer receipt is taken alone, as before issue 18, so
-    that peers send back what it lost."""
+    that peers send back what it lost.
+
+    ``direct``: the signer sent this receipt itself, first in its own bundle, signed
+    for us (or for anyone, stating everything). It names every origin the signer holds
+    among those it knows we hold, so an origin it no longer names is one it holds
+    nothing of, or one it never heard that we hold: it is taken alone. Older entries
+    of the union (receipts signed for other receivers, passed on) never override the
+    signer's newer word to us; at worst we send an origin it holds once more."""
+    if direct:
+        return stated
     named = restricted(before.intervals, stated.intervals)
     if not named <= stated or (signer in before.intervals and signer not in stated.intervals):
         return stated
