@@ -56,7 +56,7 @@ from .refusals import (
 )
 from .signing import SignedRequest, verify_request
 from .state import ServerState
-from .uploads import Append
+from .uploads import Append, Uploader
 from .wire import BUNDLES_MEDIA_TYPE, H_MAX_UPLOAD, PROTOCOL, RECEIPT_MEDIA_TYPE, is_bundle_id
 
 __all__ = ["ROUTES", "site_of"]
@@ -242,11 +242,19 @@ async def _spooled_upload(state: ServerState, request: Request, bundle_id: str) 
 
 
 async def _spool_answer(
-    state: ServerState, bundle_id: str, found: Spooled, seen: float, total: int
+    state: ServerState,
+    bundle_id: str,
+    found: Spooled,
+    seen: float,
+    total: int,
+    uploader: Uploader | None = None,
 ) -> Response:
     """What the spool says of an upload, as the answer to it. A held bundle is waited
     for (``hold`` seconds): in a flood the appliers usually get to it by then, and the
-    upload is answered once, applied, instead of asked after again."""
+    upload is answered once, applied, instead of asked after again. ``uploader``: the
+    bundle's sender and ranges when its bytes came with this request (its receipt is
+    then bounded by them; a commit asking after a held bundle has no bytes, and the
+    spool keeps none once applied, so that answer states everything)."""
     assert state.spool is not None
     fresh = found.new
     if found.state == pgspool.HELD and state.spool_hold > 0:
@@ -255,7 +263,10 @@ async def _spool_answer(
         # Seen applied by a query that had returned at ``seen``: any receipt whose
         # build started after that states it. Requests answered by the same query
         # share one.
-        receipt = await state.receipt_since(seen)
+        if uploader is not None:  # built now: after ``seen``, so it states the bundle
+            receipt = await state.locked(lambda: state.receipt_for_uploader(uploader))
+        else:
+            receipt = await state.receipt_since(seen)
         if not fresh:
             state.observe.duplicate(bundle_id)
         status: Literal["applied", "duplicate"] = "applied" if fresh else "duplicate"
@@ -270,9 +281,13 @@ async def _spool_answer(
 
 
 async def _duplicate(state: ServerState, bundle_id: str) -> Response:
-    # Remembered as done after its apply counted: any receipt built after the applies
-    # counted now covers it.
-    receipt = await state.receipt_for(state.applies)
+    # Remembered as done after its apply committed: a receipt built now covers it,
+    # bounded by its uploader as the first answer was (never every origin held).
+    uploader = state.done.get(bundle_id)
+    if uploader is not None:
+        receipt = await state.locked(lambda: state.receipt_for_uploader(uploader))
+    else:
+        receipt = await state.receipt_for(state.applies)
     state.observe.duplicate(bundle_id)
     return _json(UploadResult(status="duplicate", id=bundle_id, receipt=_b64(receipt)))
 
@@ -368,17 +383,20 @@ async def _finish(
         # applied, and a refusal then is the answer to asking again).
         try:
             if len(data) <= INLINE_HASH_BYTES:
-                read_header(data, state.replica.limits)
+                header = read_header(data, state.replica.limits)[0]
             else:
-                await anyio.to_thread.run_sync(read_header, data, state.replica.limits)
+                header = (await anyio.to_thread.run_sync(read_header, data, state.replica.limits))[
+                    0
+                ]
         except RemoteDataError as exc:
             raise refusal_for(exc) or unprocessable(exc) from exc
         found, seen = await state.spool.put(digest, data)
         if partial is not None:  # held in the spool now, durably
             await anyio.to_thread.run_sync(lambda: partial.unlink(missing_ok=True))
-        return await _spool_answer(state, bundle_id, found, seen, len(data))
-    body, ticket, receipt = await state.locked(lambda: _apply(state, data))
-    state.remember_done(bundle_id)  # a retry, should the receipt fail, is a duplicate
+        uploader = (header.sender, header.ranges)
+        return await _spool_answer(state, bundle_id, found, seen, len(data), uploader)
+    body, ticket, receipt, uploader = await state.locked(lambda: _apply(state, data))
+    state.remember_done(bundle_id, uploader)  # a retry, should the receipt fail, is a duplicate
     if partial is not None:
         await anyio.to_thread.run_sync(lambda: partial.unlink(missing_ok=True))
     if receipt is None:
@@ -386,10 +404,10 @@ async def _finish(
     return _json(dataclasses.replace(body, receipt=_b64(receipt)))
 
 
-def _apply(state: ServerState, data: bytes) -> tuple[UploadResult, int, bytes | None]:
+def _apply(state: ServerState, data: bytes) -> tuple[UploadResult, int, bytes | None, Uploader]:
     """Apply (holding the replica's lock); the answer without its receipt yet, the
-    ticket ``receipt_after`` takes, and the receipt if it was built now
-    (``ServerState.receipt_now``)."""
+    ticket ``receipt_after`` takes, the receipt if it was built now
+    (``ServerState.receipt_now``), and who sent what (for a duplicate's answer)."""
     replica = state.replica
     started = time.perf_counter()
     try:
@@ -411,8 +429,8 @@ def _apply(state: ServerState, data: bytes) -> tuple[UploadResult, int, bytes | 
     ticket = state.applied()
     # Bounded by the uploader's needs (docs/spec.md §6): its origin, what the bundle
     # carried, what its receipts said it holds; never every origin the centre holds.
-    receipt = replica.receipt_for(report.sender, report.ranges).encode()
-    return result, ticket, receipt
+    uploader = (report.sender, report.ranges)
+    return result, ticket, state.receipt_for_uploader(uploader), uploader
 
 
 # -- pulls -----------------------------------------------------------------------------
