@@ -3,8 +3,11 @@
 A receipt is a signed true statement "the signer holds at least this". Nothing in
 format 2 says it lists everything, so a sender may sign one restricted to the origins
 its receiver needs, and a reader unions what the receipts of one signer say (knowledge
-only grows) instead of letting a newer, narrower receipt replace an older one
-(docs/spec.md §6, docs/design.md "Receipts bounded by the receiver").
+only grows) instead of letting a newer, narrower receipt replace an older one; except
+the signer's own word to it, the first receipt of a bundle the signer sent, which names
+every origin it holds that it knows the reader needs and so is taken as it is
+(``heard_union``: a restored signer's loss shows; docs/spec.md §6, docs/design.md
+"Receipts bounded by the receiver").
 
 What a receiver needs (``needs``) is: its own origin and the sender's; every origin it
 said it holds (the knowledge of its signed pull request, the union of its receipts the
