@@ -381,19 +381,18 @@ async def _finish(
         # The bundle's own signature, before it is held: junk and forgeries are refused
         # now and never take spool space (what a bundle carries is checked when it is
         # applied, and a refusal then is the answer to asking again).
+        limits = state.replica.limits
         try:
             if len(data) <= INLINE_HASH_BYTES:
-                header = read_header(data, state.replica.limits)[0]
+                read = read_header(data, limits)
             else:
-                header = (await anyio.to_thread.run_sync(read_header, data, state.replica.limits))[
-                    0
-                ]
+                read = await anyio.to_thread.run_sync(read_header, data, limits)
         except RemoteDataError as exc:
             raise refusal_for(exc) or unprocessable(exc) from exc
         found, seen = await state.spool.put(digest, data)
         if partial is not None:  # held in the spool now, durably
             await anyio.to_thread.run_sync(lambda: partial.unlink(missing_ok=True))
-        uploader = (header.sender, header.ranges)
+        uploader = (read[0].sender, read[0].ranges)
         return await _spool_answer(state, bundle_id, found, seen, len(data), uploader)
     body, ticket, receipt, uploader = await state.locked(lambda: _apply(state, data))
     state.remember_done(bundle_id, uploader)  # a retry, should the receipt fail, is a duplicate
