@@ -87,3 +87,44 @@ def test_a_site_restored_without_an_origin_gets_it_back_over_a_mailbox(
     finally:
         for r in (a, b, t):
             r.close()
+
+
+@pytest.mark.parametrize("kind", ["folder", "disk"])
+def test_a_restored_site_speaks_first_when_told_it_was_restored(tmp_path: Path, kind: str) -> None:
+    """Nobody writes after the restore. The restored store's records of what A told B
+    say A told B everything it holds, and B told A about X, so both would stay quiet
+    for ever; ``forget_told`` (what ``offsync restore`` does) makes A's next round a
+    first contact: its receipt reaches B, which sends X again."""
+    root = tmp_path / "share"
+    root.mkdir()
+    path = tmp_path / "a.sqlite"
+    ida = Identity.generate(label="a")
+    a = Replica.open(str(path), identity=ida)
+    b = Replica.open(str(tmp_path / "b.sqlite"), identity=Identity.generate(label="b"))
+    t = Replica.open(":memory:", identity=Identity.generate(label="t"))
+    try:
+        a.put("residents", "a1", {"by": "a"})
+        _both(a, b, kind, root)
+        a.close()
+        saved = tmp_path / "a.bak"
+        shutil.copyfile(path, saved)
+        t.put("residents", "t1", {"by": "t"})
+        for bundle in t.pack(b.knowledge()):
+            b.apply(bundle)
+        a = Replica.open(str(path), identity=ida)
+        _both(a, b, kind, root)
+        assert a.get("residents", "t1") is not None
+        a.close()
+        _restore(saved, path)
+        a = Replica.open(str(path), identity=ida)
+        _both(a, b, kind, root)
+        assert a.get("residents", "t1") is None, "both quiet: nothing new to say"
+        a.forget_told()
+        _both(a, b, kind, root)
+        assert a.get("residents", "t1") == {"by": "t"}
+        assert a.state_digest() == b.state_digest()
+        quiet = sync(a, _pair(kind, root, a, b)[0])
+        assert quiet.sent_bundles == 0, "said once: quiet again"
+    finally:
+        for r in (a, b, t):
+            r.close()
