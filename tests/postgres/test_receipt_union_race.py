@@ -4,10 +4,11 @@ A receipt may be restricted to what its receiver needs, so the store keeps, per 
 the union of what its receipts said (docs/spec.md §6). Keeping one is a read (the union
 so far), a union, and a write: two workers (two connections to one PostgreSQL store)
 doing that for the same signer at the same moment must not both read the old union,
-or the second write drops what the first added. The workers below meet after their
-reads (a barrier), which is exactly the interleaving that lost an update before the
-peer lock; with the lock the second waits for the first to commit, the barrier gives
-up (it is only a meeting point) and both statements survive.
+or the second write drops what the first added. The second worker starts once the
+first has read, and they meet after their reads (a barrier): exactly the interleaving
+that lost an update before the peer lock. With the lock the second waits for the
+first to commit, the barrier gives up (it is only a meeting point) and both
+statements survive.
 """
 
 from __future__ import annotations
@@ -35,17 +36,17 @@ class _MeetAfterRead(PostgresStore):
     (the read of the read-modify-write), so that both read before either writes."""
 
     meet: threading.Barrier | None = None
+    #: Set once this worker has read the union, inside its transaction.
+    read: threading.Event
 
     def peer(self, peer: bytes) -> tuple[bytes, int, bytes, bytes] | None:
         row = super().peer(peer)
-        if self.meet is not None and self.depth_open():
+        if self.meet is not None and self._depth > 0:
+            self.read.set()
             # With the peer lock the other worker waits for our commit: it cannot meet us.
             with contextlib.suppress(threading.BrokenBarrierError):
                 self.meet.wait(timeout=3)
         return row
-
-    def depth_open(self) -> bool:
-        return self._depth > 0
 
 
 @pytest.fixture
@@ -56,16 +57,18 @@ def schema() -> Iterator[str]:
 
 
 def test_two_workers_union_the_receipts_of_one_signer(schema: str) -> None:
-    first = Replica(PostgresStore(DSN, schema=schema), CENTRE)
-    first.record_receipt(Receipt.issue(SITE, 10, Knowledge.of(SITE.public_key, 1, 1)))
-    first.close()
+    seed = Replica(PostgresStore(DSN, schema=schema), CENTRE)
+    seed.record_receipt(Receipt.issue(SITE, 10, Knowledge.of(SITE.public_key, 1, 1)))
+    seed.close()
     meet = threading.Barrier(2)
     workers = []
     for _ in range(2):
         store = _MeetAfterRead(DSN, schema=schema)
-        store.meet = meet
-        workers.append(Replica(store, CENTRE))
-    # Restricted receipts of one site, each to a different receiver, heard at once.
+        store.meet, store.read = meet, threading.Event()
+        workers.append((Replica(store, CENTRE), store))
+    # Restricted receipts of one site, each to a different receiver, heard at once: the
+    # older one first (a newer one kept first makes the older one not kept at all, by
+    # design: it may predate a restore), the newer one while the first has read.
     said = [
         Receipt.issue(SITE, 20, Knowledge({SITE.public_key: [(1, 1)], X: [(1, 4)]})),
         Receipt.issue(SITE, 21, Knowledge({SITE.public_key: [(1, 1)], Y: [(1, 7)]})),
@@ -78,15 +81,15 @@ def test_two_workers_union_the_receipts_of_one_signer(schema: str) -> None:
         except BaseException as exc:  # reported below, not lost in the thread
             errors.append(exc)
 
-    threads = [
-        threading.Thread(target=keep, args=(w, r)) for w, r in zip(workers, said, strict=True)
-    ]
-    for t in threads:
-        t.start()
-    for t in threads:
+    first = threading.Thread(target=keep, args=(workers[0][0], said[0]))
+    first.start()
+    assert workers[0][1].read.wait(timeout=60), "the first worker never read"
+    second = threading.Thread(target=keep, args=(workers[1][0], said[1]))
+    second.start()
+    for t in (first, second):
         t.join()
     assert not errors, errors
-    for w in workers:
+    for w, _ in workers:
         w.close()
     check = Replica(PostgresStore(DSN, schema=schema), CENTRE)
     try:
