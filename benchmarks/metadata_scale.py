@@ -13,6 +13,8 @@ sites). Measured, with the sender rule of issue 18 ("after") and the rule before
   uvicorn on loopback, and a real site that may read its own changes and the centre's:
   requests, bytes up and down (counted at the server), wall and CPU time (client and
   server share this process);
+* the answers outside a pull: a duplicate upload's (the same bundle uploaded again,
+  its first answer lost) and ``GET /knowledge``'s, bytes down and time;
 * at the largest N: the process's peak RSS, and tracemalloc's peak during one answer.
 
 Nothing is asserted: figures depend on the machine (CPU beside wall: it is shared).
@@ -35,9 +37,11 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
+import httpx
 import uvicorn
 
 from offsync import Identity, Replica, sync
+from offsync.segment import hash32
 from offsync.server import create_app
 from offsync.testing.deployment import Deployment, answer, simulate
 from offsync.transports.http import HTTPTransport
@@ -179,6 +183,39 @@ def rounds(n: int, dep: Deployment, rules: tuple[bool, ...] = (False, True)) -> 
     centre.bounded_receipts = True
 
 
+def unpulled(n: int, dep: Deployment) -> None:
+    """A duplicate upload's answer and ``GET /knowledge``'s, for each rule: before,
+    both stated every origin the centre holds; after, the uploader's needs and the
+    centre's own origin."""
+    centre = dep.centre
+    traffic = Traffic()
+    with (
+        serving(Counting(create_app(centre), traffic)) as url,
+        httpx.Client(base_url=url, timeout=300) as http,
+    ):
+        for bounded in (False, True):
+            rule = "after" if bounded else "before"
+            centre.bounded_receipts = bounded
+            site = Replica.open(":memory:", identity=Identity.generate(label=rule))
+            try:
+                site.put("residents", "first", {"n": 0})
+                bundle = site.pack()[0]
+                path = f"/bundles/{hash32(bundle).hex()}"
+                assert http.put(path, content=bundle).json()["status"] == "applied"
+                traffic.reset()
+                answered, cost = timed(partial(http.put, path, content=bundle))
+                assert answered.json()["status"] == "duplicate"
+                what = "duplicate upload answer"
+                _row(n, what, rule, str(traffic.requests), traffic.up, traffic.down, cost)
+                traffic.reset()
+                answered, cost = timed(partial(http.get, "/knowledge"))
+                assert answered.status_code == 200
+                _row(n, "GET /knowledge", rule, str(traffic.requests), 0, traffic.down, cost)
+            finally:
+                site.close()
+    centre.bounded_receipts = True
+
+
 def memory(n: int, dep: Deployment) -> None:
     i = n // 3
     scoped = dep.scoped_knowledge(i)
@@ -211,6 +248,7 @@ def main() -> None:
         dep = simulate(n, district=args.district, sign=signed)
         answers(n, dep)
         rounds(n, dep, (False, True) if signed else (True,))
+        unpulled(n, dep)
         if n == max(args.sites):
             memory(n, dep)
         dep.centre.close()

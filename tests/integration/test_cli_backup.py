@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from offsync.replica.packing import RESTORED_META
+from offsync.stores.sqlite import SQLiteStore
 from tests.helpers.cli import Shell, environment, serving
 
 NIK = "35190303030300{:02d}"
@@ -94,6 +96,11 @@ def test_a_restored_site_waits_for_its_peer_then_takes_its_own_changes_back(
         (sh.cwd / "kec" / name).unlink()
     done = sh.json("--site", "kec", "restore", "last-night")
     assert done["seq"] == 2 and done["waiting_for"] == [kab] and done["replaced"] is None
+    restored = SQLiteStore(str(sh.cwd / "kec" / "replica.sqlite"), read_only=True)
+    try:  # what it told its peers before is not believed: it says everything again
+        assert restored.get_meta(RESTORED_META)
+    finally:
+        restored.close()
     status = sh.json("--site", "kec", "status")
     assert status["restore"]["waiting"] and status["restore"]["waiting_for"][0]["label"] == (
         "kab-madiun"

@@ -10,6 +10,7 @@ nothing.
 
 from __future__ import annotations
 
+import base64
 import os
 import signal
 import subprocess
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from offsync import Identity, Replica, policies
+from offsync import Identity, Receipt, Replica, policies
 from offsync.errors import PeerRefusedError
 from offsync.segment import hash32
 from offsync.sync import sync
@@ -110,6 +111,41 @@ def test_sites_deliver_through_the_spool_and_get_receipts_once_applied(schema: s
     assert _count(store) == (160, 160)
     assert {s.state_digest() for s in sites} == {centre.state_digest()}
     assert store._q("SELECT count(*) FROM upload_spool WHERE state <> 1")[0][0] == 0
+    centre.close()
+
+
+def test_a_spooled_upload_and_its_duplicate_are_answered_for_their_site(schema: str) -> None:
+    """The answers to an upload whose bytes came with the request (applied now, or a
+    duplicate) state what the uploading site needs, not every origin the centre holds."""
+    centre = _centre(schema)
+    others = [_site(f"o{i}", 1) for i in range(12)]
+    for other, bundles in others:
+        for bundle in bundles:
+            centre.apply(bundle)
+        other.close()
+    site, bundles = _site("mine", 3)
+    app = create_app(centre, spool=8)
+    url = f"/bundles/{hash32(bundles[0]).hex()}"
+    try:
+        with LiveServer(app) as srv, httpx.Client(base_url=srv.url, timeout=30) as http:
+            answers = []
+            for _ in range(50):  # held (202) until an applier took it: send it again
+                answer = http.put(url, content=bundles[0])
+                if answer.status_code == 200:
+                    answers.append(answer.json())
+                    if len(answers) == 2:
+                        break
+                else:
+                    assert answer.status_code == 202, answer.text
+                    time.sleep(0.05)
+    finally:
+        app.state.offsync.close()
+    assert [a["status"] for a in answers][-1] == "duplicate"
+    for a in answers:
+        receipt = Receipt.decode(base64.b64decode(a["receipt"]))
+        assert receipt.knowledge.contains(site.id, 3), "it proves the delivery"
+        assert set(receipt.knowledge.origins()) <= {site.id, centre.id}, a["status"]
+    site.close()
     centre.close()
 
 
@@ -252,7 +288,7 @@ def test_a_spooled_bundle_refused_later_leaves_nothing_and_its_uploader_learns(
 
 _APPLIER = """
 import sys
-from offsync import Identity, Replica, policies
+from offsync import Identity, Receipt, Replica, policies
 from offsync.http.spool import Applier, SpoolSettings
 from offsync.stores.postgres import PostgresStore
 

@@ -43,6 +43,15 @@ def test_the_union_grows_and_a_restore_is_taken_at_its_word() -> None:
     assert heard_union(C, before, silent) == before, "a site without own changes"
 
 
+def test_the_signers_own_word_to_us_is_taken_as_it_is() -> None:
+    """A receipt its signer sent us itself names every origin it holds of those it
+    knows we hold: one it no longer names (B, lost in a restore) leaves the union."""
+    before = Knowledge({A: [(1, 5)], B: [(1, 2)]})
+    word = Knowledge({A: [(1, 5)]})
+    assert heard_union(A, before, word) == before, "passed on: it only adds"
+    assert heard_union(A, before, word, direct=True) == word
+
+
 def test_kept_knowledge_reads_what_to_bytes_wrote() -> None:
     k = Knowledge({A: [(1, 3), (7, 9)], C: [(2, 2)]})
     assert kept_knowledge(k.to_bytes()) == k

@@ -20,6 +20,7 @@ import click
 
 from .. import __version__
 from ..knowledge import Knowledge
+from ..replica.packing import RESTORED_META
 from ..stores import sqlite as sqlite_store
 from .app import cli, json_option, pass_state
 from .bundles import safe_name
@@ -205,9 +206,12 @@ def _replace_store(site_dir: Path, fill: Any) -> Path | None:
 
 def _wait_after(site: Site, backup: str | None, taken: str | None, restored: int) -> RestoreWait:
     """The wait for the store now in place: the peers that held some of this site's
-    changes when it was saved are those that must answer."""
+    changes when it was saved are those that must answer. The store is marked restored
+    (``Replica.forget_told``): its next round says everything again to each peer."""
     store = sqlite_store.SQLiteStore(str(site.store_path))  # upgrades an older schema
     try:
+        with store.transaction():
+            store.set_meta(RESTORED_META, str(restored).encode())
         seq = int(store.get_meta("seq") or b"0")
         receipts: dict[bytes, int] = {}
         waiting: list[bytes] = []

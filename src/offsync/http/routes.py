@@ -39,6 +39,7 @@ from .refusals import (
 from .signing import SignedRequest, verify_request
 from .spoolroutes import spooled_status, spooled_upload
 from .state import ServerState
+from .uploads import Uploader
 from .wire import BUNDLES_MEDIA_TYPE, H_MAX_UPLOAD, PROTOCOL, RECEIPT_MEDIA_TYPE, is_bundle_id
 
 __all__ = ["ROUTES", "site_of"]
@@ -162,9 +163,13 @@ async def upload(state: ServerState, request: Request) -> Response:
 
 
 async def _duplicate(state: ServerState, bundle_id: str) -> Response:
-    # Remembered as done after its apply counted: any receipt built after the applies
-    # counted now covers it.
-    receipt = await state.receipt_for(state.applies)
+    # Remembered as done after its apply committed: a receipt built now covers it,
+    # bounded by its uploader as the first answer was (never every origin held).
+    uploader = state.done.get(bundle_id)
+    if uploader is not None:
+        receipt = await state.locked(lambda: state.receipt_for_uploader(uploader))
+    else:
+        receipt = await state.receipt_for(state.applies)
     state.observe.duplicate(bundle_id)
     return json_answer(UploadResult(status="duplicate", id=bundle_id, receipt=b64(receipt)))
 
@@ -175,8 +180,8 @@ async def _finish(
     """Every byte is here and hashes to the id: apply, answer with a receipt built after
     the bundle's commit (``ServerState.receipt_after``: one built for a later apply
     serves)."""
-    body, ticket, receipt = await state.locked(lambda: _apply(state, data))
-    state.remember_done(bundle_id)  # a retry, should the receipt fail, is a duplicate
+    body, ticket, receipt, uploader = await state.locked(lambda: _apply(state, data))
+    state.remember_done(bundle_id, uploader)  # a retry, should the receipt fail, is a duplicate
     if partial is not None:
         await anyio.to_thread.run_sync(lambda: partial.unlink(missing_ok=True))
     if receipt is None:
@@ -184,10 +189,10 @@ async def _finish(
     return json_answer(dataclasses.replace(body, receipt=b64(receipt)))
 
 
-def _apply(state: ServerState, data: bytes) -> tuple[UploadResult, int, bytes | None]:
+def _apply(state: ServerState, data: bytes) -> tuple[UploadResult, int, bytes | None, Uploader]:
     """Apply (holding the replica's lock); the answer without its receipt yet, the
-    ticket ``receipt_after`` takes, and the receipt if it was built now
-    (``ServerState.receipt_now``)."""
+    ticket ``receipt_after`` takes, the receipt if it was built now
+    (``ServerState.receipt_now``), and who sent what (for a duplicate's answer)."""
     replica = state.replica
     started = time.perf_counter()
     try:
@@ -209,8 +214,8 @@ def _apply(state: ServerState, data: bytes) -> tuple[UploadResult, int, bytes | 
     ticket = state.applied()
     # Bounded by the uploader's needs (docs/spec.md §6): its origin, what the bundle
     # carried, what its receipts said it holds; never every origin the centre holds.
-    receipt = replica.receipt_for(report.sender, report.ranges).encode()
-    return result, ticket, receipt
+    uploader = (report.sender, report.ranges)
+    return result, ticket, state.receipt_for_uploader(uploader), uploader
 
 
 # -- pulls -----------------------------------------------------------------------------

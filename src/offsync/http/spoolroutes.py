@@ -27,6 +27,7 @@ from .ranges import ChunkRange
 from .receive import content_length, content_range, off_loop, receive
 from .refusals import Refusal, busy, refusal_for, unprocessable
 from .state import ServerState
+from .uploads import Uploader
 
 __all__ = ["spooled_status", "spooled_upload"]
 
@@ -66,21 +67,30 @@ async def _hold(state: ServerState, bundle_id: str, data: bytes, partial: Path |
     again)."""
     assert state.spool is not None
     try:
-        await off_loop(data, lambda whole: read_header(whole, state.replica.limits))
+        read = await off_loop(data, lambda whole: read_header(whole, state.replica.limits))
     except RemoteDataError as exc:
         raise refusal_for(exc) or unprocessable(exc) from exc
     found, seen = await state.spool.put(bytes.fromhex(bundle_id), data)
     if partial is not None:  # held in the spool now, durably
         await anyio.to_thread.run_sync(lambda: partial.unlink(missing_ok=True))
-    return await _answer(state, bundle_id, found, seen, len(data))
+    header = read[0]
+    return await _answer(state, bundle_id, found, seen, len(data), (header.sender, header.ranges))
 
 
 async def _answer(
-    state: ServerState, bundle_id: str, found: Spooled, seen: float, total: int
+    state: ServerState,
+    bundle_id: str,
+    found: Spooled,
+    seen: float,
+    total: int,
+    uploader: Uploader | None = None,
 ) -> Response:
     """What the spool says of an upload, as the answer to it. A held bundle is waited
     for (``hold`` seconds): in a flood the appliers usually get to it by then, and the
-    upload is answered once, applied, instead of asked after again."""
+    upload is answered once, applied, instead of asked after again. ``uploader``: the
+    bundle's sender and ranges when its bytes came with this request (its receipt is
+    then bounded by them; a commit asking after a held bundle has no bytes, and the
+    spool keeps none once applied, so that answer states everything)."""
     assert state.spool is not None
     fresh = found.new
     if found.state == pgspool.HELD and state.spool_hold > 0:
@@ -89,7 +99,10 @@ async def _answer(
         # Seen applied by a query that had returned at ``seen``: any receipt whose
         # build started after that states it. Requests answered by the same query
         # share one.
-        receipt = await state.receipt_since(seen)
+        if uploader is not None:  # built now: after ``seen``, so it states the bundle
+            receipt = await state.locked(lambda: state.receipt_for_uploader(uploader))
+        else:
+            receipt = await state.receipt_since(seen)
         if not fresh:
             state.observe.duplicate(bundle_id)
         status: Literal["applied", "duplicate"] = "applied" if fresh else "duplicate"

@@ -19,7 +19,7 @@ from .observe import Observer
 from .refusals import busy
 from .signing import Challenges, challenge_key
 from .spool import Applier, SpoolWriter
-from .uploads import Uploads
+from .uploads import Uploader, Uploads
 
 __all__ = ["Readable", "ServerState"]
 
@@ -202,8 +202,8 @@ class ServerState:
         """``run_locked`` in a worker thread, off the event loop."""
         return await anyio.to_thread.run_sync(self.run_locked, fn)
 
-    def remember_done(self, bundle_id: str) -> None:
-        self.uploads.remember(bundle_id)
+    def remember_done(self, bundle_id: str, uploader: Uploader | None = None) -> None:
+        self.uploads.remember(bundle_id, uploader)
 
     @asynccontextmanager
     async def upload_lock(self, bundle_id: str) -> AsyncIterator[None]:
@@ -222,8 +222,18 @@ class ServerState:
                 self.upload_locks[bundle_id] = (lock, users - 1)
 
     def receipt(self) -> bytes:
-        """The replica's fresh receipt, encoded (call holding its lock)."""
-        return self.replica.receipt().encode()
+        """The replica's fresh receipt for anyone (``GET /knowledge``, unsigned), encoded
+        (call holding its lock): its own changes only, since an unknown asker needs
+        nothing else from it (docs/http.md); a signed site gets the rest bounded by
+        what it holds, in a pull answer."""
+        return self.replica.receipt_for(self.replica.id).encode()
+
+    def receipt_for_uploader(self, uploader: Uploader) -> bytes:
+        """A fresh receipt for a site's upload (call holding the replica's lock), bounded
+        by what that site needs and what the bundle carried, as an applied upload's
+        answer is: built now, after every commit that made the bundle held."""
+        sender, ranges = uploader
+        return self.replica.receipt_for(sender, ranges).encode()
 
     def applied(self) -> int:
         """Count a bundle applied and committed (call holding the replica's lock); the

@@ -21,6 +21,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..knowledge import Knowledge
 from .bodies import UploadStatus
 from .ranges import ChunkRange, ContentRange
 from .refusals import bad_request, busy, conflict, too_large
@@ -34,6 +35,10 @@ __all__ = ["Append", "Appender", "Held", "Partial", "Uploads"]
 WRITE_BUFFER = 1024 * 1024
 #: Bundle ids applied recently, answered as duplicates without reading the body.
 RECENT_IDS = 10_000
+
+#: Who uploaded a bundle and what it carried: what its duplicate's answer states (a
+#: receipt bounded by the uploader's needs, docs/spec.md §6).
+Uploader = tuple[bytes, Knowledge]
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,14 +88,15 @@ class Uploads:
         self.max_partial = max_partial
         self.ttl = ttl
         self.busy_timeout = busy_timeout
-        #: Ids applied recently (by this process), oldest first.
-        self.done: OrderedDict[str, None] = OrderedDict()
+        #: Ids applied recently (by this process), oldest first, with their uploader.
+        self.done: OrderedDict[str, Uploader | None] = OrderedDict()
 
     # -- what is held ------------------------------------------------------------------
 
-    def remember(self, bundle_id: str) -> None:
-        """``bundle_id`` was applied: answer it as a duplicate from now on."""
-        self.done[bundle_id] = None
+    def remember(self, bundle_id: str, uploader: Uploader | None = None) -> None:
+        """``bundle_id`` was applied (sent by ``uploader``, carrying what it says): answer
+        it as a duplicate from now on."""
+        self.done[bundle_id] = uploader
         self.done.move_to_end(bundle_id)
         while len(self.done) > RECENT_IDS:
             self.done.popitem(last=False)

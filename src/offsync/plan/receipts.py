@@ -3,8 +3,11 @@
 A receipt is a signed true statement "the signer holds at least this". Nothing in
 format 2 says it lists everything, so a sender may sign one restricted to the origins
 its receiver needs, and a reader unions what the receipts of one signer say (knowledge
-only grows) instead of letting a newer, narrower receipt replace an older one
-(docs/spec.md §6, docs/design.md "Receipts bounded by the receiver").
+only grows) instead of letting a newer, narrower receipt replace an older one; except
+the signer's own word to it, the first receipt of a bundle the signer sent, which names
+every origin it holds that it knows the reader needs and so is taken as it is
+(``heard_union``: a restored signer's loss shows; docs/spec.md §6, docs/design.md
+"Receipts bounded by the receiver").
 
 What a receiver needs (``needs``) is: its own origin and the sender's; every origin it
 said it holds (the knowledge of its signed pull request, the union of its receipts the
@@ -71,7 +74,9 @@ def restricted(held: Mapping[bytes, Sequence[Interval]], origins: Iterable[bytes
     return Knowledge._normalised(dict(sorted(picked.items())))
 
 
-def heard_union(signer: bytes, before: Knowledge, stated: Knowledge) -> Knowledge:
+def heard_union(
+    signer: bytes, before: Knowledge, stated: Knowledge, *, direct: bool = False
+) -> Knowledge:
     """What ``signer`` holds after a newer receipt ``stated``, given what its receipts
     said ``before``: the union, unless ``stated`` names an origin with less than
     ``before`` said of it, or does not name the signer's own origin that ``before``
@@ -79,7 +84,16 @@ def heard_union(signer: bytes, before: Knowledge, stated: Knowledge) -> Knowledg
     receipt states everything its signer holds of each origin it names, and knowledge
     only grows, except when the signer was restored from a backup (or dropped
     quarantined data): then the newer receipt is taken alone, as before issue 18, so
-    that peers send back what it lost."""
+    that peers send back what it lost.
+
+    ``direct``: the signer sent this receipt itself, first in its own bundle, signed
+    for us (or for anyone, stating everything). It names every origin the signer holds
+    among those it knows we hold, so an origin it no longer names is one it holds
+    nothing of, or one it never heard that we hold: it is taken alone. Older entries
+    of the union (receipts signed for other receivers, passed on) never override the
+    signer's newer word to us; at worst we send an origin it holds once more."""
+    if direct:
+        return stated
     named = restricted(before.intervals, stated.intervals)
     if not named <= stated or (signer in before.intervals and signer not in stated.intervals):
         return stated

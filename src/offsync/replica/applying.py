@@ -189,7 +189,7 @@ class _Applying(_Examining):
                 self._flush(run)
         self._flush(run)
         report.conflicts = list(run.conflicts)
-        dropped = self._finish(bundle.header.receipts, run, report)
+        dropped = self._finish(bundle.header.receipts, run, report, _direct(bundle))
         return report, run, dropped
 
     def _take(self, plan: SegmentPlan, run: _Run, report: ApplyReport) -> None:
@@ -242,7 +242,11 @@ class _Applying(_Examining):
         run.merge.clear()
 
     def _finish(
-        self, receipts: Sequence[Receipt], run: _Run, report: ApplyReport
+        self,
+        receipts: Sequence[Receipt],
+        run: _Run,
+        report: ApplyReport,
+        direct: frozenset[tuple[bytes, int]] = frozenset(),
     ) -> tuple[int, int]:
         """Write what follows from the whole bundle and advance the working state."""
         st = self._st
@@ -257,8 +261,11 @@ class _Applying(_Examining):
                 seq = self._issue_again(run, max(own, claim)) or seq
             self.store.set_meta("seq", str(seq).encode())
             self.store.set_meta("sealed", str(own).encode())
-        for receipt in kept_receipts(receipts, self.id):
-            if self._keep_receipt(receipt):
+        kept = kept_receipts(receipts, self.id)
+        if self.store.shared:  # read-modify-write of each signer's union: one at a time
+            self.store.lock_peers([r.replica for r in kept])
+        for receipt in kept:
+            if self._keep_receipt(receipt, direct=(receipt.replica, receipt.created) in direct):
                 report.receipts += 1
         if run.max_hlc > st.hlc:
             self.store.set_meta("hlc", str(run.max_hlc).encode())
@@ -373,10 +380,18 @@ class ApplyGroup:
         r._flush(run)
         report.conflicts = list(run.conflicts)
         receipts = [rc for b in bundles for rc in b.header.receipts]
-        self.dropped.append(r._finish(receipts, run, report))
+        direct = frozenset().union(*map(_direct, bundles))
+        self.dropped.append(r._finish(receipts, run, report, direct))
         self.trust_touched = self.trust_touched or run.trust_touched
         return report
 
 
 def _earliest(a: int | None, b: int | None) -> int | None:
     return b if a is None else a if b is None else min(a, b)
+
+
+def _direct(bundle: Bundle) -> frozenset[tuple[bytes, int]]:
+    """The receipts of ``bundle`` its sender signed (its own, first): its word to the
+    receiver it packed for, taken as it is (``plan.receipts.heard_union``)."""
+    sender = bundle.header.sender
+    return frozenset((r.replica, r.created) for r in bundle.header.receipts if r.replica == sender)

@@ -199,11 +199,13 @@ class _Core:
             self._heard = heard
         return heard
 
-    def _keep_receipt(self, receipt: Receipt) -> bool:
+    def _keep_receipt(self, receipt: Receipt, *, direct: bool = False) -> bool:
         """Keep a verified receipt of another replica (inside a transaction): the store
         keeps the newest signed receipt of its signer beside the UNION of what all its
         receipts said, since a receipt may be restricted to what its receiver needs
-        and an older one is never false. True if it told us something new."""
+        and an older one is never false; ``direct`` (its signer's own receipt in the
+        bundle it sent us) is taken at its word instead (``heard_union``). True if it
+        told us something new."""
         held = self.store.peer(receipt.replica)
         stated = receipt.knowledge
         if held is None:
@@ -211,7 +213,8 @@ class _Core:
         else:
             if held[1] >= receipt.created:
                 return False  # not newer: the store keeps the newest signed receipt
-            union = heard_union(receipt.replica, kept_knowledge(held[2]), stated)
+            before = kept_knowledge(held[2])
+            union = heard_union(receipt.replica, before, stated, direct=direct)
         encoded = receipt.encode()
         self.store.set_peer(receipt.replica, receipt.created, union.to_bytes(), encoded)
         if self._heard is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -18,7 +19,12 @@ from ..segindex import store_key
 from ..unpack import unpack
 from .sealing import _Sealing
 
-__all__: list[str] = []
+__all__ = ["RESTORED_META"]
+
+#: Meta that marks a store put back from a backup (``Replica.forget_told``, set by
+#: ``offsync restore``): records of what was told to receivers (``told:<key>``) written
+#: under another mark, or before any, are not believed.
+RESTORED_META = "restored"
 
 
 class _Packing(_Sealing):
@@ -103,6 +109,16 @@ class _Packing(_Sealing):
         for group in bundles(plan, max_bytes, always=always or quiet):
             yield from self._build(group, max_bytes, recipient, pending, wanted)
             pending = []
+
+    def forget_told(self) -> None:
+        """Say everything again to every receiver, at its next round, as to a first
+        contact. For a store put back from a backup (``offsync restore`` does it): its
+        records of what it told each peer are the backup's, and a peer still believes
+        what this site told it later (an origin the backup lacks), so both would stay
+        quiet; this site's next receipt, taken at its word, makes the peer send again
+        what it lacks (docs/design.md, "Receipts bounded by the receiver")."""
+        with self._lock, self._transaction():
+            self.store.set_meta(RESTORED_META, os.urandom(16).hex().encode())
 
     def told(self, receiver: bytes, headers: Iterable[BundleHeader]) -> None:
         """Remember that ``receiver`` got bundles with these headers (packed by us):
@@ -199,7 +215,8 @@ class _Pending(NamedTuple):
 class _Told:
     """What a receiver was told by us (kept in the store's meta per receiver): the union
     of our receipts' knowledge sent to it, and per signer the ``created`` of the newest
-    receipt passed on to it. Losing it (a restore) only means saying things again."""
+    receipt passed on to it. Losing it only means saying things again; one written
+    before the store was restored from a backup (``RESTORED_META``) is not believed."""
 
     own: Knowledge = field(default_factory=Knowledge)
     forwarded: dict[bytes, int] = field(default_factory=dict)
@@ -215,7 +232,9 @@ class _Told:
         if raw is None:
             return cls()
         try:
-            own, passed = unpack(raw, "told", replica.limits, max_depth=4)
+            own, passed, *mark = unpack(raw, "told", replica.limits, max_depth=4)
+            if bytes(mark[0] if mark else b"") != _restore_mark(replica):
+                return cls()  # told before a restore: the peer may know more than we hold
             return cls(
                 Knowledge.from_wire(own, replica.limits),
                 {bytes(s): int(c) for s, c in passed},
@@ -231,6 +250,12 @@ class _Told:
             self.forwarded[r.replica] = max(r.created, self.forwarded.get(r.replica, -1))
 
     def write(self, replica: _Packing, receiver: bytes) -> None:
-        value = packb([self.own.to_wire(), [[s, c] for s, c in sorted(self.forwarded.items())]])
+        passed = [[s, c] for s, c in sorted(self.forwarded.items())]
+        value = packb([self.own.to_wire(), passed, _restore_mark(replica)])
         with replica._lock, replica._transaction():
             replica.store.set_meta(self._name(receiver), value)
+
+
+def _restore_mark(replica: _Packing) -> bytes:
+    """The store's restore mark (``RESTORED_META``; empty if it was never restored)."""
+    return replica.store.get_meta(RESTORED_META) or b""

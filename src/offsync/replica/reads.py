@@ -179,6 +179,8 @@ class _Reads(_Core):
         if receipt.replica == self.id:
             return False
         with self._lock, self._transaction():
+            if self.store.shared:  # another worker may keep one of this signer's now
+                self.store.lock_peers([receipt.replica])
             if not self._keep_receipt(receipt):
                 return False
             st = self._st

@@ -238,6 +238,12 @@ class Store(ABC):
         """Hold these records while they are recomputed (no-op unless shared)."""
         return None
 
+    def lock_peers(self, peers: Sequence[bytes]) -> None:
+        """Hold these signers' kept receipts while their union is read and written again
+        (no-op unless shared): two workers keeping receipts of one signer at once must
+        not both union with the same old row. Taken last in a transaction."""
+        return None
+
     # own changes not yet sealed into a segment
     @abstractmethod
     def add_outbox(self, rows: Sequence[tuple[int, bytes]]) -> None: ...

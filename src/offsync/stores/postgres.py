@@ -842,6 +842,18 @@ class PostgresStore(Store):
                 (int8_array(keys),),
             )
 
+    def lock_peers(self, peers: Sequence[bytes]) -> None:
+        # A row lock (SELECT ... FOR UPDATE) would not hold a signer not heard from yet:
+        # two first receipts would both insert. Sorted keys: no deadlock between two
+        # bundles passing on the same receipts in another order.
+        keys = sorted({lock_key(self._lock_prefix, b"peer", bytes(p)) for p in peers})
+        if keys:
+            self._x(
+                "SELECT pg_advisory_xact_lock(k) FROM"
+                " (SELECT k FROM unnest(%b::bigint[]) WITH ORDINALITY AS u(k, n) ORDER BY n) s",
+                (int8_array(keys),),
+            )
+
     # -- administration ------------------------------------------------------------------
 
     def drop(self) -> None:

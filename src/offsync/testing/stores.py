@@ -425,6 +425,7 @@ def _check_locks(s: Store) -> None:
         s.put_records([_row("held")])
     with s.transaction():
         s.lock_origins([O2, O1, O1])
+        s.lock_peers([O2, O1, O1])  # repeated and unsorted: taken once each, in order
         s.lock_records([("c", "new"), ("c", "held"), ("c", "new")])
         assert s.existing([("c", "new"), ("c", "held")]) == {("c", "held")}, (
             "lock_records must not make a record exist"
