@@ -97,6 +97,11 @@ def ref_row_order(row: BlobRefRow) -> tuple[bytes, bytes, tuple[bytes, int, byte
     return row[0].encode(), row[1].encode(), ref_order(row[2])
 
 
+def _by_hash_row(row: BlobRefRow) -> tuple[bytes, bytes, bytes, tuple[bytes, int, bytes]]:
+    """The order of ``Store.blob_ref_page``: by hash, then ``ref_row_order``."""
+    return (row[2].hash, *ref_row_order(row))
+
+
 class Store(ABC):
     """Persistence for one replica. Not thread-safe; the replica serialises calls."""
 
@@ -354,6 +359,28 @@ class Store(ABC):
             if not held[digest]:
                 out.append(row)
         return out
+
+    def blob_ref_page(
+        self, after: bytes | None, limit: int, *, missing: bool = False
+    ) -> list[BlobRef]:
+        """At most ``limit`` references of visible records to hashes after ``after``
+        (None: from the first), by hash, then by record, then ``ref_order``: one page of
+        the index. The lane reads the referenced blobs a page at a time (keyset
+        pagination: the next page starts after the last hash read), so that a backlog of
+        200,000 blobs is never held at once; the first row of a hash is its first
+        reference in record order. ``missing``: only references whose blob is not held
+        whole (as ``missing_blob_refs``). This default reads every reference."""
+        rows = self.missing_blob_refs() if missing else self.blob_refs()
+        start = after or b""
+        page = sorted((r for r in rows if r[2].hash > start), key=_by_hash_row)
+        return [r[2] for r in page[:limit]]
+
+    def first_blob_ref(self, digest: bytes) -> BlobRef | None:
+        """The first reference (in record order) of a visible record to ``digest``:
+        what this replica takes the blob to be (its size), or None when no visible
+        record references it. One indexed lookup per chunk taken from a disk. This
+        default reads every reference."""
+        return next((r[2] for r in self.blob_refs() if r[2].hash == digest), None)
 
     def blob_ref_heads(self, hashes: Sequence[bytes]) -> list[tuple[BlobRef, bytes]]:
         """For each reference to one of ``hashes`` held by a visible record: the

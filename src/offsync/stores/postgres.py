@@ -765,6 +765,30 @@ class PostgresStore(Store):
             )
         )
 
+    def blob_ref_page(
+        self, after: bytes | None, limit: int, *, missing: bool = False
+    ) -> list[BlobRef]:
+        held = (
+            " AND NOT held AND NOT EXISTS"
+            " (SELECT 1 FROM blobs b WHERE b.hash = r.hash AND b.complete)"
+            if missing
+            else ""
+        )
+        rows = self._q(
+            f"SELECT hash, size, media_type FROM blob_refs r WHERE hash > %b{held}"
+            ' ORDER BY hash, collection, key, size, media_type COLLATE "C" LIMIT %s',
+            (after or b"", limit),
+        )
+        return [BlobRef(bytes(h), int(n), m) for h, n, m in rows]
+
+    def first_blob_ref(self, digest: bytes) -> BlobRef | None:
+        rows = self._q(
+            "SELECT hash, size, media_type FROM blob_refs WHERE hash = %b"
+            ' ORDER BY collection, key, size, media_type COLLATE "C" LIMIT 1',
+            (bytes(digest),),
+        )
+        return next((BlobRef(bytes(h), int(n), m) for h, n, m in rows), None)
+
     def blob_ref_heads(self, hashes: Sequence[bytes]) -> list[tuple[BlobRef, bytes]]:
         out: list[tuple[BlobRef, bytes]] = []
         for chunk in _chunks(sorted(set(hashes))):

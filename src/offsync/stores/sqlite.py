@@ -734,6 +734,26 @@ class SQLiteStore(Store):
             self._q(f"SELECT {_REF_COLUMNS} FROM blob_refs WHERE NOT held ORDER BY {_REF_COLUMNS}")
         )
 
+    def blob_ref_page(
+        self, after: bytes | None, limit: int, *, missing: bool = False
+    ) -> list[BlobRef]:
+        # The hash index (its entries end with the key's other columns) gives the order.
+        held = " AND NOT held" if missing else ""
+        rows = self._q(
+            f"SELECT hash, size, media_type FROM blob_refs WHERE hash > ?{held}"
+            " ORDER BY hash, collection, key, size, media_type LIMIT ?",
+            (after or b"", limit),
+        )
+        return [BlobRef(bytes(h), int(n), m) for h, n, m in rows]
+
+    def first_blob_ref(self, digest: bytes) -> BlobRef | None:
+        rows = self._q(
+            "SELECT hash, size, media_type FROM blob_refs WHERE hash = ?"
+            " ORDER BY collection, key, size, media_type LIMIT 1",
+            (bytes(digest),),
+        )
+        return next((BlobRef(bytes(h), int(n), m) for h, n, m in rows), None)
+
     def blob_ref_heads(self, hashes: Sequence[bytes]) -> list[tuple[BlobRef, bytes]]:
         out: list[tuple[BlobRef, bytes]] = []
         wanted = sorted(set(hashes))

@@ -29,7 +29,8 @@ as no bundle is (``offsync.sync.mailbox``).
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from itertools import islice
 
 from ..blobfile import WantList, decode_chunk, parse_chunk_name, want_capacity
 from ..blobs import BlobRef
@@ -74,7 +75,7 @@ def mail_blobs(
 def take_chunks(replica: Replica, box: BlobBox, report: LaneReport) -> None:
     """Keep every chunk left for this replica that one of its records wants and its
     fetch policy takes; the chunks of blobs it does not fetch are removed unread."""
-    wanted = _fetched_sizes(replica)
+    wanted = _fetched_size(replica)
     for path in box.stray_files():
         box.set_aside(path, "not a chunk file name: not read")
     for path in box.chunk_files():
@@ -89,7 +90,7 @@ def take_chunks(replica: Replica, box: BlobBox, report: LaneReport) -> None:
         except (OSError, RemoteDataError) as exc:
             _refuse(box, report, path, named[0], exc)
             continue
-        size = wanted.get(chunk.ref.hash)
+        size = wanted(chunk.ref.hash)
         if size is None:
             if replica.has_blob(chunk.ref) or replica.blob_fetch != "eager":
                 # Held already (sent twice, or by two senders), or not fetched here:
@@ -113,33 +114,30 @@ def take_chunks(replica: Replica, box: BlobBox, report: LaneReport) -> None:
         report.received_bytes += len(chunk.data)
         if held >= ref.size:
             report.received += 1
-            del wanted[ref.hash]
 
 
-def _fetched_sizes(replica: Replica) -> dict[bytes, int]:
-    """Hash -> size of the missing blobs this replica fetches: every one (``eager``),
-    those asked for (``lazy``) or none."""
-    if replica.blob_fetch == "eager":
-        return _missing_sizes(replica)
-    first, _ = replica.blobs_to_fetch()
-    return {r.hash: r.size for r in first}
-
-
-def _missing_sizes(replica: Replica) -> dict[bytes, int]:
-    """Hash -> size of the blobs visible records reference and this replica does not
-    hold whole: ``missing_blobs`` without its per-record map, so that a district
-    waiting for 218,400 blobs holds 218,400 small entries, not their references."""
+def _fetched_size(replica: Replica) -> Callable[[bytes], int | None]:
+    """The size a record here gives a blob this replica lacks and fetches (every one
+    when ``eager``, those asked for when ``lazy``, none when ``none``), or None. Eager,
+    it asks the store's index per chunk (``Store.first_blob_ref``), so that a district
+    importing 218,400 blobs holds no map of them."""
     store = replica.blob_store
-    out: dict[bytes, int] = {}
-    held: set[bytes] = set()
-    for _, _, ref in replica.blob_references():
-        if ref.hash in out or ref.hash in held:
-            continue
-        if store.has(ref.hash):
-            held.add(ref.hash)
-        else:
-            out[ref.hash] = ref.size
-    return out
+    if replica.blob_fetch == "eager":
+
+        def eager(digest: bytes) -> int | None:
+            if store.has(digest):
+                return None
+            ref = replica.store.first_blob_ref(digest)
+            return None if ref is None else ref.size
+
+        return eager
+    first, _ = replica.blobs_to_fetch()  # the demanded: at most MAX_BLOB_DEMANDS
+    sizes = {r.hash: r.size for r in first}
+
+    def asked(digest: bytes) -> int | None:
+        return None if store.has(digest) else sizes.get(digest)
+
+    return asked
 
 
 def _refuse(box: BlobBox, report: LaneReport, path: object, prefix: str, exc: Exception) -> None:
@@ -155,7 +153,13 @@ def wanted_blobs(replica: Replica) -> WantList:
     """This replica's want list: the blobs its visible records reference, it lacks and
     its fetch policy takes, with the bytes it holds of each (at most what one list
     holds; the rest next time)."""
-    missing = sorted(_fetched_sizes(replica).items())[: want_capacity(replica.limits)]
+    cap = want_capacity(replica.limits)
+    if replica.blob_fetch == "eager":  # the first of the index's missing, by hash
+        refs = islice(replica.referenced_blobs(missing=True), cap)
+        missing = [(r.hash, r.size) for r in refs]
+    else:
+        first, _ = replica.blobs_to_fetch()
+        missing = sorted({r.hash: r.size for r in first}.items())[:cap]
     held = replica.held_blobs(h for h, _ in missing)
     return WantList(
         replica.id,

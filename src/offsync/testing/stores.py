@@ -160,6 +160,15 @@ def _same_as_scan(s: Store, what: str) -> None:
             f"{what}: blob_ref_heads"
         )
     assert s.referenced_blobs(hashes) == {r.hash for _, _, r in scan}, f"{what}: referenced"
+    for missing in (False, True):
+        for after in (None, *sorted({r.hash for _, _, r in scan})):
+            for limit in (1, 2, 100):
+                got_page = s.blob_ref_page(after, limit, missing=missing)
+                assert got_page == Store.blob_ref_page(s, after, limit, missing=missing), (
+                    f"{what}: blob_ref_page({after!r}, {limit}, missing={missing})"
+                )
+    for digest in hashes:
+        assert s.first_blob_ref(digest) == Store.first_blob_ref(s, digest), f"{what}: first ref"
 
 
 # -- the parts of the contract ---------------------------------------------------------
