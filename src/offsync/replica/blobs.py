@@ -31,7 +31,7 @@ import msgpack
 from ..blobs import DEFAULT_MEDIA_TYPE, BlobHasher, BlobRef, BlobVerifier, ref_order
 from ..errors import MissingBlobError, UsageError
 from ..lane import BlobChunk
-from ..stores.base import unpack_ids
+from ..stores.base import referenced_by_hash, unpack_ids
 from ..stores.blobs import BlobStore
 from .core import _Core
 
@@ -202,16 +202,7 @@ class _Blobs(_Core):
         its memory does not grow with the backlog. ``missing``: only blobs not held
         whole. The store may change between pages (blobs arriving): each page starts
         after the last hash read."""
-        page = page or BLOB_PAGE
-        after: bytes | None = None
-        while True:
-            rows = self.store.blob_ref_page(after, page, missing=missing)
-            for ref in rows:
-                if ref.hash != after:
-                    after = ref.hash
-                    yield ref
-            if len(rows) < page:
-                return
+        return referenced_by_hash(self.store, missing=missing, page=page or BLOB_PAGE)
 
     @property
     def blob_store(self) -> BlobStore:
