@@ -146,13 +146,13 @@ class _Blobs(_Core):
             (first if i == 0 else rest).extend(batch)
         return first, rest
 
-    def fetch_batches(self, size: int) -> Iterator[list[BlobRef]]:
+    def fetch_batches(self, size: int, *, page: int = 0) -> Iterator[list[BlobRef]]:
         """``blobs_to_fetch`` in batches of at most ``size`` (one question to a peer
-        each), the demanded first, the rest read from the index a page at a time: a
-        site missing 200,000 blobs never lists them at once."""
+        each), the demanded first, the rest read from the index ``page`` rows at a time
+        (default ``BLOB_PAGE``): a site missing 200,000 blobs never lists them at once."""
         batch: list[BlobRef] = []
-        for page in self._fetch_pages():
-            for ref in page:
+        for rows in self._fetch_pages(page or BLOB_PAGE):
+            for ref in rows:
                 batch.append(ref)
                 if len(batch) == size:
                     yield batch
@@ -161,7 +161,7 @@ class _Blobs(_Core):
                 yield batch
                 batch = []
 
-    def _fetch_pages(self) -> Iterator[list[BlobRef]]:
+    def _fetch_pages(self, size: int = 0) -> Iterator[list[BlobRef]]:
         """The demanded blobs still missing (one list, bounded by
         ``MAX_BLOB_DEMANDS``), then (eager) the other missing blobs a page at a time."""
         if self._blob_fetch == "none":
@@ -171,12 +171,13 @@ class _Blobs(_Core):
         yield first
         if self._blob_fetch == "lazy":
             return
+        size = size or BLOB_PAGE
         firsts = {r.hash for r in first}
         page: list[BlobRef] = []
-        for ref in self.referenced_blobs(missing=True):
+        for ref in self.referenced_blobs(missing=True, page=size):
             if ref.hash not in firsts:
                 page.append(ref)
-                if len(page) == BLOB_PAGE:
+                if len(page) == size:
                     yield page
                     page = []
         if page:

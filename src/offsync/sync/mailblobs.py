@@ -290,19 +290,20 @@ class TransitLog:
 
 class LogWriter:
     """A new in-transit log, its entries added in any order (each hash once): kept as
-    runs of ``LOG_RUN`` entries sorted by hash, merged by ``finish`` into one log sorted
+    runs of ``run`` entries (default ``LOG_RUN``) sorted by hash, merged by ``finish`` into one log sorted
     by hash, so that no more than a run is ever unpacked."""
 
-    def __init__(self) -> None:
+    def __init__(self, run: int = 0) -> None:
         self.runs: list[bytes] = []
         self._run: list[bytes] = []
+        self._size = run or LOG_RUN
 
     def add(self, digest: bytes, stamp: int | None) -> None:
         """An entry (none for a None stamp)."""
         if stamp is None:
             return
         self._run.append(digest + stamp.to_bytes(8, "big"))
-        if len(self._run) == LOG_RUN:
+        if len(self._run) == self._size:
             self._close_run()
 
     def _close_run(self) -> None:
