@@ -196,6 +196,15 @@ class _Blobs(_Core):
             self._set_demands(first)
         return first
 
+    def first_blob_ref(self, digest: bytes) -> BlobRef | None:
+        """The first reference (in record order) of a visible record to ``digest``, or
+        None: one indexed lookup (``Store.first_blob_ref``)."""
+        return self.store.first_blob_ref(digest)
+
+    def references_blob(self, ref: BlobRef) -> bool:
+        """Whether a visible record holds exactly ``ref`` (one indexed query)."""
+        return any(r == ref for r, _ in self.store.blob_ref_heads([ref.hash]))
+
     def referenced_blobs(self, *, missing: bool = False, page: int = 0) -> Iterator[BlobRef]:
         """Each blob visible records reference, once, by hash (its first reference in
         record order), read from the store's index ``page`` rows at a time (default

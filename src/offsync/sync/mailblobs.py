@@ -128,7 +128,7 @@ def _fetched_size(replica: Replica) -> Callable[[bytes], int | None]:
         def eager(digest: bytes) -> int | None:
             if store.has(digest):
                 return None
-            ref = replica.store.first_blob_ref(digest)
+            ref = replica.first_blob_ref(digest)
             return None if ref is None else ref.size
 
         return eager

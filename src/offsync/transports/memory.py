@@ -182,9 +182,7 @@ class ReplicaBlobPeer:
         return self.replica.held_blobs(hashes)
 
     def put_chunk(self, ref: BlobRef, offset: int, data: bytes) -> int:
-        if not self.replica.has_blob(ref) and ref not in {
-            r for r, _ in self.replica.store.blob_ref_heads([ref.hash])
-        }:
+        if not self.replica.has_blob(ref) and not self.replica.references_blob(ref):
             raise BlobError(f"blob {ref.hex[:16]}: no record here references it")
         return self.replica.receive_blob_chunk(ref, offset, data)
 
