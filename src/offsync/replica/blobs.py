@@ -31,17 +31,21 @@ import msgpack
 from ..blobs import DEFAULT_MEDIA_TYPE, BlobHasher, BlobRef, BlobVerifier, ref_order
 from ..errors import MissingBlobError, UsageError
 from ..lane import BlobChunk
-from ..stores.base import unpack_ids
+from ..stores.base import referenced_by_hash, unpack_ids
 from ..stores.blobs import BlobStore
 from .core import _Core
 
-__all__ = ["BLOB_FETCH", "BLOB_GRACE_MS", "MAX_BLOB_DEMANDS", "MissingBlobs"]
+__all__ = ["BLOB_FETCH", "BLOB_GRACE_MS", "BLOB_PAGE", "MAX_BLOB_DEMANDS", "MissingBlobs"]
 
 #: The fetch policies, the default first (module docstring; docs/design.md, "Blobs").
 BLOB_FETCH = ("eager", "lazy", "none")
 #: The most blobs a lazy site remembers it was asked for (the oldest are forgotten):
 #: bounds the meta value the demands are kept in.
 MAX_BLOB_DEMANDS = 10_000
+
+#: Rows of the reference index read at a time by the lane (``referenced_blobs``):
+#: what it holds of a backlog, whatever the backlog.
+BLOB_PAGE = 1024
 
 #: How long (ms) ``collect_blobs`` keeps a blob no visible record references: a blob is
 #: put before the record that refers to it, and may arrive ahead of that record.
@@ -132,23 +136,83 @@ class _Blobs(_Core):
 
     def blobs_to_fetch(self) -> tuple[list[BlobRef], list[BlobRef]]:
         """What the lane's pull side asks peers for, by this site's fetch policy: the
-        missing blobs asked for (fetched first), then the other missing blobs (none
-        unless the policy is ``"eager"``). Demands no longer missing (fetched, or no
-        longer referenced by a visible record) are forgotten here."""
+        missing blobs asked for (fetched first), then the other missing blobs by hash
+        (none unless the policy is ``"eager"``). Demands no longer missing (fetched, or
+        no longer referenced by a visible record) are forgotten here. The lane itself
+        reads these a batch at a time (``fetch_batches``)."""
+        first: list[BlobRef] = []
+        rest: list[BlobRef] = []
+        for i, batch in enumerate(self._fetch_pages()):
+            (first if i == 0 else rest).extend(batch)
+        return first, rest
+
+    def fetch_batches(self, size: int, *, page: int = 0) -> Iterator[list[BlobRef]]:
+        """``blobs_to_fetch`` in batches of at most ``size`` (one question to a peer
+        each), the demanded first, the rest read from the index ``page`` rows at a time
+        (default ``BLOB_PAGE``): a site missing 200,000 blobs never lists them at once."""
+        batch: list[BlobRef] = []
+        for rows in self._fetch_pages(page or BLOB_PAGE):
+            for ref in rows:
+                batch.append(ref)
+                if len(batch) == size:
+                    yield batch
+                    batch = []
+            if batch:  # the demanded blobs are a batch of their own, fetched first
+                yield batch
+                batch = []
+
+    def _fetch_pages(self, size: int = 0) -> Iterator[list[BlobRef]]:
+        """The demanded blobs still missing (one list, bounded by
+        ``MAX_BLOB_DEMANDS``), then (eager) the other missing blobs a page at a time."""
+        if self._blob_fetch == "none":
+            return
         with self._lock:
-            if self._blob_fetch == "none":
-                return [], []
-            missing = self.missing_blobs().blobs
-            by_hash = {r.hash: r for r in sorted(missing, key=lambda r: (r.hash, r.size))}
-            asked = self.demanded_blobs()
-            first = [r for r in asked if r in missing]
-            if len(first) != len(asked) and not self.store.read_only:
-                self._set_demands(first)
-            if self._blob_fetch == "lazy":
-                return first, []
-            firsts = {r.hash for r in first}
-            rest = [r for h, r in sorted(by_hash.items()) if h not in firsts]
-            return first, rest
+            first = self._missing_demands()
+        yield first
+        if self._blob_fetch == "lazy":
+            return
+        size = size or BLOB_PAGE
+        firsts = {r.hash for r in first}
+        page: list[BlobRef] = []
+        for ref in self.referenced_blobs(missing=True, page=size):
+            if ref.hash not in firsts:
+                page.append(ref)
+                if len(page) == size:
+                    yield page
+                    page = []
+        if page:
+            yield page
+
+    def _missing_demands(self) -> list[BlobRef]:
+        """The demanded blobs that visible records reference and are not held whole,
+        oldest first; the other demands are forgotten (call holding the lock)."""
+        asked = self.demanded_blobs()
+        if not asked:
+            return []
+        store = self.blob_store
+        referenced = {ref for ref, _ in self.store.blob_ref_heads([r.hash for r in asked])}
+        first = [r for r in asked if r in referenced and not store.has(r.hash)]
+        if len(first) != len(asked) and not self.store.read_only:
+            self._set_demands(first)
+        return first
+
+    def first_blob_ref(self, digest: bytes) -> BlobRef | None:
+        """The first reference (in record order) of a visible record to ``digest``, or
+        None: one indexed lookup (``Store.first_blob_ref``)."""
+        return self.store.first_blob_ref(digest)
+
+    def references_blob(self, ref: BlobRef) -> bool:
+        """Whether a visible record holds exactly ``ref`` (one indexed query)."""
+        return any(r == ref for r, _ in self.store.blob_ref_heads([ref.hash]))
+
+    def referenced_blobs(self, *, missing: bool = False, page: int = 0) -> Iterator[BlobRef]:
+        """Each blob visible records reference, once, by hash (its first reference in
+        record order), read from the store's index ``page`` rows at a time (default
+        ``BLOB_PAGE``): what the lane walks instead of a set of every hash, so that
+        its memory does not grow with the backlog. ``missing``: only blobs not held
+        whole. The store may change between pages (blobs arriving): each page starts
+        after the last hash read."""
+        return referenced_by_hash(self.store, missing=missing, page=page or BLOB_PAGE)
 
     @property
     def blob_store(self) -> BlobStore:

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from ..blobs import BLOB_MARK, BlobRef, references
-from ..encoding import decode_fields
+from ..blobs import BlobRef
 from ..knowledge import Knowledge
-from ..stores.base import unpack_ids
+from ..stores.base import BlobRefRow, unpack_ids
+from .blobs import BLOB_PAGE
 from .core import _Core
 
 __all__ = ["LANE_LOG"]
@@ -24,20 +24,46 @@ LANE_LOG = "blob-mail:"
 
 class _Mailing(_Core):
     def blobs_beyond(
-        self, known: Knowledge, also: frozenset[bytes] = frozenset()
+        self, known: Knowledge, also: frozenset[bytes] = frozenset(), *, page: int = 0
     ) -> Iterator[BlobRef]:
         """References (once per hash) of visible records that ``known`` does not cover
         (a change of their heads is not in it), and of those naming a hash in ``also``,
-        in record order: what a peer holding ``known`` lacks, as far as can be told."""
-        seen: set[bytes] = set()
-        for row in self.store.iter_records():
-            if row.fields is None or BLOB_MARK not in row.fields:
-                continue
-            covered = all(known.contains(h.origin, h.seq) for h in unpack_ids(row.heads))
-            for ref in references(decode_fields(row.fields)):
-                if ref.hash not in seen and (not covered or ref.hash in also):
-                    seen.add(ref.hash)
+        in record order (a recording's blobs go together): what a peer holding ``known``
+        lacks, as far as can be told. Read from the store's index ``page`` rows at a
+        time (default ``BLOB_PAGE``), each page with the records that reference its
+        hashes: a hash goes with the first such record in record order, so no set of
+        the hashes already seen is kept and an export of 200,000 blobs holds a page."""
+        size = page or BLOB_PAGE
+        after: BlobRefRow | None = None
+        last: tuple[str, str, bytes] | None = None  # a record may list a hash twice
+        while True:
+            rows = self.store.blob_ref_rows(after, size)
+            for c, k, ref in self._first_lacking(rows, known, also):
+                if last != (c, k, ref.hash):
+                    last = (c, k, ref.hash)
                     yield ref
+            if len(rows) < size:
+                return
+            after = rows[-1]
+
+    def _first_lacking(
+        self, rows: list[BlobRefRow], known: Knowledge, also: frozenset[bytes]
+    ) -> Iterator[BlobRefRow]:
+        """The rows whose record is the first in record order among those referencing
+        their hash that the peer lacks (``known`` does not cover it, or the hash is in
+        ``also``)."""
+        first: dict[bytes, tuple[bytes, bytes]] = {}  # hash -> its first lacking record
+        records = self.store.blob_ref_records(sorted({r[2].hash for r in rows}))
+        for c, k, ref, heads in records:
+            lacks = ref.hash in also or not all(
+                known.contains(h.origin, h.seq) for h in unpack_ids(heads)
+            )
+            at = (c.encode(), k.encode())
+            if lacks and (ref.hash not in first or at < first[ref.hash]):
+                first[ref.hash] = at
+        for c, k, ref in rows:
+            if first.get(ref.hash) == (c.encode(), k.encode()):
+                yield c, k, ref
 
     def lane_log(self, peer: bytes) -> bytes:
         """The mailbox lane's in-transit log for ``peer`` (empty: none)."""

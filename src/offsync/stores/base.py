@@ -97,6 +97,26 @@ def ref_row_order(row: BlobRefRow) -> tuple[bytes, bytes, tuple[bytes, int, byte
     return row[0].encode(), row[1].encode(), ref_order(row[2])
 
 
+def referenced_by_hash(store: Store, *, missing: bool, page: int) -> Iterator[BlobRef]:
+    """Each blob visible records reference, once, by hash (its first reference in
+    record order), read ``page`` rows at a time (``Store.blob_ref_page``). The store may
+    change between pages: each starts after the last hash read."""
+    after: bytes | None = None
+    while True:
+        rows = store.blob_ref_page(after, page, missing=missing)
+        for ref in rows:
+            if ref.hash != after:
+                after = ref.hash
+                yield ref
+        if len(rows) < page:
+            return
+
+
+def _by_hash_row(row: BlobRefRow) -> tuple[bytes, bytes, bytes, tuple[bytes, int, bytes]]:
+    """The order of ``Store.blob_ref_page``: by hash, then ``ref_row_order``."""
+    return (row[2].hash, *ref_row_order(row))
+
+
 class Store(ABC):
     """Persistence for one replica. Not thread-safe; the replica serialises calls."""
 
@@ -360,6 +380,49 @@ class Store(ABC):
             if not held[digest]:
                 out.append(row)
         return out
+
+    def blob_ref_page(
+        self, after: bytes | None, limit: int, *, missing: bool = False
+    ) -> list[BlobRef]:
+        """At most ``limit`` references of visible records to hashes after ``after``
+        (None: from the first), by hash, then by record, then ``ref_order``: one page of
+        the index. The lane reads the referenced blobs a page at a time (keyset
+        pagination: the next page starts after the last hash read), so that a backlog of
+        200,000 blobs is never held at once; the first row of a hash is its first
+        reference in record order. ``missing``: only references whose blob is not held
+        whole (as ``missing_blob_refs``). This default reads every reference."""
+        rows = self.missing_blob_refs() if missing else self.blob_refs()
+        start = after or b""
+        page = sorted((r for r in rows if r[2].hash > start), key=_by_hash_row)
+        return [r[2] for r in page[:limit]]
+
+    def blob_ref_rows(self, after: BlobRefRow | None, limit: int) -> list[BlobRefRow]:
+        """At most ``limit`` rows of ``blob_refs()`` after the row ``after`` (None: from
+        the first), in the same order (``ref_row_order``): the index in record order, a
+        page at a time. This default reads every reference."""
+        start = ref_row_order(after) if after is not None else None
+        rows = self.blob_refs()
+        return [r for r in rows if start is None or ref_row_order(r) > start][:limit]
+
+    def blob_ref_records(self, hashes: Sequence[bytes]) -> list[tuple[str, str, BlobRef, bytes]]:
+        """``blob_ref_heads`` with the record's collection and key: each reference to one
+        of ``hashes`` held by a visible record, the record and its heads, any order.
+        What the lane over disks asks of a page of references (which records the peer
+        lacks, and which of them comes first). This default reads every record."""
+        wanted = set(hashes)
+        return [
+            (row.collection, row.key, ref, row.heads)
+            for row in self.iter_records()
+            for ref in field_references(row.fields)
+            if ref.hash in wanted
+        ]
+
+    def first_blob_ref(self, digest: bytes) -> BlobRef | None:
+        """The first reference (in record order) of a visible record to ``digest``:
+        what this replica takes the blob to be (its size), or None when no visible
+        record references it. One indexed lookup per chunk taken from a disk. This
+        default reads every reference."""
+        return next((r[2] for r in self.blob_refs() if r[2].hash == digest), None)
 
     def blob_ref_heads(self, hashes: Sequence[bytes]) -> list[tuple[BlobRef, bytes]]:
         """For each reference to one of ``hashes`` held by a visible record: the

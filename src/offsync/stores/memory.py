@@ -210,6 +210,16 @@ class MemoryStore(Store):
             if ref.hash in wanted
         ]
 
+    def blob_ref_records(self, hashes: Sequence[bytes]) -> list[tuple[str, str, BlobRef, bytes]]:
+        self._check_open()
+        wanted = set(hashes)
+        return [
+            (c, k, ref, self._records[(c, k)].heads)
+            for (c, k), refs in self._refs.items()
+            for ref in refs
+            if ref.hash in wanted
+        ]
+
     def referenced_blobs(self, hashes: Sequence[bytes]) -> set[bytes]:
         self._check_open()
         held = {r.hash for refs in self._refs.values() for r in refs}

@@ -765,6 +765,63 @@ class PostgresStore(Store):
             )
         )
 
+    def blob_ref_page(
+        self, after: bytes | None, limit: int, *, missing: bool = False
+    ) -> list[BlobRef]:
+        held = (
+            " AND NOT held AND NOT EXISTS"
+            " (SELECT 1 FROM blobs b WHERE b.hash = r.hash AND b.complete)"
+            if missing
+            else ""
+        )
+        rows = self._q(
+            f"SELECT hash, size, media_type FROM blob_refs r WHERE hash > %b{held}"
+            ' ORDER BY hash, collection, key, size, media_type COLLATE "C" LIMIT %s',
+            (after or b"", limit),
+        )
+        return [BlobRef(bytes(h), int(n), m) for h, n, m in rows]
+
+    def blob_ref_rows(self, after: BlobRefRow | None, limit: int) -> list[BlobRefRow]:
+        where: str = ""
+        args: list[Any] = []
+        if after is not None:  # keyset, in the order of _REF_ORDER
+            key = "(collection, key, hash, size)"
+            where = (
+                f" WHERE {key} > (%b, %b, %b, %s)"
+                f' OR ({key} = (%b, %b, %b, %s) AND media_type COLLATE "C" > %s)'
+            )
+            first = [after[0].encode(), after[1].encode(), after[2].hash, after[2].size]
+            args = [*first, *first, after[2].media_type]
+        return _ref_rows(
+            self._q(
+                f"SELECT {_REF_COLUMNS} FROM blob_refs{where} ORDER BY {_REF_ORDER} LIMIT %s",
+                [*args, limit],
+            )
+        )
+
+    def blob_ref_records(self, hashes: Sequence[bytes]) -> list[tuple[str, str, BlobRef, bytes]]:
+        out: list[tuple[str, str, BlobRef, bytes]] = []
+        for chunk in _chunks(sorted(set(hashes))):
+            rows = self._q(
+                "SELECT b.collection, b.key, b.hash, b.size, b.media_type, r.heads"
+                " FROM blob_refs b JOIN records r ON r.collection = b.collection"
+                " AND r.key = b.key WHERE b.hash = ANY(%b::bytea[]) AND r.heads <> ''",
+                (bytea_array(list(chunk)),),
+            )
+            out += [
+                (bytes(c).decode(), bytes(k).decode(), BlobRef(bytes(h), int(n), m), bytes(hd))
+                for c, k, h, n, m, hd in rows
+            ]
+        return out
+
+    def first_blob_ref(self, digest: bytes) -> BlobRef | None:
+        rows = self._q(
+            "SELECT hash, size, media_type FROM blob_refs WHERE hash = %b"
+            ' ORDER BY collection, key, size, media_type COLLATE "C" LIMIT 1',
+            (bytes(digest),),
+        )
+        return next((BlobRef(bytes(h), int(n), m) for h, n, m in rows), None)
+
     def blob_ref_heads(self, hashes: Sequence[bytes]) -> list[tuple[BlobRef, bytes]]:
         out: list[tuple[BlobRef, bytes]] = []
         for chunk in _chunks(sorted(set(hashes))):

@@ -734,6 +734,57 @@ class SQLiteStore(Store):
             self._q(f"SELECT {_REF_COLUMNS} FROM blob_refs WHERE NOT held ORDER BY {_REF_COLUMNS}")
         )
 
+    def blob_ref_page(
+        self, after: bytes | None, limit: int, *, missing: bool = False
+    ) -> list[BlobRef]:
+        # The hash index (its entries end with the key's other columns) gives the order.
+        held = " AND NOT held" if missing else ""
+        rows = self._q(
+            f"SELECT hash, size, media_type FROM blob_refs WHERE hash > ?{held}"
+            " ORDER BY hash, collection, key, size, media_type LIMIT ?",
+            (after or b"", limit),
+        )
+        return [BlobRef(bytes(h), int(n), m) for h, n, m in rows]
+
+    def blob_ref_rows(self, after: BlobRefRow | None, limit: int) -> list[BlobRefRow]:
+        where, args = "", []
+        if after is not None:  # keyset: the primary key's order is the rows' order
+            where = f" WHERE ({_REF_COLUMNS}) > (?, ?, ?, ?, ?)"
+            args = [after[0], after[1], after[2].hash, after[2].size, after[2].media_type]
+        return _ref_rows(
+            self._q(
+                f"SELECT {_REF_COLUMNS} FROM blob_refs{where} ORDER BY {_REF_COLUMNS} LIMIT ?",
+                [*args, limit],
+            )
+        )
+
+    def blob_ref_records(self, hashes: Sequence[bytes]) -> list[tuple[str, str, BlobRef, bytes]]:
+        out: list[tuple[str, str, BlobRef, bytes]] = []
+        wanted = sorted(set(hashes))
+        for i in range(0, len(wanted), 400):
+            chunk = wanted[i : i + 400]
+            marks = ", ".join("?" * len(chunk))
+            rows = self._q(
+                "SELECT b.collection, b.key, b.hash, b.size, b.media_type, r.heads,"
+                " (SELECT origin FROM origins WHERE id = r.sole_origin), r.sole_seq"
+                " FROM blob_refs b JOIN records r ON r.collection = b.collection"
+                f" AND r.key = b.key WHERE b.hash IN ({marks})",
+                chunk,
+            )
+            out += [
+                (c, k, BlobRef(bytes(h), int(n), m), _heads_of(hd, o, q))
+                for c, k, h, n, m, hd, o, q in rows
+            ]
+        return out
+
+    def first_blob_ref(self, digest: bytes) -> BlobRef | None:
+        rows = self._q(
+            "SELECT hash, size, media_type FROM blob_refs WHERE hash = ?"
+            " ORDER BY collection, key, size, media_type LIMIT 1",
+            (bytes(digest),),
+        )
+        return next((BlobRef(bytes(h), int(n), m) for h, n, m in rows), None)
+
     def blob_ref_heads(self, hashes: Sequence[bytes]) -> list[tuple[BlobRef, bytes]]:
         out: list[tuple[BlobRef, bytes]] = []
         wanted = sorted(set(hashes))

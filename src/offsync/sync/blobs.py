@@ -53,29 +53,26 @@ def sync_blobs(
             for t in to_send(offered, theirs):
                 _refusing(report, t.ref, lambda t=t: _push_one(replica, peer, t, chunk, report))
     if pull:  # by the site's fetch policy: demanded blobs first, then (eager) the rest
-        first, rest = replica.blobs_to_fetch()
-        wanted = first + rest
-        theirs = _held(peer, [r.hash for r in wanted]) if wanted else {}
-        ours = replica.held_blobs(r.hash for r in wanted)
-        for t in to_fetch(first, theirs, ours) + to_fetch(rest, theirs, ours):
-            _refusing(report, t.ref, lambda t=t: _pull_one(replica, peer, t, chunk, report))
+        for wanted in replica.fetch_batches(MAX_LANE_QUERY):
+            theirs = _held(peer, [r.hash for r in wanted])
+            ours = replica.held_blobs(r.hash for r in wanted)
+            for t in to_fetch(wanted, theirs, ours):
+                _refusing(report, t.ref, lambda t=t: _pull_one(replica, peer, t, chunk, report))
     return report
 
 
-def offered_batches(replica: Replica, size: int = MAX_LANE_QUERY) -> Iterator[list[BlobRef]]:
+def offered_batches(
+    replica: Replica, size: int = MAX_LANE_QUERY, *, page: int = 0
+) -> Iterator[list[BlobRef]]:
     """The blobs held whole here that visible records reference (what the lane offers a
-    peer), once per hash, in batches of at most ``size`` (one question to the peer
-    each), read as the records stream: a backlog of 218,400 blobs is never held as
-    references at once, only their hashes (a district forwarding 15,600 recordings
-    stays well under 300 MB; benchmarks/courier_recordings.py). Smallest first within
-    a batch."""
+    peer), once per hash, by hash, in batches of at most ``size`` (one question to the
+    peer each), read from the store's index ``page`` rows at a time
+    (``Replica.referenced_blobs``): what is held is one page and one batch, whatever
+    the backlog (benchmarks/courier_recordings.py). ``to_send`` sends a batch smallest
+    first."""
     store = replica.blob_store
-    seen: set[bytes] = set()
     batch: list[BlobRef] = []
-    for _, _, ref in replica.blob_references():
-        if ref.hash in seen:
-            continue
-        seen.add(ref.hash)
+    for ref in replica.referenced_blobs(page=page):
         if store.has(ref.hash):
             batch.append(ref)
             if len(batch) == size:

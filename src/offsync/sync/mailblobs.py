@@ -28,8 +28,10 @@ as no bundle is (``offsync.sync.mailbox``).
 
 from __future__ import annotations
 
+import heapq
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from itertools import islice
 
 from ..blobfile import WantList, decode_chunk, parse_chunk_name, want_capacity
 from ..blobs import BlobRef
@@ -74,7 +76,7 @@ def mail_blobs(
 def take_chunks(replica: Replica, box: BlobBox, report: LaneReport) -> None:
     """Keep every chunk left for this replica that one of its records wants and its
     fetch policy takes; the chunks of blobs it does not fetch are removed unread."""
-    wanted = _fetched_sizes(replica)
+    wanted = _fetched_size(replica)
     for path in box.stray_files():
         box.set_aside(path, "not a chunk file name: not read")
     for path in box.chunk_files():
@@ -89,7 +91,7 @@ def take_chunks(replica: Replica, box: BlobBox, report: LaneReport) -> None:
         except (OSError, RemoteDataError) as exc:
             _refuse(box, report, path, named[0], exc)
             continue
-        size = wanted.get(chunk.ref.hash)
+        size = wanted(chunk.ref.hash)
         if size is None:
             if replica.has_blob(chunk.ref) or replica.blob_fetch != "eager":
                 # Held already (sent twice, or by two senders), or not fetched here:
@@ -113,33 +115,30 @@ def take_chunks(replica: Replica, box: BlobBox, report: LaneReport) -> None:
         report.received_bytes += len(chunk.data)
         if held >= ref.size:
             report.received += 1
-            del wanted[ref.hash]
 
 
-def _fetched_sizes(replica: Replica) -> dict[bytes, int]:
-    """Hash -> size of the missing blobs this replica fetches: every one (``eager``),
-    those asked for (``lazy``) or none."""
-    if replica.blob_fetch == "eager":
-        return _missing_sizes(replica)
-    first, _ = replica.blobs_to_fetch()
-    return {r.hash: r.size for r in first}
-
-
-def _missing_sizes(replica: Replica) -> dict[bytes, int]:
-    """Hash -> size of the blobs visible records reference and this replica does not
-    hold whole: ``missing_blobs`` without its per-record map, so that a district
-    waiting for 218,400 blobs holds 218,400 small entries, not their references."""
+def _fetched_size(replica: Replica) -> Callable[[bytes], int | None]:
+    """The size a record here gives a blob this replica lacks and fetches (every one
+    when ``eager``, those asked for when ``lazy``, none when ``none``), or None. Eager,
+    it asks the store's index per chunk (``Store.first_blob_ref``), so that a district
+    importing 218,400 blobs holds no map of them."""
     store = replica.blob_store
-    out: dict[bytes, int] = {}
-    held: set[bytes] = set()
-    for _, _, ref in replica.blob_references():
-        if ref.hash in out or ref.hash in held:
-            continue
-        if store.has(ref.hash):
-            held.add(ref.hash)
-        else:
-            out[ref.hash] = ref.size
-    return out
+    if replica.blob_fetch == "eager":
+
+        def eager(digest: bytes) -> int | None:
+            if store.has(digest):
+                return None
+            ref = replica.first_blob_ref(digest)
+            return None if ref is None else ref.size
+
+        return eager
+    first, _ = replica.blobs_to_fetch()  # the demanded: at most MAX_BLOB_DEMANDS
+    sizes = {r.hash: r.size for r in first}
+
+    def asked(digest: bytes) -> int | None:
+        return None if store.has(digest) else sizes.get(digest)
+
+    return asked
 
 
 def _refuse(box: BlobBox, report: LaneReport, path: object, prefix: str, exc: Exception) -> None:
@@ -155,7 +154,13 @@ def wanted_blobs(replica: Replica) -> WantList:
     """This replica's want list: the blobs its visible records reference, it lacks and
     its fetch policy takes, with the bytes it holds of each (at most what one list
     holds; the rest next time)."""
-    missing = sorted(_fetched_sizes(replica).items())[: want_capacity(replica.limits)]
+    cap = want_capacity(replica.limits)
+    if replica.blob_fetch == "eager":  # the first of the index's missing, by hash
+        refs = islice(replica.referenced_blobs(missing=True), cap)
+        missing = [(r.hash, r.size) for r in refs]
+    else:
+        first, _ = replica.blobs_to_fetch()
+        missing = sorted({r.hash: r.size for r in first}.items())[:cap]
     held = replica.held_blobs(h for h, _ in missing)
     return WantList(
         replica.id,
@@ -178,14 +183,17 @@ def _peer_lacks(replica: Replica, peer: bytes, want: WantList | None) -> Iterato
 
 def leave_chunks(replica: Replica, box: BlobBox, report: LaneReport) -> None:
     """Write the chunks of the blobs the peer lacks that are not on their way already,
-    record by record (a recording's blobs travel together, and a backlog streams: what
-    is held in memory is a set of hashes, never the blobs' references)."""
+    record by record (a recording's blobs travel together), a page of the index at a
+    time (``Replica.blobs_beyond``). The in-transit log is searched where it is stored
+    (entries sorted by hash) and the new one written in sorted runs merged at the end:
+    what is held is a page, the log as stored and the log being written (40 bytes per
+    blob in transit), never a set or map of every blob."""
     peer = box.peer
     assert peer is not None
     want = box.read_want(replica.identity.unseal)
     asked = want.held if want is not None else {}
-    log = _load_log(replica, peer)
-    lacking: set[bytes] = set()
+    old = TransitLog(replica.lane_log(peer))
+    new = LogWriter()  # the entries of the blobs the peer still lacks
     # The peer's clock, not ours: a blob written when the peer's newest want list was
     # of time T is written again only for a want list of the peer's after T.
     stamp = want.created if want is not None else 0
@@ -193,27 +201,26 @@ def leave_chunks(replica: Replica, box: BlobBox, report: LaneReport) -> None:
     pending = _peer_lacks(replica, peer, want)
     try:
         for ref in pending:
-            lacking.add(ref.hash)
-            if not replica.has_blob(ref):
-                continue
-            sent = log.get(ref.hash)
-            if sent is not None and not (
-                want is not None and ref.hash in asked and want.created > sent
+            sent = old.get(ref.hash)
+            if not replica.has_blob(ref) or (
+                sent is not None
+                and not (want is not None and ref.hash in asked and want.created > sent)
             ):
-                continue  # on its way (another disk, or this folder)
+                new.add(ref.hash, sent)  # not held here, or on its way (another disk)
+                continue
             t = BlobTransfer(ref, min(asked.get(ref.hash, 0), ref.size))
             try:
                 report.sent_bytes += _leave_one(replica, box, t, chunk)
             except NoRoom:
-                _count_left(replica, t, pending, log, lacking, report)
+                new.add(ref.hash, sent)
+                _count_left(replica, t, pending, old, report)
                 raise
-            log[ref.hash] = stamp
+            new.add(ref.hash, stamp)
             report.sent += 1
     finally:
         # Entries of blobs the peer no longer lacks go; an export cut short keeps all.
-        if report.left == 0 and not _cut_short(pending):
-            log = {h: t for h, t in log.items() if h in lacking}
-        _save_log(replica, peer, log)
+        cut = report.left != 0 or _cut_short(pending)
+        replica.set_lane_log(peer, new.finish(old.raw if cut else b""))
 
 
 def _cut_short(pending: Iterator[BlobRef]) -> bool:
@@ -224,15 +231,13 @@ def _count_left(
     replica: Replica,
     first: BlobTransfer,
     pending: Iterator[BlobRef],
-    log: dict[bytes, int],
-    lacking: set[bytes],
+    old: TransitLog,
     report: LaneReport,
 ) -> None:
     """What did not fit on the disk: the blob that was being written and the rest."""
     report.left, report.left_bytes = 1, first.remaining
     for ref in pending:
-        lacking.add(ref.hash)
-        if ref.hash not in log and replica.has_blob(ref):
+        if old.get(ref.hash) is None and replica.has_blob(ref):
             report.left += 1
             report.left_bytes += ref.size
 
@@ -250,18 +255,82 @@ def _leave_one(replica: Replica, box: BlobBox, t: BlobTransfer, chunk: int) -> i
     return written
 
 
-_LOG_ENTRY = 32 + 8  # blob hash, then the stamp (u64 big-endian)
+# -- the in-transit log ------------------------------------------------------------------
+
+_HASH = 32
+_LOG_ENTRY = _HASH + 8  # blob hash, then the stamp (u64 big-endian)
 
 
-def _load_log(replica: Replica, peer: bytes) -> dict[bytes, int]:
-    raw = replica.lane_log(peer)
-    if len(raw) % _LOG_ENTRY:
-        return {}  # local state that cannot be read only costs a second copy
-    return {
-        raw[i : i + 32]: int.from_bytes(raw[i + 32 : i + _LOG_ENTRY], "big")
-        for i in range(0, len(raw), _LOG_ENTRY)
-    }
+class TransitLog:
+    """The in-transit log as stored (``Replica.lane_log``): entries of a blob hash and
+    a stamp, sorted by hash, searched in place (no entry is unpacked into a map)."""
+
+    def __init__(self, raw: bytes) -> None:
+        # Local state that cannot be read only costs a second copy.
+        self.raw = raw if len(raw) % _LOG_ENTRY == 0 else b""
+
+    def __len__(self) -> int:
+        return len(self.raw) // _LOG_ENTRY
+
+    def get(self, digest: bytes) -> int | None:
+        """The stamp of ``digest``, or None."""
+        raw, lo, hi = self.raw, 0, len(self)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            at = mid * _LOG_ENTRY
+            key = raw[at : at + _HASH]
+            if key == digest:
+                return int.from_bytes(raw[at + _HASH : at + _LOG_ENTRY], "big")
+            if key < digest:
+                lo = mid + 1
+            else:
+                hi = mid
+        return None
 
 
-def _save_log(replica: Replica, peer: bytes, log: dict[bytes, int]) -> None:
-    replica.set_lane_log(peer, b"".join(h + t.to_bytes(8, "big") for h, t in sorted(log.items())))
+class LogWriter:
+    """A new in-transit log, its entries added in any order (each hash once): kept as
+    runs of ``run`` entries (default ``LOG_RUN``) sorted by hash, merged by ``finish`` into one log sorted
+    by hash, so that no more than a run is ever unpacked."""
+
+    def __init__(self, run: int = 0) -> None:
+        self.runs: list[bytes] = []
+        self._run: list[bytes] = []
+        self._size = run or LOG_RUN
+
+    def add(self, digest: bytes, stamp: int | None) -> None:
+        """An entry (none for a None stamp)."""
+        if stamp is None:
+            return
+        self._run.append(digest + stamp.to_bytes(8, "big"))
+        if len(self._run) == self._size:
+            self._close_run()
+
+    def _close_run(self) -> None:
+        if self._run:
+            self.runs.append(b"".join(sorted(self._run)))
+            self._run = []
+
+    def finish(self, old: bytes = b"") -> bytes:
+        """The log: these entries, and those of ``old`` (a log as stored) for hashes
+        not among them."""
+        self._close_run()
+        sources = [_entries(run, 0) for run in self.runs]
+        if old and len(old) % _LOG_ENTRY == 0:
+            sources.append(_entries(old, 1))
+        out = bytearray()
+        last = b""
+        for digest, _, entry in heapq.merge(*sources):
+            if digest != last:  # a new entry stands before an old one of its hash
+                out += entry
+                last = digest
+        return bytes(out)
+
+
+#: Entries of a new in-transit log sorted at a time (``LogWriter``).
+LOG_RUN = 4096
+
+
+def _entries(log: bytes, rank: int) -> Iterator[tuple[bytes, int, bytes]]:
+    for at in range(0, len(log), _LOG_ENTRY):
+        yield log[at : at + _HASH], rank, log[at : at + _LOG_ENTRY]

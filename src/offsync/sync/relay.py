@@ -15,6 +15,7 @@ onward, and the blob lane (``offsync.sync.blobs``) carries them.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from itertools import chain
 from pathlib import Path
 
 from ..blobfile import CHUNK_SUFFIX, KIND_CHUNK, KIND_WANT, recipient_of, want_list_max
@@ -100,44 +101,61 @@ def forward(source: Transport, target: Transport) -> ForwardReport:
 
 def _forward_blob_files(source: Transport, target: Transport, report: ForwardReport) -> None:
     """Carry the blob files sealed for the source's addressee (after its bundles, which
-    never wait for them) to the target's mailbox for the same site, unopened; a file
-    is removed from the source once it is written onward. A next hop that is not a
+    never wait for them) to the target's mailbox for the same site, unopened; files are
+    removed from the source once written onward and flushed, ``_CARRY_BATCH`` at a time
+    (a backlog of 200,000 files is never listed at once). A next hop that is not a
     mailbox for that site (a server) leaves them where they are, counted."""
     box = source.blob_mailbox()
     if box is None:
         return
-    files = [*box.chunk_files(), *box.want_files()]
+    files = chain(box.chunk_files(), box.want_files())
     onward = target.blob_mailbox()
     if onward is None or onward.peer != box.me:
-        report.blob_files_left += len(files)
+        report.blob_files_left += sum(1 for _ in files)
         return
     carried: list[Path] = []
     try:
-        _carry(box, onward, files, carried, report)
+        for path in files:
+            carried_it = _carry(box, onward, path, report)
+            if carried_it is None:  # no room onward: this file and the rest stay
+                report.blob_files_left += 1 + sum(1 for _ in files)
+                return
+            if carried_it:
+                carried.append(path)
+            if len(carried) == _CARRY_BATCH:
+                _settle(box, onward, carried, report)
     finally:
-        onward.flush()  # durable onward before anything leaves the source
-        for path in carried:
-            box.remove(path)
-        report.blob_files += len(carried)
+        _settle(box, onward, carried, report)
 
 
-def _carry(
-    box: BlobBox, onward: BlobBox, files: list[Path], carried: list[Path], report: ForwardReport
-) -> None:
-    for i, path in enumerate(files):
-        kind = KIND_CHUNK if path.suffix == CHUNK_SUFFIX else KIND_WANT
-        try:
-            data = box.read(path, want_list_max(box.limits) if kind == KIND_WANT else None)
-            if recipient_of(data, kind) != box.me:
-                raise RemoteDataError("sealed for another site than the one it is left for")
-        except (OSError, RemoteDataError) as exc:
-            reason = f"{type(exc).__name__}: {exc}"
-            box.set_aside(path, reason)
-            report.refused.append(Refused(path.name, reason))
-            continue
-        try:
-            onward.carry(path.name, data, path.parent.name if kind == KIND_CHUNK else None)
-        except NoRoom:
-            report.blob_files_left += len(files) - i
-            return
-        carried.append(path)
+#: Files carried onward between two flushes of the target (and removals at the source).
+_CARRY_BATCH = 4096
+
+
+def _settle(box: BlobBox, onward: BlobBox, carried: list[Path], report: ForwardReport) -> None:
+    """Make the files carried durable onward, then remove them from the source."""
+    onward.flush()  # durable onward before anything leaves the source
+    for path in carried:
+        box.remove(path)
+    report.blob_files += len(carried)
+    carried.clear()
+
+
+def _carry(box: BlobBox, onward: BlobBox, path: Path, report: ForwardReport) -> bool | None:
+    """Carry one file onward (True), or set it aside refused (False); None when there
+    is no room onward."""
+    kind = KIND_CHUNK if path.suffix == CHUNK_SUFFIX else KIND_WANT
+    try:
+        data = box.read(path, want_list_max(box.limits) if kind == KIND_WANT else None)
+        if recipient_of(data, kind) != box.me:
+            raise RemoteDataError("sealed for another site than the one it is left for")
+    except (OSError, RemoteDataError) as exc:
+        reason = f"{type(exc).__name__}: {exc}"
+        box.set_aside(path, reason)
+        report.refused.append(Refused(path.name, reason))
+        return False
+    try:
+        onward.carry(path.name, data, path.parent.name if kind == KIND_CHUNK else None)
+    except NoRoom:
+        return None
+    return True

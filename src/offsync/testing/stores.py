@@ -144,6 +144,10 @@ def _ref_heads(item: tuple[BlobRef, bytes]) -> tuple[Any, ...]:
     return (*ref_order(item[0]), item[1])
 
 
+def _ref_record(item: tuple[str, str, BlobRef, bytes]) -> tuple[Any, ...]:
+    return (item[0], item[1], *ref_order(item[2]), item[3])
+
+
 def _same_as_scan(s: Store, what: str) -> None:
     """The store's index of references equals what a scan of its records finds."""
     scan = Store.blob_refs(s)
@@ -160,6 +164,24 @@ def _same_as_scan(s: Store, what: str) -> None:
             f"{what}: blob_ref_heads"
         )
     assert s.referenced_blobs(hashes) == {r.hash for _, _, r in scan}, f"{what}: referenced"
+    for missing in (False, True):
+        for after in (None, *sorted({r.hash for _, _, r in scan})):
+            for limit in (1, 2, 100):
+                got_page = s.blob_ref_page(after, limit, missing=missing)
+                assert got_page == Store.blob_ref_page(s, after, limit, missing=missing), (
+                    f"{what}: blob_ref_page({after!r}, {limit}, missing={missing})"
+                )
+    for digest in hashes:
+        assert s.first_blob_ref(digest) == Store.first_blob_ref(s, digest), f"{what}: first ref"
+    for after_row in (None, *scan):
+        for limit in (1, 2, 100):
+            assert s.blob_ref_rows(after_row, limit) == Store.blob_ref_rows(s, after_row, limit), (
+                f"{what}: blob_ref_rows({after_row!r}, {limit})"
+            )
+    for some in (hashes, hashes[:1], []):
+        got_records = sorted(s.blob_ref_records(some), key=_ref_record)
+        scanned_records = sorted(Store.blob_ref_records(s, some), key=_ref_record)
+        assert got_records == scanned_records, f"{what}: blob_ref_records"
 
 
 # -- the parts of the contract ---------------------------------------------------------

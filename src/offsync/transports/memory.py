@@ -182,7 +182,7 @@ class ReplicaBlobPeer:
         return self.replica.held_blobs(hashes)
 
     def put_chunk(self, ref: BlobRef, offset: int, data: bytes) -> int:
-        if ref not in self.replica.missing_blobs().blobs and not self.replica.has_blob(ref):
+        if not self.replica.has_blob(ref) and not self.replica.references_blob(ref):
             raise BlobError(f"blob {ref.hex[:16]}: no record here references it")
         return self.replica.receive_blob_chunk(ref, offset, data)
 
