@@ -428,14 +428,8 @@ class Store(ABC):
         """For each reference to one of ``hashes`` held by a visible record: the
         reference and that record's heads (``pack_ids``), whose origins may read the
         blob. What a server asks per request instead of indexing every record; any
-        order."""
-        wanted = set(hashes)
-        return [
-            (ref, row.heads)
-            for row in self.iter_records()
-            for ref in field_references(row.fields)
-            if ref.hash in wanted
-        ]
+        order. ``blob_ref_records`` without the record's name (one query for both)."""
+        return [(ref, heads) for _, _, ref, heads in self.blob_ref_records(hashes)]
 
     def referenced_blobs(self, hashes: Sequence[bytes]) -> set[bytes]:
         """Those of ``hashes`` that some visible record references (what

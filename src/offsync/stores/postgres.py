@@ -822,18 +822,6 @@ class PostgresStore(Store):
         )
         return next((BlobRef(bytes(h), int(n), m) for h, n, m in rows), None)
 
-    def blob_ref_heads(self, hashes: Sequence[bytes]) -> list[tuple[BlobRef, bytes]]:
-        out: list[tuple[BlobRef, bytes]] = []
-        for chunk in _chunks(sorted(set(hashes))):
-            rows = self._q(
-                "SELECT b.hash, b.size, b.media_type, r.heads FROM blob_refs b"
-                " JOIN records r ON r.collection = b.collection AND r.key = b.key"
-                " WHERE b.hash = ANY(%b::bytea[]) AND r.heads <> ''",
-                (bytea_array(list(chunk)),),
-            )
-            out += [(BlobRef(bytes(h), int(n), m), bytes(hd)) for h, n, m, hd in rows]
-        return out
-
     def referenced_blobs(self, hashes: Sequence[bytes]) -> set[bytes]:
         found: set[bytes] = set()
         for chunk in _chunks(sorted(set(hashes))):

@@ -785,24 +785,6 @@ class SQLiteStore(Store):
         )
         return next((BlobRef(bytes(h), int(n), m) for h, n, m in rows), None)
 
-    def blob_ref_heads(self, hashes: Sequence[bytes]) -> list[tuple[BlobRef, bytes]]:
-        out: list[tuple[BlobRef, bytes]] = []
-        wanted = sorted(set(hashes))
-        for i in range(0, len(wanted), 400):
-            chunk = wanted[i : i + 400]
-            marks = ", ".join("?" * len(chunk))
-            rows = self._q(
-                "SELECT b.hash, b.size, b.media_type, r.heads,"
-                " (SELECT origin FROM origins WHERE id = r.sole_origin), r.sole_seq"
-                " FROM blob_refs b JOIN records r ON r.collection = b.collection"
-                f" AND r.key = b.key WHERE b.hash IN ({marks})",
-                chunk,
-            )
-            out += [
-                (BlobRef(bytes(h), int(n), m), _heads_of(hd, o, q)) for h, n, m, hd, o, q in rows
-            ]
-        return out
-
     def referenced_blobs(self, hashes: Sequence[bytes]) -> set[bytes]:
         found: set[bytes] = set()
         wanted = sorted(set(hashes))

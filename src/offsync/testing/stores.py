@@ -140,10 +140,6 @@ def _ref_row(key: str, *refs: BlobRef, heads: bytes = b"\x91\x92\xc4\x01x\x01") 
     return RecordRow("c", key, _ref_fields(*refs), heads, False)
 
 
-def _ref_heads(item: tuple[BlobRef, bytes]) -> tuple[Any, ...]:
-    return (*ref_order(item[0]), item[1])
-
-
 def _ref_record(item: tuple[str, str, BlobRef, bytes]) -> tuple[Any, ...]:
     return (item[0], item[1], *ref_order(item[2]), item[3])
 
@@ -158,11 +154,6 @@ def _same_as_scan(s: Store, what: str) -> None:
         assert s.blob_refs(c, k) == [r for r in scan if r[:2] == (c, k)], f"{what}: one record"
     assert s.missing_blob_refs() == Store.missing_blob_refs(s), f"{what}: missing_blob_refs"
     hashes = [r.hash for r in REFS] + [b"\x09" * 32]
-    for some in (hashes, hashes[:1], []):
-        got, scanned = s.blob_ref_heads(some), Store.blob_ref_heads(s, some)
-        assert sorted(got, key=_ref_heads) == sorted(scanned, key=_ref_heads), (
-            f"{what}: blob_ref_heads"
-        )
     assert s.referenced_blobs(hashes) == {r.hash for _, _, r in scan}, f"{what}: referenced"
     for missing in (False, True):
         for after in (None, *sorted({r.hash for _, _, r in scan})):
