@@ -504,6 +504,11 @@ class SQLiteStore(Store):
         )
 
     def add_outbox(self, partition: Partition, rows: Sequence[tuple[int, bytes]]) -> None:
+        if partition == WHOLE:  # format 2's one stream: the rows as given, once per write
+            self.db.executemany(
+                "INSERT INTO outbox (collection, prefix, seq, data) VALUES ('', '', ?, ?)", rows
+            )
+            return
         collection, prefix = partition
         self.db.executemany(
             "INSERT INTO outbox (collection, prefix, seq, data) VALUES (?, ?, ?, ?)",
