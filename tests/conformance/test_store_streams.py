@@ -1,6 +1,7 @@
-"""SQLite schema 6 keys segments and the outbox by stream (format 3's step 2): a store
-written by the previous offsync (schema 5: segments by (origin, first_seq), the outbox by
-seq) is upgraded in place, its rows becoming the WHOLE partition, and holds the same.
+"""SQLite schema 6 keys segments by stream and keeps an outbox per own stream (format
+3's step 2): a store written by the previous offsync (schema 5: segments by (origin,
+first_seq)) is upgraded in place, its rows becoming the WHOLE partition (whose outbox
+is the table it was), and holds the same.
 
 The schema-5 file is built here as that offsync built it (``SCHEMA`` and the steps up to
 5), and filled with the rows of a real site, so that the upgrade meets real segments,
@@ -64,7 +65,6 @@ def _schema_5_copy(src: Path, dest: Path, monkeypatch: pytest.MonkeyPatch) -> No
         where = {
             "meta": " WHERE name <> 'schema_version'",
             "segments": " WHERE collection = '' AND prefix = ''",  # format 2: all of them
-            "outbox": " WHERE collection = '' AND prefix = ''",
         }.get(table, "")
         db.execute(f"INSERT INTO {table} ({wanted}) SELECT {wanted} FROM src.{table}{where}")
     db.execute("COMMIT")
@@ -135,4 +135,7 @@ def test_the_upgraded_schema_keeps_streams_of_one_origin_apart(tmp_path: Path) -
     assert [row for row in after if row[0] != stream] == before
     assert store.segment_data([(stream, 1), (mine[0][0], 1)])[0] == b"data"
     assert store.outbox(part) == [(2, b"b")] and len(store.outbox(WHOLE)) == 5
+    with store.transaction():
+        store.clear_outbox(WHOLE, 99)  # all of WHOLE's, none of the partition's
+    assert store.outbox(part) == [(2, b"b")] and store.outbox(WHOLE) == []
     store.close()

@@ -108,14 +108,6 @@ _MATERIALIZE = (
 )
 
 
-#: Whether clearing one partition's outbox up to a seq keeps any row (three primary-key
-#: seeks: its later seqs, and any other partition's rows).
-_OUTBOX_KEPT = (
-    "SELECT EXISTS (SELECT 1 FROM outbox WHERE collection = ?1 AND prefix = ?2 AND seq > ?3)"
-    " OR EXISTS (SELECT 1 FROM outbox WHERE (collection, prefix) < (?1, ?2))"
-    " OR EXISTS (SELECT 1 FROM outbox WHERE (collection, prefix) > (?1, ?2))"
-)
-
 #: Rows are written sorted by record key: a large batch then walks the B-tree in order
 #: instead of touching a random page per row (several times faster once the table
 #: outgrows the page cache). The key alone sorts much faster than whole tuples, and
@@ -503,40 +495,51 @@ class SQLiteStore(Store):
             [(s[0], *s[1], first) for s, first in keys],
         )
 
+    # Format 2's one stream (WHOLE) keeps the outbox table it always had, keyed by seq
+    # alone: a rowid append per write. Other partitions (format 3) have a table of their
+    # own, keyed by (collection, prefix, seq) (``STREAMS_SCHEMA``).
+
     def add_outbox(self, partition: Partition, rows: Sequence[tuple[int, bytes]]) -> None:
-        if partition == WHOLE:  # format 2's one stream: the rows as given, once per write
-            self.db.executemany(
-                "INSERT INTO outbox (collection, prefix, seq, data) VALUES ('', '', ?, ?)", rows
-            )
+        if partition == WHOLE:
+            self.db.executemany("INSERT INTO outbox (seq, data) VALUES (?, ?)", rows)
             return
         collection, prefix = partition
         self.db.executemany(
-            "INSERT INTO outbox (collection, prefix, seq, data) VALUES (?, ?, ?, ?)",
+            "INSERT INTO partition_outbox (collection, prefix, seq, data) VALUES (?, ?, ?, ?)",
             [(collection, prefix, seq, data) for seq, data in rows],
         )
 
     def outbox(self, partition: Partition = WHOLE) -> list[tuple[int, bytes]]:
+        if partition == WHOLE:
+            return self._q("SELECT seq, data FROM outbox ORDER BY seq")
         return self._q(
-            "SELECT seq, data FROM outbox WHERE collection = ? AND prefix = ? ORDER BY seq",
+            "SELECT seq, data FROM partition_outbox WHERE collection = ? AND prefix = ?"
+            " ORDER BY seq",
             tuple(partition),
         )
 
     def outbox_page(
         self, partition: Partition, after_seq: int, limit: int
     ) -> list[tuple[int, bytes]]:
+        if partition == WHOLE:
+            return self._q(
+                "SELECT seq, data FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?",
+                (after_seq, limit),
+            )
         return self._q(
-            "SELECT seq, data FROM outbox WHERE collection = ? AND prefix = ? AND seq > ?"
-            " ORDER BY seq LIMIT ?",
+            "SELECT seq, data FROM partition_outbox WHERE collection = ? AND prefix = ?"
+            " AND seq > ? ORDER BY seq LIMIT ?",
             (*partition, after_seq, limit),
         )
 
     def clear_outbox(self, partition: Partition, upto_seq: int) -> None:
-        collection, prefix = partition
-        if self._q(_OUTBOX_KEPT, (collection, prefix, upto_seq))[0][0]:
+        if partition != WHOLE:
             self._q(
-                "DELETE FROM outbox WHERE collection = ? AND prefix = ? AND seq <= ?",
-                (collection, prefix, upto_seq),
+                "DELETE FROM partition_outbox WHERE collection = ? AND prefix = ? AND seq <= ?",
+                (*partition, upto_seq),
             )
+        elif self._q("SELECT 1 FROM outbox WHERE seq > ? LIMIT 1", (upto_seq,)):
+            self._q("DELETE FROM outbox WHERE seq <= ?", (upto_seq,))
         else:  # all of it: without a WHERE clause SQLite drops the pages, not row by row
             self._q("DELETE FROM outbox")
 
@@ -888,7 +891,7 @@ def _index_blob_refs(db: sqlite3.Connection) -> None:
 
 
 #: Tables that hold changes, sealed or not: what a change of wire format cannot convert.
-_CHANGE_TABLES = ("segments", "outbox", "changes", "records")
+_CHANGE_TABLES = ("segments", "outbox", "partition_outbox", "changes", "records")
 
 
 def format_barrier(version: int, name: str, *, old: int, new: int) -> Migration:
@@ -916,11 +919,13 @@ def format_barrier(version: int, name: str, *, old: int, new: int) -> Migration:
     return Migration(version, name, run)
 
 
-#: Schema 6: segments keyed by stream, (origin, collection, prefix, first_seq), and the
-#: outbox by own stream, (collection, prefix, seq): format 3's streams. A format-2
-#: stream is the WHOLE partition, ('', ''), which no format-3 partition is (a collection
-#: name is never empty), so the rows held move there unchanged. SQLite cannot change a
-#: primary key in place: the tables are copied (once; segments are most of a store).
+#: Schema 6: segments keyed by stream, (origin, collection, prefix, first_seq), and an
+#: outbox for own streams other than format 2's: format 3's streams. A format-2 stream
+#: is the WHOLE partition, ('', ''), which no format-3 partition is (a collection name
+#: is never empty), so the segments held move there unchanged (SQLite cannot change a
+#: primary key in place: the table is copied, once; segments are most of a store).
+#: WHOLE's own changes stay in ``outbox`` (seq INTEGER PRIMARY KEY): one key of three
+#: columns there cost local writes about 8% CPU (docs/design.md, step 2a).
 STREAMS_SCHEMA = """
 CREATE TABLE segments_streams (
     origin BLOB NOT NULL, collection TEXT NOT NULL, prefix TEXT NOT NULL,
@@ -931,18 +936,15 @@ INSERT INTO segments_streams
     SELECT origin, '', '', first_seq, last_seq, hash, prev_hash, data, status FROM segments;
 DROP TABLE segments;
 ALTER TABLE segments_streams RENAME TO segments;
-CREATE TABLE outbox_streams (
+CREATE TABLE partition_outbox (
     collection TEXT NOT NULL, prefix TEXT NOT NULL, seq INTEGER NOT NULL, data BLOB NOT NULL,
     PRIMARY KEY (collection, prefix, seq)) WITHOUT ROWID;
-INSERT INTO outbox_streams SELECT '', '', seq, data FROM outbox;
-DROP TABLE outbox;
-ALTER TABLE outbox_streams RENAME TO outbox;
 """
 
 #: Every step, in order. Schemas 1 and 2 were wire format 1 (never released); schema 3
 #: is ``SCHEMA``; schema 4 adds the blob tables, schema 5 the index of the blob
-#: references records hold, schema 6 keys segments and the outbox by stream
-#: (``STREAMS_SCHEMA``). The next change of the schema is ``Migration(7, ...)`` here,
+#: references records hold, schema 6 keys segments by stream and adds the outbox of
+#: format-3 partitions (``STREAMS_SCHEMA``). The next change of the schema is ``Migration(7, ...)`` here,
 #: and the next wire format a ``format_barrier``.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(2, "format_1_schema_2", _refuse_format_1),
