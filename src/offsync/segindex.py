@@ -8,10 +8,11 @@ A ``SegmentIndex`` is a value: ``updated`` returns a new index and leaves the ol
 as it was (only the streams it touches are copied), so a replica can plan against one
 index and publish the next once its transaction has committed. It is keyed by
 ``Stream(origin, partition)``; format 2 is the case of one stream per origin,
-``whole(origin)``. Where a stream meets format 2 is here and nowhere else: the stores
-keep an ``origin`` column (``held``, ``store_key``), and format-2 knowledge is keyed by
-origin (``knowledge_of``, ``stream_intervals``, ``top_seq``); format 3 changes these
-functions, not their callers. This module is sans-IO.
+``whole(origin)``. The stores key segments by stream too (``IndexRow``); where a
+stream meets format 2 is here and nowhere else: format-2 knowledge is keyed by origin
+(``knowledge_of``, ``stream_intervals``, ``top_seq``), and an own stream's counters
+keep format 2's meta names (``own_meta``); format 3 changes these functions, not their
+callers. This module is sans-IO.
 """
 
 from __future__ import annotations
@@ -23,9 +24,10 @@ from typing import NamedTuple
 
 from .errors import UsageError
 from .knowledge import Interval, Knowledge
-from .scope import WHOLE, Stream, whole
+from .scope import WHOLE, Partition, Stream, whole
 from .segment import NO_PREVIOUS, Segment
 from .status import Kind, Status
+from .stores.base import IndexRow
 
 __all__ = [
     "HeldSegment",
@@ -33,15 +35,11 @@ __all__ = [
     "SegmentIndex",
     "Stream",
     "knowledge_of",
-    "store_key",
+    "own_meta",
     "stream_intervals",
     "top_seq",
     "whole",
 ]
-
-#: A store's index row: (origin, first, last, hash, prev_hash, status text, size); the
-#: stores keep format 2's one stream per origin, so the origin names the stream.
-IndexRow = tuple[bytes, int, int, bytes, bytes, str, int]
 
 
 class HeldSegment(NamedTuple):
@@ -55,10 +53,8 @@ class HeldSegment(NamedTuple):
 
 def held(row: IndexRow) -> tuple[Stream, HeldSegment]:
     """A store index row as an index entry."""
-    origin, first, last, h, prev, status, size = row
-    return whole(bytes(origin)), HeldSegment(
-        first, last, bytes(h), bytes(prev), Status.parse(status), size
-    )
+    stream, first, last, h, prev, status, size = row
+    return stream, HeldSegment(first, last, bytes(h), bytes(prev), Status.parse(status), size)
 
 
 def _first(s: HeldSegment) -> int:
@@ -208,10 +204,14 @@ class SegmentIndex(Mapping[Stream, tuple[HeldSegment, ...]]):
                     yield stream, s
 
 
-def store_key(stream: Stream, first: int) -> tuple[bytes, int]:
-    """Where a store keeps a stream's segment: (origin, first seq), as the stores keep
-    format 2's one stream per origin."""
-    return stream[0], first
+def own_meta(name: str, partition: Partition) -> str:
+    """The meta name of one of an own stream's counters (``name``: "seq", "sealed"):
+    format 2's own names for its one stream (``WHOLE``), so that the stores, backups and
+    ``offsync status`` of format 2 read them where they always were; a partition's
+    names carry its collection and prefix (as hex: any text, and unambiguous)."""
+    if partition == WHOLE:
+        return name
+    return f"{name}:{partition[0].encode().hex()}:{partition[1].encode().hex()}"
 
 
 def knowledge_of(intervals: Mapping[Stream, Sequence[Interval]]) -> Knowledge:

@@ -22,6 +22,7 @@ from offsync.errors import (
     UsageError,
 )
 from offsync.limits import Limits
+from offsync.scope import WHOLE
 from offsync.stores.memory import MemoryStore
 from offsync.stores.sqlite import SQLiteStore
 
@@ -151,7 +152,7 @@ def test_a_peer_record_with_a_malformed_reference_is_applied_as_data(tmp_path: P
     fields = canonical_fields({"photo": {"$blob": [b"x" * 31, 1, "image/jpeg"]}})
     change = Change(A.public_key, 2, a._st.hlc + 1, "people", "p1", PUT, fields, ())
     with a._transaction():
-        a.store.add_outbox([(2, change.to_row())])
+        a.store.add_outbox(WHOLE, [(2, change.to_row())])
         a._merge([change])
         a.store.set_meta("seq", b"2")
         a._put(a._st.wrote(a._own, 2, change.hlc))

@@ -115,7 +115,7 @@ def _old_store_file(path: Path, version: int) -> None:
 
 @pytest.mark.parametrize("version", [1, 2])
 def test_format_1_store_files_are_refused(tmp_path: Path, version: int) -> None:
-    assert SCHEMA_VERSION == 5  # 3: format 2; 4: blobs; 5: the blob reference index
+    assert SCHEMA_VERSION == 6  # 3: format 2; 4: blobs; 5: the blob reference index; 6: streams
     path = tmp_path / "old.sqlite"
     _old_store_file(path, version)
     with pytest.raises(StorageError, match="format 1") as info:
@@ -204,7 +204,7 @@ def test_chunked_apply_matches_and_rolls_back_whole(
     b = Replica.open(str(tmp_path / "b.sqlite"), identity=Identity.generate(), policies=POLICIES)
     # A bundle whose last segment is forged: the segments flushed before it are undone.
     good = [s.first for s in a._state.segments[a._own]]
-    data = a.store.segment_data([(a.id, f) for f in good])
+    data = a.store.segment_data([(a._own, f) for f in good])
     last = Segment.decode(data[-1])
     forged = Segment(
         last.origin, last.first_seq, last.last_seq, last.prev_hash, last.block, bytes(64)

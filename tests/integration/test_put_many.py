@@ -40,6 +40,7 @@ from offsync.plan.seal import (
     segment_ends,
 )
 from offsync.replica import core
+from offsync.scope import whole
 from offsync.segment import Segment
 from offsync.stores.memory import MemoryStore
 
@@ -117,7 +118,7 @@ def test_put_many_seals_whole_segments_now_and_leaves_the_tail(tmp_path: Path) -
     outbox = [seq for seq, _ in rep.store.outbox()]
     assert outbox == list(range(sealed + 1, 6151))  # exactly the tail waits
     assert len(outbox) < SEGMENT_MAX_CHANGES
-    for data in rep.store.segment_data([(SITE.public_key, first) for first, _ in seqs]):
+    for data in rep.store.segment_data([(whole(SITE.public_key), first) for first, _ in seqs]):
         Segment.decode(data).verify()
     rep.close()
     again = open_replica(tmp_path / "a.sqlite")  # what the store says matches

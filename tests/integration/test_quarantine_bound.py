@@ -51,9 +51,9 @@ def _junk(n: int, segments: int = 5, size: int = 20 * KiB) -> tuple[Replica, lis
 def _unknown_held(rep: Replica, origins: set[bytes]) -> dict[bytes, list[int]]:
     """Per unknown origin, the sizes of the segments the store holds."""
     out: dict[bytes, list[int]] = {}
-    for origin, *_, size in rep.store.segment_index():
-        if bytes(origin) in origins:
-            out.setdefault(bytes(origin), []).append(size)
+    for stream, *_, size in rep.store.segment_index():
+        if stream.origin in origins:
+            out.setdefault(stream.origin, []).append(size)
     return out
 
 

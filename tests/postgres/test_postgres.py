@@ -15,6 +15,9 @@ import pytest
 
 from offsync import Identity, Replica, policies
 from offsync.errors import StorageError, StorageFullError
+from offsync.scope import WHOLE, Partition, Stream, whole
+from offsync.stores import postgres as pg_module
+from offsync.stores.base import SegmentRow
 from offsync.stores.memory import MemoryStore
 from offsync.stores.migrations import migrations
 from offsync.stores.postgres import PostgresStore
@@ -225,3 +228,52 @@ def test_a_database_out_of_room_is_storage_full_and_changes_nothing(
         store.set_meta("written", b"after")
     assert store.get_meta("written") == b"after"
     store.close()
+
+
+def test_migration_7_keys_the_rows_a_centre_held_by_stream(
+    schemas: Callable[[], str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A schema at migration 6 (segments by (origin, first_seq), the outbox by seq), with
+    rows of a real site written in that layout, is upgraded in place: its rows become
+    the WHOLE partition and read back the same."""
+    site = Identity(bytes([5]) * 32, "site")
+    src = Replica.open(":memory:", identity=site)
+    for i in range(30):
+        src.put("residents", f"r{i}", {"n": i})
+    src.pack()
+    src.put("residents", "late", {"n": -1})
+    index = src.store.segment_index()
+    data = src.store.segment_data([(row[0], row[1]) for row in index])
+    outbox = src.store.outbox()
+    name = schemas()
+    with monkeypatch.context() as previous:
+        previous.setattr(pg_module, "migrations", lambda: migrations()[:6])
+        old = PostgresStore(DSN, schema=name)
+    assert old.migrated == [1, 2, 3, 4, 5, 6]
+    for (stream, first, last, h, prev, status, _), d in zip(index, data, strict=True):
+        old._x(
+            "INSERT INTO segments (origin, first_seq, last_seq, hash, prev_hash, data, status)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s)",
+            (stream.origin, first, last, h, prev, d, status),
+        )
+    for seq, row in outbox:
+        old._x("INSERT INTO outbox (seq, data) VALUES (%s, %s)", (seq, row))
+    old.close()
+    store = PostgresStore(DSN, schema=name)
+    assert store.migrated == [7]
+    assert store.segment_index() == index and index[0][0] == whole(site.public_key)
+    assert store.segment_data([(row[0], row[1]) for row in index]) == data
+    assert store.outbox() == outbox == store.outbox(WHOLE) and len(outbox) == 1
+    assert store.segment_index_near([(index[0][0], 1, 1)])[0] == index[0]
+    part = Partition("residents", "r")  # a stream of the same origin, kept apart
+    with store.transaction():
+        store.add_segments(
+            [SegmentRow(Stream(site.public_key, part), 1, 1, b"h", b"p", b"d", "applied")]
+        )
+        store.add_outbox(part, [(1, b"x")])
+    assert [row[0] for row in store.segment_index()] == [index[0][0]] * len(index) + [
+        Stream(site.public_key, part)
+    ]
+    assert store.outbox() == outbox and store.outbox(part) == [(1, b"x")]
+    store.close()
+    src.close()

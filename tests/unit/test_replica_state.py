@@ -50,7 +50,7 @@ def test_a_refused_write_or_bundle_leaves_the_state_value_untouched() -> None:
     for i in range(3):
         auth.put("_trust", f"note/{i}", {"i": i})
     (bundle,) = auth.pack()
-    seg = Segment.decode(auth.store.segment_data([(AUTH.public_key, 1)])[0])
+    seg = Segment.decode(auth.store.segment_data([(whole(AUTH.public_key), 1)])[0])
     forged = Segment(seg.origin, seg.first_seq, seg.last_seq, seg.prev_hash, seg.block, bytes(64))
     bad = build_bundle(
         AUTH,

@@ -7,7 +7,7 @@ import pytest
 from offsync.errors import StorageError, UsageError
 from offsync.knowledge import Knowledge
 from offsync.scope import WHOLE, Partition, Stream
-from offsync.segindex import SegmentIndex, knowledge_of, store_key, stream_intervals, whole
+from offsync.segindex import SegmentIndex, knowledge_of, own_meta, stream_intervals, whole
 from offsync.status import APPLIED, CLOCK_AHEAD
 from tests.helpers.plan import OTHER, SITE, chain, entry, index, seal, stream
 
@@ -37,7 +37,7 @@ def test_an_entry_at_a_held_position_replaces_it_and_drops_forget_ranges() -> No
 
 def test_store_rows_come_in_with_their_status_text() -> None:
     (a,) = chain(SITE, 2)
-    row = (a.origin, 1, 2, a.hash, a.prev_hash, "clock: timestamp too far in the future", 10)
+    row = (a.stream, 1, 2, a.hash, a.prev_hash, "clock: timestamp too far in the future", 10)
     idx = SegmentIndex.from_rows([row])
     assert idx[stream(SITE)][0].status == CLOCK_AHEAD
     assert idx.updated(rows=[row]) is idx
@@ -68,7 +68,16 @@ def test_format_2_knowledge_maps_to_one_stream_per_origin_and_back() -> None:
     assert knowledge_of(by_stream) == known
     with pytest.raises(UsageError):  # format 2 has no word for a second stream
         knowledge_of({Stream(SITE.public_key, Partition("residents")): [(1, 1)]})
-    assert store_key(stream(SITE), 3) == (SITE.public_key, 3)
+
+
+def test_own_counters_keep_format_2_names_and_a_partition_has_its_own() -> None:
+    assert (own_meta("seq", WHOLE), own_meta("sealed", WHOLE)) == ("seq", "sealed")
+    names = {
+        own_meta(n, Partition(c, p))
+        for n in ("seq", "sealed")
+        for c, p in [("a", "bc"), ("ab", "c"), ("a:b", ""), ("a", ":b")]
+    }
+    assert len(names) == 8 and not names & {"seq", "sealed"}  # never two streams' one
 
 
 def test_streams_of_an_origin_follow_the_index_as_streams_come_and_go() -> None:

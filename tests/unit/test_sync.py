@@ -8,6 +8,7 @@ import pytest
 
 from offsync import Identity, Replica, SyncReport, sync
 from offsync.errors import TransportError
+from offsync.scope import whole
 from offsync.transports import LoopbackTransport, MemoryTransport
 
 
@@ -90,7 +91,7 @@ def test_relay_forwards_segments_byte_for_byte_and_receipts_back() -> None:
     assert centre.knowledge() == sub.knowledge()
     assert centre.id in sub.receipts()
     assert sub.knowledge() <= sub.receipts()[centre.id].knowledge
-    key = [(sub.id, 1)]
+    key = [(whole(sub.id), 1)]
     assert centre.store.segment_data(key) == sub.store.segment_data(key)
 
 
@@ -107,7 +108,7 @@ def test_relay_forwards_quarantined_segments() -> None:
     sync(district, LoopbackTransport(centre))
     assert centre.knowledge().count(ahead.id) == 1
     assert len(centre.quarantined()) == 1
-    key = [(ahead.id, 1)]
+    key = [(whole(ahead.id), 1)]
     assert centre.store.segment_data(key) == ahead.store.segment_data(key)
 
 

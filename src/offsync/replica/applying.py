@@ -18,7 +18,7 @@ from ..errors import StorageConflictError, StorageError
 from ..plan.apply import ApplyContext, SegmentPlan, Verdict, kept_forks, own_returned, plan_segments
 from ..plan.claims import kept_receipts, raised_claim
 from ..receipt import Receipt
-from ..segindex import HeldSegment, Stream, store_key
+from ..segindex import HeldSegment, Stream, own_meta
 from ..segment import Segment
 from ..stores.base import SegmentRow
 from ..trust import TRUST_COLLECTION
@@ -160,8 +160,7 @@ class _Applying(_Examining):
         on a segment there reads (``SegmentIndex.find`` and ``chain_problem``). Segments are
         never deleted, so entries elsewhere are real, if perhaps not all there are."""
         st = self._st
-        # (The stores keep one stream per origin: format 2.)
-        rows = self.store.segment_index_near([(*store_key(s, a), b) for s, a, b in spans])
+        rows = self.store.segment_index_near(spans)
         self._put(st._replace(segments=st.segments.updated(drop=spans, rows=rows)))
 
     def _apply_bundle(self, bundle: Bundle) -> tuple[ApplyReport, _Run, tuple[int, int]]:
@@ -210,7 +209,7 @@ class _Applying(_Examining):
         encoded = seg.encode()
         run.rows.append(
             SegmentRow(
-                seg.origin,
+                seg.stream,
                 seg.first_seq,
                 seg.last_seq,
                 plan.hash,
@@ -255,12 +254,13 @@ class _Applying(_Examining):
         own = own_returned(((o, s.last, s.status) for o, s in run.stored), self._own, mine.sealed)
         claim = raised_claim(mine.claim, receipts, self._own, st.trust)
         seq = max(own, mine.seq)
+        part = self._own.partition
         if own:  # our own changes, lost in a restore, came back
-            self.store.clear_outbox(own)  # they are sealed now, by us, before the loss
+            self.store.clear_outbox(part, own)  # they are sealed now, by us, before the loss
             if run.displaced:  # ours at their seqs give way, and come after
                 seq = self._issue_again(run, max(own, claim)) or seq
-            self.store.set_meta("seq", str(seq).encode())
-            self.store.set_meta("sealed", str(own).encode())
+            self.store.set_meta(own_meta("seq", part), str(seq).encode())
+            self.store.set_meta(own_meta("sealed", part), str(own).encode())
         kept = kept_receipts(receipts, self.id)
         if self.store.shared:  # read-modify-write of each signer's union: one at a time
             self.store.lock_peers([r.replica for r in kept])
@@ -289,12 +289,12 @@ class _Applying(_Examining):
         mine = self._st.seqs(self._own)
         taken: list[Change] = []
         after = max([mine.sealed, *(s.last for o, s in run.stored if o == self._own)])
-        while page := self.store.outbox_page(after, 10_000):
+        while page := self.store.outbox_page(self._own.partition, after, 10_000):
             taken += (Change.from_row(self.id, seq, bytes(row)) for seq, row in page)
             after = page[-1][0]
         self.store.remove_changes(taken)
         # Every outbox row goes: those at or below ``after`` are in segments stored now.
-        self.store.clear_outbox(mine.seq)
+        self.store.clear_outbox(self._own.partition, mine.seq)
         self._recent.clear()  # sealing must not take the old changes from memory
         return taken
 
@@ -317,7 +317,7 @@ class _Applying(_Examining):
         if not fresh:
             return 0
         run.conflicts.update(dict.fromkeys(self._merge(fresh)))
-        self.store.add_outbox([(c.seq, c.to_row()) for c in fresh])
+        self.store.add_outbox(self._own.partition, [(c.seq, c.to_row()) for c in fresh])
         log.warning(
             "own changes this site held unsealed gave way to its own sealed history a"
             " peer holds at their seqs (a restore from an older backup): %d issued"

@@ -20,7 +20,7 @@ from ..encoding import decode_fields
 from ..errors import UsageError
 from ..plan.seal import may_seal, row_bounds, segment_ends
 from ..plan.write import EncodedWrites, encode_writes, plan_new
-from ..segindex import HeldSegment, Stream
+from ..segindex import HeldSegment, Stream, own_meta
 from ..segment import NO_PREVIOUS, Segment
 from ..trust import TRUST_COLLECTION
 from .applying import _gc_paused
@@ -156,8 +156,8 @@ class _Bulk(_Writes):
         if sealed:
             last = sealed[-1][1].last
             if waiting:
-                self.store.clear_outbox(min(last, first_new - 1))
-            self.store.set_meta("sealed", str(last).encode())
+                self.store.clear_outbox(self._own.partition, min(last, first_new - 1))
+            self.store.set_meta(own_meta("sealed", self._own.partition), str(last).encode())
             st = st._replace(segments=st.segments.updated(add=sealed))
             self._put(st.with_seqs(self._own, sealed=last))
             self._forget_sealed(mine.sealed, last)
@@ -167,7 +167,7 @@ class _Bulk(_Writes):
         this transaction's own changes (``_fresh``), so that sealing finds them in memory."""
         self._flush_fresh()  # (rows of earlier writes first: all of _fresh is then stored)
         rows = [(c.seq, c.to_row()) for c in changes]
-        self.store.add_outbox(rows)
+        self.store.add_outbox(self._own.partition, rows)
         self._fresh += zip(changes, values, strict=True)
         self._fresh_sizes += (len(row) for _, row in rows)
         self._fresh_stored = len(self._fresh)

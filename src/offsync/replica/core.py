@@ -29,7 +29,7 @@ from ..plan.pack import held_knowledge, receipt_knowledge
 from ..plan.receipts import HeardReceipts, heard_union, kept_knowledge, restricted
 from ..policies import Policy
 from ..receipt import Receipt
-from ..segindex import HeldSegment, SegmentIndex, Stream, knowledge_of, store_key, whole
+from ..segindex import HeldSegment, SegmentIndex, Stream, knowledge_of, own_meta, whole
 from ..segment import Segment
 from ..stores.base import RecordRow, Store, pack_ids
 from ..trust import TRUST_COLLECTION, TrustStore, Validator
@@ -119,7 +119,9 @@ class _Core:
         10,000 puts writes them in one statement each), in that transaction."""
         self._flush_fresh()
         st = self._st
-        self.store.set_meta("seq", str(st.seqs(self._own).seq).encode())
+        self.store.set_meta(
+            own_meta("seq", self._own.partition), str(st.seqs(self._own).seq).encode()
+        )
         self.store.set_meta("hlc", str(st.hlc).encode())
 
     def _flush_fresh(self) -> None:
@@ -128,7 +130,7 @@ class _Core:
         waiting = self._fresh[self._fresh_stored :]
         if waiting:
             rows = [(c.seq, c.to_row()) for c, _ in waiting]
-            self.store.add_outbox(rows)
+            self.store.add_outbox(self._own.partition, rows)
             self._fresh_sizes += (len(row) for _, row in rows)
             self._fresh_stored = len(self._fresh)
 
@@ -295,9 +297,16 @@ class _Core:
         raw = self.store.get_meta("forks")
         return tuple(Segment.decode(x, self.limits) for x in msgpack.unpackb(raw)) if raw else ()
 
+    def _stored_seqs(self, stream: Stream) -> OwnSeqs:
+        """Where the own stream ``stream`` stands as the store keeps it (seq, sealed)."""
+        get, part = self.store.get_meta, stream.partition
+        return OwnSeqs(
+            int(get(own_meta("seq", part)) or b"0"), int(get(own_meta("sealed", part)) or b"0")
+        )
+
     def _held_segment(self, stream: Stream, s: HeldSegment) -> list[Change]:
         """The changes of a held segment, read back from the store."""
-        data = self.store.segment_data([store_key(stream, s.first)])[0]
+        data = self.store.segment_data([(stream, s.first)])[0]
         seg = Segment.decode(data, self.limits)
         return seg.open_changes(self.limits)
 

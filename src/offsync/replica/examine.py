@@ -13,7 +13,7 @@ from ..change import Change
 from ..encoding import packb
 from ..plan.examine import candidates, changed_origins, fingerprint, reexamine_segment
 from ..plan.quarantine import is_unknown, plan_evictions
-from ..segindex import HeldSegment, Stream, store_key
+from ..segindex import HeldSegment, Stream
 from ..trust import TRUST_COLLECTION, TrustStore
 from .reads import _Reads
 from .state import Pending
@@ -108,7 +108,7 @@ class _Examining(_Reads):
             added = {(c.collection, c.key) for c in add}
             self._recompute({(c.collection, c.key) for c in drop} - added)
             for stream, s in statuses:
-                self.store.set_segment_status(*store_key(stream, s.first), str(s.status))
+                self.store.set_segment_status(stream, s.first, str(s.status))
             top = max((c.hlc for c in add), default=0)
             if top > st.hlc:
                 self.store.set_meta("hlc", str(top).encode())
@@ -150,7 +150,7 @@ class _Examining(_Reads):
             st.segments, st.unknown, trust, self.id, self.limits, new=new, rescan=rescan
         )
         if plan.drop:
-            self.store.remove_segments([store_key(o, f) for o, f in plan.drop])
+            self.store.remove_segments(list(plan.drop))
         if plan.order != st.unknown:
             self.store.set_meta("unknown_signers", packb(list(plan.order)))
         size = sum(s.size for o, f in plan.drop if (s := st.segments.find(o, f)) is not None)

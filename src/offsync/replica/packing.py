@@ -15,7 +15,6 @@ from ..knowledge import Knowledge
 from ..plan.pack import DEFAULT_MAX_BUNDLE, Fit, Item, bundles, carried, fit, select
 from ..plan.receipts import forward_budget, kept_knowledge, needs, passed_on
 from ..receipt import Receipt
-from ..segindex import store_key
 from ..unpack import unpack
 from .sealing import _Sealing
 
@@ -164,7 +163,7 @@ class _Packing(_Sealing):
         all), which our receipt states and the receipts passed on concern."""
         ranges = carried(group)
         with self._lock:
-            data = self.store.segment_data([store_key(o, s.first) for o, s in group])
+            data = self.store.segment_data([(o, s.first) for o, s in group])
             now = self._tick()
             if wanted is None:
                 knowledge = self._receipt_knowledge()

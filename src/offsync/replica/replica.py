@@ -25,7 +25,7 @@ from .examine import _log_evicted
 from .history import _History
 from .mailing import _Mailing
 from .packing import _Packing
-from .state import OwnSeqs, ReplicaState
+from .state import ReplicaState
 
 __all__ = ["DEFAULT_LEVEL", "Replica", "ReplicaClock"]
 
@@ -110,12 +110,8 @@ class Replica(_Bulk, _Applying, _Packing, _Blobs, _Mailing, _History):
         rows, cursor = store.segments_changed(0) if store.shared else (store.segment_index(), 0)
         return ReplicaState(
             segments=SegmentIndex.from_rows(rows),
-            # (The store keeps format 2's one own stream: its seqs are two meta values.)
-            own={
-                self._own: OwnSeqs(
-                    int(store.get_meta("seq") or b"0"), int(store.get_meta("sealed") or b"0")
-                )
-            },
+            # (Format 2 has one own stream; step 2b's writer loads each of its own.)
+            own={self._own: self._stored_seqs(self._own)},
             hlc=int(store.get_meta("hlc") or b"0"),
             trust=self._load_trust(),
             forks=self._stored_forks(),

@@ -8,7 +8,7 @@ from typing import Any
 from ..change import Change
 from ..plan import seal as plan
 from ..plan.seal import OutboxRow, cut, may_seal, seal_rows, segment_ends
-from ..segindex import HeldSegment, Stream
+from ..segindex import HeldSegment, Stream, own_meta
 from ..segment import NO_PREVIOUS, Segment
 from ..status import APPLIED
 from ..stores.base import SegmentRow
@@ -54,8 +54,8 @@ class _Sealing(_Core):
             if not sealed:
                 return
             last = sealed[-1][1].last
-            self.store.clear_outbox(last)
-            self.store.set_meta("sealed", str(last).encode())
+            self.store.clear_outbox(self._own.partition, last)
+            self.store.set_meta(own_meta("sealed", self._own.partition), str(last).encode())
             st = st._replace(segments=st.segments.updated(add=sealed))
             self._put(st.with_seqs(self._own, sealed=last))
         self._forget_sealed(mine.sealed, last)
@@ -67,7 +67,7 @@ class _Sealing(_Core):
         h = seg.hash  # hashes all the data: once, not per use
         encoded = seg.encode()
         self.store.add_segments(
-            [SegmentRow(self.id, seg.first_seq, seg.last_seq, h, prev, encoded, "applied")]
+            [SegmentRow(seg.stream, seg.first_seq, seg.last_seq, h, prev, encoded, "applied")]
         )
         sealed.append(
             (seg.stream, HeldSegment(seg.first_seq, seg.last_seq, h, prev, APPLIED, len(encoded)))
@@ -99,7 +99,7 @@ class _Sealing(_Core):
     def _outbox_pages(self, after: int) -> Iterator[list[OutboxRow]]:
         """The outbox after seq ``after``, one page at a time."""
         self._flush_fresh()
-        while page := self.store.outbox_page(after, plan.SEAL_PAGE):
+        while page := self.store.outbox_page(self._own.partition, after, plan.SEAL_PAGE):
             yield page
             after = page[-1][0]
 

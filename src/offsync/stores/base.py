@@ -19,6 +19,7 @@ from ..blobs import BlobRef, field_references, ref_order
 from ..change import Change, ChangeId
 from ..errors import StorageError, UsageError
 from ..limits import DEFAULT_LIMITS, Limits
+from ..scope import WHOLE, Partition, Stream, new_partition, new_stream, whole
 
 if TYPE_CHECKING:
     from .blobs import BlobStore
@@ -32,6 +33,7 @@ __all__ = [
     "first_record",
     "pack_ids",
     "sole_head",
+    "stream_of",
     "unpack_ids",
 ]
 
@@ -63,8 +65,17 @@ def sole_head(origin: bytes, seq: int) -> bytes:
     return b"\x91\x92\xc4\x20" + origin + tail  # [[bin8(32), uint]]
 
 
+def stream_of(origin: bytes, collection: str, prefix: str) -> Stream:
+    """The stream a store row names by its (origin, collection, prefix) columns: a
+    format-2 stream (``whole``) when the collection is empty. Not validated: the row
+    was validated when it was written."""
+    if not collection and not prefix:
+        return whole(bytes(origin))
+    return new_stream(bytes(origin), new_partition(collection, prefix))
+
+
 class SegmentRow(NamedTuple):
-    origin: bytes
+    stream: Stream  # whose segment: (origin, partition); format 2: ``whole(origin)``
     first_seq: int
     last_seq: int
     hash: bytes
@@ -86,7 +97,9 @@ def first_record(c: Change) -> RecordRow:
     return RecordRow(c.collection, c.key, c.fields, sole_head(c.origin, c.seq), False)
 
 
-IndexRow = tuple[bytes, int, int, bytes, bytes, str, int]
+#: A segment as the index reads it: (stream, first, last, hash, prev_hash, status,
+#: size of the encoded segment).
+IndexRow = tuple[Stream, int, int, bytes, bytes, str, int]
 #: ``(collection, key, ref)``: one blob reference held by one visible record.
 BlobRefRow = tuple[str, str, BlobRef]
 
@@ -202,23 +215,26 @@ class Store(ABC):
     @abstractmethod
     def set_meta(self, name: str, value: bytes) -> None: ...
 
-    # segments
+    # segments, keyed by (stream, first seq); a stream is (origin, partition), and
+    # format 2's one stream per origin is the WHOLE partition (``whole(origin)``)
     @abstractmethod
-    def segment_index(self) -> list[tuple[bytes, int, int, bytes, bytes, str, int]]:
-        """(origin, first, last, hash, prev_hash, status, size) of every held segment."""
+    def segment_index(self) -> list[IndexRow]:
+        """(stream, first, last, hash, prev_hash, status, size) of every held segment,
+        ordered by stream (origin bytes, then collection and prefix as UTF-8 bytes),
+        then first seq."""
 
     @abstractmethod
     def add_segments(self, rows: Sequence[SegmentRow]) -> None: ...
 
     @abstractmethod
-    def segment_data(self, keys: Sequence[tuple[bytes, int]]) -> list[bytes]:
-        """Encoded segments by (origin, first_seq), in the order asked."""
+    def segment_data(self, keys: Sequence[tuple[Stream, int]]) -> list[bytes]:
+        """Encoded segments by (stream, first_seq), in the order asked."""
 
     @abstractmethod
-    def set_segment_status(self, origin: bytes, first_seq: int, status: str) -> None: ...
+    def set_segment_status(self, stream: Stream, first_seq: int, status: str) -> None: ...
 
-    def remove_segments(self, keys: Sequence[tuple[bytes, int]]) -> None:
-        """Drop the segments at these (origin, first_seq); absent ones are ignored.
+    def remove_segments(self, keys: Sequence[tuple[Stream, int]]) -> None:
+        """Drop the segments at these (stream, first_seq); absent ones are ignored.
 
         A trust-mode replica drops quarantined data of unknown signers this way when it
         holds more than its limits allow (``offsync.plan.quarantine``).
@@ -226,18 +242,19 @@ class Store(ABC):
         raise StorageError(f"{type(self).__name__} cannot drop segments (remove_segments)")
 
     def segment_index_of(self, origins: Sequence[bytes]) -> list[IndexRow]:
-        """``segment_index()`` restricted to these origins, in the same order."""
+        """``segment_index()`` restricted to the streams of these origins, in the same
+        order."""
         wanted = set(origins)
-        return [row for row in self.segment_index() if bytes(row[0]) in wanted]
+        return [row for row in self.segment_index() if row[0][0] in wanted]
 
-    def segment_index_near(self, spans: Sequence[tuple[bytes, int, int]]) -> list[IndexRow]:
-        """For each (origin, first, last): the index rows of that origin's segments whose
+    def segment_index_near(self, spans: Sequence[tuple[Stream, int, int]]) -> list[IndexRow]:
+        """For each (stream, first, last): the index rows of that stream's segments whose
         first_seq lies in [first, last + 1], and of the one with the greatest first_seq
         below ``first`` (what deciding on a segment at first..last looks at). Rows may
         repeat; any order."""
         out: list[IndexRow] = []
-        for origin, first, last in spans:
-            rows = self.segment_index_of([origin])
+        for stream, first, last in spans:
+            rows = [r for r in self.segment_index_of([stream[0]]) if r[0] == stream]
             below = [r for r in rows if r[1] < first]
             out += below[-1:] + [r for r in rows if first <= r[1] <= last + 1]
         return out
@@ -251,7 +268,8 @@ class Store(ABC):
 
     # locks for shared stores; inside a transaction, held until it ends
     def lock_origins(self, origins: Sequence[bytes]) -> None:
-        """Hold these origins' segment chains (no-op for a store only one process writes)."""
+        """Hold these origins' segment chains, every stream of each (no-op for a store
+        only one process writes)."""
         return None
 
     def lock_records(self, keys: Sequence[tuple[str, str]]) -> None:
@@ -264,19 +282,23 @@ class Store(ABC):
         not both union with the same old row. Taken last in a transaction."""
         return None
 
-    # own changes not yet sealed into a segment
+    # own changes not yet sealed into a segment, per own stream: the store belongs to
+    # one site, so its partition names the stream (format 2: ``WHOLE``)
     @abstractmethod
-    def add_outbox(self, rows: Sequence[tuple[int, bytes]]) -> None: ...
+    def add_outbox(self, partition: Partition, rows: Sequence[tuple[int, bytes]]) -> None: ...
 
     @abstractmethod
-    def outbox(self) -> list[tuple[int, bytes]]: ...
+    def outbox(self, partition: Partition = WHOLE) -> list[tuple[int, bytes]]: ...
 
     @abstractmethod
-    def clear_outbox(self, upto_seq: int) -> None: ...
+    def clear_outbox(self, partition: Partition, upto_seq: int) -> None: ...
 
-    def outbox_page(self, after_seq: int, limit: int) -> list[tuple[int, bytes]]:
-        """Up to ``limit`` outbox rows with seq > ``after_seq``, in seq order."""
-        return [row for row in self.outbox() if row[0] > after_seq][:limit]
+    def outbox_page(
+        self, partition: Partition, after_seq: int, limit: int
+    ) -> list[tuple[int, bytes]]:
+        """Up to ``limit`` outbox rows of ``partition`` with seq > ``after_seq``, in seq
+        order."""
+        return [row for row in self.outbox(partition) if row[0] > after_seq][:limit]
 
     # applied changes and record states
     @abstractmethod

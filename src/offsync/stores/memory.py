@@ -15,7 +15,8 @@ from ..blobs import BlobRef, field_references
 from ..change import Change, ChangeId
 from ..errors import StorageError
 from ..limits import DEFAULT_LIMITS, Limits
-from .base import BlobRefRow, RecordRow, SegmentRow, Store, ref_row_order
+from ..scope import WHOLE, Partition, Stream
+from .base import BlobRefRow, IndexRow, RecordRow, SegmentRow, Store, ref_row_order, stream_of
 from .blobs import BlobStore, MemoryBlobStore
 
 __all__ = ["MemoryStore"]
@@ -25,11 +26,29 @@ def _utf8(collection: str, key: str) -> tuple[bytes, bytes]:
     return collection.encode(), key.encode()
 
 
+def _stream(stream: Stream) -> Stream:
+    """``stream`` as this store keys it (its origin as bytes, as a row reads back)."""
+    origin, (collection, prefix) = stream
+    return stream_of(bytes(origin), collection, prefix)
+
+
+def _partition(partition: Partition) -> tuple[str, str]:
+    collection, prefix = partition
+    return collection, prefix
+
+
+def _segment_order(item: tuple[tuple[Stream, int], SegmentRow]) -> tuple[bytes, bytes, bytes, int]:
+    """Segments as the stores order them: by origin, collection and prefix as bytes,
+    then first seq."""
+    (stream, first), _ = item
+    return stream[0], stream[1][0].encode(), stream[1][1].encode(), first
+
+
 class MemoryStore(Store):
     def __init__(self) -> None:
         self._meta: dict[str, bytes] = {}
-        self._segments: dict[tuple[bytes, int], SegmentRow] = {}
-        self._outbox: dict[int, bytes] = {}
+        self._segments: dict[tuple[Stream, int], SegmentRow] = {}
+        self._outbox: dict[tuple[tuple[str, str], int], bytes] = {}
         self._changes: dict[tuple[str, str], dict[ChangeId, Change]] = {}
         self._records: dict[tuple[str, str], RecordRow] = {}
         self._peers: dict[bytes, tuple[bytes, int, bytes, bytes]] = {}
@@ -91,59 +110,63 @@ class MemoryStore(Store):
         self._check_open()
         self._meta[name] = bytes(value)
 
-    def segment_index(self) -> list[tuple[bytes, int, int, bytes, bytes, str, int]]:
+    def segment_index(self) -> list[IndexRow]:
         self._check_open()
         return [
-            (r.origin, r.first_seq, r.last_seq, r.hash, r.prev_hash, r.status, len(r.data))
-            for _, r in sorted(self._segments.items())
+            (r.stream, r.first_seq, r.last_seq, r.hash, r.prev_hash, r.status, len(r.data))
+            for _, r in sorted(self._segments.items(), key=_segment_order)
         ]
 
     def add_segments(self, rows: Sequence[SegmentRow]) -> None:
         self._check_open()
         new = {}
         for r in rows:
-            k = (bytes(r.origin), r.first_seq)
+            k = (_stream(r.stream), r.first_seq)
             if k in self._segments or k in new:
                 raise StorageError("a segment at this position is already stored")
-            new[k] = SegmentRow(*r)
+            new[k] = SegmentRow(k[0], *r[1:])
         self._segments.update(new)
 
-    def segment_data(self, keys: Sequence[tuple[bytes, int]]) -> list[bytes]:
+    def segment_data(self, keys: Sequence[tuple[Stream, int]]) -> list[bytes]:
         self._check_open()
         out = []
-        for k in keys:
-            row = self._segments.get((bytes(k[0]), k[1]))
+        for stream, first in keys:
+            row = self._segments.get((_stream(stream), first))
             if row is None:
                 raise StorageError("segment vanished from the store")
             out.append(row.data)
         return out
 
-    def set_segment_status(self, origin: bytes, first_seq: int, status: str) -> None:
+    def set_segment_status(self, stream: Stream, first_seq: int, status: str) -> None:
         self._check_open()
-        row = self._segments.get((origin, first_seq))
+        k = (_stream(stream), first_seq)
+        row = self._segments.get(k)
         if row is not None:
-            self._segments[(origin, first_seq)] = row._replace(status=status)
+            self._segments[k] = row._replace(status=status)
 
-    def remove_segments(self, keys: Sequence[tuple[bytes, int]]) -> None:
+    def remove_segments(self, keys: Sequence[tuple[Stream, int]]) -> None:
         self._check_open()
-        for origin, first_seq in keys:
-            self._segments.pop((bytes(origin), first_seq), None)
+        for stream, first_seq in keys:
+            self._segments.pop((_stream(stream), first_seq), None)
 
-    def add_outbox(self, rows: Sequence[tuple[int, bytes]]) -> None:
+    def add_outbox(self, partition: Partition, rows: Sequence[tuple[int, bytes]]) -> None:
         self._check_open()
-        seqs = [seq for seq, _ in rows]
-        if len(set(seqs)) != len(seqs) or any(s in self._outbox for s in seqs):
+        part = _partition(partition)
+        keys = [(part, seq) for seq, _ in rows]
+        if len(set(keys)) != len(keys) or any(k in self._outbox for k in keys):
             raise StorageError("an outbox entry with this seq is already stored")
-        self._outbox.update((seq, bytes(data)) for seq, data in rows)
+        self._outbox.update(((part, seq), bytes(data)) for seq, data in rows)
 
-    def outbox(self) -> list[tuple[int, bytes]]:
+    def outbox(self, partition: Partition = WHOLE) -> list[tuple[int, bytes]]:
         self._check_open()
-        return sorted(self._outbox.items())
+        part = _partition(partition)
+        return sorted((seq, data) for (p, seq), data in self._outbox.items() if p == part)
 
-    def clear_outbox(self, upto_seq: int) -> None:
+    def clear_outbox(self, partition: Partition, upto_seq: int) -> None:
         self._check_open()
-        for seq in [s for s in self._outbox if s <= upto_seq]:
-            del self._outbox[seq]
+        part = _partition(partition)
+        for k in [k for k in self._outbox if k[0] == part and k[1] <= upto_seq]:
+            del self._outbox[k]
 
     def add_changes(self, changes: Sequence[Change]) -> None:
         self._check_open()

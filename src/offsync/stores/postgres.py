@@ -28,6 +28,7 @@ from ..blobs import BLOB_MARK, BlobRef, field_references
 from ..change import Change
 from ..errors import StorageConflictError, StorageError, StorageFullError, UsageError
 from ..limits import DEFAULT_LIMITS, Limits
+from ..scope import WHOLE, Partition, Stream
 from .base import (
     BlobRefRow,
     IndexRow,
@@ -36,6 +37,7 @@ from .base import (
     Store,
     pack_ids,
     sole_head,
+    stream_of,
     unpack_ids,
 )
 from .blobs import BlobStore
@@ -115,6 +117,32 @@ _INSERT_REFS = (
 )
 _REF_COLUMNS = "collection, key, hash, size, media_type"
 _REF_ORDER = 'collection, key, hash, size, media_type COLLATE "C"'
+
+
+def _index_rows(rows: Sequence[Any]) -> list[IndexRow]:
+    """Segment index rows as read (origin, collection, prefix, first, ...) as the store
+    gives them (stream, first, ...)."""
+    return [
+        (
+            stream_of(bytes(o), bytes(c).decode(), bytes(p).decode()),
+            f,
+            last,
+            bytes(h),
+            bytes(v),
+            st,
+            n,
+        )
+        for o, c, p, f, last, h, v, st, n in rows
+    ]
+
+
+def _stream_arrays(streams: Sequence[Stream]) -> tuple[Any, Any, Any]:
+    """The origins, collections and prefixes of ``streams`` as three bytea arrays."""
+    return (
+        bytea_array([bytes(s[0]) for s in streams]),
+        bytea_array([s[1][0].encode() for s in streams]),
+        bytea_array([s[1][1].encode() for s in streams]),
+    )
 
 
 def _ref_rows(rows: list[Any]) -> list[BlobRefRow]:
@@ -392,49 +420,51 @@ class PostgresStore(Store):
 
     # -- segments ------------------------------------------------------------------------
 
-    _INDEX_COLUMNS = "origin, first_seq, last_seq, hash, prev_hash, status, length(data)"
+    _INDEX_COLUMNS = (
+        "origin, collection, prefix, first_seq, last_seq, hash, prev_hash, status, length(data)"
+    )
+    _STREAM_ORDER = "origin, collection, prefix, first_seq"
 
     def segment_index(self) -> list[IndexRow]:
-        return [
-            tuple(r)
-            for r in self._q(
-                f"SELECT {self._INDEX_COLUMNS} FROM segments ORDER BY origin, first_seq"
-            )
-        ]
+        return _index_rows(
+            self._q(f"SELECT {self._INDEX_COLUMNS} FROM segments ORDER BY {self._STREAM_ORDER}")
+        )
 
     def segment_index_of(self, origins: Sequence[bytes]) -> list[IndexRow]:
         if not origins:
             return []
-        return [
-            tuple(r)
-            for r in self._q(
+        return _index_rows(
+            self._q(
                 f"SELECT {self._INDEX_COLUMNS} FROM segments WHERE origin = ANY(%b::bytea[])"
-                " ORDER BY origin, first_seq",
+                f" ORDER BY {self._STREAM_ORDER}",
                 (bytea_array([bytes(o) for o in origins]),),
             )
-        ]
+        )
 
-    def segment_index_near(self, spans: Sequence[tuple[bytes, int, int]]) -> list[IndexRow]:
-        # Two primary-key range scans per span, however long the origin's chain is.
+    def segment_index_near(self, spans: Sequence[tuple[Stream, int, int]]) -> list[IndexRow]:
+        # Two primary-key range scans per span, however long the stream's chain is.
         if not spans:
             return []
         cols = ", ".join(f"s.{c}" for c in self._INDEX_COLUMNS.split(", ")[:-1])
         cols += ", length(s.data)"
-        return [
-            tuple(r)
-            for r in self._q(
-                f"SELECT n.* FROM unnest(%b::bytea[], %b::bigint[], %b::bigint[]) AS q(o, lo, hi)"
-                f" CROSS JOIN LATERAL ((SELECT {cols} FROM segments s WHERE s.origin = q.o"
+        same = "s.origin = q.o AND s.collection = q.c AND s.prefix = q.p"
+        return _index_rows(
+            self._q(
+                "SELECT n.* FROM unnest(%b::bytea[], %b::bytea[], %b::bytea[], %b::bigint[],"
+                " %b::bigint[]) AS q(o, c, p, lo, hi)"
+                f" CROSS JOIN LATERAL ((SELECT {cols} FROM segments s WHERE {same}"
                 f" AND s.first_seq BETWEEN q.lo AND q.hi + 1)"
-                f" UNION ALL (SELECT {cols} FROM segments s WHERE s.origin = q.o"
+                f" UNION ALL (SELECT {cols} FROM segments s WHERE {same}"
                 f" AND s.first_seq < q.lo ORDER BY s.first_seq DESC LIMIT 1)) AS n",
                 (
-                    bytea_array([bytes(o) for o, _, _ in spans]),
+                    bytea_array([bytes(s[0]) for s, _, _ in spans]),
+                    bytea_array([s[1][0].encode() for s, _, _ in spans]),
+                    bytea_array([s[1][1].encode() for s, _, _ in spans]),
                     int8_array([f for _, f, _ in spans]),
                     int8_array([last for _, _, last in spans]),
                 ),
             )
-        ]
+        )
 
     def segments_changed(self, cursor: int) -> tuple[list[IndexRow], int]:
         # Rows touched by transactions at or after the oldest one still running when this
@@ -442,23 +472,24 @@ class PostgresStore(Store):
         rows = self._q(
             f"SELECT pg_snapshot_xmin(pg_current_snapshot())::text, t.* FROM (SELECT 1) one"
             f" LEFT JOIN LATERAL (SELECT {self._INDEX_COLUMNS} FROM segments"
-            f" WHERE touched >= %s::text::xid8 ORDER BY origin, first_seq) t ON true",
+            f" WHERE touched >= %s::text::xid8 ORDER BY {self._STREAM_ORDER}) t ON true",
             (str(cursor),),
         )
-        found = [tuple(r[1:]) for r in rows if r[1] is not None]
+        found = _index_rows([r[1:] for r in rows if r[1] is not None])
         return found, int(rows[0][0])
 
     def add_segments(self, rows: Sequence[SegmentRow]) -> None:
         for chunk in _chunks(rows):
             if not chunk:
                 continue
-            o, f, last, h, p, d, st = zip(*chunk, strict=True)
+            s, f, last, h, p, d, st = zip(*chunk, strict=True)
             self._x(
-                "INSERT INTO segments (origin, first_seq, last_seq, hash, prev_hash, data, status)"
-                " SELECT * FROM unnest(%b::bytea[], %b::bigint[], %b::bigint[], %b::bytea[],"
-                " %b::bytea[], %b::bytea[], %b::text[])",
+                "INSERT INTO segments (origin, collection, prefix, first_seq, last_seq, hash,"
+                " prev_hash, data, status) SELECT * FROM unnest(%b::bytea[], %b::bytea[],"
+                " %b::bytea[], %b::bigint[], %b::bigint[], %b::bytea[], %b::bytea[], %b::bytea[],"
+                " %b::text[])",
                 (
-                    bytea_array([bytes(x) for x in o]),
+                    *_stream_arrays(s),
                     int8_array(f),
                     int8_array(last),
                     bytea_array([bytes(x) for x in h]),
@@ -468,59 +499,81 @@ class PostgresStore(Store):
                 ),
             )
 
-    def segment_data(self, keys: Sequence[tuple[bytes, int]]) -> list[bytes]:
-        found: dict[tuple[bytes, int], bytes] = {}
+    def segment_data(self, keys: Sequence[tuple[Stream, int]]) -> list[bytes]:
+        found: dict[tuple[bytes, bytes, bytes, int], bytes] = {}
         for chunk in _chunks(keys, 500):
-            for o, f, d in self._q(
-                "SELECT s.origin, s.first_seq, s.data FROM segments s"
-                " JOIN unnest(%b::bytea[], %b::bigint[]) AS k(origin, first_seq)"
-                " USING (origin, first_seq)",
-                (bytea_array([bytes(k[0]) for k in chunk]), int8_array([k[1] for k in chunk])),
+            for o, c, p, f, d in self._q(
+                "SELECT s.origin, s.collection, s.prefix, s.first_seq, s.data FROM segments s"
+                " JOIN unnest(%b::bytea[], %b::bytea[], %b::bytea[], %b::bigint[])"
+                " AS k(origin, collection, prefix, first_seq)"
+                " USING (origin, collection, prefix, first_seq)",
+                (*_stream_arrays([k[0] for k in chunk]), int8_array([k[1] for k in chunk])),
             ):
-                found[(bytes(o), f)] = bytes(d)
+                found[(bytes(o), bytes(c), bytes(p), f)] = bytes(d)
         try:
-            return [found[(bytes(o), f)] for o, f in keys]
+            return [found[(bytes(s[0]), s[1][0].encode(), s[1][1].encode(), f)] for s, f in keys]
         except KeyError:
             raise StorageError("segment vanished from the store") from None
 
-    def set_segment_status(self, origin: bytes, first_seq: int, status: str) -> None:
+    def set_segment_status(self, stream: Stream, first_seq: int, status: str) -> None:
+        origin, (collection, prefix) = stream
         self._x(
             "UPDATE segments SET status = %s, touched = pg_current_xact_id()"
-            " WHERE origin = %s AND first_seq = %s",
-            (status, bytes(origin), first_seq),
+            " WHERE origin = %s AND collection = %s AND prefix = %s AND first_seq = %s",
+            (status, bytes(origin), collection.encode(), prefix.encode(), first_seq),
         )
 
-    def remove_segments(self, keys: Sequence[tuple[bytes, int]]) -> None:
+    def remove_segments(self, keys: Sequence[tuple[Stream, int]]) -> None:
         for chunk in _chunks(keys):
             self._x(
-                "DELETE FROM segments USING unnest(%b::bytea[], %b::bigint[]) AS k (o, f)"
-                " WHERE origin = k.o AND first_seq = k.f",
-                (bytea_array([bytes(o) for o, _ in chunk]), int8_array([f for _, f in chunk])),
+                "DELETE FROM segments USING unnest(%b::bytea[], %b::bytea[], %b::bytea[],"
+                " %b::bigint[]) AS k (o, c, p, f) WHERE origin = k.o AND collection = k.c"
+                " AND prefix = k.p AND first_seq = k.f",
+                (*_stream_arrays([s for s, _ in chunk]), int8_array([f for _, f in chunk])),
             )
 
     # -- outbox --------------------------------------------------------------------------
 
-    def add_outbox(self, rows: Sequence[tuple[int, bytes]]) -> None:
+    def add_outbox(self, partition: Partition, rows: Sequence[tuple[int, bytes]]) -> None:
+        collection, prefix = (x.encode() for x in partition)
         for chunk in _chunks(rows):
             self._x(
-                "INSERT INTO outbox (seq, data) SELECT * FROM unnest(%b::bigint[], %b::bytea[])",
-                (int8_array([s for s, _ in chunk]), bytea_array([bytes(d) for _, d in chunk])),
+                "INSERT INTO outbox (collection, prefix, seq, data)"
+                " SELECT %s, %s, * FROM unnest(%b::bigint[], %b::bytea[])",
+                (
+                    collection,
+                    prefix,
+                    int8_array([s for s, _ in chunk]),
+                    bytea_array([bytes(d) for _, d in chunk]),
+                ),
             )
 
-    def outbox(self) -> list[tuple[int, bytes]]:
-        return [(s, bytes(d)) for s, d in self._q("SELECT seq, data FROM outbox ORDER BY seq")]
-
-    def outbox_page(self, after_seq: int, limit: int) -> list[tuple[int, bytes]]:
+    def outbox(self, partition: Partition = WHOLE) -> list[tuple[int, bytes]]:
         return [
             (s, bytes(d))
             for s, d in self._q(
-                "SELECT seq, data FROM outbox WHERE seq > %s ORDER BY seq LIMIT %s",
-                (after_seq, limit),
+                "SELECT seq, data FROM outbox WHERE collection = %s AND prefix = %s ORDER BY seq",
+                tuple(x.encode() for x in partition),
             )
         ]
 
-    def clear_outbox(self, upto_seq: int) -> None:
-        self._x("DELETE FROM outbox WHERE seq <= %s", (upto_seq,))
+    def outbox_page(
+        self, partition: Partition, after_seq: int, limit: int
+    ) -> list[tuple[int, bytes]]:
+        return [
+            (s, bytes(d))
+            for s, d in self._q(
+                "SELECT seq, data FROM outbox WHERE collection = %s AND prefix = %s AND seq > %s"
+                " ORDER BY seq LIMIT %s",
+                (*(x.encode() for x in partition), after_seq, limit),
+            )
+        ]
+
+    def clear_outbox(self, partition: Partition, upto_seq: int) -> None:
+        self._x(
+            "DELETE FROM outbox WHERE collection = %s AND prefix = %s AND seq <= %s",
+            (*(x.encode() for x in partition), upto_seq),
+        )
 
     # -- changes and records -------------------------------------------------------------
 

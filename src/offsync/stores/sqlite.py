@@ -41,13 +41,16 @@ from ..errors import (
     UsageError,
 )
 from ..limits import DEFAULT_LIMITS, Limits
+from ..scope import WHOLE, Partition, Stream
 from .base import (
     BlobRefRow,
+    IndexRow,
     RecordRow,
     SegmentRow,
     Store,
     pack_ids,
     sole_head,
+    stream_of,
     unpack_ids,
 )
 from .blobs import BlobStore
@@ -448,52 +451,94 @@ class SQLiteStore(Store):
     def set_meta(self, name: str, value: bytes) -> None:
         self._q("INSERT OR REPLACE INTO meta (name, value) VALUES (?, ?)", (name, value))
 
-    def segment_index(self) -> list[tuple[bytes, int, int, bytes, bytes, str, int]]:
-        return self._q(
-            "SELECT origin, first_seq, last_seq, hash, prev_hash, status, length(data) FROM segments"
-            " ORDER BY origin, first_seq"
-        )
+    def segment_index(self) -> list[IndexRow]:
+        return [
+            (stream_of(o, c, p), *rest)
+            for o, c, p, *rest in self._q(
+                "SELECT origin, collection, prefix, first_seq, last_seq, hash, prev_hash, status,"
+                " length(data) FROM segments ORDER BY origin, collection, prefix, first_seq"
+            )
+        ]
 
     def add_segments(self, rows: Sequence[SegmentRow]) -> None:
         self.db.executemany(
-            "INSERT INTO segments (origin, first_seq, last_seq, hash, prev_hash, data, status)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            rows,
+            "INSERT INTO segments (origin, collection, prefix, first_seq, last_seq, hash,"
+            " prev_hash, data, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [(s[0], *s[1], *rest) for s, *rest in rows],
         )
 
-    def segment_data(self, keys: Sequence[tuple[bytes, int]]) -> list[bytes]:
+    def segment_data(self, keys: Sequence[tuple[Stream, int]]) -> list[bytes]:
         out = []
-        for origin, first in keys:
+        for (origin, (collection, prefix)), first in keys:
             rows = self._q(
-                "SELECT data FROM segments WHERE origin = ? AND first_seq = ?", (origin, first)
+                "SELECT data FROM segments"
+                " WHERE origin = ? AND collection = ? AND prefix = ? AND first_seq = ?",
+                (origin, collection, prefix, first),
             )
             if not rows:
                 raise StorageError("segment vanished from the store")
             out.append(bytes(rows[0][0]))
         return out
 
-    def set_segment_status(self, origin: bytes, first_seq: int, status: str) -> None:
+    def set_segment_status(self, stream: Stream, first_seq: int, status: str) -> None:
+        origin, (collection, prefix) = stream
         self._q(
-            "UPDATE segments SET status = ? WHERE origin = ? AND first_seq = ?",
-            (status, origin, first_seq),
+            "UPDATE segments SET status = ?"
+            " WHERE origin = ? AND collection = ? AND prefix = ? AND first_seq = ?",
+            (status, origin, collection, prefix, first_seq),
         )
 
-    def remove_segments(self, keys: Sequence[tuple[bytes, int]]) -> None:
-        self.db.executemany("DELETE FROM segments WHERE origin = ? AND first_seq = ?", keys)
+    def remove_segments(self, keys: Sequence[tuple[Stream, int]]) -> None:
+        self.db.executemany(
+            "DELETE FROM segments"
+            " WHERE origin = ? AND collection = ? AND prefix = ? AND first_seq = ?",
+            [(s[0], *s[1], first) for s, first in keys],
+        )
 
-    def add_outbox(self, rows: Sequence[tuple[int, bytes]]) -> None:
-        self.db.executemany("INSERT INTO outbox (seq, data) VALUES (?, ?)", rows)
+    # Format 2's one stream (WHOLE) keeps the outbox table it always had, keyed by seq
+    # alone: a rowid append per write. Other partitions (format 3) have a table of their
+    # own, keyed by (collection, prefix, seq) (``STREAMS_SCHEMA``).
 
-    def outbox(self) -> list[tuple[int, bytes]]:
-        return self._q("SELECT seq, data FROM outbox ORDER BY seq")
+    def add_outbox(self, partition: Partition, rows: Sequence[tuple[int, bytes]]) -> None:
+        if partition == WHOLE:
+            self.db.executemany("INSERT INTO outbox (seq, data) VALUES (?, ?)", rows)
+            return
+        collection, prefix = partition
+        self.db.executemany(
+            "INSERT INTO partition_outbox (collection, prefix, seq, data) VALUES (?, ?, ?, ?)",
+            [(collection, prefix, seq, data) for seq, data in rows],
+        )
 
-    def outbox_page(self, after_seq: int, limit: int) -> list[tuple[int, bytes]]:
+    def outbox(self, partition: Partition = WHOLE) -> list[tuple[int, bytes]]:
+        if partition == WHOLE:
+            return self._q("SELECT seq, data FROM outbox ORDER BY seq")
         return self._q(
-            "SELECT seq, data FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, limit)
+            "SELECT seq, data FROM partition_outbox WHERE collection = ? AND prefix = ?"
+            " ORDER BY seq",
+            tuple(partition),
         )
 
-    def clear_outbox(self, upto_seq: int) -> None:
-        if self._q("SELECT 1 FROM outbox WHERE seq > ? LIMIT 1", (upto_seq,)):
+    def outbox_page(
+        self, partition: Partition, after_seq: int, limit: int
+    ) -> list[tuple[int, bytes]]:
+        if partition == WHOLE:
+            return self._q(
+                "SELECT seq, data FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?",
+                (after_seq, limit),
+            )
+        return self._q(
+            "SELECT seq, data FROM partition_outbox WHERE collection = ? AND prefix = ?"
+            " AND seq > ? ORDER BY seq LIMIT ?",
+            (*partition, after_seq, limit),
+        )
+
+    def clear_outbox(self, partition: Partition, upto_seq: int) -> None:
+        if partition != WHOLE:
+            self._q(
+                "DELETE FROM partition_outbox WHERE collection = ? AND prefix = ? AND seq <= ?",
+                (*partition, upto_seq),
+            )
+        elif self._q("SELECT 1 FROM outbox WHERE seq > ? LIMIT 1", (upto_seq,)):
             self._q("DELETE FROM outbox WHERE seq <= ?", (upto_seq,))
         else:  # all of it: without a WHERE clause SQLite drops the pages, not row by row
             self._q("DELETE FROM outbox")
@@ -879,7 +924,7 @@ def _index_blob_refs(db: sqlite3.Connection) -> None:
 
 
 #: Tables that hold changes, sealed or not: what a change of wire format cannot convert.
-_CHANGE_TABLES = ("segments", "outbox", "changes", "records")
+_CHANGE_TABLES = ("segments", "outbox", "partition_outbox", "changes", "records")
 
 
 def format_barrier(version: int, name: str, *, old: int, new: int) -> Migration:
@@ -907,15 +952,39 @@ def format_barrier(version: int, name: str, *, old: int, new: int) -> Migration:
     return Migration(version, name, run)
 
 
+#: Schema 6: segments keyed by stream, (origin, collection, prefix, first_seq), and an
+#: outbox for own streams other than format 2's: format 3's streams. A format-2 stream
+#: is the WHOLE partition, ('', ''), which no format-3 partition is (a collection name
+#: is never empty), so the segments held move there unchanged (SQLite cannot change a
+#: primary key in place: the table is copied, once; segments are most of a store).
+#: WHOLE's own changes stay in ``outbox`` (seq INTEGER PRIMARY KEY): one key of three
+#: columns there cost local writes about 8% CPU (docs/design.md, step 2a).
+STREAMS_SCHEMA = """
+CREATE TABLE segments_streams (
+    origin BLOB NOT NULL, collection TEXT NOT NULL, prefix TEXT NOT NULL,
+    first_seq INTEGER NOT NULL, last_seq INTEGER NOT NULL, hash BLOB NOT NULL,
+    prev_hash BLOB NOT NULL, data BLOB NOT NULL, status TEXT NOT NULL,
+    PRIMARY KEY (origin, collection, prefix, first_seq)) WITHOUT ROWID;
+INSERT INTO segments_streams
+    SELECT origin, '', '', first_seq, last_seq, hash, prev_hash, data, status FROM segments;
+DROP TABLE segments;
+ALTER TABLE segments_streams RENAME TO segments;
+CREATE TABLE partition_outbox (
+    collection TEXT NOT NULL, prefix TEXT NOT NULL, seq INTEGER NOT NULL, data BLOB NOT NULL,
+    PRIMARY KEY (collection, prefix, seq)) WITHOUT ROWID;
+"""
+
 #: Every step, in order. Schemas 1 and 2 were wire format 1 (never released); schema 3
 #: is ``SCHEMA``; schema 4 adds the blob tables, schema 5 the index of the blob
-#: references records hold. The next change of the schema is ``Migration(6, ...)`` here,
+#: references records hold, schema 6 keys segments by stream and adds the outbox of
+#: format-3 partitions (``STREAMS_SCHEMA``). The next change of the schema is ``Migration(7, ...)`` here,
 #: and the next wire format a ``format_barrier``.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(2, "format_1_schema_2", _refuse_format_1),
     Migration(3, "format_2", _refuse_format_1),
     Migration(4, "blobs", lambda db, path: _create(db, SQLITE_BLOBS)),
     Migration(5, "blob_refs", lambda db, path: _index_blob_refs(db)),
+    Migration(6, "streams", lambda db, path: _create(db, STREAMS_SCHEMA)),
 )
 #: The schema this offsync writes (the last step; ``schema_version()`` reads it anew).
 SCHEMA_VERSION = MIGRATIONS[-1].version

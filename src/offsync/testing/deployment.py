@@ -22,6 +22,7 @@ from ..knowledge import Knowledge
 from ..limits import DEFAULT_LIMITS, Limits
 from ..receipt import Receipt
 from ..replica import Replica
+from ..scope import whole
 from ..stores.base import SegmentRow
 from ..stores.memory import MemoryStore
 from ..unpack import Budget, unpack
@@ -89,7 +90,9 @@ def simulate(sites: int, *, district: int = 8, changes: int = 3, sign: bool = Tr
     ids = [Identity.generate(label=f"site{i}") for i in range(sites)] if sign else []
     keys = [i.public_key for i in ids] if sign else [os.urandom(32) for _ in range(sites)]
     store = MemoryStore()
-    rows = [SegmentRow(k, 1, changes, os.urandom(32), b"\0" * 32, b"", "applied") for k in keys]
+    rows = [
+        SegmentRow(whole(k), 1, changes, os.urandom(32), b"\0" * 32, b"", "applied") for k in keys
+    ]
     span = [1, changes]
     with store.transaction():
         store.add_segments(rows)

@@ -27,6 +27,7 @@ from ..blobs import BlobRef, blob_hash, ref_order
 from ..change import DELETE, PUT, Change, ChangeId
 from ..encoding import packb
 from ..errors import RemoteDataError, StorageError, UsageError
+from ..scope import WHOLE, Partition, Stream, whole
 from ..stores.base import RecordRow, SegmentRow, Store
 from ..stores.memory import MemoryStore
 
@@ -38,6 +39,17 @@ MakeStore = Callable[[], Store]
 O1 = b"\x00" * 31 + b"\x01"
 O2 = b"\x7f" + b"\x00" * 31
 O3 = b"\xff" * 32
+#: Their format-2 streams.
+W1, W2, W3 = whole(O1), whole(O2), whole(O3)
+#: Streams of O1 in partitions whose UTF-8 byte order differs from UTF-16's (and one
+#: with an empty prefix, which must not read back as WHOLE).
+PARTITIONED = [
+    Stream(O1, Partition("c", "a")),
+    Stream(O1, Partition("c", "")),
+    Stream(O1, Partition("c", "\ufb00")),
+    Stream(O1, Partition("c", "\U0001f600")),
+    Stream(O1, Partition("é", "a")),
+]
 #: Keys whose UTF-8 byte order differs from case-folded, locale and UTF-16 orders.
 TRICKY_KEYS = ["a", "B", "b", "a\x00b", "ab", "Z", "é", "e\u0301", "\ufb00", "\U0001f600", "~", "1"]
 
@@ -53,6 +65,7 @@ def check_store(make_store: MakeStore, *, random_runs: int = 6) -> None:
         _check_transactions,
         _check_segments,
         _check_outbox,
+        _check_streams,
         _check_changes,
         _check_records,
         _check_locks,
@@ -87,10 +100,17 @@ def _expect_error(fn: Callable[[], Any], what: str) -> None:
     raise AssertionError(f"{what}: expected StorageError")
 
 
-def _seg(origin: bytes, first: int, last: int, status: str = "applied") -> SegmentRow:
-    tag = origin[:1] + first.to_bytes(4, "big")
+def _seg(stream: Stream, first: int, last: int, status: str = "applied") -> SegmentRow:
+    part = (stream.collection + "/" + stream.prefix).encode()
+    tag = stream.origin[:1] + first.to_bytes(4, "big")
     return SegmentRow(
-        origin, first, last, b"h" * 27 + tag, b"p" * 27 + tag, b"data" + tag * first, status
+        stream,
+        first,
+        last,
+        b"h" * 27 + tag,
+        b"p" * 27 + tag,
+        b"data" + part + tag * first,
+        status,
     )
 
 
@@ -204,8 +224,8 @@ def _snapshot(s: Store) -> tuple[Any, ...]:
 
 def _write_everything(s: Store, n: int) -> None:
     s.set_meta("m", str(n).encode())
-    s.add_segments([_seg(O1, n, n)])
-    s.add_outbox([(n, b"o")])
+    s.add_segments([_seg(W1, n, n)])
+    s.add_outbox(WHOLE, [(n, b"o")])
     s.add_changes([_change(O1, n)])
     s.put_records([_row(f"k{n}")])
     s.set_peer(O2, n, b"k", b"r")
@@ -270,7 +290,7 @@ def _check_transactions(s: Store) -> None:
     def duplicate() -> None:
         with s.transaction():
             s.set_meta("m", b"lost")
-            s.add_segments([_seg(O1, 1, 1)])  # already held
+            s.add_segments([_seg(W1, 1, 1)])  # already held
 
     _expect_error(duplicate, "adding a segment at a held position")
     assert _snapshot(s) == committed, "a store error must roll the whole transaction back"
@@ -282,90 +302,176 @@ def _check_transactions(s: Store) -> None:
 
 
 def _check_segments(s: Store) -> None:
-    rows = [_seg(O3, 1, 5), _seg(O2, 1, 1), _seg(O1, 4, 9), _seg(O1, 1, 3, "fork: test")]
+    rows = [_seg(W3, 1, 5), _seg(W2, 1, 1), _seg(W1, 4, 9), _seg(W1, 1, 3, "fork: test")]
     with s.transaction():
         s.add_segments(rows)
         s.add_segments([])
     index = s.segment_index()
     expected = sorted(
-        (r.origin, r.first_seq, r.last_seq, r.hash, r.prev_hash, r.status, len(r.data))
+        (r.stream, r.first_seq, r.last_seq, r.hash, r.prev_hash, r.status, len(r.data))
         for r in rows
     )
     assert [tuple(x) for x in index] == expected, (
-        "segment_index: every segment, ordered by (origin as bytes, first_seq), with len(data)"
+        "segment_index: every segment, ordered by (stream, first_seq), with len(data)"
     )
-    assert all(type(x[0]) is bytes and type(x[3]) is bytes for x in index)
+    assert all(type(x[0][0]) is bytes and type(x[3]) is bytes for x in index)
     assert [tuple(x) for x in s.segment_index_of([O1])] == expected[:2]
     assert [tuple(x) for x in s.segment_index_of([O3, O2])] == expected[2:]
     assert s.segment_index_of([]) == []
-    near = s.segment_index_near([(O1, 4, 6), (O1, 10, 12), (O2, 2, 2), (O3, 1, 1)])
-    assert {tuple(x)[:2] for x in near} == {(O1, 1), (O1, 4), (O2, 1), (O3, 1)}, (
+    near = s.segment_index_near([(W1, 4, 6), (W1, 10, 12), (W2, 2, 2), (W3, 1, 1)])
+    assert {tuple(x)[:2] for x in near} == {(W1, 1), (W1, 4), (W2, 1), (W3, 1)}, (
         "segment_index_near: segments starting in [first, last + 1] and the one before"
     )
     assert {tuple(x) for x in near} <= set(expected)
     assert s.segment_index_near([]) == []
     rows_changed, cursor = s.segments_changed(0)
     assert {tuple(x) for x in rows_changed} == set(expected), "segments_changed(0): every row"
-    keys = [(O3, 1), (O1, 1), (O1, 4), (O2, 1), (O1, 1)]
-    by_key = {(r.origin, r.first_seq): r.data for r in rows}
+    keys = [(W3, 1), (W1, 1), (W1, 4), (W2, 1), (W1, 1)]
+    by_key = {(r.stream, r.first_seq): r.data for r in rows}
     assert s.segment_data(keys) == [by_key[k] for k in keys], "segment_data: in the order asked"
-    _expect_error(lambda: s.segment_data([(O1, 2)]), "segment_data of a missing segment")
+    _expect_error(lambda: s.segment_data([(W1, 2)]), "segment_data of a missing segment")
     with s.transaction():
-        s.set_segment_status(O1, 1, "applied")
+        s.set_segment_status(W1, 1, "applied")
     assert s.segment_index()[0][5] == "applied"
     again, _ = s.segments_changed(cursor)
-    assert (O1, 1, 3) in {(bytes(x[0]), x[1], x[2]) for x in again} or cursor == 0, (
+    assert (W1, 1, 3) in {(x[0], x[1], x[2]) for x in again} or cursor == 0, (
         "segments_changed must report a segment whose status changed after the cursor"
     )
 
     def duplicate() -> None:
         with s.transaction():
-            s.add_segments([_seg(O2, 1, 1)])
+            s.add_segments([_seg(W2, 1, 1)])
 
-    _expect_error(duplicate, "a second segment at one (origin, first_seq)")
+    _expect_error(duplicate, "a second segment at one (stream, first_seq)")
 
     def twice_in_one_call() -> None:
         with s.transaction():
-            s.add_segments([_seg(O2, 7, 7), _seg(O2, 7, 7)])
+            s.add_segments([_seg(W2, 7, 7), _seg(W2, 7, 7)])
 
     _expect_error(twice_in_one_call, "two segments at one position in one call")
     assert len(s.segment_index()) == 4
 
     with s.transaction():
-        s.remove_segments([(O2, 1), (O2, 99)])  # an absent one is ignored
-    assert [tuple(x)[:2] for x in s.segment_index()] == [(O1, 1), (O1, 4), (O3, 1)], (
+        s.remove_segments([(W2, 1), (W2, 99)])  # an absent one is ignored
+    assert [tuple(x)[:2] for x in s.segment_index()] == [(W1, 1), (W1, 4), (W3, 1)], (
         "remove_segments drops exactly the segments named"
     )
-    _expect_error(lambda: s.segment_data([(O2, 1)]), "segment_data of a removed segment")
+    _expect_error(lambda: s.segment_data([(W2, 1)]), "segment_data of a removed segment")
     try:
         with s.transaction():
-            s.remove_segments([(O3, 1)])
+            s.remove_segments([(W3, 1)])
             raise _Boom
     except _Boom:
         pass
     assert len(s.segment_index()) == 3, "a rolled-back remove_segments removes nothing"
     with s.transaction():
-        s.add_segments([_seg(O2, 1, 1)])  # the position is free again
-    assert s.segment_data([(O2, 1)]) == [_seg(O2, 1, 1).data]
+        s.add_segments([_seg(W2, 1, 1)])  # the position is free again
+    assert s.segment_data([(W2, 1)]) == [_seg(W2, 1, 1).data]
+
+
+def _check_streams(s: Store) -> None:
+    """Segments of several streams of one origin: each kept, read, re-statused and
+    dropped apart from the others at the same seqs; streams read back as written (a
+    format-2 row as ``whole(origin)``), ordered by origin, then collection and prefix
+    as UTF-8 bytes."""
+    streams = [W1, *PARTITIONED, W2]
+    rows = [_seg(x, first, first + 1) for x in streams for first in (1, 3)]
+    with s.transaction():
+        s.add_segments(list(reversed(rows)))
+    expected = sorted(
+        (
+            (r.stream, r.first_seq, r.last_seq, r.hash, r.prev_hash, r.status, len(r.data))
+            for r in rows
+        ),
+        key=_stream_order,
+    )
+    index = s.segment_index()
+    assert [tuple(x) for x in index] == expected, (
+        "segment_index: ordered by origin, collection and prefix (as UTF-8 bytes), first_seq"
+    )
+    for x in index:
+        stream = x[0]
+        assert type(stream) is Stream and type(stream.partition) is Partition, (
+            "segment_index: every row names its stream as a Stream"
+        )
+        assert type(stream.origin) is bytes and type(stream.collection) is str
+        assert stream == whole(stream.origin) or stream.collection, "WHOLE reads as WHOLE"
+    assert [tuple(x) for x in s.segment_index_of([O1])] == [
+        x for x in expected if x[0].origin == O1
+    ], "segment_index_of: every stream of the origins asked"
+    keys = [(x, 3) for x in reversed(streams)]
+    assert s.segment_data(keys) == [_seg(x, 3, 4).data for x, _ in keys], (
+        "segment_data: each stream's own segment at one seq"
+    )
+    near = s.segment_index_near([(PARTITIONED[0], 3, 3)])
+    assert {tuple(x)[:2] for x in near} == {(PARTITIONED[0], 1), (PARTITIONED[0], 3)}, (
+        "segment_index_near: only the stream asked, not its origin's others"
+    )
+    with s.transaction():
+        s.set_segment_status(PARTITIONED[1], 3, "fork: test")
+        s.remove_segments([(PARTITIONED[0], 1)])
+    after = {tuple(x)[:2]: x[5] for x in s.segment_index()}
+    assert after[PARTITIONED[1], 3] == "fork: test"
+    assert [k for k, v in after.items() if v != "applied"] == [(PARTITIONED[1], 3)], (
+        "set_segment_status: one stream's segment, not the others' at that seq"
+    )
+    assert (PARTITIONED[0], 1) not in after and len(after) == len(rows) - 1, (
+        "remove_segments: one stream's segment, not the others' at that seq"
+    )
+    with s.transaction():
+        s.add_segments([_seg(PARTITIONED[1], 5, 5)])
+    _expect_error(
+        lambda: _add_in_transaction(s, _seg(PARTITIONED[1], 5, 5)),
+        "a second segment at one (stream, first_seq)",
+    )
+    # The outbox, per own stream's partition.
+    parts = [WHOLE, *(x.partition for x in PARTITIONED)]
+    with s.transaction():
+        for i, part in enumerate(parts):
+            s.add_outbox(part, [(2, b"b%d" % i), (1, b"a%d" % i)])
+    for i, part in enumerate(parts):
+        assert s.outbox(part) == [(1, b"a%d" % i), (2, b"b%d" % i)], "outbox: per partition"
+        assert s.outbox_page(part, 1, 5) == [(2, b"b%d" % i)]
+    with s.transaction():
+        s.clear_outbox(parts[1], 2)
+        s.clear_outbox(WHOLE, 1)
+    assert s.outbox(parts[1]) == [] and s.outbox(parts[2]) == [(1, b"a2"), (2, b"b2")], (
+        "clear_outbox: one partition's rows, not the others'"
+    )
+    assert s.outbox() == [(2, b"b0")], "outbox(): format 2's WHOLE partition"
+    with s.transaction():
+        for part in parts:
+            s.clear_outbox(part, 9)
+    assert [s.outbox(part) for part in parts] == [[]] * len(parts)
+
+
+def _add_in_transaction(s: Store, row: SegmentRow) -> None:
+    with s.transaction():
+        s.add_segments([row])
+
+
+def _stream_order(row: tuple[Any, ...]) -> tuple[bytes, bytes, bytes, int]:
+    stream = row[0]
+    return stream.origin, stream.collection.encode(), stream.prefix.encode(), row[1]
 
 
 def _check_outbox(s: Store) -> None:
     assert s.outbox() == []
     with s.transaction():
-        s.add_outbox([(3, b"c"), (1, b"a")])
-        s.add_outbox([(2, b"b")])
+        s.add_outbox(WHOLE, [(3, b"c"), (1, b"a")])
+        s.add_outbox(WHOLE, [(2, b"b")])
     assert s.outbox() == [(1, b"a"), (2, b"b"), (3, b"c")], "outbox: ordered by seq"
 
     def duplicate() -> None:
         with s.transaction():
-            s.add_outbox([(2, b"x")])
+            s.add_outbox(WHOLE, [(2, b"x")])
 
     _expect_error(duplicate, "an outbox entry at a held seq")
     with s.transaction():
-        s.clear_outbox(2)
+        s.clear_outbox(WHOLE, 2)
     assert s.outbox() == [(3, b"c")], "clear_outbox(n) removes seqs <= n"
     with s.transaction():
-        s.clear_outbox(10)
+        s.clear_outbox(WHOLE, 10)
     assert s.outbox() == []
 
 
@@ -597,6 +703,7 @@ def _observe(s: Store) -> tuple[Any, ...]:
     return (
         [tuple(x) for x in s.segment_index()],
         s.outbox(),
+        s.outbox(PARTITIONED[0].partition),
         s.changes_for_many(keys),
         list(s.iter_records()),
         s.conflicted(),
@@ -610,12 +717,14 @@ def _observe(s: Store) -> tuple[Any, ...]:
 
 def _random_op(rng: random.Random, step: int) -> Callable[[Store], None]:
     origin = rng.choice([O1, O2, O3])
+    stream = rng.choice([W1, W2, W3, *PARTITIONED[:2]])
+    part = rng.choice([WHOLE, PARTITIONED[0].partition])
     key = rng.choice(TRICKY_KEYS[:6])
     kind = rng.randrange(9)
     if kind == 0:
         first = rng.randrange(1, 6)
         last = first + rng.randrange(3)
-        return lambda s: s.add_segments([_seg(origin, first, last)])
+        return lambda s: s.add_segments([_seg(stream, first, last)])
     if kind == 1:
         seqs = rng.sample(range(1, 12), 3)
         return lambda s: s.add_changes([_change(origin, q, key) for q in seqs])
@@ -629,17 +738,17 @@ def _random_op(rng: random.Random, step: int) -> Callable[[Store], None]:
         return lambda s: s.set_peer(origin, created, b"k%d" % step, b"r%d" % step)
     if kind == 4:
         seq = rng.randrange(1, 8)
-        return lambda s: s.add_outbox([(seq, b"o%d" % step)])
+        return lambda s: s.add_outbox(part, [(seq, b"o%d" % step)])
     if kind == 5:
         upto = rng.randrange(8)
-        return lambda s: s.clear_outbox(upto)
+        return lambda s: s.clear_outbox(part, upto)
     if kind == 6:
         status = rng.choice(["applied", "fork: x", "clock: y"])
         first = rng.randrange(1, 6)
-        return lambda s: s.set_segment_status(origin, first, status)
+        return lambda s: s.set_segment_status(stream, first, status)
     if kind == 7:
         firsts = rng.sample(range(1, 6), 2)
-        return lambda s: s.remove_segments([(origin, f) for f in firsts])
+        return lambda s: s.remove_segments([(stream, f) for f in firsts])
     value = str(step).encode()
     return lambda s: s.set_meta("m", value)
 
