@@ -245,6 +245,19 @@ def read_header(data: bytes, limits: Limits = DEFAULT_LIMITS) -> tuple[BundleHea
     return header, data[body_at:end]
 
 
+def _canonical_length(items: Sequence[bytes]) -> int:
+    """The length of the canonical msgpack of an array of bins (``packb(items)``),
+    without making it. A decoded array of bins is canonically encoded exactly when it
+    is this long: every array or bin header is at least as long as the shortest one
+    for its length, which canonical msgpack uses."""
+    n = len(items)
+    size = 1 if n < 16 else 3 if n < 1 << 16 else 5
+    for item in items:
+        m = len(item)
+        size += m + (2 if m < 1 << 8 else 3 if m < 1 << 16 else 5)
+    return size
+
+
 def open_bundle(
     data: bytes, identity: Identity | None = None, limits: Limits = DEFAULT_LIMITS
 ) -> Bundle:
@@ -265,11 +278,15 @@ def open_bundle(
         raise BundleFormatError("bundle body does not hold the declared number of segments")
     if not all(type(raw) is bytes for raw in raw_segments):
         raise BundleFormatError("bundle body must be an array of encoded segments")
-    if packb(raw_segments) != body:
+    if _canonical_length(raw_segments) != len(body):
         raise BundleFormatError("bundle body is not canonically encoded")
+    del body
+    # Each encoded segment is dropped once decoded: the bundle's bytes are held once
+    # more here at most, not twice (issue 14: a 16 MiB bundle of records).
     segments = []
     carried: dict[bytes, list[tuple[int, int]]] = {}
-    for raw in raw_segments:
+    for i, raw in enumerate(raw_segments):
+        raw_segments[i] = None
         seg = Segment.decode(raw, limits)
         carried.setdefault(seg.origin, []).append((seg.first_seq, seg.last_seq))
         segments.append(seg)

@@ -30,9 +30,17 @@ __all__: list[str] = []
 
 log = logging.getLogger("offsync")
 _COLLECTION = operator.itemgetter(3)  # of a Change
+_FIELDS = operator.itemgetter(6)  # of a Change
 #: Changes an apply decodes before writing them (inside the bundle's one transaction):
 #: bounds apply memory by this rather than by the bundle's size.
 APPLY_CHUNK = 50_000
+#: ... and bytes: the decoded field bytes of those changes and the encoded segments to
+#: store with them. A backlog of small records (~160 bytes of fields) reaches
+#: ``APPLY_CHUNK`` first and writes as before; records heavy with blob references (an
+#: ID-card recording's 14 are ~900 bytes) are written every ~6,000, so a 16 MiB bundle
+#: of them no longer decodes whole before its first write (issue 14, the courier
+#: backlog).
+APPLY_CHUNK_BYTES = 8 << 20
 #: Tries at applying one bundle to a shared store when another writer got in the way.
 SHARED_APPLY_ATTEMPTS = 8
 
@@ -63,6 +71,7 @@ class _Run:
 
     rows: list[SegmentRow] = field(default_factory=list)
     merge: list[Change] = field(default_factory=list)
+    size: int = 0  # bytes of ``rows`` and ``merge`` (``APPLY_CHUNK_BYTES``)
     stored: list[tuple[Stream, HeldSegment]] = field(default_factory=list)
     conflicts: dict[tuple[str, str], None] = field(default_factory=dict)  # ordered set
     forks: list[Segment] = field(default_factory=list)
@@ -73,6 +82,11 @@ class _Run:
     #: issued again under fresh seqs (``_Applying._give_way``); None: none taken.
     displaced: list[Change] | None = None
     own: set[Change] = field(default_factory=set)  # own changes in the segments stored
+
+    @property
+    def full(self) -> bool:
+        """Whether the chunk staged so far is due to be written (``_flush``)."""
+        return len(self.merge) >= APPLY_CHUNK or self.size >= APPLY_CHUNK_BYTES
 
 
 class _Applying(_Examining):
@@ -185,7 +199,7 @@ class _Applying(_Examining):
         )
         for plan in plan_segments(bundle.segments, ctx):
             self._take(plan, run, report)
-            if len(run.merge) >= APPLY_CHUNK:
+            if run.full:
                 self._flush(run)
         self._flush(run)
         report.conflicts = list(run.conflicts)
@@ -224,6 +238,7 @@ class _Applying(_Examining):
         )
         run.stored.append((seg.stream, entry))
         run.merge.extend(plan.merge)
+        run.size += len(encoded) + sum(map(len, filter(None, map(_FIELDS, plan.merge))))
         if seg.origin == self.id:
             run.own.update(plan.merge)
         report.applied += len(plan.merge)
@@ -240,6 +255,7 @@ class _Applying(_Examining):
         )
         run.rows.clear()
         run.merge.clear()
+        run.size = 0
 
     def _finish(
         self,
@@ -375,7 +391,7 @@ class ApplyGroup:
         )
         for plan in plan_segments(segments, ctx):
             r._take(plan, run, report)
-            if len(run.merge) >= APPLY_CHUNK:
+            if run.full:
                 r._flush(run)
         r._flush(run)
         report.conflicts = list(run.conflicts)
