@@ -238,7 +238,7 @@ def read_header(data: bytes, limits: Limits = DEFAULT_LIMITS) -> tuple[BundleHea
     sender = header_value["sender"]
     if len(sender) != 32:
         raise BundleFormatError("bundle sender must be a 32-byte key")
-    verify_signature(sender, data[:end], data[end:])
+    verify_signature(sender, data, data[end:], end)  # the bytes before ``end``, in place
     header = BundleHeader.from_wire(header_value, limits)
     if packb(header.to_wire()) != data[_PREFIX : _PREFIX + hlen]:
         raise BundleFormatError("bundle header is not canonically encoded")

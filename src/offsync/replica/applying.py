@@ -7,7 +7,7 @@ import logging
 import operator
 import random
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -98,7 +98,7 @@ class _Applying(_Examining):
                 report, run, dropped = self._apply_shared(bundle)
             else:
                 with self._transaction():
-                    report, run, dropped = self._apply_bundle(bundle)
+                    report, run, dropped = self._apply_bundle(bundle, _drained(bundle))
             # The bundle is applied whatever happens now (see ``_after_commit``).
             _log_evicted(dropped)
             st = self._st
@@ -178,12 +178,16 @@ class _Applying(_Examining):
         rows = self.store.segment_index_near([(*store_key(s, a), b) for s, a, b in spans])
         self._put(st._replace(segments=st.segments.updated(drop=spans, rows=rows)))
 
-    def _apply_bundle(self, bundle: Bundle) -> tuple[ApplyReport, _Run, tuple[int, int]]:
-        """Verify, decode and write the bundle's segments, inside the caller's transaction.
+    def _apply_bundle(
+        self, bundle: Bundle, segments: Iterable[Segment] | None = None
+    ) -> tuple[ApplyReport, _Run, tuple[int, int]]:
+        """Verify, decode and write the bundle's segments (or ``segments``, the bundle's
+        as ``_drained``), inside the caller's transaction.
 
-        Segments are written and merged every ``APPLY_CHUNK`` changes inside that
-        transaction, so memory is bounded by the chunk, not by the bundle; any error
-        rolls the whole bundle back (and drops the working state with it).
+        Segments are written and merged every ``APPLY_CHUNK`` changes or
+        ``APPLY_CHUNK_BYTES`` inside that transaction, so memory is bounded by the
+        chunk, not by the bundle; any error rolls the whole bundle back (and drops the
+        working state with it).
         """
         report = ApplyReport(bundle.id, bundle.header.sender, ranges=bundle.header.ranges)
         run = _Run()
@@ -197,7 +201,7 @@ class _Applying(_Examining):
             self.store.changes_for,
             mine.sealed,
         )
-        for plan in plan_segments(bundle.segments, ctx):
+        for plan in plan_segments(bundle.segments if segments is None else segments, ctx):
             self._take(plan, run, report)
             if run.full:
                 self._flush(run)
@@ -400,6 +404,17 @@ class ApplyGroup:
         self.dropped.append(r._finish(receipts, run, report, direct))
         self.trust_touched = self.trust_touched or run.trust_touched
         return report
+
+
+def _drained(bundle: Bundle) -> Iterator[Segment]:
+    """The bundle's segments, each let go by the bundle as it is taken: applied once (a
+    shared store's apply may run again, and keeps them), a segment's bytes then live on
+    in its chunk's rows until they are written, not to the end of the bundle."""
+    segments = bundle.segments
+    assert isinstance(segments, list)
+    segments.reverse()
+    while segments:
+        yield segments.pop()
 
 
 def _earliest(a: int | None, b: int | None) -> int | None:
