@@ -188,6 +188,7 @@ class _Packing(_Sealing):
             created=now,
             recipient=recipient,
         )
+        del data  # not held while this generator waits below for the bundle to be sent
         verdict = fit(len(bundle), len(group), max_bytes, self.limits)
         if verdict is Fit.SEND:
             yield bundle
