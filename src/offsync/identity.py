@@ -63,6 +63,8 @@ def verify_signature(
     """Raise ``SignatureError`` unless ``signature`` is ``public_key``'s over ``message``,
     or over its first ``length`` bytes (a bundle's: checked where it lies, not copied)."""
     if type(message) is not bytes:
+        if not isinstance(message, bytearray | memoryview):
+            raise SignatureError("signature does not verify")
         message = bytes(message)
     n = len(message) if length is None else length
     if not (

@@ -42,3 +42,7 @@ def test_signatures_are_pynacl_s_and_check_in_place(
             verify_signature(site.public_key, message, sig, len(message) + 1)
         with pytest.raises(SignatureError):
             verify_signature(site.public_key[:31], message, sig)
+        verify_signature(site.public_key, bytearray(message), sig)  # type: ignore[arg-type]
+        for wrong in (message.decode("latin-1"), len(message)):
+            with pytest.raises(SignatureError):
+                verify_signature(site.public_key, wrong, sig)  # type: ignore[arg-type]
