@@ -103,8 +103,9 @@ def record_backlog(site: Replica, first: int, n: int) -> None:
             site.put("recordings", f"3519{i:012d}", fields)
 
 
-def record_round(root: Path, n: int) -> None:
-    """``--records-only``: the district's record round to the centre, traced."""
+def record_round(root: Path, n: int, http: bool) -> None:
+    """``--records-only``: the district's record round to the centre, traced; with
+    ``--http``, synced over HTTP instead (untraced: peak RSS)."""
     district, centre = (
         Replica(SQLiteStore(str(root / f"{name}.sqlite")), Identity.generate(label=name))
         for name in ("district", "centre")
@@ -116,7 +117,17 @@ def record_round(root: Path, n: int) -> None:
             for name, size, media_type in RECORDING:
                 fields[name] = BlobRef(os.urandom(32), size, media_type).field()
             district.put("recordings", f"3519{i:012d}", fields)
-    print(f"== {n} recordings, records only: setup {time.perf_counter() - t0:.1f} s", flush=True)
+    print(
+        f"== {n} recordings, records only: setup {time.perf_counter() - t0:.1f} s"
+        f"  peak RSS {peak_rss_mb():.1f} MB",
+        flush=True,
+    )
+    if http:
+        served = serving(centre, free_loopback_socket(), readable=None)
+        with served as url, HTTPTransport(url, district.identity) as link:
+            timed("forward", 0.0, lambda: sync(district, link))
+        assert centre.get("recordings", f"3519{n - 1:012d}") is not None
+        return
     tracemalloc.start()
     packing = applying = count = total = 0
     bundles = district.iter_pack(max_bytes=DEFAULT_MAX_BUNDLE)
@@ -151,11 +162,12 @@ def main() -> None:
     parser.add_argument(
         "--records-only", action="store_true", help="the record round alone, traced"
     )
+    parser.add_argument("--http", action="store_true", help="--records-only over HTTP: RSS")
     args = parser.parse_args()
     n = args.recordings
     if args.records_only:
         with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
-            record_round(Path(tmp), n)
+            record_round(Path(tmp), n, args.http)
         return
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
         root = Path(tmp)
