@@ -19,8 +19,15 @@ must stay flat (under 300 MB) whatever N, since every step streams chunk by chun
 The setup (writing the recordings at the sub-districts) is not measured. Nothing is
 asserted but that the centre ends holding every blob.
 
+``--records-only`` measures the forward's record round alone, in seconds and no blob
+bytes: the district's N recordings (references to blobs nobody holds) packed into
+bundles of at most 16 MiB (HTTP's) and each applied at the centre, both SQLite in this
+process, with the traced peak (``tracemalloc``: Python's allocations, not SQLite's
+page cache) of packing and of applying one bundle.
+
     .venv/bin/python benchmarks/courier_recordings.py --recordings 400
     .venv/bin/python benchmarks/courier_recordings.py          # 15,600: ~4 GB x 5 of disk
+    .venv/bin/python benchmarks/courier_recordings.py --records-only --recordings 4000
 """
 
 from __future__ import annotations
@@ -32,16 +39,19 @@ import shutil
 import subprocess
 import tempfile
 import time
+import tracemalloc
 from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 from offsync import Identity, Replica
+from offsync.blobs import BlobRef
 from offsync.demo import free_loopback_socket, serving
 from offsync.stores.sqlite import SQLiteStore
 from offsync.sync import sync
 from offsync.transports import DiskTransport
+from offsync.transports.base import DEFAULT_MAX_BUNDLE
 from offsync.transports.http import HTTPTransport
 
 #: (field, bytes, media type) of one recording's blobs: 250 KB in all.
@@ -93,12 +103,72 @@ def record_backlog(site: Replica, first: int, n: int) -> None:
             site.put("recordings", f"3519{i:012d}", fields)
 
 
+def record_round(root: Path, n: int, http: bool) -> None:
+    """``--records-only``: the district's record round to the centre, traced; with
+    ``--http``, synced over HTTP instead (untraced: peak RSS)."""
+    district, centre = (
+        Replica(SQLiteStore(str(root / f"{name}.sqlite")), Identity.generate(label=name))
+        for name in ("district", "centre")
+    )
+    t0 = time.perf_counter()
+    for i in range(n):  # as ``record_backlog``, the blobs' bytes left out
+        with district.batch():
+            fields: dict[str, Any] = {"nik": f"3519{i:012d}"}
+            for name, size, media_type in RECORDING:
+                fields[name] = BlobRef(os.urandom(32), size, media_type).field()
+            district.put("recordings", f"3519{i:012d}", fields)
+    print(
+        f"== {n} recordings, records only: setup {time.perf_counter() - t0:.1f} s"
+        f"  peak RSS {peak_rss_mb():.1f} MB",
+        flush=True,
+    )
+    if http:
+        served = serving(centre, free_loopback_socket(), readable=None)
+        with served as url, HTTPTransport(url, district.identity) as link:
+            timed("forward", 0.0, lambda: sync(district, link))
+        assert centre.get("recordings", f"3519{n - 1:012d}") is not None
+        return
+    tracemalloc.start()
+    packing = applying = count = total = 0
+    bundles = district.iter_pack(max_bytes=DEFAULT_MAX_BUNDLE)
+    while True:
+        tracemalloc.reset_peak()
+        data = next(bundles, None)
+        if data is None:
+            break
+        packing = max(packing, tracemalloc.get_traced_memory()[1])
+        tracemalloc.reset_peak()
+        report = centre.apply(data)
+        applying = max(applying, tracemalloc.get_traced_memory()[1])
+        assert report.applied > 0
+        count, total = count + 1, total + len(data)
+        del data
+    tracemalloc.stop()
+    assert centre.get("recordings", f"3519{n - 1:012d}") is not None
+    print(
+        f"records  {count} bundle(s), {total / 1e6:.1f} MB: traced peak packing"
+        f" {packing / 1e6:.1f} MB, applying {applying / 1e6:.1f} MB"
+        f" ({applying / n:.0f} bytes per recording)",
+        flush=True,
+    )
+    district.close()
+    centre.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--recordings", type=int, default=15_600)
     parser.add_argument("--workdir", type=Path, default=None, help="default: a temp dir")
+    parser.add_argument(
+        "--records-only", action="store_true", help="the record round alone, traced"
+    )
+    parser.add_argument("--http", action="store_true", help="--records-only over HTTP: RSS")
     args = parser.parse_args()
     n = args.recordings
+    if args.records_only:
+        with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
+            record_round(Path(tmp), n, args.http)
+        return
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
         root = Path(tmp)
 

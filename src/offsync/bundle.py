@@ -45,6 +45,8 @@ __all__ = [
     "Bundle",
     "BundleHeader",
     "build_bundle",
+    "build_bundle_body",
+    "bundle_body",
     "frame_bundle",
     "open_bundle",
     "peek_header",
@@ -137,12 +139,58 @@ def build_bundle(
     recipient: bytes | None = None,
 ) -> bytes:
     """Frame, optionally encrypt, and sign encoded segments."""
+    return build_bundle_body(
+        identity,
+        bundle_body(segments),
+        len(segments),
+        ranges=ranges,
+        receipts=receipts,
+        created=created,
+        recipient=recipient,
+    )
+
+
+def bundle_body(segments: Sequence[bytes]) -> bytes:
+    """The body of a bundle of these encoded segments, before any encryption: their
+    canonical msgpack array, joined at once (``packb`` grows a buffer by doubling and
+    then copies it, up to three times a 16 MiB body)."""
+    parts = [_header(len(segments), _ARRAY_HEADERS)]
+    for segment in segments:
+        parts += (_header(len(segment), _BIN_HEADERS), segment)
+    return b"".join(parts)
+
+
+#: The shortest msgpack header for an array or a bin of a length: (below, prefix,
+#: length bytes) in order; a fixarray holds its length in the prefix byte.
+_ARRAY_HEADERS = ((16, 0x90, 0), (1 << 16, 0xDC, 2), (1 << 32, 0xDD, 4))
+_BIN_HEADERS = ((1 << 8, 0xC4, 1), (1 << 16, 0xC5, 2), (1 << 32, 0xC6, 4))
+
+
+def _header(n: int, headers: tuple[tuple[int, int, int], ...]) -> bytes:
+    for below, prefix, size in headers:
+        if n < below:
+            return bytes([prefix | n]) if size == 0 else bytes([prefix]) + n.to_bytes(size, "big")
+    raise UsageError("a bundle body's array or segment is too long for msgpack")
+
+
+def build_bundle_body(
+    identity: Identity,
+    body: bytes,
+    segments: int,
+    *,
+    ranges: Knowledge,
+    receipts: Sequence[Receipt],
+    created: int,
+    recipient: bytes | None = None,
+) -> bytes:
+    """``build_bundle`` of a ``bundle_body`` of ``segments`` segments, for a caller that
+    lets the segments go before the bundle is framed (``Replica.iter_pack``: one copy
+    of a 16 MiB bundle fewer)."""
     if recipient is not None and (type(recipient) is not bytes or len(recipient) != 32):
         raise UsageError("a recipient is a 32-byte site key")
     # Not checked against 2^63 here: tests make such bundles to check decoders.
     if type(created) is not int or not 0 <= created < 1 << 64:
         raise UsageError("a bundle's created is an HLC, an unsigned 64-bit int")
-    body = packb(list(segments))
     if recipient is not None:
         box_key = nacl.signing.VerifyKey(recipient).to_curve25519_public_key()
         body = bytes(nacl.public.SealedBox(box_key).encrypt(body))
@@ -152,7 +200,7 @@ def build_bundle(
         created=created,
         ranges=ranges,
         receipts=tuple(receipts),
-        segments=len(segments),
+        segments=segments,
     )
     return frame_bundle(identity, packb(header.to_wire()), body)
 
@@ -238,11 +286,24 @@ def read_header(data: bytes, limits: Limits = DEFAULT_LIMITS) -> tuple[BundleHea
     sender = header_value["sender"]
     if len(sender) != 32:
         raise BundleFormatError("bundle sender must be a 32-byte key")
-    verify_signature(sender, data[:end], data[end:])
+    verify_signature(sender, data, data[end:], end)  # the bytes before ``end``, in place
     header = BundleHeader.from_wire(header_value, limits)
     if packb(header.to_wire()) != data[_PREFIX : _PREFIX + hlen]:
         raise BundleFormatError("bundle header is not canonically encoded")
     return header, data[body_at:end]
+
+
+def _canonical_length(items: Sequence[bytes]) -> int:
+    """The length of ``bundle_body(items)`` (their canonical msgpack array), without
+    making it. A decoded array of bins is canonically encoded exactly when it is this
+    long: every array or bin header is at least as long as the shortest one for its
+    length, which canonical msgpack uses."""
+    n = len(items)
+    size = 1 if n < 16 else 3 if n < 1 << 16 else 5
+    for item in items:
+        m = len(item)
+        size += m + (2 if m < 1 << 8 else 3 if m < 1 << 16 else 5)
+    return size
 
 
 def open_bundle(
@@ -265,11 +326,15 @@ def open_bundle(
         raise BundleFormatError("bundle body does not hold the declared number of segments")
     if not all(type(raw) is bytes for raw in raw_segments):
         raise BundleFormatError("bundle body must be an array of encoded segments")
-    if packb(raw_segments) != body:
+    if _canonical_length(raw_segments) != len(body):
         raise BundleFormatError("bundle body is not canonically encoded")
+    del body
+    # Each encoded segment is dropped once decoded: the bundle's bytes are held once
+    # more here at most, not twice (issue 14: a 16 MiB bundle of records).
     segments = []
     carried: dict[bytes, list[tuple[int, int]]] = {}
-    for raw in raw_segments:
+    for i, raw in enumerate(raw_segments):
+        raw_segments[i] = None
         seg = Segment.decode(raw, limits)
         carried.setdefault(seg.origin, []).append((seg.first_seq, seg.last_seq))
         segments.append(seg)

@@ -20,6 +20,7 @@ import nacl.secret
 import nacl.signing
 import nacl.utils
 
+from . import ed25519
 from .encoding import packb
 from .errors import (
     DecryptionError,
@@ -56,12 +57,25 @@ def key_of(site: SiteRef) -> bytes:
     return key
 
 
-def verify_signature(public_key: bytes, message: bytes, signature: bytes) -> None:
-    """Raise ``SignatureError`` unless ``signature`` is ``public_key``'s over ``message``."""
-    try:
-        nacl.signing.VerifyKey(public_key).verify(message, signature)
-    except (nacl.exceptions.BadSignatureError, nacl.exceptions.ValueError, TypeError) as exc:
-        raise SignatureError("signature does not verify") from exc
+def verify_signature(
+    public_key: bytes, message: bytes, signature: bytes, length: int | None = None
+) -> None:
+    """Raise ``SignatureError`` unless ``signature`` is ``public_key``'s over ``message``,
+    or over its first ``length`` bytes (a bundle's: checked where it lies, not copied)."""
+    if type(message) is not bytes:
+        if not isinstance(message, bytearray | memoryview):
+            raise SignatureError("signature does not verify")
+        message = bytes(message)
+    n = len(message) if length is None else length
+    if not (
+        type(public_key) is bytes
+        and len(public_key) == 32
+        and type(signature) is bytes
+        and len(signature) == ed25519.SIGNATURE_BYTES
+        and 0 <= n <= len(message)
+        and ed25519.verify(public_key, message, signature, n)
+    ):
+        raise SignatureError("signature does not verify")
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +104,7 @@ class PublicIdentity:
 class Identity:
     """A site's secret keys. ``Identity.generate(label=...)`` makes a new one."""
 
-    __slots__ = ("_box_key", "_signing_key", "label")
+    __slots__ = ("_box_key", "_secret", "_signing_key", "label")
 
     def __init__(self, seed: bytes, label: str = "") -> None:
         if type(seed) is not bytes or len(seed) != 32:
@@ -98,6 +112,7 @@ class Identity:
         if type(label) is not str:
             raise UsageError("a label is a str")
         self._signing_key = nacl.signing.SigningKey(seed)
+        self._secret = ed25519.secret_key(seed)
         self._box_key = self._signing_key.to_curve25519_private_key()
         self.label = label
 
@@ -120,7 +135,7 @@ class Identity:
     def sign(self, message: bytes) -> bytes:
         if type(message) is not bytes:
             raise UsageError("only bytes are signed")
-        return bytes(self._signing_key.sign(message).signature)
+        return ed25519.sign(self._secret, message)
 
     def unseal(self, ciphertext: bytes) -> bytes:
         """Open a sealed box addressed to this identity; ``DecryptionError`` if it is not

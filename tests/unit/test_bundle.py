@@ -15,7 +15,9 @@ from offsync.bundle import (
     MAGIC,
     Bundle,
     BundleHeader,
+    _canonical_length,
     build_bundle,
+    bundle_body,
     open_bundle,
     read_header,
 )
@@ -472,3 +474,14 @@ def test_peek_header_reads_the_header_alone_and_checks_no_signature() -> None:
     assert peek_header(forged) == header  # bookkeeping only: it never verifies
     with pytest.raises(BundleFormatError):
         peek_header(bundle[: 11 + hlen])
+
+
+def test_body_is_the_canonical_msgpack_array_of_its_segments() -> None:
+    # Joined at once instead of packed: the same bytes, every header length crossed.
+    for count in (0, 1, 15, 16, 17):
+        for size in (0, 1, 255, 256, 65_535, 65_536):
+            segments = [bytes([i % 256]) * size for i in range(count)]
+            body = bundle_body(segments)
+            assert body == packb(segments)
+            assert len(body) == _canonical_length(segments)
+    assert bundle_body([b""] * 65_536) == b"\xdd\x00\x01\x00\x00" + b"\xc4\x00" * 65_536

@@ -7,7 +7,7 @@ import logging
 import operator
 import random
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -30,9 +30,17 @@ __all__: list[str] = []
 
 log = logging.getLogger("offsync")
 _COLLECTION = operator.itemgetter(3)  # of a Change
+_FIELDS = operator.itemgetter(6)  # of a Change
 #: Changes an apply decodes before writing them (inside the bundle's one transaction):
 #: bounds apply memory by this rather than by the bundle's size.
 APPLY_CHUNK = 50_000
+#: ... and bytes: the decoded field bytes of those changes and the encoded segments to
+#: store with them. A backlog of small records (~160 bytes of fields) reaches
+#: ``APPLY_CHUNK`` first and writes as before; records heavy with blob references (an
+#: ID-card recording's 14 are ~900 bytes) are written every ~6,000, so a 16 MiB bundle
+#: of them no longer decodes whole before its first write (issue 14, the courier
+#: backlog).
+APPLY_CHUNK_BYTES = 8 << 20
 #: Tries at applying one bundle to a shared store when another writer got in the way.
 SHARED_APPLY_ATTEMPTS = 8
 
@@ -63,6 +71,7 @@ class _Run:
 
     rows: list[SegmentRow] = field(default_factory=list)
     merge: list[Change] = field(default_factory=list)
+    size: int = 0  # bytes of ``rows`` and ``merge`` (``APPLY_CHUNK_BYTES``)
     stored: list[tuple[Stream, HeldSegment]] = field(default_factory=list)
     conflicts: dict[tuple[str, str], None] = field(default_factory=dict)  # ordered set
     forks: list[Segment] = field(default_factory=list)
@@ -74,6 +83,11 @@ class _Run:
     displaced: list[Change] | None = None
     own: set[Change] = field(default_factory=set)  # own changes in the segments stored
 
+    @property
+    def full(self) -> bool:
+        """Whether the chunk staged so far is due to be written (``_flush``)."""
+        return len(self.merge) >= APPLY_CHUNK or self.size >= APPLY_CHUNK_BYTES
+
 
 class _Applying(_Examining):
     def apply(self, data: bytes) -> ApplyReport:
@@ -84,7 +98,7 @@ class _Applying(_Examining):
                 report, run, dropped = self._apply_shared(bundle)
             else:
                 with self._transaction():
-                    report, run, dropped = self._apply_bundle(bundle)
+                    report, run, dropped = self._apply_bundle(bundle, _drained(bundle))
             # The bundle is applied whatever happens now (see ``_after_commit``).
             _log_evicted(dropped)
             st = self._st
@@ -163,12 +177,16 @@ class _Applying(_Examining):
         rows = self.store.segment_index_near(spans)
         self._put(st._replace(segments=st.segments.updated(drop=spans, rows=rows)))
 
-    def _apply_bundle(self, bundle: Bundle) -> tuple[ApplyReport, _Run, tuple[int, int]]:
-        """Verify, decode and write the bundle's segments, inside the caller's transaction.
+    def _apply_bundle(
+        self, bundle: Bundle, segments: Iterable[Segment] | None = None
+    ) -> tuple[ApplyReport, _Run, tuple[int, int]]:
+        """Verify, decode and write the bundle's segments (or ``segments``, the bundle's
+        as ``_drained``), inside the caller's transaction.
 
-        Segments are written and merged every ``APPLY_CHUNK`` changes inside that
-        transaction, so memory is bounded by the chunk, not by the bundle; any error
-        rolls the whole bundle back (and drops the working state with it).
+        Segments are written and merged every ``APPLY_CHUNK`` changes or
+        ``APPLY_CHUNK_BYTES`` inside that transaction, so memory is bounded by the
+        chunk, not by the bundle; any error rolls the whole bundle back (and drops the
+        working state with it).
         """
         report = ApplyReport(bundle.id, bundle.header.sender, ranges=bundle.header.ranges)
         run = _Run()
@@ -182,9 +200,9 @@ class _Applying(_Examining):
             self.store.changes_for,
             mine.sealed,
         )
-        for plan in plan_segments(bundle.segments, ctx):
+        for plan in plan_segments(bundle.segments if segments is None else segments, ctx):
             self._take(plan, run, report)
-            if len(run.merge) >= APPLY_CHUNK:
+            if run.full:
                 self._flush(run)
         self._flush(run)
         report.conflicts = list(run.conflicts)
@@ -223,6 +241,7 @@ class _Applying(_Examining):
         )
         run.stored.append((seg.stream, entry))
         run.merge.extend(plan.merge)
+        run.size += len(encoded) + sum(map(len, filter(None, map(_FIELDS, plan.merge))))
         if seg.origin == self.id:
             run.own.update(plan.merge)
         report.applied += len(plan.merge)
@@ -239,6 +258,7 @@ class _Applying(_Examining):
         )
         run.rows.clear()
         run.merge.clear()
+        run.size = 0
 
     def _finish(
         self,
@@ -375,7 +395,7 @@ class ApplyGroup:
         )
         for plan in plan_segments(segments, ctx):
             r._take(plan, run, report)
-            if len(run.merge) >= APPLY_CHUNK:
+            if run.full:
                 r._flush(run)
         r._flush(run)
         report.conflicts = list(run.conflicts)
@@ -384,6 +404,17 @@ class ApplyGroup:
         self.dropped.append(r._finish(receipts, run, report, direct))
         self.trust_touched = self.trust_touched or run.trust_touched
         return report
+
+
+def _drained(bundle: Bundle) -> Iterator[Segment]:
+    """The bundle's segments, each let go by the bundle as it is taken: applied once (a
+    shared store's apply may run again, and keeps them), a segment's bytes then live on
+    in its chunk's rows until they are written, not to the end of the bundle."""
+    segments = bundle.segments
+    assert isinstance(segments, list)
+    segments.reverse()
+    while segments:
+        yield segments.pop()
 
 
 def _earliest(a: int | None, b: int | None) -> int | None:

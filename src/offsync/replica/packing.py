@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from ..bundle import BundleHeader, build_bundle
+from ..bundle import BundleHeader, build_bundle_body, bundle_body
 from ..encoding import packb
 from ..errors import RemoteDataError, UsageError
 from ..identity import PublicIdentity
@@ -163,7 +163,7 @@ class _Packing(_Sealing):
         all), which our receipt states and the receipts passed on concern."""
         ranges = carried(group)
         with self._lock:
-            data = self.store.segment_data([(o, s.first) for o, s in group])
+            body = bundle_body(self.store.segment_data([(o, s.first) for o, s in group]))
             now = self._tick()
             if wanted is None:
                 knowledge = self._receipt_knowledge()
@@ -179,14 +179,16 @@ class _Packing(_Sealing):
                 len(ranges.to_bytes()),
             )
             passed = [_Pending(*row) for row in passed_on(forwarded, budget)]
-        bundle = build_bundle(
+        bundle = build_bundle_body(
             self.identity,
-            data,
+            body,
+            len(group),
             ranges=ranges,
             receipts=[own, *(self._kept(p.encoded) for p in passed)],
             created=now,
             recipient=recipient,
         )
+        del body  # not held while this generator waits below for the bundle to be sent
         verdict = fit(len(bundle), len(group), max_bytes, self.limits)
         if verdict is Fit.SEND:
             yield bundle

@@ -132,14 +132,16 @@ _REF_COLUMNS = "collection, key, hash, size, media_type"
 
 def _ref_params(
     items: Iterator[tuple[str, str, bytes | None]],
-) -> list[tuple[str, str, bytes, int, str]]:
-    """Index rows of the references in records given as (collection, key, fields)."""
-    return [
+) -> Iterator[tuple[str, str, bytes, int, str]]:
+    """Index rows of the references in records given as (collection, key, fields), one
+    at a time: ``executemany`` takes them as they come, so a chunk of records heavy with
+    references (14 per ID-card recording) never holds all its rows at once."""
+    return (
         (c, k, r.hash, r.size, r.media_type)
         for c, k, f in items
         if f is not None and BLOB_MARK in f
         for r in field_references(f)
-    ]
+    )
 
 
 def _ref_rows(rows: list[Any]) -> list[BlobRefRow]:
@@ -631,9 +633,7 @@ class SQLiteStore(Store):
 
     def _index_refs(self, items: Iterator[tuple[str, str, bytes | None]]) -> None:
         """Add the references of records just written to the index (``blob_refs``)."""
-        params = _ref_params(items)
-        if params:
-            self.db.executemany(_INSERT_REF, params)
+        self.db.executemany(_INSERT_REF, _ref_params(items))
 
     def add_new_records(self, rows: Sequence[RecordRow]) -> list[tuple[str, str]]:
         # One statement in the common case: insert all, skipping records that exist. Only
