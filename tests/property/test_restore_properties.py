@@ -15,6 +15,7 @@ since), with no fork and nothing quarantined on either side.
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -127,6 +128,10 @@ class Restores(RuleBasedStateMachine):
 pytestmark = pytest.mark.slow
 
 TestRestores = Restores.TestCase
+#: A heavier run (seed 13 was found so): RESTORE_EXAMPLES=400 RESTORE_STEPS=50, with
+#: pytest's ``--hypothesis-seed=N`` under a profile that is not derandomized ("dev").
 TestRestores.settings = settings(
-    settings.default, max_examples=min(settings().max_examples, 60), stateful_step_count=30
+    settings.default,
+    max_examples=int(os.environ.get("RESTORE_EXAMPLES", min(settings().max_examples, 60))),
+    stateful_step_count=int(os.environ.get("RESTORE_STEPS", 30)),
 )

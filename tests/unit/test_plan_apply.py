@@ -188,3 +188,56 @@ def test_the_index_is_judged_as_it_was_before_the_bundle() -> None:
     before = dict(idx)
     list(plan_segments(chain(OTHER, 1, 1), context(idx)))
     assert dict(idx) == before and entry(seal(SITE, 1, 2))[0] in idx
+
+
+def test_an_own_sealed_cut_gives_way_to_the_cut_a_peer_holds() -> None:
+    """Sealed here as 1..1 (the bundle was lost), sealed again as 1..2 after a restore
+    and held by a peer: 1..1 gives way, whether 1..2 holds its change as it is or not."""
+    ours = seal(ME, 1, 1)
+    held = ours.open_changes()
+    ctx = context(index(ours), seq=1, sealed=1, held=held)
+    (same,) = plan_segments([seal(ME, 1, 2)], ctx)
+    assert (same.verdict, same.drops, same.displaces) == (Verdict.APPLY, (entry(ours)[1],), False)
+    # Another change at seq 1: ours gives way too, and is issued again (``displaces``).
+    (other,) = plan_segments([seal(ME, 1, 2, ms=T0 + 1)], ctx)
+    assert (other.verdict, other.drops, other.displaces) == (
+        Verdict.APPLY,
+        (entry(ours)[1],),
+        True,
+    )
+    assert len(other.merge) == 2
+
+
+def test_the_whole_own_tail_gives_way_and_later_segments_see_it_gone() -> None:
+    h1, h2 = chain(ME, 1, 2)  # 1..1, 2..3 sealed here
+    s1 = seal(ME, 1, 2, ms=T0 + 1)
+    s2 = seal(ME, 3, 2, s1.hash, ms=T0 + 1)
+    idx = index(h1, h2)
+    ctx = context(idx, seq=3, sealed=3, held=[*h1.open_changes(), *h2.open_changes()])
+    first, second = plan_segments([s1, s2], ctx)
+    assert first.drops == (entry(h1)[1], entry(h2)[1]) and first.verdict is Verdict.APPLY
+    assert (second.verdict, second.drops) == (Verdict.APPLY, ())
+    assert dict(idx) == dict(index(h1, h2))  # the index itself is a value, untouched
+
+
+def test_an_own_cut_does_not_give_way_where_the_rule_cannot_hold() -> None:
+    # The held segment reaches below the arriving one: it stays a fork of this site.
+    ours = seal(ME, 1, 3)
+    arriving = seal(ME, 2, 1, prev=bytes([1]) * 32, ms=T0 + 1)
+    ctx = context(index(ours), seq=3, sealed=3, held=ours.open_changes())
+    (plan,) = plan_segments([arriving], ctx)
+    assert (plan.verdict, plan.drops) == (Verdict.QUARANTINE, ())
+    assert str(plan.status) == "fork: overlaps a different segment of the same origin"
+    # It does not chain to the own segment held below it.
+    h1, h2 = chain(ME, 1, 1)
+    forked = seal(ME, 2, 2, prev=bytes([1]) * 32, ms=T0 + 1)
+    ctx = context(index(h1, h2), seq=2, sealed=2, held=[*h1.open_changes(), *h2.open_changes()])
+    (plan,) = plan_segments([forked], ctx)
+    assert (plan.verdict, plan.drops) == (Verdict.FORK, ())
+    # A held own segment that is quarantined already is evidence: it stays.
+    ctx = context(index(ours, status=CLOCK_AHEAD), seq=3, sealed=3, held=ours.open_changes())
+    (plan,) = plan_segments([seal(ME, 1, 4, ms=T0 + 1)], ctx)
+    assert (plan.verdict, plan.drops) == (Verdict.FORK, ())
+    # Another origin's overlapping segments are forks as before.
+    (plan,) = plan_segments([seal(SITE, 1, 2)], context(index(seal(SITE, 1, 1))))
+    assert (plan.verdict, plan.drops) == (Verdict.FORK, ())

@@ -21,6 +21,7 @@ fork of it), it asks through a function the executor passes in.
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import enum
 import operator
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -28,7 +29,7 @@ from dataclasses import dataclass
 
 from ..change import Change
 from ..errors import BundleFormatError, ForkError, RemoteDataError
-from ..segindex import SegmentIndex, Stream
+from ..segindex import HeldSegment, SegmentIndex, Stream
 from ..segment import Segment
 from ..status import APPLIED, FORK_AT_SAME_SEQS, Kind, Status
 from .admit import Admission, admit, admitted_part
@@ -39,6 +40,7 @@ __all__ = [
     "SegmentPlan",
     "Verdict",
     "kept_forks",
+    "own_cut_gives_way",
     "own_returned",
     "plan_segments",
 ]
@@ -73,6 +75,10 @@ class SegmentPlan:
     #: This site's own sealed history, held by a peer, at seqs this site holds only
     #: unsealed with other changes: those give way (``displaces_unsealed``).
     displaces: bool = False
+    #: This site's own sealed segments held here that give way to this one, its own
+    #: sealed history cut otherwise, held by a peer (``own_cut_gives_way``): dropped,
+    #: and their changes that this history does not hold issued again.
+    drops: tuple[HeldSegment, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +124,16 @@ def plan_segments(segments: Iterable[Segment], ctx: ApplyContext) -> Iterator[Se
         except RemoteDataError as exc:
             yield SegmentPlan(Verdict.REFUSE, seg, h, error=exc)
             return
+        if drops := own_cut_gives_way(seg, ctx):
+            dropped = ctx.index.updated(drop=[(stream, d.first, d.first) for d in drops])
+            given = dataclasses.replace(
+                ctx, index=dropped, sealed=min(ctx.sealed, drops[0].first - 1)
+            )
+            plan = judge(seg, h, changes, given)
+            if plan.status.kind is not Kind.FORK:
+                ctx = given  # later segments are judged without the cut that gave way
+                yield dataclasses.replace(plan, drops=drops)
+                continue
         if held is not None:  # a different segment at these seqs is held: a fork
             yield SegmentPlan(Verdict.FORK, seg, h, FORK_AT_SAME_SEQS)
         else:
@@ -155,6 +171,32 @@ def displaces_unsealed(seg: Segment, ctx: ApplyContext) -> bool:
     lost. A segment reaching into sealed seqs is a real fork of this site (quarantined).
     """
     return seg.first_seq > ctx.sealed and ctx.index.chain_problem(seg) is None
+
+
+def own_cut_gives_way(seg: Segment, ctx: ApplyContext) -> tuple[HeldSegment, ...]:
+    """The own sealed segments held here that give way to an own segment a peer sent,
+    which overlaps them with another cut of this site's history (none: the rule does
+    not apply).
+
+    A peer holds ``seg``: the world has it at its seqs. Whether this site's own cut
+    there ever left it cannot be known here (receipts name seqs, not segments): when
+    it did, the peer holding it has a real fork of this site, recorded there when the
+    two meet, whatever this site keeps. So this site takes the cut the world is known
+    to hold. It gives way from ``seg``'s first seq up (the whole own tail from there,
+    all applied, none reaching below that seq) when ``seg`` then fits the chain as held
+    (after the segment below, if that ends just before it); the changes of the tail
+    that ``seg``'s history does not hold are issued again after it (``Replica.apply``),
+    as unsealed ones are (``displaces_unsealed``): nothing is lost.
+    """
+    stream = seg.stream
+    if stream != ctx.own or not ctx.index.overlaps(stream, seg.first_seq, seg.last_seq):
+        return ()
+    held = ctx.index.get(stream, ())
+    tail = tuple(s for s in held if s.last >= seg.first_seq)
+    if tail[0].first < seg.first_seq or not all(s.status.applied for s in tail):
+        return ()
+    rest = ctx.index.updated(drop=[(stream, s.first, s.first) for s in tail])
+    return tail if rest.chain_problem(seg) is None else ()
 
 
 def recovers_own(changes: Sequence[Change], ctx: ApplyContext) -> bool:

@@ -30,6 +30,7 @@ __all__: list[str] = []
 
 log = logging.getLogger("offsync")
 _COLLECTION = operator.itemgetter(3)  # of a Change
+_SEQ = operator.itemgetter(1)  # of a Change
 #: Changes an apply decodes before writing them (inside the bundle's one transaction):
 #: bounds apply memory by this rather than by the bundle's size.
 APPLY_CHUNK = 50_000
@@ -73,6 +74,11 @@ class _Run:
     #: issued again under fresh seqs (``_Applying._give_way``); None: none taken.
     displaced: list[Change] | None = None
     own: set[Change] = field(default_factory=set)  # own changes in the segments stored
+    #: Own sealed segments dropped for another cut a peer holds (``plan.drops``), as
+    #: (stream, first, first) for ``SegmentIndex.updated``, and the own seq sealed
+    #: below them (None: none dropped).
+    dropped: list[tuple[Stream, int, int]] = field(default_factory=list)
+    sealed: int | None = None
 
 
 class _Applying(_Examining):
@@ -205,8 +211,8 @@ class _Applying(_Examining):
             run.forks.append(seg)
             report.quarantined += seg.count
             return
-        if plan.displaces and run.displaced is None:
-            run.displaced = self._give_way(run)
+        if plan.drops or (plan.displaces and run.displaced is None):
+            self._give_way(plan, run)
         encoded = seg.encode()
         run.rows.append(
             SegmentRow(
@@ -248,7 +254,8 @@ class _Applying(_Examining):
         st = self._st
         forks = self._record_forks(run.forks) if run.forks else st.forks
         mine = st.seqs(self._own)
-        own = own_returned(((o, s.last, s.status) for o, s in run.stored), self._own, mine.sealed)
+        sealed = mine.sealed if run.sealed is None else run.sealed
+        own = own_returned(((o, s.last, s.status) for o, s in run.stored), self._own, sealed)
         claim = raised_claim(mine.claim, receipts, self._own, st.trust)
         seq = max(own, mine.seq)
         if own:  # our own changes, lost in a restore, came back
@@ -264,7 +271,7 @@ class _Applying(_Examining):
             self.store.set_meta("hlc", str(run.max_hlc).encode())
         self._put(
             st._replace(
-                segments=st.segments.updated(add=run.stored),
+                segments=st.segments.updated(drop=run.dropped, add=run.stored),
                 own={**st.own, self._own: OwnSeqs(seq, own or mine.sealed, claim)},
                 hlc=max(st.hlc, run.max_hlc),
                 forks=forks,
@@ -273,23 +280,43 @@ class _Applying(_Examining):
         )
         return self._bound_unknown([o.origin for o, _ in run.stored], run.trust_touched)
 
-    def _give_way(self, run: _Run) -> list[Change]:
-        """Take back the own unsealed changes (``plan.apply.displaces_unsealed``) above
-        the own segments this bundle stored so far (those came back as they are): their
-        changes and outbox rows, before the segment at their seqs is merged. Returned in
-        seq order for ``_issue_again``; the records are recomputed when they are merged
-        again (in this transaction, so a failure rolls both back)."""
+    def _give_way(self, plan: SegmentPlan, run: _Run) -> None:
+        """Take back, before ``plan``'s segment is merged, the own changes that give way
+        to it: those of the own sealed segments it drops (``plan.apply.own_cut_gives_way``;
+        the segments go too) and, once per bundle, the own unsealed ones
+        (``plan.apply.displaces_unsealed``) above the own segments this bundle stored so
+        far (those came back as they are): their changes and outbox rows. Kept in seq
+        order in ``run.displaced`` for ``_issue_again``; the records are recomputed when
+        they are merged again (in this transaction, so a failure rolls both back)."""
         mine = self._st.seqs(self._own)
         taken: list[Change] = []
-        after = max([mine.sealed, *(s.last for o, s in run.stored if o == self._own)])
-        while page := self.store.outbox_page(after, 10_000):
-            taken += (Change.from_row(self.id, seq, bytes(row)) for seq, row in page)
-            after = page[-1][0]
+        if plan.drops:
+            keys = [store_key(self._own, d.first) for d in plan.drops]
+            for data in self.store.segment_data(keys):
+                taken += Segment.decode(data, self.limits).open_changes(self.limits)
+            self.store.remove_segments(keys)
+            run.dropped += [(self._own, d.first, d.first) for d in plan.drops]
+            low = plan.drops[0].first - 1
+            run.sealed = low if run.sealed is None else min(run.sealed, low)
+            log.warning(
+                "own sealed seqs %d..%d gave way to another cut of this site's history"
+                " that a peer holds (a restore from a backup whose segments never left);"
+                " their changes it does not hold are issued again",
+                plan.drops[0].first,
+                plan.drops[-1].last,
+            )
+        if run.displaced is None:
+            sealed = mine.sealed if run.sealed is None else run.sealed
+            after = max([sealed, *(s.last for o, s in run.stored if o == self._own)])
+            while page := self.store.outbox_page(after, 10_000):
+                taken += (Change.from_row(self.id, seq, bytes(row)) for seq, row in page)
+                after = page[-1][0]
+            # Every outbox row goes: those at or below ``after`` are in segments stored now.
+            self.store.clear_outbox(mine.seq)
+            self._recent.clear()  # sealing must not take the old changes from memory
+            run.displaced = []
         self.store.remove_changes(taken)
-        # Every outbox row goes: those at or below ``after`` are in segments stored now.
-        self.store.clear_outbox(mine.seq)
-        self._recent.clear()  # sealing must not take the old changes from memory
-        return taken
+        run.displaced = sorted([*run.displaced, *taken], key=_SEQ)
 
     def _issue_again(self, run: _Run, claimed: int) -> int:
         """Issue the changes ``_give_way`` took back under fresh seqs after ``claimed``
@@ -312,9 +339,9 @@ class _Applying(_Examining):
         run.conflicts.update(dict.fromkeys(self._merge(fresh)))
         self.store.add_outbox([(c.seq, c.to_row()) for c in fresh])
         log.warning(
-            "own changes this site held unsealed gave way to its own sealed history a"
-            " peer holds at their seqs (a restore from an older backup): %d issued"
-            " again as seqs %d..%d",
+            "own changes this site held gave way to its own sealed history a peer holds"
+            " at their seqs (a restore from an older backup): %d issued again as seqs"
+            " %d..%d",
             len(fresh),
             fresh[0].seq,
             fresh[-1].seq,

@@ -1,0 +1,154 @@
+"""A site restored from the backup of a timeline it abandoned, holding its own sealed
+segment there while a peer holds another cut of its history at those seqs.
+
+Found by ``tests/property/test_restore_properties.py`` (seed 13): the site seals X1 as
+segment 1..1, but the bundle is lost; it is backed up (b1). Restored from an earlier
+backup (b0), it writes X2 and the district receives 1..2. Restored from b1, it holds
+1..1 and hears of 1..2: the two overlap. Before the rule the site recorded a fork of its
+own history and could never write again. Now its cut gives way to the one the peer
+holds (``plan.apply.own_cut_gives_way``) and its changes that cut lacks are issued
+again. Real SQLite files, backups as copies of them (as ``offsync backup`` makes).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from offsync import Identity, Replica
+from tests.integration.test_restore_gives_way import (
+    DISTRICT,
+    RESIDENTS,
+    SITE,
+    back_up,
+    hear_from,
+    keys,
+    restore,
+    send,
+)
+
+PEER = Identity(bytes([7]) * 32, "peer")
+
+
+def settle(site: Replica, district: Replica) -> None:
+    for _ in range(2):
+        send(site, district)
+        send(district, site)
+
+
+def lost_cut(tmp_path: Path, *, same: bool) -> tuple[Path, Path, Path]:
+    """Steps 1 and 2: the site's file and backups b0 (before X1 was sealed: holding it
+    unsealed when ``same``, else empty) and b1 (X1 sealed as 1..1, never sent)."""
+    path = tmp_path / "site.sqlite"
+    site = Replica.open(str(path), identity=SITE)
+    if same:
+        site.put(RESIDENTS, "x1", {"n": 1})
+    site.close()
+    b0 = back_up(path, "b0.sqlite")
+    site = Replica.open(str(path), identity=SITE)
+    if not same:
+        site.put(RESIDENTS, "x1", {"n": 1})
+    site.pack(Replica.open(":memory:", identity=DISTRICT).knowledge())  # seals 1..1: lost
+    assert (site.seq, site.has_unsealed()) == (1, False)
+    site.close()
+    return path, b0, back_up(path, "b1.sqlite")
+
+
+def test_two_cuts_of_the_same_history_after_two_restores_do_not_fork(tmp_path: Path) -> None:
+    path, b0, b1 = lost_cut(tmp_path, same=True)
+    district = Replica.open(str(tmp_path / "district.sqlite"), identity=DISTRICT)
+    restore(b0, path)  # X1 unsealed at seq 1
+    site = Replica.open(str(path), identity=SITE)
+    site.put(RESIDENTS, "x2", {"n": 2})
+    send(site, district)  # the district holds 1..2 = X1, X2
+    site.close()
+
+    restore(b1, path)  # 1..1 = X1, sealed
+    site = Replica.open(str(path), identity=SITE)
+    hear_from(district, site)
+    send(district, site)
+    assert site.forks() == [] and site.quarantined() == []
+    assert (site.seq, site.has_unsealed(), keys(site)) == (2, False, {"x1", "x2"})
+    assert len(site.store.changes_for(RESIDENTS, "x1")) == 1  # not issued twice
+
+    site.put(RESIDENTS, "x3", {"n": 3})  # writing is allowed again: seq 3
+    settle(site, district)
+    assert keys(site) == keys(district) == {"x1", "x2", "x3"}
+    assert site.state_digest() == district.state_digest()
+    assert site.knowledge() == district.knowledge()
+    assert district.knowledge().max_seq(SITE.public_key) == 3
+    assert site.forks() == [] == district.forks()
+    assert site.quarantined() == [] == district.quarantined()
+    site.close()
+    site = Replica.open(str(path), identity=SITE)  # the file holds the same
+    assert (site.seq, site.has_unsealed(), keys(site)) == (3, False, {"x1", "x2", "x3"})
+    site.close()
+    district.close()
+
+
+def test_an_own_sealed_change_the_peer_cut_lacks_is_issued_again(tmp_path: Path) -> None:
+    """b0 is empty: after it the site wrote Y and X2, which the district holds as 1..2;
+    X1, sealed at seq 1 in b1 and never sent, gives way and becomes seq 3."""
+    path, b0, b1 = lost_cut(tmp_path, same=False)
+    district = Replica.open(str(tmp_path / "district.sqlite"), identity=DISTRICT)
+    restore(b0, path)
+    site = Replica.open(str(path), identity=SITE)
+    site.put(RESIDENTS, "y", {"n": 9})
+    site.put(RESIDENTS, "x2", {"n": 2})
+    send(site, district)
+    site.close()
+
+    restore(b1, path)
+    site = Replica.open(str(path), identity=SITE)
+    hear_from(district, site)
+    send(district, site)
+    assert site.forks() == [] and site.quarantined() == []
+    assert (site.seq, site.has_unsealed()) == (3, True)
+    assert keys(site) == {"x1", "x2", "y"}
+    settle(site, district)
+    assert not site.has_unsealed()
+    assert keys(site) == keys(district) == {"x1", "x2", "y"}
+    assert site.state_digest() == district.state_digest()
+    assert site.knowledge() == district.knowledge()
+    assert site.forks() == [] == district.forks()
+    assert site.quarantined() == [] == district.quarantined()
+    site.close()
+    district.close()
+
+
+def test_a_real_fork_where_both_cuts_left_the_site_stays_recorded(tmp_path: Path) -> None:
+    """1..1 = X1 did leave, to a peer, without a word back; the district holds 1..2 =
+    Y, X2. The site cannot know (receipts name seqs), takes the district's cut and issues
+    X1 again; the peer, holding X1 at seq 1, records the district's cut as a fork."""
+    path = tmp_path / "site.sqlite"
+    district = Replica.open(str(tmp_path / "district.sqlite"), identity=DISTRICT)
+    peer = Replica.open(str(tmp_path / "peer.sqlite"), identity=PEER)
+    site = Replica.open(str(path), identity=SITE)
+    site.close()
+    b0 = back_up(path, "b0.sqlite")
+    site = Replica.open(str(path), identity=SITE)
+    site.put(RESIDENTS, "x1", {"n": 1})
+    for bundle in site.pack(peer.knowledge()):  # by courier: no receipt comes back
+        peer.apply(bundle)
+    site.close()
+    b1 = back_up(path, "b1.sqlite")
+
+    restore(b0, path)
+    site = Replica.open(str(path), identity=SITE)
+    site.put(RESIDENTS, "y", {"n": 9})
+    site.put(RESIDENTS, "x2", {"n": 2})
+    send(site, district)
+    site.close()
+
+    restore(b1, path)
+    site = Replica.open(str(path), identity=SITE)
+    hear_from(district, site)
+    send(district, site)
+    settle(site, district)
+    assert keys(site) == keys(district) == {"x1", "x2", "y"}  # nothing lost
+    assert site.forks() == [] == district.forks()
+    send(site, peer)  # the district's cut reaches the peer
+    assert [(f.first_seq, f.last_seq) for f in peer.forks()] == [(1, 2)]
+    assert peer.quarantined() != []
+    site.close()
+    peer.close()
+    district.close()
