@@ -156,6 +156,79 @@ def test_a_real_fork_where_both_cuts_left_the_site_stays_recorded(tmp_path: Path
     district.close()
 
 
+def sealed_twice_lost(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """b0 holds K0 unsealed; b1 holds K0 and K1 sealed as 1..2, never sent."""
+    path = tmp_path / "site.sqlite"
+    site = Replica.open(str(path), identity=SITE)
+    site.put(RESIDENTS, "k0", {"n": 0})
+    site.close()
+    b0 = back_up(path, "b0.sqlite")
+    site = Replica.open(str(path), identity=SITE)
+    site.put(RESIDENTS, "k1", {"n": 1})
+    site.pack(Replica.open(":memory:", identity=DISTRICT).knowledge())  # 1..2: lost
+    site.close()
+    return path, b0, back_up(path, "b1.sqlite")
+
+
+def test_a_peer_receipt_that_cuts_an_own_segment_unseals_it(tmp_path: Path) -> None:
+    """The district holds 1..1 = K0 (sent after restoring b0); restored from b1 the site
+    holds 1..2 = K0, K1, and its claim is met (1 <= 2): only the district's receipt, which
+    ends inside 1..2, tells that the district holds another cut. Before, the site sent
+    1..2 and the district recorded it as a fork. (Property, seed 13, shrunk.)"""
+    path, b0, b1 = sealed_twice_lost(tmp_path)
+    district = Replica.open(str(tmp_path / "district.sqlite"), identity=DISTRICT)
+    restore(b0, path)
+    site = Replica.open(str(path), identity=SITE)
+    send(site, district)  # 1..1 = K0
+    site.close()
+
+    restore(b1, path)
+    site = Replica.open(str(path), identity=SITE)
+    hear_from(district, site)  # its receipt states seq 1 alone: 1..2 is unsealed
+    assert (site.seq, site.has_unsealed()) == (2, True)
+    settle(site, district)
+    assert not site.has_unsealed()
+    assert keys(site) == keys(district) == {"k0", "k1"}
+    assert site.state_digest() == district.state_digest()
+    assert site.knowledge() == district.knowledge()
+    assert site.forks() == [] == district.forks()
+    assert site.quarantined() == [] == district.quarantined()
+    site.close()
+    district.close()
+
+
+def test_an_own_cut_reaching_below_the_peer_segment_gives_way_too(tmp_path: Path) -> None:
+    """The district holds 1..1 = K0 and 2..3 = K2, K3; the site, restored from b1, holds
+    1..2 = K0, K1 and is sent 2..3 alone: 1..2 is unsealed, 2..3 waits for 1..1, and K1
+    is issued again as seq 4. (Property, seed 13, shrunk.)"""
+    path, b0, b1 = sealed_twice_lost(tmp_path)
+    district = Replica.open(str(tmp_path / "district.sqlite"), identity=DISTRICT)
+    restore(b0, path)
+    site = Replica.open(str(path), identity=SITE)
+    send(site, district)  # 1..1 = K0
+    site.put(RESIDENTS, "k2", {"n": 2})
+    site.put(RESIDENTS, "k3", {"n": 3})
+    send(site, district)  # 2..3
+    site.close()
+
+    restore(b1, path)
+    site = Replica.open(str(path), identity=SITE)
+    hear_from(district, site)
+    send(district, site)
+    send(district, site)
+    assert site.forks() == [] and site.quarantined() == []
+    assert keys(site) == {"k0", "k1", "k2", "k3"}
+    assert (site.seq, site.has_unsealed()) == (4, True)
+    site.put(RESIDENTS, "k4", {"n": 4})  # writing is allowed again
+    settle(site, district)
+    assert keys(site) == keys(district) == {"k0", "k1", "k2", "k3", "k4"}
+    assert site.state_digest() == district.state_digest()
+    assert site.forks() == [] == district.forks()
+    assert site.quarantined() == [] == district.quarantined()
+    site.close()
+    district.close()
+
+
 @pytest.mark.xfail(
     strict=True,
     reason="not covered yet: the peer holds another segment at exactly the seqs the site"

@@ -220,14 +220,31 @@ def test_the_whole_own_tail_gives_way_and_later_segments_see_it_gone() -> None:
     assert dict(idx) == dict(index(h1, h2))  # the index itself is a value, untouched
 
 
+def test_an_own_cut_reaching_below_gives_way_and_the_segment_comes_back_later() -> None:
+    """Sealed here as 1..2, the world holds 1..1 and 2..3: only 2..3 arrives (this site
+    listed 1..2). 1..2 is unsealed, and 2..3 (and own segments after it) waits for
+    1..1, which comes back now that seq 1 is unsealed."""
+    ours = seal(ME, 1, 2)
+    s1 = seal(ME, 1, 1)
+    s2 = seal(ME, 2, 2, s1.hash, ms=T0 + 1)
+    s3 = seal(ME, 4, 1, s2.hash, ms=T0 + 1)
+    ctx = context(index(ours), seq=2, sealed=2, held=ours.open_changes())
+    plans = list(plan_segments([s2, s3, seal(SITE, 1, 1)], ctx))
+    assert [p.verdict for p in plans] == [Verdict.LATER, Verdict.LATER, Verdict.APPLY]
+    assert plans[0].drops == (entry(ours)[1],) and plans[1].drops == ()
+    # Next round: 1..1 comes back as this site holds it, then 2..3 displaces seq 2.
+    first, second = plan_segments(
+        [s1, s2], context(SegmentIndex(), seq=2, held=ours.open_changes())
+    )
+    assert (first.verdict, first.displaces, second.verdict, second.displaces) == (
+        Verdict.APPLY,
+        False,
+        Verdict.APPLY,
+        True,
+    )
+
+
 def test_an_own_cut_does_not_give_way_where_the_rule_cannot_hold() -> None:
-    # The held segment reaches below the arriving one: it stays a fork of this site.
-    ours = seal(ME, 1, 3)
-    arriving = seal(ME, 2, 1, prev=bytes([1]) * 32, ms=T0 + 1)
-    ctx = context(index(ours), seq=3, sealed=3, held=ours.open_changes())
-    (plan,) = plan_segments([arriving], ctx)
-    assert (plan.verdict, plan.drops) == (Verdict.QUARANTINE, ())
-    assert str(plan.status) == "fork: overlaps a different segment of the same origin"
     # It does not chain to the own segment held below it.
     h1, h2 = chain(ME, 1, 1)
     forked = seal(ME, 2, 2, prev=bytes([1]) * 32, ms=T0 + 1)
@@ -235,6 +252,7 @@ def test_an_own_cut_does_not_give_way_where_the_rule_cannot_hold() -> None:
     (plan,) = plan_segments([forked], ctx)
     assert (plan.verdict, plan.drops) == (Verdict.FORK, ())
     # A held own segment that is quarantined already is evidence: it stays.
+    ours = seal(ME, 1, 3)
     ctx = context(index(ours, status=CLOCK_AHEAD), seq=3, sealed=3, held=ours.open_changes())
     (plan,) = plan_segments([seal(ME, 1, 4, ms=T0 + 1)], ctx)
     assert (plan.verdict, plan.drops) == (Verdict.FORK, ())

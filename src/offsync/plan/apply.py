@@ -9,6 +9,9 @@ thousand changes, so memory is bounded by that, not by the bundle), and says for
 * ``QUARANTINE`` — store it, held with a reason (fork of the chain, clock, trust,
                    validator); merge the changes that are admitted anyway;
 * ``FORK``       — a different segment is held at these seqs: kept as evidence only;
+* ``LATER``      — this site's own segment, where its own sealed segments from below it
+                   give way (``own_cut_gives_way``): not stored now, it comes back with
+                   the segments before it;
 * ``REFUSE``     — the whole bundle is refused (bad signature or encoding, two
                    segments of one origin that overlap): the plan stops there.
 
@@ -57,6 +60,7 @@ class Verdict(enum.Enum):
     DUPLICATE = "duplicate"
     QUARANTINE = "quarantine"
     FORK = "fork"
+    LATER = "later"
     REFUSE = "refuse"
 
 
@@ -75,9 +79,9 @@ class SegmentPlan:
     #: This site's own sealed history, held by a peer, at seqs this site holds only
     #: unsealed with other changes: those give way (``displaces_unsealed``).
     displaces: bool = False
-    #: This site's own sealed segments held here that give way to this one, its own
-    #: sealed history cut otherwise, held by a peer (``own_cut_gives_way``): dropped,
-    #: and their changes that this history does not hold issued again.
+    #: This site's own sealed segments held here that give way to this one, another cut
+    #: of its own history that a peer holds (``own_cut_gives_way``): they are dropped
+    #: and their changes are unsealed again, at their seqs, before it is judged.
     drops: tuple[HeldSegment, ...] = ()
 
 
@@ -106,6 +110,7 @@ def plan_segments(segments: Iterable[Segment], ctx: ApplyContext) -> Iterator[Se
     """The plan of each segment, in bundle order; after a ``REFUSE``, nothing more."""
     staged: dict[tuple[Stream, int], bytes] = {}
     ranges: dict[Stream, list[tuple[int, int]]] = {}
+    later: int | None = None  # own seqs from which segments come back later (``LATER``)
     for seg in segments:
         h = seg.hash
         stream = seg.stream
@@ -124,11 +129,20 @@ def plan_segments(segments: Iterable[Segment], ctx: ApplyContext) -> Iterator[Se
         except RemoteDataError as exc:
             yield SegmentPlan(Verdict.REFUSE, seg, h, error=exc)
             return
+        if later is not None and stream == ctx.own and seg.first_seq >= later:
+            yield SegmentPlan(Verdict.LATER, seg, h)  # it comes back after what it follows
+            continue
         if drops := own_cut_gives_way(seg, ctx):
-            dropped = ctx.index.updated(drop=[(stream, d.first, d.first) for d in drops])
+            low = drops[0].first
             given = dataclasses.replace(
-                ctx, index=dropped, sealed=min(ctx.sealed, drops[0].first - 1)
+                ctx,
+                index=ctx.index.updated(drop=[(stream, d.first, d.first) for d in drops]),
+                sealed=min(ctx.sealed, low - 1),
             )
+            if low < seg.first_seq:  # unsealed below it: it cannot be stored above them
+                ctx, later = given, low
+                yield SegmentPlan(Verdict.LATER, seg, h, drops=drops)
+                continue
             plan = judge(seg, h, changes, given)
             if plan.status.kind is not Kind.FORK:
                 ctx = given  # later segments are judged without the cut that gave way
@@ -182,19 +196,21 @@ def own_cut_gives_way(seg: Segment, ctx: ApplyContext) -> tuple[HeldSegment, ...
     there ever left it cannot be known here (receipts name seqs, not segments): when
     it did, the peer holding it has a real fork of this site, recorded there when the
     two meet, whatever this site keeps. So this site takes the cut the world is known
-    to hold. It gives way from ``seg``'s first seq up (the whole own tail from there,
-    all applied, none reaching below that seq) when ``seg`` then fits the chain as held
-    (after the segment below, if that ends just before it); the changes of the tail
-    that ``seg``'s history does not hold are issued again after it (``Replica.apply``),
-    as unsealed ones are (``displaces_unsealed``): nothing is lost.
+    to hold: its own tail from the first segment reaching ``seg`` up (all applied) is
+    unsealed again, as if restored from a backup taken before it sealed them, and the
+    rules for unsealed own changes take over (``recovers_own``,
+    ``displaces_unsealed``): nothing is lost. When the tail starts at ``seg``, ``seg``
+    must fit the chain below it; when it starts below, ``seg`` is judged later, with
+    the segments before it (``Verdict.LATER``).
     """
     stream = seg.stream
     if stream != ctx.own or not ctx.index.overlaps(stream, seg.first_seq, seg.last_seq):
         return ()
-    held = ctx.index.get(stream, ())
-    tail = tuple(s for s in held if s.last >= seg.first_seq)
-    if tail[0].first < seg.first_seq or not all(s.status.applied for s in tail):
+    tail = tuple(s for s in ctx.index.get(stream, ()) if s.last >= seg.first_seq)
+    if not all(s.status.applied for s in tail):
         return ()
+    if tail[0].first < seg.first_seq:
+        return tail
     rest = ctx.index.updated(drop=[(stream, s.first, s.first) for s in tail])
     return tail if rest.chain_problem(seg) is None else ()
 

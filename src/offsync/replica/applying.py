@@ -16,7 +16,7 @@ from ..change import Change, ChangeId
 from ..encoding import packb
 from ..errors import StorageConflictError, StorageError
 from ..plan.apply import ApplyContext, SegmentPlan, Verdict, kept_forks, own_returned, plan_segments
-from ..plan.claims import kept_receipts, raised_claim
+from ..plan.claims import cut_own, kept_receipts, raised_claim
 from ..receipt import Receipt
 from ..segindex import HeldSegment, Stream, store_key
 from ..segment import Segment
@@ -30,7 +30,6 @@ __all__: list[str] = []
 
 log = logging.getLogger("offsync")
 _COLLECTION = operator.itemgetter(3)  # of a Change
-_SEQ = operator.itemgetter(1)  # of a Change
 #: Changes an apply decodes before writing them (inside the bundle's one transaction):
 #: bounds apply memory by this rather than by the bundle's size.
 APPLY_CHUNK = 50_000
@@ -74,9 +73,9 @@ class _Run:
     #: issued again under fresh seqs (``_Applying._give_way``); None: none taken.
     displaced: list[Change] | None = None
     own: set[Change] = field(default_factory=set)  # own changes in the segments stored
-    #: Own sealed segments dropped for another cut a peer holds (``plan.drops``), as
+    #: Own sealed segments unsealed for another cut a peer holds (``plan.drops``), as
     #: (stream, first, first) for ``SegmentIndex.updated``, and the own seq sealed
-    #: below them (None: none dropped).
+    #: below them (None: none unsealed).
     dropped: list[tuple[Stream, int, int]] = field(default_factory=list)
     sealed: int | None = None
 
@@ -204,6 +203,10 @@ class _Applying(_Examining):
         if plan.verdict is Verdict.REFUSE:
             assert plan.error is not None
             raise plan.error
+        if plan.drops:
+            self._unseal(plan.drops, run)
+        if plan.verdict is Verdict.LATER:  # it comes back with the segments before it
+            return
         if plan.verdict is Verdict.DUPLICATE:
             report.duplicates += seg.count
             return
@@ -211,8 +214,8 @@ class _Applying(_Examining):
             run.forks.append(seg)
             report.quarantined += seg.count
             return
-        if plan.drops or (plan.displaces and run.displaced is None):
-            self._give_way(plan, run)
+        if plan.displaces and run.displaced is None:
+            run.displaced = self._give_way(run)
         encoded = seg.encode()
         run.rows.append(
             SegmentRow(
@@ -254,6 +257,7 @@ class _Applying(_Examining):
         st = self._st
         forks = self._record_forks(run.forks) if run.forks else st.forks
         mine = st.seqs(self._own)
+        self._unseal_cut(receipts, run)
         sealed = mine.sealed if run.sealed is None else run.sealed
         own = own_returned(((o, s.last, s.status) for o, s in run.stored), self._own, sealed)
         claim = raised_claim(mine.claim, receipts, self._own, st.trust)
@@ -264,6 +268,9 @@ class _Applying(_Examining):
                 seq = self._issue_again(run, max(own, claim)) or seq
             self.store.set_meta("seq", str(seq).encode())
             self.store.set_meta("sealed", str(own).encode())
+        elif run.sealed is not None:  # own sealed segments were unsealed
+            self.store.set_meta("sealed", str(sealed).encode())
+            self._recent.clear()
         for receipt in kept_receipts(receipts, self.id):
             if self._keep_receipt(receipt):
                 report.receipts += 1
@@ -272,7 +279,7 @@ class _Applying(_Examining):
         self._put(
             st._replace(
                 segments=st.segments.updated(drop=run.dropped, add=run.stored),
-                own={**st.own, self._own: OwnSeqs(seq, own or mine.sealed, claim)},
+                own={**st.own, self._own: OwnSeqs(seq, own or sealed, claim)},
                 hlc=max(st.hlc, run.max_hlc),
                 forks=forks,
                 clock_due=_earliest(st.clock_due, run.due),
@@ -280,43 +287,64 @@ class _Applying(_Examining):
         )
         return self._bound_unknown([o.origin for o, _ in run.stored], run.trust_touched)
 
-    def _give_way(self, plan: SegmentPlan, run: _Run) -> None:
-        """Take back, before ``plan``'s segment is merged, the own changes that give way
-        to it: those of the own sealed segments it drops (``plan.apply.own_cut_gives_way``;
-        the segments go too) and, once per bundle, the own unsealed ones
-        (``plan.apply.displaces_unsealed``) above the own segments this bundle stored so
-        far (those came back as they are): their changes and outbox rows. Kept in seq
-        order in ``run.displaced`` for ``_issue_again``; the records are recomputed when
-        they are merged again (in this transaction, so a failure rolls both back)."""
-        mine = self._st.seqs(self._own)
-        taken: list[Change] = []
-        if plan.drops:
-            keys = [store_key(self._own, d.first) for d in plan.drops]
-            for data in self.store.segment_data(keys):
-                taken += Segment.decode(data, self.limits).open_changes(self.limits)
-            self.store.remove_segments(keys)
-            run.dropped += [(self._own, d.first, d.first) for d in plan.drops]
-            low = plan.drops[0].first - 1
-            run.sealed = low if run.sealed is None else min(run.sealed, low)
-            log.warning(
-                "own sealed seqs %d..%d gave way to another cut of this site's history"
-                " that a peer holds (a restore from a backup whose segments never left);"
-                " their changes it does not hold are issued again",
-                plan.drops[0].first,
-                plan.drops[-1].last,
+    def _unseal(self, drops: Sequence[HeldSegment], run: _Run) -> None:
+        """Unseal the own sealed segments that give way to another cut of this site's
+        history a peer holds (``plan.apply.own_cut_gives_way``): the segments go, their
+        changes stay and are unsealed again at their seqs (outbox rows), and the sealed
+        seq falls below them, as if restored from a backup taken before they were
+        sealed; the rules for unsealed own changes then take over."""
+        keys = [store_key(self._own, d.first) for d in drops]
+        rows: list[tuple[int, bytes]] = []
+        for data in self.store.segment_data(keys):
+            rows += (
+                (c.seq, c.to_row())
+                for c in Segment.decode(data, self.limits).open_changes(self.limits)
             )
-        if run.displaced is None:
-            sealed = mine.sealed if run.sealed is None else run.sealed
-            after = max([sealed, *(s.last for o, s in run.stored if o == self._own)])
-            while page := self.store.outbox_page(after, 10_000):
-                taken += (Change.from_row(self.id, seq, bytes(row)) for seq, row in page)
-                after = page[-1][0]
-            # Every outbox row goes: those at or below ``after`` are in segments stored now.
-            self.store.clear_outbox(mine.seq)
-            self._recent.clear()  # sealing must not take the old changes from memory
-            run.displaced = []
+        self.store.remove_segments(keys)
+        self.store.add_outbox(rows)
+        run.dropped += [(self._own, d.first, d.first) for d in drops]
+        low = drops[0].first - 1
+        run.sealed = low if run.sealed is None else min(run.sealed, low)
+        log.warning(
+            "own sealed seqs %d..%d are unsealed again: another cut of this site's history"
+            " that a peer holds overlaps them (a restore from a backup whose segments"
+            " never left)",
+            drops[0].first,
+            drops[-1].last,
+        )
+
+    def _unseal_cut(self, receipts: Sequence[Receipt], run: _Run) -> None:
+        """Unseal the own tail from the lowest own segment that a counted receipt of
+        this bundle cuts (``plan.claims.cut_own``): the peer holds another cut there."""
+        st = self._st
+        index = st.segments.updated(drop=run.dropped, add=run.stored)
+        first = cut_own(index, self._own, kept_receipts(receipts, self.id), st.trust)
+        if not first:
+            return
+        tail = tuple(s for s in index.get(self._own, ()) if s.last >= first)
+        stored = {s.first for o, s in run.stored if o == self._own}
+        if any(s.first in stored or not s.status.applied for s in tail):
+            return  # what this bundle stored is the peer's: the next bundle tells
+        self._unseal(tail, run)
+
+    def _give_way(self, run: _Run) -> list[Change]:
+        """Take back the own unsealed changes (``plan.apply.displaces_unsealed``) above
+        the own segments this bundle stored so far (those came back as they are): their
+        changes and outbox rows, before the segment at their seqs is merged. Returned in
+        seq order for ``_issue_again``; the records are recomputed when they are merged
+        again (in this transaction, so a failure rolls both back)."""
+        mine = self._st.seqs(self._own)
+        sealed = mine.sealed if run.sealed is None else run.sealed
+        taken: list[Change] = []
+        after = max([sealed, *(s.last for o, s in run.stored if o == self._own)])
+        while page := self.store.outbox_page(after, 10_000):
+            taken += (Change.from_row(self.id, seq, bytes(row)) for seq, row in page)
+            after = page[-1][0]
         self.store.remove_changes(taken)
-        run.displaced = sorted([*run.displaced, *taken], key=_SEQ)
+        # Every outbox row goes: those at or below ``after`` are in segments stored now.
+        self.store.clear_outbox(mine.seq)
+        self._recent.clear()  # sealing must not take the old changes from memory
+        return taken
 
     def _issue_again(self, run: _Run, claimed: int) -> int:
         """Issue the changes ``_give_way`` took back under fresh seqs after ``claimed``
