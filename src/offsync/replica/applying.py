@@ -18,7 +18,7 @@ from ..errors import StorageConflictError, StorageError
 from ..plan.apply import ApplyContext, SegmentPlan, Verdict, kept_forks, own_returned, plan_segments
 from ..plan.claims import cut_own, kept_receipts, raised_claim
 from ..receipt import Receipt
-from ..segindex import HeldSegment, Stream, store_key
+from ..segindex import HeldSegment, SegmentIndex, Stream, store_key
 from ..segment import Segment
 from ..stores.base import SegmentRow
 from ..trust import TRUST_COLLECTION
@@ -257,7 +257,9 @@ class _Applying(_Examining):
         st = self._st
         forks = self._record_forks(run.forks) if run.forks else st.forks
         mine = st.seqs(self._own)
-        self._unseal_cut(receipts, run)
+        index = self._unseal_cut(
+            receipts, run, st.segments.updated(drop=run.dropped, add=run.stored)
+        )
         sealed = mine.sealed if run.sealed is None else run.sealed
         own = own_returned(((o, s.last, s.status) for o, s in run.stored), self._own, sealed)
         claim = raised_claim(mine.claim, receipts, self._own, st.trust)
@@ -278,7 +280,7 @@ class _Applying(_Examining):
             self.store.set_meta("hlc", str(run.max_hlc).encode())
         self._put(
             st._replace(
-                segments=st.segments.updated(drop=run.dropped, add=run.stored),
+                segments=index,
                 own={**st.own, self._own: OwnSeqs(seq, own or sealed, claim)},
                 hlc=max(st.hlc, run.max_hlc),
                 forks=forks,
@@ -313,19 +315,21 @@ class _Applying(_Examining):
             drops[-1].last,
         )
 
-    def _unseal_cut(self, receipts: Sequence[Receipt], run: _Run) -> None:
+    def _unseal_cut(
+        self, receipts: Sequence[Receipt], run: _Run, index: SegmentIndex
+    ) -> SegmentIndex:
         """Unseal the own tail from the lowest own segment that a counted receipt of
-        this bundle cuts (``plan.claims.cut_own``): the peer holds another cut there."""
-        st = self._st
-        index = st.segments.updated(drop=run.dropped, add=run.stored)
-        first = cut_own(index, self._own, kept_receipts(receipts, self.id), st.trust)
+        this bundle cuts (``plan.claims.cut_own``): the peer holds another cut there.
+        ``index``: the segments held after this bundle; returned without the tail."""
+        first = cut_own(index, self._own, kept_receipts(receipts, self.id), self._st.trust)
         if not first:
-            return
+            return index
         tail = tuple(s for s in index.get(self._own, ()) if s.last >= first)
         stored = {s.first for o, s in run.stored if o == self._own}
         if any(s.first in stored or not s.status.applied for s in tail):
-            return  # what this bundle stored is the peer's: the next bundle tells
+            return index  # what this bundle stored is the peer's: the next bundle tells
         self._unseal(tail, run)
+        return index.updated(drop=[(self._own, s.first, s.first) for s in tail])
 
     def _give_way(self, run: _Run) -> list[Change]:
         """Take back the own unsealed changes (``plan.apply.displaces_unsealed``) above
