@@ -272,7 +272,6 @@ class _Applying(_Examining):
             self.store.set_meta("sealed", str(own).encode())
         elif run.sealed is not None:  # own sealed segments were unsealed
             self.store.set_meta("sealed", str(sealed).encode())
-            self._recent.clear()
         for receipt in kept_receipts(receipts, self.id):
             if self._keep_receipt(receipt):
                 report.receipts += 1
@@ -371,9 +370,9 @@ class _Applying(_Examining):
         run.conflicts.update(dict.fromkeys(self._merge(fresh)))
         self.store.add_outbox([(c.seq, c.to_row()) for c in fresh])
         log.warning(
-            "own changes this site held gave way to its own sealed history a peer holds"
-            " at their seqs (a restore from an older backup): %d issued again as seqs"
-            " %d..%d",
+            "own changes this site held unsealed gave way to its own sealed history a"
+            " peer holds at their seqs (a restore from an older backup): %d issued"
+            " again as seqs %d..%d",
             len(fresh),
             fresh[0].seq,
             fresh[-1].seq,
