@@ -210,14 +210,17 @@ def test_an_own_sealed_cut_gives_way_to_the_cut_a_peer_holds() -> None:
 
 def test_the_whole_own_tail_gives_way_and_later_segments_see_it_gone() -> None:
     h1, h2 = chain(ME, 1, 2)  # 1..1, 2..3 sealed here
-    s1 = seal(ME, 1, 2, ms=T0 + 1)
-    s2 = seal(ME, 3, 2, s1.hash, ms=T0 + 1)
+    s1 = seal(ME, 1, 4, ms=T0 + 1)  # reaches above the sealed seq: a restore
+    s2 = seal(ME, 5, 2, s1.hash, ms=T0 + 1)
     idx = index(h1, h2)
     ctx = context(idx, seq=3, sealed=3, held=[*h1.open_changes(), *h2.open_changes()])
     first, second = plan_segments([s1, s2], ctx)
     assert first.drops == (entry(h1)[1], entry(h2)[1]) and first.verdict is Verdict.APPLY
     assert (second.verdict, second.drops) == (Verdict.APPLY, ())
     assert dict(idx) == dict(index(h1, h2))  # the index itself is a value, untouched
+    # Wholly within what this site sealed (it lacked nothing there): a fork, as before.
+    (plan,) = plan_segments([seal(ME, 1, 3, ms=T0 + 1)], ctx)
+    assert (plan.verdict, plan.drops) == (Verdict.FORK, ())
 
 
 def test_an_own_cut_reaching_below_gives_way_and_the_segment_comes_back_later() -> None:

@@ -202,9 +202,17 @@ def own_cut_gives_way(seg: Segment, ctx: ApplyContext) -> tuple[HeldSegment, ...
     ``displaces_unsealed``): nothing is lost. When the tail starts at ``seg``, ``seg``
     must fit the chain below it; when it starts below, ``seg`` is judged later, with
     the segments before it (``Verdict.LATER``).
+
+    Only where ``seg`` reaches above the seqs sealed here: the peer holds more of this
+    site's sealed history than the site does, so the site was restored from a backup
+    and its cut was made without knowing the world's. A different segment wholly within
+    what the site has sealed (sent to it though it lacked nothing there) is a fork of
+    this site, recorded here as before (``tests/integration/test_restore.py``).
     """
     stream = seg.stream
-    if stream != ctx.own or not ctx.index.overlaps(stream, seg.first_seq, seg.last_seq):
+    if stream != ctx.own or seg.last_seq <= ctx.sealed:
+        return ()
+    if not ctx.index.overlaps(stream, seg.first_seq, seg.last_seq):
         return ()
     tail = tuple(s for s in ctx.index.get(stream, ()) if s.last >= seg.first_seq)
     if not all(s.status.applied for s in tail):
