@@ -119,9 +119,8 @@ def test_own_changes_coming_back_after_a_restore_apply_and_a_fork_of_them_does_n
     assert plan.verdict is Verdict.APPLY
     # The same seqs with other content, where this site has sealed them: it forked.
     forked = seal(ME, 1, 3, ms=T0 + 1)
-    (plan,) = plan_segments([forked], context(SegmentIndex(), seq=3, sealed=3, held=held))
-    assert str(plan.status) == "fork: reuses seqs this site has issued"
-    assert not plan.displaces
+    (plan,) = plan_segments([forked], context(index(ours), seq=3, sealed=3, held=held))
+    assert (plan.verdict, plan.displaces, plan.drops) == (Verdict.FORK, False, ())
     # Where it holds them unsealed (they never left), the sealed history wins: they
     # give way (and are issued again after it, by the executor).
     (plan,) = plan_segments([forked], context(SegmentIndex(), seq=3, held=held))
@@ -223,28 +222,27 @@ def test_the_whole_own_tail_gives_way_and_later_segments_see_it_gone() -> None:
     assert (plan.verdict, plan.drops) == (Verdict.FORK, ())
 
 
-def test_an_own_cut_reaching_below_gives_way_and_the_segment_comes_back_later() -> None:
+def test_an_own_cut_reaching_below_gives_way_and_the_gap_is_filled_later() -> None:
     """Sealed here as 1..2, the world holds 1..1 and 2..3: only 2..3 arrives (this site
-    listed 1..2). 1..2 is unsealed, and 2..3 (and own segments after it) waits for
-    1..1, which comes back now that seq 1 is unsealed."""
+    listed 1..2). 1..2 gives way whole (its changes below 2..3 cannot wait under it),
+    and 1..1, arriving later at seqs sealed here but held in no segment, fills the gap."""
     ours = seal(ME, 1, 2)
     s1 = seal(ME, 1, 1)
     s2 = seal(ME, 2, 2, s1.hash, ms=T0 + 1)
-    s3 = seal(ME, 4, 1, s2.hash, ms=T0 + 1)
     ctx = context(index(ours), seq=2, sealed=2, held=ours.open_changes())
-    plans = list(plan_segments([s2, s3, seal(SITE, 1, 1)], ctx))
-    assert [p.verdict for p in plans] == [Verdict.LATER, Verdict.LATER, Verdict.APPLY]
-    assert plans[0].drops == (entry(ours)[1],) and plans[1].drops == ()
-    # Next round: 1..1 comes back as this site holds it, then 2..3 displaces seq 2.
-    first, second = plan_segments(
-        [s1, s2], context(SegmentIndex(), seq=2, held=ours.open_changes())
-    )
-    assert (first.verdict, first.displaces, second.verdict, second.displaces) == (
-        Verdict.APPLY,
-        False,
-        Verdict.APPLY,
-        True,
-    )
+    (plan,) = plan_segments([s2], ctx)
+    assert (plan.verdict, plan.drops, plan.displaces) == (Verdict.APPLY, (entry(ours)[1],), True)
+    # Even where 2..3 holds this site's change at seq 2 as it is.
+    same = seal(ME, 2, 2, s1.hash)
+    (plan,) = plan_segments([same], ctx)
+    assert (plan.verdict, plan.displaces) == (Verdict.APPLY, True)
+    # After it: sealed to 3, issued to 5, nothing held at seq 1.
+    later = context(index(s2), seq=5, sealed=3)
+    (plan,) = plan_segments([s1], later)
+    assert (plan.verdict, plan.drops, plan.displaces) == (Verdict.APPLY, (), False)
+    # A segment at seqs sealed here and held in one is not a gap: a fork, as before.
+    (plan,) = plan_segments([seal(ME, 2, 2, s1.hash, ms=T0 + 2)], later)
+    assert plan.verdict is Verdict.FORK
 
 
 def test_an_own_cut_does_not_give_way_where_the_rule_cannot_hold() -> None:

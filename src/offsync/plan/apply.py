@@ -9,9 +9,6 @@ thousand changes, so memory is bounded by that, not by the bundle), and says for
 * ``QUARANTINE`` — store it, held with a reason (fork of the chain, clock, trust,
                    validator); merge the changes that are admitted anyway;
 * ``FORK``       — a different segment is held at these seqs: kept as evidence only;
-* ``LATER``      — this site's own segment, where its own sealed segments from below it
-                   give way (``own_cut_gives_way``): not stored now, it comes back with
-                   the segments before it;
 * ``REFUSE``     — the whole bundle is refused (bad signature or encoding, two
                    segments of one origin that overlap): the plan stops there.
 
@@ -44,6 +41,7 @@ __all__ = [
     "Verdict",
     "kept_forks",
     "own_cut_gives_way",
+    "own_gap",
     "own_returned",
     "plan_segments",
 ]
@@ -60,7 +58,6 @@ class Verdict(enum.Enum):
     DUPLICATE = "duplicate"
     QUARANTINE = "quarantine"
     FORK = "fork"
-    LATER = "later"
     REFUSE = "refuse"
 
 
@@ -110,7 +107,6 @@ def plan_segments(segments: Iterable[Segment], ctx: ApplyContext) -> Iterator[Se
     """The plan of each segment, in bundle order; after a ``REFUSE``, nothing more."""
     staged: dict[tuple[Stream, int], bytes] = {}
     ranges: dict[Stream, list[tuple[int, int]]] = {}
-    later: int | None = None  # own seqs from which segments come back later (``LATER``)
     for seg in segments:
         h = seg.hash
         stream = seg.stream
@@ -129,24 +125,19 @@ def plan_segments(segments: Iterable[Segment], ctx: ApplyContext) -> Iterator[Se
         except RemoteDataError as exc:
             yield SegmentPlan(Verdict.REFUSE, seg, h, error=exc)
             return
-        if later is not None and stream == ctx.own and seg.first_seq >= later:
-            yield SegmentPlan(Verdict.LATER, seg, h)  # it comes back after what it follows
-            continue
         if drops := own_cut_gives_way(seg, ctx):
-            low = drops[0].first
             given = dataclasses.replace(
                 ctx,
                 index=ctx.index.updated(drop=[(stream, d.first, d.first) for d in drops]),
-                sealed=min(ctx.sealed, low - 1),
+                sealed=min(ctx.sealed, drops[0].first - 1),
             )
-            if low < seg.first_seq:  # unsealed below it: it cannot be stored above them
-                ctx, later = given, low
-                yield SegmentPlan(Verdict.LATER, seg, h, drops=drops)
-                continue
             plan = judge(seg, h, changes, given)
             if plan.status.kind is not Kind.FORK:
                 ctx = given  # later segments are judged without the cut that gave way
-                yield dataclasses.replace(plan, drops=drops)
+                # Unsealed below ``seg``, its changes there cannot wait under it: they
+                # give way too, and are issued again.
+                below = drops[0].first < seg.first_seq
+                yield dataclasses.replace(plan, drops=drops, displaces=plan.displaces or below)
                 continue
         if held is not None:  # a different segment at these seqs is held: a fork
             yield SegmentPlan(Verdict.FORK, seg, h, FORK_AT_SAME_SEQS)
@@ -158,7 +149,10 @@ def judge(seg: Segment, h: bytes, changes: Sequence[Change], ctx: ApplyContext) 
     """The plan of a verified segment that no held segment sits at: apply it, or hold
     it for its place in its origin's chain or by admission."""
     reuses_own = (
-        seg.stream == ctx.own and seg.first_seq <= ctx.seq and not recovers_own(changes, ctx)
+        seg.stream == ctx.own
+        and seg.first_seq <= ctx.seq
+        and not own_gap(seg, ctx)
+        and not recovers_own(changes, ctx)
     )
     displaces = reuses_own and displaces_unsealed(seg, ctx)
     status = ctx.index.chain_problem(seg, reuses_own=reuses_own and not displaces)
@@ -200,8 +194,9 @@ def own_cut_gives_way(seg: Segment, ctx: ApplyContext) -> tuple[HeldSegment, ...
     unsealed again, as if restored from a backup taken before it sealed them, and the
     rules for unsealed own changes take over (``recovers_own``,
     ``displaces_unsealed``): nothing is lost. When the tail starts at ``seg``, ``seg``
-    must fit the chain below it; when it starts below, ``seg`` is judged later, with
-    the segments before it (``Verdict.LATER``).
+    must fit the chain below it; when it starts below (the peer's segments before
+    ``seg`` were not sent: this site listed those seqs), its changes there give way too
+    and the peer's segments fill the gap later (``own_gap``).
 
     Only where ``seg`` reaches above the seqs sealed here: the peer holds more of this
     site's sealed history than the site does, so the site was restored from a backup
@@ -221,6 +216,16 @@ def own_cut_gives_way(seg: Segment, ctx: ApplyContext) -> tuple[HeldSegment, ...
         return tail
     rest = ctx.index.updated(drop=[(stream, s.first, s.first) for s in tail])
     return tail if rest.chain_problem(seg) is None else ()
+
+
+def own_gap(seg: Segment, ctx: ApplyContext) -> bool:
+    """Whether an own segment lies in seqs this site has sealed but holds no segment
+    at: its own changes there gave way to its sealed history a peer holds
+    (``own_cut_gives_way``) before the peer's segments there came, so it holds nothing
+    there to fork."""
+    return seg.last_seq <= ctx.sealed and not ctx.index.overlaps(
+        seg.stream, seg.first_seq, seg.last_seq
+    )
 
 
 def recovers_own(changes: Sequence[Change], ctx: ApplyContext) -> bool:

@@ -205,8 +205,6 @@ class _Applying(_Examining):
             raise plan.error
         if plan.drops:
             self._unseal(plan.drops, run)
-        if plan.verdict is Verdict.LATER:  # it comes back with the segments before it
-            return
         if plan.verdict is Verdict.DUPLICATE:
             report.duplicates += seg.count
             return
