@@ -232,6 +232,40 @@ def test_an_own_cut_reaching_below_the_peer_segment_gives_way_too(tmp_path: Path
     district.close()
 
 
+def test_a_peer_segment_naming_another_predecessor_unseals_the_own_one(
+    tmp_path: Path,
+) -> None:
+    """b1 holds 1..1 = X1 sealed, never sent; after b0 (empty) the district got 1..1 = Y
+    and 2..2 = Y2. Restored from b1 the site lacks seq 2 and is sent 2..2 alone, which
+    names the district's 1..1 as its predecessor: 1..1 gives way, X1 is issued again, and
+    the district's 1..1 fills seq 1. (Property, seed 2, shrunk.)"""
+    path, b0, b1 = lost_cut(tmp_path, same=False)
+    district = Replica.open(str(tmp_path / "district.sqlite"), identity=DISTRICT)
+    restore(b0, path)
+    site = Replica.open(str(path), identity=SITE)
+    site.put(RESIDENTS, "y", {"n": 9})
+    send(site, district)  # 1..1 = Y
+    site.put(RESIDENTS, "y2", {"n": 10})
+    send(site, district)  # 2..2
+    site.close()
+
+    restore(b1, path)
+    site = Replica.open(str(path), identity=SITE)
+    hear_from(district, site)
+    send(district, site)  # 2..2 alone
+    assert site.forks() == [] and site.quarantined() == []
+    site.put(RESIDENTS, "x2", {"n": 2})  # one sync was enough
+    settle(site, district)
+    assert not site.has_unsealed()
+    assert keys(site) == keys(district) == {"x1", "x2", "y", "y2"}
+    assert site.state_digest() == district.state_digest()
+    assert site.knowledge() == district.knowledge()
+    assert site.forks() == [] == district.forks()
+    assert site.quarantined() == [] == district.quarantined()
+    site.close()
+    district.close()
+
+
 @pytest.mark.xfail(
     strict=True,
     reason="not covered yet: the peer holds another segment at exactly the seqs the site"

@@ -260,3 +260,17 @@ def test_an_own_cut_does_not_give_way_where_the_rule_cannot_hold() -> None:
     # Another origin's overlapping segments are forks as before.
     (plan,) = plan_segments([seal(SITE, 1, 2)], context(index(seal(SITE, 1, 1))))
     assert (plan.verdict, plan.drops) == (Verdict.FORK, ())
+
+
+def test_an_own_segment_naming_another_predecessor_unseals_the_one_below() -> None:
+    """Sealed here as 1..3 (never sent); the world holds 1..3 with other changes and 4..4
+    after it, and sends 4..4 alone (this site listed 1..3): 1..3 gives way."""
+    ours = seal(ME, 1, 3)
+    theirs = seal(ME, 1, 3, ms=T0 + 1)
+    after = seal(ME, 4, 1, theirs.hash, ms=T0 + 1)
+    ctx = context(index(ours), seq=3, sealed=3, held=ours.open_changes())
+    (plan,) = plan_segments([after], ctx)
+    assert (plan.verdict, plan.drops, plan.displaces) == (Verdict.APPLY, (entry(ours)[1],), True)
+    # Chained to the segment held below it, it is simply the next one.
+    (plan,) = plan_segments([seal(ME, 4, 1, ours.hash)], ctx)
+    assert (plan.verdict, plan.drops, plan.displaces) == (Verdict.APPLY, (), False)

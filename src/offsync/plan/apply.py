@@ -196,7 +196,9 @@ def own_cut_gives_way(seg: Segment, ctx: ApplyContext) -> tuple[HeldSegment, ...
     ``displaces_unsealed``): nothing is lost. When the tail starts at ``seg``, ``seg``
     must fit the chain below it; when it starts below (the peer's segments before
     ``seg`` were not sent: this site listed those seqs), its changes there give way too
-    and the peer's segments fill the gap later (``own_gap``).
+    and the peer's segments fill the gap later (``own_gap``). ``seg`` that overlaps
+    nothing held but names another predecessor than the own segment held just below it
+    shows another cut there the same way: the tail from that segment gives way.
 
     Only where ``seg`` reaches above the seqs sealed here: the peer holds more of this
     site's sealed history than the site does, so the site was restored from a backup
@@ -207,9 +209,15 @@ def own_cut_gives_way(seg: Segment, ctx: ApplyContext) -> tuple[HeldSegment, ...
     stream = seg.stream
     if stream != ctx.own or seg.last_seq <= ctx.sealed:
         return ()
-    if not ctx.index.overlaps(stream, seg.first_seq, seg.last_seq):
-        return ()
-    tail = tuple(s for s in ctx.index.get(stream, ()) if s.last >= seg.first_seq)
+    held = ctx.index.get(stream, ())
+    if ctx.index.overlaps(stream, seg.first_seq, seg.last_seq):
+        reach = seg.first_seq
+    else:  # or it names another predecessor than the own segment held just below it
+        below = [s for s in held if s.last == seg.first_seq - 1]
+        if not below or below[0].hash == seg.prev_hash:
+            return ()
+        reach = below[0].first
+    tail = tuple(s for s in held if s.last >= reach)
     if not all(s.status.applied for s in tail):
         return ()
     if tail[0].first < seg.first_seq:
