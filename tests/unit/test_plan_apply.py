@@ -119,9 +119,8 @@ def test_own_changes_coming_back_after_a_restore_apply_and_a_fork_of_them_does_n
     assert plan.verdict is Verdict.APPLY
     # The same seqs with other content, where this site has sealed them: it forked.
     forked = seal(ME, 1, 3, ms=T0 + 1)
-    (plan,) = plan_segments([forked], context(SegmentIndex(), seq=3, sealed=3, held=held))
-    assert str(plan.status) == "fork: reuses seqs this site has issued"
-    assert not plan.displaces
+    (plan,) = plan_segments([forked], context(index(ours), seq=3, sealed=3, held=held))
+    assert (plan.verdict, plan.displaces, plan.drops) == (Verdict.FORK, False, ())
     # Where it holds them unsealed (they never left), the sealed history wins: they
     # give way (and are issued again after it, by the executor).
     (plan,) = plan_segments([forked], context(SegmentIndex(), seq=3, held=held))
@@ -188,3 +187,90 @@ def test_the_index_is_judged_as_it_was_before_the_bundle() -> None:
     before = dict(idx)
     list(plan_segments(chain(OTHER, 1, 1), context(idx)))
     assert dict(idx) == before and entry(seal(SITE, 1, 2))[0] in idx
+
+
+def test_an_own_sealed_cut_gives_way_to_the_cut_a_peer_holds() -> None:
+    """Sealed here as 1..1 (the bundle was lost), sealed again as 1..2 after a restore
+    and held by a peer: 1..1 gives way, whether 1..2 holds its change as it is or not."""
+    ours = seal(ME, 1, 1)
+    held = ours.open_changes()
+    ctx = context(index(ours), seq=1, sealed=1, held=held)
+    (same,) = plan_segments([seal(ME, 1, 2)], ctx)
+    assert (same.verdict, same.drops, same.displaces) == (Verdict.APPLY, (entry(ours)[1],), False)
+    # Another change at seq 1: ours gives way too, and is issued again (``displaces``).
+    (other,) = plan_segments([seal(ME, 1, 2, ms=T0 + 1)], ctx)
+    assert (other.verdict, other.drops, other.displaces) == (
+        Verdict.APPLY,
+        (entry(ours)[1],),
+        True,
+    )
+    assert len(other.merge) == 2
+
+
+def test_the_whole_own_tail_gives_way_and_later_segments_see_it_gone() -> None:
+    h1, h2 = chain(ME, 1, 2)  # 1..1, 2..3 sealed here
+    s1 = seal(ME, 1, 4, ms=T0 + 1)  # reaches above the sealed seq: a restore
+    s2 = seal(ME, 5, 2, s1.hash, ms=T0 + 1)
+    idx = index(h1, h2)
+    ctx = context(idx, seq=3, sealed=3, held=[*h1.open_changes(), *h2.open_changes()])
+    first, second = plan_segments([s1, s2], ctx)
+    assert first.drops == (entry(h1)[1], entry(h2)[1]) and first.verdict is Verdict.APPLY
+    assert (second.verdict, second.drops) == (Verdict.APPLY, ())
+    assert dict(idx) == dict(index(h1, h2))  # the index itself is a value, untouched
+    # Wholly within what this site sealed (it lacked nothing there): a fork, as before.
+    (plan,) = plan_segments([seal(ME, 1, 3, ms=T0 + 1)], ctx)
+    assert (plan.verdict, plan.drops) == (Verdict.FORK, ())
+
+
+def test_an_own_cut_reaching_below_gives_way_and_the_gap_is_filled_later() -> None:
+    """Sealed here as 1..2, the world holds 1..1 and 2..3: only 2..3 arrives (this site
+    listed 1..2). 1..2 gives way whole (its changes below 2..3 cannot wait under it),
+    and 1..1, arriving later at seqs sealed here but held in no segment, fills the gap."""
+    ours = seal(ME, 1, 2)
+    s1 = seal(ME, 1, 1)
+    s2 = seal(ME, 2, 2, s1.hash, ms=T0 + 1)
+    ctx = context(index(ours), seq=2, sealed=2, held=ours.open_changes())
+    (plan,) = plan_segments([s2], ctx)
+    assert (plan.verdict, plan.drops, plan.displaces) == (Verdict.APPLY, (entry(ours)[1],), True)
+    # Even where 2..3 holds this site's change at seq 2 as it is.
+    same = seal(ME, 2, 2, s1.hash)
+    (plan,) = plan_segments([same], ctx)
+    assert (plan.verdict, plan.displaces) == (Verdict.APPLY, True)
+    # After it: sealed to 3, issued to 5, nothing held at seq 1.
+    later = context(index(s2), seq=5, sealed=3)
+    (plan,) = plan_segments([s1], later)
+    assert (plan.verdict, plan.drops, plan.displaces) == (Verdict.APPLY, (), False)
+    # A segment at seqs sealed here and held in one is not a gap: a fork, as before.
+    (plan,) = plan_segments([seal(ME, 2, 2, s1.hash, ms=T0 + 2)], later)
+    assert plan.verdict is Verdict.FORK
+
+
+def test_an_own_cut_does_not_give_way_where_the_rule_cannot_hold() -> None:
+    # It does not chain to the own segment held below it.
+    h1, h2 = chain(ME, 1, 1)
+    forked = seal(ME, 2, 2, prev=bytes([1]) * 32, ms=T0 + 1)
+    ctx = context(index(h1, h2), seq=2, sealed=2, held=[*h1.open_changes(), *h2.open_changes()])
+    (plan,) = plan_segments([forked], ctx)
+    assert (plan.verdict, plan.drops) == (Verdict.FORK, ())
+    # A held own segment that is quarantined already is evidence: it stays.
+    ours = seal(ME, 1, 3)
+    ctx = context(index(ours, status=CLOCK_AHEAD), seq=3, sealed=3, held=ours.open_changes())
+    (plan,) = plan_segments([seal(ME, 1, 4, ms=T0 + 1)], ctx)
+    assert (plan.verdict, plan.drops) == (Verdict.FORK, ())
+    # Another origin's overlapping segments are forks as before.
+    (plan,) = plan_segments([seal(SITE, 1, 2)], context(index(seal(SITE, 1, 1))))
+    assert (plan.verdict, plan.drops) == (Verdict.FORK, ())
+
+
+def test_an_own_segment_naming_another_predecessor_unseals_the_one_below() -> None:
+    """Sealed here as 1..3 (never sent); the world holds 1..3 with other changes and 4..4
+    after it, and sends 4..4 alone (this site listed 1..3): 1..3 gives way."""
+    ours = seal(ME, 1, 3)
+    theirs = seal(ME, 1, 3, ms=T0 + 1)
+    after = seal(ME, 4, 1, theirs.hash, ms=T0 + 1)
+    ctx = context(index(ours), seq=3, sealed=3, held=ours.open_changes())
+    (plan,) = plan_segments([after], ctx)
+    assert (plan.verdict, plan.drops, plan.displaces) == (Verdict.APPLY, (entry(ours)[1],), True)
+    # Chained to the segment held below it, it is simply the next one.
+    (plan,) = plan_segments([seal(ME, 4, 1, ours.hash)], ctx)
+    assert (plan.verdict, plan.drops, plan.displaces) == (Verdict.APPLY, (), False)

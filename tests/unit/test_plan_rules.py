@@ -6,11 +6,12 @@ from typing import Any
 
 import pytest
 
+from offsync import Identity
 from offsync.change import Change, ChangeId
 from offsync.errors import ImmutableRecordError, NotAuthorisedError, SequenceReuseError, UsageError
 from offsync.knowledge import Knowledge
 from offsync.limits import DEFAULT_LIMITS, Limits
-from offsync.plan.claims import claim_counts, counted_claim, raised_claim, reuse_error
+from offsync.plan.claims import claim_counts, counted_claim, cut_own, raised_claim, reuse_error
 from offsync.plan.examine import candidates, changed_origins, fingerprint, reexamine_segment
 from offsync.plan.merge import recompute, split, to_recompute
 from offsync.plan.quarantine import is_unknown, plan_evictions
@@ -27,6 +28,7 @@ from tests.helpers.plan import (
     SITE,
     T0,
     certified,
+    chain,
     change,
     entry,
     index,
@@ -111,6 +113,21 @@ def test_whose_claims_count() -> None:
     ]
     assert counted_claim(claims, stream(ME), trust) == 5
     assert counted_claim(claims, stream(ME), None) == 9
+
+
+def test_a_receipt_that_cuts_an_own_segment_names_it() -> None:
+    idx = index(*chain(ME, 1, 3, 2))  # own 1..1, 2..4, 5..6
+
+    def cut(*ivs: tuple[int, int], by: Identity = SITE, trust: TrustStore | None = None) -> int:
+        knowledge = Knowledge({ME.public_key: list(ivs)})
+        return cut_own(idx, stream(ME), [Receipt.issue(by, 1, knowledge)], trust)
+
+    assert cut((1, 6)) == cut((1, 4)) == cut((1, 1), (5, 6)) == 0  # whole segments
+    assert cut((1, 2)) == 2  # ends inside 2..4: another cut there
+    assert cut((1, 1), (3, 9)) == 2  # begins inside it
+    assert cut((1, 5)) == 5 and cut((1, 2), (4, 5)) == 2  # the lowest
+    assert cut((1, 2), by=OTHER, trust=certified(SITE)) == 0  # only counted claims
+    assert cut_own(SegmentIndex(), stream(ME), [], None) == 0
 
 
 def test_receipts_raise_the_claim_and_our_own_always_counts() -> None:

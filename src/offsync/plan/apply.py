@@ -21,6 +21,7 @@ fork of it), it asks through a function the executor passes in.
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import enum
 import operator
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -28,7 +29,7 @@ from dataclasses import dataclass
 
 from ..change import Change
 from ..errors import BundleFormatError, ForkError, RemoteDataError
-from ..segindex import SegmentIndex, Stream
+from ..segindex import HeldSegment, SegmentIndex, Stream
 from ..segment import Segment
 from ..status import APPLIED, FORK_AT_SAME_SEQS, Kind, Status
 from .admit import Admission, admit, admitted_part
@@ -39,6 +40,8 @@ __all__ = [
     "SegmentPlan",
     "Verdict",
     "kept_forks",
+    "own_cut_gives_way",
+    "own_gap",
     "own_returned",
     "plan_segments",
 ]
@@ -73,6 +76,10 @@ class SegmentPlan:
     #: This site's own sealed history, held by a peer, at seqs this site holds only
     #: unsealed with other changes: those give way (``displaces_unsealed``).
     displaces: bool = False
+    #: This site's own sealed segments held here that give way to this one, another cut
+    #: of its own history that a peer holds (``own_cut_gives_way``): they are dropped
+    #: and their changes are unsealed again, at their seqs, before it is judged.
+    drops: tuple[HeldSegment, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +125,20 @@ def plan_segments(segments: Iterable[Segment], ctx: ApplyContext) -> Iterator[Se
         except RemoteDataError as exc:
             yield SegmentPlan(Verdict.REFUSE, seg, h, error=exc)
             return
+        if drops := own_cut_gives_way(seg, ctx):
+            given = dataclasses.replace(
+                ctx,
+                index=ctx.index.updated(drop=[(stream, d.first, d.first) for d in drops]),
+                sealed=min(ctx.sealed, drops[0].first - 1),
+            )
+            plan = judge(seg, h, changes, given)
+            if plan.status.kind is not Kind.FORK:
+                ctx = given  # later segments are judged without the cut that gave way
+                # Unsealed below ``seg``, its changes there cannot wait under it: they
+                # give way too, and are issued again.
+                below = drops[0].first < seg.first_seq
+                yield dataclasses.replace(plan, drops=drops, displaces=plan.displaces or below)
+                continue
         if held is not None:  # a different segment at these seqs is held: a fork
             yield SegmentPlan(Verdict.FORK, seg, h, FORK_AT_SAME_SEQS)
         else:
@@ -128,7 +149,10 @@ def judge(seg: Segment, h: bytes, changes: Sequence[Change], ctx: ApplyContext) 
     """The plan of a verified segment that no held segment sits at: apply it, or hold
     it for its place in its origin's chain or by admission."""
     reuses_own = (
-        seg.stream == ctx.own and seg.first_seq <= ctx.seq and not recovers_own(changes, ctx)
+        seg.stream == ctx.own
+        and seg.first_seq <= ctx.seq
+        and not own_gap(seg, ctx)
+        and not recovers_own(changes, ctx)
     )
     displaces = reuses_own and displaces_unsealed(seg, ctx)
     status = ctx.index.chain_problem(seg, reuses_own=reuses_own and not displaces)
@@ -155,6 +179,61 @@ def displaces_unsealed(seg: Segment, ctx: ApplyContext) -> bool:
     lost. A segment reaching into sealed seqs is a real fork of this site (quarantined).
     """
     return seg.first_seq > ctx.sealed and ctx.index.chain_problem(seg) is None
+
+
+def own_cut_gives_way(seg: Segment, ctx: ApplyContext) -> tuple[HeldSegment, ...]:
+    """The own sealed segments held here that give way to an own segment a peer sent,
+    which overlaps them with another cut of this site's history (none: the rule does
+    not apply).
+
+    A peer holds ``seg``: the world has it at its seqs. Whether this site's own cut
+    there ever left it cannot be known here (receipts name seqs, not segments): when
+    it did, the peer holding it has a real fork of this site, recorded there when the
+    two meet, whatever this site keeps. So this site takes the cut the world is known
+    to hold: its own tail from the first segment reaching ``seg`` up (all applied) is
+    unsealed again, as if restored from a backup taken before it sealed them, and the
+    rules for unsealed own changes take over (``recovers_own``,
+    ``displaces_unsealed``): nothing is lost. When the tail starts at ``seg``, ``seg``
+    must fit the chain below it; when it starts below (the peer's segments before
+    ``seg`` were not sent: this site listed those seqs), its changes there give way too
+    and the peer's segments fill the gap later (``own_gap``). ``seg`` that overlaps
+    nothing held but names another predecessor than the own segment held just below it
+    shows another cut there the same way: the tail from that segment gives way.
+
+    Only where ``seg`` reaches above the seqs sealed here: the peer holds more of this
+    site's sealed history than the site does, so the site was restored from a backup
+    and its cut was made without knowing the world's. A different segment wholly within
+    what the site has sealed (sent to it though it lacked nothing there) is a fork of
+    this site, recorded here as before (``tests/integration/test_restore.py``).
+    """
+    stream = seg.stream
+    if stream != ctx.own or seg.last_seq <= ctx.sealed:
+        return ()
+    held = ctx.index.get(stream, ())
+    if ctx.index.overlaps(stream, seg.first_seq, seg.last_seq):
+        reach = seg.first_seq
+    else:  # or it names another predecessor than the own segment held just below it
+        below = [s for s in held if s.last == seg.first_seq - 1]
+        if not below or below[0].hash == seg.prev_hash:
+            return ()
+        reach = below[0].first
+    tail = tuple(s for s in held if s.last >= reach)
+    if not all(s.status.applied for s in tail):
+        return ()
+    if tail[0].first < seg.first_seq:
+        return tail
+    rest = ctx.index.updated(drop=[(stream, s.first, s.first) for s in tail])
+    return tail if rest.chain_problem(seg) is None else ()
+
+
+def own_gap(seg: Segment, ctx: ApplyContext) -> bool:
+    """Whether an own segment lies in seqs this site has sealed but holds no segment
+    at: its own changes there gave way to its sealed history a peer holds
+    (``own_cut_gives_way``) before the peer's segments there came, so it holds nothing
+    there to fork."""
+    return seg.last_seq <= ctx.sealed and not ctx.index.overlaps(
+        seg.stream, seg.first_seq, seg.last_seq
+    )
 
 
 def recovers_own(changes: Sequence[Change], ctx: ApplyContext) -> bool:

@@ -17,10 +17,17 @@ from collections.abc import Iterable
 from ..errors import SequenceReuseError
 from ..knowledge import Knowledge
 from ..receipt import Receipt
-from ..segindex import Stream, top_seq
+from ..segindex import SegmentIndex, Stream, stream_intervals, top_seq
 from ..trust import TrustStore
 
-__all__ = ["claim_counts", "counted_claim", "kept_receipts", "raised_claim", "reuse_error"]
+__all__ = [
+    "claim_counts",
+    "counted_claim",
+    "cut_own",
+    "kept_receipts",
+    "raised_claim",
+    "reuse_error",
+]
 
 
 def claim_counts(signer: bytes, trust: TrustStore | None) -> bool:
@@ -77,3 +84,35 @@ def reuse_error(
         "backup?): sync with a peer to get them back before writing, or move this site "
         f"to a new key (claimed by {names}; see Replica.seq_claims)"
     )
+
+
+def cut_own(
+    index: SegmentIndex, own: Stream, receipts: Iterable[Receipt], trust: TrustStore | None
+) -> int:
+    """The first seq of the lowest own segment held here that a counted receipt cuts
+    (0: none): a seq range it states of the own stream ``own`` begins or ends strictly
+    inside the segment. A peer holds segments whole, so it holds another cut of this
+    site's history there (sealed again after a restore, the first cut never having
+    left): this site's own cut gives way to it from there (``Replica.apply``) and gets
+    the peer's back, as ``plan.apply.own_cut_gives_way`` does when the segment itself
+    arrives first. A receipt that states less than its signer holds ("at least this")
+    costs a round trip, no more: the same segments come back."""
+    segs = index.get(own, ())
+    if not segs:
+        return 0
+    starts = {s.first for s in segs}
+    ends = {s.last for s in segs}
+    cuts: list[int] = []
+    for r in receipts:
+        if not claim_counts(r.replica, trust):
+            continue
+        for stream, ivs in stream_intervals(r.knowledge):
+            if stream == own:
+                cuts += (a for a, _ in ivs if a not in starts)
+                cuts += (b + 1 for _, b in ivs if b not in ends)
+    lowest = 0
+    for seq in cuts:
+        for s in segs:  # the segment a cut falls strictly inside
+            if s.first < seq <= s.last and (lowest == 0 or s.first < lowest):
+                lowest = s.first
+    return lowest

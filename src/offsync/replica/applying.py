@@ -16,9 +16,9 @@ from ..change import Change, ChangeId
 from ..encoding import packb
 from ..errors import StorageConflictError, StorageError
 from ..plan.apply import ApplyContext, SegmentPlan, Verdict, kept_forks, own_returned, plan_segments
-from ..plan.claims import kept_receipts, raised_claim
+from ..plan.claims import cut_own, kept_receipts, raised_claim
 from ..receipt import Receipt
-from ..segindex import HeldSegment, Stream, own_meta
+from ..segindex import HeldSegment, SegmentIndex, Stream, own_meta
 from ..segment import Segment
 from ..stores.base import SegmentRow
 from ..trust import TRUST_COLLECTION
@@ -82,6 +82,11 @@ class _Run:
     #: issued again under fresh seqs (``_Applying._give_way``); None: none taken.
     displaced: list[Change] | None = None
     own: set[Change] = field(default_factory=set)  # own changes in the segments stored
+    #: Own sealed segments unsealed for another cut a peer holds (``plan.drops``), as
+    #: (stream, first, first) for ``SegmentIndex.updated``, and the own seq sealed
+    #: below them (None: none unsealed).
+    dropped: list[tuple[Stream, int, int]] = field(default_factory=list)
+    sealed: int | None = None
 
     @property
     def full(self) -> bool:
@@ -215,6 +220,8 @@ class _Applying(_Examining):
         if plan.verdict is Verdict.REFUSE:
             assert plan.error is not None
             raise plan.error
+        if plan.drops:
+            self._unseal(plan.drops, run)
         if plan.verdict is Verdict.DUPLICATE:
             report.duplicates += seg.count
             return
@@ -271,7 +278,11 @@ class _Applying(_Examining):
         st = self._st
         forks = self._record_forks(run.forks) if run.forks else st.forks
         mine = st.seqs(self._own)
-        own = own_returned(((o, s.last, s.status) for o, s in run.stored), self._own, mine.sealed)
+        index = self._unseal_cut(
+            receipts, run, st.segments.updated(drop=run.dropped, add=run.stored)
+        )
+        sealed = mine.sealed if run.sealed is None else run.sealed
+        own = own_returned(((o, s.last, s.status) for o, s in run.stored), self._own, sealed)
         claim = raised_claim(mine.claim, receipts, self._own, st.trust)
         seq = max(own, mine.seq)
         part = self._own.partition
@@ -281,6 +292,8 @@ class _Applying(_Examining):
                 seq = self._issue_again(run, max(own, claim)) or seq
             self.store.set_meta(own_meta("seq", part), str(seq).encode())
             self.store.set_meta(own_meta("sealed", part), str(own).encode())
+        elif run.sealed is not None:  # own sealed segments were unsealed
+            self.store.set_meta(own_meta("sealed", part), str(sealed).encode())
         kept = kept_receipts(receipts, self.id)
         if self.store.shared:  # read-modify-write of each signer's union: one at a time
             self.store.lock_peers([r.replica for r in kept])
@@ -291,14 +304,56 @@ class _Applying(_Examining):
             self.store.set_meta("hlc", str(run.max_hlc).encode())
         self._put(
             st._replace(
-                segments=st.segments.updated(add=run.stored),
-                own={**st.own, self._own: OwnSeqs(seq, own or mine.sealed, claim)},
+                segments=index,
+                own={**st.own, self._own: OwnSeqs(seq, own or sealed, claim)},
                 hlc=max(st.hlc, run.max_hlc),
                 forks=forks,
                 clock_due=_earliest(st.clock_due, run.due),
             )
         )
         return self._bound_unknown([o.origin for o, _ in run.stored], run.trust_touched)
+
+    def _unseal(self, drops: Sequence[HeldSegment], run: _Run) -> None:
+        """Unseal the own sealed segments that give way to another cut of this site's
+        history a peer holds (``plan.apply.own_cut_gives_way``): the segments go, their
+        changes stay and are unsealed again at their seqs (outbox rows), and the sealed
+        seq falls below them, as if restored from a backup taken before they were
+        sealed; the rules for unsealed own changes then take over."""
+        keys = [(self._own, d.first) for d in drops]
+        rows: list[tuple[int, bytes]] = []
+        for data in self.store.segment_data(keys):
+            rows += (
+                (c.seq, c.to_row())
+                for c in Segment.decode(data, self.limits).open_changes(self.limits)
+            )
+        self.store.remove_segments(keys)
+        self.store.add_outbox(self._own.partition, rows)
+        run.dropped += [(self._own, d.first, d.first) for d in drops]
+        low = drops[0].first - 1
+        run.sealed = low if run.sealed is None else min(run.sealed, low)
+        log.warning(
+            "own sealed seqs %d..%d are unsealed again: another cut of this site's history"
+            " that a peer holds overlaps them (a restore from a backup whose segments"
+            " never left)",
+            drops[0].first,
+            drops[-1].last,
+        )
+
+    def _unseal_cut(
+        self, receipts: Sequence[Receipt], run: _Run, index: SegmentIndex
+    ) -> SegmentIndex:
+        """Unseal the own tail from the lowest own segment that a counted receipt of
+        this bundle cuts (``plan.claims.cut_own``): the peer holds another cut there.
+        ``index``: the segments held after this bundle; returned without the tail."""
+        first = cut_own(index, self._own, kept_receipts(receipts, self.id), self._st.trust)
+        if not first:
+            return index
+        tail = tuple(s for s in index.get(self._own, ()) if s.last >= first)
+        stored = {s.first for o, s in run.stored if o == self._own}
+        if any(s.first in stored or not s.status.applied for s in tail):
+            return index  # what this bundle stored is the peer's: the next bundle tells
+        self._unseal(tail, run)
+        return index.updated(drop=[(self._own, s.first, s.first) for s in tail])
 
     def _give_way(self, run: _Run) -> list[Change]:
         """Take back the own unsealed changes (``plan.apply.displaces_unsealed``) above
@@ -307,8 +362,9 @@ class _Applying(_Examining):
         seq order for ``_issue_again``; the records are recomputed when they are merged
         again (in this transaction, so a failure rolls both back)."""
         mine = self._st.seqs(self._own)
+        sealed = mine.sealed if run.sealed is None else run.sealed
         taken: list[Change] = []
-        after = max([mine.sealed, *(s.last for o, s in run.stored if o == self._own)])
+        after = max([sealed, *(s.last for o, s in run.stored if o == self._own)])
         while page := self.store.outbox_page(self._own.partition, after, 10_000):
             taken += (Change.from_row(self.id, seq, bytes(row)) for seq, row in page)
             after = page[-1][0]
