@@ -165,6 +165,8 @@ def main() -> None:
     parser.add_argument("--http", action="store_true", help="--records-only over HTTP: RSS")
     args = parser.parse_args()
     n = args.recordings
+    if args.workdir is not None:  # a place with room (several GB): made if need be
+        args.workdir.mkdir(parents=True, exist_ok=True)
     if args.records_only:
         with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
             record_round(Path(tmp), n, args.http)
