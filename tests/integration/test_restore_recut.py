@@ -37,6 +37,20 @@ def settle(site: Replica, district: Replica) -> None:
         send(district, site)
 
 
+def restored(backup: Path, path: Path) -> Replica:
+    """The site's file restored from ``backup``, opened."""
+    restore(backup, path)
+    return Replica.open(str(path), identity=SITE)
+
+
+def assert_agree(site: Replica, district: Replica) -> None:
+    """Site and district hold the same, know the same, and neither holds a fork."""
+    assert site.state_digest() == district.state_digest()
+    assert site.knowledge() == district.knowledge()
+    assert site.forks() == [] == district.forks()
+    assert site.quarantined() == [] == district.quarantined()
+
+
 def lost_cut(tmp_path: Path, *, same: bool) -> tuple[Path, Path, Path]:
     """Steps 1 and 2: the site's file and backups b0 (before X1 was sealed: holding it
     unsealed when ``same``, else empty) and b1 (X1 sealed as 1..1, never sent)."""
@@ -58,14 +72,12 @@ def lost_cut(tmp_path: Path, *, same: bool) -> tuple[Path, Path, Path]:
 def test_two_cuts_of_the_same_history_after_two_restores_do_not_fork(tmp_path: Path) -> None:
     path, b0, b1 = lost_cut(tmp_path, same=True)
     district = Replica.open(str(tmp_path / "district.sqlite"), identity=DISTRICT)
-    restore(b0, path)  # X1 unsealed at seq 1
-    site = Replica.open(str(path), identity=SITE)
+    site = restored(b0, path)  # X1 unsealed at seq 1
     site.put(RESIDENTS, "x2", {"n": 2})
     send(site, district)  # the district holds 1..2 = X1, X2
     site.close()
 
-    restore(b1, path)  # 1..1 = X1, sealed
-    site = Replica.open(str(path), identity=SITE)
+    site = restored(b1, path)  # 1..1 = X1, sealed
     hear_from(district, site)
     send(district, site)
     assert site.forks() == [] and site.quarantined() == []
@@ -92,15 +104,13 @@ def test_an_own_sealed_change_the_peer_cut_lacks_is_issued_again(tmp_path: Path)
     X1, sealed at seq 1 in b1 and never sent, gives way and becomes seq 3."""
     path, b0, b1 = lost_cut(tmp_path, same=False)
     district = Replica.open(str(tmp_path / "district.sqlite"), identity=DISTRICT)
-    restore(b0, path)
-    site = Replica.open(str(path), identity=SITE)
+    site = restored(b0, path)
     site.put(RESIDENTS, "y", {"n": 9})
     site.put(RESIDENTS, "x2", {"n": 2})
     send(site, district)
     site.close()
 
-    restore(b1, path)
-    site = Replica.open(str(path), identity=SITE)
+    site = restored(b1, path)
     hear_from(district, site)
     send(district, site)
     assert site.forks() == [] and site.quarantined() == []
@@ -109,10 +119,7 @@ def test_an_own_sealed_change_the_peer_cut_lacks_is_issued_again(tmp_path: Path)
     settle(site, district)
     assert not site.has_unsealed()
     assert keys(site) == keys(district) == {"x1", "x2", "y"}
-    assert site.state_digest() == district.state_digest()
-    assert site.knowledge() == district.knowledge()
-    assert site.forks() == [] == district.forks()
-    assert site.quarantined() == [] == district.quarantined()
+    assert_agree(site, district)
     site.close()
     district.close()
 
@@ -134,15 +141,13 @@ def test_a_real_fork_where_both_cuts_left_the_site_stays_recorded(tmp_path: Path
     site.close()
     b1 = back_up(path, "b1.sqlite")
 
-    restore(b0, path)
-    site = Replica.open(str(path), identity=SITE)
+    site = restored(b0, path)
     site.put(RESIDENTS, "y", {"n": 9})
     site.put(RESIDENTS, "x2", {"n": 2})
     send(site, district)
     site.close()
 
-    restore(b1, path)
-    site = Replica.open(str(path), identity=SITE)
+    site = restored(b1, path)
     hear_from(district, site)
     send(district, site)
     settle(site, district)
@@ -177,22 +182,17 @@ def test_a_peer_receipt_that_cuts_an_own_segment_unseals_it(tmp_path: Path) -> N
     1..2 and the district recorded it as a fork. (Property, seed 13, shrunk.)"""
     path, b0, b1 = sealed_twice_lost(tmp_path)
     district = Replica.open(str(tmp_path / "district.sqlite"), identity=DISTRICT)
-    restore(b0, path)
-    site = Replica.open(str(path), identity=SITE)
+    site = restored(b0, path)
     send(site, district)  # 1..1 = K0
     site.close()
 
-    restore(b1, path)
-    site = Replica.open(str(path), identity=SITE)
+    site = restored(b1, path)
     hear_from(district, site)  # its receipt states seq 1 alone: 1..2 is unsealed
     assert (site.seq, site.has_unsealed()) == (2, True)
     settle(site, district)
     assert not site.has_unsealed()
     assert keys(site) == keys(district) == {"k0", "k1"}
-    assert site.state_digest() == district.state_digest()
-    assert site.knowledge() == district.knowledge()
-    assert site.forks() == [] == district.forks()
-    assert site.quarantined() == [] == district.quarantined()
+    assert_agree(site, district)
     site.close()
     district.close()
 
@@ -205,16 +205,14 @@ def test_an_own_cut_reaching_below_the_peer_segment_gives_way_too(tmp_path: Path
     enough to write again. (Property, seeds 2 and 13, shrunk.)"""
     path, b0, b1 = sealed_twice_lost(tmp_path)
     district = Replica.open(str(tmp_path / "district.sqlite"), identity=DISTRICT)
-    restore(b0, path)
-    site = Replica.open(str(path), identity=SITE)
+    site = restored(b0, path)
     send(site, district)  # 1..1 = K0
     site.put(RESIDENTS, "k2", {"n": 2})
     site.put(RESIDENTS, "k3", {"n": 3})
     send(site, district)  # 2..3
     site.close()
 
-    restore(b1, path)
-    site = Replica.open(str(path), identity=SITE)
+    site = restored(b1, path)
     hear_from(district, site)
     send(district, site)  # 2..3 alone
     assert site.forks() == [] and site.quarantined() == []
@@ -241,16 +239,14 @@ def test_a_peer_segment_naming_another_predecessor_unseals_the_own_one(
     the district's 1..1 fills seq 1. (Property, seed 2, shrunk.)"""
     path, b0, b1 = lost_cut(tmp_path, same=False)
     district = Replica.open(str(tmp_path / "district.sqlite"), identity=DISTRICT)
-    restore(b0, path)
-    site = Replica.open(str(path), identity=SITE)
+    site = restored(b0, path)
     site.put(RESIDENTS, "y", {"n": 9})
     send(site, district)  # 1..1 = Y
     site.put(RESIDENTS, "y2", {"n": 10})
     send(site, district)  # 2..2
     site.close()
 
-    restore(b1, path)
-    site = Replica.open(str(path), identity=SITE)
+    site = restored(b1, path)
     hear_from(district, site)
     send(district, site)  # 2..2 alone
     assert site.forks() == [] and site.quarantined() == []
@@ -258,10 +254,7 @@ def test_a_peer_segment_naming_another_predecessor_unseals_the_own_one(
     settle(site, district)
     assert not site.has_unsealed()
     assert keys(site) == keys(district) == {"x1", "x2", "y", "y2"}
-    assert site.state_digest() == district.state_digest()
-    assert site.knowledge() == district.knowledge()
-    assert site.forks() == [] == district.forks()
-    assert site.quarantined() == [] == district.quarantined()
+    assert_agree(site, district)
     site.close()
     district.close()
 
@@ -277,14 +270,12 @@ def test_another_segment_at_exactly_the_seqs_the_site_sealed(tmp_path: Path) -> 
     1..1 = X1, never sent. Restored from b1, the site's knowledge lists seq 1."""
     path, b0, b1 = lost_cut(tmp_path, same=False)
     district = Replica.open(str(tmp_path / "district.sqlite"), identity=DISTRICT)
-    restore(b0, path)
-    site = Replica.open(str(path), identity=SITE)
+    site = restored(b0, path)
     site.put(RESIDENTS, "y", {"n": 9})
     send(site, district)
     site.close()
 
-    restore(b1, path)
-    site = Replica.open(str(path), identity=SITE)
+    site = restored(b1, path)
     hear_from(district, site)
     send(district, site)
     site.put(RESIDENTS, "x2", {"n": 2})
