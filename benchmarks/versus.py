@@ -106,8 +106,8 @@ def main(argv: list[str] | None = None) -> int:
                 for name in trees
                 for what in ("cpu", "seconds")
             }
-            sizes = [runs[(name, scenario)][0].get("bytes") for name in trees]
-            size_x = f"{sizes[1] / sizes[0]:>7.3f}" if all(sizes) else f"{'-':>7}"
+            base_size, this_size = (runs[(name, scenario)][0].get("bytes") for name in trees)
+            size_x = f"{this_size / base_size:>7.3f}" if base_size and this_size else f"{'-':>7}"
             print(
                 f"{scenario:16} {med['base', 'cpu']:>10.3f} {med['this', 'cpu']:>10.3f} "
                 f"{med['this', 'cpu'] / med['base', 'cpu']:>6.3f} "
