@@ -513,7 +513,7 @@ def test_malformed_pull_request_is_refused(centre: Replica, served: LiveServer) 
 
 def test_info_and_openapi(centre: Replica, served: LiveServer) -> None:
     info = httpx.get(served.url + "/").json()
-    assert info["replica"] == centre.id.hex() and info["protocol"] == "offsync-http/2"
+    assert info["replica"] == centre.id.hex() and info["protocol"] == "offsync-http/3"
     spec = httpx.get(served.url + "/openapi.json").json()
     assert spec["openapi"].startswith("3.1")
     assert set(spec["paths"]) == {

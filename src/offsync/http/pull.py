@@ -24,7 +24,7 @@ from ..limits import DEFAULT_LIMITS, Limits
 from ..scope import check_collection, check_prefix
 from ..unpack import Budget, unpack
 from ..v3.knowledge import Knowledge
-from .wire import MIN_PULL_BUNDLE_BYTES
+from .wire import GROUPS_MEDIA_TYPE, MIN_PULL_BUNDLE_BYTES
 
 __all__ = [
     "DIGEST_THRESHOLD_STREAMS",
@@ -39,8 +39,6 @@ __all__ = [
     "encode_groups",
 ]
 
-#: The body of a ``409`` answer to a pull: the groups whose digests differ.
-GROUPS_MEDIA_TYPE = "application/x-offsync-groups"
 #: A site whose knowledge names more streams than this sends group digests first.
 #: Below it whole knowledge is at most ~40 KiB (a stream with one interval is ~40
 #: bytes), less than the second round trip a digest exchange may cost; above it, a
