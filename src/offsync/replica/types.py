@@ -66,5 +66,6 @@ class SeqClaim(NamedTuple):
     """
 
     peer: bytes
-    seq: int  # the highest own seq the peer claims to hold
+    seq: int  # the highest own seq of ``stream`` the peer claims to hold
     counted: bool
+    stream: Stream | None = None  # the own stream claimed (one claim per stream)
