@@ -24,7 +24,7 @@ from offsync.http.pull import (
 )
 from offsync.limits import Limits
 from offsync.scope import Partition, Stream
-from offsync.v3.knowledge import Knowledge
+from offsync.knowledge import Knowledge
 
 A = bytes([1]) * 32
 B = bytes([2]) * 32

@@ -23,7 +23,7 @@ from ..errors import BundleFormatError, LimitExceededError, UsageError
 from ..limits import DEFAULT_LIMITS, Limits
 from ..scope import check_collection, check_prefix
 from ..unpack import Budget, unpack
-from ..v3.knowledge import Knowledge
+from ..knowledge import Knowledge
 from .wire import GROUPS_MEDIA_TYPE, MIN_PULL_BUNDLE_BYTES
 
 __all__ = [

@@ -313,7 +313,6 @@ def _start_pull(
         always=always,
         receiver=site,
         stated=asked.knowledge,
-        relays_for=asked.relays_for,
         readable=None if readable is None else lambda origin: readable(site, origin),
     )
     return packer, next(packer, None), told
@@ -325,7 +324,7 @@ async def _frames(
     sent = count = 0
     bundle = first
     if first is not None:
-        receipt = read_header(first, state.replica.limits).receipts[0].encode()
+        receipt = read_header(first, state.replica.limits)[0].receipts[0].encode()
         state.told.remember(site, dataclasses.replace(told, receipt=hash32(receipt)))
     try:
         while bundle is not None:

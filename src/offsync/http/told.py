@@ -16,7 +16,7 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from ..v3.knowledge import Knowledge
+from ..knowledge import Knowledge
 
 __all__ = ["MAX_TOLD_SITES", "Told", "ToldReceipts"]
 
