@@ -493,7 +493,7 @@ def report_table(offices: list[Office], centre: Office, say: Callable[[str], Non
         " that carry them: HTTP here; a post with blobs=none fetches none)"
     )
     total = sum(o.replica.seq for o in offices)
-    reached = sum(centre_knowledge.count(o.id) for o in offices)
+    reached = sum(centre_knowledge.restrict_origins([o.id]).count() for o in offices)
     refused = centre_knowledge.count() - reached
     say(
         f"centre holds {reached} of {total} changes written"
@@ -511,7 +511,7 @@ def site_row(
     knows so, it has no conflict left and it never applied the ghost."""
     rep = o.replica
     written = rep.seq
-    at_centre = centre_knowledge.count(o.id)
+    at_centre = centre_knowledge.restrict_origins([o.id]).count()
     known = "yes" if o is centre or Delivery(rep, [centre.id]).reached_centre() else "no"
     conflicts = len(rep.conflicts())
     held_photos, referenced = photos(rep)

@@ -291,7 +291,7 @@ def _start_pull(
         raise unauthorized("replayed request (challenge already used)")
     site = signed.site
     readable = state.readable
-    held = replica.knowledge
+    held = replica.knowledge()
     mine = held
     if readable is not None:
         mine = held.restrict_origins(o for o in held.origins() if readable(site, o))
