@@ -20,10 +20,10 @@ from typing import Any
 
 from ..encoding import packb
 from ..errors import BundleFormatError, LimitExceededError, UsageError
+from ..knowledge import Knowledge
 from ..limits import DEFAULT_LIMITS, Limits
 from ..scope import check_collection, check_prefix
 from ..unpack import Budget, unpack
-from ..knowledge import Knowledge
 from .wire import GROUPS_MEDIA_TYPE, MIN_PULL_BUNDLE_BYTES
 
 __all__ = [
