@@ -22,9 +22,11 @@ forward.
 
 Format 3 numbers changes per stream ``(origin, partition)`` (docs/spec-v3.md §4), so a
 change is named with its stream: a ``Change`` (``replica.record_changes``) or a pair
-``(Stream, seq)``; a bare ``ChangeId`` is refused, since its seq is ambiguous across
-the origin's partitions. A change is held where a receipt's knowledge of its stream
-contains its seq.
+``(Stream, seq)``. A bare ``ChangeId`` (what ``put`` returns) is accepted where it is
+unambiguous: the one stream of its origin, here or in a receipt, that holds its seq
+(a site writing in several partitions has several seq 1s; then name the stream, else
+``UsageError``). A change is held where a receipt's knowledge of its stream contains
+its seq.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ import enum
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from .change import Change
+from .change import Change, ChangeId
 from .errors import UsageError
 from .identity import SiteRef, key_of
 from .knowledge import Knowledge
@@ -43,20 +45,33 @@ from .scope import Stream
 
 __all__ = ["Delivery", "PeerPending", "Status", "Where"]
 
-#: A change named with its stream: the change itself, or ``(stream, seq)``.
-Where = Change | tuple[Stream, int]
+#: A change named with its stream: the change itself, or ``(stream, seq)``; or a
+#: ``ChangeId`` where only one stream of its origin holds its seq.
+Where = Change | tuple[Stream, int] | ChangeId
 
 
-def _where(change: Where) -> tuple[Stream, int]:
+def _where(change: Where, known: Iterable[Knowledge]) -> tuple[Stream, int] | None:
+    """``(stream, seq)`` of ``change``; for a bare id, the one stream of ``known`` that
+    holds it (None if none does)."""
     if isinstance(change, Change):
         return change.stream, change.seq
-    stream, seq = change
-    if not isinstance(stream, Stream) or type(seq) is not int:
+    first, seq = change
+    if type(seq) is not int:
+        raise UsageError("a change is named (Stream, seq), a Change or a ChangeId")
+    if isinstance(first, Stream):
+        return first, seq
+    found = {
+        stream
+        for k in known
+        for stream in k.restrict_origins([first]).streams()
+        if k.contains(stream, seq)
+    }
+    if len(found) > 1:
         raise UsageError(
-            "name a change with its stream: a Change or (Stream, seq); a change id's seq "
-            "is unique only within one of its origin's partitions"
+            f"change id {first.hex()[:12]}/{seq} is in {len(found)} streams: name its stream,"
+            " as (Stream, seq) or with the Change"
         )
-    return stream, seq
+    return (found.pop(), seq) if found else None
 
 
 class Status(enum.IntEnum):
@@ -120,7 +135,10 @@ class Delivery:
         centres: frozenset[bytes] | None = None,
     ) -> Status:
         centres = self.counted_centres() if centres is None else centres
-        stream, seq = _where(change)
+        where = _where(change, [here, *(r.knowledge for r in receipts.values())])
+        if where is None:
+            return Status.UNKNOWN
+        stream, seq = where
         holders = [p for p, r in receipts.items() if r.knowledge.contains(stream, seq)]
         if any(p in centres for p in holders):
             return Status.CENTRE
@@ -134,8 +152,13 @@ class Delivery:
 
     def holders(self, change: Where) -> list[bytes]:
         """Peers whose receipts say they hold ``change``."""
-        stream, seq = _where(change)
-        return sorted(p for p, r in self._receipts().items() if r.knowledge.contains(stream, seq))
+        receipts = self._receipts()
+        known = [self.replica.knowledge(), *(r.knowledge for r in receipts.values())]
+        where = _where(change, known)
+        if where is None:
+            return []
+        stream, seq = where
+        return sorted(p for p, r in receipts.items() if r.knowledge.contains(stream, seq))
 
     def record_status(self, collection: str, key: str) -> Status:
         """The least-travelled of the changes that make up this replica's version of the

@@ -158,7 +158,7 @@ def test_largest_hlc_is_stored_not_crashed(tmp_path: Path) -> None:
     assert report.quarantined == 1
     assert rep.state_digest() == before
     assert rep.receipts()[OTHER.public_key].created == MAX_HLC
-    assert rep.knowledge().count(SENDER.public_key) == 1
+    assert rep.knowledge().restrict_origins([SENDER.public_key]).count() == 1
     rep.close()
 
 
