@@ -63,7 +63,9 @@ def test_an_upload_waits_for_a_slot_instead_of_503(centre: Replica) -> None:
     with LiveServer(app) as srv:
         thread, answers = in_thread(lambda: put_bundle(srv.url, bundle))
         wait_for(lambda: state.waiting, lambda n: n == 1)
-        assert centre.knowledge().restrict_origins([site.id]).count() == 0  # not applied while it waits
+        assert (
+            centre.knowledge().restrict_origins([site.id]).count() == 0
+        )  # not applied while it waits
         state.release()  # handed straight to the waiting upload
         thread.join(60)
     assert answers[0].status_code == 200 and answers[0].json()["applied"] == 5
@@ -100,7 +102,10 @@ def test_a_full_queue_answers_503_at_once(centre: Replica) -> None:
         assert state.refused_busy == 1 and state.waiting == 1
         state.release()
         thread.join(60)
-    assert answers[0].status_code == 200 and centre.knowledge().restrict_origins([site.id]).count() == 4
+    assert (
+        answers[0].status_code == 200
+        and centre.knowledge().restrict_origins([site.id]).count() == 4
+    )
     assert state.in_flight == 0
 
 

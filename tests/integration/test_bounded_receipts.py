@@ -182,7 +182,9 @@ def test_a_newer_narrower_receipt_does_not_hide_what_an_older_one_said() -> None
         assert a.record_receipt(wide)
         assert a.record_receipt(narrow)
         assert a.receipts()[b.id] == narrow, "the newest signed receipt is kept"
-        assert a.peer_knowledge()[b.id].restrict_origins([a.id]).count() == 3, "what the older one said stays"
+        assert a.peer_knowledge()[b.id].restrict_origins([a.id]).count() == 3, (
+            "what the older one said stays"
+        )
         assert Delivery(a, [b.id]).reached_centre()
     finally:
         a.close()

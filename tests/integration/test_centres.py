@@ -73,7 +73,10 @@ def test_a_clear_refusal_is_not_sent_to_the_next_centre() -> None:
         with pytest.raises(PeerRefusedError) as refused:
             sync_any(site, transports)
         assert refused.value.status == 413
-        assert other.knowledge().count() == 0 and small.knowledge().restrict_origins([site.id]).count() == 0
+        assert (
+            other.knowledge().count() == 0
+            and small.knowledge().restrict_origins([site.id]).count() == 0
+        )
         for t in transports:
             t.close()
 

@@ -175,7 +175,10 @@ def test_same_bundle_three_times_is_applied_once(centre: Replica, served: LiveSe
     with LiveServer(create_app(centre)) as srv2, transport(srv2, site) as t2:
         again = t2.upload(bundle)
     assert again["applied"] == 0 and again["duplicates"] == 10
-    assert centre.state_digest() == digest and centre.knowledge().restrict_origins([site.id]).count() == 10
+    assert (
+        centre.state_digest() == digest
+        and centre.knowledge().restrict_origins([site.id]).count() == 10
+    )
 
 
 def test_concurrent_chunked_uploads_of_one_bundle_apply_it_once(
@@ -301,7 +304,10 @@ def test_bundle_with_a_bad_signature_is_refused_with_the_reason(
         t.upload(forged)
     assert info.value.status == 422 and info.value.error == "SignatureError"
     assert "SignatureError" in str(info.value)
-    assert centre.state_digest() == digest and centre.knowledge().restrict_origins([site.id]).count() == 0
+    assert (
+        centre.state_digest() == digest
+        and centre.knowledge().restrict_origins([site.id]).count() == 0
+    )
 
 
 def test_bundle_sealed_for_another_site_is_refused(centre: Replica, served: LiveServer) -> None:
@@ -349,7 +355,10 @@ def test_oversized_upload_is_refused_with_413_and_nothing_kept(
                 t.upload(bundle)
             assert e.value.status == 413 and "limit of 10000" in e.value.reason
     assert not list(uploads.iterdir())
-    assert centre.state_digest() == digest and centre.knowledge().restrict_origins([site.id]).count() == 0
+    assert (
+        centre.state_digest() == digest
+        and centre.knowledge().restrict_origins([site.id]).count() == 0
+    )
 
 
 # -- saturation ----------------------------------------------------------------------------

@@ -50,7 +50,7 @@ from ..http.bodies import (
 )
 from ..http.client import Retry, Session, media, retry_after
 from ..http.frames import EndOfAnswer
-from ..http.pull import GROUPS_MEDIA_TYPE, PullRequest, decode_groups
+from ..http.pull import DIGEST_THRESHOLD_STREAMS, GROUPS_MEDIA_TYPE, PullRequest, decode_groups
 from ..http.ranges import content_range
 from ..http.signing import sign_request
 from ..http.wire import (
@@ -152,6 +152,8 @@ class HTTPTransport(Transport):
         #: The newest receipt the server gave us (from /knowledge or an upload answer).
         self.last_receipt: Receipt | None = None
         self._learnt: list[Receipt] = []  # not yet handed over by receipts()
+        #: The hash of the receipt of the last pull answer: its ``receipt_known``.
+        self._pulled_receipt: bytes | None = None
         #: The server's JSON answer to each verified upload of this transport, in order.
         self.uploads: list[dict[str, Any]] = []
         self.retries = 0  # attempts repeated so far, for logs and tests
@@ -159,8 +161,9 @@ class HTTPTransport(Transport):
         self.digest_rounds = 0  # 409s answered with detail (the digest exchange)
         #: The sites this site relays for (spec-v3 §9.1), sent with each pull.
         self.relays_for: tuple[bytes, ...] = ()
-        #: Send group digests when knowledge is large (``offsync.http.pull``).
-        self.digests = True
+        #: Send group digests instead of knowledge that names more streams than this
+        #: (``offsync.http.pull``); None: always send knowledge whole.
+        self.digest_threshold: int | None = DIGEST_THRESHOLD_STREAMS
         self._http = Session(
             self.url,
             timeout=timeout,
@@ -511,14 +514,15 @@ class HTTPTransport(Transport):
         A site with much knowledge sends group digests first (``offsync.http.pull``);
         a ``409`` lists the groups that differ, and the request is sent again (over a
         fresh challenge) with those groups' knowledge in detail."""
-        known = None if self.last_receipt is None else hash32(self.last_receipt.encode())
+        known = self._pulled_receipt
         asked = PullRequest.make(
             since,
             self._wanted_bundle_bytes,
             encrypt=self.pull_encrypted,
             receipt_known=known,
             relays_for=self.relays_for,
-            digests=None if self.digests else False,
+            digests=self.digest_threshold is not None
+            and since.stream_count() > self.digest_threshold,
         )
         while True:
             body = asked.encode()
@@ -563,6 +567,9 @@ class HTTPTransport(Transport):
                 f"answered a pull with a bundle of {header.sender.hex()[:12]}, "
                 f"not of the server {server.hex()[:12]}"
             )
+        if first:
+            # What the server remembers it told us (``receipt_known`` of the next pull).
+            self._pulled_receipt = hash32(header.receipts[0].encode())
         if self.last_receipt is None or header.receipts[0].created >= self.last_receipt.created:
             self.last_receipt = header.receipts[0]
         return header.ranges
