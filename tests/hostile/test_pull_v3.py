@@ -22,9 +22,9 @@ from offsync.http.pull import (
     effective_knowledge,
     encode_groups,
 )
+from offsync.knowledge import Knowledge
 from offsync.limits import Limits
 from offsync.scope import Partition, Stream
-from offsync.knowledge import Knowledge
 
 A = bytes([1]) * 32
 B = bytes([2]) * 32

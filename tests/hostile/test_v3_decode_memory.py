@@ -16,15 +16,15 @@ from pathlib import Path
 
 import pytest
 import zstandard
-
-from offsync.encoding import packb
-from offsync.identity import Identity
-from offsync.scope import Partition, Stream
 from offsync.v3.bundle import frame_bundle
 from offsync.v3.change import PUT, Change
 from offsync.v3.knowledge import Knowledge
 from offsync.v3.receipt import Receipt
 from offsync.v3.segment import NO_PREVIOUS, Segment, decode_segment
+
+from offsync.encoding import packb
+from offsync.identity import Identity
+from offsync.scope import Partition, Stream
 from tests.helpers.memory import BUDGET, SLACK, MiB, array_of, peak_growth
 
 pytestmark = pytest.mark.skipif(
@@ -243,9 +243,10 @@ def test_the_hostile_inputs_are_what_they_say() -> None:
     """Each input reaches the decoder it targets (not refused earlier for another
     reason): the knowledge entries are well-formed streams, the redaction a real
     redacted form, the repeating block canonical up to its memory bound."""
+    from offsync.v3.columns import decode_block
+
     from offsync.errors import LimitExceededError
     from offsync.limits import Limits
-    from offsync.v3.columns import decode_block
 
     wide = Limits(max_decode_bytes=1 << 34)
     assert Knowledge.from_bytes(hostile_knowledge(), wide).stream_count() == 200_000
@@ -261,8 +262,9 @@ def test_the_hostile_inputs_are_what_they_say() -> None:
 
 
 def _segments_of(bundle: bytes) -> list[bytes]:
-    from offsync.unpack import unpack
     from offsync.v3.bundle import read_header
+
+    from offsync.unpack import unpack
 
     _, body = read_header(bundle)
     return unpack(body, "body")  # type: ignore[no-any-return]
