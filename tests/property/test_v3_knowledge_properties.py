@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from offsync.scope import Partition, Scope, Stream
-from offsync.v3.knowledge import Knowledge, group_digest
+from offsync.knowledge import Knowledge, group_digest
 from tests.helpers.v3_strategies import ORIGINS, intervals_of, knowledge_models, partitions
 
 Model = dict[Stream, set[int]]

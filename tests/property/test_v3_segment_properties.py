@@ -9,10 +9,10 @@ from offsync.encoding import packb
 from offsync.errors import (
     RemoteDataError,
 )
-from offsync.v3.change import PUT, Change
-from offsync.v3.columns import encode_block
-from offsync.v3.frame import raw_frame
-from offsync.v3.segment import (
+from offsync.change import PUT, Change
+from offsync.columns import encode_block
+from offsync.compression import raw_frame
+from offsync.segment import (
     NO_PREVIOUS,
     RedactedSegment,
     Segment,
@@ -72,7 +72,7 @@ def test_signed_hostile_redactions_are_refused_cleanly(
 ) -> None:
     """An origin may sign anything: a seq range that is not its block's, a redaction of
     any shape. Whatever it is, a receiver refuses it with an offsync error or opens it."""
-    from offsync.v3.columns import encode_redacted_block
+    from offsync.columns import encode_redacted_block
 
     changes = _mixed()
     plain, skeleton = encode_block(changes, P, SECRET)

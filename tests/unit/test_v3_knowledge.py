@@ -9,7 +9,7 @@ from offsync.errors import BundleFormatError, LimitExceededError, UsageError
 from offsync.limits import Limits
 from offsync.scope import Partition, Stream
 from offsync.unpack import Budget
-from offsync.v3.knowledge import Knowledge
+from offsync.knowledge import Knowledge
 from tests.helpers.v3_strategies import ORIGINS
 
 

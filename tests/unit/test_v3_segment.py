@@ -21,10 +21,10 @@ from offsync.errors import (
 from offsync.identity import Identity
 from offsync.limits import DEFAULT_LIMITS, Limits
 from offsync.scope import Partition
-from offsync.v3.change import DELETE, ERASE, PUT, Change
-from offsync.v3.columns import encode_block
-from offsync.v3.frame import compress, decompress, raw_frame
-from offsync.v3.segment import (
+from offsync.change import DELETE, ERASE, PUT, Change
+from offsync.columns import encode_block
+from offsync.compression import compress, decompress, raw_frame
+from offsync.segment import (
     NO_PREVIOUS,
     SEGMENT_DOMAIN,
     Segment,
@@ -46,7 +46,7 @@ def sealed(changes: list[Change], prev: bytes = NO_PREVIOUS, level: int | None =
 
 
 def puts(n: int, first: int = 1) -> list[Change]:
-    from offsync.v3.change import canonical_fields
+    from offsync.change import canonical_fields
 
     return [
         Change(
@@ -135,7 +135,7 @@ def test_sealing_rules() -> None:
 def _mixed() -> list[Change]:
     changes = puts(6)
     changes[3] = changes[3]._replace(op=DELETE, fields=None)
-    from offsync.v3.change import erase_fields
+    from offsync.change import erase_fields
 
     changes[5] = changes[5]._replace(op=ERASE, fields=erase_fields("court order"))
     return changes
