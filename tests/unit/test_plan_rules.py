@@ -259,7 +259,7 @@ def test_unknown_signers_are_judged_by_the_trust_store_and_never_this_site() -> 
 def test_evictions_drop_the_oldest_unknown_data_beyond_the_bounds() -> None:
     trust = certified(SITE)
     idx = index(seal(SITE, 1, 1)).updated(
-        add=[entry(seal(OTHER, i, 1, prev=bytes(32)), UNKNOWN) for i in (1, 2, 3)]
+        add=[entry(seal(OTHER, i, 1, prev=bytes([i > 1]) * 32), UNKNOWN) for i in (1, 2, 3)]
     )
     size = idx[stream(OTHER)][0].size
     limits = Limits(max_unknown_signer_segments=2, max_unknown_signer_bytes=10 * size)

@@ -103,7 +103,7 @@ def test_knowledge_leaves_out_unsealed_own_seqs_that_peers_claim() -> None:
     """Restored from a backup taken before it sealed 4..6, a site holds them unsealed
     while a peer holds them sealed: listed, the peer would never send them back."""
     idx = index(seal(ME, 1, 3))
-    me = ME.public_key
+    me = stream(ME)
     assert held_knowledge(idx, {stream(ME): (8, 3, 3)}) == Knowledge.of(me, 1, 8)
     assert held_knowledge(idx, {stream(ME): (8, 3, 6)}) == Knowledge(
         {me: [(1, 3), (7, 8)]}
