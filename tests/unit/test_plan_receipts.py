@@ -20,12 +20,12 @@ A, B, C, D = (bytes([i]) * 32 for i in (1, 2, 3, 4))
 P = Partition("residents")
 
 
-def K(by_origin: dict[bytes, list[tuple[int, int]]]) -> Knowledge:  # noqa: N802
+def K(by_origin: dict[bytes, list[tuple[int, int]]]) -> Knowledge:
     """Knowledge of each origin's one stream (of partition ``P``)."""
     return Knowledge({Stream(o, P): ivs for o, ivs in by_origin.items()})
 
 
-def K1(origin: bytes, first: int, last: int) -> Knowledge:  # noqa: N802
+def K1(origin: bytes, first: int, last: int) -> Knowledge:
     return K({origin: [(first, last)]})
 
 
@@ -44,9 +44,9 @@ def test_restricted_keeps_only_the_named_origins_whole() -> None:
 
 def test_the_union_grows_and_a_restore_is_taken_at_its_word() -> None:
     before = K({A: [(1, 5)], B: [(1, 2)]})
-    assert heard_union(A, before, K({A: [(1, 6)]})) == K(
-        {A: [(1, 6)], B: [(1, 2)]}
-    ), "a narrower newer receipt adds, it takes nothing away"
+    assert heard_union(A, before, K({A: [(1, 6)]})) == K({A: [(1, 6)], B: [(1, 2)]}), (
+        "a narrower newer receipt adds, it takes nothing away"
+    )
     shrunk = K({A: [(1, 3)]})
     assert heard_union(A, before, shrunk) == shrunk, "less of a named origin: restored"
     silent = K({B: [(1, 2)]})

@@ -105,18 +105,14 @@ def test_knowledge_leaves_out_unsealed_own_seqs_that_peers_claim() -> None:
     idx = index(seal(ME, 1, 3))
     me = stream(ME)
     assert held_knowledge(idx, {stream(ME): (8, 3, 3)}) == Knowledge.of(me, 1, 8)
-    assert held_knowledge(idx, {stream(ME): (8, 3, 6)}) == Knowledge(
-        {me: [(1, 3), (7, 8)]}
-    )
+    assert held_knowledge(idx, {stream(ME): (8, 3, 6)}) == Knowledge({me: [(1, 3), (7, 8)]})
     assert held_knowledge(idx, {stream(ME): (8, 3, 8)}) == Knowledge.of(me, 1, 3)
     assert held_knowledge(idx, {stream(ME): (8, 3, 11)}) == Knowledge.of(me, 1, 3)
 
 
 def test_a_receipt_states_own_changes_only_as_far_as_they_are_sealed() -> None:
     idx = index(*chain(SITE, 2, 2), seal(ME, 1, 3))
-    assert receipt_knowledge(idx) == Knowledge(
-        {stream(SITE): [(1, 4)], stream(ME): [(1, 3)]}
-    )
+    assert receipt_knowledge(idx) == Knowledge({stream(SITE): [(1, 4)], stream(ME): [(1, 3)]})
     assert receipt_knowledge(SegmentIndex()) == Knowledge()
 
 
