@@ -79,8 +79,10 @@ def test_put_get_delete_items() -> None:
     assert [k for k, _ in r.items("residents")] == ["1", "10"]
     r.put("residents", "2", {"age": 3})  # revived with only the new fields
     assert r.get("residents", "2") == {"age": 3}
-    assert r.seq == 7
-    assert r.knowledge() == Knowledge.of(Stream(r.id, RESIDENTS), 1, 7)
+    assert r.seq == 7  # six residents changes and one of doses
+    assert r.knowledge() == Knowledge(
+        {Stream(r.id, RESIDENTS): [(1, 6)], Stream(r.id, Partition("doses")): [(1, 1)]}
+    )
 
 
 def test_bad_writes_are_usage_errors() -> None:

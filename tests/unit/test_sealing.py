@@ -36,11 +36,11 @@ def test_batch_seals_whole_segments_and_leaves_the_tail() -> None:
             a.put("residents", str(i), {"i": i})
         assert _own_segments(a) == []  # nothing sealed inside the batch
     assert _own_segments(a) == [(1, 5), (6, 10)]
-    assert [seq for seq, _ in a.store.outbox()] == [11, 12]
+    assert [seq for seq, _ in a.store.outbox(RESIDENTS)] == [11, 12]
     assert a.knowledge() == Knowledge.of(Stream(a.id, RESIDENTS), 1, 12)
     bundles = a.pack()  # the tail is sealed when packing
     assert _own_segments(a) == [(1, 5), (6, 10), (11, 12)]
-    assert a.store.outbox() == []
+    assert a.store.outbox(RESIDENTS) == []
     b = _rep(2)
     for x in bundles:
         b.apply(x)
@@ -54,7 +54,7 @@ def test_single_writes_seal_as_segments_fill() -> None:
     for i in range(11):
         a.put("residents", str(i), {"i": i})
     assert _own_segments(a) == [(1, 5), (6, 10)]
-    assert [seq for seq, _ in a.store.outbox()] == [11]
+    assert [seq for seq, _ in a.store.outbox(RESIDENTS)] == [11]
 
 
 @pytest.mark.usefixtures("small_segments")
