@@ -234,7 +234,7 @@ class _Told:
         if raw is None:
             return cls()
         try:
-            own, passed, *mark = unpack(raw, "told", replica.limits, max_depth=4)
+            own, passed, *mark = unpack(raw, "told", replica.limits, max_depth=6)
             if bytes(mark[0] if mark else b"") != _restore_mark(replica):
                 return cls()  # told before a restore: the peer may know more than we hold
             return cls(
