@@ -153,8 +153,8 @@ def _send(src: Replica, dst: Replica) -> None:
 def test_in_trust_mode_only_a_certified_centre_receipt_counts() -> None:
     """Delivery, status and fork safety agree: an uncertified or revoked centre's
     receipts are kept but never say "at the centre"."""
+    from offsync.delivery import Delivery, Status
     from offsync.scope import Partition, Stream
-from offsync.delivery import Delivery, Status
     from offsync.trust import issue_certificate, revoke
 
     authority_id = Identity.generate("authority")
