@@ -153,7 +153,7 @@ def test_a_peer_record_with_a_malformed_reference_is_applied_as_data(tmp_path: P
     change = Change(A.public_key, 2, a._st.hlc + 1, "people", "p1", PUT, fields, ())
     own = Stream(A.public_key, Partition("people"))
     with a._transaction():
-        a.store.add_outbox(own, [(2, change.to_row())])
+        a.store.add_outbox(own.partition, [(2, change.to_row())])
         a._merge([change])
         a.store.set_meta("seq", b"2")
         a._put(a._st.wrote(own, 2, change.hlc))
