@@ -24,6 +24,7 @@ import pytest
 
 from offsync import Identity, Receipt, Replica, policies
 from offsync.errors import PeerRefusedError
+from offsync.scope import Stream
 from offsync.segment import hash32
 from offsync.sync import sync
 from tests.helpers.postgres import DSN, drop_schemas
@@ -143,7 +144,7 @@ def test_a_spooled_upload_and_its_duplicate_are_answered_for_their_site(schema: 
     assert [a["status"] for a in answers][-1] == "duplicate"
     for a in answers:
         receipt = Receipt.decode(base64.b64decode(a["receipt"]))
-        assert receipt.knowledge.contains(site.id, 3), "it proves the delivery"
+        assert receipt.knowledge.contains(Stream(site.id, RESIDENTS), 3), "it proves the delivery"
         assert set(receipt.knowledge.origins()) <= {site.id, centre.id}, a["status"]
     site.close()
     centre.close()
@@ -214,7 +215,7 @@ def test_a_held_upload_is_not_delivered_until_a_receipt_covers_it(
             answer = transport.upload(bundles[0])
             assert answer["status"] == "duplicate"
             assert transport.last_receipt is not None
-            assert transport.last_receipt.knowledge.intervals.get(site.id)
+            assert list(transport.last_receipt.knowledge.partitions(site.id))
             transport.close()
             # 503 only when the appliers are this far behind: max_held bundles held.
             state.spool_max_held = 0
@@ -291,6 +292,8 @@ import sys
 from offsync import Identity, Receipt, Replica, policies
 from offsync.http.spool import Applier, SpoolSettings
 from offsync.stores.postgres import PostgresStore
+
+RESIDENTS = Partition("residents")  # each collection is one partition by default
 
 dsn, schema, seed = sys.argv[1], sys.argv[2], bytes.fromhex(sys.argv[3])
 pol = {"residents": policies.LastWriterWins(), "doses": policies.FirstWriterWins()}
