@@ -24,11 +24,12 @@ import pytest
 
 from offsync import Identity, Receipt, Replica, policies
 from offsync.errors import PeerRefusedError
-from offsync.scope import Stream
+from offsync.scope import Partition, Stream
 from offsync.segment import hash32
 from offsync.sync import sync
 from tests.helpers.postgres import DSN, drop_schemas
 
+RESIDENTS = Partition("residents")  # each collection is one partition by default
 httpx = pytest.importorskip("httpx", reason="the http extra is not installed")
 
 from offsync.http.spool import Applier, SpoolSettings  # noqa: E402
@@ -292,8 +293,6 @@ import sys
 from offsync import Identity, Receipt, Replica, policies
 from offsync.http.spool import Applier, SpoolSettings
 from offsync.stores.postgres import PostgresStore
-
-RESIDENTS = Partition("residents")  # each collection is one partition by default
 
 dsn, schema, seed = sys.argv[1], sys.argv[2], bytes.fromhex(sys.argv[3])
 pol = {"residents": policies.LastWriterWins(), "doses": policies.FirstWriterWins()}
