@@ -330,9 +330,9 @@ def refuse(case: dict[str, Any]) -> None:
     elif kind == "bundle":
         seed = context["opener_seed"]
         bundle = open_bundle(data, None if seed is None else Identity(h(seed)), limits)
-        for seg in bundle.segments:
-            seg.verify()
-            seg.open_changes(limits)
+        for carried in bundle.segments:
+            carried.verify()
+            carried.open_changes(limits)
     elif kind == "token":
         read_attestation(data)
     elif kind == "pull request":
