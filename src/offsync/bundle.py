@@ -1,27 +1,27 @@
-"""Bundles: the unit of transfer, and the only bytes a peer ever hands us.
+"""Bundles of format 3 (version 00 03): the unit of transfer (docs/spec-v3.md §9).
 
-Layout (all integers big-endian; docs/spec.md is normative)::
+Layout (all integers big-endian)::
 
     magic    6  b"OFSYNC"
-    version  2  FORMAT_VERSION
+    version  2  FORMAT_VERSION (3)
     hlen     4  header length H
     header   H  canonical msgpack map
     blen     4  body length B
-    body     B  msgpack array of encoded segments (sealed-box encrypted when the
-                header names a recipient)
+    body     B  msgpack array of encoded segments, whole or redacted (sealed-box
+                encrypted when the header names a recipient)
     sig     64  ed25519 signature by header["sender"] over every byte before it
 
-The body is not compressed again: each segment's changes are already a zstd frame,
-compressed once by their origin (segment.py). Opening a bundle checks framing and
-limits, verifies the sender's signature over the exact bytes, and only then decrypts
-and parses; segment blocks are decompressed later, one at a time, each after its
-origin's signature is checked. Nothing is allocated from a size that has not been
-checked first.
+Against format 2 the header gains ``relays_for`` (the sites the sender relays for,
+whose receipts it wants to carry back) and its ``ranges`` and receipts are stream-keyed
+knowledge; the receipts are partial, restricted to what the receiver needs. Opening a
+bundle checks framing and limits, verifies the sender's signature over the exact
+bytes, and only then decrypts and parses; blocks are opened later, one at a time, each
+after its origin's signature is checked. A format-2 bundle is refused (version).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise
 from typing import Any
@@ -36,17 +36,17 @@ from .identity import Identity, verify_signature
 from .knowledge import Knowledge
 from .limits import DEFAULT_LIMITS, Limits
 from .receipt import Receipt
-from .segment import Segment, hash32
+from .scope import Stream
+from .segment import AnySegment, decode_segment, hash32
 from .unpack import Budget, unpack
 
 __all__ = [
     "FORMAT_VERSION",
+    "HEADER_KEYS",
     "MAGIC",
     "Bundle",
     "BundleHeader",
     "build_bundle",
-    "build_bundle_body",
-    "bundle_body",
     "frame_bundle",
     "open_bundle",
     "peek_header",
@@ -54,10 +54,10 @@ __all__ = [
 ]
 
 MAGIC = b"OFSYNC"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 SIG_BYTES = 64
 _PREFIX = 12  # magic + version + hlen
-HEADER_KEYS = ("created", "ranges", "receipts", "recipient", "segments", "sender")
+HEADER_KEYS = ("created", "ranges", "receipts", "recipient", "relays_for", "segments", "sender")
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,10 +68,11 @@ class BundleHeader:
     ranges: Knowledge
     receipts: tuple[Receipt, ...]  # the sender's own first, then ones it passes on
     segments: int
+    relays_for: tuple[bytes, ...] = ()  # sorted, unique, without the sender
 
     @property
     def knowledge(self) -> Knowledge:
-        """What the sender held when it packed this bundle."""
+        """What the sender states it held when it packed this bundle (partial)."""
         return self.receipts[0].knowledge
 
     def to_wire(self) -> dict[str, Any]:
@@ -80,6 +81,7 @@ class BundleHeader:
             "ranges": self.ranges.to_wire(),
             "receipts": [r.encode() for r in self.receipts],
             "recipient": self.recipient,
+            "relays_for": list(self.relays_for),
             "segments": self.segments,
             "sender": self.sender,
         }
@@ -99,11 +101,16 @@ class BundleHeader:
                 raise BundleFormatError(f"header {name} must be an integer in [0, 2^63)")
         if value["segments"] > limits.max_segments:
             raise LimitExceededError(f"more than {limits.max_segments} segments in a bundle")
+        relays_for = _relays_for(value["relays_for"], sender, limits)
         raw_receipts = value["receipts"]
         if type(raw_receipts) is not list or not raw_receipts:
             raise BundleFormatError("header must carry at least the sender's receipt")
         if len(raw_receipts) > limits.max_receipts:
             raise LimitExceededError(f"more than {limits.max_receipts} receipts in a bundle header")
+        if not all(type(r) is bytes for r in raw_receipts):
+            raise BundleFormatError("header receipts are encoded receipts (bin)")
+        if len(set(raw_receipts)) != len(raw_receipts):
+            raise BundleFormatError("header receipts must be distinct")
         # Everything the header's knowledge statements build shares one budget.
         budget = Budget(limits.max_decode_bytes, "bundle header")
         receipts = tuple(Receipt.decode(r, limits, budget=budget) for r in raw_receipts)
@@ -116,7 +123,22 @@ class BundleHeader:
             ranges=Knowledge.from_wire(value["ranges"], limits, budget),
             receipts=receipts,
             segments=value["segments"],
+            relays_for=relays_for,
         )
+
+
+def _relays_for(value: Any, sender: bytes, limits: Limits) -> tuple[bytes, ...]:
+    if type(value) is not list:
+        raise BundleFormatError("header relays_for must be an array of site keys")
+    if len(value) > limits.max_relays_for:
+        raise LimitExceededError(f"header relays_for names more than {limits.max_relays_for} sites")
+    if not all(type(k) is bytes and len(k) == 32 for k in value):
+        raise BundleFormatError("header relays_for holds 32-byte site keys")
+    if any(a >= b for a, b in pairwise(value)):
+        raise BundleFormatError("header relays_for must be sorted and unique")
+    if sender in value:
+        raise BundleFormatError("a sender does not relay for itself")
+    return tuple(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,7 +147,7 @@ class Bundle:
 
     id: bytes
     header: BundleHeader
-    segments: Sequence[Segment] = field(default=())
+    segments: Sequence[AnySegment] = field(default=())
     size: int = 0
 
 
@@ -137,6 +159,7 @@ def build_bundle(
     receipts: Sequence[Receipt],
     created: int,
     recipient: bytes | None = None,
+    relays_for: Iterable[bytes] = (),
 ) -> bytes:
     """Frame, optionally encrypt, and sign encoded segments."""
     return build_bundle_body(
@@ -147,6 +170,7 @@ def build_bundle(
         receipts=receipts,
         created=created,
         recipient=recipient,
+        relays_for=relays_for,
     )
 
 
@@ -182,6 +206,7 @@ def build_bundle_body(
     receipts: Sequence[Receipt],
     created: int,
     recipient: bytes | None = None,
+    relays_for: Iterable[bytes] = (),
 ) -> bytes:
     """``build_bundle`` of a ``bundle_body`` of ``segments`` segments, for a caller that
     lets the segments go before the bundle is framed (``Replica.iter_pack``: one copy
@@ -191,6 +216,13 @@ def build_bundle_body(
     # Not checked against 2^63 here: tests make such bundles to check decoders.
     if type(created) is not int or not 0 <= created < 1 << 64:
         raise UsageError("a bundle's created is an HLC, an unsigned 64-bit int")
+    relayed = tuple(sorted(set(relays_for)))
+    if not all(type(k) is bytes and len(k) == 32 for k in relayed):
+        raise UsageError("relays_for names 32-byte site keys")
+    if identity.public_key in relayed:
+        raise UsageError("a sender does not relay for itself")
+    if not receipts or receipts[0].replica != identity.public_key:
+        raise UsageError("a bundle carries its sender's own receipt first")
     if recipient is not None:
         box_key = nacl.signing.VerifyKey(recipient).to_curve25519_public_key()
         body = bytes(nacl.public.SealedBox(box_key).encrypt(body))
@@ -201,16 +233,14 @@ def build_bundle_body(
         ranges=ranges,
         receipts=tuple(receipts),
         segments=segments,
+        relays_for=relayed,
     )
     return frame_bundle(identity, packb(header.to_wire()), body)
 
 
 def frame_bundle(identity: Identity, header: bytes, body: bytes) -> bytes:
-    """Frame an encoded header and body and sign them: the layout above, nothing checked.
-
-    ``build_bundle`` is the way to make a bundle; this is the framing alone, for tools
-    and tests that need bundles with headers or bodies ``build_bundle`` would not make.
-    """
+    """Frame an encoded header and body and sign them: the layout above, nothing checked
+    (for tools and tests that need bundles ``build_bundle`` would not make)."""
     signed = b"".join(
         (
             MAGIC,
@@ -224,14 +254,20 @@ def frame_bundle(identity: Identity, header: bytes, body: bytes) -> bytes:
     return signed + identity.sign(signed)
 
 
+def _unpack_header(data: bytes, limits: Limits) -> Any:
+    # {ranges: knowledge (five arrays deep), receipts: [bin, ...], ...}: six deep.
+    return unpack(data, "bundle header", limits, max_depth=6)
+
+
 def peek_header(prefix: bytes, limits: Limits = DEFAULT_LIMITS) -> BundleHeader:
     """The header of a bundle from its first bytes, WITHOUT checking the bundle's
-    signature: for bookkeeping on bundles one made oneself or only counts (what is in
-    transit), never for deciding what to apply. ``prefix`` needs 12 + H bytes."""
+    signature: for bookkeeping on bundles one made oneself or only counts, never for
+    deciding what to apply. ``prefix`` needs 12 + H bytes."""
     if type(prefix) is not bytes:
         raise BundleFormatError("a bundle is bytes")
     if len(prefix) < _PREFIX or prefix[:6] != MAGIC:
         raise BundleFormatError("not an offsync bundle (bad magic or too short)")
+    _check_version(prefix)
     hlen = int.from_bytes(prefix[8:12], "big")
     if hlen > limits.max_header_bytes:
         raise LimitExceededError(f"bundle header of {hlen} bytes over the limit")
@@ -241,15 +277,18 @@ def peek_header(prefix: bytes, limits: Limits = DEFAULT_LIMITS) -> BundleHeader:
     return BundleHeader.from_wire(raw, limits)
 
 
-def _unpack_header(data: bytes, limits: Limits) -> Any:
-    # {ranges: [[origin, [a1, b1, ...]], ...], receipts: [bin, ...], ...}: four deep.
-    return unpack(data, "bundle header", limits, max_depth=4)
+def _check_version(data: bytes) -> None:
+    version = int.from_bytes(data[6:8], "big")
+    if version != FORMAT_VERSION:
+        raise BundleFormatError(
+            f"bundle format version {version}; this decoder reads format {FORMAT_VERSION}"
+        )
 
 
 def read_header(data: bytes, limits: Limits = DEFAULT_LIMITS) -> tuple[BundleHeader, bytes]:
     """Check framing and the sender's signature; return the header and the raw body.
 
-    Does not decrypt or decompress, so a relay or an inspector can use it on bundles it
+    Does not decrypt or open blocks, so a relay or an inspector can use it on bundles it
     cannot open.
     """
     if not isinstance(data, (bytes, bytearray, memoryview)):
@@ -261,11 +300,7 @@ def read_header(data: bytes, limits: Limits = DEFAULT_LIMITS) -> tuple[BundleHea
         )
     if len(data) < _PREFIX + 4 + SIG_BYTES or data[:6] != MAGIC:
         raise BundleFormatError("not an offsync bundle (bad magic or too short)")
-    version = int.from_bytes(data[6:8], "big")
-    if version != FORMAT_VERSION:
-        raise BundleFormatError(
-            f"bundle format version {version}; this offsync reads {FORMAT_VERSION}"
-        )
+    _check_version(data)
     hlen = int.from_bytes(data[8:12], "big")
     if hlen > limits.max_header_bytes:
         raise LimitExceededError(f"bundle header of {hlen} bytes over the limit")
@@ -286,24 +321,11 @@ def read_header(data: bytes, limits: Limits = DEFAULT_LIMITS) -> tuple[BundleHea
     sender = header_value["sender"]
     if len(sender) != 32:
         raise BundleFormatError("bundle sender must be a 32-byte key")
-    verify_signature(sender, data, data[end:], end)  # the bytes before ``end``, in place
+    verify_signature(sender, data[:end], data[end:])
     header = BundleHeader.from_wire(header_value, limits)
     if packb(header.to_wire()) != data[_PREFIX : _PREFIX + hlen]:
         raise BundleFormatError("bundle header is not canonically encoded")
     return header, data[body_at:end]
-
-
-def _canonical_length(items: Sequence[bytes]) -> int:
-    """The length of ``bundle_body(items)`` (their canonical msgpack array), without
-    making it. A decoded array of bins is canonically encoded exactly when it is this
-    long: every array or bin header is at least as long as the shortest one for its
-    length, which canonical msgpack uses."""
-    n = len(items)
-    size = 1 if n < 16 else 3 if n < 1 << 16 else 5
-    for item in items:
-        m = len(item)
-        size += m + (2 if m < 1 << 8 else 3 if m < 1 << 16 else 5)
-    return size
 
 
 def open_bundle(
@@ -311,7 +333,7 @@ def open_bundle(
 ) -> Bundle:
     """Verify, decrypt (with ``identity``) and parse a bundle.
 
-    The segments' blocks stay compressed: ``Segment.open_changes`` opens each in turn.
+    The segments' blocks stay compressed: ``open_changes`` opens each in turn.
     """
     header, body = read_header(data, limits)
     if header.recipient is not None:
@@ -326,22 +348,16 @@ def open_bundle(
         raise BundleFormatError("bundle body does not hold the declared number of segments")
     if not all(type(raw) is bytes for raw in raw_segments):
         raise BundleFormatError("bundle body must be an array of encoded segments")
-    if _canonical_length(raw_segments) != len(body):
+    if packb(raw_segments) != body:
         raise BundleFormatError("bundle body is not canonically encoded")
-    del body
-    # Each encoded segment is dropped once decoded: the bundle's bytes are held once
-    # more here at most, not twice (issue 14: a 16 MiB bundle of records).
-    segments = []
-    carried: dict[bytes, list[tuple[int, int]]] = {}
-    for i, raw in enumerate(raw_segments):
-        raw_segments[i] = None
-        seg = Segment.decode(raw, limits)
-        carried.setdefault(seg.origin, []).append((seg.first_seq, seg.last_seq))
-        segments.append(seg)
+    segments = [decode_segment(raw, limits) for raw in raw_segments]
+    carried: dict[Stream, list[tuple[int, int]]] = {}
+    for seg in segments:
+        carried.setdefault(seg.stream, []).append((seg.first_seq, seg.last_seq))
     for runs in carried.values():
         runs.sort()
-        if any(a[1] >= b[0] for a, b in pairwise(runs)):
-            raise BundleFormatError("two segments of a bundle carry the same seq of an origin")
+        if any(b[0] <= a[1] for a, b in pairwise(runs)):
+            raise BundleFormatError("a bundle carries two segments that share seqs of a stream")
     if Knowledge(carried) != header.ranges:
         raise BundleFormatError("bundle ranges differ from the segments it carries")
     return Bundle(id=hash32(data), header=header, segments=segments, size=len(data))

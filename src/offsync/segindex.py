@@ -22,7 +22,6 @@ import itertools
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import NamedTuple
 
-from .errors import UsageError
 from .knowledge import Interval, Knowledge
 from .scope import WHOLE, Partition, Stream, whole
 from .segment import NO_PREVIOUS, Segment
@@ -215,21 +214,16 @@ def own_meta(name: str, partition: Partition) -> str:
 
 
 def knowledge_of(intervals: Mapping[Stream, Sequence[Interval]]) -> Knowledge:
-    """Format-2 knowledge (keyed by origin) of seq ranges per stream."""
-    out: dict[bytes, Sequence[Interval]] = {}
-    for stream, ivs in intervals.items():
-        if stream[1] != WHOLE:
-            raise UsageError("format 2 knows one stream per origin")
-        out[stream[0]] = ivs
-    return Knowledge(out)
+    """Knowledge (keyed by stream) of seq ranges per stream."""
+    return Knowledge(intervals)
 
 
 def top_seq(knowledge: Knowledge, stream: Stream) -> int:
-    """The highest seq of ``stream`` that format-2 knowledge holds (0: none)."""
-    return knowledge.max_seq(stream[0]) if stream[1] == WHOLE else 0
+    """The highest seq of ``stream`` that ``knowledge`` holds (0: none)."""
+    return knowledge.max_seq(stream)
 
 
 def stream_intervals(knowledge: Knowledge) -> Iterator[tuple[Stream, Sequence[Interval]]]:
-    """The seq ranges of format-2 knowledge per stream (an origin's one stream)."""
-    for origin, ivs in knowledge.intervals.items():
-        yield whole(origin), ivs
+    """The seq ranges of ``knowledge`` per stream, in wire order."""
+    for stream in knowledge.streams():
+        yield stream, knowledge.get(stream)

@@ -24,13 +24,13 @@ import bisect
 import dataclasses
 import enum
 import operator
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from ..change import Change
 from ..errors import BundleFormatError, ForkError, RemoteDataError
 from ..segindex import HeldSegment, SegmentIndex, Stream
-from ..segment import Segment
+from ..segment import AnySegment, RedactedSegment, Segment
 from ..status import APPLIED, FORK_AT_SAME_SEQS, Kind, Status
 from .admit import Admission, admit, admitted_part
 
@@ -86,12 +86,16 @@ class SegmentPlan:
 class ApplyContext:
     """The replica's state that an apply is judged against."""
 
-    own: Stream  # this site's own stream (format 2: its one stream)
-    seq: int  # the highest own seq issued
+    own: Stream | None  # the own stream the segment judged is of (None: not own)
+    seq: int  # the highest seq of ``own`` issued
     index: SegmentIndex  # the segments held before the bundle
     rules: Admission
     held_changes: HeldChanges
-    sealed: int = 0  # the highest own seq sealed (what is above it is unsealed)
+    sealed: int = 0  # the highest seq of ``own`` sealed (what is above it is unsealed)
+    #: This site's key and, per own stream, (seq issued, seq sealed): ``plan_segments``
+    #: judges each own segment against its stream's.
+    me: bytes = b""
+    owns: Mapping[Stream, tuple[int, int]] = dataclasses.field(default_factory=dict)
 
 
 def _stage_range(staged: list[tuple[int, int]], first: int, last: int) -> None:
@@ -103,13 +107,26 @@ def _stage_range(staged: list[tuple[int, int]], first: int, last: int) -> None:
     staged.insert(i, (first, last))
 
 
-def plan_segments(segments: Iterable[Segment], ctx: ApplyContext) -> Iterator[SegmentPlan]:
-    """The plan of each segment, in bundle order; after a ``REFUSE``, nothing more."""
+def plan_segments(segments: Iterable[AnySegment], ctx: ApplyContext) -> Iterator[SegmentPlan]:
+    """The plan of each segment, in bundle order; after a ``REFUSE``, nothing more.
+    A redacted segment is refused (``BundleFormatError``) until erasure lands."""
     staged: dict[tuple[Stream, int], bytes] = {}
     ranges: dict[Stream, list[tuple[int, int]]] = {}
-    for seg in segments:
+    sealed_now: dict[Stream, int] = {}  # own streams whose cut gave way in this bundle
+    for any_seg in segments:
+        if isinstance(any_seg, RedactedSegment):
+            error = BundleFormatError("redacted segments are not applied yet (erasure lands next)")
+            yield SegmentPlan(Verdict.REFUSE, any_seg, any_seg.hash, error=error)  # type: ignore[arg-type]
+            return
+        seg = any_seg
         h = seg.hash
         stream = seg.stream
+        if seg.origin == ctx.me:
+            seq, sealed = ctx.owns.get(stream, (0, 0))
+            sealed = sealed_now.get(stream, sealed)
+            ctx = dataclasses.replace(ctx, own=stream, seq=seq, sealed=sealed)
+        elif ctx.own is not None:
+            ctx = dataclasses.replace(ctx, own=None, seq=0, sealed=0)
         position = (stream, seg.first_seq)
         held = ctx.index.find(*position)
         if (held is not None and held.hash == h) or staged.get(position) == h:
@@ -134,6 +151,7 @@ def plan_segments(segments: Iterable[Segment], ctx: ApplyContext) -> Iterator[Se
             plan = judge(seg, h, changes, given)
             if plan.status.kind is not Kind.FORK:
                 ctx = given  # later segments are judged without the cut that gave way
+                sealed_now[stream] = given.sealed
                 # Unsealed below ``seg``, its changes there cannot wait under it: they
                 # give way too, and are issued again.
                 below = drops[0].first < seg.first_seq

@@ -8,16 +8,14 @@ receipts; a bundle that still comes out too large is split in two (``fit``), and
 single segment too large for ``max_bytes`` travels alone. ``bundles`` is a generator,
 so a backlog is framed one bundle at a time. This module is sans-IO.
 
-The index is keyed by stream (origin, partition), format 2 being one stream per
-origin; format 3 restricts what is sent to the receiver's scope (``wanted``). Knowledge
-is format 2's, by origin, mapped at ``offsync.segindex.knowledge_of`` and
-``stream_intervals``.
+The index and knowledge are keyed by stream (origin, partition); what is sent may be
+restricted to the receiver's scope (``wanted``).
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 
 from ..knowledge import Interval, Knowledge
 from ..limits import Limits
@@ -45,12 +43,11 @@ BUNDLE_OVERHEAD = 4096
 Item = tuple[Stream, HeldSegment]
 
 
-def held_knowledge(
-    index: SegmentIndex, own: Stream, seq: int, sealed: int, claim: int = 0
-) -> Knowledge:
+def held_knowledge(index: SegmentIndex, own: Mapping[Stream, tuple[int, int, int]]) -> Knowledge:
     """What a replica holds: every held segment (quarantined ones too: they are held,
-    so they are not sent again), and its own changes not yet sealed (of its stream
-    ``own``, at ``seq``, sealed to ``sealed``), except those at or below ``claim``.
+    so they are not sent again), and its own changes not yet sealed (per own stream,
+    ``(seq, sealed, claim)``: at ``seq``, sealed to ``sealed``), except those at or
+    below ``claim``.
 
     A counted claim above ``sealed`` means a peer holds own seqs sealed by this site
     before a restore that this site holds only in its outbox (a backup taken before they
@@ -59,18 +56,19 @@ def held_knowledge(
     never send them, sealing would wait for them for ever, and every change written
     meanwhile would stay in the outbox."""
     held = index.intervals()
-    first = max(sealed, claim) + 1
-    if seq >= first:
-        held.setdefault(own, []).append((first, seq))
+    for stream, (seq, sealed, claim) in own.items():
+        first = max(sealed, claim) + 1
+        if seq >= first:
+            held.setdefault(stream, []).append((first, seq))
     return knowledge_of(held)
 
 
-def receipt_knowledge(index: SegmentIndex, own: Stream, sealed: int) -> Knowledge:
+def receipt_knowledge(index: SegmentIndex) -> Knowledge:
     """What a replica's own receipt states: what it holds, with only its own changes
     that are sealed. A receipt is a claim on the issuer's own seqs too (relayed back
     after a restore, ``offsync.plan.claims``): a claim on seqs that were never sealed
     could never be met, as no peer can send them back."""
-    return held_knowledge(index, own, sealed, sealed)
+    return knowledge_of(index.intervals())
 
 
 def select(

@@ -1,4 +1,4 @@
-"""Receipts bounded by their receiver (issue 18, within format 2). Sans-IO.
+"""Receipts bounded by their receiver (issue 18; format 3 by origin, a first cut). Sans-IO.
 
 A receipt is a signed true statement "the signer holds at least this". Nothing in
 format 2 says it lists everything, so a sender may sign one restricted to the origins
@@ -27,11 +27,13 @@ delivery and for restore safety travel before the byte budget runs out.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import msgpack
 
-from ..knowledge import Interval, Knowledge
+from ..knowledge import Knowledge
+from ..limits import DEFAULT_LIMITS
+from ..scope import Stream
 
 __all__ = [
     "FORWARD_BYTES",
@@ -46,6 +48,8 @@ __all__ = [
     "restricted",
 ]
 
+#: What a store kept was checked when it was kept: read back without the wire's bounds.
+_KEPT = replace(DEFAULT_LIMITS, max_decode_bytes=1 << 62, max_origins=1 << 62, max_streams=1 << 62)
 #: At most this many bytes of receipts passed on in one bundle (whatever else fits).
 FORWARD_BYTES = 256 * 1024
 #: Of those, at most this many bytes of receipts that say nothing of the receiver's own.
@@ -60,18 +64,14 @@ def needs(receiver: bytes, sender: bytes, *statements: Knowledge | None) -> froz
     out = {receiver, sender}
     for k in statements:
         if k is not None:
-            out.update(k.intervals)
+            out.update(k.origins())
     return frozenset(out)
 
 
-def restricted(held: Mapping[bytes, Sequence[Interval]], origins: Iterable[bytes]) -> Knowledge:
-    """``held`` (normalised intervals per origin) restricted to ``origins``: what a
-    bounded receipt states. Costs in proportion to the smaller of the two."""
-    if isinstance(origins, (set, frozenset)) and len(origins) > len(held):
-        picked = {o: tuple(ivs) for o, ivs in held.items() if o in origins}
-    else:
-        picked = {o: tuple(held[o]) for o in origins if o in held}
-    return Knowledge._normalised(dict(sorted(picked.items())))
+def restricted(held: Knowledge, origins: Iterable[bytes]) -> Knowledge:
+    """``held`` restricted to the streams of ``origins``: what a bounded receipt
+    states (a first cut of spec-v3 §8.2's ``statement_for``: by origin)."""
+    return held.restrict_origins(origins)
 
 
 def heard_union(
@@ -94,8 +94,11 @@ def heard_union(
     signer's newer word to us; at worst we send an origin it holds once more."""
     if direct:
         return stated
-    named = restricted(before.intervals, stated.intervals)
-    if not named <= stated or (signer in before.intervals and signer not in stated.intervals):
+    named = restricted(before, stated.origins())
+    if not named <= stated or (
+        any(True for _ in before.partitions(signer))
+        and not any(True for _ in stated.partitions(signer))
+    ):
         return stated
     return before if stated <= before else before | stated
 
@@ -103,10 +106,7 @@ def heard_union(
 def kept_knowledge(data: bytes) -> Knowledge:
     """Knowledge a store kept (canonical, checked when it was kept), decoded without
     checking it again: a centre reads one per site it heard from."""
-    wire = msgpack.unpackb(data)
-    return Knowledge._normalised(
-        {bytes(o): tuple(zip(f[::2], f[1::2], strict=True)) for o, f in wire}
-    )
+    return Knowledge.from_wire(msgpack.unpackb(data), _KEPT)
 
 
 def forward_budget(max_header: int, max_bytes: int, own: int, ranges: int) -> int:
@@ -160,15 +160,16 @@ class HeardReceipts:
 
     def put(self, signer: bytes, created: int, knowledge: Knowledge, encoded: bytes) -> None:
         """Keep ``encoded`` (a receipt of ``signer``) if it is newer than the held one."""
-        flat = ((o, ivs[-1][1]) for o, ivs in knowledge.intervals.items() if ivs)
-        self._put(signer, created, flat, encoded)
+        tops = ((o, max(map(knowledge.max_seq, streams))) for o, streams in _by_origin(knowledge))
+        self._put(signer, created, tops, encoded)
 
     def put_kept(self, signer: bytes, created: int, encoded: bytes) -> None:
         """Like ``put``, for a receipt a store kept (verified and canonical when it was
         kept): only the origins and top seqs it states are read, without building its
         knowledge, so that a centre indexes 80,000 receipts in about a second."""
         wire = msgpack.unpackb(encoded)[2]
-        self._put(signer, created, ((bytes(o), ivs[-1]) for o, ivs in wire if ivs), encoded)
+        tops = ((bytes(o), max(p[2][-1] for p in parts)) for o, parts in wire if parts)
+        self._put(signer, created, tops, encoded)
 
     def _put(
         self, signer: bytes, created: int, tops: Iterable[tuple[bytes, int]], encoded: bytes
@@ -255,3 +256,11 @@ class HeardReceipts:
     def _row(self, signer: bytes, about: bool) -> tuple[bytes, int, bytes, bool]:
         entry = self._by_signer[signer]
         return signer, entry.created, entry.encoded, about
+
+
+def _by_origin(knowledge: Knowledge) -> Iterable[tuple[bytes, list[Stream]]]:
+    """The streams of ``knowledge`` grouped by origin."""
+    by: dict[bytes, list[Stream]] = {}
+    for stream in knowledge.streams():
+        by.setdefault(stream.origin, []).append(stream)
+    return by.items()

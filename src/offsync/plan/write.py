@@ -107,6 +107,7 @@ def plan_write(
     resolving: bool,
     trust: TrustStore | None,
     validators: Mapping[str, Validator],
+    prefix: str = "",
 ) -> Change:
     """The change a write of ``encoded`` (None: a delete) makes as own seq ``seq`` at
     ``hlc``, on a record whose heads are ``heads`` (``visible``: not deleted);
@@ -116,9 +117,8 @@ def plan_write(
             f"this {collection} record is first-writer-wins and already recorded;"
             " use resolve()"  # no key in messages: keys (NIKs) are personal data
         )
-    change = Change(
-        origin, seq, hlc, collection, key, PUT if encoded is not None else DELETE, encoded, heads
-    )
+    op = PUT if encoded is not None else DELETE
+    change = Change(origin, seq, hlc, collection, key, op, encoded, heads, prefix)
     status = verdict(change, trust, validators)
     if status is not None:
         raise NotAuthorisedError(f"this site may not write this record: {status}")
@@ -223,6 +223,9 @@ def plan_new(
                 repeat(PUT, n),
                 encoded,
                 repeat((), n),
+                repeat("", n),  # prefix: bulk writes go to collections of one partition
+                repeat(0, n),  # schema
+                repeat(None, n),  # author
                 strict=True,
             ),
         )

@@ -18,8 +18,9 @@ from ..errors import StorageConflictError, StorageError
 from ..plan.apply import ApplyContext, SegmentPlan, Verdict, kept_forks, own_returned, plan_segments
 from ..plan.claims import cut_own, kept_receipts, raised_claim
 from ..receipt import Receipt
+from ..scope import new_stream
 from ..segindex import HeldSegment, SegmentIndex, Stream, own_meta
-from ..segment import Segment
+from ..segment import AnySegment, Segment
 from ..stores.base import SegmentRow
 from ..trust import TRUST_COLLECTION
 from .examine import _Examining, _log_evicted
@@ -80,13 +81,13 @@ class _Run:
     trust_touched: bool = False
     #: Own unsealed changes taken back for an own sealed segment at their seqs, to be
     #: issued again under fresh seqs (``_Applying._give_way``); None: none taken.
-    displaced: list[Change] | None = None
+    displaced: dict[Stream, list[Change]] = field(default_factory=dict)
     own: set[Change] = field(default_factory=set)  # own changes in the segments stored
     #: Own sealed segments unsealed for another cut a peer holds (``plan.drops``), as
-    #: (stream, first, first) for ``SegmentIndex.updated``, and the own seq sealed
-    #: below them (None: none unsealed).
+    #: (stream, first, first) for ``SegmentIndex.updated``, and per own stream the seq
+    #: sealed below them (absent: none unsealed).
     dropped: list[tuple[Stream, int, int]] = field(default_factory=list)
-    sealed: int | None = None
+    sealed: dict[Stream, int] = field(default_factory=dict)
 
     @property
     def full(self) -> bool:
@@ -183,7 +184,7 @@ class _Applying(_Examining):
         self._put(st._replace(segments=st.segments.updated(drop=spans, rows=rows)))
 
     def _apply_bundle(
-        self, bundle: Bundle, segments: Iterable[Segment] | None = None
+        self, bundle: Bundle, segments: Iterable[AnySegment] | None = None
     ) -> tuple[ApplyReport, _Run, tuple[int, int]]:
         """Verify, decode and write the bundle's segments (or ``segments``, the bundle's
         as ``_drained``), inside the caller's transaction.
@@ -195,16 +196,7 @@ class _Applying(_Examining):
         """
         report = ApplyReport(bundle.id, bundle.header.sender, ranges=bundle.header.ranges)
         run = _Run()
-        st = self._st
-        mine = st.seqs(self._own)
-        ctx = ApplyContext(
-            self._own,
-            mine.seq,
-            st.segments,
-            self._rules(st.trust),
-            self.store.changes_for,
-            mine.sealed,
-        )
+        ctx = self._apply_context()
         for plan in plan_segments(bundle.segments if segments is None else segments, ctx):
             self._take(plan, run, report)
             if run.full:
@@ -214,6 +206,13 @@ class _Applying(_Examining):
         dropped = self._finish(bundle.header.receipts, run, report, _direct(bundle))
         return report, run, dropped
 
+    def _apply_context(self) -> ApplyContext:
+        """What an apply is judged against, per own stream (``plan.apply``)."""
+        st = self._st
+        owns = {s: (m.seq, m.sealed) for s, m in st.own.items()}
+        rules = self._rules(st.trust)
+        return ApplyContext(None, 0, st.segments, rules, self.store.changes_for, 0, self.id, owns)
+
     def _take(self, plan: SegmentPlan, run: _Run, report: ApplyReport) -> None:
         """Count one segment's plan, and stage what it stores and merges."""
         seg = plan.segment
@@ -221,7 +220,7 @@ class _Applying(_Examining):
             assert plan.error is not None
             raise plan.error
         if plan.drops:
-            self._unseal(plan.drops, run)
+            self._unseal(seg.stream, plan.drops, run)
         if plan.verdict is Verdict.DUPLICATE:
             report.duplicates += seg.count
             return
@@ -229,8 +228,8 @@ class _Applying(_Examining):
             run.forks.append(seg)
             report.quarantined += seg.count
             return
-        if plan.displaces and run.displaced is None:
-            run.displaced = self._give_way(run)
+        if plan.displaces and seg.stream not in run.displaced:
+            run.displaced[seg.stream] = self._give_way(seg.stream, run)
         encoded = seg.encode()
         run.rows.append(
             SegmentRow(
@@ -277,23 +276,31 @@ class _Applying(_Examining):
         """Write what follows from the whole bundle and advance the working state."""
         st = self._st
         forks = self._record_forks(run.forks) if run.forks else st.forks
-        mine = st.seqs(self._own)
-        index = self._unseal_cut(
-            receipts, run, st.segments.updated(drop=run.dropped, add=run.stored)
-        )
-        sealed = mine.sealed if run.sealed is None else run.sealed
-        own = own_returned(((o, s.last, s.status) for o, s in run.stored), self._own, sealed)
-        claim = raised_claim(mine.claim, receipts, self._own, st.trust)
-        seq = max(own, mine.seq)
-        part = self._own.partition
-        if own:  # our own changes, lost in a restore, came back
-            self.store.clear_outbox(part, own)  # they are sealed now, by us, before the loss
-            if run.displaced:  # ours at their seqs give way, and come after
-                seq = self._issue_again(run, max(own, claim)) or seq
-            self.store.set_meta(own_meta("seq", part), str(seq).encode())
-            self.store.set_meta(own_meta("sealed", part), str(own).encode())
-        elif run.sealed is not None:  # own sealed segments were unsealed
-            self.store.set_meta(own_meta("sealed", part), str(sealed).encode())
+        index = st.segments.updated(drop=run.dropped, add=run.stored)
+        streams = {*st.own, *run.sealed, *(o for o, _ in run.stored if o.origin == self.id)}
+        for r in receipts:
+            streams.update(new_stream(self.id, p) for p in r.knowledge.partitions(self.id))
+        own_seqs = dict(st.own)
+        for stream in sorted(streams):
+            index = self._unseal_cut(stream, receipts, run, index)
+            mine = st.seqs(stream)
+            sealed = run.sealed.get(stream, mine.sealed)
+            stored = ((o, s.last, s.status) for o, s in run.stored)
+            own = own_returned(stored, stream, sealed)
+            claim = raised_claim(mine.claim, receipts, stream, st.trust)
+            seq = max(own, mine.seq)
+            part = stream.partition
+            if own:  # our own changes, lost in a restore, came back
+                self.store.clear_outbox(part, own)  # they are sealed now, by us, before the loss
+                if run.displaced.get(stream):  # ours at their seqs give way, and come after
+                    seq = self._issue_again(stream, run, max(own, claim)) or seq
+                self.store.set_meta(own_meta("seq", part), str(seq).encode())
+                self.store.set_meta(own_meta("sealed", part), str(own).encode())
+            elif stream in run.sealed:  # own sealed segments were unsealed
+                self.store.set_meta(own_meta("sealed", part), str(sealed).encode())
+            now = OwnSeqs(seq, own or sealed, claim)
+            if now != mine:
+                own_seqs[stream] = now
         kept = kept_receipts(receipts, self.id)
         if self.store.shared:  # read-modify-write of each signer's union: one at a time
             self.store.lock_peers([r.replica for r in kept])
@@ -305,7 +312,7 @@ class _Applying(_Examining):
         self._put(
             st._replace(
                 segments=index,
-                own={**st.own, self._own: OwnSeqs(seq, own or sealed, claim)},
+                own=own_seqs,
                 hlc=max(st.hlc, run.max_hlc),
                 forks=forks,
                 clock_due=_earliest(st.clock_due, run.due),
@@ -313,13 +320,13 @@ class _Applying(_Examining):
         )
         return self._bound_unknown([o.origin for o, _ in run.stored], run.trust_touched)
 
-    def _unseal(self, drops: Sequence[HeldSegment], run: _Run) -> None:
+    def _unseal(self, stream: Stream, drops: Sequence[HeldSegment], run: _Run) -> None:
         """Unseal the own sealed segments that give way to another cut of this site's
         history a peer holds (``plan.apply.own_cut_gives_way``): the segments go, their
         changes stay and are unsealed again at their seqs (outbox rows), and the sealed
         seq falls below them, as if restored from a backup taken before they were
         sealed; the rules for unsealed own changes then take over."""
-        keys = [(self._own, d.first) for d in drops]
+        keys = [(stream, d.first) for d in drops]
         rows: list[tuple[int, bytes]] = []
         for data in self.store.segment_data(keys):
             rows += (
@@ -327,10 +334,10 @@ class _Applying(_Examining):
                 for c in Segment.decode(data, self.limits).open_changes(self.limits)
             )
         self.store.remove_segments(keys)
-        self.store.add_outbox(self._own.partition, rows)
-        run.dropped += [(self._own, d.first, d.first) for d in drops]
+        self.store.add_outbox(stream.partition, rows)
+        run.dropped += [(stream, d.first, d.first) for d in drops]
         low = drops[0].first - 1
-        run.sealed = low if run.sealed is None else min(run.sealed, low)
+        run.sealed[stream] = min(run.sealed.get(stream, low), low)
         log.warning(
             "own sealed seqs %d..%d are unsealed again: another cut of this site's history"
             " that a peer holds overlaps them (a restore from a backup whose segments"
@@ -340,41 +347,41 @@ class _Applying(_Examining):
         )
 
     def _unseal_cut(
-        self, receipts: Sequence[Receipt], run: _Run, index: SegmentIndex
+        self, own: Stream, receipts: Sequence[Receipt], run: _Run, index: SegmentIndex
     ) -> SegmentIndex:
         """Unseal the own tail from the lowest own segment that a counted receipt of
         this bundle cuts (``plan.claims.cut_own``): the peer holds another cut there.
         ``index``: the segments held after this bundle; returned without the tail."""
-        first = cut_own(index, self._own, kept_receipts(receipts, self.id), self._st.trust)
+        first = cut_own(index, own, kept_receipts(receipts, self.id), self._st.trust)
         if not first:
             return index
-        tail = tuple(s for s in index.get(self._own, ()) if s.last >= first)
-        stored = {s.first for o, s in run.stored if o == self._own}
+        tail = tuple(s for s in index.get(own, ()) if s.last >= first)
+        stored = {s.first for o, s in run.stored if o == own}
         if any(s.first in stored or not s.status.applied for s in tail):
             return index  # what this bundle stored is the peer's: the next bundle tells
-        self._unseal(tail, run)
-        return index.updated(drop=[(self._own, s.first, s.first) for s in tail])
+        self._unseal(own, tail, run)
+        return index.updated(drop=[(own, s.first, s.first) for s in tail])
 
-    def _give_way(self, run: _Run) -> list[Change]:
+    def _give_way(self, own: Stream, run: _Run) -> list[Change]:
         """Take back the own unsealed changes (``plan.apply.displaces_unsealed``) above
         the own segments this bundle stored so far (those came back as they are): their
         changes and outbox rows, before the segment at their seqs is merged. Returned in
         seq order for ``_issue_again``; the records are recomputed when they are merged
         again (in this transaction, so a failure rolls both back)."""
-        mine = self._st.seqs(self._own)
-        sealed = mine.sealed if run.sealed is None else run.sealed
+        mine = self._st.seqs(own)
+        sealed = run.sealed.get(own, mine.sealed)
         taken: list[Change] = []
-        after = max([sealed, *(s.last for o, s in run.stored if o == self._own)])
-        while page := self.store.outbox_page(self._own.partition, after, 10_000):
+        after = max([sealed, *(s.last for o, s in run.stored if o == own)])
+        while page := self.store.outbox_page(own.partition, after, 10_000):
             taken += (Change.from_row(self.id, seq, bytes(row)) for seq, row in page)
             after = page[-1][0]
         self.store.remove_changes(taken)
         # Every outbox row goes: those at or below ``after`` are in segments stored now.
-        self.store.clear_outbox(self._own.partition, mine.seq)
-        self._recent.clear()  # sealing must not take the old changes from memory
+        self.store.clear_outbox(own.partition, mine.seq)
+        self._recent.pop(own, None)  # sealing must not take the old changes from memory
         return taken
 
-    def _issue_again(self, run: _Run, claimed: int) -> int:
+    def _issue_again(self, own: Stream, run: _Run, claimed: int) -> int:
         """Issue the changes ``_give_way`` took back under fresh seqs after ``claimed``
         (the highest own seq the world may hold), in their order, with their clocks,
         contents and parents (a parent among them renamed with it); returns the own seq
@@ -384,7 +391,7 @@ class _Applying(_Examining):
         fresh: list[Change] = []
         # One the sealed history holds as it is (sealed in the abandoned timeline, with
         # others that differ) is not issued twice.
-        again = [c for c in run.displaced or () if c not in run.own]
+        again = [c for c in run.displaced.get(own, ()) if c not in run.own]
         for i, c in enumerate(again, start=claimed + 1):
             parents = tuple(renamed.get(p, p) for p in c.parents)
             new = c._replace(seq=i, parents=parents)
@@ -393,7 +400,7 @@ class _Applying(_Examining):
         if not fresh:
             return 0
         run.conflicts.update(dict.fromkeys(self._merge(fresh)))
-        self.store.add_outbox(self._own.partition, [(c.seq, c.to_row()) for c in fresh])
+        self.store.add_outbox(own.partition, [(c.seq, c.to_row()) for c in fresh])
         log.warning(
             "own changes this site held unsealed gave way to its own sealed history a"
             " peer holds at their seqs (a restore from an older backup): %d issued"
@@ -444,11 +451,7 @@ class ApplyGroup:
             r._reload_near([(s.stream, s.first_seq, s.last_seq) for s in segments])
         report = ApplyReport(bundles[0].id, bundles[0].header.sender)
         run = _Run()
-        st = r._st
-        mine = st.seqs(r._own)
-        ctx = ApplyContext(
-            r._own, mine.seq, st.segments, r._rules(st.trust), r.store.changes_for, mine.sealed
-        )
+        ctx = r._apply_context()
         for plan in plan_segments(segments, ctx):
             r._take(plan, run, report)
             if run.full:
@@ -462,7 +465,7 @@ class ApplyGroup:
         return report
 
 
-def _drained(bundle: Bundle) -> Iterator[Segment]:
+def _drained(bundle: Bundle) -> Iterator[AnySegment]:
     """The bundle's segments, each let go by the bundle as it is taken: applied once (a
     shared store's apply may run again, and keeps them), a segment's bytes then live on
     in its chunk's rows until they are written, not to the end of the bundle."""

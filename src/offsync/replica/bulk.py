@@ -59,9 +59,10 @@ class _Bulk(_Writes):
         with self._lock, _gc_paused():
             outermost = self._work is None
             with self._transaction():
-                mine = self._st.seqs(self._own)
-                if mine.claim > mine.sealed:
-                    self._refuse_reuse()
+                if self.rule.length(collection) == 0:
+                    mine = self._st.seqs(self._stream_of(collection, ""))
+                    if mine.claim > mine.sealed:
+                        self._refuse_reuse(self._stream_of(collection, ""))
                 new, rest = self._split_new(collection, writes)
                 if new:
                     self._write_new(collection, writes, new, level)
@@ -80,7 +81,9 @@ class _Bulk(_Writes):
         rest: list[int] = []
         if len(first) < len(keys):  # keys given twice: the later ones take put's path
             rest = [i for i, key in enumerate(keys) if first[key] != i]
-        if collection == TRUST_COLLECTION:  # trust writes re-examine as they go: put's path
+        if collection == TRUST_COLLECTION or self.rule.length(collection):
+            # Trust writes re-examine as they go, and the records of a collection of
+            # many partitions go to many streams: put's path.
             return [], list(range(len(keys)))
         held = self.store.existing([(collection, k) for k in first])
         if not held:
@@ -97,9 +100,10 @@ class _Bulk(_Writes):
         st = self._st
         keys = list(map(writes.keys.__getitem__, new))
         encoded = list(map(writes.encoded.__getitem__, new))
+        stream = self._stream_of(collection, "")
         changes = plan_new(
             self.id,
-            st.seqs(self._own).seq + 1,
+            st.seqs(stream).seq + 1,
             next_hlc(st.hlc, self._wall()),
             collection,
             keys,
@@ -109,14 +113,15 @@ class _Bulk(_Writes):
         )
         self._merge(changes)
         self._owed_counters = True
-        self._put(st.wrote(self._own, changes[-1].seq, changes[-1].hlc))
+        self._put(st.wrote(stream, changes[-1].seq, changes[-1].hlc))
         values: list[dict[str, Any] | None] = list(map(writes.values.__getitem__, new))
         key_bytes = list(map(writes.key_bytes.__getitem__, new))
         sizes = row_bounds(len(collection.encode()), key_bytes, list(map(len, encoded)))
-        self._seal_with(changes, values, sizes, level)
+        self._seal_with(stream, changes, values, sizes, level)
 
     def _seal_with(
         self,
+        stream: Stream,
         changes: list[Change],
         values: list[dict[str, Any] | None],
         sizes: list[int],
@@ -126,29 +131,29 @@ class _Bulk(_Writes):
         not in the outbox) into whole segments; write what does not fill one to the
         outbox, where it waits for more writes like any put's change."""
         st = self._st
-        mine = st.seqs(self._own)
+        mine = st.seqs(stream)
         if not may_seal(mine.seq, mine.sealed, mine.claim):  # sealing now could fork
             self._to_outbox(changes, values)
             return
         first_new = changes[0].seq
         self._flush_fresh()
-        waiting = self._held_unsealed(mine.sealed, first_new - 1)
+        waiting = self._held_unsealed(stream, mine.sealed, first_new - 1)
         if waiting is None:  # not all in memory: read them back
             waiting = [
                 (c, None if c.fields is None else decode_fields(c.fields), len(data))
-                for page in self._outbox_pages(mine.sealed)
+                for page in self._outbox_pages(stream, mine.sealed)
                 for c, data in ((Change.from_row(self.id, s, bytes(d)), d) for s, d in page)
             ]
         if waiting:  # older own changes go first, into the first segment
             sizes = [size for _, _, size in waiting] + sizes
             values = [value for _, value, _ in waiting] + values
             changes = [c for c, _, _ in waiting] + changes
-        own = st.segments.get(self._own, ())
+        own = st.segments.get(stream, ())
         prev = own[-1].hash if own else NO_PREVIOUS
         sealed: list[tuple[Stream, HeldSegment]] = []
         start = 0
         for end in segment_ends(sizes, complete_only=True):
-            seg = Segment.seal(self.identity, changes[start:end], prev, level, values[start:end])
+            seg = Segment.seal(self.identity, changes[start:end], prev, level)
             prev = self._store_sealed(seg, prev, sealed)
             start = end
         tail = [i for i in range(start, len(changes)) if changes[i].seq >= first_new]
@@ -156,18 +161,19 @@ class _Bulk(_Writes):
         if sealed:
             last = sealed[-1][1].last
             if waiting:
-                self.store.clear_outbox(self._own.partition, min(last, first_new - 1))
-            self.store.set_meta(own_meta("sealed", self._own.partition), str(last).encode())
+                self.store.clear_outbox(stream.partition, min(last, first_new - 1))
+            self.store.set_meta(own_meta("sealed", stream.partition), str(last).encode())
             st = st._replace(segments=st.segments.updated(add=sealed))
-            self._put(st.with_seqs(self._own, sealed=last))
-            self._forget_sealed(mine.sealed, last)
+            self._put(st.with_seqs(stream, sealed=last))
+            self._forget_sealed(stream, mine.sealed, last)
 
     def _to_outbox(self, changes: list[Change], values: list[dict[str, Any] | None]) -> None:
         """Write own changes to the outbox, where they wait to be sealed; remembered as
         this transaction's own changes (``_fresh``), so that sealing finds them in memory."""
         self._flush_fresh()  # (rows of earlier writes first: all of _fresh is then stored)
         rows = [(c.seq, c.to_row()) for c in changes]
-        self.store.add_outbox(self._own.partition, rows)
+        if rows:
+            self.store.add_outbox(changes[0].partition, rows)
         self._fresh += zip(changes, values, strict=True)
         self._fresh_sizes += (len(row) for _, row in rows)
         self._fresh_stored = len(self._fresh)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from types import TracebackType
 from typing import Any
@@ -29,7 +29,8 @@ from ..plan.pack import held_knowledge, receipt_knowledge
 from ..plan.receipts import HeardReceipts, heard_union, kept_knowledge, restricted
 from ..policies import Policy
 from ..receipt import Receipt
-from ..segindex import HeldSegment, SegmentIndex, Stream, knowledge_of, own_meta, whole
+from ..scope import Partition, PartitionRule, new_stream
+from ..segindex import HeldSegment, SegmentIndex, Stream, knowledge_of, own_meta
 from ..segment import Segment
 from ..stores.base import RecordRow, Store, pack_ids
 from ..trust import TRUST_COLLECTION, TrustStore, Validator
@@ -65,12 +66,14 @@ class _Core:
     _fresh: list[tuple[Change, dict[str, Any] | None]]
     _fresh_stored = 0
     _fresh_sizes: list[int]  # the lengths of the outbox rows stored so far
-    #: Committed own changes not sealed yet, by seq, with their decoded fields and the
-    #: length of their outbox row: sealing takes them from here instead of reading the
-    #: outbox back and decoding it (it does that for any seq missing here).
-    _recent: dict[int, tuple[Change, dict[str, Any] | None, int]]
-    #: knowledge() cache: the index, (seq, sealed, claim) and the knowledge they give
-    _known: tuple[SegmentIndex, OwnSeqs, Knowledge] | None = None
+    #: Committed own changes not sealed yet, per own stream by seq, with their decoded
+    #: fields and the length of their outbox row: sealing takes them from here instead
+    #: of reading the outbox back and decoding it (it does that for any seq missing here).
+    _recent: dict[Stream, dict[int, tuple[Change, dict[str, Any] | None, int]]]
+    #: knowledge() cache: the index, the own streams' seqs and the knowledge they give
+    _known: tuple[SegmentIndex, Mapping[Stream, OwnSeqs], Knowledge] | None = None
+    #: The deployment's partition rule: every own change lies in its record's partition.
+    rule: PartitionRule
     #: The newest receipt of each signer, indexed by origin (``_heard_receipts``);
     #: None: to be read from the store (dropped when a transaction rolls back).
     _heard: HeardReceipts | None = None
@@ -82,10 +85,21 @@ class _Core:
     def id(self) -> bytes:
         return self.identity.public_key
 
+    def _stream_of(self, collection: str, key: str) -> Stream:
+        """The own stream a write of record ``(collection, key)`` goes to."""
+        length = self.rule.lengths.get(collection, 0)
+        if not length:
+            stream = self._whole_collection.get(collection)
+            if stream is None:
+                stream = new_stream(self.id, self.rule.partition_of(collection, key))
+                self._whole_collection[collection] = stream
+            return stream
+        return new_stream(self.id, self.rule.partition_of(collection, key))
+
     @functools.cached_property
-    def _own(self) -> Stream:
-        """This site's own stream (format 2: its one stream), which it seals and seqs."""
-        return whole(self.identity.public_key)
+    def _whole_collection(self) -> dict[str, Stream]:
+        """Own streams of collections of one partition, by collection (a write's lookup)."""
+        return {}
 
     def policy(self, collection: str) -> Policy:
         return self.policies.get(collection, self.default_policy)
@@ -118,10 +132,11 @@ class _Core:
         and the working state's own seq and clock, once per transaction (a batch of
         10,000 puts writes them in one statement each), in that transaction."""
         self._flush_fresh()
-        st = self._st
-        self.store.set_meta(
-            own_meta("seq", self._own.partition), str(st.seqs(self._own).seq).encode()
-        )
+        st, before = self._st, self._state.own
+        for stream, mine in st.own.items():
+            was = before.get(stream)
+            if was is None or was.seq != mine.seq:
+                self.store.set_meta(own_meta("seq", stream.partition), str(mine.seq).encode())
         self.store.set_meta("hlc", str(st.hlc).encode())
 
     def _flush_fresh(self) -> None:
@@ -130,7 +145,11 @@ class _Core:
         waiting = self._fresh[self._fresh_stored :]
         if waiting:
             rows = [(c.seq, c.to_row()) for c, _ in waiting]
-            self.store.add_outbox(self._own.partition, rows)
+            by: dict[Partition, list[tuple[int, bytes]]] = {}
+            for (c, _), row in zip(waiting, rows, strict=True):
+                by.setdefault(c.partition, []).append(row)
+            for partition, part_rows in by.items():
+                self.store.add_outbox(partition, part_rows)
             self._fresh_sizes += (len(row) for _, row in rows)
             self._fresh_stored = len(self._fresh)
 
@@ -138,11 +157,12 @@ class _Core:
         """After a commit: keep the transaction's own changes for sealing (bounded)."""
         recent = self._recent
         # (what the transaction sealed itself is not kept)
-        sealed = self._state.seqs(self._own).sealed
-        if len(recent) + len(self._fresh) <= MAX_RECENT:
+        if sum(map(len, recent.values())) + len(self._fresh) <= MAX_RECENT:
+            st = self._state
             for (c, value), size in zip(self._fresh, self._fresh_sizes, strict=True):
-                if c.seq > sealed:
-                    recent[c.seq] = (c, value, size)
+                stream = c.stream
+                if c.seq > st.seqs(stream).sealed:
+                    recent.setdefault(stream, {})[c.seq] = (c, value, size)
 
     def _tick(self) -> int:
         """A new timestamp from the clock (``offsync.clock.next_hlc``), kept in the state."""
@@ -162,10 +182,9 @@ class _Core:
             self._follow_store()
             st = self._st
             known = self._known
-            mark = st.seqs(self._own)
-            if known is None or known[0] is not st.segments or known[1] != mark:
-                held = held_knowledge(st.segments, self._own, *mark)
-                known = self._known = (st.segments, mark, held)
+            if known is None or known[0] is not st.segments or known[1] != st.own:
+                held = held_knowledge(st.segments, st.own)
+                known = self._known = (st.segments, st.own, held)
             return known[2]
 
     def _receipt_knowledge(self) -> Knowledge:
@@ -173,19 +192,21 @@ class _Core:
         its own changes only as far as they are sealed)."""
         self._follow_store()
         st = self._st
-        return receipt_knowledge(st.segments, self._own, st.seqs(self._own).sealed)
+        return receipt_knowledge(st.segments)
 
     def _bounded_receipt_knowledge(self, origins: frozenset[bytes]) -> Knowledge:
         """``_receipt_knowledge`` restricted to ``origins`` (a receipt bounded by its
         receiver, ``offsync.plan.receipts``), without building the whole of it: this
         replica's own changes as far as sealed, every other origin as held."""
         known = self.knowledge()  # cached; equal to the receipt's for other origins
-        st = self._st
-        held = restricted(known.intervals, origins - {self.id})
+        held = restricted(known, origins - {self.id})
         if self.id not in origins:
             return held
-        own = [(s.first, s.last) for s in st.segments.get(self._own, ())]
-        return held | knowledge_of({self._own: own}) if own else held
+        st = self._st
+        own = {
+            s: [(h.first, h.last) for h in st.segments[s]] for s in st.segments.streams_of(self.id)
+        }
+        return held | knowledge_of(own) if own else held
 
     # -- receipts heard (docs/spec.md §6: a reader unions what one signer's receipts say) --
 

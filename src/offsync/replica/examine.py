@@ -73,8 +73,7 @@ class _Examining(_Reads):
         with self._transaction():
             st = self._st
             self.store.set_meta("trust_examined", fingerprint(st.trust, self.validators))
-        st = self._st  # whose claims count may have changed
-        self._put(st.with_seqs(self._own, claim=self._counted_claim(st.trust)))
+        self._put(self._with_counted_claims(self._st))  # whose claims count may have changed
         return unlocked
 
     def _reexamine_round(

@@ -15,6 +15,7 @@ from ..knowledge import Knowledge
 from ..plan.pack import DEFAULT_MAX_BUNDLE, Fit, Item, bundles, carried, fit, select
 from ..plan.receipts import forward_budget, kept_knowledge, needs, passed_on
 from ..receipt import Receipt
+from ..scope import new_stream
 from ..unpack import unpack
 from .sealing import _Sealing
 
@@ -83,7 +84,7 @@ class _Packing(_Sealing):
         quiet = quiet and receiver is not None
         with self._lock:
             self._seal()
-            held = self.knowledge() if readable is None else self.knowledge().select(readable)
+            held = self.knowledge() if readable is None else _readable(self.knowledge(), readable)
             missing = held - (since or Knowledge())
             plan = select(self._st.segments, missing)
             told = _Told.read(self, receiver) if quiet else _Told()
@@ -92,7 +93,7 @@ class _Packing(_Sealing):
                 row = self.store.peer(receiver)
                 heard = None if row is None else kept_knowledge(row[2])
                 wanted = needs(receiver, self.id, heard, stated) | {o.origin for o, _ in plan}
-            top = self.knowledge().max_seq(receiver) if receiver is not None else 0
+            top = _own_top(self.knowledge(), receiver)
             candidates = self._heard_receipts().candidates(
                 receiver or recipient, self.id, wanted, told.forwarded if quiet else None, top
             )[: self.limits.max_receipts - 1]
@@ -142,7 +143,7 @@ class _Packing(_Sealing):
         receipt heard is passed on."""
         with self._lock:
             self._seal()
-            held = self.knowledge() if readable is None else self.knowledge().select(readable)
+            held = self.knowledge() if readable is None else _readable(self.knowledge(), readable)
             missing = held - (since or Knowledge())
             plan = select(self._st.segments, missing)
             forwarded = [
@@ -168,7 +169,7 @@ class _Packing(_Sealing):
             if wanted is None:
                 knowledge = self._receipt_knowledge()
             else:
-                knowledge = self._bounded_receipt_knowledge(wanted | set(ranges.intervals))
+                knowledge = self._bounded_receipt_knowledge(wanted | set(ranges.origins()))
             own = Receipt.issue(self.identity, now, knowledge)
         passed = forwarded
         if self.bounded_receipts:
@@ -233,7 +234,7 @@ class _Told:
         if raw is None:
             return cls()
         try:
-            own, passed, *mark = unpack(raw, "told", replica.limits, max_depth=4)
+            own, passed, *mark = unpack(raw, "told", replica.limits, max_depth=6)
             if bytes(mark[0] if mark else b"") != _restore_mark(replica):
                 return cls()  # told before a restore: the peer may know more than we hold
             return cls(
@@ -260,3 +261,17 @@ class _Told:
 def _restore_mark(replica: _Packing) -> bytes:
     """The store's restore mark (``RESTORED_META``; empty if it was never restored)."""
     return replica.store.get_meta(RESTORED_META) or b""
+
+
+def _readable(knowledge: Knowledge, readable: Callable[[bytes], bool]) -> Knowledge:
+    """The part of ``knowledge`` about the origins ``readable`` accepts."""
+    return knowledge.restrict_origins(o for o in knowledge.origins() if readable(o))
+
+
+def _own_top(knowledge: Knowledge, origin: bytes | None) -> int:
+    """The highest seq of ``origin``'s streams ``knowledge`` holds (0: none, or None)."""
+    if origin is None:
+        return 0
+    return max(
+        (knowledge.max_seq(new_stream(origin, p)) for p in knowledge.partitions(origin)), default=0
+    )

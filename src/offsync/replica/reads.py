@@ -13,11 +13,13 @@ from ..plan.admit import held_reasons
 from ..plan.claims import claim_counts, counted_claim
 from ..plan.receipts import kept_knowledge, needs
 from ..receipt import Receipt
+from ..scope import Stream, new_stream
 from ..segindex import top_seq
 from ..segment import Segment
 from ..status import FORK_AT_SAME_SEQS
 from ..trust import TrustStore
 from .core import _Core
+from .state import ReplicaState
 from .types import Conflict, Quarantined, QuarantinedChange, SeqClaim
 
 __all__: list[str] = []
@@ -185,8 +187,10 @@ class _Reads(_Core):
                 return False
             st = self._st
             if claim_counts(receipt.replica, st.trust):
-                claim = max(st.seqs(self._own).claim, top_seq(receipt.knowledge, self._own))
-                self._put(st.with_seqs(self._own, claim=claim))
+                for stream in _own_streams(receipt.knowledge, self.id):
+                    claim = max(st.seqs(stream).claim, top_seq(receipt.knowledge, stream))
+                    st = st.with_seqs(stream, claim=claim)
+                self._put(st)
             return True
 
     def seq_claims(self) -> list[SeqClaim]:
@@ -200,25 +204,37 @@ class _Reads(_Core):
         mode the remedy is moving this site to a new key (docs/threat-model.md).
         """
         with self._lock:
-            trust = self._st.trust
-            claims = [
-                SeqClaim(p, seq, claim_counts(p, trust))
-                for p, k in self._peer_knowledge()
-                if p != self.id and (seq := top_seq(k, self._own))
-            ]
-        return sorted(claims, key=lambda c: (-c.seq, c.peer))
+            return self._seq_claims(None)
+
+    def _seq_claims(self, only: Stream | None) -> list[SeqClaim]:
+        """``seq_claims`` of every own stream, or of ``only``."""
+        trust = self._st.trust
+        claims = [
+            SeqClaim(p, seq, claim_counts(p, trust), stream)
+            for p, k in self._peer_knowledge()
+            if p != self.id
+            for stream in ([only] if only is not None else _own_streams(k, self.id))
+            if (seq := top_seq(k, stream))
+        ]
+        return sorted(claims, key=lambda c: (-c.seq, c.peer, c.stream or ()))
 
     def _peer_knowledge(self) -> list[tuple[bytes, Knowledge]]:
         """Each peer's newest knowledge, as its receipt said."""
         return [(p, kept_knowledge(k)) for p, _, k, _ in self.store.peers()]
 
-    def _counted_claim(self, trust: TrustStore | None) -> int:
-        return counted_claim(self._peer_knowledge(), self._own, trust)
+    def _with_counted_claims(self, st: ReplicaState) -> ReplicaState:
+        """``st`` with each own stream's claim as the peers' receipts kept say."""
+        peers = self._peer_knowledge()
+        streams = {s for _, k in peers for s in _own_streams(k, self.id)} | set(st.own)
+        for stream in sorted(streams):
+            claim = counted_claim(peers, stream, st.trust)
+            if claim != st.seqs(stream).claim:
+                st = st.with_seqs(stream, claim=claim)
+        return st
 
     def has_unsealed(self) -> bool:
         """Whether own changes wait in the outbox, not yet sealed into segments."""
-        mine = self._st.seqs(self._own)
-        return mine.seq > mine.sealed
+        return any(m.seq > m.sealed for m in self._st.own.values())
 
     # -- for the HTTP server ----------------------------------------------------------------
 
@@ -233,3 +249,8 @@ class _Reads(_Core):
         every process sharing the store (``Store.record_nonce``); times in ms."""
         with self._lock:
             return self.store.record_nonce(nonce, expires, now)
+
+
+def _own_streams(knowledge: Knowledge, me: bytes) -> list[Stream]:
+    """The streams of origin ``me`` that ``knowledge`` names."""
+    return [new_stream(me, p) for p in knowledge.partitions(me)]

@@ -9,11 +9,12 @@ from typing import Any
 import msgpack
 
 from ..clock import wall_millis
-from ..errors import UsageError
+from ..errors import FormatTwoStoreError, UsageError
 from ..identity import Identity, PublicIdentity
 from ..limits import DEFAULT_LIMITS, Limits
 from ..plan.examine import fingerprint
 from ..policies import LastWriterWins, Policy
+from ..scope import WHOLE, PartitionRule, Stream, new_stream
 from ..segindex import SegmentIndex
 from ..status import Kind
 from ..stores.base import Store
@@ -56,6 +57,7 @@ class Replica(_Bulk, _Applying, _Packing, _Blobs, _Mailing, _History):
         validators: Mapping[str, Validator] | None = None,
         level: int = DEFAULT_LEVEL,
         blobs: str | None = None,
+        partitions: PartitionRule | Mapping[str, int] | None = None,
     ) -> None:
         """``trust``: the authority keys (the root of trust), or None for open mode, in
         which every validly signed origin may write anything. ``validators``: per
@@ -64,7 +66,10 @@ class Replica(_Bulk, _Applying, _Packing, _Blobs, _Mailing, _History):
         higher costs write time for fewer bytes; receivers need nothing different).
         ``blobs``: the blob fetch policy, ``"eager"``, ``"lazy"`` or ``"none"``
         (``offsync.replica.blobs``), kept in the store; None: as the store says
-        (``"eager"`` for a new one)."""
+        (``"eager"`` for a new one). ``partitions``: the deployment's partition rule
+        (``offsync.scope.PartitionRule``, or ``{collection: prefix length}``; default:
+        every collection one partition), kept in the store when it is created: opening
+        it with another rule raises ``UsageError``."""
         if not 1 <= level <= 22:
             raise UsageError("level must be a zstd level from 1 to 22")
         self.level = level
@@ -86,11 +91,13 @@ class Replica(_Bulk, _Applying, _Packing, _Blobs, _Mailing, _History):
         self._lock = threading.RLock()
         self._wall = wall
         self._fresh, self._fresh_sizes, self._recent = [], [], {}
+        self.rule = _rule_of(partitions)
         self._claim_store()
+        self._check_rule()
         self._open_blob_fetch(blobs)
         self._state = self._loaded_state()
         self._examine_on_open()
-        self._put(self._st.with_seqs(self._own, claim=self._counted_claim(self._st.trust)))
+        self._put(self._with_counted_claims(self._st))
         self._bound_on_open()
 
     def _claim_store(self) -> None:
@@ -103,15 +110,43 @@ class Replica(_Bulk, _Applying, _Packing, _Blobs, _Mailing, _History):
         elif owner != self.identity.public_key:
             raise UsageError("this store belongs to another identity")
 
+    def _check_rule(self) -> None:
+        """Keep the partition rule in a new store; refuse another rule than the kept one
+        (the rule is deployment-wide: a change's partition must mean the same for ever)."""
+        kept = self.store.get_meta("partition_rule")
+        mine = msgpack.packb(sorted(self.rule.lengths.items()))
+        if kept is None:
+            if not self.store.read_only:
+                with self.store.transaction():
+                    self.store.set_meta("partition_rule", mine)
+            return
+        if bytes(kept) != mine:
+            held = PartitionRule(dict(msgpack.unpackb(kept)))
+            raise UsageError(
+                f"this store was created with partition rule {held!r}, not {self.rule!r}:"
+                " the rule is deployment-wide and cannot change"
+            )
+
     def _loaded_state(self) -> ReplicaState:
         """The state as the store holds it. On a shared store other processes add
         segments too: ``_follow_store`` catches up from the cursor."""
         store = self.store
         rows, cursor = store.segments_changed(0) if store.shared else (store.segment_index(), 0)
+        segments = SegmentIndex.from_rows(rows)
+        outbox = store.outbox_partitions()
+        if WHOLE in outbox or any(s.partition == WHOLE for s in segments):
+            raise FormatTwoStoreError(
+                "this store holds data of wire format 2, which this release cannot use"
+                " (segments cannot be re-signed by anyone but their origins): export its"
+                " records with the previous release and import them here as fresh writes,"
+                " or bootstrap this site again from its centre"
+            )
+        # Own streams: those held in segments, and those with unsealed changes only.
+        streams = {*segments.streams_of(self.id)}
+        streams.update(new_stream(self.id, p) for p in outbox)
         return ReplicaState(
-            segments=SegmentIndex.from_rows(rows),
-            # (Format 2 has one own stream; step 2b's writer loads each of its own.)
-            own={self._own: self._stored_seqs(self._own)},
+            segments=segments,
+            own={s: self._stored_seqs(s) for s in sorted(streams)},
             hlc=int(store.get_meta("hlc") or b"0"),
             trust=self._load_trust(),
             forks=self._stored_forks(),
@@ -192,15 +227,20 @@ class Replica(_Bulk, _Applying, _Packing, _Blobs, _Mailing, _History):
 
     @property
     def seq(self) -> int:
-        """The last seq this site has issued."""
-        return self._st.seqs(self._own).seq
+        """How many changes this site has issued: the sum of its own streams' last seqs
+        (each own stream numbers its changes from 1: ``seqs``)."""
+        return sum(m.seq for m in self._st.own.values())
 
     @property
     def sealed(self) -> int:
-        """The last own seq sealed into a segment: the seqs above it, up to ``seq``, wait
-        unsealed in the outbox. Writing waits while a counted claim is above it
-        (``seq_claims``)."""
-        return self._st.seqs(self._own).sealed
+        """How many own changes are sealed into segments (summed over own streams): the
+        other ``seq - sealed`` wait unsealed in the outbox. Writing to a stream waits
+        while a counted claim is above its sealed seq (``seq_claims``)."""
+        return sum(m.sealed for m in self._st.own.values())
+
+    def seqs(self) -> dict[Stream, tuple[int, int]]:
+        """Per own stream, (the last seq issued, the last seq sealed)."""
+        return {s: (m.seq, m.sealed) for s, m in sorted(self._st.own.items())}
 
     @property
     def lock(self) -> threading.RLock:
@@ -246,3 +286,13 @@ class ReplicaClock:
             st = rep._st
             if remote > st.hlc:
                 rep._put(st._replace(hlc=remote))
+
+
+def _rule_of(partitions: PartitionRule | Mapping[str, int] | None) -> PartitionRule:
+    if partitions is None:
+        return PartitionRule()
+    if isinstance(partitions, PartitionRule):
+        return partitions
+    if isinstance(partitions, Mapping):
+        return PartitionRule(partitions)
+    raise UsageError("partitions is a PartitionRule or a mapping of collection to prefix length")

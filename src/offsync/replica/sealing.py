@@ -23,7 +23,8 @@ Held = tuple[Change, dict[str, Any] | None, int]
 
 class _Sealing(_Core):
     def _seal(self, *, complete_only: bool = False) -> None:
-        """Seal own changes written since the last seal into signed segments.
+        """Seal own changes written since the last seal into signed segments, each own
+        stream its own chain.
 
         Takes them from memory when this process wrote them all since it opened (the
         usual case), else pages through the outbox, so sealing a long offline backlog
@@ -32,33 +33,39 @@ class _Sealing(_Core):
         and the tail waits in the outbox for more writes or for the next pack.
         """
         st = self._st
-        mine = st.seqs(self._own)
-        if not may_seal(mine.seq, mine.sealed, mine.claim):
-            return
-        own = st.segments.get(self._own, ())
+        for stream in sorted(st.own):
+            mine = st.seqs(stream)
+            if may_seal(mine.seq, mine.sealed, mine.claim):
+                self._seal_stream(stream, complete_only=complete_only)
+
+    def _seal_stream(self, stream: Stream, *, complete_only: bool) -> None:
+        """Seal one own stream's unsealed changes (``_seal``)."""
+        st = self._st
+        own = st.segments.get(stream, ())
         prev = own[-1].hash if own else NO_PREVIOUS
         sealed: list[tuple[Stream, HeldSegment]] = []
         with self._transaction():
             self._flush_fresh()
             st = self._st
-            mine = st.seqs(self._own)
-            held = self._held_unsealed(mine.sealed, mine.seq)
+            mine = st.seqs(stream)
+            held = self._held_unsealed(stream, mine.sealed, mine.seq)
             if held is not None:
-                for changes, values in _chunks(held, complete_only):
-                    seg = Segment.seal(self.identity, changes, prev, self.level, values)
+                for changes in _chunks(held, complete_only):
+                    seg = Segment.seal(self.identity, changes, prev, self.level)
                     prev = self._store_sealed(seg, prev, sealed)
             else:
-                for rows in cut(self._outbox_pages(mine.sealed), complete_only=complete_only):
+                pages = self._outbox_pages(stream, mine.sealed)
+                for rows in cut(pages, complete_only=complete_only):
                     seg = seal_rows(self.identity, rows, prev, self.level)
                     prev = self._store_sealed(seg, prev, sealed)
             if not sealed:
                 return
             last = sealed[-1][1].last
-            self.store.clear_outbox(self._own.partition, last)
-            self.store.set_meta(own_meta("sealed", self._own.partition), str(last).encode())
+            self.store.clear_outbox(stream.partition, last)
+            self.store.set_meta(own_meta("sealed", stream.partition), str(last).encode())
             st = st._replace(segments=st.segments.updated(add=sealed))
-            self._put(st.with_seqs(self._own, sealed=last))
-        self._forget_sealed(mine.sealed, last)
+            self._put(st.with_seqs(stream, sealed=last))
+        self._forget_sealed(stream, mine.sealed, last)
 
     def _store_sealed(
         self, seg: Segment, prev: bytes, sealed: list[tuple[Stream, HeldSegment]]
@@ -74,13 +81,15 @@ class _Sealing(_Core):
         )
         return h
 
-    def _held_unsealed(self, after: int, upto: int) -> list[Held] | None:
-        """Own changes ``after`` < seq <= ``upto`` as held in memory (committed, or
-        written in this transaction and in the outbox already); None if any is not."""
-        recent = self._recent
+    def _held_unsealed(self, stream: Stream, after: int, upto: int) -> list[Held] | None:
+        """Own changes of ``stream`` ``after`` < seq <= ``upto`` as held in memory
+        (committed, or written in this transaction and in the outbox already); None if
+        any is not."""
+        recent = self._recent.get(stream, {})
         fresh = {
             c.seq: (c, value, size)
             for (c, value), size in zip(self._fresh, self._fresh_sizes, strict=False)
+            if c.stream == stream
         }
         out: list[Held] = []
         for seq in range(after + 1, upto + 1):
@@ -90,26 +99,27 @@ class _Sealing(_Core):
             out.append(entry)
         return out
 
-    def _forget_sealed(self, after: int, upto: int) -> None:
+    def _forget_sealed(self, stream: Stream, after: int, upto: int) -> None:
         """Drop sealed changes from memory."""
-        recent = self._recent
+        recent = self._recent.get(stream)
+        if recent is None:
+            return
         for seq in range(after + 1, upto + 1):
             recent.pop(seq, None)
+        if not recent:
+            del self._recent[stream]
 
-    def _outbox_pages(self, after: int) -> Iterator[list[OutboxRow]]:
-        """The outbox after seq ``after``, one page at a time."""
+    def _outbox_pages(self, stream: Stream, after: int) -> Iterator[list[OutboxRow]]:
+        """The outbox of own stream ``stream`` after seq ``after``, one page at a time."""
         self._flush_fresh()
-        while page := self.store.outbox_page(self._own.partition, after, plan.SEAL_PAGE):
+        while page := self.store.outbox_page(stream.partition, after, plan.SEAL_PAGE):
             yield page
             after = page[-1][0]
 
 
-def _chunks(
-    held: list[Held], complete_only: bool
-) -> Iterator[tuple[list[Change], list[dict[str, Any] | None]]]:
-    """The changes and values of each segment to seal, as ``cut`` would cut them."""
+def _chunks(held: list[Held], complete_only: bool) -> Iterator[list[Change]]:
+    """The changes of each segment to seal, as ``cut`` would cut them."""
     start = 0
     for end in segment_ends([size for _, _, size in held], complete_only=complete_only):
-        part = held[start:end]
-        yield [c for c, _, _ in part], [value for _, value, _ in part]
+        yield [c for c, _, _ in held[start:end]]
         start = end

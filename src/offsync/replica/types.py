@@ -8,6 +8,7 @@ from typing import Any, NamedTuple
 
 from ..change import ChangeId
 from ..knowledge import Knowledge
+from ..scope import Stream
 
 __all__ = ["APPLIED", "ApplyReport", "Conflict", "Quarantined", "QuarantinedChange", "SeqClaim"]
 
@@ -66,5 +67,6 @@ class SeqClaim(NamedTuple):
     """
 
     peer: bytes
-    seq: int  # the highest own seq the peer claims to hold
+    seq: int  # the highest own seq of ``stream`` the peer claims to hold
     counted: bool
+    stream: Stream | None = None  # the own stream claimed (one claim per stream)

@@ -15,6 +15,7 @@ from ..plan.claims import reuse_error
 from ..plan.seal import whole_segment_waits
 from ..plan.write import encode_write_value, plan_write
 from ..policies import fold
+from ..scope import Stream
 from ..stores.base import unpack_ids
 from ..trust import TRUST_COLLECTION, verdict
 from .examine import _Examining
@@ -91,12 +92,13 @@ class _Writes(_Examining, _Sealing):
         with self._lock:
             outermost = self._work is None
             st = self._state if outermost else self._st
-            mine = st.seqs(self._own)
+            stream = self._stream_of(collection, key)
+            mine = st.seqs(stream)
             if mine.claim > mine.sealed:
-                self._refuse_reuse()
+                self._refuse_reuse(stream)
             seq, hlc = mine.seq + 1, next_hlc(st.hlc, self._wall())
             if not outermost and self._guesses_new(collection):
-                change = self._write_if_new(seq, hlc, collection, key, encoded, value)
+                change = self._write_if_new(stream, seq, hlc, collection, key, encoded, value)
                 if change is not None:
                     return change.id
             row = self.store.get_record(collection, key)
@@ -113,6 +115,7 @@ class _Writes(_Examining, _Sealing):
                 resolving=resolving,
                 trust=st.trust,
                 validators=self.validators,
+                prefix=stream.prefix,
             )
             with self._transaction():
                 self._merge([change])
@@ -135,6 +138,7 @@ class _Writes(_Examining, _Sealing):
 
     def _write_if_new(
         self,
+        stream: Stream,
         seq: int,
         hlc: int,
         collection: str,
@@ -149,9 +153,8 @@ class _Writes(_Examining, _Sealing):
         The change a write makes on a new record has no parents and passes the
         first-writer-wins check, so only the trust store and validators can refuse it.
         """
-        change = Change(
-            self.id, seq, hlc, collection, key, PUT if encoded is not None else DELETE, encoded
-        )
+        op = PUT if encoded is not None else DELETE
+        change = Change(self.id, seq, hlc, collection, key, op, encoded, (), stream.prefix)
         if verdict(change, self._st.trust, self.validators) is not None:
             return None
         with self._transaction():
@@ -165,13 +168,14 @@ class _Writes(_Examining, _Sealing):
         row, the seq and clock, all written when the transaction ends."""
         self._fresh.append((change, value))
         self._owed_counters = True
-        self._put(self._st.wrote(self._own, change.seq, change.hlc))
+        self._put(self._st.wrote(change.stream, change.seq, change.hlc))
 
-    def _refuse_reuse(self) -> None:
-        """Refuse to write while peers hold own changes this site has not sealed
-        (``offsync.plan.claims.reuse_error``)."""
-        mine = self._st.seqs(self._own)
-        claimants = [c.peer for c in self.seq_claims() if c.counted and c.seq > mine.sealed]
+    def _refuse_reuse(self, stream: Stream) -> None:
+        """Refuse to write while peers hold own changes of ``stream`` this site has not
+        sealed (``offsync.plan.claims.reuse_error``)."""
+        mine = self._st.seqs(stream)
+        claims = self._seq_claims(stream)
+        claimants = [c.peer for c in claims if c.counted and c.seq > mine.sealed]
         error = reuse_error(mine.claim, mine.seq, claimants, sealed=mine.sealed)
         if error is not None:
             raise error
@@ -189,8 +193,7 @@ class _Writes(_Examining, _Sealing):
         try:
             if reexamine or self._st.pending is not None:
                 self._reexamine()
-            mine = self._st.seqs(self._own)
-            if whole_segment_waits(mine.seq, mine.sealed):
+            if any(whole_segment_waits(m.seq, m.sealed) for m in self._st.own.values()):
                 self._seal(complete_only=True)
         except Exception as exc:
             log.warning(

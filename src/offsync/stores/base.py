@@ -293,6 +293,11 @@ class Store(ABC):
     @abstractmethod
     def clear_outbox(self, partition: Partition, upto_seq: int) -> None: ...
 
+    @abstractmethod
+    def outbox_partitions(self) -> list[Partition]:
+        """The partitions that hold outbox rows, sorted: the own streams with unsealed
+        changes, whose counters a replica loads on open."""
+
     def outbox_page(
         self, partition: Partition, after_seq: int, limit: int
     ) -> list[tuple[int, bytes]]:

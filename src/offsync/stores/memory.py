@@ -15,7 +15,7 @@ from ..blobs import BlobRef, field_references
 from ..change import Change, ChangeId
 from ..errors import StorageError
 from ..limits import DEFAULT_LIMITS, Limits
-from ..scope import WHOLE, Partition, Stream
+from ..scope import WHOLE, Partition, Stream, new_partition
 from .base import BlobRefRow, IndexRow, RecordRow, SegmentRow, Store, ref_row_order, stream_of
 from .blobs import BlobStore, MemoryBlobStore
 
@@ -161,6 +161,10 @@ class MemoryStore(Store):
         self._check_open()
         part = _partition(partition)
         return sorted((seq, data) for (p, seq), data in self._outbox.items() if p == part)
+
+    def outbox_partitions(self) -> list[Partition]:
+        self._check_open()
+        return sorted({new_partition(*p) for p, _ in self._outbox})
 
     def clear_outbox(self, partition: Partition, upto_seq: int) -> None:
         self._check_open()

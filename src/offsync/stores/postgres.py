@@ -28,7 +28,7 @@ from ..blobs import BLOB_MARK, BlobRef, field_references
 from ..change import Change
 from ..errors import StorageConflictError, StorageError, StorageFullError, UsageError
 from ..limits import DEFAULT_LIMITS, Limits
-from ..scope import WHOLE, Partition, Stream
+from ..scope import WHOLE, Partition, Stream, new_partition
 from .base import (
     BlobRefRow,
     IndexRow,
@@ -566,6 +566,14 @@ class PostgresStore(Store):
                 "SELECT seq, data FROM outbox WHERE collection = %s AND prefix = %s AND seq > %s"
                 " ORDER BY seq LIMIT %s",
                 (*(x.encode() for x in partition), after_seq, limit),
+            )
+        ]
+
+    def outbox_partitions(self) -> list[Partition]:
+        return [
+            new_partition(bytes(c).decode(), bytes(p).decode())
+            for c, p in self._q(
+                "SELECT DISTINCT collection, prefix FROM outbox ORDER BY collection, prefix"
             )
         ]
 

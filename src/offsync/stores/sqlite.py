@@ -41,7 +41,7 @@ from ..errors import (
     UsageError,
 )
 from ..limits import DEFAULT_LIMITS, Limits
-from ..scope import WHOLE, Partition, Stream
+from ..scope import WHOLE, Partition, Stream, new_partition
 from .base import (
     BlobRefRow,
     IndexRow,
@@ -533,6 +533,17 @@ class SQLiteStore(Store):
             " AND seq > ? ORDER BY seq LIMIT ?",
             (*partition, after_seq, limit),
         )
+
+    def outbox_partitions(self) -> list[Partition]:
+        parts = [
+            new_partition(c, p)
+            for c, p in self._q(
+                "SELECT DISTINCT collection, prefix FROM partition_outbox ORDER BY 1, 2"
+            )
+        ]
+        if self._q("SELECT 1 FROM outbox LIMIT 1"):
+            parts.insert(0, WHOLE)
+        return parts
 
     def clear_outbox(self, partition: Partition, upto_seq: int) -> None:
         if partition != WHOLE:

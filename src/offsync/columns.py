@@ -30,12 +30,6 @@ from typing import Any, NamedTuple
 
 import msgpack
 
-from ..clock import MAX_HLC
-from ..encoding import decode_fields, packb
-from ..errors import BundleFormatError, LimitExceededError, UsageError
-from ..limits import DEFAULT_LIMITS, Limits
-from ..scope import Partition
-from ..unpack import sorted_pairs, unpack
 from .change import (
     DELETE,
     ERASE,
@@ -47,6 +41,7 @@ from .change import (
     ChangeId,
     has_noncanonical_nan,
 )
+from .clock import MAX_HLC
 from .content import (
     MAX_FIELD_LEVEL,
     MAX_SHAPE_DEPTH,
@@ -56,6 +51,11 @@ from .content import (
     nan_like,
     refuse_noncanonical_nan,
 )
+from .encoding import decode_fields, packb
+from .errors import BundleFormatError, LimitExceededError, UsageError
+from .limits import DEFAULT_LIMITS, Limits
+from .scope import Partition
+from .unpack import sorted_pairs, unpack
 
 __all__ = [
     "CONTENT_COLUMNS",

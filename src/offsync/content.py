@@ -23,10 +23,10 @@ from typing import Any, TypeAlias
 
 import msgpack
 
-from ..encoding import MAX_FIELD_DEPTH, decode_fields, packb
-from ..errors import BundleFormatError, LimitExceededError
-from ..limits import Limits
 from .change import CANONICAL_NAN, DELETE, PUT, holds_noncanonical_nan
+from .encoding import MAX_FIELD_DEPTH, decode_fields, packb
+from .errors import BundleFormatError, LimitExceededError
+from .limits import Limits
 
 __all__ = [
     "FIELDS_OBJECT_COST",
