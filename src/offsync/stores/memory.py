@@ -161,10 +161,10 @@ class MemoryStore(Store):
     def drop_partition(self, partition: Partition, length: int) -> None:
         self._check_open()
         part = _partition(partition)
-        for k in [k for k in self._segments if tuple(k[0].partition) == part]:
-            del self._segments[k]
-        for k in [k for k in self._outbox if k[0] == part]:
-            del self._outbox[k]
+        for seg in [k for k in self._segments if tuple(k[0].partition) == part]:
+            del self._segments[seg]
+        for row in [k for k in self._outbox if k[0] == part]:
+            del self._outbox[row]
         for table in (self._changes, self._records, self._refs):
             for ck in [ck for ck in table if in_partition(partition, length, *ck)]:
                 del table[ck]

@@ -540,6 +540,7 @@ class PostgresStore(Store):
         self._x("DELETE FROM outbox WHERE collection = %s AND prefix = %s", (collection, prefix))
         # Keys are UTF-8 bytes: a key whose first L code points are the prefix (L of
         # them) is one whose bytes start with the prefix's bytes.
+        args: tuple[bytes | int, ...]
         if len(partition.prefix) < length:  # a key shorter than L: that key's partition
             where, args = "collection = %s AND key = %s", (collection, prefix)
         else:

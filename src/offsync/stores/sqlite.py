@@ -503,6 +503,7 @@ class SQLiteStore(Store):
         self._q("DELETE FROM segments WHERE collection = ? AND prefix = ?", part)
         self._q("DELETE FROM partition_outbox WHERE collection = ? AND prefix = ?", part)
         # substr and length count code points in TEXT, as the rule does.
+        args: tuple[str | int, ...]
         if len(prefix) < length:  # a key shorter than L: the partition of that key alone
             where, args = "collection = ? AND key = ?", part
         else:
