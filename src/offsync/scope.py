@@ -37,7 +37,7 @@ from typing import Any, NamedTuple, Protocol, Self
 
 import msgpack
 
-from .errors import BundleFormatError, UsageError
+from .errors import BundleFormatError, OffsyncError, UsageError
 
 __all__ = [
     "ANY_COLLECTION",
@@ -508,10 +508,12 @@ class Scope:
     @classmethod
     def from_bytes(cls, data: bytes) -> Scope:
         """The scope ``to_bytes`` kept (``UsageError`` if these bytes are not one)."""
+        from .unpack import unpack  # (which imports nothing of this module's)
+
         try:
-            named, others = msgpack.unpackb(data)
+            named, others = unpack(data, "scope")
             return cls({c: {p: v for p, v in labels} for c, labels in named}, others=dict(others))
-        except (ValueError, TypeError) as exc:
+        except (ValueError, TypeError, OffsyncError) as exc:
             raise UsageError("the scope kept in this store is unreadable") from exc
 
     # -- rules and certificates -----------------------------------------------------------
