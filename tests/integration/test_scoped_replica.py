@@ -20,9 +20,14 @@ D36 = Scope({"residents": ["361901"], "doses": ["361901"]})
 CENTRE, SITE = Identity(b"\x01" * 32, "centre"), Identity(b"\x02" * 32, "site")
 
 
-def open_site(path: Path, scope: Scope | None = None, **options: object) -> Replica:
+def open_site(path: Path, scope: Scope | None = None, *, read_only: bool = False) -> Replica:
     return Replica.open(
-        str(path), identity=SITE, partitions=RULE, reference=LOTS, scope=scope, **options
+        str(path),
+        identity=SITE,
+        partitions=RULE,
+        reference=LOTS,
+        scope=scope,
+        read_only=read_only,
     )
 
 
@@ -83,9 +88,7 @@ def test_growing_fetches_exactly_what_is_lacking(tmp_path: Path, centre: Replica
         assert site.knowledge() == centre.knowledge()
 
 
-def test_shrinking_removes_what_left_from_this_file_only(
-    tmp_path: Path, centre: Replica
-) -> None:
+def test_shrinking_removes_what_left_from_this_file_only(tmp_path: Path, centre: Replica) -> None:
     path = tmp_path / "site.db"
     with open_site(path, D35 | D36) as site:
         site.put("residents", "3619010102", {"name": "Cici"})
@@ -106,9 +109,7 @@ def test_shrinking_removes_what_left_from_this_file_only(
     assert centre.get("residents", "3619010102") == {"name": "Cici"}  # the centre keeps all
 
 
-def test_own_history_comes_back_before_writing_there_again(
-    tmp_path: Path, centre: Replica
-) -> None:
+def test_own_history_comes_back_before_writing_there_again(tmp_path: Path, centre: Replica) -> None:
     path = tmp_path / "site.db"
     with open_site(path, D35 | D36) as site:
         site.put("residents", "3619010102", {"name": "Cici"})
