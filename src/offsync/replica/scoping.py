@@ -69,7 +69,7 @@ class _Scoping(_Core):
                 raise UsageError(
                     "this replica is open read-only: open it for writing to change its scope"
                 )
-            self._change_scope(wanted)
+            self._change_scope(wanted, at_open=True)
 
     def set_scope(self, scope: Scope) -> None:
         """Hold ``scope`` from now on (plus ``_trust`` and the reference collections).
@@ -80,20 +80,22 @@ class _Scoping(_Core):
         store (from no other), its knowledge no longer claims them, and segments of
         them that arrive later are not kept. ``UsageError`` while this site's own
         changes there are not known to be held by a peer whose word counts (sync
-        first): dropping them would lose them."""
+        first): dropping them would lose them. On a store shared by several processes,
+        ``UsageError``: restart them all with ``Replica(..., scope=...)`` instead."""
         with self._lock:
             self._change_scope(held_scope(scope, self.reference, self.rule))
 
-    def _change_scope(self, new: Scope) -> None:
+    def _change_scope(self, new: Scope, *, at_open: bool = False) -> None:
+        if self.store.shared and not at_open:
+            raise UsageError(
+                "the scope of a store shared by several processes changes when they are"
+                " all restarted with the new scope (Replica(..., scope=...)): a running"
+                " process would go on holding the old one"
+            )
         self._follow_store()
         st = self._st
         held = {s.partition for s in st.segments} | set(self.store.outbox_partitions())
         gone = leaving(held, new)
-        if gone and self.store.shared:
-            raise UsageError(
-                "a store shared by several processes cannot shrink its scope: other"
-                " processes would not see what left it"
-            )
         owns = {s: (m.seq, m.sealed, m.claim) for s, m in st.own.items()}
         waiting = unconfirmed(owns, new)
         if waiting:
