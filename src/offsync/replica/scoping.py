@@ -48,6 +48,8 @@ class _Scoping(_Core):
     def _open_scope(self, scope: Scope | None, reference: Iterable[str]) -> None:
         """At open: take the scope kept in the store, or ``scope`` when given (for a new
         store, or a scope change, made once the state is loaded: ``_settle_scope``)."""
+        if isinstance(reference, str):  # one name would become its letters
+            raise UsageError("reference is a list of collection names, not one str")
         self.reference = tuple(reference)
         kept = self.store.get_meta(SCOPE_META)
         held = Scope.everything() if kept is None else Scope.from_bytes(kept)
