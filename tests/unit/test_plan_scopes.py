@@ -162,3 +162,13 @@ def test_setting_the_same_scope_changes_nothing() -> None:
             known,
             DISTRICT.including("_trust", "vaccine_lots"),
         )
+
+
+def test_a_reader_scope_adds_trust_and_the_reference_collections() -> None:
+    with replica(1) as centre:
+        read = Scope({"residents": ["351901"]})
+        held = centre.reader_scope(read)
+        assert held == read.including("_trust", "vaccine_lots")
+        assert centre.scope.is_everything  # the centre's own scope is not changed
+        with pytest.raises(UsageError, match="longer than the partition rule"):
+            centre.reader_scope(Scope({"residents": ["35190101"]}))

@@ -45,6 +45,12 @@ class _Scoping(_Core):
         plus ``_trust`` and the reference collections. Everything for an unscoped one."""
         return self._holds
 
+    def reader_scope(self, read: Scope) -> Scope:
+        """What a reader whose certified read scope is ``read`` holds: ``read`` plus
+        ``_trust`` and this deployment's reference collections, checked against the
+        partition rule. What a server passes to ``iter_pack(scope=...)`` for it."""
+        return held_scope(read, self.reference, self.rule)
+
     def _open_scope(self, scope: Scope | None, reference: Iterable[str]) -> None:
         """At open: take the scope kept in the store, or ``scope`` when given (for a new
         store, or a scope change, made once the state is loaded: ``_settle_scope``)."""
