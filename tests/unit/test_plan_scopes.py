@@ -172,3 +172,19 @@ def test_a_reader_scope_adds_trust_and_the_reference_collections() -> None:
         assert centre.scope.is_everything  # the centre's own scope is not changed
         with pytest.raises(UsageError, match="longer than the partition rule"):
             centre.reader_scope(Scope({"residents": ["35190101"]}))
+
+
+def test_a_scoped_receipt_states_the_streams_of_the_sites_the_receiver_relays_for() -> None:
+    with replica(1) as centre, replica(2, DISTRICT) as site, replica(3) as behind:
+        behind.put("residents", "3619010101", {"name": "Budi"})  # outside the scope
+        for b in behind.pack():
+            centre.apply(b)
+        alone = list(centre.iter_pack(None, receiver=site.id, scope=site.scope, always=True))
+        relayed = list(
+            centre.iter_pack(
+                None, receiver=site.id, scope=site.scope, always=True, relays_for=[behind.id]
+            )
+        )
+        assert behind.id not in set(read_header(alone[0])[0].receipts[0].knowledge.origins())
+        stated = read_header(relayed[0])[0].receipts[0].knowledge
+        assert stated.restrict_origins([behind.id]) == behind.knowledge()
