@@ -10,6 +10,7 @@ transaction, once no own change there waits for a peer to hold it.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterable, Iterator
 from typing import TypeVar
 
@@ -21,6 +22,7 @@ from ..scope import Partition, Scope
 from ..segindex import own_meta
 from ..segment import RedactedSegment, Segment
 from .core import _Core
+from .packing import RESTORED_META
 from .types import ApplyReport
 
 __all__ = ["SCOPE_META"]
@@ -117,6 +119,11 @@ class _Scoping(_Core):
                 self.store.drop_partition(partition, self.rule.length(partition.collection))
             self._forget_streams(gone)
             self.store.set_meta(SCOPE_META, new.to_bytes())
+            if gone:
+                # Peers believe what we told them we hold: say it all again, so that a
+                # quiet round still carries our receipt, taken at its word (as after a
+                # restore, ``Replica.forget_told``).
+                self.store.set_meta(RESTORED_META, os.urandom(16).hex().encode())
         self._set_holds(new)
         if gone:
             log.info("scope shrank: %d partitions removed from this store", len(gone))
