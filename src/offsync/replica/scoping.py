@@ -93,6 +93,8 @@ class _Scoping(_Core):
         first): dropping them would lose them. On a store shared by several processes,
         ``UsageError``: restart them all with ``Replica(..., scope=...)`` instead."""
         with self._lock:
+            if self._work is not None:  # the scope in memory could not roll back with it
+                raise UsageError("set_scope cannot run inside a batch")
             self._change_scope(held_scope(scope, self.reference, self.rule))
 
     def _change_scope(self, new: Scope, *, at_open: bool = False) -> None:
