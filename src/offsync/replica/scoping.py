@@ -15,6 +15,7 @@ from collections.abc import Iterable, Iterator
 from typing import TypeVar
 
 from ..bundle import Bundle
+from ..encoding import packb
 from ..errors import UsageError
 from ..knowledge import Knowledge
 from ..plan.scopes import held_scope, leaving, unconfirmed
@@ -150,7 +151,7 @@ class _Scoping(_Core):
                 self._recent.pop(stream, None)
         forks = tuple(f for f in st.forks if f.stream.partition not in out)
         if forks != st.forks:
-            self.store.set_meta("forks", _packed(forks))
+            self.store.set_meta("forks", packb([f.encode() for f in forks]))
         self._put(st._replace(segments=st.segments.updated(drop=drop), own=own, forks=forks))
 
     def _set_holds(self, scope: Scope) -> None:
@@ -178,9 +179,3 @@ class _Scoping(_Core):
         """The ranges of ``bundle`` this replica holds (an answer's receipt covers them)."""
         ranges = bundle.header.ranges
         return ranges if self._holds_all else ranges.restrict(self._holds)
-
-
-def _packed(forks: tuple[Segment, ...]) -> bytes:
-    from ..encoding import packb
-
-    return packb([s.encode() for s in forks])
