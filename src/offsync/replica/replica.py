@@ -14,7 +14,7 @@ from ..identity import Identity, PublicIdentity
 from ..limits import DEFAULT_LIMITS, Limits
 from ..plan.examine import fingerprint
 from ..policies import LastWriterWins, Policy
-from ..scope import WHOLE, PartitionRule, Stream, new_stream
+from ..scope import WHOLE, PartitionRule, Scope, Stream, new_stream
 from ..segindex import SegmentIndex
 from ..status import Kind
 from ..stores.base import Store
@@ -58,6 +58,8 @@ class Replica(_Bulk, _Applying, _Packing, _Blobs, _Mailing, _History):
         level: int = DEFAULT_LEVEL,
         blobs: str | None = None,
         partitions: PartitionRule | Mapping[str, int] | None = None,
+        scope: Scope | None = None,
+        reference: Iterable[str] = (),
     ) -> None:
         """``trust``: the authority keys (the root of trust), or None for open mode, in
         which every validly signed origin may write anything. ``validators``: per
@@ -69,7 +71,12 @@ class Replica(_Bulk, _Applying, _Packing, _Blobs, _Mailing, _History):
         (``"eager"`` for a new one). ``partitions``: the deployment's partition rule
         (``offsync.scope.PartitionRule``, or ``{collection: prefix length}``; default:
         every collection one partition), kept in the store when it is created: opening
-        it with another rule raises ``UsageError``."""
+        it with another rule raises ``UsageError``. ``scope``: the partitions this
+        replica holds (``offsync.scope.Scope``; None: as the store keeps it, everything
+        for a new one); another scope than the kept one is a scope change
+        (``set_scope``).
+        ``reference``: the deployment's reference collections, held whole by every
+        replica like ``_trust`` (pass the same list every time, like ``partitions``)."""
         if not 1 <= level <= 22:
             raise UsageError("level must be a zstd level from 1 to 22")
         self.level = level
@@ -94,11 +101,13 @@ class Replica(_Bulk, _Applying, _Packing, _Blobs, _Mailing, _History):
         self.rule = _rule_of(partitions)
         self._claim_store()
         self._check_rule()
+        self._open_scope(scope, reference)
         self._open_blob_fetch(blobs)
         self._state = self._loaded_state()
         self._examine_on_open()
         self._put(self._with_counted_claims(self._st))
         self._bound_on_open()
+        self._settle_scope()
 
     def _claim_store(self) -> None:
         owner = self.store.get_meta("identity")
