@@ -189,9 +189,7 @@ class Certificate:
             read = None if raw_read is None else Scope.from_read_field(raw_read, partitions)
         except (BundleFormatError, UsageError) as exc:
             raise BundleFormatError(f"malformed certificate: {exc}") from exc
-        return cls(
-            site, f.get("label", ""), tuple(cols), tuple(prefixes), vf, vu, replaces, read
-        )
+        return cls(site, f.get("label", ""), tuple(cols), tuple(prefixes), vf, vu, replaces, read)
 
 
 def _after_map(after: Any) -> Mapping[Partition, int] | None:
@@ -457,13 +455,18 @@ class TrustStore:
         if rule is None or rule.cert is None:
             return None
         cert = rule.cert
-        if rule.revocation is not None:
-            effective = rule.revocation.effective_ms
-            if effective is None or effective <= now_ms:
-                return None
+        rev = rule.revocation
+        if rev is not None and (
+            rev.after is not None
+            or rev.after_seq is not None
+            or (rev.effective_ms is not None and rev.effective_ms <= now_ms)
+        ):
+            return None
         if rule.retired_ms is not None and rule.retired_ms <= now_ms:
             return None
-        if now_ms < cert.valid_from or (cert.valid_until is not None and now_ms >= cert.valid_until):
+        if now_ms < cert.valid_from or (
+            cert.valid_until is not None and now_ms >= cert.valid_until
+        ):
             return None
         return cert
 
