@@ -38,7 +38,6 @@ def read_scope_of(
         return Scope.everything()
     if site in trust.authorities:
         return Scope.everything()
-    cert = trust.in_force(site, now_ms)
-    if cert is None:
+    if not trust.may_read(site, now_ms):
         return Scope.nothing()
-    return cert.read_scope | extra
+    return trust.read_scope(site, now_ms) | extra

@@ -387,6 +387,11 @@ class TrustStore:
     authorities: frozenset[bytes] = frozenset()
     rules: Mapping[bytes, _Rule] = field(default_factory=dict)
     problems: tuple[str, ...] = ()
+    # Each certificate's read scope, made on first use (a server asks per request; a
+    # scope takes tens of µs to build, and a store may hold thousands of certificates).
+    _reads: dict[bytes, Scope] = field(
+        default_factory=dict, init=False, repr=False, compare=False, hash=False
+    )
 
     @classmethod
     def from_records(
@@ -478,7 +483,12 @@ class TrustStore:
         if site in self.authorities:
             return Scope.everything()
         cert = self.in_force(site, now_ms)
-        return Scope.nothing() if cert is None else cert.read_scope
+        if cert is None:
+            return Scope.nothing()
+        scope = self._reads.get(site)
+        if scope is None:
+            scope = self._reads[site] = cert.read_scope
+        return scope
 
     def may_read(self, site: bytes, now_ms: int) -> bool:
         """Whether ``site`` may be given data at ``now_ms``: an authority, or a key

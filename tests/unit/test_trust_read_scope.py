@@ -60,6 +60,7 @@ MALFORMED_READ = {
     "star with prefixes": {"*": ["3519"]},
     "empty collection name": {"": []},
     "collection over 64 bytes": {"c" * 65: []},
+    "collection not a str": {1: []},
     "prefixes not an array": {"residents": "3519"},
     "a prefix not a str": {"residents": [3519]},
     "a prefix over 512 bytes": {"residents": ["3" * 513]},
