@@ -42,6 +42,7 @@ from .scope import (
     Partition,
     PartitionRule,
     Scope,
+    Stream,
     check_collection,
     check_prefix,
     new_partition,
@@ -54,6 +55,7 @@ __all__ = [
     "Revocation",
     "TrustStore",
     "Validator",
+    "after_held",
     "certificate_fields",
     "issue_certificate",
     "refusal",
@@ -273,6 +275,19 @@ class Revocation:
         ):
             raise BundleFormatError("malformed revocation")
         return cls(site, eff, after_seq, f.get("reason", ""), after)
+
+
+class _Held(Protocol):
+    def partitions(self, origin: bytes) -> Iterable[Partition]: ...
+    def max_seq(self, stream: Stream) -> int: ...
+
+
+def after_held(knowledge: _Held, site: bytes | PublicIdentity | Identity) -> dict[Partition, int]:
+    """The ``after`` of a revocation that keeps exactly what ``knowledge`` (format 3,
+    keyed by stream: the centre's, or its receipt's) holds of ``site``: per stream, the
+    highest seq held. ``revoke(authority, key, after=after_held(centre.knowledge(), key))``."""
+    origin = key_of(site)
+    return {p: knowledge.max_seq(Stream(origin, p)) for p in knowledge.partitions(origin)}
 
 
 def _parse_after(value: Any) -> dict[Partition, int] | None:

@@ -6,17 +6,20 @@ Pure: trust stores are built from ``_trust`` record fields, as a replica builds 
 
 from __future__ import annotations
 
+from importlib import import_module
+from importlib.util import find_spec
 from typing import Any
 
 import pytest
 
 from offsync.errors import UsageError
 from offsync.readable import read_scope_of
-from offsync.scope import Partition, PartitionRule, Scope
+from offsync.scope import Partition, PartitionRule, Scope, Stream
 from offsync.trust import (
     Certificate,
     Revocation,
     TrustStore,
+    after_held,
     certificate_fields,
     revocation_fields,
     write_scope,
@@ -269,6 +272,27 @@ def test_after_round_trips_sorted_and_accepts_pairs() -> None:
         revocation_fields(SITE, after={RESIDENTS_3519: -1})
     with pytest.raises(UsageError):
         revocation_fields(SITE, after=[RESIDENTS_3519])  # type: ignore[arg-type]
+
+
+def test_after_held_keeps_what_the_centre_holds_of_the_site() -> None:
+    # The format-3 Knowledge: offsync.v3.knowledge until the switch moves it to the top.
+    name = "offsync.v3.knowledge" if find_spec("offsync.v3") else "offsync.knowledge"
+    knowledge_type: Any = import_module(name).Knowledge
+    held = knowledge_type(
+        {
+            Stream(SITE, RESIDENTS_3519): [(1, 7)],
+            Stream(SITE, Partition("doses", "351901")): [(1, 3), (5, 9)],
+            Stream(OTHER, RESIDENTS_3519): [(1, 50)],
+        }
+    )
+    after = after_held(held, SITE)
+    assert after == {RESIDENTS_3519: 7, Partition("doses", "351901"): 9}
+    assert after_held(held, STRANGER) == {}
+    trust = store(cert(SITE), revocation(SITE, after=after))
+    assert trust.check(SITE, 7, HLC, "residents", "3519010001", prefix="351901") is None
+    assert trust.check(SITE, 8, HLC, "residents", "3519010001", prefix="351901") == (
+        "trust: key revoked"
+    )
 
 
 MALFORMED_AFTER = {
