@@ -45,7 +45,6 @@ from .scope import (
     Stream,
     check_collection,
     check_prefix,
-    new_partition,
 )
 from .status import Kind, Status
 
@@ -231,13 +230,13 @@ class Revocation:
             hlc_millis(change.hlc),
         )
 
-    def revokes_at(self, partition: Partition, seq: int, ms: int) -> bool:
+    def revokes_at(self, partition: Partition | None, seq: int, ms: int) -> bool:
         """Whether the change ``seq`` of stream ``(site, partition)`` at ``ms`` is
         revoked (docs/spec-v3.md §13.5 step 3)."""
         if self.effective_ms is not None and ms >= self.effective_ms:
             return True
         if self.after is not None:
-            kept = self.after.get(partition)
+            kept = None if partition is None else self.after.get(partition)
             if kept is None or seq > kept:
                 return True
         return self.after_seq is not None and seq > self.after_seq
@@ -583,13 +582,13 @@ class TrustStore:
         return r.cert.scope_verdict(collection, key)
 
 
-def _partition(collection: str, prefix: str) -> Partition:
-    """The stream partition of a checked change; a name that cannot be one (format 2's
-    unchecked collection names) gets a partition no ``after`` lists."""
+def _partition(collection: str, prefix: str) -> Partition | None:
+    """The stream partition of a checked change; None (which no ``after`` lists) for
+    names that cannot make one (format 2 did not check collection names)."""
     try:
         return Partition(collection, prefix)
     except UsageError:
-        return new_partition("", "")
+        return None
 
 
 _NOT_AN_AUTHORITY = Status(Kind.TRUST, "not an authority")
