@@ -236,6 +236,8 @@ def test_after_keeps_listed_streams_up_to_their_seq_and_revokes_the_rest() -> No
     assert check(1, "lots", "") == "trust: key revoked"
     # Without the prefix the change is in partition (collection, ""), not listed.
     assert trust.check(SITE, 1, HLC, "residents", "3519010001") == "trust: key revoked"
+    # Names that make no partition (format 2 did not check them) are in no listed stream.
+    assert trust.check(SITE, 1, HLC, "c" * 65, "k") == "trust: key revoked"
 
 
 def test_after_or_effective_ms_either_revokes() -> None:
