@@ -24,6 +24,7 @@ from ..segment import Segment
 from ..stores.base import SegmentRow
 from ..trust import TRUST_COLLECTION
 from .examine import _Examining, _log_evicted
+from .scoping import _Scoping
 from .state import OwnSeqs
 from .types import ApplyReport
 
@@ -95,7 +96,7 @@ class _Run:
         return len(self.merge) >= APPLY_CHUNK or self.size >= APPLY_CHUNK_BYTES
 
 
-class _Applying(_Examining):
+class _Applying(_Examining, _Scoping):
     def apply(self, data: bytes) -> ApplyReport:
         """Verify and apply one bundle; all of it or, on any error, none of it."""
         bundle = open_bundle(data, self.identity, self.limits)
@@ -194,10 +195,11 @@ class _Applying(_Examining):
         chunk, not by the bundle; any error rolls the whole bundle back (and drops the
         working state with it).
         """
-        report = ApplyReport(bundle.id, bundle.header.sender, ranges=bundle.header.ranges)
+        report = ApplyReport(bundle.id, bundle.header.sender, ranges=self._held(bundle))
         run = _Run()
         ctx = self._apply_context()
-        for plan in plan_segments(bundle.segments if segments is None else segments, ctx):
+        held = self._in_scope(bundle.segments if segments is None else segments, report)
+        for plan in plan_segments(held, ctx):
             self._take(plan, run, report)
             if run.full:
                 self._flush(run)
@@ -452,7 +454,7 @@ class ApplyGroup:
         report = ApplyReport(bundles[0].id, bundles[0].header.sender)
         run = _Run()
         ctx = r._apply_context()
-        for plan in plan_segments(segments, ctx):
+        for plan in plan_segments(r._in_scope(segments, report), ctx):
             r._take(plan, run, report)
             if run.full:
                 r._flush(run)

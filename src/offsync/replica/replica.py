@@ -9,12 +9,12 @@ from typing import Any
 import msgpack
 
 from ..clock import wall_millis
-from ..errors import UsageError
+from ..errors import FormatTwoStoreError, UsageError
 from ..identity import Identity, PublicIdentity
 from ..limits import DEFAULT_LIMITS, Limits
 from ..plan.examine import fingerprint
 from ..policies import LastWriterWins, Policy
-from ..scope import PartitionRule, Stream, new_stream
+from ..scope import WHOLE, PartitionRule, Scope, Stream, new_stream
 from ..segindex import SegmentIndex
 from ..status import Kind
 from ..stores.base import Store
@@ -58,6 +58,8 @@ class Replica(_Bulk, _Applying, _Packing, _Blobs, _Mailing, _History):
         level: int = DEFAULT_LEVEL,
         blobs: str | None = None,
         partitions: PartitionRule | Mapping[str, int] | None = None,
+        scope: Scope | None = None,
+        reference: Iterable[str] = (),
     ) -> None:
         """``trust``: the authority keys (the root of trust), or None for open mode, in
         which every validly signed origin may write anything. ``validators``: per
@@ -69,7 +71,11 @@ class Replica(_Bulk, _Applying, _Packing, _Blobs, _Mailing, _History):
         (``"eager"`` for a new one). ``partitions``: the deployment's partition rule
         (``offsync.scope.PartitionRule``, or ``{collection: prefix length}``; default:
         every collection one partition), kept in the store when it is created: opening
-        it with another rule raises ``UsageError``."""
+        it with another rule raises ``UsageError``. ``scope``: the partitions this
+        replica holds (``offsync.Scope``; None: as the store keeps it, everything for a
+        new one); another scope than the kept one is a scope change (``set_scope``).
+        ``reference``: the deployment's reference collections, held whole by every
+        replica like ``_trust`` (pass the same list every time, like ``partitions``)."""
         if not 1 <= level <= 22:
             raise UsageError("level must be a zstd level from 1 to 22")
         self.level = level
@@ -94,11 +100,13 @@ class Replica(_Bulk, _Applying, _Packing, _Blobs, _Mailing, _History):
         self.rule = _rule_of(partitions)
         self._claim_store()
         self._check_rule()
+        self._open_scope(scope, reference)
         self._open_blob_fetch(blobs)
         self._state = self._loaded_state()
         self._examine_on_open()
         self._put(self._with_counted_claims(self._st))
         self._bound_on_open()
+        self._settle_scope()
 
     def _claim_store(self) -> None:
         owner = self.store.get_meta("identity")
@@ -133,9 +141,17 @@ class Replica(_Bulk, _Applying, _Packing, _Blobs, _Mailing, _History):
         store = self.store
         rows, cursor = store.segments_changed(0) if store.shared else (store.segment_index(), 0)
         segments = SegmentIndex.from_rows(rows)
+        outbox = store.outbox_partitions()
+        if WHOLE in outbox or any(s.partition == WHOLE for s in segments):
+            raise FormatTwoStoreError(
+                "this store holds data of wire format 2, which this release cannot use"
+                " (segments cannot be re-signed by anyone but their origins): export its"
+                " records with the previous release and import them here as fresh writes,"
+                " or bootstrap this site again from its centre"
+            )
         # Own streams: those held in segments, and those with unsealed changes only.
         streams = {*segments.streams_of(self.id)}
-        streams.update(new_stream(self.id, p) for p in store.outbox_partitions())
+        streams.update(new_stream(self.id, p) for p in outbox)
         return ReplicaState(
             segments=segments,
             own={s: self._stored_seqs(s) for s in sorted(streams)},

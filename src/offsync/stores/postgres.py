@@ -532,6 +532,23 @@ class PostgresStore(Store):
                 (*_stream_arrays([s for s, _ in chunk]), int8_array([f for _, f in chunk])),
             )
 
+    def drop_partition(self, partition: Partition, length: int) -> None:
+        collection, prefix = (x.encode() for x in partition)
+        self._x(
+            "DELETE FROM segments WHERE collection = %s AND prefix = %s", (collection, prefix)
+        )
+        self._x("DELETE FROM outbox WHERE collection = %s AND prefix = %s", (collection, prefix))
+        # Keys are UTF-8 bytes: a key whose first L code points are the prefix (L of
+        # them) is one whose bytes start with the prefix's bytes.
+        args: tuple[bytes | int, ...]
+        if len(partition.prefix) < length:  # a key shorter than L: that key's partition
+            where, args = "collection = %s AND key = %s", (collection, prefix)
+        else:
+            where = "collection = %s AND substring(key from 1 for %s) = %s"
+            args = (collection, len(prefix), prefix)
+        for table in ("changes", "records", "blob_refs"):
+            self._x(f"DELETE FROM {table} WHERE {where}", args)
+
     # -- outbox --------------------------------------------------------------------------
 
     def add_outbox(self, partition: Partition, rows: Sequence[tuple[int, bytes]]) -> None:

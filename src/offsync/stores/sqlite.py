@@ -497,6 +497,20 @@ class SQLiteStore(Store):
             [(s[0], *s[1], first) for s, first in keys],
         )
 
+    def drop_partition(self, partition: Partition, length: int) -> None:
+        collection, prefix = partition
+        part = (collection, prefix)
+        self._q("DELETE FROM segments WHERE collection = ? AND prefix = ?", part)
+        self._q("DELETE FROM partition_outbox WHERE collection = ? AND prefix = ?", part)
+        # substr and length count code points in TEXT, as the rule does.
+        args: tuple[str | int, ...]
+        if len(prefix) < length:  # a key shorter than L: the partition of that key alone
+            where, args = "collection = ? AND key = ?", part
+        else:
+            where, args = "collection = ? AND substr(key, 1, ?) = ?", (collection, length, prefix)
+        for table in ("changes", "records", "blob_refs"):
+            self._q(f"DELETE FROM {table} WHERE {where}", args)
+
     # Format 2's one stream (WHOLE) keeps the outbox table it always had, keyed by seq
     # alone: a rowid append per write. Other partitions (format 3) have a table of their
     # own, keyed by (collection, prefix, seq) (``STREAMS_SCHEMA``).

@@ -9,7 +9,7 @@ and PostgreSQL stores)::
 It checks each part of the contract on a fresh store (transactions all-or-nothing and
 re-entrant, meta, segments, outbox, changes, records in UTF-8 byte order, conflicts,
 newest-wins peers, single-use nonces that expire, the index of blob references equal to
-a scan of the records by every write path), then runs seeded random operation
+a scan of the records by every write path, dropping a partition), then runs seeded random operation
 sequences against the store and ``MemoryStore`` (the reference) side by side, and
 finally feeds the same bundles to a replica on the store and to one on SQLite and
 compares ``state_digest()``, knowledge, quarantine and conflicts. It raises ``AssertionError`` naming what differs.
@@ -73,6 +73,7 @@ def check_store(make_store: MakeStore, *, random_runs: int = 6) -> None:
         _check_peers,
         _check_nonces,
         _check_blob_refs,
+        _check_drop_partition,
     ):
         with _fresh(make_store) as store:
             check(store)
@@ -439,10 +440,14 @@ def _check_streams(s: Store) -> None:
         "clear_outbox: one partition's rows, not the others'"
     )
     assert s.outbox() == [(2, b"b0")], "outbox(): format 2's WHOLE partition"
+    assert s.outbox_partitions() == sorted(p for p in parts if p != parts[1]), (
+        "outbox_partitions: those holding rows, sorted"
+    )
     with s.transaction():
         for part in parts:
             s.clear_outbox(part, 9)
     assert [s.outbox(part) for part in parts] == [[]] * len(parts)
+    assert s.outbox_partitions() == [], "outbox_partitions: none once cleared"
 
 
 def _add_in_transaction(s: Store, row: SegmentRow) -> None:
@@ -817,10 +822,11 @@ def _site_bundles() -> list[bytes]:
     t1.put("residents", "35190002", {"name": "twin one"})
     t1.pack()
     t1.put("residents", "35190004", {"name": "twin one"})
-    fork += t1.pack(Knowledge({twin.public_key: [(1, 2)]}))
+    residents = Stream(twin.public_key, Partition("residents"))
+    fork += t1.pack(Knowledge({residents: [(1, 2)]}))
     t2.put("residents", "35190002", {"name": "twin two"})
     t2.put("residents", "35190004", {"name": "twin two"})
-    fork += t2.pack(Knowledge({twin.public_key: [(1, 1)]}))
+    fork += t2.pack(Knowledge({residents: [(1, 1)]}))
     bundles: list[bytes] = list(fork)
     for i in range(30):
         a.put("residents", f"35190{i:03d}", {"name": f"A{i}", "n": i})
@@ -900,3 +906,71 @@ def _check_replica_equivalence(make_store: MakeStore) -> None:
     finally:
         tested.close()
         reference.close()
+
+
+#: Keys of collection "c" under a rule of L = 2, by whether they lie in ("c", "ab")
+#: (multi-byte prefixes too: the rule counts code points, the stores may count bytes).
+DROP_KEYS = {
+    "ab": ["ab", "abc", "ab\x00", "ab\U0001f600"],
+    "a": ["a"],  # shorter than L: a partition of its own
+    "\u00e9\U0001f600": ["\u00e9\U0001f600", "\u00e9\U0001f600z"],
+}
+KEPT_KEYS = ["ac", "Ab", "b", "\u00e9", "\u00e9\u00e9", "a\U0001f600"]
+
+
+def _check_drop_partition(s: Store) -> None:
+    """``drop_partition`` (a scope shrank) removes every origin's segments of the
+    partition, its outbox rows, and the records that lie in it under the rule's L (with
+    their changes and blob references), and nothing else; all or nothing."""
+    keys = [k for ks in DROP_KEYS.values() for k in ks] + KEPT_KEYS
+    parts = {p: Partition("c", p) for p in [*DROP_KEYS, "ac", "b"]}
+    segs = [_seg(Stream(o, parts[p]), 1, 2) for o in (O1, O2) for p in parts]
+    other = _seg(Stream(O1, Partition("d", "ab")), 1, 1)  # same prefix, other collection
+    changes = [_change(O1, i + 1, k) for i, k in enumerate(keys)]
+    changes += [_change(O2, 1, k, collection="d") for k in keys]
+    with s.transaction():
+        s.add_segments([*segs, other])
+        s.add_outbox(parts["ab"], [(1, b"x")])
+        s.add_outbox(parts["ac"], [(1, b"y")])
+        s.add_changes(changes[: len(keys)])
+        s.add_first_changes(changes[len(keys) :])  # records of "d" with their first change
+        s.put_records([_ref_row(k, REFS[0]) for k in keys])
+    before = (s.segment_index(), s.blob_refs(), list(s.iter_records()))
+    try:
+        with s.transaction():
+            s.drop_partition(parts["ab"], 2)
+            raise _Boom
+    except _Boom:
+        pass
+    assert (s.segment_index(), s.blob_refs(), list(s.iter_records())) == before, (
+        "drop_partition: rolled back with its transaction"
+    )
+    with s.transaction():
+        for prefix in DROP_KEYS:
+            s.drop_partition(parts[prefix], 2)
+    gone = {k for ks in DROP_KEYS.values() for k in ks}
+    held = {r[0].prefix for r in s.segment_index() if r[0].collection == "c"}
+    assert held == {"ac", "b"}, "drop_partition: every origin's segments of the partition"
+    assert [r[0] for r in s.segment_index() if r[0].collection == "d"] == [other.stream], (
+        "drop_partition: another collection's partition with that prefix is kept"
+    )
+    assert s.outbox(parts["ab"]) == [] and s.outbox(parts["ac"]) == [(1, b"y")], (
+        "drop_partition: the partition's outbox rows, no other's"
+    )
+    assert s.outbox_partitions() == [parts["ac"]]
+    records = {(r.collection, r.key) for r in s.iter_records()}
+    assert records == {("c", k) for k in KEPT_KEYS} | {("d", k) for k in keys}, (
+        "drop_partition: the records whose key lies in the partition (key[:L] == prefix)"
+    )
+    for k in keys:
+        want = 0 if k in gone else 1
+        assert len(s.changes_for("c", k)) == want, f"drop_partition: changes of {k!r}"
+        assert len(s.changes_for("d", k)) == 1, "drop_partition: another collection's changes"
+    assert {k for c, k, _ in s.blob_refs()} == set(KEPT_KEYS), (
+        "drop_partition: the blob references of the records dropped"
+    )
+    _same_as_scan(s, "after drop_partition")
+    with s.transaction():
+        s.drop_partition(Partition("d", ""), 0)  # L = 0: the whole collection
+    assert {r.collection for r in s.iter_records()} == {"c"}
+    assert all(not s.changes_for("d", k) for k in keys), "drop_partition: L = 0, first changes"

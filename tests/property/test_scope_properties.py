@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from offsync.scope import Partition, Scope, Stream
-from offsync.v3.knowledge import Knowledge
+from offsync.knowledge import Knowledge
 from tests.helpers.v3_strategies import (
     COLLECTIONS,
     PREFIXES,
