@@ -34,7 +34,6 @@ READABLE = ("auto", "everything", "certified")
 Policy = Literal["auto", "everything", "certified"]
 
 
-
 def certified_readers(replica: Replica, reference: Iterable[str] | None = None) -> ReadScopes:
     """``readable`` for ``certified``: what the trust store, now, certifies the site
     may read (``offsync.readable.read_scope_of``), with ``reference`` (default: the
