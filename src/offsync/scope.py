@@ -501,9 +501,7 @@ class Scope:
         """The scope as a replica keeps it in its store's meta (not wire format): msgpack
         ``[[[collection, [[prefix, in], ...]], ...], [[prefix, in], ...]]``, labels in
         their canonical form, so equal scopes give equal bytes."""
-        named = [
-            [c, [[p, v] for p, v in labels.items()]] for c, labels in self._collections.items()
-        ]
+        named = [[c, [[p, v] for p, v in labels.items()]] for c, labels in self._collections.items()]
         others = [[p, v] for p, v in self._others.items()]
         return msgpack.packb([named, others])  # type: ignore[no-any-return]
 
