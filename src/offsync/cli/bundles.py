@@ -72,6 +72,7 @@ def pack(state: State, out_dir: Path, for_peer: str | None, encrypt: bool, max_b
     # For a named peer, only what it may read (its certified read scope in trust mode).
     scope = receiver_scope(replica, peer) if peer is not None else Scope.everything()
     if not scope:
+        assert peer is not None  # everything without --for
         fail(
             f"{short(peer)} may read nothing from this site: no certificate in force",
             EXIT_REFUSED,
