@@ -294,6 +294,11 @@ def test_a_relay_serving_over_http_offers_only_the_scope(world: World) -> None:
     relay.close()
 
 
+def chunks_of(where: Path, ref: BlobRef) -> list[Path]:
+    """The chunk files of ``ref`` anywhere under ``where``."""
+    return list(where.rglob(f"{ref.hash.hex()[:32]}-*.ofc"))
+
+
 def test_a_shared_folder_carries_only_the_scope(world: World, tmp_path: Path) -> None:
     folder = tmp_path / "shared"
     folder.mkdir()
@@ -301,6 +306,8 @@ def test_a_shared_folder_carries_only_the_scope(world: World, tmp_path: Path) ->
         world.centre, folder, peers=[world.kec.id, world.stranger.id, world.revoked.id]
     )
     assert set(report.withheld) == {world.stranger.id, world.revoked.id}
+    # A blob is left only for the records in the peer's scope.
+    assert chunks_of(folder, world.photo_in) and not chunks_of(folder, world.photo_out)
     exchange_folder(world.kec, folder)
     assert_reads_only_its_scope(world)
     assert world.kec.has_blob(world.photo_in) and not world.kec.has_blob(world.photo_out)
@@ -318,6 +325,7 @@ def test_a_courier_disk_carries_only_the_scope(world: World, tmp_path: Path) -> 
     disk.mkdir()
     report = exchange(world.centre, disk, peers=[world.kec.id, world.narrow.id, world.expired.id])
     assert report.withheld == [world.expired.id]
+    assert chunks_of(disk, world.photo_in) and not chunks_of(disk, world.photo_out)
     exchange(world.kec, disk)
     assert_reads_only_its_scope(world)
     assert world.kec.has_blob(world.photo_in) and not world.kec.has_blob(world.photo_out)
