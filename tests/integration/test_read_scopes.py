@@ -243,7 +243,9 @@ def test_http_blobs_are_offered_only_for_records_in_scope(world: World) -> None:
     with LiveServer(create_app(centre)) as srv, httpx.Client(base_url=srv.url) as http:
         hashes = packb([world.photo_in.hash, world.photo_out.hash])
         held = http.post(
-            "/blobs", content=hashes, headers=_signed(http, kec.identity, centre.id, "blobs-held", hashes)
+            "/blobs",
+            content=hashes,
+            headers=_signed(http, kec.identity, centre.id, "blobs-held", hashes),
         )
         assert held.status_code == 200
         from offsync.encoding import unpack_strict
