@@ -534,9 +534,7 @@ class PostgresStore(Store):
 
     def drop_partition(self, partition: Partition, length: int) -> None:
         collection, prefix = (x.encode() for x in partition)
-        self._x(
-            "DELETE FROM segments WHERE collection = %s AND prefix = %s", (collection, prefix)
-        )
+        self._x("DELETE FROM segments WHERE collection = %s AND prefix = %s", (collection, prefix))
         self._x("DELETE FROM outbox WHERE collection = %s AND prefix = %s", (collection, prefix))
         # Keys are UTF-8 bytes: a key whose first L code points are the prefix (L of
         # them) is one whose bytes start with the prefix's bytes.
