@@ -15,7 +15,7 @@ import pytest
 from offsync import Identity, Replica
 from offsync.blobs import BlobRef
 from offsync.encoding import packb
-from offsync.errors import PeerRefusedError
+from offsync.errors import BlobError, PeerRefusedError
 from offsync.http.signing import blob_get_message, sign_request
 from offsync.limits import Limits
 from offsync.scope import Partition, Scope
@@ -273,6 +273,11 @@ def test_http_blobs_are_offered_only_for_records_in_scope(world: World) -> None:
 def test_a_relay_answering_in_process_offers_only_the_scope(world: World) -> None:
     sync(world.kec, LoopbackTransport(world.centre, me=world.kec.id), push=False)
     assert_reads_only_its_scope(world)
+    assert world.kec.has_blob(world.photo_in)
+    peer = LoopbackTransport(world.centre, me=world.kec.id).blob_peer()
+    assert list(peer.held([world.photo_in.hash, world.photo_out.hash])) == [world.photo_in.hash]
+    with pytest.raises(BlobError):
+        peer.get_chunk(world.photo_out, 0, 10)
     sync(world.stranger, LoopbackTransport(world.centre, me=world.stranger.id), push=False)
     assert_holds_nothing_of(world.stranger, world)
 
