@@ -233,7 +233,9 @@ def test_the_servers_reference_option_adds_collections_to_every_read(world: Worl
 # -- blobs follow the records in scope ------------------------------------------------------
 
 
-def _signed(http: httpx.Client, who: Identity, server: bytes, endpoint: str, body: bytes) -> dict:
+def _signed(
+    http: httpx.Client, who: Identity, server: bytes, endpoint: str, body: bytes
+) -> dict[str, str]:
     challenge = bytes.fromhex(http.get("/challenge").json()["challenge"])
     return sign_request(who, server, endpoint, body, challenge)
 
