@@ -365,3 +365,19 @@ def test_a_grown_certificate_is_served_at_the_next_pull(world: World) -> None:
             sync(world.narrow, t, push=False)
     assert world.narrow.get("doses", "320101") is not None
     assert world.narrow.get("doses", "320201") is None
+
+
+def test_the_server_restricts_its_knowledge_once_per_scope_between_applies(world: World) -> None:
+    """Sites of one district pulling between two applies share one restriction of the
+    centre's knowledge; a new apply (new knowledge) makes a new one."""
+    state = create_app(world.centre).state.offsync
+    scope = receiver_scope(world.centre, world.kec.id)
+    held = world.centre.knowledge()
+    first = state.scoped_knowledge(held, scope)
+    assert first == held.restrict(scope) and first != held
+    assert state.scoped_knowledge(held, scope) is first
+    assert state.scoped_knowledge(held, Scope.everything()) is held
+    world.centre.put("residents", "320103", {"name": "new"})
+    newer = world.centre.knowledge()
+    assert newer is not held
+    assert state.scoped_knowledge(newer, scope) == newer.restrict(scope) != first
