@@ -14,7 +14,10 @@ from typing import TypeVar
 import anyio
 import anyio.to_thread
 
+from ..errors import UsageError
+from ..knowledge import Knowledge
 from ..replica import Replica
+from ..scope import Scope
 from .observe import Observer
 from .refusals import busy
 from .signing import Challenges, challenge_key
@@ -22,13 +25,16 @@ from .spool import Applier, SpoolWriter
 from .told import ToldReceipts
 from .uploads import Uploader, Uploads
 
-__all__ = ["Readable", "ServerState"]
+__all__ = ["ReadScopes", "ServerState"]
 
 T = TypeVar("T")
 
-#: Decides what a pulling site may read: ``readable(site_key, origin_key)``. Segments are
-#: signed per origin and forwarded byte for byte, so an origin's changes are the unit.
-Readable = Callable[[bytes, bytes], bool]
+#: Read scopes whose restricted knowledge ``scoped_knowledge`` keeps at once.
+_SCOPES_REMEMBERED = 256
+
+#: Decides what a pulling site may read: ``readable(site_key) -> Scope`` (empty: 403).
+#: Streams are per partition, so a scope of partitions is the unit.
+ReadScopes = Callable[[bytes], Scope]
 
 
 class ServerState:
@@ -54,7 +60,7 @@ class ServerState:
         busy_timeout: float,
         retry_after: int,
         replay_window: float,
-        readable: Readable | None,
+        readable: ReadScopes | None,
         max_partial_uploads: int = 1000,
         partial_ttl: float = 7 * 24 * 3600,
         observer: Observer | None = None,
@@ -107,8 +113,39 @@ class ServerState:
         self.spool_max_held = 0
         self.spool_hold = 0.0
         self.spool_retry_after = 1
+        #: ``scoped_knowledge``'s memory: the knowledge it was built for, per scope.
+        self._scoped: tuple[Knowledge | None, dict[Scope, Knowledge]] = (None, {})
         #: The last receipt built by ``receipt_since``, with when its build started.
         self._since_receipt: tuple[float, bytes] | None = None
+
+    def scoped_knowledge(self, held: Knowledge, scope: Scope) -> Knowledge:
+        """``held`` (the replica's knowledge now) restricted to ``scope`` (call holding
+        the replica's lock). Remembered per scope while ``held`` is the replica's
+        knowledge, so the pulls of a district's sites between two applies restrict it
+        once (a 40,000-stream centre: ~23 ms each time)."""
+        if scope.is_everything:
+            return held
+        if self._scoped[0] is not held:
+            self._scoped = (held, {})
+        remembered = self._scoped[1]
+        mine = remembered.get(scope)
+        if mine is None:
+            if len(remembered) >= _SCOPES_REMEMBERED:
+                remembered.clear()
+            mine = remembered[scope] = held.restrict(scope)
+        return mine
+
+    def read_scope(self, site: bytes) -> Scope:
+        """What ``site`` may read now (``readable``; None: everything). ``UsageError``
+        when a ``readable`` hook answers something else than a ``Scope``."""
+        if self.readable is None:
+            return Scope.everything()
+        scope = self.readable(site)
+        if not isinstance(scope, Scope):
+            raise UsageError(
+                f"readable(site) returns a Scope (offsync.http.readers), not {type(scope).__name__}"
+            )
+        return scope
 
     # -- bounded in-flight work --------------------------------------------------------
 
