@@ -15,10 +15,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from offsync.identity import Identity
+from offsync.plan.erasure import Record, merge, on_arrival, redactions
 from offsync.policies import LastWriterWins, MultiValue, Policy
 from offsync.v3.change import DELETE, ERASE, PUT, Change, canonical_fields, erase_fields
 from offsync.v3.segment import NO_PREVIOUS, AnySegment, RedactedSegment, Segment
-from offsync.plan.erasure import Record, merge, on_arrival, redactions
 from tests.helpers.v3_strategies import SIGNER
 
 CLINIC = Identity(bytes([7]) * 32, "clinic")
@@ -53,9 +53,7 @@ def stream_of(draw: st.DrawFn, writer: Identity) -> list[Change]:
         elif op == ERASE:
             fields = erase_fields("court order")
         hlc = draw(st.integers(0, 12))  # ties happen: the stamp breaks them by origin
-        out.append(
-            Change(writer.public_key, seq, hlc, "residents", key, op, fields, (), PREFIX, 0)
-        )
+        out.append(Change(writer.public_key, seq, hlc, "residents", key, op, fields, (), PREFIX, 0))
     return out
 
 

@@ -41,7 +41,7 @@ from ..limits import DEFAULT_LIMITS, Limits
 from ..policies import Policy, RecordState, heads
 from ..schemas import Schemas
 from ..v3.change import PUT, Change
-from ..v3.segment import DEFAULT_LEVEL, AnySegment, RedactedSegment
+from ..v3.segment import DEFAULT_LEVEL, AnySegment
 from .schema import for_fold
 
 __all__ = [
