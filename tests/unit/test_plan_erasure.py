@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from offsync.identity import Identity
 from offsync.plan.erasure import (
+    alone_is_state,
     erased_by,
     hidden,
     is_erased,
@@ -194,3 +195,15 @@ def test_a_false_commitment_is_reported_not_redacted() -> None:
     done = redact(liar, liar.open_changes(), {A}, level=None)
     assert done is not None and done.false_commitment and done.segment is liar
     assert done.rows == (0,)
+
+
+def test_only_plain_changes_take_the_bulk_path() -> None:
+    """An order alone would otherwise be stored as a put of its reason."""
+    schemas = Schemas({"residents": Schema(2, {1: lambda f: f})})
+    put = change(SIGNER, 1, A, PUT, "Siti")
+    assert alone_is_state(put) and alone_is_state(change(SIGNER, 2, A, DELETE))
+    assert not alone_is_state(change(AUTHORITY, 1, A, ERASE))
+    assert not alone_is_state(put._replace(fields=None))
+    assert not alone_is_state(put, schemas)  # version 0 read at 2: upcast first
+    assert alone_is_state(put._replace(schema=2), schemas)
+    assert alone_is_state(change(SIGNER, 2, A, DELETE), schemas)

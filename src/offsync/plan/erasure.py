@@ -19,7 +19,8 @@ values out:
                                      it erases and the form it is stored in;
 * ``redactions``                   — which held segments to redact after an order;
 * ``merge``                        — the record's state as the replica stores it
-                                     (None: not visible), over the policy's merge.
+                                     (no fields: not visible), over the policy's merge;
+* ``alone_is_state``               — whether a change may take the bulk path.
 
 Why a stub without an order hides its record too: a put reaches a replica as a stub
 (``Change.is_erased``) only because some replica redacted it under an order it admitted,
@@ -46,6 +47,7 @@ from .schema import for_fold
 
 __all__ = [
     "Admitted",
+    "alone_is_state",
     "Arrival",
     "Record",
     "Redaction",
@@ -188,6 +190,19 @@ def visible_changes(changes: Iterable[Change]) -> list[Change]:
     (an erase order held but not admitted is held, not applied, and its ``reason`` is
     no field of the record)."""
     return [c for c in changes if not c.is_erase]
+
+
+def alone_is_state(change: Change, schemas: Schemas | None = None) -> bool:
+    """Whether ``change``, alone and parentless, is its record's state as written, for a
+    policy whose ``single_change_is_identity`` holds: the bulk path of
+    ``plan.merge.split`` (which must also ask this in format 3). Not an erase order
+    (its reason is no field), not a stub (hidden), not a put of an older schema version
+    (it is read upcast)."""
+    if change.is_erase or change.is_erased:
+        return False
+    if schemas is None or change.fields is None:
+        return True
+    return max(change.schema, 1) == max(schemas.version(change.collection), 1)
 
 
 def merge(
