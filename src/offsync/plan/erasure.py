@@ -6,10 +6,14 @@ state digest (§10.4), every put of it a replica holds is redacted (the segment 
 in its redacted form, §6.4, with those rows' values gone), later puts of it are
 redacted on arrival and never stored whole, and the order is forwarded like any change.
 
-Whether an order is *admitted* (its origin an authority key in force) is the trust
-check's job; every function here takes that verdict as a predicate, ``admitted``.
-The replica keeps the set of erased records; this module decides, for values in and
-values out:
+Whether an order is *admitted* (applied here: its origin an authority key in force,
+its segment not held for its clock) is the admission plan's job; every function here
+takes that verdict as a predicate, ``admitted``. An order admitted later, when a
+re-examination applies it, erases then: ``erased_by`` of the changes it adds gives the
+records, ``redactions`` the segments. The replica keeps the set of erased records and
+never shrinks it: an order taken back later (its authority revoked) leaves its
+redactions, whose values are gone, and their stubs keep the record hidden. This
+module decides, for values in and values out:
 
 * ``erased_by`` / ``is_erased``   — which records a set of changes erases;
 * ``hidden``                       — whether a record is shown at all;
@@ -47,10 +51,10 @@ from .schema import for_fold
 
 __all__ = [
     "Admitted",
-    "alone_is_state",
     "Arrival",
     "Record",
     "Redaction",
+    "alone_is_state",
     "erased_by",
     "hidden",
     "is_erased",
