@@ -207,3 +207,15 @@ def test_only_plain_changes_take_the_bulk_path() -> None:
     assert not alone_is_state(put, schemas)  # version 0 read at 2: upcast first
     assert alone_is_state(put._replace(schema=2), schemas)
     assert alone_is_state(change(SIGNER, 2, A, DELETE), schemas)
+
+
+def test_an_order_taken_back_leaves_the_record_hidden() -> None:
+    """Its authority revoked after the erasure: the values are gone, the stubs stay."""
+    held = seal(SIGNER, [change(SIGNER, 1, A, PUT, "Siti"), change(SIGNER, 2, B, PUT, "Budi")])
+    order = change(AUTHORITY, 1, A, ERASE, hlc=9)
+    (done,) = redactions([(held, held.open_changes())], erased_by([order], admitted), level=None)
+    kept = done.segment.open_changes()
+    state = merge([kept[0]], LastWriterWins(), admitted)  # the order no longer applied
+    assert state is not None and state.fields is None
+    other = merge([kept[1]], LastWriterWins(), admitted)
+    assert other is not None and other.fields == held.open_changes()[1].fields
