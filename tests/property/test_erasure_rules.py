@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 from offsync.identity import Identity
 from offsync.plan.erasure import Record, merge, on_arrival, redact, redactions
 from offsync.policies import FirstWriterWins, LastWriterWins, MultiValue, Policy
-from offsync.v3.change import DELETE, ERASE, PUT, Change, canonical_fields, erase_fields
-from offsync.v3.segment import NO_PREVIOUS, AnySegment, RedactedSegment, Segment
+from offsync.change import DELETE, ERASE, PUT, Change, canonical_fields, erase_fields
+from offsync.segment import NO_PREVIOUS, AnySegment, RedactedSegment, Segment
 from tests.helpers.v3_strategies import SIGNER, stream_changes
 
 CLINIC = Identity(bytes([7]) * 32, "clinic")

@@ -22,10 +22,10 @@ from offsync.plan.erasure import (
 from offsync.policies import FirstWriterWins, LastWriterWins, MultiValue
 from offsync.schemas import Schema, Schemas
 from offsync.scope import Partition
-from offsync.v3.change import DELETE, ERASE, PUT, Change, canonical_fields, erase_fields
-from offsync.v3.columns import encode_block
-from offsync.v3.frame import raw_frame
-from offsync.v3.segment import NO_PREVIOUS, RedactedSegment, Segment
+from offsync.change import DELETE, ERASE, PUT, Change, canonical_fields, erase_fields
+from offsync.columns import encode_block
+from offsync.compression import raw_frame
+from offsync.segment import NO_PREVIOUS, RedactedSegment, Segment
 from tests.helpers.v3_strategies import SIGNER
 
 AUTHORITY = Identity(bytes([9]) * 32, "authority")

@@ -12,7 +12,7 @@ from offsync.errors import SchemaVersionError, UpcastError
 from offsync.plan.schema import Apply, Hold, for_fold, held, reexamine, verdict
 from offsync.schemas import Schema, Schemas
 from offsync.status import Kind, Status
-from offsync.v3.change import DELETE, ERASE, PUT, Change, canonical_fields, erase_fields
+from offsync.change import DELETE, ERASE, PUT, Change, canonical_fields, erase_fields
 from tests.helpers.v3_strategies import SIGNER
 
 V3 = Schemas(

@@ -45,8 +45,8 @@ from ..errors import ForkError
 from ..limits import DEFAULT_LIMITS, Limits
 from ..policies import Policy, RecordState, heads
 from ..schemas import Schemas
-from ..v3.change import PUT, Change
-from ..v3.segment import DEFAULT_LEVEL, AnySegment
+from ..change import PUT, Change
+from ..segment import DEFAULT_LEVEL, AnySegment
 from .schema import for_fold
 
 __all__ = [

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from ..schemas import Schemas
 from ..status import Status
-from ..v3.change import PUT, Change
+from ..change import PUT, Change
 
 __all__ = ["Apply", "Hold", "Reexamined", "Verdict", "for_fold", "held", "reexamine", "verdict"]
 
