@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from ..change import Change
 from ..errors import BundleFormatError, ForkError, RemoteDataError
 from ..segindex import HeldSegment, SegmentIndex, Stream
-from ..segment import Segment
+from ..segment import AnySegment, Segment
 from ..status import APPLIED, FORK_AT_SAME_SEQS, Kind, Status
 from .admit import Admission, admit, admitted_part
 
@@ -66,7 +66,7 @@ class SegmentPlan:
     """The verdict on one segment and what to do about it."""
 
     verdict: Verdict
-    segment: Segment
+    segment: AnySegment
     hash: bytes  # the segment's hash (computed once: it hashes the whole block)
     status: Status = APPLIED  # what the store keeps (APPLY, QUARANTINE), or FORK's reason
     merge: Sequence[Change] = ()  # the changes to apply now
@@ -80,6 +80,8 @@ class SegmentPlan:
     #: of its own history that a peer holds (``own_cut_gives_way``): they are dropped
     #: and their changes are unsealed again, at their seqs, before it is judged.
     drops: tuple[HeldSegment, ...] = ()
+    #: Every change of the segment, opened (APPLY, QUARANTINE): what erasure judges.
+    opened: Sequence[Change] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +109,7 @@ def _stage_range(staged: list[tuple[int, int]], first: int, last: int) -> None:
     staged.insert(i, (first, last))
 
 
-def plan_segments(segments: Iterable[Segment], ctx: ApplyContext) -> Iterator[SegmentPlan]:
+def plan_segments(segments: Iterable[AnySegment], ctx: ApplyContext) -> Iterator[SegmentPlan]:
     """The plan of each segment, in bundle order; after a ``REFUSE``, nothing more."""
     staged: dict[tuple[Stream, int], bytes] = {}
     ranges: dict[Stream, list[tuple[int, int]]] = {}
@@ -157,7 +159,7 @@ def plan_segments(segments: Iterable[Segment], ctx: ApplyContext) -> Iterator[Se
             yield judge(seg, h, changes, ctx)
 
 
-def judge(seg: Segment, h: bytes, changes: Sequence[Change], ctx: ApplyContext) -> SegmentPlan:
+def judge(seg: AnySegment, h: bytes, changes: Sequence[Change], ctx: ApplyContext) -> SegmentPlan:
     """The plan of a verified segment that no held segment sits at: apply it, or hold
     it for its place in its origin's chain or by admission."""
     reuses_own = (
@@ -173,13 +175,17 @@ def judge(seg: Segment, h: bytes, changes: Sequence[Change], ctx: ApplyContext) 
         status, due = admit(changes, ctx.rules)
     if status.applied:
         top = max(map(_HLC, changes))
-        return SegmentPlan(Verdict.APPLY, seg, h, status, changes, top, displaces=displaces)
+        return SegmentPlan(
+            Verdict.APPLY, seg, h, status, changes, top, displaces=displaces, opened=changes
+        )
     part = admitted_part(status, changes, ctx.rules)  # trust refusals: per change
     top = max(map(_HLC, part), default=0)
-    return SegmentPlan(Verdict.QUARANTINE, seg, h, status, part, top, due, displaces=displaces)
+    return SegmentPlan(
+        Verdict.QUARANTINE, seg, h, status, part, top, due, displaces=displaces, opened=changes
+    )
 
 
-def displaces_unsealed(seg: Segment, ctx: ApplyContext) -> bool:
+def displaces_unsealed(seg: AnySegment, ctx: ApplyContext) -> bool:
     """Whether an own segment with other changes than this site holds at its seqs is
     this site's sealed history, to which its unsealed changes there give way.
 
@@ -193,7 +199,7 @@ def displaces_unsealed(seg: Segment, ctx: ApplyContext) -> bool:
     return seg.first_seq > ctx.sealed and ctx.index.chain_problem(seg) is None
 
 
-def own_cut_gives_way(seg: Segment, ctx: ApplyContext) -> tuple[HeldSegment, ...]:
+def own_cut_gives_way(seg: AnySegment, ctx: ApplyContext) -> tuple[HeldSegment, ...]:
     """The own sealed segments held here that give way to an own segment a peer sent,
     which overlaps them with another cut of this site's history (none: the rule does
     not apply).
@@ -238,7 +244,7 @@ def own_cut_gives_way(seg: Segment, ctx: ApplyContext) -> tuple[HeldSegment, ...
     return tail if rest.chain_problem(seg) is None else ()
 
 
-def own_gap(seg: Segment, ctx: ApplyContext) -> bool:
+def own_gap(seg: AnySegment, ctx: ApplyContext) -> bool:
     """Whether an own segment lies in seqs this site has sealed but holds no segment
     at: its own changes there gave way to its sealed history a peer holds
     (``own_cut_gives_way``) before the peer's segments there came, so it holds nothing

@@ -16,6 +16,8 @@ from typing import NamedTuple
 
 from ..change import Change
 from ..policies import Policy, RecordState
+from ..schemas import Schemas
+from . import erasure
 
 __all__ = ["MergeSplit", "Record", "recompute", "split", "to_recompute"]
 
@@ -36,14 +38,25 @@ class MergeSplit(NamedTuple):
     order: Iterable[Record]  # every record of the chunk, in order of first appearance
 
 
-def split(changes: Sequence[Change], policy: Callable[[str], Policy]) -> MergeSplit:
-    """Split ``changes``; ``policy``: each collection's merge policy."""
+def split(
+    changes: Sequence[Change], policy: Callable[[str], Policy], schemas: Schemas | None = None
+) -> MergeSplit:
+    """Split ``changes``; ``policy``: each collection's merge policy. A change takes the
+    bulk path only if it alone is its record's state as written
+    (``erasure.alone_is_state``: no erase order, stub or put of an older schema)."""
     simple_of = {
         name: policy(name).single_change_is_identity for name in set(map(_COLLECTION, changes))
     }
     keys = list(map(_RECORD, changes))
-    if all(simple_of.values()) and len(set(keys)) == len(keys) and not any(map(_PARENTS, changes)):
+    alone = [erasure.alone_is_state(c, schemas) for c in changes]
+    if (
+        all(simple_of.values())
+        and all(alone)
+        and len(set(keys)) == len(keys)
+        and not any(map(_PARENTS, changes))
+    ):
         return MergeSplit(changes, (), (), keys)
+    lone = {c.id for c, ok in zip(changes, alone, strict=True) if not ok}
     groups: dict[Record, list[Change]] = {}
     for k, c in zip(keys, changes, strict=True):
         group = groups.get(k)
@@ -54,7 +67,12 @@ def split(changes: Sequence[Change], policy: Callable[[str], Policy]) -> MergeSp
     firsts, rest, to_merge = [], [], []
     for k, group in groups.items():
         first = group[0]
-        if len(group) == 1 and not first.parents and simple_of[first.collection]:
+        if (
+            len(group) == 1
+            and not first.parents
+            and simple_of[first.collection]
+            and first.id not in lone
+        ):
             firsts.append(first)
         else:
             rest.extend(group)
@@ -77,11 +95,22 @@ def recompute(
     keys: Iterable[Record],
     held: Mapping[Record, Sequence[Change]],
     policy: Callable[[str], Policy],
+    schemas: Schemas | None = None,
 ) -> list[tuple[str, str, RecordState | None]]:
-    """Each record's state from every change held of it; None: no change is held (its
-    changes were taken back), so the record is cleared."""
+    """Each record's state from every change held of it (``erasure.merge``: erased
+    records have no fields, older puts are read upcast); None: no change is held (its
+    changes were taken back), so the record is cleared. Every held change is applied,
+    so admitted: erase orders among them erase."""
     out: list[tuple[str, str, RecordState | None]] = []
     for collection, key in keys:
         changes = held.get((collection, key))
-        out.append((collection, key, policy(collection).merge(changes) if changes else None))
+        state = erasure.merge(changes, policy(collection), _ADMITTED, schemas) if changes else None
+        out.append((collection, key, state))
     return out
+
+
+def _admitted(change: Change) -> bool:
+    return True
+
+
+_ADMITTED = _admitted

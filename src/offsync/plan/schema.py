@@ -26,7 +26,17 @@ from ..schemas import Schemas
 from ..status import Status
 from ..change import PUT, Change
 
-__all__ = ["Apply", "Hold", "Reexamined", "Verdict", "for_fold", "held", "reexamine", "verdict"]
+__all__ = [
+    "Apply",
+    "Hold",
+    "Reexamined",
+    "Verdict",
+    "as_stored",
+    "for_fold",
+    "held",
+    "reexamine",
+    "verdict",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,3 +116,24 @@ def for_fold(changes: Sequence[Change], schemas: Schemas) -> list[Change]:
                 c = c._replace(fields=data)
         out.append(c)
     return out
+
+
+def as_stored(changes: Sequence[Change], schemas: Schemas) -> list[Change]:
+    """``changes`` as a replica stores them to fold: every put upcast to its
+    collection's current version and marked as of that version (``for_fold``), so the
+    store keeps one version per collection and a recompute folds without upcasting.
+    The replica upcasts what it stored again when it is upgraded (``upgraded``)."""
+    out = []
+    for c in for_fold(changes, schemas):
+        if c.op == PUT and c.fields is not None:
+            current = schemas.version(c.collection)
+            if c.schema != current:
+                c = c._replace(schema=current)
+        out.append(c)
+    return out
+
+
+def upgraded(changes: Sequence[Change], before: int, schemas: Schemas) -> list[Change]:
+    """Stored puts (``as_stored`` at version ``before``) read at the current version of
+    ``schemas``: after an upgrade, the store's changes of the collection move up."""
+    return as_stored([c._replace(schema=before) for c in changes], schemas)

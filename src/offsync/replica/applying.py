@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import logging
 import operator
@@ -12,18 +13,21 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from ..bundle import Bundle, open_bundle
-from ..change import Change, ChangeId
+from ..change import ERASE, Change, ChangeId
 from ..encoding import packb
 from ..errors import StorageConflictError, StorageError
+from ..plan import erasure
 from ..plan.apply import ApplyContext, SegmentPlan, Verdict, kept_forks, own_returned, plan_segments
 from ..plan.claims import cut_own, kept_receipts, raised_claim
 from ..receipt import Receipt
 from ..scope import new_stream
 from ..segindex import HeldSegment, SegmentIndex, Stream, own_meta
-from ..segment import Segment
+from ..segment import AnySegment, Segment, decode_segment
+from ..status import Status
 from ..stores.base import SegmentRow
 from ..trust import TRUST_COLLECTION
 from .examine import _Examining, _log_evicted
+from .redacting import FALSE_COMMITMENT
 from .state import OwnSeqs
 from .types import ApplyReport
 
@@ -32,6 +36,7 @@ __all__: list[str] = []
 log = logging.getLogger("offsync")
 _COLLECTION = operator.itemgetter(3)  # of a Change
 _FIELDS = operator.itemgetter(6)  # of a Change
+_OP = operator.itemgetter(5)  # of a Change
 #: Changes an apply decodes before writing them (inside the bundle's one transaction):
 #: bounds apply memory by this rather than by the bundle's size.
 APPLY_CHUNK = 50_000
@@ -88,6 +93,8 @@ class _Run:
     #: sealed below them (absent: none unsealed).
     dropped: list[tuple[Stream, int, int]] = field(default_factory=list)
     sealed: dict[Stream, int] = field(default_factory=dict)
+    #: Records that admitted erase orders of this bundle erase (``_Redacting``).
+    erasing: set[tuple[str, str]] = field(default_factory=set)
 
     @property
     def full(self) -> bool:
@@ -225,11 +232,14 @@ class _Applying(_Examining):
             report.duplicates += seg.count
             return
         if plan.verdict is Verdict.FORK:  # kept as evidence; the store holds one per position
-            run.forks.append(seg)
+            if isinstance(seg, Segment):  # (a redacted form is no evidence of its content)
+                run.forks.append(seg)
             report.quarantined += seg.count
             return
         if plan.displaces and seg.stream not in run.displaced:
             run.displaced[seg.stream] = self._give_way(seg.stream, run)
+        seg, merged, status = self._arriving(plan, run)
+        plan = dataclasses.replace(plan, merge=merged, status=status)
         encoded = seg.encode()
         run.rows.append(
             SegmentRow(
@@ -255,6 +265,36 @@ class _Applying(_Examining):
         run.max_hlc = max(run.max_hlc, plan.max_hlc)
         if plan.due is not None:
             run.due = plan.due if run.due is None else min(run.due, plan.due)
+
+    def _arriving(
+        self, plan: SegmentPlan, run: _Run
+    ) -> tuple[AnySegment, Sequence[Change], Status]:
+        """What erasure makes of an arriving segment (``erasure.on_arrival``): the form
+        to store (redacted when it holds puts of erased records, never whole), its
+        changes to merge (those puts as stubs) and its status. Nothing to do, and no
+        pass over its changes, unless records are erased here or it carries an order."""
+        erased = self._st.erased | run.erasing
+        merged = plan.merge
+        if not erased and ERASE not in set(map(_OP, merged)):
+            return plan.segment, merged, plan.status
+        ids = {c.id for c in merged}
+        arrival = erasure.on_arrival(
+            plan.segment,
+            plan.opened,
+            erased,
+            lambda c: c.id in ids,
+            level=self.level,
+            limits=self.limits,
+        )
+        run.erasing |= arrival.newly_erased
+        done = arrival.redaction
+        if done is None:
+            return plan.segment, merged, plan.status
+        if done.false_commitment:  # kept whole as evidence; none of it is applied
+            return plan.segment, (), FALSE_COMMITMENT
+        gone = {plan.opened[i].id for i in done.rows}
+        merged = [c._replace(fields=None) if c.id in gone else c for c in merged]
+        return done.segment, merged, plan.status
 
     def _flush(self, run: _Run) -> None:
         self.store.add_segments(run.rows)
@@ -318,6 +358,8 @@ class _Applying(_Examining):
                 clock_due=_earliest(st.clock_due, run.due),
             )
         )
+        if run.erasing:  # what the bundle stored before its orders came is redacted now
+            self._erase_records(run.erasing)
         return self._bound_unknown([o.origin for o, _ in run.stored], run.trust_touched)
 
     def _unseal(self, stream: Stream, drops: Sequence[HeldSegment], run: _Run) -> None:
@@ -331,7 +373,7 @@ class _Applying(_Examining):
         for data in self.store.segment_data(keys):
             rows += (
                 (c.seq, c.to_row())
-                for c in Segment.decode(data, self.limits).open_changes(self.limits)
+                for c in decode_segment(data, self.limits).open_changes(self.limits)
             )
         self.store.remove_segments(keys)
         self.store.add_outbox(stream.partition, rows)

@@ -14,6 +14,8 @@ from ..identity import Identity, PublicIdentity
 from ..limits import DEFAULT_LIMITS, Limits
 from ..plan.examine import fingerprint
 from ..policies import LastWriterWins, Policy
+from ..plan.write import check_author
+from ..schemas import Schemas
 from ..scope import PartitionRule, Stream, new_stream
 from ..segindex import SegmentIndex
 from ..status import Kind
@@ -23,6 +25,8 @@ from .applying import _Applying
 from .blobs import _Blobs
 from .bulk import _Bulk
 from .examine import _log_evicted
+from .erasing import _Erasing
+from .versions import _Versions
 from .history import _History
 from .mailing import _Mailing
 from .packing import _Packing
@@ -35,7 +39,7 @@ __all__ = ["DEFAULT_LEVEL", "Replica", "ReplicaClock"]
 DEFAULT_LEVEL = 15
 
 
-class Replica(_Bulk, _Applying, _Packing, _Blobs, _Mailing, _History):
+class Replica(_Bulk, _Applying, _Packing, _Blobs, _Mailing, _History, _Erasing, _Versions):
     """One site's replica. Open with ``Replica.open(path, identity=..., policies=...)``.
 
     Every public method takes ``lock``, so one ``Replica`` may be shared by the threads
@@ -58,6 +62,8 @@ class Replica(_Bulk, _Applying, _Packing, _Blobs, _Mailing, _History):
         level: int = DEFAULT_LEVEL,
         blobs: str | None = None,
         partitions: PartitionRule | Mapping[str, int] | None = None,
+        schemas: Schemas | None = None,
+        author: str | None = None,
     ) -> None:
         """``trust``: the authority keys (the root of trust), or None for open mode, in
         which every validly signed origin may write anything. ``validators``: per
@@ -69,7 +75,12 @@ class Replica(_Bulk, _Applying, _Packing, _Blobs, _Mailing, _History):
         (``"eager"`` for a new one). ``partitions``: the deployment's partition rule
         (``offsync.scope.PartitionRule``, or ``{collection: prefix length}``; default:
         every collection one partition), kept in the store when it is created: opening
-        it with another rule raises ``UsageError``."""
+        it with another rule raises ``UsageError``. ``schemas``: the application's schema
+        versions and upcasters (``offsync.schemas``; default: every collection
+        unversioned); the versions are kept in the store, opening it with an older
+        version of a collection raises ``UsageError`` and with a newer one applies the
+        changes held for their version. ``author``: who local writes are entered by
+        when a write names no author (a clerk id, 1-64 UTF-8 bytes)."""
         if not 1 <= level <= 22:
             raise UsageError("level must be a zstd level from 1 to 22")
         self.level = level
@@ -88,15 +99,22 @@ class Replica(_Bulk, _Applying, _Packing, _Blobs, _Mailing, _History):
             else frozenset(k.public_key if isinstance(k, PublicIdentity) else k for k in trust)
         )
         self.validators = dict(validators or {})
+        if schemas is not None and not isinstance(schemas, Schemas):
+            raise UsageError("schemas is an offsync.schemas.Schemas")
+        self.schemas = schemas if schemas is not None else Schemas()
+        self.author = check_author(author)
         self._lock = threading.RLock()
         self._wall = wall
         self._fresh, self._fresh_sizes, self._recent = [], [], {}
         self.rule = _rule_of(partitions)
         self._claim_store()
         self._check_rule()
+        upgraded = self._check_schemas()  # the versions before an upgrade, or None
         self._open_blob_fetch(blobs)
         self._state = self._loaded_state()
         self._examine_on_open()
+        if upgraded is not None:
+            self._upgrade_schemas(upgraded)
         self._put(self._with_counted_claims(self._st))
         self._bound_on_open()
 
@@ -127,6 +145,28 @@ class Replica(_Bulk, _Applying, _Packing, _Blobs, _Mailing, _History):
                 " the rule is deployment-wide and cannot change"
             )
 
+    def _check_schemas(self) -> dict[str, int] | None:
+        """Keep the schema versions in the store; refuse a downgrade (what was applied
+        under the newer version could not be read). When a collection's version went
+        up since the store was last opened: the versions before (by collection)."""
+        kept = self.store.get_meta("schemas")
+        mine = {c: self.schemas.version(c) for c in self.schemas}
+        before: dict[str, int] = dict(msgpack.unpackb(kept)) if kept else {}
+        for collection, version in sorted(before.items()):
+            if self.schemas.version(collection) < version:
+                raise UsageError(
+                    f"this store was opened with version {version} of '{collection}', newer"
+                    f" than {self.schemas.version(collection)}: a replica cannot go back to an"
+                    " older schema (it could not read what it applied); open it with the"
+                    " newer schemas"
+                )
+        now = {**before, **mine}
+        if now == before or self.store.read_only:
+            return None
+        with self.store.transaction():
+            self.store.set_meta("schemas", msgpack.packb(sorted(now.items())))
+        return before
+
     def _loaded_state(self) -> ReplicaState:
         """The state as the store holds it. On a shared store other processes add
         segments too: ``_follow_store`` catches up from the cursor."""
@@ -143,6 +183,7 @@ class Replica(_Bulk, _Applying, _Packing, _Blobs, _Mailing, _History):
             trust=self._load_trust(),
             forks=self._stored_forks(),
             cursor=cursor,
+            erased=self._stored_erased(),
         )
 
     def _examine_on_open(self) -> None:

@@ -12,7 +12,7 @@ from ..segindex import HeldSegment, Stream, own_meta
 from ..segment import NO_PREVIOUS, Segment
 from ..status import APPLIED
 from ..stores.base import SegmentRow
-from .core import _Core
+from .redacting import _Redacting
 
 __all__: list[str] = []
 
@@ -21,7 +21,7 @@ __all__: list[str] = []
 Held = tuple[Change, dict[str, Any] | None, int]
 
 
-class _Sealing(_Core):
+class _Sealing(_Redacting):
     def _seal(self, *, complete_only: bool = False) -> None:
         """Seal own changes written since the last seal into signed segments, each own
         stream its own chain.
@@ -72,7 +72,7 @@ class _Sealing(_Core):
     ) -> bytes:
         """Store one own segment just sealed (chained to ``prev``); returns its hash."""
         h = seg.hash  # hashes all the data: once, not per use
-        encoded = seg.encode()
+        encoded = self._redacted_own(seg).encode()  # puts of erased records: redacted
         self.store.add_segments(
             [SegmentRow(seg.stream, seg.first_seq, seg.last_seq, h, prev, encoded, "applied")]
         )

@@ -54,6 +54,8 @@ class ReplicaState(NamedTuple):
     clock_due: int | None = None  # wall ms when a segment held for its clock may be admitted
     pending: Pending | None = None
     cursor: int = 0  # shared stores: where following other processes' segments resumes
+    #: Records erased here, (collection, key): never shrinks (``offsync.plan.erasure``).
+    erased: frozenset[tuple[str, str]] = frozenset()
 
     def seqs(self, stream: Stream) -> OwnSeqs:
         """Where the own stream ``stream`` stands."""
