@@ -17,7 +17,7 @@ from offsync.change import (
 )
 from offsync.columns import decode_block, encode_block
 from tests.helpers.v3_strategies import stream_changes
-from tests.unit.test_v3_columns import SECRET, A, P, round_trip
+from tests.unit.test_columns import SECRET, A, P, round_trip
 
 
 @given(stream_changes(), st.integers(1, 1 << 40))

@@ -8,7 +8,7 @@ from offsync.scope import Scope, Stream
 from offsync.knowledge import Knowledge
 from offsync.receipt import statement_for
 from tests.helpers.v3_strategies import intervals_of, knowledge_models
-from tests.unit.test_v3_receipt_bundle import CENTRE, SITE
+from tests.unit.test_receipt_bundle import CENTRE, SITE
 
 
 @given(knowledge_models())

@@ -21,7 +21,7 @@ from offsync.segment import (
     salts_of,
 )
 from tests.helpers.v3_strategies import SIGNER, stream_changes
-from tests.unit.test_v3_segment import SECRET, P, _mixed, sealed
+from tests.unit.test_segment import SECRET, P, _mixed, sealed
 
 
 @settings(max_examples=40)

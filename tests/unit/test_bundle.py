@@ -22,7 +22,6 @@ from offsync.bundle import (
 )
 from offsync.change import PUT, Change
 from offsync.columns import encode_block
-from offsync.scope import Partition, Stream
 from offsync.compression import compress, decompress, raw_frame
 from offsync.encoding import canonical_fields, packb
 from offsync.errors import (
@@ -36,6 +35,7 @@ from offsync.identity import Identity, verify_signature
 from offsync.knowledge import Knowledge
 from offsync.limits import DEFAULT_LIMITS, Limits
 from offsync.receipt import RECEIPT_DOMAIN, Receipt
+from offsync.scope import Partition, Stream
 from offsync.segment import NO_PREVIOUS, Segment, hash32
 
 SENDER = Identity(bytes([7]) * 32, "sender")

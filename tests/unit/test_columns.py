@@ -10,10 +10,6 @@ from typing import Any
 import msgpack
 import pytest
 
-from offsync.encoding import packb
-from offsync.errors import BundleFormatError, LimitExceededError, UsageError
-from offsync.limits import Limits
-from offsync.scope import Partition
 from offsync.change import (
     CANONICAL_NAN,
     DELETE,
@@ -25,6 +21,10 @@ from offsync.change import (
     erase_fields,
 )
 from offsync.columns import MAX_SHAPE_DEPTH, decode_block, encode_block
+from offsync.encoding import packb
+from offsync.errors import BundleFormatError, LimitExceededError, UsageError
+from offsync.limits import Limits
+from offsync.scope import Partition
 from tests.helpers.v3_strategies import SIGNER
 
 A = SIGNER.public_key

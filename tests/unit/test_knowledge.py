@@ -6,10 +6,10 @@ import pytest
 
 from offsync.encoding import packb
 from offsync.errors import BundleFormatError, LimitExceededError, UsageError
+from offsync.knowledge import Knowledge
 from offsync.limits import Limits
 from offsync.scope import Partition, Stream
 from offsync.unpack import Budget
-from offsync.knowledge import Knowledge
 from tests.helpers.v3_strategies import ORIGINS
 
 

@@ -9,6 +9,9 @@ from dataclasses import replace
 import pytest
 import zstandard
 
+from offsync.change import DELETE, ERASE, PUT, Change
+from offsync.columns import encode_block
+from offsync.compression import compress, decompress, raw_frame
 from offsync.encoding import packb
 from offsync.errors import (
     BundleFormatError,
@@ -21,9 +24,6 @@ from offsync.errors import (
 from offsync.identity import Identity
 from offsync.limits import DEFAULT_LIMITS, Limits
 from offsync.scope import Partition
-from offsync.change import DELETE, ERASE, PUT, Change
-from offsync.columns import encode_block
-from offsync.compression import compress, decompress, raw_frame
 from offsync.segment import (
     NO_PREVIOUS,
     SEGMENT_DOMAIN,
