@@ -1,0 +1,113 @@
+"""Erasure in real replicas (SQLite files): an authority's erase order removes the
+record's values from every store that admits it, travels as an ordinary change, and
+redacted segments travel redacted (docs/spec-v3.md §10.3-10.4, §6.4)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from offsync import Replica
+from offsync.errors import NotAuthorisedError, UsageError
+from offsync.identity import Identity
+from offsync.sync import sync
+from offsync.transports.memory import LoopbackTransport
+
+NAME = "Siti Aminah Unik"
+
+
+def _holds(replica: Replica, value: str) -> bool:
+    """Whether the value is anywhere in the store's segments or records (raw bytes)."""
+    needle = value.encode()
+    st = replica._st
+    keys = [(stream, s.first) for stream, segs in st.segments.items() for s in segs]
+    if any(needle in data for data in replica.store.segment_data(keys)):
+        return True
+    for partition in replica.store.outbox_partitions():
+        if any(needle in bytes(row) for _, row in replica.store.outbox(partition)):
+            return True
+    rows = replica.store.iter_records()
+    if any(r.fields is not None and needle in r.fields for r in rows):
+        return True
+    return any(
+        c.fields is not None and needle in c.fields
+        for r in replica.store.iter_records()
+        for c in replica.store.changes_for(r.collection, r.key)
+    )
+
+
+@pytest.fixture
+def sites(tmp_path: Path) -> tuple[Replica, Replica, Replica]:
+    auth, clerk, far = Identity.generate("centre"), Identity.generate("kec"), Identity.generate("far")
+    trust = [auth.public_key]
+    from offsync.trust import issue_certificate
+
+    centre = Replica.open(str(tmp_path / "c.db"), identity=auth, trust=trust)
+    issue_certificate(centre, clerk)
+    issue_certificate(centre, far)
+    kec = Replica.open(str(tmp_path / "k.db"), identity=clerk, trust=trust)
+    remote = Replica.open(str(tmp_path / "f.db"), identity=far, trust=trust)
+    sync(kec, LoopbackTransport(centre))
+    sync(remote, LoopbackTransport(centre))
+    return centre, kec, remote
+
+
+def test_an_erasure_reaches_every_replica_and_no_value_remains(
+    sites: tuple[Replica, Replica, Replica],
+) -> None:
+    centre, kec, far = sites
+    kec.put("residents", "3519", {"name": NAME, "village": "Kare"}, author="clerk-7")
+    kec.put("residents", "3519", {"village": "Kare Lor"}, author="clerk-7")
+    kec.put("residents", "3520", {"name": "Budi"})
+    sync(kec, LoopbackTransport(centre))
+    assert _holds(centre, NAME)
+    with pytest.raises(NotAuthorisedError):
+        kec.erase("residents", "3519", "request 12")
+    order = centre.erase("residents", "3519", "request 12", author="dpo")
+    assert order is not None
+    assert centre.get("residents", "3519") is None
+    assert not _holds(centre, NAME)
+    with pytest.raises(UsageError):
+        centre.put("residents", "3519", {"name": "again"})
+    assert centre.erase("residents", "3519", "again") is None
+    # The order travels; the redacted segments travel redacted.
+    sync(kec, LoopbackTransport(centre))
+    sync(far, LoopbackTransport(centre))
+    for site in (kec, far):
+        assert site.get("residents", "3519") is None
+        assert site.get("residents", "3520") == {"name": "Budi"}
+        assert not _holds(site, NAME)
+        with pytest.raises(UsageError):
+            site.put("residents", "3519", {"name": "again"})
+    assert centre.state_digest() == kec.state_digest() == far.state_digest()
+    ops = [e.op for e in far.history("residents", "3519")]
+    assert ops == ["put", "put", "erase"]
+    assert far.history("residents", "3519")[-1].author == "dpo"
+    assert all(e.fields is None for e in far.history("residents", "3519")[:2])
+
+
+def test_values_arriving_after_the_order_are_redacted_before_they_are_stored(
+    sites: tuple[Replica, Replica, Replica],
+) -> None:
+    centre, kec, far = sites
+    kec.put("residents", "3519", {"name": NAME})
+    sync(kec, LoopbackTransport(far))  # far holds the put whole; the centre does not
+    assert _holds(far, NAME)
+    centre.erase("residents", "3519", "request 12")
+    sync(kec, LoopbackTransport(centre))  # the put reaches the centre after its order
+    assert not _holds(centre, NAME)
+    assert not _holds(kec, NAME)
+    sync(far, LoopbackTransport(centre))
+    assert not _holds(far, NAME)
+    assert centre.state_digest() == kec.state_digest() == far.state_digest()
+
+
+def test_own_unsealed_puts_are_redacted_when_sealed(tmp_path: Path) -> None:
+    me = Identity.generate("open")
+    with Replica.open(str(tmp_path / "o.db"), identity=me) as site:  # open mode: anyone erases
+        site.put("residents", "3519", {"name": NAME})
+        site.erase("residents", "3519", "request 12")
+        list(site.pack())
+        assert not _holds(site, NAME)
+        assert site.get("residents", "3519") is None
