@@ -112,7 +112,7 @@ CALLS: dict[str, Callable[[Any, Any, Any], object]] = {
     "Knowledge.of": lambda a, b, c: Knowledge.of(b, a, c),
     "Knowledge.from_wire": lambda a, b, c: Knowledge.from_wire(a),
     "Knowledge.from_wire([[key, value]])": lambda a, b, c: Knowledge.from_wire([[b, a]]),
-    "Segment": lambda a, b, c: Segment(b, a, c, b, a, c),
+    "Segment": lambda a, b, c: Segment(b, a, c, b, a, c, b, a),
     "Segment.seal_block": lambda a, b, c: Segment.seal_block(SITE, a, c, b, b, b, b),
     "PublicIdentity": lambda a, b, c: PublicIdentity(b, a),
     "Identity": lambda a, b, c: Identity(b, a),
