@@ -41,10 +41,15 @@ def schemas(version: int) -> Schemas:
 
 def main(n: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        writer = Replica.open(str(Path(tmp) / "w.db"), identity=Identity.generate("w"), schemas=schemas(1))
+        writer = Replica.open(
+            str(Path(tmp) / "w.db"), identity=Identity.generate("w"), schemas=schemas(1)
+        )
         writer.put_many(
             "residents",
-            ((f"35{i:010d}", {"name": f"Siti Aminah {i}", "village": "Kare", "born": 1990}) for i in range(n)),
+            (
+                (f"35{i:010d}", {"name": f"Siti Aminah {i}", "village": "Kare", "born": 1990})
+                for i in range(n)
+            ),
         )
         # Second versions of a tenth of them: records recomputed through the policy.
         with writer.batch():

@@ -24,7 +24,7 @@ from typing import NamedTuple
 
 from .knowledge import Interval, Knowledge
 from .scope import WHOLE, Partition, Stream, whole
-from .segment import NO_PREVIOUS, AnySegment, Segment
+from .segment import NO_PREVIOUS, AnySegment
 from .status import Kind, Status
 from .stores.base import IndexRow
 

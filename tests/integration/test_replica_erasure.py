@@ -39,7 +39,11 @@ def _holds(replica: Replica, value: str) -> bool:
 
 @pytest.fixture
 def sites(tmp_path: Path) -> tuple[Replica, Replica, Replica]:
-    auth, clerk, far = Identity.generate("centre"), Identity.generate("kec"), Identity.generate("far")
+    auth, clerk, far = (
+        Identity.generate("centre"),
+        Identity.generate("kec"),
+        Identity.generate("far"),
+    )
     trust = [auth.public_key]
     from offsync.trust import issue_certificate
 

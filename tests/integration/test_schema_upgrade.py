@@ -70,7 +70,9 @@ def test_a_site_four_versions_behind_merges_a_year_of_bundles_in_random_order(
         version = 1 + month // 3 + (1 if month == 11 else 0)  # 1 … 5 over the year
         if version != centre.schemas.version("residents"):
             centre.close()
-            centre = Replica.open(str(tmp_path / "c.db"), identity=centre_id, schemas=schemas(version))
+            centre = Replica.open(
+                str(tmp_path / "c.db"), identity=centre_id, schemas=schemas(version)
+            )
         known = centre.knowledge()
         for i in range(5):
             key = f"35{(month * 5 + i) % 17:04d}"  # records edited again over the year

@@ -14,10 +14,10 @@ from collections.abc import Sequence
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from offsync.change import DELETE, ERASE, PUT, Change, canonical_fields, erase_fields
 from offsync.identity import Identity
 from offsync.plan.erasure import Record, merge, on_arrival, redact, redactions
 from offsync.policies import FirstWriterWins, LastWriterWins, MultiValue, Policy
-from offsync.change import DELETE, ERASE, PUT, Change, canonical_fields, erase_fields
 from offsync.segment import NO_PREVIOUS, AnySegment, RedactedSegment, Segment
 from tests.helpers.v3_strategies import SIGNER, stream_changes
 

@@ -39,7 +39,9 @@ def schemas(version: int) -> Schemas:
 
 
 action = st.one_of(
-    st.tuples(st.just("put"), st.integers(0, SITES - 1), st.sampled_from(["a", "b"]), st.integers(0, 9)),
+    st.tuples(
+        st.just("put"), st.integers(0, SITES - 1), st.sampled_from(["a", "b"]), st.integers(0, 9)
+    ),
     st.tuples(st.just("sync"), st.integers(0, SITES - 1), st.integers(0, SITES - 1), st.just(0)),
 )
 
@@ -66,7 +68,10 @@ def test_replicas_on_different_versions_converge(versions: list[int], actions: l
         for s in sites:
             s.close()
         top = max(versions)
-        sites = [Replica.open(p, identity=i, schemas=schemas(top)) for p, i in zip(paths, IDS, strict=True)]
+        sites = [
+            Replica.open(p, identity=i, schemas=schemas(top))
+            for p, i in zip(paths, IDS, strict=True)
+        ]
         assert all(s.knowledge() == sites[0].knowledge() for s in sites)
         assert len({s.state_digest() for s in sites}) == 1
         for s in sites:

@@ -11,12 +11,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from offsync import Schema, Schemas
+from offsync.change import DELETE, ERASE, PUT, Change, canonical_fields, erase_fields
 from offsync.plan.erasure import Record, merge
 from offsync.plan.schema import Hold, reexamine, verdict
 from offsync.policies import LastWriterWins, Policy
 from offsync.schemas import Upcaster
 from offsync.status import Kind
-from offsync.change import DELETE, ERASE, PUT, Change, canonical_fields, erase_fields
 from tests.helpers.v3_strategies import SIGNER
 from tests.property.test_schemas_properties import FIELDS, STEP, step_of
 

@@ -6,6 +6,9 @@ tests/property/test_erasure_rules.py."""
 
 from __future__ import annotations
 
+from offsync.change import DELETE, ERASE, PUT, Change, canonical_fields, erase_fields
+from offsync.columns import encode_block
+from offsync.compression import raw_frame
 from offsync.identity import Identity
 from offsync.plan.erasure import (
     alone_is_state,
@@ -22,9 +25,6 @@ from offsync.plan.erasure import (
 from offsync.policies import FirstWriterWins, LastWriterWins, MultiValue
 from offsync.schemas import Schema, Schemas
 from offsync.scope import Partition
-from offsync.change import DELETE, ERASE, PUT, Change, canonical_fields, erase_fields
-from offsync.columns import encode_block
-from offsync.compression import raw_frame
 from offsync.segment import NO_PREVIOUS, RedactedSegment, Segment
 from tests.helpers.v3_strategies import SIGNER
 

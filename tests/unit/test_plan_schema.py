@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import pytest
 
+from offsync.change import DELETE, ERASE, PUT, Change, canonical_fields, erase_fields
 from offsync.errors import SchemaVersionError, UpcastError
 from offsync.plan.schema import Apply, Hold, for_fold, held, reexamine, verdict
 from offsync.schemas import Schema, Schemas
 from offsync.status import Kind, Status
-from offsync.change import DELETE, ERASE, PUT, Change, canonical_fields, erase_fields
 from tests.helpers.v3_strategies import SIGNER
 
 V3 = Schemas(

@@ -41,11 +41,11 @@ from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
+from ..change import PUT, Change
 from ..errors import ForkError
 from ..limits import DEFAULT_LIMITS, Limits
 from ..policies import Policy, RecordState, heads
 from ..schemas import Schemas
-from ..change import PUT, Change
 from ..segment import DEFAULT_LEVEL, AnySegment
 from .schema import for_fold
 

@@ -22,9 +22,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from ..change import PUT, Change
 from ..schemas import Schemas
 from ..status import Status
-from ..change import PUT, Change
 
 __all__ = [
     "Apply",

@@ -130,9 +130,7 @@ def plan_write(
             " use resolve()"  # no key in messages: keys (NIKs) are personal data
         )
     op = PUT if encoded is not None else DELETE
-    change = Change(
-        origin, seq, hlc, collection, key, op, encoded, heads, prefix, schema, author
-    )
+    change = Change(origin, seq, hlc, collection, key, op, encoded, heads, prefix, schema, author)
     status = verdict(change, trust, validators)
     if status is not None:
         raise NotAuthorisedError(f"this site may not write this record: {status}")

@@ -26,13 +26,13 @@ from ..limits import Limits
 from ..plan import erasure, merge
 from ..plan.admit import Admission
 from ..plan.pack import held_knowledge, receipt_knowledge
-from ..plan.schema import as_stored
 from ..plan.receipts import HeardReceipts, heard_union, kept_knowledge, restricted
+from ..plan.schema import as_stored
 from ..policies import Policy
 from ..receipt import Receipt
+from ..schemas import Schemas
 from ..scope import Partition, PartitionRule, new_stream
 from ..segindex import HeldSegment, SegmentIndex, Stream, knowledge_of, own_meta
-from ..schemas import Schemas
 from ..segment import Segment, decode_segment
 from ..stores.base import RecordRow, Store, pack_ids
 from ..trust import TRUST_COLLECTION, TrustStore, Validator
@@ -283,9 +283,9 @@ class _Core:
             changes = as_stored(changes, self.schemas)
         if len(changes) == 1 and not changes[0].parents:  # a put of a new record: no split
             c = changes[0]
-            simple = self.policy(
-                c.collection
-            ).single_change_is_identity and erasure.alone_is_state(c, self.schemas)
+            simple = self.policy(c.collection).single_change_is_identity and erasure.alone_is_state(
+                c, self.schemas
+            )
             plan = merge.MergeSplit((c,), (), (), ((c.collection, c.key),)) if simple else None
         else:
             plan = None

@@ -11,11 +11,11 @@ from collections.abc import Sequence
 
 from ..change import Change
 from ..encoding import packb
+from ..plan import erasure
 from ..plan.examine import candidates, changed_origins, fingerprint, reexamine_segment
 from ..plan.quarantine import is_unknown, plan_evictions
 from ..segindex import HeldSegment, Stream
 from ..trust import TRUST_COLLECTION, TrustStore
-from ..plan import erasure
 from .redacting import _Redacting
 from .state import Pending
 

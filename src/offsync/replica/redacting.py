@@ -52,9 +52,7 @@ class _Redacting(_Reads):
         places: dict[tuple[Stream, int], HeldSegment] = {}
         for record in sorted(new):
             puts = [
-                c
-                for c in self.store.changes_for(*record)
-                if c.op == PUT and c.fields is not None
+                c for c in self.store.changes_for(*record) if c.op == PUT and c.fields is not None
             ]
             if puts:
                 self.store.remove_changes(puts)

@@ -13,8 +13,8 @@ from ..errors import FormatTwoStoreError, UsageError
 from ..identity import Identity, PublicIdentity
 from ..limits import DEFAULT_LIMITS, Limits
 from ..plan.examine import fingerprint
-from ..policies import LastWriterWins, Policy
 from ..plan.write import check_author
+from ..policies import LastWriterWins, Policy
 from ..schemas import Schemas
 from ..scope import WHOLE, PartitionRule, Stream, new_stream
 from ..segindex import SegmentIndex
@@ -24,13 +24,13 @@ from ..trust import TRUST_COLLECTION, Validator
 from .applying import _Applying
 from .blobs import _Blobs
 from .bulk import _Bulk
-from .examine import _log_evicted
 from .erasing import _Erasing
-from .versions import _Versions
+from .examine import _log_evicted
 from .history import _History
 from .mailing import _Mailing
 from .packing import _Packing
 from .state import ReplicaState
+from .versions import _Versions
 
 __all__ = ["DEFAULT_LEVEL", "Replica", "ReplicaClock"]
 
