@@ -10,12 +10,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from offsync.encoding import packb
-from offsync.errors import BundleFormatError, RemoteDataError
 from offsync.change import (
     Change,
 )
 from offsync.columns import decode_block, encode_block
+from offsync.encoding import packb
+from offsync.errors import BundleFormatError, RemoteDataError
 from tests.helpers.v3_strategies import stream_changes
 from tests.unit.test_columns import SECRET, A, P, round_trip
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from offsync.scope import Partition, Scope, Stream
 from offsync.knowledge import Knowledge, group_digest
+from offsync.scope import Partition, Scope, Stream
 from tests.helpers.v3_strategies import ORIGINS, intervals_of, knowledge_models, partitions
 
 Model = dict[Stream, set[int]]

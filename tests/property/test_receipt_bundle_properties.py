@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from hypothesis import given
 
-from offsync.scope import Scope, Stream
 from offsync.knowledge import Knowledge
 from offsync.receipt import statement_for
+from offsync.scope import Scope, Stream
 from tests.helpers.v3_strategies import intervals_of, knowledge_models
 from tests.unit.test_receipt_bundle import CENTRE, SITE
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from offsync.change import PUT, Change
+from offsync.columns import encode_block
+from offsync.compression import raw_frame
 from offsync.encoding import packb
 from offsync.errors import (
     RemoteDataError,
 )
-from offsync.change import PUT, Change
-from offsync.columns import encode_block
-from offsync.compression import raw_frame
 from offsync.segment import (
     NO_PREVIOUS,
     RedactedSegment,

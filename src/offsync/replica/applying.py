@@ -191,7 +191,7 @@ class _Applying(_Examining):
         self._put(st._replace(segments=st.segments.updated(drop=spans, rows=rows)))
 
     def _apply_bundle(
-        self, bundle: Bundle, segments: Iterable[Segment] | None = None
+        self, bundle: Bundle, segments: Iterable[AnySegment] | None = None
     ) -> tuple[ApplyReport, _Run, tuple[int, int]]:
         """Verify, decode and write the bundle's segments (or ``segments``, the bundle's
         as ``_drained``), inside the caller's transaction.
@@ -507,7 +507,7 @@ class ApplyGroup:
         return report
 
 
-def _drained(bundle: Bundle) -> Iterator[Segment]:
+def _drained(bundle: Bundle) -> Iterator[AnySegment]:
     """The bundle's segments, each let go by the bundle as it is taken: applied once (a
     shared store's apply may run again, and keeps them), a segment's bytes then live on
     in its chunk's rows until they are written, not to the end of the bundle."""
