@@ -115,3 +115,31 @@ def test_own_unsealed_puts_are_redacted_when_sealed(tmp_path: Path) -> None:
         list(site.pack())
         assert not _holds(site, NAME)
         assert site.get("residents", "3519") is None
+
+
+def test_an_order_from_a_site_that_is_no_authority_is_held_and_erases_nothing(
+    tmp_path: Path,
+) -> None:
+    """A certified site that is no authority writes an order (it runs in open mode, so
+    its own replica lets it): a replica with the trust store holds the order with its
+    reason and keeps showing the record."""
+    auth, rogue_id = Identity.generate("centre"), Identity.generate("rogue")
+    from offsync.trust import issue_certificate
+
+    centre = Replica.open(str(tmp_path / "c.db"), identity=auth, trust=[auth.public_key])
+    issue_certificate(centre, rogue_id)
+    issue_certificate(centre, auth)  # the authority writes records too
+    centre.put("residents", "3519", {"name": NAME})
+    rogue = Replica.open(str(tmp_path / "r.db"), identity=rogue_id)  # open mode
+    for bundle in centre.pack(since=rogue.knowledge()):
+        rogue.apply(bundle)
+    assert rogue.erase("residents", "3519", "not mine to erase") is not None
+    assert not _holds(rogue, NAME)  # its own store: redacted (it admits its own order)
+    for bundle in rogue.pack(since=centre.knowledge()):
+        centre.apply(bundle)
+    held = [q.reason for q in centre.quarantined_changes()]
+    assert held == ["trust: erase order not from an authority"]
+    assert centre.get("residents", "3519") == {"name": NAME}
+    assert _holds(centre, NAME)
+    centre.close()
+    rogue.close()
