@@ -143,3 +143,34 @@ def test_an_order_from_a_site_that_is_no_authority_is_held_and_erases_nothing(
     assert _holds(centre, NAME)
     centre.close()
     rogue.close()
+
+
+def test_fork_evidence_is_kept_redacted(tmp_path: Path) -> None:
+    """A site restored from a backup signs other changes at seqs it had sent: the
+    receiver keeps the second segment as fork evidence; an erasure redacts it too."""
+    import shutil
+
+    writer_id = Identity.generate("forked")
+    b = Replica.open(str(tmp_path / "b.db"), identity=Identity.generate("b"))  # open mode
+    a = Replica.open(str(tmp_path / "a.db"), identity=writer_id)
+    a.close()
+    shutil.copy(tmp_path / "a.db", tmp_path / "backup.db")
+    a = Replica.open(str(tmp_path / "a.db"), identity=writer_id)
+    a.put("residents", "3519", {"name": NAME})
+    for bundle in a.pack():
+        b.apply(bundle)
+    a.close()
+    restored = Replica.open(str(tmp_path / "backup.db"), identity=writer_id)
+    restored.put("residents", "3519", {"name": "Other Unik"})
+    for bundle in restored.pack():
+        b.apply(bundle)
+    restored.close()
+    assert b.forks() and b"Other Unik" in b.forks()[0].encode()
+    b.erase("residents", "3519", "request 12")
+    assert b.forks() and all(b"Other Unik" not in f.encode() for f in b.forks())
+    assert b"Other Unik" not in (b.store.get_meta("forks") or b"")
+    assert not _holds(b, NAME)
+    b.close()
+    b = Replica.open(str(tmp_path / "b.db"), identity=b.identity)
+    assert all(b"Other Unik" not in f.encode() for f in b.forks())
+    b.close()

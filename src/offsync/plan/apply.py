@@ -80,7 +80,7 @@ class SegmentPlan:
     #: of its own history that a peer holds (``own_cut_gives_way``): they are dropped
     #: and their changes are unsealed again, at their seqs, before it is judged.
     drops: tuple[HeldSegment, ...] = ()
-    #: Every change of the segment, opened (APPLY, QUARANTINE): what erasure judges.
+    #: Every change of the segment, opened (APPLY, QUARANTINE, FORK): what erasure judges.
     opened: Sequence[Change] = ()
 
 
@@ -156,7 +156,7 @@ def plan_segments(segments: Iterable[AnySegment], ctx: ApplyContext) -> Iterator
                 yield dataclasses.replace(plan, drops=drops, displaces=plan.displaces or below)
                 continue
         if held is not None:  # a different segment at these seqs is held: a fork
-            yield SegmentPlan(Verdict.FORK, seg, h, FORK_AT_SAME_SEQS)
+            yield SegmentPlan(Verdict.FORK, seg, h, FORK_AT_SAME_SEQS, opened=changes)
         else:
             yield judge(seg, h, changes, ctx)
 
@@ -276,8 +276,8 @@ def own_returned(stored: Iterable[tuple[Stream, int, Status]], own: Stream, seal
 
 
 def kept_forks(
-    held: Sequence[Segment], new: Sequence[Segment], cap: int = MAX_FORK_EVIDENCE
-) -> tuple[Segment, ...] | None:
+    held: Sequence[AnySegment], new: Sequence[AnySegment], cap: int = MAX_FORK_EVIDENCE
+) -> tuple[AnySegment, ...] | None:
     """The fork evidence to keep after ``new`` arrived (the newest ``cap``), or None
     when all of it is held already."""
     known = {s.hash for s in held}

@@ -80,7 +80,7 @@ class _Run:
     size: int = 0  # bytes of ``rows`` and ``merge`` (``APPLY_CHUNK_BYTES``)
     stored: list[tuple[Stream, HeldSegment]] = field(default_factory=list)
     conflicts: dict[tuple[str, str], None] = field(default_factory=dict)  # ordered set
-    forks: list[Segment] = field(default_factory=list)
+    forks: list[AnySegment] = field(default_factory=list)
     max_hlc: int = 0
     due: int | None = None
     trust_touched: bool = False
@@ -232,8 +232,9 @@ class _Applying(_Examining):
             report.duplicates += seg.count
             return
         if plan.verdict is Verdict.FORK:  # kept as evidence; the store holds one per position
-            if isinstance(seg, Segment):  # (a redacted form is no evidence of its content)
-                run.forks.append(seg)
+            erased = self._st.erased | run.erasing
+            done = erasure.redact(seg, plan.opened, erased, level=self.level, limits=self.limits)
+            run.forks.append(seg if done is None or done.false_commitment else done.segment)
             report.quarantined += seg.count
             return
         if plan.displaces and seg.stream not in run.displaced:
@@ -453,7 +454,7 @@ class _Applying(_Examining):
         )
         return fresh[-1].seq
 
-    def _record_forks(self, segs: Sequence[Segment]) -> tuple[Segment, ...]:
+    def _record_forks(self, segs: Sequence[AnySegment]) -> tuple[AnySegment, ...]:
         """Keep (a bounded number of) validly signed segments that fork a held one;
         returns the evidence held now."""
         held = self._st.forks

@@ -33,7 +33,7 @@ from ..receipt import Receipt
 from ..schemas import Schemas
 from ..scope import Partition, PartitionRule, new_stream
 from ..segindex import HeldSegment, SegmentIndex, Stream, knowledge_of, own_meta
-from ..segment import Segment, decode_segment
+from ..segment import AnySegment, decode_segment
 from ..stores.base import RecordRow, Store, pack_ids
 from ..trust import TRUST_COLLECTION, TrustStore, Validator
 from .state import OwnSeqs, ReplicaState
@@ -328,10 +328,10 @@ class _Core:
         """A receipt from the store: verified when it was kept, so not again per read."""
         return Receipt.decode(receipt, self.limits, verify=False)
 
-    def _stored_forks(self) -> tuple[Segment, ...]:
-        """The fork evidence the store keeps (``Replica.forks``)."""
+    def _stored_forks(self) -> tuple[AnySegment, ...]:
+        """The fork evidence the store keeps (``Replica.forks``; redacted by erasures)."""
         raw = self.store.get_meta("forks")
-        return tuple(Segment.decode(x, self.limits) for x in msgpack.unpackb(raw)) if raw else ()
+        return tuple(decode_segment(x, self.limits) for x in msgpack.unpackb(raw)) if raw else ()
 
     def _stored_seqs(self, stream: Stream) -> OwnSeqs:
         """Where the own stream ``stream`` stands as the store keeps it (seq, sealed)."""

@@ -13,7 +13,7 @@ change; docs/spec-v3.md §6.4). The set of erased records is kept in the store (
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 
 import msgpack
 
@@ -80,10 +80,29 @@ class _Redacting(_Reads):
             data = done.segment.encode()
             self.store.replace_segment_data(stream, first, data)
             changed.append((stream, s._replace(size=len(data))))
+        forks = self._redacted_forks(erased)
         self._recompute(new)
         self.store.set_meta("erased", packb(sorted([c, k] for c, k in erased)))
         st = self._st
-        self._put(st._replace(erased=frozenset(erased), segments=st.segments.updated(add=changed)))
+        self._put(
+            st._replace(
+                erased=frozenset(erased), segments=st.segments.updated(add=changed), forks=forks
+            )
+        )
+
+    def _redacted_forks(self, erased: Collection[Record]) -> tuple[AnySegment, ...]:
+        """The fork evidence without values of ``erased`` records (stored if it changed):
+        a redacted form keeps the signed header, which is the evidence."""
+        held = self._st.forks
+        out: list[AnySegment] = []
+        for seg in held:
+            done = erasure.redact(
+                seg, seg.open_changes(self.limits), erased, level=self.level, limits=self.limits
+            )
+            out.append(seg if done is None or done.false_commitment else done.segment)
+        if any(a is not b for a, b in zip(out, held, strict=True)):
+            self.store.set_meta("forks", packb([s.encode() for s in out]))
+        return tuple(out)
 
     def _redacted_own(self, seg: Segment) -> AnySegment:
         """An own segment just sealed, in the form to store: redacted when it holds puts
