@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from ..change import Change
 from ..errors import BundleFormatError, ForkError, RemoteDataError
 from ..segindex import HeldSegment, SegmentIndex, Stream
-from ..segment import AnySegment, Segment
+from ..segment import AnySegment
 from ..status import APPLIED, FORK_AT_SAME_SEQS, Kind, Status
 from .admit import Admission, admit, admitted_part
 

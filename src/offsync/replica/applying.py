@@ -22,7 +22,7 @@ from ..plan.claims import cut_own, kept_receipts, raised_claim
 from ..receipt import Receipt
 from ..scope import new_stream
 from ..segindex import HeldSegment, SegmentIndex, Stream, own_meta
-from ..segment import AnySegment, Segment, decode_segment
+from ..segment import AnySegment, decode_segment
 from ..status import Status
 from ..stores.base import SegmentRow
 from ..trust import TRUST_COLLECTION
