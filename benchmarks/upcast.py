@@ -1,8 +1,10 @@
 """What upcasting costs an apply: the same backlog of changes written under schema
-version 1, applied by a replica at version 1 (nothing to upcast) and by one at
-version 4 (three upcasters per put), in the same run; figures printed, not asserted.
+version 1, applied by a replica with no schemas, by one at version 1 (nothing to
+upcast) and by one at version 4 (three upcasters per put), in the same run; figures
+printed, not asserted. ``--unversioned`` runs the first alone (for a tree without
+schema versions, to compare the replica's cost without them).
 
-    PYTHONPATH=src python benchmarks/upcast.py [records]
+    PYTHONPATH=src python benchmarks/upcast.py [records] [--unversioned]
 """
 
 from __future__ import annotations
@@ -39,11 +41,15 @@ def schemas(version: int) -> Schemas:
     return Schemas({"residents": Schema(version, {v: steps[v] for v in range(1, version)})})
 
 
-def main(n: int) -> None:
+def _open(path: str, identity: Identity, version: int | None) -> Replica:
+    if version is None:
+        return Replica.open(path, identity=identity)
+    return Replica.open(path, identity=identity, schemas=schemas(version))
+
+
+def main(n: int, unversioned: bool = False) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        writer = Replica.open(
-            str(Path(tmp) / "w.db"), identity=Identity.generate("w"), schemas=schemas(1)
-        )
+        writer = _open(str(Path(tmp) / "w.db"), Identity.generate("w"), None)
         writer.put_many(
             "residents",
             (
@@ -57,23 +63,26 @@ def main(n: int) -> None:
                 writer.put("residents", f"35{i:010d}", {"village": "Kare Lor"})
         bundles = list(writer.pack())
         writer.close()
-        for version in (1, 4, 1, 4):
-            reader = Replica.open(
+        versions: tuple[int | None, ...] = (None, None) if unversioned else (None, 1, 4) * 2
+        for version in versions:
+            reader = _open(
                 str(Path(tmp) / f"r{version}-{time.monotonic_ns()}.db"),
-                identity=Identity.generate("r"),
-                schemas=schemas(version),
+                Identity.generate("r"),
+                version,
             )
             start = time.perf_counter()
             for b in bundles:
                 reader.apply(b)
             took = time.perf_counter() - start
             count = n + n // 10
+            what = "no schemas" if version is None else f"version {version}"
             print(
-                f"version {version} ({version - 1} upcasters): {count} changes in {took:.2f} s,"
-                f" {count / took:,.0f} changes/s"
+                f"{what} ({max((version or 1) - 1, 0)} upcasters): {count} changes in"
+                f" {took:.2f} s, {count / took:,.0f} changes/s"
             )
             reader.close()
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 50_000)
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    main(int(args[0]) if args else 50_000, "--unversioned" in sys.argv)
