@@ -101,3 +101,32 @@ def test_a_site_four_versions_behind_merges_a_year_of_bundles_in_random_order(
         assert got is not None and "desa" in got and "region" in got and "checked" in got
     far.close()
     centre.close()
+
+
+def _count(f: dict[str, Any]) -> dict[str, Any]:
+    return {**f, "steps": f.get("steps", 0) + 1}
+
+
+def test_stored_changes_are_upcast_once_per_upgrade(tmp_path: Path) -> None:
+    """Opening with a newer version moves what the store holds up once; opening again
+    with the same schemas changes nothing; an unversioned store takes versions too."""
+    me = Identity.generate("site")
+    path = str(tmp_path / "s.db")
+    with Replica.open(path, identity=me) as site:  # no schemas: unversioned (reads as 1)
+        site.put("residents", "a", {"name": "x"})
+    two = Schemas({"residents": Schema(2, {1: _count})})
+    three = Schemas({"residents": Schema(3, {1: _count, 2: _count})})
+    for _ in range(2):
+        with Replica.open(path, identity=me, schemas=two) as site:
+            assert site.get("residents", "a") == {"name": "x", "steps": 1}
+            digest = site.state_digest()
+    with Replica.open(path, identity=me, schemas=two) as site:
+        assert site.state_digest() == digest
+        site.put("residents", "b", {"name": "y"})  # written at 2
+    with Replica.open(path, identity=me, schemas=three) as site:
+        assert site.get("residents", "a") == {"name": "x", "steps": 2}
+        assert site.get("residents", "b") == {"name": "y", "steps": 1}
+        assert [e.schema for e in site.history("residents", "b")] == [2]
+        assert site.history("residents", "a")[0].fields == {"name": "x"}  # as written
+    with pytest.raises(UsageError, match="older schema"):
+        Replica.open(path, identity=me)  # no schemas: a downgrade of residents

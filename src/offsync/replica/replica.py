@@ -109,12 +109,11 @@ class Replica(_Bulk, _Applying, _Packing, _Blobs, _Mailing, _History, _Erasing, 
         self.rule = _rule_of(partitions)
         self._claim_store()
         self._check_rule()
-        upgraded = self._check_schemas()  # the versions before an upgrade, or None
+        kept_schemas = self._check_schemas()  # the versions the store was opened with
         self._open_blob_fetch(blobs)
         self._state = self._loaded_state()
         self._examine_on_open()
-        if upgraded is not None:
-            self._upgrade_schemas(upgraded)
+        self._upgrade_schemas(kept_schemas)
         self._put(self._with_counted_claims(self._st))
         self._bound_on_open()
 
@@ -145,12 +144,11 @@ class Replica(_Bulk, _Applying, _Packing, _Blobs, _Mailing, _History, _Erasing, 
                 " the rule is deployment-wide and cannot change"
             )
 
-    def _check_schemas(self) -> dict[str, int] | None:
-        """Keep the schema versions in the store; refuse a downgrade (what was applied
-        under the newer version could not be read). When a collection's version went
-        up since the store was last opened: the versions before (by collection)."""
+    def _check_schemas(self) -> dict[str, int]:
+        """The versions the store keeps (meta ``schemas``: those it was last opened
+        with), by collection; refuse a downgrade (what was applied under the newer
+        version could not be read)."""
         kept = self.store.get_meta("schemas")
-        mine = {c: self.schemas.version(c) for c in self.schemas}
         before: dict[str, int] = dict(msgpack.unpackb(kept)) if kept else {}
         for collection, version in sorted(before.items()):
             if self.schemas.version(collection) < version:
@@ -160,12 +158,7 @@ class Replica(_Bulk, _Applying, _Packing, _Blobs, _Mailing, _History, _Erasing, 
                     " older schema (it could not read what it applied); open it with the"
                     " newer schemas"
                 )
-        now = {**before, **mine}
-        if now == before or self.store.read_only:
-            return None
-        with self.store.transaction():
-            self.store.set_meta("schemas", msgpack.packb(sorted(now.items())))
-        return before
+        return before  # kept with the upgrade, collection by collection (_upgrade_schemas)
 
     def _loaded_state(self) -> ReplicaState:
         """The state as the store holds it. On a shared store other processes add

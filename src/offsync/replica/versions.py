@@ -11,6 +11,8 @@ version; an older version is refused when it is opened (``Replica._check_schemas
 
 from __future__ import annotations
 
+from ..change import PUT
+from ..encoding import packb
 from ..plan.schema import upgraded
 from ..status import Kind
 from .examine import _Examining
@@ -20,25 +22,27 @@ __all__: list[str] = []
 
 class _Versions(_Examining):
     def _upgrade_schemas(self, before: dict[str, int]) -> None:
-        """After the schemas' versions went up from ``before``: the stored puts of each
-        upgraded collection read at the new version, records recomputed, and the held
-        segments judged again (what was newer than known may be readable now). One
-        transaction per collection; the re-examination writes its own."""
-        if self.store.read_only:
+        """On open, ``before``: the versions the store kept. For each collection whose
+        version went up: its stored puts read at the new version and its records
+        recomputed, in one transaction with the new version kept (a crash between
+        collections never upcasts twice); then the held segments are judged again (what
+        was newer than known may be readable now). Meta ``schemas_recheck`` marks that
+        judgement as owed until it is done, so a crash before it does not leave changes
+        held for ever."""
+        mine = {c: self.schemas.version(c) for c in self.schemas}
+        due = {**before, **mine} != before
+        if self.store.read_only or not (due or self.store.get_meta("schemas_recheck")):
             return
-        for collection in self.schemas:
+        with self._transaction():
+            self.store.set_meta("schemas_recheck", b"1")
+        kept = dict(before)
+        for collection, version in mine.items():
             old = before.get(collection, 0)
-            if max(old, 1) >= self.schemas.version(collection):
-                continue
             with self._transaction():
-                keys = [(collection, r.key) for r in self.store.iter_records(collection)]
-                for k in keys:
-                    puts = [c for c in self.store.changes_for(*k) if c.fields is not None]
-                    puts = [c for c in puts if c.op == 0]
-                    if puts:
-                        self.store.remove_changes(puts)
-                        self.store.add_changes(upgraded(puts, old, self.schemas))
-                self._recompute(keys)
+                if max(old, 1) < version:
+                    self._upcast_stored(collection, old)
+                kept[collection] = version
+                self.store.set_meta("schemas", packb(sorted(kept.items())))
         held = {
             stream.origin
             for stream, s in self._st.segments.held_back()
@@ -46,3 +50,16 @@ class _Versions(_Examining):
         }
         if held:
             self._reexamine_round(held, False)
+        with self._transaction():
+            self.store.set_meta("schemas_recheck", b"")
+
+    def _upcast_stored(self, collection: str, old: int) -> None:
+        """Inside a transaction: the stored puts of ``collection`` (at version ``old``)
+        at the current version, and its records recomputed."""
+        keys = [(collection, r.key) for r in self.store.iter_records(collection)]
+        for k in keys:
+            puts = [c for c in self.store.changes_for(*k) if c.op == PUT and c.fields is not None]
+            if puts:
+                self.store.remove_changes(puts)
+                self.store.add_changes(upgraded(puts, old, self.schemas))
+        self._recompute(keys)
