@@ -130,3 +130,15 @@ def test_stored_changes_are_upcast_once_per_upgrade(tmp_path: Path) -> None:
         assert site.history("residents", "a")[0].fields == {"name": "x"}  # as written
     with pytest.raises(UsageError, match="older schema"):
         Replica.open(path, identity=me)  # no schemas: a downgrade of residents
+
+
+def test_a_read_only_open_reads_whatever_schemas_it_is_given(tmp_path: Path) -> None:
+    me = Identity.generate("site")
+    path = str(tmp_path / "s.db")
+    with Replica.open(path, identity=me, schemas=schemas(3)) as site:
+        site.put("residents", "a", {"given": "x"}, author="clerk-1")
+    with Replica.open(path, identity=me, read_only=True) as reader:  # as the CLI opens it
+        assert reader.get("residents", "a") == {"given": "x"}
+        assert [(e.author, e.schema) for e in reader.history("residents", "a")] == [("clerk-1", 3)]
+    with Replica.open(path, identity=me, schemas=schemas(3)) as site:
+        assert site.get("residents", "a") == {"given": "x"}

@@ -147,11 +147,12 @@ class Replica(_Bulk, _Applying, _Packing, _Blobs, _Mailing, _History, _Erasing, 
     def _check_schemas(self) -> dict[str, int]:
         """The versions the store keeps (meta ``schemas``: those it was last opened
         with), by collection; refuse a downgrade (what was applied under the newer
-        version could not be read)."""
+        version could not be read). A read-only open reads the store as it is, under
+        any schemas (``offsync history``, backups), and changes nothing."""
         kept = self.store.get_meta("schemas")
         before: dict[str, int] = dict(msgpack.unpackb(kept)) if kept else {}
         for collection, version in sorted(before.items()):
-            if self.schemas.version(collection) < version:
+            if self.schemas.version(collection) < version and not self.store.read_only:
                 raise UsageError(
                     f"this store was opened with version {version} of '{collection}', newer"
                     f" than {self.schemas.version(collection)}: a replica cannot go back to an"
