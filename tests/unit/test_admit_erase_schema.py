@@ -33,7 +33,6 @@ def test_an_erase_order_is_admitted_from_an_authority_alone() -> None:
 
 def test_a_change_newer_than_known_is_held_for_schema_but_an_order_never() -> None:
     rules = _rules(None, SCHEMAS)
-    assert not rules.open
     newer = Change(SITE, 1, 1 << 20, "r", "k", PUT, canonical_fields({"a": 1}), schema=3)
     status = change_verdict(newer, rules)
     assert status is not None and status.kind is Kind.SCHEMA
@@ -54,3 +53,14 @@ def test_the_bulk_path_takes_no_order_stub_or_older_put() -> None:
     assert list(plan.firsts) == [put]
     assert set(plan.to_merge) == {("r", "b"), ("r", "c"), ("r", "d")}
     assert list(split([put], lambda _: LastWriterWins(), SCHEMAS).firsts) == [put]
+
+
+def test_an_unregistered_collection_is_read_at_version_one_and_newer_is_held() -> None:
+    """§10.2: a replica that registered no version reads 0 and 1 and holds later ones,
+    in open mode too (no trust store, no validators)."""
+    rules = _rules(None, Schemas())
+    assert rules.open
+    put = Change(SITE, 1, 1 << 20, "doses", "k", PUT, canonical_fields({"a": 1}), schema=1)
+    assert admit([put, put._replace(schema=0)], rules)[0].applied
+    held, _ = admit([put, put._replace(seq=2, schema=2)], rules)
+    assert held.kind is Kind.SCHEMA

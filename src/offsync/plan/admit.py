@@ -28,10 +28,12 @@ __all__ = [
     "held_reasons",
 ]
 
-#: An erase order whose origin is no authority key (docs/spec-v3.md §10.3).
-NOT_AN_AUTHORITY_ERASE = Status(Kind.TRUST, "erase order not from an authority")
+#: An erase order whose origin is no authority key (docs/spec-v3.md §10.3, §13.5 step
+#: 1): the same reason as a ``_trust`` change's.
+NOT_AN_AUTHORITY_ERASE = Status(Kind.TRUST, "not an authority")
 
 _HLC = operator.itemgetter(2)  # of a Change
+_SCHEMA = operator.itemgetter(9)  # of a Change
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,13 +50,9 @@ class Admission:
 
     @property
     def open(self) -> bool:
-        """Open mode, no validators and no schema versions: every validly signed change
-        is admitted."""
-        return self.trust is None and not self.validators and not _versioned(self.schemas)
-
-
-def _versioned(schemas: Schemas | None) -> bool:
-    return schemas is not None and any(True for _ in schemas)
+        """Open mode and no validators: every validly signed change is admitted that
+        is not newer than its collection's schema version."""
+        return self.trust is None and not self.validators
 
 
 def change_verdict(change: Change, rules: Admission) -> Status | None:
@@ -79,8 +77,8 @@ def admit(changes: Sequence[Change], rules: Admission) -> tuple[Status, int | No
     ahead = hlc_millis(max(map(_HLC, changes)))
     if ahead > rules.now_ms + rules.limits.max_clock_skew_ms:
         return CLOCK_AHEAD, ahead - rules.limits.max_clock_skew_ms
-    if rules.open:
-        return APPLIED, None
+    if rules.open and (rules.schemas is None or max(map(_SCHEMA, changes)) <= 1):
+        return APPLIED, None  # (versions 0 and 1 are read by every replica, §10.2)
     for c in changes:
         status = change_verdict(c, rules)
         if status is not None:
