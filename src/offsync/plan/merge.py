@@ -14,7 +14,7 @@ import operator
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import NamedTuple
 
-from ..change import Change
+from ..change import ERASE, Change, ChangeId
 from ..policies import Policy, RecordState
 from ..schemas import Schemas
 from . import erasure
@@ -26,6 +26,8 @@ Record = tuple[str, str]
 _COLLECTION = operator.itemgetter(3)  # of a Change
 _RECORD = operator.itemgetter(3, 4)
 _PARENTS = operator.itemgetter(7)
+_OP = operator.itemgetter(5)
+_FIELDS = operator.itemgetter(6)
 
 
 class MergeSplit(NamedTuple):
@@ -48,15 +50,14 @@ def split(
         name: policy(name).single_change_is_identity for name in set(map(_COLLECTION, changes))
     }
     keys = list(map(_RECORD, changes))
-    alone = [erasure.alone_is_state(c, schemas) for c in changes]
+    lone = _not_alone(changes, schemas)
     if (
         all(simple_of.values())
-        and all(alone)
+        and not lone
         and len(set(keys)) == len(keys)
         and not any(map(_PARENTS, changes))
     ):
         return MergeSplit(changes, (), (), keys)
-    lone = {c.id for c, ok in zip(changes, alone, strict=True) if not ok}
     groups: dict[Record, list[Change]] = {}
     for k, c in zip(keys, changes, strict=True):
         group = groups.get(k)
@@ -78,6 +79,20 @@ def split(
             rest.extend(group)
             to_merge.append(k)
     return MergeSplit(firsts, rest, to_merge, groups)
+
+
+def _not_alone(changes: Sequence[Change], schemas: Schemas | None) -> set[ChangeId]:
+    """The changes that alone are not their record's state (``erasure.alone_is_state``);
+    asked of each change only when the chunk holds an erase order, a change without
+    fields (a stub, or a delete) or schema versions are registered: C-level passes
+    otherwise."""
+    if (
+        ERASE not in set(map(_OP, changes))
+        and not list(map(_FIELDS, changes)).count(None)
+        and (schemas is None or not any(True for _ in schemas))
+    ):
+        return set()
+    return {c.id for c in changes if not erasure.alone_is_state(c, schemas)}
 
 
 def to_recompute(plan: MergeSplit, existed: Iterable[Record]) -> list[Record]:
