@@ -19,7 +19,7 @@ SCHEMAS = Schemas({"residents": Schema(2, {1: lambda f: {**f, "v2": True}})})
 
 
 def test_history_lists_every_offline_edit_with_its_author(tmp_path: Path) -> None:
-    centre = Replica.open(str(tmp_path / "c.db"), identity=Identity.generate("c"))
+    centre = Replica.open(str(tmp_path / "c.db"), identity=Identity.generate("c"), schemas=SCHEMAS)
     kec = Replica.open(
         str(tmp_path / "k.db"), identity=Identity.generate("k"), author="desk-1", schemas=SCHEMAS
     )
