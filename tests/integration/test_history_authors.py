@@ -47,3 +47,18 @@ def test_history_lists_every_offline_edit_with_its_author(tmp_path: Path) -> Non
         kec.put("residents", "3520", {"name": "x"}, author="a" * 65)
     centre.close()
     kec.close()
+
+
+def test_changes_held_for_their_version_are_listed_held_with_their_author(
+    tmp_path: Path,
+) -> None:
+    centre = Replica.open(str(tmp_path / "c.db"), identity=Identity.generate("c"))  # reads 1
+    kec = Replica.open(str(tmp_path / "k.db"), identity=Identity.generate("k"), schemas=SCHEMAS)
+    kec.put("residents", "3519", {"name": "Siti"}, author="clerk-7")
+    sync(kec, LoopbackTransport(centre))
+    assert centre.history("residents", "3519") == []
+    [entry] = centre.history("residents", "3519", held=True)
+    assert (entry.author, entry.schema) == ("clerk-7", 2)
+    assert entry.reason is not None and entry.reason.startswith("schema: version 2")
+    centre.close()
+    kec.close()
