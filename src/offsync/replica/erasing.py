@@ -74,7 +74,7 @@ class _Erasing(_Writes):
             )
             with self._transaction():
                 self._merge([change])
-                self._wrote(change, {"reason": reason})
+                self._wrote(change, {"reason": reason}, stream)
                 self._erase_records([(collection, key)])
             if outermost:
                 self._after_commit()
