@@ -27,7 +27,7 @@ import operator
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
-from ..change import Change
+from ..change import PUT, Change
 from ..errors import BundleFormatError, ForkError, RemoteDataError
 from ..segindex import HeldSegment, SegmentIndex, Stream
 from ..segment import AnySegment
@@ -262,9 +262,22 @@ def recovers_own(changes: Sequence[Change], ctx: ApplyContext) -> bool:
     for c in changes:
         if c.seq > ctx.seq:
             break
-        if c not in ctx.held_changes(c.collection, c.key):
+        if not any(_same(c, h, ctx) for h in ctx.held_changes(c.collection, c.key)):
             return False
     return True
+
+
+def _same(c: Change, held: Change, ctx: ApplyContext) -> bool:
+    """Whether ``held`` (as the store keeps it to fold: no author, fields upcast to the
+    current schema version, a stub once erased) is the change ``c`` of a segment."""
+    if held[:6] != c[:6] or held.parents != c.parents:  # id, hlc, record, op
+        return False
+    if held.fields is None or c.fields is None or held.fields == c.fields:
+        return True
+    schemas = ctx.rules.schemas
+    if schemas is None or c.op != PUT or schemas.refusal(c.collection, c.schema) is not None:
+        return False
+    return schemas.upcast_fields(c.collection, c.fields, c.schema) == held.fields
 
 
 def own_returned(stored: Iterable[tuple[Stream, int, Status]], own: Stream, sealed: int) -> int:
