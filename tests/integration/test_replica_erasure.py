@@ -174,3 +174,40 @@ def test_fork_evidence_is_kept_redacted(tmp_path: Path) -> None:
     b = Replica.open(str(tmp_path / "b.db"), identity=b.identity)
     assert all(b"Other Unik" not in f.encode() for f in b.forks())
     b.close()
+
+
+def test_an_order_admitted_later_erases_then(tmp_path: Path) -> None:
+    """An order held for its clock (the receiver's wall clock is a day behind) erases
+    nothing while held, and erases when a re-examination admits it."""
+    import time
+
+    from offsync.trust import issue_certificate
+
+    auth, clerk = Identity.generate("centre"), Identity.generate("kec")
+    trust = [auth.public_key]
+    now = [int(time.time() * 1000)]
+    centre = Replica.open(str(tmp_path / "c.db"), identity=auth, trust=trust)
+    issue_certificate(centre, clerk)
+    kec = Replica.open(str(tmp_path / "k.db"), identity=clerk, trust=trust)
+    sync(kec, LoopbackTransport(centre))
+    kec.put("residents", "3519", {"name": NAME})
+    sync(kec, LoopbackTransport(centre))
+    late = Replica.open(
+        str(tmp_path / "l.db"), identity=Identity.generate("late"), trust=trust, wall=lambda: now[0]
+    )
+    for bundle in kec.pack(since=late.knowledge()):
+        late.apply(bundle)
+    centre.erase("residents", "3519", "request 12")
+    now[0] -= 3 * 24 * 3600 * 1000  # the receiver's clock falls three days behind
+    for bundle in centre.pack(since=late.knowledge()):
+        late.apply(bundle)
+    assert any(q.reason.startswith("clock") for q in late.quarantined())
+    assert _holds(late, NAME)  # held orders erase nothing
+    now[0] += 3 * 24 * 3600 * 1000
+    late.reexamine()
+    assert late.get("residents", "3519") is None
+    assert not _holds(late, NAME)
+    with pytest.raises(UsageError):
+        late.put("residents", "3519", {"name": "again"})
+    for r in (centre, kec, late):
+        r.close()
