@@ -1,6 +1,6 @@
 """Erasure across real replicas, in any order: several replicas (SQLite in memory)
-write, erase (the authority) and exchange through the in-memory loopback transport in
-any interleaving, erase orders arriving before or after the changes they erase. All
+write, erase (the authority) and exchange through the in-memory loopback transport
+(and one way, bundles straight from one into another) in any interleaving, erase orders arriving before or after the changes they erase. All
 converge (equal state digests), and no replica holds a value of an erased record in
 its segments, records, changes or outbox afterwards."""
 
@@ -24,6 +24,8 @@ action = st.one_of(
     st.tuples(st.just("put"), st.integers(0, SITES - 1), st.sampled_from(KEYS)),
     st.tuples(st.just("erase"), st.just(0), st.sampled_from(KEYS)),
     st.tuples(st.just("sync"), st.integers(0, SITES - 1), st.integers(0, SITES - 1)),
+    # One way: a site that has not heard of an order sends whole puts to one that has.
+    st.tuples(st.just("push"), st.integers(0, SITES - 1), st.integers(0, SITES - 1)),
 )
 
 
@@ -53,7 +55,7 @@ def _open() -> list[Replica]:
     return sites
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(st.lists(action, max_size=25))
 def test_replicas_converge_and_hold_no_erased_value(actions: list[tuple[str, int, object]]) -> None:
     sites = _open()
@@ -75,6 +77,10 @@ def test_replicas_converge_and_hold_no_erased_value(actions: list[tuple[str, int
             assert isinstance(b, str)
             sites[0].erase("residents", b, "request")
             erased.add(b)
+        elif kind == "push" and a != b:
+            assert isinstance(b, int)
+            for bundle in sites[a].pack(since=sites[b].knowledge()):
+                sites[b].apply(bundle)
         elif a != b:
             assert isinstance(b, int)
             sync(sites[a], LoopbackTransport(sites[b]))
