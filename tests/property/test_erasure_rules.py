@@ -129,7 +129,7 @@ def expected(segments: Sequence[Segment], policy: Policy) -> dict[Record, bytes]
             continue
         rest = [c for c in changes if not c.is_erase]
         if rest:
-            fields = policy.merge(rest).fields  # type: ignore[arg-type]
+            fields = policy.merge(rest).fields
             if fields is not None:
                 out[record] = fields
     return out
