@@ -199,7 +199,7 @@ def visible_changes(changes: Iterable[Change]) -> list[Change]:
 def alone_is_state(change: Change, schemas: Schemas | None = None) -> bool:
     """Whether ``change``, alone and parentless, is its record's state as written, for a
     policy whose ``single_change_is_identity`` holds: the bulk path of
-    ``plan.merge.split`` (which must also ask this in format 3). Not an erase order
+    ``plan.merge.split`` (which asks it). Not an erase order
     (its reason is no field), not a stub (hidden), not a put of an older schema version
     (it is read upcast)."""
     if change.is_erase or change.is_erased:
@@ -216,7 +216,7 @@ def merge(
     schemas: Schemas | None = None,
 ) -> RecordState | None:
     """A record's state from every applied change of it, as ``plan.merge.recompute``
-    stores it (what it calls in format 3 instead of ``policy.merge``); None: nothing to
+    stores it (what it calls instead of ``policy.merge``); None: nothing to
     show or keep. A hidden record's state has no fields (so it is in neither ``get``
     nor the state digest, which skip absent records) and keeps the heads of every
     change held, erase orders included: a write made after seeing them lists them.
@@ -230,6 +230,4 @@ def merge(
         return None
     if schemas is not None:
         folded = for_fold(folded, schemas)
-    # Policies are typed over format 2's Change; format 3's has the same fields they
-    # read (and replaces it when the replica moves to format 3).
     return policy.merge(cast(Sequence[Any], folded))

@@ -5,8 +5,12 @@ now, and a site that edited a record several times while offline must be able to
 each edit, not only the last. Every applied change stays in the store (the state is a
 function of the set of changes, docs/spec.md §10), each with its site (origin), seq,
 HLC time, op and fields, and the stores index them by record (the ``changes`` table's
-key begins with ``(collection, key)``), so a history is one index lookup: no segment
-is decoded, and no index was added for it.
+key begins with ``(collection, key)``), so a history is one index lookup, and no index
+was added for it. The store keeps changes to fold (upcast to the current schema
+version, without their author), so who entered each one, the version it was written
+under and its fields as written are read from the segments that hold the record's
+changes (each decoded once) and the outbox (own unsealed changes): an audit read, not
+the merge's hot path.
 
 Entries come in stamp order ``(hlc, origin, seq)``, the order the merge folds changes
 in, so replicas that hold the same changes list the same history. Held changes (in
