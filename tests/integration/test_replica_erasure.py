@@ -217,3 +217,35 @@ def test_an_order_admitted_later_erases_then(tmp_path: Path) -> None:
         late.put("residents", "3519", {"name": "again"})
     for r in (centre, kec, late):
         r.close()
+
+
+def test_an_order_from_elsewhere_seals_own_unsealed_puts_redacted(
+    sites: tuple[Replica, Replica, Replica],
+) -> None:
+    """The sub-district wrote the record and has not sealed it; the authority's order
+    arrives (the authority never saw the record): the values leave the outbox at once,
+    for a redacted segment."""
+    centre, kec, _ = sites
+    kec.put("residents", "3519", {"name": NAME})
+    assert _holds(kec, NAME)  # unsealed: in the outbox
+    centre.erase("residents", "3519", "request 12")
+    for bundle in centre.pack(since=kec.knowledge()):
+        kec.apply(bundle)
+    assert kec.get("residents", "3519") is None
+    assert not _holds(kec, NAME)
+    sync(kec, LoopbackTransport(centre))
+    assert kec.state_digest() == centre.state_digest()
+
+
+def test_an_erasure_inside_a_batch_seals_when_the_batch_ends(tmp_path: Path) -> None:
+    with Replica.open(str(tmp_path / "o.db"), identity=Identity.generate("o")) as site:
+        with site.batch(author="clerk-7"):
+            site.put("residents", "3519", {"name": NAME})
+            site.erase("residents", "3519", "request 13")
+            with pytest.raises(UsageError):
+                site.put("residents", "3519", {"name": NAME})
+        assert not _holds(site, NAME)
+        assert [(e.op, e.author) for e in site.history("residents", "3519")] == [
+            ("put", "clerk-7"),
+            ("erase", "clerk-7"),
+        ]

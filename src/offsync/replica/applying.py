@@ -28,6 +28,7 @@ from ..stores.base import SegmentRow
 from ..trust import TRUST_COLLECTION
 from .examine import _Examining, _log_evicted
 from .redacting import FALSE_COMMITMENT
+from .sealing import _Sealing
 from .state import OwnSeqs
 from .types import ApplyReport
 
@@ -102,7 +103,7 @@ class _Run:
         return len(self.merge) >= APPLY_CHUNK or self.size >= APPLY_CHUNK_BYTES
 
 
-class _Applying(_Examining):
+class _Applying(_Examining, _Sealing):
     def apply(self, data: bytes) -> ApplyReport:
         """Verify and apply one bundle; all of it or, on any error, none of it."""
         bundle = open_bundle(data, self.identity, self.limits)
@@ -114,6 +115,7 @@ class _Applying(_Examining):
                     report, run, dropped = self._apply_bundle(bundle, _drained(bundle))
             # The bundle is applied whatever happens now (see ``_after_commit``).
             _log_evicted(dropped)
+            self._seal_erased()
             st = self._st
             due = st.clock_due is not None and self._wall() >= st.clock_due
             if due or run.trust_touched or st.pending is not None:
@@ -143,6 +145,7 @@ class _Applying(_Examining):
             # Committed: what ``apply`` does after its commit, once for the group.
             for dropped in group.dropped:
                 _log_evicted(dropped)
+            self._seal_erased()
             st = self._st
             due = st.clock_due is not None and self._wall() >= st.clock_due
             if due or group.trust_touched or st.pending is not None:

@@ -11,19 +11,15 @@ site, as any site may write anything there (docs/design.md, "Erasure in the repl
 
 from __future__ import annotations
 
-import logging
-
 from ..change import ERASE, Change, ChangeId, erase_fields
 from ..clock import next_hlc
-from ..errors import NotAuthorisedError, StorageError, UsageError
+from ..errors import NotAuthorisedError, UsageError
 from ..plan.write import check_name
 from ..stores.base import unpack_ids
 from ..trust import TRUST_COLLECTION
 from .writes import _Writes
 
 __all__: list[str] = []
-
-log = logging.getLogger("offsync")
 
 
 class _Erasing(_Writes):
@@ -77,21 +73,5 @@ class _Erasing(_Writes):
                 self._wrote(change, {"reason": reason}, stream)
                 self._erase_records([(collection, key)])
             if outermost:
-                self._after_commit()
-                self._seal_erased()
+                self._after_commit()  # seals own puts of it still unsealed (_seal_erased)
             return change.id
-
-    def _seal_erased(self) -> None:
-        """Seal own changes now, so that own puts of the erased record written before
-        the order leave the outbox for a redacted segment (``_redacted_own``); if that
-        fails it happens at the next pack."""
-        try:
-            self._seal()
-        except Exception as exc:
-            log.warning(
-                "a record was erased, but sealing own changes after it failed and will be"
-                " tried again at the next pack: %s: %s",
-                type(exc).__name__,
-                exc,
-                exc_info=not isinstance(exc, StorageError),
-            )

@@ -36,6 +36,11 @@ Record = tuple[str, str]
 
 
 class _Redacting(_Reads):
+    #: Own changes wait unsealed in a partition where a record was erased: their puts
+    #: of it hold values until sealed (then redacted, ``_redacted_own``), so the work
+    #: after the commit seals at once (``_Sealing._seal_erased``).
+    _reseal = False
+
     def _stored_erased(self) -> frozenset[Record]:
         """The records erased here, as the store keeps them."""
         raw = self.store.get_meta("erased")
@@ -49,6 +54,10 @@ class _Redacting(_Reads):
         if not new:
             return
         erased = st.erased | new
+        for record in new:  # own puts of it may wait unsealed: seal them redacted soon
+            mine = st.seqs(new_stream(self.id, self.rule.partition_of(*record)))
+            if mine.seq > mine.sealed:
+                self._reseal = True
         places: dict[tuple[Stream, int], HeldSegment] = {}
         for record in sorted(new):
             puts = [

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from typing import Any
 
 from ..change import Change
+from ..errors import StorageError
 from ..plan import seal as plan
 from ..plan.seal import OutboxRow, cut, may_seal, seal_rows, segment_ends
 from ..segindex import HeldSegment, Stream, own_meta
@@ -19,6 +21,9 @@ __all__: list[str] = []
 #: An own unsealed change held in memory: the change, its decoded fields (None for a
 #: delete) and the length of its outbox row.
 Held = tuple[Change, dict[str, Any] | None, int]
+
+
+log = logging.getLogger("offsync")
 
 
 class _Sealing(_Redacting):
@@ -37,6 +42,25 @@ class _Sealing(_Redacting):
             mine = st.seqs(stream)
             if may_seal(mine.seq, mine.sealed, mine.claim):
                 self._seal_stream(stream, complete_only=complete_only)
+
+    def _seal_erased(self) -> None:
+        """After a commit that erased records with own puts still unsealed: seal own
+        changes now, so that those values leave the outbox for a redacted segment
+        (``_redacted_own``). A failure is logged (the commit stands); the next pack
+        seals. While a peer's claim stops sealing, they wait (docs/threat-model.md)."""
+        if not self._reseal:
+            return
+        self._reseal = False
+        try:
+            self._seal()
+        except Exception as exc:
+            log.warning(
+                "records were erased, but sealing own changes after it failed and will be"
+                " tried again at the next pack: %s: %s",
+                type(exc).__name__,
+                exc,
+                exc_info=not isinstance(exc, StorageError),
+            )
 
     def _seal_stream(self, stream: Stream, *, complete_only: bool) -> None:
         """Seal one own stream's unsealed changes (``_seal``)."""

@@ -239,6 +239,7 @@ class _Writes(_Examining, _Sealing):
                 self._reexamine()
             if any(whole_segment_waits(m.seq, m.sealed) for m in self._st.own.values()):
                 self._seal(complete_only=True)
+            self._seal_erased()
         except Exception as exc:
             log.warning(
                 "a write was committed, but the work after it failed and will be tried "
