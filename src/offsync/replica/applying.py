@@ -115,7 +115,6 @@ class _Applying(_Examining, _Sealing):
                     report, run, dropped = self._apply_bundle(bundle, _drained(bundle))
             # The bundle is applied whatever happens now (see ``_after_commit``).
             _log_evicted(dropped)
-            self._seal_erased()
             st = self._st
             due = st.clock_due is not None and self._wall() >= st.clock_due
             if due or run.trust_touched or st.pending is not None:
@@ -129,6 +128,7 @@ class _Applying(_Examining, _Sealing):
                         exc,
                         exc_info=not isinstance(exc, StorageError),
                     )
+            self._seal_erased()  # own puts of records erased by it or by a re-examination
             return report
 
     @contextmanager
@@ -145,7 +145,6 @@ class _Applying(_Examining, _Sealing):
             # Committed: what ``apply`` does after its commit, once for the group.
             for dropped in group.dropped:
                 _log_evicted(dropped)
-            self._seal_erased()
             st = self._st
             due = st.clock_due is not None and self._wall() >= st.clock_due
             if due or group.trust_touched or st.pending is not None:
@@ -160,6 +159,7 @@ class _Applying(_Examining, _Sealing):
                         exc,
                         exc_info=not isinstance(exc, StorageError),
                     )
+            self._seal_erased()
 
     def _apply_shared(self, bundle: Bundle) -> tuple[ApplyReport, _Run, tuple[int, int]]:
         """Apply a bundle to a store that other processes write at the same time.
