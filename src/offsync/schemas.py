@@ -18,8 +18,8 @@ quarantine reason ``schema: …`` under which a replica holds it until it is upg
     schemas = Schemas({"residents": Schema(3, {1: split_name, 2: add_region})})
     schemas.upcast("residents", {"name": "Siti Aminah"}, 1)   # -> version 3 fields
 
-Sans-IO: values in, values out. Format 2 carries no schema version, so nothing in the
-replica calls this yet (format 3 wires it into applying and merging).
+Sans-IO: values in, values out. The replica asks it through ``offsync.plan.schema``
+(``Replica.open(..., schemas=...)``: holding newer changes, upcasting older ones).
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ from typing import NamedTuple
 
 from .knowledge import Interval, Knowledge
 from .scope import WHOLE, Partition, Stream, whole
-from .segment import NO_PREVIOUS, Segment
+from .segment import NO_PREVIOUS, AnySegment
 from .status import Kind, Status
 from .stores.base import IndexRow
 
@@ -171,7 +171,7 @@ class SegmentIndex(Mapping[Stream, tuple[HeldSegment, ...]]):
         i = bisect.bisect_right(segs, last, key=_first)
         return i > 0 and segs[i - 1].last >= first
 
-    def chain_problem(self, seg: Segment, *, reuses_own: bool = False) -> Status | None:
+    def chain_problem(self, seg: AnySegment, *, reuses_own: bool = False) -> Status | None:
         """Why ``seg`` cannot be part of its origin's hash chain as held, if so.
 
         ``reuses_own``: the segment is of this site's own origin and claims seqs it has

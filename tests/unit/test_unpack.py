@@ -181,6 +181,7 @@ TRUSTED_DECODES = {
     "replica/replica.py": "the order of unknown signers, as the store wrote it",
     "replica/blobs.py": "the blobs asked for, as the store wrote them (BlobRef.from_bytes each)",
     "plan/receipts.py": "receipts the store kept, verified and canonical when kept",
+    "replica/redacting.py": "the set of erased records, as the store wrote it",
 }
 
 

@@ -27,10 +27,10 @@ import operator
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
-from ..change import Change
+from ..change import PUT, Change
 from ..errors import BundleFormatError, ForkError, RemoteDataError
 from ..segindex import HeldSegment, SegmentIndex, Stream
-from ..segment import AnySegment, RedactedSegment, Segment
+from ..segment import AnySegment
 from ..status import APPLIED, FORK_AT_SAME_SEQS, Kind, Status
 from .admit import Admission, admit, admitted_part
 
@@ -66,7 +66,7 @@ class SegmentPlan:
     """The verdict on one segment and what to do about it."""
 
     verdict: Verdict
-    segment: Segment
+    segment: AnySegment
     hash: bytes  # the segment's hash (computed once: it hashes the whole block)
     status: Status = APPLIED  # what the store keeps (APPLY, QUARANTINE), or FORK's reason
     merge: Sequence[Change] = ()  # the changes to apply now
@@ -80,6 +80,8 @@ class SegmentPlan:
     #: of its own history that a peer holds (``own_cut_gives_way``): they are dropped
     #: and their changes are unsealed again, at their seqs, before it is judged.
     drops: tuple[HeldSegment, ...] = ()
+    #: Every change of the segment, opened (APPLY, QUARANTINE, FORK): what erasure judges.
+    opened: Sequence[Change] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,16 +111,12 @@ def _stage_range(staged: list[tuple[int, int]], first: int, last: int) -> None:
 
 def plan_segments(segments: Iterable[AnySegment], ctx: ApplyContext) -> Iterator[SegmentPlan]:
     """The plan of each segment, in bundle order; after a ``REFUSE``, nothing more.
-    A redacted segment is refused (``BundleFormatError``) until erasure lands."""
+    A redacted segment is judged like a whole one: opening it checks its content
+    against its origin's signed commitment (docs/spec-v3.md §6.4)."""
     staged: dict[tuple[Stream, int], bytes] = {}
     ranges: dict[Stream, list[tuple[int, int]]] = {}
     sealed_now: dict[Stream, int] = {}  # own streams whose cut gave way in this bundle
-    for any_seg in segments:
-        if isinstance(any_seg, RedactedSegment):
-            error = BundleFormatError("redacted segments are not applied yet (erasure lands next)")
-            yield SegmentPlan(Verdict.REFUSE, any_seg, any_seg.hash, error=error)  # type: ignore[arg-type]
-            return
-        seg = any_seg
+    for seg in segments:
         h = seg.hash
         stream = seg.stream
         if seg.origin == ctx.me:
@@ -158,12 +156,12 @@ def plan_segments(segments: Iterable[AnySegment], ctx: ApplyContext) -> Iterator
                 yield dataclasses.replace(plan, drops=drops, displaces=plan.displaces or below)
                 continue
         if held is not None:  # a different segment at these seqs is held: a fork
-            yield SegmentPlan(Verdict.FORK, seg, h, FORK_AT_SAME_SEQS)
+            yield SegmentPlan(Verdict.FORK, seg, h, FORK_AT_SAME_SEQS, opened=changes)
         else:
             yield judge(seg, h, changes, ctx)
 
 
-def judge(seg: Segment, h: bytes, changes: Sequence[Change], ctx: ApplyContext) -> SegmentPlan:
+def judge(seg: AnySegment, h: bytes, changes: Sequence[Change], ctx: ApplyContext) -> SegmentPlan:
     """The plan of a verified segment that no held segment sits at: apply it, or hold
     it for its place in its origin's chain or by admission."""
     reuses_own = (
@@ -179,13 +177,17 @@ def judge(seg: Segment, h: bytes, changes: Sequence[Change], ctx: ApplyContext) 
         status, due = admit(changes, ctx.rules)
     if status.applied:
         top = max(map(_HLC, changes))
-        return SegmentPlan(Verdict.APPLY, seg, h, status, changes, top, displaces=displaces)
+        return SegmentPlan(
+            Verdict.APPLY, seg, h, status, changes, top, displaces=displaces, opened=changes
+        )
     part = admitted_part(status, changes, ctx.rules)  # trust refusals: per change
     top = max(map(_HLC, part), default=0)
-    return SegmentPlan(Verdict.QUARANTINE, seg, h, status, part, top, due, displaces=displaces)
+    return SegmentPlan(
+        Verdict.QUARANTINE, seg, h, status, part, top, due, displaces=displaces, opened=changes
+    )
 
 
-def displaces_unsealed(seg: Segment, ctx: ApplyContext) -> bool:
+def displaces_unsealed(seg: AnySegment, ctx: ApplyContext) -> bool:
     """Whether an own segment with other changes than this site holds at its seqs is
     this site's sealed history, to which its unsealed changes there give way.
 
@@ -199,7 +201,7 @@ def displaces_unsealed(seg: Segment, ctx: ApplyContext) -> bool:
     return seg.first_seq > ctx.sealed and ctx.index.chain_problem(seg) is None
 
 
-def own_cut_gives_way(seg: Segment, ctx: ApplyContext) -> tuple[HeldSegment, ...]:
+def own_cut_gives_way(seg: AnySegment, ctx: ApplyContext) -> tuple[HeldSegment, ...]:
     """The own sealed segments held here that give way to an own segment a peer sent,
     which overlaps them with another cut of this site's history (none: the rule does
     not apply).
@@ -244,7 +246,7 @@ def own_cut_gives_way(seg: Segment, ctx: ApplyContext) -> tuple[HeldSegment, ...
     return tail if rest.chain_problem(seg) is None else ()
 
 
-def own_gap(seg: Segment, ctx: ApplyContext) -> bool:
+def own_gap(seg: AnySegment, ctx: ApplyContext) -> bool:
     """Whether an own segment lies in seqs this site has sealed but holds no segment
     at: its own changes there gave way to its sealed history a peer holds
     (``own_cut_gives_way``) before the peer's segments there came, so it holds nothing
@@ -260,9 +262,22 @@ def recovers_own(changes: Sequence[Change], ctx: ApplyContext) -> bool:
     for c in changes:
         if c.seq > ctx.seq:
             break
-        if c not in ctx.held_changes(c.collection, c.key):
+        if not any(_same(c, h, ctx) for h in ctx.held_changes(c.collection, c.key)):
             return False
     return True
+
+
+def _same(c: Change, held: Change, ctx: ApplyContext) -> bool:
+    """Whether ``held`` (as the store keeps it to fold: no author, fields upcast to the
+    current schema version, a stub once erased) is the change ``c`` of a segment."""
+    if held[:6] != c[:6] or held.parents != c.parents:  # id, hlc, record, op
+        return False
+    if held.fields is None or c.fields is None or held.fields == c.fields:
+        return True
+    schemas = ctx.rules.schemas
+    if schemas is None or c.op != PUT or schemas.refusal(c.collection, c.schema) is not None:
+        return False
+    return schemas.upcast_fields(c.collection, c.fields, c.schema) == held.fields
 
 
 def own_returned(stored: Iterable[tuple[Stream, int, Status]], own: Stream, sealed: int) -> int:
@@ -274,8 +289,8 @@ def own_returned(stored: Iterable[tuple[Stream, int, Status]], own: Stream, seal
 
 
 def kept_forks(
-    held: Sequence[Segment], new: Sequence[Segment], cap: int = MAX_FORK_EVIDENCE
-) -> tuple[Segment, ...] | None:
+    held: Sequence[AnySegment], new: Sequence[AnySegment], cap: int = MAX_FORK_EVIDENCE
+) -> tuple[AnySegment, ...] | None:
     """The fork evidence to keep after ``new`` arrived (the newest ``cap``), or None
     when all of it is held already."""
     known = {s.hash for s in held}

@@ -14,8 +14,10 @@ import operator
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import NamedTuple
 
-from ..change import Change
+from ..change import ERASE, Change, ChangeId
 from ..policies import Policy, RecordState
+from ..schemas import Schemas
+from . import erasure
 
 __all__ = ["MergeSplit", "Record", "recompute", "split", "to_recompute"]
 
@@ -24,6 +26,8 @@ Record = tuple[str, str]
 _COLLECTION = operator.itemgetter(3)  # of a Change
 _RECORD = operator.itemgetter(3, 4)
 _PARENTS = operator.itemgetter(7)
+_OP = operator.itemgetter(5)
+_FIELDS = operator.itemgetter(6)
 
 
 class MergeSplit(NamedTuple):
@@ -36,13 +40,23 @@ class MergeSplit(NamedTuple):
     order: Iterable[Record]  # every record of the chunk, in order of first appearance
 
 
-def split(changes: Sequence[Change], policy: Callable[[str], Policy]) -> MergeSplit:
-    """Split ``changes``; ``policy``: each collection's merge policy."""
+def split(
+    changes: Sequence[Change], policy: Callable[[str], Policy], schemas: Schemas | None = None
+) -> MergeSplit:
+    """Split ``changes``; ``policy``: each collection's merge policy. A change takes the
+    bulk path only if it alone is its record's state as written
+    (``erasure.alone_is_state``: no erase order, stub or put of an older schema)."""
     simple_of = {
         name: policy(name).single_change_is_identity for name in set(map(_COLLECTION, changes))
     }
     keys = list(map(_RECORD, changes))
-    if all(simple_of.values()) and len(set(keys)) == len(keys) and not any(map(_PARENTS, changes)):
+    lone = _not_alone(changes, schemas)
+    if (
+        all(simple_of.values())
+        and not lone
+        and len(set(keys)) == len(keys)
+        and not any(map(_PARENTS, changes))
+    ):
         return MergeSplit(changes, (), (), keys)
     groups: dict[Record, list[Change]] = {}
     for k, c in zip(keys, changes, strict=True):
@@ -54,12 +68,31 @@ def split(changes: Sequence[Change], policy: Callable[[str], Policy]) -> MergeSp
     firsts, rest, to_merge = [], [], []
     for k, group in groups.items():
         first = group[0]
-        if len(group) == 1 and not first.parents and simple_of[first.collection]:
+        if (
+            len(group) == 1
+            and not first.parents
+            and simple_of[first.collection]
+            and first.id not in lone
+        ):
             firsts.append(first)
         else:
             rest.extend(group)
             to_merge.append(k)
     return MergeSplit(firsts, rest, to_merge, groups)
+
+
+def _not_alone(changes: Sequence[Change], schemas: Schemas | None) -> set[ChangeId]:
+    """The changes that alone are not their record's state (``erasure.alone_is_state``);
+    asked of each change only when the chunk holds an erase order, a change without
+    fields (a stub, or a delete) or schema versions are registered: C-level passes
+    otherwise."""
+    if (
+        ERASE not in set(map(_OP, changes))
+        and not list(map(_FIELDS, changes)).count(None)
+        and (schemas is None or not any(True for _ in schemas))
+    ):
+        return set()
+    return {c.id for c in changes if not erasure.alone_is_state(c, schemas)}
 
 
 def to_recompute(plan: MergeSplit, existed: Iterable[Record]) -> list[Record]:
@@ -77,11 +110,22 @@ def recompute(
     keys: Iterable[Record],
     held: Mapping[Record, Sequence[Change]],
     policy: Callable[[str], Policy],
+    schemas: Schemas | None = None,
 ) -> list[tuple[str, str, RecordState | None]]:
-    """Each record's state from every change held of it; None: no change is held (its
-    changes were taken back), so the record is cleared."""
+    """Each record's state from every change held of it (``erasure.merge``: erased
+    records have no fields, older puts are read upcast); None: no change is held (its
+    changes were taken back), so the record is cleared. Every held change is applied,
+    so admitted: erase orders among them erase."""
     out: list[tuple[str, str, RecordState | None]] = []
     for collection, key in keys:
         changes = held.get((collection, key))
-        out.append((collection, key, policy(collection).merge(changes) if changes else None))
+        state = erasure.merge(changes, policy(collection), _ADMITTED, schemas) if changes else None
+        out.append((collection, key, state))
     return out
+
+
+def _admitted(change: Change) -> bool:
+    return True
+
+
+_ADMITTED = _admitted

@@ -14,7 +14,7 @@ from itertools import compress, repeat
 from typing import Any, NamedTuple
 
 from ..blobs import BLOB_KEY, BLOB_MARK, check_references
-from ..change import DELETE, PUT, Change, ChangeId
+from ..change import DELETE, MAX_AUTHOR_BYTES, PUT, Change, ChangeId
 from ..clock import MAX_HLC
 from ..encoding import canonical_value, canonical_values
 from ..errors import (
@@ -29,6 +29,7 @@ from ..trust import TrustStore, Validator, verdict
 
 __all__ = [
     "EncodedWrites",
+    "check_author",
     "check_name",
     "encode_write",
     "encode_write_value",
@@ -52,6 +53,14 @@ def check_name(value: str, what: str, max_bytes: int) -> None:
         raise UsageError(f"{what} must be valid Unicode text (no lone surrogates)") from None
     if size > max_bytes:
         raise UsageError(f"{what} longer than {max_bytes} bytes")
+
+
+def check_author(author: str | None) -> str | None:
+    """An author id as the format carries it (docs/spec-v3.md §5): None, or 1-64 bytes
+    of UTF-8 text (a clerk id the application gives; offsync never interprets it)."""
+    if author is not None:
+        check_name(author, "an author id", MAX_AUTHOR_BYTES)
+    return author
 
 
 def encode_write(
@@ -108,17 +117,20 @@ def plan_write(
     trust: TrustStore | None,
     validators: Mapping[str, Validator],
     prefix: str = "",
+    schema: int = 0,
+    author: str | None = None,
 ) -> Change:
     """The change a write of ``encoded`` (None: a delete) makes as own seq ``seq`` at
     ``hlc``, on a record whose heads are ``heads`` (``visible``: not deleted);
-    ``immutable``: the collection's policy is first-writer-wins."""
+    ``immutable``: the collection's policy is first-writer-wins; ``schema``: the
+    collection's current schema version; ``author``: who entered it (checked)."""
     if not resolving and immutable and visible:
         raise ImmutableRecordError(
             f"this {collection} record is first-writer-wins and already recorded;"
             " use resolve()"  # no key in messages: keys (NIKs) are personal data
         )
     op = PUT if encoded is not None else DELETE
-    change = Change(origin, seq, hlc, collection, key, op, encoded, heads, prefix)
+    change = Change(origin, seq, hlc, collection, key, op, encoded, heads, prefix, schema, author)
     status = verdict(change, trust, validators)
     if status is not None:
         raise NotAuthorisedError(f"this site may not write this record: {status}")
@@ -202,6 +214,8 @@ def plan_new(
     *,
     trust: TrustStore | None,
     validators: Mapping[str, Validator],
+    schema: int = 0,
+    author: str | None = None,
 ) -> list[Change]:
     """The puts that create records which have no change yet (so no parents, and a
     first-writer-wins policy has nothing to refuse), as consecutive own seqs from
@@ -224,8 +238,8 @@ def plan_new(
                 encoded,
                 repeat((), n),
                 repeat("", n),  # prefix: bulk writes go to collections of one partition
-                repeat(0, n),  # schema
-                repeat(None, n),  # author
+                repeat(schema, n),
+                repeat(author, n),
                 strict=True,
             ),
         )

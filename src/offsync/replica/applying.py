@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import logging
 import operator
@@ -12,19 +13,23 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from ..bundle import Bundle, open_bundle
-from ..change import Change, ChangeId
+from ..change import ERASE, Change, ChangeId
 from ..encoding import packb
 from ..errors import StorageConflictError, StorageError
+from ..plan import erasure
 from ..plan.apply import ApplyContext, SegmentPlan, Verdict, kept_forks, own_returned, plan_segments
 from ..plan.claims import cut_own, kept_receipts, raised_claim
 from ..receipt import Receipt
 from ..scope import new_stream
 from ..segindex import HeldSegment, SegmentIndex, Stream, own_meta
-from ..segment import AnySegment, Segment
+from ..segment import AnySegment, decode_segment
+from ..status import Status
 from ..stores.base import SegmentRow
 from ..trust import TRUST_COLLECTION
 from .examine import _Examining, _log_evicted
 from .scoping import _Scoping
+from .redacting import FALSE_COMMITMENT
+from .sealing import _Sealing
 from .state import OwnSeqs
 from .types import ApplyReport
 
@@ -33,6 +38,7 @@ __all__: list[str] = []
 log = logging.getLogger("offsync")
 _COLLECTION = operator.itemgetter(3)  # of a Change
 _FIELDS = operator.itemgetter(6)  # of a Change
+_OP = operator.itemgetter(5)  # of a Change
 #: Changes an apply decodes before writing them (inside the bundle's one transaction):
 #: bounds apply memory by this rather than by the bundle's size.
 APPLY_CHUNK = 50_000
@@ -76,7 +82,7 @@ class _Run:
     size: int = 0  # bytes of ``rows`` and ``merge`` (``APPLY_CHUNK_BYTES``)
     stored: list[tuple[Stream, HeldSegment]] = field(default_factory=list)
     conflicts: dict[tuple[str, str], None] = field(default_factory=dict)  # ordered set
-    forks: list[Segment] = field(default_factory=list)
+    forks: list[AnySegment] = field(default_factory=list)
     max_hlc: int = 0
     due: int | None = None
     trust_touched: bool = False
@@ -89,6 +95,8 @@ class _Run:
     #: sealed below them (absent: none unsealed).
     dropped: list[tuple[Stream, int, int]] = field(default_factory=list)
     sealed: dict[Stream, int] = field(default_factory=dict)
+    #: Records that admitted erase orders of this bundle erase (``_Redacting``).
+    erasing: set[tuple[str, str]] = field(default_factory=set)
 
     @property
     def full(self) -> bool:
@@ -96,7 +104,7 @@ class _Run:
         return len(self.merge) >= APPLY_CHUNK or self.size >= APPLY_CHUNK_BYTES
 
 
-class _Applying(_Examining, _Scoping):
+class _Applying(_Examining, _Scoping, _Sealing):
     def apply(self, data: bytes) -> ApplyReport:
         """Verify and apply one bundle; all of it or, on any error, none of it."""
         bundle = open_bundle(data, self.identity, self.limits)
@@ -121,6 +129,7 @@ class _Applying(_Examining, _Scoping):
                         exc,
                         exc_info=not isinstance(exc, StorageError),
                     )
+            self._seal_erased()  # own puts of records erased by it or by a re-examination
             return report
 
     @contextmanager
@@ -151,6 +160,7 @@ class _Applying(_Examining, _Scoping):
                         exc,
                         exc_info=not isinstance(exc, StorageError),
                     )
+            self._seal_erased()
 
     def _apply_shared(self, bundle: Bundle) -> tuple[ApplyReport, _Run, tuple[int, int]]:
         """Apply a bundle to a store that other processes write at the same time.
@@ -227,11 +237,15 @@ class _Applying(_Examining, _Scoping):
             report.duplicates += seg.count
             return
         if plan.verdict is Verdict.FORK:  # kept as evidence; the store holds one per position
-            run.forks.append(seg)
+            erased = self._st.erased | run.erasing
+            done = erasure.redact(seg, plan.opened, erased, level=self.level, limits=self.limits)
+            run.forks.append(seg if done is None or done.false_commitment else done.segment)
             report.quarantined += seg.count
             return
         if plan.displaces and seg.stream not in run.displaced:
             run.displaced[seg.stream] = self._give_way(seg.stream, run)
+        seg, merged, status = self._arriving(plan, run)
+        plan = dataclasses.replace(plan, merge=merged, status=status)
         encoded = seg.encode()
         run.rows.append(
             SegmentRow(
@@ -257,6 +271,36 @@ class _Applying(_Examining, _Scoping):
         run.max_hlc = max(run.max_hlc, plan.max_hlc)
         if plan.due is not None:
             run.due = plan.due if run.due is None else min(run.due, plan.due)
+
+    def _arriving(
+        self, plan: SegmentPlan, run: _Run
+    ) -> tuple[AnySegment, Sequence[Change], Status]:
+        """What erasure makes of an arriving segment (``erasure.on_arrival``): the form
+        to store (redacted when it holds puts of erased records, never whole), its
+        changes to merge (those puts as stubs) and its status. Nothing to do, and no
+        pass over its changes, unless records are erased here or it carries an order."""
+        erased = self._st.erased | run.erasing
+        merged = plan.merge
+        if not erased and ERASE not in set(map(_OP, merged)):
+            return plan.segment, merged, plan.status
+        ids = {c.id for c in merged}
+        arrival = erasure.on_arrival(
+            plan.segment,
+            plan.opened,
+            erased,
+            lambda c: c.id in ids,
+            level=self.level,
+            limits=self.limits,
+        )
+        run.erasing |= arrival.newly_erased
+        done = arrival.redaction
+        if done is None:
+            return plan.segment, merged, plan.status
+        if done.false_commitment:  # kept whole as evidence; none of it is applied
+            return plan.segment, (), FALSE_COMMITMENT
+        gone = {plan.opened[i].id for i in done.rows}
+        merged = [c._replace(fields=None) if c.id in gone else c for c in merged]
+        return done.segment, merged, plan.status
 
     def _flush(self, run: _Run) -> None:
         self.store.add_segments(run.rows)
@@ -320,6 +364,8 @@ class _Applying(_Examining, _Scoping):
                 clock_due=_earliest(st.clock_due, run.due),
             )
         )
+        if run.erasing:  # what the bundle stored before its orders came is redacted now
+            self._erase_records(run.erasing)
         return self._bound_unknown([o.origin for o, _ in run.stored], run.trust_touched)
 
     def _unseal(self, stream: Stream, drops: Sequence[HeldSegment], run: _Run) -> None:
@@ -333,7 +379,7 @@ class _Applying(_Examining, _Scoping):
         for data in self.store.segment_data(keys):
             rows += (
                 (c.seq, c.to_row())
-                for c in Segment.decode(data, self.limits).open_changes(self.limits)
+                for c in decode_segment(data, self.limits).open_changes(self.limits)
             )
         self.store.remove_segments(keys)
         self.store.add_outbox(stream.partition, rows)
@@ -413,7 +459,7 @@ class _Applying(_Examining, _Scoping):
         )
         return fresh[-1].seq
 
-    def _record_forks(self, segs: Sequence[Segment]) -> tuple[Segment, ...]:
+    def _record_forks(self, segs: Sequence[AnySegment]) -> tuple[AnySegment, ...]:
         """Keep (a bounded number of) validly signed segments that fork a held one;
         returns the evidence held now."""
         held = self._st.forks

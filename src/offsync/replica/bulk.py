@@ -38,7 +38,14 @@ Records = Mapping[str, Mapping[str, Any]] | Iterable[tuple[str, Mapping[str, Any
 
 
 class _Bulk(_Writes):
-    def put_many(self, collection: str, records: Records, *, level: int | None = None) -> int:
+    def put_many(
+        self,
+        collection: str,
+        records: Records,
+        *,
+        level: int | None = None,
+        author: str | None = None,
+    ) -> int:
         """Put many records of ``collection`` at once; returns how many were written.
 
         The same as ``put(collection, key, fields)`` for each record inside one
@@ -47,7 +54,8 @@ class _Bulk(_Writes):
         consecutive own seqs in key order rather than in the order given, and whole
         segments of them are sealed before this returns, at zstd ``level`` (default:
         ``BULK_LEVEL``, or the replica's level if that is lower). One transaction: for
-        millions of records, call it with chunks of about 100,000.
+        millions of records, call it with chunks of about 100,000. ``author``: as
+        ``put``'s, for every record.
         """
         items = records.items() if isinstance(records, Mapping) else records
         with _gc_paused():
@@ -57,6 +65,9 @@ class _Bulk(_Writes):
         elif not 1 <= level <= 22:
             raise UsageError("level must be a zstd level from 1 to 22")
         with self._lock, _gc_paused():
+            author = self._author_of(author)
+            if self._st.erased and any((collection, k) in self._st.erased for k in writes.keys):
+                raise UsageError("a record given is erased: it cannot be written again")
             outermost = self._work is None
             with self._transaction():
                 if self.rule.length(collection) == 0:
@@ -65,9 +76,15 @@ class _Bulk(_Writes):
                         self._refuse_reuse(self._stream_of(collection, ""))
                 new, rest = self._split_new(collection, writes)
                 if new:
-                    self._write_new(collection, writes, new, level)
+                    self._write_new(collection, writes, new, level, author)
                 for i in rest:  # in the order given, after the new ones
-                    self._write(collection, writes.keys[i], writes.values[i], resolving=False)
+                    self._write(
+                        collection,
+                        writes.keys[i],
+                        writes.values[i],
+                        resolving=False,
+                        author=author,
+                    )
             if outermost:
                 self._after_commit(reexamine=collection == TRUST_COLLECTION)
         return len(writes.keys)
@@ -93,7 +110,12 @@ class _Bulk(_Writes):
         return [first[k] for k in sorted(first) if (collection, k) not in held], rest
 
     def _write_new(
-        self, collection: str, writes: EncodedWrites, new: list[int], level: int
+        self,
+        collection: str,
+        writes: EncodedWrites,
+        new: list[int],
+        level: int,
+        author: str | None = None,
     ) -> None:
         """Write the records at positions ``new`` (which do not exist) as own changes,
         and seal every whole segment of own changes now, in the caller's transaction."""
@@ -110,6 +132,8 @@ class _Bulk(_Writes):
             encoded,
             trust=st.trust,
             validators=self.validators,
+            schema=self.schemas.version(collection),
+            author=author,
         )
         self._merge(changes)
         self._owed_counters = True

@@ -24,15 +24,17 @@ from ..errors import UsageError
 from ..identity import Identity
 from ..knowledge import Knowledge
 from ..limits import Limits
-from ..plan import merge
+from ..plan import erasure, merge
 from ..plan.admit import Admission
 from ..plan.pack import held_knowledge, receipt_knowledge
 from ..plan.receipts import HeardReceipts, heard_union, kept_knowledge, restricted
+from ..plan.schema import as_stored
 from ..policies import Policy
 from ..receipt import Receipt
+from ..schemas import Schemas
 from ..scope import PartitionRule, Scope, new_partition, new_stream
 from ..segindex import HeldSegment, SegmentIndex, Stream, knowledge_of, own_meta
-from ..segment import Segment
+from ..segment import AnySegment, decode_segment
 from ..stores.base import RecordRow, Store, pack_ids
 from ..trust import TRUST_COLLECTION, TrustStore, Validator
 from .state import OwnSeqs, ReplicaState
@@ -56,6 +58,10 @@ class _Core:
     level: int
     authorities: frozenset[bytes] | None
     validators: dict[str, Validator]
+    #: The application's schema versions (``offsync.schemas``); empty: unversioned.
+    schemas: Schemas
+    #: Who local writes are entered by when a write names no author (None: nobody).
+    author: str | None = None
     _lock: threading.RLock
     _wall: Callable[[], int]
     _state: ReplicaState
@@ -117,6 +123,11 @@ class _Core:
     def _whole_collection(self) -> dict[str, Stream]:
         """Own streams of collections of one partition, by collection (a write's lookup)."""
         return {}
+
+    @functools.cached_property
+    def _versioned(self) -> bool:
+        """Whether any collection has a schema version (else nothing is upcast)."""
+        return any(True for _ in self.schemas)
 
     def policy(self, collection: str) -> Policy:
         return self.policies.get(collection, self.default_policy)
@@ -193,7 +204,7 @@ class _Core:
 
     def _rules(self, trust: TrustStore | None) -> Admission:
         """Admission under ``trust`` (None: open mode) and the validators, now."""
-        return Admission(trust, self.validators, self.limits, self._wall())
+        return Admission(trust, self.validators, self.limits, self._wall(), self.schemas)
 
     # -- what the state is made from ---------------------------------------------------
 
@@ -288,14 +299,18 @@ class _Core:
         """Store changes and recompute the records they touch; returns new conflicts."""
         if not changes:
             return []
+        if self._versioned:  # the store keeps every put in its collection's current version
+            changes = as_stored(changes, self.schemas)
         if len(changes) == 1 and not changes[0].parents:  # a put of a new record: no split
             c = changes[0]
-            simple = self.policy(c.collection).single_change_is_identity
+            simple = self.policy(c.collection).single_change_is_identity and erasure.alone_is_state(
+                c, self.schemas
+            )
             plan = merge.MergeSplit((c,), (), (), ((c.collection, c.key),)) if simple else None
         else:
             plan = None
         if plan is None:
-            plan = merge.split(changes, self.policy)
+            plan = merge.split(changes, self.policy, self.schemas)
         if plan.rest:
             self.store.add_changes(plan.rest)
         existed = self.store.add_first_changes(plan.firsts)
@@ -333,10 +348,10 @@ class _Core:
         """A receipt from the store: verified when it was kept, so not again per read."""
         return Receipt.decode(receipt, self.limits, verify=False)
 
-    def _stored_forks(self) -> tuple[Segment, ...]:
-        """The fork evidence the store keeps (``Replica.forks``)."""
+    def _stored_forks(self) -> tuple[AnySegment, ...]:
+        """The fork evidence the store keeps (``Replica.forks``; redacted by erasures)."""
         raw = self.store.get_meta("forks")
-        return tuple(Segment.decode(x, self.limits) for x in msgpack.unpackb(raw)) if raw else ()
+        return tuple(decode_segment(x, self.limits) for x in msgpack.unpackb(raw)) if raw else ()
 
     def _stored_seqs(self, stream: Stream) -> OwnSeqs:
         """Where the own stream ``stream`` stands as the store keeps it (seq, sealed)."""
@@ -348,7 +363,7 @@ class _Core:
     def _held_segment(self, stream: Stream, s: HeldSegment) -> list[Change]:
         """The changes of a held segment, read back from the store."""
         data = self.store.segment_data([(stream, s.first)])[0]
-        seg = Segment.decode(data, self.limits)
+        seg = decode_segment(data, self.limits)  # whole, or redacted by an erasure
         return seg.open_changes(self.limits)
 
 

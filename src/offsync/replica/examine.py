@@ -11,11 +11,12 @@ from collections.abc import Sequence
 
 from ..change import Change
 from ..encoding import packb
+from ..plan import erasure
 from ..plan.examine import candidates, changed_origins, fingerprint, reexamine_segment
 from ..plan.quarantine import is_unknown, plan_evictions
 from ..segindex import HeldSegment, Stream
 from ..trust import TRUST_COLLECTION, TrustStore
-from .reads import _Reads
+from .redacting import _Redacting
 from .state import Pending
 
 __all__: list[str] = []  # internal: offsync.replica.Replica is the public class
@@ -25,7 +26,7 @@ log = logging.getLogger("offsync")
 MAX_ROUNDS = 16
 
 
-class _Examining(_Reads):
+class _Examining(_Redacting):
     def reexamine(self, *, full: bool = False) -> int:
         """Re-check segments held for their clock, and (``full=True``) every segment
         against the trust store and validators as they are now.
@@ -104,6 +105,8 @@ class _Examining(_Reads):
             st = self._st
             self.store.remove_changes(drop)
             self._merge(add)
+            # Erase orders admitted now (their authority's key came) erase now.
+            self._erase_records(erasure.erased_by(add, _admitted))
             added = {(c.collection, c.key) for c in add}
             self._recompute({(c.collection, c.key) for c in drop} - added)
             for stream, s in statuses:
@@ -156,6 +159,10 @@ class _Examining(_Reads):
         index = st.segments.updated(drop=[(o, f, f) for o, f in plan.drop])
         self._put(st._replace(segments=index, unknown=plan.order))
         return len(plan.drop), size
+
+
+def _admitted(change: Change) -> bool:
+    return True  # what a re-examination adds is admitted
 
 
 def _log_evicted(dropped: tuple[int, int]) -> None:

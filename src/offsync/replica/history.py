@@ -5,8 +5,12 @@ now, and a site that edited a record several times while offline must be able to
 each edit, not only the last. Every applied change stays in the store (the state is a
 function of the set of changes, docs/spec.md §10), each with its site (origin), seq,
 HLC time, op and fields, and the stores index them by record (the ``changes`` table's
-key begins with ``(collection, key)``), so a history is one index lookup: no segment
-is decoded, and no index was added for it.
+key begins with ``(collection, key)``), so a history is one index lookup, and no index
+was added for it. The store keeps changes to fold (upcast to the current schema
+version, without their author), so who entered each one, the version it was written
+under and its fields as written are read from the segments that hold the record's
+changes (each decoded once) and the outbox (own unsealed changes): an audit read, not
+the merge's hot path.
 
 Entries come in stamp order ``(hlc, origin, seq)``, the order the merge folds changes
 in, so replicas that hold the same changes list the same history. Held changes (in
@@ -17,15 +21,18 @@ decodes every held segment.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..change import DELETE, Change, ChangeId
+from ..change import DELETE, ERASE, Change, ChangeId
 from ..clock import hlc_millis
 from ..plan.admit import held_reasons
 from ..policies import heads
+from ..scope import Stream, new_stream
+from ..segment import decode_segment
 from .core import _Core
+from .redacting import _containing
 
 __all__ = ["HistoryEntry", "history"]
 
@@ -37,8 +44,8 @@ class HistoryEntry:
     ``fields``: what the change wrote, as written (a put sets these fields and keeps the
     others; None for a delete). ``head``: no change held for the record names this one
     as a parent (a current version; more than one head is a conflict or a concurrent
-    edit). ``author``: who entered it, None until format 3 carries it (format 2 names
-    the site alone). ``schema``: the schema version it was written under (0:
+    edit). ``author``: who entered it (the clerk id its writer gave), None if none
+    was given. ``schema``: the schema version it was written under (0:
     unversioned, all of format 2). ``reason``: None for an applied change; for a held
     one (``history(..., held=True)``) why it is held, as ``quarantined_changes`` says.
     """
@@ -48,7 +55,7 @@ class HistoryEntry:
     origin: bytes
     seq: int
     hlc: int
-    op: str  # "put" or "delete"
+    op: str  # "put", "delete" or "erase" (an erase order; a put erased since: fields None)
     fields: dict[str, Any] | None
     parents: tuple[ChangeId, ...]
     head: bool
@@ -71,6 +78,9 @@ class HistoryEntry:
         return hlc_millis(self.hlc)
 
 
+_OPS = {DELETE: "delete", ERASE: "erase"}
+
+
 def _entry(c: Change, head: bool, reason: str | None = None) -> HistoryEntry:
     return HistoryEntry(
         c.collection,
@@ -78,19 +88,26 @@ def _entry(c: Change, head: bool, reason: str | None = None) -> HistoryEntry:
         c.origin,
         c.seq,
         c.hlc,
-        "delete" if c.op == DELETE else "put",
-        None if c.op == DELETE else c.values(),
+        _OPS.get(c.op, "put"),
+        None if c.op == DELETE or c.fields is None else c.values(),
         c.parents,
         head,
+        author=c.author,
+        schema=c.schema,
         reason=reason,
     )
 
 
-def history(changes: Iterable[Change]) -> list[HistoryEntry]:
-    """The applied changes of one record as its history, in stamp order (sans-IO)."""
+def history(
+    changes: Iterable[Change], written: Mapping[ChangeId, Change] | None = None
+) -> list[HistoryEntry]:
+    """The applied changes of one record as its history, in stamp order (sans-IO);
+    ``written``: the changes as their segments hold them, by id (author, schema version
+    and fields as written, which the store's copy to fold does not keep)."""
     ordered = sorted(changes, key=lambda c: c.stamp)
     current = set(heads(ordered))
-    return [_entry(c, c.id in current) for c in ordered]
+    got = written or {}
+    return [_entry(got.get(c.id, c), c.id in current) for c in ordered]
 
 
 class _History(_Core):
@@ -105,7 +122,8 @@ class _History(_Core):
         finding them reads every held segment). An empty list: nothing is held of it.
         """
         with self._lock:
-            out = history(self.store.changes_for(collection, key))
+            changes = self.store.changes_for(collection, key)
+            out = history(changes, self._as_written(collection, key, changes))
             if not held:
                 return out
             self._follow_store()
@@ -119,3 +137,35 @@ class _History(_Core):
             ]
         kept.sort(key=lambda item: item[0].stamp)
         return out + [_entry(c, False, reason) for c, reason in kept]
+
+    def _as_written(
+        self, collection: str, key: str, changes: Iterable[Change]
+    ) -> dict[ChangeId, Change]:
+        """The record's changes as written, by id: read from the segments that hold
+        them (each decoded once) and from the own outbox (unsealed own changes). The
+        store keeps changes to fold (upcast, without their author), not as written."""
+        partition = self.rule.partition_of(collection, key)
+        st = self._st
+        wanted = {c.id for c in changes}
+        places: dict[tuple[Stream, int], None] = {}
+        unsealed = False
+        for c in changes:
+            stream = new_stream(c.origin, partition)
+            s = _containing(st.segments.get(stream, ()), c.seq)
+            if s is not None:
+                places[stream, s.first] = None
+            elif c.origin == self.id:
+                unsealed = True
+        out: dict[ChangeId, Change] = {}
+        for stream, first in places:
+            data = self.store.segment_data([(stream, first)])[0]
+            for c in decode_segment(data, self.limits).open_changes(self.limits):
+                if c.id in wanted and c.collection == collection and c.key == key:
+                    out[c.id] = c
+        if unsealed:
+            self._flush_fresh()
+            for seq, row in self.store.outbox(partition):
+                c = Change.from_row(self.id, seq, bytes(row))
+                if c.id in wanted and c.collection == collection and c.key == key:
+                    out[c.id] = c
+        return out

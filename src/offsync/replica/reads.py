@@ -15,7 +15,7 @@ from ..plan.receipts import kept_knowledge, needs
 from ..receipt import Receipt
 from ..scope import Scope, Stream, new_stream
 from ..segindex import top_seq
-from ..segment import Segment
+from ..segment import AnySegment
 from ..status import FORK_AT_SAME_SEQS
 from ..trust import TrustStore
 from .core import _Core
@@ -113,13 +113,14 @@ class _Reads(_Core):
                 for c, reason in held_reasons(s.status, self._held_segment(stream, s), rules)
             ]
 
-    def forks(self) -> list[Segment]:
+    def forks(self) -> list[AnySegment]:
         """Signed segments that conflict with a held segment at the same seqs.
 
         Two segments validly signed by one origin for the same seqs prove that the
         origin forked (a restore from an old backup, or a stolen key). The held one
         stays; these are not applied and not forwarded. Also listed by
-        ``quarantined()`` with a reason starting with ``fork``.
+        ``quarantined()`` with a reason starting with ``fork``. Kept redacted once
+        a record they hold puts of is erased (the signed header is the evidence).
         """
         with self._lock:
             return list(self._st.forks)

@@ -13,7 +13,9 @@ from ..errors import FormatTwoStoreError, UsageError
 from ..identity import Identity, PublicIdentity
 from ..limits import DEFAULT_LIMITS, Limits
 from ..plan.examine import fingerprint
+from ..plan.write import check_author
 from ..policies import LastWriterWins, Policy
+from ..schemas import Schemas
 from ..scope import WHOLE, PartitionRule, Scope, Stream, new_stream
 from ..segindex import SegmentIndex
 from ..status import Kind
@@ -22,11 +24,13 @@ from ..trust import TRUST_COLLECTION, Validator
 from .applying import _Applying
 from .blobs import _Blobs
 from .bulk import _Bulk
+from .erasing import _Erasing
 from .examine import _log_evicted
 from .history import _History
 from .mailing import _Mailing
 from .packing import _Packing
 from .state import ReplicaState
+from .versions import _Versions
 
 __all__ = ["DEFAULT_LEVEL", "Replica", "ReplicaClock"]
 
@@ -35,7 +39,7 @@ __all__ = ["DEFAULT_LEVEL", "Replica", "ReplicaClock"]
 DEFAULT_LEVEL = 15
 
 
-class Replica(_Bulk, _Applying, _Packing, _Blobs, _Mailing, _History):
+class Replica(_Bulk, _Applying, _Packing, _Blobs, _Mailing, _History, _Erasing, _Versions):
     """One site's replica. Open with ``Replica.open(path, identity=..., policies=...)``.
 
     Every public method takes ``lock``, so one ``Replica`` may be shared by the threads
@@ -60,6 +64,8 @@ class Replica(_Bulk, _Applying, _Packing, _Blobs, _Mailing, _History):
         partitions: PartitionRule | Mapping[str, int] | None = None,
         scope: Scope | None = None,
         reference: Iterable[str] = (),
+        schemas: Schemas | None = None,
+        author: str | None = None,
     ) -> None:
         """``trust``: the authority keys (the root of trust), or None for open mode, in
         which every validly signed origin may write anything. ``validators``: per
@@ -76,7 +82,13 @@ class Replica(_Bulk, _Applying, _Packing, _Blobs, _Mailing, _History):
         for a new one); another scope than the kept one is a scope change
         (``set_scope``).
         ``reference``: the deployment's reference collections, held whole by every
-        replica like ``_trust`` (pass the same list every time, like ``partitions``)."""
+        replica like ``_trust`` (pass the same list every time, like ``partitions``).
+        ``schemas``: the application's schema
+        versions and upcasters (``offsync.schemas``; default: every collection
+        unversioned); the versions are kept in the store, opening it with an older
+        version of a collection raises ``UsageError`` and with a newer one applies the
+        changes held for their version. ``author``: who local writes are entered by
+        when a write names no author (a clerk id, 1-64 UTF-8 bytes)."""
         if not 1 <= level <= 22:
             raise UsageError("level must be a zstd level from 1 to 22")
         self.level = level
@@ -95,6 +107,10 @@ class Replica(_Bulk, _Applying, _Packing, _Blobs, _Mailing, _History):
             else frozenset(k.public_key if isinstance(k, PublicIdentity) else k for k in trust)
         )
         self.validators = dict(validators or {})
+        if schemas is not None and not isinstance(schemas, Schemas):
+            raise UsageError("schemas is an offsync.schemas.Schemas")
+        self.schemas = schemas if schemas is not None else Schemas()
+        self.author = check_author(author)
         self._lock = threading.RLock()
         self._wall = wall
         self._fresh, self._fresh_sizes, self._recent = [], [], {}
@@ -102,9 +118,11 @@ class Replica(_Bulk, _Applying, _Packing, _Blobs, _Mailing, _History):
         self._claim_store()
         self._check_rule()
         self._open_scope(scope, reference)
+        kept_schemas = self._check_schemas()  # the versions the store was opened with
         self._open_blob_fetch(blobs)
         self._state = self._loaded_state()
         self._examine_on_open()
+        self._upgrade_schemas(kept_schemas)
         self._put(self._with_counted_claims(self._st))
         self._bound_on_open()
         self._settle_scope()
@@ -136,6 +154,23 @@ class Replica(_Bulk, _Applying, _Packing, _Blobs, _Mailing, _History):
                 " the rule is deployment-wide and cannot change"
             )
 
+    def _check_schemas(self) -> dict[str, int]:
+        """The versions the store keeps (meta ``schemas``: those it was last opened
+        with), by collection; refuse a downgrade (what was applied under the newer
+        version could not be read). A read-only open reads the store as it is, under
+        any schemas (``offsync history``, backups), and changes nothing."""
+        kept = self.store.get_meta("schemas")
+        before: dict[str, int] = dict(msgpack.unpackb(kept)) if kept else {}
+        for collection, version in sorted(before.items()):
+            if self.schemas.version(collection) < version and not self.store.read_only:
+                raise UsageError(
+                    f"this store was opened with version {version} of '{collection}', newer"
+                    f" than {self.schemas.version(collection)}: a replica cannot go back to an"
+                    " older schema (it could not read what it applied); open it with the"
+                    " newer schemas"
+                )
+        return before  # kept with the upgrade, collection by collection (_upgrade_schemas)
+
     def _loaded_state(self) -> ReplicaState:
         """The state as the store holds it. On a shared store other processes add
         segments too: ``_follow_store`` catches up from the cursor."""
@@ -160,6 +195,7 @@ class Replica(_Bulk, _Applying, _Packing, _Blobs, _Mailing, _History):
             trust=self._load_trust(),
             forks=self._stored_forks(),
             cursor=cursor,
+            erased=self._stored_erased(),
         )
 
     def _examine_on_open(self) -> None:

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from typing import Any
 
 from ..change import Change
+from ..errors import StorageError
 from ..plan import seal as plan
 from ..plan.seal import OutboxRow, cut, may_seal, seal_rows, segment_ends
 from ..segindex import HeldSegment, Stream, own_meta
 from ..segment import NO_PREVIOUS, Segment
 from ..status import APPLIED
 from ..stores.base import SegmentRow
-from .core import _Core
+from .redacting import _Redacting
 
 __all__: list[str] = []
 
@@ -21,7 +23,10 @@ __all__: list[str] = []
 Held = tuple[Change, dict[str, Any] | None, int]
 
 
-class _Sealing(_Core):
+log = logging.getLogger("offsync")
+
+
+class _Sealing(_Redacting):
     def _seal(self, *, complete_only: bool = False) -> None:
         """Seal own changes written since the last seal into signed segments, each own
         stream its own chain.
@@ -37,6 +42,25 @@ class _Sealing(_Core):
             mine = st.seqs(stream)
             if may_seal(mine.seq, mine.sealed, mine.claim):
                 self._seal_stream(stream, complete_only=complete_only)
+
+    def _seal_erased(self) -> None:
+        """After a commit that erased records with own puts still unsealed: seal own
+        changes now, so that those values leave the outbox for a redacted segment
+        (``_redacted_own``). A failure is logged (the commit stands); the next pack
+        seals. While a peer's claim stops sealing, they wait (docs/threat-model.md)."""
+        if not self._reseal:
+            return
+        self._reseal = False
+        try:
+            self._seal()
+        except Exception as exc:
+            log.warning(
+                "records were erased, but sealing own changes after it failed and will be"
+                " tried again at the next pack: %s: %s",
+                type(exc).__name__,
+                exc,
+                exc_info=not isinstance(exc, StorageError),
+            )
 
     def _seal_stream(self, stream: Stream, *, complete_only: bool) -> None:
         """Seal one own stream's unsealed changes (``_seal``)."""
@@ -72,7 +96,7 @@ class _Sealing(_Core):
     ) -> bytes:
         """Store one own segment just sealed (chained to ``prev``); returns its hash."""
         h = seg.hash  # hashes all the data: once, not per use
-        encoded = seg.encode()
+        encoded = self._redacted_own(seg).encode()  # puts of erased records: redacted
         self.store.add_segments(
             [SegmentRow(seg.stream, seg.first_seq, seg.last_seq, h, prev, encoded, "applied")]
         )

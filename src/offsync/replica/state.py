@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from ..segindex import SegmentIndex, Stream
-from ..segment import Segment
+from ..segment import AnySegment
 from ..trust import TrustStore
 
 __all__ = ["NO_SEQS", "OwnSeqs", "Pending", "ReplicaState"]
@@ -49,11 +49,13 @@ class ReplicaState(NamedTuple):
     own: Mapping[Stream, OwnSeqs]  # per own stream (format 2: the one); replaced, never mutated
     hlc: int  # the clock: the last timestamp issued or seen
     trust: TrustStore | None  # in force; None in open mode
-    forks: tuple[Segment, ...] = ()  # evidence: validly signed segments that fork held ones
+    forks: tuple[AnySegment, ...] = ()  # evidence: signed segments that fork held ones
     unknown: tuple[bytes, ...] = ()  # unknown signers holding data, first heard from first
     clock_due: int | None = None  # wall ms when a segment held for its clock may be admitted
     pending: Pending | None = None
     cursor: int = 0  # shared stores: where following other processes' segments resumes
+    #: Records erased here, (collection, key): never shrinks (``offsync.plan.erasure``).
+    erased: frozenset[tuple[str, str]] = frozenset()
 
     def seqs(self, stream: Stream) -> OwnSeqs:
         """Where the own stream ``stream`` stands."""

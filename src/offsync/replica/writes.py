@@ -13,7 +13,7 @@ from ..encoding import decode_fields
 from ..errors import StorageError, UsageError
 from ..plan.claims import reuse_error
 from ..plan.seal import whole_segment_waits
-from ..plan.write import encode_write_value, plan_write
+from ..plan.write import check_author, encode_write_value, plan_write
 from ..policies import fold
 from ..scope import Stream
 from ..stores.base import unpack_ids
@@ -28,26 +28,50 @@ log = logging.getLogger("offsync")
 
 class _Writes(_Examining, _Sealing):
     @contextmanager
-    def batch(self) -> Iterator[None]:
-        """Group many writes into one transaction (much faster for bulk entry)."""
+    def batch(self, *, author: str | None = None) -> Iterator[None]:
+        """Group many writes into one transaction (much faster for bulk entry).
+        ``author``: who the writes inside are entered by, unless a write names its own
+        (a clerk's session: ``with replica.batch(author="clerk-7"): ...``)."""
+        check_author(author)
         with self._lock:
             outermost = self._work is None
-            with self._transaction():
-                yield
+            before = self._batch_author
+            if author is not None:
+                self._batch_author = author
+            try:
+                with self._transaction():
+                    yield
+            finally:
+                self._batch_author = before
             if outermost:
                 self._after_commit()
 
-    def put(self, collection: str, key: str, fields: Mapping[str, Any]) -> ChangeId:
-        """Set ``fields`` of a record (other fields are kept)."""
-        return self._write(collection, key, fields, resolving=False)
+    #: The author a ``batch(author=...)`` gives its writes (inside it).
+    _batch_author: str | None = None
 
-    def delete(self, collection: str, key: str) -> ChangeId | None:
+    def _author_of(self, author: str | None) -> str | None:
+        """Who a write is entered by: its own ``author``, its batch's, the replica's."""
+        if author is not None:
+            return check_author(author)
+        return self._batch_author if self._batch_author is not None else self.author
+
+    def put(
+        self, collection: str, key: str, fields: Mapping[str, Any], *, author: str | None = None
+    ) -> ChangeId:
+        """Set ``fields`` of a record (other fields are kept). ``author``: who entered
+        it (a clerk id, 1-64 UTF-8 bytes), carried with the change and shown by
+        ``history``; default: the batch's, then the replica's ``author``."""
+        return self._write(collection, key, fields, resolving=False, author=author)
+
+    def delete(self, collection: str, key: str, *, author: str | None = None) -> ChangeId | None:
         """Delete a record (a tombstone); returns None if there was nothing to delete."""
         with self._lock:
             row = self.store.get_record(collection, key)
             if row is None or row.fields is None:
+                if (collection, key) in self._st.erased:
+                    raise UsageError("this record is erased: it cannot be written again")
                 return None
-            return self._write(collection, key, None, resolving=False)
+            return self._write(collection, key, None, resolving=False, author=author)
 
     def resolve(
         self,
@@ -57,6 +81,7 @@ class _Writes(_Examining, _Sealing):
         *,
         choose: ChangeId | None = None,
         delete: bool = False,
+        author: str | None = None,
     ) -> ChangeId:
         """Settle a record: write ``fields``, or the version of head ``choose``, or delete.
 
@@ -67,14 +92,16 @@ class _Writes(_Examining, _Sealing):
             raise UsageError("resolve takes exactly one of fields, choose or delete")
         with self._lock:
             if choose is None:
-                return self._write(collection, key, None if delete else fields, resolving=True)
+                return self._write(
+                    collection, key, None if delete else fields, resolving=True, author=author
+                )
             changes = self.store.changes_for(collection, key)
             versions = self.policy(collection).versions(changes)
             if choose not in versions:
                 raise UsageError(f"{choose!r} is not a head of that {collection} record")
             chosen = versions[choose]
             if chosen is None:
-                return self._write(collection, key, None, resolving=True)
+                return self._write(collection, key, None, resolving=True, author=author)
             values = decode_fields(chosen)
             # A put keeps fields it does not name, so when some version holds a field
             # the chosen one lacks, clear the record first: the resolution is then a
@@ -82,14 +109,23 @@ class _Writes(_Examining, _Sealing):
             merged = fold(changes)
             with self.batch():
                 if merged is not None and not decode_fields(merged).keys() <= values.keys():
-                    self._write(collection, key, None, resolving=True)
-                return self._write(collection, key, values, resolving=True)
+                    self._write(collection, key, None, resolving=True, author=author)
+                return self._write(collection, key, values, resolving=True, author=author)
 
     def _write(
-        self, collection: str, key: str, fields: Mapping[str, Any] | None, *, resolving: bool
+        self,
+        collection: str,
+        key: str,
+        fields: Mapping[str, Any] | None,
+        *,
+        resolving: bool,
+        author: str | None = None,
     ) -> ChangeId:
         encoded, value = encode_write_value(collection, key, fields, self.limits)
         with self._lock:
+            author = self._author_of(author)
+            if (collection, key) in self._st.erased:
+                raise UsageError("this record is erased: it cannot be written again")
             outermost = self._work is None
             st = self._state if outermost else self._st
             stream = self._stream_of(collection, key)
@@ -98,7 +134,9 @@ class _Writes(_Examining, _Sealing):
                 self._refuse_reuse(stream)
             seq, hlc = mine.seq + 1, next_hlc(st.hlc, self._wall())
             if not outermost and self._guesses_new(collection):
-                change = self._write_if_new(stream, seq, hlc, collection, key, encoded, value)
+                change = self._write_if_new(
+                    stream, seq, hlc, collection, key, encoded, value, author
+                )
                 if change is not None:
                     return change.id
             row = self.store.get_record(collection, key)
@@ -116,6 +154,8 @@ class _Writes(_Examining, _Sealing):
                 trust=st.trust,
                 validators=self.validators,
                 prefix=stream.prefix,
+                schema=self.schemas.version(collection),
+                author=author,
             )
             with self._transaction():
                 self._merge([change])
@@ -145,6 +185,7 @@ class _Writes(_Examining, _Sealing):
         key: str,
         encoded: bytes | None,
         value: dict[str, Any] | None,
+        author: str | None = None,
     ) -> Change | None:
         """Inside a batch: write the change as its record's first, if the record does
         not exist, in one statement (no read first); None if it exists (or the write
@@ -154,7 +195,10 @@ class _Writes(_Examining, _Sealing):
         first-writer-wins check, so only the trust store and validators can refuse it.
         """
         op = PUT if encoded is not None else DELETE
-        change = Change(self.id, seq, hlc, collection, key, op, encoded, (), stream.prefix)
+        schema = self.schemas.version(collection)
+        change = Change(
+            self.id, seq, hlc, collection, key, op, encoded, (), stream.prefix, schema, author
+        )
         if verdict(change, self._st.trust, self.validators) is not None:
             return None
         with self._transaction():
@@ -195,6 +239,7 @@ class _Writes(_Examining, _Sealing):
                 self._reexamine()
             if any(whole_segment_waits(m.seq, m.sealed) for m in self._st.own.values()):
                 self._seal(complete_only=True)
+            self._seal_erased()
         except Exception as exc:
             log.warning(
                 "a write was committed, but the work after it failed and will be tried "

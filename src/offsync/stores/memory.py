@@ -153,6 +153,13 @@ class MemoryStore(Store):
         if row is not None:
             self._segments[k] = row._replace(status=status)
 
+    def replace_segment_data(self, stream: Stream, first_seq: int, data: bytes) -> None:
+        self._check_open()
+        k = (_stream(stream), first_seq)
+        row = self._segments.get(k)
+        if row is not None:
+            self._segments[k] = row._replace(data=bytes(data))
+
     def remove_segments(self, keys: Sequence[tuple[Stream, int]]) -> None:
         self._check_open()
         for stream, first_seq in keys:

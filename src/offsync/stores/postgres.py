@@ -524,6 +524,14 @@ class PostgresStore(Store):
             (status, bytes(origin), collection.encode(), prefix.encode(), first_seq),
         )
 
+    def replace_segment_data(self, stream: Stream, first_seq: int, data: bytes) -> None:
+        origin, (collection, prefix) = stream
+        self._x(
+            "UPDATE segments SET data = %s, touched = pg_current_xact_id()"
+            " WHERE origin = %s AND collection = %s AND prefix = %s AND first_seq = %s",
+            (data, bytes(origin), collection.encode(), prefix.encode(), first_seq),
+        )
+
     def remove_segments(self, keys: Sequence[tuple[Stream, int]]) -> None:
         for chunk in _chunks(keys):
             self._x(

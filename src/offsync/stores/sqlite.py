@@ -491,6 +491,14 @@ class SQLiteStore(Store):
             (status, origin, collection, prefix, first_seq),
         )
 
+    def replace_segment_data(self, stream: Stream, first_seq: int, data: bytes) -> None:
+        origin, (collection, prefix) = stream
+        self._q(
+            "UPDATE segments SET data = ?"
+            " WHERE origin = ? AND collection = ? AND prefix = ? AND first_seq = ?",
+            (data, origin, collection, prefix, first_seq),
+        )
+
     def remove_segments(self, keys: Sequence[tuple[Stream, int]]) -> None:
         self.db.executemany(
             "DELETE FROM segments"

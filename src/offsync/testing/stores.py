@@ -342,6 +342,21 @@ def _check_segments(s: Store) -> None:
         "segments_changed must report a segment whose status changed after the cursor"
     )
 
+    # An erasure keeps a segment's redacted form in place: same row, other bytes.
+    before = s.segment_index()
+    with s.transaction():
+        s.replace_segment_data(W1, 4, b"redacted form")
+        s.replace_segment_data(W1, 2, b"no segment starts here")  # nothing happens
+    assert s.segment_data([(W1, 4)]) == [b"redacted form"], "replace_segment_data: the bytes"
+    assert s.segment_data([(W1, 1)]) == [by_key[W1, 1]], "replace_segment_data: one segment"
+    after = {tuple(x)[:6] for x in s.segment_index()}
+    assert after == {tuple(x)[:6] for x in before}, "replace_segment_data: hash, seqs, status"
+    assert (W1, 4, len(b"redacted form")) in {(x[0], x[1], x[6]) for x in s.segment_index()}, (
+        "replace_segment_data: the index's size follows the bytes"
+    )
+    with s.transaction():
+        s.replace_segment_data(W1, 4, by_key[W1, 4])
+
     def duplicate() -> None:
         with s.transaction():
             s.add_segments([_seg(W2, 1, 1)])
