@@ -56,6 +56,8 @@ class _Core:
     level: int
     authorities: frozenset[bytes] | None
     validators: dict[str, Validator]
+    #: Per collection, the order its segments are packed in (``offsync.plan.pack``).
+    priorities: dict[str, int]
     _lock: threading.RLock
     _wall: Callable[[], int]
     _state: ReplicaState

@@ -13,6 +13,7 @@ from ..errors import FormatTwoStoreError, UsageError
 from ..identity import Identity, PublicIdentity
 from ..limits import DEFAULT_LIMITS, Limits
 from ..plan.examine import fingerprint
+from ..plan.pack import priority_map
 from ..policies import LastWriterWins, Policy
 from ..scope import WHOLE, PartitionRule, Scope, Stream, new_stream
 from ..segindex import SegmentIndex
@@ -60,6 +61,7 @@ class Replica(_Bulk, _Applying, _Packing, _Blobs, _Mailing, _History):
         partitions: PartitionRule | Mapping[str, int] | None = None,
         scope: Scope | None = None,
         reference: Iterable[str] = (),
+        priorities: Mapping[str, int] | None = None,
     ) -> None:
         """``trust``: the authority keys (the root of trust), or None for open mode, in
         which every validly signed origin may write anything. ``validators``: per
@@ -75,7 +77,10 @@ class Replica(_Bulk, _Applying, _Packing, _Blobs, _Mailing, _History):
         replica holds (``offsync.Scope``; None: as the store keeps it, everything for a
         new one); another scope than the kept one is a scope change (``set_scope``).
         ``reference``: the deployment's reference collections, held whole by every
-        replica like ``_trust`` (pass the same list every time, like ``partitions``)."""
+        replica like ``_trust`` (pass the same list every time, like ``partitions``).
+        ``priorities``: per collection, the order its changes are packed in (lower
+        first, default 100, ``_trust`` always 0), so that a round cut short by a byte
+        budget has sent what matters first (docs/spec-v3.md §9.5)."""
         if not 1 <= level <= 22:
             raise UsageError("level must be a zstd level from 1 to 22")
         self.level = level
@@ -94,6 +99,7 @@ class Replica(_Bulk, _Applying, _Packing, _Blobs, _Mailing, _History):
             else frozenset(k.public_key if isinstance(k, PublicIdentity) else k for k in trust)
         )
         self.validators = dict(validators or {})
+        self.priorities = priority_map(priorities)
         self._lock = threading.RLock()
         self._wall = wall
         self._fresh, self._fresh_sizes, self._recent = [], [], {}
