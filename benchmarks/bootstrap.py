@@ -161,3 +161,159 @@ def _write(centre: Replica, batch: list[tuple[str, int]], version: int = 0) -> N
         doses[key] = dose
     centre.put_many("residents", residents)
     centre.put_many("doses", doses)
+
+
+def centre_file(workdir: Path, total: int, say: Any = print) -> Path:
+    """The cached centre of ``total`` records (built on first use)."""
+    path = workdir / f"centre-{total}.db"
+    if not path.exists():
+        say(f"building a centre of {total:,} records in {path} (once) ...")
+        say(f"  built in {build_centre(path, total):.0f} s")
+    return path
+
+
+def incremental_centre(workdir: Path, total: int, elsewhere: int, say: Any = print) -> Path:
+    """The centre after ``elsewhere`` new records outside every scope (province 51's
+    new regency 5199) and 100 corrections in the district (cached too)."""
+    path = workdir / f"centre-{total}-plus-{elsewhere}.db"
+    if path.exists():
+        return path
+    say(f"writing {elsewhere:,} records elsewhere and 100 in the district (once) ...")
+    started = time.perf_counter()
+    tmp = path.with_suffix(".building")
+    shutil.copyfile(centre_file(workdir, total, say), tmp)
+    with Replica.open(str(tmp), identity=CENTRE, trust=[AUTHORITY.public], partitions=RULE) as c:
+        batch: list[tuple[str, int]] = []
+        for n in range(elsewhere // 2):
+            batch.append((f"5199{n // 5000 % 100:02d}", n))
+            if len(batch) == CHUNK // 2:
+                _write(c, batch)
+                batch = []
+        if batch:
+            _write(c, batch)
+        _write(c, [(PREFIXES["district"], i) for i in range(50)], version=1)  # 100 records
+    tmp.rename(path)
+    say(f"  written in {time.perf_counter() - started:.0f} s")
+    return path
+
+
+def fresh_copy(path: Path, to: Path) -> Path:
+    """A copy of a cached centre for one run: serving and exporting write to the
+    centre's store (what each site said it holds), which must not leak into the next."""
+    for old in to.parent.glob(to.name + "*"):
+        old.unlink()
+    shutil.copyfile(path, to)
+    return to
+
+
+def open_site(path: Path, name: str) -> Replica:
+    return Replica.open(
+        str(path),
+        identity=site_identity(name),
+        trust=[AUTHORITY.public],
+        partitions=RULE,
+        scope=scope_of(name),
+    )
+
+
+def over_http(centre_path: Path, site_path: Path, name: str) -> tuple[float, int, int]:
+    """Sync a site over HTTP until a round brings nothing: (seconds, bundle bytes
+    received, changes applied)."""
+    from offsync.demo import free_loopback_socket, serving
+    from offsync.sync import sync
+    from offsync.transports.http import HTTPTransport
+
+    with Replica.open(
+        str(centre_path), identity=CENTRE, trust=[AUTHORITY.public], partitions=RULE
+    ) as centre:
+        with serving(centre, free_loopback_socket()) as url, open_site(site_path, name) as site:
+            started = time.perf_counter()
+            size = changes = 0
+            with HTTPTransport(url, site.identity, server_key=CENTRE.public_key) as t:
+                while True:
+                    report = sync(site, t)
+                    size += report.received_bytes
+                    moved = sum(r.applied + r.unlocked for r in report.received)
+                    changes += moved
+                    if not moved:
+                        break
+            return time.perf_counter() - started, size, changes
+
+
+def by_disk(centre_path: Path, site_path: Path, disk: Path, name: str) -> tuple[float, int, int]:
+    """The centre exports for the site onto a courier disk, the site imports it:
+    (seconds for both, bytes written to the disk, changes applied)."""
+    from offsync.sync import sync
+    from offsync.transports import DiskTransport
+
+    shutil.rmtree(disk, ignore_errors=True)
+    disk.mkdir(parents=True)
+    started = time.perf_counter()
+    with Replica.open(
+        str(centre_path), identity=CENTRE, trust=[AUTHORITY.public], partitions=RULE
+    ) as centre:
+        peer = site_identity(name).public
+        with DiskTransport(disk, centre, peer) as t:
+            sent = sync(centre, t, pull=False)
+    with open_site(site_path, name) as site, DiskTransport(disk, site, CENTRE.public) as t:
+        got = sync(site, t, push=False)
+    took = time.perf_counter() - started
+    return took, sent.sent_bytes, sum(r.applied + r.unlocked for r in got.received)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="a 200,000-record centre")
+    parser.add_argument("--records", type=int, help="records in the centre (default 2M)")
+    parser.add_argument(
+        "--scopes", default="district,regency,province", help="which of the three scopes"
+    )
+    parser.add_argument("--paths", default="http,disk", help="http, disk or both")
+    parser.add_argument("--no-incremental", action="store_true")
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/offsync-bootstrap"))
+    args = parser.parse_args(argv)
+    total = args.records or (200_000 if args.quick else 2_000_000)
+    elsewhere = total // 2
+    workdir: Path = args.workdir
+    workdir.mkdir(parents=True, exist_ok=True)
+    centre_path = centre_file(workdir, total)
+    size = centre_path.stat().st_size
+    runs = workdir / "runs"
+    shutil.rmtree(runs, ignore_errors=True)
+    runs.mkdir()
+    print(f"centre: {total:,} records, {size / 2**20:.0f} MiB on disk")
+    header = "| scope | records | path | seconds | bytes | B/scope-record | B/centre-record |"
+    print(header)
+    print("|---|---:|---|---:|---:|---:|---:|")
+    for name in args.scopes.split(","):
+        held = round(total * SHARE[name])
+        for path in args.paths.split(","):
+            site_path = runs / f"{name}-{path}.db"
+            centre_path = fresh_copy(centre_file(workdir, total), runs / "centre.db")
+            if path == "http":
+                took, size, changes = over_http(centre_path, site_path, name)
+            else:
+                took, size, changes = by_disk(centre_path, site_path, runs / "disk", name)
+            print(
+                f"| {name} {PREFIXES[name]} | {held:,} | {path} | {took:.1f} | {size:,} |"
+                f" {size / held:.1f} | {size / total:.2f} |",
+                flush=True,
+            )
+            if changes < held:
+                print(f"  ! {changes} changes applied, fewer than the scope's {held}")
+    if not args.no_incremental:
+        name = args.scopes.split(",")[0]
+        base = runs / f"{name}-http.db"
+        if not base.exists():
+            over_http(fresh_copy(centre_path, runs / "centre.db"), base, name)
+        incr = fresh_copy(incremental_centre(workdir, total, elsewhere), runs / "centre.db")
+        took, size, changes = over_http(incr, base, name)
+        print(
+            f"incremental: {changes} changes in scope among {elsewhere:,} elsewhere:"
+            f" {size:,} bytes, {took:.2f} s"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
