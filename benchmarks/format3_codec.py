@@ -122,9 +122,11 @@ def main(argv: list[str] | None = None) -> int:
         return go
 
     sealed = fastest(args.seal_reps, {name: sealer(name) for name in RULES})
-    opened = fastest(
-        args.reps, {name: (lambda name=name: open_all(encoded[name])) for name in RULES}
-    )
+
+    def opener(name: str) -> Callable[[], object]:
+        return lambda: open_all(encoded[name])
+
+    opened = fastest(args.reps, {name: opener(name) for name in RULES})
     assert all(open_all(encoded[name]) == n for name in RULES)
     size = {name: sum(map(len, segs)) for name, segs in encoded.items()}
     w, d = "whole", "district"

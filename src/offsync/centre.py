@@ -121,6 +121,7 @@ def replica_from_env(env: Mapping[str, str] | None = None) -> Replica:
         default_policy=default,
         authorities=trust,
         partitions=_lengths(env.get("OFFSYNC_PARTITIONS", "")),
+        reference=[c.strip() for c in env.get("OFFSYNC_REFERENCE", "").split(",") if c.strip()],
     ).replica()
 
 
@@ -196,6 +197,8 @@ class CentreFactory:
     #: The deployment's partition rule (collection -> key-prefix length).
     partitions: dict[str, int] = field(default_factory=dict)
     labels: dict[bytes, str] = field(default_factory=dict)
+    #: The deployment's reference collections, read by every certified site.
+    reference: list[str] = field(default_factory=list)
 
     def replica(self) -> Replica:
         """This process's replica of the centre: its own connection to the database."""
@@ -211,6 +214,7 @@ class CentreFactory:
             default_policy=policies.BUILTIN[self.default_policy](),
             trust=list(self.authorities) or None,
             partitions=self.partitions,
+            reference=self.reference,
         )
 
     def __call__(self) -> Any:

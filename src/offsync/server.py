@@ -44,6 +44,6 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 
 from .http.openapi import openapi
 from .http.ranges import CONTENT_RANGE_PATTERN
-from .http.server import Readable, ServerState, create_app
+from .http.server import ReadScopes, ServerState, create_app
 
-__all__ = ["CONTENT_RANGE_PATTERN", "Readable", "ServerState", "create_app", "openapi"]
+__all__ = ["CONTENT_RANGE_PATTERN", "ReadScopes", "ServerState", "create_app", "openapi"]

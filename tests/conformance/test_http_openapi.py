@@ -26,6 +26,7 @@ from offsync.http.bodies import encode_pull_request
 from offsync.http.openapi import ENDPOINTS, docs_block
 from offsync.http.signing import blob_get_message, sign_request
 from offsync.limits import DEFAULT_LIMITS, Limits
+from offsync.scope import Scope
 from offsync.segment import hash32
 from offsync.server import create_app, openapi
 from offsync.stores.blobs import BlobStore
@@ -96,7 +97,13 @@ def test_every_documented_answer_is_given_by_a_real_server_and_matches(tmp_path:
         centre, upload_dir=tmp_path / "up", max_upload_bytes=len(large) - 1, metrics=True
     )
     busy = create_app(centre, max_in_flight=0, busy_timeout=0.05)
-    with LiveServer(app) as srv, LiveServer(busy) as jammed, httpx.Client(base_url=srv.url) as http:
+    refusing = create_app(centre, readable=lambda site: Scope.nothing())  # reads nothing
+    with (
+        LiveServer(app) as srv,
+        LiveServer(busy) as jammed,
+        LiveServer(refusing) as strict,
+        httpx.Client(base_url=srv.url) as http,
+    ):
         paths = ("/", "/challenge", "/knowledge", "/openapi.json", f"/bundles/{ID}")
         for path in (*paths, "/healthz", "/readyz", "/metrics"):
             assert http.get(path).status_code == 200
@@ -116,6 +123,8 @@ def test_every_documented_answer_is_given_by_a_real_server_and_matches(tmp_path:
         assert pull(http, centre, body, signed=False) == 401
         assert pull(http, centre, b"\x81\xa1x\x01") == 422
         assert pull(http, centre, b"x" * (centre.limits.max_header_bytes + 1), False) == 413
+        with httpx.Client(base_url=strict.url) as strict_http:
+            assert pull(strict_http, centre, body) == 403
         with centre.lock:  # a bulk import holds the replica
             assert httpx.get(jammed.url + "/knowledge").status_code == 503
         assert httpx.put(f"{jammed.url}/bundles/{'cd' * 32}", content=b"x").status_code == 503
@@ -169,7 +178,13 @@ def test_every_documented_blob_answer_is_given_by_a_real_server_and_matches(
     centre.put("people", "p1", {"photo": ref.field(), "scan": bad.field(), "x": gone.field()})
     busy = create_app(centre, max_in_flight=0, busy_timeout=0.05, readable=None)
     app = create_app(centre, readable=None)
-    with LiveServer(app) as srv, LiveServer(busy) as jammed, httpx.Client(base_url=srv.url) as http:
+    refusing = create_app(centre, readable=lambda site: Scope.nothing())  # reads nothing
+    with (
+        LiveServer(app) as srv,
+        LiveServer(busy) as jammed,
+        LiveServer(refusing) as strict,
+        httpx.Client(base_url=srv.url) as http,
+    ):
         url = f"/blobs/{ref.hex}"
 
         def put(first: int, body: bytes, total: int = 1500, where: str = url) -> int:
@@ -220,6 +235,12 @@ def test_every_documented_blob_answer_is_given_by_a_real_server_and_matches(
             headers = signed(jammed_http, centre, "blob", blob_get_message(ref.hex, rng))
             answer = jammed_http.get(url, headers={**headers, "Range": rng})
             assert answer.status_code == 503
+        with httpx.Client(base_url=strict.url) as strict_http:
+            headers = signed(strict_http, centre, "blobs-held", hashes)
+            assert strict_http.post("/blobs", content=hashes, headers=headers).status_code == 403
+            rng = "bytes=0-9"
+            headers = signed(strict_http, centre, "blob", blob_get_message(ref.hex, rng))
+            assert strict_http.get(url, headers={**headers, "Range": rng}).status_code == 403
         store.full = True
         assert put(0, b"a", 1, f"/blobs/{gone.hex}") == 507
     given = [(operation(answer), answer.status) for answer in ANSWERS]

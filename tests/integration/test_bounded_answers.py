@@ -19,7 +19,7 @@ import pytest
 
 from offsync import Identity, Receipt, Replica, sync
 from offsync.delivery import Delivery
-from offsync.scope import Partition, Stream
+from offsync.scope import Partition, Scope, Stream
 from offsync.segment import hash32
 from offsync.server import create_app
 from offsync.transports.http import HTTPTransport
@@ -103,7 +103,7 @@ def test_a_site_that_may_only_push_still_learns_its_changes_arrived(centre: Repl
     site = _replica("site")
     try:
         site.put("residents", "mine", {"by": "site"})
-        app = create_app(centre, readable=lambda s, o: False)
+        app = create_app(centre, readable=lambda s: Scope.nothing())
         with (
             LiveServer(app) as srv,
             HTTPTransport(srv.url, site.identity, server_key=centre.id, sleep=_no_sleep) as t,

@@ -189,9 +189,14 @@ def test_trust_authority_certificates_and_quarantine(sh: Shell) -> None:
 
     # Revocation needs a bound; then it is listed everywhere it travels.
     sh.run("--site", "authority", "trust", "revoke", kec, code=2)
-    sh.run("--site", "authority", "trust", "revoke", kec, "--after-seq", "1", "--reason", "lost")
+    sh.run("--site", "authority", "trust", "revoke", kec, "--after-seq", "1", code=2)  # format 2's
+    sh.run(
+        "--site", "authority", "trust", "revoke", kec, "--after", "residents=1", "--reason", "lost"
+    )
     revoked = sh.json("--site", "authority", "trust", "list")["revocations"]
-    assert revoked == [{"after_seq": 1, "effective": None, "reason": "lost", "site": kec}]
+    assert revoked == [
+        {"after": [["residents", "", 1]], "effective": None, "reason": "lost", "site": kec}
+    ]
     # Trusting an authority later re-examines what was held.
     sh.init("open-site")
     assert sh.json("--site", "open-site", "trust", "list")["mode"] == "open"

@@ -18,6 +18,7 @@ from offsync import Identity, Knowledge, Replica, read_header
 from offsync.errors import PeerRefusedError, RetryableTransportError, TransportError
 from offsync.http.bodies import encode_pull_request
 from offsync.http.signing import Challenges, challenge_key, sign_request
+from offsync.scope import Scope
 from offsync.segment import hash32
 from offsync.server import create_app
 from offsync.transports.http import HTTPTransport
@@ -136,17 +137,21 @@ def test_upload_encrypted_to_the_server(centre: Replica, served: LiveServer) -> 
     assert site.state_digest() == centre.state_digest()
 
 
-def test_readable_hook_hides_origins(centre: Replica) -> None:
+def test_readable_hook_hides_what_is_outside_the_scope_it_answers(centre: Replica) -> None:
     other = replica(label="other")
-    fill(other, 4, prefix="o")
+    with other.batch():
+        for i in range(4):
+            other.put("notes", f"o{i}", {"n": i})
     for b in other.pack():
         centre.apply(b)
     fill(centre, 2, prefix="c")
     site = replica()
-    app = create_app(centre, readable=lambda site_key, origin: origin != other.id)
+    hidden = Scope.everything() - Scope.whole("notes")
+    app = create_app(centre, readable=lambda site_key: hidden)
     with LiveServer(app) as srv, transport(srv, site) as t:
         offsync.sync(site, t, push=False)
     assert site.knowledge().restrict_origins([other.id]).count() == 0
+    assert site.get("notes", "o0") is None
     assert site.knowledge().restrict_origins([centre.id]).count() == 2
 
 

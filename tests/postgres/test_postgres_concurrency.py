@@ -121,13 +121,17 @@ def test_concurrent_worker_processes_apply_every_change_exactly_once(
     for bundle in bundles:
         reference.apply(bundle)
     store = PostgresStore(DSN, schema=schema)
-    (rows, distinct) = store._q("SELECT count(*), count(DISTINCT (origin, seq)) FROM changes")[0]
+    (rows, distinct) = store._q(
+        "SELECT count(*), count(DISTINCT (origin, collection, seq)) FROM changes"
+    )[0]
+    # a change is one seq of one stream: (origin, collection) with one partition each
     assert rows == distinct == total, "the changes table holds every change exactly once"
     overlaps = store._q(
         "SELECT count(*) FROM segments a JOIN segments b ON a.origin = b.origin"
+        " AND a.collection = b.collection AND a.prefix = b.prefix"
         " AND a.first_seq < b.first_seq AND b.first_seq <= a.last_seq"
     )[0][0]
-    assert overlaps == 0, "no two stored segments of one origin overlap"
+    assert overlaps == 0, "no two stored segments of one stream overlap"
     assert store._q("SELECT count(*) FROM records WHERE heads = ''")[0][0] == 0
     centre_view = Replica(store, centre, POLICIES)
     # Every record row, heads and conflict flag too: a lost update shows in the heads

@@ -132,3 +132,27 @@ def test_reference_collections_must_be_one_partition() -> None:
             partitions=RULE,
             reference=["residents"],
         )
+
+
+def test_a_group_commit_skips_out_of_scope_segments_too() -> None:
+    with replica(1) as centre, replica(2, DISTRICT) as site:
+        centre.put("residents", "3519010101", {"name": "Ani"})
+        first = centre.pack()
+        centre.put("residents", "3619010101", {"name": "Budi"})
+        second = centre.pack(centre.knowledge().restrict(site.scope))  # only 361901
+        with site.group_commit() as group:
+            report = group.apply([*first, *second])
+        assert (report.applied, report.out_of_scope) == (1, 1)
+        assert site.knowledge() == centre.knowledge().restrict(site.scope)
+
+
+def test_setting_the_same_scope_changes_nothing() -> None:
+    with replica(1, DISTRICT) as site:
+        site.put("residents", "3519010101", {"name": "Ani"})
+        digest, known = site.state_digest(), site.knowledge()
+        site.set_scope(DISTRICT)
+        assert (site.state_digest(), site.knowledge(), site.scope) == (
+            digest,
+            known,
+            DISTRICT.including("_trust", "vaccine_lots"),
+        )

@@ -13,9 +13,11 @@ from rich.table import Table
 
 from ..bundle import open_bundle, read_header
 from ..errors import RemoteDataError
+from ..scope import Scope
+from ..sync.readers import receiver_scope
 from .app import cli, json_option, pass_state
 from .exits import EXIT_REFUSED, fail
-from .output import emit_json, err, iso_hlc, out, progress
+from .output import emit_json, err, iso_hlc, out, progress, short
 from .params import peer_knowledge
 from .site import State, write_atomic
 
@@ -67,13 +69,26 @@ def pack(state: State, out_dir: Path, for_peer: str | None, encrypt: bool, max_b
     if encrypt and peer is None:
         fail("--encrypt needs --for PEER", hint="name the site that will open the bundles")
     since = peer_knowledge(replica, peer) if peer is not None else None
+    # For a named peer, only what it may read (its certified read scope in trust mode).
+    scope = receiver_scope(replica, peer) if peer is not None else Scope.everything()
+    if not scope:
+        assert peer is not None  # everything without --for
+        fail(
+            f"{short(peer)} may read nothing from this site: no certificate in force",
+            EXIT_REFUSED,
+            hint="ask an authority to certify it (`offsync trust certify`)",
+        )
     out_dir.mkdir(parents=True, exist_ok=True)
     prefix = f"{safe_name(replica.identity.label)}-{replica.identity.short_id}"
     written: list[dict[str, Any]] = []
     with progress(state.json, "packing", None) as step:
         for i, data in enumerate(
             replica.iter_pack(
-                since, max_bytes=max_bytes, recipient=peer if encrypt else None, always=True
+                since,
+                max_bytes=max_bytes,
+                recipient=peer if encrypt else None,
+                always=True,
+                scope=None if scope.is_everything else scope,
             )
         ):
             header, _ = read_header(data)

@@ -18,6 +18,8 @@ from rich.console import Console
 
 from ..change import ChangeId
 from ..clock import hlc_millis
+from ..errors import UsageError
+from ..scope import Scope
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -117,3 +119,16 @@ def progress(quiet: bool, description: str, total: int | None) -> Iterator[Calla
             bar.advance(task, n)
 
         yield step
+
+
+def scope_text(scope: Scope) -> str:
+    """A read scope as ``--read`` takes it: ``residents=3201,3202; vaccine_lots``."""
+    if scope.is_everything:
+        return "everything"
+    if not scope:
+        return "nothing"
+    try:
+        field = scope.to_read_field()
+    except UsageError:
+        return repr(scope)
+    return "; ".join(f"{c}={','.join(p)}" if p else c for c, p in field.items())

@@ -19,7 +19,7 @@ from .app import cli, json_option, pass_state
 from .exits import EXIT_ERROR, fail, show_error
 from .output import emit_json, err, head_name, iso_hlc, json_text, out, when
 from .params import parse_fields, parse_key
-from .site import Site, State, parse_partitions
+from .site import Site, State, parse_partitions, parse_reference
 
 
 @cli.command()
@@ -42,6 +42,14 @@ from .site import Site, State, parse_partitions
     metavar="COLLECTION=LENGTH",
     help="The deployment's partition rule: a collection is cut into partitions by the first"
     " LENGTH characters of its keys (repeatable; the same at every site; never changed).",
+)
+@click.option(
+    "--reference",
+    "reference_specs",
+    multiple=True,
+    metavar="COLLECTION",
+    help="A reference collection (vaccine lots): every certified site reads it whole,"
+    " whatever its read scope (repeatable, or comma-separated; the same at every site).",
 )
 @click.option(
     "--trust",
@@ -77,6 +85,7 @@ def init(
     policy_specs: tuple[str, ...],
     default_policy: str,
     partition_specs: tuple[str, ...],
+    reference_specs: tuple[str, ...],
     trusted: tuple[str, ...],
     authority: bool,
     open_mode: bool,
@@ -105,6 +114,7 @@ def init(
             fail(f"cannot read --policy {spec!r}", hint="write --policy doses=fww")
         site_policies[collection] = name
     partitions = parse_partitions(partition_specs)
+    reference = parse_reference(reference_specs)
     passphrase = state.passphrase(confirm=True)
     if not passphrase:
         fail("an empty passphrase would leave the site key unprotected", hint="choose one")
@@ -121,6 +131,7 @@ def init(
         authorities,
         blob_fetch,
         partitions=partitions,
+        reference=reference,
     )
     if state.json:
         emit_json(
@@ -130,6 +141,7 @@ def init(
                 "public_key": site.public_key,
                 "policies": site.policies,
                 "authorities": site.authorities,
+                "reference": site.reference,
                 "mode": "trust" if site.authorities else "open",
                 "blobs": blob_fetch,
             }

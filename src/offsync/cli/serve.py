@@ -331,6 +331,7 @@ def _serve_centre(
         policies=dict(site.policies),
         default_policy=site.default_policy,
         partitions=dict(site.partitions),
+        reference=list(site.reference),
         authorities=[bytes.fromhex(a) for a in site.authorities],
         # Workers share partial uploads safely: each upload is locked per bundle id.
         settings=given,

@@ -23,7 +23,7 @@ import click
 
 from .. import Identity, Replica, policies
 from ..errors import StoreLockedError, UsageError
-from ..scope import PartitionRule
+from ..scope import TRUST_COLLECTION, PartitionRule, check_collection
 from ..stores import sqlite as sqlite_store
 from .exits import EXIT_ERROR, EXIT_USAGE, CommandError, fail
 from .output import emit_json, err, iso_ms, out, short
@@ -54,6 +54,29 @@ def _length(value: Any) -> int:
     if type(value) is not int or value < 0:
         raise ValueError(f"a partition length is a number of code points, not {value!r}")
     return value
+
+
+def _names(value: Any) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise ValueError(f"reference is a list of collection names, not {value!r}")
+    return list(value)
+
+
+def parse_reference(specs: Sequence[str]) -> list[str]:
+    """``--reference lots,vaccines`` (repeatable) as a list of collection names."""
+    out: list[str] = []
+    for spec in specs:
+        for name in (i.strip() for i in spec.split(",")):
+            if not name:
+                continue
+            try:
+                check_collection(name)
+            except UsageError as exc:
+                fail(f"--reference {name!r}: {exc}", hint="write --reference vaccine_lots")
+            if name == TRUST_COLLECTION:
+                fail("--reference _trust: every certified site reads _trust already")
+            out.append(name)
+    return list(dict.fromkeys(out))
 
 
 def parse_partitions(specs: Sequence[str]) -> dict[str, int]:
@@ -125,6 +148,10 @@ class Site:
     #: (docs/spec-v3.md §4); a collection not named is one partition. Set at ``init``,
     #: deployment-wide and never changed (the store refuses another rule).
     partitions: dict[str, int] = field(default_factory=dict)
+    #: The deployment's reference collections (vaccine lots): held whole by every
+    #: replica and read by every certified site, whatever its read scope. Set at
+    #: ``init`` (``--reference``), deployment-wide like the partition rule.
+    reference: list[str] = field(default_factory=list)
 
     @classmethod
     def load(cls, path: Path) -> Site:
@@ -148,6 +175,7 @@ class Site:
                 {str(k): str(v) for k, v in doc.get("peers", {}).items()},
                 [_centre_entry(c) for c in doc.get("centres", [])],
                 {str(k): _length(v) for k, v in doc.get("partitions", {}).items()},
+                _names(doc.get("reference", [])),
             )
             keys = [c["key"] for c in site.centres if c["key"] is not None]
             for a in [*site.authorities, *site.peers.values(), *keys]:
@@ -176,6 +204,8 @@ class Site:
             doc["centres"] = self.centres
         if self.partitions:
             doc["partitions"] = dict(sorted(self.partitions.items()))
+        if self.reference:
+            doc["reference"] = list(self.reference)
         write_atomic(self.path / SITE_FILE, (json.dumps(doc, indent=2) + "\n").encode())
 
     @classmethod
@@ -189,6 +219,7 @@ class Site:
         authorities: Sequence[str] = (),
         blobs: str | None = None,
         partitions: dict[str, int] | None = None,
+        reference: Sequence[str] = (),
     ) -> Site:
         for name in [*site_policies.values(), default_policy]:
             policy_of(name)
@@ -216,6 +247,7 @@ class Site:
             default_policy,
             list(dict.fromkeys(authorities)),
             partitions=dict(partitions or {}),
+            reference=list(dict.fromkeys(reference)),
         )
         site.save()
         site.open(identity, create=True, blobs=blobs).close()
@@ -269,6 +301,7 @@ class Site:
             trust=[bytes.fromhex(a) for a in self.authorities] if self.authorities else None,
             blobs=blobs,
             partitions=self.partitions,
+            reference=self.reference,
         )
 
     def _backup_before_upgrade(self) -> None:

@@ -13,10 +13,11 @@ from rich.table import Table
 from .. import Replica
 from ..change import ChangeId
 from ..delivery import Delivery
+from ..readable import peer_scope
 from .app import Group, cli, json_option, pass_state, state_of
 from .centres import centre_keys
 from .exits import fail
-from .output import emit_json, head_name, iso_hlc, iso_ms, json_text, out, short, when
+from .output import emit_json, head_name, iso_hlc, iso_ms, json_text, out, scope_text, short, when
 from .params import parse_fields
 from .site import RestoreWait, State
 
@@ -70,6 +71,11 @@ def status_document(
         "state_digest": replica.state_digest(),
         "origins": sum(1 for _ in mine.origins()),
         "streams": mine.stream_count(),
+        # What this replica holds (scope2b: its scope, _trust and the reference
+        # collections) and what the trust store lets it read from servers and peers.
+        "scope": scope_text(replica.scope),
+        "reads": scope_text(peer_scope(replica, replica.id)),
+        "reference": list(replica.reference),
         "peers": peers,
         "quarantined": [
             {
@@ -160,6 +166,7 @@ def status(state: State) -> None:
         f"{doc['seq']} change(s) written here; {doc['changes_held']} held from "
         f"{doc['origins']} site(s) in {doc['streams']} stream(s); state digest {doc['state_digest'].hex()[:16]}"
     )
+    out.print(f"holds {escape(doc['scope'])}; may read {escape(doc['reads'])}")
     _print_restore(state, replica, doc["restore"])
     if doc["centres"] is not None:
         c = doc["centres"]

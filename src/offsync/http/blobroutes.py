@@ -12,7 +12,11 @@ Three endpoints, beside the bundle ones:
   only blobs that its visible records reference (their origins signed the hashes) and
   refuses every other hash (404), so a stranger cannot fill its disk with blobs.
 * ``GET /blobs/{hash}`` (signed, ``Range: bytes=FIRST-LAST``): a chunk of a blob held
-  whole, to a site that may read one of the origins whose records reference it.
+  whole, to a site whose read scope holds a visible record that references it.
+
+A signed request from a key that may read nothing here (trust mode: no certificate in
+force) is answered ``403``; a blob no record in the site's scope refers to is as if
+not held (``404``, and no byte count in ``POST /blobs``).
 
 Each request asks the store's index of references about its hashes alone
 (``Replica.blob_entries``: one indexed query), so that a centre of a million records
@@ -31,6 +35,8 @@ from ..blobs import BlobRef
 from ..encoding import packb, unpack_strict
 from ..errors import OffsyncError, RemoteDataError, SignatureError
 from ..lane import MAX_LANE_QUERY, check_hashes
+from ..readable import readable_blobs
+from ..scope import Scope
 from .answers import NO_STORE, now_ms
 from .bodies import BlobProgress, ErrorBody
 from .ranges import ChunkRange, CommitRange, ContentRange, parse_content_range
@@ -38,6 +44,7 @@ from .refusals import (
     Refusal,
     bad_request,
     conflict,
+    forbidden,
     not_found,
     refusal_for,
     too_large,
@@ -61,8 +68,12 @@ def _entries(state: ServerState, hashes: list[bytes]) -> dict[bytes, Entry]:
     return state.replica.blob_entries(hashes)
 
 
-def _may_read(state: ServerState, site: bytes, entry: Entry) -> bool:
-    return state.readable is None or any(state.readable(site, o) for o in entry[1])
+def _scope_of(state: ServerState, site: bytes) -> Scope:
+    """What ``site`` may read here; ``403`` when that is nothing."""
+    scope = state.read_scope(site)
+    if not scope:
+        raise forbidden(site)
+    return scope
 
 
 def _digest(request: Request) -> bytes:
@@ -125,8 +136,7 @@ async def blobs_held(state: ServerState, request: Request) -> Response:
 
     def held() -> list[list[Any]]:
         _spend(state, signed)
-        index = _entries(state, hashes)
-        readable = [h for h in hashes if h in index and _may_read(state, signed.site, index[h])]
+        readable = readable_blobs(state.replica, hashes, _scope_of(state, signed.site))
         return [[h, n] for h, n in sorted(state.replica.held_blobs(readable).items())]
 
     async with state.slot():
@@ -218,8 +228,9 @@ async def blob_get(state: ServerState, request: Request) -> Response:
 
     def read() -> tuple[bytes, int]:
         _spend(state, signed)
+        scope = _scope_of(state, signed.site)
         entry = _entries(state, [digest]).get(digest)
-        if entry is None or not _may_read(state, signed.site, entry):
+        if entry is None or not readable_blobs(state.replica, [digest], scope):
             raise not_found(f"no blob {digest.hex()[:16]} here")
         ref = entry[0]
         if not state.replica.has_blob(ref):

@@ -99,6 +99,14 @@ def _error(status: int, description: str) -> Answer:
     return Answer(status, description, ErrorBody)
 
 
+#: A well-signed request from a key that may read nothing here (docs/http.md).
+_NOT_CERTIFIED = _error(
+    403,
+    "NotCertified: trust mode, and the signing key has no certificate in force here "
+    "(unknown, expired, revoked or replaced), so it may read nothing",
+)
+
+
 _BUSY = Answer(
     503,
     "Saturated or the replica is busy; retry after Retry-After seconds",
@@ -165,6 +173,7 @@ _BLOB_ENDPOINTS: tuple[Endpoint, ...] = (
                 media=MSGPACK_MEDIA_TYPE,
             ),
             _error(401, "Unsigned, badly signed, or over a challenge not valid here"),
+            _NOT_CERTIFIED,
             _error(413, f"More than {MAX_LANE_QUERY} hashes"),
             _error(422, "Not a msgpack array of 32-byte hashes"),
             _BUSY,
@@ -220,7 +229,11 @@ _BLOB_ENDPOINTS: tuple[Endpoint, ...] = (
             ),
             _error(400, "Malformed hash or Range"),
             _error(401, "Unsigned, badly signed, or over a challenge not valid here"),
-            _error(404, "Not held whole here, or not readable by the signing site"),
+            _NOT_CERTIFIED,
+            _error(
+                404,
+                "Not held whole here, or no record in the signing site's read scope refers to it",
+            ),
             _error(413, "Range longer than blob_chunk_bytes (see limit)"),
             _error(416, "Range starts beyond the blob's end"),
             _BUSY,
@@ -346,6 +359,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
                 "Unsigned, badly signed, or over a challenge that is not this server's, has "
                 "expired or was used already",
             ),
+            _NOT_CERTIFIED,
             _error(413, "Request body too large"),
             _error(422, "Malformed request body"),
             _BUSY,

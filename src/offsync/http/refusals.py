@@ -23,6 +23,7 @@ __all__ = [
     "bad_request",
     "busy",
     "conflict",
+    "forbidden",
     "id_mismatch",
     "not_found",
     "not_ready",
@@ -63,6 +64,19 @@ def unauthorized(reason: str) -> Refusal:
         401,
         ErrorBody(error="SignatureError", reason=reason),
         {"WWW-Authenticate": "Offsync-Signature"},
+    )
+
+
+def forbidden(site: bytes) -> Refusal:
+    """A well-signed request from a key that may read nothing here now: unknown to the
+    trust store, expired, revoked or replaced (docs/http.md, "Who may read")."""
+    return Refusal(
+        403,
+        ErrorBody(
+            error="NotCertified",
+            reason=f"key {site.hex()[:16]} may read nothing here: no certificate in force"
+            " (unknown, expired, revoked or replaced); ask an authority to certify it",
+        ),
     )
 
 

@@ -37,6 +37,7 @@ from .pull import (
 from .receive import content_length, content_range, receive
 from .refusals import (
     bad_request,
+    forbidden,
     not_found,
     not_ready,
     refusal_for,
@@ -290,11 +291,13 @@ def _start_pull(
     if not replica.record_nonce(signed.challenge, signed.forget_after, now_ms()):
         raise unauthorized("replayed request (challenge already used)")
     site = signed.site
-    readable = state.readable
+    scope = state.read_scope(site)
+    if not scope:
+        raise forbidden(site)
     held = replica.knowledge()
-    mine = held
-    if readable is not None:
-        mine = held.restrict_origins(o for o in held.origins() if readable(site, o))
+    # What the site may read, and no more: segments, digests, our receipt (spec-v3
+    # §8.2, §15.2). What it may not read is never offered, as if it held it already.
+    mine = held if scope.is_everything else held.restrict(scope)
     groups = differing_groups(asked, mine)
     if groups:
         return encode_groups(groups)
@@ -304,8 +307,7 @@ def _start_pull(
     always = not quiet or bool(mine.difference(since))
     origins = state.told.origins(site, asked.relays_for)
     told = Told(b"", origins, held.restrict_origins(origins))
-    # What the site may not read is treated as if it held it already (``readable``); its
-    # answer's receipts are bounded by what it stated it holds.
+    # The answer's receipts are bounded by what the site stated it holds and its scope.
     packer = replica.iter_pack(
         since,
         max_bytes=max_bytes,
@@ -313,7 +315,7 @@ def _start_pull(
         always=always,
         receiver=site,
         stated=asked.knowledge,
-        readable=None if readable is None else lambda origin: readable(site, origin),
+        scope=None if scope.is_everything else scope,
     )
     return packer, next(packer, None), told
 

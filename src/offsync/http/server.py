@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +25,12 @@ from ..replica import Replica
 from .metrics import Metrics
 from .observe import Observer
 from .openapi import ENDPOINTS
-from .readers import Policy, readers
+from .readers import Policy, ReadScopes, readers
 from .refusals import Refusal, refusal_for
 from .routes import ROUTES, site_of
-from .state import Readable, ServerState
+from .state import ServerState
 
-__all__ = ["Readable", "ServerState", "answer", "create_app"]
+__all__ = ["ReadScopes", "ServerState", "answer", "create_app"]
 
 Handler = Callable[[ServerState, Request], Awaitable[Response]]
 
@@ -48,7 +48,8 @@ def create_app(
     busy_timeout: float = 10.0,
     retry_after: int = 2,
     replay_window: float = 300.0,
-    readable: Policy | Readable | None = "auto",
+    readable: Policy | ReadScopes | None = "auto",
+    reference: Iterable[str] | None = None,
     max_partial_uploads: int = 1000,
     partial_ttl: float = 7 * 24 * 3600,
     metrics: bool = False,
@@ -67,10 +68,12 @@ def create_app(
     ``Retry-After: retry_after`` (docs/scale.md, "Admission"). A pull must be signed over
     a challenge issued at most ``replay_window`` seconds before (by the server's clock;
     each challenge is accepted once).
-    ``readable`` says what a site may pull: ``"auto"`` (the default) serves only sites
-    the trust store certifies now in trust mode and everything in open mode;
-    ``"certified"``, ``"everything"`` (``None`` too), or a function
-    ``readable(site_key, origin_key) -> bool`` (``offsync.http.readers``). At most
+    ``readable`` says what a site may pull: ``"auto"`` (the default) is ``"certified"``
+    in trust mode (a site gets exactly its certified read scope, plus ``_trust`` and the
+    ``reference`` collections, default the replica's; a key that may read nothing is
+    answered 403) and ``"everything"`` in open mode; ``"everything"`` (``None`` too)
+    serves every key everything; or a function ``readable(site_key) -> Scope``
+    (``offsync.http.readers``). At most
     ``max_partial_uploads`` partial uploads are kept (beyond, the one untouched longest
     gives way); one untouched for ``partial_ttl`` seconds is dropped.
 
@@ -102,7 +105,7 @@ def create_app(
         busy_timeout=busy_timeout,
         retry_after=retry_after,
         replay_window=replay_window,
-        readable=readers(replica, readable),
+        readable=readers(replica, readable, reference),
         max_partial_uploads=max_partial_uploads,
         partial_ttl=partial_ttl,
         observer=observer,

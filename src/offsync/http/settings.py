@@ -11,7 +11,8 @@ key's passphrase comes from a file (``--passphrase-file``, ``OFFSYNC_PASSPHRASE_
 
 ``readable`` takes the policies that can be said in one word (``auto``, ``certified``,
 ``everything``: ``offsync.http.readers``); finer ones are Python
-(``create_app(readable=...)``).
+(``create_app(readable=...)``, a function of the site key to its ``Scope``).
+``reference`` names the deployment's reference collections (default: the replica's).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from ..errors import UsageError
 from ..limits import DEFAULT_LIMITS
 from ..logs import FORMATS, LEVELS
 from ..replica import Replica
+from ..scope import check_collection
 from .readers import READABLE, certified_readers, readers
 
 __all__ = [
@@ -75,7 +77,8 @@ def _size(value: float) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Setting:
-    """One setting: ``kind`` is int, seconds, bytes, choice, bool, path or text."""
+    """One setting: ``kind`` is int, seconds, bytes, choice, bool, path, text or names
+    (collection names separated by commas)."""
 
     name: str
     kind: str
@@ -131,6 +134,11 @@ class Setting:
             if word not in self.choices:
                 raise UsageError(f"{text!r}: choose one of {', '.join(self.choices)}")
             return word
+        elif self.kind == "names":
+            names = [n.strip() for n in text.split(",") if n.strip()]
+            for name in names:
+                check_collection(name)
+            return tuple(dict.fromkeys(names))
         else:  # path, text
             if not text.strip():
                 raise UsageError("empty")
@@ -270,6 +278,13 @@ APP_SETTINGS: tuple[Setting, ...] = (
         choices=READABLE,
     ),
     Setting(
+        "reference",
+        "names",
+        None,
+        "Reference collections (comma-separated) every certified site reads whole, "
+        "whatever its read scope [default: the site's, from site.json].",
+    ),
+    Setting(
         "metrics",
         "bool",
         False,
@@ -351,7 +366,7 @@ def app_options(replica: Replica, values: Mapping[str, Any]) -> dict[str, Any]:
     """``create_app`` keywords from setting values (defaults for those not given);
     ``UsageError`` for a ``readable`` policy the replica cannot follow."""
     options = {s.name: values.get(s.name, s.default) for s in APP_SETTINGS}
-    options["readable"] = readers(replica, options["readable"])
+    options["readable"] = readers(replica, options["readable"], options["reference"])
     return options
 
 

@@ -14,7 +14,9 @@ from typing import TypeVar
 import anyio
 import anyio.to_thread
 
+from ..errors import UsageError
 from ..replica import Replica
+from ..scope import Scope
 from .observe import Observer
 from .refusals import busy
 from .signing import Challenges, challenge_key
@@ -22,13 +24,13 @@ from .spool import Applier, SpoolWriter
 from .told import ToldReceipts
 from .uploads import Uploader, Uploads
 
-__all__ = ["Readable", "ServerState"]
+__all__ = ["ReadScopes", "ServerState"]
 
 T = TypeVar("T")
 
-#: Decides what a pulling site may read: ``readable(site_key, origin_key)``. Segments are
-#: signed per origin and forwarded byte for byte, so an origin's changes are the unit.
-Readable = Callable[[bytes, bytes], bool]
+#: Decides what a pulling site may read: ``readable(site_key) -> Scope`` (empty: 403).
+#: Streams are per partition, so a scope of partitions is the unit.
+ReadScopes = Callable[[bytes], Scope]
 
 
 class ServerState:
@@ -54,7 +56,7 @@ class ServerState:
         busy_timeout: float,
         retry_after: int,
         replay_window: float,
-        readable: Readable | None,
+        readable: ReadScopes | None,
         max_partial_uploads: int = 1000,
         partial_ttl: float = 7 * 24 * 3600,
         observer: Observer | None = None,
@@ -109,6 +111,18 @@ class ServerState:
         self.spool_retry_after = 1
         #: The last receipt built by ``receipt_since``, with when its build started.
         self._since_receipt: tuple[float, bytes] | None = None
+
+    def read_scope(self, site: bytes) -> Scope:
+        """What ``site`` may read now (``readable``; None: everything). ``UsageError``
+        when a ``readable`` hook answers something else than a ``Scope``."""
+        if self.readable is None:
+            return Scope.everything()
+        scope = self.readable(site)
+        if not isinstance(scope, Scope):
+            raise UsageError(
+                f"readable(site) returns a Scope (offsync.http.readers), not {type(scope).__name__}"
+            )
+        return scope
 
     # -- bounded in-flight work --------------------------------------------------------
 

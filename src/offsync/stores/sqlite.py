@@ -502,14 +502,13 @@ class SQLiteStore(Store):
         part = (collection, prefix)
         self._q("DELETE FROM segments WHERE collection = ? AND prefix = ?", part)
         self._q("DELETE FROM partition_outbox WHERE collection = ? AND prefix = ?", part)
-        # substr and length count code points in TEXT, as the rule does.
-        args: tuple[str | int, ...]
-        if len(prefix) < length:  # a key shorter than L: the partition of that key alone
-            where, args = "collection = ? AND key = ?", part
-        else:
-            where, args = "collection = ? AND substr(key, 1, ?) = ?", (collection, length, prefix)
+        # key[:L] == prefix, as the rule cuts (substr counts code points in TEXT, and
+        # gives a key shorter than L whole: the partition of that key alone).
         for table in ("changes", "records", "blob_refs"):
-            self._q(f"DELETE FROM {table} WHERE {where}", args)
+            self._q(
+                f"DELETE FROM {table} WHERE collection = ? AND substr(key, 1, ?) = ?",
+                (collection, length, prefix),
+            )
 
     # Format 2's one stream (WHOLE) keeps the outbox table it always had, keyed by seq
     # alone: a rowid append per write. Other partitions (format 3) have a table of their

@@ -11,7 +11,7 @@ never stops for one blob, and records never wait for any.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 from ..blobs import BlobRef
 from ..errors import BlobError, LimitExceededError, MissingBlobError, PeerRefusedError
@@ -24,7 +24,9 @@ from ..lane import (
     to_send,
     transfer_spans,
 )
+from ..readable import blobs_in_scope
 from ..replica import Replica
+from ..scope import Scope
 from ..transports.memory import ReplicaBlobPeer
 
 __all__ = ["BlobPeer", "ReplicaBlobPeer", "sync_blobs"]
@@ -41,14 +43,21 @@ def _held(peer: BlobPeer, hashes: list[bytes]) -> dict[bytes, int]:
 
 
 def sync_blobs(
-    replica: Replica, peer: BlobPeer, *, push: bool = True, pull: bool = True
+    replica: Replica,
+    peer: BlobPeer,
+    *,
+    push: bool = True,
+    pull: bool = True,
+    scope: Scope | None = None,
 ) -> LaneReport:
     """Move the blobs each side lacks (push first, then pull); what moved and what was
-    refused. Transport failures (a broken link) propagate: the next run resumes."""
+    refused. Transport failures (a broken link) propagate: the next run resumes.
+    ``scope``: the peer's read scope (None: everything); only blobs a visible record in
+    it refers to are offered (``offsync.readable.blobs_in_scope``)."""
     report = LaneReport()
     chunk = max(1, min(peer.chunk_bytes, replica.limits.blob_chunk_bytes))
     if push:
-        for offered in offered_batches(replica):
+        for offered in offered_batches(replica, scope=scope):
             theirs = _held(peer, [r.hash for r in offered])
             for t in to_send(offered, theirs):
                 _refusing(report, t.ref, lambda t=t: _push_one(replica, peer, t, chunk, report))
@@ -62,17 +71,20 @@ def sync_blobs(
 
 
 def offered_batches(
-    replica: Replica, size: int = MAX_LANE_QUERY, *, page: int = 0
+    replica: Replica, size: int = MAX_LANE_QUERY, *, page: int = 0, scope: Scope | None = None
 ) -> Iterator[list[BlobRef]]:
     """The blobs held whole here that visible records reference (what the lane offers a
     peer), once per hash, by hash, in batches of at most ``size`` (one question to the
     peer each), read from the store's index ``page`` rows at a time
     (``Replica.referenced_blobs``): what is held is one page and one batch, whatever
     the backlog (benchmarks/courier_recordings.py). ``to_send`` sends a batch smallest
-    first."""
+    first. ``scope``: only blobs a visible record in it refers to (None: all)."""
     store = replica.blob_store
     batch: list[BlobRef] = []
-    for ref in replica.referenced_blobs(page=page):
+    refs: Iterable[BlobRef] = replica.referenced_blobs(page=page)
+    if scope is not None:
+        refs = blobs_in_scope(replica, refs, scope)
+    for ref in refs:
         if store.has(ref.hash):
             batch.append(ref)
             if len(batch) == size:

@@ -22,8 +22,9 @@ disks"):
   asks for it again, so the second disk of a backlog carries what the first did not. A full disk
   stops the writing; what was left is counted (``LaneReport.left``).
 
-Trust mode: no chunk is left for a site that may not read (``TrustStore.may_read``),
-as no bundle is (``offsync.sync.mailbox``).
+Trust mode: chunks are left for a peer only of blobs that a visible record in its
+certified read scope refers to (``offsync.readable``), and none for a key that may read
+nothing, as no bundle is (``offsync.sync.mailbox``).
 """
 
 from __future__ import annotations
@@ -38,10 +39,12 @@ from ..blobs import BlobRef
 from ..errors import RemoteDataError
 from ..knowledge import Knowledge
 from ..lane import BlobChunk, BlobTransfer, LaneReport, transfer_spans
+from ..readable import blobs_in_scope
 from ..replica import Replica
 from ..replica.mailing import LANE_LOG
+from ..scope import Scope
 from ..transports.blobbox import BlobBox, NoRoom
-from .readers import may_receive
+from .readers import receiver_scope
 
 __all__ = ["IN_TRANSIT", "mail_blobs", "wanted_blobs"]
 
@@ -58,11 +61,12 @@ def mail_blobs(
     report = LaneReport()
     if pull:
         take_chunks(replica, box, report)
-    if push and box.peer is not None and may_receive(replica, box.peer):
+    scope = receiver_scope(replica, box.peer) if push and box.peer is not None else None
+    if scope:
         box.clean_temps()
         try:
             box.write_want(wanted_blobs(replica))
-            leave_chunks(replica, box, report)
+            leave_chunks(replica, box, report, scope)
         except NoRoom:
             pass  # counted in report.left by leave_chunks, or nothing written at all
         finally:
@@ -172,16 +176,22 @@ def wanted_blobs(replica: Replica) -> WantList:
 # -- leaving ---------------------------------------------------------------------------
 
 
-def _peer_lacks(replica: Replica, peer: bytes, want: WantList | None) -> Iterator[BlobRef]:
+def _peer_lacks(
+    replica: Replica, peer: bytes, want: WantList | None, scope: Scope | None = None
+) -> Iterator[BlobRef]:
     """References of visible records the peer's receipt does not cover, and those its
-    want list names (once per hash, held whole here or not)."""
+    want list names (once per hash, held whole here or not); with ``scope``, only those
+    a visible record in it refers to (what the peer may read)."""
     receipt = replica.receipts().get(peer)
     known = receipt.knowledge if receipt is not None else Knowledge()
     asked = frozenset(want.held) if want is not None else frozenset()
-    return replica.blobs_beyond(known, asked)
+    lacking = replica.blobs_beyond(known, asked)
+    return lacking if scope is None else blobs_in_scope(replica, lacking, scope)
 
 
-def leave_chunks(replica: Replica, box: BlobBox, report: LaneReport) -> None:
+def leave_chunks(
+    replica: Replica, box: BlobBox, report: LaneReport, scope: Scope | None = None
+) -> None:
     """Write the chunks of the blobs the peer lacks that are not on their way already,
     record by record (a recording's blobs travel together), a page of the index at a
     time (``Replica.blobs_beyond``). The in-transit log is searched where it is stored
@@ -198,7 +208,7 @@ def leave_chunks(replica: Replica, box: BlobBox, report: LaneReport) -> None:
     # of time T is written again only for a want list of the peer's after T.
     stamp = want.created if want is not None else 0
     chunk = replica.limits.blob_chunk_bytes
-    pending = _peer_lacks(replica, peer, want)
+    pending = _peer_lacks(replica, peer, want, scope)
     try:
         for ref in pending:
             sent = old.get(ref.hash)

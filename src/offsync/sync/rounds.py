@@ -40,11 +40,12 @@ from ..errors import PeerRefusedError, RemoteDataError, TransportError, UsageErr
 from ..knowledge import Knowledge
 from ..lane import LaneReport
 from ..replica import ApplyReport, Replica
+from ..scope import Scope
 from ..segment import hash32
 from ..transports.base import Refused, Transport
 from .blobs import sync_blobs
 from .mailblobs import mail_blobs
-from .readers import may_receive
+from .readers import receiver_scope
 
 __all__ = ["SyncReport", "bundle_name", "sync"]
 
@@ -153,7 +154,10 @@ def _lane(
             peer = transport.blob_peer()
             if peer is None:
                 return
-            report.blobs = lane = sync_blobs(replica, peer, push=push, pull=pull)
+            scope = receiver_scope(replica, transport.peer) if push else Scope.nothing()
+            report.blobs = lane = sync_blobs(
+                replica, peer, push=push and bool(scope), pull=pull, scope=scope
+            )
     except TransportError as exc:
         report.refused.append(Refused("blobs", f"{type(exc).__name__}: {exc}"))
         return
@@ -171,7 +175,10 @@ def _round(
 ) -> None:
     asked = replica.knowledge()
     allowed = pull and _pull(replica, transport, report, budget)
-    if push and not may_receive(replica, transport.peer):
+    # Only the peer's read scope travels to it (everything in open mode; nothing for a
+    # key no authority certified now): docs/operations.md, "Who may read".
+    scope = receiver_scope(replica, transport.peer) if push else Scope.nothing()
+    if push and not scope:
         report.peer = transport.peer
         report.withheld = True
         push = False
@@ -195,6 +202,7 @@ def _round(
             receiver=peer,
             quiet=peer is not None,
             always=peer is None,
+            scope=None if scope.is_everything else scope,
         )
         sent: list[BundleHeader] = []
         report.sent_bundles = transport.send(_counted(bundles, report, sent, budget))

@@ -19,6 +19,7 @@ from ..bundle import peek_header, read_header
 from ..errors import BlobError, RemoteDataError, TransportError
 from ..identity import Identity, PublicIdentity, key_of
 from ..knowledge import Knowledge
+from ..readable import peer_scope
 from .base import Refused, Transport
 
 if TYPE_CHECKING:  # the other side of a loopback is a replica object; no import needed
@@ -157,7 +158,13 @@ class LoopbackTransport(Transport):
         return n
 
     def receive(self, knowledge: Knowledge) -> Iterator[bytes | Refused]:
+        """What the remote packs for ``me``, as a server answers: in trust mode only
+        ``me``'s read scope (``offsync.readable.peer_scope``), nothing for a key that may
+        read nothing there (or an unnamed ``me``)."""
         self._check()
+        scope = peer_scope(self.remote, self.me)
+        if not scope:
+            return
         yield from self.remote.iter_pack(
             knowledge,
             max_bytes=self.max_bundle_bytes,
@@ -165,6 +172,7 @@ class LoopbackTransport(Transport):
             always=True,
             receiver=self.me,
             stated=knowledge,
+            scope=None if scope.is_everything else scope,
         )
 
 
