@@ -13,6 +13,7 @@ the centre brings every site to the centre's state restricted to its scope.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import pytest
@@ -188,6 +189,28 @@ class ScopedReplicas(RuleBasedStateMachine):
         for src, dst in ((x, y), (y, x)):
             for bundle in src.pack(dst.knowledge(), scope=dst.scope, always=True):
                 dst.apply(bundle)
+
+    @rule(i=st.integers(1, 2), key=st.sampled_from(KEYS), back=st.booleans())
+    def hand_over(self, i: int, key: str, back: bool) -> None:
+        """A site writes, syncs with the centre and gives the partition up: the centre's
+        receipt says it holds the site's change, so the shrink goes through, and the
+        site's own history there is the centre's to give back if the scope grows again."""
+        rep = self.sites[i]
+        if not rep.scope.holds("r", key):
+            return
+        # (SequenceReuseError: its own history there has not come back yet; the syncs
+        # below bring it.)
+        with contextlib.suppress(SequenceReuseError):
+            rep.put("r", key, {"v": 99})
+        for _ in range(2):  # the second brings the centre's receipt of the first
+            self.sync(0, i)
+        rep = self.sites[i]
+        rep.set_scope(rep.scope - Scope({"r": [key[0]]}))
+        assert not rep.scope.holds("r", key) and rep.get("r", key) is None
+        if back:  # and takes it back at once: its own history there must come back first
+            rep.set_scope(rep.scope | Scope({"r": [key[0]]}))
+            with pytest.raises(SequenceReuseError):
+                rep.put("r", key, {"v": 98})
 
     @rule(i=st.integers(1, 2))
     def reopen_keeps_the_scope(self, i: int) -> None:

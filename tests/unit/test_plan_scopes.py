@@ -124,13 +124,19 @@ def test_pack_for_a_scope_sends_only_it_and_bounds_the_receipt() -> None:
         assert Stream(other.id, part("residents", "361901")) in sent, "everything: no bound"
 
 
-def test_reference_collections_must_be_one_partition() -> None:
-    with pytest.raises(UsageError, match="reference collection"):
+@pytest.mark.parametrize(
+    ("reference", "refusal"),
+    [(["residents"], "reference collection"), ("vaccine_lots", "not one str")],
+)
+def test_reference_collections_are_a_list_of_one_partition_each(
+    reference: list[str] | str, refusal: str
+) -> None:
+    with pytest.raises(UsageError, match=refusal):
         Replica.open(
             ":memory:",
             identity=Identity(b"\x01" * 32, "x"),
             partitions=RULE,
-            reference=["residents"],
+            reference=reference,
         )
 
 
@@ -156,3 +162,13 @@ def test_setting_the_same_scope_changes_nothing() -> None:
             known,
             DISTRICT.including("_trust", "vaccine_lots"),
         )
+
+
+def test_a_reader_scope_adds_trust_and_the_reference_collections() -> None:
+    with replica(1) as centre:
+        read = Scope({"residents": ["351901"]})
+        held = centre.reader_scope(read)
+        assert held == read.including("_trust", "vaccine_lots")
+        assert centre.scope.is_everything  # the centre's own scope is not changed
+        with pytest.raises(UsageError, match="longer than the partition rule"):
+            centre.reader_scope(Scope({"residents": ["35190101"]}))

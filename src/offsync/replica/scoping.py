@@ -45,9 +45,17 @@ class _Scoping(_Core):
         plus ``_trust`` and the reference collections. Everything for an unscoped one."""
         return self._holds
 
+    def reader_scope(self, read: Scope) -> Scope:
+        """What a reader whose certified read scope is ``read`` holds: ``read`` plus
+        ``_trust`` and this deployment's reference collections, checked against the
+        partition rule. What a server passes to ``iter_pack(scope=...)`` for it."""
+        return held_scope(read, self.reference, self.rule)
+
     def _open_scope(self, scope: Scope | None, reference: Iterable[str]) -> None:
         """At open: take the scope kept in the store, or ``scope`` when given (for a new
         store, or a scope change, made once the state is loaded: ``_settle_scope``)."""
+        if isinstance(reference, str):  # one name would become its letters
+            raise UsageError("reference is a list of collection names, not one str")
         self.reference = tuple(reference)
         kept = self.store.get_meta(SCOPE_META)
         held = Scope.everything() if kept is None else Scope.from_bytes(kept)
@@ -69,7 +77,7 @@ class _Scoping(_Core):
                 raise UsageError(
                     "this replica is open read-only: open it for writing to change its scope"
                 )
-            self._change_scope(wanted)
+            self._change_scope(wanted, at_open=True)
 
     def set_scope(self, scope: Scope) -> None:
         """Hold ``scope`` from now on (plus ``_trust`` and the reference collections).
@@ -80,20 +88,22 @@ class _Scoping(_Core):
         store (from no other), its knowledge no longer claims them, and segments of
         them that arrive later are not kept. ``UsageError`` while this site's own
         changes there are not known to be held by a peer whose word counts (sync
-        first): dropping them would lose them."""
+        first): dropping them would lose them. On a store shared by several processes,
+        ``UsageError``: restart them all with ``Replica(..., scope=...)`` instead."""
         with self._lock:
             self._change_scope(held_scope(scope, self.reference, self.rule))
 
-    def _change_scope(self, new: Scope) -> None:
+    def _change_scope(self, new: Scope, *, at_open: bool = False) -> None:
+        if self.store.shared and not at_open:
+            raise UsageError(
+                "the scope of a store shared by several processes changes when they are"
+                " all restarted with the new scope (Replica(..., scope=...)): a running"
+                " process would go on holding the old one"
+            )
         self._follow_store()
         st = self._st
         held = {s.partition for s in st.segments} | set(self.store.outbox_partitions())
         gone = leaving(held, new)
-        if gone and self.store.shared:
-            raise UsageError(
-                "a store shared by several processes cannot shrink its scope: other"
-                " processes would not see what left it"
-            )
         owns = {s: (m.seq, m.sealed, m.claim) for s, m in st.own.items()}
         waiting = unconfirmed(owns, new)
         if waiting:

@@ -21,7 +21,7 @@ import io
 import random
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..blobs import BlobRef, blob_hash, ref_order
 from ..change import DELETE, PUT, Change, ChangeId
@@ -30,6 +30,9 @@ from ..errors import RemoteDataError, StorageError, UsageError
 from ..scope import WHOLE, Partition, Stream, whole
 from ..stores.base import RecordRow, SegmentRow, Store
 from ..stores.memory import MemoryStore
+
+if TYPE_CHECKING:
+    from ..replica import Replica
 
 __all__ = ["check_store"]
 
@@ -903,9 +906,38 @@ def _check_replica_equivalence(make_store: MakeStore) -> None:
             "bundles packed from the store must carry its whole state"
         )
         copy.close()
+        _check_scope_shrink(tested, reference, bundles)
     finally:
         tested.close()
         reference.close()
+
+
+def _check_scope_shrink(tested: Replica, reference: Replica, bundles: list[bytes]) -> None:
+    """Reopened with a smaller scope (``doses`` leaves), the replica on the store holds
+    what the one on SQLite holds: the full state and knowledge restricted to it
+    (``Store.drop_partition`` through the replica), and skips what is outside it."""
+    from ..replica import Replica
+    from ..scope import Scope
+
+    kept = Scope.whole("residents", "addresses", "_trust")
+    want, known = reference.state_digest(scope=kept), reference.knowledge().restrict(kept)
+    got = Replica(tested.store, tested.identity, tested.policies, scope=kept)
+    ref = Replica(reference.store, reference.identity, reference.policies, scope=kept)
+    assert got.scope == ref.scope == kept
+    assert got.state_digest() == ref.state_digest() == want, "a shrink keeps exactly the scope"
+    assert got.knowledge() == ref.knowledge() == known, "a shrink's knowledge is restricted"
+    assert not [r for r in got.store.iter_records() if r.collection == "doses"]
+    skipped = 0
+    for bundle in bundles:
+        a, b = got.apply(bundle), ref.apply(bundle)
+        assert (a.applied, a.duplicates, a.out_of_scope) == (
+            b.applied,
+            b.duplicates,
+            b.out_of_scope,
+        ), "out-of-scope segments are skipped alike"
+        skipped += a.out_of_scope
+    assert skipped, "the check must exercise out-of-scope segments"
+    assert got.state_digest() == want and got.knowledge() == known
 
 
 #: Keys of collection "c" under a rule of L = 2, by whether they lie in ("c", "ab")
