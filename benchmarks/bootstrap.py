@@ -59,13 +59,34 @@ SHARE = {"district": 1 / 200, "regency": 1 / 20, "province": 1 / 4}
 
 def scope_of(name: str) -> Scope:
     return Scope({"residents": [PREFIXES[name]], "doses": [PREFIXES[name]]})
+
+
 CHUNK = 100_000
 _PROVINCE_CODES = ["35", "33", "32", "51"]
 _REGENCY_CODES = ["19", "07", "15", "24", "02"]
 _NAMES = "Siti Budi Agus Dewi Sri Ahmad Nur Rina Eko Wahyu Joko Ani Yanti Slamet Endang Heru"
 _GIVEN = _NAMES.split()
-_FAMILY = "Santoso Wibowo Susanti Rahayu Setiawan Hidayat Pratama Kurniawan Saputra".split()
-_VILLAGES = "Kare Klecorejo Sumberbening Bajulan Sugihwaras Ketandan Pajaran Sumbersari".split()
+_FAMILY = [
+    "Santoso",
+    "Wibowo",
+    "Susanti",
+    "Rahayu",
+    "Setiawan",
+    "Hidayat",
+    "Pratama",
+    "Kurniawan",
+    "Saputra",
+]
+_VILLAGES = [
+    "Kare",
+    "Klecorejo",
+    "Sumberbening",
+    "Bajulan",
+    "Sugihwaras",
+    "Ketandan",
+    "Pajaran",
+    "Sumbersari",
+]
 
 
 def districts() -> list[str]:
@@ -238,21 +259,24 @@ def over_http(centre_path: Path, site_path: Path, name: str) -> tuple[float, int
     from offsync.sync import sync
     from offsync.transports.http import HTTPTransport
 
-    with Replica.open(
-        str(centre_path), identity=CENTRE, trust=[AUTHORITY.public], partitions=RULE
-    ) as centre:
-        with serving(centre, free_loopback_socket()) as url, open_site(site_path, name) as site:
-            started = time.perf_counter()
-            size = changes = 0
-            with HTTPTransport(url, site.identity, server_key=CENTRE.public_key) as t:
-                while True:
-                    report = sync(site, t)
-                    size += report.received_bytes
-                    moved = sum(r.applied + r.unlocked for r in report.received)
-                    changes += moved
-                    if not moved:
-                        break
-            return time.perf_counter() - started, size, changes
+    with (
+        Replica.open(
+            str(centre_path), identity=CENTRE, trust=[AUTHORITY.public], partitions=RULE
+        ) as centre,
+        serving(centre, free_loopback_socket()) as url,
+        open_site(site_path, name) as site,
+    ):
+        started = time.perf_counter()
+        size = changes = 0
+        with HTTPTransport(url, site.identity, server_key=CENTRE.public_key) as t:
+            while True:
+                report = sync(site, t)
+                size += report.received_bytes
+                moved = sum(r.applied + r.unlocked for r in report.received)
+                changes += moved
+                if not moved:
+                    break
+        return time.perf_counter() - started, size, changes
 
 
 def by_disk(centre_path: Path, site_path: Path, disk: Path, name: str) -> tuple[float, int, int]:

@@ -276,9 +276,7 @@ def set_up(root: Path, residents: int, say: Callable[[str], None]) -> Scenario:
         mejayan=open_office("kec-mejayan", "sub-district", "shared folder", "351902"),
         wungu=open_office("kec-wungu", "sub-district", "HTTP", "351903"),
         post=open_office("pos-wungu", "vaccination post", "HTTP", "351903", blobs="none"),
-        scoped=open_office(
-            "pos-saradan", "scoped post", "HTTP", SARADAN, "none", DISTRICT_SARADAN
-        ),
+        scoped=open_office("pos-saradan", "scoped post", "HTTP", SARADAN, "none", DISTRICT_SARADAN),
         disk=root / "usb-disk",
         share=root / "district-share",
         port=free_loopback_socket(),
@@ -487,7 +485,9 @@ def scoped_post(sc: Scenario) -> bool:
     nik, elsewhere = sc.niks["kec-saradan"][1], sc.niks["kec-wungu"][1]
     sc.say("  offline now. A mother brings her child's NIK:")
     found = rep.get("residents", nik)
-    sc.say(f"    {nik}: {(found or {}).get('name', 'NOT FOUND')}, from {(found or {}).get('village')}")
+    sc.say(
+        f"    {nik}: {(found or {}).get('name', 'NOT FOUND')}, from {(found or {}).get('village')}"
+    )
     rep.put("doses", f"{nik}/2", {"vaccine": "Pfizer", "date": "2021-11-02", "site": post.name})
     sc.say(f"    dose 2 recorded at {post.name}, to travel at its next sync")
     gone = rep.get("residents", elsewhere) is None

@@ -20,9 +20,9 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 
 from ..knowledge import Interval, Knowledge
 from ..limits import Limits
+from ..scope import TRUST_COLLECTION
 from ..segindex import HeldSegment, SegmentIndex, Stream, knowledge_of, stream_intervals
 from ..status import Kind
-from ..scope import TRUST_COLLECTION
 
 __all__ = [
     "BUNDLE_OVERHEAD",
