@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import random
 import shutil
 import sys
 import time
@@ -39,11 +40,25 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "src"))
 
 from offsync import Identity, Replica  # noqa: E402
 from offsync.scope import PartitionRule, Scope  # noqa: E402
 from offsync.trust import issue_certificate  # noqa: E402
+from registry_data import (  # noqa: E402
+    _FAMILY,
+    _GIVEN,
+    _MARITAL,
+    _OCCUPATIONS,
+    _PLACES,
+    _RELIGION_WEIGHTS,
+    _RELIGIONS,
+    _SITES,
+    _STREETS,
+    _VACCINES,
+    _VILLAGES,
+)
 
 RULE = PartitionRule({"residents": 6, "doses": 6})
 AUTHORITY = Identity(hashlib.sha256(b"bootstrap authority").digest(), "authority")
@@ -62,31 +77,10 @@ def scope_of(name: str) -> Scope:
 
 
 CHUNK = 100_000
+#: The generator's version, in the cached files' names (another generator: other files).
+DATA = "r2"
 _PROVINCE_CODES = ["35", "33", "32", "51"]
 _REGENCY_CODES = ["19", "07", "15", "24", "02"]
-_NAMES = "Siti Budi Agus Dewi Sri Ahmad Nur Rina Eko Wahyu Joko Ani Yanti Slamet Endang Heru"
-_GIVEN = _NAMES.split()
-_FAMILY = [
-    "Santoso",
-    "Wibowo",
-    "Susanti",
-    "Rahayu",
-    "Setiawan",
-    "Hidayat",
-    "Pratama",
-    "Kurniawan",
-    "Saputra",
-]
-_VILLAGES = [
-    "Kare",
-    "Klecorejo",
-    "Sumberbening",
-    "Bajulan",
-    "Sugihwaras",
-    "Ketandan",
-    "Pajaran",
-    "Sumbersari",
-]
 
 
 def districts() -> list[str]:
@@ -107,19 +101,40 @@ def nik(district: str, i: int) -> str:
 
 
 def person(district: str, i: int, version: int = 0) -> tuple[str, dict[str, Any], dict[str, Any]]:
-    """A resident and their dose (deterministic in ``district``, ``i`` and ``version``)."""
+    """A resident and their dose, with ``registry_data``'s fields (names, address,
+    religion, occupation, family card, vaccine batch: as varied as a registry's, so the
+    bytes per record are a registry's, not a toy's), deterministic in ``district``,
+    ``i`` and ``version``."""
     key = nik(district, i)
-    h = int.from_bytes(hashlib.blake2b(f"{key}/{version}".encode(), digest_size=8).digest())
+    rng = random.Random(f"{key}/{version}")
+    year = 1900 + int(key[10:12]) if int(key[10:12]) > 25 else 2000 + int(key[10:12])
     resident = {
-        "name": f"{_GIVEN[h % 16]} {_FAMILY[(h >> 4) % 9]}",
-        "born": f"19{key[10:12]}-{key[8:10]}-{int(key[6:8]) % 40:02d}",
-        "sex": "F" if int(key[6:8]) > 40 else "M",
-        "village": _VILLAGES[(h >> 8) % 8],
-        "address": f"Jl. Merdeka No. {(h >> 12) % 200 + 1}, RT {(h >> 20) % 9 + 1:02d}",
-        "family_card": f"{district}{(h >> 24) % 10**10:010d}",
+        "name": f"{rng.choice(_GIVEN)} {rng.choice(_GIVEN)} {rng.choice(_FAMILY)}",
+        "sex": "P" if int(key[6:8]) > 40 else "L",
+        "birth_place": rng.choice(_PLACES),
+        "birth_date": f"{year:04d}-{key[8:10]}-{int(key[6:8]) % 40:02d}",
+        "address": {
+            "street": f"Jl. {rng.choice(_STREETS)} No. {rng.randint(1, 250)}",
+            "rt": f"{rng.randint(1, 30):03d}",
+            "rw": f"{rng.randint(1, 12):03d}",
+            "village": rng.choice(_VILLAGES),
+            "district": district,
+            "postal_code": f"6{rng.randint(1000, 9999)}",
+        },
+        "religion": rng.choices(_RELIGIONS, _RELIGION_WEIGHTS)[0],
+        "marital_status": rng.choice(_MARITAL),
+        "occupation": rng.choice(_OCCUPATIONS),
+        "family_card": f"{district}{rng.randint(0, 10**10 - 1):010d}",
         "version": version,
     }
-    dose = {"vaccine": "MR", "lot": f"L{(h >> 40) % 50:03d}", "date": "2026-11-0" + str(h % 9 + 1)}
+    vaccine = rng.choice(_VACCINES)
+    dose = {
+        "vaccine": vaccine,
+        "date": f"2021-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}",
+        "batch": f"{vaccine[:2].upper()}{rng.randint(100000, 999999)}",
+        "site": rng.choice(_SITES),
+        "dose": 1,
+    }
     return key, resident, dose
 
 
@@ -188,7 +203,7 @@ def _write(centre: Replica, batch: list[tuple[str, int]], version: int = 0) -> N
 
 def centre_file(workdir: Path, total: int, say: Any = print) -> Path:
     """The cached centre of ``total`` records (built on first use)."""
-    path = workdir / f"centre-{total}.db"
+    path = workdir / f"centre-{total}-{DATA}.db"
     if not path.exists():
         say(f"building a centre of {total:,} records in {path} (once) ...")
         say(f"  built in {build_centre(path, total):.0f} s")
@@ -208,7 +223,7 @@ def seal(path: Path) -> None:
 def incremental_centre(workdir: Path, total: int, elsewhere: int, say: Any = print) -> Path:
     """The centre after ``elsewhere`` new records outside every scope (province 51's
     new regency 5199) and 100 corrections in the district (cached too)."""
-    path = workdir / f"centre-{total}-plus-{elsewhere}.db"
+    path = workdir / f"centre-{total}-{DATA}-plus-{elsewhere}.db"
     if path.exists():
         return path
     say(f"writing {elsewhere:,} records elsewhere and 100 in the district (once) ...")
