@@ -339,6 +339,7 @@ def main(argv: list[str] | None = None) -> int:
     header = "| scope | records | path | seconds | bytes | B/scope-record | B/centre-record |"
     print(header)
     print("|---|---:|---|---:|---:|---:|---:|")
+    short = False
     for name in args.scopes.split(","):
         held = round(total * SHARE[name])
         for path in args.paths.split(","):
@@ -355,6 +356,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             if changes < held:
                 print(f"  ! {changes} changes applied, fewer than the scope's {held}")
+                short = True
     if not args.no_incremental:
         name = args.scopes.split(",")[0]
         base = runs / f"{name}-http.db"
@@ -366,7 +368,8 @@ def main(argv: list[str] | None = None) -> int:
             f"incremental: {changes} changes in scope among {elsewhere:,} elsewhere:"
             f" {size:,} bytes, {took:.2f} s"
         )
-    return 0
+        short = short or changes != 100
+    return 1 if short else 0
 
 
 if __name__ == "__main__":
