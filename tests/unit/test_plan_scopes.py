@@ -6,9 +6,12 @@ from __future__ import annotations
 import pytest
 
 from offsync import Identity, Knowledge, Replica, read_header
-from offsync.errors import UsageError
+from offsync.bundle import build_bundle, open_bundle
+from offsync.errors import SignatureError, UsageError
+from offsync.limits import DEFAULT_LIMITS
 from offsync.plan.scopes import held_scope, leaving, unconfirmed, within
 from offsync.scope import Partition, PartitionRule, Scope, Stream
+from offsync.segment import Segment
 
 RULE = PartitionRule({"residents": 6, "doses": 6})
 A, B = b"\x01" * 32, b"\x02" * 32
@@ -172,3 +175,51 @@ def test_a_reader_scope_adds_trust_and_the_reference_collections() -> None:
         assert centre.scope.is_everything  # the centre's own scope is not changed
         with pytest.raises(UsageError, match="longer than the partition rule"):
             centre.reader_scope(Scope({"residents": ["35190101"]}))
+
+
+def test_a_scoped_receipt_states_the_streams_of_the_sites_the_receiver_relays_for() -> None:
+    with replica(1) as centre, replica(2, DISTRICT) as site, replica(3) as behind:
+        behind.put("residents", "3619010101", {"name": "Budi"})  # outside the scope
+        for b in behind.pack():
+            centre.apply(b)
+        alone = list(centre.iter_pack(None, receiver=site.id, scope=site.scope, always=True))
+        relayed = list(
+            centre.iter_pack(
+                None, receiver=site.id, scope=site.scope, always=True, relays_for=[behind.id]
+            )
+        )
+        assert behind.id not in set(read_header(alone[0])[0].receipts[0].knowledge.origins())
+        stated = read_header(relayed[0])[0].receipts[0].knowledge
+        assert stated.restrict_origins([behind.id]) == behind.knowledge()
+
+
+def _with_bad_signature(bundle: bytes, sender: Identity, partition: str) -> bytes:
+    """``bundle`` again, with the origin's signature of its segment of ``partition``
+    broken (the bundle itself signed anew by its sender)."""
+    header, _ = read_header(bundle)
+    segments = [s.encode() for s in open_bundle(bundle, sender, DEFAULT_LIMITS).segments]
+    for i, data in enumerate(segments):
+        if Segment.decode(data).partition.prefix == partition:
+            segments[i] = data[:-1] + bytes([data[-1] ^ 1])  # the signature is last
+    return build_bundle(
+        sender, segments, ranges=header.ranges, receipts=header.receipts, created=header.created
+    )
+
+
+def test_out_of_scope_segments_are_not_verified_but_in_scope_ones_are() -> None:
+    """A segment a scoped replica does not keep is not judged: a bad signature there
+    refuses the bundle for a replica that holds it, not for one that does not."""
+    writer = Identity(b"\x05" * 32, "writer")
+    with Replica.open(":memory:", identity=writer, partitions=RULE) as source:
+        source.put("residents", "3519010101", {"name": "Ani"})
+        source.put("residents", "3619010101", {"name": "Budi"})
+        (bundle,) = source.pack()
+    broken_36 = _with_bad_signature(bundle, writer, "361901")
+    broken_35 = _with_bad_signature(bundle, writer, "351901")
+    with replica(1, DISTRICT) as site, replica(2) as centre, replica(3, DISTRICT) as other:
+        assert site.apply(broken_36).applied == 1  # 361901 is not for it
+        with pytest.raises(SignatureError):
+            centre.apply(broken_36)
+        with pytest.raises(SignatureError):
+            other.apply(broken_35)  # 351901 is, and it is judged
+        assert centre.knowledge() == Knowledge() == other.knowledge()

@@ -73,6 +73,7 @@ class _Packing(_Sealing):
         quiet: bool = False,
         readable: Callable[[bytes], bool] | None = None,
         scope: Scope | None = None,
+        relays_for: Iterable[bytes] = (),
     ) -> Iterator[bytes]:
         """Like ``pack``, one bundle at a time, so a large backlog is never all in memory.
 
@@ -91,7 +92,12 @@ class _Packing(_Sealing):
         ``scope``: the receiver's (read) scope: only the streams of partitions in it
         travel, and our receipt states our knowledge restricted to the receiver's own
         streams, the scope and the streams carried (docs/spec-v3.md §8.2 point 1); a
-        server passes the certified read scope here (None: everything)."""
+        server passes the certified read scope here (None: everything;
+        ``reader_scope`` adds ``_trust`` and the reference collections to a certified
+        one). ``relays_for``: the sites the receiver relays for (its bundle's or
+        request's ``relays_for``), whose streams our receipt states too."""
+        relays = frozenset(relays_for) - {self.id}
+        readers = frozenset() if receiver is None else relays | {receiver}
         if scope is not None and scope.is_everything:
             scope = None
         if isinstance(recipient, PublicIdentity):
@@ -116,6 +122,7 @@ class _Packing(_Sealing):
                 row = self.store.peer(receiver)
                 heard = None if row is None else kept_knowledge(row[2])
                 wanted = needs(receiver, self.id, heard, stated) | {o.origin for o, _ in plan}
+                wanted |= relays
             top = _own_top(self.knowledge(), receiver)
             candidates = self._heard_receipts().candidates(
                 receiver or recipient, self.id, wanted, told.forwarded if quiet else None, top
@@ -125,29 +132,29 @@ class _Packing(_Sealing):
                 if (
                     told.known
                     and not candidates
-                    and self._statement(wanted, scope, receiver, Knowledge()) <= told.own
+                    and self._statement(wanted, scope, readers, Knowledge()) <= told.own
                 ):
                     return  # nothing to send, nothing new to say: no bundle
         pending = [_Pending(s, c, e, about) for s, c, e, about in candidates]
         for group in bundles(plan, max_bytes, always=always or quiet):
-            yield from self._build(group, max_bytes, recipient, pending, wanted, scope, receiver)
+            yield from self._build(group, max_bytes, recipient, pending, wanted, scope, readers)
             pending = []
 
     def _statement(
         self,
         wanted: frozenset[bytes] | None,
         scope: Scope | None,
-        receiver: bytes | None,
+        readers: frozenset[bytes],
         ranges: Knowledge,
     ) -> Knowledge:
         """What our receipt in a bundle of ``ranges`` states: for a receiver with a
-        ``scope``, our knowledge restricted to its own streams, the scope and the
-        streams carried (``offsync.receipt.statement_for``); else bounded by the origins
-        it needs (``wanted``; None: everything)."""
+        ``scope``, our knowledge restricted to the streams of ``readers`` (the receiver
+        and the sites it relays for), the scope and the streams carried
+        (``offsync.receipt.statement_for``); else bounded by the origins it needs
+        (``wanted``; None: everything)."""
         if scope is not None:
-            reader = [] if receiver is None else [receiver]
             held = self._receipt_knowledge()
-            stated = held.restrict_origins(reader) | held.restrict(scope)
+            stated = held.restrict_origins(readers) | held.restrict(scope)
             return stated | held.only_streams(ranges.streams()) if ranges else stated
         if wanted is None:
             return self._receipt_knowledge()
@@ -203,7 +210,7 @@ class _Packing(_Sealing):
         forwarded: list[_Pending],
         wanted: frozenset[bytes] | None,
         scope: Scope | None = None,
-        receiver: bytes | None = None,
+        readers: frozenset[bytes] = frozenset(),
     ) -> Iterator[bytes]:
         """The bundle(s) of ``group``; ``wanted``: the origins the receiver needs (None:
         all), which our receipt states and the receipts passed on concern; ``scope``:
@@ -212,7 +219,7 @@ class _Packing(_Sealing):
         with self._lock:
             body = bundle_body(self.store.segment_data([(o, s.first) for o, s in group]))
             now = self._tick()
-            knowledge = self._statement(wanted, scope, receiver, ranges)
+            knowledge = self._statement(wanted, scope, readers, ranges)
             own = Receipt.issue(self.identity, now, knowledge)
         passed = forwarded
         if self.bounded_receipts:
@@ -239,9 +246,9 @@ class _Packing(_Sealing):
         elif verdict is Fit.SPLIT:  # the receipts in the header took more room than planned
             half = len(group) // 2
             yield from self._build(
-                group[:half], max_bytes, recipient, forwarded, wanted, scope, receiver
+                group[:half], max_bytes, recipient, forwarded, wanted, scope, readers
             )
-            yield from self._build(group[half:], max_bytes, recipient, [], wanted, scope, receiver)
+            yield from self._build(group[half:], max_bytes, recipient, [], wanted, scope, readers)
         else:
             raise UsageError(
                 f"one segment's bundle is {len(bundle)} bytes, over the bundle limit"
