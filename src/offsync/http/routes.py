@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from ..bundle import read_header
+from ..bundle import BundleHeader, peek_header, read_header
 from ..errors import RemoteDataError, SignatureError, StorageError
 from ..segment import hash32
 from .answers import NO_STORE, b64, json_answer, now_ms
@@ -303,8 +303,10 @@ def _start_pull(
         return encode_groups(groups)
     since = effective_knowledge(asked, mine)
     # Nothing new and the site's receipt of us still the whole truth: no bundle at all.
+    # The site holds our last receipt and we hold the same of its streams: the replica
+    # decides (``quiet``) whether it has anything to send or new to say (receipts to
+    # pass on, from the centre, say); else a bundle goes, with a fresh receipt.
     quiet = state.told.still_true(site, asked.receipt_known, asked.relays_for, held)
-    always = not quiet or bool(mine.difference(since))
     origins = state.told.origins(site, asked.relays_for)
     told = Told(b"", origins, held.restrict_origins(origins))
     # The answer's receipts are bounded by what the site stated it holds and its scope.
@@ -312,7 +314,8 @@ def _start_pull(
         since,
         max_bytes=max_bytes,
         recipient=site if asked.encrypt else None,
-        always=always,
+        always=not quiet,
+        quiet=quiet,
         receiver=site,
         stated=asked.knowledge,
         scope=None if scope.is_everything else scope,
@@ -325,12 +328,14 @@ async def _frames(
 ) -> AsyncIterator[bytes]:
     sent = count = 0
     bundle = first
+    headers: list[BundleHeader] = []
     if first is not None:
         receipt = read_header(first, state.replica.limits)[0].receipts[0].encode()
         state.told.remember(site, dataclasses.replace(told, receipt=hash32(receipt)))
     try:
         while bundle is not None:
             yield encode_frame(bundle)
+            headers.append(peek_header(bundle))  # made just now by the replica
             sent += len(bundle)
             count += 1
             state.observe.sent(len(bundle))
@@ -340,6 +345,8 @@ async def _frames(
                 return
             bundle = await anyio.to_thread.run_sync(next, packer, None)
         yield end_frame(more=False)
+        if headers:  # what the replica's ``quiet`` need not say to this site again
+            await anyio.to_thread.run_sync(state.replica.told, site, headers)
         state.observe.pulled(site, count, sent, complete=True)
     except Exception as exc:
         state.observe.pull_broken(site, exc)
