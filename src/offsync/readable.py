@@ -76,10 +76,10 @@ def readable_blobs(replica: Replica, hashes: Iterable[bytes], scope: Scope) -> s
     if not wanted:
         return set()
     if scope.is_everything:
-        return {ref.hash for ref, _ in replica.store.blob_ref_heads(wanted)}
+        return set(replica.blob_entries(wanted))
     return {
         ref.hash
-        for collection, key, ref, _ in replica.store.blob_ref_records(wanted)
+        for collection, key, ref in replica.blob_records(wanted)
         if scope.holds(collection, key)
     }
 

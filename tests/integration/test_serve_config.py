@@ -62,6 +62,7 @@ def test_the_environment_is_read_and_checked() -> None:
             "OFFSYNC_PARTIAL_TTL": "2d",
             "OFFSYNC_CHALLENGE_LIFETIME": "10m",
             "OFFSYNC_METRICS": "yes",
+            "OFFSYNC_REFERENCE": "vaccine_lots, clinics,vaccine_lots",
             "OFFSYNC_UNRELATED": "x",
         }
     )
@@ -71,6 +72,7 @@ def test_the_environment_is_read_and_checked() -> None:
         "partial_ttl": 172800.0,
         "replay_window": 600.0,
         "metrics": True,
+        "reference": ("vaccine_lots", "clinics"),
     }
     for env, words in [
         ({"OFFSYNC_RETRY_AFTER": "0"}, "OFFSYNC_RETRY_AFTER: 0 is below 1"),
@@ -81,6 +83,7 @@ def test_the_environment_is_read_and_checked() -> None:
         ({"OFFSYNC_MAX_WAITING": "-1"}, "is below 0"),
         ({"OFFSYNC_READABLE": "some"}, "choose one of auto, everything, certified"),
         ({"OFFSYNC_LOG_FORMAT": "xml"}, "choose one of text, json"),
+        ({"OFFSYNC_REFERENCE": "x" * 65}, "OFFSYNC_REFERENCE: a collection name is at most"),
     ]:
         with pytest.raises(UsageError, match=words):
             from_env(env)

@@ -22,7 +22,7 @@ def sealed_mailbox_pair(a: Replica, b: Replica) -> Iterator[tuple[Transport, Tra
 
 @contextmanager
 def loopback(a: Replica, b: Replica) -> Iterator[tuple[Transport, Transport | None]]:
-    yield LoopbackTransport(b), None
+    yield LoopbackTransport(b, me=a.id), None
 
 
 def test_memory_pair_conforms() -> None:

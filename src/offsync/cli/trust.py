@@ -393,7 +393,7 @@ def trust_show(state: State, site_key: str) -> None:
         emit_json(doc)
         return
     names = state.names(replica)
-    out.print(f"site {escape(short(key, names))} ({key.hex()})")
+    out.print(f"site {escape(short(key, names))}: {key.hex()}")
     if store is None:
         out.print("open mode: every key reads everything here")
         return

@@ -327,6 +327,13 @@ class _Blobs(_Core):
             entry[1].update(h.origin for h in unpack_ids(heads))
         return {h: (ref, frozenset(o)) for h, (ref, o) in out.items()}
 
+    def blob_records(self, hashes: Iterable[bytes]) -> list[tuple[str, str, BlobRef]]:
+        """Of ``hashes``, each reference a visible record holds, with that record's
+        collection and key, any order (one indexed query, ``Store.blob_ref_records``):
+        whether a reader's scope holds a record that refers to a blob
+        (``offsync.readable.readable_blobs``)."""
+        return [(c, k, ref) for c, k, ref, _ in self.store.blob_ref_records(list(hashes))]
+
     def blob_index(self) -> dict[bytes, tuple[BlobRef, frozenset[bytes]]]:
         """``blob_entries`` of every blob visible records reference."""
         return self.blob_entries({r.hash for _, _, r in self.store.blob_refs()})

@@ -15,7 +15,11 @@ naming the first broken promise:
   report), never applied, not offered again, and does not block later rounds;
 * an item received and applied but not acknowledged (a crash) is offered again and is
   then a duplicate (mailbox transports only);
-* transports are context managers and ``close`` is idempotent.
+* transports are context managers and ``close`` is idempotent;
+* in trust mode a round hands each side only its certified read scope, both ways: a
+  site certified to read one district gets nothing of another, whichever side it is
+  (``offsync.readable``; the pair is made over two trust-mode replicas, so a transport
+  must know its peer's key, as ``offsync.sync`` needs it to decide).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from pathlib import Path
 from ..errors import OffsyncError
 from ..identity import Identity
 from ..replica import Replica
+from ..scope import Partition
 from ..sync import SyncReport, sync
 from ..transports.base import Transport
 
@@ -187,6 +192,70 @@ def _context_manager(make_pair: MakePair) -> None:
             t.close()  # idempotent
 
 
+#: The scoped scenario's partition rule: a district is the first four characters.
+_RULE = {"check": 4}
+
+
+@contextmanager
+def _certified(narrow: str) -> Iterator[tuple[Replica, Replica]]:
+    """Two trust-mode replicas under one authority: the one named ``narrow`` ("a" or
+    "b") certified to write and read district 3201 only, the other to read everything."""
+    with tempfile.TemporaryDirectory(prefix="offsync-check-") as tmp:
+        from ..trust import issue_certificate
+
+        root = Identity.generate("check-authority")
+        authority = Replica.open(str(Path(tmp) / "auth.sqlite"), identity=root, trust=[root])
+        a, b = (
+            Replica.open(
+                str(Path(tmp) / f"{n}.sqlite"),
+                identity=Identity.generate(f"check-{n}"),
+                trust=[root.public_key],
+                partitions=_RULE,
+            )
+            for n in ("a", "b")
+        )
+        try:
+            for name, site in (("a", a), ("b", b)):
+                if name == narrow:
+                    options = {"prefixes": ["3201"], "read": {"check": ["3201"]}}
+                else:
+                    options = {"read": {"*": []}}
+                issue_certificate(authority, site.identity, **options)
+            for site in (a, b):
+                for bundle in authority.pack():
+                    site.apply(bundle)
+            yield a, b
+        finally:
+            for r in (authority, a, b):
+                r.close()
+
+
+def _districts(r: Replica, districts: tuple[str, ...]) -> None:
+    with r.batch():
+        for d in districts:
+            for i in range(3):
+                r.put("check", f"{d}-{i}", {"n": i})
+
+
+def _scoped(make_pair: MakePair) -> None:
+    for narrow in ("a", "b"):
+        with _certified(narrow) as (a, b), make_pair(a, b) as (ta, tb):
+            wide, scoped = (b, a) if narrow == "a" else (a, b)
+            _districts(wide, ("3201", "3202"))
+            _districts(scoped, ("3201",))
+            for _ in range(MAX_ROUNDS):
+                _round(a, b, ta, tb)
+            held = {p for p in scoped.knowledge().partitions(wide.id)}
+            assert held == {Partition("check", "3201")}, (
+                f"the site certified to read 3201 ({narrow}) holds {sorted(held)} of the other"
+            )
+            assert scoped.get("check", "3202-0") is None, "a record out of scope was handed over"
+            assert wide.get("check", "3201-0") is not None
+            assert wide.knowledge().restrict_origins([scoped.id]).count() == 3, (
+                f"the site reading everything did not get the scoped site's writes ({narrow})"
+            )
+
+
 SCENARIOS: list[Callable[[MakePair], None]] = [
     _converges,
     _exactly_what_lacks,
@@ -195,6 +264,7 @@ SCENARIOS: list[Callable[[MakePair], None]] = [
     _damaged,
     _crash_before_cleanup,
     _context_manager,
+    _scoped,
 ]
 
 
