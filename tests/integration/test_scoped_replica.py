@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from offsync import Identity, Replica
+from offsync import Identity, Replica, read_header
 from offsync.errors import SequenceReuseError, UsageError
 from offsync.scope import Partition, PartitionRule, Scope, Stream
 
@@ -139,3 +139,26 @@ def test_a_relay_bundle_for_others_leaves_a_scoped_site_untouched(
         report = site.apply(other[0])
         assert report.out_of_scope == 2 and report.applied == 0
         assert (site.state_digest(), site.knowledge()) == (digest, known)
+
+
+def test_after_a_shrink_a_quiet_round_tells_the_peer_again(tmp_path: Path, centre: Replica) -> None:
+    """A peer believes what a site told it it holds; after a shrink the site's next
+    quiet round is not quiet: its receipt, taken at its word, no longer claims what
+    left (so the peer sends it again should the scope grow back)."""
+    with open_site(tmp_path / "site.db", D35 | D36) as site:
+        exchange(centre, site)
+
+        def quiet_round() -> list[bytes]:
+            sent = list(site.iter_pack(centre.knowledge(), receiver=centre.id, quiet=True))
+            for b in sent:
+                centre.apply(b)
+            site.told(centre.id, [read_header(b)[0] for b in sent])
+            return sent
+
+        quiet_round()
+        assert quiet_round() == [], "nothing new to say: no bundle"
+        site.set_scope(D35)
+        (bundle,) = quiet_round()
+        stated = read_header(bundle)[0].receipts[0].knowledge
+        assert stated == site.knowledge().restrict_origins([centre.id, site.id])
+        assert not any(s.prefix == "361901" for s in stated.streams())

@@ -223,3 +223,10 @@ def test_out_of_scope_segments_are_not_verified_but_in_scope_ones_are() -> None:
         with pytest.raises(SignatureError):
             other.apply(broken_35)  # 351901 is, and it is judged
         assert centre.knowledge() == Knowledge() == other.knowledge()
+
+
+def test_a_scope_does_not_change_inside_a_batch() -> None:
+    with replica(1, DISTRICT) as site:
+        with site.batch(), pytest.raises(UsageError, match="inside a batch"):
+            site.set_scope(Scope.nothing())
+        assert site.scope == DISTRICT.including("_trust", "vaccine_lots")

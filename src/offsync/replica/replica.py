@@ -74,8 +74,9 @@ class Replica(_Bulk, _Applying, _Packing, _Blobs, _Mailing, _History):
         (``offsync.scope.PartitionRule``, or ``{collection: prefix length}``; default:
         every collection one partition), kept in the store when it is created: opening
         it with another rule raises ``UsageError``. ``scope``: the partitions this
-        replica holds (``offsync.Scope``; None: as the store keeps it, everything for a
-        new one); another scope than the kept one is a scope change (``set_scope``).
+        replica holds (``offsync.scope.Scope``; None: as the store keeps it, everything
+        for a new one); another scope than the kept one is a scope change
+        (``set_scope``).
         ``reference``: the deployment's reference collections, held whole by every
         replica like ``_trust`` (pass the same list every time, like ``partitions``).
         ``priorities``: per collection, the order its changes are packed in (lower

@@ -10,10 +10,12 @@ transaction, once no own change there waits for a peer to hold it.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterable, Iterator
 from typing import TypeVar
 
 from ..bundle import Bundle
+from ..encoding import packb
 from ..errors import UsageError
 from ..knowledge import Knowledge
 from ..plan.scopes import held_scope, leaving, unconfirmed
@@ -21,6 +23,7 @@ from ..scope import Partition, Scope
 from ..segindex import own_meta
 from ..segment import RedactedSegment, Segment
 from .core import _Core
+from .packing import RESTORED_META
 from .types import ApplyReport
 
 __all__ = ["SCOPE_META"]
@@ -91,6 +94,8 @@ class _Scoping(_Core):
         first): dropping them would lose them. On a store shared by several processes,
         ``UsageError``: restart them all with ``Replica(..., scope=...)`` instead."""
         with self._lock:
+            if self._work is not None:  # the scope in memory could not roll back with it
+                raise UsageError("set_scope cannot run inside a batch")
             self._change_scope(held_scope(scope, self.reference, self.rule))
 
     def _change_scope(self, new: Scope, *, at_open: bool = False) -> None:
@@ -117,6 +122,11 @@ class _Scoping(_Core):
                 self.store.drop_partition(partition, self.rule.length(partition.collection))
             self._forget_streams(gone)
             self.store.set_meta(SCOPE_META, new.to_bytes())
+            if gone:
+                # Peers believe what we told them we hold: say it all again, so that a
+                # quiet round still carries our receipt, taken at its word (as after a
+                # restore, ``Replica.forget_told``).
+                self.store.set_meta(RESTORED_META, os.urandom(16).hex().encode())
         self._set_holds(new)
         if gone:
             log.info("scope shrank: %d partitions removed from this store", len(gone))
@@ -141,7 +151,7 @@ class _Scoping(_Core):
                 self._recent.pop(stream, None)
         forks = tuple(f for f in st.forks if f.stream.partition not in out)
         if forks != st.forks:
-            self.store.set_meta("forks", _packed(forks))
+            self.store.set_meta("forks", packb([f.encode() for f in forks]))
         self._put(st._replace(segments=st.segments.updated(drop=drop), own=own, forks=forks))
 
     def _set_holds(self, scope: Scope) -> None:
@@ -169,9 +179,3 @@ class _Scoping(_Core):
         """The ranges of ``bundle`` this replica holds (an answer's receipt covers them)."""
         ranges = bundle.header.ranges
         return ranges if self._holds_all else ranges.restrict(self._holds)
-
-
-def _packed(forks: tuple[Segment, ...]) -> bytes:
-    from ..encoding import packb
-
-    return packb([s.encode() for s in forks])

@@ -32,6 +32,7 @@ __all__ = [
     "Store",
     "first_record",
     "in_partition",
+    "prefix_end",
     "pack_ids",
     "sole_head",
     "stream_of",
@@ -79,6 +80,20 @@ def in_partition(partition: Partition, length: int, collection: str, key: str) -
     """Whether record ``(collection, key)`` lies in ``partition`` under a rule of prefix
     length ``length`` for its collection (``Store.drop_partition``)."""
     return collection == partition.collection and key[:length] == partition.prefix
+
+
+def prefix_end(prefix: str) -> str | None:
+    """The least str above every str starting with ``prefix`` (in code point order,
+    which is UTF-8 byte order), or None when there is none (an empty prefix, or one of
+    U+10FFFF only): the upper bound of a range scan of the keys with that prefix."""
+    while prefix:
+        last = ord(prefix[-1]) + 1
+        if last == 0xD800:  # surrogates are no text: the next code point is U+E000
+            last = 0xE000
+        if last <= 0x10FFFF:
+            return prefix[:-1] + chr(last)
+        prefix = prefix[:-1]
+    return None
 
 
 class SegmentRow(NamedTuple):

@@ -951,8 +951,11 @@ DROP_KEYS = {
     "ab": ["ab", "abc", "ab\x00", "ab\U0001f600"],
     "a": ["a"],  # shorter than L: a partition of its own
     "\u00e9\U0001f600": ["\u00e9\U0001f600", "\u00e9\U0001f600z"],
+    # the ends of the code points, where a range scan's upper bound must not fall short
+    "a\U0010ffff": ["a\U0010ffff", "a\U0010ffff\U0010ffff"],
+    "x\ud7ff": ["x\ud7ff", "x\ud7ff\ue000"],
 }
-KEPT_KEYS = ["ac", "Ab", "b", "\u00e9", "\u00e9\u00e9", "a\U0001f600"]
+KEPT_KEYS = ["ac", "Ab", "b", "\u00e9", "\u00e9\u00e9", "a\U0001f600", "x\ue000", "a\U0010fffe"]
 
 
 def _check_drop_partition(s: Store) -> None:
