@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import struct
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -81,14 +81,17 @@ def dep(tmp_path: Path) -> Iterator[Deployment]:
     d.close()
 
 
-def _signed(http: httpx.Client, who: Identity, server: bytes, endpoint: str, body: bytes) -> dict:
+def _signed(
+    http: httpx.Client, who: Identity, server: bytes, endpoint: str, body: bytes
+) -> dict[str, str]:
     challenge = bytes.fromhex(http.get("/challenge").json()["challenge"])
     return sign_request(who, server, endpoint, body, challenge)
 
 
 def _bundles(data: bytes) -> list[bytes]:
     """The bundles of a pull answer's frames."""
-    out, at = [], 0
+    out: list[bytes] = []
+    at = 0
     while True:
         (length,) = struct.unpack_from(">I", data, at)
         at += 4
@@ -110,7 +113,7 @@ def _outside(knowledge: Knowledge, scope: Scope, reader: bytes) -> set[Partition
     return {s.partition for s in knowledge.streams() if s not in scope and s.origin != reader}
 
 
-HOSTILE_PULLS = {
+HOSTILE_PULLS: dict[str, Callable[[Deployment], PullRequest]] = {
     "whole knowledge, nothing held": lambda d: PullRequest(Knowledge(), 1 << 20),
     "relays for the centre and the authority": lambda d: PullRequest(
         Knowledge(), 1 << 20, relays_for=tuple(sorted((d.centre.id, d.authority.id)))

@@ -124,3 +124,22 @@ def test_serve_offers_a_certified_site_its_scope_and_refuses_a_stranger(tmp_path
     assert sh.json("--site", "kec", "get", "vaccine_lots", "L1")["vaccine"] == "measles"
     sh.run("--site", "kec", "get", "residents", "320301", code=1)
     sh.run("--site", "stranger", "get", "vaccine_lots", "L1", code=1)
+
+
+def test_certificates_without_a_read_field_show_their_write_scope(sh: Shell) -> None:
+    """A certificate of every collection reads everything but what `_trust` adds anyway;
+    one of every collection under a prefix shows that prefix under "*"."""
+    sh.init("pusat", "--authority", *RULE)
+    anything, district = sh.init("anything", "--open"), sh.init("district", "--open")
+    sh.run("--site", "pusat", "trust", "certify", anything, "--label", "anything")
+    sh.run(
+        "--site", "pusat", "trust", "certify", district, "--label", "district", "--prefix", "3201"
+    )
+    listed = {
+        c["label"]: c["read"] for c in sh.json("--site", "pusat", "trust", "list")["certificates"]
+    }
+    assert listed == {"anything": {"*": []}, "district": {"*": ["3201"]}}
+    assert sh.json("--site", "pusat", "trust", "show", anything)["reads"] == "everything"
+    shown = sh.json("--site", "pusat", "trust", "show", district)["reads"]
+    assert shown == "_trust; vaccine_lots; *=3201"
+    assert "*=3201" in sh.run("--site", "pusat", "trust", "list").stdout

@@ -15,7 +15,7 @@ import pytest
 from offsync import Identity, Replica
 from offsync.blobs import BlobRef
 from offsync.encoding import packb
-from offsync.errors import PeerRefusedError
+from offsync.errors import BlobError, PeerRefusedError
 from offsync.http.signing import blob_get_message, sign_request
 from offsync.limits import Limits
 from offsync.scope import Partition, Scope
@@ -233,7 +233,9 @@ def test_the_servers_reference_option_adds_collections_to_every_read(world: Worl
 # -- blobs follow the records in scope ------------------------------------------------------
 
 
-def _signed(http: httpx.Client, who: Identity, server: bytes, endpoint: str, body: bytes) -> dict:
+def _signed(
+    http: httpx.Client, who: Identity, server: bytes, endpoint: str, body: bytes
+) -> dict[str, str]:
     challenge = bytes.fromhex(http.get("/challenge").json()["challenge"])
     return sign_request(who, server, endpoint, body, challenge)
 
@@ -273,6 +275,11 @@ def test_http_blobs_are_offered_only_for_records_in_scope(world: World) -> None:
 def test_a_relay_answering_in_process_offers_only_the_scope(world: World) -> None:
     sync(world.kec, LoopbackTransport(world.centre, me=world.kec.id), push=False)
     assert_reads_only_its_scope(world)
+    assert world.kec.has_blob(world.photo_in)
+    peer = LoopbackTransport(world.centre, me=world.kec.id).blob_peer()
+    assert list(peer.held([world.photo_in.hash, world.photo_out.hash])) == [world.photo_in.hash]
+    with pytest.raises(BlobError):
+        peer.get_chunk(world.photo_out, 0, 10)
     sync(world.stranger, LoopbackTransport(world.centre, me=world.stranger.id), push=False)
     assert_holds_nothing_of(world.stranger, world)
 
@@ -358,3 +365,19 @@ def test_a_grown_certificate_is_served_at_the_next_pull(world: World) -> None:
             sync(world.narrow, t, push=False)
     assert world.narrow.get("doses", "320101") is not None
     assert world.narrow.get("doses", "320201") is None
+
+
+def test_the_server_restricts_its_knowledge_once_per_scope_between_applies(world: World) -> None:
+    """Sites of one district pulling between two applies share one restriction of the
+    centre's knowledge; a new apply (new knowledge) makes a new one."""
+    state = create_app(world.centre).state.offsync
+    scope = receiver_scope(world.centre, world.kec.id)
+    held = world.centre.knowledge()
+    first = state.scoped_knowledge(held, scope)
+    assert first == held.restrict(scope) and first != held
+    assert state.scoped_knowledge(held, scope) is first
+    assert state.scoped_knowledge(held, Scope.everything()) is held
+    world.centre.put("residents", "320103", {"name": "new"})
+    newer = world.centre.knowledge()
+    assert newer is not held
+    assert state.scoped_knowledge(newer, scope) == newer.restrict(scope) != first

@@ -19,7 +19,7 @@ from rich.console import Console
 from ..change import ChangeId
 from ..clock import hlc_millis
 from ..errors import UsageError
-from ..scope import Scope
+from ..scope import ANY_COLLECTION, TRUST_COLLECTION, Scope
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -121,14 +121,35 @@ def progress(quiet: bool, description: str, total: int | None) -> Iterator[Calla
         yield step
 
 
+def scope_field(scope: Scope) -> dict[str, list[str]]:
+    """A scope as a certificate's ``read`` field says it (``collection -> prefixes``,
+    ``[]`` the whole collection, ``"*"`` every collection), for showing. A write scope
+    of every collection (``"*"``) leaves out ``_trust``, which every certified site
+    reads anyway, so it shows as ``"*"``; the prefixes every collection shares show
+    under ``"*"``."""
+    whole = scope | Scope.whole(TRUST_COLLECTION)
+    if whole.is_everything:
+        return {ANY_COLLECTION: []}
+    try:
+        return scope.to_read_field()
+    except UsageError:
+        pass
+    out: dict[str, list[str]] = {}
+    for collection in scope.collections():
+        labels = scope.labels(collection)
+        if any(labels.values()):
+            out[collection] = sorted(p for p, on in labels.items() if on and p)
+    others = sorted(p for p, on in scope.others.items() if on)
+    if others:
+        out[ANY_COLLECTION] = [p for p in others if p]
+    return out
+
+
 def scope_text(scope: Scope) -> str:
     """A read scope as ``--read`` takes it: ``residents=3201,3202; vaccine_lots``."""
     if scope.is_everything:
         return "everything"
     if not scope:
         return "nothing"
-    try:
-        field = scope.to_read_field()
-    except UsageError:
-        return repr(scope)
+    field = scope_field(scope)
     return "; ".join(f"{c}={','.join(p)}" if p else c for c, p in field.items())

@@ -18,7 +18,17 @@ from ..scope import ANY_COLLECTION, Partition, Scope
 from ..trust import after_held, issue_certificate, revoke
 from .app import Group, cli, json_option, pass_state
 from .exits import fail
-from .output import emit_json, head_name, iso_ms, ms_text, now_ms, out, scope_text, short
+from .output import (
+    emit_json,
+    head_name,
+    iso_ms,
+    ms_text,
+    now_ms,
+    out,
+    scope_field,
+    scope_text,
+    short,
+)
 from .params import parse_fields, parse_key, parse_time, peer_knowledge
 from .site import State
 
@@ -86,7 +96,7 @@ def parse_after(specs: tuple[str, ...]) -> dict[Partition, int]:
 
 @cli.group(cls=Group)
 def trust() -> None:
-    """Authorities, certificates and revocations (who may write what)."""
+    """Authorities, certificates and revocations (who may write and read what)."""
 
 
 @trust.command("import")
@@ -139,7 +149,7 @@ def trust_list(state: State) -> None:
                 "valid_from": iso_ms(c.valid_from or None),
                 "valid_until": iso_ms(c.valid_until),
                 "replaces": c.replaces,
-                "read": c.read_scope.to_read_field(),
+                "read": scope_field(c.read_scope),
             }
             for c in store.certificates.values()
         ]
@@ -381,7 +391,7 @@ def trust_show(state: State, site_key: str) -> None:
             "label": cert.label,
             "collections": list(cert.collections),
             "prefixes": list(cert.prefixes),
-            "read": cert.read_scope.to_read_field(),
+            "read": scope_field(cert.read_scope),
             "valid_from": iso_ms(cert.valid_from or None),
             "valid_until": iso_ms(cert.valid_until),
         },

@@ -297,7 +297,7 @@ def _start_pull(
     held = replica.knowledge()
     # What the site may read, and no more: segments, digests, our receipt (spec-v3
     # §8.2, §15.2). What it may not read is never offered, as if it held it already.
-    mine = held if scope.is_everything else held.restrict(scope)
+    mine = state.scoped_knowledge(held, scope)
     groups = differing_groups(asked, mine)
     if groups:
         return encode_groups(groups)

@@ -15,6 +15,7 @@ import anyio
 import anyio.to_thread
 
 from ..errors import UsageError
+from ..knowledge import Knowledge
 from ..replica import Replica
 from ..scope import Scope
 from .observe import Observer
@@ -27,6 +28,9 @@ from .uploads import Uploader, Uploads
 __all__ = ["ReadScopes", "ServerState"]
 
 T = TypeVar("T")
+
+#: Read scopes whose restricted knowledge ``scoped_knowledge`` keeps at once.
+_SCOPES_REMEMBERED = 256
 
 #: Decides what a pulling site may read: ``readable(site_key) -> Scope`` (empty: 403).
 #: Streams are per partition, so a scope of partitions is the unit.
@@ -109,8 +113,27 @@ class ServerState:
         self.spool_max_held = 0
         self.spool_hold = 0.0
         self.spool_retry_after = 1
+        #: ``scoped_knowledge``'s memory: the knowledge it was built for, per scope.
+        self._scoped: tuple[Knowledge | None, dict[Scope, Knowledge]] = (None, {})
         #: The last receipt built by ``receipt_since``, with when its build started.
         self._since_receipt: tuple[float, bytes] | None = None
+
+    def scoped_knowledge(self, held: Knowledge, scope: Scope) -> Knowledge:
+        """``held`` (the replica's knowledge now) restricted to ``scope`` (call holding
+        the replica's lock). Remembered per scope while ``held`` is the replica's
+        knowledge, so the pulls of a district's sites between two applies restrict it
+        once (a 40,000-stream centre: ~23 ms each time)."""
+        if scope.is_everything:
+            return held
+        if self._scoped[0] is not held:
+            self._scoped = (held, {})
+        remembered = self._scoped[1]
+        mine = remembered.get(scope)
+        if mine is None:
+            if len(remembered) >= _SCOPES_REMEMBERED:
+                remembered.clear()
+            mine = remembered[scope] = held.restrict(scope)
+        return mine
 
     def read_scope(self, site: bytes) -> Scope:
         """What ``site`` may read now (``readable``; None: everything). ``UsageError``

@@ -19,7 +19,7 @@ from ..bundle import peek_header, read_header
 from ..errors import BlobError, RemoteDataError, TransportError
 from ..identity import Identity, PublicIdentity, key_of
 from ..knowledge import Knowledge
-from ..readable import peer_scope
+from ..readable import peer_scope, readable_blobs
 from .base import Refused, Transport
 
 if TYPE_CHECKING:  # the other side of a loopback is a replica object; no import needed
@@ -144,7 +144,7 @@ class LoopbackTransport(Transport):
         """The remote replica's blobs, as a server's (it takes only blobs its records
         reference)."""
         self._check()
-        return ReplicaBlobPeer(self.remote)
+        return ReplicaBlobPeer(self.remote, reader=self.me)
 
     def send(self, bundles: Iterable[bytes]) -> int:
         n = 0
@@ -179,15 +179,27 @@ class LoopbackTransport(Transport):
 class ReplicaBlobPeer:
     """A replica in this process as a lane peer (tests, and in-process relays).
 
-    Like a server, it takes only blobs that its visible records reference and it lacks.
+    Like a server, it takes only blobs that its visible records reference and it lacks;
+    with ``reader`` (the key asking), it offers only blobs a record in that key's read
+    scope refers to, as a server does (``offsync.readable``; open mode: all).
     """
 
-    def __init__(self, replica: Replica, chunk_bytes: int | None = None) -> None:
+    def __init__(
+        self, replica: Replica, chunk_bytes: int | None = None, *, reader: bytes | None = None
+    ) -> None:
         self.replica = replica
         self.chunk_bytes = chunk_bytes or replica.limits.blob_chunk_bytes
+        self.reader = reader
+
+    def _readable(self, hashes: list[bytes]) -> list[bytes]:
+        scope = peer_scope(self.replica, self.reader)
+        if scope.is_everything:
+            return hashes
+        keep = readable_blobs(self.replica, hashes, scope)
+        return [h for h in hashes if h in keep]
 
     def held(self, hashes: list[bytes]) -> dict[bytes, int]:
-        return self.replica.held_blobs(hashes)
+        return self.replica.held_blobs(self._readable(hashes))
 
     def put_chunk(self, ref: BlobRef, offset: int, data: bytes) -> int:
         if not self.replica.has_blob(ref) and not self.replica.references_blob(ref):
@@ -195,4 +207,6 @@ class ReplicaBlobPeer:
         return self.replica.receive_blob_chunk(ref, offset, data)
 
     def get_chunk(self, ref: BlobRef, offset: int, length: int) -> bytes:
+        if not self._readable([ref.hash]):
+            raise BlobError(f"blob {ref.hex[:16]}: not readable by this site here")
         return self.replica.read_blob_chunk(ref, offset, length)
