@@ -2,9 +2,9 @@
 
 Everything held that the peer's knowledge lacks travels, as the whole segments it is
 in (segments are never re-cut; duplicates are free), except fork evidence, which is
-never passed on. Segments are grouped in priority order (``prioritised``: by the collection's priority,
-then stream, then seq; docs/spec-v3.md §9.5) into bundles of at most
-``max_bytes``, leaving ``BUNDLE_OVERHEAD`` for each bundle's framing, header and
+never passed on. Segments are grouped in priority order (``prioritised``: by their
+collection's priority, then stream, then seq; docs/spec-v3.md §9.5) into bundles of
+at most ``max_bytes``, leaving ``BUNDLE_OVERHEAD`` for each bundle's framing, header and
 receipts; a bundle that still comes out too large is split in two (``fit``), and a
 single segment too large for ``max_bytes`` travels alone. ``bundles`` is a generator,
 so a backlog is framed one bundle at a time. This module is sans-IO.

@@ -72,6 +72,7 @@ class SyncReport:
     #: The round stopped at its byte budget (``max_bytes_per_round``): more may be
     #: waiting on one side or the other, for the next round.
     more: bool = False
+    #: The bytes of the bundles received and applied (``sent_bytes``: those sent).
     received_bytes: int = 0
 
     @property
