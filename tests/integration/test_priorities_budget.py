@@ -116,3 +116,31 @@ def test_budgeted_push_over_http(tmp_path: object) -> None:
                 )
         assert held[0] < CORRECTIONS and len(held) > 2
         assert centre.state_digest() == post.state_digest()
+
+
+def test_budgeted_pull_over_http_closes_the_answer_and_resumes() -> None:
+    """A site pulls a backlog of several server bundles (at least 1 MiB each, the
+    server's floor) with a 1 MiB budget: the first round stops after the bundle that
+    reaches it, every birth and dose in hand, and the next rounds bring the rest."""
+    with Replica.open(
+        ":memory:", identity=Identity(b"\x0a" * 32, "centre"), priorities=PRIORITIES
+    ) as centre:
+        centre.put_many(
+            "corrections", {f"c{i:05d}": {"blob": os.urandom(200)} for i in range(12_000)}
+        )
+        for i in range(VITAL):
+            centre.put("births", f"b{i}", {"child": i})
+            centre.put("doses", f"d{i}", {"lot": "L1"})
+        with target("district") as site:
+            app = create_app(centre, max_pull_bundle_bytes=1 << 20)
+            with LiveServer(app) as srv:
+                t = HTTPTransport(srv.url, site.identity, backoff=0.001)
+                with t:
+                    first = sync(site, t, push=False, max_bytes_per_round=1 << 20)
+                    assert first.more and first.received_bytes < 3 << 20  # cut short
+                    assert count(site, "births") == VITAL and count(site, "doses") == VITAL
+                    assert count(site, "corrections") < 12_000
+                    for _ in range(10):
+                        if not sync(site, t, push=False, max_bytes_per_round=1 << 20).more:
+                            break
+            assert site.state_digest() == centre.state_digest()
