@@ -15,7 +15,10 @@ for a JPEG): a blob beside the record, which travels after the records on roads 
 carry blobs (HTTP here; the records never wait for it). A village vaccination post,
 which needs the names and not the photos, syncs with the centre with ``blobs="none"``.
 The centre's receipts travel back the same roads, so every office can see that its
-work has arrived. Exits 1 if any replica does not converge.
+work has arrived. Last, a new vaccination post in Saradan, certified to read its
+district only (``scope=``), bootstraps its district from the centre over HTTP, then,
+offline, looks up a resident by NIK and records a dose; it holds none of the other
+districts' residents. Exits 1 if any replica does not converge.
 
 Run it with ``python -m offsync.demo`` (``./scripts/demo``) or ``offsync demo``.
 """
@@ -39,6 +42,7 @@ from . import Identity, Replica, policies
 from .delivery import Delivery
 from .errors import NotAuthorisedError, TransportError
 from .knowledge import Knowledge
+from .scope import Scope
 from .sync import SyncReport, exchange, sync
 from .transports import DiskTransport, FolderTransport
 from .trust import issue_certificate
@@ -57,6 +61,9 @@ FAMILY = ["Aminah", "Santoso", "Wahyuni", "Prasetyo", "Rahayu", "Hidayat", "Susa
 VACCINES = ["CoronaVac", "AstraZeneca", "Pfizer", "Moderna"]
 #: The record an uncertified laptop tries to slip in; no replica may show it.
 GHOST = "3519019999990001"
+#: Kec. Saradan's district code, and the scope of the post that serves it alone.
+SARADAN = "351901"
+DISTRICT_SARADAN = Scope({"residents": [SARADAN], "doses": [SARADAN]})
 #: One resident in this many is recorded for an ID card, with a photo.
 PHOTO_EVERY = 6
 
@@ -213,6 +220,8 @@ class Scenario:
     mejayan: Office
     wungu: Office
     post: Office
+    #: A vaccination post certified to read Saradan (351901) only, installed last.
+    scoped: Office
     #: The courier's USB disk and the district's shared folder.
     disk: Path
     share: Path
@@ -238,7 +247,12 @@ def set_up(root: Path, residents: int, say: Callable[[str], None]) -> Scenario:
     authority = Identity.generate(label="pusat")
 
     def open_office(
-        name: str, role: str, road: str, region: str = "", blobs: str = "eager"
+        name: str,
+        role: str,
+        road: str,
+        region: str = "",
+        blobs: str = "eager",
+        scope: Scope | None = None,
     ) -> Office:
         replica = Replica.open(
             str(root / f"{name}.sqlite"),
@@ -247,6 +261,7 @@ def set_up(root: Path, residents: int, say: Callable[[str], None]) -> Scenario:
             trust=[authority.public_key],
             blobs=blobs,
             partitions=PARTITIONS,
+            scope=scope,
         )
         return Office(name, role, road, replica, region)
 
@@ -261,6 +276,7 @@ def set_up(root: Path, residents: int, say: Callable[[str], None]) -> Scenario:
         mejayan=open_office("kec-mejayan", "sub-district", "shared folder", "351902"),
         wungu=open_office("kec-wungu", "sub-district", "HTTP", "351903"),
         post=open_office("pos-wungu", "vaccination post", "HTTP", "351903", blobs="none"),
+        scoped=open_office("pos-saradan", "scoped post", "HTTP", SARADAN, "none", DISTRICT_SARADAN),
         disk=root / "usb-disk",
         share=root / "district-share",
         port=free_loopback_socket(),
@@ -271,16 +287,17 @@ def set_up(root: Path, residents: int, say: Callable[[str], None]) -> Scenario:
 
 
 def installation_day(sc: Scenario) -> bool:
-    sc.say("== Installation day: the centre certifies every site for district 3519 ==")
+    sc.say("== Installation day: the centre certifies every site for regency 3519 ==")
     sites = sc.offices[1:]
-    for office in sites:
+    for office in [*sites, sc.scoped]:
         issue_certificate(
             sc.centre.replica,
             office.id,
             label=office.name,
             collections=["residents", "doses"],
-            prefixes=["3519"],
+            prefixes=[office.region if office is sc.scoped else "3519"],
         )
+    sc.say(f"  and {sc.scoped.name} for district {SARADAN} only (it reads what it may write)")
     certificates = sc.centre.replica.pack()
     for office in sites:
         for bundle in certificates:
@@ -439,6 +456,45 @@ def receipts_travel_back(sc: Scenario) -> bool:
     return True
 
 
+def scoped_post(sc: Scenario) -> bool:
+    """A new post, certified to read Saradan only, bootstraps its district from the
+    centre over HTTP; offline, it finds a resident by NIK and records a dose. False if
+    it holds anything of another district or differs from the centre's district."""
+    sc.say(f"== A new vaccination post for Saradan, certified for district {SARADAN} only ==")
+    post, centre = sc.scoped, sc.centre
+    sock = free_loopback_socket()
+    with serving(centre.replica, sock) as base:
+        started = time.monotonic()
+        report = http_sync(post, base, centre)
+        took = time.monotonic() - started
+    received = sum(r.applied + r.unlocked for r in report.received)
+    dropped = sum(r.out_of_scope for r in report.received)
+    sc.say(
+        f"  pos-saradan bootstraps over HTTP: {received} changes, {report.received_bytes:,}"
+        f" bytes, {took:.1f} s (the centre holds {centre.replica.knowledge().count()})"
+        + (f"; {dropped} changes of other districts sent and not kept" if dropped else "")
+    )
+    rep = post.replica
+    mine = sum(1 for _ in rep.items("residents"))
+    others = [k for k, _ in rep.items("residents") if not k.startswith(SARADAN)]
+    same = rep.state_digest() == centre.replica.state_digest(scope=rep.scope)
+    sc.say(
+        f"  it holds {mine} residents of {SARADAN}, {len(others)} of any other district;"
+        f" its state equals the centre's restricted to its scope: {'yes' if same else 'NO'}"
+    )
+    nik, elsewhere = sc.niks["kec-saradan"][1], sc.niks["kec-wungu"][1]
+    sc.say("  offline now. A mother brings her child's NIK:")
+    found = rep.get("residents", nik)
+    sc.say(
+        f"    {nik}: {(found or {}).get('name', 'NOT FOUND')}, from {(found or {}).get('village')}"
+    )
+    rep.put("doses", f"{nik}/2", {"vaccine": "Pfizer", "date": "2021-11-02", "site": post.name})
+    sc.say(f"    dose 2 recorded at {post.name}, to travel at its next sync")
+    gone = rep.get("residents", elsewhere) is None
+    sc.say(f"    a Wungu NIK ({elsewhere}): {'not held here' if gone else 'HELD'}")
+    return found is not None and not others and same and gone and mine > 0
+
+
 #: The scenario, in order; a scene returns False when what it shows did not happen.
 SCENES: tuple[Callable[[Scenario], bool], ...] = (
     installation_day,
@@ -448,6 +504,7 @@ SCENES: tuple[Callable[[Scenario], bool], ...] = (
     conflict,
     centre_back,
     receipts_travel_back,
+    scoped_post,
 )
 
 
@@ -461,7 +518,7 @@ def run(root: Path, residents: int = 300, say: Callable[[str], None] = print) ->
     finally:
         if sc.port is not None:
             sc.port.close()
-        for office in sc.offices:
+        for office in [*sc.offices, sc.scoped]:
             office.replica.close()
 
 

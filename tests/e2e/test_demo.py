@@ -48,6 +48,11 @@ def test_demo_converges_and_prints_the_final_table() -> None:
         "Receipts travel back",
         "ID-card photos",
         "and none of their",
+        "certified for district 351901 only",
+        "pos-saradan bootstraps over HTTP",
+        "0 of any other district; its state equals the centre's restricted to its scope: yes",
+        "dose 2 recorded at pos-saradan",
+        "not held here",
     ):
         assert phrase in out, phrase
     rows = table_rows(out)

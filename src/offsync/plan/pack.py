@@ -2,8 +2,9 @@
 
 Everything held that the peer's knowledge lacks travels, as the whole segments it is
 in (segments are never re-cut; duplicates are free), except fork evidence, which is
-never passed on. Segments are grouped in index order into bundles of at most
-``max_bytes``, leaving ``BUNDLE_OVERHEAD`` for each bundle's framing, header and
+never passed on. Segments are grouped in priority order (``prioritised``: by their
+collection's priority, then stream, then seq; docs/spec-v3.md §9.5) into bundles of
+at most ``max_bytes``, leaving ``BUNDLE_OVERHEAD`` for each bundle's framing, header and
 receipts; a bundle that still comes out too large is split in two (``fit``), and a
 single segment too large for ``max_bytes`` travels alone. ``bundles`` is a generator,
 so a backlog is framed one bundle at a time. This module is sans-IO.
@@ -19,17 +20,21 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 
 from ..knowledge import Interval, Knowledge
 from ..limits import Limits
+from ..scope import TRUST_COLLECTION
 from ..segindex import HeldSegment, SegmentIndex, Stream, knowledge_of, stream_intervals
 from ..status import Kind
 
 __all__ = [
     "BUNDLE_OVERHEAD",
     "DEFAULT_MAX_BUNDLE",
+    "DEFAULT_PRIORITY",
     "Fit",
     "bundles",
     "carried",
     "fit",
     "held_knowledge",
+    "prioritised",
+    "priority_map",
     "receipt_knowledge",
     "select",
 ]
@@ -40,7 +45,31 @@ DEFAULT_MAX_BUNDLE = 16 * 1024 * 1024
 #: bundle that still comes out too large is split in two.
 BUNDLE_OVERHEAD = 4096
 
+#: The priority of a collection no ``priorities`` option names (lower goes first).
+DEFAULT_PRIORITY = 100
+
 Item = tuple[Stream, HeldSegment]
+
+
+def priority_map(priorities: Mapping[str, int] | None) -> dict[str, int]:
+    """The priorities a replica packs by: those given, with ``_trust`` always 0 (a
+    certificate or revocation must never wait behind the data it governs)."""
+    out = {str(c): int(p) for c, p in (priorities or {}).items()}
+    out[TRUST_COLLECTION] = 0
+    return out
+
+
+def prioritised(items: Iterable[Item], priorities: Mapping[str, int]) -> list[Item]:
+    """``items`` by (priority of the stream's collection, stream, seq): what matters first
+    goes first, so a round cut short by a byte budget has sent that (spec-v3 §9.5)."""
+    return sorted(
+        items,
+        key=lambda item: (
+            priorities.get(item[0].collection, DEFAULT_PRIORITY),
+            item[0],
+            item[1].first,
+        ),
+    )
 
 
 def held_knowledge(index: SegmentIndex, own: Mapping[Stream, tuple[int, int, int]]) -> Knowledge:

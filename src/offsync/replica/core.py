@@ -58,6 +58,8 @@ class _Core:
     level: int
     authorities: frozenset[bytes] | None
     validators: dict[str, Validator]
+    #: Per collection, the order its segments are packed in (``offsync.plan.pack``).
+    priorities: dict[str, int]
     #: The application's schema versions (``offsync.schemas``); empty: unversioned.
     schemas: Schemas
     #: Who local writes are entered by when a write names no author (None: nobody).

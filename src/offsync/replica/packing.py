@@ -12,7 +12,16 @@ from ..encoding import packb
 from ..errors import RemoteDataError, UsageError
 from ..identity import PublicIdentity
 from ..knowledge import Knowledge
-from ..plan.pack import DEFAULT_MAX_BUNDLE, Fit, Item, bundles, carried, fit, select
+from ..plan.pack import (
+    DEFAULT_MAX_BUNDLE,
+    Fit,
+    Item,
+    bundles,
+    carried,
+    fit,
+    prioritised,
+    select,
+)
 from ..plan.receipts import forward_budget, kept_knowledge, needs, passed_on
 from ..receipt import Receipt
 from ..scope import Scope, new_stream
@@ -106,7 +115,7 @@ class _Packing(_Sealing):
             if scope is not None:
                 held = held.restrict(scope)
             missing = held - (since or Knowledge())
-            plan = select(self._st.segments, missing)
+            plan = prioritised(select(self._st.segments, missing), self.priorities)
             told = _Told.read(self, receiver) if quiet else _Told()
             wanted: frozenset[bytes] | None = None
             if receiver is not None:
@@ -186,7 +195,7 @@ class _Packing(_Sealing):
             self._seal()
             held = self.knowledge() if readable is None else _readable(self.knowledge(), readable)
             missing = held - (since or Knowledge())
-            plan = select(self._st.segments, missing)
+            plan = prioritised(select(self._st.segments, missing), self.priorities)
             forwarded = [
                 _Pending(p, c, r, True) for p, c, _, r in self.store.peers() if p != recipient
             ][: self.limits.max_receipts - 1]

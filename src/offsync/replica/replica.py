@@ -14,6 +14,7 @@ from ..identity import Identity, PublicIdentity
 from ..limits import DEFAULT_LIMITS, Limits
 from ..plan.examine import fingerprint
 from ..plan.write import check_author
+from ..plan.pack import priority_map
 from ..policies import LastWriterWins, Policy
 from ..schemas import Schemas
 from ..scope import WHOLE, PartitionRule, Scope, Stream, new_stream
@@ -66,6 +67,7 @@ class Replica(_Bulk, _Applying, _Packing, _Blobs, _Mailing, _History, _Erasing, 
         reference: Iterable[str] = (),
         schemas: Schemas | None = None,
         author: str | None = None,
+        priorities: Mapping[str, int] | None = None,
     ) -> None:
         """``trust``: the authority keys (the root of trust), or None for open mode, in
         which every validly signed origin may write anything. ``validators``: per
@@ -88,7 +90,10 @@ class Replica(_Bulk, _Applying, _Packing, _Blobs, _Mailing, _History, _Erasing, 
         unversioned); the versions are kept in the store, opening it with an older
         version of a collection raises ``UsageError`` and with a newer one applies the
         changes held for their version. ``author``: who local writes are entered by
-        when a write names no author (a clerk id, 1-64 UTF-8 bytes)."""
+        when a write names no author (a clerk id, 1-64 UTF-8 bytes).
+        ``priorities``: per collection, the order its changes are packed in (lower
+        first, default 100, ``_trust`` always 0), so that a round cut short by a byte
+        budget has sent what matters first (docs/spec-v3.md §9.5)."""
         if not 1 <= level <= 22:
             raise UsageError("level must be a zstd level from 1 to 22")
         self.level = level
@@ -111,6 +116,7 @@ class Replica(_Bulk, _Applying, _Packing, _Blobs, _Mailing, _History, _Erasing, 
             raise UsageError("schemas is an offsync.schemas.Schemas")
         self.schemas = schemas if schemas is not None else Schemas()
         self.author = check_author(author)
+        self.priorities = priority_map(priorities)
         self._lock = threading.RLock()
         self._wall = wall
         self._fresh, self._fresh_sizes, self._recent = [], [], {}

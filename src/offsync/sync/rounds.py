@@ -22,6 +22,12 @@ loopback; ``Transport.blob_mailbox``: a folder, a disk) runs the blob lane
 (``offsync.sync.blobs``, ``offsync.sync.mailblobs``): records never wait for it, a
 refused blob is reported and the others go on, and a broken link there is reported
 (``Refused("blobs", ...)``) rather than raised, since the records already arrived.
+
+A round may stop at a byte budget (``max_bytes_per_round``, docs/spec-v3.md §9.5): each
+direction moves about that many bundle bytes, in the packer's priority order (births
+and doses before bulk corrections, as ``Replica(priorities=...)`` says), and the rest
+goes next round (``SyncReport.more``). Knowledge stays exact: each side states what
+arrived, so the next round sends exactly what is still missing.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from ..bundle import BundleHeader, peek_header
-from ..errors import PeerRefusedError, RemoteDataError, TransportError
+from ..errors import PeerRefusedError, RemoteDataError, TransportError, UsageError
 from ..knowledge import Knowledge
 from ..lane import LaneReport
 from ..replica import ApplyReport, Replica
@@ -63,6 +69,11 @@ class SyncReport:
     #: Nothing was sent: in trust mode the peer may not read (not certified now, or not
     #: named, so whoever reads the folder or disk is unknown).
     withheld: bool = False
+    #: The round stopped at its byte budget (``max_bytes_per_round``): more may be
+    #: waiting on one side or the other, for the next round.
+    more: bool = False
+    #: The bytes of the bundles received and applied (``sent_bytes``: those sent).
+    received_bytes: int = 0
 
     @property
     def applied(self) -> int:
@@ -108,12 +119,21 @@ def sync(
     max_bytes: int | None = None,
     pull: bool = True,
     push: bool = True,
+    max_bytes_per_round: int | None = None,
 ) -> SyncReport:
     """Run one round: receive and apply what the peer offers, learn what it holds, send
-    what it lacks; if anything was sent, receive once more (see below)."""
+    what it lacks; if anything was sent, receive once more (see below).
+
+    ``max_bytes_per_round``: a byte budget for each direction. Sending stops before the
+    bundle that would go over it (bundles are then packed no larger than it; the first
+    always goes, so every round makes progress); receiving stops after the bundle that
+    reaches it (a bundle read is applied, never wasted). What was left is sent, in
+    priority order, by the next round; ``SyncReport.more`` says so."""
+    if max_bytes_per_round is not None and max_bytes_per_round <= 0:
+        raise UsageError("max_bytes_per_round must be positive (None: no budget)")
     report = SyncReport(peer=transport.peer)
     try:
-        _round(replica, transport, report, max_bytes, pull, push)
+        _round(replica, transport, report, max_bytes, pull, push, max_bytes_per_round)
     finally:
         # Also after a failed round: what the peer acknowledged before it is known.
         _record_receipts(replica, transport, report)
@@ -152,9 +172,10 @@ def _round(
     max_bytes: int | None,
     pull: bool,
     push: bool,
+    budget: int | None = None,
 ) -> None:
     asked = replica.knowledge()
-    allowed = pull and _pull(replica, transport, report)
+    allowed = pull and _pull(replica, transport, report, budget)
     # Only the peer's read scope travels to it (everything in open mode; nothing for a
     # key no authority certified now): docs/operations.md, "Who may read".
     scope = receiver_scope(replica, transport.peer) if push else Scope.nothing()
@@ -180,9 +201,10 @@ def _round(
             # The union of what its receipts said: one may be restricted (spec §6).
             theirs = theirs | replica.peer_knowledge(peer).get(peer, Knowledge())
         report.peer_knowledge = theirs
+        size = max_bytes or transport.max_bundle_bytes
         bundles = replica.iter_pack(
             theirs,
-            max_bytes=max_bytes or transport.max_bundle_bytes,
+            max_bytes=size if budget is None else min(size, budget),
             recipient=transport.recipient,
             receiver=peer,
             quiet=peer is not None,
@@ -190,17 +212,18 @@ def _round(
             scope=None if scope.is_everything else scope,
         )
         sent: list[BundleHeader] = []
-        report.sent_bundles = transport.send(_counted(bundles, report, sent))
+        report.sent_bundles = transport.send(_counted(bundles, report, sent, budget))
         if peer is not None and sent:  # taken by the transport: not said again
             replica.told(peer, sent)
-    if allowed and (report.sent_changes or not asked <= replica.knowledge()):
+    spent = budget is not None and report.received_bytes >= budget
+    if allowed and not spent and (report.sent_changes or not asked <= replica.knowledge()):
         # A live peer (HTTP) answers this second pull with a receipt that covers what
         # we just pushed, so one round tells the origin it arrived. For a mailbox it is
         # one more look at an inbox that is almost always empty. Knowledge that shrank
         # in the first pull: the peer's receipt claims own seqs this site holds only
         # unsealed (restored from a backup taken before it sealed them), which its
         # knowledge now leaves out, so this pull brings them back as the peer holds them.
-        _pull(replica, transport, report)
+        _pull(replica, transport, report, budget)
 
 
 def _record_receipts(replica: Replica, transport: Transport, report: SyncReport) -> None:
@@ -214,10 +237,12 @@ def _record_receipts(replica: Replica, transport: Transport, report: SyncReport)
             continue  # a receipt that does not verify tells us nothing
 
 
-def _pull(replica: Replica, transport: Transport, report: SyncReport) -> bool:
+def _pull(
+    replica: Replica, transport: Transport, report: SyncReport, budget: int | None = None
+) -> bool:
     """Receive and apply; False if the peer refused to let us pull (reported)."""
     try:
-        _take(replica, transport, report)
+        _take(replica, transport, report, budget)
     except PeerRefusedError as exc:
         # Refused reading (HTTP 401/403/...): report it; pushing may still be allowed.
         source = getattr(transport, "url", None) or repr(transport)
@@ -228,9 +253,27 @@ def _pull(replica: Replica, transport: Transport, report: SyncReport) -> bool:
     return True
 
 
-def _take(replica: Replica, transport: Transport, report: SyncReport) -> None:
-    """Receive and apply what ``transport`` offers."""
-    for item in transport.receive(replica.knowledge()):
+def _take(
+    replica: Replica, transport: Transport, report: SyncReport, budget: int | None = None
+) -> None:
+    """Receive and apply what ``transport`` offers, until ``budget`` bytes arrived."""
+    items = transport.receive(replica.knowledge())
+    try:
+        _apply_all(replica, transport, report, items, budget)
+    finally:
+        close = getattr(items, "close", None)  # a pull answer left unread is closed
+        if close is not None:
+            close()
+
+
+def _apply_all(
+    replica: Replica,
+    transport: Transport,
+    report: SyncReport,
+    items: Iterable[bytes | Refused],
+    budget: int | None,
+) -> None:
+    for item in items:
         if isinstance(item, Refused):
             report.refused.append(item)
             continue
@@ -242,13 +285,26 @@ def _take(replica: Replica, transport: Transport, report: SyncReport) -> None:
             transport.reject(item, reason)
             continue
         report.received.append(applied)
+        report.received_bytes += len(item)
         transport.acknowledge(item)
+        if budget is not None and report.received_bytes >= budget:
+            report.more = True  # what may be left waits for the next round
+            return
 
 
 def _counted(
-    bundles: Iterable[bytes], report: SyncReport, headers: list[BundleHeader]
+    bundles: Iterator[bytes],
+    report: SyncReport,
+    headers: list[BundleHeader],
+    budget: int | None = None,
 ) -> Iterator[bytes]:
     for bundle in bundles:
+        if budget is not None and headers and report.sent_bytes + len(bundle) > budget:
+            report.more = True  # the rest, in priority order, goes next round
+            close = getattr(bundles, "close", None)
+            if close is not None:
+                close()
+            return
         header = peek_header(bundle)  # made just now by the replica: no need to verify
         headers.append(header)
         report.sent_changes += header.ranges.count()
