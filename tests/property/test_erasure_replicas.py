@@ -51,7 +51,7 @@ def _open() -> list[Replica]:
     for other in IDS:  # the authority writes records too: a certificate of its own
         issue_certificate(sites[0], other)
     for site in sites[1:]:
-        sync(site, LoopbackTransport(sites[0]))
+        sync(site, LoopbackTransport(sites[0], me=site.id))
     return sites
 
 
@@ -83,10 +83,10 @@ def test_replicas_converge_and_hold_no_erased_value(actions: list[tuple[str, int
                 sites[b].apply(bundle)
         elif a != b:
             assert isinstance(b, int)
-            sync(sites[a], LoopbackTransport(sites[b]))
+            sync(sites[a], LoopbackTransport(sites[b], me=sites[a].id))
     for _ in range(2):  # everything everywhere
         for i in range(1, SITES):
-            sync(sites[i], LoopbackTransport(sites[0]))
+            sync(sites[i], LoopbackTransport(sites[0], me=sites[i].id))
     digests = {s.state_digest() for s in sites}
     assert len(digests) == 1
     for site in sites:
