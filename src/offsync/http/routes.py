@@ -312,8 +312,8 @@ def _start_pull(
         recipient=site if asked.encrypt else None,
         always=always,
         receiver=site,
-        stated=asked.knowledge,
         readable=None if readable is None else lambda origin: readable(site, origin),
+        relays_for=asked.relays_for,
     )
     return packer, next(packer, None), told
 

@@ -204,6 +204,7 @@ class _Applying(_Examining):
         self._flush(run)
         report.conflicts = list(run.conflicts)
         dropped = self._finish(bundle.header.receipts, run, report, _direct(bundle))
+        self._note_relays(bundle.header.sender, bundle.header.relays_for)
         return report, run, dropped
 
     def _apply_context(self) -> ApplyContext:
@@ -302,6 +303,7 @@ class _Applying(_Examining):
             if now != mine:
                 own_seqs[stream] = now
         kept = kept_receipts(receipts, self.id)
+        self._keep_subjects(kept)
         if self.store.shared:  # read-modify-write of each signer's union: one at a time
             self.store.lock_peers([r.replica for r in kept])
         for receipt in kept:
@@ -461,6 +463,8 @@ class ApplyGroup:
         receipts = [rc for b in bundles for rc in b.header.receipts]
         direct = frozenset().union(*map(_direct, bundles))
         self.dropped.append(r._finish(receipts, run, report, direct))
+        for b in bundles:
+            r._note_relays(b.header.sender, b.header.relays_for)
         self.trust_touched = self.trust_touched or run.trust_touched
         return report
 
@@ -483,5 +487,5 @@ def _earliest(a: int | None, b: int | None) -> int | None:
 def _direct(bundle: Bundle) -> frozenset[tuple[bytes, int]]:
     """The receipts of ``bundle`` its sender signed (its own, first): its word to the
     receiver it packed for, taken as it is (``plan.receipts.heard_union``)."""
-    sender = bundle.header.sender
-    return frozenset((r.replica, r.created) for r in bundle.header.receipts if r.replica == sender)
+    first = bundle.header.receipts[0]  # subject receipts the sender signed are not its word to us
+    return frozenset([(first.replica, first.created)])

@@ -150,6 +150,8 @@ def _round(
     push: bool,
 ) -> None:
     asked = replica.knowledge()
+    if hasattr(transport, "relays_for"):  # a pull request says whom we relay for (HTTP)
+        transport.relays_for = replica.relays_for
     allowed = pull and _pull(replica, transport, report)
     if push and not may_receive(replica, transport.peer):
         report.peer = transport.peer
