@@ -159,10 +159,10 @@ def _round(
         push = False
     if push:
         peer = transport.peer
-        # A pull answer carries the peer's fresh receipt, bounded by what we stated we
-        # hold: asking for its knowledge again adds nothing (over HTTP it would move a
-        # receipt of every origin the server holds).
-        answered = transport.receipt_in_pull and any(r.sender == peer for r in report.received)
+        # A pull answer carries the peer's fresh receipt (spec-v3 §8.2), and an answer
+        # with no bundle says the receipt of it we hold is still current (§15.3):
+        # either way asking for its knowledge again adds nothing.
+        answered = transport.receipt_in_pull and allowed
         theirs = Knowledge() if answered else transport.knowledge() or Knowledge()
         report.peer = peer
         if peer is not None:
