@@ -185,7 +185,10 @@ def attest(replica: Replica, collection: str, key: str, change_id: ChangeId | No
         own = [c for c in own if c.id == change_id]
     if not own:
         raise UsageError("this site has no such change of that record to attest")
-    return issue_attestation(replica.identity, max(own, key=lambda c: c.seq))
+    latest = max(own, key=lambda c: c.seq)
+    # The store keeps a change's record, not its partition: the rule gives the prefix.
+    prefix = replica.rule.partition_of(latest.collection, latest.key).prefix
+    return issue_attestation(replica.identity, latest._replace(prefix=prefix))
 
 
 def read_attestation(token: bytes) -> Attestation:

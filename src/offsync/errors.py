@@ -30,7 +30,8 @@ and failures of the machinery around the core (storage, transports)::
     ├── StorageError                       the store failed; nothing was changed
     │   ├── StorageConflictError           lost a race with another writer; retry
     │   ├── StorageFullError               disk full or failing: an operator must act
-    │   └── StoreLockedError               another process has this replica open
+    │   ├── StoreLockedError               another process has this replica open
+    │   └── FormatTwoStoreError            the store holds wire format 2: re-import it
     └── TransportError                     a transport could not deliver or fetch
         ├── RetryableTransportError        the other side is busy or gone; try again later
         │   ├── UnverifiedAnswerError      not an offsync answer (a captive portal, a proxy?)
@@ -56,6 +57,7 @@ __all__ = [
     "ExpiredCertificateError",
     "FieldTypeError",
     "ForkError",
+    "FormatTwoStoreError",
     "IdentityError",
     "ImmutableRecordError",
     "LimitExceededError",
@@ -219,6 +221,13 @@ class StorageFullError(StorageError):
 class StoreLockedError(StorageError):
     """Another process has this replica open; one replica file has one writer process
     (serve it over HTTP, or open it in that process only)."""
+
+
+class FormatTwoStoreError(StorageError):
+    """The store holds segments or unsealed changes of wire format 2, which format 3
+    cannot use: segments cannot be re-signed by anyone but their origins. Export the
+    records with the previous release and import them as fresh writes, or bootstrap
+    the site again from its centre (docs/spec-v3.md, "Format versions")."""
 
 
 class TransportError(OffsyncError):

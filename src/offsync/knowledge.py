@@ -147,6 +147,8 @@ class Knowledge:
 
     @classmethod
     def of(cls, stream: Stream, first: int, last: int) -> Knowledge:
+        if not isinstance(stream, Stream):
+            raise UsageError("knowledge is keyed by Stream(origin, partition)")
         return cls({stream: [(first, last)]})
 
     def __repr__(self) -> str:

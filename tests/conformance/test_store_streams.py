@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from offsync import Identity, Replica, sync
+from offsync.errors import FormatTwoStoreError
 from offsync.scope import WHOLE, Partition, Stream, whole
 from offsync.stores import sqlite as store_module
 from offsync.stores.base import SegmentRow
@@ -44,9 +44,9 @@ def _site(path: Path) -> None:
             rep.put("residents", f"late{i}", {"name": "unsealed"})
 
 
-def _schema_5_copy(src: Path, dest: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """``dest``: a schema-5 store (as the previous offsync created it) holding the rows
-    of the current store at ``src``."""
+def _schema_5_store(dest: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``dest``: a schema-5 store (as the previous offsync created it) of SITE holding
+    one sealed format-2 segment and one unsealed format-2 change."""
     with monkeypatch.context() as previous:
         previous.setattr(store_module, "MIGRATIONS", MIGRATIONS[:-1])
         db = sqlite3.connect(dest, isolation_level=None)
@@ -56,72 +56,55 @@ def _schema_5_copy(src: Path, dest: Path, monkeypatch: pytest.MonkeyPatch) -> No
         for (n,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
     }
     assert columns["segments"][:2] == ["origin", "first_seq"] and "prefix" not in columns["outbox"]
-    db.execute("ATTACH DATABASE ? AS src", (str(src),))
+    value = {
+        "origin": SITE.public_key,
+        "first_seq": 1,
+        "last_seq": 1,
+        "hash": b"h" * 32,
+        "prev_hash": bytes(32),
+        "data": b"a format-2 segment",
+        "status": "applied",
+        "seq": 2,
+    }
     db.execute("BEGIN")
-    for table, names in columns.items():
-        if table.startswith("sqlite_"):
-            continue
-        wanted = ", ".join(names)
-        where = {
-            "meta": " WHERE name <> 'schema_version'",
-            "segments": " WHERE collection = '' AND prefix = ''",  # format 2: all of them
-        }.get(table, "")
-        db.execute(f"INSERT INTO {table} ({wanted}) SELECT {wanted} FROM src.{table}{where}")
+    for table in ("segments", "outbox"):
+        names = columns[table]
+        marks = ", ".join("?" for _ in names)
+        db.execute(
+            f"INSERT INTO {table} ({', '.join(names)}) VALUES ({marks})", [value[n] for n in names]
+        )
+    db.execute("INSERT INTO meta (name, value) VALUES ('identity', ?)", (SITE.public_key,))
     db.execute("COMMIT")
-    db.execute("DETACH DATABASE src")
     db.close()
 
 
-def _held(store: SQLiteStore) -> tuple[Any, ...]:
-    index = store.segment_index()
-    return (
-        index,
-        store.segment_data([(row[0], row[1]) for row in index]),
-        store.outbox(),
-        list(store.iter_records()),
-        [store.get_meta(n) for n in ("seq", "sealed", "hlc", "identity")],
-    )
-
-
-def test_a_schema_5_store_is_upgraded_in_place_and_holds_the_same(
+def test_a_schema_5_store_of_format_2_is_upgraded_and_then_refused_with_what_to_do(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    now, old = tmp_path / "now.sqlite", tmp_path / "old.sqlite"
-    _site(now)
-    _schema_5_copy(now, old, monkeypatch)
+    old = tmp_path / "old.sqlite"
+    _schema_5_store(old, monkeypatch)
     assert [m.version for m in pending_migrations(old)] == [6]
-    current = SQLiteStore(str(now), read_only=True)
-    expected = _held(current)
-    current.close()
-    assert len(expected[0]) >= 2 and len(expected[2]) == 5  # segments and an outbox
-
-    with Replica.open(str(old), identity=SITE) as rep:
-        assert isinstance(rep.store, SQLiteStore) and rep.store.migrated == [6]
-        assert _held(rep.store) == expected, "the upgraded store holds what it held"
-        assert {row[0] for row in rep.store.segment_index()} == {
-            whole(SITE.public_key),
-            whole(PEER.public_key),
-        }, "every row held becomes its origin's WHOLE stream"
-        assert rep.seq == 35 and rep.knowledge().count(PEER.public_key) == 40
-        rep.put("residents", "after", {"name": "after the upgrade"})
-        rep.pack()
-        assert rep.store.outbox() == [] and rep.store.get_meta("sealed") == b"36"
-        with Replica.open(":memory:", identity=PEER) as peer:
-            sync(peer, LoopbackTransport(rep))
-            assert peer.get("residents", "late4") == {"name": "unsealed"}
-            assert peer.knowledge().count(SITE.public_key) == 36
-    assert pending_migrations(old) == []
+    with pytest.raises(FormatTwoStoreError, match="previous release"):
+        Replica.open(str(old), identity=SITE)
+    store = SQLiteStore(str(old), read_only=True)
+    try:  # held as it was: the rows became format 2's WHOLE stream, and nothing else
+        assert [row[0] for row in store.segment_index()] == [whole(SITE.public_key)]
+        assert store.outbox(WHOLE) == [(2, b"a format-2 segment")]
+        assert store.outbox_partitions() == [WHOLE]
+    finally:
+        store.close()
 
 
 def test_the_upgraded_schema_keeps_streams_of_one_origin_apart(tmp_path: Path) -> None:
-    """Rows of partitions next to the WHOLE ones an upgrade made, through a reopen."""
+    """Rows of one origin's partitions stay apart, through a reopen."""
     path = tmp_path / "s.sqlite"
     _site(path)
     part = Partition("residents", "r0")
     stream = Stream(SITE.public_key, part)
     store = SQLiteStore(str(path))
     before = store.segment_index()
-    mine = [row for row in before if row[0] == whole(SITE.public_key)]
+    residents = Partition("residents")
+    mine = [row for row in before if row[0] == Stream(SITE.public_key, residents)]
     with store.transaction():
         store.add_segments([SegmentRow(stream, 1, 2, b"h" * 32, b"\0" * 32, b"data", "applied")])
         store.add_outbox(part, [(1, b"a"), (2, b"b")])
@@ -134,8 +117,8 @@ def test_the_upgraded_schema_keeps_streams_of_one_origin_apart(tmp_path: Path) -
     ]
     assert [row for row in after if row[0] != stream] == before
     assert store.segment_data([(stream, 1), (mine[0][0], 1)])[0] == b"data"
-    assert store.outbox(part) == [(2, b"b")] and len(store.outbox(WHOLE)) == 5
+    assert store.outbox(part) == [(2, b"b")] and len(store.outbox(residents)) == 5
     with store.transaction():
-        store.clear_outbox(WHOLE, 99)  # all of WHOLE's, none of the partition's
-    assert store.outbox(part) == [(2, b"b")] and store.outbox(WHOLE) == []
+        store.clear_outbox(residents, 99)  # all of residents', none of the other partition's
+    assert store.outbox(part) == [(2, b"b")] and store.outbox(residents) == []
     store.close()

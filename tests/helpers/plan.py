@@ -10,7 +10,8 @@ from offsync.encoding import canonical_fields
 from offsync.limits import DEFAULT_LIMITS
 from offsync.plan.admit import Admission
 from offsync.plan.apply import ApplyContext
-from offsync.segindex import HeldSegment, SegmentIndex, Stream, whole
+from offsync.scope import Partition
+from offsync.segindex import HeldSegment, SegmentIndex, Stream
 from offsync.segment import NO_PREVIOUS, Segment
 from offsync.status import APPLIED, Status
 from offsync.trust import TrustStore
@@ -54,9 +55,13 @@ def chain(origin: Identity, *counts: int) -> list[Segment]:
     return out
 
 
-def stream(site: Identity) -> Stream:
-    """A site's one stream (format 2)."""
-    return whole(site.public_key)
+#: The partition ``change`` writes to by default (the rule's default: one per collection).
+RESIDENTS = Partition("residents")
+
+
+def stream(site: Identity, partition: Partition = RESIDENTS) -> Stream:
+    """A site's stream of ``partition`` (by default the one ``change`` writes to)."""
+    return Stream(site.public_key, partition)
 
 
 def entry(seg: Segment, status: Status = APPLIED) -> tuple[Stream, HeldSegment]:
@@ -88,12 +93,14 @@ def context(
     for c in held:
         by_record.setdefault((c.collection, c.key), []).append(c)
     return ApplyContext(
-        whole(ME.public_key),
-        seq,
+        None,
+        0,
         idx,
         rules(trust, now),
         lambda collection, key: by_record.get((collection, key), []),
-        sealed,
+        0,
+        ME.public_key,
+        {stream(ME): (seq, sealed)},
     )
 
 

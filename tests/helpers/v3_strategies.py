@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from hypothesis import strategies as st
 
+from offsync.change import DELETE, ERASE, PUT, Change, ChangeId, canonical_fields, erase_fields
 from offsync.identity import Identity
 from offsync.scope import Partition, Scope, Stream
-from offsync.v3.change import DELETE, ERASE, PUT, Change, ChangeId, canonical_fields, erase_fields
 
 #: A real signing key (segments are signed) and two more origins for parents/knowledge.
 SIGNER = Identity(bytes(range(32)), "signer")

@@ -206,3 +206,42 @@ def test_groups_body_round_trips_and_is_checked() -> None:
         decode_groups(packb([["residents", 36]]))
     with pytest.raises(LimitExceededError):
         decode_groups(encode_groups((("r", "1"), ("r", "2"))), Limits(max_streams=1))
+
+
+# -- over real HTTP: the server answers hostile pull bodies with 422 / 413 ----------------
+
+
+def test_hostile_pull_bodies_over_http_are_refused_and_change_nothing() -> None:
+    import httpx
+
+    from offsync import Identity, Replica
+    from offsync.http.signing import sign_request
+    from offsync.http.wire import MSGPACK_MEDIA_TYPE
+    from offsync.server import create_app
+    from tests.helpers.http import LiveServer
+
+    centre = Replica.open(":memory:", identity=Identity.generate(label="centre"))
+    centre.put("residents", "3519000000000001", {"name": "x"})
+    site = Identity.generate(label="site")
+    before = centre.state_digest()
+
+    def pull(url: str, body: bytes) -> httpx.Response:
+        challenge = bytes.fromhex(httpx.get(url + "/challenge").json()["challenge"])
+        headers = sign_request(site, centre.id, "pull", body, challenge)
+        headers["Content-Type"] = MSGPACK_MEDIA_TYPE
+        return httpx.post(url + "/pull", content=body, headers=headers)
+
+    with LiveServer(create_app(centre)) as srv:
+        bad_digest = body(digests=[2, [["residents", "35", bytes(15)]]])
+        answer = pull(srv.url, bad_digest)
+        assert answer.status_code == 422 and answer.json()["error"] == "BundleFormatError"
+        outside = body(
+            digests=[2, []], detail=[["residents", "36"]], knowledge=districts(1).to_wire()
+        )
+        assert pull(srv.url, outside).status_code == 422
+        huge = body(digests=[4, []], detail=[["residents", f"{i:04d}"] for i in range(400_000)])
+        assert len(huge) > 4 * 1024 * 1024
+        assert pull(srv.url, huge).status_code == 413
+        assert pull(srv.url, body()).status_code == 200  # the same server still answers
+    assert centre.state_digest() == before
+    centre.close()

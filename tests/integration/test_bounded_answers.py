@@ -19,10 +19,14 @@ import pytest
 
 from offsync import Identity, Receipt, Replica, sync
 from offsync.delivery import Delivery
+from offsync.scope import Partition, Stream
 from offsync.segment import hash32
 from offsync.server import create_app
 from offsync.transports.http import HTTPTransport
 from tests.helpers.http import LiveServer
+
+#: The one partition these tests write in: their residents.
+RESIDENTS_PARTITION = Partition("residents")
 
 OTHERS = 30
 
@@ -69,7 +73,9 @@ def test_a_duplicate_upload_is_answered_for_its_site(centre: Replica) -> None:
             assert again.json()["status"] == "duplicate"
         receipt = _answer_receipt(again)
         assert receipt.replica == centre.id
-        assert receipt.knowledge.contains(site.id, 1), "it still proves the delivery"
+        assert receipt.knowledge.contains(Stream(site.id, RESIDENTS_PARTITION), 1), (
+            "it still proves the delivery"
+        )
         assert set(receipt.knowledge.origins()) <= {site.id, centre.id}, (
             f"a duplicate's answer named {len(list(receipt.knowledge.origins()))} origins"
         )

@@ -154,6 +154,7 @@ def test_in_trust_mode_only_a_certified_centre_receipt_counts() -> None:
     """Delivery, status and fork safety agree: an uncertified or revoked centre's
     receipts are kept but never say "at the centre"."""
     from offsync.delivery import Delivery, Status
+    from offsync.scope import Partition, Stream
     from offsync.trust import issue_certificate, revoke
 
     authority_id = Identity.generate("authority")
@@ -174,7 +175,8 @@ def test_in_trust_mode_only_a_certified_centre_receipt_counts() -> None:
 
     _send(site, b)
     _send(b, site)  # b holds it and says so, but b is no certified centre
-    assert b.knowledge().contains(*change) and b.id in site.receipts()
+    assert b.knowledge().contains(Stream(change.origin, Partition("residents")), change.seq)
+    assert b.id in site.receipts()
     assert delivery.status(change) is Status.RELAY and not delivery.reached_centre()
 
     _send(site, a)

@@ -17,8 +17,8 @@ from offsync import Identity, Knowledge, Receipt, Replica
 from offsync.attest import issue_attestation, read_attestation
 from offsync.bundle import build_bundle, read_header
 from offsync.change import PUT, Change
-from offsync.columns import decode_block, encode_block
 from offsync.clock import MAX_HLC, HybridClock
+from offsync.columns import decode_block, encode_block
 from offsync.encoding import packb
 from offsync.errors import BundleFormatError
 from offsync.scope import Partition, Stream

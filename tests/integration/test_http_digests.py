@@ -15,7 +15,7 @@ import pytest
 
 import offsync
 from offsync import Identity, Replica
-from offsync.http.pull import PullRequest
+from offsync.http.pull import PullRequest, decode_groups
 from offsync.http.signing import sign_request
 from offsync.http.wire import GROUPS_MEDIA_TYPE, MSGPACK_MEDIA_TYPE
 from offsync.server import create_app
@@ -114,7 +114,7 @@ def test_the_409_names_only_differing_groups_and_detail_settles_them(
     answer = _pull(served, centre, site, asked)
     assert answer.status_code == 409
     assert answer.headers["content-type"] == GROUPS_MEDIA_TYPE
-    groups = offsync.http.pull.decode_groups(answer.content)
+    groups = decode_groups(answer.content)
     assert groups == (("residents", district(12)[:length]),)
     again = asked.with_detail(held, groups)
     assert 0 < again.knowledge.stream_count() < held.stream_count()

@@ -64,7 +64,9 @@ def test_courier_round_trip_many_sites_on_one_disk(tmp_path: Path) -> None:
         assert not FAT_FORBIDDEN.search(path.name) and len(path.name) <= 64, path.name
         assert path.stat().st_size < FAT32_MAX_FILE
         if path.suffix == ".ofb":
-            assert b"Siti" not in path.read_bytes() and b"resident" not in path.read_bytes()
+            # No field value in clear ("resident j/i"); a header names collections and
+            # partitions (format 3 knowledge is by stream), which are not personal data.
+            assert b"resident " not in path.read_bytes()
 
 
 def _export(tmp_path: Path, n: int = 30) -> tuple[Replica, Replica, Path]:

@@ -15,11 +15,14 @@ from tests.helpers.postgres import DSN, drop_schemas, psycopg
 pytest.importorskip("httpx", reason="the http extra is not installed")
 
 from offsync import Identity, Replica
+from offsync.scope import Partition, Stream
 from offsync.server import create_app
 from offsync.stores.postgres import PostgresStore
 from offsync.sync import sync_any
 from tests.helpers.centres import POLICIES, client, down_then_converge
 from tests.helpers.http import LiveServer
+
+RESIDENTS = Partition("residents")  # each collection is one partition by default
 
 pytestmark = pytest.mark.postgres
 
@@ -76,7 +79,8 @@ def test_a_killed_centre_fails_over_mid_life(prefix: str) -> None:
             site.put("residents", "3519010101900002", {"name": "second"})
             second = sync_any(site, [client(u, site) for u in urls])
             assert second.index == 1 and second.failures[0].where == srv_a.url
-            assert a.knowledge().count(site.id) == 1 and b.knowledge().count(site.id) == 2
+            assert a.knowledge().count(Stream(site.id, RESIDENTS)) == 1
+            assert b.knowledge().count(Stream(site.id, RESIDENTS)) == 2
     finally:
         for rep in (a, b, site):
             rep.close()

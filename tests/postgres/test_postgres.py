@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from offsync import Identity, Replica, policies
-from offsync.errors import StorageError, StorageFullError
+from offsync.errors import FormatTwoStoreError, StorageError, StorageFullError
 from offsync.scope import WHOLE, Partition, Stream, whole
 from offsync.stores import postgres as pg_module
 from offsync.stores.base import SegmentRow
@@ -235,16 +235,18 @@ def test_migration_7_keys_the_rows_a_centre_held_by_stream(
 ) -> None:
     """A schema at migration 6 (segments by (origin, first_seq), the outbox by seq), with
     rows of a real site written in that layout, is upgraded in place: its rows become
-    the WHOLE partition and read back the same."""
+    the WHOLE partition (format 2's one stream) and read back the same; a replica then
+    refuses the store, as format 3 cannot use format 2's segments."""
     site = Identity(bytes([5]) * 32, "site")
     src = Replica.open(":memory:", identity=site)
     for i in range(30):
         src.put("residents", f"r{i}", {"n": i})
     src.pack()
     src.put("residents", "late", {"n": -1})
-    index = src.store.segment_index()
-    data = src.store.segment_data([(row[0], row[1]) for row in index])
-    outbox = src.store.outbox()
+    held = src.store.segment_index()
+    data = src.store.segment_data([(row[0], row[1]) for row in held])
+    outbox = src.store.outbox(Partition("residents"))
+    index = [(whole(site.public_key), *row[1:]) for row in held]  # as format 2 held them
     name = schemas()
     with monkeypatch.context() as previous:
         previous.setattr(pg_module, "migrations", lambda: migrations()[:6])
@@ -275,5 +277,7 @@ def test_migration_7_keys_the_rows_a_centre_held_by_stream(
         Stream(site.public_key, part)
     ]
     assert store.outbox() == outbox and store.outbox(part) == [(1, b"x")]
+    with pytest.raises(FormatTwoStoreError, match="previous release"):
+        Replica(store, site)
     store.close()
     src.close()

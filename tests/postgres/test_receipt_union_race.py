@@ -21,8 +21,11 @@ from collections.abc import Iterator
 import pytest
 
 from offsync import Identity, Knowledge, Receipt, Replica
+from offsync.scope import Partition, Stream
 from offsync.stores.postgres import PostgresStore
 from tests.helpers.postgres import DSN, drop_schemas
+
+RESIDENTS = Partition("residents")  # each collection is one partition by default
 
 pytestmark = pytest.mark.postgres
 
@@ -58,7 +61,9 @@ def schema() -> Iterator[str]:
 
 def test_two_workers_union_the_receipts_of_one_signer(schema: str) -> None:
     seed = Replica(PostgresStore(DSN, schema=schema), CENTRE)
-    seed.record_receipt(Receipt.issue(SITE, 10, Knowledge.of(SITE.public_key, 1, 1)))
+    seed.record_receipt(
+        Receipt.issue(SITE, 10, Knowledge.of(Stream(SITE.public_key, RESIDENTS), 1, 1))
+    )
     seed.close()
     meet = threading.Barrier(2)
     workers = []
@@ -70,8 +75,20 @@ def test_two_workers_union_the_receipts_of_one_signer(schema: str) -> None:
     # older one first (a newer one kept first makes the older one not kept at all, by
     # design: it may predate a restore), the newer one while the first has read.
     said = [
-        Receipt.issue(SITE, 20, Knowledge({SITE.public_key: [(1, 1)], X: [(1, 4)]})),
-        Receipt.issue(SITE, 21, Knowledge({SITE.public_key: [(1, 1)], Y: [(1, 7)]})),
+        Receipt.issue(
+            SITE,
+            20,
+            Knowledge(
+                {Stream(SITE.public_key, RESIDENTS): [(1, 1)], Stream(X, RESIDENTS): [(1, 4)]}
+            ),
+        ),
+        Receipt.issue(
+            SITE,
+            21,
+            Knowledge(
+                {Stream(SITE.public_key, RESIDENTS): [(1, 1)], Stream(Y, RESIDENTS): [(1, 7)]}
+            ),
+        ),
     ]
     errors: list[BaseException] = []
 
@@ -94,7 +111,9 @@ def test_two_workers_union_the_receipts_of_one_signer(schema: str) -> None:
     check = Replica(PostgresStore(DSN, schema=schema), CENTRE)
     try:
         union = check.peer_knowledge(SITE.public_key)[SITE.public_key]
-        assert union.contains(X, 4) and union.contains(Y, 7), f"an update was lost: {union}"
+        assert union.contains(Stream(X, RESIDENTS), 4) and union.contains(
+            Stream(Y, RESIDENTS), 7
+        ), f"an update was lost: {union}"
         assert check.receipts()[SITE.public_key].created == 21, "the newest receipt is kept"
     finally:
         check.close()

@@ -24,10 +24,12 @@ import pytest
 
 from offsync import Identity, Receipt, Replica, policies
 from offsync.errors import PeerRefusedError
+from offsync.scope import Partition, Stream
 from offsync.segment import hash32
 from offsync.sync import sync
 from tests.helpers.postgres import DSN, drop_schemas
 
+RESIDENTS = Partition("residents")  # each collection is one partition by default
 httpx = pytest.importorskip("httpx", reason="the http extra is not installed")
 
 from offsync.http.spool import Applier, SpoolSettings  # noqa: E402
@@ -143,7 +145,7 @@ def test_a_spooled_upload_and_its_duplicate_are_answered_for_their_site(schema: 
     assert [a["status"] for a in answers][-1] == "duplicate"
     for a in answers:
         receipt = Receipt.decode(base64.b64decode(a["receipt"]))
-        assert receipt.knowledge.contains(site.id, 3), "it proves the delivery"
+        assert receipt.knowledge.contains(Stream(site.id, RESIDENTS), 3), "it proves the delivery"
         assert set(receipt.knowledge.origins()) <= {site.id, centre.id}, a["status"]
     site.close()
     centre.close()
@@ -214,7 +216,7 @@ def test_a_held_upload_is_not_delivered_until_a_receipt_covers_it(
             answer = transport.upload(bundles[0])
             assert answer["status"] == "duplicate"
             assert transport.last_receipt is not None
-            assert transport.last_receipt.knowledge.intervals.get(site.id)
+            assert list(transport.last_receipt.knowledge.partitions(site.id))
             transport.close()
             # 503 only when the appliers are this far behind: max_held bundles held.
             state.spool_max_held = 0

@@ -13,7 +13,7 @@ exchange must bring every replica to the same state, equal to the model's.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 from hypothesis import settings
@@ -35,6 +35,7 @@ from offsync import ChangeId, Identity, Knowledge, Replica, policies, read_heade
 from offsync.change import Change
 from offsync.encoding import canonical_fields, decode_fields
 from offsync.errors import ImmutableRecordError, OffsyncError
+from offsync.scope import Partition, Stream
 
 N = 3
 KEYS = ("1", "2", "3")
@@ -55,6 +56,15 @@ field_values = st.dictionaries(
 # -- the reference model -------------------------------------------------------------------
 
 
+class MId(NamedTuple):
+    """A change in the model: its origin, its collection (the partition of its
+    stream) and its seq in that stream."""
+
+    origin: bytes
+    collection: str
+    seq: int
+
+
 @dataclass(frozen=True)
 class MChange:
     origin: bytes
@@ -63,11 +73,11 @@ class MChange:
     collection: str
     key: str
     fields: dict[str, Any] | None  # None: a tombstone
-    parents: frozenset[ChangeId]
+    parents: frozenset[MId]
 
     @property
-    def id(self) -> ChangeId:
-        return ChangeId(self.origin, self.seq)
+    def id(self) -> MId:
+        return MId(self.origin, self.collection, self.seq)
 
     @property
     def stamp(self) -> tuple[int, bytes, int]:
@@ -90,7 +100,7 @@ def ref_version(changes: list[MChange]) -> dict[str, Any] | None:
     return out
 
 
-def ref_ancestors(c: MChange, held: dict[ChangeId, MChange]) -> list[MChange]:
+def ref_ancestors(c: MChange, held: dict[MId, MChange]) -> list[MChange]:
     out = {c.id: c}
     todo = list(c.parents)
     while todo:
@@ -124,17 +134,25 @@ def ref_state(policy: str, changes: list[MChange]) -> tuple[dict[str, Any] | Non
     return value, any(v != value for v in versions.values())
 
 
-def expand(k: Knowledge) -> set[ChangeId]:
+def expand(k: Knowledge) -> set[MId]:
     return {
-        ChangeId(o, s) for o, ivs in k.intervals.items() for a, b in ivs for s in range(a, b + 1)
+        MId(st_.origin, st_.collection, s)
+        for st_ in k.streams()
+        for a, b in k.get(st_)
+        for s in range(a, b + 1)
     }
 
 
-def as_knowledge(ids: set[ChangeId]) -> Knowledge:
-    by_origin: dict[bytes, list[tuple[int, int]]] = {}
-    for o, s in ids:
-        by_origin.setdefault(o, []).append((s, s))
-    return Knowledge(by_origin)
+def as_knowledge(ids: set[MId]) -> Knowledge:
+    by_stream: dict[Stream, list[tuple[int, int]]] = {}
+    for o, c, s in ids:
+        by_stream.setdefault(Stream(o, Partition(c)), []).append((s, s))
+    return Knowledge(by_stream)
+
+
+def own_seq(rep: Replica, collection: str) -> int:
+    """The last seq ``rep`` issued in ``collection``'s stream (each collection is one)."""
+    return rep.seqs().get(Stream(rep.id, Partition(collection)), (0, 0))[0]
 
 
 # -- the machine -------------------------------------------------------------------------
@@ -156,8 +174,8 @@ class Replicas(RuleBasedStateMachine):
             )
             for i in range(N)
         ]
-        self.changes: dict[ChangeId, MChange] = {}
-        self.held: list[set[ChangeId]] = [set() for _ in range(N)]
+        self.changes: dict[MId, MChange] = {}
+        self.held: list[set[MId]] = [set() for _ in range(N)]
 
     def _wall(self, i: int) -> Any:
         return lambda: self.now + self.offsets[i]
@@ -181,7 +199,7 @@ class Replicas(RuleBasedStateMachine):
             for c in rep.store.changes_for(collection, key)
             if c.origin == rep.id and c.seq > before_seq
         }
-        assert sorted(written) == list(range(before_seq + 1, rep.seq + 1))
+        assert sorted(written) == list(range(before_seq + 1, own_seq(rep, collection) + 1))
         seen = self.record(i, collection, key)
         seen_ids = {c.id for c in seen}
         referenced = {p for c in seen for p in c.parents}
@@ -189,7 +207,8 @@ class Replicas(RuleBasedStateMachine):
         floor = max((self.changes[c].hlc for c in self.held[i]), default=0)
         for seq in sorted(written):
             c: Change = written[seq]
-            assert c.parents == heads, "a write names exactly the heads its writer held"
+            named = tuple(sorted(MId(p.origin, collection, p.seq) for p in c.parents))
+            assert named == heads, "a write names exactly the heads its writer held"
             assert c.hlc > floor, "a write's HLC is past everything its writer held"
             m = MChange(
                 c.origin,
@@ -198,7 +217,7 @@ class Replicas(RuleBasedStateMachine):
                 collection,
                 key,
                 None if c.fields is None else decode_fields(c.fields),
-                frozenset(c.parents),
+                frozenset(MId(p.origin, collection, p.seq) for p in c.parents),
             )
             self.changes[m.id] = m
             self.held[i].add(m.id)
@@ -238,13 +257,13 @@ class Replicas(RuleBasedStateMachine):
     )
     def put(self, i: int, collection: str, key: str, fields: dict[str, Any]) -> None:
         rep = self.replicas[i]
-        before = rep.seq
+        before = own_seq(rep, collection)
         visible, _ = self.expected(i, collection, key)
         if collection == "fww" and visible is not None:
             try:
                 rep.put(collection, key, fields)
             except ImmutableRecordError:
-                assert rep.seq == before
+                assert own_seq(rep, collection) == before
                 return
             raise AssertionError("a plain put over a first-writer-wins record must fail")
         rep.put(collection, key, fields)
@@ -258,17 +277,17 @@ class Replicas(RuleBasedStateMachine):
     )
     def delete(self, i: int, collection: str, key: str) -> None:
         rep = self.replicas[i]
-        before = rep.seq
+        before = own_seq(rep, collection)
         visible, _ = self.expected(i, collection, key)
         if visible is None:
             assert rep.delete(collection, key) is None
-            assert rep.seq == before
+            assert own_seq(rep, collection) == before
             return
         if collection == "fww":
             try:
                 rep.delete(collection, key)
             except ImmutableRecordError:
-                assert rep.seq == before
+                assert own_seq(rep, collection) == before
                 return
             raise AssertionError("a plain delete of a first-writer-wins record must fail")
         assert rep.delete(collection, key) == ChangeId(rep.id, before + 1)
@@ -291,11 +310,11 @@ class Replicas(RuleBasedStateMachine):
         referenced = {p for c in held for p in c.parents}
         heads = sorted(c.id for c in held if c.id not in referenced)
         how = data.draw(st.sampled_from(["choose", "fields", "delete"]), label="how")
-        before = rep.seq
+        before = own_seq(rep, collection)
         if how == "choose":
             head = data.draw(st.sampled_from(heads), label="head")
             chosen = ref_version(ref_ancestors(self.changes[head], {c.id: c for c in held}))
-            rep.resolve(collection, key, choose=head)
+            rep.resolve(collection, key, choose=ChangeId(head.origin, head.seq))
         elif how == "fields":
             rep.resolve(collection, key, data.draw(field_values, label="fields"))
         else:

@@ -15,13 +15,13 @@ from offsync.bundle import (
     MAGIC,
     Bundle,
     BundleHeader,
-    _canonical_length,
     build_bundle,
     bundle_body,
     open_bundle,
     read_header,
 )
-from offsync.change import PUT, Change, encode_changes
+from offsync.change import PUT, Change
+from offsync.columns import encode_block
 from offsync.compression import compress, decompress, raw_frame
 from offsync.encoding import canonical_fields, packb
 from offsync.errors import (
@@ -35,12 +35,14 @@ from offsync.identity import Identity, verify_signature
 from offsync.knowledge import Knowledge
 from offsync.limits import DEFAULT_LIMITS, Limits
 from offsync.receipt import RECEIPT_DOMAIN, Receipt
+from offsync.scope import Partition, Stream
 from offsync.segment import NO_PREVIOUS, Segment, hash32
 
 SENDER = Identity(bytes([7]) * 32, "sender")
 RECIPIENT = Identity(bytes([8]) * 32, "recipient")
 STRANGER = Identity(bytes([9]) * 32, "stranger")
 CREATED = 1_700_000_000_000 << 16
+C = Partition("c")  # the collection the changes are in: one partition
 
 
 def changes_of(first: int = 1, n: int = 2) -> list[Change]:
@@ -53,16 +55,16 @@ def changes_of(first: int = 1, n: int = 2) -> list[Change]:
 
 
 def segment(first: int = 1, n: int = 2, prev: bytes = NO_PREVIOUS) -> Segment:
-    return Segment.seal(SENDER, changes_of(first, n), prev, 3)
+    return Segment.seal(SENDER, changes_of(first, n), prev, 3, secret=bytes([first]) * 32)
 
 
 #: The uncompressed columns of ``changes_of()``: content for hand-made zstd frames.
-COLUMNS = encode_changes(changes_of())
+COLUMNS = encode_block(changes_of(), C, bytes(32))[0]
 
 
 def with_block(block: bytes) -> Segment:
     """Seqs 1-2 validly signed by SENDER around any block, as a hostile origin could."""
-    return Segment.seal_block(SENDER, 1, 2, block, NO_PREVIOUS)
+    return Segment.seal_block(SENDER, C, 1, 2, block, bytes(32), NO_PREVIOUS)
 
 
 def make(
@@ -71,9 +73,9 @@ def make(
     receipts: list[Receipt] | None = None,
 ) -> bytes:
     segs = [segment()] if segments is None else segments
-    carried: dict[bytes, list[tuple[int, int]]] = {}
+    carried: dict[Stream, list[tuple[int, int]]] = {}
     for s in segs:
-        carried.setdefault(s.origin, []).append((s.first_seq, s.last_seq))
+        carried.setdefault(s.stream, []).append((s.first_seq, s.last_seq))
     ranges = Knowledge(carried)
     own = Receipt.issue(SENDER, CREATED, ranges)
     return build_bundle(
@@ -102,6 +104,7 @@ def header_of(segments: int = 0, **extra: Any) -> dict[str, Any]:
         "ranges": [],
         "receipts": [Receipt.issue(SENDER, CREATED, Knowledge()).encode()],
         "recipient": None,
+        "relays_for": [],
         "segments": segments,
         "sender": SENDER.public_key,
     }
@@ -150,7 +153,7 @@ def test_build_and_open() -> None:
     assert h.sender == SENDER.public_key
     assert h.recipient is None
     assert h.created == CREATED
-    assert h.ranges == Knowledge.of(SENDER.public_key, 1, 3)
+    assert h.ranges == Knowledge.of(Stream(SENDER.public_key, C), 1, 3)
     assert h.segments == 2
     assert h.knowledge == h.receipts[0].knowledge
     header, body = read_header(data)
@@ -164,14 +167,22 @@ def test_build_and_open() -> None:
 def test_framing_layout() -> None:
     data = make()
     assert data[:6] == b"OFSYNC"
-    assert data[6:8] == b"\x00\x02" == FORMAT_VERSION.to_bytes(2, "big")
+    assert data[6:8] == b"\x00\x03" == FORMAT_VERSION.to_bytes(2, "big")
     hlen = int.from_bytes(data[8:12], "big")
     header = data[12 : 12 + hlen]
     blen = int.from_bytes(data[12 + hlen : 16 + hlen], "big")
     assert 16 + hlen + blen + 64 == len(data)
     verify_signature(SENDER.public_key, data[:-64], data[-64:])
     assert header == packb(read_header(data)[0].to_wire())
-    assert HEADER_KEYS == ("created", "ranges", "receipts", "recipient", "segments", "sender")
+    assert HEADER_KEYS == (
+        "created",
+        "ranges",
+        "receipts",
+        "recipient",
+        "relays_for",
+        "segments",
+        "sender",
+    )
     assert tuple(msgpack.unpackb(header)) == HEADER_KEYS  # no body_size any more
     assert data[16 + hlen : 16 + hlen + blen] == packb([segment().encode()])
 
@@ -254,7 +265,7 @@ def test_wrong_magic_and_version() -> None:
     data = make()
     with pytest.raises(BundleFormatError, match="magic"):
         open_bundle(b"OFSYNX" + data[6:])
-    for version in (b"\x00\x01", b"\x00\x03"):
+    for version in (b"\x00\x01", b"\x00\x02", b"\x00\x04"):
         with pytest.raises(BundleFormatError, match="version"):
             open_bundle(data[:6] + version + data[8:])
     # Correctly signed bundles of format 1 (a compressed body, a body_size in the
@@ -262,8 +273,8 @@ def test_wrong_magic_and_version() -> None:
     old = frame({"body_size": 1, **header_of()}, compress(packb([]), 3), version=1)
     with pytest.raises(BundleFormatError, match="version 1"):
         open_bundle(old)
-    with pytest.raises(BundleFormatError, match="version 3"):
-        open_bundle(frame(header_of(), packb([]), version=3))
+    with pytest.raises(BundleFormatError, match="version 4"):
+        open_bundle(frame(header_of(), packb([]), version=4))
 
 
 def test_not_bytes() -> None:
@@ -297,7 +308,11 @@ def test_header_must_be_canonical_and_complete() -> None:
             frame(header_of(receipts=[Receipt.issue(STRANGER, 1, Knowledge()).encode()]), body)
         )
     with pytest.raises(BundleFormatError):  # ranges that the body does not carry
-        open_bundle(frame(header_of(ranges=Knowledge.of(SENDER.public_key, 1, 1).to_wire()), body))
+        open_bundle(
+            frame(
+                header_of(ranges=Knowledge.of(Stream(SENDER.public_key, C), 1, 1).to_wire()), body
+            )
+        )
     with pytest.raises(BundleFormatError):  # declared segment count differs
         open_bundle(frame(header_of(segments=1), body))
 
@@ -306,7 +321,7 @@ def test_body_must_be_a_canonical_array_of_segments() -> None:
     seg = segment().encode()
     good = packb([seg])
     assert good[:2] == b"\x91\xc4"  # fixarray of one bin8
-    head = header_of(1, ranges=Knowledge.of(SENDER.public_key, 1, 2).to_wire())
+    head = header_of(1, ranges=Knowledge.of(Stream(SENDER.public_key, C), 1, 2).to_wire())
     assert open_bundle(frame(head, good)).segments == [segment()]
     bodies = (
         compress(good, 3),  # compressed, as in format 1
@@ -334,7 +349,8 @@ def test_bundle_limits() -> None:
     with pytest.raises(LimitExceededError):
         open_bundle(data, limits=Limits(max_header_bytes=10))
     with pytest.raises(LimitExceededError):
-        open_bundle(make([segment(1, 1), segment(2, 1)]), limits=Limits(max_segments=1))
+        first = segment(1, 1)
+        open_bundle(make([first, segment(2, 1, first.hash)]), limits=Limits(max_segments=1))
     with pytest.raises(LimitExceededError):
         open_bundle(data, limits=Limits(max_segment_changes=1))
 
@@ -428,12 +444,14 @@ def test_block_frame_problems() -> None:
 
 
 def test_receipt_round_trip_and_forgery() -> None:
-    k = Knowledge({SENDER.public_key: [(1, 5)], RECIPIENT.public_key: [(2, 3)]})
+    k = Knowledge(
+        {Stream(SENDER.public_key, C): [(1, 5)], Stream(RECIPIENT.public_key, C): [(2, 3)]}
+    )
     r = Receipt.issue(SENDER, 42, k)
     assert Receipt.decode(r.encode()) == r
     assert r.signature == SENDER.sign(RECEIPT_DOMAIN + packb([SENDER.public_key, 42, k.to_wire()]))
     forged = Receipt(
-        SENDER.public_key, 42, k | Knowledge.of(STRANGER.public_key, 1, 1), r.signature
+        SENDER.public_key, 42, k | Knowledge.of(Stream(STRANGER.public_key, C), 1, 1), r.signature
     )
     with pytest.raises(SignatureError):
         Receipt.decode(forged.encode())
@@ -446,7 +464,7 @@ def test_receipt_round_trip_and_forgery() -> None:
 
 
 def test_receipts_are_passed_on_in_the_header() -> None:
-    passed = Receipt.issue(STRANGER, 5, Knowledge.of(STRANGER.public_key, 1, 9))
+    passed = Receipt.issue(STRANGER, 5, Knowledge.of(Stream(STRANGER.public_key, C), 1, 9))
     bundle = open_bundle(make(receipts=[passed]))
     assert bundle.header.receipts[1] == passed
     with pytest.raises(LimitExceededError):
@@ -483,5 +501,4 @@ def test_body_is_the_canonical_msgpack_array_of_its_segments() -> None:
             segments = [bytes([i % 256]) * size for i in range(count)]
             body = bundle_body(segments)
             assert body == packb(segments)
-            assert len(body) == _canonical_length(segments)
     assert bundle_body([b""] * 65_536) == b"\xdd\x00\x01\x00\x00" + b"\xc4\x00" * 65_536

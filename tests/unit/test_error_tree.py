@@ -23,7 +23,8 @@ from offsync import errors
 from offsync.attest import read_attestation, verify_attestation
 from offsync.blobs import BlobRef
 from offsync.bundle import open_bundle, peek_header, read_header
-from offsync.change import Change, decode_changes
+from offsync.change import Change
+from offsync.columns import decode_block
 from offsync.compression import decompress
 from offsync.encoding import decode_fields, unpack_strict
 from offsync.errors import OffsyncError
@@ -31,6 +32,7 @@ from offsync.identity import Identity, verify_signature
 from offsync.knowledge import Knowledge
 from offsync.limits import DEFAULT_LIMITS, Limits
 from offsync.receipt import Receipt
+from offsync.scope import Partition
 from offsync.segment import Segment
 from offsync.unpack import unpack
 
@@ -138,8 +140,8 @@ DECODERS: dict[str, Callable[[bytes], object]] = {
     "Knowledge.from_bytes": Knowledge.from_bytes,
     "Receipt.decode": Receipt.decode,
     "Segment.decode": lambda d: Segment.decode(d).open_changes(),
-    "decode_changes": lambda d: decode_changes(d, SITE.public_key, 1),
-    "decode_changes, census": lambda d: decode_changes(d, SITE.public_key, 1, SMALL),
+    "decode_block": lambda d: decode_block(d, SITE.public_key, Partition("c"), 1),
+    "decode_block, census": lambda d: decode_block(d, SITE.public_key, Partition("c"), 1, SMALL),
     "decompress": lambda d: decompress(d, 1 << 20, DEFAULT_LIMITS, "block"),
     "read_header": read_header,
     "peek_header": peek_header,

@@ -23,6 +23,7 @@ from offsync.http.bodies import (
     decode_pull_request,
     encode_pull_request,
 )
+from offsync.scope import Partition, Stream
 
 ID = "ab" * 32
 
@@ -141,7 +142,7 @@ def test_a_client_refuses_what_is_not_the_body(kind: type[Body], value: Any, wor
 
 
 def test_pull_request_round_trip_and_refusals() -> None:
-    since = Knowledge({b"\x01" * 32: [(1, 5)]})
+    since = Knowledge({Stream(b"\x01" * 32, Partition("residents")): [(1, 5)]})
     body = encode_pull_request(since, 1 << 20, True)
     assert decode_pull_request(body) == (since, 1 << 20, True)
     with pytest.raises(BundleFormatError, match="at least 65536"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections.abc import Iterator
 
@@ -58,7 +59,6 @@ def test_a_different_segment_at_a_held_position_is_fork_evidence() -> None:
 @pytest.mark.parametrize(
     ("held", "arriving", "reason"),
     [
-        ([], lambda: seal(SITE, 1, 2, prev=bytes([1]) * 32), "first segment names a predecessor"),
         (
             [seal(SITE, 1, 4)],
             lambda: seal(SITE, 3, 4, prev=bytes([1]) * 32),
@@ -136,7 +136,7 @@ def test_own_changes_coming_back_after_a_restore_apply_and_a_fork_of_them_does_n
 @pytest.mark.parametrize(
     ("segments", "error"),
     [
-        (lambda: [seal(SITE, 1, 3), seal(SITE, 2, 1)], ForkError),
+        (lambda: [seal(SITE, 1, 3), seal(SITE, 2, 1, prev=bytes([1]) * 32)], ForkError),
         (lambda: [seal(SITE, 1, 2), seal(SITE, 1, 2, ms=T0 + 1)], BundleFormatError),
     ],
 )
@@ -148,7 +148,7 @@ def test_a_bundle_that_contradicts_itself_is_refused(segments: object, error: ty
 
 def test_a_forged_segment_refuses_the_bundle_and_nothing_after_it_is_planned() -> None:
     good, bad, after = chain(SITE, 2, 2, 2)
-    forged = Segment(bad.origin, bad.first_seq, bad.last_seq, bad.prev_hash, bad.block, bytes(64))
+    forged = dataclasses.replace(bad, signature=bytes(64))
     plans = list(plan_segments([good, forged, after], context(SegmentIndex())))
     assert [p.verdict for p in plans] == [Verdict.APPLY, Verdict.REFUSE]
     assert isinstance(plans[-1].error, SignatureError)

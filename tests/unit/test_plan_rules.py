@@ -108,8 +108,8 @@ def test_whose_claims_count() -> None:
     assert not claim_counts(OTHER.public_key, trust)  # revoked
     assert not claim_counts(bytes(32), trust)  # unknown
     claims = [
-        (SITE.public_key, Knowledge.of(ME.public_key, 1, 5)),
-        (OTHER.public_key, Knowledge.of(ME.public_key, 1, 9)),
+        (SITE.public_key, Knowledge.of(stream(ME), 1, 5)),
+        (OTHER.public_key, Knowledge.of(stream(ME), 1, 9)),
     ]
     assert counted_claim(claims, stream(ME), trust) == 5
     assert counted_claim(claims, stream(ME), None) == 9
@@ -119,7 +119,7 @@ def test_a_receipt_that_cuts_an_own_segment_names_it() -> None:
     idx = index(*chain(ME, 1, 3, 2))  # own 1..1, 2..4, 5..6
 
     def cut(*ivs: tuple[int, int], by: Identity = SITE, trust: TrustStore | None = None) -> int:
-        knowledge = Knowledge({ME.public_key: list(ivs)})
+        knowledge = Knowledge({stream(ME): list(ivs)})
         return cut_own(idx, stream(ME), [Receipt.issue(by, 1, knowledge)], trust)
 
     assert cut((1, 6)) == cut((1, 4)) == cut((1, 1), (5, 6)) == 0  # whole segments
@@ -131,8 +131,8 @@ def test_a_receipt_that_cuts_an_own_segment_names_it() -> None:
 
 
 def test_receipts_raise_the_claim_and_our_own_always_counts() -> None:
-    theirs = Receipt.issue(OTHER, 1, Knowledge.of(ME.public_key, 1, 7))
-    ours = Receipt.issue(ME, 1, Knowledge.of(ME.public_key, 1, 4))
+    theirs = Receipt.issue(OTHER, 1, Knowledge.of(stream(ME), 1, 7))
+    ours = Receipt.issue(ME, 1, Knowledge.of(stream(ME), 1, 4))
     trust = certified(SITE)
     assert raised_claim(2, [theirs], stream(ME), trust) == 2  # unknown: does not count
     assert raised_claim(2, [theirs, ours], stream(ME), trust) == 4
@@ -259,7 +259,7 @@ def test_unknown_signers_are_judged_by_the_trust_store_and_never_this_site() -> 
 def test_evictions_drop_the_oldest_unknown_data_beyond_the_bounds() -> None:
     trust = certified(SITE)
     idx = index(seal(SITE, 1, 1)).updated(
-        add=[entry(seal(OTHER, i, 1, prev=bytes(32)), UNKNOWN) for i in (1, 2, 3)]
+        add=[entry(seal(OTHER, i, 1, prev=bytes([i > 1]) * 32), UNKNOWN) for i in (1, 2, 3)]
     )
     size = idx[stream(OTHER)][0].size
     limits = Limits(max_unknown_signer_segments=2, max_unknown_signer_bytes=10 * size)

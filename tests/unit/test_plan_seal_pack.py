@@ -93,31 +93,27 @@ def test_sealed_rows_make_a_signed_segment_of_those_changes() -> None:
 
 def test_knowledge_is_every_held_segment_and_the_unsealed_own_changes() -> None:
     idx = index(*chain(SITE, 2, 2), seal(ME, 1, 3))
-    assert held_knowledge(idx, stream(ME), seq=5, sealed=3) == Knowledge(
-        {SITE.public_key: [(1, 4)], ME.public_key: [(1, 5)]}
+    assert held_knowledge(idx, {stream(ME): (5, 3, 0)}) == Knowledge(
+        {stream(SITE): [(1, 4)], stream(ME): [(1, 5)]}
     )
-    assert held_knowledge(SegmentIndex(), stream(ME), 0, 0) == Knowledge()
+    assert held_knowledge(SegmentIndex(), {}) == Knowledge()
 
 
 def test_knowledge_leaves_out_unsealed_own_seqs_that_peers_claim() -> None:
     """Restored from a backup taken before it sealed 4..6, a site holds them unsealed
     while a peer holds them sealed: listed, the peer would never send them back."""
     idx = index(seal(ME, 1, 3))
-    me = ME.public_key
-    assert held_knowledge(idx, stream(ME), seq=8, sealed=3, claim=3) == Knowledge.of(me, 1, 8)
-    assert held_knowledge(idx, stream(ME), seq=8, sealed=3, claim=6) == Knowledge(
-        {me: [(1, 3), (7, 8)]}
-    )
-    assert held_knowledge(idx, stream(ME), seq=8, sealed=3, claim=8) == Knowledge.of(me, 1, 3)
-    assert held_knowledge(idx, stream(ME), seq=8, sealed=3, claim=11) == Knowledge.of(me, 1, 3)
+    me = stream(ME)
+    assert held_knowledge(idx, {stream(ME): (8, 3, 3)}) == Knowledge.of(me, 1, 8)
+    assert held_knowledge(idx, {stream(ME): (8, 3, 6)}) == Knowledge({me: [(1, 3), (7, 8)]})
+    assert held_knowledge(idx, {stream(ME): (8, 3, 8)}) == Knowledge.of(me, 1, 3)
+    assert held_knowledge(idx, {stream(ME): (8, 3, 11)}) == Knowledge.of(me, 1, 3)
 
 
 def test_a_receipt_states_own_changes_only_as_far_as_they_are_sealed() -> None:
     idx = index(*chain(SITE, 2, 2), seal(ME, 1, 3))
-    assert receipt_knowledge(idx, stream(ME), sealed=3) == Knowledge(
-        {SITE.public_key: [(1, 4)], ME.public_key: [(1, 3)]}
-    )
-    assert receipt_knowledge(SegmentIndex(), stream(ME), 0) == Knowledge()
+    assert receipt_knowledge(idx) == Knowledge({stream(SITE): [(1, 4)], stream(ME): [(1, 3)]})
+    assert receipt_knowledge(SegmentIndex()) == Knowledge()
 
 
 def test_pack_selects_whole_segments_the_peer_lacks_and_never_fork_evidence() -> None:
@@ -126,7 +122,7 @@ def test_pack_selects_whole_segments_the_peer_lacks_and_never_fork_evidence() ->
     idx = index(a, b, c).updated(add=[entry(forked, FORK_AT_SAME_SEQS)])
     clock = Status(Kind.CLOCK, "timestamp too far in the future")
     idx = idx.updated(add=[entry(seal(ME, 1, 1), clock)])  # held, quarantined: still sent
-    missing = held_knowledge(idx, stream(ME), 1, 1) - Knowledge.of(SITE.public_key, 1, 4)
+    missing = held_knowledge(idx, {stream(ME): (1, 1, 0)}) - Knowledge.of(stream(SITE), 1, 4)
     chosen = select(idx, missing)
     assert [(o, s.first) for o, s in chosen] == sorted(  # by stream, then seq
         [(stream(ME), 1), (stream(SITE), 4), (stream(SITE), 7)]
@@ -141,7 +137,7 @@ def test_bundles_group_segments_under_the_byte_limit() -> None:
     limit = 2 * size + BUNDLE_OVERHEAD
     groups = list(bundles(items, limit))
     assert [len(g) for g in groups] == [2, 2]
-    assert carried(groups[1]) == Knowledge.of(SITE.public_key, 3, 4)
+    assert carried(groups[1]) == Knowledge.of(stream(SITE), 3, 4)
     # A segment larger than the limit travels alone rather than not at all.
     assert [len(g) for g in bundles(items, 1)] == [1, 1, 1, 1]
     assert list(bundles([], limit)) == []

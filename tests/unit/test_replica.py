@@ -22,8 +22,11 @@ from offsync.errors import (
     StorageError,
     UsageError,
 )
+from offsync.scope import Partition, Stream
 from offsync.stores.base import RecordRow
 from offsync.stores.sqlite import SQLiteStore
+
+RESIDENTS = Partition("residents")  # every collection is one partition by default
 
 POLICIES = {
     "residents": policies.LastWriterWins(),
@@ -69,15 +72,17 @@ def test_put_get_delete_items() -> None:
         ("10", {"name": "Ani"}),
         ("2", {"name": "Budi"}),
     ]
-    assert r.delete("residents", "2") == ChangeId(r.id, 6)
+    assert r.delete("residents", "2") == ChangeId(r.id, 5)  # the residents stream's 5th
     assert r.get("residents", "2") is None
     assert r.delete("residents", "2") is None  # nothing left to delete
     assert r.delete("residents", "nope") is None
     assert [k for k, _ in r.items("residents")] == ["1", "10"]
     r.put("residents", "2", {"age": 3})  # revived with only the new fields
     assert r.get("residents", "2") == {"age": 3}
-    assert r.seq == 7
-    assert r.knowledge() == Knowledge.of(r.id, 1, 7)
+    assert r.seq == 7  # six residents changes and one of doses
+    assert r.knowledge() == Knowledge(
+        {Stream(r.id, RESIDENTS): [(1, 6)], Stream(r.id, Partition("doses")): [(1, 1)]}
+    )
 
 
 def test_bad_writes_are_usage_errors() -> None:
@@ -137,22 +142,26 @@ def test_pack_carries_exactly_what_the_peer_lacks() -> None:
     for i in range(3):
         a.put("residents", str(i), {"i": i})
     first = a.pack(b.knowledge())
-    assert carried(first) == Knowledge.of(a.id, 1, 3)
+    assert carried(first) == Knowledge.of(Stream(a.id, RESIDENTS), 1, 3)
     for bundle in first:
         b.apply(bundle)
     assert a.pack(b.knowledge()) == []  # nothing missing
     a.put("residents", "3", {"i": 3})
     a.put("residents", "4", {"i": 4})
     second = a.pack(b.knowledge())
-    assert carried(second) == Knowledge.of(a.id, 4, 5)
+    assert carried(second) == Knowledge.of(Stream(a.id, RESIDENTS), 4, 5)
     # since=None sends everything; a peer holding a middle part gets the rest
-    assert carried(a.pack()) == Knowledge.of(a.id, 1, 5)
-    assert carried(a.pack(Knowledge.of(a.id, 4, 5))) == Knowledge.of(a.id, 1, 3)
+    assert carried(a.pack()) == Knowledge.of(Stream(a.id, RESIDENTS), 1, 5)
+    assert carried(a.pack(Knowledge.of(Stream(a.id, RESIDENTS), 4, 5))) == Knowledge.of(
+        Stream(a.id, RESIDENTS), 1, 3
+    )
     # b relays a's changes to c, along with its own
     b.put("residents", "b", {"x": 1})
     c = replica(3)
     relayed = b.pack(c.knowledge())
-    assert carried(relayed) == Knowledge.of(a.id, 1, 3) | Knowledge.of(b.id, 1, 1)
+    assert carried(relayed) == Knowledge.of(Stream(a.id, RESIDENTS), 1, 3) | Knowledge.of(
+        Stream(b.id, RESIDENTS), 1, 1
+    )
     assert all(read_header(x)[0].sender == b.id for x in relayed)
 
 
@@ -224,7 +233,7 @@ def test_receipts_travel() -> None:
     b.put("residents", "2", {"b": 1})
     exchange(b, c)  # b passes a's receipt on
     assert set(c.receipts()) == {a.id, b.id}
-    assert c.receipts()[a.id].knowledge == Knowledge.of(a.id, 1, 1)
+    assert c.receipts()[a.id].knowledge == Knowledge.of(Stream(a.id, RESIDENTS), 1, 1)
     assert a.receipt().knowledge == a.knowledge()
 
 
@@ -311,7 +320,9 @@ def test_clock_far_ahead_is_quarantined_not_dropped() -> None:
     [report] = exchange(ahead, b)
     assert (report.applied, report.quarantined) == (0, 1)
     assert b.get("residents", "1") is None
-    assert b.knowledge() == Knowledge.of(ahead.id, 1, 1)  # held, so not asked for again
+    assert b.knowledge() == Knowledge.of(
+        Stream(ahead.id, RESIDENTS), 1, 1
+    )  # held, so not asked for again
     [q] = b.quarantined()
     assert (q.origin, q.first_seq, q.last_seq) == (ahead.id, 1, 1)
     assert "clock" in q.reason

@@ -6,15 +6,24 @@ is put back by hand); one that commits publishes a new value once, at the end.
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from offsync import Identity, Knowledge, Replica
 from offsync.bundle import build_bundle
-from offsync.errors import NotAuthorisedError, SignatureError
+from offsync.errors import (
+    FormatTwoStoreError,
+    NotAuthorisedError,
+    SignatureError,
+    StorageError,
+    UsageError,
+)
 from offsync.replica.state import NO_SEQS, OwnSeqs, ReplicaState
-from offsync.scope import Partition, Stream, whole
+from offsync.scope import WHOLE, Partition, PartitionRule, Stream, whole
 from offsync.segindex import SegmentIndex
 from offsync.segment import Segment
+from offsync.stores.memory import MemoryStore
 from offsync.trust import issue_certificate
 
 AUTH = Identity(bytes([1]) * 32, "authority")
@@ -36,7 +45,8 @@ def test_a_failed_batch_leaves_the_state_value_untouched() -> None:
         rep.put("residents", "2", {"n": 2})
         rep.put("residents", "3", {"n": 3})
         assert rep._state is before
-    assert rep._state is not before and rep._state.seqs(rep._own).seq == 3
+    mine = Stream(SITE.public_key, Partition("residents"))
+    assert rep._state is not before and rep._state.seqs(mine).seq == 3
 
 
 def test_a_refused_write_or_bundle_leaves_the_state_value_untouched() -> None:
@@ -50,12 +60,13 @@ def test_a_refused_write_or_bundle_leaves_the_state_value_untouched() -> None:
     for i in range(3):
         auth.put("_trust", f"note/{i}", {"i": i})
     (bundle,) = auth.pack()
-    seg = Segment.decode(auth.store.segment_data([(whole(AUTH.public_key), 1)])[0])
-    forged = Segment(seg.origin, seg.first_seq, seg.last_seq, seg.prev_hash, seg.block, bytes(64))
+    trust = Stream(AUTH.public_key, Partition("_trust"))
+    seg = Segment.decode(auth.store.segment_data([(trust, 1)])[0])
+    forged = dataclasses.replace(seg, signature=bytes(64))
     bad = build_bundle(
         AUTH,
         [forged.encode()],
-        ranges=Knowledge.of(AUTH.public_key, seg.first_seq, seg.last_seq),
+        ranges=Knowledge.of(trust, seg.first_seq, seg.last_seq),
         receipts=[auth.receipt()],
         created=auth.clock.now(),
     )
@@ -81,9 +92,41 @@ def test_own_seqs_are_kept_per_own_stream() -> None:
     assert wrote.seqs(mine) == OwnSeqs(3, 0, 0)  # a value: the older state is as it was
 
 
-def test_a_format_2_replica_seqs_its_one_stream() -> None:
-    rep = Replica.open(":memory:", identity=SITE)
-    rep.put("residents", "1", {"n": 1})
+def test_a_replica_seqs_each_partition_of_its_own_as_a_stream() -> None:
+    rep = Replica.open(":memory:", identity=SITE, partitions={"residents": 1})
+    rep.put("residents", "1a", {"n": 1})
+    rep.put("residents", "2a", {"n": 2})
+    rep.put("residents", "1b", {"n": 3})  # the same partition as 1a: seq 2 there
+    rep.put("lots", "x", {"n": 4})
     rep.pack()
-    assert dict(rep._state.own) == {whole(SITE.public_key): OwnSeqs(1, 1, 0)}
-    assert list(rep._state.segments) == [whole(SITE.public_key)]
+    mine = {
+        Stream(SITE.public_key, Partition("residents", "1")): OwnSeqs(2, 2, 0),
+        Stream(SITE.public_key, Partition("residents", "2")): OwnSeqs(1, 1, 0),
+        Stream(SITE.public_key, Partition("lots")): OwnSeqs(1, 1, 0),
+    }
+    assert dict(rep._state.own) == mine
+    assert set(rep._state.segments) == set(mine)
+    assert (rep.seq, rep.sealed) == (4, 4)
+    # A resolution that writes two changes takes consecutive seqs of the record's stream.
+    ids = [c.seq for c in rep.record_changes("residents", "1a")]
+    assert ids == [1]
+
+
+def test_the_partition_rule_is_kept_and_another_is_refused() -> None:
+    store = MemoryStore()
+    Replica(store, SITE, partitions={"residents": 2}).put("residents", "123", {"n": 1})
+    assert Replica(store, SITE, partitions=PartitionRule({"residents": 2})).seq == 1
+    with pytest.raises(UsageError, match="partition rule"):
+        Replica(store, SITE)
+    with pytest.raises(UsageError, match="partition rule"):
+        Replica(store, SITE, partitions={"residents": 3})
+
+
+def test_a_store_holding_format_2_is_refused_with_what_to_do() -> None:
+    store = MemoryStore()
+    Replica(store, SITE)
+    with store.transaction():  # an unsealed change of format 2's one stream
+        store.add_outbox(WHOLE, [(1, b"row")])
+    with pytest.raises(FormatTwoStoreError, match="export its records"):
+        Replica(store, SITE)
+    assert isinstance(FormatTwoStoreError("x"), StorageError)

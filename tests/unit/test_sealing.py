@@ -8,6 +8,9 @@ import pytest
 
 import offsync.plan.seal as seal_plan
 from offsync import Identity, Knowledge, Replica, read_header
+from offsync.scope import Partition, Stream
+
+RESIDENTS = Partition("residents")  # every collection is one partition by default
 
 
 @pytest.fixture
@@ -22,7 +25,7 @@ def _rep(n: int) -> Replica:
 
 
 def _own_segments(rep: Replica) -> list[tuple[int, int]]:
-    return [(s.first, s.last) for s in rep._state.segments.get(rep._own, ())]
+    return [(s.first, s.last) for s in rep._state.segments.get(Stream(rep.id, RESIDENTS), ())]
 
 
 @pytest.mark.usefixtures("small_segments")
@@ -33,11 +36,11 @@ def test_batch_seals_whole_segments_and_leaves_the_tail() -> None:
             a.put("residents", str(i), {"i": i})
         assert _own_segments(a) == []  # nothing sealed inside the batch
     assert _own_segments(a) == [(1, 5), (6, 10)]
-    assert [seq for seq, _ in a.store.outbox()] == [11, 12]
-    assert a.knowledge() == Knowledge.of(a.id, 1, 12)
+    assert [seq for seq, _ in a.store.outbox(RESIDENTS)] == [11, 12]
+    assert a.knowledge() == Knowledge.of(Stream(a.id, RESIDENTS), 1, 12)
     bundles = a.pack()  # the tail is sealed when packing
     assert _own_segments(a) == [(1, 5), (6, 10), (11, 12)]
-    assert a.store.outbox() == []
+    assert a.store.outbox(RESIDENTS) == []
     b = _rep(2)
     for x in bundles:
         b.apply(x)
@@ -51,7 +54,7 @@ def test_single_writes_seal_as_segments_fill() -> None:
     for i in range(11):
         a.put("residents", str(i), {"i": i})
     assert _own_segments(a) == [(1, 5), (6, 10)]
-    assert [seq for seq, _ in a.store.outbox()] == [11]
+    assert [seq for seq, _ in a.store.outbox(RESIDENTS)] == [11]
 
 
 @pytest.mark.usefixtures("small_segments")
@@ -64,7 +67,7 @@ def test_a_failed_batch_seals_nothing() -> None:
         raise RuntimeError("clerk cancelled the import")
     assert _own_segments(a) == []
     assert a.seq == 1
-    assert a.knowledge() == Knowledge.of(a.id, 1, 1)
+    assert a.knowledge() == Knowledge.of(Stream(a.id, RESIDENTS), 1, 1)
     for i in range(6):
         a.put("residents", f"again-{i}", {"i": i})
     assert _own_segments(a) == [(1, 5)]
@@ -77,7 +80,7 @@ def test_paged_sealing_chains_segments() -> None:
         for i in range(23):
             a.put("residents", str(i), {"i": i})
     a.pack()
-    segs = a._state.segments[a._own]
+    segs = a._state.segments[Stream(a.id, RESIDENTS)]
     assert [(s.first, s.last) for s in segs] == [(1, 5), (6, 10), (11, 15), (16, 20), (21, 23)]
     assert segs[0].prev == bytes(32)
     assert all(later.prev == earlier.hash for earlier, later in itertools.pairwise(segs))

@@ -7,7 +7,7 @@ import pytest
 from offsync.errors import StorageError, UsageError
 from offsync.knowledge import Knowledge
 from offsync.scope import WHOLE, Partition, Stream
-from offsync.segindex import SegmentIndex, knowledge_of, own_meta, stream_intervals, whole
+from offsync.segindex import SegmentIndex, knowledge_of, own_meta, stream_intervals
 from offsync.status import APPLIED, CLOCK_AHEAD
 from tests.helpers.plan import OTHER, SITE, chain, entry, index, seal, stream
 
@@ -52,22 +52,20 @@ def test_held_back_lists_what_is_not_applied_by_stream() -> None:
     assert [(o, s.first) for o, s in idx.held_back()] == [(stream(OTHER), 1)]
 
 
-def test_a_format_2_stream_is_its_origin_with_a_partition_format_3_cannot_have() -> None:
+def test_a_segment_is_of_its_partitions_stream() -> None:
     (a,) = chain(SITE, 1)
-    assert a.stream == stream(SITE) == Stream(SITE.public_key, WHOLE) == whole(SITE.public_key)
+    assert a.stream == stream(SITE) == Stream(SITE.public_key, Partition("residents"))
     assert a.stream.origin == SITE.public_key
     with pytest.raises(UsageError):
-        Partition(*WHOLE)  # no format-3 partition is WHOLE
-    assert stream(SITE) != Stream(SITE.public_key, Partition("residents"))
+        Partition(*WHOLE)  # no format-3 partition is format 2's WHOLE
 
 
-def test_format_2_knowledge_maps_to_one_stream_per_origin_and_back() -> None:
-    known = Knowledge({SITE.public_key: [(1, 4)], OTHER.public_key: [(2, 2), (5, 9)]})
+def test_knowledge_maps_to_streams_and_back() -> None:
+    other = Stream(SITE.public_key, Partition("doses", "35"))
+    known = Knowledge({stream(SITE): [(1, 4)], stream(OTHER): [(2, 2), (5, 9)], other: [(1, 1)]})
     by_stream = dict(stream_intervals(known))
-    assert by_stream == {stream(SITE): ((1, 4),), stream(OTHER): ((2, 2), (5, 9))}
+    assert by_stream == {stream(SITE): ((1, 4),), stream(OTHER): ((2, 2), (5, 9)), other: ((1, 1),)}
     assert knowledge_of(by_stream) == known
-    with pytest.raises(UsageError):  # format 2 has no word for a second stream
-        knowledge_of({Stream(SITE.public_key, Partition("residents")): [(1, 1)]})
 
 
 def test_own_counters_keep_format_2_names_and_a_partition_has_its_own() -> None:

@@ -1,244 +1,251 @@
-"""Segments: sealed, signed runs of one origin's changes, and their encoding."""
+"""Format-3 segments: sealing, the signed message, the commitment, the redacted form
+(erasing any subset verifies, any altered byte is refused, the erased values and
+their salts appear nowhere), and the zstd frame rules (docs/spec-v3.md §6)."""
 
 from __future__ import annotations
 
-import msgpack
+from dataclasses import replace
+
 import pytest
 import zstandard
 
-from offsync.change import DELETE, PUT, Change, encode_changes
-from offsync.compression import compress
-from offsync.encoding import canonical_fields
-from offsync.errors import BundleFormatError, LimitExceededError, SignatureError, UsageError
+from offsync.change import DELETE, ERASE, PUT, Change
+from offsync.columns import encode_block
+from offsync.compression import compress, decompress, raw_frame
+from offsync.encoding import packb
+from offsync.errors import (
+    BundleFormatError,
+    ForkError,
+    LimitExceededError,
+    RemoteDataError,
+    SignatureError,
+    UsageError,
+)
 from offsync.identity import Identity
-from offsync.limits import Limits
-from offsync.segment import NO_PREVIOUS, SEGMENT_DOMAIN, Segment, hash32
+from offsync.limits import DEFAULT_LIMITS, Limits
+from offsync.scope import Partition
+from offsync.segment import (
+    NO_PREVIOUS,
+    SEGMENT_DOMAIN,
+    Segment,
+    commitment_of,
+    decode_segment,
+    hash32,
+    partition_hash,
+    row_hashes,
+    salts_of,
+)
+from tests.helpers.v3_strategies import SIGNER
 
-IDENT = Identity(bytes(32))
-OTHER = Identity(bytes([1]) * 32)
-LEVEL = 3
+P = Partition("residents", "3519")
+SECRET = bytes(range(32))
 
 
-def changes_of(first: int, n: int, origin: bytes = IDENT.public_key) -> list[Change]:
+def sealed(changes: list[Change], prev: bytes = NO_PREVIOUS, level: int | None = 3) -> Segment:
+    return Segment.seal(SIGNER, changes, prev, level, secret=SECRET)
+
+
+def puts(n: int, first: int = 1) -> list[Change]:
+    from offsync.change import canonical_fields
+
     return [
-        Change(origin, first + i, 100 + i, "c", f"k{i}", PUT, canonical_fields({"i": i}))
+        Change(
+            SIGNER.public_key,
+            first + i,
+            100 + i,
+            "residents",
+            f"3519{i:03d}",
+            PUT,
+            canonical_fields({"name": f"person {i}", "village": "Kare"}),
+            (),
+            "3519",
+        )
         for i in range(n)
     ]
 
 
-def sealed(first: int = 1, n: int = 2, prev: bytes = NO_PREVIOUS) -> Segment:
-    return Segment.seal(IDENT, changes_of(first, n), prev, LEVEL)
-
-
-def test_seal_and_verify() -> None:
-    assert SEGMENT_DOMAIN == b"offsync/segment/v2\x00"
-    seg = sealed(5, 3, b"\x07" * 32)
-    assert (seg.origin, seg.first_seq, seg.last_seq, seg.count) == (IDENT.public_key, 5, 7, 3)
+def test_the_signed_message_and_hash() -> None:
+    seg = sealed(puts(3, first=5), prev=b"\x07" * 32)
     seg.verify()
+    assert SEGMENT_DOMAIN == b"offsync/segment/v3\x00"
     assert seg.signing_message == (
         SEGMENT_DOMAIN
-        + IDENT.public_key
+        + SIGNER.public_key
+        + hash32(packb(["residents", "3519"]))
         + (5).to_bytes(8, "big")
         + (7).to_bytes(8, "big")
         + hash32(seg.block)
+        + seg.commitment
         + b"\x07" * 32
     )
+    assert partition_hash(P) == hash32(packb(["residents", "3519"]))
     assert seg.hash == hash32(seg.signing_message)
-    assert len(seg.hash) == 32
+    assert seg.stream.partition == P and seg.count == 3
+    assert decode_segment(seg.encode()) == seg
+    assert Segment.decode(seg.encode()).open_changes() == puts(3, first=5)
 
 
-def test_block_is_one_zstd_frame_of_the_columns() -> None:
-    changes = changes_of(5, 3)
-    seg = Segment.seal(IDENT, changes, NO_PREVIOUS, LEVEL)
-    params = zstandard.get_frame_parameters(seg.block)
-    assert seg.block[:4] == b"\x28\xb5\x2f\xfd"
-    assert params.content_size == len(encode_changes(changes))
-    assert params.dict_id == 0
-    assert zstandard.ZstdDecompressor().decompress(seg.block) == encode_changes(changes)
-    assert seg.open_changes() == changes
+def test_the_commitment_is_of_the_skeleton_and_salted_fields() -> None:
+    changes = puts(4)
+    seg = sealed(changes)
+    _, skeleton = encode_block(changes, P, SECRET)
+    salts = salts_of(SECRET, 4)
+    assert len(salts) == 64 and len(set(salts[i : i + 16] for i in range(0, 64, 16))) == 4
+    hashes = row_hashes(salts, [c.fields for c in changes])
+    assert seg.commitment == commitment_of(skeleton, hashes)
+    seg.check_commitment()
+    # A random secret when none is given: two seals of the same changes differ.
+    assert (
+        Segment.seal(SIGNER, changes, NO_PREVIOUS).commitment
+        != Segment.seal(SIGNER, changes, NO_PREVIOUS).commitment
+    )
 
 
-def test_sealing_is_deterministic() -> None:
-    assert sealed().encode() == sealed().encode()
+def test_a_false_commitment_is_a_fork_found_when_redacting() -> None:
+    changes = puts(3)
+    plain, _ = encode_block(changes, P, SECRET)
+    lying = Segment.seal_block(SIGNER, P, 1, 3, raw_frame(plain), bytes(32), NO_PREVIOUS)
+    lying.verify()  # the signature is the origin's own
+    assert lying.open_changes() == changes  # and receivers apply it: H(block) is signed
+    with pytest.raises(ForkError, match="false commitment"):
+        lying.check_commitment()
+    with pytest.raises(ForkError):
+        lying.redact([0])
 
 
-def test_seal_level_changes_the_block_not_the_changes() -> None:
-    changes = [
-        Change(
-            IDENT.public_key, i + 1, 100 + i, "c", f"k{i}", PUT, canonical_fields({"v": "x" * 50})
-        )
-        for i in range(50)
-    ]
-    fast = Segment.seal(IDENT, changes, NO_PREVIOUS, 1)
-    small = Segment.seal(IDENT, changes, NO_PREVIOUS, 19)
-    assert fast.block != small.block and fast.hash != small.hash
-    assert fast.open_changes() == small.open_changes() == changes
+def test_sealing_rules() -> None:
+    other = Identity(bytes([5]) * 32)
+    with pytest.raises(UsageError):
+        Segment.seal(other, puts(2), NO_PREVIOUS)  # not the signer's changes
+    with pytest.raises(UsageError):
+        Segment.seal(SIGNER, [puts(3)[0], puts(3)[2]], NO_PREVIOUS)  # not consecutive
+    with pytest.raises(UsageError):
+        Segment.seal(SIGNER, puts(2, first=1), b"\x01" * 32)  # a first segment has no predecessor
+    with pytest.raises(UsageError):
+        Segment.seal(SIGNER, puts(2, first=3), NO_PREVIOUS)  # a later one has one
+    with pytest.raises(UsageError):
+        Segment.seal(SIGNER, [*puts(1), puts(2)[1]._replace(prefix="35")], NO_PREVIOUS)
+    with pytest.raises(UsageError):
+        Segment.seal(SIGNER, puts(3), NO_PREVIOUS, limits=Limits(max_block_bytes=10))
 
 
-def test_seal_refuses_changes_it_cannot_sign() -> None:
-    with pytest.raises(ValueError):
-        Segment.seal(IDENT, [], NO_PREVIOUS, LEVEL)
-    with pytest.raises(ValueError):  # another origin's changes
-        Segment.seal(IDENT, changes_of(1, 2, OTHER.public_key), NO_PREVIOUS, LEVEL)
-    gap = changes_of(1, 3)
-    with pytest.raises(ValueError):  # not consecutive
-        Segment.seal(IDENT, [gap[0], gap[2]], NO_PREVIOUS, LEVEL)
+# -- redaction ------------------------------------------------------------------------------
 
 
-def test_seqs_come_from_the_segment_not_the_block() -> None:
-    """The columns carry no origin or seq: a block opens as the segment's own run."""
-    block = compress(encode_changes(changes_of(1, 2, OTHER.public_key)), LEVEL)
-    seg = Segment.seal_block(IDENT, 7, 2, block, NO_PREVIOUS)
-    seg.verify()
-    got = seg.open_changes()
-    assert [(c.origin, c.seq) for c in got] == [(IDENT.public_key, 7), (IDENT.public_key, 8)]
-    assert [c.key for c in got] == ["k0", "k1"]
+def _mixed() -> list[Change]:
+    changes = puts(6)
+    changes[3] = changes[3]._replace(op=DELETE, fields=None)
+    from offsync.change import erase_fields
+
+    changes[5] = changes[5]._replace(op=ERASE, fields=erase_fields("court order"))
+    return changes
 
 
-def test_block_must_hold_exactly_the_claimed_number_of_changes() -> None:
-    block = compress(encode_changes(changes_of(1, 2)), LEVEL)
-    Segment.seal_block(IDENT, 1, 2, block, NO_PREVIOUS).open_changes()
-    for count in (1, 3):
-        seg = Segment.seal_block(IDENT, 1, count, block, NO_PREVIOUS)
-        seg.verify()  # validly signed: the count is what the origin claims
-        with pytest.raises(BundleFormatError, match="different number"):
-            seg.open_changes()
+def test_erasing_in_steps_is_erasing_at_once() -> None:
+    seg = sealed(_mixed(), level=None)
+    step = seg.redact([0], level=None).redact([2, 4], level=None)
+    assert step == seg.redact([4, 2, 0], level=None)
+    assert seg.redact([0], level=None).redact([0], level=None) == seg.redact([0], level=None)
 
 
-def test_deletes_and_parents_round_trip() -> None:
-    first = changes_of(1, 1)[0]
-    gone = Change(IDENT.public_key, 2, 101, "c", "k0", DELETE, None, (first.id,))
-    seg = Segment.seal(IDENT, [first, gone], NO_PREVIOUS, LEVEL)
-    assert seg.open_changes() == [first, gone]
+def test_what_cannot_be_erased() -> None:
+    seg = sealed(_mixed())
+    for bad in ([], [3], [5], [6], [-1], ["0"]):
+        with pytest.raises(UsageError):
+            seg.redact(bad)  # type: ignore[arg-type]  # a str on purpose
 
 
-@pytest.mark.parametrize(
-    "field",
-    ["origin", "first_seq", "last_seq", "prev_hash", "block", "signature"],
-)
-def test_any_altered_field_fails_verification(field: str) -> None:
-    seg = sealed(3, 2)
-    value = {
-        "origin": OTHER.public_key,
-        "first_seq": 2,
-        "last_seq": 5,
-        "prev_hash": b"\x01" * 32,
-        "block": sealed(3, 3).block,
-        "signature": bytes(64),
-    }[field]
-    forged = Segment(**{**{f: getattr(seg, f) for f in seg.__slots__}, field: value})
-    with pytest.raises(SignatureError):
-        forged.verify()
+def test_every_altered_byte_of_a_redacted_segment_is_refused() -> None:
+    seg = sealed(_mixed(), level=None)
+    encoded = seg.redact([1, 4], level=None).encode()
+    for at in range(len(encoded)):
+        altered = encoded[:at] + bytes([encoded[at] ^ 0x01]) + encoded[at + 1 :]
+        with pytest.raises(RemoteDataError):
+            segment = decode_segment(altered)
+            segment.verify()
+            segment.open_changes()
 
 
-@pytest.mark.parametrize(("first", "prev"), [(1, b"\x01" * 32), (2, NO_PREVIOUS)])
-def test_prev_hash_is_zeros_exactly_for_a_first_segment(first: int, prev: bytes) -> None:
-    """Malformed, not a fork: no origin has a predecessor of its first segment, and
-    every later segment has one (docs/spec.md §5)."""
-    data = Segment.seal(IDENT, changes_of(first, 1), prev, LEVEL).encode()
-    with pytest.raises(BundleFormatError, match="prev_hash"):
-        Segment.decode(data)
+def test_every_altered_byte_of_a_whole_segment_is_refused() -> None:
+    encoded = sealed(_mixed()).encode()
+    for at in range(len(encoded)):
+        altered = encoded[:at] + bytes([encoded[at] ^ 0x01]) + encoded[at + 1 :]
+        with pytest.raises(RemoteDataError):
+            segment = decode_segment(altered)
+            segment.verify()
+            segment.open_changes()
 
 
-def test_hash_chains() -> None:
-    a = sealed(1, 2)
-    b = Segment.seal(IDENT, changes_of(3, 1), a.hash, LEVEL)
-    assert b.prev_hash == a.hash
-    assert a.hash != b.hash
+def test_a_compressed_redaction_verifies_too() -> None:
+    seg = sealed(_mixed(), level=19)
+    red = seg.redact([2], level=19)
+    assert zstandard.get_frame_parameters(red.rblock).content_size > 0
+    decode_segment(red.encode()).open_changes()
+    with pytest.raises(BundleFormatError):
+        Segment.decode(red.encode())  # a redacted form where a whole one is expected
 
 
-def test_wire_layout() -> None:
-    seg = sealed()
-    assert msgpack.unpackb(seg.encode()) == [
+def test_redacted_segments_validate_themselves() -> None:
+    red = sealed(_mixed()).redact([0])
+    for bad in (
+        {"erased": ()},
+        {"erased": (7,)},
+        {"erased": (2, 1)},
+        {"salts": red.salts[:-1]},
+        {"hashes": b""},
+        {"block_hash": b"x"},
+        {"prev_hash": b"\x01" * 32},
+    ):
+        with pytest.raises(UsageError):
+            replace(red, **bad)
+
+
+# -- frames ---------------------------------------------------------------------------------
+
+
+def test_single_segment_frames_over_the_window_limit_open() -> None:
+    data = bytes(9 << 20)
+    for frame in (raw_frame(data), compress(data, 22)):
+        params = zstandard.get_frame_parameters(frame)
+        assert frame[4] & 0x20  # single segment: the window is the content size
+        assert params.window_size > DEFAULT_LIMITS.max_window_bytes
+        assert decompress(frame, DEFAULT_LIMITS.max_block_bytes, DEFAULT_LIMITS, "block") == data
+
+
+def test_frames_that_need_a_window_are_bounded() -> None:
+    """A frame larger than its window (not single-segment) needs the window besides the
+    output: its window must be within max_window_bytes."""
+    params = zstandard.ZstdCompressionParameters.from_level(
+        1, window_log=24, write_content_size=True
+    )
+    data = bytes(range(256)) * (80 << 10)  # 20 MiB, over the 16 MiB window
+    frame = zstandard.ZstdCompressor(compression_params=params).compress(data)
+    assert not frame[4] & 0x20 and zstandard.get_frame_parameters(frame).window_size == 1 << 24
+    with pytest.raises(LimitExceededError, match="window"):
+        decompress(frame, 1 << 30, DEFAULT_LIMITS, "block")
+    assert decompress(frame, 1 << 30, Limits(max_window_bytes=1 << 24), "block") == data
+    with pytest.raises(LimitExceededError):
+        decompress(frame, 1000, DEFAULT_LIMITS, "block")
+
+
+def test_checksums_are_checked_when_present() -> None:
+    frame = zstandard.ZstdCompressor(level=3, write_checksum=True).compress(b"abc" * 1000)
+    assert decompress(frame, 1 << 20, DEFAULT_LIMITS, "block") == b"abc" * 1000
+    with pytest.raises(BundleFormatError):
+        decompress(frame[:-1] + bytes([frame[-1] ^ 1]), 1 << 20, DEFAULT_LIMITS, "block")
+
+
+def test_signature_covers_the_partition() -> None:
+    seg = sealed(puts(2))
+    moved = Segment(
         seg.origin,
+        Partition("residents", "3520"),
         1,
         2,
-        NO_PREVIOUS,
+        seg.prev_hash,
         seg.block,
+        seg.commitment,
         seg.signature,
-    ]
-
-
-def _raw(*items: object) -> bytes:
-    return msgpack.packb(list(items), use_bin_type=True)  # type: ignore[no-any-return]
-
-
-@pytest.mark.parametrize(
-    "data",
-    [
-        b"",
-        b"\xc1",
-        _raw(1, 2, 3),
-        _raw(bytes(32), 1, 2, bytes(32), b"", bytes(64), 7),  # seven items
-        _raw(bytes(31), 1, 2, bytes(32), b"", bytes(64)),
-        _raw(bytes(32), 0, 2, bytes(32), b"", bytes(64)),  # seq 0
-        _raw(bytes(32), 3, 2, bytes(32), b"", bytes(64)),  # reversed
-        _raw(bytes(32), 1, 1 << 63, bytes(32), b"", bytes(64)),
-        _raw(bytes(32), 1, 2, bytes(32), "text", bytes(64)),
-        _raw(bytes(32), 1, 2, bytes(32), b"", bytes(63)),
-        _raw(bytes(32), True, 2, bytes(32), b"", bytes(64)),
-        {"a": 1},
-    ],
-)
-def test_decode_refuses_malformed(data: bytes | dict[str, int]) -> None:
-    raw = data if isinstance(data, bytes) else msgpack.packb(data)
-    with pytest.raises(BundleFormatError):
-        Segment.decode(raw)
-
-
-def test_decode_refuses_non_canonical_and_trailing() -> None:
-    data = sealed().encode()
-    with pytest.raises(BundleFormatError):
-        Segment.decode(data + b"\x00")
-    # first_seq 1 written as uint16: the same value, not the same bytes.
-    i = data.index(b"\x01\x02")  # first_seq and last_seq as positive fixints
-    longer = data[:i] + b"\xcd\x00\x01" + data[i + 1 :]
-    with pytest.raises(BundleFormatError):
-        Segment.decode(longer)
-    for cut in range(len(data)):
-        with pytest.raises(BundleFormatError):
-            Segment.decode(data[:cut])
-
-
-def test_decode_limits() -> None:
-    seg = sealed(1, 3)
-    Segment.decode(seg.encode(), Limits(max_segment_changes=3))
-    with pytest.raises(LimitExceededError):
-        Segment.decode(seg.encode(), Limits(max_segment_changes=2))
-    Segment.decode(seg.encode(), Limits(max_bundle_bytes=len(seg.encode())))
-    with pytest.raises(LimitExceededError):
-        Segment.decode(seg.encode(), Limits(max_bundle_bytes=len(seg.encode()) - 1))
-
-
-def test_open_changes_limits() -> None:
-    seg = sealed(1, 3)
-    size = zstandard.get_frame_parameters(seg.block).content_size
-    assert seg.open_changes(Limits(max_block_bytes=size)) == changes_of(1, 3)
-    with pytest.raises(LimitExceededError):
-        seg.open_changes(Limits(max_block_bytes=size - 1))
-    with pytest.raises(LimitExceededError):
-        seg.open_changes(Limits(max_segment_changes=2))
-
-
-def test_constructor_checks() -> None:
-    with pytest.raises(ValueError):
-        Segment(bytes(31), 1, 1, bytes(32), b"", bytes(64))
-    with pytest.raises(ValueError):
-        Segment(bytes(32), 2, 1, bytes(32), b"", bytes(64))
-
-
-@pytest.mark.parametrize(
-    ("first", "count", "prev"),
-    [
-        (0, 1, NO_PREVIOUS),
-        (-5, 2, NO_PREVIOUS),
-        (1, 0, NO_PREVIOUS),
-        (1 << 63, 1, NO_PREVIOUS),
-        ((1 << 63) - 1, 2, NO_PREVIOUS),
-        (1, 1, b"short"),
-    ],
-)
-def test_seal_block_refuses_seqs_outside_the_format(first: int, count: int, prev: bytes) -> None:
-    """Found by the error-tree property test: these raised OverflowError from to_bytes."""
-    with pytest.raises(UsageError):
-        Segment.seal_block(IDENT, first, count, b"block", prev)
+    )
+    with pytest.raises(SignatureError):
+        moved.verify()

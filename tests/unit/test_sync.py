@@ -8,8 +8,10 @@ import pytest
 
 from offsync import Identity, Replica, SyncReport, sync
 from offsync.errors import TransportError
-from offsync.scope import whole
+from offsync.scope import Partition, Stream
 from offsync.transports import LoopbackTransport, MemoryTransport
+
+R = Partition("r")  # the collection these tests write: one partition
 
 
 def replica(label: str, **options: object) -> Replica:
@@ -73,7 +75,7 @@ def test_outage_mid_round_loses_nothing() -> None:
     t.online = False  # the link drops before the push
     with pytest.raises(TransportError):
         sync(a, t)
-    assert a.knowledge().count(b.id) == 5  # what was applied stays applied
+    assert a.knowledge().count(Stream(b.id, R)) == 5  # what was applied stays applied
     t.online = True
     report = sync(a, t)
     assert report.sent_changes == 5 and report.applied == 0
@@ -91,7 +93,7 @@ def test_relay_forwards_segments_byte_for_byte_and_receipts_back() -> None:
     assert centre.knowledge() == sub.knowledge()
     assert centre.id in sub.receipts()
     assert sub.knowledge() <= sub.receipts()[centre.id].knowledge
-    key = [(whole(sub.id), 1)]
+    key = [(Stream(sub.id, R), 1)]
     assert centre.store.segment_data(key) == sub.store.segment_data(key)
 
 
@@ -106,9 +108,9 @@ def test_relay_forwards_quarantined_segments() -> None:
     assert [q.reason for q in district.quarantined()] == ["clock: timestamp too far in the future"]
     assert district.get("r", "1") is None
     sync(district, LoopbackTransport(centre))
-    assert centre.knowledge().count(ahead.id) == 1
+    assert centre.knowledge().count(Stream(ahead.id, R)) == 1
     assert len(centre.quarantined()) == 1
-    key = [(whole(ahead.id), 1)]
+    key = [(Stream(ahead.id, R), 1)]
     assert centre.store.segment_data(key) == ahead.store.segment_data(key)
 
 

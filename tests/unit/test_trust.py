@@ -12,6 +12,7 @@ import pytest
 
 from offsync import Identity, Knowledge, Replica
 from offsync.errors import NotAuthorisedError
+from offsync.scope import Partition, Stream
 from offsync.trust import (
     TRUST_COLLECTION,
     TrustStore,
@@ -31,6 +32,8 @@ from tests.helpers.trust import (
     replica,
     send,
 )
+
+RESIDENTS = Partition("residents")  # every collection is one partition by default
 
 
 @pytest.fixture
@@ -85,8 +88,11 @@ def test_scope_is_per_change(authority: Replica) -> None:
         "scope: collection 'doses' not allowed for this key",
         "scope: key outside the allowed prefixes",
     ]
-    # The segment is listed once, with the first refusal as its reason.
-    assert [q.reason for q in centre.quarantined()] == ["scope: key outside the allowed prefixes"]
+    # Each segment (one per partition) is listed once, with its first refusal as its reason.
+    assert sorted(q.reason for q in centre.quarantined()) == [
+        "scope: collection 'doses' not allowed for this key",
+        "scope: key outside the allowed prefixes",
+    ]
 
 
 def test_local_writes_outside_the_certificate_are_refused(authority: Replica) -> None:
@@ -173,7 +179,8 @@ def test_revocation_by_seq_cannot_be_backdated(authority: Replica) -> None:
     centre = replica(ident(9))
     send(authority, centre)
     send(writer, centre)
-    revoke(authority, SARADAN, after_seq=centre.knowledge().max_seq(SARADAN.public_key))
+    residents = Stream(SARADAN.public_key, Partition("residents"))
+    revoke(authority, SARADAN, after_seq=centre.knowledge().max_seq(residents))
     send(authority, centre)
     wall.ms = T0 - 10 * DAY  # the thief backdates
     writer.put("residents", "3519000000000002", {"name": "backdated"})
@@ -251,7 +258,7 @@ def test_relays_forward_what_they_hold_in_quarantine(authority: Replica) -> None
     relay = replica(ident(8))  # has no certificates: holds the data in quarantine
     send(writer, relay)
     assert reasons(relay) == ["trust: unknown signer"]
-    assert relay.knowledge().contains(SARADAN.public_key, 1)
+    assert relay.knowledge().contains(Stream(SARADAN.public_key, Partition("residents")), 1)
     centre = replica(ident(9))
     send(authority, centre)
     send(relay, centre)
@@ -275,7 +282,7 @@ def test_knowledge_counts_quarantined_changes(authority: Replica) -> None:
     writer.put("residents", "1", {"a": 1})
     centre = replica(ident(9))
     send(writer, centre)
-    assert centre.knowledge() == Knowledge.of(STRANGER.public_key, 1, 1)
+    assert centre.knowledge() == Knowledge.of(Stream(STRANGER.public_key, RESIDENTS), 1, 1)
     assert writer.pack(centre.knowledge()) == []
 
 

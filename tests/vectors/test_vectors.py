@@ -7,7 +7,6 @@ cannot pass unnoticed.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 import struct
@@ -19,14 +18,14 @@ import nacl.pwhash
 import nacl.secret
 import pytest
 
-from offsync import Replica, open_bundle, read_header
-from offsync.attest import from_text, issue_attestation, read_attestation, to_text
+from offsync import Replica, open_bundle
+from offsync.attest import from_text, read_attestation
 from offsync.blobfile import WantList, chunk_name, decode_chunk, decode_want, want_name
 from offsync.blobs import BlobRef
-from offsync.bundle import FORMAT_VERSION, MAGIC, BundleHeader
-from offsync.change import Change, ChangeId, decode_changes, encode_changes
+from offsync.change import Change
 from offsync.clock import MAX_HLC, hlc_millis, make_hlc
-from offsync.compression import compress, decompress, raw_frame
+from offsync.columns import decode_block, encode_block
+from offsync.compression import decompress
 from offsync.encoding import canonical_fields, decode_fields, packb, unpack_strict
 from offsync.errors import (
     BundleFormatError,
@@ -34,7 +33,7 @@ from offsync.errors import (
     OffsyncError,
     WrongPassphraseError,
 )
-from offsync.http.bodies import decode_pull_request, encode_pull_request
+from offsync.http.bodies import decode_pull_request
 from offsync.http.frames import BundleFrame, EndOfAnswer, FrameDecoder
 from offsync.http.signing import (
     Challenges,
@@ -45,8 +44,9 @@ from offsync.http.signing import (
 )
 from offsync.identity import Identity, verify_signature
 from offsync.knowledge import Knowledge
-from offsync.limits import DEFAULT_LIMITS, Limits
+from offsync.limits import Limits
 from offsync.receipt import Receipt
+from offsync.scope import Partition
 from offsync.segment import Segment, hash32
 from offsync.transports.disk import _parse_manifest as parse_manifest
 from tests.helpers import ROOT
@@ -56,17 +56,9 @@ FILES = [
     "identities.json",
     "hlc.json",
     "fields.json",
-    "changes.json",
-    "segments.json",
-    "receipt.json",
-    "bundle_header.json",
-    "bundle.json",
     "edge_cases.json",
-    "compressed_block.json",
-    "sealed_bundle.json",
     "keyfile.json",
     "state_digest.json",
-    "attestations.json",
     "http.json",
     "disk_manifest.json",
     "invalid.json",
@@ -133,146 +125,8 @@ def test_fields(case: dict[str, Any]) -> None:
     assert decode_fields(expected) == value
 
 
-def stored_changes() -> tuple[bytes, list[Change]]:
-    v = vector("changes.json")
-    origin = h(v["origin"])
-    assert Identity(h(v["origin_seed"])).public_key == origin
-    out = []
-    for c in v["changes"]:
-        assert make_hlc(c["hlc_millis"], c["hlc_logical"]) == c["hlc"]
-        fields = None if c["fields"] is None else canonical_fields(tagged(c["fields"]))
-        parents = tuple(ChangeId(h(o), s) for o, s in c["parents"])
-        out.append(
-            Change(origin, c["seq"], c["hlc"], c["collection"], c["key"], c["op"], fields, parents)
-        )
-    return origin, out
-
-
-def test_changes() -> None:
-    v = vector("changes.json")
-    origin, changes = stored_changes()
-    for c, stored in zip(changes, v["changes"], strict=True):
-        assert (c.fields or b"").hex() == (stored["fields_encoded"] or "")
-    for encoded, run, first in (
-        (h(v["encoded_1_4"]), changes[:4], v["first_seq"]),
-        (h(v["encoded_5"]), changes[4:], v["first_seq"] + 4),
-    ):
-        assert encode_changes(run) == encoded
-        assert decode_changes(encoded, origin, first) == run
-
-
-def test_segments() -> None:
-    v = vector("segments.json")
-    ident = Identity(h(v["origin_seed"]))
-    origin, changes = stored_changes()
-    previous = bytes(32)
-    for s, run in zip(v["segments"], (changes[:4], changes[4:]), strict=True):
-        assert h(s["changes"]) == encode_changes(run)
-        assert h(s["block"]) == raw_frame(h(s["changes"]))
-        assert decompress(h(s["block"]), 1 << 20, DEFAULT_LIMITS, "block") == h(s["changes"])
-        assert h(s["prev_hash"]) == previous
-        seg = Segment.seal_block(ident, s["first_seq"], len(run), h(s["block"]), previous)
-        assert seg.origin == origin == h(s["origin"])
-        assert seg.last_seq == s["last_seq"]
-        assert hash32(seg.block).hex() == s["block_hash"]
-        assert seg.signing_message.hex() == s["signing_message"]
-        assert seg.signature.hex() == s["signature"]  # ed25519 is deterministic
-        assert seg.hash.hex() == s["hash"]
-        assert seg.encode().hex() == s["encoded"]
-        decoded = Segment.decode(h(s["encoded"]))
-        assert decoded == seg
-        decoded.verify()
-        assert decoded.open_changes() == run
-        previous = seg.hash
-
-
-def test_compressed_blocks_open_to_the_same_changes() -> None:
-    """Sealing compresses for real; any level opens to the vectors' columns."""
-    _, changes = stored_changes()
-    for level in (1, 3, 15, 19):
-        block = compress(encode_changes(changes[:4]), level)
-        assert decompress(block, 1 << 20, DEFAULT_LIMITS, "block") == encode_changes(changes[:4])
-
-
-def test_receipt() -> None:
-    v = vector("receipt.json")
-    ident = Identity(h(v["replica_seed"]))
-    k = knowledge(v["knowledge"])
-    assert k.to_bytes().hex() == v["knowledge_encoded"]
-    r = Receipt.issue(ident, v["created"], k)
-    assert r.replica.hex() == v["replica"]
-    assert r.signature.hex() == v["signature"]
-    verify_signature(r.replica, h(v["signing_message"]), r.signature)
-    assert r.encode().hex() == v["encoded"]
-    assert Receipt.decode(h(v["encoded"])) == r
-
-
-def test_bundle_header() -> None:
-    v = vector("bundle_header.json")
-    w = v["header"]
-    header = BundleHeader(
-        sender=h(w["sender"]),
-        recipient=None,
-        created=w["created"],
-        ranges=knowledge(w["ranges"]),
-        receipts=tuple(Receipt.decode(h(r)) for r in w["receipts"]),
-        segments=w["segments"],
-    )
-    assert Identity(h(v["sender_seed"])).public_key == header.sender
-    assert packb(header.to_wire()).hex() == v["encoded"]
-    assert BundleHeader.from_wire(decode_map(h(v["encoded"])), DEFAULT_LIMITS) == header
-
-
 def decode_map(data: bytes) -> Any:
     return unpack_strict(data, "header")
-
-
-def test_whole_bundle() -> None:
-    v = vector("bundle.json")
-    data = h(v["bundle"])
-    sender = Identity(h(v["sender_seed"]))
-    # The stored bytes verify and decode to the stored parts.
-    bundle = open_bundle(data)
-    assert bundle.id.hex() == v["bundle_id"]
-    assert bundle.header.sender == sender.public_key
-    assert [s.encode().hex() for s in bundle.segments] == v["segments"]
-    assert [s.encode().hex() for s in bundle.segments] == [
-        s["encoded"] for s in vector("segments.json")["segments"]
-    ]
-    header, body = read_header(data)
-    assert header == bundle.header
-    assert packb(header.to_wire()).hex() == v["header"] == vector("bundle_header.json")["encoded"]
-    # Re-encoding header, body and signature gives the stored bytes exactly.
-    assert packb([h(s) for s in v["segments"]]) == body == h(v["body"])
-    hbytes = h(v["header"])
-    signed = (
-        MAGIC
-        + FORMAT_VERSION.to_bytes(2, "big")
-        + len(hbytes).to_bytes(4, "big")
-        + hbytes
-        + len(body).to_bytes(4, "big")
-        + body
-    )
-    assert sender.sign(signed).hex() == v["signature"]
-    assert signed + h(v["signature"]) == data
-    # The changes inside are the ones of changes.json.
-    _, changes = stored_changes()
-    assert [c for s in bundle.segments for c in s.open_changes()] == changes
-
-
-def test_the_generator_reproduces_every_file() -> None:
-    """No byte depends on a zstd compressor (blocks are raw frames), so regenerating
-    the vectors must give exactly the stored files."""
-    spec = importlib.util.spec_from_file_location("vector_generator", VECTORS / "generate.py")
-    assert spec is not None and spec.loader is not None
-    generator = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(generator)
-    for name, make in generator.FILES.items():
-        assert json.loads(json.dumps(make())) == vector(name), name
-
-
-# -- the contracts added with issue 16: edge cases, compressed blocks, sealed bundles,
-# -- key files, the state digest, tokens, HTTP and disk manifests ---------------------
 
 
 def float_value(value: Any) -> float:
@@ -286,7 +140,7 @@ def block_with(value_bytes: bytes) -> bytes:
     """The columns of one put ``{"v": <value_bytes>}``: a value's encoding in a block."""
     marker = "MARKER-VALUE"
     change = Change(bytes(32), 1, 1, "c", "k", 0, canonical_fields({"v": marker}), ())
-    encoded = encode_changes([change])
+    encoded = encode_block([change], Partition("c"), bytes(32))[0]
     assert encoded.count(packb(marker)) == 1
     return encoded.replace(packb(marker), value_bytes)
 
@@ -295,10 +149,10 @@ def test_edge_cases_integers() -> None:
     for case in vector("edge_cases.json")["integers"]:
         assert packb(case["value"]).hex() == case["encoded"]
         assert unpack_strict(h(case["encoded"]), "int") == case["value"]
-        decode_changes(block_with(h(case["encoded"])), bytes(32), 1)
+        decode_block(block_with(h(case["encoded"])), bytes(32), Partition("c"), 1)
         for other in case["other_forms"]:
             with pytest.raises(BundleFormatError):
-                decode_changes(block_with(h(other)), bytes(32), 1)
+                decode_block(block_with(h(other)), bytes(32), Partition("c"), 1)
     forms = {c["value"]: c for c in vector("edge_cases.json")["integers"]}
     assert forms[256]["encoded"] == "cd0100" and "d10100" in forms[256]["other_forms"]
 
@@ -307,11 +161,13 @@ def test_edge_cases_floats() -> None:
     for case in vector("edge_cases.json")["floats"]:
         value = float_value(case["value"])
         assert packb(value).hex() == case["encoded"]
-        (decoded,) = decode_changes(block_with(h(case["encoded"])), bytes(32), 1)
+        (decoded,) = decode_block(
+            block_with(h(case["encoded"])), bytes(32), Partition("c"), 1
+        ).changes
         assert decoded.fields == b"\x81\xa1v" + h(case["encoded"])
         for other in case["other_forms"]:
             with pytest.raises(BundleFormatError):
-                decode_changes(block_with(h(other)), bytes(32), 1)
+                decode_block(block_with(h(other)), bytes(32), Partition("c"), 1)
     # Writers replace any NaN by the canonical one; -0.0 keeps its own bytes.
     payload_nan = struct.unpack(">d", bytes.fromhex("7ff8000000000001"))[0]
     assert canonical_fields({"v": payload_nan}) == b"\x81\xa1v" + h("cb7ff8000000000000")
@@ -328,7 +184,7 @@ def test_edge_cases_strings_and_binaries() -> None:
     assert nfc["encoded"] != nfd["encoded"]  # not normalised: two strings
     for case in v["not_utf8"]:
         with pytest.raises(BundleFormatError):
-            decode_changes(block_with(h(case["encoded"])), bytes(32), 1)
+            decode_block(block_with(h(case["encoded"])), bytes(32), Partition("c"), 1)
         with pytest.raises(BundleFormatError):
             unpack_strict(h(case["encoded"]), "str")
     for case in v["binaries"]:
@@ -344,48 +200,7 @@ def test_edge_cases_hlc_and_empty_nested_map() -> None:
     assert max(c["hlc"] for c in vector("hlc.json")["values"]) > MAX_HLC
     nested = v["empty_nested_map"]
     assert canonical_fields(nested["fields"]).hex() == nested["fields_encoded"]
-    columns_ = unpack_strict(h(nested["columns"]), "columns")
-    assert columns_[5] == [nested["shape"]]
-    (change,) = decode_changes(h(nested["columns"]), h(vector("changes.json")["origin"]), 1)
-    assert change.fields == h(nested["fields_encoded"])
-
-
-def test_compressed_blocks_open_to_the_columns() -> None:
-    v = vector("compressed_block.json")
-    columns_ = h(v["columns"])
-    assert columns_.hex() == vector("changes.json")["encoded_1_4"]
-    for frame in v["frames"]:
-        data = h(frame["frame"])
-        assert decompress(data, 1 << 20, DEFAULT_LIMITS, "block") == columns_
-        assert hash32(data).hex() == frame["block_hash"]
-    assert decompress(h(v["rle"]["frame"]), 1 << 20, DEFAULT_LIMITS, "rle") == h(
-        v["rle"]["content"]
-    )
-    s = v["segment"]
-    ident = Identity(h(s["origin_seed"]))
-    seg = Segment.seal_block(ident, 1, s["last_seq"], h(v["frames"][1]["frame"]), bytes(32))
-    assert seg.signing_message.hex() == s["signing_message"]
-    assert seg.signature.hex() == s["signature"]
-    assert seg.hash.hex() == s["hash"] != vector("segments.json")["segments"][0]["hash"]
-    decoded = Segment.decode(h(s["encoded"]))
-    decoded.verify()
-    assert encode_changes(decoded.open_changes()) == columns_
-
-
-def test_sealed_bundle() -> None:
-    v = vector("sealed_bundle.json")
-    centre = Identity(h(v["recipient_seed"]))
-    assert centre.public.box_public_key.hex() == v["recipient_x25519"]
-    data = h(v["bundle"])
-    body = h(v["body"])
-    assert body[:32].hex() == v["ephemeral_public"]
-    assert centre.unseal(body) == h(v["plain_body"]) == h(vector("bundle.json")["body"])
-    bundle = open_bundle(data, centre)
-    assert bundle.id.hex() == v["bundle_id"] == hash32(data).hex()
-    assert bundle.header.recipient == centre.public_key
-    assert [s.encode().hex() for s in bundle.segments] == vector("bundle.json")["segments"]
-    with pytest.raises(DecryptionError):
-        open_bundle(data, Identity(h(vector("bundle.json")["sender_seed"])))
+    # (Its format-2 columns are gone with format 2; v3/changes.json holds format 3's.)
 
 
 def test_key_file() -> None:
@@ -415,25 +230,10 @@ def test_state_digest() -> None:
     assert hash32(domain + items).hex() == v["digest"]
     rep = Replica.open(":memory:", identity=Identity(bytes([9]) * 32))
     assert rep.state_digest().hex() == v["empty_digest"]
-    rep.apply(h(vector("bundle.json")["bundle"]))
+    for r in v["records"]:  # the same visible records, written here
+        rep.put(r["collection"], r["key"], decode_fields(h(r["fields_encoded"])))
     assert rep.state_digest().hex() == v["digest"]
     rep.close()
-
-
-def test_attestations() -> None:
-    v = vector("attestations.json")
-    ident = Identity(h(v["origin_seed"]))
-    _, changes = stored_changes()
-    for case in v["tokens"]:
-        change = changes[case["seq"] - 1]
-        assert (change.fields or b"").hex() == (case["fields_encoded"] or "")
-        assert issue_attestation(ident, change).hex() == case["token"]
-        att = read_attestation(h(case["token"]))
-        assert att.fields_digest.hex() == case["fields_digest"]
-        verify_signature(ident.public_key, h(case["signing_message"]), att.signature)
-        assert to_text(h(case["token"])) == case["text"]
-        assert from_text(case["text"]) == h(case["token"])
-    assert v["tokens"][1]["fields_digest"] == "77eb611200eeb905fb512f4a66ae0930"
 
 
 def test_http() -> None:
@@ -445,10 +245,7 @@ def test_http() -> None:
     assert challenges.issue(c["issued_ms"], h(c["random"])).hex() == c["challenge"]
     p = v["pull_request"]
     body = h(p["body"])
-    knowledge_, max_bytes, encrypt = decode_pull_request(body)
-    assert knowledge_ == knowledge(p["knowledge"])
-    assert (max_bytes, encrypt) == (p["max_bytes"], p["encrypt"])
-    assert encode_pull_request(knowledge_, max_bytes, encrypt) == body
+    # (The body holds format 2's knowledge: what is checked here is the signing.)
     assert hash32(body).hex() == p["body_hash"]
     message = request_message(server.public_key, "pull", site.public_key, h(c["challenge"]), body)
     assert message.hex() == p["signing_message"]
@@ -481,9 +278,7 @@ def test_disk_manifest() -> None:
     manifest = parse_manifest(text.encode(), doc["sender"][:32], recipient)
     (entry,) = doc["bundles"]
     assert manifest.entries == {entry["file"]: (entry["size"], h(entry["blake2b"]))}
-    bundle = h(vector("bundle.json")["bundle"])
-    assert entry["blake2b"] == v["bundle_id"] == hash32(bundle).hex()
-    assert entry["size"] == len(bundle)
+    assert entry["blake2b"] == v["bundle_id"]
     assert v["path"].endswith(f"-{doc['generation']:08d}.man")
 
 
@@ -521,7 +316,7 @@ def refuse(case: dict[str, Any]) -> None:
         return
     data = h(case["input"])
     if kind == "block":
-        decode_changes(data, h(context["origin"]), context["first_seq"], limits)
+        raise AssertionError("format 2's blocks are superseded (v3/invalid.json)")
     elif kind == "frame":
         decompress(data, limits.max_block_bytes, limits, "block")
     elif kind == "segment":
@@ -535,9 +330,9 @@ def refuse(case: dict[str, Any]) -> None:
     elif kind == "bundle":
         seed = context["opener_seed"]
         bundle = open_bundle(data, None if seed is None else Identity(h(seed)), limits)
-        for seg in bundle.segments:
-            seg.verify()
-            seg.open_changes(limits)
+        for carried in bundle.segments:
+            carried.verify()
+            carried.open_changes(limits)
     elif kind == "token":
         read_attestation(data)
     elif kind == "pull request":
@@ -550,7 +345,13 @@ def refuse(case: dict[str, Any]) -> None:
         raise AssertionError(kind)
 
 
-@pytest.mark.parametrize("case", vector("invalid.json")["cases"], ids=lambda c: c["name"])
+#: The kinds of invalid.json whose encodings format 3 did not change; the others are
+#: format 2's, superseded by v3/invalid.json.
+KEPT_KINDS = ("frame", "key file", "disk manifest")
+KEPT_CASES = [c for c in vector("invalid.json")["cases"] if c["kind"] in KEPT_KINDS]
+
+
+@pytest.mark.parametrize("case", KEPT_CASES, ids=lambda c: c["name"])
 def test_invalid_vectors_are_refused_with_exactly_their_error(case: dict[str, Any]) -> None:
     with pytest.raises(OffsyncError) as info:
         refuse(case)
@@ -562,8 +363,8 @@ def test_every_refusal_rule_of_the_spec_has_its_vector() -> None:
     spec = (ROOT / "docs" / "spec.md").read_text(encoding="utf-8")
     appendix = spec[spec.index("## Appendix A") :]
     listed = set(re.findall(r"\| `([^`|]+)` \|$", appendix, re.MULTILINE))
-    names = {c["name"] for c in vector("invalid.json")["cases"]}
-    assert listed == names
+    names = {c["name"] for c in KEPT_CASES}
+    assert names <= listed
 
 
 # -- blob references (issue 14) ------------------------------------------------------

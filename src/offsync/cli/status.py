@@ -92,6 +92,9 @@ def status_document(
                 "peer": c.peer,
                 "label": names.get(c.peer),
                 "seq": c.seq,
+                # The own stream the claim is about (format 3 numbers seqs per stream).
+                "collection": None if c.stream is None else c.stream.collection,
+                "prefix": None if c.stream is None else c.stream.prefix,
                 "counted": c.counted,
                 "blocks_writing": c.counted,
             }

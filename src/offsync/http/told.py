@@ -40,7 +40,7 @@ class ToldReceipts:
     def __init__(self, limit: int = MAX_TOLD_SITES) -> None:
         self.limit = limit
         self._told: OrderedDict[bytes, Told] = OrderedDict()
-        self._lock = threading.Lock()
+        self._guard = threading.Lock()
 
     def __len__(self) -> int:
         return len(self._told)
@@ -50,7 +50,7 @@ class ToldReceipts:
         return frozenset((site, *relays_for))
 
     def remember(self, site: bytes, told: Told) -> None:
-        with self._lock:
+        with self._guard:
             self._told[site] = told
             self._told.move_to_end(site)
             while len(self._told) > self.limit:
@@ -64,7 +64,7 @@ class ToldReceipts:
         unchanged for them."""
         if known is None:
             return False
-        with self._lock:
+        with self._guard:
             told = self._told.get(site)
         origins = self.origins(site, relays_for)
         return (

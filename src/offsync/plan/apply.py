@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from ..change import Change
 from ..errors import BundleFormatError, ForkError, RemoteDataError
 from ..segindex import HeldSegment, SegmentIndex, Stream
-from ..segment import Segment
+from ..segment import AnySegment, RedactedSegment, Segment
 from ..status import APPLIED, FORK_AT_SAME_SEQS, Kind, Status
 from .admit import Admission, admit, admitted_part
 
@@ -107,12 +107,18 @@ def _stage_range(staged: list[tuple[int, int]], first: int, last: int) -> None:
     staged.insert(i, (first, last))
 
 
-def plan_segments(segments: Iterable[Segment], ctx: ApplyContext) -> Iterator[SegmentPlan]:
-    """The plan of each segment, in bundle order; after a ``REFUSE``, nothing more."""
+def plan_segments(segments: Iterable[AnySegment], ctx: ApplyContext) -> Iterator[SegmentPlan]:
+    """The plan of each segment, in bundle order; after a ``REFUSE``, nothing more.
+    A redacted segment is refused (``BundleFormatError``) until erasure lands."""
     staged: dict[tuple[Stream, int], bytes] = {}
     ranges: dict[Stream, list[tuple[int, int]]] = {}
     sealed_now: dict[Stream, int] = {}  # own streams whose cut gave way in this bundle
-    for seg in segments:
+    for any_seg in segments:
+        if isinstance(any_seg, RedactedSegment):
+            error = BundleFormatError("redacted segments are not applied yet (erasure lands next)")
+            yield SegmentPlan(Verdict.REFUSE, any_seg, any_seg.hash, error=error)  # type: ignore[arg-type]
+            return
+        seg = any_seg
         h = seg.hash
         stream = seg.stream
         if seg.origin == ctx.me:

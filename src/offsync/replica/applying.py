@@ -20,7 +20,7 @@ from ..plan.claims import cut_own, kept_receipts, raised_claim
 from ..receipt import Receipt
 from ..scope import new_stream
 from ..segindex import HeldSegment, SegmentIndex, Stream, own_meta
-from ..segment import Segment
+from ..segment import AnySegment, Segment
 from ..stores.base import SegmentRow
 from ..trust import TRUST_COLLECTION
 from .examine import _Examining, _log_evicted
@@ -184,7 +184,7 @@ class _Applying(_Examining):
         self._put(st._replace(segments=st.segments.updated(drop=spans, rows=rows)))
 
     def _apply_bundle(
-        self, bundle: Bundle, segments: Iterable[Segment] | None = None
+        self, bundle: Bundle, segments: Iterable[AnySegment] | None = None
     ) -> tuple[ApplyReport, _Run, tuple[int, int]]:
         """Verify, decode and write the bundle's segments (or ``segments``, the bundle's
         as ``_drained``), inside the caller's transaction.
@@ -469,7 +469,7 @@ class ApplyGroup:
         return report
 
 
-def _drained(bundle: Bundle) -> Iterator[Segment]:
+def _drained(bundle: Bundle) -> Iterator[AnySegment]:
     """The bundle's segments, each let go by the bundle as it is taken: applied once (a
     shared store's apply may run again, and keeps them), a segment's bytes then live on
     in its chunk's rows until they are written, not to the end of the bundle."""

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 
 from ..blobs import BlobRef
 from ..knowledge import Knowledge
+from ..scope import new_stream
 from ..stores.base import BlobRefRow, unpack_ids
 from .blobs import BLOB_PAGE
 from .core import _Core
@@ -55,8 +56,9 @@ class _Mailing(_Core):
         first: dict[bytes, tuple[bytes, bytes]] = {}  # hash -> its first lacking record
         records = self.store.blob_ref_records(sorted({r[2].hash for r in rows}))
         for c, k, ref, heads in records:
+            part = self.rule.partition_of(c, k)  # a record's changes are in its partition
             lacks = ref.hash in also or not all(
-                known.contains(h.origin, h.seq) for h in unpack_ids(heads)
+                known.contains(new_stream(h.origin, part), h.seq) for h in unpack_ids(heads)
             )
             at = (c.encode(), k.encode())
             if lacks and (ref.hash not in first or at < first[ref.hash]):

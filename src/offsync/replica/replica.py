@@ -9,12 +9,12 @@ from typing import Any
 import msgpack
 
 from ..clock import wall_millis
-from ..errors import UsageError
+from ..errors import FormatTwoStoreError, UsageError
 from ..identity import Identity, PublicIdentity
 from ..limits import DEFAULT_LIMITS, Limits
 from ..plan.examine import fingerprint
 from ..policies import LastWriterWins, Policy
-from ..scope import PartitionRule, Stream, new_stream
+from ..scope import WHOLE, PartitionRule, Stream, new_stream
 from ..segindex import SegmentIndex
 from ..status import Kind
 from ..stores.base import Store
@@ -133,9 +133,17 @@ class Replica(_Bulk, _Applying, _Packing, _Blobs, _Mailing, _History):
         store = self.store
         rows, cursor = store.segments_changed(0) if store.shared else (store.segment_index(), 0)
         segments = SegmentIndex.from_rows(rows)
+        outbox = store.outbox_partitions()
+        if WHOLE in outbox or any(s.partition == WHOLE for s in segments):
+            raise FormatTwoStoreError(
+                "this store holds data of wire format 2, which this release cannot use"
+                " (segments cannot be re-signed by anyone but their origins): export its"
+                " records with the previous release and import them here as fresh writes,"
+                " or bootstrap this site again from its centre"
+            )
         # Own streams: those held in segments, and those with unsealed changes only.
         streams = {*segments.streams_of(self.id)}
-        streams.update(new_stream(self.id, p) for p in store.outbox_partitions())
+        streams.update(new_stream(self.id, p) for p in outbox)
         return ReplicaState(
             segments=segments,
             own={s: self._stored_seqs(s) for s in sorted(streams)},

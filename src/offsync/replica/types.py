@@ -8,6 +8,7 @@ from typing import Any, NamedTuple
 
 from ..change import ChangeId
 from ..knowledge import Knowledge
+from ..scope import Stream
 
 __all__ = ["APPLIED", "ApplyReport", "Conflict", "Quarantined", "QuarantinedChange", "SeqClaim"]
 

@@ -150,8 +150,9 @@ def _round(
     push: bool,
 ) -> None:
     asked = replica.knowledge()
-    if hasattr(transport, "relays_for"):  # a pull request says whom we relay for (HTTP)
-        transport.relays_for = replica.relays_for
+    relays = replica.relays_for
+    if relays and hasattr(transport, "relays_for"):  # a pull says whom we relay for (HTTP)
+        transport.relays_for = tuple(sorted({*transport.relays_for, *relays}))
     allowed = pull and _pull(replica, transport, report)
     if push and not may_receive(replica, transport.peer):
         report.peer = transport.peer

@@ -439,10 +439,14 @@ def _check_streams(s: Store) -> None:
         "clear_outbox: one partition's rows, not the others'"
     )
     assert s.outbox() == [(2, b"b0")], "outbox(): format 2's WHOLE partition"
+    assert s.outbox_partitions() == sorted(p for p in parts if p != parts[1]), (
+        "outbox_partitions: those holding rows, sorted"
+    )
     with s.transaction():
         for part in parts:
             s.clear_outbox(part, 9)
     assert [s.outbox(part) for part in parts] == [[]] * len(parts)
+    assert s.outbox_partitions() == [], "outbox_partitions: none once cleared"
 
 
 def _add_in_transaction(s: Store, row: SegmentRow) -> None:
@@ -817,10 +821,11 @@ def _site_bundles() -> list[bytes]:
     t1.put("residents", "35190002", {"name": "twin one"})
     t1.pack()
     t1.put("residents", "35190004", {"name": "twin one"})
-    fork += t1.pack(Knowledge({twin.public_key: [(1, 2)]}))
+    residents = Stream(twin.public_key, Partition("residents"))
+    fork += t1.pack(Knowledge({residents: [(1, 2)]}))
     t2.put("residents", "35190002", {"name": "twin two"})
     t2.put("residents", "35190004", {"name": "twin two"})
-    fork += t2.pack(Knowledge({twin.public_key: [(1, 1)]}))
+    fork += t2.pack(Knowledge({residents: [(1, 1)]}))
     bundles: list[bytes] = list(fork)
     for i in range(30):
         a.put("residents", f"35190{i:03d}", {"name": f"A{i}", "n": i})

@@ -127,6 +127,7 @@ class HTTPTransport(Transport):
         progress: Callable[[bytes, int, int], None] | None = None,
         sleep: Callable[[float], None] = time.sleep,
         headers: dict[str, str] | None = None,
+        relays_for: Iterable[bytes] = (),
     ) -> None:
         if chunk_bytes < 1:
             raise UsageError("chunk_bytes must be positive")
@@ -159,8 +160,9 @@ class HTTPTransport(Transport):
         self.retries = 0  # attempts repeated so far, for logs and tests
         self.pulls = 0  # pull requests made (a cut or broken answer is pulled again)
         self.digest_rounds = 0  # 409s answered with detail (the digest exchange)
-        #: The sites this site relays for (spec-v3 §9.1), sent with each pull.
-        self.relays_for: tuple[bytes, ...] = ()
+        #: The sites this site relays for (spec-v3 §9.1), sent with each pull so that the
+        #: server's receipt states their streams too.
+        self.relays_for: tuple[bytes, ...] = tuple(sorted(set(relays_for)))
         #: Send group digests instead of knowledge that names more streams than this
         #: (``offsync.http.pull``); None: always send knowledge whole.
         self.digest_threshold: int | None = DIGEST_THRESHOLD_STREAMS

@@ -23,21 +23,18 @@ from typing import Any
 import msgpack
 import nacl.bindings
 
-from offsync.attest import issue_attestation as issue_token_v1
-from offsync.change import PUT as PUT_V2
-from offsync.change import Change as ChangeV2
+from offsync.attest import ATTEST_DOMAIN, issue_attestation, to_text
+from offsync.bundle import build_bundle, frame_bundle
+from offsync.change import DELETE, ERASE, PUT, Change, ChangeId, canonical_fields
 from offsync.clock import make_hlc
+from offsync.columns import encode_block, encode_redacted_block
+from offsync.compression import raw_frame
 from offsync.encoding import packb
 from offsync.identity import Identity
+from offsync.knowledge import Knowledge
+from offsync.receipt import RECEIPT_DOMAIN, Receipt, statement_for
 from offsync.scope import Partition, PartitionRule, Scope, Stream
-from offsync.v3.attest import ATTEST_DOMAIN, issue_attestation, to_text
-from offsync.v3.bundle import build_bundle, frame_bundle
-from offsync.v3.change import DELETE, ERASE, PUT, Change, ChangeId, canonical_fields
-from offsync.v3.columns import encode_block, encode_redacted_block
-from offsync.v3.frame import raw_frame
-from offsync.v3.knowledge import Knowledge
-from offsync.v3.receipt import RECEIPT_DOMAIN, Receipt, statement_for
-from offsync.v3.segment import (
+from offsync.segment import (
     NO_PREVIOUS,
     RedactedSegment,
     Segment,
@@ -1340,13 +1337,18 @@ def bundle_cases() -> list[Case]:
     ]
 
 
+def token_v1(site: Identity, seq: int, hlc: int, collection: str, key: str, fields: Any) -> bytes:
+    """A version-1 token (format 2's, docs/spec.md §13), whose code is gone:
+    ``[1, origin, seq, hlc, collection, key, fields_digest, signature]``."""
+    digest = hashlib.blake2b(fields or b"", digest_size=16, person=b"offsync/attest").digest()
+    body = [1, site.public_key, seq, hlc, collection, key, digest]
+    return packb([*body, site.sign(b"offsync/attest/v1\x00" + packb(body))])
+
+
 def token_cases() -> list[Case]:
     change = the_changes()[1]
     good = issue_attestation(A, change)
-    v1 = issue_token_v1(
-        A,
-        ChangeV2(A.public_key, 2, change.hlc, change.collection, change.key, PUT_V2, change.fields),
-    )
+    v1 = token_v1(A, 2, change.hlc, change.collection, change.key, change.fields)
     body = msgpack.unpackb(good)[:-1]
     body[6] = "351902"
     outside = packb([*body, A.sign(ATTEST_DOMAIN + packb(body))])

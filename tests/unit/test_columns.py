@@ -10,11 +10,7 @@ from typing import Any
 import msgpack
 import pytest
 
-from offsync.encoding import packb
-from offsync.errors import BundleFormatError, LimitExceededError, UsageError
-from offsync.limits import Limits
-from offsync.scope import Partition
-from offsync.v3.change import (
+from offsync.change import (
     CANONICAL_NAN,
     DELETE,
     ERASE,
@@ -24,7 +20,11 @@ from offsync.v3.change import (
     canonical_fields,
     erase_fields,
 )
-from offsync.v3.columns import MAX_SHAPE_DEPTH, decode_block, encode_block
+from offsync.columns import MAX_SHAPE_DEPTH, decode_block, encode_block
+from offsync.encoding import packb
+from offsync.errors import BundleFormatError, LimitExceededError, UsageError
+from offsync.limits import Limits
+from offsync.scope import Partition
 from tests.helpers.v3_strategies import SIGNER
 
 A = SIGNER.public_key

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from hypothesis import given
 
+from offsync.knowledge import Knowledge
+from offsync.receipt import statement_for
 from offsync.scope import Scope, Stream
-from offsync.v3.knowledge import Knowledge
-from offsync.v3.receipt import statement_for
 from tests.helpers.v3_strategies import intervals_of, knowledge_models
-from tests.unit.test_v3_receipt_bundle import CENTRE, SITE
+from tests.unit.test_receipt_bundle import CENTRE, SITE
 
 
 @given(knowledge_models())

@@ -10,14 +10,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from offsync.encoding import packb
-from offsync.errors import BundleFormatError, RemoteDataError
-from offsync.v3.change import (
+from offsync.change import (
     Change,
 )
-from offsync.v3.columns import decode_block, encode_block
+from offsync.columns import decode_block, encode_block
+from offsync.encoding import packb
+from offsync.errors import BundleFormatError, RemoteDataError
 from tests.helpers.v3_strategies import stream_changes
-from tests.unit.test_v3_columns import SECRET, A, P, round_trip
+from tests.unit.test_columns import SECRET, A, P, round_trip
 
 
 @given(stream_changes(), st.integers(1, 1 << 40))

@@ -5,8 +5,8 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
+from offsync.knowledge import Knowledge
 from offsync.scope import Partition, Scope, Stream
-from offsync.v3.knowledge import Knowledge
 from tests.helpers.v3_strategies import (
     COLLECTIONS,
     PREFIXES,
