@@ -28,7 +28,7 @@ from ..stores.base import SegmentRow
 from ..stores.memory import MemoryStore
 from ..unpack import Budget, unpack
 
-__all__ = ["Answer", "Deployment", "header_receipts", "simulate"]
+__all__ = ["Answer", "Deployment", "district_partition", "header_receipts", "simulate"]
 
 
 @dataclass(slots=True)
