@@ -19,8 +19,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from ..bundle import read_header
+from ..bundle import peek_header, read_header
 from ..errors import RemoteDataError, SignatureError, StorageError
+from ..plan.receipts import subject_digests
 from ..segment import hash32
 from .answers import NO_STORE, b64, json_answer, now_ms
 from .blobroutes import BLOB_ROUTES
@@ -303,7 +304,8 @@ def _start_pull(
     quiet = state.told.still_true(site, asked.receipt_known, asked.relays_for, held)
     always = not quiet or bool(mine.difference(since))
     origins = state.told.origins(site, asked.relays_for)
-    told = Told(b"", origins, held.restrict_origins(origins))
+    subjects = state.told.subjects(site) if quiet else {}
+    told = Told(b"", origins, held.restrict_origins(origins), dict(subjects))
     # What the site may not read is treated as if it held it already (``readable``); its
     # answer's receipts are bounded by what it stated it holds.
     packer = replica.iter_pack(
@@ -314,6 +316,7 @@ def _start_pull(
         receiver=site,
         readable=None if readable is None else lambda origin: readable(site, origin),
         relays_for=asked.relays_for,
+        told_subjects=subjects,
     )
     return packer, next(packer, None), told
 
@@ -328,6 +331,8 @@ async def _frames(
         state.told.remember(site, dataclasses.replace(told, receipt=hash32(receipt)))
     try:
         while bundle is not None:
+            # Subject receipts told now are not told again (``iter_pack(told_subjects)``).
+            told.subjects.update(subject_digests(peek_header(bundle).receipts[1:]))
             yield encode_frame(bundle)
             sent += len(bundle)
             count += 1

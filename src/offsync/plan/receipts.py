@@ -35,6 +35,7 @@ import msgpack
 from ..encoding import packb
 from ..knowledge import Knowledge
 from ..limits import DEFAULT_LIMITS
+from ..receipt import Receipt
 from ..scope import Scope, Stream
 from ..segment import hash32
 
@@ -53,6 +54,7 @@ __all__ = [
     "passed_on",
     "relays_closure",
     "restricted",
+    "subject_digests",
     "subject_of",
     "take_subject",
     "told_digest",
@@ -201,6 +203,17 @@ def told_digest(issuer: bytes, knowledge: bytes) -> bytes:
     """What a receipt about a subject said (issuer and its knowledge's canonical
     bytes), as remembered per receiver: a receipt saying the same again is not resent."""
     return hash32(issuer + knowledge)[:16]
+
+
+def subject_digests(receipts: Iterable[Receipt]) -> dict[bytes, bytes]:
+    """subject + issuer -> ``told_digest`` of the subject receipts among ``receipts``:
+    what a receiver was told about whom (not said again while it holds)."""
+    out = {}
+    for r in receipts:
+        subject = subject_of(r.replica, r.knowledge)
+        if subject is not None:
+            out[subject + r.replica] = told_digest(r.replica, r.knowledge.to_bytes())
+    return out
 
 
 def kept_knowledge(data: bytes) -> Knowledge:

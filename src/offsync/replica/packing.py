@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -18,7 +18,7 @@ from ..plan.pack import DEFAULT_MAX_BUNDLE, Fit, Item, bundles, carried, fit, se
 from ..plan.receipts import (
     forward_budget,
     kept_subjects,
-    subject_of,
+    subject_digests,
     told_digest,
 )
 from ..receipt import Receipt, statement_for
@@ -68,6 +68,7 @@ class _Packing(_Sealing):
         readable: Callable[[bytes], bool] | None = None,
         scope: Scope | None = None,
         relays_for: Iterable[bytes] | None = None,
+        told_subjects: Mapping[bytes, bytes] | None = None,
     ) -> Iterator[bytes]:
         """Like ``pack``, one bundle at a time, so a large backlog is never all in memory.
 
@@ -86,7 +87,9 @@ class _Packing(_Sealing):
         delivered). ``readable``: the origins the receiver may be sent (a server's
         policy); the others are treated as held by it. ``stated`` (what the receiver
         said it holds) is accepted for callers of format 2's rule and not used: a
-        receipt no longer grows with what its reader holds."""
+        receipt no longer grows with what its reader holds. ``told_subjects``: the
+        subject receipts the receiver was told already (``plan.receipts.
+        subject_digests``; a server keeps them per site in memory), not sent again."""
         del stated
         if scope is not None and scope.is_everything:
             scope = None
@@ -107,13 +110,16 @@ class _Packing(_Sealing):
             missing = held - (since or Knowledge())
             plan = select(self._st.segments, missing)
             told = _Told.read(self, receiver) if quiet else _Told()
+            if told_subjects:
+                told.subjects.update(told_subjects)
             subjects: tuple[bytes, ...] = ()
             if receiver is not None:
                 if relays_for is None:
-                    subjects = self._declared_relays(receiver)
+                    relays_for = self._declared_relays(receiver)
                 else:
-                    subjects = tuple(sorted(set(relays_for) - {receiver, self.id}))
-                    self._note_relays(receiver, subjects)
+                    self._note_relays(receiver, tuple(sorted(set(relays_for))))
+                # A relay may relay for us: we say nothing about ourselves to it.
+                subjects = tuple(sorted(set(relays_for) - {receiver, self.id}))
             says = self._subject_receipts(receiver, subjects, told)
             if quiet and not plan and told.known and not says:
                 if self._statement(receiver, subjects, scope, Knowledge()) <= told.own:
@@ -364,11 +370,7 @@ class _Told:
             self.own = self.own | own
         for r in passed:
             self.forwarded[r.replica] = max(r.created, self.forwarded.get(r.replica, -1))
-            subject = subject_of(r.replica, r.knowledge)
-            if subject is not None:
-                self.subjects[subject + r.replica] = told_digest(
-                    r.replica, r.knowledge.to_bytes()
-                )
+        self.subjects.update(subject_digests(passed))
 
     def write(self, replica: _Packing, receiver: bytes) -> None:
         passed = [[s, c] for s, c in sorted(self.forwarded.items())]
