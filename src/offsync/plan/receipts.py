@@ -87,16 +87,22 @@ def restricted(held: Knowledge, origins: Iterable[bytes]) -> Knowledge:
 
 
 def outside(
-    knowledge: Knowledge, origins: Iterable[bytes], scope: Scope | None = None
+    knowledge: Knowledge,
+    origins: Iterable[bytes],
+    scope: Scope | None = None,
+    streams: Knowledge | None = None,
 ) -> Knowledge:
-    """The streams of ``knowledge`` neither of ``origins`` nor (a scope of partitions
-    given) in ``scope``: what a sender's own receipt to us does not cover by the rule of
-    spec-v3 §8.2, and so says nothing about."""
+    """The streams of ``knowledge`` neither of ``origins``, nor (a scope of partitions
+    given) in ``scope``, nor among ``streams``: what a sender's own receipt to us does
+    not cover (spec-v3 §8.2, and the streams our receipts to it stated), and so says
+    nothing about."""
     mine = set(origins)
     kept = knowledge.restrict_origins(o for o in knowledge.origins() if o not in mine)
-    if scope is None or scope.is_everything or not kept:
-        return kept
-    return kept - kept.restrict(scope)
+    if scope is not None and not scope.is_everything and kept:
+        kept = kept - kept.restrict(scope)
+    if streams and kept:
+        kept = kept - kept.only_streams(streams.streams())
+    return kept
 
 
 def heard_union(
@@ -105,7 +111,7 @@ def heard_union(
     stated: Knowledge,
     *,
     direct: bool = False,
-    domain: tuple[Iterable[bytes], Scope | None] | None = None,
+    domain: tuple[Iterable[bytes], Scope | None, Knowledge | None] | None = None,
 ) -> Knowledge:
     """What ``signer`` holds after a newer receipt ``stated``, given what its receipts
     said ``before``: the union, unless ``stated`` names an origin with less than
@@ -123,16 +129,16 @@ def heard_union(
     of the union (receipts signed for other receivers, passed on) never override the
     signer's newer word to us; at worst we send an origin it holds once more.
 
-    ``domain`` (format 3, spec-v3 §8.2: our origin and those we relay for, and our
-    read scope when it is a set of partitions): the streams a signer's own receipt to
-    us states in full. It is taken at its word there only; outside, what earlier
+    ``domain`` (format 3, spec-v3 §8.2: our origin and those we relay for, our read
+    scope when it is a set of partitions, and the streams our receipts to the signer
+    stated): the streams a signer's own receipt to us states in full. It is taken at its word there only; outside, what earlier
     receipts said (the streams they carried, an upload's answer) is kept, so that an
     unscoped reader does not send a bounded sender everything again every round."""
     if direct:
         if domain is None:
             return stated
-        origins, scope = domain
-        rest = outside(before, origins, scope)
+        origins, scope, streams = domain
+        rest = outside(before, origins, scope, streams)
         return stated | rest if rest else stated
     named = restricted(before, stated.origins())
     if not named <= stated or (

@@ -20,6 +20,7 @@ import msgpack
 from ..change import Change
 from ..clock import next_hlc
 from ..encoding import decode_fields
+from ..errors import RemoteDataError
 from ..identity import Identity
 from ..knowledge import Knowledge
 from ..limits import Limits
@@ -256,9 +257,10 @@ class _Core:
             if held[1] >= receipt.created:
                 return False  # not newer: the store keeps the newest signed receipt
             before = kept_knowledge(held[2])
-            # A signer's own word to us covers our origin and those we relay for (our
-            # read scope too: scope2b passes it when the replica has one).
-            domain = ((self.id, *self._my_relays()), None)
+            # A signer's own word to us covers our origin and those we relay for, and
+            # the streams we stated to it (our read scope too: scope2b passes it when
+            # the replica has one).
+            domain = ((self.id, *self._my_relays()), None, self._told_streams(receipt.replica))
             union = heard_union(receipt.replica, before, stated, direct=direct, domain=domain)
         encoded = receipt.encode()
         self.store.set_peer(receipt.replica, receipt.created, union.to_bytes(), encoded)
@@ -350,6 +352,22 @@ class _Core:
         if tuple(relays) != self._declared_relays(peer):
             with self._lock, self._transaction():
                 self.store.set_meta(PEER_RELAYS_META + peer.hex(), packb(list(relays)))
+
+    def _told_streams(self, peer: bytes) -> Knowledge | None:
+        """What our receipts sent to ``peer`` stated (``Replica.told``'s record; None:
+        none, or written before a restore): its receipts to us state those streams in
+        full (``_Packing._statement``)."""
+        raw = self.store.get_meta("told:" + peer.hex())
+        if raw is None:
+            return None
+        try:
+            own, _, *rest = msgpack.unpackb(raw)
+            mark = self.store.get_meta("restored") or b""
+            if bytes(rest[0] if rest else b"") != mark:
+                return None
+            return Knowledge.from_wire(own, self.limits)
+        except (ValueError, TypeError, RemoteDataError):
+            return None
 
     def _keep_subjects(self, receipts: Sequence[Receipt]) -> None:
         """Keep the receipts about one subject alone (inside a transaction): ours to

@@ -17,6 +17,7 @@ from ..knowledge import Knowledge
 from ..plan.pack import DEFAULT_MAX_BUNDLE, Fit, Item, bundles, carried, fit, select
 from ..plan.receipts import (
     forward_budget,
+    kept_knowledge,
     kept_subjects,
     subject_digests,
     told_digest,
@@ -185,13 +186,19 @@ class _Packing(_Sealing):
     ) -> Knowledge:
         """What our receipt in a bundle of ``ranges`` for ``receiver`` states (spec-v3
         §8.2 point 1, ``offsync.receipt.statement_for``; our own streams only as far as
-        sealed); everything for an unknown receiver."""
+        sealed), and the streams the receiver's receipts stated to us: without them
+        an unscoped mailbox peer would never learn that we hold what it sent us, and
+        would send it again every round (docs/design.md); they are bounded by what the
+        receiver's own receipts may state. Everything for an unknown receiver."""
         if receiver is None:
             return self._receipt_knowledge()
         held = self.knowledge()
         stated = statement_for(
             held, reader=receiver, relays_for=subjects, scope=scope, carried=ranges
         )
+        row = self.store.peer(receiver)
+        if row is not None:  # the streams its receipts stated (bounded by its role)
+            stated |= held.only_streams(kept_knowledge(row[2]).streams())
         own = [s for s in stated.streams() if s.origin == self.id]
         if not own:
             return stated
