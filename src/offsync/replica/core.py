@@ -19,7 +19,7 @@ import msgpack
 
 from ..change import Change
 from ..clock import next_hlc
-from ..encoding import decode_fields
+from ..encoding import decode_fields, packb
 from ..errors import RemoteDataError
 from ..identity import Identity
 from ..knowledge import Knowledge
@@ -27,7 +27,6 @@ from ..limits import Limits
 from ..plan import merge
 from ..plan.admit import Admission
 from ..plan.pack import held_knowledge, receipt_knowledge
-from ..encoding import packb
 from ..plan.receipts import (
     HeardReceipts,
     Subject,
@@ -377,7 +376,9 @@ class _Core:
             if subject is None or r.replica == self.id or subject == self.id:
                 continue
             name = SUBJECT_META + subject.hex()
-            value = take_subject(self.store.get_meta(name), Subject(r.replica, r.created, r.encode()))
+            value = take_subject(
+                self.store.get_meta(name), Subject(r.replica, r.created, r.encode())
+            )
             if value is not None:
                 self.store.set_meta(name, value)
 

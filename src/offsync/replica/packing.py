@@ -122,9 +122,14 @@ class _Packing(_Sealing):
                 # A relay may relay for us: we say nothing about ourselves to it.
                 subjects = tuple(sorted(set(relays_for) - {receiver, self.id}))
             says = self._subject_receipts(receiver, subjects, told)
-            if quiet and not plan and told.known and not says:
-                if self._statement(receiver, subjects, scope, Knowledge()) <= told.own:
-                    return  # nothing to send, nothing new to say: no bundle
+            if (
+                quiet
+                and not plan
+                and told.known
+                and not says
+                and self._statement(receiver, subjects, scope, Knowledge()) <= told.own
+            ):
+                return  # nothing to send, nothing new to say: no bundle
         mine = self.relays_for
         target = _Target(recipient, receiver, subjects, scope, mine)
         for group in bundles(plan, max_bytes, always=always or quiet):
@@ -260,9 +265,7 @@ class _Packing(_Sealing):
             body = bundle_body(self.store.segment_data([(o, s.first) for o, s in group]))
             now = self._tick()
             if self.bounded_receipts:
-                knowledge = self._statement(
-                    target.receiver, target.subjects, target.scope, ranges
-                )
+                knowledge = self._statement(target.receiver, target.subjects, target.scope, ranges)
             else:
                 knowledge = self._receipt_knowledge()
             own = Receipt.issue(self.identity, now, knowledge)

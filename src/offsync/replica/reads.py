@@ -11,7 +11,7 @@ from ..encoding import decode_fields, packb
 from ..knowledge import Knowledge
 from ..plan.admit import held_reasons
 from ..plan.claims import claim_counts, counted_claim
-from ..plan.receipts import kept_knowledge, needs
+from ..plan.receipts import kept_knowledge
 from ..receipt import Receipt
 from ..scope import Stream, new_stream
 from ..segindex import top_seq
