@@ -44,6 +44,7 @@ __all__ = [
     "HEADER_SLACK",
     "OTHERS_BYTES",
     "HeardReceipts",
+    "SUBJECT_ISSUERS",
     "Subject",
     "forward_budget",
     "heard_union",
