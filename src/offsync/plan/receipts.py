@@ -55,6 +55,7 @@ __all__ = [
     "passed_on",
     "relays_closure",
     "restricted",
+    "stated_bytes",
     "subject_digests",
     "subject_of",
     "take_subject",
@@ -204,6 +205,12 @@ def take_subject(data: bytes | None, receipt: Subject) -> bytes | None:
     rest = [s for s in held if s.issuer != receipt.issuer]
     kept = sorted([receipt, *rest], key=lambda s: (-s.created, s.issuer))[:SUBJECT_ISSUERS]
     return packb([[s.issuer, s.created, s.encoded] for s in kept])
+
+
+def stated_bytes(encoded: bytes) -> bytes:
+    """The canonical bytes of the knowledge a kept receipt (canonical, verified when it
+    was kept) states, without building it."""
+    return packb(msgpack.unpackb(encoded)[2])
 
 
 def told_digest(issuer: bytes, knowledge: bytes) -> bytes:

@@ -7,8 +7,6 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-import msgpack
-
 from ..bundle import BundleHeader, build_bundle_body, bundle_body
 from ..encoding import packb
 from ..errors import RemoteDataError, UsageError
@@ -19,6 +17,7 @@ from ..plan.receipts import (
     forward_budget,
     kept_knowledge,
     kept_subjects,
+    stated_bytes,
     subject_digests,
     told_digest,
 )
@@ -81,7 +80,8 @@ class _Packing(_Sealing):
         on are, for it and each site it relays for, the newest another issuer's receipt
         about that subject we hold and one we sign about it (subject receipts), split
         across bundles when they do not fit one. Without a receiver our receipt states
-        everything and nothing is passed on. ``quiet`` (with a receiver, as
+        everything and the receipts heard are passed on, newest first, as many as fit the
+        first bundle (format 2's rule: a bundle for anyone). ``quiet`` (with a receiver, as
         ``offsync.sync`` packs): no bundle at all when there is nothing to send and
         nothing new to say; what the receiver was told (our statement, each subject
         receipt) is not said again (kept per receiver by ``told`` once the bundles were
@@ -121,7 +121,15 @@ class _Packing(_Sealing):
                     self._note_relays(receiver, tuple(sorted(set(relays_for))))
                 # A relay may relay for us: we say nothing about ourselves to it.
                 subjects = tuple(sorted(set(relays_for) - {receiver, self.id}))
-            says = self._subject_receipts(receiver, subjects, told)
+            if receiver is None:  # for anyone (a file): format 2's rule, newest first
+                says = [
+                    _Say(signer, signer, b"", encoded, None)
+                    for signer, _, encoded, _ in self._heard_receipts().candidates(
+                        recipient, self.id, None
+                    )
+                ]
+            else:
+                says = self._subject_receipts(receiver, subjects, told)
             if (
                 quiet
                 and not plan
@@ -134,6 +142,8 @@ class _Packing(_Sealing):
         target = _Target(recipient, receiver, subjects, scope, mine)
         for group in bundles(plan, max_bytes, always=always or quiet):
             yield from self._build(group, max_bytes, target, says)
+            if receiver is None:
+                says = []  # what did not fit the first bundle is not said
         while says:  # more subjects than one header holds: receipt-only bundles
             yield from self._build([], max_bytes, target, says)
 
@@ -170,8 +180,7 @@ class _Packing(_Sealing):
             for kept in kept_subjects(self.store.get_meta(SUBJECT_META + subject.hex())):
                 if kept.issuer in (self.id, receiver):
                     continue
-                stated = msgpack.unpackb(kept.encoded)[2]
-                digest = told_digest(kept.issuer, packb(stated))
+                digest = told_digest(kept.issuer, stated_bytes(kept.encoded))
                 if told.subjects.get(subject + kept.issuer) != digest:
                     out.append(_Say(subject, kept.issuer, digest, kept.encoded, None))
             if subject != receiver:
@@ -229,7 +238,6 @@ class _Packing(_Sealing):
             for header in headers:
                 told.note(header.receipts[0].knowledge, header.receipts[1:])
             told.write(self, receiver)
-            self._heard = None  # what we passed on is read again (kept subjects)
 
     def _iter_pack_unbounded(
         self,
