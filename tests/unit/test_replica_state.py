@@ -10,7 +10,7 @@ import dataclasses
 
 import pytest
 
-from offsync import Identity, Knowledge, Replica
+from offsync import Identity, Knowledge, Replica, policies
 from offsync.bundle import build_bundle
 from offsync.errors import (
     FormatTwoStoreError,
@@ -107,9 +107,26 @@ def test_a_replica_seqs_each_partition_of_its_own_as_a_stream() -> None:
     assert dict(rep._state.own) == mine
     assert set(rep._state.segments) == set(mine)
     assert (rep.seq, rep.sealed) == (4, 4)
-    # A resolution that writes two changes takes consecutive seqs of the record's stream.
-    ids = [c.seq for c in rep.record_changes("residents", "1a")]
-    assert ids == [1]
+
+
+def test_a_resolution_of_two_changes_takes_consecutive_seqs_of_the_records_stream() -> None:
+    mv = {"residents": policies.MultiValue()}
+    rule = {"residents": 1}
+    a = Replica.open(":memory:", identity=SITE, policies=mv, partitions=rule)
+    b = Replica.open(":memory:", identity=AUTH, policies=mv, partitions=rule)
+    a.put("residents", "2x", {"other": 1})  # another partition of a's: its own seqs
+    a.put("residents", "1a", {"name": "Siti", "village": "Kare"})
+    b.put("residents", "1a", {"name": "Siti N."})
+    for bundle in b.pack():
+        a.apply(bundle)
+    (conflict,) = a.conflicts()
+    theirs = next(h for h in conflict.versions if h.origin == AUTH.public_key)
+    # b's version lacks "village": a tombstone over every head, then a put of b's fields.
+    a.resolve("residents", "1a", choose=theirs)
+    one = Stream(SITE.public_key, Partition("residents", "1"))
+    mine = [c.seq for c in a.record_changes("residents", "1a") if c.origin == SITE.public_key]
+    assert mine == [1, 2, 3] and a.seqs()[one] == (3, 0)
+    assert a.get("residents", "1a") == {"name": "Siti N."}
 
 
 def test_the_partition_rule_is_kept_and_another_is_refused() -> None:

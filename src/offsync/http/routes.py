@@ -19,9 +19,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from ..bundle import peek_header, read_header
+from ..bundle import BundleHeader, peek_header, read_header
 from ..errors import RemoteDataError, SignatureError, StorageError
-from ..plan.receipts import subject_digests
 from ..segment import hash32
 from .answers import NO_STORE, b64, json_answer, now_ms
 from .blobroutes import BLOB_ROUTES
@@ -301,22 +300,24 @@ def _start_pull(
         return encode_groups(groups)
     since = effective_knowledge(asked, mine)
     # Nothing new and the site's receipt of us still the whole truth: no bundle at all.
+    # The site holds our last receipt and we hold the same of its streams: the replica
+    # decides (``quiet``) whether it has anything to send or new to say (receipts to
+    # pass on, from the centre, say); else a bundle goes, with a fresh receipt.
     quiet = state.told.still_true(site, asked.receipt_known, asked.relays_for, held)
-    always = not quiet or bool(mine.difference(since))
     origins = state.told.origins(site, asked.relays_for)
-    subjects = state.told.subjects(site) if quiet else {}
-    told = Told(b"", origins, held.restrict_origins(origins), dict(subjects))
+    told = Told(b"", origins, held.restrict_origins(origins))
     # What the site may not read is treated as if it held it already (``readable``); its
     # answer's receipts are bounded by what it stated it holds.
     packer = replica.iter_pack(
         since,
         max_bytes=max_bytes,
         recipient=site if asked.encrypt else None,
-        always=always,
+        always=not quiet,
+        quiet=quiet,
         receiver=site,
-        readable=None if readable is None else lambda origin: readable(site, origin),
+        stated=asked.knowledge,
         relays_for=asked.relays_for,
-        told_subjects=subjects,
+        readable=None if readable is None else lambda origin: readable(site, origin),
     )
     return packer, next(packer, None), told
 
@@ -326,14 +327,14 @@ async def _frames(
 ) -> AsyncIterator[bytes]:
     sent = count = 0
     bundle = first
+    headers: list[BundleHeader] = []
     if first is not None:
         receipt = read_header(first, state.replica.limits)[0].receipts[0].encode()
         state.told.remember(site, dataclasses.replace(told, receipt=hash32(receipt)))
     try:
         while bundle is not None:
-            # Subject receipts told now are not told again (``iter_pack(told_subjects)``).
-            told.subjects.update(subject_digests(peek_header(bundle).receipts[1:]))
             yield encode_frame(bundle)
+            headers.append(peek_header(bundle))  # made just now by the replica
             sent += len(bundle)
             count += 1
             state.observe.sent(len(bundle))
@@ -343,6 +344,8 @@ async def _frames(
                 return
             bundle = await anyio.to_thread.run_sync(next, packer, None)
         yield end_frame(more=False)
+        if headers:  # what the replica's ``quiet`` need not say to this site again
+            await anyio.to_thread.run_sync(state.replica.told, site, headers)
         state.observe.pulled(site, count, sent, complete=True)
     except Exception as exc:
         state.observe.pull_broken(site, exc)

@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ..knowledge import Knowledge
 
@@ -33,8 +32,6 @@ class Told:
     receipt: bytes
     origins: frozenset[bytes]
     held: Knowledge
-    #: The subject receipts sent (``plan.receipts.subject_digests``), not sent again.
-    subjects: dict[bytes, bytes] = field(default_factory=dict)
 
 
 class ToldReceipts:
@@ -58,12 +55,6 @@ class ToldReceipts:
             self._told.move_to_end(site)
             while len(self._told) > self.limit:
                 self._told.popitem(last=False)
-
-    def subjects(self, site: bytes) -> Mapping[bytes, bytes]:
-        """The subject receipts last told to ``site`` (spec-v3 §8.2 point 2)."""
-        with self._guard:
-            told = self._told.get(site)
-        return {} if told is None else dict(told.subjects)
 
     def still_true(
         self, site: bytes, known: bytes | None, relays_for: tuple[bytes, ...], held: Knowledge

@@ -39,7 +39,7 @@ from ..plan.receipts import (
 )
 from ..policies import Policy
 from ..receipt import Receipt
-from ..scope import Partition, PartitionRule, new_stream
+from ..scope import PartitionRule, new_partition, new_stream
 from ..segindex import HeldSegment, SegmentIndex, Stream, knowledge_of, own_meta
 from ..segment import Segment
 from ..stores.base import RecordRow, Store, pack_ids
@@ -164,11 +164,11 @@ class _Core:
         waiting = self._fresh[self._fresh_stored :]
         if waiting:
             rows = [(c.seq, c.to_row()) for c, _ in waiting]
-            by: dict[Partition, list[tuple[int, bytes]]] = {}
+            by: dict[tuple[str, str], list[tuple[int, bytes]]] = {}
             for (c, _), row in zip(waiting, rows, strict=True):
-                by.setdefault(c.partition, []).append(row)
-            for partition, part_rows in by.items():
-                self.store.add_outbox(partition, part_rows)
+                by.setdefault((c.collection, c.prefix), []).append(row)
+            for (collection, prefix), part_rows in by.items():
+                self.store.add_outbox(new_partition(collection, prefix), part_rows)
             self._fresh_sizes += (len(row) for _, row in rows)
             self._fresh_stored = len(self._fresh)
 
@@ -178,8 +178,11 @@ class _Core:
         # (what the transaction sealed itself is not kept)
         if sum(map(len, recent.values())) + len(self._fresh) <= MAX_RECENT:
             st = self._state
+            streams: dict[tuple[str, str], Stream] = {}
             for (c, value), size in zip(self._fresh, self._fresh_sizes, strict=True):
-                stream = c.stream
+                stream = streams.get((c.collection, c.prefix))
+                if stream is None:
+                    stream = streams[c.collection, c.prefix] = c.stream
                 if c.seq > st.seqs(stream).sealed:
                     recent.setdefault(stream, {})[c.seq] = (c, value, size)
 

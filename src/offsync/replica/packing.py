@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -68,7 +68,6 @@ class _Packing(_Sealing):
         readable: Callable[[bytes], bool] | None = None,
         scope: Scope | None = None,
         relays_for: Iterable[bytes] | None = None,
-        told_subjects: Mapping[bytes, bytes] | None = None,
     ) -> Iterator[bytes]:
         """Like ``pack``, one bundle at a time, so a large backlog is never all in memory.
 
@@ -88,9 +87,7 @@ class _Packing(_Sealing):
         delivered). ``readable``: the origins the receiver may be sent (a server's
         policy); the others are treated as held by it. ``stated`` (what the receiver
         said it holds) is accepted for callers of format 2's rule and not used: a
-        receipt no longer grows with what its reader holds. ``told_subjects``: the
-        subject receipts the receiver was told already (``plan.receipts.
-        subject_digests``; a server keeps them per site in memory), not sent again."""
+        receipt no longer grows with what its reader holds."""
         del stated
         if scope is not None and scope.is_everything:
             scope = None
@@ -111,8 +108,6 @@ class _Packing(_Sealing):
             missing = held - (since or Knowledge())
             plan = select(self._st.segments, missing)
             told = _Told.read(self, receiver) if quiet else _Told()
-            if told_subjects:
-                told.subjects.update(told_subjects)
             subjects: tuple[bytes, ...] = ()
             if receiver is not None:
                 if relays_for is None:

@@ -119,7 +119,7 @@ class _Writes(_Examining, _Sealing):
             )
             with self._transaction():
                 self._merge([change])
-                self._wrote(change, value)
+                self._wrote(change, value, stream)
             if outermost:
                 self._after_commit(reexamine=collection == TRUST_COLLECTION)
             elif collection == TRUST_COLLECTION:
@@ -160,15 +160,15 @@ class _Writes(_Examining, _Sealing):
         with self._transaction():
             if not self.store.try_first_change(change):
                 return None
-            self._wrote(change, value)
+            self._wrote(change, value, stream)
         return change
 
-    def _wrote(self, change: Change, value: dict[str, Any] | None) -> None:
+    def _wrote(self, change: Change, value: dict[str, Any] | None, stream: Stream) -> None:
         """Account for an own change just stored (inside its transaction): its outbox
         row, the seq and clock, all written when the transaction ends."""
         self._fresh.append((change, value))
         self._owed_counters = True
-        self._put(self._st.wrote(change.stream, change.seq, change.hlc))
+        self._put(self._st.wrote(stream, change.seq, change.hlc))
 
     def _refuse_reuse(self, stream: Stream) -> None:
         """Refuse to write while peers hold own changes of ``stream`` this site has not

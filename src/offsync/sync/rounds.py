@@ -160,10 +160,16 @@ def _round(
         push = False
     if push:
         peer = transport.peer
-        # A pull answer carries the peer's fresh receipt (spec-v3 §8.2), and an answer
-        # with no bundle says the receipt of it we hold is still current (§15.3):
-        # either way asking for its knowledge again adds nothing.
-        answered = transport.receipt_in_pull and allowed
+        # A pull answer carries the peer's fresh receipt, bounded by what we stated we
+        # hold: asking for its knowledge again adds nothing (over HTTP it would move a
+        # receipt of every origin the server holds).
+        # An HTTP pull answered with no bundle says our last receipt of it is current
+        # (spec-v3 §15.3): as good as an answer; /knowledge's narrower receipt would
+        # replace the one we pass on to the sites behind us.
+        answered = transport.receipt_in_pull and (
+            any(r.sender == peer for r in report.received)
+            or bool(getattr(transport, "receipt_current", False))
+        )
         theirs = Knowledge() if answered else transport.knowledge() or Knowledge()
         report.peer = peer
         if peer is not None:

@@ -155,6 +155,9 @@ class HTTPTransport(Transport):
         self._learnt: list[Receipt] = []  # not yet handed over by receipts()
         #: The hash of the receipt of the last pull answer: its ``receipt_known``.
         self._pulled_receipt: bytes | None = None
+        #: The last pull was answered with nothing: the server's receipt we hold is
+        #: current (``offsync.sync`` then does not ask ``/knowledge``).
+        self.receipt_current = False
         #: The server's JSON answer to each verified upload of this transport, in order.
         self.uploads: list[dict[str, Any]] = []
         self.retries = 0  # attempts repeated so far, for logs and tests
@@ -483,6 +486,8 @@ class HTTPTransport(Transport):
         """
         since, attempt = knowledge, 0
         server = self._server()
+        self.receipt_current = False
+        known, received = self._pulled_receipt, 0
         while True:
             before, more = since, None
             self.pulls += 1
@@ -495,6 +500,7 @@ class HTTPTransport(Transport):
                             break
                         since = since | self._ranges(event.data, server, first)
                         first = False
+                        received += 1
                         yield event.data
             except Retry as failure:
                 if since != before:
@@ -504,6 +510,9 @@ class HTTPTransport(Transport):
                 continue
             assert more is not None  # _frames ends with the end marker or raises
             if not more:
+                # No bundle for a pull that named our last receipt of the server: it is
+                # still the whole truth (spec-v3 §15.3), no need to ask /knowledge.
+                self.receipt_current = received == 0 and known is not None
                 return
             if since == before:
                 raise TransportError(f"{self.url} says more is available but sent nothing new")
