@@ -103,8 +103,9 @@ class _Packing(_Sealing):
         with self._lock:
             self._seal()
             held = self.knowledge() if readable is None else _readable(self.knowledge(), readable)
+            in_scope = None
             if scope is not None:
-                held = held.restrict(scope)
+                held = in_scope = held.restrict(scope)
             missing = held - (since or Knowledge())
             plan = select(self._st.segments, missing)
             told = _Told.read(self, receiver) if quiet else _Told()
@@ -130,11 +131,11 @@ class _Packing(_Sealing):
                 and not plan
                 and told.known
                 and not says
-                and self._statement(receiver, subjects, scope, Knowledge()) <= told.own
+                and self._statement(receiver, subjects, in_scope, Knowledge()) <= told.own
             ):
                 return  # nothing to send, nothing new to say: no bundle
         mine = self.relays_for
-        target = _Target(recipient, receiver, subjects, scope, mine)
+        target = _Target(recipient, receiver, subjects, in_scope, mine)
         for group in bundles(plan, max_bytes, always=always or quiet):
             yield from self._build(group, max_bytes, target, says)
             if receiver is None:
@@ -190,7 +191,7 @@ class _Packing(_Sealing):
         self,
         receiver: bytes | None,
         subjects: Sequence[bytes],
-        scope: Scope | None,
+        in_scope: Knowledge | None,
         ranges: Knowledge,
     ) -> Knowledge:
         """What our receipt in a bundle of ``ranges`` for ``receiver`` states (spec-v3
@@ -198,13 +199,15 @@ class _Packing(_Sealing):
         sealed), and the streams the receiver's receipts stated to us: without them
         an unscoped mailbox peer would never learn that we hold what it sent us, and
         would send it again every round (docs/design.md); they are bounded by what the
-        receiver's own receipts may state. Everything for an unknown receiver."""
+        receiver's own receipts may state. ``in_scope``: our knowledge restricted to
+        the receiver's read scope (computed once per ``iter_pack``: one pass over the
+        origins). Everything for an unknown receiver."""
         if receiver is None:
             return self._receipt_knowledge()
         held = self.knowledge()
-        stated = statement_for(
-            held, reader=receiver, relays_for=subjects, scope=scope, carried=ranges
-        )
+        stated = statement_for(held, reader=receiver, relays_for=subjects, carried=ranges)
+        if in_scope:
+            stated |= in_scope
         row = self.store.peer(receiver)
         if row is not None:  # the streams its receipts stated (bounded by its role)
             stated |= held.only_streams(kept_knowledge(row[2]).streams())
@@ -268,7 +271,9 @@ class _Packing(_Sealing):
             body = bundle_body(self.store.segment_data([(o, s.first) for o, s in group]))
             now = self._tick()
             if self.bounded_receipts:
-                knowledge = self._statement(target.receiver, target.subjects, target.scope, ranges)
+                knowledge = self._statement(
+                    target.receiver, target.subjects, target.in_scope, ranges
+                )
             else:
                 knowledge = self._receipt_knowledge()
             own = Receipt.issue(self.identity, now, knowledge)
@@ -328,7 +333,7 @@ class _Target(NamedTuple):
     recipient: bytes | None  # the body is sealed to this key
     receiver: bytes | None  # None: anyone (our receipt states everything)
     subjects: tuple[bytes, ...]  # the sites the receiver relays for
-    scope: Scope | None  # the receiver's read scope (None: everything)
+    in_scope: Knowledge | None  # what we hold of the receiver's read scope (None: all)
     relays_for: tuple[bytes, ...]  # the sites we relay for (our header's)
 
 
