@@ -23,11 +23,14 @@ from tests.helpers.http import LiveServer
 
 #: Every change a SQLite store holds: rows of ``changes``, and the sole change a record
 #: row keeps in itself (``sole_origin``, ``sole_seq``) until a second one arrives.
+# A change id is unique within its stream; these sites write one partition per
+# collection, so (origin, collection, seq) names a change.
 _ALL_CHANGES = """
-SELECT count(*), count(DISTINCT hex(o) || ':' || s) FROM (
-    SELECT origin AS o, seq AS s FROM changes
+SELECT count(*), count(DISTINCT hex(o) || ':' || hex(c) || ':' || s) FROM (
+    SELECT origin AS o, collection AS c, seq AS s FROM changes
     UNION ALL
-    SELECT origins.origin, sole_seq FROM records JOIN origins ON origins.id = sole_origin
+    SELECT origins.origin, records.collection, sole_seq
+    FROM records JOIN origins ON origins.id = sole_origin
     WHERE sole_seq IS NOT NULL)
 """
 

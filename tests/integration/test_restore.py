@@ -208,7 +208,7 @@ def test_a_bundle_with_overlapping_segments_of_one_origin_is_refused() -> None:
         receipts=[Receipt.issue(SITE, 1, Knowledge())],
         created=1,
     )
-    with pytest.raises(BundleFormatError, match="same seq"):
+    with pytest.raises(BundleFormatError, match="share seqs of a stream"):
         open_bundle(bundle)
     rep = Replica.open(":memory:", identity=CENTRE)
     before = rep.state_digest()
