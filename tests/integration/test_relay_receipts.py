@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from offsync import Identity, Replica
+from offsync.bundle import read_header
 from offsync.delivery import Delivery
 from offsync.server import create_app
 from offsync.sync import sync
@@ -110,3 +111,28 @@ def test_a_site_behind_a_relay_hears_from_the_centre(kind: str, tmp_path: Path) 
         if down is not None:
             report = sync(relay, down)
             assert report.sent_bundles == 0, "the relay has nothing new for the site"
+
+
+def test_a_relay_is_told_only_about_sites_it_may_read() -> None:
+    """A server tells a relay about a site it relays for only if the relay may be sent
+    that site's changes (``readable``): naming a site in ``relays_for`` is not enough."""
+    centre, a, b, relay = (_replica(x) for x in ("centre", "a", "b", "relay"))
+    try:
+        for site in (a, b):
+            site.put("residents", "x", {"n": 1})
+            for bundle in site.pack():
+                centre.apply(bundle)
+        bundles = list(
+            centre.iter_pack(
+                centre.knowledge(),
+                receiver=relay.id,
+                relays_for=[a.id, b.id],
+                readable=lambda origin: origin != b.id,
+            )
+        )
+        (header,) = (read_header(x)[0] for x in bundles)
+        about = {o for r in header.receipts for o in r.knowledge.origins()}
+        assert a.id in about and b.id not in about
+    finally:
+        for r in (centre, a, b, relay):
+            r.close()

@@ -115,8 +115,13 @@ class _Packing(_Sealing):
                     relays_for = self._declared_relays(receiver)
                 else:
                     self._note_relays(receiver, tuple(sorted(set(relays_for))))
-                # A relay may relay for us: we say nothing about ourselves to it.
-                subjects = tuple(sorted(set(relays_for) - {receiver, self.id}))
+                # A relay may relay for us: we say nothing about ourselves to it; nor
+                # about a site whose changes it may not be sent (``readable``).
+                subjects = tuple(
+                    s
+                    for s in sorted(set(relays_for) - {receiver, self.id})
+                    if readable is None or readable(s)
+                )
             if receiver is None:  # for anyone (a file): format 2's rule, newest first
                 says = [
                     _Say(signer, signer, b"", encoded, None)
