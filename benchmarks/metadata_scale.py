@@ -1,21 +1,33 @@
-"""What metadata costs between a centre that knows N sites and one site (issue 18).
+"""What metadata costs between a centre that knows N sites and one site (issue 18),
+in wire format 3 (docs/spec-v3.md §8.2, §15).
 
 For N in 1,000 / 10,000 / 80,000 (``--sites``) a centre is simulated
 (``offsync.testing.deployment.simulate``: generated keys, one sealed segment per site in
-its index, one honest bounded receipt heard from each site, districts of ``--district``
-sites). Measured, with the sender rule of issue 18 ("after") and the rule before it
-("before": ``Replica.bounded_receipts = False``, every round sends a bundle and asks
-``GET /knowledge``), in the same run:
+its index, in its district's partition of ``residents``, one honest bounded receipt
+heard from each site, districts of ``--district`` sites). Measured, with the sender
+rule of spec-v3 §8.2 ("after") and the rule before issue 18 ("before":
+``Replica.bounded_receipts = False``: our receipt states everything held, every
+receipt heard is passed on, every round sends a bundle and asks ``GET /knowledge``),
+in the same run:
 
-* the receipt-only answer to a pull by a scoped site (it holds its district's changes)
-  and by an unscoped one (it holds every origin's), packed in process;
+* the receipt-only answer to a pull by a scoped site (read scope: its district's
+  partition) and by an unscoped one (it holds every origin's), packed in process as
+  the server packs;
+* a relay's answer: a pull with ``relays_for`` naming 100 sites (one subject receipt
+  each);
 * an idle HTTP round and a one-change HTTP round between the centre, served by
   uvicorn on loopback, and a real site that may read its own changes and the centre's:
   requests, bytes up and down (counted at the server), wall and CPU time (client and
   server share this process);
+* the digest exchange (§15.2) of a site whose scope is a province (a tenth of the
+  districts) and that lacks one change: its first request (group digests), the
+  ``409`` naming the differing groups, the second request with their detail, and the
+  server's work for both; beside it, the same site's request stating its knowledge
+  whole;
 * the answers outside a pull: a duplicate upload's (the same bundle uploaded again,
   its first answer lost) and ``GET /knowledge``'s, bytes down and time;
-* at the largest N: the process's peak RSS, and tracemalloc's peak during one answer.
+* at the largest N: the process's peak RSS, and tracemalloc's peak and CPU during one
+  answer.
 
 Nothing is asserted: figures depend on the machine (CPU beside wall: it is shared).
 
@@ -40,14 +52,22 @@ from typing import Any
 import httpx
 import uvicorn
 
-from offsync import Identity, Replica, sync
+from offsync import Identity, Knowledge, Replica, sync
+from offsync.http.pull import (
+    PullRequest,
+    differing_groups,
+    effective_knowledge,
+    encode_groups,
+)
 from offsync.scope import Scope
 from offsync.segment import hash32
 from offsync.server import create_app
-from offsync.testing.deployment import Deployment, answer, simulate
+from offsync.testing.deployment import Deployment, answer, district_partition, simulate
 from offsync.transports.http import HTTPTransport
 
 Cost = tuple[float, float]  # wall, CPU seconds
+#: The simulated deployment's partition rule (``offsync.testing.deployment``).
+PARTITIONS = {"residents": 5}
 
 
 @dataclass
@@ -147,12 +167,17 @@ def answers(n: int, dep: Deployment) -> None:
             note = f"1 ({', '.join(over)} reached)" if over else "1"
             _row(n, what, rule, note, got.request_bytes, got.bytes, (got.seconds, got.cpu_seconds))
     dep.centre.bounded_receipts = True
+    subjects = tuple(dep.sites[:100])
+    got = answer(dep, i, scoped, scoped=True, relays_for=subjects)
+    what = f"relay's answer, relays_for 100 sites ({got.bundles} bundle, {got.receipts} receipts)"
+    _row(n, what, "after", "1", got.request_bytes, got.bytes, (got.seconds, got.cpu_seconds))
 
 
 def rounds(n: int, dep: Deployment, rules: tuple[bool, ...] = (False, True)) -> None:
     """An idle round and a one-change round over HTTP, for each rule, each with a site
     of its own (first contact and one settling round not measured)."""
     centre = dep.centre
+    prefix = dep.partition_of(n // 2).prefix
     traffic = Traffic()
     readers: set[bytes] = {centre.id}
     # Each site may read only _trust: a scoped site (its own streams' receipts come back).
@@ -160,13 +185,15 @@ def rounds(n: int, dep: Deployment, rules: tuple[bool, ...] = (False, True)) -> 
     with serving(app) as url:
         for bounded in rules:
             rule = "after" if bounded else "before"
-            site = Replica.open(":memory:", identity=Identity.generate(label=rule))
+            site = Replica.open(
+                ":memory:", identity=Identity.generate(label=rule), partitions=PARTITIONS
+            )
             readers.add(site.id)
             centre.bounded_receipts = site.bounded_receipts = bounded
             t = HTTPTransport(url, site.identity, server_key=centre.id)
             t.receipt_in_pull = bounded  # before: every round asked GET /knowledge
             try:
-                site.put("residents", "first", {"n": 0})
+                site.put("residents", f"{prefix}0001", {"n": 0})
                 sync(site, t)
                 sync(site, t)
                 traffic.reset()
@@ -174,7 +201,7 @@ def rounds(n: int, dep: Deployment, rules: tuple[bool, ...] = (False, True)) -> 
                 refused = f", {len(report.refused)} refused" if report.refused else ""
                 what = f"idle HTTP round ({report.sent_bundles} uploads{refused})"
                 _row(n, what, rule, str(traffic.requests), traffic.up, traffic.down, cost)
-                site.put("residents", "k", {"n": 1})
+                site.put("residents", f"{prefix}0002", {"n": 1})
                 traffic.reset()
                 report, cost = timed(partial(sync, site, t))
                 what = f"one-change HTTP round ({report.sent_changes} sent{refused})"
@@ -198,9 +225,11 @@ def unpulled(n: int, dep: Deployment) -> None:
         for bounded in (False, True):
             rule = "after" if bounded else "before"
             centre.bounded_receipts = bounded
-            site = Replica.open(":memory:", identity=Identity.generate(label=rule))
+            site = Replica.open(
+                ":memory:", identity=Identity.generate(label=rule), partitions=PARTITIONS
+            )
             try:
-                site.put("residents", "first", {"n": 0})
+                site.put("residents", "000000001", {"n": 0})
                 bundle = site.pack()[0]
                 path = f"/bundles/{hash32(bundle).hex()}"
                 assert http.put(path, content=bundle).json()["status"] == "applied"
@@ -216,6 +245,33 @@ def unpulled(n: int, dep: Deployment) -> None:
             finally:
                 site.close()
     centre.bounded_receipts = True
+
+
+def digests(n: int, dep: Deployment) -> None:
+    """The digest exchange (§15.2) of a site whose scope is a province (a tenth of the
+    districts), lacking one change of one district, against its whole knowledge."""
+    centre = dep.centre
+    districts = max(1, n // dep.district // 10)
+    scope = Scope({"residents": [district_partition(d).prefix for d in range(districts)]})
+    mine = centre.knowledge().restrict(scope)  # what the server compares: the site's scope
+    lacking = next(iter(mine.streams()))
+    held = mine - Knowledge.of(lacking, dep.changes, dep.changes)
+    site = f"province of {districts * dep.district:,} sites"
+    whole = PullRequest.make(held, 1 << 24, digests=False).encode()
+    first = PullRequest.make(held, 1 << 24, digests=True)
+
+    def exchange() -> tuple[bytes, PullRequest, Knowledge]:
+        groups = differing_groups(first, mine)
+        second = first.with_detail(held, groups)
+        assert not differing_groups(second, mine)
+        return encode_groups(groups), second, mine - effective_knowledge(second, mine)
+
+    (body, second, delta), cost = timed(exchange)
+    assert delta == Knowledge.of(lacking, dep.changes, dep.changes)
+    up = len(first.encode()) + len(second.encode())
+    _row(n, f"digest exchange, {site} (409 + detail)", "digests", "2", up, len(body), cost)
+    _, cost = timed(lambda: mine - PullRequest.decode(whole).knowledge)
+    _row(n, f"the same, knowledge whole, {site}", "whole", "1", len(whole), 0, cost)
 
 
 def memory(n: int, dep: Deployment) -> None:
@@ -250,6 +306,7 @@ def main() -> None:
         dep = simulate(n, district=args.district, sign=signed)
         answers(n, dep)
         rounds(n, dep, (False, True) if signed else (True,))
+        digests(n, dep)
         unpulled(n, dep)
         if n == max(args.sites):
             memory(n, dep)

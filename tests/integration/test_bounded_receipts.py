@@ -102,6 +102,9 @@ def test_the_centre_receipt_travels_back_to_every_site_behind_relays(
 ) -> None:
     with _chain(kinds) as (sites, links):
         subsub, sub, district, centre = sites
+        # Each relay names the sites right behind it; the chain is learnt (relays_for).
+        sub.set_relays_for([subsub.id])
+        district.set_relays_for([sub.id])
         _write(subsub, 3, "ss")  # the sub-district itself writes nothing at first
         for link in links:  # up the chain
             link.round()

@@ -35,6 +35,7 @@ def test_three_paths_through_a_relay_to_a_centre_that_goes_down(tmp_path: Path) 
     by_disk, by_folder, by_http = (open_replica(x) for x in ("saradan", "kare", "wungu"))
     district, centre = open_replica("madiun"), open_replica("centre")
     subs = [by_disk, by_folder, by_http]
+    district.set_relays_for(s.id for s in subs)  # the centre's word travels back to them
     for n, site in enumerate(subs):
         with site.batch():
             for i in range(40):

@@ -11,7 +11,7 @@ import pytest
 from offsync import Knowledge
 from offsync.limits import DEFAULT_LIMITS
 from offsync.scope import Stream
-from offsync.testing.deployment import RECORDS, Deployment, answer, simulate
+from offsync.testing.deployment import Deployment, answer, simulate
 
 SITES = 80_000
 
@@ -39,12 +39,13 @@ def test_a_scoped_site_gets_an_answer_of_its_district_size(deployment: Deploymen
 
 
 def test_an_unscoped_site_stays_within_every_limit(deployment: Deployment) -> None:
-    """A site holding every origin's changes is what format 2 cannot bound (docs/design.md):
-    its centre's receipt names every origin, and still fits."""
+    """A site holding every origin's changes is what format 2 could not bound
+    (docs/design.md): in format 3 its centre's receipt names its own streams and those
+    its receipts stated (spec-v3 §8.2), not every origin."""
     everything = deployment.centre.knowledge()
     got = answer(deployment, 7, everything)
     assert got.within() == []
-    assert got.origins_stated == SITES
+    assert got.origins_stated <= deployment.district
     assert got.header_bytes <= DEFAULT_LIMITS.max_header_bytes
     assert got.request_bytes <= DEFAULT_LIMITS.max_header_bytes
 
@@ -52,7 +53,9 @@ def test_an_unscoped_site_stays_within_every_limit(deployment: Deployment) -> No
 def test_the_upload_answer_is_bounded_by_the_uploader(deployment: Deployment) -> None:
     i = 123
     site = deployment.sites[i]
-    receipt = deployment.centre.receipt_for(site, Knowledge.of(Stream(site, RECORDS), 1, 3))
+    receipt = deployment.centre.receipt_for(
+        site, Knowledge.of(Stream(site, deployment.partition_of(i)), 1, 3)
+    )
     # The site, and its district, which its receipt said it holds.
     assert set(receipt.knowledge.origins()) <= set(deployment.district_of(i))
     assert len(receipt.encode()) < 4096

@@ -27,7 +27,12 @@ Step = tuple[str, int, int, int]
 
 
 def _sites() -> list[Replica]:
-    return [Replica.open(":memory:", identity=Identity.generate(label=f"s{i}")) for i in range(N)]
+    """The sites of the line; each relays for the one below it (spec-v3 §8.2: the
+    centre's word on a site's changes travels down as a subject receipt)."""
+    sites = [Replica.open(":memory:", identity=Identity.generate(label=f"s{i}")) for i in range(N)]
+    for up, down in LINE[1:]:
+        sites[up].set_relays_for([sites[down].id])
+    return sites
 
 
 def _links(sites: list[Replica], kinds: list[bool]) -> list[tuple[Replica, Transport]]:

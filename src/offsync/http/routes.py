@@ -319,6 +319,7 @@ def _start_pull(
         receiver=site,
         stated=asked.knowledge,
         scope=None if scope.is_everything else scope,
+        relays_for=asked.relays_for,
     )
     return packer, next(packer, None), told
 

@@ -28,24 +28,38 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from typing import NamedTuple
 
 import msgpack
 
+from ..encoding import packb
 from ..knowledge import Knowledge
 from ..limits import DEFAULT_LIMITS
-from ..scope import Stream
+from ..receipt import Receipt
+from ..scope import Scope, Stream
+from ..segment import hash32
 
 __all__ = [
     "FORWARD_BYTES",
     "HEADER_SLACK",
     "OTHERS_BYTES",
     "HeardReceipts",
+    "SUBJECT_ISSUERS",
+    "Subject",
     "forward_budget",
     "heard_union",
     "kept_knowledge",
+    "kept_subjects",
     "needs",
+    "outside",
     "passed_on",
+    "relays_closure",
     "restricted",
+    "stated_bytes",
+    "subject_digests",
+    "subject_of",
+    "take_subject",
+    "told_digest",
 ]
 
 #: What a store kept was checked when it was kept: read back without the wire's bounds.
@@ -74,8 +88,32 @@ def restricted(held: Knowledge, origins: Iterable[bytes]) -> Knowledge:
     return held.restrict_origins(origins)
 
 
+def outside(
+    knowledge: Knowledge,
+    origins: Iterable[bytes],
+    scope: Scope | None = None,
+    streams: Knowledge | None = None,
+) -> Knowledge:
+    """The streams of ``knowledge`` neither of ``origins``, nor (a scope of partitions
+    given) in ``scope``, nor among ``streams``: what a sender's own receipt to us does
+    not cover (spec-v3 §8.2, and the streams our receipts to it stated), and so says
+    nothing about."""
+    mine = set(origins)
+    kept = knowledge.restrict_origins(o for o in knowledge.origins() if o not in mine)
+    if scope is not None and not scope.is_everything and kept:
+        kept = kept - kept.restrict(scope)
+    if streams and kept:
+        kept = kept - kept.only_streams(streams.streams())
+    return kept
+
+
 def heard_union(
-    signer: bytes, before: Knowledge, stated: Knowledge, *, direct: bool = False
+    signer: bytes,
+    before: Knowledge,
+    stated: Knowledge,
+    *,
+    direct: bool = False,
+    domain: tuple[Iterable[bytes], Scope | None, Knowledge | None] | None = None,
 ) -> Knowledge:
     """What ``signer`` holds after a newer receipt ``stated``, given what its receipts
     said ``before``: the union, unless ``stated`` names an origin with less than
@@ -91,9 +129,19 @@ def heard_union(
     among those it knows we hold, so an origin it no longer names is one it holds
     nothing of, or one it never heard that we hold: it is taken alone. Older entries
     of the union (receipts signed for other receivers, passed on) never override the
-    signer's newer word to us; at worst we send an origin it holds once more."""
+    signer's newer word to us; at worst we send an origin it holds once more.
+
+    ``domain`` (format 3, spec-v3 §8.2: our origin and those we relay for, our read
+    scope when it is a set of partitions, and the streams our receipts to the signer
+    stated): the streams a signer's own receipt to us states in full. It is taken at its word there only; outside, what earlier
+    receipts said (the streams they carried, an upload's answer) is kept, so that an
+    unscoped reader does not send a bounded sender everything again every round."""
     if direct:
-        return stated
+        if domain is None:
+            return stated
+        origins, scope, streams = domain
+        rest = outside(before, origins, scope, streams)
+        return stated | rest if rest else stated
     named = restricted(before, stated.origins())
     if not named <= stated or (
         any(True for _ in before.partitions(signer))
@@ -101,6 +149,85 @@ def heard_union(
     ):
         return stated
     return before if stated <= before else before | stated
+
+
+def relays_closure(
+    configured: Iterable[bytes], declared: Mapping[bytes, Iterable[bytes]], me: bytes, most: int
+) -> tuple[bytes, ...]:
+    """The sites a relay relays for: those it was configured with and, for each of
+    them, the sites that one said it relays for (its last bundle or pull request
+    states its own closure, so one level is the whole chain); sorted, without ``me``,
+    at most ``most`` (a header's ``max_relays_for``: the first in key order)."""
+    out = set(configured)
+    for site in list(out):
+        out.update(declared.get(site, ()))
+    out.discard(me)
+    return tuple(sorted(out)[:most])
+
+
+class Subject(NamedTuple):
+    """A receipt about one subject: its issuer's statement restricted to the subject's
+    own streams (spec-v3 §8.2 point 2), encoded as signed."""
+
+    issuer: bytes
+    created: int
+    encoded: bytes
+
+
+def subject_of(issuer: bytes, knowledge: Knowledge) -> bytes | None:
+    """The subject of a receipt: the one origin it states, when that is not its issuer
+    (None: it states several origins, none, or only its issuer's own)."""
+    origins = knowledge.origins()
+    first = next(origins, None)
+    if first is None or first == issuer or next(origins, None) is not None:
+        return None
+    return first
+
+
+#: Issuers kept per subject (newest first): a subject's word from a centre or two.
+SUBJECT_ISSUERS = 4
+
+
+def kept_subjects(data: bytes | None) -> list[Subject]:
+    """The subject receipts a store kept for one subject (newest first)."""
+    if not data:
+        return []
+    return [Subject(bytes(i), int(c), bytes(e)) for i, c, e in msgpack.unpackb(data)]
+
+
+def take_subject(data: bytes | None, receipt: Subject) -> bytes | None:
+    """The kept value after hearing ``receipt`` (None: nothing changes): the newest
+    receipt per issuer, the ``SUBJECT_ISSUERS`` newest issuers."""
+    held = kept_subjects(data)
+    for old in held:
+        if old.issuer == receipt.issuer and old.created >= receipt.created:
+            return None
+    rest = [s for s in held if s.issuer != receipt.issuer]
+    kept = sorted([receipt, *rest], key=lambda s: (-s.created, s.issuer))[:SUBJECT_ISSUERS]
+    return packb([[s.issuer, s.created, s.encoded] for s in kept])
+
+
+def stated_bytes(encoded: bytes) -> bytes:
+    """The canonical bytes of the knowledge a kept receipt (canonical, verified when it
+    was kept) states, without building it."""
+    return packb(msgpack.unpackb(encoded)[2])
+
+
+def told_digest(issuer: bytes, knowledge: bytes) -> bytes:
+    """What a receipt about a subject said (issuer and its knowledge's canonical
+    bytes), as remembered per receiver: a receipt saying the same again is not resent."""
+    return hash32(issuer + knowledge)[:16]
+
+
+def subject_digests(receipts: Iterable[Receipt]) -> dict[bytes, bytes]:
+    """subject + issuer -> ``told_digest`` of the subject receipts among ``receipts``:
+    what a receiver was told about whom (not said again while it holds)."""
+    out = {}
+    for r in receipts:
+        subject = subject_of(r.replica, r.knowledge)
+        if subject is not None:
+            out[subject + r.replica] = told_digest(r.replica, r.knowledge.to_bytes())
+    return out
 
 
 def kept_knowledge(data: bytes) -> Knowledge:

@@ -27,8 +27,8 @@ from ..status import Status
 from ..stores.base import SegmentRow
 from ..trust import TRUST_COLLECTION
 from .examine import _Examining, _log_evicted
-from .scoping import _Scoping
 from .redacting import FALSE_COMMITMENT
+from .scoping import _Scoping
 from .sealing import _Sealing
 from .state import OwnSeqs
 from .types import ApplyReport
@@ -216,6 +216,7 @@ class _Applying(_Examining, _Scoping, _Sealing):
         self._flush(run)
         report.conflicts = list(run.conflicts)
         dropped = self._finish(bundle.header.receipts, run, report, _direct(bundle))
+        self._note_relays(bundle.header.sender, bundle.header.relays_for)
         return report, run, dropped
 
     def _apply_context(self) -> ApplyContext:
@@ -348,6 +349,7 @@ class _Applying(_Examining, _Scoping, _Sealing):
             if now != mine:
                 own_seqs[stream] = now
         kept = kept_receipts(receipts, self.id)
+        self._keep_subjects(kept)
         if self.store.shared:  # read-modify-write of each signer's union: one at a time
             self.store.lock_peers([r.replica for r in kept])
         for receipt in kept:
@@ -509,6 +511,8 @@ class ApplyGroup:
         receipts = [rc for b in bundles for rc in b.header.receipts]
         direct = frozenset().union(*map(_direct, bundles))
         self.dropped.append(r._finish(receipts, run, report, direct))
+        for b in bundles:
+            r._note_relays(b.header.sender, b.header.relays_for)
         self.trust_touched = self.trust_touched or run.trust_touched
         return report
 
@@ -531,5 +535,5 @@ def _earliest(a: int | None, b: int | None) -> int | None:
 def _direct(bundle: Bundle) -> frozenset[tuple[bytes, int]]:
     """The receipts of ``bundle`` its sender signed (its own, first): its word to the
     receiver it packed for, taken as it is (``plan.receipts.heard_union``)."""
-    sender = bundle.header.sender
-    return frozenset((r.replica, r.created) for r in bundle.header.receipts if r.replica == sender)
+    first = bundle.header.receipts[0]  # subject receipts the sender signed are not its word to us
+    return frozenset([(first.replica, first.created)])

@@ -19,15 +19,24 @@ import msgpack
 
 from ..change import Change
 from ..clock import next_hlc
-from ..encoding import decode_fields
-from ..errors import UsageError
+from ..encoding import decode_fields, packb
+from ..errors import RemoteDataError, UsageError
 from ..identity import Identity
 from ..knowledge import Knowledge
 from ..limits import Limits
 from ..plan import erasure, merge
 from ..plan.admit import Admission
 from ..plan.pack import held_knowledge, receipt_knowledge
-from ..plan.receipts import HeardReceipts, heard_union, kept_knowledge, restricted
+from ..plan.receipts import (
+    HeardReceipts,
+    Subject,
+    heard_union,
+    kept_knowledge,
+    relays_closure,
+    restricted,
+    subject_of,
+    take_subject,
+)
 from ..plan.schema import as_stored
 from ..policies import Policy
 from ..receipt import Receipt
@@ -40,6 +49,15 @@ from ..trust import TRUST_COLLECTION, TrustStore, Validator
 from .state import OwnSeqs, ReplicaState
 
 __all__: list[str] = []
+
+#: Meta: the sites this replica was told it relays for (``Replica.set_relays_for``).
+RELAYS_META = "relays-for"
+#: Meta (+ a peer's key in hex): the sites that peer said it relays for, in its last
+#: bundle or pull request (spec-v3 §8.2: what our bundles to it carry).
+PEER_RELAYS_META = "relays-for:"
+#: Meta (+ a subject's key in hex): receipts of other issuers about that subject alone
+#: (``plan.receipts.take_subject``), passed on to it and to whoever relays for it.
+SUBJECT_META = "subject:"
 
 #: Own unsealed changes a replica keeps in memory for sealing (``_Core._recent``); past
 #: this (a batch of more writes, sealing held back by a restore) it reads them back from
@@ -270,7 +288,11 @@ class _Core:
             if held[1] >= receipt.created:
                 return False  # not newer: the store keeps the newest signed receipt
             before = kept_knowledge(held[2])
-            union = heard_union(receipt.replica, before, stated, direct=direct)
+            # A signer's own word to us covers our origin and those we relay for, and
+            # the streams we stated to it (our read scope too: scope2b passes it when
+            # the replica has one).
+            domain = ((self.id, *self._my_relays()), None, self._told_streams(receipt.replica))
+            union = heard_union(receipt.replica, before, stated, direct=direct, domain=domain)
         encoded = receipt.encode()
         self.store.set_peer(receipt.replica, receipt.created, union.to_bytes(), encoded)
         if self._heard is not None:
@@ -345,6 +367,56 @@ class _Core:
                 conflicts.append((collection, key))
         self.store.put_records(rows)
         return conflicts
+
+    # -- relays and subject receipts (spec-v3 §8.2) -------------------------------------
+
+    def _my_relays(self) -> tuple[bytes, ...]:
+        """The sites this replica relays for (``Replica.relays_for``)."""
+        raw = self.store.get_meta(RELAYS_META)
+        configured = [bytes(k) for k in msgpack.unpackb(raw)] if raw else []
+        declared = {p: self._declared_relays(p) for p in configured}
+        return relays_closure(configured, declared, self.id, self.limits.max_relays_for)
+
+    def _declared_relays(self, peer: bytes) -> tuple[bytes, ...]:
+        """The sites ``peer`` said it relays for (its last bundle or pull request)."""
+        raw = self.store.get_meta(PEER_RELAYS_META + peer.hex())
+        return tuple(bytes(k) for k in msgpack.unpackb(raw)) if raw else ()
+
+    def _note_relays(self, peer: bytes, relays: Sequence[bytes]) -> None:
+        """Remember what ``peer`` said it relays for (written only when it changed)."""
+        if tuple(relays) != self._declared_relays(peer):
+            with self._lock, self._transaction():
+                self.store.set_meta(PEER_RELAYS_META + peer.hex(), packb(list(relays)))
+
+    def _told_streams(self, peer: bytes) -> Knowledge | None:
+        """What our receipts sent to ``peer`` stated (``Replica.told``'s record; None:
+        none, or written before a restore): its receipts to us state those streams in
+        full (``_Packing._statement``)."""
+        raw = self.store.get_meta("told:" + peer.hex())
+        if raw is None:
+            return None
+        try:
+            own, _, *rest = msgpack.unpackb(raw)
+            mark = self.store.get_meta("restored") or b""
+            if bytes(rest[0] if rest else b"") != mark:
+                return None
+            return Knowledge.from_wire(own, self.limits)
+        except (ValueError, TypeError, RemoteDataError):
+            return None
+
+    def _keep_subjects(self, receipts: Sequence[Receipt]) -> None:
+        """Keep the receipts about one subject alone (inside a transaction): ours to
+        pass on to it and to whoever relays for it (``plan.receipts.subject_of``)."""
+        for r in receipts:
+            subject = subject_of(r.replica, r.knowledge)
+            if subject is None or r.replica == self.id or subject == self.id:
+                continue
+            name = SUBJECT_META + subject.hex()
+            value = take_subject(
+                self.store.get_meta(name), Subject(r.replica, r.created, r.encode())
+            )
+            if value is not None:
+                self.store.set_meta(name, value)
 
     def _kept(self, receipt: bytes) -> Receipt:
         """A receipt from the store: verified when it was kept, so not again per read."""

@@ -11,7 +11,7 @@ from ..encoding import decode_fields, packb
 from ..knowledge import Knowledge
 from ..plan.admit import held_reasons
 from ..plan.claims import claim_counts, counted_claim
-from ..plan.receipts import kept_knowledge, needs
+from ..plan.receipts import kept_knowledge
 from ..receipt import Receipt
 from ..scope import Scope, Stream, new_stream
 from ..segindex import top_seq
@@ -157,18 +157,31 @@ class _Reads(_Core):
             return Receipt.issue(self.identity, self._tick(), self._receipt_knowledge())
 
     def receipt_for(self, receiver: bytes, *stated: Knowledge | None) -> Receipt:
-        """A fresh receipt restricted to what ``receiver`` needs (``offsync.plan.receipts``):
-        its origin and ours, what it ``stated`` it holds (a pull request; a bundle's
-        ranges), and what its own receipts said it holds."""
+        """A fresh receipt restricted to what ``receiver`` needs (docs/spec-v3.md §8.2,
+        §15.3): its own streams, those of the sites it relays for, and the streams
+        ``stated`` (an upload's ranges)."""
         with self._lock:
             if not self.bounded_receipts:  # the rule before issue 18 (benchmarks)
                 return Receipt.issue(self.identity, self._tick(), self._receipt_knowledge())
             return Receipt.issue(self.identity, self._tick(), self._receipt_for(receiver, stated))
 
     def _receipt_for(self, receiver: bytes, stated: Sequence[Knowledge | None]) -> Knowledge:
-        row = self.store.peer(receiver)
-        heard = None if row is None else kept_knowledge(row[2])
-        return self._bounded_receipt_knowledge(needs(receiver, self.id, heard, *stated))
+        # spec-v3 §8.2, §15.3: the receiver's streams, those of the sites it relays for,
+        # and the streams ``stated`` (an upload's ranges); ours only as far as sealed.
+        origins = {receiver, *self._declared_relays(receiver)}
+        carried = Knowledge()
+        for k in stated:
+            if k is not None:
+                carried |= k
+        known = self.knowledge()
+        out = known.restrict_origins(origins - {self.id})
+        if carried:
+            out |= known.only_streams(s for s in carried.streams() if s.origin != self.id)
+        if self.id in origins or any(s.origin == self.id for s in carried.streams()):
+            own = self._bounded_receipt_knowledge(frozenset({self.id}))
+            mine = [s for s in own.streams() if self.id in origins or carried.get(s)]
+            out |= own.only_streams(mine)
+        return out
 
     def record_receipt(self, receipt: Receipt) -> bool:
         """Take in a peer's receipt heard outside a bundle; True if it told us something new.

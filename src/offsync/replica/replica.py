@@ -13,8 +13,8 @@ from ..errors import FormatTwoStoreError, UsageError
 from ..identity import Identity, PublicIdentity
 from ..limits import DEFAULT_LIMITS, Limits
 from ..plan.examine import fingerprint
-from ..plan.write import check_author
 from ..plan.pack import priority_map
+from ..plan.write import check_author
 from ..policies import LastWriterWins, Policy
 from ..schemas import Schemas
 from ..scope import WHOLE, PartitionRule, Scope, Stream, new_stream

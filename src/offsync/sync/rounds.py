@@ -175,6 +175,9 @@ def _round(
     budget: int | None = None,
 ) -> None:
     asked = replica.knowledge()
+    relays = replica.relays_for
+    if relays and hasattr(transport, "relays_for"):  # a pull says whom we relay for (HTTP)
+        transport.relays_for = tuple(sorted({*transport.relays_for, *relays}))
     allowed = pull and _pull(replica, transport, report, budget)
     # Only the peer's read scope travels to it (everything in open mode; nothing for a
     # key no authority certified now): docs/operations.md, "Who may read".

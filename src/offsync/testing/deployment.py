@@ -23,12 +23,12 @@ from ..knowledge import Knowledge
 from ..limits import DEFAULT_LIMITS, Limits
 from ..receipt import Receipt
 from ..replica import Replica
-from ..scope import Partition, Stream
+from ..scope import Partition, Scope, Stream
 from ..stores.base import SegmentRow
 from ..stores.memory import MemoryStore
 from ..unpack import Budget, unpack
 
-__all__ = ["Answer", "Deployment", "simulate"]
+__all__ = ["Answer", "Deployment", "district_partition", "header_receipts", "simulate"]
 
 
 @dataclass(slots=True)
@@ -45,9 +45,18 @@ class Deployment:
         first = i - i % self.district
         return self.sites[first : first + self.district]
 
+    def partition_of(self, i: int) -> Partition:
+        """The partition site ``i`` writes in: its district's (``residents``, 5 digits)."""
+        return district_partition(i // self.district)
+
+    def scope_of(self, i: int) -> Scope:
+        """Site ``i``'s read scope: its district's partition."""
+        return Scope({RECORDS.collection: [self.partition_of(i).prefix]})
+
     def scoped_knowledge(self, i: int) -> Knowledge:
         """What site ``i`` holds when it may read only its district (and the centre)."""
-        return Knowledge({Stream(o, RECORDS): [(1, self.changes)] for o in self.district_of(i)})
+        part = self.partition_of(i)
+        return Knowledge({Stream(o, part): [(1, self.changes)] for o in self.district_of(i)})
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,8 +88,13 @@ class Answer:
         return out
 
 
-#: The one partition the simulated sites write in.
-RECORDS = Partition("records")
+#: The collection the simulated sites write in, one partition per district.
+RECORDS = Partition("residents")
+
+
+def district_partition(d: int) -> Partition:
+    """District ``d``'s partition of ``residents`` (a five-digit region code)."""
+    return Partition(RECORDS.collection, f"{d:05d}")
 
 
 def simulate(sites: int, *, district: int = 8, changes: int = 3, sign: bool = True) -> Deployment:
@@ -95,9 +109,10 @@ def simulate(sites: int, *, district: int = 8, changes: int = 3, sign: bool = Tr
     ids = [Identity.generate(label=f"site{i}") for i in range(sites)] if sign else []
     keys = [i.public_key for i in ids] if sign else [os.urandom(32) for _ in range(sites)]
     store = MemoryStore()
+    parts = [district_partition(i // district) for i in range(sites)]
     rows = [
-        SegmentRow(Stream(k, RECORDS), 1, changes, os.urandom(32), b"\0" * 32, b"", "applied")
-        for k in keys
+        SegmentRow(Stream(k, p), 1, changes, os.urandom(32), b"\0" * 32, b"", "applied")
+        for k, p in zip(keys, parts, strict=True)
     ]
     span = [1, changes]
     with store.transaction():
@@ -105,7 +120,7 @@ def simulate(sites: int, *, district: int = 8, changes: int = 3, sign: bool = Tr
         for i, key in enumerate(keys):
             first = i - i % district
             wire = [
-                [o, [[RECORDS.collection, RECORDS.prefix, span]]]
+                [o, [[RECORDS.collection, parts[i].prefix, span]]]
                 for o in sorted(keys[first : first + district])
             ]
             created = 1_000_000 + i
@@ -114,29 +129,38 @@ def simulate(sites: int, *, district: int = 8, changes: int = 3, sign: bool = Tr
             else:
                 receipt = packb([key, created, wire, os.urandom(64)])
             store.set_peer(key, created, packb(wire), receipt)
-    return Deployment(Replica(store, centre_id), keys, district, changes, sign)
+    centre = Replica(store, centre_id, partitions={RECORDS.collection: 5})
+    return Deployment(centre, keys, district, changes, sign)
 
 
-def answer(dep: Deployment, i: int, stated: Knowledge, *, scoped: bool = False) -> Answer:
+def answer(
+    dep: Deployment,
+    i: int,
+    stated: Knowledge,
+    *,
+    scoped: bool = False,
+    relays_for: tuple[bytes, ...] = (),
+    site: bytes | None = None,
+) -> Answer:
     """What the centre answers site ``i``'s pull stating ``stated``, measured, packed as
-    the HTTP server packs it (``scoped``: the server lets a site read only its
-    district's changes, as ``readable`` does)."""
-    site = dep.sites[i]
-    district = set(dep.district_of(i))
-    readable = district.__contains__ if scoped else None
+    the HTTP server packs it (``scoped``: the site's read scope is its district's
+    partition; ``relays_for``: as its pull request says; ``site``: another key than
+    ``sites[i]`` asking with site ``i``'s scope)."""
+    site = dep.sites[i] if site is None else site
+    scope = dep.scope_of(i) if scoped else None
     wall, cpu = time.perf_counter(), time.process_time()
     packer = dep.centre.iter_pack(
-        stated, always=True, receiver=site, stated=stated, readable=readable
+        stated, always=True, receiver=site, scope=scope, relays_for=relays_for
     )
     bundles = list(packer)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     header_bytes = receipts = origins = 0
     for b in bundles:
-        stated_by = _receipts(b) if not dep.signed else read_header(b)[0].receipts
+        stated_by = header_receipts(b) if not dep.signed else read_header(b)[0].receipts
         header_bytes = max(header_bytes, int.from_bytes(b[8:12], "big"))
         receipts = max(receipts, len(stated_by))
         origins = max([origins, *(sum(1 for _ in r.knowledge.origins()) for r in stated_by)])
-    request = PullRequest(stated, 1 << 24).encode()
+    request = PullRequest.make(stated, 1 << 24, relays_for=relays_for).encode()
     return Answer(
         len(bundles),
         sum(map(len, bundles)),
@@ -149,14 +173,14 @@ def answer(dep: Deployment, i: int, stated: Knowledge, *, scoped: bool = False) 
     )
 
 
-def _receipts(bundle: bytes, limits: Limits = DEFAULT_LIMITS) -> list[Receipt]:
+def header_receipts(bundle: bytes, limits: Limits = DEFAULT_LIMITS) -> list[Receipt]:
     """The receipts of a bundle's header decoded as a receiver decodes them, under the
     limits (``max_header_bytes``, nesting, the decode budget shared by the header's
     knowledge), without verifying signatures (``simulate(sign=False)``)."""
     hlen = int.from_bytes(bundle[8:12], "big")
     if hlen > limits.max_header_bytes:
         return []  # reported by Answer.within
-    raw = unpack(bundle[12 : 12 + hlen], "bundle header", limits, max_depth=4)
+    raw = unpack(bundle[12 : 12 + hlen], "bundle header", limits, max_depth=6)
     budget = Budget(limits.max_decode_bytes, "bundle header")
     out = [Receipt.decode(r, limits, verify=False, budget=budget) for r in raw["receipts"]]
     Knowledge.from_wire(raw["ranges"], limits, budget)

@@ -128,6 +128,8 @@ class LoopbackTransport(Transport):
         self.remote = remote
         self.peer = remote.id
         self.me = me
+        #: The sites ``me`` relays for, as a pull request says (``offsync.sync`` sets it).
+        self.relays_for: tuple[bytes, ...] = ()
         if max_bundle_bytes is not None:
             self.max_bundle_bytes = max_bundle_bytes
         self.online = True  # tests switch this off to simulate an outage
@@ -173,6 +175,7 @@ class LoopbackTransport(Transport):
             receiver=self.me,
             stated=knowledge,
             scope=None if scope.is_everything else scope,
+            relays_for=self.relays_for if self.me is not None else None,
         )
 
 
