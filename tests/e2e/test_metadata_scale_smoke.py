@@ -27,7 +27,7 @@ def test_the_metadata_benchmark_prints_every_row() -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     rows = [line for line in done.stdout.splitlines() if line.startswith("| 200 |")]
     whats = [r.split("|")[2].strip() for r in rows]
-    assert len(rows) == 12, done.stdout
+    assert len(rows) == 15, done.stdout
     assert any(w.startswith("idle HTTP round (0 uploads)") for w in whats), whats
     assert whats.count("duplicate upload answer") == 2 and whats.count("GET /knowledge") == 2
     assert "centre at 200 sites" in done.stdout

@@ -29,7 +29,7 @@ def test_history_lists_every_offline_edit_with_its_author(tmp_path: Path) -> Non
         kec.put("residents", "3519", {"phone": "0812"})
         kec.delete("residents", "3519", author="supervisor")
     kec.put("residents", "3519", {"name": "Siti A"}, author="clerk-7")
-    sync(kec, LoopbackTransport(centre))
+    sync(kec, LoopbackTransport(centre, me=kec.id))
     for site in (centre, kec):
         entries = site.history("residents", "3519")
         assert [(e.op, e.author) for e in entries] == [
@@ -55,7 +55,7 @@ def test_changes_held_for_their_version_are_listed_held_with_their_author(
     centre = Replica.open(str(tmp_path / "c.db"), identity=Identity.generate("c"))  # reads 1
     kec = Replica.open(str(tmp_path / "k.db"), identity=Identity.generate("k"), schemas=SCHEMAS)
     kec.put("residents", "3519", {"name": "Siti"}, author="clerk-7")
-    sync(kec, LoopbackTransport(centre))
+    sync(kec, LoopbackTransport(centre, me=kec.id))
     assert centre.history("residents", "3519") == []
     [entry] = centre.history("residents", "3519", held=True)
     assert (entry.author, entry.schema) == ("clerk-7", 2)

@@ -52,8 +52,8 @@ def sites(tmp_path: Path) -> tuple[Replica, Replica, Replica]:
     issue_certificate(centre, far)
     kec = Replica.open(str(tmp_path / "k.db"), identity=clerk, trust=trust)
     remote = Replica.open(str(tmp_path / "f.db"), identity=far, trust=trust)
-    sync(kec, LoopbackTransport(centre))
-    sync(remote, LoopbackTransport(centre))
+    sync(kec, LoopbackTransport(centre, me=kec.id))
+    sync(remote, LoopbackTransport(centre, me=remote.id))
     return centre, kec, remote
 
 
@@ -64,7 +64,7 @@ def test_an_erasure_reaches_every_replica_and_no_value_remains(
     kec.put("residents", "3519", {"name": NAME, "village": "Kare"}, author="clerk-7")
     kec.put("residents", "3519", {"village": "Kare Lor"}, author="clerk-7")
     kec.put("residents", "3520", {"name": "Budi"})
-    sync(kec, LoopbackTransport(centre))
+    sync(kec, LoopbackTransport(centre, me=kec.id))
     assert _holds(centre, NAME)
     with pytest.raises(NotAuthorisedError):
         kec.erase("residents", "3519", "request 12")
@@ -76,8 +76,8 @@ def test_an_erasure_reaches_every_replica_and_no_value_remains(
         centre.put("residents", "3519", {"name": "again"})
     assert centre.erase("residents", "3519", "again") is None
     # The order travels; the redacted segments travel redacted.
-    sync(kec, LoopbackTransport(centre))
-    sync(far, LoopbackTransport(centre))
+    sync(kec, LoopbackTransport(centre, me=kec.id))
+    sync(far, LoopbackTransport(centre, me=far.id))
     for site in (kec, far):
         assert site.get("residents", "3519") is None
         assert site.get("residents", "3520") == {"name": "Budi"}
@@ -96,7 +96,7 @@ def test_values_arriving_after_the_order_are_redacted_before_they_are_stored(
 ) -> None:
     centre, kec, far = sites
     kec.put("residents", "3519", {"name": NAME})
-    sync(kec, LoopbackTransport(far))  # far holds the put whole; the centre does not
+    sync(kec, LoopbackTransport(far, me=kec.id))  # far holds the put whole; the centre does not
     assert _holds(far, NAME)
     centre.erase("residents", "3519", "request 12")
     for bundle in far.pack(since=centre.knowledge()):  # far has not heard of the order
@@ -106,9 +106,9 @@ def test_values_arriving_after_the_order_are_redacted_before_they_are_stored(
     )
     assert centre.knowledge().contains(put_stream, 1)  # held: counted, stored redacted
     assert not _holds(centre, NAME)
-    sync(kec, LoopbackTransport(centre))
+    sync(kec, LoopbackTransport(centre, me=kec.id))
     assert not _holds(kec, NAME)
-    sync(far, LoopbackTransport(centre))
+    sync(far, LoopbackTransport(centre, me=far.id))
     assert not _holds(far, NAME)
     assert centre.state_digest() == kec.state_digest() == far.state_digest()
 
@@ -195,9 +195,9 @@ def test_an_order_admitted_later_erases_then(tmp_path: Path) -> None:
     centre = Replica.open(str(tmp_path / "c.db"), identity=auth, trust=trust)
     issue_certificate(centre, clerk)
     kec = Replica.open(str(tmp_path / "k.db"), identity=clerk, trust=trust)
-    sync(kec, LoopbackTransport(centre))
+    sync(kec, LoopbackTransport(centre, me=kec.id))
     kec.put("residents", "3519", {"name": NAME})
-    sync(kec, LoopbackTransport(centre))
+    sync(kec, LoopbackTransport(centre, me=kec.id))
     late = Replica.open(
         str(tmp_path / "l.db"), identity=Identity.generate("late"), trust=trust, wall=lambda: now[0]
     )
@@ -233,7 +233,7 @@ def test_an_order_from_elsewhere_seals_own_unsealed_puts_redacted(
         kec.apply(bundle)
     assert kec.get("residents", "3519") is None
     assert not _holds(kec, NAME)
-    sync(kec, LoopbackTransport(centre))
+    sync(kec, LoopbackTransport(centre, me=kec.id))
     assert kec.state_digest() == centre.state_digest()
 
 
