@@ -69,7 +69,7 @@ class _Packing(_Sealing):
         """Like ``pack``, one bundle at a time, so a large backlog is never all in memory.
 
         ``receiver``: the replica the bundles are for. Then the receipts they carry are
-        bounded by what it needs (``offsync.plan.receipts``, docs/spec.md §6): this
+        bounded by what it needs (``offsync.plan.receipts``, docs/spec.md §8.2): this
         replica's own receipt states only the origins it needs (its own, ours, those it
         ``stated`` or its receipts said it holds, those carried) and only receipts that
         say something about those origins are passed on, within a byte budget. Without
@@ -82,7 +82,7 @@ class _Packing(_Sealing):
         as held by it, without building knowledge of them (None: every origin).
         ``scope``: the receiver's (read) scope: only the streams of partitions in it
         travel, and our receipt states our knowledge restricted to the receiver's own
-        streams, the scope and the streams carried (docs/spec-v3.md §8.2 point 1); a
+        streams, the scope and the streams carried (docs/spec.md §8.2 point 1); a
         server passes the certified read scope here (None: everything;
         ``reader_scope`` adds ``_trust`` and the reference collections to a certified
         one). ``relays_for``: the sites the receiver relays for (its bundle's or
