@@ -50,8 +50,8 @@ def _state(rep: Replica) -> tuple[Any, ...]:
         rep.knowledge(),
         rep.seq,
         rep.quarantined(),
-        rep.store.outbox(),
-        rep.store.get_meta("sealed"),
+        rep.store.outbox(Partition("residents", "")),  # the site writes residents only
+        _sealed(rep),
         rep.store.get_meta("hlc"),
         rep.store.peers(),
         sorted(rep.store.segment_index()),
