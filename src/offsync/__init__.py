@@ -28,6 +28,7 @@ from .replica import (
     SeqClaim,
 )
 from .schemas import Schema, Schemas
+from .scope import Partition, PartitionRule, Scope, Stream
 from .sync import SyncReport, sync
 from .trust import Certificate, Revocation, TrustStore, issue_certificate, revoke
 
@@ -48,6 +49,8 @@ __all__ = [
     "Knowledge",
     "Limits",
     "OffsyncError",
+    "Partition",
+    "PartitionRule",
     "PublicIdentity",
     "Quarantined",
     "QuarantinedChange",
@@ -56,7 +59,9 @@ __all__ = [
     "Revocation",
     "Schema",
     "Schemas",
+    "Scope",
     "SeqClaim",
+    "Stream",
     "SyncReport",
     "TrustStore",
     "__version__",

@@ -2,7 +2,7 @@
 
 Version 2 adds the record's partition prefix, after ``key``: a change id is unique
 only within its stream, so the token names the stream, and ``delivered`` looks the
-change up in a (stream-keyed) receipt (docs/spec-v3.md §13). Wire form::
+change up in a (stream-keyed) receipt (docs/spec.md §14.3). Wire form::
 
     msgpack [2, origin(32), seq, hlc, collection, key, prefix, fields_digest(16), signature(64)]
 
@@ -211,7 +211,7 @@ def read_attestation(token: bytes) -> Attestation:
 
 class TrustCheck(Protocol):
     """What ``verify_attestation`` asks a trust store: the reason the change would be
-    refused (docs/spec-v3.md §12.5), or None."""
+    refused (docs/spec.md §13.5), or None."""
 
     def check(self, origin: bytes, seq: int, hlc: int, collection: str, key: str) -> str | None: ...
 

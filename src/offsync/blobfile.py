@@ -10,7 +10,7 @@ list** for the sites it hears from: the blobs its records reference and it lacks
 how much of each it holds, so a sender writes again only what did not arrive (a
 refused chunk, a disk that was lost) and never what the receiver holds.
 
-Layout of either file (docs/spec.md §15.3)::
+Layout of either file (docs/spec.md §16.3)::
 
     magic "OFBLOB" | version 00 01 | kind (01 chunk, 02 want list) | recipient key (32)
     | crypto_box_seal(canonical msgpack plain, X25519(recipient))

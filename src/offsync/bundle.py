@@ -1,4 +1,4 @@
-"""Bundles of format 3 (version 00 03): the unit of transfer (docs/spec-v3.md §9).
+"""Bundles of format 3 (version 00 03): the unit of transfer (docs/spec.md §9).
 
 Layout (all integers big-endian)::
 

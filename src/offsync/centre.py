@@ -27,7 +27,7 @@ OFFSYNC_IDENTITY               the centre's key file (required)
 OFFSYNC_PASSPHRASE_FILE        a file holding its passphrase (or, less safely,
                                OFFSYNC_PASSPHRASE: the passphrase itself)
 OFFSYNC_POLICIES               ``collection=policy,...`` with policies lww, fww, multi
-OFFSYNC_PARTITIONS             ``collection=length,...``: the partition rule (docs/spec-v3.md §4)
+OFFSYNC_PARTITIONS             ``collection=length,...``: the partition rule (docs/spec.md §4)
 OFFSYNC_DEFAULT_POLICY         policy of other collections (default lww)
 OFFSYNC_AUTHORITIES            comma-separated hex keys of the trust authorities (trust
                                mode); unset: open mode, every validly signed origin writes

@@ -4,7 +4,7 @@ A change is identified by ``(origin, seq)`` within its stream ``(origin, partiti
 each origin numbers the changes of each of its partitions 1, 2, 3 … without gaps. A
 record lives in exactly one partition, so the ids that name a record's changes
 (parents, heads, conflicts) are unambiguous; where a change must be named globally
-it is named with its record or partition (docs/spec-v3.md §4).
+it is named with its record or partition (docs/spec.md §4).
 
 Besides format 2's items a change carries the schema version it was written under
 (0: unversioned), the author id the application gave (a clerk id, or None), and an
@@ -49,7 +49,7 @@ __all__ = [
 
 PUT = 0
 DELETE = 1
-#: An erase order: the record's puts are redacted everywhere (docs/spec-v3.md §9).
+#: An erase order: the record's puts are redacted everywhere (docs/spec.md §10.3).
 ERASE = 2
 OPS = (PUT, DELETE, ERASE)
 #: Format rules: an author id is 1-64 UTF-8 bytes; a schema version is below 2^32.
@@ -185,7 +185,7 @@ def _canonical_nan(value: Any) -> Any:
 
 
 def canonical_fields(fields: Mapping[str, Any]) -> bytes:
-    """Encode a fields map canonically for format 3 (docs/spec-v3.md §1).
+    """Encode a fields map canonically for format 3 (docs/spec.md §1).
 
     Format 2's canonical map, except that every NaN is written as the one quiet NaN
     ``7ff8000000000000``: NaN payloads and signs do not survive every language's

@@ -1,4 +1,4 @@
-"""The column codec of format 3: a segment's changes as columns (docs/spec-v3.md §5).
+"""The column codec of format 3: a segment's changes as columns (docs/spec.md §5).
 
 A segment's block is one zstd frame of the canonical msgpack array
 

@@ -1,5 +1,5 @@
 """zstd frames of format 3: written once by a segment's origin (or its redactor),
-opened under limits by everyone else (docs/spec-v3.md §6.2).
+opened under limits by everyone else (docs/spec.md §6.2).
 
 A frame from elsewhere is checked before anything is allocated for it: one frame
 (RFC 8878 §3.1.1, no skippable frame), its content size declared and within the

@@ -1,4 +1,4 @@
-"""The content of a format-3 block: field shapes and their columns (docs/spec-v3.md §5.2).
+"""The content of a format-3 block: field shapes and their columns (docs/spec.md §5.2).
 
     content = [shapes, shape, values]
 
@@ -340,7 +340,7 @@ def decode_content(
 
     Rebuilt maps repeat what the columns hold once (names, dictionary-coded values),
     so what they repeat is bounded before any is built: at most ``max_block_bytes``,
-    like the block itself (docs/spec-v3.md §5.3). A block therefore cannot make its
+    like the block itself (docs/spec.md §5.3). A block therefore cannot make its
     receiver build far more bytes than it carries. And what they take in memory (what
     they repeat, what the block holds once, a bytes object per put) is bounded too, by
     half of ``max_decode_bytes``: the decoded columns are alive at the same time.

@@ -20,7 +20,7 @@ the same rule that decides whose receipts may stop this site from writing
 receipts count. A receipt is never wrong, only out of date: the status only moves
 forward.
 
-Format 3 numbers changes per stream ``(origin, partition)`` (docs/spec-v3.md §4), so a
+Format 3 numbers changes per stream ``(origin, partition)`` (docs/spec.md §4), so a
 change is named with its stream: a ``Change`` (``replica.record_changes``) or a pair
 ``(Stream, seq)``. A bare ``ChangeId`` (what ``put`` returns) is accepted where it is
 unambiguous: the one stream of its origin, here or in a receipt, that holds its seq
@@ -112,7 +112,7 @@ class Delivery:
 
     def _receipts(self) -> dict[bytes, _Heard]:
         """Per peer: the newest receipt's HLC and the union of what its receipts said
-        (a receipt may state only what its receiver needed, docs/spec.md §6)."""
+        (a receipt may state only what its receiver needed, docs/spec.md §8.2)."""
         me = self.replica.id
         union = self.replica.peer_knowledge()
         return {

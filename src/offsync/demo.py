@@ -54,7 +54,7 @@ POLICIES: dict[str, policies.Policy] = {
     "doses": policies.FirstWriterWins(),
 }
 #: The deployment's partition rule: a NIK's first six digits name its district, so a
-#: district's residents and doses are one stream per writing site (docs/spec-v3.md §4).
+#: district's residents and doses are one stream per writing site (docs/spec.md §4).
 PARTITIONS = {"residents": 6, "doses": 6}
 GIVEN = ["Siti", "Budi", "Sri", "Agus", "Dewi", "Eko", "Wahyu", "Rina", "Joko", "Lestari"]
 FAMILY = ["Aminah", "Santoso", "Wahyuni", "Prasetyo", "Rahayu", "Hidayat", "Susanti", "Utomo"]

@@ -74,7 +74,7 @@ MAX_FIELDS_COST = DEFAULT_LIMITS.max_decode_bytes // 2
 _FREE_BELOW = MAX_FIELDS_COST // (VALUE_COST + MAP_COST)
 
 #: Arrays and maps a field value may nest: msgpack-python packs 511 levels, and a
-#: segment's columns hold a field value five levels down (docs/spec.md §4.2).
+#: segment's columns hold a field value five levels down (docs/spec.md §5.2).
 MAX_FIELD_DEPTH = 500
 
 

@@ -170,7 +170,7 @@ class ScopeError(RemoteDataError):
 
 class SchemaVersionError(RemoteDataError):
     """A change written under a schema version newer than this replica knows for its
-    collection (docs/spec-v3.md §10.2). Such a change is held, not dropped, with
+    collection (docs/spec.md §10.2). Such a change is held, not dropped, with
     ``status`` (its string form is the quarantine reason ``schema: …``) and applied
     once the replica is upgraded."""
 
@@ -227,7 +227,7 @@ class FormatTwoStoreError(StorageError):
     """The store holds segments or unsealed changes of wire format 2, which format 3
     cannot use: segments cannot be re-signed by anyone but their origins. Export the
     records with the previous release and import them as fresh writes, or bootstrap
-    the site again from its centre (docs/spec-v3.md, "Format versions")."""
+    the site again from its centre (docs/spec.md, "Format versions")."""
 
 
 class TransportError(OffsyncError):

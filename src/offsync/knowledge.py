@@ -313,7 +313,7 @@ class Knowledge:
     def group_digests(self, length: int) -> list[tuple[str, str, bytes]]:
         """``(collection, group, digest)`` of every group of partitions this knowledge
         names, a group being a collection and the first ``length`` code points of the
-        partition prefix (docs/spec-v3.md §7.3). Two replicas whose digests of a group
+        partition prefix (docs/spec.md §7.2). Two replicas whose digests of a group
         are equal hold the same intervals of every stream of that group (up to a
         collision of a 128-bit hash), so a knowledge exchange sends the detail only of
         the groups whose digests differ."""
@@ -333,7 +333,7 @@ class Knowledge:
 
     def to_wire(self) -> list[Any]:
         """``[[origin, [[collection, prefix, [a1, b1, …]], …]], …]``, origins sorted by
-        bytes, partitions by (collection, prefix) UTF-8 bytes (docs/spec-v3.md §7)."""
+        bytes, partitions by (collection, prefix) UTF-8 bytes (docs/spec.md §7.1)."""
         streams = self._streams
         return [
             [origin, [[p.collection, p.prefix, list(flat)] for p, flat in sorted(parts.items())]]

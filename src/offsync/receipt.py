@@ -3,7 +3,7 @@
 A receipt says "I hold at least this": its issuer restricts it to what its reader
 needs (the reader's own streams, the sites it relays for, its scope), so what travels
 about knowledge is bounded by the receiver, not by the size of the deployment
-(docs/spec-v3.md §8). Knowledge only grows, so every receipt ever verified from a
+(docs/spec.md §8). Knowledge only grows, so every receipt ever verified from a
 replica stays true: a reader may take the union of all it holds from one issuer.
 Anyone can verify a receipt, so relays carry them back to the sites behind them.
 """
@@ -106,7 +106,7 @@ def statement_for(
     scope: Scope | None = None,
     carried: Knowledge | None = None,
 ) -> Knowledge:
-    """What of ``knowledge`` a receipt for ``reader`` states (docs/spec-v3.md §8.2):
+    """What of ``knowledge`` a receipt for ``reader`` states (docs/spec.md §8.2):
     the streams of the reader and of the sites it relays for, the streams of the
     reader's read ``scope`` unless that is everything (a centre learns the rest from
     the segments themselves), and the streams ``carried`` in the same bundle."""

@@ -2,7 +2,7 @@
 
 A registry outlives its software: a site months behind still writes the fields of the
 schema it was installed with, and a site upgraded first writes the new ones. Each
-collection has a schema version (docs/spec-v3.md §10.2); the application registers,
+collection has a schema version (docs/spec.md §10.2); the application registers,
 per collection, its current version and one **upcaster** per step ``v -> v + 1``, a
 pure function from a field map of version ``v`` to one of version ``v + 1``. A reader
 takes a change of an older version through the chain of steps, so that the merge sees
@@ -34,7 +34,7 @@ from .trust import TRUST_COLLECTION
 
 __all__ = ["MAX_SCHEMA_VERSION", "Schema", "Schemas", "Upcaster", "newer_than"]
 
-#: Schema versions are below 2^32 on the wire (docs/spec-v3.md §5).
+#: Schema versions are below 2^32 on the wire (docs/spec.md §5).
 MAX_SCHEMA_VERSION = (1 << 32) - 1
 
 #: One step: the fields of version ``v`` to the fields of version ``v + 1``. Pure and

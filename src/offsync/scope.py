@@ -2,7 +2,7 @@
 
 A deployment-wide **partition rule** gives each collection a key-prefix length ``L``
 in code points; a record ``(collection, key)`` lies in the partition
-``(collection, key[:L])`` (docs/spec-v3.md §4). An origin numbers and chains its
+``(collection, key[:L])`` (docs/spec.md §4). An origin numbers and chains its
 changes per **stream** ``(origin, partition)``, so a server can send a scoped site the
 whole segments of the streams in its scope, byte for byte as their origins signed
 them, and knowledge stays exact intervals per stream.
@@ -57,7 +57,7 @@ __all__ = [
 TRUST_COLLECTION = "_trust"
 #: In a certificate's ``read`` field, the key that stands for every collection.
 ANY_COLLECTION = "*"
-#: Format rules (docs/spec-v3.md §1): a collection name is 1-64 UTF-8 bytes; a
+#: Format rules (docs/spec.md §1): a collection name is 1-64 UTF-8 bytes; a
 #: partition or scope prefix is a key prefix, at most a key's 512 bytes.
 MAX_COLLECTION_BYTES = 64
 MAX_PREFIX_BYTES = 512
@@ -529,7 +529,7 @@ class Scope:
         return self
 
     def to_read_field(self) -> dict[str, list[str]]:
-        """The certificate ``read`` field (docs/spec-v3.md §12.3): ``collection ->
+        """The certificate ``read`` field (docs/spec.md §13.3): ``collection ->
         sorted prefixes`` (empty: the whole collection), or ``{"*": []}`` for
         everything. ``UsageError`` for a scope that excludes prefixes or holds only
         part of the collections it does not name, which that field cannot say."""

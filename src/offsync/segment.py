@@ -1,5 +1,5 @@
 """Segments of format 3: runs of one stream's consecutive changes, signed by their
-origin, with a commitment that makes erasure verifiable (docs/spec-v3.md §6).
+origin, with a commitment that makes erasure verifiable (docs/spec.md §6).
 
 A segment is sealed once and never re-cut, so relays store and forward it byte for
 byte. Its signature covers the block's hash, checked before the block is opened, and a

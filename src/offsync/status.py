@@ -17,7 +17,7 @@ What each kind means for the segment's changes:
 ``scope``      per change: outside the collections or prefixes it may write
 ``validator``  per change: the deployment's validator for the collection refused
 ``schema``     per change: written under a schema version newer than this replica's
-               (format 3, docs/spec-v3.md §10.2; ``offsync.schemas``)
+               (format 3, docs/spec.md §10.2; ``offsync.schemas``)
 =============  =============================================================
 
 ``error_class`` maps a status to the error that refusing such data raises (one table,

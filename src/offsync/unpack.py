@@ -64,7 +64,7 @@ __all__ = [
 ]
 
 #: Open arrays and maps msgpack-python's decoder holds at once (its C stack); deeper
-#: input is refused as ``LimitExceededError`` (docs/spec.md §10).
+#: input is refused as ``LimitExceededError`` (docs/spec.md §12).
 MAX_DEPTH = 1024
 #: No byte of msgpack decodes to more than this many bytes of Python objects
 #: (the worst is a chain of one-entry maps: two bytes, a 184-byte dict and its slot).

@@ -24,6 +24,7 @@ from offsync.errors import StorageFullError
 from offsync.http.blobroutes import MAX_HELD_BODY
 from offsync.http.bodies import encode_pull_request
 from offsync.http.openapi import ENDPOINTS, docs_block
+from offsync.http.pull import PullRequest
 from offsync.http.signing import blob_get_message, sign_request
 from offsync.limits import DEFAULT_LIMITS, Limits
 from offsync.scope import Scope
@@ -120,6 +121,9 @@ def test_every_documented_answer_is_given_by_a_real_server_and_matches(tmp_path:
         assert http.put(f"/bundles/{hash32(large).hex()}", content=large).status_code == 413
         assert http.put(f"/bundles/{ID}", content=b"junk").status_code == 422
         assert pull(http, centre, body) == 200
+        # A site's group digests (of nothing) differ from the centre's: it is asked for detail.
+        digests = PullRequest.make(Knowledge(), 1 << 20, digests=True).encode()
+        assert pull(http, centre, digests) == 409
         assert pull(http, centre, body, signed=False) == 401
         assert pull(http, centre, b"\x81\xa1x\x01") == 422
         assert pull(http, centre, b"x" * (centre.limits.max_header_bytes + 1), False) == 413

@@ -1,4 +1,4 @@
-"""The ``offsync-http/3`` pull request (spec-v3 §15.1-15.2) under hostile bodies: bad
+"""The ``offsync-http/3`` pull request (docs/spec.md §15.1-15.2) under hostile bodies: bad
 digests, oversized detail, non-canonical or misordered fields, knowledge outside the
 detail groups. Each is refused with the error the server maps to 422 (or 413), and a
 valid request survives a round trip. Also the digest exchange's rules: equal digests

@@ -141,7 +141,7 @@ def test_a_local_write_of_a_malformed_reference_is_refused_and_nothing_written(
 
 
 def test_a_peer_record_with_a_malformed_reference_is_applied_as_data(tmp_path: Path) -> None:
-    """Receivers do not refuse changes for malformed references (spec §4.4)."""
+    """Receivers do not refuse changes for malformed references (docs/spec.md §5.4)."""
     from offsync.change import PUT, Change
     from offsync.encoding import canonical_fields
 

@@ -167,7 +167,7 @@ def test_an_idle_http_round_is_small_and_does_not_read_the_whole_knowledge() -> 
         assert report.sent_bundles == 0
         assert t.pulls == pulls + 1, "one pull, no second one"
         # Nothing new and the site's receipt of the centre current: no bundle at all
-        # (docs/spec-v3.md §15.3); format 2 sent one just to carry the receipt.
+        # (docs/spec.md §15.3); format 2 sent one just to carry the receipt.
         assert len(report.received) == 0
         # The answers' receipts state only what the site needs: nothing of the 40 others.
         assert list(site.receipts()) == [centre.id]

@@ -22,6 +22,7 @@ import offsync.plan.seal as seal_plan
 from offsync import Identity, Replica
 from offsync.errors import StorageError, StorageFullError
 from offsync.scope import Partition, Stream
+from offsync.segindex import own_meta
 from tests.helpers.cli import Shell, command, environment
 
 #: The one partition these tests write in: their residents.
@@ -49,8 +50,8 @@ def _state(rep: Replica) -> tuple[Any, ...]:
         rep.knowledge(),
         rep.seq,
         rep.quarantined(),
-        rep.store.outbox(),
-        rep.store.get_meta("sealed"),
+        rep.store.outbox(Partition("residents", "")),  # the site writes residents only
+        _sealed(rep),
         rep.store.get_meta("hlc"),
         rep.store.peers(),
         sorted(rep.store.segment_index()),
@@ -169,7 +170,8 @@ def small_segments(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _sealed(rep: Replica) -> int:
-    return int(rep.store.get_meta("sealed") or b"0")
+    """What the store says is sealed of the site's one stream (residents, one partition)."""
+    return int(rep.store.get_meta(own_meta("sealed", Partition("residents", ""))) or b"0")
 
 
 @pytest.mark.usefixtures("small_segments")

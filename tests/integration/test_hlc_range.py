@@ -1,4 +1,4 @@
-"""HLC values on the wire are below 2^63 (docs/spec-v3.md §3).
+"""HLC values on the wire are below 2^63 (docs/spec.md §3).
 
 Stores keep HLCs (a change's ``hlc``, a receipt's ``created``) in signed 64-bit
 integer columns, so a larger value, which any key can sign, must be refused by the

@@ -1,4 +1,4 @@
-"""offsync-http/3's digest exchange and idle pulls over real HTTP on loopback (spec-v3
+"""offsync-http/3's digest exchange and idle pulls over real HTTP on loopback (docs/spec.md
 §15.2, §15.3): a site with many streams sends group digests, gets 409 with the groups
 that differ, and then only those groups' changes; equal digests move nothing; an idle
 round moves no bundle. Counted by the server's metrics and the transport's counters,

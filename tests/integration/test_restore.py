@@ -190,7 +190,7 @@ def test_fork_evidence_survives_reopening(tmp_path: Path) -> None:
 
 def test_a_bundle_with_overlapping_segments_of_one_origin_is_refused() -> None:
     """Two segments sharing a seq of one origin in one bundle are malformed
-    (docs/spec.md §7.2), whatever their signatures: refused whole, nothing changes."""
+    (docs/spec.md §9.2), whatever their signatures: refused whole, nothing changes."""
 
     def seal(first: int, keys: list[str], prev: bytes) -> bytes:
         deletes = [

@@ -19,7 +19,7 @@ import pytest
 
 from offsync import Identity, Replica
 from offsync.blobs import BlobRef
-from offsync.errors import StorageError
+from offsync.errors import FormatTwoStoreError, StorageError
 from offsync.stores import sqlite as store_module
 from offsync.stores.sqlite import (
     BASELINE_SCHEMA,
@@ -175,9 +175,13 @@ def test_an_older_store_opened_read_only_says_how_to_upgrade_it(
     assert _stored(path)[0] == 6
 
 
-def test_a_schema_3_store_is_upgraded_to_6_with_the_blob_tables(tmp_path: Path) -> None:
+def test_a_schema_3_store_is_upgraded_to_6_and_refused_as_format_2(tmp_path: Path) -> None:
+    """Schema 3 is wire format 2's: the steps to 6 run (the blob tables, segments keyed
+    by stream, format 2's under the WHOLE partition), and then the replica refuses the
+    format-2 data with the way out. (Format 2 opened such a store; format 3 cannot use
+    its segments: only their origins could sign them again.)"""
     path = tmp_path / "site.sqlite"
-    digest = _site(path)
+    _site(path)
     db = sqlite3.connect(path)
     db.execute("DROP TABLE blob_refs")
     db.execute("DROP TABLE blob_chunks")
@@ -187,11 +191,15 @@ def test_a_schema_3_store_is_upgraded_to_6_with_the_blob_tables(tmp_path: Path) 
     db.commit()
     db.close()
     assert [m.version for m in pending_migrations(path)] == [4, 5, 6]
-    with Replica.open(str(path), identity=SITE) as rep:
-        assert isinstance(rep.store, SQLiteStore) and rep.store.migrated == [4, 5, 6]
-        assert rep.state_digest() == digest and rep.store.blobs().blobs() == []
+    with pytest.raises(FormatTwoStoreError, match="wire format 2") as refused:
+        Replica.open(str(path), identity=SITE)
+    assert "export its records with the previous release" in str(refused.value)
     version, names = _stored(path)
-    assert version == 6 and {"blobs", "blob_chunks", "blob_refs"} <= names
+    assert version == 6 and {"blobs", "blob_chunks", "blob_refs", "partition_outbox"} <= names
+    db = sqlite3.connect(path)
+    held = db.execute("SELECT DISTINCT collection, prefix FROM segments").fetchall()
+    db.close()
+    assert held == [("", "")]  # format 2's segments, kept as they were: nothing is lost
 
 
 def test_a_schema_4_store_is_upgraded_to_6_and_its_blob_references_indexed(

@@ -47,8 +47,10 @@ def test_one_centre_killed_sites_deliver_then_all_converge(prefix: str) -> None:
         return rep
 
     def count_rows(rep: Replica) -> tuple[int, int]:
+        # A change id is unique within its stream; these sites write one partition per
+        # collection, so (origin, collection, seq) names a change.
         query = psycopg.sql.SQL(
-            "SELECT count(*), count(DISTINCT (origin, seq)) FROM {}.changes"
+            "SELECT count(*), count(DISTINCT (origin, collection, seq)) FROM {}.changes"
         ).format(psycopg.sql.Identifier(schemas[rep.id]))
         with psycopg.connect(DSN) as conn:
             row = conn.execute(query).fetchone()

@@ -1,7 +1,7 @@
 """Two server workers keeping receipts of one signer at once lose nothing of the union.
 
 A receipt may be restricted to what its receiver needs, so the store keeps, per signer,
-the union of what its receipts said (docs/spec.md §6). Keeping one is a read (the union
+the union of what its receipts said (docs/spec.md §8.1). Keeping one is a read (the union
 so far), a union, and a write: two workers (two connections to one PostgreSQL store)
 doing that for the same signer at the same moment must not both read the old union,
 or the second write drops what the first added. The second worker starts once the

@@ -79,7 +79,7 @@ def _quick(delay: float) -> None:
 
 
 def _count(store: PostgresStore) -> tuple[int, int]:
-    rows = store._q("SELECT count(*), count(DISTINCT (origin, seq)) FROM changes")
+    rows = store._q("SELECT count(*), count(DISTINCT (origin, collection, seq)) FROM changes")
     return int(rows[0][0]), int(rows[0][1])
 
 

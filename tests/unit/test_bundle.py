@@ -402,7 +402,7 @@ def test_block_window_too_large() -> None:
 
 def test_single_segment_frames_over_the_window_limit_open() -> None:
     """A single-segment frame's window is its content size, bounded by max_block_bytes:
-    raw frames (and any level) over max_window_bytes are valid (docs/spec.md §5.1)."""
+    raw frames (and any level) over max_window_bytes are valid (docs/spec.md §6.2)."""
     data = bytes(range(256)) * (9 * 4096)  # 9 MiB, over the 8 MiB window limit
     frame = raw_frame(data)
     assert frame[4] & 0x20  # single segment

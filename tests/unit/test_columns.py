@@ -1,4 +1,4 @@
-"""The format-3 column codec (docs/spec-v3.md §5): round trips of arbitrary changes,
+"""The format-3 column codec (docs/spec.md §5): round trips of arbitrary changes,
 exactly one valid encoding per run of changes, and the sealing checks."""
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ def answer(bundles: list[bytes], more: bool = False) -> bytes:
 
 
 def test_known_answer_bytes() -> None:
-    """docs/spec.md section 14: u32 big-endian length, then the bundle; 0 or 2**32-1 end."""
+    """docs/spec.md §15.3: u32 big-endian length, then the bundle; 0 or 2**32-1 end."""
     assert encode_frame(b"abc") == b"\x00\x00\x00\x03abc"
     assert end_frame(more=False) == END_OF_STREAM.to_bytes(4, "big") == b"\x00\x00\x00\x00"
     assert end_frame(more=True) == MORE_AVAILABLE.to_bytes(4, "big") == b"\xff\xff\xff\xff"

@@ -1,6 +1,6 @@
 """Format-3 segments: sealing, the signed message, the commitment, the redacted form
 (erasing any subset verifies, any altered byte is refused, the erased values and
-their salts appear nowhere), and the zstd frame rules (docs/spec-v3.md §6)."""
+their salts appear nowhere), and the zstd frame rules (docs/spec.md §6)."""
 
 from __future__ import annotations
 

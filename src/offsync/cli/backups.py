@@ -212,7 +212,7 @@ def _wait_after(site: Site, backup: str | None, taken: str | None, restored: int
     try:
         with store.transaction():
             store.set_meta(RESTORED_META, str(restored).encode())
-        seq = int(store.get_meta("seq") or b"0")
+        seq = sqlite_store.issued_seq(store.db)
         receipts: dict[bytes, int] = {}
         waiting: list[bytes] = []
         for peer, created, knowledge, _ in store.peers():

@@ -145,7 +145,7 @@ class Site:
     #: ``{"url": ..., "key": hex or None}``; a key not given is pinned at first contact.
     centres: list[CentreEntry] = field(default_factory=list)
     #: The deployment's partition rule: collection -> key-prefix length in code points
-    #: (docs/spec-v3.md §4); a collection not named is one partition. Set at ``init``,
+    #: (docs/spec.md §4); a collection not named is one partition. Set at ``init``,
     #: deployment-wide and never changed (the store refuses another rule).
     partitions: dict[str, int] = field(default_factory=dict)
     #: The deployment's reference collections (vaccine lots): held whole by every

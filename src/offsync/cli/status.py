@@ -48,7 +48,7 @@ def status_document(
     names = names or {}
     mine = replica.knowledge()
     peers = []
-    union = replica.peer_knowledge()  # what all of a peer's receipts said (spec §6)
+    union = replica.peer_knowledge()  # what all of a peer's receipts said (docs/spec.md §8.1)
     for peer, receipt in sorted(replica.receipts().items(), key=lambda kv: -kv[1].created):
         holds = union.get(peer, receipt.knowledge)
         peers.append(

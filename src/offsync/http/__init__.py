@@ -1,4 +1,4 @@
-"""The HTTP protocol of offsync, in one package (docs/http.md; the bytes: docs/spec.md §14).
+"""The HTTP protocol of offsync, in one package (docs/http.md; the bytes: docs/spec.md §15).
 
 Sans-IO, like the protocol core: no HTTP library, socket, file or clock (times are
 passed in), importable without the ``http`` extra; the server and the client build and

@@ -372,7 +372,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
                 "Canonical msgpack map {detail: [[collection, group]], digests: nil or "
                 "[G, [[collection, group, bin(16)]]], encrypt: bool, knowledge: <knowledge "
                 f"wire form>, max_bytes: int >= {MIN_PULL_BUNDLE_BYTES}, receipt_known: nil "
-                "or bin(32), relays_for: [bin(32)]} (docs/spec-v3.md §15.1)"
+                "or bin(32), relays_for: [bin(32)]} (docs/spec.md §15.1)"
             ),
             "content": {MSGPACK_MEDIA_TYPE: {}},
         },

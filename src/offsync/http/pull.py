@@ -1,4 +1,4 @@
-"""The signed pull request of ``offsync-http/3`` and its digest exchange (spec-v3 §15).
+"""The signed pull request of ``offsync-http/3`` and its digest exchange (docs/spec.md §15).
 
 Sans-IO: the request body (``PullRequest``), the ``409`` body listing the groups whose
 digests differ (``encode_groups``/``decode_groups``), and the rules both sides apply:
@@ -80,7 +80,7 @@ def _group_of(collection: str, prefix: str, length: int) -> Group:
 
 @dataclass(frozen=True, slots=True)
 class PullRequest:
-    """The body of ``POST /pull`` (spec-v3 §15.1).
+    """The body of ``POST /pull`` (docs/spec.md §15.1).
 
     ``digests`` is ``(G, ((collection, group, digest), …))`` or None; with digests,
     ``knowledge`` states only the streams of the ``detail`` groups."""

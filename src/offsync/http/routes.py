@@ -222,7 +222,7 @@ def _apply(state: ServerState, data: bytes) -> tuple[UploadResult, int, bytes | 
         receipt="",
     )
     ticket = state.applied()
-    # Bounded by the uploader's needs (docs/spec.md §6): its origin, what the bundle
+    # Bounded by the uploader's needs (docs/spec.md §8.2): its origin, what the bundle
     # carried, what its receipts said it holds; never every origin the centre holds.
     uploader = (report.sender, report.ranges)
     return result, ticket, state.receipt_for_uploader(uploader), uploader
@@ -233,7 +233,7 @@ def _apply(state: ServerState, data: bytes) -> tuple[UploadResult, int, bytes | 
 
 async def pull(state: ServerState, request: Request) -> Response:
     """A signed request with the site's knowledge (or its group digests): the bundles
-    it lacks, as frames; ``409`` with the groups whose digests differ (spec-v3 §15.2);
+    it lacks, as frames; ``409`` with the groups whose digests differ (docs/spec.md §15.2);
     the end frame alone when there is nothing new and its receipt is current (§15.3)."""
     body = await _pull_body(state, request)
     # The challenge's MAC and age, then the signature, then the body: nothing is

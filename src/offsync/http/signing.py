@@ -1,4 +1,4 @@
-"""Signed requests over the server's challenges (docs/spec.md section 14).
+"""Signed requests over the server's challenges (docs/spec.md §15.1).
 
 A signed request answers a challenge the server issued (``GET /challenge``) and carries
 three headers::
@@ -182,7 +182,7 @@ def verify_request(
             "request is not signed (Offsync-Site, -Challenge and -Signature headers; "
             "fetch a challenge with GET /challenge)"
         ) from exc
-    # Strict forms (docs/spec.md section 14): lowercase hex of the right lengths.
+    # Strict forms (docs/spec.md §15.1): lowercase hex of the right lengths.
     if not all(_HEX.fullmatch(v) for v in raw):
         raise SignatureError("signed-request headers are malformed")
     site, challenge, sig = (bytes.fromhex(v) for v in raw)

@@ -1,5 +1,5 @@
 """What a server last told each site about itself: the receipt its last pull answer
-carried, so that an idle pull can be answered with no bundle at all (spec-v3 §15.3).
+carried, so that an idle pull can be answered with no bundle at all (docs/spec.md §15.3).
 
 A site sends ``receipt_known``, the hash of the newest receipt of the server it holds.
 If that is the receipt this server last sent it, and what the server holds of the

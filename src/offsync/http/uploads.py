@@ -37,7 +37,7 @@ WRITE_BUFFER = 1024 * 1024
 RECENT_IDS = 10_000
 
 #: Who uploaded a bundle and what it carried: what its duplicate's answer states (a
-#: receipt bounded by the uploader's needs, docs/spec.md §6).
+#: receipt bounded by the uploader's needs, docs/spec.md §8.2).
 Uploader = tuple[bytes, Knowledge]
 
 

@@ -25,7 +25,7 @@ __all__ = [
 PROTOCOL = "offsync-http/3"
 BUNDLES_MEDIA_TYPE = "application/x-offsync-bundles"
 RECEIPT_MEDIA_TYPE = "application/x-offsync-receipt"
-#: A ``409`` answer to a pull: the groups whose knowledge digests differ (spec-v3 §15.2).
+#: A ``409`` answer to a pull: the groups whose knowledge digests differ (docs/spec.md §15.2).
 GROUPS_MEDIA_TYPE = "application/x-offsync-groups"
 MSGPACK_MEDIA_TYPE = "application/x-msgpack"
 JSON_MEDIA_TYPE = "application/json"

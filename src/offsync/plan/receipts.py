@@ -6,7 +6,7 @@ its receiver needs, and a reader unions what the receipts of one signer say (kno
 only grows) instead of letting a newer, narrower receipt replace an older one; except
 the signer's own word to it, the first receipt of a bundle the signer sent, which names
 every origin it holds that it knows the reader needs and so is taken as it is
-(``heard_union``: a restored signer's loss shows; docs/spec.md §6, docs/design.md
+(``heard_union``: a restored signer's loss shows; docs/spec.md §8.1, docs/design.md
 "Receipts bounded by the receiver").
 
 What a receiver needs (``needs``) is: its own origin and the sender's; every origin it
@@ -84,7 +84,7 @@ def needs(receiver: bytes, sender: bytes, *statements: Knowledge | None) -> froz
 
 def restricted(held: Knowledge, origins: Iterable[bytes]) -> Knowledge:
     """``held`` restricted to the streams of ``origins``: what a bounded receipt
-    states (a first cut of spec-v3 §8.2's ``statement_for``: by origin)."""
+    states (a first cut of docs/spec.md §8.2's ``statement_for``: by origin)."""
     return held.restrict_origins(origins)
 
 

@@ -1,6 +1,6 @@
 """Scopes in the replica: what a replica holds, and what changing its scope takes.
 
-A replica opened with a scope holds nothing outside it (docs/spec-v3.md §4, §11). Its
+A replica opened with a scope holds nothing outside it (docs/spec.md §4, §11). Its
 **held scope** is the scope it was given plus ``_trust`` and the deployment's
 reference collections, which every replica holds. These functions decide, from plain
 values, what a scope change means: which held partitions leave, and whether own

@@ -102,11 +102,16 @@ def _header(n: int, small: int) -> int:
     return 1 if n < small else 2 if n < 1 << 8 else 3 if n < 1 << 16 else 5
 
 
+#: The bytes of a bulk put's outbox row besides its names and fields (``row_bound``).
+_FIXED = 16
+
+
 def row_bound(collection_bytes: int, key_bytes: int, fields_bytes: int) -> int:
-    """At most the bytes of a put's outbox row (``Change.to_row``: an array of an HLC
-    of at most 9 bytes, the names, the op, the fields and no parents)."""
+    """At most the bytes of a bulk put's outbox row (``Change.to_row``: an array of an
+    HLC of at most 9 bytes, the names, the op, the fields, no parents, and format 3's
+    empty prefix, schema 0 and no author: ``plan_new``'s changes)."""
     return (
-        13  # array header 1, hlc 9, op 1, empty parents 1, and 1 for luck
+        _FIXED  # array header 1, hlc 9, op 1, empty parents 1, prefix/schema/author 3, luck 1
         + _header(collection_bytes, 32)
         + collection_bytes
         + _header(key_bytes, 32)
@@ -120,7 +125,7 @@ def row_bounds(
     collection_bytes: int, key_bytes: Sequence[int], fields_bytes: Sequence[int]
 ) -> list[int]:
     """``row_bound`` of many puts into one collection, in one pass."""
-    fixed = 13 + _header(collection_bytes, 32) + collection_bytes
+    fixed = _FIXED + _header(collection_bytes, 32) + collection_bytes
     return [
         fixed
         + (1 if k < 32 else 2 if k < 1 << 8 else 3 if k < 1 << 16 else 5)

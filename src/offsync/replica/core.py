@@ -259,7 +259,7 @@ class _Core:
         }
         return held | knowledge_of(own) if own else held
 
-    # -- receipts heard (docs/spec.md §6: a reader unions what one signer's receipts say) --
+    # -- receipts heard (docs/spec.md §8.1: a reader unions what one signer's receipts say) --
 
     def _heard_receipts(self) -> HeardReceipts:
         """The newest receipt of each signer, indexed by the origins it states; read

@@ -86,7 +86,7 @@ class _Packing(_Sealing):
         """Like ``pack``, one bundle at a time, so a large backlog is never all in memory.
 
         ``receiver``: the replica the bundles are for. Then what they say about
-        knowledge is bounded by it (docs/spec-v3.md §8.2): our receipt states our
+        knowledge is bounded by it (docs/spec.md §8.2): our receipt states our
         knowledge of its own streams, of the sites it relays for (``relays_for``, from
         its pull request; None: from its last bundle), of its read ``scope`` (None:
         everything, which adds nothing) and of the streams carried; the receipts passed
@@ -166,7 +166,7 @@ class _Packing(_Sealing):
     def relays_for(self) -> tuple[bytes, ...]:
         """The sites this replica relays for (its bundles' and pull requests'
         ``relays_for``): those ``set_relays_for`` named and, for each, the sites that one
-        said it relays for (spec-v3 §8.2: their receipts are carried back to them)."""
+        said it relays for (spec §8.2: their receipts are carried back to them)."""
         with self._lock:
             return self._my_relays()
 
@@ -182,7 +182,7 @@ class _Packing(_Sealing):
     def _subject_receipts(
         self, receiver: bytes | None, subjects: Sequence[bytes], told: _Told
     ) -> list[_Say]:
-        """What we pass on to ``receiver`` (spec-v3 §8.2 point 2): for it and each site
+        """What we pass on to ``receiver`` (spec §8.2 point 2): for it and each site
         it relays for, the newest receipt about that subject of each other issuer we
         keep (``SUBJECT_ISSUERS`` at most: a district's word must not hide the
         centre's), and for each site it relays for one we sign (our knowledge of that

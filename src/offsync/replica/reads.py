@@ -135,7 +135,7 @@ class _Reads(_Core):
     def receipts(self) -> dict[bytes, Receipt]:
         """The newest receipt heard from each peer (directly or passed on by relays).
 
-        A receipt may state only what its receiver needed (docs/spec.md §6), so what a
+        A receipt may state only what its receiver needed (docs/spec.md §8.2), so what a
         peer holds is the union of everything its receipts said: ``peer_knowledge``."""
         with self._lock:
             return {p: self._kept(r) for p, _, _, r in self.store.peers()}

@@ -1144,7 +1144,8 @@ class BackupReport:
     rows: Mapping[str, int]
     #: The public key of the replica the store belongs to (None: no replica in it yet).
     identity: bytes | None
-    #: The highest seq of its own the replica had issued.
+    #: How many changes of its own the replica had issued (``Replica.seq``: the sum
+    #: over its own streams).
     seq: int
 
 
@@ -1173,7 +1174,7 @@ def _describe(db: sqlite3.Connection, path: str) -> BackupReport:
         )
     ]
     rows = {t: int(db.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0]) for t in tables}
-    meta = dict(db.execute("SELECT name, value FROM meta WHERE name IN ('identity', 'seq')"))
+    meta = dict(db.execute("SELECT name, value FROM meta WHERE name = 'identity'"))
     return BackupReport(
         path,
         os.path.getsize(path) if os.path.exists(path) else 0,
@@ -1181,8 +1182,16 @@ def _describe(db: sqlite3.Connection, path: str) -> BackupReport:
         _state_digest(db) if version == schema_version() else None,
         rows,
         bytes(meta["identity"]) if "identity" in meta else None,
-        int(bytes(meta.get("seq") or b"0")),
+        issued_seq(db),
     )
+
+
+def issued_seq(db: sqlite3.Connection) -> int:
+    """How many changes the replica of the store behind ``db`` has issued: the sum of
+    its own streams' seq counters (``segindex.own_meta``: "seq" is format 2's one
+    stream, "seq:<collection>:<prefix>" a format-3 stream's), as ``Replica.seq``."""
+    rows = db.execute("SELECT value FROM meta WHERE name = 'seq' OR substr(name, 1, 4) = 'seq:'")
+    return sum(int(bytes(value) or b"0") for (value,) in rows)
 
 
 def check_backup(

@@ -9,7 +9,7 @@ a push-only round already shows what the peer holds. When the round sent changes
 pulls once more, which brings a mailbox peer's news too. A round sends a bundle only
 when it has changes to send or something new to say (a receipt the peer has not had
 from us: ``Replica.iter_pack(quiet=True)``), so an idle round uploads nothing; the
-receipts it carries are bounded by what the peer needs (docs/spec.md §6). A refused bundle is reported, set aside through the transport and
+receipts it carries are bounded by what the peer needs (docs/spec.md §8.2). A refused bundle is reported, set aside through the transport and
 never applied; it does not end the round. Nor does a peer that refuses to let us pull
 (``PeerRefusedError`` at the pull: a certificate it does not know yet, say): that is
 reported and the push goes on, so what this site wrote still gets delivered. Other
@@ -192,7 +192,7 @@ def _round(
         # hold: asking for its knowledge again adds nothing (over HTTP it would move a
         # receipt of every origin the server holds).
         # An HTTP pull answered with no bundle says our last receipt of it is current
-        # (spec-v3 §15.3): as good as an answer; /knowledge's narrower receipt would
+        # (docs/spec.md §15.3): as good as an answer; /knowledge's narrower receipt would
         # replace the one we pass on to the sites behind us.
         answered = transport.receipt_in_pull and (
             any(r.sender == peer for r in report.received)
@@ -201,7 +201,7 @@ def _round(
         theirs = Knowledge() if answered else transport.knowledge() or Knowledge()
         report.peer = peer
         if peer is not None:
-            # The union of what its receipts said: one may be restricted (spec §6).
+            # The union of what its receipts said: one may be restricted (docs/spec.md §8.1).
             theirs = theirs | replica.peer_knowledge(peer).get(peer, Knowledge())
         report.peer_knowledge = theirs
         size = max_bytes or transport.max_bundle_bytes

@@ -1,7 +1,7 @@
 """Blob chunk files in a mailbox (a shared folder or a courier disk): the file side of
 the blob lane over mailboxes (``offsync.sync.mailblobs`` decides what moves).
 
-Layout, beside the bundles of each destination (docs/spec.md §15.3)::
+Layout, beside the bundles of each destination (docs/spec.md §16.3)::
 
     to-<D>/blobs/<hh>/<H>-<offset>.ofc   a chunk sealed to D; hh = first 2 hex of H,
                                          H = first 32 hex of the blob hash

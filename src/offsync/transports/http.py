@@ -163,7 +163,7 @@ class HTTPTransport(Transport):
         self.retries = 0  # attempts repeated so far, for logs and tests
         self.pulls = 0  # pull requests made (a cut or broken answer is pulled again)
         self.digest_rounds = 0  # 409s answered with detail (the digest exchange)
-        #: The sites this site relays for (spec-v3 §9.1), sent with each pull so that the
+        #: The sites this site relays for (docs/spec.md §9.1), sent with each pull so that the
         #: server's receipt states their streams too.
         self.relays_for: tuple[bytes, ...] = tuple(sorted(set(relays_for)))
         #: Send group digests instead of knowledge that names more streams than this
@@ -511,7 +511,7 @@ class HTTPTransport(Transport):
             assert more is not None  # _frames ends with the end marker or raises
             if not more:
                 # No bundle for a pull that named our last receipt of the server: it is
-                # still the whole truth (spec-v3 §15.3), no need to ask /knowledge.
+                # still the whole truth (docs/spec.md §15.3), no need to ask /knowledge.
                 self.receipt_current = received == 0 and known is not None
                 return
             if since == before:

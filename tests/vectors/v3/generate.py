@@ -2,7 +2,7 @@
 
 Run: ``.venv/bin/python tests/vectors/v3/generate.py``. Everything is derived from
 fixed seeds, secrets, HLC values and inputs, so running it again gives the same files
-byte for byte (a test checks that). Blocks are zstd raw frames (docs/spec-v3.md §6.2),
+byte for byte (a test checks that). Blocks are zstd raw frames (docs/spec.md §6.2),
 so no byte depends on a compressor; the one sealed body uses a fixed ephemeral key.
 JSON holds bytes as lowercase hex; inside field inputs a bytes value is written
 ``{"$bytes": hex}`` and a float that JSON cannot hold ``{"$float": "nan" | "inf" |
@@ -1338,7 +1338,7 @@ def bundle_cases() -> list[Case]:
 
 
 def token_v1(site: Identity, seq: int, hlc: int, collection: str, key: str, fields: Any) -> bytes:
-    """A version-1 token (format 2's, docs/spec.md §13), whose code is gone:
+    """A version-1 token (format 2's: §13 of format 2's spec), whose code is gone:
     ``[1, origin, seq, hlc, collection, key, fields_digest, signature]``."""
     digest = hashlib.blake2b(fields or b"", digest_size=16, person=b"offsync/attest").digest()
     body = [1, site.public_key, seq, hlc, collection, key, digest]
@@ -1413,7 +1413,7 @@ def invalid() -> dict[str, Any]:
     return {
         "description": (
             "inputs every decoder MUST refuse, each with the error class and the section of"
-            " docs/spec-v3.md that refuses it (Appendix A lists them); kinds: block (a"
+            " docs/spec.md that refuses it (Appendix A lists them); kinds: block (a"
             " decompressed block, with its segment's origin, partition and first_seq),"
             " frame, segment (parse, verify, open), knowledge, receipt, bundle (open,"
             " then every segment), token, token text, read scope (msgpack of a"
