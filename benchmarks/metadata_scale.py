@@ -1,11 +1,11 @@
 """What metadata costs between a centre that knows N sites and one site (issue 18),
-in wire format 3 (docs/spec-v3.md §8.2, §15).
+in wire format 3 (docs/spec.md §8.2, §15).
 
 For N in 1,000 / 10,000 / 80,000 (``--sites``) a centre is simulated
 (``offsync.testing.deployment.simulate``: generated keys, one sealed segment per site in
 its index, in its district's partition of ``residents``, one honest bounded receipt
 heard from each site, districts of ``--district`` sites). Measured, with the sender
-rule of spec-v3 §8.2 ("after") and the rule before issue 18 ("before":
+rule of spec §8.2 ("after") and the rule before issue 18 ("before":
 ``Replica.bounded_receipts = False``: our receipt states everything held, every
 receipt heard is passed on, every round sends a bundle and asks ``GET /knowledge``),
 in the same run:

@@ -284,7 +284,7 @@ def set_up(root: Path, residents: int, say: Callable[[str], None]) -> Scenario:
     scenario.disk.mkdir()
     scenario.share.mkdir()
     # The district relays for the offices that reach the centre only through it: the
-    # centre's receipts about them travel back that way (docs/spec-v3.md §8.2).
+    # centre's receipts about them travel back that way (docs/spec.md §8.2).
     scenario.district.replica.set_relays_for(
         [scenario.saradan.replica.id, scenario.mejayan.replica.id]
     )

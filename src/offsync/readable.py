@@ -1,5 +1,5 @@
 """Who may read what: the one rule servers, relays and disk exports apply before handing
-data to a site (docs/design.md, "Who may read what"; docs/spec-v3.md §4, §13.3).
+data to a site (docs/design.md, "Who may read what"; docs/spec.md §4, §13.3).
 
 Open mode (no trust store): anyone may read everything, as anyone may write. Trust mode:
 an authority reads everything; a site whose certificate is in force reads its

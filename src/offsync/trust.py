@@ -15,7 +15,7 @@ authority may write, so certificates reach offline sites by the same paths as da
   after ``effective_ms``, or beyond ``after`` (per stream, the last seq kept; every
   change of a stream it does not list), are refused; earlier ones are kept. ``after``
   pins the revocation to what the centre already holds, which a thief holding the key
-  cannot backdate around (docs/spec-v3.md §13.4). ``after_seq`` is format 2's form of
+  cannot backdate around (docs/spec.md §13.4). ``after_seq`` is format 2's form of
   it (one seq over all of the key's changes), kept until the replica speaks format 3.
 
 The ``TrustStore`` is a pure function of the visible ``_trust`` records, which are a
@@ -70,7 +70,7 @@ CERT_PREFIX = "cert/"
 REVOKE_PREFIX = "revoke/"
 #: In a certificate's ``collections``, allows every collection except ``_trust``.
 ANY_COLLECTION = "*"
-#: A change's op that only an authority may write (an erase order, spec-v3 §10.3).
+#: A change's op that only an authority may write (an erase order, spec §10.3).
 ERASE_OP = 2
 
 #: A collection validator: gets ``(key, fields or None for a delete)``; returns None or
@@ -232,7 +232,7 @@ class Revocation:
 
     def revokes_at(self, partition: Partition | None, seq: int, ms: int) -> bool:
         """Whether the change ``seq`` of stream ``(site, partition)`` at ``ms`` is
-        revoked (docs/spec-v3.md §13.5 step 3)."""
+        revoked (docs/spec.md §13.5 step 3)."""
         if self.effective_ms is not None and ms >= self.effective_ms:
             return True
         if self.after is not None:
@@ -416,7 +416,7 @@ class TrustStore:
     ) -> TrustStore:
         """From the visible ``_trust`` records, as ``(key, fields)`` pairs. With the
         deployment's ``partitions`` rule, a certificate whose ``read`` scope has a prefix
-        longer than its collection's ``L`` is malformed (spec-v3 §13.3)."""
+        longer than its collection's ``L`` is malformed (spec §13.3)."""
         certs: dict[bytes, Certificate] = {}
         revocations: dict[bytes, Revocation] = {}
         problems: list[str] = []
@@ -562,7 +562,7 @@ class TrustStore:
         op: int = 0,
     ) -> Status | None:
         """``check`` as a ``Status`` (kinds ``trust``, ``validity``, ``scope``), or None:
-        the steps of docs/spec-v3.md §13.5 in order."""
+        the steps of docs/spec.md §13.5 in order."""
         if collection == TRUST_COLLECTION or op == ERASE_OP:
             return None if origin in self.authorities else _NOT_AN_AUTHORITY
         r = self.rules.get(origin)

@@ -1,5 +1,5 @@
 """What travels about knowledge is bounded by the receiver, at 80,000 sites (issue 18,
-spec-v3 §8.2).
+spec §8.2).
 
 A simulated deployment (``offsync.testing.deployment.simulate``: generated keys, one
 segment per site in the centre's index, one bounded receipt heard from each; no 80,000

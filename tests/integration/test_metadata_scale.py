@@ -41,7 +41,7 @@ def test_a_scoped_site_gets_an_answer_of_its_district_size(deployment: Deploymen
 def test_an_unscoped_site_stays_within_every_limit(deployment: Deployment) -> None:
     """A site holding every origin's changes is what format 2 could not bound
     (docs/design.md): in format 3 its centre's receipt names its own streams and those
-    its receipts stated (spec-v3 §8.2), not every origin."""
+    its receipts stated (spec §8.2), not every origin."""
     everything = deployment.centre.knowledge()
     got = answer(deployment, 7, everything)
     assert got.within() == []

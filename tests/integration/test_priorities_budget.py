@@ -1,4 +1,4 @@
-"""Priorities and a byte budget (docs/spec-v3.md §9.5): a round cut short by
+"""Priorities and a byte budget (docs/spec.md §9.5): a round cut short by
 ``max_bytes_per_round`` has sent births and doses before bulk corrections, the rest
 follows over the next rounds, and knowledge stays exact throughout.
 

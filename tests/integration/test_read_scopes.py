@@ -181,7 +181,7 @@ def test_http_pull_offers_exactly_the_read_scope(world: World) -> None:
 
 
 def test_the_pull_answers_receipt_states_only_the_scope(world: World) -> None:
-    """The centre's own receipt in its answer is restricted too (spec-v3 §8.2): it says
+    """The centre's own receipt in its answer is restricted too (spec §8.2): it says
     nothing of the streams the site may not read."""
     with (
         LiveServer(create_app(world.centre)) as srv,

@@ -1,6 +1,6 @@
 """A site behind a relay learns whether its own changes reached the centre, on every
 path between it and the relay (HTTP served by the relay, a folder, a disk), and its
-idle rounds then move nothing (spec-v3 §8.2 point 2: subject receipts; §15.3).
+idle rounds then move nothing (spec §8.2 point 2: subject receipts; §15.3).
 
 The relay names the site in ``set_relays_for``; its bundles and pull requests to the
 centre say so (``relays_for``), the centre signs a receipt about the site alone, and

@@ -1,6 +1,6 @@
 """Erasure in real replicas (SQLite files): an authority's erase order removes the
 record's values from every store that admits it, travels as an ordinary change, and
-redacted segments travel redacted (docs/spec-v3.md §10.3-10.4, §6.4)."""
+redacted segments travel redacted (docs/spec.md §10.3-10.4, §6.4)."""
 
 from __future__ import annotations
 

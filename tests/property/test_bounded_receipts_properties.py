@@ -27,7 +27,7 @@ Step = tuple[str, int, int, int]
 
 
 def _sites() -> list[Replica]:
-    """The sites of the line; each relays for the one below it (spec-v3 §8.2: the
+    """The sites of the line; each relays for the one below it (spec §8.2: the
     centre's word on a site's changes travels down as a subject receipt)."""
     sites = [Replica.open(":memory:", identity=Identity.generate(label=f"s{i}")) for i in range(N)]
     for up, down in LINE[1:]:

@@ -1,4 +1,4 @@
-"""Properties of read scopes in certificates (docs/spec-v3.md §13.3): a certificate issued
+"""Properties of read scopes in certificates (docs/spec.md §13.3): a certificate issued
 with a read scope gives back exactly that scope through the trust store, and without
 one it reads exactly what it may write."""
 

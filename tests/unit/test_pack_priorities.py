@@ -1,4 +1,4 @@
-"""The packer's order (docs/spec-v3.md §9.5): by the collection's priority (lower
+"""The packer's order (docs/spec.md §9.5): by the collection's priority (lower
 first, default 100, ``_trust`` always 0), then stream, then seq."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The sans-IO rules of receipts bounded by the receiver in format 3 (spec-v3 §8.2):
+"""The sans-IO rules of receipts bounded by the receiver in format 3 (spec §8.2):
 subject receipts, whom a relay relays for, and what a signer's own word replaces."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Read scopes in certificates and per-stream revocations (docs/spec-v3.md §13.3-§13.5),
+"""Read scopes in certificates and per-stream revocations (docs/spec.md §13.3-§13.5),
 and who may read what (``offsync.readable``).
 
 Pure: trust stores are built from ``_trust`` record fields, as a replica builds its own.

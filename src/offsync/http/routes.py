@@ -295,7 +295,7 @@ def _start_pull(
     if not scope:
         raise forbidden(site)
     held = replica.knowledge()
-    # What the site may read, and no more: segments, digests, our receipt (spec-v3
+    # What the site may read, and no more: segments, digests, our receipt (spec
     # §8.2, §15.2). What it may not read is never offered, as if it held it already.
     mine = state.scoped_knowledge(held, scope)
     groups = differing_groups(asked, mine)

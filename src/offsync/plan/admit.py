@@ -28,7 +28,7 @@ __all__ = [
     "held_reasons",
 ]
 
-#: An erase order whose origin is no authority key (docs/spec-v3.md §10.3, §13.5 step
+#: An erase order whose origin is no authority key (docs/spec.md §10.3, §13.5 step
 #: 1): the same reason as a ``_trust`` change's.
 NOT_AN_AUTHORITY_ERASE = Status(Kind.TRUST, "not an authority")
 

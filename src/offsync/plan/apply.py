@@ -112,7 +112,7 @@ def _stage_range(staged: list[tuple[int, int]], first: int, last: int) -> None:
 def plan_segments(segments: Iterable[AnySegment], ctx: ApplyContext) -> Iterator[SegmentPlan]:
     """The plan of each segment, in bundle order; after a ``REFUSE``, nothing more.
     A redacted segment is judged like a whole one: opening it checks its content
-    against its origin's signed commitment (docs/spec-v3.md §6.4)."""
+    against its origin's signed commitment (docs/spec.md §6.4)."""
     staged: dict[tuple[Stream, int], bytes] = {}
     ranges: dict[Stream, list[tuple[int, int]]] = {}
     sealed_now: dict[Stream, int] = {}  # own streams whose cut gave way in this bundle

@@ -1,7 +1,7 @@
 """Erasure: which records are erased, what a replica redacts, and what it shows.
 
 An **erase order** (op 2, an authority's change in the erased record's own partition,
-docs/spec-v3.md §10.3) erases its record: the record is not visible and not in the
+docs/spec.md §10.3) erases its record: the record is not visible and not in the
 state digest (§10.4), every put of it a replica holds is redacted (the segment is kept
 in its redacted form, §6.4, with those rows' values gone), later puts of it are
 redacted on arrival and never stored whole, and the order is forwarded like any change.

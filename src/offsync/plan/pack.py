@@ -3,7 +3,7 @@
 Everything held that the peer's knowledge lacks travels, as the whole segments it is
 in (segments are never re-cut; duplicates are free), except fork evidence, which is
 never passed on. Segments are grouped in priority order (``prioritised``: by their
-collection's priority, then stream, then seq; docs/spec-v3.md §9.5) into bundles of
+collection's priority, then stream, then seq; docs/spec.md §9.5) into bundles of
 at most ``max_bytes``, leaving ``BUNDLE_OVERHEAD`` for each bundle's framing, header and
 receipts; a bundle that still comes out too large is split in two (``fit``), and a
 single segment too large for ``max_bytes`` travels alone. ``bundles`` is a generator,
@@ -61,7 +61,7 @@ def priority_map(priorities: Mapping[str, int] | None) -> dict[str, int]:
 
 def prioritised(items: Iterable[Item], priorities: Mapping[str, int]) -> list[Item]:
     """``items`` by (priority of the stream's collection, stream, seq): what matters first
-    goes first, so a round cut short by a byte budget has sent that (spec-v3 §9.5)."""
+    goes first, so a round cut short by a byte budget has sent that (spec §9.5)."""
     return sorted(
         items,
         key=lambda item: (

@@ -96,7 +96,7 @@ def outside(
 ) -> Knowledge:
     """The streams of ``knowledge`` neither of ``origins``, nor (a scope of partitions
     given) in ``scope``, nor among ``streams``: what a sender's own receipt to us does
-    not cover (spec-v3 §8.2, and the streams our receipts to it stated), and so says
+    not cover (spec §8.2, and the streams our receipts to it stated), and so says
     nothing about."""
     mine = set(origins)
     kept = knowledge.restrict_origins(o for o in knowledge.origins() if o not in mine)
@@ -131,7 +131,7 @@ def heard_union(
     of the union (receipts signed for other receivers, passed on) never override the
     signer's newer word to us; at worst we send an origin it holds once more.
 
-    ``domain`` (format 3, spec-v3 §8.2: our origin and those we relay for, our read
+    ``domain`` (format 3, spec §8.2: our origin and those we relay for, our read
     scope when it is a set of partitions, and the streams our receipts to the signer
     stated): the streams a signer's own receipt to us states in full. It is taken at its word there only; outside, what earlier
     receipts said (the streams they carried, an upload's answer) is kept, so that an
@@ -167,7 +167,7 @@ def relays_closure(
 
 class Subject(NamedTuple):
     """A receipt about one subject: its issuer's statement restricted to the subject's
-    own streams (spec-v3 §8.2 point 2), encoded as signed."""
+    own streams (spec §8.2 point 2), encoded as signed."""
 
     issuer: bytes
     created: int

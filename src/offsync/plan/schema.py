@@ -1,5 +1,5 @@
 """Schema versions: which changes a replica applies now, which it holds, and what the
-merge folds (docs/spec-v3.md §10.2, §11).
+merge folds (docs/spec.md §10.2, §11).
 
 Every change records the schema version of its collection it was written under. A
 replica applies a change of its collection's current version or an older one, read

@@ -56,7 +56,7 @@ def check_name(value: str, what: str, max_bytes: int) -> None:
 
 
 def check_author(author: str | None) -> str | None:
-    """An author id as the format carries it (docs/spec-v3.md §5): None, or 1-64 bytes
+    """An author id as the format carries it (docs/spec.md §5): None, or 1-64 bytes
     of UTF-8 text (a clerk id the application gives; offsync never interprets it)."""
     if author is not None:
         check_name(author, "an author id", MAX_AUTHOR_BYTES)

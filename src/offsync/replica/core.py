@@ -53,7 +53,7 @@ __all__: list[str] = []
 #: Meta: the sites this replica was told it relays for (``Replica.set_relays_for``).
 RELAYS_META = "relays-for"
 #: Meta (+ a peer's key in hex): the sites that peer said it relays for, in its last
-#: bundle or pull request (spec-v3 §8.2: what our bundles to it carry).
+#: bundle or pull request (spec §8.2: what our bundles to it carry).
 PEER_RELAYS_META = "relays-for:"
 #: Meta (+ a subject's key in hex): receipts of other issuers about that subject alone
 #: (``plan.receipts.take_subject``), passed on to it and to whoever relays for it.
@@ -368,7 +368,7 @@ class _Core:
         self.store.put_records(rows)
         return conflicts
 
-    # -- relays and subject receipts (spec-v3 §8.2) -------------------------------------
+    # -- relays and subject receipts (spec §8.2) -------------------------------------
 
     def _my_relays(self) -> tuple[bytes, ...]:
         """The sites this replica relays for (``Replica.relays_for``)."""

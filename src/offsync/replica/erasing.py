@@ -1,4 +1,4 @@
-"""``Replica.erase``: an authority's erase order for one record (docs/spec-v3.md §10.3).
+"""``Replica.erase``: an authority's erase order for one record (docs/spec.md §10.3).
 
 An erase order is an ordinary change (op 2, fields ``{"reason": ...}``) in the erased
 record's partition, written by an authority key and forwarded like any change; every

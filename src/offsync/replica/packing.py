@@ -213,7 +213,7 @@ class _Packing(_Sealing):
         in_scope: Knowledge | None,
         ranges: Knowledge,
     ) -> Knowledge:
-        """What our receipt in a bundle of ``ranges`` for ``receiver`` states (spec-v3
+        """What our receipt in a bundle of ``ranges`` for ``receiver`` states (spec
         §8.2 point 1, ``offsync.receipt.statement_for``; our own streams only as far as
         sealed), and the streams the receiver's receipts stated to us: without them
         an unscoped mailbox peer would never learn that we hold what it sent us, and

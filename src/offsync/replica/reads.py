@@ -157,7 +157,7 @@ class _Reads(_Core):
             return Receipt.issue(self.identity, self._tick(), self._receipt_knowledge())
 
     def receipt_for(self, receiver: bytes, *stated: Knowledge | None) -> Receipt:
-        """A fresh receipt restricted to what ``receiver`` needs (docs/spec-v3.md §8.2,
+        """A fresh receipt restricted to what ``receiver`` needs (docs/spec.md §8.2,
         §15.3): its own streams, those of the sites it relays for, and the streams
         ``stated`` (an upload's ranges)."""
         with self._lock:
@@ -166,7 +166,7 @@ class _Reads(_Core):
             return Receipt.issue(self.identity, self._tick(), self._receipt_for(receiver, stated))
 
     def _receipt_for(self, receiver: bytes, stated: Sequence[Knowledge | None]) -> Knowledge:
-        # spec-v3 §8.2, §15.3: the receiver's streams, those of the sites it relays for,
+        # spec §8.2, §15.3: the receiver's streams, those of the sites it relays for,
         # and the streams ``stated`` (an upload's ranges); ours only as far as sealed.
         origins = {receiver, *self._declared_relays(receiver)}
         carried = Knowledge()

@@ -6,7 +6,7 @@ value anywhere in the store: its state has no fields (``plan.merge.recompute`` r
 ``erasure.merge``), its applied puts are kept as stubs (fields gone) in the changes
 table, and every held segment holding one of its puts, applied or quarantined, is kept
 in its redacted form instead (same hash: knowledge, chains and duplicates do not
-change; docs/spec-v3.md §6.4). The set of erased records is kept in the store (meta
+change; docs/spec.md §6.4). The set of erased records is kept in the store (meta
 ``erased``) and never shrinks (docs/design.md, "Erasure").
 """
 

@@ -93,7 +93,7 @@ class Replica(_Bulk, _Applying, _Packing, _Blobs, _Mailing, _History, _Erasing, 
         when a write names no author (a clerk id, 1-64 UTF-8 bytes).
         ``priorities``: per collection, the order its changes are packed in (lower
         first, default 100, ``_trust`` always 0), so that a round cut short by a byte
-        budget has sent what matters first (docs/spec-v3.md §9.5)."""
+        budget has sent what matters first (docs/spec.md §9.5)."""
         if not 1 <= level <= 22:
             raise UsageError("level must be a zstd level from 1 to 22")
         self.level = level

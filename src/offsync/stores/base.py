@@ -258,7 +258,7 @@ class Store(ABC):
     @abstractmethod
     def replace_segment_data(self, stream: Stream, first_seq: int, data: bytes) -> None:
         """Keep ``data`` as the held segment's bytes instead (its redacted form after an
-        erasure: same hash, seqs and status; docs/spec-v3.md §6.4). Nothing if none is
+        erasure: same hash, seqs and status; docs/spec.md §6.4). Nothing if none is
         held there."""
 
     def remove_segments(self, keys: Sequence[tuple[Stream, int]]) -> None:

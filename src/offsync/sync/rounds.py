@@ -23,7 +23,7 @@ loopback; ``Transport.blob_mailbox``: a folder, a disk) runs the blob lane
 refused blob is reported and the others go on, and a broken link there is reported
 (``Refused("blobs", ...)``) rather than raised, since the records already arrived.
 
-A round may stop at a byte budget (``max_bytes_per_round``, docs/spec-v3.md §9.5): each
+A round may stop at a byte budget (``max_bytes_per_round``, docs/spec.md §9.5): each
 direction moves about that many bundle bytes, in the packer's priority order (births
 and doses before bulk corrections, as ``Replica(priorities=...)`` says), and the rest
 goes next round (``SyncReport.more``). Knowledge stays exact: each side states what
