@@ -83,3 +83,13 @@ def test_told_digest_names_issuer_and_statement() -> None:
     assert told_digest(B, k) == told_digest(B, k)
     assert told_digest(B, k) != told_digest(C, k)
     assert told_digest(B, k) != told_digest(B, _k((A, P, 3)).to_bytes())
+
+
+def test_a_direct_receipt_is_whole_about_its_signers_own_streams() -> None:
+    """A site restored from a backup states less of its own stream than it stated
+    before: that is taken at its word, so its peer sends it back what it lost (the
+    mailbox restore of docs/operations.md), whatever else the domain holds."""
+    before = _k((B, P, 2), (A, P, 2))
+    stated = _k((B, P, 1))  # B, restored, holds its own seq 1 only
+    got = heard_union(B, before, stated, direct=True, domain=([ME], None, None))
+    assert got == _k((B, P, 1), (A, P, 2))
