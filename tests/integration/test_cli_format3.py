@@ -13,7 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from offsync import Identity, Replica
 from offsync.cli.site import Site
+from offsync.schemas import Schema, Schemas
+from offsync.sync import exchange_folder
 from tests.helpers.cli import PASSPHRASE, InProcess, Shell, serving
 
 NIK = "3519010101900001"
@@ -47,7 +50,9 @@ def test_author_from_the_option_or_the_environment_shows_in_history(sh: Shell) -
 
 def test_an_author_too_long_is_refused_and_nothing_is_written(sh: Shell) -> None:
     sh.init("kec")
-    bad = sh.run("--site", "kec", "put", "residents", NIK, "name=Siti", "--author", "x" * 65, code=2)
+    bad = sh.run(
+        "--site", "kec", "put", "residents", NIK, "name=Siti", "--author", "x" * 65, code=2
+    )
     assert "author" in bad.stderr
     assert sh.json("--site", "kec", "get", "residents", NIK, code=1) is None
     assert sh.json("--site", "kec", "history", "residents", NIK, code=1) == []
@@ -119,7 +124,9 @@ def test_budget_is_refused_when_not_positive_or_for_a_folder(sh: Shell) -> None:
     sh.init("kec")
     share = sh.cwd / "share"
     share.mkdir()
-    zero = sh.run("--site", "kec", "sync", "http://127.0.0.1:9", "--max-bytes-per-round", "0", code=2)
+    zero = sh.run(
+        "--site", "kec", "sync", "http://127.0.0.1:9", "--max-bytes-per-round", "0", code=2
+    )
     assert "positive" in zero.stderr
     sh.run("--site", "kec", "sync", "http://127.0.0.1:9", "--max-bytes-per-round", "ten", code=2)
     folder = sh.run("--site", "kec", "sync", str(share), "--max-bytes-per-round", "1MB", code=2)
@@ -159,12 +166,35 @@ def test_budgeted_rounds_send_priorities_first_and_say_when_more_is_waiting(
         told = sh.run("--site", "kec", "sync", url, "--max-bytes-per-round", "100KiB").stdout
         assert "stopped at the byte budget" in told
         for _ in range(30):
-            if not sh.json("--site", "kec", "sync", url, "--max-bytes-per-round", "100K")[
-                "rounds"
-            ][0]["more"]:
+            if not sh.json("--site", "kec", "sync", url, "--max-bytes-per-round", "100K")["rounds"][
+                0
+            ]["more"]:
                 break
         else:
             pytest.fail("the backlog never finished")
         last = sh.run("--site", "kec", "sync", url, "--max-bytes-per-round", "100K").stdout
         assert "byte budget" not in last
     assert sh.json("--site", "pusat", "ls")["corrections"] == 2000
+
+
+def test_history_shows_the_schema_version_of_a_change_held_for_it(sh: Shell) -> None:
+    """A site upgraded first writes version 2; this site (unversioned) holds that change
+    for its version, and `history --held` says which version it was written under."""
+    kec = sh.init("kec")
+    share = sh.cwd / "share"
+    share.mkdir()
+    upgraded = Replica.open(
+        ":memory:",
+        identity=Identity.generate(label="kab"),
+        schemas=Schemas({"residents": Schema(2, {1: lambda f: {**f, "v2": True}})}),
+    )
+    with upgraded:
+        upgraded.put("residents", NIK, {"name": "Siti"}, author="clerk-9")
+        exchange_folder(upgraded, share, [bytes.fromhex(kec)])
+    sh.run("--site", "kec", "sync", str(share))
+    [held] = sh.json("--site", "kec", "history", "residents", NIK, "--held")
+    assert held["schema"] == 2 and held["author"] == "clerk-9" and held["held"]
+    table = sh.run("--site", "kec", "history", "residents", NIK, "--held").stdout
+    assert "schema" in table and "clerk-9" in table and "held" in table
+    row = next(line for line in table.splitlines() if "clerk-9" in line)
+    assert [cell.strip() for cell in row.split("│")][5:7] == ["put", "2"]
