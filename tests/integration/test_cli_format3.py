@@ -48,6 +48,25 @@ def test_author_from_the_option_or_the_environment_shows_in_history(sh: Shell) -
     assert "pak-budi" in table and "schema" not in table  # no versioned collection here
 
 
+def test_a_conflict_settled_by_a_clerk_names_the_clerk(sh: Shell) -> None:
+    sh.init("kec-a", "--policy", "doses=fww")
+    b = sh.init("kec-b", "--policy", "doses=fww")
+    share = sh.cwd / "share"
+    share.mkdir()
+    sh.run("--site", "kec-a", "put", "doses", "3519/1", "vaccine=CoronaVac")
+    sh.run("--site", "kec-b", "put", "doses", "3519/1", "vaccine=Pfizer")
+    sh.run("--site", "kec-a", "sync", str(share), "--peer", b)
+    sh.run("--site", "kec-b", "sync", str(share))
+    [conflict] = sh.json("--site", "kec-b", "conflicts")
+    keep = next(h for h, v in conflict["versions"].items() if v == {"vaccine": "Pfizer"})
+    sh.run(
+        "--site", "kec-b", "conflicts", "resolve", "doses", "3519/1", "--choose", keep,
+        env={"OFFSYNC_AUTHOR": "supervisor-2"},
+    )  # fmt: skip
+    last = sh.json("--site", "kec-b", "history", "doses", "3519/1")[-1]
+    assert last["author"] == "supervisor-2" and last["current"]
+
+
 def test_an_author_too_long_is_refused_and_nothing_is_written(sh: Shell) -> None:
     sh.init("kec")
     bad = sh.run(
@@ -97,6 +116,9 @@ def test_erase_at_the_authority_removes_the_record_here_and_where_the_order_goes
     )  # fmt: skip
     assert done["erased"] and done["change"]
     assert sh.json("--site", "authority", "get", "residents", NIK, code=1) is None
+    order = sh.json("--site", "authority", "history", "residents", NIK)[-1]
+    assert (order["op"], order["author"]) == ("erase", "dpo-1")
+    assert order["fields"] == {"reason": "REQ-2026-118"}
     again = sh.run("--site", "authority", "erase", "residents", NIK, "--reason", "REQ-2026-118")
     assert "erased here already" in again.stdout
     # The order travels like any change: the sub-district applies it and loses the values.

@@ -18,19 +18,8 @@ from ..replica.blobs import BLOB_FETCH
 from .app import cli, json_option, pass_state
 from .exits import EXIT_ERROR, fail, show_error
 from .output import emit_json, err, head_name, iso_hlc, json_text, out, when
-from .params import parse_fields, parse_key
+from .params import author_option, parse_fields, parse_key
 from .site import Site, State, parse_partitions, parse_priorities, parse_reference
-
-#: Who entered a write (``--author``, else env ``OFFSYNC_AUTHOR``): a clerk id kept in
-#: each change and shown by ``history``. Per login, not per site: a laptop passed
-#: between clerks must not sign the next one's work with the last one's name.
-author_option = click.option(
-    "--author",
-    envvar="OFFSYNC_AUTHOR",
-    metavar="CLERK",
-    help="Who enters this write: a clerk id (1-64 bytes), kept with the change and shown"
-    " by `offsync history` (env OFFSYNC_AUTHOR; default: none).",
-)
 
 
 @cli.command()
