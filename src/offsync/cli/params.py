@@ -8,6 +8,8 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+import click
+
 from .. import Replica
 from ..knowledge import Knowledge
 from .exits import EXIT_USAGE, CommandError, fail
@@ -16,6 +18,17 @@ if TYPE_CHECKING:
     from .site import Site
 
 _FULL_KEY = re.compile(r"[0-9a-f]{64}")
+
+#: Who entered a write (``--author``, else env ``OFFSYNC_AUTHOR``): a clerk id kept in
+#: each change and shown by ``history``. Per login, not per site: a laptop passed
+#: between clerks must not sign the next one's work with the last one's name.
+author_option = click.option(
+    "--author",
+    envvar="OFFSYNC_AUTHOR",
+    metavar="CLERK",
+    help="Who enters this write: a clerk id (1-64 bytes), kept with the change and shown"
+    " by `offsync history` (env OFFSYNC_AUTHOR; default: none).",
+)
 
 
 def parse_fields(pairs: Sequence[str], as_json: str | None) -> dict[str, Any]:

@@ -18,8 +18,8 @@ from ..replica.blobs import BLOB_FETCH
 from .app import cli, json_option, pass_state
 from .exits import EXIT_ERROR, fail, show_error
 from .output import emit_json, err, head_name, iso_hlc, json_text, out, when
-from .params import parse_fields, parse_key
-from .site import Site, State, parse_partitions, parse_reference
+from .params import author_option, parse_fields, parse_key
+from .site import Site, State, parse_partitions, parse_priorities, parse_reference
 
 
 @cli.command()
@@ -50,6 +50,14 @@ from .site import Site, State, parse_partitions, parse_reference
     metavar="COLLECTION",
     help="A reference collection (vaccine lots): every certified site reads it whole,"
     " whatever its read scope (repeatable, or comma-separated; the same at every site).",
+)
+@click.option(
+    "--priority",
+    "priority_specs",
+    multiple=True,
+    metavar="COLLECTION=N",
+    help="Send this collection's changes in this order, lower first (default 100), so a"
+    " round cut short by --max-bytes-per-round has sent them (repeatable).",
 )
 @click.option(
     "--trust",
@@ -86,6 +94,7 @@ def init(
     default_policy: str,
     partition_specs: tuple[str, ...],
     reference_specs: tuple[str, ...],
+    priority_specs: tuple[str, ...],
     trusted: tuple[str, ...],
     authority: bool,
     open_mode: bool,
@@ -115,6 +124,7 @@ def init(
         site_policies[collection] = name
     partitions = parse_partitions(partition_specs)
     reference = parse_reference(reference_specs)
+    priorities = parse_priorities(priority_specs)
     passphrase = state.passphrase(confirm=True)
     if not passphrase:
         fail("an empty passphrase would leave the site key unprotected", hint="choose one")
@@ -132,6 +142,7 @@ def init(
         blob_fetch,
         partitions=partitions,
         reference=reference,
+        priorities=priorities,
     )
     if state.json:
         emit_json(
@@ -142,6 +153,7 @@ def init(
                 "policies": site.policies,
                 "authorities": site.authorities,
                 "reference": site.reference,
+                "priorities": site.priorities,
                 "mode": "trust" if site.authorities else "open",
                 "blobs": blob_fetch,
             }
@@ -239,6 +251,7 @@ def _field_path(spec: str, option: str) -> tuple[str, Path]:
     "--media-type",
     help="Media type of the attached files (default: guessed from each file's name).",
 )
+@author_option
 @json_option
 @pass_state
 def put(
@@ -249,6 +262,7 @@ def put(
     fields_json: str | None,
     attachments: tuple[str, ...],
     media_type: str | None,
+    author: str | None,
 ) -> None:
     """Set fields of a record (FIELD=text, FIELD:=JSON); other fields are kept."""
     fields = parse_fields(pairs, fields_json)
@@ -262,7 +276,7 @@ def put(
         with path.open("rb") as f:
             refs[name] = replica.put_blob(f, kind)
         fields[name] = refs[name].field()
-    change = replica.put(collection, key, fields)
+    change = replica.put(collection, key, fields, author=author)
     if state.json:
         emit_json(
             {
@@ -316,17 +330,54 @@ def get(state: State, collection: str, key: str, saves: tuple[str, ...]) -> None
 @cli.command()
 @click.argument("collection")
 @click.argument("key")
+@author_option
 @json_option
 @pass_state
-def delete(state: State, collection: str, key: str) -> None:
+def delete(state: State, collection: str, key: str, author: str | None) -> None:
     """Delete a record (a tombstone that travels like any change)."""
-    change = state.writer().delete(collection, key)
+    change = state.writer().delete(collection, key, author=author)
     if state.json:
         emit_json({"deleted": change is not None})
     elif change is None:
         out.print(f"{collection}/{key}: nothing to delete")
     else:
         out.print(f"{collection}/{key} deleted (change {head_name(change)})")
+
+
+@cli.command()
+@click.argument("collection")
+@click.argument("key")
+@click.option(
+    "--reason",
+    required=True,
+    metavar="TEXT",
+    help="Why: the erasure request's reference (kept in the order every site receives;"
+    " no personal data).",
+)
+@author_option
+@json_option
+@pass_state
+def erase(state: State, collection: str, key: str, reason: str, author: str | None) -> None:
+    """Erase a record for good (authority sites only): its field values leave this store
+    now and every replica that receives the order, and the key cannot be written again.
+
+    Unlike `delete`, nothing of the record stays in history. Exit 2 at a site that is
+    not an authority, with nothing changed."""
+    site = state.site
+    if site.authorities and site.public_key.hex() not in site.authorities:
+        fail(
+            f"{site.label} is not an authority: only an authority key may erase a record"
+            " (every other site would hold the order and never apply it)",
+            hint="run `offsync erase` at the authority site (created with --authority);"
+            " the order reaches this site at its next sync",
+        )
+    order = state.writer().erase(collection, key, reason, author=author)
+    if state.json:
+        emit_json({"erased": order is not None, "change": head_name(order) if order else None})
+    elif order is None:
+        out.print(f"{collection}/{key}: erased here already")
+    else:
+        out.print(f"{collection}/{key} erased (order {head_name(order)}); it travels like a change")
 
 
 @cli.command()
@@ -374,7 +425,8 @@ def ls(state: State, collection: str | None, limit: int) -> None:
 def history(state: State, collection: str, key: str, held: bool) -> None:
     """Every version of one record this site holds, oldest first (exit 1 if none).
 
-    Each change with its time, site, change id (ORIGIN:SEQ), op and the fields it
+    Each change with its time, site, author (who entered it: --author), change id
+    (ORIGIN:SEQ), op, schema version (when a collection has one) and the fields it
     wrote, intermediate offline edits included, in the order every replica that holds
     the same changes lists them. `current` marks the versions no later change
     replaced (two or more: a conflict or concurrent edits)."""
@@ -402,7 +454,9 @@ def history(state: State, collection: str, key: str, held: bool) -> None:
     if state.json:
         emit_json(doc)
     elif entries:
-        table = Table("time", "site", "change", "op", "fields", title=f"{collection}/{key}")
+        versioned = any(e.schema > 1 for e in entries)
+        columns = ["time", "site", "author", "change", "op", *(["schema"] * versioned)]
+        table = Table(*columns, "fields", title=f"{collection}/{key}")
         for e in entries:
             mark = "  [dim](current)[/]" if e.head else ""
             if e.reason is not None:
@@ -411,8 +465,10 @@ def history(state: State, collection: str, key: str, held: bool) -> None:
             table.add_row(
                 when(e.hlc),
                 escape(names.get(e.origin) or e.origin[:6].hex()),
+                "-" if e.author is None else escape(e.author),
                 head_name(e.id),
                 e.op,
+                *([str(e.schema) if e.schema > 1 else "-"] * versioned),
                 shown + mark,
             )
         out.print(table)

@@ -79,6 +79,38 @@ def parse_reference(specs: Sequence[str]) -> list[str]:
     return list(dict.fromkeys(out))
 
 
+def _priorities(value: Any) -> dict[str, int]:
+    if not isinstance(value, dict) or not all(type(v) is int for v in value.values()):
+        raise ValueError(f"priorities map collection names to whole numbers, not {value!r}")
+    return {str(k): v for k, v in value.items()}
+
+
+def parse_priorities(specs: Sequence[str]) -> dict[str, int]:
+    """``--priority doses=10`` (repeatable, or comma-separated) as collection -> priority:
+    the order a round packs changes in, lower first (docs/spec.md §9.5; default 100)."""
+    out: dict[str, int] = {}
+    for spec in specs:
+        for item in (i.strip() for i in spec.split(",")):
+            if not item:
+                continue
+            collection, sep, number = (p.strip() for p in item.partition("="))
+            try:
+                if not sep:
+                    raise ValueError
+                value = int(number)
+                check_collection(collection)
+            except (ValueError, UsageError):
+                fail(
+                    f"cannot read --priority {item!r}",
+                    hint="write --priority doses=10 (a collection and a whole number;"
+                    " lower goes first, the default is 100)",
+                )
+            if collection == TRUST_COLLECTION:
+                fail("--priority _trust: certificates always go first (priority 0)")
+            out[collection] = value
+    return out
+
+
 def parse_partitions(specs: Sequence[str]) -> dict[str, int]:
     """``collection=length`` settings (``--partitions residents=6``) as a rule's map."""
     out: dict[str, int] = {}
@@ -152,6 +184,11 @@ class Site:
     #: replica and read by every certified site, whatever its read scope. Set at
     #: ``init`` (``--reference``), deployment-wide like the partition rule.
     reference: list[str] = field(default_factory=list)
+    #: Per collection, the order a round packs its changes in (lower first, default
+    #: 100; docs/spec.md §9.5), so a round cut short by ``--max-bytes-per-round`` has
+    #: sent what matters first. Set at ``init`` (``--priority``); a site's own choice,
+    #: not deployment-wide (editing site.json changes it from the next command on).
+    priorities: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def load(cls, path: Path) -> Site:
@@ -176,6 +213,7 @@ class Site:
                 [_centre_entry(c) for c in doc.get("centres", [])],
                 {str(k): _length(v) for k, v in doc.get("partitions", {}).items()},
                 _names(doc.get("reference", [])),
+                _priorities(doc.get("priorities", {})),
             )
             keys = [c["key"] for c in site.centres if c["key"] is not None]
             for a in [*site.authorities, *site.peers.values(), *keys]:
@@ -206,6 +244,8 @@ class Site:
             doc["partitions"] = dict(sorted(self.partitions.items()))
         if self.reference:
             doc["reference"] = list(self.reference)
+        if self.priorities:
+            doc["priorities"] = dict(sorted(self.priorities.items()))
         write_atomic(self.path / SITE_FILE, (json.dumps(doc, indent=2) + "\n").encode())
 
     @classmethod
@@ -220,6 +260,7 @@ class Site:
         blobs: str | None = None,
         partitions: dict[str, int] | None = None,
         reference: Sequence[str] = (),
+        priorities: dict[str, int] | None = None,
     ) -> Site:
         for name in [*site_policies.values(), default_policy]:
             policy_of(name)
@@ -248,6 +289,7 @@ class Site:
             list(dict.fromkeys(authorities)),
             partitions=dict(partitions or {}),
             reference=list(dict.fromkeys(reference)),
+            priorities=dict(priorities or {}),
         )
         site.save()
         site.open(identity, create=True, blobs=blobs).close()
@@ -302,6 +344,7 @@ class Site:
             blobs=blobs,
             partitions=self.partitions,
             reference=self.reference,
+            priorities=self.priorities,
         )
 
     def _backup_before_upgrade(self) -> None:

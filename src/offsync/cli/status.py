@@ -18,7 +18,7 @@ from .app import Group, cli, json_option, pass_state, state_of
 from .centres import centre_keys
 from .exits import fail
 from .output import emit_json, head_name, iso_hlc, iso_ms, json_text, out, scope_text, short, when
-from .params import parse_fields
+from .params import author_option, parse_fields
 from .site import RestoreWait, State
 
 
@@ -315,6 +315,7 @@ def conflicts(ctx: click.Context) -> None:
 @click.option("--choose", metavar="HEAD", help="Keep the version of this head (ORIGIN:SEQ).")
 @click.option("--fields", "fields_json", metavar="JSON", help="Write these fields instead.")
 @click.option("--delete", "as_delete", is_flag=True, help="Settle by deleting the record.")
+@author_option
 @json_option
 @pass_state
 def conflicts_resolve(
@@ -325,6 +326,7 @@ def conflicts_resolve(
     choose: str | None,
     fields_json: str | None,
     as_delete: bool,
+    author: str | None,
 ) -> None:
     """Settle a record: keep one head's version, write new fields, or delete it."""
     replica = state.writer()
@@ -347,7 +349,7 @@ def conflicts_resolve(
         head = match[0]
     if sum((fields is not None, head is not None, as_delete)) != 1:
         fail("give exactly one of --choose HEAD, FIELD=VALUE/--fields, or --delete")
-    change = replica.resolve(collection, key, fields, choose=head, delete=as_delete)
+    change = replica.resolve(collection, key, fields, choose=head, delete=as_delete, author=author)
     if state.json:
         emit_json(
             {"origin": change.origin, "seq": change.seq, "value": replica.get(collection, key)}

@@ -51,6 +51,7 @@ def _sync_rows(
             "sent_bundles": r.sent_bundles,
             "sent_changes": r.sent_changes,
             "sent_bytes": r.sent_bytes,
+            "more": r.more,
             **_blob_columns(r),
         }
         for r in reports
@@ -200,6 +201,11 @@ def _print_rounds(
             "the records are all on it; export again onto another disk to carry the rest "
             "(blobs already on this disk are not written again)."
         )
+    if any(r["more"] for r in rows):
+        out.print(
+            "[yellow]stopped at the byte budget[/] (--max-bytes-per-round): more is waiting"
+            " to be sent or received, highest priority first; run `offsync sync` again"
+        )
     conflicts = sum(len(r["conflicts"]) for r in rows)
     if conflicts:
         out.print(f"{conflicts} new conflict(s): see `offsync conflicts`.")
@@ -224,6 +230,14 @@ def _print_rounds(
     help="HTTP: retries per server before giving up (or moving on to the next centre).",
 )
 @click.option("--timeout", type=float, default=60.0, show_default=True, help="HTTP seconds.")
+@click.option(
+    "--max-bytes-per-round",
+    "budget",
+    callback=lambda ctx, param, value: _budget(_byte_size(ctx, param, value)),
+    metavar="SIZE",
+    help="HTTP: send and receive at most about SIZE (e.g. 10MB) this round, highest"
+    " priority first (`init --priority`); the rest goes at the next round.",
+)
 @json_option
 @pass_state
 def sync(
@@ -234,6 +248,7 @@ def sync(
     encrypt: bool,
     retries: int,
     timeout: float,
+    budget: int | None,
 ) -> None:
     """One sync round with a server (http://...) or a shared FOLDER.
 
@@ -242,14 +257,21 @@ def sync(
     stopped. Several URLs, or none (the centres listed by `offsync centres`): the round
     goes to the first centre that answers, the one that answered last time first, and
     moves on when one is down, busy or times out (never when one refuses a bundle).
+    A round with --max-bytes-per-round stops at that budget (each way; a bundle read
+    is applied, so a round always moves something) and says so.
     Exit 4 when no server or folder can be reached, 3 if a bundle was refused.
     """
     replica = state.replica()
     key = state.resolve(replica, server_key) if server_key else None
     centres = chosen(state, targets, key)
     if centres[0].where.kind == "http":
-        _sync_http(state, replica, centres, encrypt, retries, timeout)
+        _sync_http(state, replica, centres, encrypt, retries, timeout, budget)
     else:
+        if budget is not None:
+            fail(
+                "--max-bytes-per-round limits a round with a server (http://...), not a folder",
+                hint="leave it out: a folder stop moves what the folder holds",
+            )
         _sync_folder(state, replica, centres[0].where, peers, encrypt)
 
 
@@ -278,8 +300,10 @@ def _sync_http(
     encrypt: bool,
     retries: int,
     timeout: float,
+    budget: int | None = None,
 ) -> None:
-    """A round with the first of ``centres`` that answers (one: that server)."""
+    """A round with the first of ``centres`` that answers (one: that server), within
+    ``budget`` bytes each way when one is given."""
     from rich.progress import BarColumn, Progress, TextColumn
 
     with (
@@ -318,13 +342,13 @@ def _sync_http(
         reports: list[SyncReport] = []
         failures: list[Failure] = []
         if len(transports) > 1 and state.restore_wait(replica, end=False) is not None:
-            _hear_every_centre(replica, transports, reports, failures)
+            _hear_every_centre(replica, transports, reports, failures, budget)
         if _takes_first(state, replica):
-            took = _round(replica, transports, reports, failures, push=False)
+            took = _round(replica, transports, reports, failures, push=False, budget=budget)
             if _not_answered(state, replica):
                 _report_took(state, centres, reports, took, failures)
                 return
-        took = _round(replica, transports, reports, failures, push=True)
+        took = _round(replica, transports, reports, failures, push=True, budget=budget)
         remember(state, centres[took], reports[-1].peer)
     _report_took(state, centres, reports, took, failures)
 
@@ -336,13 +360,14 @@ def _round(
     failures: list[Failure],
     *,
     push: bool,
+    budget: int | None = None,
 ) -> int:
     """One round by ``sync_any``; the index of the centre that took it. One server:
     a plain round, whose failure is that server's own error."""
     if len(transports) == 1:
-        reports.append(sync_round(replica, transports[0], push=push))
+        reports.append(sync_round(replica, transports[0], push=push, max_bytes_per_round=budget))
         return 0
-    took = sync_any(replica, transports, push=push)
+    took = sync_any(replica, transports, push=push, max_bytes_per_round=budget)
     reports.append(took.report)
     failures.extend(took.failures)
     return took.index
@@ -353,6 +378,7 @@ def _hear_every_centre(
     transports: Sequence[Transport],
     reports: list[SyncReport],
     failures: list[Failure],
+    budget: int | None = None,
 ) -> None:
     """A restored site takes what every centre that answers offers before it sends or
     writes: centres that have not peered yet may each hold changes of this site that
@@ -360,7 +386,7 @@ def _hear_every_centre(
     "Restores with several centres"). A centre that does not answer is listed."""
     for transport in transports:
         try:
-            reports.append(sync_round(replica, transport, push=False))
+            reports.append(sync_round(replica, transport, push=False, max_bytes_per_round=budget))
         except TransportError as exc:
             failures.append(Failure(where_of(transport), type(exc).__name__, str(exc)))
 
@@ -417,6 +443,13 @@ def _byte_size(ctx: click.Context, param: click.Parameter, value: str | None) ->
         raise click.BadParameter(f"{value!r} is not a size: write e.g. 0, 750M, 2G")
     unit = 1024 ** " kmgt".index(m.group(2).lower() or " ")
     return int(float(m.group(1)) * unit)
+
+
+def _budget(value: int | None) -> int | None:
+    """A round's byte budget: a positive size (None: no budget)."""
+    if value is not None and value <= 0:
+        raise click.BadParameter("a budget is a positive size: write e.g. 10MB")
+    return value
 
 
 assume_free_option = click.option(

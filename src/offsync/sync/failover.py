@@ -93,15 +93,24 @@ def sync_any(
     max_bytes: int | None = None,
     pull: bool = True,
     push: bool = True,
+    max_bytes_per_round: int | None = None,
 ) -> FailoverReport:
-    """One round with the first of ``transports`` that answers (see the module)."""
+    """One round with the first of ``transports`` that answers (see the module);
+    ``max_bytes_per_round``: the round's byte budget, as ``sync`` takes it."""
     if not transports:
         raise UsageError("sync_any needs at least one transport (a centre's address)")
     failures: list[Failure] = []
     for index, transport in enumerate(transports):
         where = where_of(transport)
         try:
-            report = sync(replica, transport, max_bytes=max_bytes, pull=pull, push=push)
+            report = sync(
+                replica,
+                transport,
+                max_bytes=max_bytes,
+                pull=pull,
+                push=push,
+                max_bytes_per_round=max_bytes_per_round,
+            )
         except PeerRefusedError:
             raise  # the same bytes would be refused anywhere
         except TransportError as exc:
