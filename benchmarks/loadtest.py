@@ -811,11 +811,14 @@ def one_round(
             + " (by CPU: the centre's workers and backends against the baseline's client"
             " and backend)"
         )
+        # A change id is unique within its stream (origin, partition); the sites here
+        # write with one partition per collection, so (origin, collection, seq).
         (rows_held, distinct) = store._q(
-            "SELECT count(*), count(DISTINCT (origin, seq)) FROM changes"
+            "SELECT count(*), count(DISTINCT (origin, collection, seq)) FROM changes"
         )[0]
         overlaps = store._q(
             "SELECT count(*) FROM segments a JOIN segments b ON a.origin = b.origin"
+            " AND a.collection = b.collection AND a.prefix = b.prefix"
             " AND a.first_seq < b.first_seq AND b.first_seq <= a.last_seq"
         )[0][0]
         centre_view = Replica(store, centre, POLICIES)

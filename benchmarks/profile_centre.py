@@ -231,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
                 replica._known = None  # as after an apply: rebuilt, signed, encoded
                 receipt = replica.receipt().encode()
             print(
-                f"\na receipt (the centre's knowledge of {len(replica.knowledge().intervals)} origins,"
+                f"\na receipt (the centre's knowledge of {replica.knowledge().stream_count()} streams,"
                 f" signed): {len(receipt):,} bytes, {(time.process_time() - cpu) / 20 * 1000:.2f}"
                 " ms CPU to build, sign and encode"
             )

@@ -45,16 +45,20 @@ import msgpack
 
 from offsync import Identity, Knowledge, Limits, Receipt, Replica
 from offsync.bundle import frame_bundle
+from offsync.columns import decode_block
 from offsync.compression import compress, decompress
 from offsync.encoding import packb
 from offsync.errors import RemoteDataError
-from offsync.segment import NO_PREVIOUS, Segment
+from offsync.scope import Partition
+from offsync.segment import NO_PREVIOUS, Segment, commitment_of, row_hashes, salts_of
 from offsync.unpack import unpack
 
 FUZZER = Identity(bytes([0xF0]) * 32, "fuzzer")
 T0 = 1_700_000_000_000
 LIMITS = Limits(max_block_bytes=1 << 20, max_segments=1000, max_segment_changes=1000)
 MODES = 7
+#: The partition of hand-sealed blocks (modes 3 and 6): the seed writer's one stream.
+PARTITION = Partition("residents")
 
 
 def _wrap(body: bytes, segments: int, ranges: Knowledge) -> bytes:
@@ -64,6 +68,7 @@ def _wrap(body: bytes, segments: int, ranges: Knowledge) -> bytes:
             "ranges": ranges.to_wire(),
             "receipts": [Receipt.issue(FUZZER, 1, Knowledge()).encode()],
             "recipient": None,
+            "relays_for": [],
             "segments": segments,
             "sender": FUZZER.public_key,
         }
@@ -72,14 +77,14 @@ def _wrap(body: bytes, segments: int, ranges: Knowledge) -> bytes:
 
 
 def _ranges_of(raw_segments: list[bytes]) -> Knowledge:
-    carried: dict[bytes, list[tuple[int, int]]] = {}
+    carried = Knowledge()
     for raw in raw_segments:
         try:
             seg = Segment.decode(raw, LIMITS)
         except RemoteDataError:
             continue
-        carried.setdefault(seg.origin, []).append((seg.first_seq, seg.last_seq))
-    return Knowledge(carried)
+        carried = carried.with_range(seg.stream, seg.first_seq, seg.last_seq)
+    return carried
 
 
 def to_bundle(mode: int, data: bytes) -> bytes | None:
@@ -97,9 +102,10 @@ def to_bundle(mode: int, data: bytes) -> bytes | None:
     if mode == 2:
         return _wrap(packb([data]), 1, _ranges_of([data]))
     if mode == 3:
-        try:  # as many changes as the first column (the HLCs) has items
+        try:  # as many changes as the skeleton's first column (the HLCs) has items
             items = unpack(data, "fuzz columns", LIMITS)
-            hlcs = items[0] if type(items) is list and items else None
+            skeleton = items[0] if type(items) is list and items else None
+            hlcs = skeleton[0] if type(skeleton) is list and skeleton else None
             count = len(hlcs) if type(hlcs) is list and hlcs else 1
         except RemoteDataError:
             count = 1
@@ -109,8 +115,25 @@ def to_bundle(mode: int, data: bytes) -> bytes | None:
     return None
 
 
+def _commitment(block: bytes) -> bytes:
+    """The commitment a block's changes need (§6.3), so that a valid block applies;
+    zeros for one that does not decode (it is refused before the commitment counts)."""
+    try:
+        plain = decompress(block, LIMITS.max_block_bytes, LIMITS, "fuzz block")
+        decoded = decode_block(plain, FUZZER.public_key, PARTITION, 1, LIMITS)
+    except RemoteDataError:
+        return bytes(32)
+    if decoded.secret is None:
+        return bytes(32)
+    fields = [c.fields for c in decoded.changes]
+    hashes = row_hashes(salts_of(decoded.secret, len(fields)), fields)
+    return commitment_of(packb(decoded.skeleton), hashes)
+
+
 def _sealed(block: bytes, count: int) -> bytes:
-    seg = Segment.seal_block(FUZZER, 1, count, block, NO_PREVIOUS).encode()
+    seg = Segment.seal_block(
+        FUZZER, PARTITION, 1, count, block, _commitment(block), NO_PREVIOUS
+    ).encode()
     return _wrap(packb([seg]), 1, _ranges_of([seg]))
 
 
@@ -149,7 +172,7 @@ def seeds() -> list[bytes]:
     """Valid inputs for every mode, to start the fuzzer from."""
     writer = Replica.open(":memory:", identity=Identity(bytes([0x5F]) * 32), wall=lambda: T0)
     writer.put("residents", "3519000000000001", {"name": "Siti", "born": 1990})
-    writer.put("doses", "3519000000000001/1", {"vaccine": "x", "at": 1.5, "ok": True})
+    writer.put("residents", "3519000000000002", {"vaccine": "x", "at": 1.5, "ok": True})
     writer.delete("residents", "3519000000000001")
     (bundle,) = writer.pack()
     body_at = 12 + int.from_bytes(bundle[8:12], "big") + 4

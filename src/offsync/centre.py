@@ -27,6 +27,7 @@ OFFSYNC_IDENTITY               the centre's key file (required)
 OFFSYNC_PASSPHRASE_FILE        a file holding its passphrase (or, less safely,
                                OFFSYNC_PASSPHRASE: the passphrase itself)
 OFFSYNC_POLICIES               ``collection=policy,...`` with policies lww, fww, multi
+OFFSYNC_PARTITIONS             ``collection=length,...``: the partition rule (docs/spec-v3.md §4)
 OFFSYNC_DEFAULT_POLICY         policy of other collections (default lww)
 OFFSYNC_AUTHORITIES            comma-separated hex keys of the trust authorities (trust
                                mode); unset: open mode, every validly signed origin writes
@@ -119,7 +120,19 @@ def replica_from_env(env: Mapping[str, str] | None = None) -> Replica:
         policies=dict(_specs(env.get("OFFSYNC_POLICIES", ""))),
         default_policy=default,
         authorities=trust,
+        partitions=_lengths(env.get("OFFSYNC_PARTITIONS", "")),
     ).replica()
+
+
+def _lengths(spec: str) -> dict[str, int]:
+    """``OFFSYNC_PARTITIONS``: ``collection=length,...``, the deployment's partition rule."""
+    out: dict[str, int] = {}
+    for item in (i.strip() for i in spec.split(",") if i.strip()):
+        collection, _, length = item.partition("=")
+        if not collection.strip() or not length.strip().isdigit():
+            raise UsageError(f"OFFSYNC_PARTITIONS: cannot read {item!r} (write residents=6)")
+        out[collection.strip()] = int(length)
+    return out
 
 
 def _specs(spec: str) -> list[tuple[str, str]]:
@@ -180,6 +193,8 @@ class CentreFactory:
     default_policy: str = "lww"
     authorities: list[bytes] = field(default_factory=list)
     settings: dict[str, Any] = field(default_factory=dict)
+    #: The deployment's partition rule (collection -> key-prefix length).
+    partitions: dict[str, int] = field(default_factory=dict)
     labels: dict[bytes, str] = field(default_factory=dict)
 
     def replica(self) -> Replica:
@@ -195,6 +210,7 @@ class CentreFactory:
             chosen,
             default_policy=policies.BUILTIN[self.default_policy](),
             trust=list(self.authorities) or None,
+            partitions=self.partitions,
         )
 
     def __call__(self) -> Any:

@@ -19,6 +19,14 @@ the same rule that decides whose receipts may stop this site from writing
 (``offsync.plan.claims``): delivery, fork safety and ``offsync status`` agree on which
 receipts count. A receipt is never wrong, only out of date: the status only moves
 forward.
+
+Format 3 numbers changes per stream ``(origin, partition)`` (docs/spec-v3.md §4), so a
+change is named with its stream: a ``Change`` (``replica.record_changes``) or a pair
+``(Stream, seq)``. A bare ``ChangeId`` (what ``put`` returns) is accepted where it is
+unambiguous: the one stream of its origin, here or in a receipt, that holds its seq
+(a site writing in several partitions has several seq 1s; then name the stream, else
+``UsageError``). A change is held where a receipt's knowledge of its stream contains
+its seq.
 """
 
 from __future__ import annotations
@@ -27,13 +35,43 @@ import enum
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from .change import ChangeId
+from .change import Change, ChangeId
+from .errors import UsageError
 from .identity import SiteRef, key_of
 from .knowledge import Knowledge
 from .plan.claims import claim_counts
 from .replica import Replica
+from .scope import Stream
 
-__all__ = ["Delivery", "PeerPending", "Status"]
+__all__ = ["Delivery", "PeerPending", "Status", "Where"]
+
+#: A change named with its stream: the change itself, or ``(stream, seq)``; or a
+#: ``ChangeId`` where only one stream of its origin holds its seq.
+Where = Change | tuple[Stream, int] | ChangeId
+
+
+def _where(change: Where, known: Iterable[Knowledge]) -> tuple[Stream, int] | None:
+    """``(stream, seq)`` of ``change``; for a bare id, the one stream of ``known`` that
+    holds it (None if none does)."""
+    if isinstance(change, Change):
+        return change.stream, change.seq
+    first, seq = change
+    if type(seq) is not int:
+        raise UsageError("a change is named (Stream, seq), a Change or a ChangeId")
+    if isinstance(first, Stream):
+        return first, seq
+    found = {
+        stream
+        for k in known
+        for stream in k.restrict_origins([first]).streams()
+        if k.contains(stream, seq)
+    }
+    if len(found) > 1:
+        raise UsageError(
+            f"change id {first.hex()[:12]}/{seq} is in {len(found)} streams: name its stream,"
+            " as (Stream, seq) or with the Change"
+        )
+    return (found.pop(), seq) if found else None
 
 
 class Status(enum.IntEnum):
@@ -91,31 +129,41 @@ class Delivery:
 
     def _status(
         self,
-        change: ChangeId,
+        change: Where,
         receipts: dict[bytes, _Heard],
         here: Knowledge,
         centres: frozenset[bytes] | None = None,
     ) -> Status:
         centres = self.counted_centres() if centres is None else centres
-        holders = [p for p, r in receipts.items() if r.knowledge.contains(*change)]
+        where = _where(change, [here, *(r.knowledge for r in receipts.values())])
+        if where is None:
+            return Status.UNKNOWN
+        stream, seq = where
+        holders = [p for p, r in receipts.items() if r.knowledge.contains(stream, seq)]
         if any(p in centres for p in holders):
             return Status.CENTRE
         if holders:
             return Status.RELAY
-        return Status.LOCAL if here.contains(*change) else Status.UNKNOWN
+        return Status.LOCAL if here.contains(stream, seq) else Status.UNKNOWN
 
-    def status(self, change: ChangeId) -> Status:
-        """Where one change is known to be."""
+    def status(self, change: Where) -> Status:
+        """Where one change (with its stream) is known to be."""
         return self._status(change, self._receipts(), self.replica.knowledge())
 
-    def holders(self, change: ChangeId) -> list[bytes]:
-        """Peers whose newest receipt says they hold ``change``."""
-        return sorted(p for p, r in self._receipts().items() if r.knowledge.contains(*change))
+    def holders(self, change: Where) -> list[bytes]:
+        """Peers whose receipts say they hold ``change``."""
+        receipts = self._receipts()
+        known = [self.replica.knowledge(), *(r.knowledge for r in receipts.values())]
+        where = _where(change, known)
+        if where is None:
+            return []
+        stream, seq = where
+        return sorted(p for p, r in receipts.items() if r.knowledge.contains(stream, seq))
 
     def record_status(self, collection: str, key: str) -> Status:
         """The least-travelled of the changes that make up this replica's version of the
         record: ``CENTRE`` means the centre holds the record as it is seen here."""
-        ids = [c.id for c in self.replica.record_changes(collection, key)]
+        ids = list(self.replica.record_changes(collection, key))
         if not ids:
             return Status.UNKNOWN
         receipts, here, centres = self._receipts(), self.replica.knowledge(), self.counted_centres()
@@ -124,7 +172,7 @@ class Delivery:
     def undelivered(self, origin: bytes | None = None) -> Knowledge:
         """Changes of ``origin`` (default: this replica) held here that no centre holds."""
         origin = origin or self.replica.id
-        mine = Knowledge({origin: self.replica.knowledge().get(origin)})
+        mine = self.replica.knowledge().restrict_origins([origin])
         centres = self.counted_centres()
         for peer, receipt in self._receipts().items():
             if peer in centres:
@@ -140,7 +188,7 @@ class Delivery:
         replica's own changes by default, every origin's with ``own_only=False``."""
         here = self.replica.knowledge()
         me = self.replica.id
-        scope = Knowledge({me: here.get(me)}) if own_only else here
+        scope = here.restrict_origins([me]) if own_only else here
         centres = self.counted_centres()
         return [
             PeerPending(peer, peer in centres, receipt.created, scope - receipt.knowledge)

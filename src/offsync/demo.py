@@ -49,6 +49,9 @@ POLICIES: dict[str, policies.Policy] = {
     "residents": policies.LastWriterWins(),
     "doses": policies.FirstWriterWins(),
 }
+#: The deployment's partition rule: a NIK's first six digits name its district, so a
+#: district's residents and doses are one stream per writing site (docs/spec-v3.md §4).
+PARTITIONS = {"residents": 6, "doses": 6}
 GIVEN = ["Siti", "Budi", "Sri", "Agus", "Dewi", "Eko", "Wahyu", "Rina", "Joko", "Lestari"]
 FAMILY = ["Aminah", "Santoso", "Wahyuni", "Prasetyo", "Rahayu", "Hidayat", "Susanti", "Utomo"]
 VACCINES = ["CoronaVac", "AstraZeneca", "Pfizer", "Moderna"]
@@ -243,6 +246,7 @@ def set_up(root: Path, residents: int, say: Callable[[str], None]) -> Scenario:
             policies=POLICIES,
             trust=[authority.public_key],
             blobs=blobs,
+            partitions=PARTITIONS,
         )
         return Office(name, role, road, replica, region)
 
@@ -349,7 +353,9 @@ def shared_folder(sc: Scenario) -> bool:
         report = sync(mejayan, out)
     sc.say(f"  kec-mejayan leaves {sent(report)} in the share")
     stranger = Replica.open(
-        str(sc.root / "stranger.sqlite"), identity=Identity.generate(label="stranger")
+        str(sc.root / "stranger.sqlite"),
+        identity=Identity.generate(label="stranger"),
+        partitions=PARTITIONS,
     )
     try:
         stranger.put("residents", GHOST, {"name": "ghost resident"})
@@ -493,7 +499,7 @@ def report_table(offices: list[Office], centre: Office, say: Callable[[str], Non
         " that carry them: HTTP here; a post with blobs=none fetches none)"
     )
     total = sum(o.replica.seq for o in offices)
-    reached = sum(centre_knowledge.count(o.id) for o in offices)
+    reached = sum(centre_knowledge.restrict_origins([o.id]).count() for o in offices)
     refused = centre_knowledge.count() - reached
     say(
         f"centre holds {reached} of {total} changes written"
@@ -511,7 +517,7 @@ def site_row(
     knows so, it has no conflict left and it never applied the ghost."""
     rep = o.replica
     written = rep.seq
-    at_centre = centre_knowledge.count(o.id)
+    at_centre = centre_knowledge.restrict_origins([o.id]).count()
     known = "yes" if o is centre or Delivery(rep, [centre.id]).reached_centre() else "no"
     conflicts = len(rep.conflicts())
     held_photos, referenced = photos(rep)

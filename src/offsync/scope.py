@@ -35,7 +35,9 @@ from operator import and_, or_
 from types import MappingProxyType
 from typing import Any, NamedTuple, Protocol, Self
 
-from .errors import BundleFormatError, UsageError
+import msgpack
+
+from .errors import BundleFormatError, OffsyncError, UsageError
 
 __all__ = [
     "ANY_COLLECTION",
@@ -492,6 +494,29 @@ class Scope:
         named = ", ".join(f"{c!r}: {_spec_repr(lab)}" for c, lab in self._collections.items())
         tail = "" if not self._others else f", others={_spec_repr(self._others)}"
         return f"Scope({{{named}}}{tail})"
+
+    # -- kept in a store ---------------------------------------------------------------
+
+    def to_bytes(self) -> bytes:
+        """The scope as a replica keeps it in its store's meta (not wire format): msgpack
+        ``[[[collection, [[prefix, in], ...]], ...], [[prefix, in], ...]]``, labels in
+        their canonical form, so equal scopes give equal bytes."""
+        named = [
+            [c, [[p, v] for p, v in labels.items()]] for c, labels in self._collections.items()
+        ]
+        others = [[p, v] for p, v in self._others.items()]
+        return msgpack.packb([named, others])  # type: ignore[no-any-return]
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Scope:
+        """The scope ``to_bytes`` kept (``UsageError`` if these bytes are not one)."""
+        from .unpack import unpack  # (which imports nothing of this module's)
+
+        try:
+            named, others = unpack(data, "scope")
+            return cls({c: {p: v for p, v in labels} for c, labels in named}, others=dict(others))
+        except (ValueError, TypeError, OffsyncError) as exc:
+            raise UsageError("the scope kept in this store is unreadable") from exc
 
     # -- rules and certificates -----------------------------------------------------------
 

@@ -1,7 +1,7 @@
 """The format-3 codec benchmark runs end to end (tiny N) and prints every row.
 
 No figure is asserted: they depend on the machine (benchmarks/format3_codec.py says
-what they mean). The benchmark itself checks that both formats open every change.
+what they mean). The benchmark itself checks that both partition rules open every change.
 """
 
 from __future__ import annotations

@@ -21,15 +21,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import zstandard
 
-from offsync import Identity, Knowledge, Receipt
+from offsync import Identity
 from offsync.bundle import frame_bundle
 from offsync.encoding import packb
 from offsync.segment import NO_PREVIOUS, Segment
 from tests.helpers import ROOT
 from tests.helpers.memory import BUDGET, SLACK, MiB, array_of, peak_growth
-from tests.unit.test_change import front_coded
+from tests.hostile.test_v3_decode_memory import block_bundle as v3_block_bundle
+from tests.hostile.test_v3_decode_memory import bundle_around
 
 pytestmark = pytest.mark.skipif(
     not Path("/proc/self/clear_refs").exists(), reason="measures with Linux /proc (VmHWM)"
@@ -42,32 +42,10 @@ CENTRE = Identity(bytes([9]) * 32, "centre")
 # -- hostile inputs ------------------------------------------------------------------------
 
 
-def bundle_around(segments: list[bytes], *, body: bytes | None = None) -> bytes:
-    """A bundle validly signed by MALLORY around any segments (or any body)."""
-    carried: dict[bytes, list[tuple[int, int]]] = {}
-    for raw in segments:
-        seg = Segment.decode(raw)
-        carried.setdefault(seg.origin, []).append((seg.first_seq, seg.last_seq))
-    header = {
-        "created": 1,
-        "ranges": Knowledge(carried).to_wire(),
-        "receipts": [Receipt.issue(MALLORY, 1, Knowledge()).encode()],
-        "recipient": None,
-        "segments": len(segments),
-        "sender": MALLORY.public_key,
-    }
-    return frame_bundle(MALLORY, packb(header), packb(segments) if body is None else body)
-
-
 def block_bundle(block: bytes) -> bytes:
     """A bundle with one segment, validly signed by MALLORY, whose block is ``block``
     compressed (zstd compresses repetitive hostile blocks to almost nothing)."""
-    params = zstandard.ZstdCompressionParameters.from_level(
-        3, window_log=20, write_content_size=True
-    )
-    frame = zstandard.ZstdCompressor(compression_params=params).compress(block)
-    segment = Segment.seal_block(MALLORY, 1, 1, frame, NO_PREVIOUS).encode()
-    return bundle_around([segment])
+    return v3_block_bundle(block)
 
 
 APPLY_SETUP = """
@@ -105,32 +83,6 @@ def nested_maps_block() -> bytes:
     )
 
 
-def repeating_block() -> bytes:
-    """A 2 KB bundle of 100 000 puts whose one field is one 600-byte value,
-    dictionary-coded: within the spec's bound on what rebuilt maps repeat (64 MiB), it
-    used to make the receiver build 64 MB of field bytes."""
-    n = 100_000
-    prefixes, suffixes = front_coded([f"k{i:05d}" for i in range(n)])
-    columns = packb(
-        [
-            [1] + [0] * (n - 1),
-            ["c"],
-            [0] * n,
-            prefixes,
-            suffixes,
-            [["name"]],
-            [0] * n,
-            [[[["x" * 600], bytes(n)]]],
-            [[]] * n,
-        ]
-    )
-    params = zstandard.ZstdCompressionParameters.from_level(
-        3, window_log=20, write_content_size=True
-    )
-    frame = zstandard.ZstdCompressor(compression_params=params).compress(columns)
-    return bundle_around([Segment.seal_block(MALLORY, 1, n, frame, NO_PREVIOUS).encode()])
-
-
 def nested_body() -> bytes:
     """A 16 MiB bundle body of nested empty arrays (the issue's +1 GB): 167 arrays of
     100 000 empty arrays, each array within the segment count limit."""
@@ -152,9 +104,11 @@ def hostile_receipt() -> bytes:
 
 
 def hostile_knowledge() -> bytes:
-    """A 4 MiB knowledge statement: 50 000 origins of 20 one-byte intervals each."""
+    """A 4 MiB knowledge statement: 50 000 origins, each one stream of 20 one-byte
+    intervals."""
     flat = b"\xdc\x00\x28" + b"".join(packb(i) * 2 for i in range(1, 80, 4))
-    entries = [b"\x92\xc4\x20" + i.to_bytes(32, "big") + flat for i in range(1, 50_001)]
+    stream = b"\x91\x93\xa1c\xa0" + flat  # [["c", "", intervals]]
+    entries = [b"\x92\xc4\x20" + i.to_bytes(32, "big") + stream for i in range(1, 50_001)]
     return b"\xdd" + len(entries).to_bytes(4, "big") + b"".join(entries)
 
 
@@ -271,13 +225,8 @@ CASES: dict[str, tuple[Callable[[], bytes], str, str, tuple[str, ...], int]] = {
         REFUSED,
         8 * MiB + BUDGET,
     ),
-    "bundle: 100 000 puts repeating one 600-byte value": (
-        repeating_block,
-        APPLY_SETUP,
-        APPLY,
-        REFUSED,
-        BUDGET // 2,
-    ),
+    # "100 000 puts repeating one 600-byte value" is format 3's content coding now:
+    # tests/hostile/test_v3_decode_memory.py.
     "bundle: 16 MiB body of nested empty arrays": (
         nested_body,
         APPLY_SETUP,

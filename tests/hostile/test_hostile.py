@@ -32,6 +32,7 @@ expired certificate                    quarantine "validity: certificate expired
 
 from __future__ import annotations
 
+import dataclasses
 import tracemalloc
 from collections.abc import Sequence
 
@@ -43,7 +44,8 @@ from hypothesis import strategies as st
 
 from offsync import ChangeId, Identity, Knowledge, Limits, Receipt, Replica
 from offsync.bundle import FORMAT_VERSION, MAGIC, frame_bundle
-from offsync.change import DELETE, PUT, Change, decode_changes, encode_changes
+from offsync.change import DELETE, PUT, Change
+from offsync.columns import decode_block, encode_block
 from offsync.compression import compress
 from offsync.encoding import packb
 from offsync.errors import (
@@ -54,7 +56,8 @@ from offsync.errors import (
     RemoteDataError,
     SignatureError,
 )
-from offsync.segment import NO_PREVIOUS, Segment, hash32
+from offsync.scope import Partition, Stream
+from offsync.segment import NO_PREVIOUS, Segment, commitment_of, hash32, row_hashes, salts_of
 from offsync.trust import issue_certificate, revoke
 
 T0 = 1_700_000_000_000
@@ -64,6 +67,8 @@ SITE = Identity(bytes([2]) * 32, "saradan")
 MALLORY = Identity(bytes([7]) * 32, "mallory")
 CENTRE = Identity(bytes([9]) * 32, "centre")
 SPECIFIC = (BundleFormatError, LimitExceededError, SignatureError, DecryptionError)
+RESIDENTS = Partition("residents")
+SECRET = bytes(range(32))
 
 
 class Wall:
@@ -111,15 +116,16 @@ def forge(
     """A bundle validly signed by ``signer`` around arbitrary content."""
     if body is None:
         body = packb(list(segments))
-    carried: dict[bytes, list[tuple[int, int]]] = {}
+    carried: dict[Stream, list[tuple[int, int]]] = {}
     for raw in segments:
         seg = Segment.decode(raw)
-        carried.setdefault(seg.origin, []).append((seg.first_seq, seg.last_seq))
+        carried.setdefault(seg.stream, []).append((seg.first_seq, seg.last_seq))
     fields: dict[str, object] = {
         "created": 1,
         "ranges": Knowledge(carried).to_wire(),
         "receipts": [Receipt.issue(signer, 1, Knowledge()).encode()],
         "recipient": None,
+        "relays_for": [],
         "segments": len(segments),
         "sender": signer.public_key,
     }
@@ -131,7 +137,7 @@ def put(key: str, fields: dict[str, object], collection: str = "residents") -> C
     return Change(SITE.public_key, 1, 1, collection, key, PUT, packb(fields))
 
 
-def delete(key: str, collection: str = "c") -> Change:
+def delete(key: str, collection: str = "residents") -> Change:
     return Change(SITE.public_key, 1, 1, collection, key, DELETE, None)
 
 
@@ -143,9 +149,14 @@ def segment_of(changes: list[Change], signer: Identity = SITE, first: int = 1) -
     return Segment.seal(signer, own, prev, 3).encode()
 
 
-def block_segment(block: bytes, signer: Identity = MALLORY, count: int = 1) -> bytes:
-    """A segment validly signed by ``signer`` around any block (a hostile zstd frame)."""
-    return Segment.seal_block(signer, 1, count, block, NO_PREVIOUS).encode()
+def block_segment(
+    block: bytes, signer: Identity = MALLORY, count: int = 1, commitment: bytes | None = None
+) -> bytes:
+    """A segment validly signed by ``signer`` around any block (a hostile zstd frame),
+    committing to ``ONE_PUT``'s change unless told otherwise (a block that decodes
+    to something else fails its commitment, after everything these tests look at)."""
+    commitment = ONE_COMMITMENT if commitment is None else commitment
+    return Segment.seal_block(signer, RESIDENTS, 1, count, block, commitment, NO_PREVIOUS).encode()
 
 
 def raw_frame(content: bytes, declared: int, window_log: int | None = None) -> bytes:
@@ -247,8 +258,10 @@ def _shared_target() -> Replica:
 # the segment's origin. So a bomb is a block, validly signed by whoever made it, inside
 # a validly signed bundle: the replica must refuse it from the frame header alone.
 
-#: The columns of one valid put: the content of hand-made blocks.
-ONE_PUT = encode_changes([put("3519000000000001", {"name": "x"})])
+#: The block (uncompressed) of one valid put: the content of hand-made blocks.
+_ONE = put("3519000000000001", {"name": "x"})._replace(origin=MALLORY.public_key)
+ONE_PUT, _SKELETON = encode_block([_ONE], RESIDENTS, SECRET)
+ONE_COMMITMENT = commitment_of(_SKELETON, row_hashes(salts_of(SECRET, 1), [_ONE.fields]))
 
 
 def _never_decompress(*args: object, **kwargs: object) -> None:
@@ -323,20 +336,9 @@ def nested(depth: int) -> bytes:
 
 
 def columns_with_value(value: bytes) -> bytes:
-    """Hand-made columns of one put whose one field ``name`` holds the msgpack ``value``."""
-    return (
-        b"\x99"  # the 9 columns
-        + packb([1])  # hlc
-        + packb(["residents"])
-        + packb([0])
-        + packb([0])
-        + packb(["3519000000000001"])
-        + packb([["name"]])  # one shape, with the one leaf "name"
-        + packb([0])
-        + b"\x91\x91\x92\xc0\x91"  # the shape's one column: [nil, [value]]
-        + value
-        + packb([[]])  # no parents
-    )
+    """The block of one put whose one field ``name`` holds the msgpack ``value``."""
+    assert ONE_PUT.count(packb("x")) == 1
+    return ONE_PUT.replace(packb("x"), value)
 
 
 def test_deeply_nested_columns_are_refused() -> None:
@@ -347,27 +349,26 @@ def test_deeply_nested_columns_are_refused() -> None:
     assert refuse(rep, forge(MALLORY, [seg])) is LimitExceededError
 
 
-def test_front_coded_keys_are_checked_before_they_are_all_built() -> None:
+def test_front_coded_keys_are_checked_before_they_are_all_built(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """Each key may keep all of the key before it: an over-long key must be refused
     without first building every later key from it (n keys of L bytes from n + L)."""
     n, long = 200, 100_000
-    columns = packb(
-        [
-            [1] + [0] * (n - 1),
-            ["c"],
-            [0] * n,
-            [0, *range(long, long + n - 1)],  # each key keeps the whole key before ...
-            ["k" * long] + ["x"] * (n - 1),  # ... and adds one character
-            [],
-            [None] * n,  # deletes
-            [],
-            [[]] * n,
-        ]
-    )
+    # A hostile encoder (no sealing checks): each key keeps the whole key before and
+    # adds one character, so the key columns are small and the keys huge.
+    monkeypatch.setattr("offsync.columns._check_for_sealing", lambda *args: None)
+    keys = ["k" * long + "x" * i for i in range(n)]
+    changes = [
+        Change(MALLORY.public_key, i + 1, 1, "residents", k, DELETE, None)
+        for i, k in enumerate(keys)
+    ]
+    columns, _ = encode_block(changes, RESIDENTS, SECRET)
+    del keys, changes
     tracemalloc.start()
     try:
         with pytest.raises(LimitExceededError):
-            decode_changes(columns, MALLORY.public_key, 1)
+            decode_block(columns, MALLORY.public_key, RESIDENTS, 1)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -392,16 +393,19 @@ def test_deeply_nested_header_is_refused() -> None:
     assert refuse(rep, crafted) in (LimitExceededError, BundleFormatError)
 
 
-def test_oversized_msgpack_is_refused() -> None:
+def test_oversized_msgpack_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     rep = target(limits=Limits(max_segments=10, max_segment_changes=5))
     many = [segment_of([delete("k")], MALLORY, first=i) for i in range(1, 12)]
     assert refuse(rep, forge(MALLORY, many)) is LimitExceededError
-    six = [delete(f"k{i}") for i in range(6)]
+    six = [delete(f"k{i}")._replace(origin=MALLORY.public_key, seq=i + 1) for i in range(6)]
+    six_block, _ = encode_block(six, RESIDENTS, SECRET)
     long_segment = segment_of(six, MALLORY)
     assert refuse(rep, forge(MALLORY, [long_segment])) is LimitExceededError
     # Claiming 5 changes (within the limit) around a block that holds 6.
-    understated = block_segment(compress(encode_changes(six), 3), count=5)
+    understated = block_segment(compress(six_block, 3), count=5)
     assert refuse(rep, forge(MALLORY, [understated])) is LimitExceededError
+    # A key over the limit only a hostile encoder (no sealing checks) writes.
+    monkeypatch.setattr("offsync.columns._check_for_sealing", lambda *args: None)
     big_key = segment_of([delete("k" * 10_000)], MALLORY)
     assert refuse(rep, forge(MALLORY, [big_key])) is LimitExceededError
 
@@ -457,10 +461,19 @@ def test_forged_sender_is_refused() -> None:
     assert refuse(rep, forged) is SignatureError
     # A segment claiming SITE as origin but signed by Mallory, in Mallory's own bundle.
     block = compress(ONE_PUT, 3)
-    fake = Segment(SITE.public_key, 1, 1, NO_PREVIOUS, block, MALLORY.sign(b"anything"))
+    fake = Segment(
+        SITE.public_key,
+        RESIDENTS,
+        1,
+        1,
+        NO_PREVIOUS,
+        block,
+        ONE_COMMITMENT,
+        MALLORY.sign(b"anything"),
+    )
     assert refuse(rep, forge(MALLORY, [fake.encode()])) is SignatureError
     # Mallory's signature over exactly the message SITE would have signed.
-    fake = Segment(SITE.public_key, 1, 1, NO_PREVIOUS, block, MALLORY.sign(fake.signing_message))
+    fake = dataclasses.replace(fake, signature=MALLORY.sign(fake.signing_message))
     assert refuse(rep, forge(MALLORY, [fake.encode()])) is SignatureError
 
 
@@ -475,7 +488,16 @@ def test_segment_spliced_from_another_bundle_is_refused() -> None:
     # Re-signed by a relay, but the segment mixes one segment's changes with another's
     # signature: the origin's signature no longer covers it.
     a, b = Segment.decode(seg_a), Segment.decode(seg_b)
-    chimera = Segment(a.origin, a.first_seq, a.last_seq, a.prev_hash, b.block, a.signature)
+    chimera = Segment(
+        a.origin,
+        a.partition,
+        a.first_seq,
+        a.last_seq,
+        a.prev_hash,
+        b.block,
+        a.commitment,
+        a.signature,
+    )
     assert refuse(rep, forge(MALLORY, [chimera.encode()])) is SignatureError
     # A segment passed on byte for byte by a relay is fine: that is how relays work.
     assert rep.apply(forge(MALLORY, [seg_a])).applied == a.count

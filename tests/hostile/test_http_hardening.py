@@ -158,7 +158,7 @@ def test_a_site_whose_clock_is_a_week_off_delivers(
     assert report.applied + report.quarantined == 1
     assert report.sent_changes == 3
     # Delivered: the centre's receipt holds all three (in quarantine if stamped ahead).
-    assert site.receipts()[centre_key].knowledge.count(site.id) == 3
+    assert site.receipts()[centre_key].knowledge.restrict_origins([site.id]).count() == 3
 
 
 class RefusePulls:
@@ -184,7 +184,7 @@ def test_a_refused_pull_does_not_stop_the_push() -> None:
         HTTPTransport(srv.url, site.identity, server_key=centre.id) as t,
     ):
         report = offsync.sync(site, t)
-    assert report.sent_changes == 4 and centre.knowledge().count(site.id) == 4
+    assert report.sent_changes == 4 and centre.knowledge().restrict_origins([site.id]).count() == 4
     (refused,) = report.refused  # reported once, though the round would pull twice
     assert refused == Refused(f"pull from {srv.url}", refused.reason)
     assert "403" in refused.reason and "does not allow reading" in refused.reason
@@ -312,7 +312,7 @@ def test_a_full_disk_is_answered_507_and_the_client_does_not_hammer_it(
             assert t.upload(bundle)["applied"] == 6
             if chunked:
                 assert sent == [len(bundle)]
-    assert centre.knowledge().count(site.id) == 6
+    assert centre.knowledge().restrict_origins([site.id]).count() == 6
 
 
 # -- point 14: what the OpenAPI document says is what the server does ----------------------

@@ -17,14 +17,14 @@ from pathlib import Path
 import pytest
 import zstandard
 
+from offsync.bundle import frame_bundle
+from offsync.change import PUT, Change
 from offsync.encoding import packb
 from offsync.identity import Identity
+from offsync.knowledge import Knowledge
+from offsync.receipt import Receipt
 from offsync.scope import Partition, Stream
-from offsync.v3.bundle import frame_bundle
-from offsync.v3.change import PUT, Change
-from offsync.v3.knowledge import Knowledge
-from offsync.v3.receipt import Receipt
-from offsync.v3.segment import NO_PREVIOUS, Segment, decode_segment
+from offsync.segment import NO_PREVIOUS, Segment, decode_segment
 from tests.helpers.memory import BUDGET, SLACK, MiB, array_of, peak_growth
 
 pytestmark = pytest.mark.skipif(
@@ -66,7 +66,7 @@ def block_bundle(block: bytes, count: int = 1) -> bytes:
 
 
 OPEN = """
-from offsync.v3.bundle import open_bundle
+from offsync.bundle import open_bundle
 """
 OPEN_RUN = """
 for segment in open_bundle(data).segments:
@@ -190,35 +190,35 @@ CASES: dict[str, tuple[Callable[[], bytes], str, str, tuple[str, ...], int]] = {
     ),
     "v3 knowledge: 4 MiB of stream entries": (
         hostile_knowledge,
-        "from offsync.v3.knowledge import Knowledge",
+        "from offsync.knowledge import Knowledge",
         "Knowledge.from_bytes(data)",
         REFUSED,
         4 * MiB + BUDGET,
     ),
     "v3 receipt: 4 MiB of empty arrays": (
         hostile_receipt,
-        "from offsync.v3.receipt import Receipt",
+        "from offsync.receipt import Receipt",
         "Receipt.decode(data)",
         REFUSED,
         4 * MiB + BUDGET,
     ),
     "v3 redacted segment: 4 million erased rows": (
         hostile_redaction,
-        "from offsync.v3.segment import decode_segment",
+        "from offsync.segment import decode_segment",
         "decode_segment(data)",
         REFUSED,
         4 * MiB,
     ),
     "v3 bundle header: 4 MiB of empty arrays, before the signature": (
         hostile_header,
-        "from offsync.v3.bundle import read_header",
+        "from offsync.bundle import read_header",
         "read_header(data)",
         REFUSED,
         2 * 4 * MiB,
     ),
     "v3 token: 1 KiB of nested arrays": (
         hostile_token,
-        "from offsync.v3.attest import read_attestation",
+        "from offsync.attest import read_attestation",
         "read_attestation(data)",
         REFUSED,
         0,
@@ -243,9 +243,9 @@ def test_the_hostile_inputs_are_what_they_say() -> None:
     """Each input reaches the decoder it targets (not refused earlier for another
     reason): the knowledge entries are well-formed streams, the redaction a real
     redacted form, the repeating block canonical up to its memory bound."""
+    from offsync.columns import decode_block
     from offsync.errors import LimitExceededError
     from offsync.limits import Limits
-    from offsync.v3.columns import decode_block
 
     wide = Limits(max_decode_bytes=1 << 34)
     assert Knowledge.from_bytes(hostile_knowledge(), wide).stream_count() == 200_000
@@ -261,8 +261,8 @@ def test_the_hostile_inputs_are_what_they_say() -> None:
 
 
 def _segments_of(bundle: bytes) -> list[bytes]:
+    from offsync.bundle import read_header
     from offsync.unpack import unpack
-    from offsync.v3.bundle import read_header
 
     _, body = read_header(bundle)
     return unpack(body, "body")  # type: ignore[no-any-return]

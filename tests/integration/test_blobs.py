@@ -22,7 +22,7 @@ from offsync.errors import (
     UsageError,
 )
 from offsync.limits import Limits
-from offsync.scope import WHOLE
+from offsync.scope import Partition, Stream
 from offsync.stores.memory import MemoryStore
 from offsync.stores.sqlite import SQLiteStore
 
@@ -151,11 +151,12 @@ def test_a_peer_record_with_a_malformed_reference_is_applied_as_data(tmp_path: P
     # Craft one change with a malformed reference, written below the API's check.
     fields = canonical_fields({"photo": {"$blob": [b"x" * 31, 1, "image/jpeg"]}})
     change = Change(A.public_key, 2, a._st.hlc + 1, "people", "p1", PUT, fields, ())
+    own = Stream(A.public_key, Partition("people"))
     with a._transaction():
-        a.store.add_outbox(WHOLE, [(2, change.to_row())])
+        a.store.add_outbox(own.partition, [(2, change.to_row())])
         a._merge([change])
         a.store.set_meta("seq", b"2")
-        a._put(a._st.wrote(a._own, 2, change.hlc))
+        a._put(a._st.wrote(own, 2, change.hlc))
     sync(a, b)
     assert b.get("people", "p1") is not None and b.missing_blobs().count == 0
 

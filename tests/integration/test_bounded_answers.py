@@ -19,10 +19,14 @@ import pytest
 
 from offsync import Identity, Receipt, Replica, sync
 from offsync.delivery import Delivery
+from offsync.scope import Partition, Stream
 from offsync.segment import hash32
 from offsync.server import create_app
 from offsync.transports.http import HTTPTransport
 from tests.helpers.http import LiveServer
+
+#: The one partition these tests write in: their residents.
+RESIDENTS_PARTITION = Partition("residents")
 
 OTHERS = 30
 
@@ -69,7 +73,9 @@ def test_a_duplicate_upload_is_answered_for_its_site(centre: Replica) -> None:
             assert again.json()["status"] == "duplicate"
         receipt = _answer_receipt(again)
         assert receipt.replica == centre.id
-        assert receipt.knowledge.contains(site.id, 1), "it still proves the delivery"
+        assert receipt.knowledge.contains(Stream(site.id, RESIDENTS_PARTITION), 1), (
+            "it still proves the delivery"
+        )
         assert set(receipt.knowledge.origins()) <= {site.id, centre.id}, (
             f"a duplicate's answer named {len(list(receipt.knowledge.origins()))} origins"
         )
@@ -88,7 +94,7 @@ def test_knowledge_asked_by_anyone_states_only_the_centres_own_changes(
     receipt.verify()
     assert receipt.replica == centre.id
     assert list(receipt.knowledge.origins()) == [centre.id]
-    assert receipt.knowledge.count(centre.id) == 1
+    assert receipt.knowledge.restrict_origins([centre.id]).count() == 1
 
 
 def test_a_site_that_may_only_push_still_learns_its_changes_arrived(centre: Replica) -> None:

@@ -74,7 +74,10 @@ def test_bundle_files_pack_inspect_verify_apply(sh: Shell) -> None:
     assert written["changes"] == 3
     [info] = sh.json("inspect", "outbox")
     assert info["valid"] and info["signature"] == "valid" and info["sender"] == a
-    assert info["changes"] == 3 and info["ranges"] == {a: [[1, 3]]}
+    assert info["changes"] == 3
+    assert info["ranges"] == [
+        {"origin": a, "collection": "residents", "prefix": "", "intervals": [[1, 3]]}
+    ]
     assert info["recipient"] is None and info["receipts"][0]["replica"] == a
     assert "sender" in sh.run("inspect", written["file"]).stdout  # the human view
     assert sh.json("verify", "outbox")[0]["ok"]
@@ -208,7 +211,7 @@ def test_attestation_tokens_for_provisional_cards(sh: Shell) -> None:
     sh.run("--site", "post", "put", "doses", "3519010101900001/1", "vaccine=CoronaVac")
     token = sh.run("--site", "post", "attest", "issue", "doses", "3519010101900001/1").stdout
     token = token.strip()
-    assert token.startswith("OFS1:") and len(token) < 400
+    assert token.startswith("OFS2:") and len(token) < 400
     sh.run("--site", "post", "pack", "to-centre")
     sh.run("--site", "authority", "apply", "to-centre")  # the authority plays the centre
     checked = sh.json("--site", "authority", "attest", "check", token, "--fields",
@@ -252,10 +255,14 @@ def test_status_shows_a_peer_claiming_more_of_our_seqs() -> None:
     ident = Identity(b"\x31" * 32, label="restored")
     site = Replica.open(":memory:", identity=ident)
     peer = Identity(b"\x32" * 32, label="district")
-    claim = Receipt.issue(peer, 1, site.knowledge().with_range(ident.public_key, 1, 5))
+    from offsync.scope import Partition, Stream
+
+    stream = Stream(ident.public_key, Partition("residents"))
+    claim = Receipt.issue(peer, 1, site.knowledge().with_range(stream, 1, 5))
     assert site.record_receipt(claim)
     [shown] = status_document(site)["seq_claims"]
     assert (shown["peer"], shown["seq"], shown["blocks_writing"]) == (peer.public_key, 5, True)
+    assert (shown["collection"], shown["prefix"]) == ("residents", "")
 
 
 def test_disk_with_no_room_for_the_reply_says_what_was_imported(sh: Shell) -> None:

@@ -21,7 +21,11 @@ import pytest
 import offsync.plan.seal as seal_plan
 from offsync import Identity, Replica
 from offsync.errors import StorageError, StorageFullError
+from offsync.scope import Partition, Stream
 from tests.helpers.cli import Shell, command, environment
+
+#: The one partition these tests write in: their residents.
+RESIDENTS_PARTITION = Partition("residents")
 
 ALICE = Identity(b"\x0a" * 32, label="alice")
 BOB = Identity(b"\x0b" * 32, label="bob")
@@ -140,7 +144,7 @@ def test_apply_on_a_full_disk_raises_storage_full_and_changes_nothing(
     _free_disk(rep)
     assert rep.apply(bundle).applied == 30  # nothing of it was half-applied
     rep.close()
-    assert _reopened(path)[1].max_seq(BOB.public_key) == 30
+    assert _reopened(path)[1].max_seq(Stream(BOB.public_key, RESIDENTS_PARTITION)) == 30
 
 
 def test_sealing_at_pack_on_a_full_disk_raises_and_changes_nothing(

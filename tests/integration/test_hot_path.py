@@ -7,6 +7,7 @@ back. These tests hold that against the in-memory store, which stores plainly.
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from offsync.bundle import build_bundle
 from offsync.change import PUT, Change, ChangeId
 from offsync.encoding import canonical_fields, packb
 from offsync.errors import SignatureError, StorageError
+from offsync.scope import Partition, Stream
 from offsync.segment import Segment
 from offsync.stores.base import RecordRow, first_record
 from offsync.stores.memory import MemoryStore
@@ -203,13 +205,12 @@ def test_chunked_apply_matches_and_rolls_back_whole(
     monkeypatch.setattr(applying, "APPLY_CHUNK", 3)  # a flush every segment or so
     b = Replica.open(str(tmp_path / "b.sqlite"), identity=Identity.generate(), policies=POLICIES)
     # A bundle whose last segment is forged: the segments flushed before it are undone.
-    good = [s.first for s in a._state.segments[a._own]]
-    data = a.store.segment_data([(a._own, f) for f in good])
+    own = Stream(a.id, Partition("residents"))  # the stream with several segments
+    good = [s.first for s in a._state.segments[own]]
+    data = a.store.segment_data([(own, f) for f in good])
     last = Segment.decode(data[-1])
-    forged = Segment(
-        last.origin, last.first_seq, last.last_seq, last.prev_hash, last.block, bytes(64)
-    ).encode()
-    ranges = Knowledge({a.id: [(good[0], last.last_seq)]})
+    forged = dataclasses.replace(last, signature=bytes(64)).encode()
+    ranges = Knowledge({own: [(good[0], last.last_seq)]})
     bad = build_bundle(
         a.identity,
         [*data[:-1], forged],

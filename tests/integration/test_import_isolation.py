@@ -36,6 +36,7 @@ CORE = [
     "http.bodies",
     "http.refusals",
     "http.openapi",
+    "http.pull",
     "unpack",
     "status",
     "plan",
@@ -50,16 +51,9 @@ CORE = [
     "plan.write",
     # Format 3, built beside format 2 until the replica speaks it.
     "scope",
-    "v3",
-    "v3.change",
-    "v3.columns",
-    "v3.content",
-    "v3.frame",
-    "v3.segment",
-    "v3.knowledge",
-    "v3.receipt",
-    "v3.bundle",
-    "v3.attest",
+    "columns",
+    "content",
+    "compression",
 ]
 #: Modules of the HTTP package that do I/O (files) but need no HTTP library.
 HTTP_NO_LIBRARY = ["http.uploads"]

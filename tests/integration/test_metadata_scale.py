@@ -10,7 +10,8 @@ import pytest
 
 from offsync import Knowledge
 from offsync.limits import DEFAULT_LIMITS
-from offsync.testing.deployment import Deployment, answer, simulate
+from offsync.scope import Stream
+from offsync.testing.deployment import RECORDS, Deployment, answer, simulate
 
 SITES = 80_000
 
@@ -51,7 +52,7 @@ def test_an_unscoped_site_stays_within_every_limit(deployment: Deployment) -> No
 def test_the_upload_answer_is_bounded_by_the_uploader(deployment: Deployment) -> None:
     i = 123
     site = deployment.sites[i]
-    receipt = deployment.centre.receipt_for(site, Knowledge.of(site, 1, 3))
+    receipt = deployment.centre.receipt_for(site, Knowledge.of(Stream(site, RECORDS), 1, 3))
     # The site, and its district, which its receipt said it holds.
     assert set(receipt.knowledge.origins()) <= set(deployment.district_of(i))
     assert len(receipt.encode()) < 4096

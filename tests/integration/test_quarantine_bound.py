@@ -18,11 +18,15 @@ import pytest
 from offsync import Identity, Limits, Replica, sync
 from offsync.clock import wall_millis
 from offsync.plan.quarantine import evictions
+from offsync.scope import Partition, Stream
 from offsync.segindex import whole
 from offsync.server import create_app
 from offsync.transports.http import HTTPTransport
 from offsync.trust import issue_certificate, revoke
 from tests.helpers.http import LiveServer
+
+#: The one partition these tests write in: their residents.
+RESIDENTS_PARTITION = Partition("residents")
 
 KiB = 1024
 DAY = 24 * 3600 * 1000
@@ -110,7 +114,7 @@ def test_a_flood_of_self_made_keys_stays_within_the_bounds(
     assert set(held) == {rep.id for rep, _ in junk[-len(held) :]}
     # The index and knowledge say what the store holds, so evicted data may come again.
     assert {q.origin for q in centre.quarantined()} == set(held) | {KEC.public_key}
-    assert centre.knowledge().max_seq(junk[0][0].id) == 0
+    assert centre.knowledge().max_seq(Stream(junk[0][0].id, RESIDENTS_PARTITION)) == 0
     # The certified site's quarantined data is untouched.
     assert [q for q in centre.quarantined() if q.origin == KEC.public_key] == held_for_clock
     # The same flood again: judged again like anything new, and still within bounds.
@@ -146,7 +150,7 @@ def test_a_revoked_key_is_known_and_its_data_kept_as_evidence(
     for bundle in _junk(7, segments=1)[1]:  # with a bound of 0 bytes, unknown data goes
         assert centre.apply(bundle).quarantined == 1
     assert [q.reason for q in centre.quarantined()] == ["trust: key revoked"]
-    assert centre.knowledge().max_seq(thief.public_key) == 1
+    assert centre.knowledge().max_seq(Stream(thief.public_key, RESIDENTS_PARTITION)) == 1
     centre.close()
 
 

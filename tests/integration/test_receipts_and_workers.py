@@ -22,6 +22,7 @@ from offsync.delivery import Delivery, Status
 from offsync.errors import SequenceReuseError, SignatureError
 from offsync.knowledge import Knowledge
 from offsync.receipt import Receipt
+from offsync.scope import Partition, Stream
 from offsync.segment import hash32
 from offsync.server import create_app
 from offsync.transports.http import HTTPTransport
@@ -29,6 +30,12 @@ from offsync.trust import issue_certificate, revoke
 from tests.helpers.http import LiveServer
 
 SRC = Path(offsync.__file__).parent
+
+
+def residents(origin: bytes, first: int, last: int) -> Knowledge:
+    """Knowledge of seqs ``first..last`` of ``origin``'s residents stream (the one
+    stream these tests write)."""
+    return Knowledge({Stream(origin, Partition("residents")): [(first, last)]})
 
 
 def open_replica(path: Path, label: str, **options: Any) -> Replica:
@@ -102,14 +109,14 @@ def test_record_receipt_keeps_only_newer_verified_receipts(tmp_path: Path) -> No
     peer = Identity.generate("peer")
     site.put("residents", "k", {"n": 1})
     site.pack(site.knowledge())  # seals seq 1: a peer can only hold what is sealed
-    held = Knowledge({site.id: [(1, 1)]})
+    held = residents(site.id, 1, 1)
     newer = Receipt.issue(peer, 200, held)
     assert site.record_receipt(newer) is True
     assert site.record_receipt(newer) is False  # nothing new
     assert site.record_receipt(Receipt.issue(peer, 100, Knowledge())) is False  # older
     assert site.receipts()[peer.public_key] == newer
     assert site.record_receipt(site.receipt()) is False  # our own word is not a peer's
-    forged = Receipt(peer.public_key, 300, Knowledge({site.id: [(1, 50)]}), bytes(64))
+    forged = Receipt(peer.public_key, 300, residents(site.id, 1, 50), bytes(64))
     with pytest.raises(SignatureError):
         site.record_receipt(forged)
     assert site.receipts()[peer.public_key] == newer
@@ -143,7 +150,7 @@ def test_sync_records_the_upload_answer_even_when_the_round_fails(
 
 def claim_bundle(signer: Identity, site: bytes, up_to: int) -> bytes:
     """A bundle with no data whose sender's receipt claims ``site``'s seqs 1..up_to."""
-    receipt = Receipt.issue(signer, 1, Knowledge({site: [(1, up_to)]}))
+    receipt = Receipt.issue(signer, 1, residents(site, 1, up_to))
     return build_bundle(signer, [], ranges=Knowledge(), receipts=[receipt], created=1)
 
 
@@ -168,7 +175,7 @@ def test_trust_mode_ignores_claims_of_uncertified_keys(
     _, site, _ = trusted
     rogue = Identity.generate("rogue")
     site.apply(claim_bundle(rogue, site.id, 1000))
-    assert site.record_receipt(Receipt.issue(rogue, 2, Knowledge({site.id: [(1, 2000)]})))
+    assert site.record_receipt(Receipt.issue(rogue, 2, residents(site.id, 1, 2000)))
     site.put("residents", "k2", {"n": 2})  # not blocked
     assert site.seq == 2
     (claim,) = site.seq_claims()

@@ -11,6 +11,7 @@ import pytest
 import offsync.plan.seal as seal_plan
 from offsync import ChangeId, Identity, Knowledge, Replica, policies
 from offsync.errors import StorageError, UsageError
+from offsync.scope import Partition, Stream
 from offsync.trust import Certificate
 from tests.helpers.trust import (
     SARADAN,
@@ -21,6 +22,9 @@ from tests.helpers.trust import (
     replica,
     send,
 )
+
+#: The one partition these tests write in: their residents.
+RESIDENTS_PARTITION = Partition("residents")
 
 POLICIES = {
     "residents": policies.LastWriterWins(),
@@ -60,7 +64,7 @@ def test_reopen_continues_seq_without_reuse(tmp_path: Path) -> None:
     peer = Replica.open(":memory:", identity=site(2), policies=POLICIES)
     for b in bundles + later:
         peer.apply(b)
-    assert peer.knowledge() == Knowledge.of(me.public_key, 1, 3)
+    assert peer.knowledge() == Knowledge.of(Stream(me.public_key, RESIDENTS_PARTITION), 1, 3)
     assert peer.quarantined() == []
     assert peer.get("residents", "3") == {"a": 3}
     with pytest.raises(UsageError):  # a store belongs to one identity
@@ -124,9 +128,10 @@ def test_sealing_survives_reopen(tmp_path: Path) -> None:
             a.put("residents", str(i), {"i": i})
     a.close()
     a = Replica.open(path, identity=ident)
-    assert [(s.first, s.last) for s in a._state.segments.get(a._own, ())] == [
-        (1, seal_plan.SEGMENT_MAX_CHANGES)
-    ]
+    assert [
+        (s.first, s.last)
+        for s in a._state.segments.get(Stream(ident.public_key, RESIDENTS_PARTITION), ())
+    ] == [(1, seal_plan.SEGMENT_MAX_CHANGES)]
     b = Replica.open(":memory:", identity=Identity(bytes([2]) * 32, label="r2"))
     for x in a.pack():
         b.apply(x)

@@ -17,7 +17,11 @@ from offsync import Identity, Knowledge, Receipt, Replica
 from offsync.bundle import build_bundle, open_bundle
 from offsync.change import DELETE, Change
 from offsync.errors import BundleFormatError, SequenceReuseError, WrongPassphraseError
+from offsync.scope import Partition, Stream
 from offsync.segment import NO_PREVIOUS, Segment
+
+#: The one partition these tests write in: their residents.
+RESIDENTS_PARTITION = Partition("residents")
 
 SITE = Identity(bytes([2]) * 32, "saradan")
 DISTRICT = Identity(bytes([5]) * 32, "district")
@@ -128,7 +132,9 @@ def test_a_fork_is_flagged_where_the_histories_meet(tmp_path: Path) -> None:
     site.put("residents", "3519000000000002", {"n": "forked"})
     before = district.state_digest()
     report_total = 0
-    for bundle in site.pack(district.knowledge() - Knowledge.of(SITE.public_key, 2, 2)):
+    for bundle in site.pack(
+        district.knowledge() - Knowledge.of(Stream(SITE.public_key, RESIDENTS_PARTITION), 2, 2)
+    ):
         report_total += district.apply(bundle).quarantined
     assert report_total == 1
     assert district.state_digest() == before  # the fork changed nothing
@@ -198,11 +204,11 @@ def test_a_bundle_with_overlapping_segments_of_one_origin_is_refused() -> None:
     bundle = build_bundle(
         SITE,
         segments,
-        ranges=Knowledge.of(SITE.public_key, 1, 3),
+        ranges=Knowledge.of(Stream(SITE.public_key, RESIDENTS_PARTITION), 1, 3),
         receipts=[Receipt.issue(SITE, 1, Knowledge())],
         created=1,
     )
-    with pytest.raises(BundleFormatError, match="same seq"):
+    with pytest.raises(BundleFormatError, match="share seqs of a stream"):
         open_bundle(bundle)
     rep = Replica.open(":memory:", identity=CENTRE)
     before = rep.state_digest()
@@ -213,7 +219,9 @@ def test_a_bundle_with_overlapping_segments_of_one_origin_is_refused() -> None:
     for one in segments:
         alone = Replica.open(":memory:", identity=CENTRE)
         seg = Segment.decode(one)
-        only = Knowledge.of(SITE.public_key, seg.first_seq, seg.last_seq)
+        only = Knowledge.of(
+            Stream(SITE.public_key, RESIDENTS_PARTITION), seg.first_seq, seg.last_seq
+        )
         receipt = Receipt.issue(SITE, 1, Knowledge())
         data = build_bundle(SITE, [one], ranges=only, receipts=[receipt], created=1)
         assert alone.apply(data).applied == seg.count

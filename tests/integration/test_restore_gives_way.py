@@ -16,6 +16,10 @@ import shutil
 from pathlib import Path
 
 from offsync import Identity, Replica
+from offsync.scope import Partition, Stream
+
+#: The one partition these tests write in: their residents.
+RESIDENTS_PARTITION = Partition("residents")
 
 SITE = Identity(bytes([2]) * 32, "saradan")
 DISTRICT = Identity(bytes([5]) * 32, "district")
@@ -73,7 +77,9 @@ def test_unsealed_own_changes_give_way_to_the_sealed_history_and_are_issued_agai
     site = Replica.open(str(path), identity=SITE)
     assert (site.seq, site.has_unsealed(), keys(site)) == (1, True, {"x"})
     hear_from(district, site)  # the restore's wait: the district's receipt claims seq 1
-    assert site.knowledge().max_seq(SITE.public_key) == 0  # so it sends seq 1 back
+    assert (
+        site.knowledge().max_seq(Stream(SITE.public_key, RESIDENTS_PARTITION)) == 0
+    )  # so it sends seq 1 back
     send(district, site)
 
     # Y holds seq 1 as the world has it; X is kept, issued again as seq 2, unsealed.
@@ -91,7 +97,7 @@ def test_unsealed_own_changes_give_way_to_the_sealed_history_and_are_issued_agai
     assert keys(site) == keys(district) == {"x", "y", "z"}
     assert site.state_digest() == district.state_digest()
     assert site.knowledge() == district.knowledge()
-    assert district.knowledge().max_seq(SITE.public_key) == 3
+    assert district.knowledge().max_seq(Stream(SITE.public_key, RESIDENTS_PARTITION)) == 3
     assert site.forks() == [] == district.forks()
     assert site.quarantined() == [] == district.quarantined()
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from offsync import Identity, Replica
+from offsync.scope import Partition, Stream
 from tests.integration.test_restore_gives_way import (
     DISTRICT,
     RESIDENTS,
@@ -27,6 +28,9 @@ from tests.integration.test_restore_gives_way import (
     restore,
     send,
 )
+
+#: The one partition these tests write in: their residents.
+RESIDENTS_PARTITION = Partition("residents")
 
 PEER = Identity(bytes([7]) * 32, "peer")
 
@@ -89,7 +93,7 @@ def test_two_cuts_of_the_same_history_after_two_restores_do_not_fork(tmp_path: P
     assert keys(site) == keys(district) == {"x1", "x2", "x3"}
     assert site.state_digest() == district.state_digest()
     assert site.knowledge() == district.knowledge()
-    assert district.knowledge().max_seq(SITE.public_key) == 3
+    assert district.knowledge().max_seq(Stream(SITE.public_key, RESIDENTS_PARTITION)) == 3
     assert site.forks() == [] == district.forks()
     assert site.quarantined() == [] == district.quarantined()
     site.close()

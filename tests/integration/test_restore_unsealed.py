@@ -19,8 +19,12 @@ import pytest
 from offsync import Identity, Replica
 from offsync.errors import SequenceReuseError
 from offsync.plan.seal import SEGMENT_MAX_BYTES
+from offsync.scope import Partition, Stream
 from offsync.sync import sync
 from offsync.transports.memory import LoopbackTransport
+
+#: The one partition these tests write in: their residents.
+RESIDENTS_PARTITION = Partition("residents")
 
 SITE = Identity(bytes([2]) * 32, "saradan")
 DISTRICT = Identity(bytes([5]) * 32, "district")
@@ -75,7 +79,7 @@ def test_a_claim_below_the_issued_seq_still_stops_writes_until_the_changes_are_b
         site.put("residents", "3519000000000099", {"n": 99})
     assert site.seq == 3
     # Our knowledge no longer hides what the district holds: it sends it back.
-    assert site.knowledge().max_seq(SITE.public_key) == 0
+    assert site.knowledge().max_seq(Stream(SITE.public_key, RESIDENTS_PARTITION)) == 0
     send(district, site)
     assert site.has_unsealed() is False and site.seq_claims()[0].seq == 3
     site.put("residents", "3519000000000099", {"n": 99})
@@ -107,7 +111,7 @@ def test_the_peer_holds_part_of_what_the_backup_holds_unsealed(tmp_path: Path) -
     first, *rest = site.pack(district.knowledge(), max_bytes=SEGMENT_MAX_BYTES * 3 // 2)
     assert rest  # the link broke after the first bundle
     district.apply(first)
-    assert district.knowledge().max_seq(SITE.public_key) == 2
+    assert district.knowledge().max_seq(Stream(SITE.public_key, RESIDENTS_PARTITION)) == 2
     site.close()
     restore(saved, path)
 
@@ -119,7 +123,7 @@ def test_the_peer_holds_part_of_what_the_backup_holds_unsealed(tmp_path: Path) -
         site.put("residents", "3519000000000099", {"n": 99})
     send(district, site)  # 1..2 come back; 3..4 wait in the outbox, unsealed
     assert (site.seq, site.has_unsealed()) == (4, True)
-    assert site.knowledge().max_seq(SITE.public_key) == 2
+    assert site.knowledge().max_seq(Stream(SITE.public_key, RESIDENTS_PARTITION)) == 2
     # Still refused: 3..4 must come back as sealed before the loss, or the site moves
     # to a new key. Nothing was written twice, and nothing was lost here.
     with pytest.raises(SequenceReuseError, match="sealed up to seq 2"):
@@ -128,7 +132,7 @@ def test_the_peer_holds_part_of_what_the_backup_holds_unsealed(tmp_path: Path) -
     send(site, district)
     assert district.quarantined() == [] and site.quarantined() == []
     assert district.forks() == [] and site.forks() == []
-    assert district.knowledge().max_seq(SITE.public_key) == 2
+    assert district.knowledge().max_seq(Stream(SITE.public_key, RESIDENTS_PARTITION)) == 2
     site.close()
     district.close()
 

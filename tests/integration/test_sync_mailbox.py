@@ -15,9 +15,13 @@ import offsync
 from offsync import Identity, Replica, sync
 from offsync.bundle import peek_header
 from offsync.errors import TransportError, UsageError
+from offsync.scope import Partition, Stream
 from offsync.sync import ExchangeReport, exchange, exchange_folder
 from offsync.transports import DiskTransport, FolderTransport
 from offsync.transports.folder import outbox_name
+
+#: The one partition these tests write in: their residents.
+RESIDENTS_PARTITION = Partition("residents")
 
 SRC = Path(offsync.__file__).parent
 
@@ -48,7 +52,9 @@ def test_a_stop_at_a_folder_answers_who_left_mail(tmp_path: Path) -> None:
     for site in (kare, wungu):
         back = exchange_folder(site, share)
         assert back.imported.received  # the district's reply, with its receipt
-        assert site.receipts()[district.id].knowledge.contains(site.id, 1)
+        assert site.receipts()[district.id].knowledge.contains(
+            Stream(site.id, RESIDENTS_PARTITION), 1
+        )
 
 
 def test_a_folder_stop_may_hold_its_replies(tmp_path: Path) -> None:

@@ -64,7 +64,9 @@ def test_courier_round_trip_many_sites_on_one_disk(tmp_path: Path) -> None:
         assert not FAT_FORBIDDEN.search(path.name) and len(path.name) <= 64, path.name
         assert path.stat().st_size < FAT32_MAX_FILE
         if path.suffix == ".ofb":
-            assert b"Siti" not in path.read_bytes() and b"resident" not in path.read_bytes()
+            # No field value in clear ("resident j/i"); a header names collections and
+            # partitions (format 3 knowledge is by stream), which are not personal data.
+            assert b"resident " not in path.read_bytes()
 
 
 def _export(tmp_path: Path, n: int = 30) -> tuple[Replica, Replica, Path]:
@@ -96,7 +98,7 @@ def test_truncated_and_corrupted_files_are_refused_the_rest_imported(tmp_path: P
     assert any("truncated" in r for r in reasons)
     assert any("manifest's hash" in r for r in reasons)
     assert len(report.received) == len(files) - 2  # the rest of the disk was imported
-    held = b.knowledge().count(a.id)
+    held = b.knowledge().restrict_origins([a.id]).count()
     assert 0 < held < 90
     # Nothing half-applied: every record b shows is exactly a's.
     for key, fields in b.items("r"):
@@ -369,7 +371,7 @@ def test_a_full_disk_at_import_keeps_the_import_and_the_next_run_writes_the_repl
         b.put("notices", str(i), {"text": f"notice {i}"})
     tb = DiskTransport(usb, b, a)
     full = exchange(b, usb, free_space=lambda _: 0)
-    assert full.imported.applied == 90 and b.knowledge().count(a.id) == 90
+    assert full.imported.applied == 90 and b.knowledge().restrict_origins([a.id]).count() == 90
     assert full.replies == [] and [n.peer for n in full.not_written] == [a.id]
     assert "not enough space" in full.not_written[0].reason
     assert "Nothing of this export was written" in full.not_written[0].reason

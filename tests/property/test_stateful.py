@@ -1,4 +1,5 @@
-"""Three replicas under random writes, resolutions and a hostile, lossy courier.
+"""Three replicas under random writes, resolutions and a hostile, lossy courier; one of
+them scoped, its scope growing and shrinking.
 
 The machine writes on a small key space in three collections (one per builtin
 policy), packs bundles (sometimes encrypted to one peer) into a courier's bag and
@@ -34,10 +35,13 @@ from hypothesis.stateful import (
 from offsync import ChangeId, Identity, Knowledge, Replica, policies, read_header
 from offsync.change import Change
 from offsync.encoding import canonical_fields, decode_fields
-from offsync.errors import ImmutableRecordError, OffsyncError
-from offsync.scope import Partition, Stream
+from offsync.errors import ImmutableRecordError, OffsyncError, SequenceReuseError, UsageError
+from offsync.scope import Partition, Scope, Stream
 
 N = 3
+#: The last replica is scoped: it holds some of the collections, and its scope grows and
+#: shrinks (``change_scope``); the others hold everything.
+SCOPED = N - 1
 KEYS = ("1", "2", "3")
 COLLECTIONS = {"lww": "lww", "fww": "fww", "mv": "mv"}
 POLICIES = {
@@ -171,16 +175,32 @@ class Replicas(RuleBasedStateMachine):
                 identity=Identity(bytes([i + 1]) * 32, f"r{i}"),
                 policies=POLICIES,
                 wall=self._wall(i),
+                scope=Scope.whole("lww", "mv") if i == SCOPED else None,
             )
             for i in range(N)
         ]
         self.changes: dict[MId, MChange] = {}
         self.held: list[set[MId]] = [set() for _ in range(N)]
+        self.scopes: list[set[str]] = [set(COLLECTIONS) for _ in range(N)]
+        self.scopes[SCOPED] = {"lww", "mv"}
 
     def _wall(self, i: int) -> Any:
         return lambda: self.now + self.offsets[i]
 
     # model helpers
+    def inside(self, i: int, ids: set[MId] | frozenset[MId]) -> set[MId]:
+        """Those of ``ids`` in replica i's scope."""
+        return {x for x in ids if x.collection in self.scopes[i]}
+
+    def lost_own(self, i: int, collection: str) -> bool:
+        """Whether replica i wrote changes in ``collection`` it does not hold (they left
+        with a shrink and have not come back): writing there waits for them."""
+        rep = self.replicas[i]
+        return any(
+            x.origin == rep.id and x.collection == collection and x not in self.held[i]
+            for x in self.changes
+        )
+
     def record(self, i: int, collection: str, key: str) -> list[MChange]:
         return [
             self.changes[c]
@@ -258,6 +278,15 @@ class Replicas(RuleBasedStateMachine):
     def put(self, i: int, collection: str, key: str, fields: dict[str, Any]) -> None:
         rep = self.replicas[i]
         before = own_seq(rep, collection)
+        if collection not in self.scopes[i]:
+            with pytest.raises(UsageError):
+                rep.put(collection, key, fields)
+            assert own_seq(rep, collection) == before
+            return
+        if self.lost_own(i, collection):
+            with pytest.raises(SequenceReuseError):
+                rep.put(collection, key, fields)
+            return
         visible, _ = self.expected(i, collection, key)
         if collection == "fww" and visible is not None:
             try:
@@ -334,22 +363,27 @@ class Replicas(RuleBasedStateMachine):
         dst=st.integers(0, N - 1),
         since=st.sampled_from(["peer", "none", "empty"]),
         encrypt=st.booleans(),
+        scoped=st.booleans(),
     )
-    def pack(self, src: int, dst: int, since: str, encrypt: bool) -> Any:
+    def pack(self, src: int, dst: int, since: str, encrypt: bool, scoped: bool) -> Any:
         rep, peer = self.replicas[src], self.replicas[dst]
         knowledge = {"peer": peer.knowledge(), "none": None, "empty": Knowledge()}[since]
         recipient = peer.identity.public if encrypt and src != dst else None
-        bundles = rep.pack(knowledge, recipient=recipient, always=True)
+        scope = peer.scope if scoped else None  # packed for the receiver's scope
+        bundles = rep.pack(knowledge, recipient=recipient, always=True, scope=scope)
         assert bundles, "always=True packs at least a receipt"
         out = []
         for b in bundles:
             header, _ = read_header(b)
             ids = expand(header.ranges)
             assert ids <= self.held[src], "a bundle carries only what its sender holds"
+            if scoped:
+                assert ids <= self.inside(dst, ids), "a scoped pack carries only the scope"
             out.append((b, frozenset(ids), header.recipient))
         if knowledge is not None:
             # whole segments, so possibly more, but never less than what was missing
-            assert self.held[src] - expand(knowledge) <= set().union(*(x[1] for x in out))
+            wanted = self.inside(dst, self.held[src]) if scoped else self.held[src]
+            assert wanted - expand(knowledge) <= set().union(*(x[1] for x in out))
         return multiple(*out)
 
     @rule(
@@ -379,13 +413,15 @@ class Replicas(RuleBasedStateMachine):
             assert rep.knowledge() == knowledge
             return
         report = rep.apply(bundle)
-        new = ids - self.held[dst]
+        kept = self.inside(dst, ids)  # the rest is not for this replica: not kept
+        new = kept - self.held[dst]
         assert (report.applied, report.duplicates, report.quarantined) == (
             len(new),
-            len(ids) - len(new),
+            len(kept) - len(new),
             0,
         )
-        self.held[dst] |= ids
+        assert report.out_of_scope == len(ids) - len(kept)
+        self.held[dst] |= kept
         self.check_replica(dst)
 
     @rule(src=st.integers(0, N - 1), dst=st.integers(0, N - 1))
@@ -395,8 +431,35 @@ class Replicas(RuleBasedStateMachine):
             return
         for b in self.replicas[src].pack(self.replicas[dst].knowledge()):
             self.replicas[dst].apply(b)
-        self.held[dst] |= self.held[src]
+        self.held[dst] |= self.inside(dst, self.held[src])
         self.check_replica(dst)
+
+    @rule(collections=st.sets(st.sampled_from(list(COLLECTIONS))))
+    def change_scope(self, collections: set[str]) -> None:
+        """The scoped replica grows or shrinks its scope. A shrink is refused while its
+        own changes in what would leave are not claimed by a peer; else what left is
+        gone from it, and what came needs a pull."""
+        i = SCOPED
+        rep = self.replicas[i]
+        leaving = self.scopes[i] - collections
+        claimed: dict[Stream, int] = {}
+        for c in rep.seq_claims():
+            if c.counted and c.stream is not None:
+                claimed[c.stream] = max(c.seq, claimed.get(c.stream, 0))
+        unsent = [
+            s
+            for s, (seq, _) in rep.seqs().items()
+            if s.collection in leaving and seq > claimed.get(s, 0)
+        ]
+        if unsent:
+            with pytest.raises(UsageError, match="not yet held by a peer"):
+                rep.set_scope(Scope.whole(*collections))
+        else:
+            rep.set_scope(Scope.whole(*collections))
+            self.scopes[i] = set(collections)
+            self.held[i] = self.inside(i, self.held[i])
+        assert rep.scope == Scope.whole("_trust", *self.scopes[i])
+        self.check_replica(i)
 
     @rule(item=consumes(bag))
     def courier_loses_a_bundle(self, item: Any) -> None:
@@ -418,21 +481,29 @@ class Replicas(RuleBasedStateMachine):
     def final_exchange(self) -> None:
         pairs = [(s, d) for s in range(N) for d in range(N) if s != d]
         for src, dst in pairs:
-            for b in self.replicas[src].pack(self.replicas[dst].knowledge()):
-                self.replicas[dst].apply(b)
+            peer = self.replicas[dst]
+            for b in self.replicas[src].pack(peer.knowledge(), scope=peer.scope):
+                peer.apply(b)
         for src, dst in pairs:  # one round was enough: nothing is missing anywhere
-            assert self.replicas[src].pack(self.replicas[dst].knowledge()) == []
+            peer = self.replicas[dst]
+            assert self.replicas[src].pack(peer.knowledge(), scope=peer.scope) == []
         everything = set(self.changes)
-        digests = {rep.state_digest() for rep in self.replicas}
-        assert len(digests) == 1
+        full = self.replicas[0].state_digest()
         for i, rep in enumerate(self.replicas):
-            self.held[i] = set(self.held[i]) | everything
-            assert rep.knowledge() == as_knowledge(everything)
+            # Each holds the full state restricted to its scope.
+            assert rep.state_digest() == self.replicas[0].state_digest(scope=rep.scope)
+            self.held[i] = set(self.held[i]) | self.inside(i, everything)
+            assert rep.knowledge() == as_knowledge(self.inside(i, everything))
             self.check_replica(i)
+        assert self.replicas[1].state_digest() == full
         for collection in COLLECTIONS:
             for key in KEYS:
-                values = [rep.get(collection, key) for rep in self.replicas]
-                assert values == [values[0]] * N
+                values = [
+                    rep.get(collection, key)
+                    for i, rep in enumerate(self.replicas)
+                    if collection in self.scopes[i]
+                ]
+                assert values == [values[0]] * len(values)
 
 
 #: About 4 s of CPU under the ci profile.

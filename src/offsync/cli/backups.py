@@ -219,7 +219,7 @@ def _wait_after(site: Site, backup: str | None, taken: str | None, restored: int
             if peer == site.public_key:
                 continue
             receipts[peer] = created
-            if Knowledge.from_bytes(knowledge).max_seq(site.public_key):
+            if Knowledge.from_bytes(knowledge).restrict_origins([site.public_key]):
                 waiting.append(peer)
     finally:
         store.close()

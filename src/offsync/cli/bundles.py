@@ -119,7 +119,15 @@ def describe_bundle(
         created=iso_hlc(header.created),
         segments=header.segments,
         changes=header.ranges.count(),
-        ranges={o.hex(): [list(iv) for iv in ivs] for o, ivs in header.ranges.intervals.items()},
+        ranges=[
+            {
+                "origin": stream.origin.hex(),
+                "collection": stream.collection,
+                "prefix": stream.prefix,
+                "intervals": [list(iv) for iv in header.ranges.get(stream)],
+            }
+            for stream in header.ranges.streams()
+        ],
         body_bytes=len(body),
         receipts=[
             {
@@ -184,7 +192,9 @@ def _print_bundle(info: dict[str, Any]) -> None:
     table.add_row(
         "ranges",
         "\n".join(
-            f"{o[:12]} " + ",".join(f"{a}-{b}" for a, b in ivs) for o, ivs in info["ranges"].items()
+            f"{r['origin'][:12]} {r['collection']}/{r['prefix']} "
+            + ",".join(f"{a}-{b}" for a, b in r["intervals"])
+            for r in info["ranges"]
         )
         or "-",
     )

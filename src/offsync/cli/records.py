@@ -19,7 +19,7 @@ from .app import cli, json_option, pass_state
 from .exits import EXIT_ERROR, fail, show_error
 from .output import emit_json, err, head_name, iso_hlc, json_text, out, when
 from .params import parse_fields, parse_key
-from .site import Site, State
+from .site import Site, State, parse_partitions
 
 
 @cli.command()
@@ -34,6 +34,14 @@ from .site import Site, State
 )
 @click.option(
     "--default-policy", default="lww", show_default=True, help="Policy of other collections."
+)
+@click.option(
+    "--partitions",
+    "partition_specs",
+    multiple=True,
+    metavar="COLLECTION=LENGTH",
+    help="The deployment's partition rule: a collection is cut into partitions by the first"
+    " LENGTH characters of its keys (repeatable; the same at every site; never changed).",
 )
 @click.option(
     "--trust",
@@ -68,6 +76,7 @@ def init(
     label: str | None,
     policy_specs: tuple[str, ...],
     default_policy: str,
+    partition_specs: tuple[str, ...],
     trusted: tuple[str, ...],
     authority: bool,
     open_mode: bool,
@@ -95,6 +104,7 @@ def init(
         if not sep or not collection:
             fail(f"cannot read --policy {spec!r}", hint="write --policy doses=fww")
         site_policies[collection] = name
+    partitions = parse_partitions(partition_specs)
     passphrase = state.passphrase(confirm=True)
     if not passphrase:
         fail("an empty passphrase would leave the site key unprotected", hint="choose one")
@@ -103,7 +113,14 @@ def init(
     if authority:
         authorities.insert(0, identity.public_key.hex())
     site = Site.create(
-        path, identity, passphrase, site_policies, default_policy, authorities, blob_fetch
+        path,
+        identity,
+        passphrase,
+        site_policies,
+        default_policy,
+        authorities,
+        blob_fetch,
+        partitions=partitions,
     )
     if state.json:
         emit_json(

@@ -330,6 +330,7 @@ def _serve_centre(
         passphrase=state.passphrase(),
         policies=dict(site.policies),
         default_policy=site.default_policy,
+        partitions=dict(site.partitions),
         authorities=[bytes.fromhex(a) for a in site.authorities],
         # Workers share partial uploads safely: each upload is locked per bundle id.
         settings=given,

@@ -22,7 +22,8 @@ from typing import Any, TypedDict
 import click
 
 from .. import Identity, Replica, policies
-from ..errors import StoreLockedError
+from ..errors import StoreLockedError, UsageError
+from ..scope import PartitionRule
 from ..stores import sqlite as sqlite_store
 from .exits import EXIT_ERROR, EXIT_USAGE, CommandError, fail
 from .output import emit_json, err, iso_ms, out, short
@@ -47,6 +48,31 @@ def policy_of(name: str) -> policies.Policy:
             EXIT_USAGE,
             f"use one of {', '.join(sorted(policies.BUILTIN))}",
         ) from None
+
+
+def _length(value: Any) -> int:
+    if type(value) is not int or value < 0:
+        raise ValueError(f"a partition length is a number of code points, not {value!r}")
+    return value
+
+
+def parse_partitions(specs: Sequence[str]) -> dict[str, int]:
+    """``collection=length`` settings (``--partitions residents=6``) as a rule's map."""
+    out: dict[str, int] = {}
+    for spec in specs:
+        for item in (i.strip() for i in spec.split(",")):
+            collection, sep, length = item.partition("=")
+            if not sep or not collection.strip() or not length.strip().isdigit():
+                fail(
+                    f"cannot read --partitions {item!r}",
+                    hint="write --partitions residents=6 (a collection and a key-prefix length)",
+                )
+            out[collection.strip()] = int(length)
+    try:
+        PartitionRule(out)
+    except UsageError as exc:
+        fail(f"--partitions: {exc}", hint="a length is 0 to 512 code points; _trust is always 0")
+    return out
 
 
 def write_atomic(path: Path, data: bytes) -> None:
@@ -95,6 +121,10 @@ class Site:
     #: The centres this site delivers to, in order (``offsync centres``): each
     #: ``{"url": ..., "key": hex or None}``; a key not given is pinned at first contact.
     centres: list[CentreEntry] = field(default_factory=list)
+    #: The deployment's partition rule: collection -> key-prefix length in code points
+    #: (docs/spec-v3.md §4); a collection not named is one partition. Set at ``init``,
+    #: deployment-wide and never changed (the store refuses another rule).
+    partitions: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def load(cls, path: Path) -> Site:
@@ -117,6 +147,7 @@ class Site:
                 [str(a) for a in doc.get("authorities", [])],
                 {str(k): str(v) for k, v in doc.get("peers", {}).items()},
                 [_centre_entry(c) for c in doc.get("centres", [])],
+                {str(k): _length(v) for k, v in doc.get("partitions", {}).items()},
             )
             keys = [c["key"] for c in site.centres if c["key"] is not None]
             for a in [*site.authorities, *site.peers.values(), *keys]:
@@ -143,6 +174,8 @@ class Site:
             doc["peers"] = dict(sorted(self.peers.items()))
         if self.centres:
             doc["centres"] = self.centres
+        if self.partitions:
+            doc["partitions"] = dict(sorted(self.partitions.items()))
         write_atomic(self.path / SITE_FILE, (json.dumps(doc, indent=2) + "\n").encode())
 
     @classmethod
@@ -155,6 +188,7 @@ class Site:
         default_policy: str = "lww",
         authorities: Sequence[str] = (),
         blobs: str | None = None,
+        partitions: dict[str, int] | None = None,
     ) -> Site:
         for name in [*site_policies.values(), default_policy]:
             policy_of(name)
@@ -181,6 +215,7 @@ class Site:
             site_policies,
             default_policy,
             list(dict.fromkeys(authorities)),
+            partitions=dict(partitions or {}),
         )
         site.save()
         site.open(identity, create=True, blobs=blobs).close()
@@ -233,6 +268,7 @@ class Site:
             default_policy=policy_of(self.default_policy),
             trust=[bytes.fromhex(a) for a in self.authorities] if self.authorities else None,
             blobs=blobs,
+            partitions=self.partitions,
         )
 
     def _backup_before_upgrade(self) -> None:

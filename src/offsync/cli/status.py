@@ -32,7 +32,8 @@ def centres_document(replica: Replica, keys: Sequence[bytes]) -> dict[str, Any]:
         "keys": list(keys),
         "counted": [k for k in keys if k in counted],
         "undelivered_of_mine": undelivered,
-        "delivered_of_mine": replica.knowledge().count(replica.id) - undelivered,
+        "delivered_of_mine": replica.knowledge().restrict_origins([replica.id]).count()
+        - undelivered,
     }
 
 
@@ -55,9 +56,9 @@ def status_document(
                 "label": names.get(peer),
                 "last_receipt": iso_hlc(receipt.created),
                 "holds": holds.count(),
-                "holds_of_mine": holds.count(replica.id),
+                "holds_of_mine": holds.restrict_origins([replica.id]).count(),
                 "pending": (mine - holds).count(),
-                "pending_of_mine": (mine - holds).count(replica.id),
+                "pending_of_mine": (mine - holds).restrict_origins([replica.id]).count(),
             }
         )
     return {
@@ -67,7 +68,8 @@ def status_document(
         "sealed": replica.sealed,
         "changes_held": mine.count(),
         "state_digest": replica.state_digest(),
-        "origins": len(mine.intervals),
+        "origins": sum(1 for _ in mine.origins()),
+        "streams": mine.stream_count(),
         "peers": peers,
         "quarantined": [
             {
@@ -90,6 +92,9 @@ def status_document(
                 "peer": c.peer,
                 "label": names.get(c.peer),
                 "seq": c.seq,
+                # The own stream the claim is about (format 3 numbers seqs per stream).
+                "collection": None if c.stream is None else c.stream.collection,
+                "prefix": None if c.stream is None else c.stream.prefix,
                 "counted": c.counted,
                 "blocks_writing": c.counted,
             }
@@ -153,7 +158,7 @@ def status(state: State) -> None:
     out.print(
         f"[bold]{escape(doc['site'])}[/] {doc['public_key'].hex()}\n"
         f"{doc['seq']} change(s) written here; {doc['changes_held']} held from "
-        f"{doc['origins']} site(s); state digest {doc['state_digest'].hex()[:16]}"
+        f"{doc['origins']} site(s) in {doc['streams']} stream(s); state digest {doc['state_digest'].hex()[:16]}"
     )
     _print_restore(state, replica, doc["restore"])
     if doc["centres"] is not None:

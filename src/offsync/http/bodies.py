@@ -21,11 +21,11 @@ import typing
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, Literal, Self
 
-from ..encoding import packb, unpack_strict
-from ..errors import BundleFormatError, RemoteDataError
+from ..errors import RemoteDataError
 from ..knowledge import Knowledge
 from ..limits import DEFAULT_LIMITS, Limits
-from .wire import BUNDLE_ID_PATTERN, MIN_PULL_BUNDLE_BYTES
+from .pull import PullRequest
+from .wire import BUNDLE_ID_PATTERN
 
 __all__ = [
     "ANSWER_BODIES",
@@ -287,22 +287,15 @@ ANSWER_BODIES: tuple[type[Body], ...] = (
 
 
 def encode_pull_request(since: Knowledge, max_bytes: int, encrypt: bool) -> bytes:
-    """The body of ``POST /pull``: a canonical msgpack map."""
-    return packb({"encrypt": encrypt, "knowledge": since.to_wire(), "max_bytes": max_bytes})
+    """The body of ``POST /pull`` stating ``since`` whole (no digests, no receipt known):
+    shorthand for ``offsync.http.pull.PullRequest``."""
+    return PullRequest(since, max_bytes, encrypt).encode()
 
 
 def decode_pull_request(
     body: bytes, limits: Limits = DEFAULT_LIMITS
 ) -> tuple[Knowledge, int, bool]:
-    """Parse a pull request body (untrusted): ``(knowledge, max_bytes, encrypt)``."""
-    value = unpack_strict(body, "pull request")
-    if type(value) is not dict or set(value) != {"encrypt", "knowledge", "max_bytes"}:
-        raise BundleFormatError("a pull request is a map of encrypt, knowledge and max_bytes")
-    if packb(value) != body:
-        raise BundleFormatError("a pull request is canonical msgpack (docs/spec.md §14.2)")
-    max_bytes, encrypt = value["max_bytes"], value["encrypt"]
-    if type(max_bytes) is not int or not MIN_PULL_BUNDLE_BYTES <= max_bytes < 1 << 63:
-        raise BundleFormatError(f"pull request max_bytes must be at least {MIN_PULL_BUNDLE_BYTES}")
-    if type(encrypt) is not bool:
-        raise BundleFormatError("pull request encrypt must be a boolean")
-    return Knowledge.from_wire(value["knowledge"], limits), max_bytes, encrypt
+    """Parse a pull request body (untrusted): ``(knowledge, max_bytes, encrypt)``; the
+    whole request is ``PullRequest.decode``."""
+    request = PullRequest.decode(body, limits)
+    return request.knowledge, request.max_bytes, request.encrypt

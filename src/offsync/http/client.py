@@ -140,10 +140,13 @@ class Session:
         return response
 
     @contextmanager
-    def stream(self, method: str, path: str, **kwargs: Any) -> Iterator[httpx.Response]:
-        """A streamed success; failures while reading it are mapped too."""
+    def stream(
+        self, method: str, path: str, *, allow: frozenset[int] = frozenset(), **kwargs: Any
+    ) -> Iterator[httpx.Response]:
+        """A streamed success (or a status in ``allow``); failures while reading it are
+        mapped too."""
         with mapped_failures(), self.client.stream(method, path, **kwargs) as response:
-            self.check(response)
+            self.check(response, allow)
             yield response
 
     # -- answers -----------------------------------------------------------------------
@@ -270,6 +273,16 @@ class Session:
         if challenge is None:
             raise self.foreign(invalid, 200)
         return challenge
+
+    def read_bounded(self, response: httpx.Response, limit: int = 4 * 1024 * 1024) -> bytes:
+        """A streamed answer's body, at most ``limit`` bytes (more is not the server's
+        answer: an ``UnverifiedAnswerError``)."""
+        data = bytearray()
+        for chunk in response.iter_bytes():
+            data += chunk
+            if len(data) > limit:
+                raise self.foreign(f"sent an answer over {limit} bytes", response.status_code)
+        return bytes(data)
 
     def frames(
         self, response: httpx.Response, max_frame: int

@@ -11,6 +11,8 @@ Names and meanings are in docs/operations.md, "Metrics"; in short:
                                                             507) by status and error
 ``offsync_bundles_received_total{outcome}``                 uploads: applied, duplicate
 ``offsync_bundles_sent_total``, ``offsync_bytes_*_total``   pulls' bundles; body bytes
+``offsync_pulls_total{answer}``                             pulls: bundles, idle (end
+                                                            frame only), groups (409)
 ``offsync_in_flight``, ``offsync_max_in_flight``            slots taken, and their bound
 ``offsync_waiting``                                         requests waiting for a slot
 ``offsync_apply_seconds``                                   histogram of one apply
@@ -150,6 +152,11 @@ class Metrics:
         self.bundles_sent = make.counter("offsync_bundles_sent", "Bundles sent in pull answers")
         self.bytes_received = make.counter("offsync_bytes_received", "Upload body bytes received")
         self.bytes_sent = make.counter("offsync_bytes_sent", "Bundle bytes sent in pull answers")
+        self.pulls = make.counter(
+            "offsync_pulls",
+            "Pull answers: bundles, idle (nothing new: the end frame alone), groups (409)",
+            ["answer"],
+        )
 
     def _load(self, make: _Make) -> None:
         """How busy the server is: slots, waits, the time of an apply."""

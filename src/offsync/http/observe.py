@@ -110,6 +110,8 @@ class Observer:
     # -- pulls ---------------------------------------------------------------------------
 
     def pulled(self, site: bytes, bundles: int, size: int, *, complete: bool) -> None:
+        if self.metrics is not None:
+            self.metrics.pulls.labels("bundles" if bundles else "idle").inc()
         event(
             LOGGER,
             logging.INFO,
@@ -119,6 +121,12 @@ class Observer:
             bytes=size,
             complete=complete,
         )
+
+    def digests_differ(self, site: bytes) -> None:
+        """A pull's group digests differ from ours: answered 409 with the groups."""
+        if self.metrics is not None:
+            self.metrics.pulls.labels("groups").inc()
+        event(LOGGER, logging.INFO, "pull.groups", **self._who(site))
 
     def sent(self, size: int) -> None:
         if self.metrics is not None:

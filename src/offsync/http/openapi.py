@@ -36,6 +36,7 @@ from .signing import CHALLENGE_BYTES
 from .wire import (
     BUNDLE_ID_PATTERN,
     BUNDLES_MEDIA_TYPE,
+    GROUPS_MEDIA_TYPE,
     METRICS_MEDIA_TYPE,
     MIN_PULL_BUNDLE_BYTES,
     MSGPACK_MEDIA_TYPE,
@@ -330,8 +331,15 @@ ENDPOINTS: tuple[Endpoint, ...] = (
             Answer(
                 200,
                 "Frames of u32 big-endian length + bundle; length 0 ends a complete answer, "
-                "0xFFFFFFFF one cut short (pull again)",
+                "0xFFFFFFFF one cut short (pull again); the end frame alone when there is "
+                "nothing new and receipt_known is the server's current receipt",
                 media=BUNDLES_MEDIA_TYPE,
+            ),
+            Answer(
+                409,
+                "The site's group digests differ: canonical msgpack array of "
+                "[collection, group], sorted; pull again with them in detail",
+                media=GROUPS_MEDIA_TYPE,
             ),
             _error(
                 401,
@@ -347,8 +355,10 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         request={
             "required": True,
             "description": (
-                "Canonical msgpack map {encrypt: bool, knowledge: <knowledge wire form>, "
-                f"max_bytes: int >= {MIN_PULL_BUNDLE_BYTES}}}"
+                "Canonical msgpack map {detail: [[collection, group]], digests: nil or "
+                "[G, [[collection, group, bin(16)]]], encrypt: bool, knowledge: <knowledge "
+                f"wire form>, max_bytes: int >= {MIN_PULL_BUNDLE_BYTES}, receipt_known: nil "
+                "or bin(32), relays_for: [bin(32)]} (docs/spec-v3.md §15.1)"
             ),
             "content": {MSGPACK_MEDIA_TYPE: {}},
         },

@@ -19,13 +19,21 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from ..bundle import BundleHeader, peek_header, read_header
 from ..errors import RemoteDataError, SignatureError, StorageError
-from ..knowledge import Knowledge
+from ..segment import hash32
 from .answers import NO_STORE, b64, json_answer, now_ms
 from .blobroutes import BLOB_ROUTES
-from .bodies import ChallengeBody, Health, ServerInfo, UploadResult, decode_pull_request
+from .bodies import ChallengeBody, Health, ServerInfo, UploadResult
 from .frames import encode_frame, end_frame
 from .openapi import openapi
+from .pull import (
+    GROUPS_MEDIA_TYPE,
+    PullRequest,
+    differing_groups,
+    effective_knowledge,
+    encode_groups,
+)
 from .receive import content_length, content_range, receive
 from .refusals import (
     bad_request,
@@ -39,6 +47,7 @@ from .refusals import (
 from .signing import SignedRequest, verify_request
 from .spoolroutes import spooled_status, spooled_upload
 from .state import ServerState
+from .told import Told
 from .uploads import Uploader
 from .wire import BUNDLES_MEDIA_TYPE, H_MAX_UPLOAD, PROTOCOL, RECEIPT_MEDIA_TYPE, is_bundle_id
 
@@ -222,7 +231,9 @@ def _apply(state: ServerState, data: bytes) -> tuple[UploadResult, int, bytes | 
 
 
 async def pull(state: ServerState, request: Request) -> Response:
-    """A signed request with the site's knowledge: the bundles it lacks, as frames."""
+    """A signed request with the site's knowledge (or its group digests): the bundles
+    it lacks, as frames; ``409`` with the groups whose digests differ (spec-v3 §15.2);
+    the end frame alone when there is nothing new and its receipt is current (§15.3)."""
     body = await _pull_body(state, request)
     # The challenge's MAC and age, then the signature, then the body: nothing is
     # recorded for a request that fails any of them, so junk costs no memory.
@@ -235,7 +246,7 @@ async def pull(state: ServerState, request: Request) -> Response:
             challenges=state.challenges,
             now_ms=now_ms(),
         )
-        since, max_bytes, encrypt = decode_pull_request(body, state.replica.limits)
+        asked = PullRequest.decode(body, state.replica.limits)
     except SignatureError as exc:
         raise unauthorized(str(exc)) from exc
     except RemoteDataError as exc:
@@ -243,16 +254,19 @@ async def pull(state: ServerState, request: Request) -> Response:
     request.scope[_SITE] = signed.site
     await state.acquire()
     # A preference: never below the floor, since one segment may approach 256 KiB.
-    max_bytes = max(min(max_bytes, state.max_pull_bundle_bytes), PULL_FLOOR_BYTES)
+    max_bytes = max(min(asked.max_bytes, state.max_pull_bundle_bytes), PULL_FLOOR_BYTES)
     try:
-        packer, first = await state.locked(
-            lambda: _start_pull(state, signed, since, max_bytes, encrypt)
-        )
+        started = await state.locked(lambda: _start_pull(state, signed, asked, max_bytes))
     except BaseException:
         state.release()
         raise
     state.observe.contact(signed.site)
-    return _SlotResponse(_frames(state, signed.site, first, packer), state.release)
+    if isinstance(started, bytes):
+        state.release()
+        state.observe.digests_differ(signed.site)
+        return Response(started, status_code=409, media_type=GROUPS_MEDIA_TYPE)
+    packer, first, told = started
+    return _SlotResponse(_frames(state, signed.site, first, packer, told), state.release)
 
 
 async def _pull_body(state: ServerState, request: Request) -> bytes:
@@ -266,9 +280,10 @@ async def _pull_body(state: ServerState, request: Request) -> bytes:
 
 
 def _start_pull(
-    state: ServerState, signed: SignedRequest, since: Knowledge, max_bytes: int, encrypt: bool
-) -> tuple[Iterator[bytes], bytes | None]:
-    """Spend the challenge, then start packing (holding the replica's lock)."""
+    state: ServerState, signed: SignedRequest, asked: PullRequest, max_bytes: int
+) -> bytes | tuple[Iterator[bytes], bytes | None, Told]:
+    """Spend the challenge, then settle the digests (the ``409`` body if some groups
+    differ) or start packing (holding the replica's lock)."""
     replica = state.replica
     # Only now, authenticated and about to be served, is the challenge spent: in the
     # store, so one captured request is served once by all workers on it.
@@ -276,28 +291,49 @@ def _start_pull(
         raise unauthorized("replayed request (challenge already used)")
     site = signed.site
     readable = state.readable
+    held = replica.knowledge()
+    mine = held
+    if readable is not None:
+        mine = held.restrict_origins(o for o in held.origins() if readable(site, o))
+    groups = differing_groups(asked, mine)
+    if groups:
+        return encode_groups(groups)
+    since = effective_knowledge(asked, mine)
+    # Nothing new and the site's receipt of us still the whole truth: no bundle at all.
+    # The site holds our last receipt and we hold the same of its streams: the replica
+    # decides (``quiet``) whether it has anything to send or new to say (receipts to
+    # pass on, from the centre, say); else a bundle goes, with a fresh receipt.
+    quiet = state.told.still_true(site, asked.receipt_known, asked.relays_for, held)
+    origins = state.told.origins(site, asked.relays_for)
+    told = Told(b"", origins, held.restrict_origins(origins))
     # What the site may not read is treated as if it held it already (``readable``); its
     # answer's receipts are bounded by what it stated it holds.
     packer = replica.iter_pack(
         since,
         max_bytes=max_bytes,
-        recipient=site if encrypt else None,
-        always=True,
+        recipient=site if asked.encrypt else None,
+        always=not quiet,
+        quiet=quiet,
         receiver=site,
-        stated=since,
+        stated=asked.knowledge,
         readable=None if readable is None else lambda origin: readable(site, origin),
     )
-    return packer, next(packer, None)
+    return packer, next(packer, None), told
 
 
 async def _frames(
-    state: ServerState, site: bytes, first: bytes | None, packer: Iterator[bytes]
+    state: ServerState, site: bytes, first: bytes | None, packer: Iterator[bytes], told: Told
 ) -> AsyncIterator[bytes]:
     sent = count = 0
     bundle = first
+    headers: list[BundleHeader] = []
+    if first is not None:
+        receipt = read_header(first, state.replica.limits)[0].receipts[0].encode()
+        state.told.remember(site, dataclasses.replace(told, receipt=hash32(receipt)))
     try:
         while bundle is not None:
             yield encode_frame(bundle)
+            headers.append(peek_header(bundle))  # made just now by the replica
             sent += len(bundle)
             count += 1
             state.observe.sent(len(bundle))
@@ -307,6 +343,8 @@ async def _frames(
                 return
             bundle = await anyio.to_thread.run_sync(next, packer, None)
         yield end_frame(more=False)
+        if headers:  # what the replica's ``quiet`` need not say to this site again
+            await anyio.to_thread.run_sync(state.replica.told, site, headers)
         state.observe.pulled(site, count, sent, complete=True)
     except Exception as exc:
         state.observe.pull_broken(site, exc)

@@ -19,6 +19,7 @@ from .observe import Observer
 from .refusals import busy
 from .signing import Challenges, challenge_key
 from .spool import Applier, SpoolWriter
+from .told import ToldReceipts
 from .uploads import Uploader, Uploads
 
 __all__ = ["Readable", "ServerState"]
@@ -72,6 +73,8 @@ class ServerState:
         self.busy_timeout = busy_timeout
         self.retry_after = retry_after
         self.readable = readable
+        #: The receipt each site was last sent, so an idle pull sends no bundle.
+        self.told = ToldReceipts()
         self.challenges = Challenges(
             challenge_key(replica.identity), replica.id, max(1, int(replay_window * 1000))
         )

@@ -7,6 +7,7 @@ import re
 __all__ = [
     "BUNDLE_ID_PATTERN",
     "BUNDLES_MEDIA_TYPE",
+    "GROUPS_MEDIA_TYPE",
     "H_CHALLENGE",
     "H_MAX_UPLOAD",
     "H_SIGNATURE",
@@ -21,9 +22,11 @@ __all__ = [
     "is_bundle_id",
 ]
 
-PROTOCOL = "offsync-http/2"
+PROTOCOL = "offsync-http/3"
 BUNDLES_MEDIA_TYPE = "application/x-offsync-bundles"
 RECEIPT_MEDIA_TYPE = "application/x-offsync-receipt"
+#: A ``409`` answer to a pull: the groups whose knowledge digests differ (spec-v3 §15.2).
+GROUPS_MEDIA_TYPE = "application/x-offsync-groups"
 MSGPACK_MEDIA_TYPE = "application/x-msgpack"
 JSON_MEDIA_TYPE = "application/json"
 OCTET_STREAM = "application/octet-stream"

@@ -29,6 +29,7 @@ from ..trust import TRUST_COLLECTION
 from .examine import _Examining, _log_evicted
 from .redacting import FALSE_COMMITMENT
 from .sealing import _Sealing
+from .scoping import _Scoping
 from .state import OwnSeqs
 from .types import ApplyReport
 
@@ -103,7 +104,7 @@ class _Run:
         return len(self.merge) >= APPLY_CHUNK or self.size >= APPLY_CHUNK_BYTES
 
 
-class _Applying(_Examining, _Sealing):
+class _Applying(_Examining, _Sealing, _Scoping):
     def apply(self, data: bytes) -> ApplyReport:
         """Verify and apply one bundle; all of it or, on any error, none of it."""
         bundle = open_bundle(data, self.identity, self.limits)
@@ -204,10 +205,11 @@ class _Applying(_Examining, _Sealing):
         chunk, not by the bundle; any error rolls the whole bundle back (and drops the
         working state with it).
         """
-        report = ApplyReport(bundle.id, bundle.header.sender, ranges=bundle.header.ranges)
+        report = ApplyReport(bundle.id, bundle.header.sender, ranges=self._held(bundle))
         run = _Run()
         ctx = self._apply_context()
-        for plan in plan_segments(bundle.segments if segments is None else segments, ctx):
+        held = self._in_scope(bundle.segments if segments is None else segments, report)
+        for plan in plan_segments(held, ctx):
             self._take(plan, run, report)
             if run.full:
                 self._flush(run)
@@ -498,7 +500,7 @@ class ApplyGroup:
         report = ApplyReport(bundles[0].id, bundles[0].header.sender)
         run = _Run()
         ctx = r._apply_context()
-        for plan in plan_segments(segments, ctx):
+        for plan in plan_segments(r._in_scope(segments, report), ctx):
             r._take(plan, run, report)
             if run.full:
                 r._flush(run)

@@ -20,6 +20,7 @@ import msgpack
 from ..change import Change
 from ..clock import next_hlc
 from ..encoding import decode_fields
+from ..errors import UsageError
 from ..identity import Identity
 from ..knowledge import Knowledge
 from ..limits import Limits
@@ -31,7 +32,7 @@ from ..plan.schema import as_stored
 from ..policies import Policy
 from ..receipt import Receipt
 from ..schemas import Schemas
-from ..scope import PartitionRule, new_partition, new_stream
+from ..scope import PartitionRule, Scope, new_partition, new_stream
 from ..segindex import HeldSegment, SegmentIndex, Stream, knowledge_of, own_meta
 from ..segment import AnySegment, decode_segment
 from ..stores.base import RecordRow, Store, pack_ids
@@ -80,6 +81,10 @@ class _Core:
     _known: tuple[SegmentIndex, Mapping[Stream, OwnSeqs], Knowledge] | None = None
     #: The deployment's partition rule: every own change lies in its record's partition.
     rule: PartitionRule
+    #: What this replica holds (its scope, ``_trust`` and the reference collections:
+    #: ``replica.scoping``); ``_holds_all``: everything, the unscoped fast path.
+    _holds: Scope = Scope.everything()
+    _holds_all: bool = True
     #: The newest receipt of each signer, indexed by origin (``_heard_receipts``);
     #: None: to be read from the store (dropped when a transaction rolls back).
     _heard: HeardReceipts | None = None
@@ -92,15 +97,27 @@ class _Core:
         return self.identity.public_key
 
     def _stream_of(self, collection: str, key: str) -> Stream:
-        """The own stream a write of record ``(collection, key)`` goes to."""
+        """The own stream a write of record ``(collection, key)`` goes to; ``UsageError``
+        outside this replica's scope."""
         length = self.rule.lengths.get(collection, 0)
         if not length:
             stream = self._whole_collection.get(collection)
             if stream is None:
+                self._check_writable(collection, key)
                 stream = new_stream(self.id, self.rule.partition_of(collection, key))
                 self._whole_collection[collection] = stream
             return stream
+        if not self._holds_all:
+            self._check_writable(collection, key)
         return new_stream(self.id, self.rule.partition_of(collection, key))
+
+    def _check_writable(self, collection: str, key: str) -> None:
+        """``UsageError`` for a local write outside what this replica holds."""
+        if not self._holds_all and not self._holds.holds(collection, key):
+            raise UsageError(
+                f"this record of {collection!r} is outside this replica's scope: a scoped"
+                " replica writes only what it holds"
+            )
 
     @functools.cached_property
     def _whole_collection(self) -> dict[str, Stream]:

@@ -15,7 +15,7 @@ from ..knowledge import Knowledge
 from ..plan.pack import DEFAULT_MAX_BUNDLE, Fit, Item, bundles, carried, fit, select
 from ..plan.receipts import forward_budget, kept_knowledge, needs, passed_on
 from ..receipt import Receipt
-from ..scope import new_stream
+from ..scope import Scope, new_stream
 from ..unpack import unpack
 from .sealing import _Sealing
 
@@ -35,6 +35,7 @@ class _Packing(_Sealing):
         max_bytes: int = DEFAULT_MAX_BUNDLE,
         recipient: bytes | PublicIdentity | None = None,
         always: bool = False,
+        scope: Scope | None = None,
     ) -> list[bytes]:
         """Bundles carrying everything this replica holds that ``since`` lacks.
 
@@ -43,9 +44,13 @@ class _Packing(_Sealing):
         ``always``, one bundle is produced even when there is nothing to send, so that
         this replica's receipt still travels. ``recipient`` encrypts to that site.
         Segments travel as they were sealed (compressed by their origin), so packing
-        compresses nothing.
+        compresses nothing. ``scope``: the receiver's scope (``iter_pack``).
         """
-        return list(self.iter_pack(since, max_bytes=max_bytes, recipient=recipient, always=always))
+        return list(
+            self.iter_pack(
+                since, max_bytes=max_bytes, recipient=recipient, always=always, scope=scope
+            )
+        )
 
     def iter_pack(
         self,
@@ -58,6 +63,8 @@ class _Packing(_Sealing):
         stated: Knowledge | None = None,
         quiet: bool = False,
         readable: Callable[[bytes], bool] | None = None,
+        scope: Scope | None = None,
+        relays_for: Iterable[bytes] = (),
     ) -> Iterator[bytes]:
         """Like ``pack``, one bundle at a time, so a large backlog is never all in memory.
 
@@ -72,7 +79,18 @@ class _Packing(_Sealing):
         the receiver already had from us are not sent again (what it was sent is kept
         per receiver by ``told``, once the bundles were delivered). ``readable``: the
         origins the receiver may be sent (a server's policy); the others are treated
-        as held by it, without building knowledge of them (None: every origin)."""
+        as held by it, without building knowledge of them (None: every origin).
+        ``scope``: the receiver's (read) scope: only the streams of partitions in it
+        travel, and our receipt states our knowledge restricted to the receiver's own
+        streams, the scope and the streams carried (docs/spec-v3.md §8.2 point 1); a
+        server passes the certified read scope here (None: everything;
+        ``reader_scope`` adds ``_trust`` and the reference collections to a certified
+        one). ``relays_for``: the sites the receiver relays for (its bundle's or
+        request's ``relays_for``), whose streams our receipt states too."""
+        relays = frozenset(relays_for) - {self.id}
+        readers = frozenset() if receiver is None else relays | {receiver}
+        if scope is not None and scope.is_everything:
+            scope = None
         if isinstance(recipient, PublicIdentity):
             recipient = recipient.public_key
         if not self.bounded_receipts:
@@ -85,6 +103,8 @@ class _Packing(_Sealing):
         with self._lock:
             self._seal()
             held = self.knowledge() if readable is None else _readable(self.knowledge(), readable)
+            if scope is not None:
+                held = held.restrict(scope)
             missing = held - (since or Knowledge())
             plan = select(self._st.segments, missing)
             told = _Told.read(self, receiver) if quiet else _Told()
@@ -93,6 +113,7 @@ class _Packing(_Sealing):
                 row = self.store.peer(receiver)
                 heard = None if row is None else kept_knowledge(row[2])
                 wanted = needs(receiver, self.id, heard, stated) | {o.origin for o, _ in plan}
+                wanted |= relays
             top = _own_top(self.knowledge(), receiver)
             candidates = self._heard_receipts().candidates(
                 receiver or recipient, self.id, wanted, told.forwarded if quiet else None, top
@@ -102,13 +123,33 @@ class _Packing(_Sealing):
                 if (
                     told.known
                     and not candidates
-                    and self._bounded_receipt_knowledge(wanted) <= told.own
+                    and self._statement(wanted, scope, readers, Knowledge()) <= told.own
                 ):
                     return  # nothing to send, nothing new to say: no bundle
         pending = [_Pending(s, c, e, about) for s, c, e, about in candidates]
         for group in bundles(plan, max_bytes, always=always or quiet):
-            yield from self._build(group, max_bytes, recipient, pending, wanted)
+            yield from self._build(group, max_bytes, recipient, pending, wanted, scope, readers)
             pending = []
+
+    def _statement(
+        self,
+        wanted: frozenset[bytes] | None,
+        scope: Scope | None,
+        readers: frozenset[bytes],
+        ranges: Knowledge,
+    ) -> Knowledge:
+        """What our receipt in a bundle of ``ranges`` states: for a receiver with a
+        ``scope``, our knowledge restricted to the streams of ``readers`` (the receiver
+        and the sites it relays for), the scope and the streams carried
+        (``offsync.receipt.statement_for``); else bounded by the origins it needs
+        (``wanted``; None: everything)."""
+        if scope is not None:
+            held = self._receipt_knowledge()
+            stated = held.restrict_origins(readers) | held.restrict(scope)
+            return stated | held.only_streams(ranges.streams()) if ranges else stated
+        if wanted is None:
+            return self._receipt_knowledge()
+        return self._bounded_receipt_knowledge(wanted | set(ranges.origins()))
 
     def forget_told(self) -> None:
         """Say everything again to every receiver, at its next round, as to a first
@@ -159,17 +200,17 @@ class _Packing(_Sealing):
         recipient: bytes | None,
         forwarded: list[_Pending],
         wanted: frozenset[bytes] | None,
+        scope: Scope | None = None,
+        readers: frozenset[bytes] = frozenset(),
     ) -> Iterator[bytes]:
         """The bundle(s) of ``group``; ``wanted``: the origins the receiver needs (None:
-        all), which our receipt states and the receipts passed on concern."""
+        all), which our receipt states and the receipts passed on concern; ``scope``:
+        the receiver's, which bounds our receipt instead (``_statement``)."""
         ranges = carried(group)
         with self._lock:
             body = bundle_body(self.store.segment_data([(o, s.first) for o, s in group]))
             now = self._tick()
-            if wanted is None:
-                knowledge = self._receipt_knowledge()
-            else:
-                knowledge = self._bounded_receipt_knowledge(wanted | set(ranges.origins()))
+            knowledge = self._statement(wanted, scope, readers, ranges)
             own = Receipt.issue(self.identity, now, knowledge)
         passed = forwarded
         if self.bounded_receipts:
@@ -195,8 +236,10 @@ class _Packing(_Sealing):
             yield bundle
         elif verdict is Fit.SPLIT:  # the receipts in the header took more room than planned
             half = len(group) // 2
-            yield from self._build(group[:half], max_bytes, recipient, forwarded, wanted)
-            yield from self._build(group[half:], max_bytes, recipient, [], wanted)
+            yield from self._build(
+                group[:half], max_bytes, recipient, forwarded, wanted, scope, readers
+            )
+            yield from self._build(group[half:], max_bytes, recipient, [], wanted, scope, readers)
         else:
             raise UsageError(
                 f"one segment's bundle is {len(bundle)} bytes, over the bundle limit"

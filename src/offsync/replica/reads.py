@@ -13,7 +13,7 @@ from ..plan.admit import held_reasons
 from ..plan.claims import claim_counts, counted_claim
 from ..plan.receipts import kept_knowledge, needs
 from ..receipt import Receipt
-from ..scope import Stream, new_stream
+from ..scope import Scope, Stream, new_stream
 from ..segindex import top_seq
 from ..segment import AnySegment
 from ..status import FORK_AT_SAME_SEQS
@@ -57,12 +57,15 @@ class _Reads(_Core):
         with self._lock:
             return self.store.changes_for(collection, key)
 
-    def state_digest(self) -> bytes:
-        """BLAKE2b-256 of the visible state; equal exactly when the states are equal."""
+    def state_digest(self, scope: Scope | None = None) -> bytes:
+        """BLAKE2b-256 of the visible state; equal exactly when the states are equal.
+        ``scope``: of the records in it only (a scoped replica's digest equals an
+        unscoped one's restricted to its scope)."""
         h = hashlib.blake2b(b"offsync/state/v1\x00", digest_size=32)
+        holds = None if scope is None or scope.is_everything else scope.holds
         with self._lock:
             for row in self.store.iter_records():
-                if row.fields is not None:
+                if row.fields is not None and (holds is None or holds(row.collection, row.key)):
                     h.update(packb([row.collection, row.key, row.fields]))
         return h.digest()
 

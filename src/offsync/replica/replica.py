@@ -16,7 +16,7 @@ from ..plan.examine import fingerprint
 from ..plan.write import check_author
 from ..policies import LastWriterWins, Policy
 from ..schemas import Schemas
-from ..scope import WHOLE, PartitionRule, Stream, new_stream
+from ..scope import WHOLE, PartitionRule, Scope, Stream, new_stream
 from ..segindex import SegmentIndex
 from ..status import Kind
 from ..stores.base import Store
@@ -64,6 +64,8 @@ class Replica(_Bulk, _Applying, _Packing, _Blobs, _Mailing, _History, _Erasing, 
         partitions: PartitionRule | Mapping[str, int] | None = None,
         schemas: Schemas | None = None,
         author: str | None = None,
+        scope: Scope | None = None,
+        reference: Iterable[str] = (),
     ) -> None:
         """``trust``: the authority keys (the root of trust), or None for open mode, in
         which every validly signed origin may write anything. ``validators``: per
@@ -80,7 +82,13 @@ class Replica(_Bulk, _Applying, _Packing, _Blobs, _Mailing, _History, _Erasing, 
         unversioned); the versions are kept in the store, opening it with an older
         version of a collection raises ``UsageError`` and with a newer one applies the
         changes held for their version. ``author``: who local writes are entered by
-        when a write names no author (a clerk id, 1-64 UTF-8 bytes)."""
+        when a write names no author (a clerk id, 1-64 UTF-8 bytes).
+        ``scope``: the partitions this
+        replica holds (``offsync.scope.Scope``; None: as the store keeps it, everything
+        for a new one); another scope than the kept one is a scope change
+        (``set_scope``).
+        ``reference``: the deployment's reference collections, held whole by every
+        replica like ``_trust`` (pass the same list every time, like ``partitions``)."""
         if not 1 <= level <= 22:
             raise UsageError("level must be a zstd level from 1 to 22")
         self.level = level
@@ -110,12 +118,14 @@ class Replica(_Bulk, _Applying, _Packing, _Blobs, _Mailing, _History, _Erasing, 
         self._claim_store()
         self._check_rule()
         kept_schemas = self._check_schemas()  # the versions the store was opened with
+        self._open_scope(scope, reference)
         self._open_blob_fetch(blobs)
         self._state = self._loaded_state()
         self._examine_on_open()
         self._upgrade_schemas(kept_schemas)
         self._put(self._with_counted_claims(self._st))
         self._bound_on_open()
+        self._settle_scope()
 
     def _claim_store(self) -> None:
         owner = self.store.get_meta("identity")

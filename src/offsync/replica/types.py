@@ -28,6 +28,8 @@ class ApplyReport:
     conflicts: list[tuple[str, str]] = field(default_factory=list)
     receipts: int = 0  # receipts that told us something new
     unlocked: int = 0  # held changes applied because this bundle changed trust (or time passed)
+    #: changes of partitions outside this replica's scope: not kept, not counted as held
+    out_of_scope: int = 0
     #: What the bundle carried (its header's ranges): an answer's receipt covers them.
     ranges: Knowledge = field(default_factory=Knowledge)
 

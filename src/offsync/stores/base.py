@@ -31,6 +31,8 @@ __all__ = [
     "SegmentRow",
     "Store",
     "first_record",
+    "in_partition",
+    "prefix_end",
     "pack_ids",
     "sole_head",
     "stream_of",
@@ -72,6 +74,26 @@ def stream_of(origin: bytes, collection: str, prefix: str) -> Stream:
     if not collection and not prefix:
         return whole(bytes(origin))
     return new_stream(bytes(origin), new_partition(collection, prefix))
+
+
+def in_partition(partition: Partition, length: int, collection: str, key: str) -> bool:
+    """Whether record ``(collection, key)`` lies in ``partition`` under a rule of prefix
+    length ``length`` for its collection (``Store.drop_partition``)."""
+    return collection == partition.collection and key[:length] == partition.prefix
+
+
+def prefix_end(prefix: str) -> str | None:
+    """The least str above every str starting with ``prefix`` (in code point order,
+    which is UTF-8 byte order), or None when there is none (an empty prefix, or one of
+    U+10FFFF only): the upper bound of a range scan of the keys with that prefix."""
+    while prefix:
+        last = ord(prefix[-1]) + 1
+        if last == 0xD800:  # surrogates are no text: the next code point is U+E000
+            last = 0xE000
+        if last <= 0x10FFFF:
+            return prefix[:-1] + chr(last)
+        prefix = prefix[:-1]
+    return None
 
 
 class SegmentRow(NamedTuple):
@@ -246,6 +268,15 @@ class Store(ABC):
         holds more than its limits allow (``offsync.plan.quarantine``).
         """
         raise StorageError(f"{type(self).__name__} cannot drop segments (remove_segments)")
+
+    def drop_partition(self, partition: Partition, length: int) -> None:
+        """Remove everything this store holds of ``partition`` (a replica's scope shrank,
+        ``Replica.set_scope``): the segments of every origin's stream in it, its outbox
+        rows, and the records that lie in it under a rule of prefix length ``length``
+        (keys starting with the prefix; a prefix shorter than ``length`` is the key of a
+        partition of its own) with their changes and blob references. Kept: meta, peers'
+        receipts and blob bytes (``collect_blobs`` drops what no record references)."""
+        raise StorageError(f"{type(self).__name__} cannot drop partitions (drop_partition)")
 
     def segment_index_of(self, origins: Sequence[bytes]) -> list[IndexRow]:
         """``segment_index()`` restricted to the streams of these origins, in the same

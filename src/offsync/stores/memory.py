@@ -16,7 +16,16 @@ from ..change import Change, ChangeId
 from ..errors import StorageError
 from ..limits import DEFAULT_LIMITS, Limits
 from ..scope import WHOLE, Partition, Stream, new_partition
-from .base import BlobRefRow, IndexRow, RecordRow, SegmentRow, Store, ref_row_order, stream_of
+from .base import (
+    BlobRefRow,
+    IndexRow,
+    RecordRow,
+    SegmentRow,
+    Store,
+    in_partition,
+    ref_row_order,
+    stream_of,
+)
 from .blobs import BlobStore, MemoryBlobStore
 
 __all__ = ["MemoryStore"]
@@ -155,6 +164,17 @@ class MemoryStore(Store):
         self._check_open()
         for stream, first_seq in keys:
             self._segments.pop((_stream(stream), first_seq), None)
+
+    def drop_partition(self, partition: Partition, length: int) -> None:
+        self._check_open()
+        part = _partition(partition)
+        for seg in [k for k in self._segments if tuple(k[0].partition) == part]:
+            del self._segments[seg]
+        for row in [k for k in self._outbox if k[0] == part]:
+            del self._outbox[row]
+        for table in (self._changes, self._records, self._refs):
+            for ck in [ck for ck in table if in_partition(partition, length, *ck)]:
+                del table[ck]
 
     def add_outbox(self, partition: Partition, rows: Sequence[tuple[int, bytes]]) -> None:
         self._check_open()

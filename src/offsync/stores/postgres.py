@@ -36,6 +36,7 @@ from .base import (
     SegmentRow,
     Store,
     pack_ids,
+    prefix_end,
     sole_head,
     stream_of,
     unpack_ids,
@@ -539,6 +540,25 @@ class PostgresStore(Store):
                 " AND prefix = k.p AND first_seq = k.f",
                 (*_stream_arrays([s for s, _ in chunk]), int8_array([f for _, f in chunk])),
             )
+
+    def drop_partition(self, partition: Partition, length: int) -> None:
+        collection, prefix = (x.encode() for x in partition)
+        self._x("DELETE FROM segments WHERE collection = %s AND prefix = %s", (collection, prefix))
+        self._x("DELETE FROM outbox WHERE collection = %s AND prefix = %s", (collection, prefix))
+        # Keys are UTF-8 bytes: a key whose first L code points are the prefix (L of
+        # them) is one whose bytes start with the prefix's bytes, within the range of
+        # keys from the prefix (byte order is code point order), which the indexes find.
+        args: tuple[bytes | int, ...]
+        if len(partition.prefix) < length:  # a key shorter than L: that key's partition
+            where, args = "collection = %s AND key = %s", (collection, prefix)
+        else:
+            where = "collection = %s AND key >= %s AND substring(key from 1 for %s) = %s"
+            args = (collection, prefix, len(prefix), prefix)
+            upper = prefix_end(partition.prefix)
+            if upper is not None:
+                where, args = where + " AND key < %s", (*args, upper.encode())
+        for table in ("changes", "records", "blob_refs"):
+            self._x(f"DELETE FROM {table} WHERE {where}", args)
 
     # -- outbox --------------------------------------------------------------------------
 

@@ -49,6 +49,7 @@ from .base import (
     SegmentRow,
     Store,
     pack_ids,
+    prefix_end,
     sole_head,
     stream_of,
     unpack_ids,
@@ -504,6 +505,22 @@ class SQLiteStore(Store):
             " WHERE origin = ? AND collection = ? AND prefix = ? AND first_seq = ?",
             [(s[0], *s[1], first) for s, first in keys],
         )
+
+    def drop_partition(self, partition: Partition, length: int) -> None:
+        collection, prefix = partition
+        part = (collection, prefix)
+        self._q("DELETE FROM segments WHERE collection = ? AND prefix = ?", part)
+        self._q("DELETE FROM partition_outbox WHERE collection = ? AND prefix = ?", part)
+        # key[:L] == prefix, as the rule cuts (substr counts code points in TEXT, and
+        # gives a key shorter than L whole: the partition of that key alone), within
+        # the range of keys that start with the prefix, which the indexes find.
+        where = "collection = ? AND key >= ? AND substr(key, 1, ?) = ?"
+        args: tuple[str | int, ...] = (collection, prefix, length, prefix)
+        upper = prefix_end(prefix)
+        if upper is not None:
+            where, args = where + " AND key < ?", (*args, upper)
+        for table in ("changes", "records", "blob_refs"):
+            self._q(f"DELETE FROM {table} WHERE {where}", args)
 
     # Format 2's one stream (WHOLE) keeps the outbox table it always had, keyed by seq
     # alone: a rowid append per write. Other partitions (format 3) have a table of their

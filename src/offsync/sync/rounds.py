@@ -160,7 +160,13 @@ def _round(
         # A pull answer carries the peer's fresh receipt, bounded by what we stated we
         # hold: asking for its knowledge again adds nothing (over HTTP it would move a
         # receipt of every origin the server holds).
-        answered = transport.receipt_in_pull and any(r.sender == peer for r in report.received)
+        # An HTTP pull answered with no bundle says our last receipt of it is current
+        # (spec-v3 §15.3): as good as an answer; /knowledge's narrower receipt would
+        # replace the one we pass on to the sites behind us.
+        answered = transport.receipt_in_pull and (
+            any(r.sender == peer for r in report.received)
+            or bool(getattr(transport, "receipt_current", False))
+        )
         theirs = Knowledge() if answered else transport.knowledge() or Knowledge()
         report.peer = peer
         if peer is not None:

@@ -17,12 +17,13 @@ from dataclasses import dataclass
 
 from ..bundle import read_header
 from ..encoding import packb
+from ..http.pull import PullRequest
 from ..identity import Identity
 from ..knowledge import Knowledge
 from ..limits import DEFAULT_LIMITS, Limits
 from ..receipt import Receipt
 from ..replica import Replica
-from ..scope import whole
+from ..scope import Partition, Stream
 from ..stores.base import SegmentRow
 from ..stores.memory import MemoryStore
 from ..unpack import Budget, unpack
@@ -46,7 +47,7 @@ class Deployment:
 
     def scoped_knowledge(self, i: int) -> Knowledge:
         """What site ``i`` holds when it may read only its district (and the centre)."""
-        return Knowledge({o: [(1, self.changes)] for o in self.district_of(i)})
+        return Knowledge({Stream(o, RECORDS): [(1, self.changes)] for o in self.district_of(i)})
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +79,10 @@ class Answer:
         return out
 
 
+#: The one partition the simulated sites write in.
+RECORDS = Partition("records")
+
+
 def simulate(sites: int, *, district: int = 8, changes: int = 3, sign: bool = True) -> Deployment:
     """A centre that holds ``changes`` seqs of each of ``sites`` sites and has heard one
     honest (bounded) receipt from each: its own changes and its district's.
@@ -91,14 +96,18 @@ def simulate(sites: int, *, district: int = 8, changes: int = 3, sign: bool = Tr
     keys = [i.public_key for i in ids] if sign else [os.urandom(32) for _ in range(sites)]
     store = MemoryStore()
     rows = [
-        SegmentRow(whole(k), 1, changes, os.urandom(32), b"\0" * 32, b"", "applied") for k in keys
+        SegmentRow(Stream(k, RECORDS), 1, changes, os.urandom(32), b"\0" * 32, b"", "applied")
+        for k in keys
     ]
     span = [1, changes]
     with store.transaction():
         store.add_segments(rows)
         for i, key in enumerate(keys):
             first = i - i % district
-            wire = [[o, span] for o in sorted(keys[first : first + district])]
+            wire = [
+                [o, [[RECORDS.collection, RECORDS.prefix, span]]]
+                for o in sorted(keys[first : first + district])
+            ]
             created = 1_000_000 + i
             if sign:
                 receipt = Receipt.issue(ids[i], created, Knowledge.from_wire(wire)).encode()
@@ -126,8 +135,8 @@ def answer(dep: Deployment, i: int, stated: Knowledge, *, scoped: bool = False) 
         stated_by = _receipts(b) if not dep.signed else read_header(b)[0].receipts
         header_bytes = max(header_bytes, int.from_bytes(b[8:12], "big"))
         receipts = max(receipts, len(stated_by))
-        origins = max([origins, *(len(r.knowledge.intervals) for r in stated_by)])
-    request = packb({"encrypt": False, "knowledge": stated.to_wire(), "max_bytes": 1 << 24})
+        origins = max([origins, *(sum(1 for _ in r.knowledge.origins()) for r in stated_by)])
+    request = PullRequest(stated, 1 << 24).encode()
     return Answer(
         len(bundles),
         sum(map(len, bundles)),

@@ -9,7 +9,7 @@ and PostgreSQL stores)::
 It checks each part of the contract on a fresh store (transactions all-or-nothing and
 re-entrant, meta, segments, outbox, changes, records in UTF-8 byte order, conflicts,
 newest-wins peers, single-use nonces that expire, the index of blob references equal to
-a scan of the records by every write path), then runs seeded random operation
+a scan of the records by every write path, dropping a partition), then runs seeded random operation
 sequences against the store and ``MemoryStore`` (the reference) side by side, and
 finally feeds the same bundles to a replica on the store and to one on SQLite and
 compares ``state_digest()``, knowledge, quarantine and conflicts. It raises ``AssertionError`` naming what differs.
@@ -21,7 +21,7 @@ import io
 import random
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..blobs import BlobRef, blob_hash, ref_order
 from ..change import DELETE, PUT, Change, ChangeId
@@ -30,6 +30,9 @@ from ..errors import RemoteDataError, StorageError, UsageError
 from ..scope import WHOLE, Partition, Stream, whole
 from ..stores.base import RecordRow, SegmentRow, Store
 from ..stores.memory import MemoryStore
+
+if TYPE_CHECKING:
+    from ..replica import Replica
 
 __all__ = ["check_store"]
 
@@ -73,6 +76,7 @@ def check_store(make_store: MakeStore, *, random_runs: int = 6) -> None:
         _check_peers,
         _check_nonces,
         _check_blob_refs,
+        _check_drop_partition,
     ):
         with _fresh(make_store) as store:
             check(store)
@@ -879,9 +883,11 @@ def _check_replica_equivalence(make_store: MakeStore) -> None:
     bundles = _site_bundles()
     centre = Identity.generate(label="centre")
     order = bundles + random.Random(7).sample(bundles, len(bundles))  # shuffled duplicates
-    store = make_store()
+    from ..stores.sqlite import SQLiteStore
+
+    store, reference_store = make_store(), SQLiteStore(":memory:")
     tested = Replica(store, centre, pol)
-    reference = Replica.open(":memory:", identity=centre, policies=pol)
+    reference = Replica(reference_store, centre, pol)
     try:
         for bundle in order:
             got, want = tested.apply(bundle), reference.apply(bundle)
@@ -917,6 +923,109 @@ def _check_replica_equivalence(make_store: MakeStore) -> None:
             "bundles packed from the store must carry its whole state"
         )
         copy.close()
+        _check_scope_shrink((store, tested), (reference_store, reference), bundles)
     finally:
         tested.close()
         reference.close()
+
+
+def _check_scope_shrink(
+    tested: tuple[Store, Replica], reference: tuple[Store, Replica], bundles: list[bytes]
+) -> None:
+    """Reopened with a smaller scope (``doses`` leaves), the replica on the store holds
+    what the one on SQLite holds: the full state and knowledge restricted to it
+    (``Store.drop_partition`` through the replica), and skips what is outside it."""
+    from ..replica import Replica
+    from ..scope import Scope
+
+    kept = Scope.whole("residents", "addresses", "_trust")
+    (store, before), (ref_store, ref_before) = tested, reference
+    want, known = ref_before.state_digest(scope=kept), ref_before.knowledge().restrict(kept)
+    got = Replica(store, before.identity, before.policies, scope=kept)
+    ref = Replica(ref_store, ref_before.identity, ref_before.policies, scope=kept)
+    assert got.scope == ref.scope == kept
+    assert got.state_digest() == ref.state_digest() == want, "a shrink keeps exactly the scope"
+    assert got.knowledge() == ref.knowledge() == known, "a shrink's knowledge is restricted"
+    assert list(store.iter_records("doses")) == [], "a shrink removes the records that left"
+    skipped = 0
+    for bundle in bundles:
+        a, b = got.apply(bundle), ref.apply(bundle)
+        assert (a.applied, a.duplicates, a.out_of_scope) == (
+            b.applied,
+            b.duplicates,
+            b.out_of_scope,
+        ), "out-of-scope segments are skipped alike"
+        skipped += a.out_of_scope
+    assert skipped, "the check must exercise out-of-scope segments"
+    assert got.state_digest() == want and got.knowledge() == known
+
+
+#: Keys of collection "c" under a rule of L = 2, by whether they lie in ("c", "ab")
+#: (multi-byte prefixes too: the rule counts code points, the stores may count bytes).
+DROP_KEYS = {
+    "ab": ["ab", "abc", "ab\x00", "ab\U0001f600"],
+    "a": ["a"],  # shorter than L: a partition of its own
+    "\u00e9\U0001f600": ["\u00e9\U0001f600", "\u00e9\U0001f600z"],
+    # the ends of the code points, where a range scan's upper bound must not fall short
+    "a\U0010ffff": ["a\U0010ffff", "a\U0010ffff\U0010ffff"],
+    "x\ud7ff": ["x\ud7ff", "x\ud7ff\ue000"],
+}
+KEPT_KEYS = ["ac", "Ab", "b", "\u00e9", "\u00e9\u00e9", "a\U0001f600", "x\ue000", "a\U0010fffe"]
+
+
+def _check_drop_partition(s: Store) -> None:
+    """``drop_partition`` (a scope shrank) removes every origin's segments of the
+    partition, its outbox rows, and the records that lie in it under the rule's L (with
+    their changes and blob references), and nothing else; all or nothing."""
+    keys = [k for ks in DROP_KEYS.values() for k in ks] + KEPT_KEYS
+    parts = {p: Partition("c", p) for p in [*DROP_KEYS, "ac", "b"]}
+    segs = [_seg(Stream(o, parts[p]), 1, 2) for o in (O1, O2) for p in parts]
+    other = _seg(Stream(O1, Partition("d", "ab")), 1, 1)  # same prefix, other collection
+    changes = [_change(O1, i + 1, k) for i, k in enumerate(keys)]
+    changes += [_change(O2, 1, k, collection="d") for k in keys]
+    with s.transaction():
+        s.add_segments([*segs, other])
+        s.add_outbox(parts["ab"], [(1, b"x")])
+        s.add_outbox(parts["ac"], [(1, b"y")])
+        s.add_changes(changes[: len(keys)])
+        s.add_first_changes(changes[len(keys) :])  # records of "d" with their first change
+        s.put_records([_ref_row(k, REFS[0]) for k in keys])
+    before = (s.segment_index(), s.blob_refs(), list(s.iter_records()))
+    try:
+        with s.transaction():
+            s.drop_partition(parts["ab"], 2)
+            raise _Boom
+    except _Boom:
+        pass
+    assert (s.segment_index(), s.blob_refs(), list(s.iter_records())) == before, (
+        "drop_partition: rolled back with its transaction"
+    )
+    with s.transaction():
+        for prefix in DROP_KEYS:
+            s.drop_partition(parts[prefix], 2)
+    gone = {k for ks in DROP_KEYS.values() for k in ks}
+    held = {r[0].prefix for r in s.segment_index() if r[0].collection == "c"}
+    assert held == {"ac", "b"}, "drop_partition: every origin's segments of the partition"
+    assert [r[0] for r in s.segment_index() if r[0].collection == "d"] == [other.stream], (
+        "drop_partition: another collection's partition with that prefix is kept"
+    )
+    assert s.outbox(parts["ab"]) == [] and s.outbox(parts["ac"]) == [(1, b"y")], (
+        "drop_partition: the partition's outbox rows, no other's"
+    )
+    assert s.outbox_partitions() == [parts["ac"]]
+    records = {(r.collection, r.key) for r in s.iter_records()}
+    assert records == {("c", k) for k in KEPT_KEYS} | {("d", k) for k in keys}, (
+        "drop_partition: the records whose key lies in the partition (key[:L] == prefix)"
+    )
+    for k in keys:
+        want = 0 if k in gone else 1
+        assert len(s.changes_for("c", k)) == want, f"drop_partition: changes of {k!r}"
+        assert len(s.changes_for("d", k)) == 1, "drop_partition: another collection's changes"
+    assert {k for c, k, _ in s.blob_refs()} == set(KEPT_KEYS), (
+        "drop_partition: the blob references of the records dropped"
+    )
+    _same_as_scan(s, "after drop_partition")
+    with s.transaction():
+        s.drop_partition(Partition("d", ""), 0)  # L = 0: the whole collection
+    assert {r.collection for r in s.iter_records()} == {"c"}
+    assert all(not s.changes_for("d", k) for k in keys), "drop_partition: L = 0, first changes"

@@ -128,7 +128,7 @@ def _three_times(make_pair: MakePair) -> None:
             again = sync(b, tb)
             assert again.applied == 0
         assert b.state_digest() == a.state_digest(), "the bundle did not arrive intact"
-        assert b.knowledge().count(a.id) == 10
+        assert b.knowledge().restrict_origins([a.id]).count() == 10
 
 
 def _bounded(make_pair: MakePair) -> None:
@@ -170,7 +170,7 @@ def _crash_before_cleanup(make_pair: MakePair) -> None:
         for item in tb.receive(b.knowledge()):
             if isinstance(item, bytes):
                 b.apply(item)  # ... and the process dies before acknowledging
-        assert b.knowledge().count(a.id) == 8
+        assert b.knowledge().restrict_origins([a.id]).count() == 8
         report = sync(b, tb)
         assert report.applied == 0, "an applied bundle was applied again"
         assert report.received, "an unacknowledged bundle was not offered again"

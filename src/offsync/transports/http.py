@@ -47,10 +47,10 @@ from ..http.bodies import (
     UploadProgress,
     UploadResult,
     UploadStatus,
-    encode_pull_request,
 )
 from ..http.client import Retry, Session, media, retry_after
 from ..http.frames import EndOfAnswer
+from ..http.pull import DIGEST_THRESHOLD_STREAMS, GROUPS_MEDIA_TYPE, PullRequest, decode_groups
 from ..http.ranges import content_range
 from ..http.signing import sign_request
 from ..http.wire import (
@@ -127,6 +127,7 @@ class HTTPTransport(Transport):
         progress: Callable[[bytes, int, int], None] | None = None,
         sleep: Callable[[float], None] = time.sleep,
         headers: dict[str, str] | None = None,
+        relays_for: Iterable[bytes] = (),
     ) -> None:
         if chunk_bytes < 1:
             raise UsageError("chunk_bytes must be positive")
@@ -152,10 +153,22 @@ class HTTPTransport(Transport):
         #: The newest receipt the server gave us (from /knowledge or an upload answer).
         self.last_receipt: Receipt | None = None
         self._learnt: list[Receipt] = []  # not yet handed over by receipts()
+        #: The hash of the receipt of the last pull answer: its ``receipt_known``.
+        self._pulled_receipt: bytes | None = None
+        #: The last pull was answered with nothing: the server's receipt we hold is
+        #: current (``offsync.sync`` then does not ask ``/knowledge``).
+        self.receipt_current = False
         #: The server's JSON answer to each verified upload of this transport, in order.
         self.uploads: list[dict[str, Any]] = []
         self.retries = 0  # attempts repeated so far, for logs and tests
         self.pulls = 0  # pull requests made (a cut or broken answer is pulled again)
+        self.digest_rounds = 0  # 409s answered with detail (the digest exchange)
+        #: The sites this site relays for (spec-v3 §9.1), sent with each pull so that the
+        #: server's receipt states their streams too.
+        self.relays_for: tuple[bytes, ...] = tuple(sorted(set(relays_for)))
+        #: Send group digests instead of knowledge that names more streams than this
+        #: (``offsync.http.pull``); None: always send knowledge whole.
+        self.digest_threshold: int | None = DIGEST_THRESHOLD_STREAMS
         self._http = Session(
             self.url,
             timeout=timeout,
@@ -473,6 +486,8 @@ class HTTPTransport(Transport):
         """
         since, attempt = knowledge, 0
         server = self._server()
+        self.receipt_current = False
+        known, received = self._pulled_receipt, 0
         while True:
             before, more = since, None
             self.pulls += 1
@@ -485,6 +500,7 @@ class HTTPTransport(Transport):
                             break
                         since = since | self._ranges(event.data, server, first)
                         first = False
+                        received += 1
                         yield event.data
             except Retry as failure:
                 if since != before:
@@ -494,6 +510,9 @@ class HTTPTransport(Transport):
                 continue
             assert more is not None  # _frames ends with the end marker or raises
             if not more:
+                # No bundle for a pull that named our last receipt of the server: it is
+                # still the whole truth (spec-v3 §15.3), no need to ask /knowledge.
+                self.receipt_current = received == 0 and known is not None
                 return
             if since == before:
                 raise TransportError(f"{self.url} says more is available but sent nothing new")
@@ -501,17 +520,47 @@ class HTTPTransport(Transport):
 
     @contextmanager
     def _pull(self, server: bytes, since: Knowledge) -> Iterator[httpx.Response]:
-        """A pull request for what lies beyond ``since``, signed; its answer's stream."""
-        body = encode_pull_request(since, self._wanted_bundle_bytes, self.pull_encrypted)
-        headers = sign_request(self.identity, server, "pull", body, self._http.challenge())
-        headers["Content-Type"] = MSGPACK_MEDIA_TYPE
-        with self._http.stream("POST", "pull", content=body, headers=headers) as r:
-            if r.status_code != 200 or media(r) != BUNDLES_MEDIA_TYPE:
-                raise self._foreign(
-                    f"answered a pull with {r.status_code} ({media(r) or 'no type'})",
-                    r.status_code,
-                )
-            yield r
+        """A pull request for what lies beyond ``since``, signed; its answer's stream.
+
+        A site with much knowledge sends group digests first (``offsync.http.pull``);
+        a ``409`` lists the groups that differ, and the request is sent again (over a
+        fresh challenge) with those groups' knowledge in detail."""
+        known = self._pulled_receipt
+        asked = PullRequest.make(
+            since,
+            self._wanted_bundle_bytes,
+            encrypt=self.pull_encrypted,
+            receipt_known=known,
+            relays_for=self.relays_for,
+            digests=self.digest_threshold is not None
+            and since.stream_count() > self.digest_threshold,
+        )
+        while True:
+            body = asked.encode()
+            headers = sign_request(self.identity, server, "pull", body, self._http.challenge())
+            headers["Content-Type"] = MSGPACK_MEDIA_TYPE
+            with self._http.stream(
+                "POST", "pull", allow=frozenset({409}), content=body, headers=headers
+            ) as r:
+                if r.status_code == 409 and asked.digests is not None and not asked.detail:
+                    if media(r) != GROUPS_MEDIA_TYPE:
+                        raise self._foreign(f"answered a pull with 409 ({media(r) or 'no type'})")
+                    try:
+                        groups = decode_groups(
+                            self._http.read_bounded(r, self.limits.max_header_bytes), self.limits
+                        )
+                    except RemoteDataError as exc:
+                        raise self._foreign(f"answered a pull with bad groups ({exc})") from exc
+                    self.digest_rounds += 1
+                    asked = asked.with_detail(since, groups)
+                    continue
+                if r.status_code != 200 or media(r) != BUNDLES_MEDIA_TYPE:
+                    raise self._foreign(
+                        f"answered a pull with {r.status_code} ({media(r) or 'no type'})",
+                        r.status_code,
+                    )
+                yield r
+                return
 
     def _ranges(self, bundle: bytes, server: bytes, first: bool) -> Knowledge:
         """What a pulled bundle carries. The server sends its own bundles only, the
@@ -529,6 +578,9 @@ class HTTPTransport(Transport):
                 f"answered a pull with a bundle of {header.sender.hex()[:12]}, "
                 f"not of the server {server.hex()[:12]}"
             )
+        if first:
+            # What the server remembers it told us (``receipt_known`` of the next pull).
+            self._pulled_receipt = hash32(header.receipts[0].encode())
         if self.last_receipt is None or header.receipts[0].created >= self.last_receipt.created:
             self.last_receipt = header.receipts[0]
         return header.ranges
