@@ -204,17 +204,19 @@ def encode_block(
     partition: Partition,
     secret: bytes,
     limits: Limits = DEFAULT_LIMITS,
+    values: Sequence[dict[str, Any] | None] | None = None,
 ) -> tuple[bytes, bytes]:
     """The canonical ``[skeleton, content, secret]`` of a segment's changes (before
     compression), and the skeleton's own bytes (the commitment hashes them).
-    ``UsageError`` for a change receivers would refuse."""
+    ``UsageError`` for a change receivers would refuse. ``values``: the changes' fields
+    decoded, when the caller holds them (``encode_content``)."""
     if type(secret) is not bytes or len(secret) != SECRET_BYTES:
         raise UsageError(f"a segment's secret is {SECRET_BYTES} random bytes")
     _check_for_sealing(changes, partition, limits)
     if len({c.author for c in changes} - {None}) > limits.max_segment_authors:
         raise UsageError(f"a segment names at most {limits.max_segment_authors} authors")
     skeleton = _encode_skeleton(changes)
-    content = encode_content([c.fields for c in changes])
+    content = encode_content([c.fields for c in changes], values)
     return b"\x93" + skeleton + content + _pack(secret), skeleton
 
 

@@ -78,48 +78,71 @@ def _shape_wire(shape: Shape) -> list[Any]:
     return [name if sub is None else [name, _shape_wire(sub)] for name, sub in shape]
 
 
-def _leaf_count(shape: Shape) -> int:
-    return sum(1 if sub is None else _leaf_count(sub) for _, sub in shape)
-
-
-def _column(values: list[Any]) -> list[Any]:
+def _column(values: Sequence[Any]) -> list[Any]:
     """A column as ``[nil, values]``, or ``[table, indexes]`` exactly when every value
     is a str and the distinct values are at most 256 and at most half the rows (the
     table in order of first occurrence): one byte per row before compression, rebuilt
-    by the receiver in one C-level pass."""
-    if values and all(type(v) is str for v in values):
-        table: dict[str, int] = {}
-        indexes = [table.setdefault(v, len(table)) for v in values]
+    by the receiver in one C-level pass. (Passes in C: ``dict.fromkeys`` keeps the
+    first occurrences in order, the indexes are looked up by ``map``.)"""
+    if values and set(map(type, values)) == _STR_ONLY:
+        table = dict.fromkeys(values)
         if len(table) <= MAX_TABLE and len(table) * 2 <= len(values):
-            return [list(table), bytes(indexes)]
+            index = {v: i for i, v in enumerate(table)}
+            return [list(table), bytes(map(index.__getitem__, values))]
     return [None, values]
 
 
-def encode_content(fields: Sequence[bytes | None]) -> bytes:
-    """``[shapes, shape, values]`` of the rows' field bytes (None: no shape)."""
+_STR_ONLY = {str}
+
+
+def encode_content(
+    fields: Sequence[bytes | None], values: Sequence[dict[str, Any] | None] | None = None
+) -> bytes:
+    """``[shapes, shape, values]`` of the rows' field bytes (None: no shape).
+
+    ``values``: each row's fields as ``decode_fields`` would give them back (None:
+    decode them), which a writer sealing its own changes already holds: decoding every
+    row again cost as much as the rest of the encoding. Rows are grouped by shape and
+    each shape's columns made by one transposition (``zip``) rather than a row at a
+    time; a flat map (no nested map, the usual case) has its shape looked up by its
+    names alone."""
     shapes: dict[Shape, int] = {}
+    flat: dict[tuple[str, ...], int] = {}  # the names of a flat shape: its index
     shape_of: list[int | None] = []
-    columns: list[list[list[Any]]] = []
-    for encoded in fields:
+    rows: list[list[Sequence[Any]]] = []  # per shape: each row's leaves
+    for at, encoded in enumerate(fields):
         if encoded is None:
             shape_of.append(None)
             continue
-        value = decode_fields(encoded)
-        shape = _shape(value)
-        i = shapes.get(shape)
-        if i is None:
-            i = shapes[shape] = len(shapes)
-            columns.append([[] for _ in range(_leaf_count(shape))])
+        value = values[at] if values is not None else None
+        if value is None:
+            value = decode_fields(encoded)
+        if dict in set(map(type, value.values())):
+            shape = _shape(value)
+            i = shapes.get(shape)
+            if i is None:
+                i = shapes[shape] = len(shapes)
+                rows.append([])
+            leaves: list[Any] = []
+            _leaves(value, shape, leaves)
+            rows[i].append(leaves)
+        else:
+            names = tuple(value)
+            i = flat.get(names)
+            if i is None:
+                shape = tuple((name, None) for name in names)
+                i = shapes.get(shape)
+                if i is None:
+                    i = shapes[shape] = len(shapes)
+                    rows.append([])
+                flat[names] = i
+            rows[i].append(tuple(value.values()))
         shape_of.append(i)
-        leaves: list[Any] = []
-        _leaves(value, shape, leaves)
-        for column, leaf in zip(columns[i], leaves, strict=True):
-            column.append(leaf)
     return packb(
         [
             [_shape_wire(s) for s in shapes],
             shape_of,
-            [[_column(col) for col in cols] for cols in columns],
+            [[_column(col) for col in zip(*shape_rows, strict=True)] for shape_rows in rows],
         ]
     )
 

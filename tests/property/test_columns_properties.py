@@ -14,7 +14,7 @@ from offsync.change import (
     Change,
 )
 from offsync.columns import decode_block, encode_block
-from offsync.encoding import packb
+from offsync.encoding import decode_fields, packb
 from offsync.errors import BundleFormatError, RemoteDataError
 from tests.helpers.v3_strategies import stream_changes
 from tests.unit.test_columns import SECRET, A, P, round_trip
@@ -86,3 +86,11 @@ def test_flipped_bytes_are_refused_or_decode_to_valid_changes(
     # Still valid: it re-encodes to exactly the bytes it was decoded from.
     secret = msgpack.unpackb(bytes(plain), raw=False)[2]
     assert encode_block(again, P, secret)[0] == bytes(plain)
+
+
+@given(stream_changes())
+def test_sealing_from_held_values_gives_the_same_bytes(changes: list[Change]) -> None:
+    """A writer seals its own changes from the fields it holds decoded (``values=``);
+    the block must be byte for byte the one built by decoding the field bytes."""
+    values = [None if c.fields is None else decode_fields(c.fields) for c in changes]
+    assert encode_block(changes, P, SECRET, values=values) == encode_block(changes, P, SECRET)

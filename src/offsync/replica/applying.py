@@ -28,8 +28,8 @@ from ..stores.base import SegmentRow
 from ..trust import TRUST_COLLECTION
 from .examine import _Examining, _log_evicted
 from .redacting import FALSE_COMMITMENT
-from .sealing import _Sealing
 from .scoping import _Scoping
+from .sealing import _Sealing
 from .state import OwnSeqs
 from .types import ApplyReport
 

@@ -74,8 +74,8 @@ class _Sealing(_Redacting):
             mine = st.seqs(stream)
             held = self._held_unsealed(stream, mine.sealed, mine.seq)
             if held is not None:
-                for changes in _chunks(held, complete_only):
-                    seg = Segment.seal(self.identity, changes, prev, self.level)
+                for changes, values in _chunks(held, complete_only):
+                    seg = Segment.seal(self.identity, changes, prev, self.level, values=values)
                     prev = self._store_sealed(seg, prev, sealed)
             else:
                 pages = self._outbox_pages(stream, mine.sealed)
@@ -141,9 +141,13 @@ class _Sealing(_Redacting):
             after = page[-1][0]
 
 
-def _chunks(held: list[Held], complete_only: bool) -> Iterator[list[Change]]:
-    """The changes of each segment to seal, as ``cut`` would cut them."""
+def _chunks(
+    held: list[Held], complete_only: bool
+) -> Iterator[tuple[list[Change], list[dict[str, Any] | None]]]:
+    """The changes of each segment to seal, as ``cut`` would cut them, with their
+    decoded fields (so that sealing does not decode them again)."""
     start = 0
     for end in segment_ends([size for _, _, size in held], complete_only=complete_only):
-        yield [c for c, _, _ in held[start:end]]
+        chunk = held[start:end]
+        yield [c for c, _, _ in chunk], [value for _, value, _ in chunk]
         start = end
