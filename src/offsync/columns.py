@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from functools import partial
 from itertools import accumulate, repeat
-from operator import add, le
+from operator import add, is_, le
 from typing import Any, NamedTuple
 
 import msgpack
@@ -101,11 +101,62 @@ def _common_prefix(a: str, b: str) -> int:
     return i
 
 
+_is_none = partial(is_, None)
+
+
+def _plainly_sealable(changes: Sequence[Change], partition: Partition, limits: Limits) -> bool:
+    """Whether every change passes ``_check_for_sealing``'s checks, found with a few
+    C-level passes over whole columns (a writer's usual segment: puts and deletes of
+    new records, no parents); False when that is not plain, and then the change by
+    change walk decides (and says which check failed)."""
+    collection, prefix = partition
+    columns = list(zip(*changes, strict=True))
+    hlcs, keys, ops, fields, parents = columns[2], columns[4], columns[5], columns[6], columns[7]
+    schemas, authors = columns[9], columns[10]
+    if set(columns[3]) != {collection} or set(columns[8]) != {prefix}:
+        return False
+    if (
+        set(map(type, keys)) != {str}
+        or not all(keys)
+        or max(map(len, keys)) * 4 > (limits.max_key_bytes)
+    ):  # (4 UTF-8 bytes a code point at most)
+        return False
+    if prefix and not all(map(str.startswith, keys, repeat(prefix))):
+        return False
+    if set(map(type, hlcs)) != {int} or min(hlcs) < 0 or max(hlcs) > MAX_HLC:
+        return False
+    op_set = set(ops)
+    if not op_set <= {PUT, DELETE} or set(map(type, ops)) != {int}:
+        return False  # (erase orders: their fields are checked one by one)
+    kinds = set(map(type, fields))
+    present = [f for f in fields if f is not None] if DELETE in op_set else fields
+    if list(map(DELETE.__eq__, ops)) != list(map(_is_none, fields)):
+        return False
+    if not kinds <= {bytes, type(None)} or (
+        present and max(map(len, present)) > limits.max_fields_bytes
+    ):
+        return False
+    if nan_like(b"".join(present)):
+        return False
+    if set(map(type, schemas)) != {int} or min(schemas) < 0 or max(schemas) > MAX_SCHEMA:
+        return False
+    if set(map(type, parents)) != {tuple} or any(parents):
+        return False
+    for author in set(authors) - {None}:
+        _check_author(author, UsageError, UsageError)
+    return True
+
+
 def _check_for_sealing(changes: Sequence[Change], partition: Partition, limits: Limits) -> None:
     """``UsageError`` for a change that receivers would refuse (§5.3)."""
     collection, prefix = partition
     if not 0 < len(changes) <= limits.max_segment_changes:
         raise UsageError(f"a segment holds 1 to {limits.max_segment_changes} changes")
+    try:
+        if _plainly_sealable(changes, partition, limits):
+            return
+    except TypeError:  # an unhashable or unordered value: the walk names it
+        pass
     for c in changes:
         if c.collection != collection or c.prefix != prefix:
             raise UsageError("a segment seals the changes of one partition")

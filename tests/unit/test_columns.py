@@ -146,15 +146,25 @@ def test_erase_orders_and_authors_and_schema() -> None:
         lambda c: c._replace(schema=1 << 32),
         lambda c: c._replace(author=""),
         lambda c: c._replace(author="a" * 65),
-        lambda c: c._replace(parents=(ChangeId(A, 1),)),
+        lambda c: c._replace(parents=(ChangeId(A, c.seq),)),
         lambda c: c._replace(parents=(ChangeId(bytes(32), 2), ChangeId(bytes(32), 1))),
         lambda c: c._replace(parents=tuple(ChangeId(bytes(32), i) for i in range(1, 66))),
         lambda c: c._replace(fields=b"x" * (1 << 20 | 1)),
+        lambda c: c._replace(hlc=-1),
+        lambda c: c._replace(hlc=True),
+        lambda c: c._replace(key=""),
+        lambda c: c._replace(schema=-1),
+        lambda c: c._replace(fields=b"\x81\xa1v\xcb\x7f\xf8" + bytes(5) + b"\x01"),
     ],
 )
 def test_sealing_refuses_what_receivers_would_refuse(bad: Any) -> None:
     with pytest.raises(UsageError):
         encode_block([bad(put(1))], P, SECRET)
+    # Among plain changes (checked a column at a time until something is not plain):
+    changes = [put(seq, f"3519k{seq}") for seq in range(1, 6)]
+    changes[2] = bad(changes[2])
+    with pytest.raises(UsageError):
+        encode_block(changes, P, SECRET)
 
 
 def test_sealing_needs_a_secret_and_some_changes() -> None:
