@@ -59,19 +59,28 @@ _is_none = partial(is_, None)
 # -- encoding -----------------------------------------------------------------------------
 
 
-def _shape(value: dict[str, Any], depth: int = 1) -> Shape:
-    return tuple(
-        (k, _shape(v, depth + 1) if type(v) is dict and depth < MAX_SHAPE_DEPTH else None)
-        for k, v in value.items()
-    )
-
-
-def _leaves(value: dict[str, Any], shape: Shape, out: list[Any]) -> None:
-    for name, sub in shape:
-        if sub is None:
-            out.append(value[name])
+def _walk(
+    value: dict[str, Any], depth: int, leaves: list[Any], flat: dict[tuple[str, ...], Shape]
+) -> Shape:
+    """The shape of ``value`` at ``depth`` (a nested map is a nested shape above
+    ``MAX_SHAPE_DEPTH``, else a leaf), its leaves appended to ``leaves`` in shape order
+    in the same pass; a map holding no map takes its values whole and its shape from
+    ``flat`` by its names."""
+    if depth >= MAX_SHAPE_DEPTH or dict not in set(map(type, value.values())):
+        leaves += value.values()
+        names = tuple(value)
+        shape = flat.get(names)
+        if shape is None:
+            shape = flat[names] = tuple((name, None) for name in names)
+        return shape
+    out: list[tuple[str, Shape | None]] = []
+    for name, v in value.items():
+        if type(v) is dict:
+            out.append((name, _walk(v, depth + 1, leaves, flat)))
         else:
-            _leaves(value[name], sub, out)
+            out.append((name, None))
+            leaves.append(v)
+    return tuple(out)
 
 
 def _shape_wire(shape: Shape) -> list[Any]:
@@ -108,6 +117,7 @@ def encode_content(
     names alone."""
     shapes: dict[Shape, int] = {}
     flat: dict[tuple[str, ...], int] = {}  # the names of a flat shape: its index
+    flat_shapes: dict[tuple[str, ...], Shape] = {}  # nested flat maps' shapes by names
     shape_of: list[int | None] = []
     rows: list[list[Sequence[Any]]] = []  # per shape: each row's leaves
     for at, encoded in enumerate(fields):
@@ -118,13 +128,12 @@ def encode_content(
         if value is None:
             value = decode_fields(encoded)
         if dict in set(map(type, value.values())):
-            shape = _shape(value)
+            leaves: list[Any] = []
+            shape = _walk(value, 1, leaves, flat_shapes)
             i = shapes.get(shape)
             if i is None:
                 i = shapes[shape] = len(shapes)
                 rows.append([])
-            leaves: list[Any] = []
-            _leaves(value, shape, leaves)
             rows[i].append(leaves)
         else:
             names = tuple(value)

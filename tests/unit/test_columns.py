@@ -21,7 +21,7 @@ from offsync.change import (
     erase_fields,
 )
 from offsync.columns import MAX_SHAPE_DEPTH, decode_block, encode_block
-from offsync.encoding import packb
+from offsync.encoding import decode_fields, packb
 from offsync.errors import BundleFormatError, LimitExceededError, UsageError
 from offsync.limits import Limits
 from offsync.scope import Partition
@@ -174,3 +174,16 @@ def test_sealing_needs_a_secret_and_some_changes() -> None:
         encode_block([], P, SECRET)
     with pytest.raises(UsageError):
         encode_block([put(1)] * 3, P, SECRET, Limits(max_segment_changes=2))
+
+
+def test_sealing_from_held_values_matches_decoding_at_every_depth() -> None:
+    """Nested maps become nested shapes down to the deepest shape level and leaves
+    below it, whether the writer's decoded values are given or the bytes decoded."""
+    deep: dict[str, Any] = {"z": 1}
+    for level in range(20):
+        deep = {"m": deep, "n": level, "e": {}}
+    changes = [put(1, "3519a", a=deep), put(2, "3519b", a={"x": {"y": "s"}}, b=[1])]
+    changes.append(put(3, "3519c", a={"x": {"y": "t"}}, b=[2]))
+    values = [decode_fields(c.fields) for c in changes if c.fields is not None]
+    assert encode_block(changes, P, SECRET, values=values) == encode_block(changes, P, SECRET)
+    assert round_trip(changes) == changes
