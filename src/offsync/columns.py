@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from functools import partial
 from itertools import accumulate, repeat
-from operator import add, is_, le
+from operator import add, is_, le, sub
 from typing import Any, NamedTuple
 
 import msgpack
@@ -91,14 +91,6 @@ class Block(NamedTuple):
 
 
 # -- encoding -----------------------------------------------------------------------------
-
-
-def _common_prefix(a: str, b: str) -> int:
-    n = min(len(a), len(b))
-    i = 0
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i
 
 
 _is_none = partial(is_, None)
@@ -221,29 +213,46 @@ def _check_author(value: Any, empty: type[Exception], long: type[Exception]) -> 
     return value
 
 
-def _encode_skeleton(changes: Sequence[Change]) -> bytes:
-    hlc_deltas: list[int] = []
+def _front_coded(keys: Sequence[str]) -> tuple[list[int], list[str]]:
+    """Each key as (the length it shares with the key before, the rest). One loop with
+    the comparison inline: it runs per key and per shared character."""
     key_prefix: list[int] = []
     key_suffix: list[str] = []
+    add_prefix, add_suffix = key_prefix.append, key_suffix.append
+    previous = ""
+    for k in keys:
+        m = 0
+        for a, b in zip(previous, k, strict=False):  # (stops at the shorter key)
+            if a != b:
+                break
+            m += 1
+        add_prefix(m)
+        add_suffix(k[m:])
+        previous = k
+    return key_prefix, key_suffix
+
+
+def _encode_skeleton(changes: Sequence[Change]) -> bytes:
+    """The skeleton's columns, each made in a pass over the changes."""
+    columns = list(zip(*changes, strict=True))
+    hlcs, keys, ops, parents = columns[2], columns[4], columns[5], columns[7]
+    schemas, authors_of = columns[9], columns[10]
+    key_prefix, key_suffix = _front_coded(keys)
     authors: dict[str, int] = {}
-    author_of: list[int | None] = []
-    previous_hlc, previous_key = 0, ""
-    for c in changes:
-        hlc_deltas.append(c.hlc - previous_hlc)
-        previous_hlc = c.hlc
-        n = _common_prefix(previous_key, c.key)
-        key_prefix.append(n)
-        key_suffix.append(c.key[n:])
-        previous_key = c.key
-        author_of.append(None if c.author is None else authors.setdefault(c.author, len(authors)))
+    if set(authors_of) == {None}:
+        author_of: list[int | None] = [None] * len(changes)
+    else:
+        author_of = [None if a is None else authors.setdefault(a, len(authors)) for a in authors_of]
     return packb(
         [
-            hlc_deltas,
+            list(map(sub, hlcs, (0, *hlcs))),
             key_prefix,
             key_suffix,
-            [c.op for c in changes],
-            [[[p.origin, p.seq] for p in c.parents] for c in changes],
-            [c.schema for c in changes],
+            list(ops),
+            [[[p.origin, p.seq] for p in ps] for ps in parents]
+            if any(parents)
+            else [[]] * len(changes),
+            list(schemas),
             list(authors),
             author_of,
         ]

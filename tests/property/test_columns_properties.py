@@ -98,7 +98,7 @@ def test_sealing_from_held_values_gives_the_same_bytes(changes: list[Change]) ->
 
 
 _LEAF = st.one_of(
-    st.text(max_size=3), st.integers(-3, 3), st.none(), st.lists(st.integers(), max_size=2)
+    st.text(max_size=3), st.integers(-3, 3), st.none(), st.lists(st.integers(-9, 9), max_size=2)
 )
 _NAMES = st.sampled_from(["a", "b", "c"])
 _INNER = st.dictionaries(_NAMES, _LEAF, max_size=3)
