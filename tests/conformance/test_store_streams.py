@@ -1,7 +1,8 @@
 """SQLite schema 6 keys segments by stream and keeps an outbox per own stream (format
 3's step 2): a store written by the previous offsync (schema 5: segments by (origin,
 first_seq)) is upgraded in place, its rows becoming the WHOLE partition (whose outbox
-is the table it was), and holds the same.
+is the table it was), and holds the same. Schema 7 then keys the outbox of format-3
+partitions by (partition id, seq), moving schema 6's rows in place.
 
 The schema-5 file is built here as that offsync built it (``SCHEMA`` and the steps up to
 5), and filled with the rows of a real site, so that the upgrade meets real segments,

@@ -38,10 +38,13 @@ class _Sealing(_Redacting):
         and the tail waits in the outbox for more writes or for the next pack.
         """
         st = self._st
-        for stream in sorted(st.own):
-            mine = st.seqs(stream)
-            if may_seal(mine.seq, mine.sealed, mine.claim):
-                self._seal_stream(stream, complete_only=complete_only)
+        streams = [s for s in sorted(st.own) if may_seal(*st.seqs(s))]  # (seq, sealed, claim)
+        if len(streams) == 1:
+            self._seal_stream(streams[0], complete_only=complete_only)
+        elif streams:  # one commit for all of them: a commit costs more than a segment
+            with self._transaction():
+                for stream in streams:
+                    self._seal_stream(stream, complete_only=complete_only)
 
     def _seal_erased(self) -> None:
         """After a commit that erased records with own puts still unsealed: seal own
