@@ -36,7 +36,8 @@ RULES: list[tuple[str, str]] = [
     ("change row (outbox) encode/decode", r"^(Change\.)?(to_row|from_row) "),
     (
         "columns encode (seal)",
-        r"^(encode_changes|_column|_shape|_leaves|_shape_wire|_common_prefix) ",
+        r"^(encode_content|encode_block|_column|_columns|_uniform_columns|_group_columns|_walk"
+        r"|_shape_wire|_encode_skeleton|_front_coded|_plainly_sealable) ",
     ),
     ("decode_fields (field bytes back to a dict)", r"^decode_fields "),
     ("columns decode (apply)", r"unpack\.py|change\.py|^unpack_strict "),

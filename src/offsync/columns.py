@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from functools import partial
 from itertools import accumulate, repeat
-from operator import add, le
+from operator import add, is_, le, sub
 from typing import Any, NamedTuple
 
 import msgpack
@@ -93,12 +93,50 @@ class Block(NamedTuple):
 # -- encoding -----------------------------------------------------------------------------
 
 
-def _common_prefix(a: str, b: str) -> int:
-    n = min(len(a), len(b))
-    i = 0
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i
+_is_none = partial(is_, None)
+
+
+def _plainly_sealable(changes: Sequence[Change], partition: Partition, limits: Limits) -> bool:
+    """Whether every change passes ``_check_for_sealing``'s checks, found with a few
+    C-level passes over whole columns (a writer's usual segment: puts and deletes of
+    new records, no parents); False when that is not plain, and then the change by
+    change walk decides (and says which check failed)."""
+    collection, prefix = partition
+    columns = list(zip(*changes, strict=True))
+    hlcs, keys, ops, fields, parents = columns[2], columns[4], columns[5], columns[6], columns[7]
+    schemas, authors = columns[9], columns[10]
+    if set(columns[3]) != {collection} or set(columns[8]) != {prefix}:
+        return False
+    if (
+        set(map(type, keys)) != {str}
+        or not all(keys)
+        or max(map(len, keys)) * 4 > (limits.max_key_bytes)
+    ):  # (4 UTF-8 bytes a code point at most)
+        return False
+    if prefix and not all(map(str.startswith, keys, repeat(prefix))):
+        return False
+    if set(map(type, hlcs)) != {int} or min(hlcs) < 0 or max(hlcs) > MAX_HLC:
+        return False
+    op_set = set(ops)
+    if not op_set <= {PUT, DELETE} or set(map(type, ops)) != {int}:
+        return False  # (erase orders: their fields are checked one by one)
+    kinds = set(map(type, fields))
+    present = [f for f in fields if f is not None] if DELETE in op_set else fields
+    if list(map(DELETE.__eq__, ops)) != list(map(_is_none, fields)):
+        return False
+    if not kinds <= {bytes, type(None)} or (
+        present and max(map(len, present)) > limits.max_fields_bytes
+    ):
+        return False
+    if nan_like(b"".join(present)):
+        return False
+    if set(map(type, schemas)) != {int} or min(schemas) < 0 or max(schemas) > MAX_SCHEMA:
+        return False
+    if set(map(type, parents)) != {tuple} or any(parents):
+        return False
+    for author in set(authors) - {None}:
+        _check_author(author, UsageError, UsageError)
+    return True
 
 
 def _check_for_sealing(changes: Sequence[Change], partition: Partition, limits: Limits) -> None:
@@ -106,6 +144,11 @@ def _check_for_sealing(changes: Sequence[Change], partition: Partition, limits: 
     collection, prefix = partition
     if not 0 < len(changes) <= limits.max_segment_changes:
         raise UsageError(f"a segment holds 1 to {limits.max_segment_changes} changes")
+    try:
+        if _plainly_sealable(changes, partition, limits):
+            return
+    except TypeError:  # an unhashable or unordered value: the walk names it
+        pass
     for c in changes:
         if c.collection != collection or c.prefix != prefix:
             raise UsageError("a segment seals the changes of one partition")
@@ -170,29 +213,46 @@ def _check_author(value: Any, empty: type[Exception], long: type[Exception]) -> 
     return value
 
 
-def _encode_skeleton(changes: Sequence[Change]) -> bytes:
-    hlc_deltas: list[int] = []
+def _front_coded(keys: Sequence[str]) -> tuple[list[int], list[str]]:
+    """Each key as (the length it shares with the key before, the rest). One loop with
+    the comparison inline: it runs per key and per shared character."""
     key_prefix: list[int] = []
     key_suffix: list[str] = []
+    add_prefix, add_suffix = key_prefix.append, key_suffix.append
+    previous = ""
+    for k in keys:
+        m = 0
+        for a, b in zip(previous, k, strict=False):  # (stops at the shorter key)
+            if a != b:
+                break
+            m += 1
+        add_prefix(m)
+        add_suffix(k[m:])
+        previous = k
+    return key_prefix, key_suffix
+
+
+def _encode_skeleton(changes: Sequence[Change]) -> bytes:
+    """The skeleton's columns, each made in a pass over the changes."""
+    columns = list(zip(*changes, strict=True))
+    hlcs, keys, ops, parents = columns[2], columns[4], columns[5], columns[7]
+    schemas, authors_of = columns[9], columns[10]
+    key_prefix, key_suffix = _front_coded(keys)
     authors: dict[str, int] = {}
-    author_of: list[int | None] = []
-    previous_hlc, previous_key = 0, ""
-    for c in changes:
-        hlc_deltas.append(c.hlc - previous_hlc)
-        previous_hlc = c.hlc
-        n = _common_prefix(previous_key, c.key)
-        key_prefix.append(n)
-        key_suffix.append(c.key[n:])
-        previous_key = c.key
-        author_of.append(None if c.author is None else authors.setdefault(c.author, len(authors)))
+    if set(authors_of) == {None}:
+        author_of: list[int | None] = [None] * len(changes)
+    else:
+        author_of = [None if a is None else authors.setdefault(a, len(authors)) for a in authors_of]
     return packb(
         [
-            hlc_deltas,
+            list(map(sub, hlcs, (0, *hlcs))),
             key_prefix,
             key_suffix,
-            [c.op for c in changes],
-            [[[p.origin, p.seq] for p in c.parents] for c in changes],
-            [c.schema for c in changes],
+            list(ops),
+            [[[p.origin, p.seq] for p in ps] for ps in parents]
+            if any(parents)
+            else [[]] * len(changes),
+            list(schemas),
             list(authors),
             author_of,
         ]
@@ -204,17 +264,19 @@ def encode_block(
     partition: Partition,
     secret: bytes,
     limits: Limits = DEFAULT_LIMITS,
+    values: Sequence[dict[str, Any] | None] | None = None,
 ) -> tuple[bytes, bytes]:
     """The canonical ``[skeleton, content, secret]`` of a segment's changes (before
     compression), and the skeleton's own bytes (the commitment hashes them).
-    ``UsageError`` for a change receivers would refuse."""
+    ``UsageError`` for a change receivers would refuse. ``values``: the changes' fields
+    decoded, when the caller holds them (``encode_content``)."""
     if type(secret) is not bytes or len(secret) != SECRET_BYTES:
         raise UsageError(f"a segment's secret is {SECRET_BYTES} random bytes")
     _check_for_sealing(changes, partition, limits)
     if len({c.author for c in changes} - {None}) > limits.max_segment_authors:
         raise UsageError(f"a segment names at most {limits.max_segment_authors} authors")
     skeleton = _encode_skeleton(changes)
-    content = encode_content([c.fields for c in changes])
+    content = encode_content([c.fields for c in changes], values)
     return b"\x93" + skeleton + content + _pack(secret), skeleton
 
 

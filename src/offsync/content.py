@@ -17,8 +17,8 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from functools import partial
-from itertools import repeat
-from operator import is_, itemgetter
+from itertools import compress, repeat
+from operator import eq, is_, itemgetter
 from typing import Any, TypeAlias
 
 import msgpack
@@ -59,62 +59,74 @@ _is_none = partial(is_, None)
 # -- encoding -----------------------------------------------------------------------------
 
 
-def _shape(value: dict[str, Any], depth: int = 1) -> Shape:
-    return tuple(
-        (k, _shape(v, depth + 1) if type(v) is dict and depth < MAX_SHAPE_DEPTH else None)
-        for k, v in value.items()
-    )
-
-
-def _leaves(value: dict[str, Any], shape: Shape, out: list[Any]) -> None:
-    for name, sub in shape:
-        if sub is None:
-            out.append(value[name])
+def _walk(
+    value: dict[str, Any], depth: int, leaves: list[Any], flat: dict[tuple[str, ...], Shape]
+) -> Shape:
+    """The shape of ``value`` at ``depth`` (a nested map is a nested shape above
+    ``MAX_SHAPE_DEPTH``, else a leaf), its leaves appended to ``leaves`` in shape order
+    in the same pass; a map holding no map takes its values whole and its shape from
+    ``flat`` by its names."""
+    if depth >= MAX_SHAPE_DEPTH or dict not in set(map(type, value.values())):
+        leaves += value.values()
+        names = tuple(value)
+        shape = flat.get(names)
+        if shape is None:
+            shape = flat[names] = tuple((name, None) for name in names)
+        return shape
+    out: list[tuple[str, Shape | None]] = []
+    for name, v in value.items():
+        if type(v) is dict:
+            out.append((name, _walk(v, depth + 1, leaves, flat)))
         else:
-            _leaves(value[name], sub, out)
+            out.append((name, None))
+            leaves.append(v)
+    return tuple(out)
 
 
 def _shape_wire(shape: Shape) -> list[Any]:
     return [name if sub is None else [name, _shape_wire(sub)] for name, sub in shape]
 
 
-def _leaf_count(shape: Shape) -> int:
-    return sum(1 if sub is None else _leaf_count(sub) for _, sub in shape)
-
-
-def _column(values: list[Any]) -> list[Any]:
+def _column(values: Sequence[Any]) -> list[Any]:
     """A column as ``[nil, values]``, or ``[table, indexes]`` exactly when every value
     is a str and the distinct values are at most 256 and at most half the rows (the
     table in order of first occurrence): one byte per row before compression, rebuilt
-    by the receiver in one C-level pass."""
-    if values and all(type(v) is str for v in values):
-        table: dict[str, int] = {}
-        indexes = [table.setdefault(v, len(table)) for v in values]
+    by the receiver in one C-level pass. (Passes in C: ``dict.fromkeys`` keeps the
+    first occurrences in order, the indexes are looked up by ``map``.)"""
+    if values and set(map(type, values)) == _STR_ONLY:
+        table = dict.fromkeys(values)
         if len(table) <= MAX_TABLE and len(table) * 2 <= len(values):
-            return [list(table), bytes(indexes)]
+            index = {v: i for i, v in enumerate(table)}
+            return [list(table), bytes(map(index.__getitem__, values))]
     return [None, values]
 
 
-def encode_content(fields: Sequence[bytes | None]) -> bytes:
-    """``[shapes, shape, values]`` of the rows' field bytes (None: no shape)."""
-    shapes: dict[Shape, int] = {}
-    shape_of: list[int | None] = []
-    columns: list[list[list[Any]]] = []
-    for encoded in fields:
-        if encoded is None:
-            shape_of.append(None)
-            continue
-        value = decode_fields(encoded)
-        shape = _shape(value)
-        i = shapes.get(shape)
-        if i is None:
-            i = shapes[shape] = len(shapes)
-            columns.append([[] for _ in range(_leaf_count(shape))])
-        shape_of.append(i)
-        leaves: list[Any] = []
-        _leaves(value, shape, leaves)
-        for column, leaf in zip(columns[i], leaves, strict=True):
-            column.append(leaf)
+_STR_ONLY = {str}
+
+
+#: The columns of a block's fields: the shapes in order of first use, each row's shape
+#: (None: no shape) and each shape's leaf columns.
+Columns: TypeAlias = tuple[list[Shape], list[int | None], list[list[Sequence[Any]]]]
+
+
+def encode_content(
+    fields: Sequence[bytes | None], values: Sequence[dict[str, Any] | None] | None = None
+) -> bytes:
+    """``[shapes, shape, values]`` of the rows' field bytes (None: no shape).
+
+    ``values``: each row's fields as ``decode_fields`` would give them back (None:
+    decode them), which a writer sealing its own changes already holds: decoding every
+    row again cost as much as the rest of the encoding. The common block (no deletes,
+    maps of one names list of one shape, nested at most one level) is made in passes
+    over whole columns (``_uniform_columns``, as format 2's encoder did); any other
+    row by row (``_columns``). The bytes are the same either way."""
+    decoded = [
+        None if encoded is None else value if value is not None else decode_fields(encoded)
+        for encoded, value in zip(
+            fields, repeat(None) if values is None else values, strict=values is not None
+        )
+    ]
+    shapes, shape_of, columns = _uniform_columns(decoded) or _columns(decoded)
     return packb(
         [
             [_shape_wire(s) for s in shapes],
@@ -122,6 +134,101 @@ def encode_content(fields: Sequence[bytes | None]) -> bytes:
             [[_column(col) for col in cols] for cols in columns],
         ]
     )
+
+
+def _columns(values: Sequence[dict[str, Any] | None]) -> Columns:
+    """The shapes, each row's shape and the leaf columns, value by value: rows are
+    grouped by shape and each shape's columns made by one transposition (``zip``); a
+    flat map (no nested map) has its shape looked up by its names alone."""
+    shapes: dict[Shape, int] = {}
+    flat: dict[tuple[str, ...], int] = {}  # the names of a flat shape: its index
+    flat_shapes: dict[tuple[str, ...], Shape] = {}  # nested flat maps' shapes by names
+    shape_of: list[int | None] = []
+    rows: list[list[Sequence[Any]]] = []  # per shape: each row's leaves
+    for value in values:
+        if value is None:
+            shape_of.append(None)
+            continue
+        if dict in set(map(type, value.values())):
+            leaves: list[Any] = []
+            shape = _walk(value, 1, leaves, flat_shapes)
+            i = shapes.get(shape)
+            if i is None:
+                i = shapes[shape] = len(shapes)
+                rows.append([])
+            rows[i].append(leaves)
+        else:
+            names = tuple(value)
+            i = flat.get(names)
+            if i is None:
+                shape = tuple((name, None) for name in names)
+                i = shapes.get(shape)
+                if i is None:
+                    i = shapes[shape] = len(shapes)
+                    rows.append([])
+                flat[names] = i
+            rows[i].append(tuple(value.values()))
+        shape_of.append(i)
+    columns: list[list[Sequence[Any]]] = [
+        list(zip(*shape_rows, strict=True)) for shape_rows in rows
+    ]
+    return list(shapes), shape_of, columns
+
+
+def _uniform_columns(values: Sequence[dict[str, Any] | None]) -> Columns | None:
+    """``_columns`` in passes over whole columns, for the common case: no row without
+    a shape, and every value with the same names has the same shape, nested maps at
+    most one level deep (records entered by one form). None when that does not hold
+    (then ``_columns`` decides, value by value); the result is the same either way."""
+    if not values or None in values:
+        return None
+    maps: Sequence[dict[str, Any]] = values  # type: ignore[assignment]
+    names_of = list(map(tuple, maps))
+    if names_of.count(names_of[0]) == len(names_of):
+        groups: dict[tuple[str, ...], int] = {names_of[0]: 0}
+        shape_of: list[int | None] = [0] * len(names_of)
+        members: list[Sequence[dict[str, Any]]] = [maps]
+    else:
+        groups = {}
+        shape_of = [groups.setdefault(names, len(groups)) for names in names_of]
+        members = [list(compress(maps, map(eq, shape_of, repeat(i)))) for i in range(len(groups))]
+    shapes: list[Shape] = []
+    columns: list[list[Sequence[Any]]] = []
+    for names, group in zip(groups, members, strict=True):
+        found = _group_columns(names, group)
+        if found is None:
+            return None
+        shapes.append(found[0])
+        columns.append(found[1])
+    return shapes, shape_of, columns
+
+
+def _group_columns(
+    names: tuple[str, ...], group: Sequence[dict[str, Any]]
+) -> tuple[Shape, list[Sequence[Any]]] | None:
+    """The one shape of maps that all have ``names`` (in that order) and their leaf
+    columns; None unless every map of the group has the same shape, of at most two
+    levels (``MAX_SHAPE_DEPTH`` is more)."""
+    shape: list[tuple[str, Shape | None]] = []
+    leaves: list[Sequence[Any]] = []
+    for name, column in zip(names, zip(*map(dict.values, group), strict=True), strict=True):
+        kinds = set(map(type, column))
+        if dict not in kinds:
+            shape.append((name, None))
+            leaves.append(column)
+            continue
+        if len(kinds) != 1:
+            return None  # maps in some rows, other values in others
+        inner = list(map(tuple, column))
+        if inner.count(inner[0]) != len(inner):
+            return None
+        sub = list(zip(*map(dict.values, column), strict=True))
+        for inner_column in sub:
+            if dict in set(map(type, inner_column)):
+                return None
+        shape.append((name, tuple((inner_name, None) for inner_name in inner[0])))
+        leaves += sub
+    return tuple(shape), leaves
 
 
 # -- decoding -----------------------------------------------------------------------------

@@ -203,10 +203,13 @@ class Segment:
         *,
         secret: bytes | None = None,
         limits: Limits = DEFAULT_LIMITS,
+        values: Sequence[dict[str, Any] | None] | None = None,
     ) -> Segment:
         """Encode, commit, compress (zstd ``level``; None: a raw frame) and sign
         ``identity``'s consecutive changes of one stream. ``secret`` (32 bytes) is
-        random unless given (the known-answer vectors fix it)."""
+        random unless given (the known-answer vectors fix it). ``values``: each
+        change's fields as ``decode_fields`` gives them (None: decoded here), which a
+        writer holds for its own changes: the block is then built without decoding."""
         if (
             not changes
             or changes[0].origin != identity.public_key
@@ -218,7 +221,7 @@ class Segment:
         if secret is None:
             secret = secrets.token_bytes(SECRET_BYTES)
         partition = Partition(changes[0].collection, changes[0].prefix)
-        plain, skeleton = encode_block(changes, partition, secret, limits)
+        plain, skeleton = encode_block(changes, partition, secret, limits, values)
         if len(plain) > limits.max_block_bytes:
             raise UsageError(f"a block is at most {limits.max_block_bytes} bytes")
         hashes = row_hashes(salts_of(secret, len(changes)), [c.fields for c in changes])

@@ -197,14 +197,14 @@ def test_restore_refuses_what_it_cannot_restore_safely_and_changes_nothing(sh: S
     assert sh.json("--site", "kec", "id")["public_key"] == kec
 
 
-ADD_STEP_7 = """
+ADD_STEP_8 = """
 import sys
 from offsync.stores import sqlite
 
 def notes(db, path):
     db.execute("CREATE TABLE clerk_notes (key TEXT, note TEXT)")
 
-sqlite.MIGRATIONS = (*sqlite.MIGRATIONS, sqlite.Migration(7, "clerk_notes", notes))
+sqlite.MIGRATIONS = (*sqlite.MIGRATIONS, sqlite.Migration(8, "clerk_notes", notes))
 from offsync.cli import main
 main(sys.argv[1:])
 """
@@ -217,7 +217,7 @@ def test_an_upgrade_of_the_store_by_the_command_keeps_a_copy_of_it_as_it_was(
     sh.init("kec")
     sh.run("--site", "kec", "put", "residents", NIK.format(1), "name=Dewi")
     digest = sh.json("--site", "kec", "status")["state_digest"]
-    (tmp_path / "later_offsync.py").write_text(ADD_STEP_7)
+    (tmp_path / "later_offsync.py").write_text(ADD_STEP_8)
     later = subprocess.run(
         [sys.executable, "later_offsync.py", "--site", "kec", "put", "residents", "x", "n=1"],
         cwd=tmp_path,
@@ -227,14 +227,14 @@ def test_an_upgrade_of_the_store_by_the_command_keeps_a_copy_of_it_as_it_was(
         timeout=120,
     )
     assert later.returncode == 0, later.stderr
-    assert "upgrading the store from schema 6 to 7" in later.stderr
+    assert "upgrading the store from schema 7 to 8" in later.stderr
     [copy] = (tmp_path / "kec" / "backups").iterdir()
-    assert copy.name.startswith("replica.sqlite.schema-6.")
+    assert copy.name.startswith("replica.sqlite.schema-7.")
     db = sqlite3.connect(copy)
-    assert db.execute("SELECT value FROM meta WHERE name = 'schema_version'").fetchone() == (b"6",)
+    assert db.execute("SELECT value FROM meta WHERE name = 'schema_version'").fetchone() == (b"7",)
     db.close()
     db = sqlite3.connect(tmp_path / "kec" / "replica.sqlite")
-    assert db.execute("SELECT value FROM meta WHERE name = 'schema_version'").fetchone() == (b"7",)
+    assert db.execute("SELECT value FROM meta WHERE name = 'schema_version'").fetchone() == (b"8",)
     db.close()
     # This (older) offsync refuses the upgraded store, and the copy restores it.
     newer = sh.run("--site", "kec", "status", code=1)

@@ -117,7 +117,9 @@ def _old_store_file(path: Path, version: int) -> None:
 
 @pytest.mark.parametrize("version", [1, 2])
 def test_format_1_store_files_are_refused(tmp_path: Path, version: int) -> None:
-    assert SCHEMA_VERSION == 6  # 3: format 2; 4: blobs; 5: the blob reference index; 6: streams
+    assert (
+        SCHEMA_VERSION == 7
+    )  # 3: format 2; 4: blobs; 5: blob reference index; 6: streams; 7: outbox by partition id
     path = tmp_path / "old.sqlite"
     _old_store_file(path, version)
     with pytest.raises(StorageError, match="format 1") as info:

@@ -21,7 +21,7 @@ from offsync.change import (
     erase_fields,
 )
 from offsync.columns import MAX_SHAPE_DEPTH, decode_block, encode_block
-from offsync.encoding import packb
+from offsync.encoding import decode_fields, packb
 from offsync.errors import BundleFormatError, LimitExceededError, UsageError
 from offsync.limits import Limits
 from offsync.scope import Partition
@@ -146,15 +146,25 @@ def test_erase_orders_and_authors_and_schema() -> None:
         lambda c: c._replace(schema=1 << 32),
         lambda c: c._replace(author=""),
         lambda c: c._replace(author="a" * 65),
-        lambda c: c._replace(parents=(ChangeId(A, 1),)),
+        lambda c: c._replace(parents=(ChangeId(A, c.seq),)),
         lambda c: c._replace(parents=(ChangeId(bytes(32), 2), ChangeId(bytes(32), 1))),
         lambda c: c._replace(parents=tuple(ChangeId(bytes(32), i) for i in range(1, 66))),
         lambda c: c._replace(fields=b"x" * (1 << 20 | 1)),
+        lambda c: c._replace(hlc=-1),
+        lambda c: c._replace(hlc=True),
+        lambda c: c._replace(key=""),
+        lambda c: c._replace(schema=-1),
+        lambda c: c._replace(fields=b"\x81\xa1v\xcb\x7f\xf8" + bytes(5) + b"\x01"),
     ],
 )
 def test_sealing_refuses_what_receivers_would_refuse(bad: Any) -> None:
     with pytest.raises(UsageError):
         encode_block([bad(put(1))], P, SECRET)
+    # Among plain changes (checked a column at a time until something is not plain):
+    changes = [put(seq, f"3519k{seq}") for seq in range(1, 6)]
+    changes[2] = bad(changes[2])
+    with pytest.raises(UsageError):
+        encode_block(changes, P, SECRET)
 
 
 def test_sealing_needs_a_secret_and_some_changes() -> None:
@@ -164,3 +174,16 @@ def test_sealing_needs_a_secret_and_some_changes() -> None:
         encode_block([], P, SECRET)
     with pytest.raises(UsageError):
         encode_block([put(1)] * 3, P, SECRET, Limits(max_segment_changes=2))
+
+
+def test_sealing_from_held_values_matches_decoding_at_every_depth() -> None:
+    """Nested maps become nested shapes down to the deepest shape level and leaves
+    below it, whether the writer's decoded values are given or the bytes decoded."""
+    deep: dict[str, Any] = {"z": 1}
+    for level in range(20):
+        deep = {"m": deep, "n": level, "e": {}}
+    changes = [put(1, "3519a", a=deep), put(2, "3519b", a={"x": {"y": "s"}}, b=[1])]
+    changes.append(put(3, "3519c", a={"x": {"y": "t"}}, b=[2]))
+    values = [decode_fields(c.fields) for c in changes if c.fields is not None]
+    assert encode_block(changes, P, SECRET, values=values) == encode_block(changes, P, SECRET)
+    assert round_trip(changes) == changes

@@ -177,7 +177,9 @@ class _Bulk(_Writes):
         sealed: list[tuple[Stream, HeldSegment]] = []
         start = 0
         for end in segment_ends(sizes, complete_only=True):
-            seg = Segment.seal(self.identity, changes[start:end], prev, level)
+            seg = Segment.seal(
+                self.identity, changes[start:end], prev, level, values=values[start:end]
+            )
             prev = self._store_sealed(seg, prev, sealed)
             start = end
         tail = [i for i in range(start, len(changes)) if changes[i].seq >= first_new]

@@ -38,10 +38,13 @@ class _Sealing(_Redacting):
         and the tail waits in the outbox for more writes or for the next pack.
         """
         st = self._st
-        for stream in sorted(st.own):
-            mine = st.seqs(stream)
-            if may_seal(mine.seq, mine.sealed, mine.claim):
-                self._seal_stream(stream, complete_only=complete_only)
+        streams = [s for s in sorted(st.own) if may_seal(*st.seqs(s))]  # (seq, sealed, claim)
+        if len(streams) == 1:
+            self._seal_stream(streams[0], complete_only=complete_only)
+        elif streams:  # one commit for all of them: a commit costs more than a segment
+            with self._transaction():
+                for stream in streams:
+                    self._seal_stream(stream, complete_only=complete_only)
 
     def _seal_erased(self) -> None:
         """After a commit that erased records with own puts still unsealed: seal own
@@ -74,8 +77,8 @@ class _Sealing(_Redacting):
             mine = st.seqs(stream)
             held = self._held_unsealed(stream, mine.sealed, mine.seq)
             if held is not None:
-                for changes in _chunks(held, complete_only):
-                    seg = Segment.seal(self.identity, changes, prev, self.level)
+                for changes, values in _chunks(held, complete_only):
+                    seg = Segment.seal(self.identity, changes, prev, self.level, values=values)
                     prev = self._store_sealed(seg, prev, sealed)
             else:
                 pages = self._outbox_pages(stream, mine.sealed)
@@ -141,9 +144,13 @@ class _Sealing(_Redacting):
             after = page[-1][0]
 
 
-def _chunks(held: list[Held], complete_only: bool) -> Iterator[list[Change]]:
-    """The changes of each segment to seal, as ``cut`` would cut them."""
+def _chunks(
+    held: list[Held], complete_only: bool
+) -> Iterator[tuple[list[Change], list[dict[str, Any] | None]]]:
+    """The changes of each segment to seal, as ``cut`` would cut them, with their
+    decoded fields (so that sealing does not decode them again)."""
     start = 0
     for end in segment_ends([size for _, _, size in held], complete_only=complete_only):
-        yield [c for c, _, _ in held[start:end]]
+        chunk = held[start:end]
+        yield [c for c, _, _ in chunk], [value for _, value, _ in chunk]
         start = end

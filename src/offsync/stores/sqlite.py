@@ -321,6 +321,7 @@ class SQLiteStore(Store):
         self._pid = os.getpid()
         self._path = path
         self._origin_ids: dict[bytes, int] = {}  # ``_origin_id``
+        self._part_ids: dict[Partition, int] = {}  # ``_part_id``
         self._owner: OwnerLock | None = None
         self.read_only = read_only
         #: Schema versions this open upgraded the store to (``migrate``).
@@ -396,7 +397,7 @@ class SQLiteStore(Store):
         return storage_error(exc) if isinstance(exc, sqlite3.Error) else exc
 
     def _abandon(self) -> None:
-        self._origin_ids = {}
+        self._origin_ids, self._part_ids = {}, {}
         # On a full disk SQLite may have rolled back already; without a transaction
         # every later statement of the doomed block would commit on its own.
         if not self.db.in_transaction:
@@ -409,7 +410,7 @@ class SQLiteStore(Store):
         On a full disk or an I/O error SQLite has often rolled it back itself already,
         and a failing ROLLBACK must not replace the error that caused it.
         """
-        self._origin_ids = {}
+        self._origin_ids, self._part_ids = {}, {}
         if self.db.in_transaction:
             # If even that fails, the connection reports it at its next statement.
             with contextlib.suppress(sqlite3.Error):
@@ -471,17 +472,27 @@ class SQLiteStore(Store):
         )
 
     def segment_data(self, keys: Sequence[tuple[Stream, int]]) -> list[bytes]:
-        out = []
-        for (origin, (collection, prefix)), first in keys:
-            rows = self._q(
-                "SELECT data FROM segments"
-                " WHERE origin = ? AND collection = ? AND prefix = ? AND first_seq = ?",
-                (origin, collection, prefix, first),
-            )
-            if not rows:
-                raise StorageError("segment vanished from the store")
-            out.append(bytes(rows[0][0]))
-        return out
+        # One query per stream (a bundle frames runs of a stream's segments), not one
+        # per segment: a statement costs about as much as framing a segment.
+        by_stream: dict[Stream, list[int]] = {}
+        for stream, first in keys:
+            by_stream.setdefault(stream, []).append(first)
+        found: dict[tuple[Stream, int], bytes] = {}
+        for stream, firsts in by_stream.items():
+            origin, (collection, prefix) = stream
+            for i in range(0, len(firsts), 500):
+                chunk = firsts[i : i + 500]
+                marks = ", ".join("?" * len(chunk))
+                for first, data in self._q(
+                    "SELECT first_seq, data FROM segments WHERE origin = ? AND collection = ?"
+                    f" AND prefix = ? AND first_seq IN ({marks})",
+                    (origin, collection, prefix, *chunk),
+                ):
+                    found[stream, first] = bytes(data)
+        try:
+            return [found[key[0], key[1]] for key in keys]
+        except KeyError:
+            raise StorageError("segment vanished from the store") from None
 
     def set_segment_status(self, stream: Stream, first_seq: int, status: str) -> None:
         origin, (collection, prefix) = stream
@@ -510,7 +521,11 @@ class SQLiteStore(Store):
         collection, prefix = partition
         part = (collection, prefix)
         self._q("DELETE FROM segments WHERE collection = ? AND prefix = ?", part)
-        self._q("DELETE FROM partition_outbox WHERE collection = ? AND prefix = ?", part)
+        self._q(
+            "DELETE FROM part_outbox WHERE part ="
+            " (SELECT id FROM partitions WHERE collection = ? AND prefix = ?)",
+            part,
+        )
         # key[:L] == prefix, as the rule cuts (substr counts code points in TEXT, and
         # gives a key shorter than L whole: the partition of that key alone), within
         # the range of keys that start with the prefix, which the indexes find.
@@ -523,27 +538,47 @@ class SQLiteStore(Store):
             self._q(f"DELETE FROM {table} WHERE {where}", args)
 
     # Format 2's one stream (WHOLE) keeps the outbox table it always had, keyed by seq
-    # alone: a rowid append per write. Other partitions (format 3) have a table of their
-    # own, keyed by (collection, prefix, seq) (``STREAMS_SCHEMA``).
+    # alone: a rowid append per write. Other partitions (format 3) share ``part_outbox``,
+    # keyed by (partition id, seq): integers, the partition's names once in ``partitions``
+    # (``PARTITION_IDS_SCHEMA``).
+
+    def _part_id(self, partition: Partition, *, make: bool) -> int | None:
+        """The integer ``partition`` is stored as in the outbox (made if ``make``, else
+        None when it has none). Remembered once known, forgotten with a rollback like
+        origin ids (``_origin_id``)."""
+        known = self._part_ids.get(partition)
+        if known is not None:
+            return known
+        collection, prefix = partition
+        if make:
+            self.db.execute(
+                "INSERT OR IGNORE INTO partitions (collection, prefix) VALUES (?, ?)",
+                (collection, prefix),
+            )
+        row = self.db.execute(
+            "SELECT id FROM partitions WHERE collection = ? AND prefix = ?", (collection, prefix)
+        ).fetchone()
+        if row is None:
+            return None
+        self._part_ids[partition] = found = int(row[0])
+        return found
 
     def add_outbox(self, partition: Partition, rows: Sequence[tuple[int, bytes]]) -> None:
         if partition == WHOLE:
             self.db.executemany("INSERT INTO outbox (seq, data) VALUES (?, ?)", rows)
             return
-        collection, prefix = partition
+        part = self._part_id(partition, make=True)
         self.db.executemany(
-            "INSERT INTO partition_outbox (collection, prefix, seq, data) VALUES (?, ?, ?, ?)",
-            [(collection, prefix, seq, data) for seq, data in rows],
+            f"INSERT INTO part_outbox (part, seq, data) VALUES ({part}, ?, ?)", rows
         )
 
     def outbox(self, partition: Partition = WHOLE) -> list[tuple[int, bytes]]:
         if partition == WHOLE:
             return self._q("SELECT seq, data FROM outbox ORDER BY seq")
-        return self._q(
-            "SELECT seq, data FROM partition_outbox WHERE collection = ? AND prefix = ?"
-            " ORDER BY seq",
-            tuple(partition),
-        )
+        part = self._part_id(partition, make=False)
+        if part is None:
+            return []
+        return self._q("SELECT seq, data FROM part_outbox WHERE part = ? ORDER BY seq", (part,))
 
     def outbox_page(
         self, partition: Partition, after_seq: int, limit: int
@@ -553,17 +588,21 @@ class SQLiteStore(Store):
                 "SELECT seq, data FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?",
                 (after_seq, limit),
             )
+        part = self._part_id(partition, make=False)
+        if part is None:
+            return []
         return self._q(
-            "SELECT seq, data FROM partition_outbox WHERE collection = ? AND prefix = ?"
-            " AND seq > ? ORDER BY seq LIMIT ?",
-            (*partition, after_seq, limit),
+            "SELECT seq, data FROM part_outbox WHERE part = ? AND seq > ? ORDER BY seq LIMIT ?",
+            (part, after_seq, limit),
         )
 
     def outbox_partitions(self) -> list[Partition]:
         parts = [
             new_partition(c, p)
             for c, p in self._q(
-                "SELECT DISTINCT collection, prefix FROM partition_outbox ORDER BY 1, 2"
+                "SELECT collection, prefix FROM partitions"
+                " WHERE EXISTS (SELECT 1 FROM part_outbox WHERE part = partitions.id)"
+                " ORDER BY 1, 2"
             )
         ]
         if self._q("SELECT 1 FROM outbox LIMIT 1"):
@@ -572,10 +611,9 @@ class SQLiteStore(Store):
 
     def clear_outbox(self, partition: Partition, upto_seq: int) -> None:
         if partition != WHOLE:
-            self._q(
-                "DELETE FROM partition_outbox WHERE collection = ? AND prefix = ? AND seq <= ?",
-                (*partition, upto_seq),
-            )
+            part = self._part_id(partition, make=False)
+            if part is not None:
+                self._q("DELETE FROM part_outbox WHERE part = ? AND seq <= ?", (part, upto_seq))
         elif self._q("SELECT 1 FROM outbox WHERE seq > ? LIMIT 1", (upto_seq,)):
             self._q("DELETE FROM outbox WHERE seq <= ?", (upto_seq,))
         else:  # all of it: without a WHERE clause SQLite drops the pages, not row by row
@@ -740,7 +778,8 @@ class SQLiteStore(Store):
         params = (c.collection, c.key, c.fields, self._origin_id(c.origin), c.seq, c.hlc)
         if int(self.db.execute(_INSERT_FIRST, params).rowcount) != 1:
             return False
-        self._index_refs(iter([(c.collection, c.key, c.fields)]))
+        if c.fields is not None and BLOB_MARK in c.fields:  # (an executemany costs 10 µs)
+            self._index_refs(iter([(c.collection, c.key, c.fields)]))
         return True
 
     def _origin_id(self, origin: bytes) -> int:
@@ -960,7 +999,7 @@ def _index_blob_refs(db: sqlite3.Connection) -> None:
 
 
 #: Tables that hold changes, sealed or not: what a change of wire format cannot convert.
-_CHANGE_TABLES = ("segments", "outbox", "partition_outbox", "changes", "records")
+_CHANGE_TABLES = ("segments", "outbox", "part_outbox", "changes", "records")
 
 
 def format_barrier(version: int, name: str, *, old: int, new: int) -> Migration:
@@ -1010,10 +1049,30 @@ CREATE TABLE partition_outbox (
     PRIMARY KEY (collection, prefix, seq)) WITHOUT ROWID;
 """
 
+#: Schema 7: the outbox of format-3 partitions keyed by integers, (partition id, seq),
+#: the partitions' names once each in ``partitions``: a key of two text columns and a
+#: seq cost local writes about 8% CPU (docs/design.md, step 2a). Rows move over in
+#: place; ids are given in the order of the names.
+PARTITION_IDS_SCHEMA = """
+CREATE TABLE partitions (
+    id INTEGER PRIMARY KEY, collection TEXT NOT NULL, prefix TEXT NOT NULL,
+    UNIQUE (collection, prefix));
+INSERT INTO partitions (collection, prefix)
+    SELECT DISTINCT collection, prefix FROM partition_outbox ORDER BY 1, 2;
+CREATE TABLE part_outbox (
+    part INTEGER NOT NULL, seq INTEGER NOT NULL, data BLOB NOT NULL,
+    PRIMARY KEY (part, seq)) WITHOUT ROWID;
+INSERT INTO part_outbox (part, seq, data)
+    SELECT p.id, o.seq, o.data FROM partition_outbox o
+    JOIN partitions p ON p.collection = o.collection AND p.prefix = o.prefix;
+DROP TABLE partition_outbox
+"""
+
 #: Every step, in order. Schemas 1 and 2 were wire format 1 (never released); schema 3
 #: is ``SCHEMA``; schema 4 adds the blob tables, schema 5 the index of the blob
 #: references records hold, schema 6 keys segments by stream and adds the outbox of
-#: format-3 partitions (``STREAMS_SCHEMA``). The next change of the schema is ``Migration(7, ...)`` here,
+#: format-3 partitions (``STREAMS_SCHEMA``), schema 7 keys that outbox by partition id
+#: (``PARTITION_IDS_SCHEMA``). The next change of the schema is ``Migration(8, ...)`` here,
 #: and the next wire format a ``format_barrier``.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(2, "format_1_schema_2", _refuse_format_1),
@@ -1021,6 +1080,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(4, "blobs", lambda db, path: _create(db, SQLITE_BLOBS)),
     Migration(5, "blob_refs", lambda db, path: _index_blob_refs(db)),
     Migration(6, "streams", lambda db, path: _create(db, STREAMS_SCHEMA)),
+    Migration(7, "partition_ids", lambda db, path: _create(db, PARTITION_IDS_SCHEMA)),
 )
 #: The schema this offsync writes (the last step; ``schema_version()`` reads it anew).
 SCHEMA_VERSION = MIGRATIONS[-1].version
