@@ -19,11 +19,11 @@ from ..encoding import packb
 from ..errors import UsageError
 from ..knowledge import Knowledge
 from ..plan.scopes import held_scope, leaving, unconfirmed
-from ..scope import Partition, Scope
+from ..scope import Partition, Scope, Stream
 from ..segindex import own_meta
 from ..segment import RedactedSegment, Segment
-from .core import _Core
 from .packing import RESTORED_META
+from .reads import _Reads
 from .types import ApplyReport
 
 __all__ = ["SCOPE_META"]
@@ -37,7 +37,7 @@ SCOPE_META = "scope"
 _ALL_SEQS = (0, 1 << 63)
 
 
-class _Scoping(_Core):
+class _Scoping(_Reads):
     #: The deployment's reference collections, held whole by every replica.
     reference: tuple[str, ...] = ()
     _wanted: Scope | None = None  # at open: the scope asked for, until it is settled
@@ -109,7 +109,13 @@ class _Scoping(_Core):
         st = self._st
         held = {s.partition for s in st.segments} | set(self.store.outbox_partitions())
         gone = leaving(held, new)
-        owns = {s: (m.seq, m.sealed, m.claim) for s, m in st.own.items()}
+        # Held by a peer: what peers' counted receipts claim (``seq_claims``), not the
+        # claim that stops seq reuse, which our own receipt coming back also raises.
+        claimed: dict[Stream, int] = {}
+        for c in self.seq_claims():
+            if c.counted and c.stream is not None:
+                claimed[c.stream] = max(c.seq, claimed.get(c.stream, 0))
+        owns = {s: (m.seq, m.sealed, claimed.get(s, 0)) for s, m in st.own.items()}
         waiting = unconfirmed(owns, new)
         if waiting:
             names = ", ".join(f"{s.collection}/{s.prefix}" for s in waiting[:5])
