@@ -93,3 +93,11 @@ def test_a_direct_receipt_is_whole_about_its_signers_own_streams() -> None:
     stated = _k((B, P, 1))  # B, restored, holds its own seq 1 only
     got = heard_union(B, before, stated, direct=True, domain=([ME], None, None))
     assert got == _k((B, P, 1), (A, P, 2))
+
+
+def test_a_direct_receipt_naming_none_of_its_signers_streams_holds_none() -> None:
+    """Restored from a backup taken before it sealed, a site holds its own changes
+    unsealed and states none of its own stream: its peer must send them back."""
+    before = _k((B, P, 2), (A, P, 2))
+    got = heard_union(B, before, _k((A, P, 2)), direct=True, domain=([ME], None, None))
+    assert got == _k((A, P, 2))

@@ -133,19 +133,18 @@ def heard_union(
 
     ``domain`` (format 3, spec §8.2: our origin and those we relay for, our read
     scope when it is a set of partitions, and the streams our receipts to the signer
-    stated), and the signer's own streams it names: the streams a signer's own receipt
-    to us states in full. It is taken at its word there only; outside, what earlier
+    stated), and the signer's own origin: the streams a signer's own receipt to us
+    states in full. It is taken at its word there only; outside, what earlier
     receipts said (the streams they carried, an upload's answer) is kept, so that an
     unscoped reader does not send a bounded sender everything again every round."""
     if direct:
         if domain is None:
             return stated
         origins, scope, streams = domain
-        # What a signer states of its own streams is whole: it knows what it holds of
-        # them (a restored signer states less, and must be sent back what it lost).
-        own = stated.restrict_origins([signer])
-        streams = own if streams is None else streams | own
-        rest = outside(before, origins, scope, streams)
+        # What a signer states of its own origin is whole: it knows what it holds of
+        # its streams, and names each it holds sealed (a site restored from a backup
+        # names less, or none, and must be sent back what it lost).
+        rest = outside(before, (*origins, signer), scope, streams)
         return stated | rest if rest else stated
     named = restricted(before, stated.origins())
     if not named <= stated or (

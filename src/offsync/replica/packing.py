@@ -155,11 +155,15 @@ class _Packing(_Sealing):
                 return  # nothing to send, nothing new to say: no bundle
         mine = self.relays_for
         target = _Target(recipient, receiver, subjects, in_scope, mine)
+        packed = False
         for group in bundles(plan, max_bytes, always=always or quiet):
+            packed = True
             yield from self._build(group, max_bytes, target, says)
             if receiver is None:
                 says = []  # what did not fit the first bundle is not said
-        while says:  # more subjects than one header holds: receipt-only bundles
+        # More subjects than one header holds: receipt-only bundles (for a receiver; a
+        # bundle for anyone that had nothing to carry is not made for its receipts).
+        while (packed or receiver is not None) and says:
             yield from self._build([], max_bytes, target, says)
 
     @property
