@@ -16,7 +16,8 @@ authority may write, so certificates reach offline sites by the same paths as da
   change of a stream it does not list), are refused; earlier ones are kept. ``after``
   pins the revocation to what the centre already holds, which a thief holding the key
   cannot backdate around (docs/spec.md §13.4). ``after_seq`` is format 2's form of
-  it (one seq over all of the key's changes), kept until the replica speaks format 3.
+  it (one seq over all of the key's changes); format 3's spec does not define it, and it
+  is still honoured here, to be removed.
 
 The ``TrustStore`` is a pure function of the visible ``_trust`` records, which are a
 pure function of the applied ``_trust`` changes; and whether a change is admitted
@@ -209,8 +210,8 @@ class Revocation:
     """A key's changes from ``effective_ms`` on, or beyond ``after`` (per stream: the
     last seq kept; a stream not listed loses every change), are refused.
 
-    ``after_seq`` is format 2's one seq over all of the key's changes (it goes when
-    the replica speaks format 3, where seqs are per stream)."""
+    ``after_seq`` is format 2's one seq over all of the key's changes; format 3 numbers
+    each stream and its spec has no such field, so it is to be removed."""
 
     site: bytes
     effective_ms: int | None = None

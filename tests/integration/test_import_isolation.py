@@ -49,7 +49,7 @@ CORE = [
     "plan.quarantine",
     "plan.seal",
     "plan.write",
-    # Format 3, built beside format 2 until the replica speaks it.
+    # Format 3's partitions, columns and frames.
     "scope",
     "columns",
     "content",

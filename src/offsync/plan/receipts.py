@@ -7,7 +7,7 @@ only grows) instead of letting a newer, narrower receipt replace an older one; e
 the signer's own word to it, the first receipt of a bundle the signer sent, which names
 every origin it holds that it knows the reader needs and so is taken as it is
 (``heard_union``: a restored signer's loss shows; docs/spec.md §8.1, docs/design.md
-"Receipts bounded by the receiver").
+"Receipts and knowledge at scale").
 
 What a receiver needs (``needs``) is: its own origin and the sender's; every origin it
 said it holds (the knowledge of its signed pull request, the union of its receipts the

@@ -1,4 +1,4 @@
-"""Scopes in the replica: what a replica holds, and what changing its scope takes.
+"""Scopes (docs/design.md, "Scopes"): what a replica holds, and what changing its scope takes.
 
 A replica opened with a scope holds nothing outside it (docs/spec.md §4, §11). Its
 **held scope** is the scope it was given plus ``_trust`` and the deployment's

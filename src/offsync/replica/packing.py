@@ -246,7 +246,7 @@ class _Packing(_Sealing):
         records of what it told each peer are the backup's, and a peer still believes
         what this site told it later (an origin the backup lacks), so both would stay
         quiet; this site's next receipt, taken at its word, makes the peer send again
-        what it lacks (docs/design.md, "Receipts bounded by the receiver")."""
+        what it lacks (docs/design.md, "Receipts and knowledge at scale")."""
         with self._lock, self._transaction():
             self.store.set_meta(RESTORED_META, os.urandom(16).hex().encode())
 
