@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from functools import partial
 from itertools import pairwise
 from operator import add
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .change import PUT, Change
 from .columns import SECRET_BYTES, decode_block, encode_block, encode_redacted_block
@@ -137,8 +137,57 @@ def _check_header(
         raise error("a stream's first segment, and only it, has prev_hash 32 zero bytes")
 
 
+class _Signed:
+    """What both forms of a segment share: the header its origin signed, and so its
+    stream, its hash and the signature check (a redacted form's content is checked
+    against the commitment when it is opened)."""
+
+    __slots__ = ()
+    origin: bytes
+    partition: Partition
+    first_seq: int
+    last_seq: int
+    prev_hash: bytes
+    commitment: bytes
+    signature: bytes
+    if TYPE_CHECKING:  # a whole segment's is H(block); a redacted form carries it
+
+        @property
+        def block_hash(self) -> bytes: ...
+
+    @property
+    def stream(self) -> Stream:
+        return new_stream(self.origin, self.partition)
+
+    @property
+    def count(self) -> int:
+        return self.last_seq - self.first_seq + 1
+
+    @property
+    def signing_message(self) -> bytes:
+        return _signing_message(
+            self.origin,
+            self.partition,
+            self.first_seq,
+            self.last_seq,
+            self.block_hash,
+            self.commitment,
+            self.prev_hash,
+        )
+
+    @property
+    def hash(self) -> bytes:
+        """Identifies the segment (in both forms) and is what the next segment of its
+        stream chains to."""
+        return hash32(self.signing_message)
+
+    def verify(self) -> None:
+        """Raise ``SignatureError`` unless the origin signed this segment's header."""
+        verify_signature(self.origin, self.signing_message, self.signature)
+
+
 @dataclass(frozen=True, slots=True)
-class Segment:
+class Segment(_Signed):
     """A whole segment: the block as its origin sealed it."""
 
     origin: bytes
@@ -164,34 +213,8 @@ class Segment:
             raise UsageError("a segment's block is bytes, commitment 32 bytes, signature 64")
 
     @property
-    def stream(self) -> Stream:
-        return new_stream(self.origin, self.partition)
-
-    @property
-    def count(self) -> int:
-        return self.last_seq - self.first_seq + 1
-
-    @property
     def block_hash(self) -> bytes:
         return hash32(self.block)
-
-    @property
-    def signing_message(self) -> bytes:
-        return _signing_message(
-            self.origin,
-            self.partition,
-            self.first_seq,
-            self.last_seq,
-            self.block_hash,
-            self.commitment,
-            self.prev_hash,
-        )
-
-    @property
-    def hash(self) -> bytes:
-        """Identifies the segment (in both forms) and is what the next segment of its
-        stream chains to."""
-        return hash32(self.signing_message)
 
     @classmethod
     def seal(
@@ -265,10 +288,6 @@ class Segment:
             commitment,
             identity.sign(msg),
         )
-
-    def verify(self) -> None:
-        """Raise ``SignatureError`` unless the origin signed exactly this segment."""
-        verify_signature(self.origin, self.signing_message, self.signature)
 
     def open_block(self, limits: Limits = DEFAULT_LIMITS) -> tuple[list[Change], bytes, bytes]:
         """The changes, the secret and the skeleton's bytes; call ``verify`` first."""
@@ -394,7 +413,7 @@ def _redacted(
 
 
 @dataclass(frozen=True, slots=True)
-class RedactedSegment:
+class RedactedSegment(_Signed):
     """A segment after an erasure: its origin's signature and commitment, the block
     without the erased rows' values (``rblock``), the erased row indexes, the salts of
     the other rows and the hashes ``v_i`` of the erased ones (§6.3)."""
@@ -424,35 +443,6 @@ class RedactedSegment:
             self.hashes,
             UsageError,
         )
-
-    @property
-    def stream(self) -> Stream:
-        return new_stream(self.origin, self.partition)
-
-    @property
-    def count(self) -> int:
-        return self.last_seq - self.first_seq + 1
-
-    @property
-    def signing_message(self) -> bytes:
-        return _signing_message(
-            self.origin,
-            self.partition,
-            self.first_seq,
-            self.last_seq,
-            self.block_hash,
-            self.commitment,
-            self.prev_hash,
-        )
-
-    @property
-    def hash(self) -> bytes:
-        return hash32(self.signing_message)
-
-    def verify(self) -> None:
-        """Raise ``SignatureError`` unless the origin signed this segment's header; the
-        content is checked against the commitment when it is opened."""
-        verify_signature(self.origin, self.signing_message, self.signature)
 
     def _open(self, limits: Limits) -> tuple[list[Change], bytes, list[bytes]]:
         data = decompress(self.rblock, limits.max_block_bytes, limits, "redacted block")
